@@ -1,0 +1,188 @@
+"""Command line: ``tracetui serve | view | demo | traces | spans``.
+
+The UI is imported lazily inside the commands that show it, so the receiver
+and the scripting commands never load Textual.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from tracetui import __version__
+from tracetui.config import (
+    DB_ENV,
+    DEFAULT_GRPC_PORT,
+    DEFAULT_HOST,
+    DEFAULT_MAX_PENDING_SPANS,
+    ReceiverSettings,
+    default_db_path,
+)
+from tracetui.fmt import fmt_clock, fmt_duration, safe_text
+
+_db_option = click.option(
+    "--db",
+    "db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar=DB_ENV,
+    default=None,
+    help=f"SQLite database file [env {DB_ENV}; default: in the user data directory].",
+)
+
+
+def _resolve_db(db: Path | None) -> Path:
+    return (db or default_db_path()).expanduser().resolve()
+
+
+def _open_reader(db: Path | None):
+    from tracetui.store.reader import Reader
+
+    path = _resolve_db(db)
+    try:
+        return Reader(path)
+    except FileNotFoundError:
+        raise click.ClickException(f"no database at {path} (start `tracetui serve` first, or pass --db)") from None
+    except Exception as exc:
+        raise click.ClickException(f"cannot open {path}: {exc}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tracetui")
+def main() -> None:
+    """A live terminal monitor for LLM and agent traces.
+
+    Point your app's OpenTelemetry exporter at tracetui
+    (OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317) and run `tracetui serve`.
+    """
+
+
+@main.command()
+@_db_option
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on (loopback unless you say otherwise).")
+@click.option("--grpc-port", type=click.IntRange(0, 65535), default=DEFAULT_GRPC_PORT, show_default=True,
+              help="OTLP/gRPC port; 0 picks a free one.")  # fmt: skip
+@click.option("--headless", is_flag=True, help="Run the receiver only, no UI; status lines on stderr.")
+@click.option("--max-request-mb", type=click.IntRange(1, 1024), default=64, show_default=True,
+              help="Largest export request accepted (after decompression).")  # fmt: skip
+@click.option("--max-pending-spans", type=click.IntRange(100), default=DEFAULT_MAX_PENDING_SPANS, show_default=True,
+              help="Spans waiting for the disk before exporters are asked to retry.")  # fmt: skip
+@click.option("--exit-with-parent", is_flag=True, hidden=True)
+def serve(
+    db: Path | None,
+    host: str,
+    grpc_port: int,
+    headless: bool,
+    max_request_mb: int,
+    max_pending_spans: int,
+    exit_with_parent: bool,
+) -> None:
+    """Receive OTLP traces and show them live (the receiver runs in its own process)."""
+    settings = ReceiverSettings(
+        db_path=_resolve_db(db),
+        host=host,
+        grpc_port=grpc_port,
+        max_request_bytes=max_request_mb * 1024 * 1024,
+        max_pending_spans=max_pending_spans,
+        exit_with_parent=exit_with_parent,
+    )
+    if headless:
+        from tracetui.receiver import run_receiver
+
+        sys.exit(run_receiver(settings))
+
+    from tracetui.receiver import ReceiverProcess
+
+    receiver = ReceiverProcess(settings)
+    try:
+        ready = receiver.start()
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    from tracetui.ui.app import run_app
+
+    try:
+        run_app(settings.db_path, receiver=receiver, listen=ready.grpc)
+    finally:
+        code = receiver.stop()
+        lines = [line for line in receiver.lines if not line.startswith("tracetui: listening")]
+        for line in lines[-3:]:
+            click.echo(line, err=True)
+        if code not in (0, None):
+            click.echo(f"tracetui: the receiver exited with status {code}", err=True)
+
+
+@main.command()
+@_db_option
+def view(db: Path | None) -> None:
+    """Open the UI over an existing database; follows it live while a receiver writes."""
+    path = _resolve_db(db)
+    if not path.exists():
+        raise click.ClickException(f"no database at {path} (start `tracetui serve` first, or pass --db)")
+    from tracetui.ui.app import run_app
+
+    run_app(path)
+
+
+@main.command()
+@click.option("--endpoint", default=f"http://127.0.0.1:{DEFAULT_GRPC_PORT}", show_default=True,
+              help="OTLP/gRPC endpoint of the receiver.")  # fmt: skip
+@click.option("--count", type=click.IntRange(1), default=None, help="Number of agent runs (default: until Ctrl-C).")
+@click.option("--interval", type=click.FloatRange(0), default=1.0, show_default=True, help="Seconds between runs.")
+@click.option("--seed", type=int, default=None, help="Random seed for reproducible runs.")
+def demo(endpoint: str, count: int | None, interval: float, seed: int | None) -> None:
+    """Send realistic agent runs through the real OpenTelemetry SDK exporter."""
+    from tracetui.demo import run_demo
+
+    try:
+        sent = run_demo(endpoint=endpoint, count=count, interval=interval, seed=seed)
+    except KeyboardInterrupt:
+        return
+    click.echo(f"demo: sent {sent} runs to {endpoint}", err=True)
+
+
+@main.command()
+@_db_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Newest N traces only.")
+def traces(db: Path | None, as_json: bool, limit: int | None) -> None:
+    """List traces, newest first."""
+    reader = _open_reader(db)
+    rows = reader.traces(0, limit if limit is not None else -1)
+    if as_json:
+        click.echo(json.dumps([row.to_json() for row in rows], indent=2))
+        return
+    click.echo(f"{'TIME':<9} {'TRACE':<10} {'RUN':<32} {'SERVICE':<18} {'DURATION':>9} {'SPANS':>6} {'ERR':>4}")
+    for row in rows:
+        name = row.name if row.has_root else f"({row.name}; no root yet)"
+        click.echo(
+            f"{fmt_clock(row.start_ns):<9} {row.trace_id.hex()[:8]:<10} {safe_text(name, 32):<32} "
+            f"{safe_text(row.service, 18):<18} {fmt_duration(row.duration_ns):>9} {row.span_count:>6} "
+            f"{row.error_count or '':>4}"
+        )
+
+
+@main.command()
+@_db_option
+@click.option("--trace", "trace_id", required=True, help="Trace id (hex, or a unique prefix).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+def spans(db: Path | None, trace_id: str, as_json: bool) -> None:
+    """List the spans of one trace."""
+    reader = _open_reader(db)
+    full = reader.find_trace_id(trace_id)
+    if full is None:
+        raise click.ClickException(f"no trace matches {trace_id!r}")
+    rows = reader.span_json(full)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for span in rows:
+        click.echo(
+            f"{span['span_id']}  {span['parent_span_id'] or '—':<16}  {fmt_duration(int(span['duration_ms'] * 1e6)):>8}"
+            f"  {span['status']:<5}  {safe_text(span['name'], 60)}"
+        )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

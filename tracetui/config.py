@@ -1,0 +1,47 @@
+"""Settings shared by the receiver, the UI and the scripting commands."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_GRPC_PORT = 4317
+DEFAULT_HTTP_PORT = 4318
+#: OTLP recommends accepting requests of up to 64 MiB (exporters cap theirs there).
+DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+#: Spans waiting for the writer before exports are answered with a retryable
+#: UNAVAILABLE. Bounds the receiver's memory under overload.
+DEFAULT_MAX_PENDING_SPANS = 50_000
+DB_ENV = "TRACETUI_DB"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def default_db_path() -> Path:
+    """Where the database lives unless `--db` or `TRACETUI_DB` says otherwise."""
+    env = os.environ.get(DB_ENV)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("tracetui", appauthor=False)) / "traces.db"
+
+
+@dataclass(frozen=True)
+class ReceiverSettings:
+    """Everything the receiver process needs to start."""
+
+    db_path: Path
+    host: str = DEFAULT_HOST
+    grpc_port: int = DEFAULT_GRPC_PORT
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_pending_spans: int = DEFAULT_MAX_PENDING_SPANS
+    grpc_workers: int = 8
+    #: Exit when the parent process goes away (used by `tracetui serve`).
+    exit_with_parent: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS

@@ -1,0 +1,111 @@
+"""Formatting shared by the UI and the text commands. No Textual here."""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+
+# C0/C1 controls (ESC, BEL, CR...), DEL, and the bidirectional/zero-width
+# format characters that can reorder or hide text on a terminal.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\e"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    named = _NAMED.get(ch)
+    if named:
+        return named
+    code = ord(ch)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def safe_text(value: object, limit: int | None = None) -> str:
+    """A user-supplied value made safe to draw on one terminal line.
+
+    Control and bidi characters become visible escapes (``\\e[31m`` stays
+    literal text), so span names can never move the cursor, recolour the
+    terminal or smuggle markup. ``limit`` truncates with an ellipsis.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if limit is not None and len(text) > limit * 4:
+        text = text[: limit * 4]  # bound the work on 10 MB values before escaping
+    text = _UNSAFE.sub(_escape, text)
+    if limit is not None and len(text) > limit:
+        text = text[: max(0, limit - 1)] + "…"
+    return text
+
+
+def safe_multiline(value: object, limit: int = 20_000) -> str:
+    """Like safe_text but keeps newlines and tabs (for long values in the detail pane)."""
+    text = value if isinstance(value, str) else str(value)
+    truncated = len(text) > limit
+    text = text[:limit]
+    text = "\n".join(safe_text(line).replace("\\t", "    ") for line in text.split("\n"))
+    if truncated:
+        text += f"\n… ({len(value) if isinstance(value, str) else '?':,} characters, first {limit:,} shown)"
+    return text
+
+
+def fmt_duration(ns: int | None) -> str:
+    """Compact, fixed-precision durations: 850µs, 120ms, 2.41s, 3m05s, 1h02m."""
+    if ns is None:
+        return "n/a"
+    if ns < 0:
+        return "-" + fmt_duration(-ns)
+    if ns < 1_000:
+        return f"{ns}ns"
+    if ns < 1_000_000:
+        return f"{ns / 1_000:.0f}µs"
+    if ns < 1_000_000_000:
+        return f"{ns / 1_000_000:.0f}ms"
+    seconds = ns / 1e9
+    if seconds < 60:
+        return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"
+    minutes, sec = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def fmt_clock(ns: int, now_ns: int | None = None) -> str:
+    """Local wall-clock time; the date too when it is not today."""
+    if ns <= 0:
+        return "—"
+    seconds = ns / 1e9
+    try:
+        local = time.localtime(seconds)
+    except (OverflowError, OSError, ValueError):
+        return "?"
+    today = time.localtime((now_ns or time.time_ns()) / 1e9)
+    if (local.tm_year, local.tm_yday) == (today.tm_year, today.tm_yday):
+        return time.strftime("%H:%M:%S", local)
+    if local.tm_year == today.tm_year:
+        return time.strftime("%b %d %H:%M", local)
+    return time.strftime("%Y-%m-%d", local)
+
+
+def fmt_count(n: int | None) -> str:
+    """1,234 -> 1.2k; 2,100,000 -> 2.1M."""
+    if n is None:
+        return "—"
+    if n < 1000:
+        return str(n)
+    if n < 1_000_000:
+        return f"{n / 1000:.1f}k"
+    return f"{n / 1_000_000:.1f}M"
+
+
+def fmt_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n:.1f}GB"
+
+
+def display_width(text: str) -> int:
+    """Terminal cells taken by text (wide East Asian characters count 2)."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)

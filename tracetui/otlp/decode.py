@@ -1,0 +1,209 @@
+"""OTLP trace requests -> rows for the writer. Pure functions, no I/O.
+
+This runs on the receiver's gRPC threads for every request, so it touches each
+span as little as possible: a handful of scalar fields, one C-level
+``SerializeToString`` for the raw copy, and the normalizer's scan for LLM
+fields. Attribute values are never flattened here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+from tracetui import semconv
+
+INT64_MAX = (1 << 63) - 1
+UNKNOWN_SERVICE = "unknown_service"
+_ZERO_TRACE_ID = bytes(16)
+_ZERO_SPAN_ID = bytes(8)
+#: At most this many distinct reasons are quoted in a partial-success message.
+_MAX_REASONS = 5
+
+
+class DecodeError(ValueError):
+    """The request bytes are not a valid OTLP message."""
+
+
+@dataclass(slots=True)
+class Source:
+    """A resource + instrumentation scope pair, stored once per distinct value."""
+
+    digest: bytes
+    service: str
+    resource: bytes
+    scope_name: str
+    scope_version: str
+    scope: bytes
+    schema_url: str
+
+
+@dataclass(slots=True)
+class DecodedSpans:
+    """What one export request holds, ready for the writer."""
+
+    sources: dict[bytes, Source] = field(default_factory=dict)
+    #: One tuple per accepted span, in ``SPAN_COLUMNS`` order; the source column
+    #: holds the source digest until the writer swaps in its row id.
+    spans: list[tuple] = field(default_factory=list)
+    rejected: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def reject(self, reason: str) -> None:
+        self.rejected += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+    @property
+    def rejection_message(self) -> str:
+        """Human-readable summary for OTLP ``partial_success.error_message``."""
+        parts = [f"{n} span(s): {reason}" for reason, n in list(self.reasons.items())[:_MAX_REASONS]]
+        return "rejected " + "; ".join(parts) if parts else ""
+
+
+#: Column order of a span row (the writer's INSERT uses the same order).
+SPAN_COLUMNS: tuple[str, ...] = (
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "source_id",
+    "service",
+    "start_ns",
+    "end_ns",
+    "status_code",
+    "status_message",
+    "dropped_attributes",
+    "dropped_events",
+    "dropped_links",
+    "raw",
+    *semconv.NORMALIZED_COLUMNS,
+)
+COL = {name: i for i, name in enumerate(SPAN_COLUMNS)}
+
+
+def parse_trace_request(data: bytes) -> ExportTraceServiceRequest:
+    """Parse protobuf bytes, raising DecodeError with a readable reason."""
+    try:
+        return ExportTraceServiceRequest.FromString(data)
+    except Exception as exc:  # protobuf raises DecodeError, sometimes RuntimeError
+        raise DecodeError(f"not a valid ExportTraceServiceRequest: {exc}") from None
+
+
+def any_value_str(value: AnyValue) -> str | None:
+    """The string held by an AnyValue, or None for other kinds."""
+    return value.string_value if value.WhichOneof("value") == "string_value" else None
+
+
+def service_name(resource: Resource) -> str:
+    for kv in resource.attributes:
+        if kv.key == "service.name":
+            name = any_value_str(kv.value)
+            if name:
+                return name
+    return UNKNOWN_SERVICE
+
+
+def _clamp_ns(value: int) -> int:
+    # fixed64 on the wire; SQLite integers are signed 64-bit.
+    return value if value <= INT64_MAX else INT64_MAX
+
+
+def decode_spans(request: ExportTraceServiceRequest) -> DecodedSpans:
+    """Turn a parsed request into writer rows, rejecting spans with invalid ids."""
+    out = DecodedSpans()
+    for resource_spans in request.resource_spans:
+        resource = resource_spans.resource
+        resource_bytes = resource.SerializeToString()
+        service = service_name(resource)
+        for scope_spans in resource_spans.scope_spans:
+            scope = scope_spans.scope
+            scope_bytes = scope.SerializeToString()
+            schema_url = scope_spans.schema_url or resource_spans.schema_url
+            digest = hashlib.blake2b(
+                resource_bytes + b"\x00" + scope_bytes + b"\x00" + schema_url.encode(), digest_size=16
+            ).digest()
+            if digest not in out.sources:
+                out.sources[digest] = Source(
+                    digest, service, resource_bytes, scope.name, scope.version, scope_bytes, schema_url
+                )
+            for span in scope_spans.spans:
+                row = _span_row(span, digest, service, out)
+                if row is not None:
+                    out.spans.append(row)
+    return out
+
+
+def _span_row(span, digest: bytes, service: str, out: DecodedSpans) -> tuple | None:
+    trace_id = span.trace_id
+    span_id = span.span_id
+    if len(trace_id) != 16 or trace_id == _ZERO_TRACE_ID:
+        out.reject(f"invalid trace_id ({len(trace_id)} bytes{', all zero' if trace_id and not any(trace_id) else ''})")
+        return None
+    if len(span_id) != 8 or span_id == _ZERO_SPAN_ID:
+        out.reject(f"invalid span_id ({len(span_id)} bytes{', all zero' if span_id and not any(span_id) else ''})")
+        return None
+    parent = span.parent_span_id
+    if not parent or parent == _ZERO_SPAN_ID:
+        parent = None
+    elif len(parent) != 8:
+        out.reject(f"invalid parent_span_id ({len(parent)} bytes)")
+        return None
+    elif parent == span_id:
+        # A span that is its own parent would hang every tree walk: keep it, as a root.
+        parent = None
+    status = span.status
+    return (
+        trace_id,
+        span_id,
+        parent,
+        span.name,
+        span.kind,
+        digest,
+        service,
+        _clamp_ns(span.start_time_unix_nano),
+        _clamp_ns(span.end_time_unix_nano),
+        status.code,
+        status.message,
+        span.dropped_attributes_count,
+        span.dropped_events_count,
+        span.dropped_links_count,
+        span.SerializeToString(),
+        *semconv.normalize_span(span),
+    )
+
+
+def attributes_to_dict(attributes: list[KeyValue] | object) -> dict[str, object]:
+    """Attributes as plain Python values, for display and JSON output (not the hot path)."""
+    return {kv.key: any_value_to_python(kv.value) for kv in attributes}
+
+
+def any_value_to_python(value: AnyValue, _depth: int = 0) -> object:
+    """AnyValue -> str/int/float/bool/list/dict/None. Bytes become hex strings.
+
+    Nesting deeper than 32 levels is cut off (hostile kvlist chains).
+    """
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "double_value":
+        return value.double_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "bytes_value":
+        return value.bytes_value.hex()
+    if _depth >= 32:
+        return "…(nested too deep)"
+    if kind == "array_value":
+        return [any_value_to_python(v, _depth + 1) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: any_value_to_python(kv.value, _depth + 1) for kv in value.kvlist_value.values}
+    return None

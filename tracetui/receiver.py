@@ -1,0 +1,164 @@
+"""The receiver process: OTLP servers in front of the SQLite writer.
+
+``tracetui serve --headless`` is this process alone; ``tracetui serve`` starts
+it as a child (see :class:`ReceiverProcess`) and runs the UI in the
+foreground. Start order: schema and writer, then servers. Stop order: servers
+stop accepting and finish in-flight exports (which wait for their commit),
+then the writer flushes and closes the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from tracetui.config import ReceiverSettings
+from tracetui.otlp.grpc_server import start_grpc_server
+from tracetui.store.writer import Writer, receiver_status_defaults
+
+READY_PREFIX = "tracetui: listening "
+_READY_RE = re.compile(r"^tracetui: listening grpc=(?P<grpc>\S+) db=(?P<db>.+)$")
+SHUTDOWN_GRACE_S = 10.0
+
+
+def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: threading.Event | None = None) -> int:
+    """Run until SIGINT/SIGTERM (or ``stop`` is set). Returns the exit code."""
+    stop = stop or threading.Event()
+    if not settings.is_loopback:
+        print(
+            f"tracetui: warning: listening on {settings.host}, reachable from other machines; "
+            "anyone who can reach it can write traces",
+            file=err,
+            flush=True,
+        )
+    try:
+        writer = Writer(settings.db_path, max_pending_spans=settings.max_pending_spans)
+    except Exception as exc:  # sqlite3.Error, OSError, SchemaTooNew
+        print(f"tracetui: cannot open database {settings.db_path}: {exc}", file=err, flush=True)
+        return 1
+    writer.start()
+    try:
+        server, port = start_grpc_server(
+            writer,
+            settings.host,
+            settings.grpc_port,
+            max_request_bytes=settings.max_request_bytes,
+            workers=settings.grpc_workers,
+        )
+    except OSError as exc:
+        writer.stop()
+        print(f"tracetui: {exc}", file=err, flush=True)
+        return 1
+    writer.set_status(**receiver_status_defaults(settings.host, port))
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    print(f"{READY_PREFIX}grpc={settings.host}:{port} db={settings.db_path}", file=err, flush=True)
+
+    parent = os.getppid()
+    while not stop.wait(0.5):
+        if settings.exit_with_parent and os.getppid() != parent:
+            break  # the UI that started us is gone
+
+    server.stop(grace=SHUTDOWN_GRACE_S).wait()
+    writer.stop()
+    print(f"tracetui: stopped ({writer.spans_written} spans written)", file=err, flush=True)
+    return 0
+
+
+@dataclass(frozen=True)
+class ReadyInfo:
+    grpc: str
+    db: str
+
+
+def parse_ready_line(line: str) -> ReadyInfo | None:
+    match = _READY_RE.match(line.strip())
+    return ReadyInfo(match["grpc"], match["db"]) if match else None
+
+
+class ReceiverProcess:
+    """The receiver as a child process of the UI (``tracetui serve``).
+
+    The child's stderr is read until its ready line; afterwards it keeps being
+    drained so the child never blocks on a full pipe, and its last lines are
+    kept for the UI to show if it dies.
+    """
+
+    def __init__(self, settings: ReceiverSettings) -> None:
+        self.settings = settings
+        self.proc: subprocess.Popen[str] | None = None
+        self.ready: ReadyInfo | None = None
+        self.lines: deque[str] = deque(maxlen=50)
+
+    def command(self) -> list[str]:
+        s = self.settings
+        cmd = [
+            sys.executable, "-m", "tracetui", "serve", "--headless", "--exit-with-parent",
+            "--db", str(s.db_path), "--host", s.host, "--grpc-port", str(s.grpc_port),
+            "--max-request-mb", str(max(1, s.max_request_bytes // (1024 * 1024))),
+        ]  # fmt: skip
+        return cmd
+
+    def start(self, timeout: float = 20.0) -> ReadyInfo:
+        """Start the child and wait for its ready line; raises RuntimeError on failure."""
+        self.proc = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # Ctrl-C in the terminal goes to the UI, which stops us in order
+        )
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + timeout
+        ready_event = threading.Event()
+
+        def drain() -> None:
+            assert self.proc is not None and self.proc.stderr is not None
+            for line in self.proc.stderr:
+                self.lines.append(line.rstrip("\n"))
+                if self.ready is None:
+                    info = parse_ready_line(line)
+                    if info is not None:
+                        self.ready = info
+                        ready_event.set()
+            ready_event.set()  # EOF: the child exited
+
+        threading.Thread(target=drain, name="tracetui-receiver-stderr", daemon=True).start()
+        ready_event.wait(max(0.0, deadline - time.monotonic()))
+        if self.ready is None:
+            self.stop()
+            detail = "\n".join(self.lines) or "no output"
+            raise RuntimeError(f"the receiver did not start:\n{detail}")
+        return self.ready
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = SHUTDOWN_GRACE_S + 20) -> int | None:
+        """SIGTERM, then wait for the flush; SIGKILL only if it hangs."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def db_path_arg(path: str | os.PathLike[str]) -> Path:
+    return Path(path).expanduser().resolve()

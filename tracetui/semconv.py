@@ -1,0 +1,379 @@
+"""One model of an LLM call, from every instrumentation dialect.
+
+Instrumentation libraries disagree on attribute names, units and shapes (see
+``shared/reference/semconv.md``). This module maps them to the canonical
+columns of the ``spans`` table. Rules:
+
+* For each canonical field a list of sources is tried in order; the first
+  non-empty one wins, and its name is kept as provenance.
+* Units are normalized here (time to first token is stored in nanoseconds).
+* It runs on the receiver's hot path: one pass over the span's attribute keys,
+  values read only for keys we know.
+
+Only the scalar fields live here; rendering of messages is the UI's business.
+"""
+
+from __future__ import annotations
+
+import json
+
+#: Canonical columns, in the order ``normalize_span`` returns them.
+NORMALIZED_COLUMNS: tuple[str, ...] = (
+    "llm_kind",
+    "provider",
+    "request_model",
+    "response_model",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "streaming",
+    "ttft_ns",
+    "finish_reason",
+    "session_id",
+    "user_id",
+    "prompt_name",
+    "prompt_version",
+    "error_type",
+    "cost_usd",
+    "cost_source",
+    "provenance",
+)
+
+KINDS = ("llm", "embedding", "tool", "retriever", "agent", "chain", "evaluator", "other")
+
+# --- span kind -----------------------------------------------------------------
+
+_UPPER_KIND = {
+    "LLM": "llm",
+    "EMBEDDING": "embedding",
+    "TOOL": "tool",
+    "RETRIEVER": "retriever",
+    "RERANKER": "retriever",
+    "AGENT": "agent",
+    "CHAIN": "chain",
+    "EVALUATOR": "evaluator",
+    "GUARDRAIL": "chain",
+    "PROMPT": "chain",
+    "CONVERSATION": "chain",
+    "VECTOR_DB": "retriever",
+}
+_OPERATION_KIND = {
+    "chat": "llm",
+    "text_completion": "llm",
+    "generate_content": "llm",
+    "completion": "llm",
+    "embeddings": "embedding",
+    "embedding": "embedding",
+    "retrieval": "retriever",
+    "vector_db_retrieve": "retriever",
+    "execute_tool": "tool",
+    "invoke_agent": "agent",
+    "create_agent": "agent",
+    "invoke_workflow": "chain",
+    "plan": "chain",
+    "rerank": "retriever",
+}
+_TRACELOOP_KIND = {"workflow": "chain", "task": "chain", "agent": "agent", "tool": "tool"}
+_LANGSMITH_KIND = {
+    "llm": "llm",
+    "chain": "chain",
+    "tool": "tool",
+    "retriever": "retriever",
+    "embedding": "embedding",
+    "prompt": "chain",
+    "parser": "chain",
+}
+
+#: (attribute, mapping) in priority order; the value is looked up in the mapping.
+_KIND_SOURCES: tuple[tuple[str, dict[str, str]], ...] = (
+    ("openinference.span.kind", _UPPER_KIND),
+    ("gen_ai.span.kind", _UPPER_KIND),
+    ("fi.span.kind", _UPPER_KIND),
+    ("traceloop.span.kind", _TRACELOOP_KIND),
+    ("langsmith.span.kind", _LANGSMITH_KIND),
+    ("gen_ai.operation.name", _OPERATION_KIND),
+    ("llm.request.type", _OPERATION_KIND),
+)
+
+# --- scalar fields: canonical name -> attribute sources, first non-empty wins ----
+
+_STRING_FIELDS: dict[str, tuple[str, ...]] = {
+    "provider": ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"),
+    "request_model": ("gen_ai.request.model", "llm.request.model_name", "llm.model_name", "embedding.model_name"),
+    "response_model": ("gen_ai.response.model", "llm.response.model_name"),
+    "session_id": (
+        "gen_ai.conversation.id",
+        "session.id",
+        "traceloop.association.properties.session_id",
+        "langsmith.metadata.session_id",
+        "langsmith.metadata.thread_id",
+        "langsmith.metadata.conversation_id",
+    ),
+    "user_id": ("user.id", "traceloop.association.properties.user_id", "gen_ai.user", "llm.user"),
+    "prompt_name": (
+        "gen_ai.prompt.name",
+        "gen_ai.prompt.template.name",
+        "llm.prompt_template.name",
+        "traceloop.prompt.key",
+    ),
+    "prompt_version": (
+        "gen_ai.prompt.version",
+        "gen_ai.prompt.template.version",
+        "llm.prompt_template.version",
+        "traceloop.prompt.version",
+    ),
+    "error_type": ("error.type",),
+}
+_INT_FIELDS: dict[str, tuple[str, ...]] = {
+    "input_tokens": ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"),
+    "output_tokens": ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion"),
+    "cache_read_tokens": (
+        "gen_ai.usage.cache_read.input_tokens",
+        "gen_ai.usage.cache_read_input_tokens",
+        "llm.token_count.prompt_details.cache_read",
+        "gen_ai.usage.input_tokens.cache_read",
+        "gen_ai.usage.cache_read_tokens",
+        "gen_ai.usage.cached_tokens",
+    ),
+    "cache_write_tokens": (
+        "gen_ai.usage.cache_creation.input_tokens",
+        "gen_ai.usage.cache_creation_input_tokens",
+        "llm.token_count.prompt_details.cache_write",
+        "gen_ai.usage.input_tokens.cache_write",
+        "gen_ai.usage.cache_write_tokens",
+    ),
+    "reasoning_tokens": (
+        "gen_ai.usage.reasoning.output_tokens",
+        "gen_ai.usage.reasoning_tokens",
+        "llm.usage.reasoning_tokens",
+        "llm.token_count.completion_details.reasoning",
+        "gen_ai.usage.output_tokens.reasoning",
+    ),
+}
+#: Time to first token attributes and the factor that turns them into nanoseconds.
+_TTFT_SOURCES: tuple[tuple[str, float], ...] = (
+    ("gen_ai.response.time_to_first_chunk", 1e9),
+    ("gen_ai.client.operation.time_to_first_chunk", 1e9),
+    ("gen_ai.latency.time_to_first_token", 1e9),
+    ("time_to_first_token_ms", 1e6),
+    ("pydantic_ai.time_to_first_token_ms", 1e6),
+    ("autogen.time_to_first_token_ms", 1e6),
+    ("claude_agent.time_to_first_token_ms", 1e6),
+)
+_FIRST_TOKEN_EVENTS = frozenset(
+    {"First Token Stream Event", "gen_ai.content.completion.chunk", "llm.content.completion.chunk"}
+)
+_STREAM_FLAGS = ("gen_ai.request.stream", "gen_ai.is_streaming", "llm.is_streaming", "langsmith.request.streaming")
+_FINISH_SOURCES = (
+    "gen_ai.response.finish_reasons",
+    "llm.finish_reason",
+    "gen_ai.response.finish_reason",
+    "llm.response.finish_reason",
+)
+_COST_SOURCES = ("llm.cost.total", "gen_ai.cost.total", "operation.cost", "gen_ai.usage.cost")
+
+_WANTED: frozenset[str] = frozenset(
+    [key for key, _ in _KIND_SOURCES]
+    + [key for keys in _STRING_FIELDS.values() for key in keys]
+    + [key for keys in _INT_FIELDS.values() for key in keys]
+    + [key for key, _ in _TTFT_SOURCES]
+    + list(_STREAM_FLAGS)
+    + list(_FINISH_SOURCES)
+    + list(_COST_SOURCES)
+    + ["llm.invocation_parameters"]
+)
+_INT64 = (1 << 63) - 1
+
+
+def _scalar(value):
+    """Python value of a scalar AnyValue; arrays become lists of scalars."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "double_value":
+        return value.double_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "array_value":
+        return [_scalar(v) for v in value.array_value.values]
+    return None
+
+
+def _as_int(value) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if -_INT64 <= value <= _INT64 else None
+    if isinstance(value, float) and value == value and abs(value) < 9e18:
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return _as_int(float(value.strip())) if "." in value else _as_int(int(value.strip()))
+        except ValueError:
+            return None
+    return None
+
+
+def _as_float(value) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        f = float(value)
+        return f if f == f and abs(f) != float("inf") else None
+    if isinstance(value, str):
+        try:
+            return _as_float(float(value))
+        except ValueError:
+            return None
+    return None
+
+
+def _as_bool(value) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
+def _first_finish_reason(value) -> str | None:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):  # vLLM sends a JSON string: '["stop"]'
+            try:
+                value = json.loads(text)
+            except ValueError:
+                return text or None
+        else:
+            return text or None
+    if isinstance(value, list):
+        for item in value:
+            if isinstance(item, str) and item:
+                return item
+    return None
+
+
+def normalize_span(span) -> tuple:
+    """Canonical LLM fields of one OTLP span, in ``NORMALIZED_COLUMNS`` order."""
+    found: dict[str, object] = {}
+    for kv in span.attributes:
+        key = kv.key
+        if key in _WANTED:
+            found[key] = _scalar(kv.value)
+    if not found and span.name != "llm_request" and not span.events:
+        return _EMPTY
+
+    provenance: dict[str, str] = {}
+
+    kind = None
+    for key, mapping in _KIND_SOURCES:
+        value = found.get(key)
+        if isinstance(value, str) and value:
+            kind = mapping.get(value) or mapping.get(value.upper()) or mapping.get(value.lower())
+            if kind:
+                provenance["kind"] = key
+                break
+    if kind is None and span.name == "llm_request":  # vLLM's server span
+        kind, provenance["kind"] = "llm", "name:llm_request"
+
+    strings: dict[str, str | None] = {}
+    for name, keys in _STRING_FIELDS.items():
+        strings[name] = None
+        for key in keys:
+            value = found.get(key)
+            if isinstance(value, str) and value:
+                strings[name], provenance[name] = value, key
+                break
+    if strings["error_type"]:
+        # The official OpenAI instrumentation writes "<class 'openai.APIError'>".
+        text = strings["error_type"]
+        if text.startswith("<class '") and text.endswith("'>"):
+            strings["error_type"] = text[8:-2]
+
+    ints: dict[str, int | None] = {}
+    for name, keys in _INT_FIELDS.items():
+        ints[name] = None
+        for key in keys:
+            value = _as_int(found.get(key))
+            if value is not None:
+                ints[name], provenance[name] = value, key
+                break
+
+    if kind is None and (ints["input_tokens"] is not None or ints["output_tokens"] is not None):
+        kind, provenance["kind"] = "llm", "heuristic:token counts"
+
+    ttft_ns = None
+    for key, factor in _TTFT_SOURCES:
+        value = _as_float(found.get(key))
+        if value is not None and value >= 0:
+            ttft_ns, provenance["ttft"] = int(value * factor), key
+            break
+    if ttft_ns is None and span.events:
+        for event in span.events:
+            if event.name in _FIRST_TOKEN_EVENTS:
+                offset = event.time_unix_nano - span.start_time_unix_nano
+                if offset >= 0:
+                    ttft_ns, provenance["ttft"] = offset, f"event:{event.name}"
+                break
+
+    streaming = None
+    for key in _STREAM_FLAGS:
+        value = _as_bool(found.get(key))
+        if value is not None:
+            streaming, provenance["streaming"] = value, key
+            break
+    if streaming is None:
+        params = found.get("llm.invocation_parameters")
+        if isinstance(params, str) and '"stream"' in params:
+            try:
+                value = json.loads(params).get("stream")
+            except (ValueError, AttributeError):
+                value = None
+            if isinstance(value, bool):
+                streaming, provenance["streaming"] = value, "llm.invocation_parameters.stream"
+    if streaming is None and ttft_ns is not None and provenance.get("ttft", "").startswith("event:"):
+        streaming, provenance["streaming"] = True, provenance["ttft"]
+
+    finish = None
+    for key in _FINISH_SOURCES:
+        finish = _first_finish_reason(found.get(key))
+        if finish:
+            provenance["finish_reason"] = key
+            break
+
+    cost = None
+    for key in _COST_SOURCES:
+        value = _as_float(found.get(key))
+        if value is not None and value >= 0:
+            cost, provenance["cost"] = value, key
+            break
+
+    return (
+        kind,
+        strings["provider"],
+        strings["request_model"],
+        strings["response_model"],
+        ints["input_tokens"],
+        ints["output_tokens"],
+        ints["cache_read_tokens"],
+        ints["cache_write_tokens"],
+        ints["reasoning_tokens"],
+        None if streaming is None else int(streaming),
+        ttft_ns,
+        finish,
+        strings["session_id"],
+        strings["user_id"],
+        strings["prompt_name"],
+        strings["prompt_version"],
+        strings["error_type"],
+        cost,
+        "reported" if cost is not None else None,
+        json.dumps(provenance, separators=(",", ":")) if provenance else None,
+    )
+
+
+_EMPTY: tuple = (None,) * len(NORMALIZED_COLUMNS)

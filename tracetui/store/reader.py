@@ -1,0 +1,347 @@
+"""Read-only queries: everything the UI and the scripting commands ask.
+
+Every method is blocking SQL: the UI calls them from thread workers only.
+One connection is shared under a lock (Textual's thread workers run on a pool,
+so calls arrive from different threads).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from tracetui.otlp.decode import any_value_to_python, attributes_to_dict
+from tracetui.store.schema import connect_reader
+
+NO_ROOT = "no root yet"
+SPAN_KIND_NAMES = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+STATUS_NAMES = {0: "unset", 1: "ok", 2: "error"}
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRow:
+    """One row of the trace list."""
+
+    seq: int
+    trace_id: bytes
+    root_name: str | None
+    first_name: str
+    service: str
+    start_ns: int
+    end_ns: int
+    span_count: int
+    error_count: int
+    llm_calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+
+    @property
+    def name(self) -> str:
+        return self.root_name if self.root_name is not None else self.first_name
+
+    @property
+    def has_root(self) -> bool:
+        return self.root_name is not None
+
+    @property
+    def duration_ns(self) -> int:
+        return max(0, self.end_ns - self.start_ns)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "trace_id": self.trace_id.hex(),
+            "name": self.name,
+            "has_root": self.has_root,
+            "service": self.service,
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns,
+            "duration_ms": self.duration_ns / 1e6,
+            "span_count": self.span_count,
+            "errors": self.error_count,
+            "llm_calls": self.llm_calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+        }
+
+
+_TRACE_COLS = (
+    "id, trace_id, root_name, first_name, service, start_ns, end_ns, span_count, error_count, "
+    "llm_calls, input_tokens, output_tokens, cost_usd"
+)
+
+
+@dataclass(slots=True)
+class SpanRow:
+    """One span of an open trace, without its raw payload."""
+
+    span_id: bytes
+    parent_span_id: bytes | None
+    name: str
+    span_kind: int
+    service: str
+    start_ns: int
+    end_ns: int
+    status_code: int
+    status_message: str
+    llm_kind: str | None = None
+    provider: str | None = None
+    request_model: str | None = None
+    response_model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    streaming: int | None = None
+    ttft_ns: int | None = None
+    cost_usd: float | None = None
+    dropped: int = 0
+    # filled by tree building
+    depth: int = 0
+    children: list[SpanRow] = field(default_factory=list)
+    orphan: bool = False
+
+    @property
+    def duration_ns(self) -> int:
+        return max(0, self.end_ns - self.start_ns)
+
+    @property
+    def is_error(self) -> bool:
+        return self.status_code == 2
+
+    @property
+    def model(self) -> str | None:
+        return self.response_model or self.request_model
+
+
+_SPAN_COLS = (
+    "span_id, parent_span_id, name, kind, service, start_ns, end_ns, status_code, status_message, "
+    "llm_kind, provider, request_model, response_model, input_tokens, output_tokens, streaming, ttft_ns, "
+    "cost_usd, dropped_attributes + dropped_events + dropped_links"
+)
+
+
+@dataclass(slots=True)
+class SpanDetail:
+    """Everything about one span, decoded for display."""
+
+    row: dict[str, Any]
+    attributes: dict[str, Any]
+    events: list[dict[str, Any]]
+    links: list[dict[str, Any]]
+    resource: dict[str, Any]
+    scope: dict[str, Any]
+    trace_state: str
+    flags: int
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    span_count: int
+    trace_count: int
+    receiver: dict[str, Any] | None
+    db_bytes: int
+
+
+class Reader:
+    """Read-only access to a tracetui database."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._conn = connect_reader(self.path)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _all(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def _one(self, sql: str, params: tuple | dict = ()) -> tuple | None:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchone()
+
+    def _dicts(self, sql: str, params: tuple | dict = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self._conn.execute(sql, params)
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, values, strict=True)) for values in cur.fetchall()]
+
+    # --- change detection ----------------------------------------------------
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits (cheap; poll it)."""
+        row = self._one("PRAGMA data_version")
+        return int(row[0]) if row else 0
+
+    def counters(self) -> Counters:
+        meta = dict(self._all("SELECT key, value FROM meta"))
+        receiver = None
+        if meta.get("receiver"):
+            try:
+                receiver = json.loads(meta["receiver"])
+            except ValueError:
+                receiver = None
+        page = self._one("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")
+        wal = self.path.with_name(self.path.name + "-wal")
+        wal_bytes = wal.stat().st_size if wal.exists() else 0
+        return Counters(
+            span_count=int(meta.get("span_count") or 0),
+            trace_count=int(meta.get("trace_count") or 0),
+            receiver=receiver,
+            db_bytes=(page[0] if page else 0) + wal_bytes,
+        )
+
+    # --- trace list ----------------------------------------------------------
+
+    def max_seq(self) -> int:
+        row = self._one("SELECT max(id) FROM traces")
+        return int(row[0] or 0) if row else 0
+
+    def count_traces(self, horizon: int | None = None) -> int:
+        if horizon is None:
+            row = self._one("SELECT count(*) FROM traces")
+        else:
+            row = self._one("SELECT count(*) FROM traces WHERE id <= ?", (horizon,))
+        return int(row[0]) if row else 0
+
+    def count_newer(self, horizon: int) -> int:
+        """Traces that arrived after ``horizon`` (an index range on the rowid)."""
+        row = self._one("SELECT count(*) FROM traces WHERE id > ?", (horizon,))
+        return int(row[0]) if row else 0
+
+    def traces(self, offset: int = 0, limit: int = 100, horizon: int | None = None) -> list[TraceRow]:
+        """Traces newest first (by start time), optionally only those with seq <= horizon."""
+        if horizon is None:
+            rows = self._all(
+                f"SELECT {_TRACE_COLS} FROM traces ORDER BY start_ns DESC, id DESC LIMIT ? OFFSET ?",
+                (limit, offset),
+            )
+        else:
+            rows = self._all(
+                f"SELECT {_TRACE_COLS} FROM traces WHERE id <= ? ORDER BY start_ns DESC, id DESC LIMIT ? OFFSET ?",
+                (horizon, limit, offset),
+            )
+        return [TraceRow(*r) for r in rows]
+
+    def trace(self, trace_id: bytes) -> TraceRow | None:
+        row = self._one(f"SELECT {_TRACE_COLS} FROM traces WHERE trace_id = ?", (trace_id,))
+        return TraceRow(*row) if row else None
+
+    def find_trace_id(self, prefix_hex: str) -> bytes | None:
+        """A full trace id from its hex form or a unique hex prefix."""
+        text = prefix_hex.strip().lower()
+        try:
+            if len(text) == 32:
+                return bytes.fromhex(text)
+            lo = bytes.fromhex(text.ljust(32, "0"))
+            hi = bytes.fromhex(text.ljust(32, "f"))
+        except ValueError:
+            return None
+        rows = self._all("SELECT trace_id FROM traces WHERE trace_id BETWEEN ? AND ? LIMIT 2", (lo, hi))
+        return rows[0][0] if len(rows) == 1 else None
+
+    # --- one trace -----------------------------------------------------------
+
+    def spans(self, trace_id: bytes) -> list[SpanRow]:
+        rows = self._all(f"SELECT {_SPAN_COLS} FROM spans WHERE trace_id = ? ORDER BY start_ns, id", (trace_id,))
+        return [SpanRow(*r) for r in rows]
+
+    def span_detail(self, trace_id: bytes, span_id: bytes) -> SpanDetail | None:
+        found = self._dicts(
+            "SELECT s.*, src.resource, src.scope, src.scope_name, src.scope_version "
+            "FROM spans s JOIN sources src ON src.id = s.source_id WHERE s.trace_id = ? AND s.span_id = ?",
+            (trace_id, span_id),
+        )
+        if not found:
+            return None
+        record = found[0]
+        span = Span.FromString(record.pop("raw"))
+        resource = Resource.FromString(record.pop("resource") or b"")
+        scope = InstrumentationScope.FromString(record.pop("scope") or b"")
+        return SpanDetail(
+            row=record,
+            attributes=attributes_to_dict(span.attributes),
+            events=[
+                {"name": e.name, "time_ns": e.time_unix_nano, "attributes": attributes_to_dict(e.attributes)}
+                for e in span.events
+            ],
+            links=[
+                {
+                    "trace_id": link.trace_id.hex(),
+                    "span_id": link.span_id.hex(),
+                    "attributes": attributes_to_dict(link.attributes),
+                    "trace_state": link.trace_state,
+                }
+                for link in span.links
+            ],
+            resource=attributes_to_dict(resource.attributes),
+            scope={
+                "name": scope.name,
+                "version": scope.version,
+                "attributes": {kv.key: any_value_to_python(kv.value) for kv in scope.attributes},
+            },
+            trace_state=span.trace_state,
+            flags=span.flags,
+        )
+
+    def span_json(self, trace_id: bytes) -> list[dict[str, Any]]:
+        """The spans of one trace for ``tracetui spans --json``."""
+        rows = self._dicts(
+            "SELECT s.*, src.resource FROM spans s JOIN sources src ON src.id = s.source_id "
+            "WHERE s.trace_id = ? ORDER BY s.start_ns, s.id",
+            (trace_id,),
+        )
+        out = []
+        for r in rows:
+            span = Span.FromString(r["raw"])
+            resource = Resource.FromString(r["resource"] or b"")
+            out.append(
+                {
+                    "trace_id": r["trace_id"].hex(),
+                    "span_id": r["span_id"].hex(),
+                    "parent_span_id": r["parent_span_id"].hex() if r["parent_span_id"] else None,
+                    "name": r["name"],
+                    "kind": r["llm_kind"] or "other",
+                    "span_kind": SPAN_KIND_NAMES.get(r["kind"], str(r["kind"])),
+                    "service": r["service"],
+                    "start_ns": r["start_ns"],
+                    "end_ns": r["end_ns"],
+                    "duration_ms": max(0, r["end_ns"] - r["start_ns"]) / 1e6,
+                    "status": STATUS_NAMES.get(r["status_code"], str(r["status_code"])),
+                    "status_message": r["status_message"],
+                    "attributes": attributes_to_dict(span.attributes),
+                    "events": [
+                        {"name": e.name, "time_ns": e.time_unix_nano, "attributes": attributes_to_dict(e.attributes)}
+                        for e in span.events
+                    ],
+                    "links": [
+                        {"trace_id": k.trace_id.hex(), "span_id": k.span_id.hex(),
+                         "attributes": attributes_to_dict(k.attributes)}
+                        for k in span.links
+                    ],  # fmt: skip
+                    "resource": attributes_to_dict(resource.attributes),
+                    "dropped": {
+                        "attributes": r["dropped_attributes"],
+                        "events": r["dropped_events"],
+                        "links": r["dropped_links"],
+                    },
+                    "provider": r["provider"],
+                    "request_model": r["request_model"],
+                    "response_model": r["response_model"],
+                    "input_tokens": r["input_tokens"],
+                    "output_tokens": r["output_tokens"],
+                    "streaming": None if r["streaming"] is None else bool(r["streaming"]),
+                    "ttft_ms": None if r["ttft_ns"] is None else r["ttft_ns"] / 1e6,
+                    "provenance": json.loads(r["provenance"]) if r["provenance"] else {},
+                }
+            )
+        return out

@@ -1,0 +1,201 @@
+"""The database schema, its migrations and how connections are opened.
+
+One SQLite file in WAL mode is the only channel between the receiver process
+(one writer connection) and any number of UI or scripting processes (read-only
+connections). The schema version lives in ``PRAGMA user_version``; migrations
+only ever move forward.
+
+Storage choices worth knowing before changing anything here:
+
+* ``spans.raw`` holds the span exactly as it arrived (a serialized OTLP
+  ``Span`` message: attributes, events, links, status, dropped counts). It is
+  lossless (int vs double, bytes values) and costs one C call to produce, where
+  flattening attributes to JSON in Python would cost most of the ingest budget.
+  The columns beside it are what queries need, plus the normalized LLM fields
+  (``tracetui reindex`` can recompute those from ``raw``).
+* Resource and instrumentation scope repeat for every span of a request, so
+  they are stored once in ``sources`` and referenced by id.
+* ``traces`` holds one row per trace, maintained by the writer in the same
+  transaction as the spans it summarizes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlite_utils
+
+SCHEMA_VERSION = 1
+
+_V1 = """
+CREATE TABLE sources (
+    id            INTEGER PRIMARY KEY,
+    digest        BLOB NOT NULL UNIQUE,
+    service       TEXT NOT NULL,
+    resource      BLOB NOT NULL,      -- serialized opentelemetry.proto.resource.v1.Resource
+    scope_name    TEXT NOT NULL DEFAULT '',
+    scope_version TEXT NOT NULL DEFAULT '',
+    scope         BLOB,               -- serialized InstrumentationScope
+    schema_url    TEXT NOT NULL DEFAULT ''
+);
+
+CREATE TABLE spans (
+    id                 INTEGER PRIMARY KEY,
+    trace_id           BLOB NOT NULL,
+    span_id            BLOB NOT NULL,
+    parent_span_id     BLOB,            -- NULL for a root span
+    name               TEXT NOT NULL,
+    kind               INTEGER NOT NULL,  -- OTLP SpanKind
+    source_id          INTEGER NOT NULL REFERENCES sources(id),
+    service            TEXT NOT NULL,
+    start_ns           INTEGER NOT NULL,
+    end_ns             INTEGER NOT NULL,
+    status_code        INTEGER NOT NULL,  -- 0 unset, 1 ok, 2 error
+    status_message     TEXT NOT NULL DEFAULT '',
+    dropped_attributes INTEGER NOT NULL DEFAULT 0,
+    dropped_events     INTEGER NOT NULL DEFAULT 0,
+    dropped_links      INTEGER NOT NULL DEFAULT 0,
+    raw                BLOB NOT NULL,     -- serialized opentelemetry.proto.trace.v1.Span
+    -- normalized LLM fields (tracetui.semconv); NULL when not applicable
+    llm_kind           TEXT,
+    provider           TEXT,
+    request_model      TEXT,
+    response_model     TEXT,
+    input_tokens       INTEGER,
+    output_tokens      INTEGER,
+    cache_read_tokens  INTEGER,
+    cache_write_tokens INTEGER,
+    reasoning_tokens   INTEGER,
+    streaming          INTEGER,
+    ttft_ns            INTEGER,
+    finish_reason      TEXT,
+    session_id         TEXT,
+    user_id            TEXT,
+    prompt_name        TEXT,
+    prompt_version     TEXT,
+    error_type         TEXT,
+    cost_usd           REAL,
+    cost_source        TEXT,
+    provenance         TEXT             -- JSON: canonical field -> where it came from
+);
+CREATE UNIQUE INDEX spans_by_trace ON spans(trace_id, span_id);
+
+CREATE TABLE traces (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order of the first span
+    trace_id       BLOB NOT NULL UNIQUE,
+    root_span_id   BLOB,
+    root_name      TEXT,               -- NULL until the root span arrives ("no root yet")
+    root_start_ns  INTEGER,
+    first_name     TEXT NOT NULL,      -- name of the earliest span seen, for rootless traces
+    service        TEXT NOT NULL,
+    start_ns       INTEGER NOT NULL,
+    end_ns         INTEGER NOT NULL,
+    span_count     INTEGER NOT NULL,
+    error_count    INTEGER NOT NULL,
+    llm_calls      INTEGER NOT NULL DEFAULT 0,
+    input_tokens   INTEGER NOT NULL DEFAULT 0,
+    output_tokens  INTEGER NOT NULL DEFAULT 0,
+    cost_usd       REAL,
+    updated_ns     INTEGER NOT NULL    -- wall clock of the last change
+);
+CREATE INDEX traces_by_start ON traces(start_ns);
+
+-- Small key/value facts: running counters, the receiver's status.
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value
+);
+"""
+
+#: Forward migrations: MIGRATIONS[n] moves a database from version n to n + 1.
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run DDL statements inside the caller's transaction.
+
+    (``executescript`` would COMMIT first, making a migration non-atomic.)
+    """
+    without_comments = re.sub(r"--[^\n]*", "", script)
+    for statement in without_comments.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+#: Forward migrations: MIGRATIONS[n] moves a database from version n to n + 1.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    0: lambda conn: _run_script(conn, _V1),
+}
+
+
+class SchemaTooNew(RuntimeError):
+    """The file was written by a newer tracetui than this one."""
+
+
+def create_private_file(path: Path) -> None:
+    """Create the database file readable by its owner only (traces hold prompts).
+
+    SQLite gives the -wal and -shm files the permissions of the main file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+
+
+def connect_writer(path: Path) -> sqlite3.Connection:
+    """Open the single read-write connection and bring the schema up to date."""
+    path = Path(path)
+    if not path.exists():
+        create_private_file(path)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode: a commit survives the process being killed (the WAL is
+    # written before COMMIT returns); only a power cut can lose the last commits.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    conn.execute("PRAGMA cache_size=-32000")  # 32 MB
+    migrate(conn)
+    return conn
+
+
+def connect_reader(path: Path) -> sqlite3.Connection:
+    """Open a read-only connection (UI and scripting commands).
+
+    Raises FileNotFoundError when there is no database at ``path``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no tracetui database at {path}")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("PRAGMA query_only=1")
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        conn.close()
+        raise SchemaTooNew(f"{path} was written by a newer tracetui (schema {version} > {SCHEMA_VERSION})")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply every pending migration, each in its own transaction. Returns the version."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(f"database schema {version} is newer than this tracetui ({SCHEMA_VERSION})")
+    while version < SCHEMA_VERSION:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            MIGRATIONS[version](conn)
+            version += 1
+            conn.execute(f"PRAGMA user_version={version:d}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return version
+
+
+def table_columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    """Column names of ``table`` (used by migrations and tests)."""
+    return [c.name for c in sqlite_utils.Database(conn)[table].columns]

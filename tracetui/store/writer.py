@@ -1,0 +1,389 @@
+"""The single writer: group commit of decoded spans, trace rows kept in step.
+
+Threads: gRPC handler threads call :meth:`Writer.submit` and wait on the
+returned ticket; one writer thread drains the queue, writes every waiting
+request in one transaction, commits, then wakes the handlers. An export is
+therefore acknowledged only after its spans are durable, and concurrent
+exports share one commit. ``sqlite3`` releases the GIL inside SQLite, so the
+writer's inserts overlap with request decoding on the other core.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tracetui.otlp.decode import COL, SPAN_COLUMNS, DecodedSpans
+from tracetui.store.schema import connect_writer
+
+log = logging.getLogger(__name__)
+
+#: Most spans written in one transaction; more waiting requests go in the next.
+MAX_SPANS_PER_COMMIT = 20_000
+HEARTBEAT_SECONDS = 2.0
+
+_INSERT_SOURCE = (
+    "INSERT INTO sources(digest, service, resource, scope_name, scope_version, scope, schema_url) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(digest) DO NOTHING"
+)
+# The source column carries the source digest; the subquery swaps in its id
+# inside SQLite (cheaper than rebuilding every row tuple in Python).
+_INSERT_SPAN = "INSERT OR IGNORE INTO spans({cols}) VALUES ({values})".format(
+    cols=", ".join(SPAN_COLUMNS),
+    values=", ".join("(SELECT id FROM sources WHERE digest = ?)" if c == "source_id" else "?" for c in SPAN_COLUMNS),
+)
+
+_I_TRACE, _I_SPAN, _I_PARENT, _I_NAME = COL["trace_id"], COL["span_id"], COL["parent_span_id"], COL["name"]
+_I_SERVICE, _I_START, _I_END, _I_STATUS = COL["service"], COL["start_ns"], COL["end_ns"], COL["status_code"]
+_I_KIND, _I_IN, _I_OUT, _I_COST = COL["llm_kind"], COL["input_tokens"], COL["output_tokens"], COL["cost_usd"]
+
+
+class Overloaded(Exception):
+    """The writer is too far behind; the exporter should retry later."""
+
+
+class StoreUnavailable(Exception):
+    """The database refused the write (locked, disk full...); retryable."""
+
+
+@dataclass(slots=True)
+class Ticket:
+    """One submitted request; ``wait`` returns once it is committed or failed."""
+
+    decoded: DecodedSpans
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.done.wait(timeout)
+
+
+@dataclass(slots=True)
+class TraceSummary:
+    """What a batch of spans adds to one trace row."""
+
+    span_count: int = 0
+    start_ns: int = 0
+    end_ns: int = 0
+    errors: int = 0
+    first_name: str = ""
+    first_service: str = ""
+    root_span_id: bytes | None = None
+    root_name: str | None = None
+    root_start_ns: int | None = None
+    root_service: str | None = None
+    llm_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+
+    def add(self, row: tuple) -> None:
+        start, end = row[_I_START], row[_I_END]
+        if self.span_count == 0 or start < self.start_ns:
+            self.start_ns, self.first_name, self.first_service = start, row[_I_NAME], row[_I_SERVICE]
+        if self.span_count == 0 or end > self.end_ns:
+            self.end_ns = end
+        self.span_count += 1
+        if row[_I_STATUS] == 2:
+            self.errors += 1
+        if row[_I_PARENT] is None and (self.root_start_ns is None or start < self.root_start_ns):
+            self.root_span_id, self.root_name = row[_I_SPAN], row[_I_NAME]
+            self.root_start_ns, self.root_service = start, row[_I_SERVICE]
+        # Only leaf LLM calls count: agent spans often repeat their children's usage.
+        if row[_I_KIND] == "llm":
+            self.llm_calls += 1
+            self.input_tokens += row[_I_IN] or 0
+            self.output_tokens += row[_I_OUT] or 0
+            if row[_I_COST] is not None:
+                self.cost_usd = (self.cost_usd or 0.0) + row[_I_COST]
+
+
+def summarize(rows: list[tuple]) -> dict[bytes, TraceSummary]:
+    summaries: dict[bytes, TraceSummary] = {}
+    for row in rows:
+        summary = summaries.get(row[_I_TRACE])
+        if summary is None:
+            summary = summaries[row[_I_TRACE]] = TraceSummary()
+        summary.add(row)
+    return summaries
+
+
+_INSERT_TRACE = """
+INSERT INTO traces(trace_id, root_span_id, root_name, root_start_ns, first_name, service, start_ns, end_ns,
+                   span_count, error_count, llm_calls, input_tokens, output_tokens, cost_usd, updated_ns)
+VALUES (:trace_id, :root_span_id, :root_name, :root_start_ns, :first_name, :service, :start_ns, :end_ns,
+        :span_count, :errors, :llm_calls, :input_tokens, :output_tokens, :cost_usd, :now)
+"""
+# Merge a batch summary into an existing row. The root (earliest parentless
+# span) replaces "no root yet" when it arrives after its children.
+_MERGE_TRACE = """
+UPDATE traces SET
+    root_span_id  = CASE WHEN :root_start_ns IS NOT NULL AND (root_start_ns IS NULL OR :root_start_ns < root_start_ns)
+                         THEN :root_span_id ELSE root_span_id END,
+    root_name     = CASE WHEN :root_start_ns IS NOT NULL AND (root_start_ns IS NULL OR :root_start_ns < root_start_ns)
+                         THEN :root_name ELSE root_name END,
+    service       = CASE WHEN :root_start_ns IS NOT NULL AND (root_start_ns IS NULL OR :root_start_ns < root_start_ns)
+                         THEN :service
+                         WHEN root_start_ns IS NULL AND :start_ns < start_ns THEN :service
+                         ELSE service END,
+    first_name    = CASE WHEN :start_ns < start_ns THEN :first_name ELSE first_name END,
+    root_start_ns = CASE WHEN :root_start_ns IS NOT NULL AND (root_start_ns IS NULL OR :root_start_ns < root_start_ns)
+                         THEN :root_start_ns ELSE root_start_ns END,
+    start_ns      = min(start_ns, :start_ns),
+    end_ns        = max(end_ns, :end_ns),
+    span_count    = span_count + :span_count,
+    error_count   = error_count + :errors,
+    llm_calls     = llm_calls + :llm_calls,
+    input_tokens  = input_tokens + :input_tokens,
+    output_tokens = output_tokens + :output_tokens,
+    cost_usd      = CASE WHEN :cost_usd IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + :cost_usd END,
+    updated_ns    = :now
+WHERE trace_id = :trace_id
+"""
+# Rebuild a trace row from its stored spans (used when a batch held duplicates,
+# so incremental sums would count them twice).
+_RECOMPUTE_TRACE = """
+WITH s AS (SELECT * FROM spans WHERE trace_id = :trace_id),
+     root AS (SELECT span_id, name, start_ns, service FROM s WHERE parent_span_id IS NULL
+              ORDER BY start_ns LIMIT 1),
+     first AS (SELECT name, service FROM s ORDER BY start_ns LIMIT 1)
+UPDATE traces SET
+    root_span_id  = (SELECT span_id FROM root),
+    root_name     = (SELECT name FROM root),
+    root_start_ns = (SELECT start_ns FROM root),
+    first_name    = (SELECT name FROM first),
+    service       = coalesce((SELECT service FROM root), (SELECT service FROM first)),
+    start_ns      = (SELECT min(start_ns) FROM s),
+    end_ns        = (SELECT max(end_ns) FROM s),
+    span_count    = (SELECT count(*) FROM s),
+    error_count   = (SELECT count(*) FROM s WHERE status_code = 2),
+    llm_calls     = (SELECT count(*) FROM s WHERE llm_kind = 'llm'),
+    input_tokens  = (SELECT coalesce(sum(input_tokens), 0) FROM s WHERE llm_kind = 'llm'),
+    output_tokens = (SELECT coalesce(sum(output_tokens), 0) FROM s WHERE llm_kind = 'llm'),
+    cost_usd      = (SELECT sum(cost_usd) FROM s WHERE llm_kind = 'llm'),
+    updated_ns    = :now
+WHERE trace_id = :trace_id
+"""
+
+
+class Writer:
+    """Owns the read-write connection and the writer thread.
+
+    Args:
+        path: the database file (created, owner-only, if missing).
+        max_pending_spans: spans allowed to wait for the writer before
+            :meth:`submit` raises :class:`Overloaded`.
+    """
+
+    def __init__(self, path: Path, max_pending_spans: int = 50_000) -> None:
+        self.path = Path(path)
+        self.max_pending_spans = max_pending_spans
+        self._conn = connect_writer(self.path)
+        self._cond = threading.Condition()
+        self._queue: deque[Ticket] = deque()
+        self._pending_spans = 0
+        self._stopping = False
+        self._status: dict[str, object] = {}
+        self._status_dirty = False
+        self._thread = threading.Thread(target=self._run, name="tracetui-writer", daemon=True)
+        self.spans_written = 0
+        self.commits = 0
+
+    # --- called from any thread ---------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, decoded: DecodedSpans) -> Ticket:
+        """Queue a decoded request. Raises Overloaded when the queue is full."""
+        ticket = Ticket(decoded)
+        n = len(decoded.spans)
+        with self._cond:
+            if self._stopping:
+                raise StoreUnavailable("receiver is shutting down")
+            if n and self._pending_spans + n > self.max_pending_spans and self._pending_spans > 0:
+                raise Overloaded(f"{self._pending_spans} spans waiting to be written")
+            self._queue.append(ticket)
+            self._pending_spans += n
+            self._cond.notify()
+        return ticket
+
+    def set_status(self, **status: object) -> None:
+        """Record receiver facts in the database (written by the writer thread)."""
+        with self._cond:
+            self._status.update(status)
+            self._status_dirty = True
+            self._cond.notify()
+
+    @property
+    def pending_spans(self) -> int:
+        return self._pending_spans
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Write everything queued, then close the database."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        elif self._conn is not None:
+            self._close()
+
+    # --- writer thread -------------------------------------------------------
+
+    def _run(self) -> None:
+        next_heartbeat = 0.0
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping and not self._status_dirty:
+                    if not self._cond.wait(timeout=max(0.05, next_heartbeat - time.monotonic())):
+                        break
+                batch = self._take_batch()
+                stopping = self._stopping and not self._queue
+                due = self._status_dirty or (self._status and time.monotonic() >= next_heartbeat)
+                status = dict(self._status) if due else None
+                self._status_dirty = False
+            if status is not None:
+                next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
+                status["heartbeat_ns"] = time.time_ns()
+                status["pending_spans"] = self._pending_spans
+                if stopping:
+                    status["state"] = "stopped"
+            if batch or status is not None:
+                self._commit(batch, status)
+            if stopping:
+                self._close()
+                return
+
+    def _take_batch(self) -> list[Ticket]:
+        batch: list[Ticket] = []
+        spans = 0
+        while self._queue and (not batch or spans + len(self._queue[0].decoded.spans) <= MAX_SPANS_PER_COMMIT):
+            ticket = self._queue.popleft()
+            spans += len(ticket.decoded.spans)
+            batch.append(ticket)
+        return batch
+
+    def _commit(self, batch: list[Ticket], status: dict | None) -> None:
+        conn = self._conn
+        error: BaseException | None = None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                written = self._write(conn, batch) if batch else 0
+                if status is not None:
+                    conn.execute(
+                        "INSERT INTO meta(key, value) VALUES ('receiver', ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        (json.dumps(status),),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self.spans_written += written
+            self.commits += 1
+        except sqlite3.Error as exc:  # locked, disk full, I/O error: the exporter retries
+            log.error("write failed: %s", exc)
+            error = StoreUnavailable(f"database write failed: {exc}")
+        except Exception as exc:  # a bug: never leave a handler waiting forever
+            log.exception("write failed")
+            error = exc
+        with self._cond:
+            for ticket in batch:
+                self._pending_spans -= len(ticket.decoded.spans)
+        for ticket in batch:
+            ticket.error = error
+            ticket.done.set()
+
+    def _write(self, conn: sqlite3.Connection, batch: list[Ticket]) -> int:
+        """Insert one group of requests; returns the number of new spans."""
+        rows: list[tuple] = []
+        for ticket in batch:
+            decoded = ticket.decoded
+            if decoded.sources:
+                conn.executemany(
+                    _INSERT_SOURCE,
+                    [
+                        (s.digest, s.service, s.resource, s.scope_name, s.scope_version, s.scope, s.schema_url)
+                        for s in decoded.sources.values()
+                    ],
+                )
+            rows.extend(decoded.spans)
+        if not rows:
+            return 0
+        before = conn.total_changes
+        conn.executemany(_INSERT_SPAN, rows)
+        inserted = conn.total_changes - before
+
+        summaries = summarize(rows)
+        trace_ids = list(summaries)
+        existing: set[bytes] = set()
+        for i in range(0, len(trace_ids), 500):
+            chunk = trace_ids[i : i + 500]
+            existing.update(
+                r[0]
+                for r in conn.execute(
+                    f"SELECT trace_id FROM traces WHERE trace_id IN ({','.join('?' * len(chunk))})", chunk
+                )
+            )
+        now = time.time_ns()
+        new_ids = [t for t in trace_ids if t not in existing]
+        conn.executemany(_INSERT_TRACE, [self._params(t, summaries[t], now) for t in new_ids])
+        if inserted == len(rows):
+            conn.executemany(_MERGE_TRACE, [self._params(t, summaries[t], now) for t in existing])
+        else:
+            # Some spans were already stored (a resent export): rebuild the
+            # touched trace rows from the spans table instead of adding.
+            conn.executemany(_RECOMPUTE_TRACE, [{"trace_id": t, "now": now} for t in trace_ids])
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('span_count', ?), ('trace_count', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+            (inserted, len(new_ids)),
+        )
+        return inserted
+
+    @staticmethod
+    def _params(trace_id: bytes, s: TraceSummary, now: int) -> dict[str, object]:
+        return {
+            "trace_id": trace_id,
+            "root_span_id": s.root_span_id,
+            "root_name": s.root_name,
+            "root_start_ns": s.root_start_ns,
+            "first_name": s.first_name,
+            "service": s.root_service if s.root_service is not None else s.first_service,
+            "start_ns": s.start_ns,
+            "end_ns": s.end_ns,
+            "span_count": s.span_count,
+            "errors": s.errors,
+            "llm_calls": s.llm_calls,
+            "input_tokens": s.input_tokens,
+            "output_tokens": s.output_tokens,
+            "cost_usd": s.cost_usd,
+            "now": now,
+        }
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.execute("PRAGMA optimize")
+                self._conn.close()
+            except sqlite3.Error as exc:
+                log.warning("closing database: %s", exc)
+            self._conn = None  # type: ignore[assignment]
+
+
+def receiver_status_defaults(host: str, grpc_port: int) -> dict[str, object]:
+    return {
+        "state": "listening",
+        "pid": os.getpid(),
+        "grpc": f"{host}:{grpc_port}",
+        "started_ns": time.time_ns(),
+    }
