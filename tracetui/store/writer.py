@@ -148,12 +148,13 @@ UPDATE traces SET
 WHERE trace_id = :trace_id
 """
 # Rebuild a trace row from its stored spans (used when a batch held duplicates,
-# so incremental sums would count them twice).
+# so incremental sums would count them twice). Ties on start time go to the
+# span that arrived first (lowest id), as in the incremental path.
 _RECOMPUTE_TRACE = """
 WITH s AS (SELECT * FROM spans WHERE trace_id = :trace_id),
      root AS (SELECT span_id, name, start_ns, service FROM s WHERE parent_span_id IS NULL
-              ORDER BY start_ns LIMIT 1),
-     first AS (SELECT name, service FROM s ORDER BY start_ns LIMIT 1)
+              ORDER BY start_ns, id LIMIT 1),
+     first AS (SELECT name, service FROM s ORDER BY start_ns, id LIMIT 1)
 UPDATE traces SET
     root_span_id  = (SELECT span_id FROM root),
     root_name     = (SELECT name FROM root),
@@ -243,11 +244,12 @@ class Writer:
         while True:
             with self._cond:
                 while not self._queue and not self._stopping and not self._status_dirty:
-                    if not self._cond.wait(timeout=max(0.05, next_heartbeat - time.monotonic())):
-                        break
+                    timeout = max(0.05, next_heartbeat - time.monotonic()) if self._status else None
+                    if not self._cond.wait(timeout=timeout):
+                        break  # heartbeat due
                 batch = self._take_batch()
                 stopping = self._stopping and not self._queue
-                due = self._status_dirty or (self._status and time.monotonic() >= next_heartbeat)
+                due = self._status_dirty or (self._status and (stopping or time.monotonic() >= next_heartbeat))
                 status = dict(self._status) if due else None
                 self._status_dirty = False
             if status is not None:

@@ -1,0 +1,84 @@
+"""Fixtures for UI tests: databases seeded through the real writer, apps with a fixed clock."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tracetui.otlp.decode import decode_spans, parse_trace_request
+from tracetui.otlp.files import read_length_delimited
+from tracetui.store.reader import Reader
+from tracetui.store.writer import Writer
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+TRACE_FIXTURES = sorted(p for p in FIXTURES.glob("*.otlp") if ".logs." not in p.name)
+#: "Now" for the UI in tests: a minute after the last fixture span, so times are shown as clock times.
+FIXED_NOW_NS = 1_795_483_750_000_000_000
+
+
+@pytest.fixture(autouse=True)
+def utc_timezone():
+    """Clock columns are local time; pin the zone so snapshots do not depend on the machine."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if old is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = old
+    time.tzset()
+
+
+def write_requests(db: Path, requests: list[bytes]) -> None:
+    """Store export requests through the real decode path and writer."""
+    writer = Writer(db)
+    writer.start()
+    try:
+        for data in requests:
+            ticket = writer.submit(decode_spans(parse_trace_request(data)))
+            assert ticket.wait(10) and ticket.error is None
+    finally:
+        writer.stop()
+
+
+def fixture_requests(*names: str) -> list[bytes]:
+    paths = [FIXTURES / n for n in names] if names else TRACE_FIXTURES
+    return [record for path in paths for record in read_length_delimited(path)]
+
+
+@pytest.fixture
+def empty_db(tmp_path: Path) -> Path:
+    db = tmp_path / "empty.db"
+    Writer(db).stop()
+    return db
+
+
+@pytest.fixture
+def fixtures_db(tmp_path: Path) -> Path:
+    db = tmp_path / "fixtures.db"
+    write_requests(db, fixture_requests())
+    return db
+
+
+@pytest.fixture
+def agent_db(tmp_path: Path) -> Path:
+    db = tmp_path / "agent.db"
+    write_requests(db, fixture_requests("handmade_agent.otlp"))
+    return db
+
+
+def make_app(db: Path, poll_interval: float | None = None):
+    from tracetui.ui.app import TraceTuiApp
+
+    return TraceTuiApp(Reader(db), listen="127.0.0.1:4317", poll_interval=poll_interval, clock=lambda: FIXED_NOW_NS)
+
+
+async def settle(pilot, rounds: int = 3) -> None:
+    """Let thread workers finish and their messages be handled."""
+    for _ in range(rounds):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()

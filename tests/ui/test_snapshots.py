@@ -1,0 +1,47 @@
+"""SVG snapshots of the main screens (deterministic data, fixed clock and time zone).
+
+Review changes with `pytest --snapshot-update` only after looking at snapshot_report.html.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.ui.conftest import make_app, settle
+
+SIZE = (110, 32)
+
+
+class TestTraceList:
+    def test_empty_state(self, snap_compare, empty_db: Path) -> None:
+        """No traces yet: the screen tells the user how to send some."""
+
+        async def run_before(pilot) -> None:
+            await settle(pilot)
+
+        assert snap_compare(make_app(empty_db), terminal_size=SIZE, run_before=run_before)
+
+    def test_live_list(self, snap_compare, fixtures_db: Path) -> None:
+        """Every fixture library's traces, newest first, errors counted."""
+
+        async def run_before(pilot) -> None:
+            await settle(pilot)
+
+        assert snap_compare(make_app(fixtures_db), terminal_size=SIZE, run_before=run_before)
+
+
+class TestTraceView:
+    def test_agent_run_with_fallback(self, snap_compare, agent_db: Path) -> None:
+        """The 34 s agent run: a 30 s gpt-4o timeout, then claude-sonnet-4 (cursor on it)."""
+
+        async def run_before(pilot) -> None:
+            await settle(pilot)
+            await pilot.press("G", "enter")
+            await settle(pilot)
+            waterfall = pilot.app.screen.query_one("#waterfall")
+            waterfall.cursor_row = next(
+                i for i, line in enumerate(waterfall.lines) if line.span.name == "chat claude-sonnet-4"
+            )
+            await settle(pilot)
+
+        assert snap_compare(make_app(agent_db), terminal_size=SIZE, run_before=run_before)

@@ -1,0 +1,96 @@
+"""The Textual application: a thin shell around the screens.
+
+The app owns the read-only Reader (handed in, so tests can build an app over
+a seeded file) and the watcher thread that notices commits. Screens watch
+``data_version`` and ``counters`` and re-query only what they show.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from textual.app import App
+from textual.binding import Binding
+from textual.reactive import var
+
+from tracetui.store.reader import Reader
+from tracetui.ui.messages import CountersUpdated, DataChanged
+from tracetui.ui.screens.help import HelpScreen
+from tracetui.ui.screens.trace_list import TraceListScreen
+from tracetui.ui.watcher import DbWatcher
+
+
+class TraceTuiApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "tracetui"
+    ENABLE_COMMAND_PALETTE = True
+    BINDINGS = [
+        Binding("q", "quit", "Quit", show=True),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
+        Binding("question_mark", "help", "Help", show=True, key_display="?"),
+    ]
+
+    data_version: var[int] = var(0)
+    counters: var[CountersUpdated | None] = var(None)
+
+    def __init__(
+        self,
+        reader: Reader,
+        *,
+        listen: str | None = None,
+        receiver_alive=None,
+        poll_interval: float | None = 0.2,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        """
+        Args:
+            reader: read-only access to the database.
+            listen: where the receiver listens (shown in the header).
+            receiver_alive: callable telling whether our child receiver still runs.
+            poll_interval: seconds between change checks; None disables the
+                watcher thread (tests drive ``check_now`` themselves).
+            clock: wall clock in ns (fixed in snapshot tests).
+        """
+        super().__init__()
+        self.reader = reader
+        self.listen = listen
+        self._receiver_alive = receiver_alive
+        self._poll_interval = poll_interval
+        self._watcher: DbWatcher | None = None
+        self.clock = clock
+
+    def on_mount(self) -> None:
+        self.push_screen(TraceListScreen())
+        if self._poll_interval is not None:
+            self._watcher = DbWatcher(self.reader.path, self.post_message, self._poll_interval, self._receiver_alive)
+            self._watcher.start()
+
+    def on_unmount(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+
+    def on_data_changed(self, message: DataChanged) -> None:
+        self.data_version = message.version
+
+    def on_counters_updated(self, message: CountersUpdated) -> None:
+        self.counters = message
+
+    def check_now(self) -> None:
+        """Tell the screens the data changed (tests, and after our own actions)."""
+        self.data_version += 1
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+
+def run_app(db_path: Path, *, receiver=None, listen: str | None = None) -> None:
+    """Run the UI over ``db_path`` until the user quits."""
+    reader = Reader(db_path)
+    try:
+        app = TraceTuiApp(reader, listen=listen, receiver_alive=receiver.alive if receiver else None)
+        app.run()
+    finally:
+        reader.close()

@@ -1,0 +1,188 @@
+"""The home screen: the live list of traces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from tracetui.fmt import safe_text
+from tracetui.store.reader import TraceRow
+from tracetui.ui.widgets.cursor_list import CursorList
+from tracetui.ui.widgets.status_header import StatusHeader
+from tracetui.ui.widgets.trace_table import WINDOW, TraceTable
+
+
+@dataclass
+class WindowLoaded(Message):
+    """A window of trace rows read by a worker."""
+
+    offset: int
+    rows: list[TraceRow]
+    total: int
+    newer: int
+    max_seq: int
+    horizon: int | None
+
+
+@dataclass
+class WindowFailed(Message):
+    error: str
+
+
+def empty_state_text(listen: str | None) -> Text:
+    address = listen or "localhost:4317"
+    text = Text(justify="left")
+    text.append("Waiting for traces", style="bold")
+    text.append(f" on {safe_text(address)}\n\n")
+    text.append("Point your app's OpenTelemetry exporter here:\n")
+    text.append("  export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317\n", style="bold")
+    text.append("  # Python: OTLPSpanExporter(endpoint=\"localhost:4317\", insecure=True)\n\n", style="dim")
+    text.append("Or see it work right now, in another terminal:\n")
+    text.append("  tracetui demo", style="bold")
+    return text
+
+
+class TraceListScreen(Screen):
+    """Newest traces first; follows new arrivals until the user moves away from the top."""
+
+    BINDINGS = [
+        Binding("enter", "open_trace", "Open", show=True),
+        Binding("g", "follow", "Top / follow", show=True, key_display="g"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.horizon: int | None = None  # None: following the newest traces
+        self.newer = 0
+        self._max_seq = 0
+        self._loading = False
+        self._pending_offset: int | None = None
+
+    def compose(self) -> ComposeResult:
+        yield StatusHeader(self.app.listen, id="status")  # type: ignore[attr-defined]
+        yield Static("", id="new-banner")
+        yield TraceTable(id="traces")
+        yield Static(empty_state_text(self.app.listen), id="empty")  # type: ignore[attr-defined]
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "data_version", self._data_changed, init=False)
+        self.watch(self.app, "counters", self._counters_changed, init=True)
+        self.query_one("#new-banner").display = False
+        self.request_window(0)
+
+    @property
+    def table(self) -> TraceTable:
+        return self.query_one(TraceTable)
+
+    @property
+    def following(self) -> bool:
+        return self.horizon is None
+
+    # --- loading -------------------------------------------------------------
+
+    def _data_changed(self, _version: int) -> None:
+        self.request_window(self._window_offset())
+
+    def _counters_changed(self, update) -> None:
+        if update is not None:
+            self.query_one(StatusHeader).update_counters(update.counters, update.receiver_alive, update.at_monotonic)
+
+    def _window_offset(self) -> int:
+        return max(0, self.table.cursor_row - WINDOW // 2)
+
+    def request_window(self, offset: int) -> None:
+        """Load rows around ``offset`` (one query in flight; the latest request wins)."""
+        if self._loading:
+            self._pending_offset = offset
+            return
+        self._loading = True
+        self._load_window(offset, self.horizon)
+
+    @work(thread=True, group="trace-list", exit_on_error=False, description="load trace list window")
+    def _load_window(self, offset: int, horizon: int | None) -> None:
+        reader = self.app.reader  # type: ignore[attr-defined]
+        try:
+            if horizon is None:
+                max_seq = reader.max_seq()
+                total, newer = reader.count_traces(), 0
+            else:
+                max_seq = horizon
+                total, newer = reader.count_traces(horizon), reader.count_newer(horizon)
+            rows = reader.traces(offset, WINDOW, horizon)
+        except Exception as exc:  # a locked or damaged file: say so, keep drawing
+            self.post_message(WindowFailed(str(exc)))
+            return
+        self.post_message(WindowLoaded(offset, rows, total, newer, max_seq, horizon))
+
+    @on(WindowFailed)
+    def _window_failed(self, message: WindowFailed) -> None:
+        self._loading = False
+        self.notify(f"Could not read traces: {message.error}", severity="error", markup=False)
+
+    @on(WindowLoaded)
+    def _window_loaded(self, message: WindowLoaded) -> None:
+        self._loading = False
+        if message.horizon == self.horizon:
+            if self.following:
+                self._max_seq = message.max_seq
+            self.newer = message.newer
+            self.table.set_window(message.offset, message.rows, message.total)
+            self._update_banner()
+            empty = message.total == 0 and self.following
+            self.query_one("#empty").display = empty
+            self.table.display = not empty
+        if self._pending_offset is not None or message.horizon != self.horizon:
+            offset = self._pending_offset if self._pending_offset is not None else self._window_offset()
+            self._pending_offset = None
+            self.request_window(offset)
+
+    @on(TraceTable.WindowNeeded)
+    def _window_needed(self, message: TraceTable.WindowNeeded) -> None:
+        self.request_window(message.offset)
+
+    # --- follow / freeze -----------------------------------------------------
+
+    @on(CursorList.Highlighted, "#traces")
+    def _cursor_moved(self, message: CursorList.Highlighted) -> None:
+        if message.row == 0 and not self.following:
+            self.action_follow()
+        elif message.row > 0 and self.following:
+            # The user moved away from the head: keep their rows still and count arrivals.
+            self.horizon = self._max_seq
+            self.newer = 0
+
+    def action_follow(self) -> None:
+        self.horizon = None
+        self.newer = 0
+        self.table.cursor_row = 0
+        self._update_banner()
+        self.request_window(0)
+
+    def _update_banner(self) -> None:
+        banner = self.query_one("#new-banner", Static)
+        if self.newer and not self.following:
+            banner.update(Text(f" ↑ {self.newer:,} new — press g to jump to the newest", style="bold"))
+            banner.display = True
+        else:
+            banner.display = False
+
+    # --- opening -------------------------------------------------------------
+
+    @on(CursorList.Selected, "#traces")
+    def _selected(self, message: CursorList.Selected) -> None:
+        self.action_open_trace()
+
+    def action_open_trace(self) -> None:
+        row = self.table.row_at(self.table.cursor_row)
+        if row is not None:
+            from tracetui.ui.screens.trace_view import TraceScreen
+
+            self.app.push_screen(TraceScreen(row.trace_id))

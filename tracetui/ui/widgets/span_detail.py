@@ -1,0 +1,182 @@
+"""The detail pane: everything about the selected span, shown literally.
+
+Every user-supplied string goes through ``safe_text``/``safe_multiline`` and
+into a ``rich.text.Text`` directly, so markup like ``[bold]`` and terminal
+escape sequences in names or values are drawn as the characters they are.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.text import Text
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from tracetui.fmt import fmt_clock, fmt_duration, safe_multiline, safe_text
+from tracetui.store.reader import SPAN_KIND_NAMES, STATUS_NAMES, SpanDetail
+
+#: Longest value shown in full in the pane; longer ones are cut with a note.
+MAX_VALUE_CHARS = 4_000
+
+_LLM_FIELDS = (
+    ("llm_kind", "kind"),
+    ("provider", "provider"),
+    ("request_model", "request model"),
+    ("response_model", "response model"),
+    ("input_tokens", "input tokens"),
+    ("output_tokens", "output tokens"),
+    ("cache_read_tokens", "cache read tokens"),
+    ("cache_write_tokens", "cache write tokens"),
+    ("reasoning_tokens", "reasoning tokens"),
+    ("streaming", "streaming"),
+    ("ttft_ns", "time to first token"),
+    ("finish_reason", "finish reason"),
+    ("session_id", "session"),
+    ("user_id", "user"),
+    ("prompt_name", "prompt"),
+    ("prompt_version", "prompt version"),
+    ("error_type", "error type"),
+    ("cost_usd", "cost"),
+)
+_PROVENANCE_KEYS = {"llm_kind": "kind", "ttft_ns": "ttft", "cost_usd": "cost"}
+
+
+def format_value(value: Any) -> str:
+    """A value as readable text: JSON strings pretty-printed, long ones cut."""
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped[:1] in "[{" and len(stripped) <= MAX_VALUE_CHARS * 4:
+            try:
+                value = json.loads(stripped)
+            except ValueError:
+                return safe_multiline(value, MAX_VALUE_CHARS)
+        else:
+            return safe_multiline(value, MAX_VALUE_CHARS)
+    if isinstance(value, (dict, list)):
+        return safe_multiline(json.dumps(value, indent=2, ensure_ascii=False, default=str), MAX_VALUE_CHARS)
+    return safe_text(json.dumps(value) if isinstance(value, bool) or value is None else value)
+
+
+def _section(text: Text, title: str) -> None:
+    text.append(f"\n{title}\n", style="bold underline")
+
+
+def _pairs(text: Text, items: dict[str, Any], key_style: str = "bold cyan", indent: str = "  ") -> None:
+    if not items:
+        text.append(f"{indent}(none)\n", style="dim")
+        return
+    for key in sorted(items):
+        value = format_value(items[key])
+        text.append(f"{indent}{safe_text(key, 120)}", style=key_style)
+        text.append(" = ")
+        if "\n" in value:
+            text.append("\n")
+            text.append(indent + "  " + value.replace("\n", "\n" + indent + "  "))
+        else:
+            text.append(value)
+        text.append("\n")
+
+
+def detail_text(detail: SpanDetail, now_ns: int | None = None) -> Text:
+    """Build the pane's content for one span."""
+    row = detail.row
+    text = Text(no_wrap=False)
+    text.append(safe_text(row["name"], 300), style="bold")
+    status = row["status_code"]
+    status_style = {2: "bold red", 1: "green"}.get(status, "dim")
+    text.append(f"   {STATUS_NAMES.get(status, str(status))}", style=status_style)
+    if row["status_message"]:
+        text.append(f": {safe_text(row['status_message'], 500)}", style=status_style)
+    text.append("\n")
+    duration = row["end_ns"] - row["start_ns"]
+    text.append(f"{fmt_duration(duration)}", style="bold")
+    if duration < 0:
+        text.append(" (end before start!)", style="bold red")
+    text.append(f"  from {fmt_clock(row['start_ns'], now_ns)}  ·  {SPAN_KIND_NAMES.get(row['kind'], row['kind'])}")
+    text.append(f"  ·  {safe_text(row['service'], 60)}\n", style="dim")
+    text.append(f"span {row['span_id'].hex()}  trace {row['trace_id'].hex()}", style="dim")
+    if row["parent_span_id"]:
+        text.append(f"  parent {row['parent_span_id'].hex()}", style="dim")
+    text.append("\n")
+    dropped = [f"{row[k]} {k.split('_')[1]}" for k in ("dropped_attributes", "dropped_events", "dropped_links") if row[k]]
+    if dropped:
+        text.append(
+            "⚠ the SDK dropped " + ", ".join(dropped) + " (limits hit; a 'first chunk' event may not be the first)\n",
+            style="yellow",
+        )
+
+    provenance = json.loads(row["provenance"]) if row.get("provenance") else {}
+    llm = {label: row[col] for col, label in _LLM_FIELDS if row.get(col) is not None}
+    if llm:
+        _section(text, "LLM")
+        for col, label in _LLM_FIELDS:
+            value = row.get(col)
+            if value is None:
+                continue
+            if col == "ttft_ns":
+                shown = fmt_duration(value)
+            elif col == "streaming":
+                shown = "yes" if value else "no"
+            elif col == "cost_usd":
+                shown = f"${value:.6f}"
+            else:
+                shown = safe_text(value, 200)
+            text.append(f"  {label:<20}", style="bold")
+            text.append(shown)
+            source = provenance.get(_PROVENANCE_KEYS.get(col, col))
+            if source:
+                text.append(f"   ← {safe_text(source, 80)}", style="dim")
+            text.append("\n")
+
+    _section(text, f"Attributes ({len(detail.attributes)})")
+    _pairs(text, detail.attributes)
+    _section(text, f"Events ({len(detail.events)})")
+    if not detail.events:
+        text.append("  (none)\n", style="dim")
+    for event in detail.events[:200]:
+        offset = event["time_ns"] - row["start_ns"]
+        text.append(f"  +{fmt_duration(offset)} ", style="dim")
+        text.append(safe_text(event["name"], 200) + "\n", style="bold yellow" if event["name"] == "exception" else "bold")
+        if event["attributes"]:
+            _pairs(text, event["attributes"], key_style="cyan", indent="      ")
+    if len(detail.events) > 200:
+        text.append(f"  … {len(detail.events) - 200} more events\n", style="dim")
+    _section(text, f"Links ({len(detail.links)})")
+    if not detail.links:
+        text.append("  (none)\n", style="dim")
+    for link in detail.links:
+        text.append(f"  → span {link['span_id']} in trace {link['trace_id'][:8]}…\n")
+        if link["attributes"]:
+            _pairs(text, link["attributes"], key_style="cyan", indent="      ")
+    _section(text, "Resource")
+    _pairs(text, detail.resource)
+    scope = detail.scope
+    if scope.get("name"):
+        _section(text, "Instrumentation scope")
+        text.append(f"  {safe_text(scope['name'], 200)} {safe_text(scope.get('version') or '', 40)}\n")
+    return text
+
+
+class SpanDetailPane(VerticalScroll, can_focus=True):
+    """Scrollable pane holding one span's details."""
+
+    DEFAULT_CSS = """
+    SpanDetailPane { padding: 0 1; }
+    SpanDetailPane > Static { width: 1fr; }
+    """
+
+    def compose(self):
+        yield Static(Text("Select a span to see its details.", style="dim"), id="detail-body")
+
+    def show(self, detail: SpanDetail | None) -> None:
+        body = self.query_one("#detail-body", Static)
+        if detail is None:
+            body.update(Text("This span is no longer in the database.", style="dim"))
+        else:
+            body.update(detail_text(detail, self.app.clock()))  # type: ignore[attr-defined]
+        self.scroll_home(animate=False)
+
+    def show_message(self, message: str) -> None:
+        self.query_one("#detail-body", Static).update(Text(message, style="dim"))

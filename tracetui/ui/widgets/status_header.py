@@ -1,0 +1,81 @@
+"""The one-line header: where the receiver listens, how much has arrived, how fast."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from tracetui.fmt import fmt_bytes, safe_text
+from tracetui.store.reader import Counters
+
+#: A receiver whose heartbeat is older than this is shown as not running.
+STALE_HEARTBEAT_S = 10.0
+RATE_WINDOW_S = 5.0
+
+
+class StatusHeader(Widget):
+    DEFAULT_CSS = """
+    StatusHeader {
+        height: 1;
+        background: $panel;
+        color: $foreground;
+    }
+    """
+
+    title: reactive[str] = reactive("")
+
+    def __init__(self, listen: str | None = None, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.listen = listen
+        self.counters: Counters | None = None
+        self.receiver_alive: bool | None = None
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def update_counters(self, counters: Counters, receiver_alive: bool | None, at: float) -> None:
+        self.counters = counters
+        self.receiver_alive = receiver_alive
+        self._samples.append((at, counters.span_count))
+        while len(self._samples) > 2 and at - self._samples[0][0] > RATE_WINDOW_S:
+            self._samples.popleft()
+        self.refresh()
+
+    @property
+    def spans_per_second(self) -> float:
+        if len(self._samples) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = self._samples[0], self._samples[-1]
+        return max(0.0, (n1 - n0) / (t1 - t0)) if t1 > t0 else 0.0
+
+    def receiver_state(self) -> tuple[str, str]:
+        """(label, style) describing the receiver."""
+        status = (self.counters.receiver if self.counters else None) or {}
+        address = self.listen or status.get("grpc")
+        if self.receiver_alive is False:
+            return "✗ receiver stopped", "bold red"
+        if self.receiver_alive is None:
+            # `tracetui view`: judge from what the receiver wrote into the file.
+            beat = status.get("heartbeat_ns")
+            if status.get("state") != "listening" or not beat or time.time() - beat / 1e9 > STALE_HEARTBEAT_S:
+                return "○ no receiver writing", "dim"
+        if status.get("state") == "overloaded":
+            return f"◐ {address} grpc (busy)", "bold yellow"
+        return f"● {address} grpc" if address else "● receiving", "bold green"
+
+    def render(self) -> Text:
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(" tracetui ", style="bold")
+        label, style = self.receiver_state()
+        text.append(safe_text(label), style=style)
+        if self.title:
+            text.append("  " + safe_text(self.title, 40), style="bold")
+        if self.counters is not None:
+            c = self.counters
+            text.append(f"   {c.span_count:,} spans", style="bold")
+            text.append(f"  {self.spans_per_second:,.0f}/s")
+            text.append(f"   {c.trace_count:,} traces")
+            text.append(f"   db {fmt_bytes(c.db_bytes)}", style="dim")
+        return text

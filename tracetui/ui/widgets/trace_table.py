@@ -1,0 +1,182 @@
+"""The live trace list: one row per trace, newest first.
+
+The widget never holds the whole list: it holds a window of rows around what
+is visible and asks its screen (``WindowNeeded``) for another window when the
+cursor or the scroll position leaves it. Memory therefore stays flat however
+many traces the database has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.segment import Segment
+from rich.style import Style
+from textual.message import Message
+from textual.strip import Strip
+
+from tracetui.fmt import fmt_clock, fmt_count, fmt_duration, safe_text
+from tracetui.store.reader import TraceRow
+from tracetui.ui.widgets.cursor_list import CursorList, pad
+
+#: Rows fetched per window; several screens' worth.
+WINDOW = 200
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    title: str
+    width: int
+    right: bool = False
+    #: Lower numbers survive on narrow terminals.
+    priority: int = 5
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("time", "TIME", 8, priority=1),
+    Column("run", "RUN", 0, priority=0),  # takes the remaining width
+    Column("service", "SERVICE", 14, priority=3),
+    Column("duration", "DURATION", 8, right=True, priority=1),
+    Column("spans", "SPANS", 5, right=True, priority=4),
+    Column("llm", "LLM", 4, right=True, priority=3),
+    Column("tokens", "TOKENS", 6, right=True, priority=4),
+    Column("errors", "ERR", 3, right=True, priority=2),
+)
+MIN_RUN_WIDTH = 18
+
+
+def layout(width: int) -> list[tuple[Column, int]]:
+    """Which columns fit in ``width`` cells and how wide each is."""
+    shown = list(COLUMNS)
+    while True:
+        fixed = sum(c.width + 1 for c in shown if c.key != "run")
+        if width - fixed >= MIN_RUN_WIDTH or len(shown) <= 2:
+            break
+        drop = max((c for c in shown if c.key != "run"), key=lambda c: c.priority)
+        shown.remove(drop)
+    fixed = sum(c.width + 1 for c in shown if c.key != "run")
+    return [(c, max(MIN_RUN_WIDTH, width - fixed) if c.key == "run" else c.width) for c in shown]
+
+
+def cell_text(column: Column, row: TraceRow, now_ns: int | None = None) -> str:
+    key = column.key
+    if key == "time":
+        return fmt_clock(row.start_ns, now_ns)
+    if key == "run":
+        return safe_text(row.name, 200) if row.has_root else f"⋯ {safe_text(row.name, 200)} (no root yet)"
+    if key == "service":
+        return safe_text(row.service, 60)
+    if key == "duration":
+        return fmt_duration(row.duration_ns)
+    if key == "spans":
+        return fmt_count(row.span_count)
+    if key == "llm":
+        return str(row.llm_calls) if row.llm_calls else ""
+    if key == "tokens":
+        total = row.input_tokens + row.output_tokens
+        return fmt_count(total) if total else ""
+    if key == "errors":
+        return str(row.error_count) if row.error_count else ""
+    return ""
+
+
+class TraceTable(CursorList):
+    """Line-API list of traces (see module docstring)."""
+
+    HEADER_LINES = 1
+    COMPONENT_CLASSES = {
+        "trace-table--header",
+        "trace-table--cursor",
+        "trace-table--error",
+        "trace-table--dim",
+        "trace-table--loading",
+    }
+    DEFAULT_CSS = """
+    TraceTable > .trace-table--header { text-style: bold; color: $text-muted; background: $boost; }
+    TraceTable > .trace-table--cursor { background: $block-cursor-blurred-background; }
+    TraceTable:focus > .trace-table--cursor { background: $block-cursor-background; color: $block-cursor-foreground; }
+    TraceTable > .trace-table--error { color: $error; }
+    TraceTable > .trace-table--dim { color: $text-muted; }
+    TraceTable > .trace-table--loading { color: $text-disabled; }
+    """
+
+    class WindowNeeded(Message):
+        """Rows around ``offset`` are not loaded yet."""
+
+        def __init__(self, offset: int) -> None:
+            super().__init__()
+            self.offset = offset
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._rows: dict[int, TraceRow] = {}
+        self._requested: int | None = None
+
+    # --- data ----------------------------------------------------------------
+
+    def set_window(self, offset: int, rows: list[TraceRow], total: int) -> None:
+        """Replace the loaded window (called by the screen, on the event loop)."""
+        self._rows = {offset + i: row for i, row in enumerate(rows)}
+        self._requested = None
+        self.set_row_count(total)
+
+    def row_at(self, index: int) -> TraceRow | None:
+        return self._rows.get(index)
+
+    @property
+    def loaded_range(self) -> range:
+        return range(min(self._rows), max(self._rows) + 1) if self._rows else range(0)
+
+    def row_key(self, index: int) -> object:
+        row = self._rows.get(index)
+        if row is None:
+            return (index, None)
+        return (index, row.trace_id, row.span_count, row.end_ns, row.error_count, row.root_name, row.llm_calls)
+
+    def _need(self, index: int) -> None:
+        offset = max(0, index - WINDOW // 2)
+        if self._requested != offset:
+            self._requested = offset
+            self.post_message(self.WindowNeeded(offset))
+
+    def watch_cursor_row(self, old: int, new: int) -> None:
+        super().watch_cursor_row(old, new)
+        margin = self.body_height
+        wanted = range(max(0, new - margin), min(self.row_count, new + margin + 1))
+        window = self.loaded_range
+        if wanted and (wanted.start < window.start or wanted.stop > window.stop):
+            self._need(new)
+
+    # --- drawing -------------------------------------------------------------
+
+    def render_header(self, line: int, width: int) -> Strip:
+        style = self.get_component_rich_style("trace-table--header")
+        segments = [Segment(" ", style)]
+        for column, w in layout(width - 1):
+            segments.append(pad(column.title, w, style, right=column.right))
+            segments.append(Segment(" ", style))
+        return Strip(segments).crop_extend(0, width, style)
+
+    def render_row(self, index: int, width: int, cursor: bool) -> Strip:
+        base = self.rich_style
+        if cursor:
+            base = base + self.get_component_rich_style("trace-table--cursor")
+        row = self._rows.get(index)
+        if row is None:
+            self._need(index)
+            loading = base + self.get_component_rich_style("trace-table--loading")
+            return Strip([Segment("  …", loading)])
+        error = self.get_component_rich_style("trace-table--error", partial=True)
+        dim = self.get_component_rich_style("trace-table--dim", partial=True)
+        now_ns = self.app.clock()  # type: ignore[attr-defined]
+        segments = [Segment(" ", base)]
+        for column, w in layout(width - 1):
+            style = base
+            if column.key == "errors" and row.error_count:
+                style = base + error + Style(bold=True)
+            elif column.key in ("time", "service") or (column.key == "run" and not row.has_root):
+                style = base + dim
+            segments.append(pad(cell_text(column, row, now_ns), w, style, right=column.right))
+            segments.append(Segment(" ", base))
+        return Strip(segments)
