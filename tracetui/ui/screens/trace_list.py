@@ -37,15 +37,18 @@ class WindowFailed(Message):
 
 
 def empty_state_text(listen: str | None) -> Text:
+    """What to do when nothing has arrived yet, with the address actually in use."""
     address = listen or "localhost:4317"
+    port = address.rsplit(":", 1)[-1] if ":" in address else "4317"
     text = Text(justify="left")
     text.append("Waiting for traces", style="bold")
     text.append(f" on {safe_text(address)}\n\n")
     text.append("Point your app's OpenTelemetry exporter here:\n")
-    text.append("  export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317\n", style="bold")
-    text.append("  # Python: OTLPSpanExporter(endpoint=\"localhost:4317\", insecure=True)\n\n", style="dim")
+    text.append(f"  export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:{safe_text(port)}\n", style="bold")
+    text.append(f'  # Python: OTLPSpanExporter(endpoint="localhost:{safe_text(port)}", insecure=True)\n\n', style="dim")
     text.append("Or see it work right now, in another terminal:\n")
-    text.append("  tracetui demo", style="bold")
+    demo = "tracetui demo" if port == "4317" else f"tracetui demo --endpoint http://127.0.0.1:{safe_text(port)}"
+    text.append(f"  {demo}", style="bold")
     return text
 
 

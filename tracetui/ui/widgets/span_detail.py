@@ -86,7 +86,8 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None) -> Text:
     text.append(safe_text(row["name"], 300), style="bold")
     status = row["status_code"]
     status_style = {2: "bold red", 1: "green"}.get(status, "dim")
-    text.append(f"   {STATUS_NAMES.get(status, str(status))}", style=status_style)
+    if status != 0 or row["status_message"]:
+        text.append(f"   {STATUS_NAMES.get(status, str(status))}", style=status_style)
     if row["status_message"]:
         text.append(f": {safe_text(row['status_message'], 500)}", style=status_style)
     text.append("\n")
