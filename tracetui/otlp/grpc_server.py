@@ -1,6 +1,7 @@
-"""OTLP/gRPC receiver: ``TraceService/Export`` on a real grpcio server.
+"""OTLP/gRPC receiver on a real grpcio server.
 
-Requests arrive as raw bytes (no grpc-level deserializer) so that an
+Both ``TraceService/Export`` and ``LogsService/Export`` are served on one
+port. Requests arrive as raw bytes (no grpc-level deserializer) so that an
 undecodable body gets ``INVALID_ARGUMENT`` with a readable reason instead of
 grpc's generic ``INTERNAL``. Each handler decodes its request on its own
 thread, hands the rows to the writer and answers only once they are
@@ -9,27 +10,18 @@ committed.
 
 from __future__ import annotations
 
-import logging
 from concurrent import futures
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTracePartialSuccess,
-    ExportTraceServiceResponse,
-)
 
-from tracetui.otlp.decode import DecodeError, decode_spans, parse_trace_request
-from tracetui.store.writer import Overloaded, StoreUnavailable, Writer
+from tracetui.otlp.ingest import RETRY_DELAY_S, Outcome, Signal, ingest
+from tracetui.store.writer import Writer
 
-log = logging.getLogger(__name__)
 
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
-#: How long a handler waits for its commit before telling the client to retry.
-COMMIT_TIMEOUT_S = 20.0
-#: Delay suggested to exporters when the writer is behind.
-RETRY_DELAY_S = 1.0
+LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 
 
 def _retryable_abort(context: grpc.ServicerContext, message: str, delay_s: float = RETRY_DELAY_S) -> None:
@@ -38,8 +30,9 @@ def _retryable_abort(context: grpc.ServicerContext, message: str, delay_s: float
     RetryInfo goes in the standard ``grpc-status-details-bin`` (Go, Java) and in
     the ``google.rpc.retryinfo-bin`` trailer that the Python exporter reads.
     """
-    retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=int(delay_s * 1e9) % 1_000_000_000,
-                                                                          seconds=int(delay_s)))
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(int(delay_s * 1e9))
+    retry = error_details_pb2.RetryInfo(retry_delay=delay)
     detail = any_pb2.Any()
     detail.Pack(retry)
     status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=message, details=[detail])
@@ -52,39 +45,21 @@ def _retryable_abort(context: grpc.ServicerContext, message: str, delay_s: float
     context.abort(grpc.StatusCode.UNAVAILABLE, message)
 
 
-class TraceExportHandler:
-    """The body of ``TraceService/Export``."""
+class ExportHandler:
+    """The body of ``TraceService/Export`` and ``LogsService/Export``."""
 
-    def __init__(self, writer: Writer) -> None:
+    def __init__(self, writer: Writer, signal: Signal) -> None:
         self.writer = writer
+        self.signal = signal
 
     def __call__(self, request_bytes: bytes, context: grpc.ServicerContext) -> bytes:
-        try:
-            request = parse_trace_request(request_bytes)
-            decoded = decode_spans(request)
-        except DecodeError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except Exception as exc:  # never let a hostile payload surface as INTERNAL + traceback
-            log.exception("decoding an export failed")
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"could not decode spans: {exc}")
-        response = ExportTraceServiceResponse()
-        if decoded.rejected:
-            response.partial_success.CopyFrom(
-                ExportTracePartialSuccess(rejected_spans=decoded.rejected, error_message=decoded.rejection_message)
-            )
-        if decoded.spans:
-            try:
-                ticket = self.writer.submit(decoded)
-            except Overloaded as exc:
-                _retryable_abort(context, f"tracetui is busy writing ({exc}); retry later")
-            except StoreUnavailable as exc:
-                _retryable_abort(context, str(exc))
-            if not ticket.wait(COMMIT_TIMEOUT_S):
-                # Not lost: it will still commit; a resent copy is deduplicated.
-                _retryable_abort(context, "commit is taking too long; retry later")
-            if ticket.error is not None:
-                _retryable_abort(context, f"could not store spans: {ticket.error}")
-        return response.SerializeToString()
+        result = ingest(self.writer, self.signal, request_bytes)
+        if result.outcome is Outcome.INVALID:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, result.message)
+        if result.outcome is Outcome.BUSY:
+            _retryable_abort(context, result.message, result.retry_after_s)
+        assert result.response is not None
+        return result.response.SerializeToString()
 
 
 def _identity(data: bytes) -> bytes:
@@ -113,12 +88,19 @@ def start_grpc_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    handlers = {
-        "Export": grpc.unary_unary_rpc_method_handler(
-            TraceExportHandler(writer), request_deserializer=_identity, response_serializer=_identity
+    server.add_generic_rpc_handlers(
+        tuple(
+            grpc.method_handlers_generic_handler(
+                service,
+                {
+                    "Export": grpc.unary_unary_rpc_method_handler(
+                        ExportHandler(writer, signal), request_deserializer=_identity, response_serializer=_identity
+                    )
+                },
+            )
+            for service, signal in ((TRACE_SERVICE, "traces"), (LOGS_SERVICE, "logs"))
         )
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(TRACE_SERVICE, handlers),))
+    )
     address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)

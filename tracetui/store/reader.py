@@ -237,11 +237,11 @@ class Reader:
         return TraceRow(*row) if row else None
 
     def find_trace_id(self, prefix_hex: str) -> bytes | None:
-        """A full trace id from its hex form or a unique hex prefix."""
+        """A stored trace's id from its full hex form or a unique hex prefix; None if none matches."""
         text = prefix_hex.strip().lower()
+        if not text:
+            return None
         try:
-            if len(text) == 32:
-                return bytes.fromhex(text)
             lo = bytes.fromhex(text.ljust(32, "0"))
             hi = bytes.fromhex(text.ljust(32, "f"))
         except ValueError:

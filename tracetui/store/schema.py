@@ -29,7 +29,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _V1 = """
 CREATE TABLE sources (
@@ -112,6 +112,27 @@ CREATE TABLE meta (
 """
 
 #: Forward migrations: MIGRATIONS[n] moves a database from version n to n + 1.
+# v2: log records (GenAI events: evaluation results, message content), joined to
+# their span by trace and span id.
+_V2 = """
+CREATE TABLE logs (
+    id              INTEGER PRIMARY KEY,
+    digest          BLOB NOT NULL UNIQUE,   -- makes a resent export idempotent
+    trace_id        BLOB,
+    span_id         BLOB,
+    time_ns         INTEGER NOT NULL,
+    observed_ns     INTEGER NOT NULL,
+    severity_number INTEGER NOT NULL,
+    severity_text   TEXT NOT NULL,
+    event_name      TEXT,
+    source_id       INTEGER NOT NULL REFERENCES sources(id),
+    service         TEXT NOT NULL,
+    raw             BLOB NOT NULL            -- serialized opentelemetry.proto.logs.v1.LogRecord
+);
+CREATE INDEX logs_by_span ON logs(trace_id, span_id);
+"""
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     """Run DDL statements inside the caller's transaction.
 
@@ -126,6 +147,7 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
 #: Forward migrations: MIGRATIONS[n] moves a database from version n to n + 1.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: lambda conn: _run_script(conn, _V1),
+    1: lambda conn: _run_script(conn, _V2),
 }
 
 

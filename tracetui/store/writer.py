@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tracetui.otlp.decode import COL, SPAN_COLUMNS, DecodedSpans
+from tracetui.otlp.decode import COL, LOG_COLUMNS, SPAN_COLUMNS, Decoded
 from tracetui.store.schema import connect_writer
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,11 @@ _INSERT_SPAN = "INSERT OR IGNORE INTO spans({cols}) VALUES ({values})".format(
     values=", ".join("(SELECT id FROM sources WHERE digest = ?)" if c == "source_id" else "?" for c in SPAN_COLUMNS),
 )
 
+_INSERT_LOG = "INSERT OR IGNORE INTO logs({cols}) VALUES ({values})".format(
+    cols=", ".join(LOG_COLUMNS),
+    values=", ".join("(SELECT id FROM sources WHERE digest = ?)" if c == "source_id" else "?" for c in LOG_COLUMNS),
+)
+
 _I_TRACE, _I_SPAN, _I_PARENT, _I_NAME = COL["trace_id"], COL["span_id"], COL["parent_span_id"], COL["name"]
 _I_SERVICE, _I_START, _I_END, _I_STATUS = COL["service"], COL["start_ns"], COL["end_ns"], COL["status_code"]
 _I_KIND, _I_IN, _I_OUT, _I_COST = COL["llm_kind"], COL["input_tokens"], COL["output_tokens"], COL["cost_usd"]
@@ -57,7 +62,7 @@ class StoreUnavailable(Exception):
 class Ticket:
     """One submitted request; ``wait`` returns once it is committed or failed."""
 
-    decoded: DecodedSpans
+    decoded: Decoded
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
 
@@ -202,10 +207,10 @@ class Writer:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, decoded: DecodedSpans) -> Ticket:
+    def submit(self, decoded: Decoded) -> Ticket:
         """Queue a decoded request. Raises Overloaded when the queue is full."""
         ticket = Ticket(decoded)
-        n = len(decoded.spans)
+        n = decoded.count
         with self._cond:
             if self._stopping:
                 raise StoreUnavailable("receiver is shutting down")
@@ -267,9 +272,9 @@ class Writer:
     def _take_batch(self) -> list[Ticket]:
         batch: list[Ticket] = []
         spans = 0
-        while self._queue and (not batch or spans + len(self._queue[0].decoded.spans) <= MAX_SPANS_PER_COMMIT):
+        while self._queue and (not batch or spans + self._queue[0].decoded.count <= MAX_SPANS_PER_COMMIT):
             ticket = self._queue.popleft()
-            spans += len(ticket.decoded.spans)
+            spans += ticket.decoded.count
             batch.append(ticket)
         return batch
 
@@ -300,7 +305,7 @@ class Writer:
             error = exc
         with self._cond:
             for ticket in batch:
-                self._pending_spans -= len(ticket.decoded.spans)
+                self._pending_spans -= ticket.decoded.count
         for ticket in batch:
             ticket.error = error
             ticket.done.set()
@@ -308,6 +313,7 @@ class Writer:
     def _write(self, conn: sqlite3.Connection, batch: list[Ticket]) -> int:
         """Insert one group of requests; returns the number of new spans."""
         rows: list[tuple] = []
+        logs: list[tuple] = []
         for ticket in batch:
             decoded = ticket.decoded
             if decoded.sources:
@@ -319,6 +325,15 @@ class Writer:
                     ],
                 )
             rows.extend(decoded.spans)
+            logs.extend(decoded.logs)
+        if logs:
+            before = conn.total_changes
+            conn.executemany(_INSERT_LOG, logs)
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('log_count', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+                (conn.total_changes - before,),
+            )
         if not rows:
             return 0
         before = conn.total_changes

@@ -1,0 +1,108 @@
+"""One export, whatever the transport: decode, write, wait for the commit, answer.
+
+The gRPC and HTTP receivers both call :func:`ingest`; each maps the
+:class:`Outcome` to its own status codes (INVALID -> INVALID_ARGUMENT / 400,
+BUSY -> UNAVAILABLE / 503 with a retry delay). Keeping this in one place is
+what makes "acknowledged only after commit" true for every way in.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsPartialSuccess,
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from tracetui.otlp.decode import (
+    Decoded,
+    DecodeError,
+    decode_logs,
+    decode_spans,
+    parse_logs_request,
+    parse_trace_request,
+)
+from tracetui.store.writer import Overloaded, StoreUnavailable, Writer
+
+log = logging.getLogger(__name__)
+
+#: How long an export waits for its commit before the client is told to retry.
+COMMIT_TIMEOUT_S = 20.0
+#: Delay suggested to exporters when the writer is behind.
+RETRY_DELAY_S = 1.0
+
+Signal = Literal["traces", "logs"]
+
+
+class Outcome(enum.Enum):
+    OK = "ok"
+    #: The payload cannot be decoded: the client must not retry.
+    INVALID = "invalid"
+    #: Temporary trouble (writer behind, database locked or full): retry later.
+    BUSY = "busy"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    outcome: Outcome
+    #: The Export*ServiceResponse (with partial_success when some items were rejected).
+    response: Message | None = None
+    message: str = ""
+    retry_after_s: float = RETRY_DELAY_S
+
+
+_SIGNALS: dict[str, tuple[Callable[[bytes], Message], Callable[[Message], Decoded], type, type]] = {
+    "traces": (parse_trace_request, decode_spans, ExportTraceServiceResponse, ExportTracePartialSuccess),
+    "logs": (parse_logs_request, decode_logs, ExportLogsServiceResponse, ExportLogsPartialSuccess),
+}
+REQUEST_TYPES: dict[str, type] = {"traces": ExportTraceServiceRequest, "logs": ExportLogsServiceRequest}
+
+
+def ingest(writer: Writer, signal: Signal, payload: bytes | Message) -> IngestResult:
+    """Store one export request and say how to answer it.
+
+    ``payload`` is the serialized protobuf request, or an already parsed
+    message (the HTTP JSON path parses JSON into the same message type).
+    Never raises for bad input.
+    """
+    parse, decode, response_type, partial_type = _SIGNALS[signal]
+    try:
+        request = parse(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else payload
+        decoded = decode(request)
+    except DecodeError as exc:
+        return IngestResult(Outcome.INVALID, message=str(exc))
+    except Exception as exc:  # never let a hostile payload surface as an internal error
+        log.exception("decoding a %s export failed", signal)
+        return IngestResult(Outcome.INVALID, message=f"could not decode {signal}: {exc}")
+
+    response = response_type()
+    if decoded.rejected:
+        rejected_field = "rejected_spans" if signal == "traces" else "rejected_log_records"
+        response.partial_success.CopyFrom(
+            partial_type(**{rejected_field: decoded.rejected, "error_message": decoded.rejection_message})
+        )
+    if decoded.count:
+        try:
+            ticket = writer.submit(decoded)
+        except Overloaded as exc:
+            return IngestResult(Outcome.BUSY, message=f"tracetui is busy writing ({exc}); retry later")
+        except StoreUnavailable as exc:
+            return IngestResult(Outcome.BUSY, message=str(exc))
+        if not ticket.wait(COMMIT_TIMEOUT_S):
+            # Not lost: it will still commit, and a resent copy is deduplicated.
+            return IngestResult(Outcome.BUSY, message="commit is taking too long; retry later")
+        if ticket.error is not None:
+            return IngestResult(Outcome.BUSY, message=f"could not store {signal}: {ticket.error}")
+    return IngestResult(Outcome.OK, response=response)
