@@ -15,6 +15,7 @@ Only the scalar fields live here; rendering of messages is the UI's business.
 
 from __future__ import annotations
 
+import ast
 import json
 
 #: Canonical columns, in the order ``normalize_span`` returns them.
@@ -39,6 +40,12 @@ NORMALIZED_COLUMNS: tuple[str, ...] = (
     "cost_usd",
     "cost_source",
     "provenance",
+    # span-local timing (DESIGN.md section 6); cross-span facts (retry, fallback) come later
+    "link_span_id",
+    "resend_count",
+    "attempt_offset_ns",
+    "decode_ns",
+    "tokens_per_s",
 )
 
 KINDS = ("llm", "embedding", "tool", "retriever", "agent", "chain", "evaluator", "other")
@@ -101,7 +108,8 @@ _KIND_SOURCES: tuple[tuple[str, dict[str, str]], ...] = (
 
 _STRING_FIELDS: dict[str, tuple[str, ...]] = {
     "provider": ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"),
-    "request_model": ("gen_ai.request.model", "llm.request.model_name", "llm.model_name", "embedding.model_name"),
+    # traceAI puts the *response* model in gen_ai.request.model: see _models().
+    "request_model": ("gen_ai.request.model", "llm.request.model_name"),
     "response_model": ("gen_ai.response.model", "llm.response.model_name"),
     "session_id": (
         "gen_ai.conversation.id",
@@ -173,6 +181,50 @@ _FINISH_SOURCES = (
     "llm.response.finish_reason",
 )
 _COST_SOURCES = ("llm.cost.total", "gen_ai.cost.total", "operation.cost", "gen_ai.usage.cost")
+#: JSON strings of request parameters that may hold "model" and "stream".
+_PARAM_SOURCES = ("llm.invocation_parameters", "gen_ai.request.parameters", "embedding.invocation_parameters")
+#: Stringified usage-detail dicts (LangSmith): key in the dict -> canonical field.
+_DETAIL_SOURCES = (
+    ("gen_ai.usage.input_token_details", {"cache_read": "cache_read_tokens", "cache_creation": "cache_write_tokens"}),
+    ("gen_ai.usage.output_token_details", {"reasoning": "reasoning_tokens"}),
+)
+#: Canonical provider names (OTel gen_ai.provider.name values) for the aliases in use.
+PROVIDER_ALIASES = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "azure": "azure.ai.openai",
+    "az.ai.openai": "azure.ai.openai",
+    "azure.ai.openai": "azure.ai.openai",
+    "az.ai.inference": "azure.ai.inference",
+    "azure.ai.inference": "azure.ai.inference",
+    "aws": "aws.bedrock",
+    "amazon": "aws.bedrock",
+    "aws.bedrock": "aws.bedrock",
+    "bedrock": "aws.bedrock",
+    "google": "gcp.gen_ai",
+    "gemini": "gcp.gemini",
+    "gcp.gemini": "gcp.gemini",
+    "vertexai": "gcp.vertex_ai",
+    "vertex_ai": "gcp.vertex_ai",
+    "gcp.vertex_ai": "gcp.vertex_ai",
+    "gcp.gen_ai": "gcp.gen_ai",
+    "mistralai": "mistral_ai",
+    "mistral_ai": "mistral_ai",
+    "mistral": "mistral_ai",
+    "xai": "x_ai",
+    "x_ai": "x_ai",
+    "cohere": "cohere",
+    "deepseek": "deepseek",
+    "groq": "groq",
+    "ollama": "ollama",
+    "together_ai": "together_ai",
+    "hugging_face": "hugging_face",
+    "ibm.watsonx.ai": "ibm.watsonx.ai",
+    "perplexity": "perplexity",
+}
+#: Exception events before a successful end mean the call was retried inside the span.
+_EXCEPTION_EVENT = "exception"
+_FI_TTFT_MS = "gen_ai.server.time_to_first_token"  # traceAI: a span attribute in milliseconds
 
 _WANTED: frozenset[str] = frozenset(
     [key for key, _ in _KIND_SOURCES]
@@ -182,7 +234,9 @@ _WANTED: frozenset[str] = frozenset(
     + list(_STREAM_FLAGS)
     + list(_FINISH_SOURCES)
     + list(_COST_SOURCES)
-    + ["llm.invocation_parameters"]
+    + list(_PARAM_SOURCES)
+    + [key for key, _ in _DETAIL_SOURCES]
+    + [_FI_TTFT_MS, "http.request.resend_count", "llm.model_name", "embedding.model_name", "gen_ai.completion.0.finish_reason"]
 )
 _INT64 = (1 << 63) - 1
 
@@ -257,6 +311,28 @@ def _first_finish_reason(value) -> str | None:
     return None
 
 
+def _json_dict(value) -> dict:
+    """A JSON object string (or a Python-repr dict, as LangSmith writes) -> dict; {} otherwise."""
+    if isinstance(value, dict):
+        return value
+    if not isinstance(value, str) or not value.lstrip().startswith("{") or len(value) > 100_000:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def canonical_provider(value: str) -> str:
+    """OTel spelling of a provider name (``Azure`` -> ``azure.ai.openai``); unknown names lower-cased."""
+    key = value.strip().lower()
+    return PROVIDER_ALIASES.get(key, key)
+
+
 def normalize_span(span) -> tuple:
     """Canonical LLM fields of one OTLP span, in ``NORMALIZED_COLUMNS`` order."""
     found: dict[str, object] = {}
@@ -264,9 +340,8 @@ def normalize_span(span) -> tuple:
         key = kv.key
         if key in _WANTED:
             found[key] = _scalar(kv.value)
-    if not found and span.name != "llm_request" and not span.events:
+    if not found and span.name != "llm_request" and not span.events and not span.links:
         return _EMPTY
-
     provenance: dict[str, str] = {}
 
     kind = None
@@ -285,9 +360,14 @@ def normalize_span(span) -> tuple:
         strings[name] = None
         for key in keys:
             value = found.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)  # prompt versions and ids are sometimes sent as numbers
             if isinstance(value, str) and value:
                 strings[name], provenance[name] = value, key
                 break
+    if strings["provider"]:
+        strings["provider"] = canonical_provider(strings["provider"])
+    _models(found, strings, provenance)
     if strings["error_type"]:
         # The official OpenAI instrumentation writes "<class 'openai.APIError'>".
         text = strings["error_type"]
@@ -302,9 +382,39 @@ def normalize_span(span) -> tuple:
             if value is not None:
                 ints[name], provenance[name] = value, key
                 break
+    for key, fields in _DETAIL_SOURCES:
+        details = _json_dict(found.get(key))
+        for detail_key, name in fields.items():
+            value = _as_int(details.get(detail_key))
+            if ints[name] is None and value is not None:
+                ints[name], provenance[name] = value, f"{key}.{detail_key}"
 
     if kind is None and (ints["input_tokens"] is not None or ints["output_tokens"] is not None):
         kind, provenance["kind"] = "llm", "heuristic:token counts"
+
+    # Exception events before a successful end: earlier attempts failed inside this span.
+    attempt_offset = 0
+    exception_type = None
+    first_event_ns = None
+    if span.events:
+        for event in span.events:
+            name = event.name
+            if name == _EXCEPTION_EVENT:
+                if exception_type is None:
+                    for kv in event.attributes:
+                        if kv.key == "exception.type":
+                            exception_type = _scalar(kv.value)
+                            break
+                if span.status.code != 2:
+                    attempt_offset = max(attempt_offset, event.time_unix_nano - span.start_time_unix_nano)
+            elif first_event_ns is None and name in _FIRST_TOKEN_EVENTS:
+                first_event_ns = event.time_unix_nano
+                provenance["ttft"] = f"event:{name}"
+    if strings["error_type"] is None and span.status.code == 2 and isinstance(exception_type, str) and exception_type:
+        strings["error_type"], provenance["error_type"] = exception_type, "event:exception"
+    if attempt_offset:
+        provenance["retry"] = "event:exception before success"
+    attempt_start = span.start_time_unix_nano + attempt_offset
 
     ttft_ns = None
     for key, factor in _TTFT_SOURCES:
@@ -312,13 +422,17 @@ def normalize_span(span) -> tuple:
         if value is not None and value >= 0:
             ttft_ns, provenance["ttft"] = int(value * factor), key
             break
-    if ttft_ns is None and span.events:
-        for event in span.events:
-            if event.name in _FIRST_TOKEN_EVENTS:
-                offset = event.time_unix_nano - span.start_time_unix_nano
-                if offset >= 0:
-                    ttft_ns, provenance["ttft"] = offset, f"event:{event.name}"
-                break
+    if ttft_ns is None and "gen_ai.span.kind" in found:
+        value = _as_float(found.get(_FI_TTFT_MS))
+        if value is not None and value >= 0:
+            ttft_ns, provenance["ttft"] = int(value * 1e6), _FI_TTFT_MS + " (ms)"
+    if ttft_ns is None and first_event_ns is not None and first_event_ns >= attempt_start:
+        ttft_ns = first_event_ns - attempt_start
+        if span.dropped_events_count:
+            # The SDK dropped events: the first chunk we have may not be the first one sent.
+            provenance["ttft"] += f" ({span.dropped_events_count} events dropped: may be late)"
+    if ttft_ns is None:
+        provenance.pop("ttft", None)
 
     streaming = None
     for key in _STREAM_FLAGS:
@@ -327,19 +441,16 @@ def normalize_span(span) -> tuple:
             streaming, provenance["streaming"] = value, key
             break
     if streaming is None:
-        params = found.get("llm.invocation_parameters")
-        if isinstance(params, str) and '"stream"' in params:
-            try:
-                value = json.loads(params).get("stream")
-            except (ValueError, AttributeError):
-                value = None
+        for key in _PARAM_SOURCES:
+            value = _json_dict(found.get(key)).get("stream") if '"stream"' in str(found.get(key, "")) else None
             if isinstance(value, bool):
-                streaming, provenance["streaming"] = value, "llm.invocation_parameters.stream"
-    if streaming is None and ttft_ns is not None and provenance.get("ttft", "").startswith("event:"):
+                streaming, provenance["streaming"] = value, f"{key}.stream"
+                break
+    if streaming is None and ttft_ns is not None:
         streaming, provenance["streaming"] = True, provenance["ttft"]
 
     finish = None
-    for key in _FINISH_SOURCES:
+    for key in (*_FINISH_SOURCES, "gen_ai.completion.0.finish_reason"):
         finish = _first_finish_reason(found.get(key))
         if finish:
             provenance["finish_reason"] = key
@@ -351,6 +462,17 @@ def normalize_span(span) -> tuple:
         if value is not None and value >= 0:
             cost, provenance["cost"] = value, key
             break
+
+    resend = _as_int(found.get("http.request.resend_count"))
+    link_span_id = span.links[0].span_id if span.links and len(span.links[0].span_id) == 8 else None
+
+    decode_ns = tokens_per_s = None
+    end = span.end_time_unix_nano
+    if ttft_ns is not None and end >= attempt_start + ttft_ns:
+        decode_ns = end - attempt_start - ttft_ns
+        output = ints["output_tokens"]
+        if output and decode_ns > 0:
+            tokens_per_s = output / (decode_ns / 1e9)
 
     return (
         kind,
@@ -373,7 +495,42 @@ def normalize_span(span) -> tuple:
         cost,
         "reported" if cost is not None else None,
         json.dumps(provenance, separators=(",", ":")) if provenance else None,
+        link_span_id,
+        resend if resend and resend > 0 else None,
+        attempt_offset or None,
+        decode_ns,
+        tokens_per_s,
     )
+
+
+def _models(found: dict[str, object], strings: dict[str, str | None], provenance: dict[str, str]) -> None:
+    """Request and response model, with each family's quirks."""
+    if "gen_ai.span.kind" in found or "fi.span.kind" in found:
+        # traceAI writes the *response* model into gen_ai.request.model (and
+        # omits it on streaming and failed calls); the request model is in the
+        # request parameters.
+        if strings["request_model"] and provenance.get("request_model") == "gen_ai.request.model":
+            if not strings["response_model"]:
+                strings["response_model"], provenance["response_model"] = strings["request_model"], (
+                    "gen_ai.request.model (traceAI: response model)"
+                )
+            strings["request_model"] = None
+            provenance.pop("request_model", None)
+    if not strings["request_model"]:
+        for key in _PARAM_SOURCES:
+            model = _json_dict(found.get(key)).get("model") if '"model"' in str(found.get(key, "")) else None
+            if isinstance(model, str) and model:
+                strings["request_model"], provenance["request_model"] = model, f"{key}.model"
+                break
+    # OpenInference: llm.model_name is the response model when known, else the request model.
+    for key in ("llm.model_name", "embedding.model_name"):
+        model = found.get(key)
+        if isinstance(model, str) and model:
+            if not strings["response_model"] and key == "llm.model_name":
+                strings["response_model"], provenance["response_model"] = model, key
+            if not strings["request_model"]:
+                strings["request_model"], provenance["request_model"] = model, key
+            break
 
 
 _EMPTY: tuple = (None,) * len(NORMALIZED_COLUMNS)

@@ -20,10 +20,15 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracetui.otlp.decode import any_value_to_python, attributes_to_dict
 from tracetui.store.schema import connect_reader
+from tracetui.timing import SPLIT_KEYS
 
 NO_ROOT = "no root yet"
 SPAN_KIND_NAMES = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 STATUS_NAMES = {0: "unset", 1: "ok", 2: "error"}
+
+
+def _ms(ns: int | None) -> float | None:
+    return None if ns is None else ns / 1e6
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,20 @@ class TraceRow:
     input_tokens: int
     output_tokens: int
     cost_usd: float | None
+    retries: int = 0
+    fallbacks: int = 0
+    split_retry_ns: int = 0
+    split_fallback_ns: int = 0
+    split_ttft_ns: int = 0
+    split_decode_ns: int = 0
+    split_response_ns: int = 0
+    split_tool_ns: int = 0
+    split_other_ns: int = 0
+
+    @property
+    def split(self) -> dict[str, int]:
+        """Where the run's wall-clock went (ns), parts adding up to its duration."""
+        return {key: getattr(self, f"split_{key}_ns") for key in SPLIT_KEYS}
 
     @property
     def name(self) -> str:
@@ -70,12 +89,16 @@ class TraceRow:
             "llm_calls": self.llm_calls,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "retries": self.retries,
+            "fallbacks": self.fallbacks,
+            "time_split_ms": {key: ns / 1e6 for key, ns in self.split.items()},
         }
 
 
 _TRACE_COLS = (
     "id, trace_id, root_name, first_name, service, start_ns, end_ns, span_count, error_count, "
-    "llm_calls, input_tokens, output_tokens, cost_usd"
+    "llm_calls, input_tokens, output_tokens, cost_usd, retries, fallbacks, "
+    + ", ".join(f"split_{key}_ns" for key in SPLIT_KEYS)
 )
 
 
@@ -102,6 +125,12 @@ class SpanRow:
     ttft_ns: int | None = None
     cost_usd: float | None = None
     dropped: int = 0
+    decode_ns: int | None = None
+    tokens_per_s: float | None = None
+    attempt_offset_ns: int | None = None
+    is_retry: int = 0
+    is_fallback: int = 0
+    retry_ns: int | None = None
     # filled by tree building
     depth: int = 0
     children: list[SpanRow] = field(default_factory=list)
@@ -123,7 +152,8 @@ class SpanRow:
 _SPAN_COLS = (
     "span_id, parent_span_id, name, kind, service, start_ns, end_ns, status_code, status_message, "
     "llm_kind, provider, request_model, response_model, input_tokens, output_tokens, streaming, ttft_ns, "
-    "cost_usd, dropped_attributes + dropped_events + dropped_links"
+    "cost_usd, dropped_attributes + dropped_events + dropped_links, decode_ns, tokens_per_s, attempt_offset_ns, "
+    "is_retry, is_fallback, retry_ns"
 )
 
 
@@ -339,8 +369,22 @@ class Reader:
                     "response_model": r["response_model"],
                     "input_tokens": r["input_tokens"],
                     "output_tokens": r["output_tokens"],
+                    "cache_read_tokens": r["cache_read_tokens"],
+                    "cache_write_tokens": r["cache_write_tokens"],
+                    "reasoning_tokens": r["reasoning_tokens"],
                     "streaming": None if r["streaming"] is None else bool(r["streaming"]),
-                    "ttft_ms": None if r["ttft_ns"] is None else r["ttft_ns"] / 1e6,
+                    "ttft_ms": _ms(r["ttft_ns"]),
+                    "decode_ms": _ms(r["decode_ns"]),
+                    "tokens_per_s": r["tokens_per_s"],
+                    "retry_ms": _ms(r["retry_ns"]),
+                    "is_retry": bool(r["is_retry"]),
+                    "is_fallback": bool(r["is_fallback"]),
+                    "finish_reason": r["finish_reason"],
+                    "error_type": r["error_type"],
+                    "session_id": r["session_id"],
+                    "user_id": r["user_id"],
+                    "prompt_name": r["prompt_name"],
+                    "prompt_version": r["prompt_version"],
                     "provenance": json.loads(r["provenance"]) if r["provenance"] else {},
                 }
             )

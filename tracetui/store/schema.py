@@ -29,7 +29,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _V1 = """
 CREATE TABLE sources (
@@ -133,6 +133,30 @@ CREATE INDEX logs_by_span ON logs(trace_id, span_id);
 """
 
 
+# v3: the timing model (DESIGN.md section 6). Span-local facts from the
+# normalizer, cross-span ones (retry, fallback) from tracetui.timing, and the
+# trace's wall-clock split into where the time went.
+_V3 = """
+ALTER TABLE spans ADD COLUMN link_span_id BLOB;
+ALTER TABLE spans ADD COLUMN resend_count INTEGER;
+ALTER TABLE spans ADD COLUMN attempt_offset_ns INTEGER;
+ALTER TABLE spans ADD COLUMN decode_ns INTEGER;
+ALTER TABLE spans ADD COLUMN tokens_per_s REAL;
+ALTER TABLE spans ADD COLUMN is_retry INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE spans ADD COLUMN is_fallback INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE spans ADD COLUMN retry_ns INTEGER;
+ALTER TABLE traces ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE traces ADD COLUMN fallbacks INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE traces ADD COLUMN split_ttft_ns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE traces ADD COLUMN split_decode_ns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE traces ADD COLUMN split_response_ns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE traces ADD COLUMN split_retry_ns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE traces ADD COLUMN split_fallback_ns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE traces ADD COLUMN split_tool_ns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE traces ADD COLUMN split_other_ns INTEGER NOT NULL DEFAULT 0
+"""
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     """Run DDL statements inside the caller's transaction.
 
@@ -148,6 +172,7 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: lambda conn: _run_script(conn, _V1),
     1: lambda conn: _run_script(conn, _V2),
+    2: lambda conn: _run_script(conn, _V3),
 }
 
 
@@ -190,6 +215,7 @@ def connect_reader(path: Path) -> sqlite3.Connection:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no tracetui database at {path}")
+    ensure_schema(path)
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout=5000")
     conn.execute("PRAGMA query_only=1")
@@ -198,6 +224,23 @@ def connect_reader(path: Path) -> sqlite3.Connection:
         conn.close()
         raise SchemaTooNew(f"{path} was written by a newer tracetui (schema {version} > {SCHEMA_VERSION})")
     return conn
+
+
+def ensure_schema(path: Path) -> None:
+    """Bring an existing file up to this version's schema (before opening it read-only).
+
+    Leaves it alone when it is not writable: the reader will then say what is wrong.
+    """
+    path = Path(path)
+    if not path.exists() or not os.access(path, os.W_OK):
+        return
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            migrate(conn)
+    finally:
+        conn.close()
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tracetui.otlp.decode import COL, LOG_COLUMNS, SPAN_COLUMNS, Decoded
 from tracetui.store.schema import connect_writer
+from tracetui.timing import SPLIT_KEYS, Call, analyze
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,78 @@ _INSERT_LOG = "INSERT OR IGNORE INTO logs({cols}) VALUES ({values})".format(
 _I_TRACE, _I_SPAN, _I_PARENT, _I_NAME = COL["trace_id"], COL["span_id"], COL["parent_span_id"], COL["name"]
 _I_SERVICE, _I_START, _I_END, _I_STATUS = COL["service"], COL["start_ns"], COL["end_ns"], COL["status_code"]
 _I_KIND, _I_IN, _I_OUT, _I_COST = COL["llm_kind"], COL["input_tokens"], COL["output_tokens"], COL["cost_usd"]
+
+
+#: Traces bigger than this are not re-analyzed on every batch (it would cost
+#: O(spans) per batch); their split stays as last computed.
+MAX_ANALYZED_SPANS = 20_000
+
+_CALLS_OF_TRACE = """
+SELECT span_id, parent_span_id, llm_kind, request_model, response_model, status_code, start_ns, end_ns,
+       ttft_ns, attempt_offset_ns, resend_count, link_span_id, is_retry, is_fallback, retry_ns
+FROM spans WHERE trace_id = ? AND llm_kind IS NOT NULL
+"""
+_UPDATE_TRACE_TIMING = "UPDATE traces SET retries = :retries, fallbacks = :fallbacks, {} WHERE trace_id = :trace_id".format(
+    ", ".join(f"split_{key}_ns = :split_{key}_ns" for key in SPLIT_KEYS)
+)
+_UPDATE_OTHER_TIME = """
+UPDATE traces SET split_other_ns = max(0, (end_ns - start_ns) - (split_retry_ns + split_fallback_ns + split_ttft_ns
+                                      + split_decode_ns + split_response_ns + split_tool_ns))
+WHERE trace_id = ?
+"""
+_CALL_COLUMNS = (
+    "span_id", "parent_span_id", "llm_kind", "request_model", "response_model", "status_code", "start_ns", "end_ns",
+    "ttft_ns", "attempt_offset_ns", "resend_count", "link_span_id",
+)  # fmt: skip
+_CALL_INDEXES = tuple(COL[c] for c in _CALL_COLUMNS)
+
+
+def _call_from_row(row: tuple) -> Call:
+    return Call(*(row[i] for i in _CALL_INDEXES))
+
+
+def recompute_traces(conn: sqlite3.Connection, trace_ids, now: int | None = None) -> None:
+    """Rebuild trace rows from their stored spans (duplicates in a batch, reindex)."""
+    now = now or time.time_ns()
+    conn.executemany(_RECOMPUTE_TRACE, [{"trace_id": t, "now": now} for t in trace_ids])
+
+
+def update_timing(conn: sqlite3.Connection, trace_ids, in_memory: dict[bytes, list[Call]] | None = None) -> None:
+    """Store retry/fallback flags and the time split for ``trace_ids`` (inside the caller's transaction).
+
+    ``in_memory`` holds the calls of traces whose spans are all known to the
+    caller (none stored before); the others are read back from the database.
+    """
+    in_memory = in_memory or {}
+    span_updates: list[tuple] = []
+    trace_updates: list[dict[str, object]] = []
+    for trace_id in trace_ids:
+        bounds = conn.execute("SELECT start_ns, end_ns, span_count FROM traces WHERE trace_id = ?", (trace_id,)).fetchone()
+        if bounds is None or bounds[2] > MAX_ANALYZED_SPANS:
+            continue
+        known: dict[bytes, tuple] = {}
+        calls = in_memory.get(trace_id)
+        if calls is None:
+            calls = []
+            for r in conn.execute(_CALLS_OF_TRACE, (trace_id,)):
+                calls.append(Call(*r[:12]))
+                known[r[0]] = r[12:]
+        analysis = analyze(calls, bounds[0], bounds[1])
+        for span_id, timing in analysis.calls.items():
+            values = (int(timing.is_retry), int(timing.is_fallback), timing.retry_ns)
+            if known.get(span_id, (0, 0, None)) != values:
+                span_updates.append((*values, trace_id, span_id))
+        trace_updates.append(
+            {"trace_id": trace_id, "retries": analysis.retries, "fallbacks": analysis.fallbacks}
+            | {f"split_{key}_ns": ns for key, ns in analysis.split.items()}
+        )
+    if span_updates:
+        conn.executemany(
+            "UPDATE spans SET is_retry = ?, is_fallback = ?, retry_ns = ? WHERE trace_id = ? AND span_id = ?",
+            span_updates,
+        )
+    if trace_updates:
+        conn.executemany(_UPDATE_TRACE_TIMING, trace_updates)
 
 
 class Overloaded(Exception):
@@ -359,13 +432,37 @@ class Writer:
         else:
             # Some spans were already stored (a resent export): rebuild the
             # touched trace rows from the spans table instead of adding.
-            conn.executemany(_RECOMPUTE_TRACE, [{"trace_id": t, "now": now} for t in trace_ids])
+            recompute_traces(conn, trace_ids, now)
+        # With duplicates in the batch, in-memory rows are not the truth: re-read every trace.
+        self._analyze(conn, rows, set(new_ids) if inserted == len(rows) else set())
         conn.execute(
             "INSERT INTO meta(key, value) VALUES ('span_count', ?), ('trace_count', ?) "
             "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
             (inserted, len(new_ids)),
         )
         return inserted
+
+    @staticmethod
+    def _analyze(conn: sqlite3.Connection, rows: list[tuple], new_traces: set[bytes]) -> None:
+        """Recompute the timing of every trace with LLM-ish spans in ``rows``.
+
+        A trace whose spans all arrived in this batch is analyzed from memory;
+        others re-read their calls (a few columns, by the trace index).
+        """
+        in_memory: dict[bytes, list[Call]] = {}
+        touched: set[bytes] = set()
+        for row in rows:
+            if row[_I_KIND] is not None:
+                touched.add(row[_I_TRACE])
+                if row[_I_TRACE] in new_traces:
+                    in_memory.setdefault(row[_I_TRACE], []).append(_call_from_row(row))
+        if touched:
+            update_timing(conn, touched, in_memory)
+        # Traces that only grew in time (a root or plain span arrived): the new
+        # wall-clock is all "other" time, so only that part changes.
+        others = {row[_I_TRACE] for row in rows} - touched
+        if others:
+            conn.executemany(_UPDATE_OTHER_TIME, [(t,) for t in others])
 
     @staticmethod
     def _params(trace_id: bytes, s: TraceSummary, now: int) -> dict[str, object]:

@@ -23,9 +23,19 @@ from tracetui.ui.widgets.waterfall import Waterfall
 
 #: Our own constant markup (no user text): colour samples matching the bars.
 LEGEND = (
-    " [$warning]▒▒[/] waiting for first token   [$success]██[/] decode   "
-    "[$secondary]██[/] response (not streamed)   [$error]░░[/] error   [$foreground 45%]██[/] other"
+    " [$error]▒▒[/] retry  [$warning]▒▒[/] first token  [$success]██[/] decode  "
+    "[$secondary]██[/] response (not streamed)  [$error]░░[/] error  [$foreground 45%]██[/] other"
+    "   ↻ retried  ⤷ fallback"
 )
+SPLIT_LABELS = {
+    "retry": "retry",
+    "fallback": "fallback",
+    "ttft": "first token",
+    "decode": "decode",
+    "response": "LLM response",
+    "tool": "tools",
+    "other": "other",
+}
 
 
 @dataclass
@@ -164,11 +174,16 @@ class TraceScreen(Screen):
             f"{trace.span_count} spans",
         ]
         if trace.llm_calls:
-            parts.append(f"{trace.llm_calls} LLM calls")
+            parts.append(f"{trace.llm_calls} LLM call{'s' if trace.llm_calls != 1 else ''}")
         if trace.error_count:
             parts.append(f"{trace.error_count} error{'s' if trace.error_count != 1 else ''}")
         parts.append(safe_text(trace.service, 40))
-        self.query_one("#trace-summary", Static).update(Text("  ·  ".join(parts)))
+        text = Text("  ·  ".join(parts))
+        split = [(SPLIT_LABELS[k], ns) for k, ns in trace.split.items() if ns]
+        if trace.llm_calls and split:
+            text.append("\n time went to: ", style="not bold")
+            text.append("  ".join(f"{label} {fmt_duration(ns)}" for label, ns in split), style="not bold")
+        self.query_one("#trace-summary", Static).update(text)
         self.query_one(StatusHeader).title = ""
 
     # --- detail --------------------------------------------------------------

@@ -32,6 +32,9 @@ _LLM_FIELDS = (
     ("reasoning_tokens", "reasoning tokens"),
     ("streaming", "streaming"),
     ("ttft_ns", "time to first token"),
+    ("decode_ns", "decode"),
+    ("tokens_per_s", "output speed"),
+    ("retry_ns", "time lost before"),
     ("finish_reason", "finish reason"),
     ("session_id", "session"),
     ("user_id", "user"),
@@ -41,6 +44,8 @@ _LLM_FIELDS = (
     ("cost_usd", "cost"),
 )
 _PROVENANCE_KEYS = {"llm_kind": "kind", "ttft_ns": "ttft", "cost_usd": "cost"}
+#: Derived figures: how they were computed, shown where provenance goes.
+_DERIVED = {"decode_ns": "end − first token", "tokens_per_s": "output tokens ÷ decode time"}
 
 
 def format_value(value: Any) -> str:
@@ -112,12 +117,21 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None) -> Text:
     llm = {label: row[col] for col, label in _LLM_FIELDS if row.get(col) is not None}
     if llm:
         _section(text, "LLM")
+        if row.get("is_fallback"):
+            text.append("  ⤷ fallback: called after a failed call to another model\n", style="bold yellow")
+        elif row.get("is_retry"):
+            text.append("  ↻ retried: earlier attempts failed\n", style="bold yellow")
         for col, label in _LLM_FIELDS:
             value = row.get(col)
             if value is None:
                 continue
-            if col == "ttft_ns":
+            if col in ("ttft_ns", "decode_ns"):
                 shown = fmt_duration(value)
+            elif col == "tokens_per_s":
+                shown = f"{value:.1f} tokens/s"
+            elif col == "retry_ns":
+                what = "fallback" if row.get("is_fallback") else "final attempt"
+                shown = f"{what}: {fmt_duration(value)} (failed attempts and backoff)"
             elif col == "streaming":
                 shown = "yes" if value else "no"
             elif col == "cost_usd":
@@ -126,7 +140,7 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None) -> Text:
                 shown = safe_text(value, 200)
             text.append(f"  {label:<20}", style="bold")
             text.append(shown)
-            source = provenance.get(_PROVENANCE_KEYS.get(col, col))
+            source = provenance.get(_PROVENANCE_KEYS.get(col, col)) or _DERIVED.get(col)
             if source:
                 text.append(f"   ← {safe_text(source, 80)}", style="dim")
             text.append("\n")

@@ -2,7 +2,9 @@
 
 Each line: tree guides, kind icon, name | duration | bar scaled to the trace.
 LLM calls with a known time to first token get two segments: waiting for the
-first token, then decoding.
+first token, then decoding (plus a retry segment when earlier attempts failed
+inside the span). Retried calls are marked ↻, fallbacks ⤷, errors ✗; tokens
+and decode speed sit in a column on the right.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
 
-from tracetui.fmt import fmt_duration, safe_text
+from tracetui.fmt import fmt_count, fmt_duration, safe_text
 from tracetui.store.reader import SpanRow
 from tracetui.tree import TreeLine
 from tracetui.ui.widgets.cursor_list import CursorList, pad
@@ -29,22 +31,64 @@ KIND_ICONS = {
 }
 _EIGHTHS = " ▏▎▍▌▋▊▉█"
 DURATION_WIDTH = 8
+INFO_WIDTH = 16
+#: Below this width the tokens column is dropped to leave room for the bar.
+INFO_MIN_WIDTH = 90
 
 
 def bar_segments(span: SpanRow) -> list[tuple[int, int, str]]:
-    """(start_ns, end_ns, component) pieces of one span's bar."""
+    """(start_ns, end_ns, component) pieces of one span's bar.
+
+    A streamed LLM call: [retry inside the span] then waiting for the first
+    token, then decode. A call without a known first token is one "response"
+    piece: no invented split.
+    """
     start, end = span.start_ns, max(span.start_ns, span.end_ns)
     if span.is_error:
         return [(start, end, "waterfall--error")]
-    if span.llm_kind == "llm" and span.ttft_ns is not None and 0 <= span.ttft_ns <= end - start:
-        first = start + span.ttft_ns
-        return [(start, first, "waterfall--ttft"), (first, end, "waterfall--decode")]
-    if span.llm_kind == "llm":
-        return [(start, end, "waterfall--response")]
-    return [(start, end, "waterfall--bar")]
+    if span.llm_kind not in ("llm", "embedding"):
+        return [(start, end, "waterfall--bar")]
+    pieces: list[tuple[int, int, str]] = []
+    attempt = start
+    if span.attempt_offset_ns and 0 < span.attempt_offset_ns <= end - start:
+        attempt = start + span.attempt_offset_ns
+        pieces.append((start, attempt, "waterfall--retry"))
+    if span.ttft_ns is not None and 0 <= span.ttft_ns <= end - attempt:
+        first = attempt + span.ttft_ns
+        pieces += [(attempt, first, "waterfall--ttft"), (first, end, "waterfall--decode")]
+    else:
+        pieces.append((attempt, end, "waterfall--response"))
+    return pieces
 
 
-SEGMENT_CHARS = {"waterfall--ttft": "▒", "waterfall--error": "░"}
+def span_marks(span: SpanRow) -> str:
+    """Retry / fallback / error marks after a span's name."""
+    marks = ""
+    if span.is_retry:
+        marks += " ↻"
+    if span.is_fallback:
+        marks += " ⤷"
+    if span.is_error:
+        marks += " ✗"
+    return marks
+
+
+def span_info(span: SpanRow) -> str:
+    """Tokens in→out and decode speed of an LLM call, compact."""
+    if span.llm_kind not in ("llm", "embedding"):
+        return ""
+    parts = []
+    if span.input_tokens is not None or span.output_tokens is not None:
+        tokens = fmt_count(span.input_tokens) if span.input_tokens is not None else "?"
+        if span.output_tokens is not None:
+            tokens += f"→{fmt_count(span.output_tokens)}"
+        parts.append(tokens)
+    if span.tokens_per_s:
+        parts.append(f"{span.tokens_per_s:.0f}t/s")
+    return " ".join(parts)
+
+
+SEGMENT_CHARS = {"waterfall--ttft": "▒", "waterfall--error": "░", "waterfall--retry": "▒"}
 
 
 def draw_bar(
@@ -88,6 +132,7 @@ class Waterfall(CursorList):
         "waterfall--cursor",
         "waterfall--bar",
         "waterfall--error",
+        "waterfall--retry",
         "waterfall--ttft",
         "waterfall--decode",
         "waterfall--response",
@@ -100,6 +145,7 @@ class Waterfall(CursorList):
     Waterfall:focus > .waterfall--cursor { background: $block-cursor-background; color: $block-cursor-foreground; }
     Waterfall > .waterfall--bar { color: $foreground 45%; }
     Waterfall > .waterfall--error { color: $error; }
+    Waterfall > .waterfall--retry { color: $error; }
     Waterfall > .waterfall--ttft { color: $warning; }
     Waterfall > .waterfall--decode { color: $success; }
     Waterfall > .waterfall--response { color: $secondary; }
@@ -155,12 +201,13 @@ class Waterfall(CursorList):
         if span.orphan:
             name += " (parent missing)"
         text_style = base + (partial("waterfall--error-text") if span.is_error else Style())
-        segments.append(pad(label + name + (" ✗" if span.is_error else ""), max(1, name_w - used), text_style))
+        segments.append(pad(label + name + span_marks(span), max(1, name_w - used), text_style))
         used = max(used, name_w)
         segments.append(pad(fmt_duration(span.duration_ns), DURATION_WIDTH, base + partial("waterfall--dim"), right=True))
         segments.append(Segment("  ", base))
         used += DURATION_WIDTH + 2
-        bar_w = max(0, width - used - 1)
+        info_w = INFO_WIDTH if width >= INFO_MIN_WIDTH else 0
+        bar_w = max(0, width - used - 1 - (info_w + 1 if info_w else 0))
         cells = draw_bar(bar_segments(span), self.t0, self.t1, bar_w)
         col = 0
         for c, char, component in cells:
@@ -170,4 +217,7 @@ class Waterfall(CursorList):
             col = c + 1
         if col < bar_w:
             segments.append(Segment(" " * (bar_w - col), base))
+        if info_w:
+            segments.append(Segment(" ", base))
+            segments.append(pad(span_info(span), info_w, base + partial("waterfall--dim"), right=True))
         return Strip(segments)

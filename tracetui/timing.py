@@ -1,0 +1,178 @@
+"""Where the time of a run went: retries, fallbacks and the wall-clock split.
+
+Pure functions over a trace's LLM and tool calls (DESIGN.md section 6):
+
+* Retry: an earlier failed call to the same model under the same parent (the
+  LangChain agent pattern), exception events before a successful end of the
+  same span, or ``http.request.resend_count``. Retry delay = time lost before
+  the final attempt started.
+* Fallback: a call to a different model after a failed call under the same
+  parent, or one linked to the failed call by a span link.
+* Split: every instant of the trace is given to the most specific activity
+  running then (retry or fallback delay > waiting for the first token >
+  decoding > an unsplit LLM response > tools > other), so the parts add up to
+  the trace's duration even when calls overlap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: The split's parts, in priority order (an instant goes to the first one active).
+SPLIT_KEYS = ("retry", "fallback", "ttft", "decode", "response", "tool", "other")
+_PRIORITY = {key: i for i, key in enumerate(SPLIT_KEYS)}
+_TOOL_KINDS = frozenset({"tool", "retriever"})
+_LLM_KINDS = frozenset({"llm", "embedding"})
+
+
+@dataclass(slots=True)
+class Call:
+    """The facts about one span that the analysis needs."""
+
+    span_id: bytes
+    parent_span_id: bytes | None
+    kind: str | None
+    request_model: str | None
+    response_model: str | None
+    status_code: int
+    start_ns: int
+    end_ns: int
+    ttft_ns: int | None = None
+    attempt_offset_ns: int | None = None
+    resend_count: int | None = None
+    link_span_id: bytes | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status_code == 2
+
+    @property
+    def model(self) -> str | None:
+        return self.request_model or self.response_model
+
+
+@dataclass(slots=True)
+class CallTiming:
+    is_retry: bool = False
+    is_fallback: bool = False
+    #: Time lost before this (final) attempt started: failed attempts and backoff.
+    retry_ns: int | None = None
+
+
+@dataclass(slots=True)
+class Analysis:
+    calls: dict[bytes, CallTiming] = field(default_factory=dict)
+    split: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLIT_KEYS, 0))
+
+    @property
+    def retries(self) -> int:
+        return sum(1 for t in self.calls.values() if t.is_retry)
+
+    @property
+    def fallbacks(self) -> int:
+        return sum(1 for t in self.calls.values() if t.is_fallback)
+
+
+def analyze(calls: list[Call], trace_start: int, trace_end: int) -> Analysis:
+    """Retry/fallback flags per call and the trace's time split."""
+    result = Analysis()
+    llm = sorted((c for c in calls if c.kind == "llm"), key=lambda c: (c.start_ns, c.end_ns))
+    for c in llm:
+        result.calls[c.span_id] = CallTiming()
+    _siblings(llm, result)
+    _links(llm, result)
+    for c in llm:  # retries inside the span itself
+        timing = result.calls[c.span_id]
+        if not timing.is_retry and not timing.is_fallback and (c.attempt_offset_ns or c.resend_count):
+            timing.is_retry = True
+            timing.retry_ns = c.attempt_offset_ns or None
+    result.split = _split(calls, result, trace_start, trace_end)
+    return result
+
+
+def _same_model(a: Call, b: Call) -> bool:
+    return a.model is not None and a.model == b.model
+
+
+def _siblings(llm: list[Call], result: Analysis) -> None:
+    by_parent: dict[bytes | None, list[Call]] = {}
+    for c in llm:
+        by_parent.setdefault(c.parent_span_id, []).append(c)
+    for group in by_parent.values():
+        pending: list[Call] = []  # failed calls not yet followed by another attempt
+        for c in group:
+            before = [f for f in pending if f.end_ns <= c.start_ns]
+            if before:
+                timing = result.calls[c.span_id]
+                same = [f for f in before if _same_model(f, c)]
+                if same:
+                    timing.is_retry = True
+                    timing.retry_ns = c.start_ns - min(f.start_ns for f in same)
+                elif c.model is not None and any(f.model != c.model for f in before):
+                    timing.is_fallback = True
+                    timing.retry_ns = c.start_ns - min(f.start_ns for f in before)
+                if timing.is_retry or timing.is_fallback:
+                    pending = [f for f in pending if f not in before]
+            if c.failed:
+                pending.append(c)
+
+
+def _links(llm: list[Call], result: Analysis) -> None:
+    failed = {c.span_id: c for c in llm if c.failed}
+    for c in llm:
+        target = failed.get(c.link_span_id) if c.link_span_id else None
+        timing = result.calls[c.span_id]
+        if target is None or target is c or timing.is_retry or timing.is_fallback:
+            continue
+        if _same_model(target, c):
+            timing.is_retry = True
+        else:
+            timing.is_fallback = True
+        timing.retry_ns = max(0, c.start_ns - target.start_ns)
+
+
+def _split(calls: list[Call], analysis: Analysis, trace_start: int, trace_end: int) -> dict[str, int]:
+    intervals: list[tuple[int, int, str]] = []
+    for c in calls:
+        start, end = c.start_ns, max(c.start_ns, c.end_ns)
+        if c.kind in _LLM_KINDS:
+            timing = analysis.calls.get(c.span_id)
+            if timing is not None and timing.retry_ns and (timing.is_retry or timing.is_fallback):
+                lost = "retry" if timing.is_retry else "fallback"
+                if c.attempt_offset_ns:
+                    intervals.append((start, start + c.attempt_offset_ns, lost))
+                else:
+                    intervals.append((start - timing.retry_ns, start, lost))
+            attempt = start + (c.attempt_offset_ns or 0)
+            if c.ttft_ns is not None and attempt + c.ttft_ns <= end:
+                intervals.append((attempt, attempt + c.ttft_ns, "ttft"))
+                intervals.append((attempt + c.ttft_ns, end, "decode"))
+            else:
+                intervals.append((attempt, end, "response"))
+        elif c.kind in _TOOL_KINDS:
+            intervals.append((start, end, "tool"))
+    split = dict.fromkeys(SPLIT_KEYS, 0)
+    total = max(0, trace_end - trace_start)
+    if total == 0:
+        return split
+    # Sweep the boundaries; each piece goes to the highest-priority activity active in it.
+    points: list[tuple[int, int, str]] = []
+    for s, e, key in intervals:
+        s, e = max(s, trace_start), min(e, trace_end)
+        if e > s:
+            points.append((s, 1, key))
+            points.append((e, -1, key))
+    points.sort(key=lambda p: p[0])
+    active = dict.fromkeys(SPLIT_KEYS, 0)
+    covered = 0
+    previous = trace_start
+    for t, delta, key in points:
+        if t > previous:
+            current = next((k for k in SPLIT_KEYS if active[k] > 0), None)
+            if current is not None:
+                split[current] += t - previous
+                covered += t - previous
+            previous = t
+        active[key] += delta
+    split["other"] += total - covered
+    return split
