@@ -8,7 +8,7 @@ import unicodedata
 
 # C0/C1 controls (ESC, BEL, CR...), DEL, and the bidirectional/zero-width
 # format characters that can reorder or hide text on a terminal.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\e"}
 
 
@@ -54,16 +54,20 @@ def fmt_duration(ns: int | None) -> str:
         return "n/a"
     if ns < 0:
         return "-" + fmt_duration(-ns)
+    # Each unit is used only if the *rounded* value stays below the next unit
+    # (999,999ns is "1ms", never "1000µs"; 59.99s is "1m00s", never "60.0s").
     if ns < 1_000:
         return f"{ns}ns"
-    if ns < 1_000_000:
+    if round(ns / 1_000) < 1_000:
         return f"{ns / 1_000:.0f}µs"
-    if ns < 1_000_000_000:
+    if round(ns / 1_000_000) < 1_000:
         return f"{ns / 1_000_000:.0f}ms"
     seconds = ns / 1e9
-    if seconds < 60:
-        return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"
-    minutes, sec = divmod(int(seconds), 60)
+    if round(seconds, 2) < 10:
+        return f"{seconds:.2f}s"
+    if round(seconds, 1) < 60:
+        return f"{seconds:.1f}s"
+    minutes, sec = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes}m{sec:02d}s"
     hours, minutes = divmod(minutes, 60)
@@ -109,3 +113,18 @@ def fmt_bytes(n: int) -> str:
 def display_width(text: str) -> int:
     """Terminal cells taken by text (wide East Asian characters count 2)."""
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def fmt_cost(usd: float | None) -> str:
+    """$1.20, $0.0071, $0.000026; "unpriced" when unknown (never a misleading $0)."""
+    if usd is None:
+        return "unpriced"
+    if usd == 0:
+        return "$0"
+    if usd < 0.000001:
+        return "<$0.000001"
+    if usd < 0.01:
+        return f"${usd:.6f}".rstrip("0")
+    if usd < 1:
+        return f"${usd:.4f}"
+    return f"${usd:,.2f}"

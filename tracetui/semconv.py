@@ -46,6 +46,8 @@ NORMALIZED_COLUMNS: tuple[str, ...] = (
     "attempt_offset_ns",
     "decode_ns",
     "tokens_per_s",
+    # joins evaluation results that name the response instead of the span
+    "response_id",
 )
 
 KINDS = ("llm", "embedding", "tool", "retriever", "agent", "chain", "evaluator", "other")
@@ -133,6 +135,7 @@ _STRING_FIELDS: dict[str, tuple[str, ...]] = {
         "traceloop.prompt.version",
     ),
     "error_type": ("error.type",),
+    "response_id": ("gen_ai.response.id",),
 }
 _INT_FIELDS: dict[str, tuple[str, ...]] = {
     "input_tokens": ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"),
@@ -500,6 +503,7 @@ def normalize_span(span) -> tuple:
         attempt_offset or None,
         decode_ns,
         tokens_per_s,
+        strings["response_id"],
     )
 
 

@@ -41,6 +41,10 @@ class Call:
     attempt_offset_ns: int | None = None
     resend_count: int | None = None
     link_span_id: bytes | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
+    cost_source: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -60,9 +64,23 @@ class CallTiming:
 
 
 @dataclass(slots=True)
+class Totals:
+    """What a run's model calls add up to: leaf calls only, each request once."""
+
+    llm_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    unpriced_calls: int = 0
+
+
+@dataclass(slots=True)
 class Analysis:
     calls: dict[bytes, CallTiming] = field(default_factory=dict)
     split: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLIT_KEYS, 0))
+    #: span id -> counted in the totals (model calls only)
+    counted: dict[bytes, bool] = field(default_factory=dict)
+    totals: Totals = field(default_factory=Totals)
 
     @property
     def retries(self) -> int:
@@ -73,9 +91,16 @@ class Analysis:
         return sum(1 for t in self.calls.values() if t.is_fallback)
 
 
-def analyze(calls: list[Call], trace_start: int, trace_end: int) -> Analysis:
-    """Retry/fallback flags per call and the trace's time split."""
+def analyze(
+    calls: list[Call], trace_start: int, trace_end: int, parents: dict[bytes, bytes | None] | None = None
+) -> Analysis:
+    """Retry/fallback flags per call, what counts in the totals, and the trace's time split.
+
+    ``parents`` maps every span of the trace to its parent (non-model spans
+    too), so a model call nested anywhere below another is seen as such.
+    """
     result = Analysis()
+    _count(calls, parents or {}, result)
     llm = sorted((c for c in calls if c.kind == "llm"), key=lambda c: (c.start_ns, c.end_ns))
     for c in llm:
         result.calls[c.span_id] = CallTiming()
@@ -176,3 +201,50 @@ def _split(calls: list[Call], analysis: Analysis, trace_start: int, trace_end: i
         active[key] += delta
     split["other"] += total - covered
     return split
+
+
+def _count(calls: list[Call], parents: dict[bytes, bytes | None], result: Analysis) -> None:
+    """Leaf model calls count once each (DESIGN.md section 5: no double counting).
+
+    * A model call with another model call below it (a framework's span around
+      the provider SDK's) is not a leaf: only the inner call counts.
+    * Two instrumentations side by side can report one request twice, with
+      overlapping times and the same token counts and neither inside the
+      other: only one of them counts (the one with a reported cost, else the
+      first).
+    """
+    model_calls = [c for c in calls if c.kind in _LLM_KINDS]
+    ids = {c.span_id for c in model_calls}
+    parents = {**{c.span_id: c.parent_span_id for c in calls}, **parents}
+    inner: set[bytes] = set()  # calls that have a model call somewhere below them
+    for c in model_calls:
+        node, hops = parents.get(c.span_id), 0
+        while node is not None and hops < 10_000:
+            if node in ids:
+                inner.add(node)
+            node, hops = parents.get(node), hops + 1
+    leaves = [c for c in model_calls if c.span_id not in inner]
+    leaves.sort(key=lambda c: (c.cost_source != "reported", c.start_ns))
+    kept: list[Call] = []
+    for c in leaves:
+        duplicate = c.input_tokens is not None and c.output_tokens is not None and any(
+            k.input_tokens == c.input_tokens
+            and k.output_tokens == c.output_tokens
+            and max(k.start_ns, c.start_ns) < min(k.end_ns, c.end_ns)
+            for k in kept
+        )
+        if not duplicate:
+            kept.append(c)
+    counted = {c.span_id for c in kept}
+    totals = result.totals
+    for c in model_calls:
+        result.counted[c.span_id] = c.span_id in counted
+    for c in kept:
+        if c.kind == "llm":
+            totals.llm_calls += 1
+        totals.input_tokens += c.input_tokens or 0
+        totals.output_tokens += c.output_tokens or 0
+        if c.cost_usd is not None:
+            totals.cost_usd = (totals.cost_usd or 0.0) + c.cost_usd
+        elif c.input_tokens or c.output_tokens:
+            totals.unpriced_calls += 1

@@ -59,7 +59,7 @@ async def test_list_shows_every_trace_newest_first(fixtures_db: Path) -> None:
         starts = [table.row_at(i).start_ns for i in range(table.row_count) if table.row_at(i)]
         assert starts == sorted(starts, reverse=True)
         lines = table_lines(table)
-        assert lines[0].split() == ["TIME", "RUN", "SERVICE", "DURATION", "SPANS", "LLM", "TOKENS", "ERR"]
+        assert lines[0].split() == ["TIME", "RUN", "SERVICE", "DURATION", "SPANS", "LLM", "TOKENS", "COST", "ERR"]
         # The hand-made agent's 34 s run is listed by its root name with its 5 spans.
         agent = next(line for line in lines if "ticket-resolution agent" in line and "34.1s" in line)
         assert " 5 " in agent

@@ -9,6 +9,7 @@ fields. Attribute values are never flattened here.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -16,9 +17,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from tracetui import semconv
+from tracetui import pricing, semconv
+
+log = logging.getLogger(__name__)
 
 INT64_MAX = (1 << 63) - 1
+#: Token counts above this are garbage; a handful of int64-sized ones summed into a
+#: trace row would overflow SQLite's integers and fail the whole group commit.
+MAX_TOKENS = 1 << 40
+_NORMALIZED_LIMITS = tuple(MAX_TOKENS if c.endswith("_tokens") else INT64_MAX for c in semconv.NORMALIZED_COLUMNS)
+_NO_NORMALIZED = (None,) * len(semconv.NORMALIZED_COLUMNS)
 UNKNOWN_SERVICE = "unknown_service"
 _ZERO_TRACE_ID = bytes(16)
 _ZERO_SPAN_ID = bytes(8)
@@ -53,6 +61,8 @@ class Decoded:
     spans: list[tuple] = field(default_factory=list)
     #: One tuple per accepted log record, in ``LOG_COLUMNS`` order.
     logs: list[tuple] = field(default_factory=list)
+    #: Evaluation results found in spans or log records (see ``EVALUATION_COLUMNS``).
+    evaluations: list[tuple] = field(default_factory=list)
     rejected: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     #: What the rows are, for messages: "span(s)" or "log record(s)".
@@ -185,8 +195,45 @@ def _span_row(span, digest: bytes, service: str, out: Decoded) -> tuple | None:
         span.dropped_events_count,
         span.dropped_links_count,
         span.SerializeToString(),
-        *semconv.normalize_span(span),
+        *_normalized(span),
     )
+
+
+def _normalized(span) -> tuple:
+    """The span's canonical LLM fields, safe to store.
+
+    A value the normalizer did not expect (a time to first token of 1e300 s, a
+    token count of 2**63) costs that field, never the span, its request or the
+    other exports sharing its commit.
+    """
+    try:
+        values = semconv.normalize_span(span)
+    except Exception:
+        log.warning("could not normalize span %r; stored without LLM fields", span.name, exc_info=True)
+        return _NO_NORMALIZED
+    if any(type(v) is int and abs(v) > limit for v, limit in zip(values, _NORMALIZED_LIMITS)):
+        values = tuple(None if type(v) is int and abs(v) > limit else v for v, limit in zip(values, _NORMALIZED_LIMITS))
+    if values[_N["cost_usd"]] is None and values[_N["llm_kind"]] in ("llm", "embedding"):
+        values = _priced(values, span.start_time_unix_nano)
+    return values
+
+
+_N = {name: i for i, name in enumerate(semconv.NORMALIZED_COLUMNS)}
+_USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
+
+
+def _priced(values: tuple, start_ns: int) -> tuple:
+    """Fill cost and its source from the user price file or genai-prices' bundled data."""
+    cost, source = pricing.pricer().price(
+        (values[_N["response_model"]], values[_N["request_model"]]),
+        values[_N["provider"]],
+        {name: values[_N[name]] for name in _USAGE_FIELDS},
+        start_ns,
+    )
+    if cost is None:
+        return values
+    i = _N["cost_usd"]
+    return (*values[:i], cost, source, *values[i + 2 :])
 
 
 #: Column order of a log record row.

@@ -57,6 +57,7 @@ class TraceRow:
     split_response_ns: int = 0
     split_tool_ns: int = 0
     split_other_ns: int = 0
+    unpriced_calls: int = 0
 
     @property
     def split(self) -> dict[str, int]:
@@ -89,6 +90,8 @@ class TraceRow:
             "llm_calls": self.llm_calls,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "cost_usd": self.cost_usd,
+            "unpriced_calls": self.unpriced_calls,
             "retries": self.retries,
             "fallbacks": self.fallbacks,
             "time_split_ms": {key: ns / 1e6 for key, ns in self.split.items()},
@@ -99,6 +102,7 @@ _TRACE_COLS = (
     "id, trace_id, root_name, first_name, service, start_ns, end_ns, span_count, error_count, "
     "llm_calls, input_tokens, output_tokens, cost_usd, retries, fallbacks, "
     + ", ".join(f"split_{key}_ns" for key in SPLIT_KEYS)
+    + ", unpriced_calls"
 )
 
 
@@ -177,6 +181,9 @@ class Counters:
     trace_count: int
     receiver: dict[str, Any] | None
     db_bytes: int
+    llm_calls: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
 
 
 class Reader:
@@ -228,6 +235,9 @@ class Reader:
             trace_count=int(meta.get("trace_count") or 0),
             receiver=receiver,
             db_bytes=(page[0] if page else 0) + wal_bytes,
+            llm_calls=int(meta.get("llm_calls") or 0),
+            tokens=int(meta.get("tokens") or 0),
+            cost_usd=float(meta.get("cost_usd") or 0.0),
         )
 
     # --- trace list ----------------------------------------------------------
@@ -385,6 +395,9 @@ class Reader:
                     "user_id": r["user_id"],
                     "prompt_name": r["prompt_name"],
                     "prompt_version": r["prompt_version"],
+                    "cost_usd": r["cost_usd"],
+                    "cost_source": r["cost_source"],
+                    "counted": None if r["counted"] is None else bool(r["counted"]),
                     "provenance": json.loads(r["provenance"]) if r["provenance"] else {},
                 }
             )

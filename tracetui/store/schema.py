@@ -29,7 +29,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _V1 = """
 CREATE TABLE sources (
@@ -157,6 +157,34 @@ ALTER TABLE traces ADD COLUMN split_other_ns INTEGER NOT NULL DEFAULT 0
 """
 
 
+# v4: cost and evaluations. `counted` says whether an LLM span is in the
+# totals (leaf calls only, one of each duplicated request); evaluations are
+# many per span, deduplicated when one result arrives by several routes.
+_V4 = """
+ALTER TABLE spans ADD COLUMN response_id TEXT;
+ALTER TABLE spans ADD COLUMN counted INTEGER;
+CREATE INDEX spans_by_response_id ON spans(response_id) WHERE response_id IS NOT NULL;
+ALTER TABLE traces ADD COLUMN unpriced_calls INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE evaluations (
+    id             INTEGER PRIMARY KEY,
+    trace_id       BLOB NOT NULL,
+    span_id        BLOB,            -- the evaluated span; NULL until found by response id
+    response_id    TEXT,
+    name           TEXT NOT NULL,
+    score          REAL,
+    label          TEXT,
+    explanation    TEXT,
+    source         TEXT NOT NULL,
+    time_ns        INTEGER NOT NULL
+);
+CREATE INDEX evaluations_by_span ON evaluations(trace_id, span_id);
+CREATE INDEX evaluations_unresolved ON evaluations(response_id) WHERE span_id IS NULL;
+CREATE UNIQUE INDEX evaluations_once ON evaluations(
+    trace_id, ifnull(span_id, ifnull(response_id, '')), name, ifnull(score, 'none'), ifnull(label, '')
+)
+"""
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     """Run DDL statements inside the caller's transaction.
 
@@ -173,6 +201,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: lambda conn: _run_script(conn, _V1),
     1: lambda conn: _run_script(conn, _V2),
     2: lambda conn: _run_script(conn, _V3),
+    3: lambda conn: _run_script(conn, _V4),
 }
 
 

@@ -49,6 +49,7 @@ _INSERT_LOG = "INSERT OR IGNORE INTO logs({cols}) VALUES ({values})".format(
 _I_TRACE, _I_SPAN, _I_PARENT, _I_NAME = COL["trace_id"], COL["span_id"], COL["parent_span_id"], COL["name"]
 _I_SERVICE, _I_START, _I_END, _I_STATUS = COL["service"], COL["start_ns"], COL["end_ns"], COL["status_code"]
 _I_KIND, _I_IN, _I_OUT, _I_COST = COL["llm_kind"], COL["input_tokens"], COL["output_tokens"], COL["cost_usd"]
+_I_RESPONSE = COL["response_id"]
 
 
 #: Traces bigger than this are not re-analyzed on every batch (it would cost
@@ -57,12 +58,30 @@ MAX_ANALYZED_SPANS = 20_000
 
 _CALLS_OF_TRACE = """
 SELECT span_id, parent_span_id, llm_kind, request_model, response_model, status_code, start_ns, end_ns,
-       ttft_ns, attempt_offset_ns, resend_count, link_span_id, is_retry, is_fallback, retry_ns
+       ttft_ns, attempt_offset_ns, resend_count, link_span_id, input_tokens, output_tokens, cost_usd, cost_source,
+       is_retry, is_fallback, retry_ns, counted
 FROM spans WHERE trace_id = ? AND llm_kind IS NOT NULL
 """
-_UPDATE_TRACE_TIMING = "UPDATE traces SET retries = :retries, fallbacks = :fallbacks, {} WHERE trace_id = :trace_id".format(
-    ", ".join(f"split_{key}_ns = :split_{key}_ns" for key in SPLIT_KEYS)
+_N_CALL_FIELDS = 16
+_INSERT_EVALUATION = (
+    "INSERT OR IGNORE INTO evaluations(trace_id, span_id, response_id, name, score, label, explanation, source, "
+    "time_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_RESOLVE_EVALUATIONS = """
+UPDATE OR IGNORE evaluations SET
+    span_id = (SELECT s.span_id FROM spans s WHERE s.response_id = evaluations.response_id
+               AND (evaluations.trace_id = s.trace_id OR evaluations.trace_id = x'') LIMIT 1),
+    trace_id = (SELECT s.trace_id FROM spans s WHERE s.response_id = evaluations.response_id
+                AND (evaluations.trace_id = s.trace_id OR evaluations.trace_id = x'') LIMIT 1)
+WHERE span_id IS NULL AND response_id = ?
+  AND EXISTS (SELECT 1 FROM spans s WHERE s.response_id = evaluations.response_id
+              AND (evaluations.trace_id = s.trace_id OR evaluations.trace_id = x''))
+"""
+_UPDATE_TRACE_TIMING = (
+    "UPDATE traces SET retries = :retries, fallbacks = :fallbacks, llm_calls = :llm_calls, "
+    "input_tokens = :input_tokens, output_tokens = :output_tokens, cost_usd = :cost_usd, "
+    "unpriced_calls = :unpriced_calls, {} WHERE trace_id = :trace_id"
+).format(", ".join(f"split_{key}_ns = :split_{key}_ns" for key in SPLIT_KEYS))
 _UPDATE_OTHER_TIME = """
 UPDATE traces SET split_other_ns = max(0, (end_ns - start_ns) - (split_retry_ns + split_fallback_ns + split_ttft_ns
                                       + split_decode_ns + split_response_ns + split_tool_ns))
@@ -70,7 +89,8 @@ WHERE trace_id = ?
 """
 _CALL_COLUMNS = (
     "span_id", "parent_span_id", "llm_kind", "request_model", "response_model", "status_code", "start_ns", "end_ns",
-    "ttft_ns", "attempt_offset_ns", "resend_count", "link_span_id",
+    "ttft_ns", "attempt_offset_ns", "resend_count", "link_span_id", "input_tokens", "output_tokens", "cost_usd",
+    "cost_source",
 )  # fmt: skip
 _CALL_INDEXES = tuple(COL[c] for c in _CALL_COLUMNS)
 
@@ -79,17 +99,59 @@ def _call_from_row(row: tuple) -> Call:
     return Call(*(row[i] for i in _CALL_INDEXES))
 
 
+def _add_meta(conn: sqlite3.Connection, **deltas: float) -> None:
+    """Add to the running counters the UI shows (spans, traces, LLM calls, tokens, cost)."""
+    conn.executemany(
+        "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+        [(key, value) for key, value in deltas.items() if value],
+    )
+
+
+def _trace_totals(conn: sqlite3.Connection, trace_ids: list[bytes]) -> dict[bytes, tuple[int, int, float]]:
+    """(LLM calls, tokens, cost) of the traces that exist among ``trace_ids``."""
+    totals: dict[bytes, tuple[int, int, float]] = {}
+    for i in range(0, len(trace_ids), 500):
+        chunk = trace_ids[i : i + 500]
+        for row in conn.execute(
+            "SELECT trace_id, llm_calls, input_tokens + output_tokens, coalesce(cost_usd, 0) FROM traces "
+            f"WHERE trace_id IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ):
+            totals[row[0]] = row[1:]
+    return totals
+
+
+def resolve_evaluations(conn: sqlite3.Connection, response_ids) -> None:
+    """Attach evaluations that named only a response id to the span that produced it.
+
+    One result can arrive twice (a span event and a log record): when the
+    resolved row would duplicate one already attached, the unresolved copy goes.
+    """
+    params = [(r,) for r in response_ids]
+    conn.executemany(_RESOLVE_EVALUATIONS, params)
+    conn.executemany(
+        "DELETE FROM evaluations WHERE span_id IS NULL AND response_id = ? "
+        "AND EXISTS (SELECT 1 FROM spans s WHERE s.response_id = evaluations.response_id)",
+        params,
+    )
+
+
 def recompute_traces(conn: sqlite3.Connection, trace_ids, now: int | None = None) -> None:
     """Rebuild trace rows from their stored spans (duplicates in a batch, reindex)."""
     now = now or time.time_ns()
     conn.executemany(_RECOMPUTE_TRACE, [{"trace_id": t, "now": now} for t in trace_ids])
 
 
-def update_timing(conn: sqlite3.Connection, trace_ids, in_memory: dict[bytes, list[Call]] | None = None) -> None:
-    """Store retry/fallback flags and the time split for ``trace_ids`` (inside the caller's transaction).
+def update_timing(
+    conn: sqlite3.Connection,
+    trace_ids,
+    in_memory: dict[bytes, tuple[list[Call], dict[bytes, bytes | None]]] | None = None,
+) -> None:
+    """Store retry/fallback flags, counted calls, totals and the time split for ``trace_ids``.
 
-    ``in_memory`` holds the calls of traces whose spans are all known to the
-    caller (none stored before); the others are read back from the database.
+    Runs inside the caller's transaction. ``in_memory`` holds (calls, parents)
+    of traces whose spans are all known to the caller (none stored before);
+    the others are read back from the database.
     """
     in_memory = in_memory or {}
     span_updates: list[tuple] = []
@@ -99,24 +161,40 @@ def update_timing(conn: sqlite3.Connection, trace_ids, in_memory: dict[bytes, li
         if bounds is None or bounds[2] > MAX_ANALYZED_SPANS:
             continue
         known: dict[bytes, tuple] = {}
-        calls = in_memory.get(trace_id)
+        calls, parents = in_memory.get(trace_id, (None, {}))
         if calls is None:
             calls = []
             for r in conn.execute(_CALLS_OF_TRACE, (trace_id,)):
-                calls.append(Call(*r[:12]))
-                known[r[0]] = r[12:]
-        analysis = analyze(calls, bounds[0], bounds[1])
+                calls.append(Call(*r[:_N_CALL_FIELDS]))
+                known[r[0]] = r[_N_CALL_FIELDS:]
+            if sum(1 for c in calls if c.kind in ("llm", "embedding")) > 1:
+                # nesting between model calls can go through any span
+                parents = dict(conn.execute("SELECT span_id, parent_span_id FROM spans WHERE trace_id = ?", (trace_id,)))
+        analysis = analyze(calls, bounds[0], bounds[1], parents)
         for span_id, timing in analysis.calls.items():
-            values = (int(timing.is_retry), int(timing.is_fallback), timing.retry_ns)
-            if known.get(span_id, (0, 0, None)) != values:
+            values = (int(timing.is_retry), int(timing.is_fallback), timing.retry_ns, int(analysis.counted[span_id]))
+            if known.get(span_id, (0, 0, None, None)) != values:
                 span_updates.append((*values, trace_id, span_id))
+        for span_id, counted in analysis.counted.items():
+            if span_id not in analysis.calls and known.get(span_id, (0, 0, None, None))[3] != int(counted):
+                span_updates.append((0, 0, None, int(counted), trace_id, span_id))  # embeddings
+        totals = analysis.totals
         trace_updates.append(
-            {"trace_id": trace_id, "retries": analysis.retries, "fallbacks": analysis.fallbacks}
+            {
+                "trace_id": trace_id,
+                "retries": analysis.retries,
+                "fallbacks": analysis.fallbacks,
+                "llm_calls": totals.llm_calls,
+                "input_tokens": totals.input_tokens,
+                "output_tokens": totals.output_tokens,
+                "cost_usd": totals.cost_usd,
+                "unpriced_calls": totals.unpriced_calls,
+            }
             | {f"split_{key}_ns": ns for key, ns in analysis.split.items()}
         )
     if span_updates:
         conn.executemany(
-            "UPDATE spans SET is_retry = ?, is_fallback = ?, retry_ns = ? WHERE trace_id = ? AND span_id = ?",
+            "UPDATE spans SET is_retry = ?, is_fallback = ?, retry_ns = ?, counted = ? WHERE trace_id = ? AND span_id = ?",
             span_updates,
         )
     if trace_updates:
@@ -161,6 +239,7 @@ class TraceSummary:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float | None = None
+    unpriced_calls: int = 0
 
     def add(self, row: tuple) -> None:
         start, end = row[_I_START], row[_I_END]
@@ -174,13 +253,18 @@ class TraceSummary:
         if row[_I_PARENT] is None and (self.root_start_ns is None or start < self.root_start_ns):
             self.root_span_id, self.root_name = row[_I_SPAN], row[_I_NAME]
             self.root_start_ns, self.root_service = start, row[_I_SERVICE]
-        # Only leaf LLM calls count: agent spans often repeat their children's usage.
-        if row[_I_KIND] == "llm":
-            self.llm_calls += 1
+        # Only model calls count: agent spans often repeat their children's usage.
+        # (tracetui.timing refines this to leaf calls, each request once.)
+        kind = row[_I_KIND]
+        if kind == "llm" or kind == "embedding":
+            if kind == "llm":
+                self.llm_calls += 1
             self.input_tokens += row[_I_IN] or 0
             self.output_tokens += row[_I_OUT] or 0
             if row[_I_COST] is not None:
                 self.cost_usd = (self.cost_usd or 0.0) + row[_I_COST]
+            elif row[_I_IN] or row[_I_OUT]:
+                self.unpriced_calls += 1
 
 
 def summarize(rows: list[tuple]) -> dict[bytes, TraceSummary]:
@@ -195,9 +279,10 @@ def summarize(rows: list[tuple]) -> dict[bytes, TraceSummary]:
 
 _INSERT_TRACE = """
 INSERT INTO traces(trace_id, root_span_id, root_name, root_start_ns, first_name, service, start_ns, end_ns,
-                   span_count, error_count, llm_calls, input_tokens, output_tokens, cost_usd, updated_ns)
+                   span_count, error_count, llm_calls, input_tokens, output_tokens, cost_usd, unpriced_calls,
+                   updated_ns)
 VALUES (:trace_id, :root_span_id, :root_name, :root_start_ns, :first_name, :service, :start_ns, :end_ns,
-        :span_count, :errors, :llm_calls, :input_tokens, :output_tokens, :cost_usd, :now)
+        :span_count, :errors, :llm_calls, :input_tokens, :output_tokens, :cost_usd, :unpriced_calls, :now)
 """
 # Merge a batch summary into an existing row. The root (earliest parentless
 # span) replaces "no root yet" when it arrives after its children.
@@ -222,6 +307,7 @@ UPDATE traces SET
     input_tokens  = input_tokens + :input_tokens,
     output_tokens = output_tokens + :output_tokens,
     cost_usd      = CASE WHEN :cost_usd IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + :cost_usd END,
+    unpriced_calls = unpriced_calls + :unpriced_calls,
     updated_ns    = :now
 WHERE trace_id = :trace_id
 """
@@ -244,9 +330,11 @@ UPDATE traces SET
     span_count    = (SELECT count(*) FROM s),
     error_count   = (SELECT count(*) FROM s WHERE status_code = 2),
     llm_calls     = (SELECT count(*) FROM s WHERE llm_kind = 'llm'),
-    input_tokens  = (SELECT coalesce(sum(input_tokens), 0) FROM s WHERE llm_kind = 'llm'),
-    output_tokens = (SELECT coalesce(sum(output_tokens), 0) FROM s WHERE llm_kind = 'llm'),
-    cost_usd      = (SELECT sum(cost_usd) FROM s WHERE llm_kind = 'llm'),
+    input_tokens  = (SELECT coalesce(sum(input_tokens), 0) FROM s WHERE llm_kind IN ('llm', 'embedding')),
+    output_tokens = (SELECT coalesce(sum(output_tokens), 0) FROM s WHERE llm_kind IN ('llm', 'embedding')),
+    cost_usd      = (SELECT sum(cost_usd) FROM s WHERE llm_kind IN ('llm', 'embedding')),
+    unpriced_calls = (SELECT count(*) FROM s WHERE llm_kind IN ('llm', 'embedding') AND cost_usd IS NULL
+                      AND (input_tokens > 0 OR output_tokens > 0)),
     updated_ns    = :now
 WHERE trace_id = :trace_id
 """
@@ -387,6 +475,7 @@ class Writer:
         """Insert one group of requests; returns the number of new spans."""
         rows: list[tuple] = []
         logs: list[tuple] = []
+        evaluations: list[tuple] = []
         for ticket in batch:
             decoded = ticket.decoded
             if decoded.sources:
@@ -399,63 +488,66 @@ class Writer:
                 )
             rows.extend(decoded.spans)
             logs.extend(decoded.logs)
+            evaluations.extend(decoded.evaluations)
         if logs:
             before = conn.total_changes
             conn.executemany(_INSERT_LOG, logs)
-            conn.execute(
-                "INSERT INTO meta(key, value) VALUES ('log_count', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
-                (conn.total_changes - before,),
-            )
-        if not rows:
-            return 0
-        before = conn.total_changes
-        conn.executemany(_INSERT_SPAN, rows)
-        inserted = conn.total_changes - before
+            _add_meta(conn, log_count=conn.total_changes - before)
+        inserted = 0
+        if rows:
+            before = conn.total_changes
+            conn.executemany(_INSERT_SPAN, rows)
+            inserted = conn.total_changes - before
+            self._update_traces(conn, rows, inserted)
+        if evaluations:
+            conn.executemany(_INSERT_EVALUATION, evaluations)
+        response_ids = {e[2] for e in evaluations if e[1] is None and e[2]}
+        response_ids.update(row[_I_RESPONSE] for row in rows if row[_I_RESPONSE] is not None)
+        if response_ids:
+            resolve_evaluations(conn, response_ids)
+        return inserted
 
+    def _update_traces(self, conn: sqlite3.Connection, rows: list[tuple], inserted: int) -> None:
+        """Keep the trace rows of ``rows`` in step, in the same transaction."""
         summaries = summarize(rows)
         trace_ids = list(summaries)
-        existing: set[bytes] = set()
-        for i in range(0, len(trace_ids), 500):
-            chunk = trace_ids[i : i + 500]
-            existing.update(
-                r[0]
-                for r in conn.execute(
-                    f"SELECT trace_id FROM traces WHERE trace_id IN ({','.join('?' * len(chunk))})", chunk
-                )
-            )
+        before = _trace_totals(conn, trace_ids)
         now = time.time_ns()
-        new_ids = [t for t in trace_ids if t not in existing]
+        new_ids = [t for t in trace_ids if t not in before]
         conn.executemany(_INSERT_TRACE, [self._params(t, summaries[t], now) for t in new_ids])
-        if inserted == len(rows):
-            conn.executemany(_MERGE_TRACE, [self._params(t, summaries[t], now) for t in existing])
+        complete = inserted == len(rows)
+        if complete:
+            conn.executemany(_MERGE_TRACE, [self._params(t, summaries[t], now) for t in before])
         else:
             # Some spans were already stored (a resent export): rebuild the
             # touched trace rows from the spans table instead of adding.
             recompute_traces(conn, trace_ids, now)
         # With duplicates in the batch, in-memory rows are not the truth: re-read every trace.
-        self._analyze(conn, rows, set(new_ids) if inserted == len(rows) else set())
-        conn.execute(
-            "INSERT INTO meta(key, value) VALUES ('span_count', ?), ('trace_count', ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
-            (inserted, len(new_ids)),
-        )
-        return inserted
+        self._analyze(conn, rows, set(new_ids) if complete else set(), force=set() if complete else set(trace_ids))
+        after = _trace_totals(conn, trace_ids)
+        deltas = [sum(a[i] - before.get(t, (0, 0, 0.0))[i] for t, a in after.items()) for i in range(3)]
+        _add_meta(conn, span_count=inserted, trace_count=len(new_ids), llm_calls=deltas[0], tokens=deltas[1],
+                  cost_usd=deltas[2])  # fmt: skip
 
     @staticmethod
-    def _analyze(conn: sqlite3.Connection, rows: list[tuple], new_traces: set[bytes]) -> None:
-        """Recompute the timing of every trace with LLM-ish spans in ``rows``.
+    def _analyze(conn: sqlite3.Connection, rows: list[tuple], new_traces: set[bytes], force: set[bytes]) -> None:
+        """Recompute the timing and totals of every trace with LLM-ish spans in ``rows``.
 
         A trace whose spans all arrived in this batch is analyzed from memory;
         others re-read their calls (a few columns, by the trace index).
         """
-        in_memory: dict[bytes, list[Call]] = {}
-        touched: set[bytes] = set()
+        in_memory: dict[bytes, tuple[list[Call], dict[bytes, bytes | None]]] = {}
+        touched: set[bytes] = set(force)
         for row in rows:
             if row[_I_KIND] is not None:
                 touched.add(row[_I_TRACE])
-                if row[_I_TRACE] in new_traces:
-                    in_memory.setdefault(row[_I_TRACE], []).append(_call_from_row(row))
+        for row in rows:
+            trace_id = row[_I_TRACE]
+            if trace_id in touched and trace_id in new_traces:
+                calls, parents = in_memory.setdefault(trace_id, ([], {}))
+                parents[row[_I_SPAN]] = row[_I_PARENT]
+                if row[_I_KIND] is not None:
+                    calls.append(_call_from_row(row))
         if touched:
             update_timing(conn, touched, in_memory)
         # Traces that only grew in time (a root or plain span arrived): the new
@@ -481,6 +573,7 @@ class Writer:
             "input_tokens": s.input_tokens,
             "output_tokens": s.output_tokens,
             "cost_usd": s.cost_usd,
+            "unpriced_calls": s.unpriced_calls,
             "now": now,
         }
 

@@ -15,7 +15,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.reactive import var
 
-from tracetui.store.reader import Reader
+from tracetui.store.reader import Counters, Reader
 from tracetui.ui.messages import CountersUpdated, DataChanged
 from tracetui.ui.screens.help import HelpScreen
 from tracetui.ui.screens.trace_list import TraceListScreen
@@ -60,6 +60,7 @@ class TraceTuiApp(App[None]):
         self._poll_interval = poll_interval
         self._watcher: DbWatcher | None = None
         self.clock = clock
+        self.baseline_counters: Counters | None = None
 
     def on_mount(self) -> None:
         self.push_screen(TraceListScreen())
@@ -75,6 +76,8 @@ class TraceTuiApp(App[None]):
         self.data_version = message.version
 
     def on_counters_updated(self, message: CountersUpdated) -> None:
+        if self.baseline_counters is None:
+            self.baseline_counters = message.counters  # "since start" counts from here
         self.counters = message
 
     def check_now(self) -> None:

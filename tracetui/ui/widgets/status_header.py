@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from tracetui.fmt import fmt_bytes, safe_text
+from tracetui.fmt import fmt_bytes, fmt_cost, fmt_count, safe_text
 from tracetui.store.reader import Counters
 
 #: A receiver whose heartbeat is older than this is shown as not running.
@@ -34,9 +34,13 @@ class StatusHeader(Widget):
         self.counters: Counters | None = None
         self.receiver_alive: bool | None = None
         self._samples: deque[tuple[float, int]] = deque()
+        #: Counters when the UI started: the header shows what arrived since.
+        self._baseline: Counters | None = None
 
     def update_counters(self, counters: Counters, receiver_alive: bool | None, at: float) -> None:
         self.counters = counters
+        if self._baseline is None:
+            self._baseline = getattr(self.app, "baseline_counters", None) or counters
         self.receiver_alive = receiver_alive
         self._samples.append((at, counters.span_count))
         while len(self._samples) > 2 and at - self._samples[0][0] > RATE_WINDOW_S:
@@ -77,5 +81,11 @@ class StatusHeader(Widget):
             text.append(f"   {c.span_count:,} spans", style="bold")
             text.append(f"  {self.spans_per_second:,.0f}/s")
             text.append(f"   {c.trace_count:,} traces")
+            base = self._baseline or c
+            calls, tokens = c.llm_calls - base.llm_calls, c.tokens - base.tokens
+            cost = c.cost_usd - base.cost_usd
+            text.append("   since start: ", style="dim")
+            text.append(fmt_cost(max(0.0, cost)) if calls else "$0", style="bold")
+            text.append(f"  {fmt_count(max(0, tokens))} tok  {max(0, calls):,} LLM calls")
             text.append(f"   db {fmt_bytes(c.db_bytes)}", style="dim")
         return text

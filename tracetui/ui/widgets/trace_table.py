@@ -15,7 +15,7 @@ from rich.style import Style
 from textual.message import Message
 from textual.strip import Strip
 
-from tracetui.fmt import fmt_clock, fmt_count, fmt_duration, safe_text
+from tracetui.fmt import fmt_clock, fmt_cost, fmt_count, fmt_duration, safe_text
 from tracetui.store.reader import TraceRow
 from tracetui.ui.widgets.cursor_list import CursorList, pad
 
@@ -41,6 +41,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("spans", "SPANS", 5, right=True, priority=4),
     Column("llm", "LLM", 4, right=True, priority=3),
     Column("tokens", "TOKENS", 6, right=True, priority=4),
+    Column("cost", "COST", 9, right=True, priority=2),
     Column("errors", "ERR", 3, right=True, priority=2),
 )
 MIN_RUN_WIDTH = 18
@@ -76,6 +77,10 @@ def cell_text(column: Column, row: TraceRow, now_ns: int | None = None) -> str:
     if key == "tokens":
         total = row.input_tokens + row.output_tokens
         return fmt_count(total) if total else ""
+    if key == "cost":
+        if row.cost_usd is None:
+            return "unpriced" if row.unpriced_calls else ""
+        return fmt_cost(row.cost_usd) + ("+" if row.unpriced_calls else "")
     if key == "errors":
         return str(row.error_count) if row.error_count else ""
     return ""
@@ -132,7 +137,8 @@ class TraceTable(CursorList):
         row = self._rows.get(index)
         if row is None:
             return (index, None)
-        return (index, row.trace_id, row.span_count, row.end_ns, row.error_count, row.root_name, row.llm_calls)
+        return (index, row.trace_id, row.span_count, row.end_ns, row.error_count, row.root_name, row.llm_calls,
+                row.cost_usd)  # fmt: skip
 
     def _need(self, index: int) -> None:
         offset = max(0, index - WINDOW // 2)
@@ -176,6 +182,8 @@ class TraceTable(CursorList):
             if column.key == "errors" and row.error_count:
                 style = base + error + Style(bold=True)
             elif column.key in ("time", "service") or (column.key == "run" and not row.has_root):
+                style = base + dim
+            elif column.key == "cost" and row.cost_usd is None:
                 style = base + dim
             segments.append(pad(cell_text(column, row, now_ns), w, style, right=column.right))
             segments.append(Segment(" ", base))

@@ -3,8 +3,8 @@
 Each line: tree guides, kind icon, name | duration | bar scaled to the trace.
 LLM calls with a known time to first token get two segments: waiting for the
 first token, then decoding (plus a retry segment when earlier attempts failed
-inside the span). Retried calls are marked ↻, fallbacks ⤷, errors ✗; tokens
-and decode speed sit in a column on the right.
+inside the span). Retried calls are marked ↻, fallbacks ⤷, errors ✗; tokens,
+cost and decode speed sit in a column on the right.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
 
-from tracetui.fmt import fmt_count, fmt_duration, safe_text
+from tracetui.fmt import fmt_cost, fmt_count, fmt_duration, safe_text
 from tracetui.store.reader import SpanRow
 from tracetui.tree import TreeLine
 from tracetui.ui.widgets.cursor_list import CursorList, pad
@@ -31,7 +31,7 @@ KIND_ICONS = {
 }
 _EIGHTHS = " ▏▎▍▌▋▊▉█"
 DURATION_WIDTH = 8
-INFO_WIDTH = 16
+INFO_WIDTH = 24
 #: Below this width the tokens column is dropped to leave room for the bar.
 INFO_MIN_WIDTH = 90
 
@@ -73,8 +73,8 @@ def span_marks(span: SpanRow) -> str:
     return marks
 
 
-def span_info(span: SpanRow) -> str:
-    """Tokens in→out and decode speed of an LLM call, compact."""
+def span_info(span: SpanRow, width: int) -> str:
+    """Tokens in→out, cost and decode speed of a model call, as much as fits in ``width``."""
     if span.llm_kind not in ("llm", "embedding"):
         return ""
     parts = []
@@ -83,11 +83,15 @@ def span_info(span: SpanRow) -> str:
         if span.output_tokens is not None:
             tokens += f"→{fmt_count(span.output_tokens)}"
         parts.append(tokens)
+        parts.append(fmt_cost(span.cost_usd))
     if span.tokens_per_s:
         parts.append(f"{span.tokens_per_s:.0f}t/s")
+    while parts and len(" ".join(parts)) > width:
+        parts.pop()
     return " ".join(parts)
 
 
+#: Shaded pieces keep their character on monochrome terminals.
 SEGMENT_CHARS = {"waterfall--ttft": "▒", "waterfall--error": "░", "waterfall--retry": "▒"}
 
 
@@ -219,5 +223,5 @@ class Waterfall(CursorList):
             segments.append(Segment(" " * (bar_w - col), base))
         if info_w:
             segments.append(Segment(" ", base))
-            segments.append(pad(span_info(span), info_w, base + partial("waterfall--dim"), right=True))
+            segments.append(pad(span_info(span, info_w), info_w, base + partial("waterfall--dim"), right=True))
         return Strip(segments)

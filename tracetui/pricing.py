@@ -1,0 +1,301 @@
+"""What an LLM call cost: reported by the span, else priced, else honestly unknown.
+
+Order (DESIGN.md section 5, issue 4):
+
+1. a cost the span carries (``llm.cost.total``, ``gen_ai.cost.total``,
+   ``operation.cost``...) wins — the normalizer reads those;
+2. a user price file (TOML) covers local and custom models and overrides the
+   bundled prices;
+3. the ``genai-prices`` package's *bundled* data, at the span's start time,
+   with cache-read, cache-write and reasoning tokens priced as that package
+   prices them. Nothing is ever fetched.
+
+A model that cannot be priced stays unpriced (None), never $0.
+
+Speed: ``genai_prices.calc_price`` takes about a millisecond (it decomposes
+usage through a unit registry), far too slow for the receiver's hot path.
+For prices without tiers the result is linear in the token counts, so the
+coefficients are measured once per (model price, set of usage keys) by
+asking the package itself, and reused; tiered prices always take the slow,
+exact path. Tests check the fast path against ``calc_price``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import tomllib
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+REPORTED = "reported"
+PRICED = "priced"
+USER = "user price"
+USER_PRICES_FILE = "prices.toml"
+
+#: Our canonical provider names -> genai-prices provider ids.
+_PROVIDER_IDS = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "azure.ai.openai": "azure",
+    "azure.ai.inference": "azure",
+    "aws.bedrock": "aws",
+    "gcp.gemini": "google",
+    "gcp.vertex_ai": "google",
+    "gcp.gen_ai": "google",
+    "mistral_ai": "mistral",
+    "x_ai": "x-ai",
+    "groq": "groq",
+    "deepseek": "deepseek",
+    "cohere": "cohere",
+    "perplexity": "perplexity",
+    "together_ai": "together",
+}
+#: Canonical usage fields -> genai-prices usage keys.
+_USAGE_KEYS = {
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "cache_read_tokens": "cache_read_tokens",
+    "cache_write_tokens": "cache_write_tokens",
+    "reasoning_tokens": "output_reasoning_tokens",
+}
+#: A usage that satisfies every containment rule (cache and reasoning inside
+#: input and output), used as the base point for measuring coefficients.
+_PROBE_BASE = {
+    "input_tokens": 1000,
+    "output_tokens": 1000,
+    "cache_read_tokens": 100,
+    "cache_write_tokens": 100,
+    "output_reasoning_tokens": 100,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class UserPrice:
+    """USD per million tokens for one model name or glob pattern."""
+
+    pattern: str
+    input: float
+    output: float
+    cache_read: float | None = None
+    cache_write: float | None = None
+
+    def cost(self, usage: dict[str, int]) -> float:
+        inp = usage.get("input_tokens") or 0
+        cache_read = usage.get("cache_read_tokens") or 0
+        cache_write = usage.get("cache_write_tokens") or 0
+        # Input tokens already include cached ones: price those at their own rate.
+        uncached = max(0, inp - cache_read - cache_write)
+        total = uncached * self.input + (usage.get("output_tokens") or 0) * self.output
+        total += cache_read * (self.cache_read if self.cache_read is not None else self.input)
+        total += cache_write * (self.cache_write if self.cache_write is not None else self.input)
+        return total / 1e6
+
+
+class PriceFileError(ValueError):
+    """The user price file is not what tracetui expects (the message says where)."""
+
+
+def load_user_prices(path: Path) -> list[UserPrice]:
+    """Read a price file::
+
+        [models."my-local-llama"]
+        input = 0.0          # USD per million input tokens
+        output = 0.0
+        [models."gpt-4o*"]   # glob patterns work too; user prices win over bundled ones
+        input = 2.0
+        output = 8.0
+        cache_read = 1.0     # optional (default: the input price)
+        cache_write = 2.5    # optional
+    """
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PriceFileError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PriceFileError(f"{path}: {exc}") from None
+    models = data.get("models", {})
+    if not isinstance(models, dict):
+        raise PriceFileError(f"{path}: [models] must be a table of model names")
+    prices = []
+    for name, entry in models.items():
+        if not isinstance(entry, dict):
+            raise PriceFileError(f"{path}: models.{name!r} must be a table")
+        try:
+            values = {k: float(entry[k]) for k in ("input", "output")}
+            optional = {k: float(entry[k]) for k in ("cache_read", "cache_write") if k in entry}
+        except KeyError as exc:
+            raise PriceFileError(f"{path}: models.{name!r} needs {exc.args[0]!r} (USD per million tokens)") from None
+        except (TypeError, ValueError):
+            raise PriceFileError(f"{path}: models.{name!r}: prices must be numbers") from None
+        if any(v < 0 for v in (*values.values(), *optional.values())):
+            raise PriceFileError(f"{path}: models.{name!r}: prices cannot be negative")
+        prices.append(UserPrice(name.lower(), **values, **optional))
+    # Exact names first, then patterns, most specific (longest) first.
+    prices.sort(key=lambda p: (any(c in p.pattern for c in "*?["), -len(p.pattern)))
+    return prices
+
+
+def default_user_prices_path() -> Path:
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("tracetui", appauthor=False)) / USER_PRICES_FILE
+
+
+def _split_prefix(model: str) -> tuple[str | None, str]:
+    """``openai/gpt-4o`` -> (``openai``, ``gpt-4o``); names without a prefix unchanged."""
+    if "/" in model:
+        prefix, _, rest = model.partition("/")
+        if prefix and rest:
+            return prefix.lower(), rest
+    return None, model
+
+
+class Pricer:
+    """Prices LLM calls; one per process, caches everything it learns."""
+
+    def __init__(self, user_prices: list[UserPrice] | None = None) -> None:
+        self.user_prices = user_prices or []
+        self._models: dict[tuple[str, str | None], object] = {}
+        self._linear: dict[tuple[int, frozenset[str]], dict[str, Decimal] | None] = {}
+        #: The ModelPrice objects keyed by id above, kept alive so an id is never reused.
+        self._keep: list[object] = []
+
+    def price(
+        self, models: tuple[str | None, ...], provider: str | None, usage: dict[str, int | None], start_ns: int
+    ) -> tuple[float | None, str | None]:
+        """(cost in USD, source) for the first of ``models`` that can be priced; (None, None) if none can."""
+        counts = {k: v for k, v in usage.items() if isinstance(v, int) and v >= 0}
+        if not counts.get("input_tokens") and not counts.get("output_tokens"):
+            return None, None
+        for model in models:
+            if not model:
+                continue
+            user = self._user_price(model)
+            if user is not None:
+                return user.cost(counts), USER
+        for model in models:
+            if not model:
+                continue
+            cost = self._bundled(model, provider, counts, start_ns)
+            if cost is not None:
+                return cost, PRICED
+        return None, None
+
+    def _user_price(self, model: str) -> UserPrice | None:
+        names = {model.lower(), _split_prefix(model)[1].lower()}
+        for price in self.user_prices:
+            if any(price.pattern == n or fnmatch.fnmatchcase(n, price.pattern) for n in names):
+                return price
+        return None
+
+    def _find(self, model: str, provider: str | None):
+        key = (model, provider)
+        if key not in self._models:
+            self._models[key] = self._lookup(model, provider)
+        return self._models[key]
+
+    @staticmethod
+    def _lookup(model: str, provider: str | None):
+        from genai_prices import data_snapshot
+
+        snapshot = data_snapshot.get_snapshot()
+        prefix, bare = _split_prefix(model)
+        attempts = []
+        for provider_name in (prefix, provider):
+            if provider_name:
+                attempts.append((bare, _PROVIDER_IDS.get(provider_name, provider_name)))
+        attempts += [(bare, None), (model, None)]
+        for ref, provider_id in attempts:
+            try:
+                return snapshot.find_provider_model(ref, None, provider_id, None)
+            except LookupError:
+                continue
+        return None
+
+    def _bundled(self, model: str, provider: str | None, counts: dict[str, int], start_ns: int) -> float | None:
+        found = self._find(model, provider)
+        if found is None:
+            return None
+        provider_info, model_info = found
+        timestamp = datetime.fromtimestamp(max(0, start_ns) / 1e9, tz=UTC) if start_ns > 0 else datetime.now(tz=UTC)
+        usage = {_USAGE_KEYS[k]: v for k, v in counts.items() if k in _USAGE_KEYS}
+        try:
+            model_price = model_info.get_prices(timestamp)
+            coefficients = self._coefficients(model_price, frozenset(usage))
+            if coefficients is not None:
+                return float(sum((coefficients[k] * v for k, v in usage.items()), Decimal(0)))
+            return float(self._exact(model_info, provider_info, usage, timestamp))
+        except Exception as exc:  # inconsistent counts (cache > input...), odd data: leave it unpriced
+            log.debug("cannot price %s: %s", model, exc)
+            return None
+
+    @staticmethod
+    def _exact(model_info, provider_info, usage: dict[str, int], timestamp: datetime) -> Decimal:
+        from genai_prices import Usage
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return model_info.calc_price(Usage(**usage), provider_info, genai_request_timestamp=timestamp).total_price
+
+    def _coefficients(self, model_price, keys: frozenset[str]) -> dict[str, Decimal] | None:
+        """Per-token prices for these usage keys, measured with the package; None when not linear."""
+        cache_key = (id(model_price), keys)
+        if cache_key in self._linear:
+            return self._linear[cache_key]
+        from genai_prices import Usage
+        from genai_prices.types import TieredPrices
+
+        coefficients: dict[str, Decimal] | None = None
+        if not any(isinstance(v, TieredPrices) for v in vars(model_price).values()):
+            base = {k: _PROBE_BASE[k] for k in keys}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                base_price = model_price.calc_price(Usage(**base))["total_price"]
+                coefficients = {}
+                for key in keys:
+                    probe = dict(base)
+                    # grow the container with its part, so containment always holds
+                    probe[key] += 1
+                    if key.startswith("cache_"):
+                        probe["input_tokens"] = probe.get("input_tokens", 0) + 1
+                    elif key == "output_reasoning_tokens":
+                        probe["output_tokens"] = probe.get("output_tokens", 0) + 1
+                    coefficients[key] = model_price.calc_price(Usage(**probe))["total_price"] - base_price
+                # containers were grown with their parts: take their share back out
+                for part, container in (("cache_read_tokens", "input_tokens"), ("cache_write_tokens", "input_tokens"),
+                                        ("output_reasoning_tokens", "output_tokens")):  # fmt: skip
+                    if part in coefficients and container in coefficients:
+                        coefficients[part] -= coefficients[container]
+                check = sum((coefficients[k] * v for k, v in base.items()), Decimal(0))
+            if check != base_price:  # not linear after all (a fixed fee?): use the exact path
+                coefficients = None
+        self._linear[cache_key] = coefficients
+        self._keep.append(model_price)
+        return coefficients
+
+
+_pricer: Pricer | None = None
+
+
+def configure(user_prices_path: Path | None = None) -> Pricer:
+    """Set the process-wide pricer (the receiver calls this once at start)."""
+    global _pricer
+    path = user_prices_path or default_user_prices_path()
+    prices: list[UserPrice] = []
+    if user_prices_path is not None or path.exists():
+        prices = load_user_prices(path)
+    _pricer = Pricer(prices)
+    return _pricer
+
+
+def pricer() -> Pricer:
+    global _pricer
+    if _pricer is None:
+        _pricer = Pricer()
+    return _pricer
