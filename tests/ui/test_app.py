@@ -59,7 +59,7 @@ async def test_list_shows_every_trace_newest_first(fixtures_db: Path) -> None:
         starts = [table.row_at(i).start_ns for i in range(table.row_count) if table.row_at(i)]
         assert starts == sorted(starts, reverse=True)
         lines = table_lines(table)
-        assert lines[0].split() == ["TIME", "RUN", "SERVICE", "DURATION", "SPANS", "LLM", "TOKENS", "COST", "ERR"]
+        assert lines[0].split() == ["TIME", "RUN", "SERVICE", "DURATION", "SPANS", "LLM", "TOKENS", "COST", "GROUNDED", "ERR"]
         # The hand-made agent's 34 s run is listed by its root name with its 5 spans.
         agent = next(line for line in lines if "ticket-resolution agent" in line and "34.1s" in line)
         assert " 5 " in agent
@@ -205,7 +205,7 @@ async def test_hostile_names_are_drawn_literally(tmp_path: Path) -> None:
     nasty = "[bold red]boom[/] \x1b[31mred\x1b[0m \x07bell \u202eevil"
     write_requests(db, [make_request(bytes([9]) * 16, [(bytes([9]) * 8, None, nasty, base, base + 10**9)])])
     app = make_app(db)
-    async with app.run_test(size=(120, 24)) as pilot:
+    async with app.run_test(size=(170, 24)) as pilot:
         await settle(pilot)
         line = table_lines(app.screen.query_one(TraceTable))[1]
         assert "[bold red]boom[/]" in line

@@ -17,7 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from tracetui import pricing, semconv
+from tracetui import evals, pricing, semconv
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,16 @@ def decode_spans(request: ExportTraceServiceRequest) -> Decoded:
                 row = _span_row(span, digest, service, out)
                 if row is not None:
                     out.spans.append(row)
+                    _add_evaluations(out, evals.from_span(span))
     return out
+
+
+def _add_evaluations(out: Decoded, found: list[evals.Evaluation]) -> None:
+    for ev in found:
+        out.evaluations.append(
+            (ev.trace_id or b"", ev.span_id, ev.response_id, ev.name, ev.score, ev.label, ev.explanation, ev.source,
+             ev.time_ns)
+        )  # fmt: skip
 
 
 def _span_row(span, digest: bytes, service: str, out: Decoded) -> tuple | None:
@@ -288,6 +297,8 @@ def decode_logs(request: ExportLogsServiceRequest) -> Decoded:
                         if kv.key == "event.name":  # older SDKs
                             event_name = any_value_str(kv.value) or ""
                             break
+                if event_name == evals.EVENT_NAME:
+                    _add_evaluations(out, evals.from_log_record(record))
                 out.logs.append(
                     (
                         hashlib.blake2b(digest + raw, digest_size=16).digest(),

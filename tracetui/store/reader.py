@@ -10,14 +10,16 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from tracetui.evals import is_groundedness, passed
 from tracetui.otlp.decode import any_value_to_python, attributes_to_dict
 from tracetui.store.schema import connect_reader
 from tracetui.timing import SPLIT_KEYS
@@ -58,6 +60,11 @@ class TraceRow:
     split_tool_ns: int = 0
     split_other_ns: int = 0
     unpriced_calls: int = 0
+    session_id: str | None = None
+    # evaluations, filled in by Reader.traces()/trace() for a given pass threshold
+    groundedness: float | None = None
+    evals_passed: int = 0
+    evals_total: int = 0
 
     @property
     def split(self) -> dict[str, int]:
@@ -92,6 +99,10 @@ class TraceRow:
             "output_tokens": self.output_tokens,
             "cost_usd": self.cost_usd,
             "unpriced_calls": self.unpriced_calls,
+            "session_id": self.session_id,
+            "groundedness": self.groundedness,
+            "evals_passed": self.evals_passed,
+            "evals_total": self.evals_total,
             "retries": self.retries,
             "fallbacks": self.fallbacks,
             "time_split_ms": {key: ns / 1e6 for key, ns in self.split.items()},
@@ -102,7 +113,7 @@ _TRACE_COLS = (
     "id, trace_id, root_name, first_name, service, start_ns, end_ns, span_count, error_count, "
     "llm_calls, input_tokens, output_tokens, cost_usd, retries, fallbacks, "
     + ", ".join(f"split_{key}_ns" for key in SPLIT_KEYS)
-    + ", unpriced_calls"
+    + ", unpriced_calls, session_id"
 )
 
 
@@ -135,6 +146,8 @@ class SpanRow:
     is_retry: int = 0
     is_fallback: int = 0
     retry_ns: int | None = None
+    # filled by Reader.spans from the evaluations table
+    groundedness: float | None = None
     # filled by tree building
     depth: int = 0
     children: list[SpanRow] = field(default_factory=list)
@@ -173,6 +186,10 @@ class SpanDetail:
     scope: dict[str, Any]
     trace_state: str
     flags: int
+    #: Log records tied to the span: {"event_name", "time_ns", "attributes", "body"}.
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    #: Evaluations of the span: {"name", "score", "label", "explanation", "source"}.
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,8 +206,10 @@ class Counters:
 class Reader:
     """Read-only access to a tracetui database."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, threshold: float = 0.5) -> None:
         self.path = Path(path)
+        #: Score at or above which an evaluation passes (groundedness badges, "x/y passed").
+        self.threshold = threshold
         self._conn = connect_reader(self.path)
         self._lock = threading.Lock()
 
@@ -270,11 +289,56 @@ class Reader:
                 f"SELECT {_TRACE_COLS} FROM traces WHERE id <= ? ORDER BY start_ns DESC, id DESC LIMIT ? OFFSET ?",
                 (horizon, limit, offset),
             )
-        return [TraceRow(*r) for r in rows]
+        return self._with_evaluations([TraceRow(*r) for r in rows])
 
     def trace(self, trace_id: bytes) -> TraceRow | None:
         row = self._one(f"SELECT {_TRACE_COLS} FROM traces WHERE trace_id = ?", (trace_id,))
-        return TraceRow(*row) if row else None
+        return self._with_evaluations([TraceRow(*row)])[0] if row else None
+
+    def _with_evaluations(self, rows: list[TraceRow]) -> list[TraceRow]:
+        """Worst groundedness and passed/total evaluations of each trace (one query for the lot)."""
+        if not rows:
+            return rows
+        found: dict[bytes, list[tuple]] = {}
+        ids = [r.trace_id for r in rows]
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            for trace_id, name, score, label in self._all(
+                f"SELECT trace_id, name, score, label FROM evaluations WHERE trace_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ):
+                found.setdefault(trace_id, []).append((name, score, label))
+        if not found:
+            return rows
+        out = []
+        for row in rows:
+            results = found.get(row.trace_id)
+            if not results:
+                out.append(row)
+                continue
+            grounded = [score for name, score, _ in results if score is not None and is_groundedness(name)]
+            verdicts = [passed(score, label, self.threshold) for _, score, label in results]
+            decided = [v for v in verdicts if v is not None]
+            out.append(
+                replace(
+                    row,
+                    groundedness=min(grounded) if grounded else None,
+                    evals_passed=sum(decided),
+                    evals_total=len(decided),
+                )
+            )
+        return out
+
+    def session_totals(self, session_id: str) -> dict[str, Any]:
+        """Runs, LLM calls, tokens and cost of one conversation (leaf calls, each request once)."""
+        row = self._one(
+            "SELECT count(*), sum(llm_calls), sum(input_tokens + output_tokens), sum(cost_usd), sum(unpriced_calls) "
+            "FROM traces WHERE session_id = ?",
+            (session_id,),
+        )
+        runs, calls, tokens, cost, unpriced = row if row else (0, 0, 0, None, 0)
+        return {"session_id": session_id, "runs": runs, "llm_calls": calls or 0, "tokens": tokens or 0,
+                "cost_usd": cost, "unpriced_calls": unpriced or 0}  # fmt: skip
 
     def find_trace_id(self, prefix_hex: str) -> bytes | None:
         """A stored trace's id from its full hex form or a unique hex prefix; None if none matches."""
@@ -293,7 +357,17 @@ class Reader:
 
     def spans(self, trace_id: bytes) -> list[SpanRow]:
         rows = self._all(f"SELECT {_SPAN_COLS} FROM spans WHERE trace_id = ? ORDER BY start_ns, id", (trace_id,))
-        return [SpanRow(*r) for r in rows]
+        spans = [SpanRow(*r) for r in rows]
+        grounded: dict[bytes, float] = {}
+        for span_id, name, score in self._all(
+            "SELECT span_id, name, score FROM evaluations WHERE trace_id = ? AND score IS NOT NULL", (trace_id,)
+        ):
+            if is_groundedness(name):
+                grounded[span_id] = min(score, grounded.get(span_id, score))
+        if grounded:
+            for span in spans:
+                span.groundedness = grounded.get(span.span_id)
+        return spans
 
     def span_detail(self, trace_id: bytes, span_id: bytes) -> SpanDetail | None:
         found = self._dicts(
@@ -308,6 +382,8 @@ class Reader:
         resource = Resource.FromString(record.pop("resource") or b"")
         scope = InstrumentationScope.FromString(record.pop("scope") or b"")
         return SpanDetail(
+            logs=self.span_logs(trace_id, span_id),
+            evaluations=self.span_evaluations(trace_id, span_id),
             row=record,
             attributes=attributes_to_dict(span.attributes),
             events=[
@@ -332,6 +408,36 @@ class Reader:
             trace_state=span.trace_state,
             flags=span.flags,
         )
+
+    def span_logs(self, trace_id: bytes, span_id: bytes) -> list[dict[str, Any]]:
+        """Log records that belong to a span (GenAI events: content, evaluations), oldest first."""
+        out = []
+        for row in self._all(
+            "SELECT event_name, time_ns, raw FROM logs WHERE trace_id = ? AND span_id = ? ORDER BY time_ns, id",
+            (trace_id, span_id),
+        ):
+            record = LogRecord.FromString(row[2])
+            out.append(
+                {
+                    "event_name": row[0],
+                    "time_ns": row[1],
+                    "severity": record.severity_text or record.severity_number,
+                    "attributes": attributes_to_dict(record.attributes),
+                    "body": any_value_to_python(record.body),
+                }
+            )
+        return out
+
+    def span_evaluations(self, trace_id: bytes, span_id: bytes) -> list[dict[str, Any]]:
+        return [
+            {"name": r[0], "score": r[1], "label": r[2], "explanation": r[3], "source": r[4]}
+            for r in self._all(
+                "SELECT name, score, label, explanation, group_concat(source, ' + ') FROM ("
+                "SELECT * FROM evaluations WHERE trace_id = ? AND span_id = ? ORDER BY time_ns, id) "
+                "GROUP BY name, score, label ORDER BY min(time_ns)",
+                (trace_id, span_id),
+            )
+        ]
 
     def span_json(self, trace_id: bytes) -> list[dict[str, Any]]:
         """The spans of one trace for ``tracetui spans --json``."""
@@ -397,6 +503,7 @@ class Reader:
                     "prompt_version": r["prompt_version"],
                     "cost_usd": r["cost_usd"],
                     "cost_source": r["cost_source"],
+                    "evaluations": self.span_evaluations(r["trace_id"], r["span_id"]),
                     "counted": None if r["counted"] is None else bool(r["counted"]),
                     "provenance": json.loads(r["provenance"]) if r["provenance"] else {},
                 }

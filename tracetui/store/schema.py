@@ -165,6 +165,8 @@ ALTER TABLE spans ADD COLUMN response_id TEXT;
 ALTER TABLE spans ADD COLUMN counted INTEGER;
 CREATE INDEX spans_by_response_id ON spans(response_id) WHERE response_id IS NOT NULL;
 ALTER TABLE traces ADD COLUMN unpriced_calls INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE traces ADD COLUMN session_id TEXT;
+CREATE INDEX traces_by_session ON traces(session_id) WHERE session_id IS NOT NULL;
 CREATE TABLE evaluations (
     id             INTEGER PRIMARY KEY,
     trace_id       BLOB NOT NULL,

@@ -49,7 +49,7 @@ _INSERT_LOG = "INSERT OR IGNORE INTO logs({cols}) VALUES ({values})".format(
 _I_TRACE, _I_SPAN, _I_PARENT, _I_NAME = COL["trace_id"], COL["span_id"], COL["parent_span_id"], COL["name"]
 _I_SERVICE, _I_START, _I_END, _I_STATUS = COL["service"], COL["start_ns"], COL["end_ns"], COL["status_code"]
 _I_KIND, _I_IN, _I_OUT, _I_COST = COL["llm_kind"], COL["input_tokens"], COL["output_tokens"], COL["cost_usd"]
-_I_RESPONSE = COL["response_id"]
+_I_RESPONSE, _I_SESSION = COL["response_id"], COL["session_id"]
 
 
 #: Traces bigger than this are not re-analyzed on every batch (it would cost
@@ -240,6 +240,8 @@ class TraceSummary:
     output_tokens: int = 0
     cost_usd: float | None = None
     unpriced_calls: int = 0
+    #: The user's conversation id: the root's if it has one, else the first seen.
+    session_id: str | None = None
 
     def add(self, row: tuple) -> None:
         start, end = row[_I_START], row[_I_END]
@@ -255,6 +257,9 @@ class TraceSummary:
             self.root_start_ns, self.root_service = start, row[_I_SERVICE]
         # Only model calls count: agent spans often repeat their children's usage.
         # (tracetui.timing refines this to leaf calls, each request once.)
+        session = row[_I_SESSION]
+        if session is not None and (self.session_id is None or row[_I_PARENT] is None):
+            self.session_id = session
         kind = row[_I_KIND]
         if kind == "llm" or kind == "embedding":
             if kind == "llm":
@@ -280,9 +285,10 @@ def summarize(rows: list[tuple]) -> dict[bytes, TraceSummary]:
 _INSERT_TRACE = """
 INSERT INTO traces(trace_id, root_span_id, root_name, root_start_ns, first_name, service, start_ns, end_ns,
                    span_count, error_count, llm_calls, input_tokens, output_tokens, cost_usd, unpriced_calls,
-                   updated_ns)
+                   session_id, updated_ns)
 VALUES (:trace_id, :root_span_id, :root_name, :root_start_ns, :first_name, :service, :start_ns, :end_ns,
-        :span_count, :errors, :llm_calls, :input_tokens, :output_tokens, :cost_usd, :unpriced_calls, :now)
+        :span_count, :errors, :llm_calls, :input_tokens, :output_tokens, :cost_usd, :unpriced_calls,
+        :session_id, :now)
 """
 # Merge a batch summary into an existing row. The root (earliest parentless
 # span) replaces "no root yet" when it arrives after its children.
@@ -308,6 +314,8 @@ UPDATE traces SET
     output_tokens = output_tokens + :output_tokens,
     cost_usd      = CASE WHEN :cost_usd IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + :cost_usd END,
     unpriced_calls = unpriced_calls + :unpriced_calls,
+    session_id    = CASE WHEN :root_start_ns IS NOT NULL AND :session_id IS NOT NULL THEN :session_id
+                         ELSE coalesce(session_id, :session_id) END,
     updated_ns    = :now
 WHERE trace_id = :trace_id
 """
@@ -335,6 +343,8 @@ UPDATE traces SET
     cost_usd      = (SELECT sum(cost_usd) FROM s WHERE llm_kind IN ('llm', 'embedding')),
     unpriced_calls = (SELECT count(*) FROM s WHERE llm_kind IN ('llm', 'embedding') AND cost_usd IS NULL
                       AND (input_tokens > 0 OR output_tokens > 0)),
+    session_id    = (SELECT session_id FROM s WHERE session_id IS NOT NULL
+                     ORDER BY parent_span_id IS NOT NULL, start_ns LIMIT 1),
     updated_ns    = :now
 WHERE trace_id = :trace_id
 """
@@ -574,6 +584,7 @@ class Writer:
             "output_tokens": s.output_tokens,
             "cost_usd": s.cost_usd,
             "unpriced_calls": s.unpriced_calls,
+            "session_id": s.session_id,
             "now": now,
         }
 

@@ -43,6 +43,7 @@ class TraceTuiApp(App[None]):
         receiver_alive=None,
         poll_interval: float | None = 0.2,
         clock: Callable[[], int] = time.time_ns,
+        threshold: float = 0.5,
     ) -> None:
         """
         Args:
@@ -52,6 +53,7 @@ class TraceTuiApp(App[None]):
             poll_interval: seconds between change checks; None disables the
                 watcher thread (tests drive ``check_now`` themselves).
             clock: wall clock in ns (fixed in snapshot tests).
+            threshold: evaluation score at or above which a result passes.
         """
         super().__init__()
         self.reader = reader
@@ -60,6 +62,8 @@ class TraceTuiApp(App[None]):
         self._poll_interval = poll_interval
         self._watcher: DbWatcher | None = None
         self.clock = clock
+        self.threshold = threshold
+        reader.threshold = threshold
         self.baseline_counters: Counters | None = None
 
     def on_mount(self) -> None:
@@ -89,11 +93,13 @@ class TraceTuiApp(App[None]):
             self.push_screen(HelpScreen())
 
 
-def run_app(db_path: Path, *, receiver=None, listen: str | None = None) -> None:
+def run_app(db_path: Path, *, receiver=None, listen: str | None = None, threshold: float = 0.5) -> None:
     """Run the UI over ``db_path`` until the user quits."""
-    reader = Reader(db_path)
+    reader = Reader(db_path, threshold=threshold)
     try:
-        app = TraceTuiApp(reader, listen=listen, receiver_alive=receiver.alive if receiver else None)
+        app = TraceTuiApp(
+            reader, listen=listen, receiver_alive=receiver.alive if receiver else None, threshold=threshold
+        )
         app.run()
     finally:
         reader.close()

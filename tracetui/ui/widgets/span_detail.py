@@ -84,7 +84,66 @@ def _pairs(text: Text, items: dict[str, Any], key_style: str = "bold cyan", inde
         text.append("\n")
 
 
-def detail_text(detail: SpanDetail, now_ns: int | None = None) -> Text:
+ROLE_STYLES = {"system": "bold magenta", "user": "bold cyan", "assistant": "bold green", "tool": "bold yellow"}
+
+
+def _messages(text: Text, detail: SpanDetail) -> None:
+    from tracetui.messages import extract_messages
+
+    messages = extract_messages(detail.attributes, detail.logs)
+    if not messages:
+        return
+    _section(text, f"Messages ({len(messages)})")
+    direction = None
+    for message in messages:
+        if message.direction != direction:
+            direction = message.direction
+            text.append(f"  ── {direction} ── from {safe_text(message.source, 60)}\n", style="dim")
+        text.append(f"  {safe_text(message.role, 20)}", style=ROLE_STYLES.get(message.role, "bold"))
+        if message.name:
+            text.append(f" ({safe_text(message.name, 40)})", style="dim")
+        if message.tool_call_id:
+            text.append(f" ← result of {safe_text(message.tool_call_id, 60)}", style="dim")
+        if message.finish_reason:
+            text.append(f"  [finish: {safe_text(message.finish_reason, 30)}]", style="dim")
+        text.append("\n")
+        if message.content:
+            text.append("    " + safe_multiline(message.content, MAX_VALUE_CHARS).replace("\n", "\n    ") + "\n")
+        for call in message.tool_calls:
+            text.append(f"    → {safe_text(call.name or '?', 80)}", style="bold yellow")
+            text.append(f"({safe_text(call.arguments or '', 400)})", style="yellow")
+            if call.id:
+                text.append(f"  id {safe_text(call.id, 60)}", style="dim")
+            text.append("\n")
+
+
+def evaluation_badge(name: str, score: float | None, label: str | None, threshold: float) -> tuple[str, str]:
+    """(text, style) of a pass/fail badge, e.g. ("● 0.92 pass", "bold green")."""
+    from tracetui.evals import passed
+
+    verdict = passed(score, label, threshold)
+    shown = f"{score:.2f}" if score is not None else safe_text(label or "?", 20)
+    if verdict is None:
+        return f"○ {shown}", "bold"
+    return (f"● {shown} pass", "bold green") if verdict else (f"✗ {shown} fail", "bold red")
+
+
+def _evaluations(text: Text, detail: SpanDetail, threshold: float) -> None:
+    if not detail.evaluations:
+        return
+    _section(text, f"Evaluations ({len(detail.evaluations)})")
+    for ev in detail.evaluations:
+        badge, style = evaluation_badge(ev["name"], ev["score"], ev["label"], threshold)
+        text.append(f"  {safe_text(ev['name'], 60):<16} ", style="bold")
+        text.append(badge, style=style)
+        if ev["label"] and ev["score"] is not None:
+            text.append(f"  {safe_text(ev['label'], 40)}")
+        text.append(f"   ← {safe_text(ev['source'] or '', 80)}\n", style="dim")
+        if ev["explanation"]:
+            text.append("    " + safe_multiline(ev["explanation"], 2000).replace("\n", "\n    ") + "\n", style="italic")
+
+
+def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float = 0.5) -> Text:
     """Build the pane's content for one span."""
     row = detail.row
     text = Text(no_wrap=False)
@@ -141,10 +200,18 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None) -> Text:
             text.append(f"  {label:<20}", style="bold")
             text.append(shown)
             source = provenance.get(_PROVENANCE_KEYS.get(col, col)) or _DERIVED.get(col)
+            if col == "cost_usd":
+                source = {
+                    "reported": f"reported by the span ({provenance.get('cost', '?')})",
+                    "priced": "genai-prices bundled data, at the call's start time",
+                    "user price": "your price file",
+                }.get(row.get("cost_source") or "", source)
             if source:
                 text.append(f"   ← {safe_text(source, 80)}", style="dim")
             text.append("\n")
 
+    _evaluations(text, detail, threshold)
+    _messages(text, detail)
     _section(text, f"Attributes ({len(detail.attributes)})")
     _pairs(text, detail.attributes)
     _section(text, f"Events ({len(detail.events)})")
@@ -165,6 +232,16 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None) -> Text:
         text.append(f"  → span {link['span_id']} in trace {link['trace_id'][:8]}…\n")
         if link["attributes"]:
             _pairs(text, link["attributes"], key_style="cyan", indent="      ")
+    if detail.logs:
+        _section(text, f"Log records ({len(detail.logs)})")
+        for record in detail.logs[:100]:
+            offset = record["time_ns"] - row["start_ns"]
+            text.append(f"  +{fmt_duration(offset)} ", style="dim")
+            text.append(safe_text(record["event_name"] or "log record", 120) + "\n", style="bold")
+            if record["body"] not in (None, "", {}, []):
+                text.append("      body = " + format_value(record["body"]).replace("\n", "\n      ") + "\n")
+            if record["attributes"]:
+                _pairs(text, record["attributes"], key_style="cyan", indent="      ")
     _section(text, "Resource")
     _pairs(text, detail.resource)
     scope = detail.scope
@@ -190,7 +267,8 @@ class SpanDetailPane(VerticalScroll, can_focus=True):
         if detail is None:
             body.update(Text("This span is no longer in the database.", style="dim"))
         else:
-            body.update(detail_text(detail, self.app.clock()))  # type: ignore[attr-defined]
+            app = self.app
+            body.update(detail_text(detail, app.clock(), getattr(app, "threshold", 0.5)))  # type: ignore[attr-defined]
         self.scroll_home(animate=False)
 
     def show_message(self, message: str) -> None:

@@ -42,9 +42,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("llm", "LLM", 4, right=True, priority=3),
     Column("tokens", "TOKENS", 6, right=True, priority=4),
     Column("cost", "COST", 9, right=True, priority=2),
+    Column("grounded", "GROUNDED", 11, priority=3),
     Column("errors", "ERR", 3, right=True, priority=2),
 )
-MIN_RUN_WIDTH = 18
+MIN_RUN_WIDTH = 28
 
 
 def layout(width: int) -> list[tuple[Column, int]]:
@@ -60,12 +61,12 @@ def layout(width: int) -> list[tuple[Column, int]]:
     return [(c, max(MIN_RUN_WIDTH, width - fixed) if c.key == "run" else c.width) for c in shown]
 
 
-def cell_text(column: Column, row: TraceRow, now_ns: int | None = None) -> str:
+def cell_text(column: Column, row: TraceRow, now_ns: int | None = None, threshold: float = 0.5) -> str:
     key = column.key
     if key == "time":
         return fmt_clock(row.start_ns, now_ns)
     if key == "run":
-        return safe_text(row.name, 200) if row.has_root else f"⋯ {safe_text(row.name, 200)} (no root yet)"
+        return safe_text(row.name, 200) if row.has_root else f"⋯ no root yet · {safe_text(row.name, 200)}"
     if key == "service":
         return safe_text(row.service, 60)
     if key == "duration":
@@ -81,6 +82,13 @@ def cell_text(column: Column, row: TraceRow, now_ns: int | None = None) -> str:
         if row.cost_usd is None:
             return "unpriced" if row.unpriced_calls else ""
         return fmt_cost(row.cost_usd) + ("+" if row.unpriced_calls else "")
+    if key == "grounded":
+        parts = []
+        if row.groundedness is not None:
+            parts.append(f"{'●' if row.groundedness >= threshold else '✗'} {row.groundedness:.2f}")
+        if row.evals_total:
+            parts.append(f"{row.evals_passed}/{row.evals_total}")
+        return " ".join(parts)
     if key == "errors":
         return str(row.error_count) if row.error_count else ""
     return ""
@@ -96,6 +104,7 @@ class TraceTable(CursorList):
         "trace-table--error",
         "trace-table--dim",
         "trace-table--loading",
+        "trace-table--good",
     }
     DEFAULT_CSS = """
     TraceTable > .trace-table--header { text-style: bold; color: $text-muted; background: $boost; }
@@ -104,6 +113,7 @@ class TraceTable(CursorList):
     TraceTable > .trace-table--error { color: $error; }
     TraceTable > .trace-table--dim { color: $text-muted; }
     TraceTable > .trace-table--loading { color: $text-disabled; }
+    TraceTable > .trace-table--good { color: $success; }
     """
 
     class WindowNeeded(Message):
@@ -138,7 +148,7 @@ class TraceTable(CursorList):
         if row is None:
             return (index, None)
         return (index, row.trace_id, row.span_count, row.end_ns, row.error_count, row.root_name, row.llm_calls,
-                row.cost_usd)  # fmt: skip
+                row.cost_usd, row.groundedness, row.evals_passed, row.evals_total)  # fmt: skip
 
     def _need(self, index: int) -> None:
         offset = max(0, index - WINDOW // 2)
@@ -176,6 +186,8 @@ class TraceTable(CursorList):
         error = self.get_component_rich_style("trace-table--error", partial=True)
         dim = self.get_component_rich_style("trace-table--dim", partial=True)
         now_ns = self.app.clock()  # type: ignore[attr-defined]
+        threshold = getattr(self.app, "threshold", 0.5)
+        good = self.get_component_rich_style("trace-table--good", partial=True)
         segments = [Segment(" ", base)]
         for column, w in layout(width - 1):
             style = base
@@ -185,6 +197,10 @@ class TraceTable(CursorList):
                 style = base + dim
             elif column.key == "cost" and row.cost_usd is None:
                 style = base + dim
-            segments.append(pad(cell_text(column, row, now_ns), w, style, right=column.right))
+            elif column.key == "grounded" and (row.groundedness is not None or row.evals_total):
+                worst_fails = row.groundedness is not None and row.groundedness < threshold
+                failing = worst_fails or row.evals_passed < row.evals_total
+                style = base + (error if failing else good)
+            segments.append(pad(cell_text(column, row, now_ns, threshold), w, style, right=column.right))
             segments.append(Segment(" ", base))
         return Strip(segments)

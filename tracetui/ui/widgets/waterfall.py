@@ -31,7 +31,7 @@ KIND_ICONS = {
 }
 _EIGHTHS = " ▏▎▍▌▋▊▉█"
 DURATION_WIDTH = 8
-INFO_WIDTH = 24
+INFO_WIDTH = 30
 #: Below this width the tokens column is dropped to leave room for the bar.
 INFO_MIN_WIDTH = 90
 
@@ -143,6 +143,7 @@ class Waterfall(CursorList):
         "waterfall--dim",
         "waterfall--error-text",
         "waterfall--guide",
+        "waterfall--good",
     }
     DEFAULT_CSS = """
     Waterfall > .waterfall--cursor { background: $block-cursor-blurred-background; }
@@ -156,6 +157,7 @@ class Waterfall(CursorList):
     Waterfall > .waterfall--dim { color: $text-muted; }
     Waterfall > .waterfall--error-text { color: $error; text-style: bold; }
     Waterfall > .waterfall--guide { color: $text-disabled; }
+    Waterfall > .waterfall--good { color: $success; text-style: bold; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -223,5 +225,12 @@ class Waterfall(CursorList):
             segments.append(Segment(" " * (bar_w - col), base))
         if info_w:
             segments.append(Segment(" ", base))
-            segments.append(pad(span_info(span, info_w), info_w, base + partial("waterfall--dim"), right=True))
+            badge = ""
+            if span.groundedness is not None:
+                ok = span.groundedness >= getattr(self.app, "threshold", 0.5)
+                badge = f" {'●' if ok else '✗'}{span.groundedness:.2f}"
+            info = span_info(span, info_w - len(badge))
+            segments.append(pad(info, info_w - len(badge), base + partial("waterfall--dim"), right=True))
+            if badge:
+                segments.append(Segment(badge, base + partial("waterfall--good" if ok else "waterfall--error-text")))
         return Strip(segments)

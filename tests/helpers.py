@@ -1,0 +1,420 @@
+"""Shared test helpers: fixture files, hand-built OTLP messages, a real receiver process.
+
+Everything here is independent of the code under test where it computes an
+*expected* value: fixture files are unframed and parsed with the
+opentelemetry.proto types directly, and the ready line is matched against the
+format the issue specifies, not against tracetui's own regex.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+
+FIXTURES = Path(__file__).parent / "fixtures"
+EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+#: The ready line of `serve --headless`; an `http=HOST:PORT` part appears once OTLP/HTTP is served too.
+READY_RE = re.compile(r"^tracetui: listening grpc=(?P<host>\S+):(?P<port>\d+)(?: http=(?P<http>\S+))? db=(?P<db>.+)$")
+
+
+# --- fixture files ------------------------------------------------------------
+
+
+def trace_fixture_files() -> list[Path]:
+    """Every ``*.otlp`` file holding trace requests (``*.logs.otlp`` are logs)."""
+    files = sorted(p for p in FIXTURES.glob("*.otlp") if not p.name.endswith(".logs.otlp"))
+    assert files, f"no trace fixtures in {FIXTURES}"
+    return files
+
+
+def read_records(path: Path) -> list[bytes]:
+    """Split a fixture file: 4-byte big-endian length, then that many bytes, repeated."""
+    data = Path(path).read_bytes()
+    records, offset = [], 0
+    while offset < len(data):
+        (size,) = struct.unpack_from(">I", data, offset)
+        offset += 4
+        records.append(data[offset : offset + size])
+        offset += size
+    assert offset == len(data), f"{path}: trailing bytes"
+    return records
+
+
+def requests_of(path: Path) -> list[ExportTraceServiceRequest]:
+    return [ExportTraceServiceRequest.FromString(r) for r in read_records(path)]
+
+
+def resource_service(resource: Resource) -> str:
+    for kv in resource.attributes:
+        if kv.key == "service.name" and kv.value.WhichOneof("value") == "string_value" and kv.value.string_value:
+            return kv.value.string_value
+    return "unknown_service"
+
+
+def iter_spans(requests: Iterable[ExportTraceServiceRequest]):
+    """(service, span) for every span of every request."""
+    for request in requests:
+        for rs in request.resource_spans:
+            service = resource_service(rs.resource)
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    yield service, span
+
+
+@dataclass
+class ExpectedTrace:
+    trace_id: bytes
+    spans: list[tuple[str, Span]] = field(default_factory=list)
+
+    @property
+    def span_count(self) -> int:
+        return len({s.span_id for _, s in self.spans})
+
+    @property
+    def root(self) -> tuple[str, Span] | None:
+        roots = [(svc, s) for svc, s in self.spans if not s.parent_span_id or s.parent_span_id == bytes(8)]
+        return min(roots, key=lambda r: r[1].start_time_unix_nano) if roots else None
+
+    @property
+    def start_ns(self) -> int:
+        return min(s.start_time_unix_nano for _, s in self.spans)
+
+    @property
+    def end_ns(self) -> int:
+        return max(s.end_time_unix_nano for _, s in self.spans)
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for _, s in self.spans if s.status.code == Status.STATUS_CODE_ERROR)
+
+
+def expected_traces(requests: Iterable[ExportTraceServiceRequest]) -> dict[bytes, ExpectedTrace]:
+    """What a correct store holds after these requests, computed from the protos."""
+    out: dict[bytes, ExpectedTrace] = {}
+    seen: set[tuple[bytes, bytes]] = set()
+    for service, span in iter_spans(requests):
+        if (span.trace_id, span.span_id) in seen:
+            continue
+        seen.add((span.trace_id, span.span_id))
+        out.setdefault(span.trace_id, ExpectedTrace(span.trace_id)).spans.append((service, span))
+    return out
+
+
+def expected_span_keys(requests: Iterable[ExportTraceServiceRequest]) -> set[tuple[bytes, bytes]]:
+    return {(s.trace_id, s.span_id) for _, s in iter_spans(requests)}
+
+
+def plain(value: AnyValue):
+    """An AnyValue as plain Python (bytes as hex), written independently of tracetui."""
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [plain(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: plain(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return value.bytes_value.hex()
+    return getattr(value, kind)
+
+
+def plain_attributes(attributes) -> dict:
+    return {kv.key: plain(kv.value) for kv in attributes}
+
+
+# --- hand-built OTLP ------------------------------------------------------------
+
+
+def any_value(value) -> AnyValue:
+    if value is None:
+        return AnyValue()
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, str):
+        return AnyValue(string_value=value)
+    if isinstance(value, bytes):
+        return AnyValue(bytes_value=value)
+    if isinstance(value, (list, tuple)):
+        return AnyValue(array_value=ArrayValue(values=[any_value(v) for v in value]))
+    if isinstance(value, dict):
+        return AnyValue(kvlist_value=KeyValueList(values=kv_list(value)))
+    raise TypeError(value)
+
+
+def kv_list(attributes: dict) -> list[KeyValue]:
+    return [KeyValue(key=k, value=any_value(v)) for k, v in attributes.items()]
+
+
+def tid(n: int) -> bytes:
+    """A valid 16-byte trace id."""
+    return (0xA000_0000_0000_0000_0000_0000_0000_0000 + n).to_bytes(16, "big")
+
+
+def sid(n: int) -> bytes:
+    """A valid 8-byte span id."""
+    return (0xB000_0000_0000_0000 + n).to_bytes(8, "big")
+
+
+BASE_NS = 1_700_000_000_000_000_000
+
+
+def make_span(
+    trace_id: bytes,
+    span_id: bytes,
+    parent: bytes | None = None,
+    *,
+    name: str = "span",
+    start: int = 0,
+    duration: int = 1_000_000,
+    status: int = Status.STATUS_CODE_UNSET,
+    message: str = "",
+    attributes: dict | None = None,
+    kind: int = Span.SPAN_KIND_INTERNAL,
+) -> Span:
+    return Span(
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_span_id=parent or b"",
+        name=name,
+        kind=kind,
+        start_time_unix_nano=BASE_NS + start,
+        end_time_unix_nano=BASE_NS + start + duration,
+        status=Status(code=status, message=message),
+        attributes=kv_list(attributes or {}),
+    )
+
+
+def make_request(spans: Sequence[Span], service: str | None = "test-svc", **resource_attrs) -> ExportTraceServiceRequest:
+    attrs = dict(resource_attrs)
+    if service is not None:
+        attrs["service.name"] = service
+    return ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                resource=Resource(attributes=kv_list(attrs)),
+                scope_spans=[ScopeSpans(spans=list(spans))],
+            )
+        ]
+    )
+
+
+# --- the database, read without tracetui ------------------------------------------
+
+
+def connect_ro(db_path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+
+
+def stored_span_keys(db_path: Path, trace_ids: Iterable[bytes] | None = None) -> set[tuple[bytes, bytes]]:
+    """(trace_id, span_id) of every stored span, or of the spans of ``trace_ids`` only."""
+    conn = connect_ro(db_path)
+    try:
+        if trace_ids is None:
+            return set(conn.execute("SELECT trace_id, span_id FROM spans"))
+        keys: set[tuple[bytes, bytes]] = set()
+        for trace_id in trace_ids:
+            keys.update(conn.execute("SELECT trace_id, span_id FROM spans WHERE trace_id = ?", (trace_id,)))
+        return keys
+    finally:
+        conn.close()
+
+
+def stored_counts(db_path: Path) -> tuple[int, int]:
+    """(rows in spans, rows in traces)."""
+    conn = connect_ro(db_path)
+    try:
+        return (
+            conn.execute("SELECT count(*) FROM spans").fetchone()[0],
+            conn.execute("SELECT count(*) FROM traces").fetchone()[0],
+        )
+    finally:
+        conn.close()
+
+
+def integrity(db_path: Path) -> str:
+    conn = sqlite3.connect(db_path)
+    try:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        conn.close()
+
+
+# --- gRPC ---------------------------------------------------------------------------
+
+
+def exporter_stub(channel: grpc.Channel):
+    """TraceService/Export taking and returning raw bytes (so tests can send anything)."""
+    return channel.unary_unary(EXPORT_METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+
+
+def channel_to(port: int, **options) -> grpc.Channel:
+    opts = [("grpc.max_send_message_length", -1), *options.items()]
+    return grpc.insecure_channel(f"127.0.0.1:{port}", options=opts)
+
+
+# --- the receiver as a real process --------------------------------------------------
+
+
+def receiver_env(extra: dict[str, str] | None = None, drop_db_env: bool = True) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("TRACETUI_TOKEN", None)  # a developer's own token must not change what the tests see
+    if drop_db_env:
+        env.pop("TRACETUI_DB", None)
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class Receiver:
+    """A running ``tracetui serve --headless`` process."""
+
+    proc: subprocess.Popen
+    host: str
+    port: int
+    db_path: Path
+    lines: list[str]
+    _done: threading.Event
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(self.lines)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Send ``sig`` and wait for the exit code (SIGKILL only if it hangs)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"receiver did not exit within {timeout}s after signal {sig}:\n{self.stderr}")
+        self._done.wait(5)  # stderr fully drained
+        return self.proc.returncode
+
+
+def extra_port_options() -> list[str]:
+    """Port options of `tracetui serve` besides --grpc-port (e.g. --http-port)."""
+    from tracetui.cli import serve
+
+    return [
+        opt
+        for param in serve.params
+        for opt in getattr(param, "opts", [])
+        if opt.endswith("-port") and opt != "--grpc-port"
+    ]
+
+
+def spawn_receiver(
+    args: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, list[str], threading.Event, threading.Event]:
+    """Start ``python -m tracetui serve --headless ARGS``; stderr is drained by a thread.
+
+    Other listeners than gRPC (OTLP/HTTP) get port 0 unless ARGS say otherwise,
+    so concurrent receivers in tests never compete for a fixed port.
+    """
+    args = list(args)
+    for option in extra_port_options():
+        if option not in args:
+            args += [option, "0"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tracetui", "serve", "--headless", *args],
+        cwd=cwd,
+        env=env if env is not None else receiver_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    ready, done = threading.Event(), threading.Event()
+
+    def drain() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line.rstrip("\n"))
+            if READY_RE.match(line.rstrip("\n")):
+                ready.set()
+        done.set()
+        ready.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    return proc, lines, ready, done
+
+
+def start_receiver(
+    db_path: Path | None,
+    *extra: str,
+    grpc_port: int | None = 0,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 30.0,
+) -> Receiver:
+    """Start a receiver and wait for its ready line; raises RuntimeError if it never comes."""
+    args = list(extra)
+    if db_path is not None:
+        args = ["--db", str(db_path), *args]
+    if grpc_port is not None:
+        args = [*args, "--grpc-port", str(grpc_port)]
+    proc, lines, ready, done = spawn_receiver(args, cwd=cwd or (db_path.parent if db_path else Path.cwd()), env=env)
+    ready.wait(timeout)
+    match = next((m for m in map(READY_RE.match, lines) if m), None)
+    if match is None:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        done.wait(5)
+        raise RuntimeError(f"receiver did not become ready (exit {proc.returncode}):\n" + "\n".join(lines))
+    return Receiver(proc, match["host"], int(match["port"]), Path(match["db"]), lines, done)
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Poll ``predicate`` (a synchronisation helper, never a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+# --- filling a database through the real decoder and writer ----------------------------
+
+
+def fill_db(db_path: Path, records: Iterable[bytes]) -> None:
+    """Store serialized export requests with tracetui's own decoder and writer, then close."""
+    from tracetui.otlp.decode import decode_spans, parse_trace_request
+    from tracetui.store.writer import Writer
+
+    writer = Writer(db_path)
+    writer.start()
+    try:
+        for record in records:
+            ticket = writer.submit(decode_spans(parse_trace_request(record)))
+            assert ticket.wait(30), "writer did not commit"
+            assert ticket.error is None, ticket.error
+    finally:
+        writer.stop()
