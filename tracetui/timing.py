@@ -81,6 +81,8 @@ class Analysis:
     #: span id -> counted in the totals (model calls only)
     counted: dict[bytes, bool] = field(default_factory=dict)
     totals: Totals = field(default_factory=Totals)
+    #: The longest LLM or tool call (the trace list's drill-down column).
+    slowest: Call | None = None
 
     @property
     def retries(self) -> int:
@@ -101,6 +103,9 @@ def analyze(
     """
     result = Analysis()
     _count(calls, parents or {}, result)
+    candidates = [c for c in calls if c.kind in _LLM_KINDS or c.kind in _TOOL_KINDS]
+    if candidates:
+        result.slowest = max(candidates, key=lambda c: (c.end_ns - c.start_ns, -c.start_ns))
     llm = sorted((c for c in calls if c.kind == "llm"), key=lambda c: (c.start_ns, c.end_ns))
     for c in llm:
         result.calls[c.span_id] = CallTiming()

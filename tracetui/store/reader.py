@@ -61,6 +61,9 @@ class TraceRow:
     split_other_ns: int = 0
     unpriced_calls: int = 0
     session_id: str | None = None
+    slowest_span_id: bytes | None = None
+    slowest_name: str | None = None
+    slowest_ns: int | None = None
     # evaluations, filled in by Reader.traces()/trace() for a given pass threshold
     groundedness: float | None = None
     evals_passed: int = 0
@@ -100,6 +103,12 @@ class TraceRow:
             "cost_usd": self.cost_usd,
             "unpriced_calls": self.unpriced_calls,
             "session_id": self.session_id,
+            "slowest_span": None if self.slowest_span_id is None else {
+                "span_id": self.slowest_span_id.hex(),
+                "name": self.slowest_name,
+                "duration_ms": (self.slowest_ns or 0) / 1e6,
+                "share": (self.slowest_ns or 0) / self.duration_ns if self.duration_ns else None,
+            },
             "groundedness": self.groundedness,
             "evals_passed": self.evals_passed,
             "evals_total": self.evals_total,
@@ -113,7 +122,7 @@ _TRACE_COLS = (
     "id, trace_id, root_name, first_name, service, start_ns, end_ns, span_count, error_count, "
     "llm_calls, input_tokens, output_tokens, cost_usd, retries, fallbacks, "
     + ", ".join(f"split_{key}_ns" for key in SPLIT_KEYS)
-    + ", unpriced_calls, session_id"
+    + ", unpriced_calls, session_id, slowest_span_id, slowest_name, slowest_ns"
 )
 
 
@@ -339,6 +348,23 @@ class Reader:
         runs, calls, tokens, cost, unpriced = row if row else (0, 0, 0, None, 0)
         return {"session_id": session_id, "runs": runs, "llm_calls": calls or 0, "tokens": tokens or 0,
                 "cost_usd": cost, "unpriced_calls": unpriced or 0}  # fmt: skip
+
+    def neighbor_trace(self, trace_id: bytes, *, newer: bool, horizon: int | None = None) -> bytes | None:
+        """The trace next to ``trace_id`` in the list's order (newest first), or None at either end."""
+        row = self._one("SELECT start_ns, id FROM traces WHERE trace_id = ?", (trace_id,))
+        if row is None:
+            return None
+        start, seq = row
+        limit = "" if horizon is None else " AND id <= ?"
+        params: tuple = (start, start, seq) + (() if horizon is None else (horizon,))
+        if newer:
+            sql = ("SELECT trace_id FROM traces WHERE (start_ns > ? OR (start_ns = ? AND id > ?))" + limit
+                   + " ORDER BY start_ns, id LIMIT 1")  # fmt: skip
+        else:
+            sql = ("SELECT trace_id FROM traces WHERE (start_ns < ? OR (start_ns = ? AND id < ?))" + limit
+                   + " ORDER BY start_ns DESC, id DESC LIMIT 1")  # fmt: skip
+        found = self._one(sql, params)
+        return found[0] if found else None
 
     def find_trace_id(self, prefix_hex: str) -> bytes | None:
         """A stored trace's id from its full hex form or a unique hex prefix; None if none matches."""

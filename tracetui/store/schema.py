@@ -29,7 +29,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _V1 = """
 CREATE TABLE sources (
@@ -187,6 +187,14 @@ CREATE UNIQUE INDEX evaluations_once ON evaluations(
 """
 
 
+# v5: the slowest LLM or tool call of each trace, for the list's drill-down column.
+_V5 = """
+ALTER TABLE traces ADD COLUMN slowest_span_id BLOB;
+ALTER TABLE traces ADD COLUMN slowest_name TEXT;
+ALTER TABLE traces ADD COLUMN slowest_ns INTEGER
+"""
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     """Run DDL statements inside the caller's transaction.
 
@@ -204,6 +212,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: lambda conn: _run_script(conn, _V2),
     2: lambda conn: _run_script(conn, _V3),
     3: lambda conn: _run_script(conn, _V4),
+    4: lambda conn: _run_script(conn, _V5),
 }
 
 

@@ -80,7 +80,8 @@ WHERE span_id IS NULL AND response_id = ?
 _UPDATE_TRACE_TIMING = (
     "UPDATE traces SET retries = :retries, fallbacks = :fallbacks, llm_calls = :llm_calls, "
     "input_tokens = :input_tokens, output_tokens = :output_tokens, cost_usd = :cost_usd, "
-    "unpriced_calls = :unpriced_calls, {} WHERE trace_id = :trace_id"
+    "unpriced_calls = :unpriced_calls, slowest_span_id = :slowest_span_id, slowest_name = :slowest_name, "
+    "slowest_ns = :slowest_ns, {} WHERE trace_id = :trace_id"
 ).format(", ".join(f"split_{key}_ns = :split_{key}_ns" for key in SPLIT_KEYS))
 _UPDATE_OTHER_TIME = """
 UPDATE traces SET split_other_ns = max(0, (end_ns - start_ns) - (split_retry_ns + split_fallback_ns + split_ttft_ns
@@ -154,6 +155,7 @@ def update_timing(
     the others are read back from the database.
     """
     in_memory = in_memory or {}
+    in_memory_names: dict[bytes, dict[bytes, str]] = {}
     span_updates: list[tuple] = []
     trace_updates: list[dict[str, object]] = []
     for trace_id in trace_ids:
@@ -179,6 +181,13 @@ def update_timing(
             if span_id not in analysis.calls and known.get(span_id, (0, 0, None, None))[3] != int(counted):
                 span_updates.append((0, 0, None, int(counted), trace_id, span_id))  # embeddings
         totals = analysis.totals
+        slowest = analysis.slowest
+        names = in_memory_names.get(trace_id) or {}
+        if slowest is not None and slowest.span_id not in names:
+            found = conn.execute(
+                "SELECT name FROM spans WHERE trace_id = ? AND span_id = ?", (trace_id, slowest.span_id)
+            ).fetchone()
+            names = {slowest.span_id: found[0] if found else None}
         trace_updates.append(
             {
                 "trace_id": trace_id,
@@ -189,6 +198,9 @@ def update_timing(
                 "output_tokens": totals.output_tokens,
                 "cost_usd": totals.cost_usd,
                 "unpriced_calls": totals.unpriced_calls,
+                "slowest_span_id": slowest.span_id if slowest else None,
+                "slowest_name": names.get(slowest.span_id) if slowest else None,
+                "slowest_ns": (slowest.end_ns - slowest.start_ns) if slowest else None,
             }
             | {f"split_{key}_ns": ns for key, ns in analysis.split.items()}
         )

@@ -57,6 +57,7 @@ class TraceListScreen(Screen):
 
     BINDINGS = [
         Binding("enter", "open_trace", "Open", show=True),
+        Binding("s", "open_slowest", "Slowest", show=True),
         Binding("g", "follow", "Top / follow", show=True, key_display="g"),
     ]
 
@@ -183,9 +184,13 @@ class TraceListScreen(Screen):
     def _selected(self, message: CursorList.Selected) -> None:
         self.action_open_trace()
 
-    def action_open_trace(self) -> None:
+    def action_open_trace(self, show_slowest: bool = False) -> None:
         row = self.table.row_at(self.table.cursor_row)
         if row is not None:
             from tracetui.ui.screens.trace_view import TraceScreen
 
-            self.app.push_screen(TraceScreen(row.trace_id))
+            self.app.push_screen(TraceScreen(row.trace_id, show_slowest=show_slowest, horizon=self.horizon))
+
+    def action_open_slowest(self) -> None:
+        """Open the selected run at its slowest LLM or tool call."""
+        self.action_open_trace(show_slowest=True)

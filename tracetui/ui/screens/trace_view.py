@@ -14,6 +14,7 @@ from textual.widgets import Footer, Static
 
 from tracetui.fmt import fmt_duration, safe_text
 from tracetui.store.reader import SpanDetail, TraceRow
+from tracetui.drill import critical_path, path_summary, run_of, run_roots, slowest_spans, walk
 from tracetui.tree import TreeLine, build_tree, flatten
 from tracetui.ui.widgets.cursor_list import CursorList
 from tracetui.ui.widgets.span_detail import SpanDetailPane
@@ -36,6 +37,17 @@ SPLIT_LABELS = {
     "tool": "tools",
     "other": "other",
 }
+
+
+def _fingerprint(trace: TraceRow) -> tuple:
+    """What changes when a trace gains spans, costs or evaluations."""
+    return (trace.span_count, trace.end_ns, trace.cost_usd, trace.evals_total, trace.groundedness, trace.root_name)
+
+
+@dataclass
+class NeighborFound(Message):
+    trace_id: bytes | None
+    newer: bool
 
 
 @dataclass
@@ -61,14 +73,32 @@ class TraceScreen(Screen):
 
     BINDINGS = [
         Binding("escape", "back", "Back", show=True),
+        Binding("s", "slowest", "Slowest", show=True),
+        Binding("c", "critical_path", "Critical path", show=True),
+        Binding("e", "next_error", "Next error", show=True),
+        Binding("E", "previous_error", "Prev error", show=False),
+        Binding("n", "next_trace", "Next trace", show=True),
+        Binding("p", "previous_trace", "Prev trace", show=False),
         Binding("tab", "toggle_pane", "Switch pane", show=True),
-        Binding("left,h", "collapse", "Collapse", show=False),
-        Binding("right,l", "expand", "Expand", show=False),
+        Binding("left,h,left_square_bracket", "collapse", "Collapse", show=False),
+        Binding("right,l,right_square_bracket", "expand", "Expand", show=False),
     ]
 
-    def __init__(self, trace_id: bytes) -> None:
+    def __init__(self, trace_id: bytes, *, show_slowest: bool = False, horizon: int | None = None) -> None:
+        """
+        Args:
+            trace_id: the trace to show.
+            show_slowest: select the run's slowest call once loaded (`s` pressed in the list).
+            horizon: the trace list's arrival horizon, so n/p walk the same rows it shows.
+        """
         super().__init__()
         self.trace_id = trace_id
+        self._show_slowest = show_slowest
+        self.horizon = horizon
+        #: (run span id, position) of the last `s` press, so the next one moves on.
+        self._slow_cursor: tuple[bytes, int] | None = None
+        self.critical: bool = False
+        self._critical_text = ""
         self.trace: TraceRow | None = None
         self.roots: list = []
         self.collapsed: set[bytes] = set()
@@ -115,10 +145,7 @@ class TraceScreen(Screen):
         reader = self.app.reader  # type: ignore[attr-defined]
         try:
             trace = reader.trace(trace_id)
-            if known is not None and trace is not None and (trace.span_count, trace.end_ns) == (
-                known.span_count,
-                known.end_ns,
-            ):
+            if known is not None and trace is not None and _fingerprint(trace) == _fingerprint(known):
                 self.post_message(TraceLoaded(trace, [], []))  # nothing new: keep what is drawn
                 return
             spans = reader.spans(trace_id)
@@ -139,6 +166,11 @@ class TraceScreen(Screen):
             self.trace = message.trace
             self.roots = message.roots
             self._show_lines(message.lines)
+            if self._show_slowest:
+                self._show_slowest = False
+                self.action_slowest()
+            elif self.critical:
+                self._mark_critical_path()
         if self._reload_pending:
             self._reload_pending = False
             self.reload()
@@ -180,7 +212,9 @@ class TraceScreen(Screen):
         parts.append(safe_text(trace.service, 40))
         text = Text("  ·  ".join(parts))
         split = [(SPLIT_LABELS[k], ns) for k, ns in trace.split.items() if ns]
-        if trace.llm_calls and split:
+        if self.critical and self._critical_text:
+            text.append("\n ◆ " + self._critical_text, style="bold")
+        elif trace.llm_calls and split:
             text.append("\n time went to: ", style="not bold")
             text.append("  ".join(f"{label} {fmt_duration(ns)}" for label, ns in split), style="not bold")
         self.query_one("#trace-summary", Static).update(text)
@@ -235,14 +269,148 @@ class TraceScreen(Screen):
     def _relayout(self) -> None:
         self._show_lines(flatten(self.roots, self.collapsed))
 
+    def _cursor_span(self):
+        line = self.waterfall.line_at(self.waterfall.cursor_row)
+        return line.span if line is not None else None
+
     def action_collapse(self) -> None:
+        """Collapse the subtree under the cursor."""
         line = self.waterfall.line_at(self.waterfall.cursor_row)
         if line is not None and line.span.children and not line.collapsed:
             self.collapsed.add(line.span.span_id)
             self._relayout()
 
     def action_expand(self) -> None:
-        line = self.waterfall.line_at(self.waterfall.cursor_row)
-        if line is not None and line.collapsed:
-            self.collapsed.discard(line.span.span_id)
+        """Expand the subtree under the cursor, all the way down."""
+        span = self._cursor_span()
+        if span is not None:
+            before = len(self.collapsed)
+            self.collapsed -= {s.span_id for s in walk(span)}
+            if len(self.collapsed) != before:
+                self._relayout()
+
+    def select_span(self, span_id: bytes) -> None:
+        """Move the cursor to a span, expanding its collapsed ancestors."""
+        index = self._line_index(span_id)
+        if index is None:
+            for root in self.roots:
+                path = [s.span_id for s in walk(root)]
+                if span_id in path:
+                    self.collapsed.clear()  # simplest way to make it visible
+                    self._relayout()
+                    break
+            index = self._line_index(span_id)
+        if index is not None:
+            self.waterfall.cursor_row = index
+
+    def _line_index(self, span_id: bytes) -> int | None:
+        for i, line in enumerate(self.waterfall.lines):
+            if line.span.span_id == span_id:
+                return i
+        return None
+
+    def _current_run(self):
+        span = self._cursor_span()
+        run = run_of(span.span_id, self.roots) if span is not None else None
+        if run is None:
+            runs = run_roots(self.roots)
+            run = runs[0] if runs else None
+        return run
+
+    # --- drill-down ----------------------------------------------------------
+
+    def action_slowest(self) -> None:
+        """Jump to the slowest LLM or tool call of this run; again for the next slowest."""
+        run = self._current_run()
+        if run is None:
+            return
+        ranked = slowest_spans(run)
+        if not ranked:
+            self.notify("This run has no LLM or tool calls.", markup=False)
+            return
+        position = 0
+        if self._slow_cursor and self._slow_cursor[0] == run.span_id:
+            position = (self._slow_cursor[1] + 1) % len(ranked)
+        self._slow_cursor = (run.span_id, position)
+        span = ranked[position]
+        self.select_span(span.span_id)
+        share = span.duration_ns / run.duration_ns if run.duration_ns else 0
+        self.notify(
+            f"{'Slowest' if position == 0 else f'#{position + 1} slowest'} of {len(ranked)}: "
+            f"{safe_text(span.name, 60)}  {fmt_duration(span.duration_ns)} ({share:.0%} of the run)",
+            markup=False,
+            timeout=4,
+        )
+
+    def action_critical_path(self) -> None:
+        """Highlight the chain of work the run's end waited for (toggle)."""
+        self.critical = not self.critical
+        if self.critical:
+            self._mark_critical_path()
+        else:
+            self.waterfall.set_critical(frozenset())
+            self._update_summary()
+
+    def _mark_critical_path(self) -> None:
+        run = self._current_run()
+        if run is None:
+            return
+        steps = critical_path(run)
+        total, top, top_ns = path_summary(steps)
+        self.waterfall.set_critical(frozenset(step.span.span_id for step in steps))
+        text = f"critical path {fmt_duration(total)} of {fmt_duration(run.duration_ns)}"
+        if top is not None and total:
+            text += f" — {safe_text(top.name, 50)} {fmt_duration(top_ns)} ({top_ns / total:.0%})"
+        self._critical_text = text
+        self._update_summary()
+
+    def _error_lines(self) -> list[int]:
+        return [i for i, line in enumerate(self.waterfall.lines) if line.span.is_error]
+
+    def action_next_error(self) -> None:
+        self._jump_error(+1)
+
+    def action_previous_error(self) -> None:
+        self._jump_error(-1)
+
+    def _jump_error(self, step: int) -> None:
+        # Look through collapsed subtrees too: errors must not hide.
+        if self.collapsed and not any(
+            s.is_error for line in self.waterfall.lines for s in [line.span]
+        ) and any(s.is_error for r in self.roots for s in walk(r)):  # fmt: skip
+            self.collapsed.clear()
             self._relayout()
+        errors = self._error_lines()
+        if not errors:
+            self.notify("No errors in this trace.", markup=False)
+            return
+        here = self.waterfall.cursor_row
+        after = [i for i in errors if (i > here if step > 0 else i < here)]
+        target = (after[0] if step > 0 else after[-1]) if after else (errors[0] if step > 0 else errors[-1])
+        self.waterfall.cursor_row = target
+        self.notify(f"Error {errors.index(target) + 1} of {len(errors)}", markup=False, timeout=2)
+
+    def action_next_trace(self) -> None:
+        self._find_neighbor(self.trace_id, newer=False)
+
+    def action_previous_trace(self) -> None:
+        self._find_neighbor(self.trace_id, newer=True)
+
+    @work(thread=True, group="neighbor", exit_on_error=False, description="find the next trace")
+    def _find_neighbor(self, trace_id: bytes, newer: bool) -> None:
+        found = self.app.reader.neighbor_trace(trace_id, newer=newer, horizon=self.horizon)  # type: ignore[attr-defined]
+        self.post_message(NeighborFound(found, newer))
+
+    @on(NeighborFound)
+    def _neighbor_found(self, message: NeighborFound) -> None:
+        if message.trace_id is None:
+            self.notify("No newer trace." if message.newer else "No older trace.", markup=False, timeout=2)
+            return
+        self.trace_id = message.trace_id
+        self.trace = None
+        self.roots = []
+        self.collapsed.clear()
+        self._slow_cursor = None
+        self._detail_for = None
+        self.waterfall.cursor_row = 0
+        self.reload()

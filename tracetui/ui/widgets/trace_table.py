@@ -43,6 +43,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("tokens", "TOKENS", 6, right=True, priority=4),
     Column("cost", "COST", 9, right=True, priority=2),
     Column("grounded", "GROUNDED", 11, priority=3),
+    Column("slowest", "SLOWEST", 22, priority=3),
     Column("errors", "ERR", 3, right=True, priority=2),
 )
 MIN_RUN_WIDTH = 28
@@ -89,6 +90,11 @@ def cell_text(column: Column, row: TraceRow, now_ns: int | None = None, threshol
         if row.evals_total:
             parts.append(f"{row.evals_passed}/{row.evals_total}")
         return " ".join(parts)
+    if key == "slowest":
+        if not row.slowest_name or not row.slowest_ns:
+            return ""
+        share = f" {row.slowest_ns / row.duration_ns:.0%}" if row.duration_ns else ""
+        return f"{safe_text(row.slowest_name, 60)}{share}"
     if key == "errors":
         return str(row.error_count) if row.error_count else ""
     return ""
@@ -148,7 +154,7 @@ class TraceTable(CursorList):
         if row is None:
             return (index, None)
         return (index, row.trace_id, row.span_count, row.end_ns, row.error_count, row.root_name, row.llm_calls,
-                row.cost_usd, row.groundedness, row.evals_passed, row.evals_total)  # fmt: skip
+                row.cost_usd, row.groundedness, row.evals_passed, row.evals_total, row.slowest_name)  # fmt: skip
 
     def _need(self, index: int) -> None:
         offset = max(0, index - WINDOW // 2)

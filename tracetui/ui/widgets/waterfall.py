@@ -144,6 +144,7 @@ class Waterfall(CursorList):
         "waterfall--error-text",
         "waterfall--guide",
         "waterfall--good",
+        "waterfall--critical",
     }
     DEFAULT_CSS = """
     Waterfall > .waterfall--cursor { background: $block-cursor-blurred-background; }
@@ -158,6 +159,7 @@ class Waterfall(CursorList):
     Waterfall > .waterfall--error-text { color: $error; text-style: bold; }
     Waterfall > .waterfall--guide { color: $text-disabled; }
     Waterfall > .waterfall--good { color: $success; text-style: bold; }
+    Waterfall > .waterfall--critical { color: $accent; text-style: bold; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -166,6 +168,13 @@ class Waterfall(CursorList):
         self.t0 = 0
         self.t1 = 1
         self._generation = 0
+        #: Span ids on the highlighted critical path (empty: not shown).
+        self.critical: frozenset[bytes] = frozenset()
+
+    def set_critical(self, span_ids: frozenset[bytes]) -> None:
+        self.critical = span_ids
+        self._generation += 1
+        self.clear_cache()
 
     def set_lines(self, lines: list[TreeLine], t0: int, t1: int) -> None:
         self.lines = lines
@@ -207,6 +216,10 @@ class Waterfall(CursorList):
         if span.orphan:
             name += " (parent missing)"
         text_style = base + (partial("waterfall--error-text") if span.is_error else Style())
+        on_path = span.span_id in self.critical
+        if on_path:
+            text_style = text_style + partial("waterfall--critical")
+            label = "┃" + label
         segments.append(pad(label + name + span_marks(span), max(1, name_w - used), text_style))
         used = max(used, name_w)
         segments.append(pad(fmt_duration(span.duration_ns), DURATION_WIDTH, base + partial("waterfall--dim"), right=True))
