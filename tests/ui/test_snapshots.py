@@ -45,3 +45,27 @@ class TestTraceView:
             await settle(pilot)
 
         assert snap_compare(make_app(agent_db), terminal_size=SIZE, run_before=run_before)
+
+
+class TestDrillDown:
+    def test_critical_path(self, snap_compare, agent_db: Path) -> None:
+        """`c` on the 34 s run: the path, its total and the call that dominates it."""
+
+        async def run_before(pilot) -> None:
+            await settle(pilot)
+            await pilot.press("G", "enter")
+            await settle(pilot)
+            await pilot.press("c")
+            await settle(pilot)
+
+        assert snap_compare(make_app(agent_db), terminal_size=SIZE, run_before=run_before)
+
+    def test_stats_screen(self, snap_compare, fixtures_db: Path) -> None:
+        """`S`: percentiles, rates and cost by model over every fixture library."""
+
+        async def run_before(pilot) -> None:
+            await settle(pilot)
+            await pilot.press("S")
+            await settle(pilot)
+
+        assert snap_compare(make_app(fixtures_db), terminal_size=(150, 32), run_before=run_before)

@@ -221,6 +221,8 @@ class Reader:
         self.threshold = threshold
         self._conn = connect_reader(self.path)
         self._lock = threading.Lock()
+        self._functions = False
+        self._ensure_functions()
 
     def close(self) -> None:
         with self._lock:
@@ -233,6 +235,21 @@ class Reader:
     def _one(self, sql: str, params: tuple | dict = ()) -> tuple | None:
         with self._lock:
             return self._conn.execute(sql, params).fetchone()
+
+    def run(self, fn):
+        """Run ``fn(connection)`` under the reader's lock (for modules that build their own SQL)."""
+        with self._lock:
+            return fn(self._conn)
+
+    def _ensure_functions(self) -> None:
+        """The SQL functions compiled filters call (attribute lookups on the raw spans)."""
+        if not self._functions:
+            try:
+                from tracetui.filters import register_sql_functions
+            except ImportError:  # pragma: no cover - only while the filter module is missing
+                return
+            register_sql_functions(self._conn)
+            self._functions = True
 
     def _dicts(self, sql: str, params: tuple | dict = ()) -> list[dict[str, Any]]:
         with self._lock:
@@ -274,31 +291,48 @@ class Reader:
         row = self._one("SELECT max(id) FROM traces")
         return int(row[0] or 0) if row else 0
 
-    def count_traces(self, horizon: int | None = None) -> int:
-        if horizon is None:
-            row = self._one("SELECT count(*) FROM traces")
-        else:
-            row = self._one("SELECT count(*) FROM traces WHERE id <= ?", (horizon,))
+    def _where(self, horizon: int | None, where: tuple[str, list] | None, newer: bool = False) -> tuple[str, list]:
+        """WHERE clause for the list: the arrival horizon and a compiled filter (parameters only)."""
+        clauses, params = [], []
+        if horizon is not None:
+            clauses.append("traces.id > ?" if newer else "traces.id <= ?")
+            params.append(horizon)
+        if where is not None and where[0].strip() not in ("", "1"):
+            clauses.append(f"({where[0]})")
+            params += list(where[1])
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def count_traces(self, horizon: int | None = None, where: tuple[str, list] | None = None) -> int:
+        clause, params = self._where(horizon, where)
+        row = self._one(f"SELECT count(*) FROM traces{clause}", params)
         return int(row[0]) if row else 0
 
-    def count_newer(self, horizon: int) -> int:
+    def count_newer(self, horizon: int, where: tuple[str, list] | None = None) -> int:
         """Traces that arrived after ``horizon`` (an index range on the rowid)."""
-        row = self._one("SELECT count(*) FROM traces WHERE id > ?", (horizon,))
+        clause, params = self._where(horizon, where, newer=True)
+        row = self._one(f"SELECT count(*) FROM traces{clause}", params)
         return int(row[0]) if row else 0
 
-    def traces(self, offset: int = 0, limit: int = 100, horizon: int | None = None) -> list[TraceRow]:
-        """Traces newest first (by start time), optionally only those with seq <= horizon."""
-        if horizon is None:
-            rows = self._all(
-                f"SELECT {_TRACE_COLS} FROM traces ORDER BY start_ns DESC, id DESC LIMIT ? OFFSET ?",
-                (limit, offset),
-            )
-        else:
-            rows = self._all(
-                f"SELECT {_TRACE_COLS} FROM traces WHERE id <= ? ORDER BY start_ns DESC, id DESC LIMIT ? OFFSET ?",
-                (horizon, limit, offset),
-            )
+    def traces(
+        self, offset: int = 0, limit: int = 100, horizon: int | None = None, where: tuple[str, list] | None = None
+    ) -> list[TraceRow]:
+        """Traces newest first (by start time): only those with seq <= horizon, matching ``where``."""
+        clause, params = self._where(horizon, where)
+        rows = self._all(
+            f"SELECT {_TRACE_COLS} FROM traces{clause} ORDER BY start_ns DESC, id DESC LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
         return self._with_evaluations([TraceRow(*r) for r in rows])
+
+    def matching_span_ids(self, trace_id: bytes, where: tuple[str, list]) -> set[bytes]:
+        """Spans of one trace that match a compiled filter (``Filter.span_where("spans")``)."""
+        return {
+            r[0]
+            for r in self._all(
+                f"SELECT spans.span_id FROM spans AS spans WHERE spans.trace_id = ? AND ({where[0]})",
+                (trace_id, *where[1]),
+            )
+        }
 
     def trace(self, trace_id: bytes) -> TraceRow | None:
         row = self._one(f"SELECT {_TRACE_COLS} FROM traces WHERE trace_id = ?", (trace_id,))

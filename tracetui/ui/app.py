@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.reactive import var
 
@@ -29,10 +30,13 @@ class TraceTuiApp(App[None]):
     BINDINGS = [
         Binding("q", "quit", "Quit", show=True),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
-        Binding("question_mark", "help", "Help", show=True, key_display="?"),
+        Binding("question_mark", "help", "Help", show=True, key_display="?", tooltip="all keys, grouped"),
+        Binding("S", "stats", "Stats", show=True, tooltip="latency percentiles, rates, cost by model / route / prompt"),
     ]
 
     data_version: var[int] = var(0)
+    #: The filter typed with `/`, shared by the trace list and the stats screen.
+    filter_text: var[str] = var("")
     counters: var[CountersUpdated | None] = var(None)
 
     def __init__(
@@ -87,6 +91,27 @@ class TraceTuiApp(App[None]):
     def check_now(self) -> None:
         """Tell the screens the data changed (tests, and after our own actions)."""
         self.data_version += 1
+
+    def action_stats(self) -> None:
+        from tracetui.ui.screens.stats import StatsScreen
+
+        if not isinstance(self.screen, StatsScreen):
+            self.push_screen(StatsScreen(self.filter_text))
+
+    def get_system_commands(self, screen):
+        """The command palette lists every key's action on the current screen."""
+        yield from super().get_system_commands(screen)
+        seen: set[str] = set()
+        for key, active in screen.active_bindings.items():
+            binding = active.binding
+            if binding.action in seen or not binding.description or binding.action.startswith("app.command"):
+                continue
+            seen.add(binding.action)
+            yield SystemCommand(
+                binding.description,
+                f"{binding.tooltip or binding.description} (key: {binding.key_display or key})",
+                partial(self.run_action, binding.action, active.node),
+            )
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

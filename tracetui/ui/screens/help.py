@@ -1,4 +1,4 @@
-"""`?`: every key, grouped."""
+"""`?`: every key, grouped — built from the bindings themselves, so it never drifts."""
 
 from __future__ import annotations
 
@@ -10,50 +10,47 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-KEY_GROUPS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
-    (
-        "Move",
-        (
-            ("↑ ↓  j k", "previous / next row"),
-            ("PgUp PgDn", "page up / down"),
-            ("g  Home", "first row (in the trace list: follow new traces)"),
-            ("G  End", "last row"),
-        ),
-    ),
-    (
-        "Trace list",
-        (
-            ("Enter", "open the trace under the cursor"),
-        ),
-    ),
-    (
-        "Trace view",
-        (
-            ("Enter", "show the span's details (expands a collapsed span)"),
-            ("← →  h l", "collapse / expand the span's subtree"),
-            ("Tab", "switch between the tree and the details"),
-            ("Esc", "back to the trace list"),
-        ),
-    ),
-    (
-        "Everywhere",
-        (
-            ("?", "this help"),
-            ("Ctrl+P", "command palette"),
-            ("q  Ctrl+C", "quit (stops the receiver after it has written everything)"),
-        ),
-    ),
-)
+_KEY_NAMES = {
+    "up": "↑", "down": "↓", "left": "←", "right": "→", "enter": "Enter", "escape": "Esc", "tab": "Tab",
+    "pageup": "PgUp", "pagedown": "PgDn", "home": "Home", "end": "End", "question_mark": "?", "slash": "/",
+    "left_square_bracket": "[", "right_square_bracket": "]", "ctrl+c": "Ctrl+C", "ctrl+p": "Ctrl+P",
+}  # fmt: skip
+
+
+def key_label(binding: Binding) -> str:
+    if binding.key_display:
+        return binding.key_display
+    return " ".join(_KEY_NAMES.get(k.strip(), k.strip()) for k in binding.key.split(","))
+
+
+def binding_groups() -> list[tuple[str, list[Binding]]]:
+    """(group title, bindings) for every screen and list, in the order a user meets them."""
+    from tracetui.ui.app import TraceTuiApp
+    from tracetui.ui.screens.stats import StatsScreen
+    from tracetui.ui.screens.trace_list import TraceListScreen
+    from tracetui.ui.screens.trace_view import TraceScreen
+    from tracetui.ui.widgets.cursor_list import CursorList
+
+    def of(cls) -> list[Binding]:
+        return [b for b in cls.BINDINGS if isinstance(b, Binding)]
+
+    return [
+        ("Move (lists and trees)", of(CursorList)),
+        ("Trace list", of(TraceListScreen)),
+        ("Trace view", of(TraceScreen)),
+        ("Stats", of(StatsScreen)),
+        ("Everywhere", [*of(TraceTuiApp), Binding("ctrl+p", "command_palette", "Command palette: every action")]),
+    ]
 
 
 def help_table() -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
-    for group, keys in KEY_GROUPS:
+    for group, bindings in binding_groups():
         table.add_row(Text(group, style="bold underline"), "")
-        for key, what in keys:
-            table.add_row(key, what)
+        for binding in bindings:
+            table.add_row(key_label(binding), binding.tooltip or binding.description)
         table.add_row("", "")
     return table
 

@@ -12,9 +12,11 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from tracetui.filters import Filter, parse
 from tracetui.fmt import safe_text
 from tracetui.store.reader import TraceRow
 from tracetui.ui.widgets.cursor_list import CursorList
+from tracetui.ui.widgets.filter_bar import FilterBar, toggle_term
 from tracetui.ui.widgets.status_header import StatusHeader
 from tracetui.ui.widgets.trace_table import WINDOW, TraceTable
 
@@ -29,6 +31,7 @@ class WindowLoaded(Message):
     newer: int
     max_seq: int
     horizon: int | None
+    filter_text: str = ""
 
 
 @dataclass
@@ -56,14 +59,21 @@ class TraceListScreen(Screen):
     """Newest traces first; follows new arrivals until the user moves away from the top."""
 
     BINDINGS = [
-        Binding("enter", "open_trace", "Open", show=True),
-        Binding("s", "open_slowest", "Slowest", show=True),
-        Binding("g", "follow", "Top / follow", show=True, key_display="g"),
+        Binding("enter", "open_trace", "Open", show=True, tooltip="open the trace under the cursor"),
+        Binding("s", "open_slowest", "Slowest", show=True, tooltip="open the run at its slowest LLM or tool call"),
+        Binding("g", "follow", "Top / follow", show=True, key_display="g",
+                tooltip="back to the newest traces and follow new arrivals"),
+        Binding("slash", "filter", "Filter", show=True, key_display="/",
+                tooltip="filter: free text and field op value terms, e.g. model=gpt-4o duration>2s"),
+        Binding("x", "toggle_errors", "Errors only", show=False, tooltip="quick toggle: runs with errors only"),
+        Binding("m", "toggle_llm", "LLM only", show=False, tooltip="quick toggle: runs with LLM calls only"),
+        Binding("w", "toggle_slow", "Slow only", show=False, tooltip="quick toggle: runs slower than the slow threshold"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.horizon: int | None = None  # None: following the newest traces
+        self.filter: Filter = parse("")
         self.newer = 0
         self._max_seq = 0
         self._loading = False
@@ -74,6 +84,7 @@ class TraceListScreen(Screen):
         yield Static("", id="new-banner")
         yield TraceTable(id="traces")
         yield Static(empty_state_text(self.app.listen), id="empty")  # type: ignore[attr-defined]
+        yield FilterBar(id="filter-bar")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -108,23 +119,24 @@ class TraceListScreen(Screen):
             self._pending_offset = offset
             return
         self._loading = True
-        self._load_window(offset, self.horizon)
+        where = None if self.filter.is_empty() else self.filter.trace_where()
+        self._load_window(offset, self.horizon, where, self.filter.text)
 
     @work(thread=True, group="trace-list", exit_on_error=False, description="load trace list window")
-    def _load_window(self, offset: int, horizon: int | None) -> None:
+    def _load_window(self, offset: int, horizon: int | None, where, filter_text: str) -> None:
         reader = self.app.reader  # type: ignore[attr-defined]
         try:
             if horizon is None:
                 max_seq = reader.max_seq()
-                total, newer = reader.count_traces(), 0
+                total, newer = reader.count_traces(None, where), 0
             else:
                 max_seq = horizon
-                total, newer = reader.count_traces(horizon), reader.count_newer(horizon)
-            rows = reader.traces(offset, WINDOW, horizon)
+                total, newer = reader.count_traces(horizon, where), reader.count_newer(horizon, where)
+            rows = reader.traces(offset, WINDOW, horizon, where)
         except Exception as exc:  # a locked or damaged file: say so, keep drawing
             self.post_message(WindowFailed(str(exc)))
             return
-        self.post_message(WindowLoaded(offset, rows, total, newer, max_seq, horizon))
+        self.post_message(WindowLoaded(offset, rows, total, newer, max_seq, horizon, filter_text))
 
     @on(WindowFailed)
     def _window_failed(self, message: WindowFailed) -> None:
@@ -134,16 +146,16 @@ class TraceListScreen(Screen):
     @on(WindowLoaded)
     def _window_loaded(self, message: WindowLoaded) -> None:
         self._loading = False
-        if message.horizon == self.horizon:
+        if message.horizon == self.horizon and message.filter_text == self.filter.text:
             if self.following:
                 self._max_seq = message.max_seq
             self.newer = message.newer
             self.table.set_window(message.offset, message.rows, message.total)
             self._update_banner()
-            empty = message.total == 0 and self.following
+            empty = message.total == 0 and self.following and self.filter.is_empty()
             self.query_one("#empty").display = empty
             self.table.display = not empty
-        if self._pending_offset is not None or message.horizon != self.horizon:
+        if self._pending_offset is not None or message.horizon != self.horizon or message.filter_text != self.filter.text:
             offset = self._pending_offset if self._pending_offset is not None else self._window_offset()
             self._pending_offset = None
             self.request_window(offset)
@@ -172,11 +184,47 @@ class TraceListScreen(Screen):
 
     def _update_banner(self) -> None:
         banner = self.query_one("#new-banner", Static)
+        text = Text()
+        if not self.filter.is_empty():
+            text.append(f" filter: {safe_text(self.filter.text, 80)}", style="bold")
+            text.append(f"  ({self.table.row_count:,} runs match; / to edit)", style="dim")
         if self.newer and not self.following:
-            banner.update(Text(f" ↑ {self.newer:,} new — press g to jump to the newest", style="bold"))
-            banner.display = True
-        else:
-            banner.display = False
+            text.append(f" ↑ {self.newer:,} new — press g to jump to the newest", style="bold")
+        banner.update(text)
+        banner.display = bool(text.plain)
+
+    # --- filtering -----------------------------------------------------------
+
+    def action_filter(self) -> None:
+        self.query_one(FilterBar).open(self.filter.text)
+
+    @on(FilterBar.Applied)
+    def _filter_applied(self, message: FilterBar.Applied) -> None:
+        if message.filter.text == self.filter.text:
+            return
+        self.filter = message.filter
+        self.app.filter_text = message.text  # type: ignore[attr-defined]
+        self.horizon = None
+        self.newer = 0
+        self.table.cursor_row = 0
+        self.request_window(0)
+
+    @on(FilterBar.Closed)
+    def _filter_closed(self, _message: FilterBar.Closed) -> None:
+        self.table.focus()
+        self._update_banner()
+
+    def _toggle(self, term: str) -> None:
+        self.query_one(FilterBar).set_text(toggle_term(self.filter.text, term))
+
+    def action_toggle_errors(self) -> None:
+        self._toggle("status=error")
+
+    def action_toggle_llm(self) -> None:
+        self._toggle("kind=llm")
+
+    def action_toggle_slow(self) -> None:
+        self._toggle(f"duration>{getattr(self.app, 'slow_threshold', '5s')}")
 
     # --- opening -------------------------------------------------------------
 

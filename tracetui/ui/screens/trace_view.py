@@ -14,9 +14,11 @@ from textual.widgets import Footer, Static
 
 from tracetui.fmt import fmt_duration, safe_text
 from tracetui.store.reader import SpanDetail, TraceRow
+from tracetui.filters import Filter, parse
 from tracetui.drill import critical_path, path_summary, run_of, run_roots, slowest_spans, walk
 from tracetui.tree import TreeLine, build_tree, flatten
 from tracetui.ui.widgets.cursor_list import CursorList
+from tracetui.ui.widgets.filter_bar import FilterBar
 from tracetui.ui.widgets.span_detail import SpanDetailPane
 from tracetui.ui.widgets.status_header import StatusHeader
 from tracetui.ui.widgets.waterfall import Waterfall
@@ -42,6 +44,13 @@ SPLIT_LABELS = {
 def _fingerprint(trace: TraceRow) -> tuple:
     """What changes when a trace gains spans, costs or evaluations."""
     return (trace.span_count, trace.end_ns, trace.cost_usd, trace.evals_total, trace.groundedness, trace.root_name)
+
+
+@dataclass
+class SpansMatched(Message):
+    trace_id: bytes
+    text: str
+    span_ids: set[bytes]
 
 
 @dataclass
@@ -72,16 +81,22 @@ class TraceScreen(Screen):
     """Tree + waterfall + detail for one trace; reloads when new spans of it arrive."""
 
     BINDINGS = [
-        Binding("escape", "back", "Back", show=True),
-        Binding("s", "slowest", "Slowest", show=True),
-        Binding("c", "critical_path", "Critical path", show=True),
-        Binding("e", "next_error", "Next error", show=True),
-        Binding("E", "previous_error", "Prev error", show=False),
-        Binding("n", "next_trace", "Next trace", show=True),
-        Binding("p", "previous_trace", "Prev trace", show=False),
-        Binding("tab", "toggle_pane", "Switch pane", show=True),
-        Binding("left,h,left_square_bracket", "collapse", "Collapse", show=False),
-        Binding("right,l,right_square_bracket", "expand", "Expand", show=False),
+        Binding("escape", "back", "Back", show=True, tooltip="back to the trace list"),
+        Binding("s", "slowest", "Slowest", show=True,
+                tooltip="jump to the run's slowest LLM or tool call; again for the next slowest"),
+        Binding("c", "critical_path", "Critical path", show=True,
+                tooltip="show / hide the critical path of the run, with its total"),
+        Binding("e", "next_error", "Next error", show=True, tooltip="next error span"),
+        Binding("E", "previous_error", "Prev error", show=False, tooltip="previous error span"),
+        Binding("n", "next_trace", "Next trace", show=True, tooltip="next (older) trace without leaving this view"),
+        Binding("p", "previous_trace", "Prev trace", show=False, tooltip="previous (newer) trace"),
+        Binding("tab", "toggle_pane", "Switch pane", show=True, tooltip="switch between the tree and the details"),
+        Binding("slash", "filter", "Filter", show=True, key_display="/",
+                tooltip="show only the spans that match a filter (and their parents)"),
+        Binding("left,h,left_square_bracket", "collapse", "Collapse", show=False, key_display="[ ← h",
+                tooltip="collapse the subtree under the cursor"),
+        Binding("right,l,right_square_bracket", "expand", "Expand", show=False, key_display="] → l",
+                tooltip="expand the subtree under the cursor (Enter on a collapsed span too)"),
     ]
 
     def __init__(self, trace_id: bytes, *, show_slowest: bool = False, horizon: int | None = None) -> None:
@@ -99,6 +114,9 @@ class TraceScreen(Screen):
         self._slow_cursor: tuple[bytes, int] | None = None
         self.critical: bool = False
         self._critical_text = ""
+        self.span_filter: Filter = parse("")
+        #: Span ids matching span_filter (None: no filter).
+        self.matches: set[bytes] | None = None
         self.trace: TraceRow | None = None
         self.roots: list = []
         self.collapsed: set[bytes] = set()
@@ -112,6 +130,7 @@ class TraceScreen(Screen):
         yield Waterfall(id="waterfall")
         yield Static(LEGEND, id="legend")
         yield SpanDetailPane(id="detail")
+        yield FilterBar(id="filter-bar")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -180,7 +199,21 @@ class TraceScreen(Screen):
         self._loading = False
         self.notify(f"Could not read the trace: {message.error}", severity="error", markup=False)
 
+    def _visible(self, lines: list[TreeLine]) -> list[TreeLine]:
+        """With a span filter, only the matches and their ancestors (for context)."""
+        if self.matches is None:
+            return lines
+        keep: set[bytes] = set()
+        parents = {s.span_id: s.parent_span_id for r in self.roots for s in walk(r)}
+        for span_id in self.matches:
+            node, hops = span_id, 0
+            while node is not None and node not in keep and hops < 100_000:
+                keep.add(node)
+                node, hops = parents.get(node), hops + 1
+        return [line for line in lines if line.span.span_id in keep]
+
     def _show_lines(self, lines: list[TreeLine]) -> None:
+        lines = self._visible(lines)
         waterfall = self.waterfall
         selected = waterfall.line_at(waterfall.cursor_row)
         selected_id = selected.span.span_id if selected else None
@@ -389,6 +422,42 @@ class TraceScreen(Screen):
         target = (after[0] if step > 0 else after[-1]) if after else (errors[0] if step > 0 else errors[-1])
         self.waterfall.cursor_row = target
         self.notify(f"Error {errors.index(target) + 1} of {len(errors)}", markup=False, timeout=2)
+
+    # --- filter ---------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        self.query_one(FilterBar).open(self.span_filter.text)
+
+    @on(FilterBar.Applied)
+    def _filter_applied(self, message: FilterBar.Applied) -> None:
+        self.span_filter = message.filter
+        if message.filter.is_empty():
+            self.matches = None
+            self._relayout()
+        else:
+            self._match_spans(self.trace_id, message.filter)
+
+    @on(FilterBar.Closed)
+    def _filter_closed(self, _message: FilterBar.Closed) -> None:
+        self.waterfall.focus()
+
+    @work(thread=True, group="span-filter", exit_on_error=False, description="filter spans")
+    def _match_spans(self, trace_id: bytes, flt: Filter) -> None:
+        try:
+            ids = self.app.reader.matching_span_ids(trace_id, flt.span_where("spans"))  # type: ignore[attr-defined]
+        except Exception as exc:
+            self.post_message(LoadFailed(str(exc)))
+            return
+        self.post_message(SpansMatched(trace_id, flt.text, ids))
+
+    @on(SpansMatched)
+    def _spans_matched(self, message: SpansMatched) -> None:
+        if message.trace_id != self.trace_id or message.text != self.span_filter.text:
+            return  # a later filter or another trace won
+        self.matches = message.span_ids
+        self._relayout()
+        total = sum(1 for r in self.roots for _ in walk(r))
+        self.notify(f"{len(message.span_ids)} of {total} spans match", markup=False, timeout=2)
 
     def action_next_trace(self) -> None:
         self._find_neighbor(self.trace_id, newer=False)

@@ -24,13 +24,13 @@ class CursorList(ScrollView, can_focus=True):
     """Base class: a scrolling list with a row cursor and an optional fixed header line."""
 
     BINDINGS = [
-        Binding("up,k", "cursor_up", "Up", show=False),
-        Binding("down,j", "cursor_down", "Down", show=False),
+        Binding("up,k", "cursor_up", "Up", show=False, key_display="↑ k"),
+        Binding("down,j", "cursor_down", "Down", show=False, key_display="↓ j"),
         Binding("pageup", "page_up", "Page up", show=False),
         Binding("pagedown", "page_down", "Page down", show=False),
-        Binding("g,home", "first", "Top", show=False),
-        Binding("G,end", "last", "Bottom", show=False),
-        Binding("enter", "select", "Open", show=True),
+        Binding("g,home", "first", "Top", show=False, key_display="g Home", tooltip="first row"),
+        Binding("G,end", "last", "Bottom", show=False, key_display="G End", tooltip="last row"),
+        Binding("enter", "select", "Open", show=True, tooltip="open / show details"),
     ]
 
     DEFAULT_CSS = """
