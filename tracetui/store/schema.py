@@ -29,7 +29,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _V1 = """
 CREATE TABLE sources (
@@ -195,6 +195,16 @@ ALTER TABLE traces ADD COLUMN slowest_ns INTEGER
 """
 
 
+# v6: traces a UI is showing, so retention never evicts them from under it.
+_V6 = """
+CREATE TABLE pins (
+    owner      TEXT PRIMARY KEY,   -- one row per running UI (pid@host)
+    trace_id   BLOB NOT NULL,
+    updated_ns INTEGER NOT NULL
+)
+"""
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     """Run DDL statements inside the caller's transaction.
 
@@ -213,6 +223,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     2: lambda conn: _run_script(conn, _V3),
     3: lambda conn: _run_script(conn, _V4),
     4: lambda conn: _run_script(conn, _V5),
+    5: lambda conn: _run_script(conn, _V6),
 }
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tracetui.otlp.decode import COL, LOG_COLUMNS, SPAN_COLUMNS, Decoded
+from tracetui.store.retention import Retention, enforce
 from tracetui.store.schema import connect_writer
 from tracetui.timing import SPLIT_KEYS, Call, analyze
 
@@ -371,9 +372,11 @@ class Writer:
             :meth:`submit` raises :class:`Overloaded`.
     """
 
-    def __init__(self, path: Path, max_pending_spans: int = 50_000) -> None:
+    def __init__(self, path: Path, max_pending_spans: int = 50_000, retention: Retention | None = None) -> None:
         self.path = Path(path)
         self.max_pending_spans = max_pending_spans
+        self.retention = retention or Retention()
+        self.evicted_traces = 0
         self._conn = connect_writer(self.path)
         self._cond = threading.Condition()
         self._queue: deque[Ticket] = deque()
@@ -398,6 +401,10 @@ class Writer:
             if self._stopping:
                 raise StoreUnavailable("receiver is shutting down")
             if n and self._pending_spans + n > self.max_pending_spans and self._pending_spans > 0:
+                if self._status and self._status.get("state") != "overloaded":
+                    self._status["state"] = "overloaded"  # the UI shows it
+                    self._status_dirty = True
+                    self._cond.notify()
                 raise Overloaded(f"{self._pending_spans} spans waiting to be written")
             self._queue.append(ticket)
             self._pending_spans += n
@@ -448,9 +455,18 @@ class Writer:
                     status["state"] = "stopped"
             if batch or status is not None:
                 self._commit(batch, status)
+            if status is not None and self.retention.active and not stopping:
+                self._enforce_retention()
             if stopping:
                 self._close()
                 return
+
+    def _enforce_retention(self) -> None:
+        """A bounded round of eviction, on the writer thread, between commits."""
+        try:
+            self.evicted_traces += enforce(self._conn, self.retention)
+        except sqlite3.Error as exc:
+            log.warning("retention: %s", exc)
 
     def _take_batch(self) -> list[Ticket]:
         batch: list[Ticket] = []
@@ -489,6 +505,9 @@ class Writer:
         with self._cond:
             for ticket in batch:
                 self._pending_spans -= ticket.decoded.count
+            if self._status.get("state") == "overloaded" and self._pending_spans < self.max_pending_spans // 2:
+                self._status["state"] = "listening"  # caught up
+                self._status_dirty = True
         for ticket in batch:
             ticket.error = error
             ticket.done.set()

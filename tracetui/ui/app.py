@@ -88,6 +88,11 @@ class TraceTuiApp(App[None]):
             self.baseline_counters = message.counters  # "since start" counts from here
         self.counters = message
 
+    def pin(self, trace_id: bytes | None) -> None:
+        """The trace on screen: retention in the receiver will not evict it."""
+        if self._watcher is not None:
+            self._watcher.pinned = trace_id
+
     def check_now(self) -> None:
         """Tell the screens the data changed (tests, and after our own actions)."""
         self.data_version += 1

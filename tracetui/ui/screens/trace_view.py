@@ -133,7 +133,11 @@ class TraceScreen(Screen):
         yield FilterBar(id="filter-bar")
         yield Footer()
 
+    def on_unmount(self) -> None:
+        self.app.pin(None)  # type: ignore[attr-defined]
+
     def on_mount(self) -> None:
+        self.app.pin(self.trace_id)  # type: ignore[attr-defined]
         self.watch(self.app, "data_version", self._data_changed, init=False)
         self.watch(self.app, "counters", self._counters_changed, init=True)
         self.query_one(Waterfall).focus()
@@ -476,6 +480,7 @@ class TraceScreen(Screen):
             self.notify("No newer trace." if message.newer else "No older trace.", markup=False, timeout=2)
             return
         self.trace_id = message.trace_id
+        self.app.pin(self.trace_id)  # type: ignore[attr-defined]
         self.trace = None
         self.roots = []
         self.collapsed.clear()
