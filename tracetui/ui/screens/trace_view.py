@@ -12,7 +12,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from tracetui.fmt import fmt_duration, safe_text
+from tracetui.fmt import fmt_cost, fmt_duration, safe_text
 from tracetui.store.reader import SpanDetail, TraceRow
 from tracetui.filters import Filter, parse
 from tracetui.drill import critical_path, path_summary, run_of, run_roots, slowest_spans, walk
@@ -64,6 +64,7 @@ class TraceLoaded(Message):
     trace: TraceRow | None
     roots: list
     lines: list[TreeLine]
+    session: dict | None = None
 
 
 @dataclass
@@ -114,6 +115,8 @@ class TraceScreen(Screen):
         self._slow_cursor: tuple[bytes, int] | None = None
         self.critical: bool = False
         self._critical_text = ""
+        #: Totals of the conversation this run belongs to (Reader.session_totals), if any.
+        self.session: dict | None = None
         self.span_filter: Filter = parse("")
         #: Span ids matching span_filter (None: no filter).
         self.matches: set[bytes] | None = None
@@ -174,10 +177,11 @@ class TraceScreen(Screen):
             spans = reader.spans(trace_id)
             roots = build_tree(spans)
             lines = flatten(roots, collapsed)
+            session = reader.session_totals(trace.session_id) if trace is not None and trace.session_id else None
         except Exception as exc:
             self.post_message(LoadFailed(str(exc)))
             return
-        self.post_message(TraceLoaded(trace, roots, lines))
+        self.post_message(TraceLoaded(trace, roots, lines, session))
 
     @on(TraceLoaded)
     def _trace_loaded(self, message: TraceLoaded) -> None:
@@ -188,6 +192,7 @@ class TraceScreen(Screen):
         elif message.lines or first_load:
             self.trace = message.trace
             self.roots = message.roots
+            self.session = message.session
             self._show_lines(message.lines)
             if self._show_slowest:
                 self._show_slowest = False
@@ -244,9 +249,19 @@ class TraceScreen(Screen):
         ]
         if trace.llm_calls:
             parts.append(f"{trace.llm_calls} LLM call{'s' if trace.llm_calls != 1 else ''}")
+        if trace.cost_usd is not None or trace.unpriced_calls:
+            parts.append(fmt_cost(trace.cost_usd) + (" + unpriced calls" if trace.unpriced_calls else ""))
+        if trace.evals_total:
+            grounded = f"groundedness {trace.groundedness:.2f}, " if trace.groundedness is not None else ""
+            parts.append(f"{grounded}{trace.evals_passed}/{trace.evals_total} evals passed")
         if trace.error_count:
             parts.append(f"{trace.error_count} error{'s' if trace.error_count != 1 else ''}")
         parts.append(safe_text(trace.service, 40))
+        if self.session and self.session["runs"] > 1:
+            parts.append(
+                f"session {safe_text(self.session['session_id'], 30)}: {self.session['runs']} runs "
+                f"{fmt_cost(self.session['cost_usd'])}"
+            )
         text = Text("  ·  ".join(parts))
         split = [(SPLIT_LABELS[k], ns) for k, ns in trace.split.items() if ns]
         if self.critical and self._critical_text:
