@@ -17,7 +17,9 @@ from tracetui.config import (
     DB_ENV,
     DEFAULT_GRPC_PORT,
     DEFAULT_HOST,
+    DEFAULT_HTTP_PORT,
     DEFAULT_MAX_PENDING_SPANS,
+    TOKEN_ENV,
     ReceiverSettings,
     default_db_path,
 )
@@ -55,7 +57,8 @@ def main() -> None:
     """A live terminal monitor for LLM and agent traces.
 
     Point your app's OpenTelemetry exporter at tracetui
-    (OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317) and run `tracetui serve`.
+    (OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317, or :4318 for OTLP/HTTP)
+    and run `tracetui serve`.
     """
 
 
@@ -64,6 +67,10 @@ def main() -> None:
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on (loopback unless you say otherwise).")
 @click.option("--grpc-port", type=click.IntRange(0, 65535), default=DEFAULT_GRPC_PORT, show_default=True,
               help="OTLP/gRPC port; 0 picks a free one.")  # fmt: skip
+@click.option("--http-port", type=click.IntRange(0, 65535), default=DEFAULT_HTTP_PORT, show_default=True,
+              help="OTLP/HTTP port (protobuf and JSON); 0 picks a free one.")  # fmt: skip
+@click.option("--token", envvar=TOKEN_ENV, default=None, show_envvar=True,
+              help="Require `authorization: Bearer TOKEN` on every export (gRPC and HTTP).")  # fmt: skip
 @click.option("--headless", is_flag=True, help="Run the receiver only, no UI; status lines on stderr.")
 @click.option("--max-request-mb", type=click.IntRange(1, 1024), default=64, show_default=True,
               help="Largest export request accepted (after decompression).")  # fmt: skip
@@ -74,6 +81,8 @@ def serve(
     db: Path | None,
     host: str,
     grpc_port: int,
+    http_port: int,
+    token: str | None,
     headless: bool,
     max_request_mb: int,
     max_pending_spans: int,
@@ -84,6 +93,8 @@ def serve(
         db_path=_resolve_db(db),
         host=host,
         grpc_port=grpc_port,
+        http_port=http_port,
+        token=token or None,
         max_request_bytes=max_request_mb * 1024 * 1024,
         max_pending_spans=max_pending_spans,
         exit_with_parent=exit_with_parent,
@@ -183,6 +194,27 @@ def spans(db: Path | None, trace_id: str, as_json: bool) -> None:
             f"  {span['status']:<5}  {safe_text(span['name'], 60)}"
         )
 
+
+@main.command()
+@_db_option
+def reindex(db: Path | None) -> None:
+    """Re-run LLM normalization over every stored span (after upgrading tracetui)."""
+    from tracetui.store.reindex import reindex as run_reindex
+
+    path = _resolve_db(db)
+    if not path.exists():
+        raise click.ClickException(f"no database at {path}")
+    spans_done, traces_done = run_reindex(path, progress=lambda line: click.echo(f"reindex: {line}", err=True))
+    click.echo(f"reindexed {spans_done:,} spans in {traces_done:,} traces", err=True)
+
+
+from tracetui.cli_io import export_command, import_command  # noqa: E402  (registered after the group exists)
+
+main.add_command(import_command)
+main.add_command(export_command)
+from tracetui.cli_stats import stats_command  # noqa: E402
+
+main.add_command(stats_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -15,6 +15,8 @@ DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 #: UNAVAILABLE. Bounds the receiver's memory under overload.
 DEFAULT_MAX_PENDING_SPANS = 50_000
 DB_ENV = "TRACETUI_DB"
+#: Bearer token the receiver requires when set (`--token`).
+TOKEN_ENV = "TRACETUI_TOKEN"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
@@ -35,6 +37,9 @@ class ReceiverSettings:
     db_path: Path
     host: str = DEFAULT_HOST
     grpc_port: int = DEFAULT_GRPC_PORT
+    http_port: int = DEFAULT_HTTP_PORT
+    #: When set, exports need `authorization: Bearer TOKEN` (HTTP 401 / gRPC UNAUTHENTICATED otherwise).
+    token: str | None = field(default=None, repr=False)
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_pending_spans: int = DEFAULT_MAX_PENDING_SPANS
     grpc_workers: int = 8

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from tracetui.config import ReceiverSettings
+from tracetui.config import TOKEN_ENV, ReceiverSettings
 from tracetui.otlp.grpc_server import start_grpc_server
 from tracetui.store.writer import Writer, receiver_status_defaults
 
 READY_PREFIX = "tracetui: listening "
-_READY_RE = re.compile(r"^tracetui: listening grpc=(?P<grpc>\S+) db=(?P<db>.+)$")
+_READY_RE = re.compile(r"^tracetui: listening grpc=(?P<grpc>\S+) http=(?P<http>\S+) db=(?P<db>.+)$")
 SHUTDOWN_GRACE_S = 10.0
 
 
@@ -53,24 +53,51 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
             settings.grpc_port,
             max_request_bytes=settings.max_request_bytes,
             workers=settings.grpc_workers,
+            token=settings.token,
         )
     except OSError as exc:
         writer.stop()
         print(f"tracetui: {exc}", file=err, flush=True)
         return 1
-    writer.set_status(**receiver_status_defaults(settings.host, port))
+    from tracetui.otlp.http_server import HttpReceiver  # aiohttp only where it is needed
+
+    http = HttpReceiver(
+        writer,
+        settings.host,
+        settings.http_port,
+        max_request_bytes=settings.max_request_bytes,
+        token=settings.token,
+        workers=settings.grpc_workers,
+        shutdown_grace_s=SHUTDOWN_GRACE_S,
+    )
+    try:
+        http_port = http.start()
+    except OSError as exc:
+        server.stop(grace=None).wait()
+        writer.stop()
+        print(f"tracetui: {exc}", file=err, flush=True)
+        return 1
+    writer.set_status(**receiver_status_defaults(settings.host, port), http=f"{settings.host}:{http_port}")
 
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-    print(f"{READY_PREFIX}grpc={settings.host}:{port} db={settings.db_path}", file=err, flush=True)
+    print(
+        f"{READY_PREFIX}grpc={settings.host}:{port} http={settings.host}:{http_port} db={settings.db_path}",
+        file=err,
+        flush=True,
+    )
 
     parent = os.getppid()
     while not stop.wait(0.5):
         if settings.exit_with_parent and os.getppid() != parent:
             break  # the UI that started us is gone
 
-    server.stop(grace=SHUTDOWN_GRACE_S).wait()
+    # Both servers stop accepting and finish the exports in flight (each waits
+    # for its commit), then the writer flushes what is queued and closes.
+    grpc_stopped = server.stop(grace=SHUTDOWN_GRACE_S)
+    http.stop()
+    grpc_stopped.wait()
     writer.stop()
     print(f"tracetui: stopped ({writer.spans_written} spans written)", file=err, flush=True)
     return 0
@@ -79,12 +106,13 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
 @dataclass(frozen=True)
 class ReadyInfo:
     grpc: str
+    http: str
     db: str
 
 
 def parse_ready_line(line: str) -> ReadyInfo | None:
     match = _READY_RE.match(line.strip())
-    return ReadyInfo(match["grpc"], match["db"]) if match else None
+    return ReadyInfo(match["grpc"], match["http"], match["db"]) if match else None
 
 
 class ReceiverProcess:
@@ -106,14 +134,20 @@ class ReceiverProcess:
         cmd = [
             sys.executable, "-m", "tracetui", "serve", "--headless", "--exit-with-parent",
             "--db", str(s.db_path), "--host", s.host, "--grpc-port", str(s.grpc_port),
+            "--http-port", str(s.http_port),
             "--max-request-mb", str(max(1, s.max_request_bytes // (1024 * 1024))),
         ]  # fmt: skip
         return cmd
 
     def start(self, timeout: float = 20.0) -> ReadyInfo:
         """Start the child and wait for its ready line; raises RuntimeError on failure."""
+        # The token goes in the environment, not on the command line where `ps` shows it.
+        env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+        if self.settings.token:
+            env[TOKEN_ENV] = self.settings.token
         self.proc = subprocess.Popen(
             self.command(),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

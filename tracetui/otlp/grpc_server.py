@@ -16,6 +16,7 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from tracetui.otlp.auth import bearer_ok
 from tracetui.otlp.ingest import RETRY_DELAY_S, Outcome, Signal, ingest
 from tracetui.store.writer import Writer
 
@@ -48,11 +49,21 @@ def _retryable_abort(context: grpc.ServicerContext, message: str, delay_s: float
 class ExportHandler:
     """The body of ``TraceService/Export`` and ``LogsService/Export``."""
 
-    def __init__(self, writer: Writer, signal: Signal) -> None:
+    def __init__(self, writer: Writer, signal: Signal, token: str | None = None) -> None:
         self.writer = writer
         self.signal = signal
+        self.token = token or None
+
+    def _authorized(self, context: grpc.ServicerContext) -> bool:
+        assert self.token is not None
+        metadata = context.invocation_metadata() or ()
+        return any(key == "authorization" and bearer_ok(value, self.token) for key, value in metadata)
 
     def __call__(self, request_bytes: bytes, context: grpc.ServicerContext) -> bytes:
+        if self.token is not None and not self._authorized(context):
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (authorization: Bearer TOKEN)"
+            )
         result = ingest(self.writer, self.signal, request_bytes)
         if result.outcome is Outcome.INVALID:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, result.message)
@@ -73,6 +84,7 @@ def start_grpc_server(
     *,
     max_request_bytes: int,
     workers: int = 8,
+    token: str | None = None,
 ) -> tuple[grpc.Server, int]:
     """Start the gRPC server; returns it and the bound port.
 
@@ -94,7 +106,9 @@ def start_grpc_server(
                 service,
                 {
                     "Export": grpc.unary_unary_rpc_method_handler(
-                        ExportHandler(writer, signal), request_deserializer=_identity, response_serializer=_identity
+                        ExportHandler(writer, signal, token),
+                        request_deserializer=_identity,
+                        response_serializer=_identity,
                     )
                 },
             )

@@ -1,0 +1,381 @@
+"""A stored trace, out: as an OTLP request, as OTLP JSON, or as a compact text summary.
+
+* :func:`trace_request` / :func:`trace_otlp_json` rebuild the OTLP request
+  from what was stored (``spans.raw`` + ``sources``), so ``tracetui import``
+  or any OTLP JSON consumer reads back exactly the same spans.
+* :func:`trace_summary` is a few dozen lines to paste into an LLM prompt or an
+  issue: the tree with timings, the slowest span, the time split, errors,
+  tokens, cost, groundedness, and the prompts and answers cut to ``max_chars``.
+* :func:`span_attributes_json` is one span's raw attributes as JSON.
+
+Everything reads through :class:`~tracetui.store.reader.Reader`; no Textual.
+Missing traces or spans raise :class:`ExportError`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from tracetui.fmt import fmt_duration, safe_text
+from tracetui.messages import ChatMessage, extract_messages
+from tracetui.otlp.decode import any_value_to_python, attributes_to_dict
+from tracetui.otlp.otlp_json import message_to_json
+from tracetui.store.reader import NO_ROOT, Reader, SpanRow, TraceRow
+from tracetui.tree import build_tree, flatten
+
+#: Default length of each prompt / answer in a summary.
+DEFAULT_MAX_CHARS = 500
+#: Tree lines in a summary before the rest is counted as "... N more spans".
+MAX_TREE_LINES = 150
+#: Spans whose messages are quoted in a summary.
+MAX_MESSAGE_SPANS = 12
+#: Errors listed in a summary.
+MAX_ERRORS = 20
+#: How tool executions' messages are labelled.
+_TOOL_LABELS = {"tool-call": "tool call", "tool-result": "tool result"}
+
+
+class ExportError(LookupError):
+    """The trace or span is not in the database."""
+
+
+def resolve_trace_id(reader: Reader, text: str) -> bytes:
+    """A stored trace id from its full hex form or a unique prefix; raises ExportError."""
+    found = reader.find_trace_id(text)
+    if found is None:
+        raise ExportError(f"no trace matches {text!r} (give the full hex id or a unique prefix)")
+    return found
+
+
+def _raw_rows(reader: Reader, trace_id: bytes) -> list[tuple]:
+    """(span_id, raw span, resource, scope, schema_url) for every span of a trace, in start order.
+
+    Reader has no public query returning the raw payloads; this is the one
+    place that uses its private helper.
+    """
+    return reader._all(  # noqa: SLF001
+        "SELECT s.span_id, s.raw, src.resource, src.scope, src.schema_url "
+        "FROM spans s JOIN sources src ON src.id = s.source_id "
+        "WHERE s.trace_id = ? ORDER BY s.start_ns, s.id",
+        (trace_id,),
+    )
+
+
+# --- OTLP ------------------------------------------------------------------------------------
+
+
+def trace_request(reader: Reader, trace_id: bytes) -> ExportTraceServiceRequest:
+    """The stored spans of one trace as one ExportTraceServiceRequest, grouped by resource and scope."""
+    rows = _raw_rows(reader, trace_id)
+    if not rows:
+        raise ExportError(f"no trace {trace_id.hex()}")
+    request = ExportTraceServiceRequest()
+    resources: dict[bytes, Any] = {}
+    scopes: dict[tuple[bytes, bytes, bytes, str], Any] = {}
+    for _span_id, raw, resource, scope, schema_url in rows:
+        resource = resource or b""
+        scope = scope or b""
+        resource_spans = resources.get(resource)
+        if resource_spans is None:
+            resource_spans = resources[resource] = request.resource_spans.add()
+            resource_spans.resource.CopyFrom(Resource.FromString(resource))
+        key = (resource, scope, schema_url or "")
+        scope_spans = scopes.get(key)
+        if scope_spans is None:
+            scope_spans = scopes[key] = resource_spans.scope_spans.add()
+            scope_spans.scope.CopyFrom(InstrumentationScope.FromString(scope))
+            scope_spans.schema_url = schema_url or ""
+        scope_spans.spans.add().MergeFromString(raw)
+    return request
+
+
+def trace_otlp_json(reader: Reader, trace_id: bytes, *, indent: int | None = 2) -> str:
+    """One trace as an OTLP JSON ExportTraceServiceRequest (hex ids, 64-bit integers as strings)."""
+    return message_to_json(trace_request(reader, trace_id), indent=indent)
+
+
+def span_attributes_json(reader: Reader, trace_id: bytes, span_id: bytes) -> str:
+    """One span's attributes as a JSON object (bytes values as hex), for the clipboard."""
+    detail = reader.span_detail(trace_id, span_id)
+    if detail is None:
+        raise ExportError(f"no span {span_id.hex()} in trace {trace_id.hex()}")
+    return json.dumps(detail.attributes, indent=2, ensure_ascii=False, default=str)
+
+
+# --- text helpers -------------------------------------------------------------------------------
+
+
+def clip(text: str, max_chars: int) -> str:
+    """At most ``max_chars`` characters of ``text``, saying how much was cut."""
+    if max_chars >= 0 and len(text) > max_chars:
+        return f"{text[:max_chars]}… [+{len(text) - max_chars:,} chars]"
+    return text
+
+
+def _block(text: str, indent: str) -> str:
+    """Multi-line user text, control characters made visible, continuation lines indented."""
+    lines = [safe_text(line).replace("\\t", "  ") for line in text.strip("\n").split("\n")]
+    return ("\n" + indent).join(lines)
+
+
+def _iso(ns: int) -> str:
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ns / 1e9))
+    except (OverflowError, OSError, ValueError):
+        return "?"
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.0f}%" if whole > 0 else "n/a"
+
+
+def _num(n: int | None) -> str:
+    return "?" if n is None else f"{n:,}"
+
+
+# --- hooks for columns other issues add --------------------------------------------------------------
+
+
+def _hook_cost(row: TraceRow) -> str | None:
+    """``cost $X`` when the trace row has a cost (and says how many calls had no price), else None."""
+    cost = getattr(row, "cost_usd", None)
+    unpriced = getattr(row, "unpriced_calls", 0) or 0
+    if cost is None:
+        return f"cost unknown ({unpriced} unpriced call(s))" if unpriced else None
+    return f"cost ${cost:.4f}" + (f" (+{unpriced} unpriced call(s))" if unpriced else "")
+
+
+def _hook_retries(row: TraceRow) -> list[str]:
+    """Retry and fallback counts when the trace row has them."""
+    out = []
+    for name, one, many in (("retries", "retry", "retries"), ("fallbacks", "fallback", "fallbacks")):
+        value = getattr(row, name, 0) or 0
+        if value:
+            out.append(f"{value} {one if value == 1 else many}")
+    return out
+
+
+def _hook_groundedness(row: TraceRow, evaluations: list[dict[str, Any]]) -> float | None:
+    """Worst groundedness of the trace: the trace row's when the store has it, else from the evaluations."""
+    for name in ("groundedness", "worst_groundedness"):
+        value = getattr(row, name, None)
+        if isinstance(value, (int, float)):
+            return float(value)
+    scores = [e["score"] for e in evaluations
+              if str(e["name"]).lower() == "groundedness" and isinstance(e["score"], (int, float))]  # fmt: skip
+    return min(scores) if scores else None
+
+
+#: Readable names of the time-split parts (tracetui.timing.SPLIT_KEYS); unknown keys are shown as they are.
+SPLIT_LABELS = {
+    "retry": "retry delay",
+    "fallback": "fallback delay",
+    "ttft": "first token",
+    "decode": "decode",
+    "response": "response",
+    "tool": "tools",
+    "other": "other",
+}
+
+
+def _hook_time_split(reader: Reader, row: TraceRow) -> dict[str, int] | None:
+    """Where the run's time went (part -> ns): the trace row's split when the store has one, else None."""
+    split = getattr(row, "split", None)
+    if split is None and callable(getattr(reader, "time_split", None)):
+        try:
+            split = reader.time_split(row.trace_id)  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - a summary never fails on an optional section
+            split = None
+    if not isinstance(split, dict):
+        return None
+    parts = {str(k): int(v) for k, v in split.items() if isinstance(v, (int, float)) and v > 0}
+    return parts or None
+
+
+def _evaluations(reader: Reader, trace_id: bytes, spans: list[tuple[SpanRow, Span]]) -> list[dict[str, Any]]:
+    """Evaluation results per span: from the store when it keeps them, else ``gen_ai.evaluation.result`` span events."""
+    out: list[dict[str, Any]] = []
+    stored = getattr(reader, "span_evaluations", None)
+    for row, span in spans:
+        if callable(stored):
+            try:
+                found = stored(trace_id, row.span_id)
+            except Exception:  # noqa: BLE001 - e.g. a database from before evaluations were stored
+                stored, found = None, None
+            if found:  # the store's results include log records; none stored -> read the span's events
+                out += [{"span": row.name, **e} for e in found]
+                continue
+        for event in span.events:
+            if event.name == "gen_ai.evaluation.result":
+                values = attributes_to_dict(event.attributes)
+                out.append(
+                    {
+                        "span": row.name,
+                        "name": str(values.get("gen_ai.evaluation.name", "?")),
+                        "score": values.get("gen_ai.evaluation.score.value"),
+                        "label": values.get("gen_ai.evaluation.score.label"),
+                        "explanation": values.get("gen_ai.evaluation.explanation"),
+                    }
+                )
+    return out
+
+
+# --- the summary --------------------------------------------------------------------------------------
+
+
+def _span_line(span: SpanRow, guides: str, trace_start: int) -> str:
+    kind = span.llm_kind or ""
+    model = span.model if span.llm_kind in ("llm", "embedding") else None
+    tag = " ".join(x for x in (kind, safe_text(model, 60) if model else "") if x)
+    parts = [f"{guides}{safe_text(span.name, 80)}"]
+    if tag:
+        parts.append(f"[{tag}]")
+    if span.is_error:
+        parts.append("ERROR")
+    if span.orphan:
+        parts.append("(parent missing)")
+    parts.append(fmt_duration(span.duration_ns))
+    offset = max(0, span.start_ns - trace_start)
+    parts.append(f"@{fmt_duration(offset)}" if offset else "@0")
+    if span.llm_kind == "llm":
+        if span.ttft_ns is not None:
+            parts.append(f"ttft {fmt_duration(span.ttft_ns)}")
+        if span.input_tokens is not None or span.output_tokens is not None:
+            parts.append(f"tokens {_num(span.input_tokens)} in / {_num(span.output_tokens)} out")
+    if getattr(span, "cost_usd", None) is not None:
+        parts.append(f"${span.cost_usd:.4f}")
+    return "  ".join(parts)
+
+
+def _span_logs(reader: Reader, trace_id: bytes) -> dict[bytes, list[dict[str, Any]]]:
+    """Log records of the trace by span, in the shape tracetui.messages reads (GenAI content events)."""
+    out: dict[bytes, list[dict[str, Any]]] = {}
+    rows = reader._all(  # noqa: SLF001 - see _raw_rows
+        "SELECT span_id, event_name, raw FROM logs WHERE trace_id = ? AND span_id IS NOT NULL ORDER BY time_ns, id",
+        (trace_id,),
+    )
+    for span_id, event_name, data in rows:
+        record = LogRecord.FromString(data)
+        out.setdefault(span_id, []).append(
+            {
+                "event_name": event_name,
+                "attributes": attributes_to_dict(record.attributes),
+                "body": any_value_to_python(record.body),
+            }
+        )
+    return out
+
+
+def _message_line(message: ChatMessage, max_chars: int) -> str:
+    """One message of a conversation: ``prompt (user): text``, tool calls appended."""
+    text = message.content
+    for call in message.tool_calls:
+        text += f"\n[tool call] {call.name or '?'}({call.arguments or ''})"
+    label = _TOOL_LABELS.get(message.role)
+    if label is None:
+        label = "prompt" if message.direction == "input" else "answer"
+        if message.role:
+            label += f" ({safe_text(message.role, 30)})"
+    return f"{label}: {_block(clip(text.strip(chr(10)), max_chars), '    ')}"
+
+
+def trace_summary(reader: Reader, trace_id: bytes, max_chars: int = DEFAULT_MAX_CHARS) -> str:
+    """A compact plain-text account of one trace, for an LLM prompt or an issue."""
+    row = reader.trace(trace_id)
+    spans = reader.spans(trace_id)
+    if row is None or not spans:
+        raise ExportError(f"no trace {trace_id.hex()}")
+    raw = {span_id: Span.FromString(data) for span_id, data, *_ in _raw_rows(reader, trace_id)}
+    roots = build_tree(spans)
+    lines_in_tree = flatten(roots)
+    start, duration = row.start_ns, row.duration_ns
+    name = row.name if row.has_root else f"{row.name} ({NO_ROOT})"
+
+    out: list[str] = [f"Trace {trace_id.hex()}: {safe_text(name, 120)}"]
+    facts = [
+        f"service {safe_text(row.service, 60)}",
+        f"started {_iso(start)}",
+        f"duration {fmt_duration(duration)}",
+        f"{row.span_count} span(s)",
+        f"{row.llm_calls} LLM call(s)",
+        f"{row.error_count} error(s)",
+    ]
+    facts += _hook_retries(row)
+    out.append(" · ".join(facts))
+    totals = []
+    if row.llm_calls or row.input_tokens or row.output_tokens:
+        totals.append(f"tokens {row.input_tokens:,} in / {row.output_tokens:,} out")
+    cost = _hook_cost(row)
+    if cost is not None:
+        totals.append(cost)
+    evaluations = _evaluations(reader, trace_id, [(s, raw[s.span_id]) for s in spans if s.span_id in raw])
+    grounded = _hook_groundedness(row, evaluations)
+    if grounded is not None:
+        totals.append(f"groundedness {grounded:.2f} (worst)")
+    if totals:
+        out.append(" · ".join(totals))
+
+    out += ["", "Spans (name [kind model], duration, @start offset):"]
+    for line in lines_in_tree[:MAX_TREE_LINES]:
+        out.append("  " + _span_line(line.span, line.guides, start))
+    if len(lines_in_tree) > MAX_TREE_LINES:
+        out.append(f"  … {len(lines_in_tree) - MAX_TREE_LINES} more span(s)")
+
+    non_roots = [s for s in spans if s.depth > 0] or spans
+    slowest = max(non_roots, key=lambda s: (s.duration_ns, -s.start_ns))
+    out += ["", f"Slowest span: {safe_text(slowest.name, 80)} {fmt_duration(slowest.duration_ns)} "
+                f"({_pct(slowest.duration_ns, duration)} of the trace)"]  # fmt: skip
+
+    split = _hook_time_split(reader, row)
+    if split:
+        out.append(
+            "Time split: "
+            + " · ".join(f"{SPLIT_LABELS.get(k, k)} {fmt_duration(v)} ({_pct(v, duration)})" for k, v in split.items())
+        )
+
+    errors = [s for s in spans if s.is_error]
+    if errors:
+        out += ["", "Errors:"]
+        for span in errors[:MAX_ERRORS]:
+            message = span.status_message or "(no status message)"
+            error_type = None
+            if span.span_id in raw:
+                attrs = attributes_to_dict(raw[span.span_id].attributes)
+                error_type = attrs.get("error.type")
+            suffix = f" [{safe_text(error_type, 80)}]" if error_type else ""
+            out.append(f"- {safe_text(span.name, 80)}: {safe_text(clip(message, max_chars))}{suffix}")
+        if len(errors) > MAX_ERRORS:
+            out.append(f"- … {len(errors) - MAX_ERRORS} more")
+
+    if evaluations:
+        out += ["", "Evaluations:"]
+        for e in evaluations:
+            score = f"{e['score']:.2f}" if isinstance(e["score"], (int, float)) else "?"
+            label = f" ({safe_text(e['label'], 40)})" if e["label"] else ""
+            why = f": {safe_text(clip(str(e['explanation']), max_chars))}" if e["explanation"] else ""
+            out.append(f"- {safe_text(e['span'], 60)}: {safe_text(e['name'], 40)} {score}{label}{why}")
+
+    logs = _span_logs(reader, trace_id)
+    quoted = 0
+    message_lines: list[str] = []
+    for line in lines_in_tree:
+        span = raw.get(line.span.span_id)
+        if span is None or quoted >= MAX_MESSAGE_SPANS:
+            continue
+        messages = extract_messages(attributes_to_dict(span.attributes), logs.get(line.span.span_id))
+        if not messages:
+            continue
+        quoted += 1
+        message_lines += ["", f"## {safe_text(line.span.name, 80)}"]
+        message_lines += [_message_line(m, max_chars) for m in messages]
+    if message_lines:
+        out += ["", f"Messages (each cut to {max_chars} characters):", *message_lines[1:]]
+    return "\n".join(out) + "\n"

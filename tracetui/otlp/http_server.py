@@ -1,0 +1,485 @@
+"""OTLP/HTTP receiver on aiohttp, on its own thread and event loop.
+
+``POST /v1/traces`` and ``/v1/logs`` (``/`` counts as traces) take
+``application/x-protobuf`` or ``application/json`` bodies, optionally
+``Content-Encoding: gzip`` or ``deflate``; ``/v1/metrics`` is accepted and
+discarded so exporters that send every signal stay quiet. Answers follow the
+OTLP spec: the response uses the request's content type; 400 for undecodable
+bodies, 413 over the size limit (applied after decompression, which is bounded
+as it runs, so a compression bomb never allocates more than the limit), 415
+for other content types or encodings, 429 / 503 with ``Retry-After`` when the
+receiver is overloaded, 401 without the configured bearer token.
+
+The event loop only reads bodies and writes answers. Decompression, decoding
+and the wait for the commit run in a thread pool through the same
+:func:`~tracetui.otlp.ingest.ingest` as gRPC, so a request is answered 200
+only once its rows are committed and one slow commit never blocks the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import socket
+import threading
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from aiohttp import http_exceptions, web
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from google.rpc import code_pb2, status_pb2
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+
+from tracetui.otlp.auth import bearer_ok
+from tracetui.otlp.decode import DecodeError
+from tracetui.otlp.ingest import RETRY_DELAY_S, Outcome, ingest
+from tracetui.otlp.otlp_json import message_to_json, parse_request
+from tracetui.store.writer import Writer
+
+log = logging.getLogger(__name__)
+
+#: Path -> signal. A bare ``/`` is what spec-compliant exporters POST to when
+#: the endpoint was given without a path.
+SIGNAL_PATHS: dict[str, str] = {"/v1/traces": "traces", "/v1/logs": "logs", "/v1/metrics": "metrics", "/": "traces"}
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+#: Content types accepted, and the one each is answered with.
+CONTENT_TYPES = {PROTOBUF: PROTOBUF, "application/protobuf": PROTOBUF, JSON: JSON}
+#: Bytes produced per zlib call while decompressing (the bomb guard checks between calls).
+DECOMPRESS_STEP = 256 * 1024
+#: Compressed bytes fed per zlib call (keeps zlib's unconsumed_tail copies small).
+DECOMPRESS_INPUT_STEP = 64 * 1024
+#: Longest error message sent back (OTLP responses should stay small).
+MAX_MESSAGE_CHARS = 4096
+#: ``http://localhost[:port]`` and ``http://127.0.0.1[:port]``: a browser app on this machine.
+_LOCAL_ORIGIN = re.compile(r"http://(localhost|127\.0\.0\.1)(:\d{1,5})?")
+_HEADER_LIST = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+(\s*,\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*")
+_DEFAULT_ALLOWED_HEADERS = "content-type, content-encoding, authorization"
+CORS_MAX_AGE_S = 600
+
+
+class _ClientTrouble(logging.Filter):
+    """Drop aiohttp's tracebacks for what clients do (disconnect mid-body, send malformed HTTP).
+
+    Those get an HTTP 400 (or nothing, the peer being gone); a traceback on the
+    receiver's stderr would read like a crash. Anything else still gets logged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, (ConnectionError, http_exceptions.HttpProcessingError, asyncio.CancelledError))
+
+
+#: The logger handed to aiohttp's connection handlers.
+protocol_log = logging.getLogger("tracetui.http.protocol")
+protocol_log.addFilter(_ClientTrouble())
+
+
+def local_origin(origin: str) -> bool:
+    """Whether a browser ``Origin`` is a page served from this machine over loopback."""
+    return _LOCAL_ORIGIN.fullmatch(origin) is not None
+
+
+# --- bounded decompression ------------------------------------------------------------------
+
+
+class TooLarge(Exception):
+    """The body is over the size limit (before or after decompression)."""
+
+
+class OverBudget(Exception):
+    """Requests in flight already hold as much memory as the receiver allows."""
+
+
+class InflightBudget:
+    """Bytes held by requests in flight (bodies and decompressed payloads), shared by all requests."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        with self._lock:
+            if self.used + n > self.limit:
+                raise OverBudget(f"{self.used} bytes of requests in flight")
+            self.used += n
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self.used -= n
+
+
+@dataclass
+class Lease:
+    """One request's share of the budget, given back when it is answered."""
+
+    budget: InflightBudget
+    held: int = 0
+
+    def take(self, n: int) -> None:
+        self.budget.take(n)
+        self.held += n
+
+    def release(self) -> None:
+        if self.held:
+            self.budget.give(self.held)
+            self.held = 0
+
+
+def _looks_like_zlib(data: bytes | bytearray) -> bool:
+    return len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+
+
+def decompress_bounded(data: bytes | bytearray, encoding: str, limit: int, lease: Lease | None = None) -> bytearray:
+    """Decompress ``gzip`` or ``deflate`` (zlib-wrapped or raw) without ever holding more than ``limit`` bytes.
+
+    Input is fed in small slices and output taken in bounded steps, so the
+    check runs every few hundred KiB whatever the compression ratio. Raises
+    TooLarge past the limit, DecodeError for corrupt or truncated data,
+    OverBudget when the shared in-flight budget runs out.
+    """
+    if encoding == "gzip":
+        wbits = 16 + zlib.MAX_WBITS
+    else:  # deflate: RFC 9110 says zlib-wrapped; some clients send raw deflate
+        wbits = zlib.MAX_WBITS if _looks_like_zlib(data) else -zlib.MAX_WBITS
+    view = memoryview(data)
+    pos = 0
+    out = bytearray()
+    pending: bytes | memoryview = b""
+    decomp = zlib.decompressobj(wbits)
+    try:
+        while True:
+            if not pending and pos < len(view):
+                pending = view[pos : pos + DECOMPRESS_INPUT_STEP]
+                pos += len(pending)
+            chunk = decomp.decompress(pending, DECOMPRESS_STEP)
+            if chunk:
+                if len(out) + len(chunk) > limit:
+                    raise TooLarge(f"more than {limit} bytes after decompression")
+                if lease is not None:
+                    lease.take(len(chunk))
+                out += chunk
+            pending = decomp.unconsumed_tail
+            if decomp.eof:
+                rest = decomp.unused_data
+                if encoding == "gzip" and (rest or pos < len(view)):
+                    decomp = zlib.decompressobj(wbits)  # concatenated gzip members
+                    pending = rest
+                    continue
+                return out
+            if not chunk and not pending and pos >= len(view):
+                raise DecodeError(f"the {encoding} body is truncated")
+    except zlib.error as exc:
+        raise DecodeError(f"not valid {encoding} data: {exc}") from None
+
+
+# --- answers --------------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int
+    message: Message
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _status(http_status: int, code: int, message: str, **headers: str) -> Reply:
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 1] + "…"
+    return Reply(http_status, status_pb2.Status(code=code, message=message), dict(headers))
+
+
+def _encode(reply: Reply, content_type: str) -> web.Response:
+    if content_type == JSON:
+        if isinstance(reply.message, status_pb2.Status):
+            body = json_format.MessageToJson(reply.message, indent=None).encode()
+        else:
+            body = message_to_json(reply.message).encode()
+    else:
+        body = reply.message.SerializeToString()
+    return web.Response(status=reply.status, body=body, content_type=content_type, headers=reply.headers)
+
+
+def _retry_after(seconds: float) -> str:
+    return str(max(1, math.ceil(seconds)))
+
+
+def _too_busy() -> Reply:
+    return _status(
+        429, code_pb2.RESOURCE_EXHAUSTED, "tracetui is receiving too much at once; retry later",
+        **{"Retry-After": _retry_after(RETRY_DELAY_S)},
+    )  # fmt: skip
+
+
+# --- the server -----------------------------------------------------------------------------
+
+
+class HttpReceiver:
+    """The OTLP/HTTP server: an aiohttp app on a private event loop thread.
+
+    Args:
+        writer: the store's writer (shared with the gRPC server).
+        host, port: where to listen; port 0 picks a free one (see :attr:`port`).
+        max_request_bytes: largest body accepted, after decompression.
+        token: when set, every export needs ``Authorization: Bearer TOKEN``.
+        max_inflight_bytes: memory that bodies in flight may hold together
+            before new ones are answered 429 (default: 4 requests' worth).
+    """
+
+    def __init__(
+        self,
+        writer: Writer,
+        host: str,
+        port: int,
+        *,
+        max_request_bytes: int,
+        token: str | None = None,
+        workers: int = 8,
+        max_inflight_bytes: int | None = None,
+        shutdown_grace_s: float = 10.0,
+    ) -> None:
+        self.writer = writer
+        self.host = host
+        self.requested_port = port
+        self.port = 0
+        self.max_request_bytes = max_request_bytes
+        self.token = token or None
+        self.budget = InflightBudget(max_inflight_bytes or 4 * max_request_bytes)
+        self.shutdown_grace_s = shutdown_grace_s
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tracetui-http")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle (called from the receiver's main thread) -----------------
+
+    def start(self) -> int:
+        """Bind, start serving on a background thread and return the bound port.
+
+        Raises OSError with a readable message when the address cannot be bound.
+        """
+        address = f"[{self.host}]:{self.requested_port}" if ":" in self.host else f"{self.host}:{self.requested_port}"
+        try:
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            sock = socket.create_server((self.host.strip("[]"), self.requested_port), family=family, backlog=128)
+        except OSError as exc:
+            raise OSError(
+                f"cannot listen on {address} for OTLP/HTTP: {exc.strerror or exc} "
+                "(is another tracetui or collector using it?)"
+            ) from None
+        self.port = sock.getsockname()[1]
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            try:
+                runner = web.AppRunner(
+                    self._app(),
+                    handle_signals=False,
+                    access_log=None,
+                    logger=protocol_log,
+                    auto_decompress=False,  # decompressed here, under the size limit
+                    shutdown_timeout=self.shutdown_grace_s,
+                )
+                loop.run_until_complete(runner.setup())
+                loop.run_until_complete(web.SockSite(runner, sock).start())
+                self._runner = runner
+            except BaseException as exc:  # pragma: no cover - start-up failure is reported to start()
+                failure.append(exc)
+                sock.close()
+                started.set()
+                loop.close()
+                return
+            loop.call_soon(started.set)  # once the loop runs, so stop() can always reach it
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="tracetui-http", daemon=True)
+        self._thread.start()
+        started.wait()
+        if failure:
+            raise OSError(f"cannot start the OTLP/HTTP server on {address}: {failure[0]}")
+        return self.port
+
+    def stop(self) -> None:
+        """Stop accepting, let requests in flight finish (they wait for their commit), then stop the thread."""
+        loop, runner = self._loop, self._runner
+        if loop is None or self._thread is None:
+            return
+        if runner is not None and loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(runner.cleanup(), loop)
+            try:
+                future.result(self.shutdown_grace_s + 5)
+            except Exception as exc:  # noqa: BLE001 - never block shutdown on a bad connection
+                log.warning("stopping the OTLP/HTTP server: %s", exc)
+        if loop.is_running():
+            loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(self.shutdown_grace_s + 5)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # --- the aiohttp application --------------------------------------------
+
+    def _app(self) -> web.Application:
+        app = web.Application(middlewares=[self._cors])
+        for path in SIGNAL_PATHS:
+            app.router.add_post(path, self._export)
+        app.router.add_get("/", self._about)
+        return app
+
+    @web.middleware
+    async def _cors(self, request: web.Request, handler) -> web.StreamResponse:
+        """CORS for browser apps served from this machine; other browser origins are refused."""
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return await handler(request)
+        known_path = request.path in SIGNAL_PATHS
+        if not local_origin(origin):
+            if request.method == "OPTIONS" or known_path:
+                return _encode(
+                    _status(
+                        403,
+                        code_pb2.PERMISSION_DENIED,
+                        f"origin {origin[:100]} is not allowed (only http://localhost and http://127.0.0.1 pages)",
+                    ),
+                    JSON,
+                )
+            return await handler(request)
+        if request.method == "OPTIONS" and known_path and "Access-Control-Request-Method" in request.headers:
+            requested = request.headers.get("Access-Control-Request-Headers", "").strip()
+            allowed = requested if requested and _HEADER_LIST.fullmatch(requested) else _DEFAULT_ALLOWED_HEADERS
+            return web.Response(
+                status=204,
+                headers={
+                    "Access-Control-Allow-Origin": origin,
+                    "Access-Control-Allow-Methods": "POST, OPTIONS",
+                    "Access-Control-Allow-Headers": allowed,
+                    "Access-Control-Max-Age": str(CORS_MAX_AGE_S),
+                    "Vary": "Origin",
+                },
+            )
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            response = exc
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+        response.headers["Vary"] = "Origin"
+        if isinstance(response, web.HTTPException):
+            raise response
+        return response
+
+    async def _about(self, request: web.Request) -> web.Response:
+        return web.Response(
+            text="tracetui OTLP/HTTP receiver: POST /v1/traces or /v1/logs "
+            "(application/x-protobuf or application/json)\n"
+        )
+
+    async def _export(self, request: web.Request) -> web.Response:
+        signal = SIGNAL_PATHS[request.path]
+        answer_type = CONTENT_TYPES.get(request.content_type)
+        reply_type = answer_type or JSON  # an unknown type is answered in readable JSON
+
+        if self.token is not None and not bearer_ok(request.headers.get("Authorization"), self.token):
+            return _encode(
+                _status(401, code_pb2.UNAUTHENTICATED, "missing or wrong bearer token (Authorization: Bearer TOKEN)",
+                        **{"WWW-Authenticate": 'Bearer realm="tracetui"'}),
+                reply_type,
+            )  # fmt: skip
+        if answer_type is None:
+            shown = request.headers.get("Content-Type", "none")[:100]
+            return _encode(
+                _status(415, code_pb2.INVALID_ARGUMENT,
+                        f"unsupported Content-Type {shown}; send application/x-protobuf or application/json"),
+                reply_type,
+            )  # fmt: skip
+        encoding = request.headers.get("Content-Encoding", "").strip().lower()
+        if encoding in ("", "identity"):
+            encoding = ""
+        elif encoding == "x-gzip":
+            encoding = "gzip"
+        elif encoding not in ("gzip", "deflate"):
+            return _encode(
+                _status(415, code_pb2.INVALID_ARGUMENT,
+                        f"unsupported Content-Encoding {encoding[:40]}; send gzip, deflate or none"),
+                reply_type,
+            )  # fmt: skip
+        if request.content_length is not None and request.content_length > self.max_request_bytes:
+            return _encode(self._too_large(request.content_length), reply_type)
+
+        lease = Lease(self.budget)
+        handed_off = False
+        try:
+            body = bytearray()
+            try:
+                async for chunk in request.content.iter_any():
+                    if len(body) + len(chunk) > self.max_request_bytes:
+                        return _encode(self._too_large(), reply_type)
+                    lease.take(len(chunk))
+                    body += chunk
+            except (ConnectionError, http_exceptions.HttpProcessingError) as exc:
+                # the client went away or sent a broken body: nobody is waiting for a real answer
+                reply = _status(400, code_pb2.INVALID_ARGUMENT, f"the body could not be read: {exc}")
+                return _encode(reply, reply_type)
+            loop = asyncio.get_running_loop()
+            handed_off = True  # from here on _process gives the lease back, even if this coroutine is cancelled
+            reply = await loop.run_in_executor(self._pool, self._process, signal, answer_type, encoding, body, lease)
+        except OverBudget:
+            reply = _too_busy()
+        finally:
+            if not handed_off:
+                lease.release()
+        return _encode(reply, answer_type)
+
+    def _too_large(self, size: int | None = None) -> Reply:
+        if size is not None:
+            what = f"the body ({size} bytes) is over the limit of {self.max_request_bytes} bytes"
+        else:
+            what = f"the request is over the limit of {self.max_request_bytes} bytes (after decompression)"
+        return _status(413, code_pb2.RESOURCE_EXHAUSTED, f"{what}; send smaller batches or raise --max-request-mb")
+
+    # --- on a pool thread -----------------------------------------------------
+
+    def _process(self, signal: str, content_type: str, encoding: str, body: bytearray, lease: Lease) -> Reply:
+        """Decompress, decode, store and wait for the commit; returns the answer (never raises for bad input)."""
+        try:
+            return self._decode_and_store(signal, content_type, encoding, body, lease)
+        except OverBudget:
+            return _too_busy()
+        except Exception as exc:  # a bug: answer 500 rather than leave the exporter hanging
+            log.exception("OTLP/HTTP export failed")
+            return _status(500, code_pb2.INTERNAL, f"internal error: {exc}")
+        finally:
+            lease.release()
+
+    def _decode_and_store(self, signal: str, content_type: str, encoding: str, body: bytearray, lease: Lease) -> Reply:
+        try:
+            if encoding:
+                body = decompress_bounded(body, encoding, self.max_request_bytes, lease)
+            if signal == "metrics":
+                return Reply(200, ExportMetricsServiceResponse())  # accepted, not stored
+            payload: bytes | bytearray | Message = body
+            if content_type == JSON:
+                payload = parse_request(body, signal)
+        except TooLarge:
+            return self._too_large()
+        except DecodeError as exc:
+            return _status(400, code_pb2.INVALID_ARGUMENT, str(exc))
+        del body
+        result = ingest(self.writer, signal, payload)  # type: ignore[arg-type]
+        if result.outcome is Outcome.INVALID:
+            return _status(400, code_pb2.INVALID_ARGUMENT, result.message)
+        if result.outcome is Outcome.BUSY:
+            retry_after = _retry_after(result.retry_after_s)
+            return _status(503, code_pb2.UNAVAILABLE, result.message, **{"Retry-After": retry_after})
+        assert result.response is not None
+        return Reply(200, result.response)

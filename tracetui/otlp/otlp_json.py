@@ -1,0 +1,258 @@
+"""OTLP JSON <-> protobuf messages, with OTLP's deviations from the proto3 JSON mapping.
+
+OTLP JSON is the proto3 JSON mapping except that trace and span ids are
+hex strings (a stock protobuf JSON parser reads them as base64 and silently
+produces wrong ids). Everything else the stock parser handles:
+
+* 64-bit integers as decimal strings or as numbers,
+* enums as integers, or by name (``"SPAN_KIND_SERVER"``),
+* lowerCamelCase keys, and snake_case field names too,
+* unknown fields are ignored.
+
+Errors are :class:`~tracetui.otlp.decode.DecodeError` and say where, e.g.
+``resourceSpans[0].scopeSpans[0].spans[3].traceId: not hex``.
+
+Pure functions, no I/O; used by the HTTP receiver, ``tracetui import`` and
+``tracetui export``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from functools import lru_cache
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tracetui.otlp.decode import DecodeError
+
+#: Bytes fields that OTLP JSON writes as hex (Span, Span.Link, LogRecord, Exemplar).
+ID_FIELDS = frozenset({"trace_id", "span_id", "parent_span_id"})
+
+#: The request message of each signal, and the top-level key that identifies it in a JSON document.
+REQUEST_TYPES: dict[str, type[Message]] = {
+    "traces": ExportTraceServiceRequest,
+    "logs": ExportLogsServiceRequest,
+    "metrics": ExportMetricsServiceRequest,
+}
+SIGNAL_KEYS: dict[str, str] = {
+    "resourceSpans": "traces",
+    "resource_spans": "traces",
+    "resourceLogs": "logs",
+    "resource_logs": "logs",
+    "resourceMetrics": "metrics",
+    "resource_metrics": "metrics",
+}
+
+_HEX = re.compile(r"[0-9a-fA-F]*")
+#: Longest error text quoted from a value.
+_QUOTE = 40
+
+
+# --- which fields lead to ids ---------------------------------------------------------------
+
+
+@lru_cache(maxsize=None)
+def _has_ids(descriptor: Descriptor) -> bool:
+    """Whether ids can occur anywhere below this message type (skips attributes and values)."""
+    return _has_ids_walk(descriptor, frozenset())
+
+
+def _has_ids_walk(descriptor: Descriptor, seen: frozenset[str]) -> bool:
+    if descriptor.full_name in seen:
+        return False
+    seen = seen | {descriptor.full_name}
+    for field in descriptor.fields:
+        if field.type == FieldDescriptor.TYPE_BYTES and field.name in ID_FIELDS:
+            return True
+        if field.message_type is not None and _has_ids_walk(field.message_type, seen):
+            return True
+    return False
+
+
+@lru_cache(maxsize=None)
+def _fields_by_key(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
+    """JSON key (lowerCamelCase or the proto field name) -> field, for the fields worth walking into."""
+    out: dict[str, FieldDescriptor] = {}
+    for field in descriptor.fields:
+        is_id = field.type == FieldDescriptor.TYPE_BYTES and field.name in ID_FIELDS
+        if is_id or (field.message_type is not None and _has_ids(field.message_type)):
+            out[field.json_name] = field
+            out[field.name] = field
+    return out
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    # protobuf >= 5.x has is_repeated; `label` is deprecated there.
+    flag = getattr(field, "is_repeated", None)
+    if flag is not None:
+        return bool(flag() if callable(flag) else flag)
+    return field.label == FieldDescriptor.LABEL_REPEATED
+
+
+def _quote(value: object) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= _QUOTE else text[: _QUOTE - 1] + "…"
+
+
+# --- JSON -> message ----------------------------------------------------------------------------
+
+
+def _hex_to_b64(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise DecodeError(f"{where}: expected a hex string, got {_quote(value)}")
+    if not _HEX.fullmatch(value):
+        raise DecodeError(f"{where}: not hex: {_quote(value)}")
+    if len(value) % 2:
+        raise DecodeError(f"{where}: odd number of hex digits ({len(value)})")
+    return base64.b64encode(bytes.fromhex(value)).decode("ascii")
+
+
+def _ids_to_b64(obj: object, descriptor: Descriptor, where: str) -> object:
+    """A copy of ``obj`` with its id fields rewritten from hex to base64 (what ParseDict wants)."""
+    if not isinstance(obj, dict):
+        return obj  # ParseDict reports the type error, located by _locate_error
+    keys = _fields_by_key(descriptor)
+    out = None
+    for key, value in obj.items():
+        field = keys.get(key)
+        if field is None or value is None:
+            continue
+        path = f"{where}.{key}" if where else key
+        if field.message_type is None:
+            new = _hex_to_b64(value, path)
+        elif _is_repeated(field):
+            if not isinstance(value, list):
+                continue
+            new = [_ids_to_b64(item, field.message_type, f"{path}[{i}]") for i, item in enumerate(value)]
+        else:
+            new = _ids_to_b64(value, field.message_type, path)
+        if out is None:
+            out = dict(obj)
+        out[key] = new
+    return obj if out is None else out
+
+
+def _strip_parse_prefixes(message: str) -> str:
+    # "Failed to parse a field: Failed to parse b field: reason" -> "reason"
+    while message.startswith("Failed to parse ") and ": " in message:
+        message = message.split(": ", 1)[1]
+    return message.rstrip(".")
+
+
+def _locate_error(obj: object, descriptor: Descriptor, where: str) -> str | None:
+    """Find the innermost element that ParseDict rejects; returns ``path: reason``.
+
+    Only runs after a failure, so the happy path pays nothing for it.
+    """
+    if not isinstance(obj, dict):
+        return f"{where or 'request'}: expected a JSON object, got {_quote(obj)}"
+    cls = GetMessageClass(descriptor)
+    for key, value in obj.items():
+        field = descriptor.fields_by_camelcase_name.get(key) or descriptor.fields_by_name.get(key)
+        if field is None or value is None:
+            continue
+        path = f"{where}.{key}" if where else key
+        if field.message_type is not None and not field.message_type.GetOptions().map_entry:
+            if _is_repeated(field):
+                if not isinstance(value, list):
+                    return f"{path}: expected a JSON array, got {_quote(value)}"
+                for i, item in enumerate(value):
+                    found = _locate_error(item, field.message_type, f"{path}[{i}]")
+                    if found:
+                        return found
+            else:
+                found = _locate_error(value, field.message_type, path)
+                if found:
+                    return found
+        else:
+            try:
+                json_format.ParseDict({key: value}, cls(), ignore_unknown_fields=True)
+            except json_format.ParseError as exc:
+                return f"{path}: {_strip_parse_prefixes(str(exc))}"
+    return None
+
+
+def message_from_dict(obj: object, message_type: type[Message]) -> Message:
+    """Parse one OTLP JSON object (already loaded) into ``message_type``; raises DecodeError."""
+    descriptor = message_type.DESCRIPTOR
+    if not isinstance(obj, dict):
+        raise DecodeError(f"expected a JSON object, got {_quote(obj)}")
+    converted = _ids_to_b64(obj, descriptor, "")
+    try:
+        return json_format.ParseDict(converted, message_type(), ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        located = _locate_error(converted, descriptor, "")
+        raise DecodeError(located or _strip_parse_prefixes(str(exc))) from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise DecodeError(f"not a valid {descriptor.name}: {exc}") from None
+
+
+def load_json(data: bytes | str) -> Any:
+    """``json.loads`` with errors that say where (line and column)."""
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise DecodeError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"invalid JSON: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise DecodeError("invalid JSON: nested too deeply") from None
+
+
+def parse_request(data: bytes | str, signal: str) -> Message:
+    """An OTLP JSON request body -> the signal's Export*ServiceRequest; raises DecodeError."""
+    return message_from_dict(load_json(data), REQUEST_TYPES[signal])
+
+
+def signal_of(obj: object) -> str | None:
+    """Which signal a loaded JSON request holds ("traces", "logs", "metrics"), or None if it holds none."""
+    if isinstance(obj, dict):
+        for key in obj:
+            signal = SIGNAL_KEYS.get(key)
+            if signal is not None:
+                return signal
+    return None
+
+
+# --- message -> JSON ------------------------------------------------------------------------
+
+
+def _ids_to_hex(obj: object, descriptor: Descriptor) -> object:
+    if not isinstance(obj, dict):
+        return obj
+    keys = _fields_by_key(descriptor)
+    for key, value in obj.items():
+        field = keys.get(key)
+        if field is None:
+            continue
+        if field.message_type is None:
+            try:
+                obj[key] = base64.b64decode(value, validate=True).hex()
+            except (binascii.Error, TypeError):
+                pass
+        elif isinstance(value, list):
+            for item in value:
+                _ids_to_hex(item, field.message_type)
+        else:
+            _ids_to_hex(value, field.message_type)
+    return obj
+
+
+def message_to_dict(message: Message) -> dict[str, Any]:
+    """A message as OTLP JSON: lowerCamelCase keys, ids as hex, 64-bit integers as strings, enums as integers."""
+    obj = json_format.MessageToDict(message, use_integers_for_enums=True, preserving_proto_field_name=False)
+    return _ids_to_hex(obj, message.DESCRIPTOR)  # type: ignore[return-value]
+
+
+def message_to_json(message: Message, *, indent: int | None = None) -> str:
+    return json.dumps(message_to_dict(message), indent=indent, ensure_ascii=False)
