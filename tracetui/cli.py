@@ -39,12 +39,23 @@ def _resolve_db(db: Path | None) -> Path:
     return (db or default_db_path()).expanduser().resolve()
 
 
-def _open_reader(db: Path | None):
+def _check_age(_ctx, _param, value: str | None) -> str | None:
+    if value is not None:
+        from tracetui.store.retention import parse_age
+
+        try:
+            parse_age(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _open_reader(db: Path | None, threshold: float = 0.5):
     from tracetui.store.reader import Reader
 
     path = _resolve_db(db)
     try:
-        return Reader(path)
+        return Reader(path, threshold=threshold)
     except FileNotFoundError:
         raise click.ClickException(f"no database at {path} (start `tracetui serve` first, or pass --db)") from None
     except Exception as exc:
@@ -76,6 +87,15 @@ def main() -> None:
               help="Largest export request accepted (after decompression).")  # fmt: skip
 @click.option("--max-pending-spans", type=click.IntRange(100), default=DEFAULT_MAX_PENDING_SPANS, show_default=True,
               help="Spans waiting for the disk before exporters are asked to retry.")  # fmt: skip
+@click.option("--max-spans", type=click.IntRange(1), default=None,
+              help="Keep at most this many spans: the oldest whole traces go first.")  # fmt: skip
+@click.option("--max-db-mb", type=click.IntRange(1), default=None, help="Keep the data under this size (MB).")
+@click.option("--max-age", callback=_check_age, default=None, help="Drop traces older than this (e.g. 30m, 12h, 7d).")
+@click.option("--prices", "prices", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Price file (TOML) for local or custom models; overrides bundled prices. "
+                   "Default: prices.toml in the user config directory, if present.")  # fmt: skip
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Evaluation score at or above which a result passes (groundedness badges).")  # fmt: skip
 @click.option("--exit-with-parent", is_flag=True, hidden=True)
 def serve(
     db: Path | None,
@@ -86,6 +106,11 @@ def serve(
     headless: bool,
     max_request_mb: int,
     max_pending_spans: int,
+    max_spans: int | None,
+    max_db_mb: int | None,
+    max_age: str | None,
+    prices: Path | None,
+    threshold: float,
     exit_with_parent: bool,
 ) -> None:
     """Receive OTLP traces and show them live (the receiver runs in its own process)."""
@@ -97,6 +122,10 @@ def serve(
         token=token or None,
         max_request_bytes=max_request_mb * 1024 * 1024,
         max_pending_spans=max_pending_spans,
+        max_spans=max_spans,
+        max_db_mb=max_db_mb,
+        max_age=max_age,
+        prices_path=prices.resolve() if prices else None,
         exit_with_parent=exit_with_parent,
     )
     if headless:
@@ -114,7 +143,7 @@ def serve(
     from tracetui.ui.app import run_app
 
     try:
-        run_app(settings.db_path, receiver=receiver, listen=ready.grpc)
+        run_app(settings.db_path, receiver=receiver, listen=ready.grpc, http=ready.http, threshold=threshold)
     finally:
         code = receiver.stop()
         lines = [line for line in receiver.lines if not line.startswith("tracetui: listening")]
@@ -126,14 +155,16 @@ def serve(
 
 @main.command()
 @_db_option
-def view(db: Path | None) -> None:
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Evaluation score at or above which a result passes.")  # fmt: skip
+def view(db: Path | None, threshold: float) -> None:
     """Open the UI over an existing database; follows it live while a receiver writes."""
     path = _resolve_db(db)
     if not path.exists():
         raise click.ClickException(f"no database at {path} (start `tracetui serve` first, or pass --db)")
     from tracetui.ui.app import run_app
 
-    run_app(path)
+    run_app(path, threshold=threshold)
 
 
 @main.command()
@@ -142,12 +173,13 @@ def view(db: Path | None) -> None:
 @click.option("--count", type=click.IntRange(1), default=None, help="Number of agent runs (default: until Ctrl-C).")
 @click.option("--interval", type=click.FloatRange(0), default=1.0, show_default=True, help="Seconds between runs.")
 @click.option("--seed", type=int, default=None, help="Random seed for reproducible runs.")
-def demo(endpoint: str, count: int | None, interval: float, seed: int | None) -> None:
+@click.option("--token", envvar=TOKEN_ENV, default=None, help="Bearer token, when the receiver requires one.")
+def demo(endpoint: str, count: int | None, interval: float, seed: int | None, token: str | None) -> None:
     """Send realistic agent runs through the real OpenTelemetry SDK exporter."""
     from tracetui.demo import run_demo
 
     try:
-        sent = run_demo(endpoint=endpoint, count=count, interval=interval, seed=seed)
+        sent = run_demo(endpoint=endpoint, count=count, interval=interval, seed=seed, token=token)
     except KeyboardInterrupt:
         return
     click.echo(f"demo: sent {sent} runs to {endpoint}", err=True)
@@ -157,9 +189,11 @@ def demo(endpoint: str, count: int | None, interval: float, seed: int | None) ->
 @_db_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Newest N traces only.")
-def traces(db: Path | None, as_json: bool, limit: int | None) -> None:
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Evaluation score at or above which a result passes.")  # fmt: skip
+def traces(db: Path | None, as_json: bool, limit: int | None, threshold: float) -> None:
     """List traces, newest first."""
-    reader = _open_reader(db)
+    reader = _open_reader(db, threshold)
     rows = reader.traces(0, limit if limit is not None else -1)
     if as_json:
         click.echo(json.dumps([row.to_json() for row in rows], indent=2))
@@ -193,6 +227,27 @@ def spans(db: Path | None, trace_id: str, as_json: bool) -> None:
             f"{span['span_id']}  {span['parent_span_id'] or '—':<16}  {fmt_duration(int(span['duration_ms'] * 1e6)):>8}"
             f"  {span['status']:<5}  {safe_text(span['name'], 60)}"
         )
+
+
+@main.command()
+@_db_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def purge(db: Path | None, yes: bool) -> None:
+    """Delete every stored trace, span, log record and evaluation."""
+    from tracetui.store.retention import purge as purge_all
+    from tracetui.store.schema import connect_writer
+
+    path = _resolve_db(db)
+    if not path.exists():
+        raise click.ClickException(f"no database at {path}")
+    if not yes:
+        click.confirm(f"Delete everything in {path}?", abort=True)
+    conn = connect_writer(path)
+    try:
+        spans_deleted = purge_all(conn)
+    finally:
+        conn.close()
+    click.echo(f"purged {spans_deleted:,} spans from {path}", err=True)
 
 
 @main.command()

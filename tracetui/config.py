@@ -38,6 +38,12 @@ class ReceiverSettings:
     host: str = DEFAULT_HOST
     grpc_port: int = DEFAULT_GRPC_PORT
     http_port: int = DEFAULT_HTTP_PORT
+    #: Retention limits (None: unlimited); see tracetui.store.retention.
+    max_spans: int | None = None
+    max_db_mb: int | None = None
+    max_age: str | None = None
+    #: User price file (TOML); None: the one in the user config directory, if any.
+    prices_path: Path | None = None
     #: When set, exports need `authorization: Bearer TOKEN` (HTTP 401 / gRPC UNAUTHENTICATED otherwise).
     token: str | None = field(default=None, repr=False)
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from tracetui import pricing
 from tracetui.config import TOKEN_ENV, ReceiverSettings
 from tracetui.otlp.grpc_server import start_grpc_server
+from tracetui.store.retention import Retention, parse_age
 from tracetui.store.writer import Writer, receiver_status_defaults
 
 READY_PREFIX = "tracetui: listening "
@@ -41,7 +43,17 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
             flush=True,
         )
     try:
-        writer = Writer(settings.db_path, max_pending_spans=settings.max_pending_spans)
+        pricing.configure(settings.prices_path)
+    except pricing.PriceFileError as exc:
+        print(f"tracetui: {exc}", file=err, flush=True)
+        return 1
+    retention = Retention(
+        max_spans=settings.max_spans,
+        max_db_bytes=settings.max_db_mb * 1024 * 1024 if settings.max_db_mb else None,
+        max_age_s=parse_age(settings.max_age) if settings.max_age else None,
+    )
+    try:
+        writer = Writer(settings.db_path, max_pending_spans=settings.max_pending_spans, retention=retention)
     except Exception as exc:  # sqlite3.Error, OSError, SchemaTooNew
         print(f"tracetui: cannot open database {settings.db_path}: {exc}", file=err, flush=True)
         return 1
@@ -136,7 +148,12 @@ class ReceiverProcess:
             "--db", str(s.db_path), "--host", s.host, "--grpc-port", str(s.grpc_port),
             "--http-port", str(s.http_port),
             "--max-request-mb", str(max(1, s.max_request_bytes // (1024 * 1024))),
+            "--max-pending-spans", str(s.max_pending_spans),
         ]  # fmt: skip
+        for option, value in (("--max-spans", s.max_spans), ("--max-db-mb", s.max_db_mb), ("--max-age", s.max_age),
+                              ("--prices", s.prices_path)):  # fmt: skip
+            if value is not None:
+                cmd += [option, str(value)]
         return cmd
 
     def start(self, timeout: float = 20.0) -> ReadyInfo:

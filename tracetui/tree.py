@@ -78,23 +78,25 @@ class TreeLine:
 def flatten(roots: list[SpanRow], collapsed: set[bytes] | frozenset[bytes] = frozenset()) -> list[TreeLine]:
     """Depth-first visible lines, honouring collapsed subtrees."""
     lines: list[TreeLine] = []
-    # (node, ancestors-are-last flags)
-    stack: list[tuple[SpanRow, tuple[bool, ...]]] = [(r, ()) for r in reversed(roots)]
+    # (node, depth, ancestors-are-last flags): only the last MAX_GUIDE_DEPTH flags are
+    # drawn, so only those are kept (a 100,000-deep chain stays linear, not quadratic).
+    stack: list[tuple[SpanRow, int, tuple[bool, ...]]] = [(r, 0, ()) for r in reversed(roots)]
     while stack:
-        node, lasts = stack.pop()
+        node, depth, lasts = stack.pop()
         is_collapsed = node.span_id in collapsed and bool(node.children)
-        lines.append(TreeLine(node, _guides(lasts), is_collapsed))
+        lines.append(TreeLine(node, _guides(lasts, depth), is_collapsed))
         if node.children and not is_collapsed:
             count = len(node.children)
+            kept = lasts[1:] if len(lasts) >= MAX_GUIDE_DEPTH else lasts
             for i in range(count - 1, -1, -1):
-                stack.append((node.children[i], (*lasts, i == count - 1)))
+                stack.append((node.children[i], depth + 1, (*kept, i == count - 1)))
     return lines
 
 
-def _guides(lasts: tuple[bool, ...]) -> str:
+def _guides(lasts: tuple[bool, ...], depth: int) -> str:
     if not lasts:
         return ""
     shown = lasts[-MAX_GUIDE_DEPTH:]
-    head = "…" if len(lasts) > MAX_GUIDE_DEPTH else ""
+    head = "…" if depth > MAX_GUIDE_DEPTH else ""
     body = "".join("  " if last else "│ " for last in shown[:-1])
     return head + body + ("└ " if shown[-1] else "├ ")

@@ -105,12 +105,19 @@ SPAN_COLUMNS: tuple[str, ...] = (
 COL = {name: i for i, name in enumerate(SPAN_COLUMNS)}
 
 
+def _parse_failure(what: str, exc: Exception) -> DecodeError:
+    reason = str(exc)
+    if "MaxDepth" in reason:  # upb's wording names its internals, not the cause
+        reason = f"values nested deeper than protobuf's limit of 100 messages ({reason})"
+    return DecodeError(f"not a valid {what}: {reason}")
+
+
 def parse_trace_request(data: bytes) -> ExportTraceServiceRequest:
     """Parse protobuf bytes, raising DecodeError with a readable reason."""
     try:
         return ExportTraceServiceRequest.FromString(data)
     except Exception as exc:  # protobuf raises DecodeError, sometimes RuntimeError
-        raise DecodeError(f"not a valid ExportTraceServiceRequest: {exc}") from None
+        raise _parse_failure("ExportTraceServiceRequest", exc) from None
 
 
 def any_value_str(value: AnyValue) -> str | None:
@@ -265,7 +272,7 @@ def parse_logs_request(data: bytes) -> ExportLogsServiceRequest:
     try:
         return ExportLogsServiceRequest.FromString(data)
     except Exception as exc:
-        raise DecodeError(f"not a valid ExportLogsServiceRequest: {exc}") from None
+        raise _parse_failure("ExportLogsServiceRequest", exc) from None
 
 
 def decode_logs(request: ExportLogsServiceRequest) -> Decoded:

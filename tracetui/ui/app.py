@@ -62,6 +62,8 @@ class TraceTuiApp(App[None]):
         super().__init__()
         self.reader = reader
         self.listen = listen
+        #: Where the receiver's OTLP/HTTP listens, when known (shown in the header).
+        self.http: str | None = None
         self._receiver_alive = receiver_alive
         self._poll_interval = poll_interval
         self._watcher: DbWatcher | None = None
@@ -123,13 +125,16 @@ class TraceTuiApp(App[None]):
             self.push_screen(HelpScreen())
 
 
-def run_app(db_path: Path, *, receiver=None, listen: str | None = None, threshold: float = 0.5) -> None:
+def run_app(
+    db_path: Path, *, receiver=None, listen: str | None = None, http: str | None = None, threshold: float = 0.5
+) -> None:
     """Run the UI over ``db_path`` until the user quits."""
     reader = Reader(db_path, threshold=threshold)
     try:
         app = TraceTuiApp(
             reader, listen=listen, receiver_alive=receiver.alive if receiver else None, threshold=threshold
         )
+        app.http = http
         app.run()
     finally:
         reader.close()

@@ -65,9 +65,11 @@ class StatusHeader(Widget):
             beat = status.get("heartbeat_ns")
             if status.get("state") != "listening" or not beat or time.time() - beat / 1e9 > STALE_HEARTBEAT_S:
                 return "○ no receiver writing", "dim"
+        http = getattr(self.app, "http", None) or status.get("http")
+        where = f"{address} grpc" + (f"  :{http.rsplit(':', 1)[-1]} http" if http else "")
         if status.get("state") == "overloaded":
-            return f"◐ {address} grpc (busy)", "bold yellow"
-        return f"● {address} grpc" if address else "● receiving", "bold green"
+            return f"◐ {where} (busy: exporters asked to retry)", "bold yellow"
+        return f"● {where}" if address else "● receiving", "bold green"
 
     def render(self) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis")
