@@ -118,3 +118,23 @@ async def test_escape_returns_to_the_list(agent_db: Path) -> None:
         await settle(pilot)
         await pilot.press("escape")
         assert isinstance(app.screen, TraceListScreen)
+
+
+async def test_y_copies_the_run_summary_and_Y_the_span_attributes(agent_db: Path) -> None:
+    app = make_app(agent_db)
+    async with app.run_test(size=(130, 36)) as pilot:
+        await settle(pilot)
+        await open_timeout_run(pilot)
+        await pilot.press("y")
+        await settle(pilot)
+        summary = app.clipboard
+        assert "ticket-resolution agent" in summary and "chat gpt-4o" in summary and "30.0s" in summary
+        await pilot.press("s")  # the slowest call: chat gpt-4o
+        await settle(pilot)
+        await pilot.press("Y")
+        await settle(pilot)
+        import json
+
+        attributes = json.loads(app.clipboard)
+        assert attributes["gen_ai.request.model"] == "gpt-4o"
+        assert attributes["error.type"] == "openai.APITimeoutError"

@@ -12,12 +12,13 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.reactive import var
 
 from tracetui.store.reader import Counters, Reader
-from tracetui.ui.messages import CountersUpdated, DataChanged
+from tracetui.ui.messages import CopyReady, CountersUpdated, DataChanged
 from tracetui.ui.screens.help import HelpScreen
 from tracetui.ui.screens.trace_list import TraceListScreen
 from tracetui.ui.watcher import DbWatcher
@@ -98,6 +99,37 @@ class TraceTuiApp(App[None]):
     def check_now(self) -> None:
         """Tell the screens the data changed (tests, and after our own actions)."""
         self.data_version += 1
+
+    # --- clipboard (OSC 52: works over SSH) -----------------------------------
+
+    @work(thread=True, group="copy", exit_on_error=False, description="summarize a trace for the clipboard")
+    def copy_trace_summary(self, trace_id: bytes) -> None:
+        from tracetui.export import trace_summary
+
+        try:
+            text = trace_summary(self.reader, trace_id)
+        except Exception as exc:
+            self.post_message(CopyReady("", f"could not summarize the trace: {exc}"))
+            return
+        self.post_message(CopyReady(text, f"Copied the run's summary ({len(text):,} characters)"))
+
+    @work(thread=True, group="copy", exit_on_error=False, description="copy span attributes")
+    def copy_span_attributes(self, trace_id: bytes, span_id: bytes) -> None:
+        from tracetui.export import span_attributes_json
+
+        try:
+            text = span_attributes_json(self.reader, trace_id, span_id)
+        except Exception as exc:
+            self.post_message(CopyReady("", f"could not read the span: {exc}"))
+            return
+        self.post_message(CopyReady(text, f"Copied the span's attributes as JSON ({len(text):,} characters)"))
+
+    def on_copy_ready(self, message: CopyReady) -> None:
+        if not message.text:
+            self.notify(message.note, severity="error", markup=False)
+            return
+        self.copy_to_clipboard(message.text)
+        self.notify(message.note, markup=False, timeout=3)
 
     def action_stats(self) -> None:
         from tracetui.ui.screens.stats import StatsScreen

@@ -29,3 +29,11 @@ class CountersUpdated(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, CountersUpdated)
+
+
+@dataclass
+class CopyReady(Message):
+    """Text to put on the clipboard (empty: it failed, ``note`` says why)."""
+
+    text: str
+    note: str

@@ -65,6 +65,8 @@ class TraceListScreen(Screen):
                 tooltip="back to the newest traces and follow new arrivals"),
         Binding("slash", "filter", "Filter", show=True, key_display="/",
                 tooltip="filter: free text and field op value terms, e.g. model=gpt-4o duration>2s"),
+        Binding("y", "copy_summary", "Copy summary", show=False,
+                tooltip="copy the run's summary (tree, timings, cost, prompts) to the clipboard"),
         Binding("x", "toggle_errors", "Errors only", show=False, tooltip="quick toggle: runs with errors only"),
         Binding("m", "toggle_llm", "LLM only", show=False, tooltip="quick toggle: runs with LLM calls only"),
         Binding("w", "toggle_slow", "Slow only", show=False, tooltip="quick toggle: runs slower than the slow threshold"),
@@ -238,6 +240,11 @@ class TraceListScreen(Screen):
             from tracetui.ui.screens.trace_view import TraceScreen
 
             self.app.push_screen(TraceScreen(row.trace_id, show_slowest=show_slowest, horizon=self.horizon))
+
+    def action_copy_summary(self) -> None:
+        row = self.table.row_at(self.table.cursor_row)
+        if row is not None:
+            self.app.copy_trace_summary(row.trace_id)  # type: ignore[attr-defined]
 
     def action_open_slowest(self) -> None:
         """Open the selected run at its slowest LLM or tool call."""

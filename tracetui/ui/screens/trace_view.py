@@ -92,6 +92,10 @@ class TraceScreen(Screen):
         Binding("n", "next_trace", "Next trace", show=True, tooltip="next (older) trace without leaving this view"),
         Binding("p", "previous_trace", "Prev trace", show=False, tooltip="previous (newer) trace"),
         Binding("tab", "toggle_pane", "Switch pane", show=True, tooltip="switch between the tree and the details"),
+        Binding("y", "copy_summary", "Copy summary", show=False,
+                tooltip="copy the run's summary (tree, timings, cost, prompts) to the clipboard"),
+        Binding("Y", "copy_attributes", "Copy attributes", show=False,
+                tooltip="copy the selected span's raw attributes as JSON"),
         Binding("slash", "filter", "Filter", show=True, key_display="/",
                 tooltip="show only the spans that match a filter (and their parents)"),
         Binding("left,h,left_square_bracket", "collapse", "Collapse", show=False, key_display="[ ← h",
@@ -441,6 +445,14 @@ class TraceScreen(Screen):
         target = (after[0] if step > 0 else after[-1]) if after else (errors[0] if step > 0 else errors[-1])
         self.waterfall.cursor_row = target
         self.notify(f"Error {errors.index(target) + 1} of {len(errors)}", markup=False, timeout=2)
+
+    def action_copy_summary(self) -> None:
+        self.app.copy_trace_summary(self.trace_id)  # type: ignore[attr-defined]
+
+    def action_copy_attributes(self) -> None:
+        span = self._cursor_span()
+        if span is not None:
+            self.app.copy_span_attributes(self.trace_id, span.span_id)  # type: ignore[attr-defined]
 
     # --- filter ---------------------------------------------------------------
 
