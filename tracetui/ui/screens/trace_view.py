@@ -243,30 +243,32 @@ class TraceScreen(Screen):
         self._request_detail()
 
     def _update_summary(self) -> None:
+        """Three short lines: the run; its service, evaluations and session; where its time went."""
         trace = self.trace
         if trace is None:
             return
-        parts = [
+        first = [
             f" {safe_text(trace.name, 80)}" + ("" if trace.has_root else " (no root yet)"),
             fmt_duration(trace.duration_ns),
             f"{trace.span_count} spans",
         ]
         if trace.llm_calls:
-            parts.append(f"{trace.llm_calls} LLM call{'s' if trace.llm_calls != 1 else ''}")
+            first.append(f"{trace.llm_calls} LLM call{'s' if trace.llm_calls != 1 else ''}")
         if trace.cost_usd is not None or trace.unpriced_calls:
-            parts.append(fmt_cost(trace.cost_usd) + (" + unpriced calls" if trace.unpriced_calls else ""))
+            first.append(fmt_cost(trace.cost_usd) + (" + unpriced calls" if trace.unpriced_calls else ""))
+        if trace.error_count:
+            first.append(f"{trace.error_count} error{'s' if trace.error_count != 1 else ''}")
+        second = [f" {safe_text(trace.service, 40)}"]
         if trace.evals_total:
             grounded = f"groundedness {trace.groundedness:.2f}, " if trace.groundedness is not None else ""
-            parts.append(f"{grounded}{trace.evals_passed}/{trace.evals_total} evals passed")
-        if trace.error_count:
-            parts.append(f"{trace.error_count} error{'s' if trace.error_count != 1 else ''}")
-        parts.append(safe_text(trace.service, 40))
+            second.append(f"{grounded}{trace.evals_passed}/{trace.evals_total} evals passed")
         if self.session and self.session["runs"] > 1:
-            parts.append(
-                f"session {safe_text(self.session['session_id'], 30)}: {self.session['runs']} runs "
+            second.append(
+                f"session {safe_text(self.session['session_id'], 30)}: {self.session['runs']} runs, "
                 f"{fmt_cost(self.session['cost_usd'])}"
             )
-        text = Text("  ·  ".join(parts))
+        text = Text("  ·  ".join(first))
+        text.append("\n" + "  ·  ".join(second), style="not bold")
         split = [(SPLIT_LABELS[k], ns) for k, ns in trace.split.items() if ns]
         if self.critical and self._critical_text:
             text.append("\n ◆ " + self._critical_text, style="bold")
