@@ -1,0 +1,660 @@
+"""UI benchmark: the real Textual app (headless ``run_test``) over a large database.
+
+    .venv/bin/python benchmarks/ui.py --spans 100000      # quick: < 1 minute once the DB is cached
+    .venv/bin/python benchmarks/ui.py                     # 1,000,000 spans (first build takes a few minutes)
+
+Steps:
+
+1. Build (once, cached under /tmp/bench-ui/ keyed by size and schema version)
+   a database of N realistic agent spans (the same traffic as ingest.py,
+   spread over the last 24 hours) plus one trace of 10,000 spans, the
+   newest. The real ``decode_spans`` and the real ``Writer`` write it (the
+   decoding runs in worker processes so the build uses both cores).
+2. Baseline children, each a fresh process, same run: the app over an empty
+   database (memory) and over a small database (first paint, key presses,
+   opening a trace) with no traffic.
+3. Main child: the app over a copy of the big database while
+   ``tracetui serve --headless`` writes ingest.py-style traffic into it at
+   ``--rate`` spans/s (default 5,000):
+   * first paint: from creating the Reader until the first screen update
+     that shows loaded trace rows;
+   * opening a trace: Enter on a ~10-span trace (baseline) and on the
+     10,000-span trace, until the first screen update showing all its rows;
+   * key press -> repaint: ``j`` pressed ``--presses`` times (traffic
+     arriving), each timed from posting the key event to the first screen
+     update with the cursor on the new row (and, separately, until that
+     row's content, not a "loading" placeholder, is drawn);
+   * memory: RSS of the UI process after all this (and its peak).
+
+Screen updates are observed by wrapping ``App._display``, which Textual calls
+with each compositor update (in headless mode the update is computed in full,
+just not written to a terminal). Keys are posted straight to the driver,
+not through ``Pilot.press`` (which sleeps at least 2 x 20 ms to wait for idle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    PYTHON,
+    Figure,
+    Load,
+    ServerProc,
+    TraceFactory,
+    build_request,
+    build_templates,
+    machine_info,
+    nonce,
+    pct,
+    print_table,
+)
+
+BUILDER_VERSION = 1
+CACHE = Path("/tmp/bench-ui")
+BIG_TRACE_SPANS = 10_000
+SMALL_SPANS = 10_000
+DAY_NS = 24 * 3600 * 1_000_000_000
+
+# --- building databases ------------------------------------------------------------------
+
+_W: dict = {}
+
+
+def _worker_init(seed: int, spans_per_request: int) -> None:
+    templates, cur, _prev = build_templates(seed, 16, spans_per_request, split=False)
+    starts = []
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    for t in templates:
+        req = ExportTraceServiceRequest.FromString(t.data)
+        starts.append(min(s.start_time_unix_nano for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans))
+    _W.update(templates=templates, cur=cur, starts=starts, salt=os.urandom(4))
+
+
+def _make_batch(i: int, t_start: int, t_step: int):
+    from tracetui.otlp.decode import decode_spans, parse_trace_request
+
+    templates, cur = _W["templates"], _W["cur"]
+    k = i % len(templates)
+    data = templates[k].data.replace(cur, nonce(_W["salt"], 0, i))
+    req = parse_trace_request(data)
+    shift = t_start + i * t_step - _W["starts"][k]
+    for rs in req.resource_spans:
+        for ss in rs.scope_spans:
+            for s in ss.spans:
+                s.start_time_unix_nano += shift
+                s.end_time_unix_nano += shift
+                for e in s.events:
+                    e.time_unix_nano += shift
+    return decode_spans(req)
+
+
+def db_path(n_spans: int) -> Path:
+    from tracetui.store.schema import SCHEMA_VERSION
+
+    return CACHE / f"db-{n_spans}-s{SCHEMA_VERSION}-b{BUILDER_VERSION}.sqlite"
+
+
+def build_db(path: Path, n_spans: int, *, big_trace: bool, seed: int = 7, workers: int = 2) -> dict:
+    """Write ~n_spans spans (whole 512-span requests) + optionally one 10,000-span trace."""
+    from tracetui.otlp.decode import decode_spans
+    from tracetui.store.writer import Writer
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".building")
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(tmp) + suffix).unlink(missing_ok=True)
+    spr = 512
+    n_batches = max(1, n_spans // spr)
+    now = time.time_ns()
+    t_end = now - 120 * 1_000_000_000
+    t_start = t_end - DAY_NS
+    t_step = DAY_NS // n_batches
+    writer = Writer(tmp, max_pending_spans=1_000_000)
+    writer.start()
+    t0 = time.monotonic()
+    tickets = []
+    window = 8
+    with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(seed, spr)) as pool:
+        futures = [pool.submit(_make_batch, i, t_start, t_step) for i in range(min(window, n_batches))]
+        submitted = len(futures)
+        done = 0
+        while futures:
+            decoded = futures.pop(0).result()
+            tickets.append(writer.submit(decoded))
+            if submitted < n_batches:
+                futures.append(pool.submit(_make_batch, submitted, t_start, t_step))
+                submitted += 1
+            while len(tickets) > 4:
+                tickets.pop(0).wait()
+            done += 1
+            if done % 200 == 0:
+                el = time.monotonic() - t0
+                print(f"  built {done * spr:,} spans in {el:.0f}s ({done * spr / el:,.0f} spans/s)", flush=True)
+    for t in tickets:
+        t.wait()
+    big_id = None
+    if big_trace:
+        factory = TraceFactory(seed + 99)
+        big_id = os.urandom(16)
+        specs = factory.plan_big_trace(t_end + 30 * 1_000_000_000, BIG_TRACE_SPANS)
+        spans = [(s.scope, factory.to_span(s, big_id)) for s in specs]
+        for i in range(0, len(spans), spr):
+            writer.submit(decode_spans(build_request(spans[i : i + spr]))).wait()
+    # One ~10-span trace newer than everything: row 0 is a normal trace, row 1 the big one.
+    factory = TraceFactory(seed + 123)
+    small_id = os.urandom(16)
+    specs = factory.plan_trace(t_end + 3600 * 1_000_000_000, 10)
+    writer.submit(decode_spans(build_request([(s.scope, factory.to_span(s, small_id)) for s in specs]))).wait()
+    writer.stop()
+    for suffix in ("-wal", "-shm"):
+        Path(str(tmp) + suffix).unlink(missing_ok=True)
+    os.replace(tmp, path)
+    meta = {"spans": n_batches * spr + (BIG_TRACE_SPANS if big_trace else 0) + len(specs),
+            "big_trace_id": big_id.hex() if big_id else None, "small_trace_id": small_id.hex(),
+            "build_s": time.monotonic() - t0}  # fmt: skip
+    Path(str(path) + ".json").write_text(json.dumps(meta))
+    print(f"  built {path} ({meta['spans']:,} spans, {path.stat().st_size / 2**20:,.0f} MB) in {meta['build_s']:.0f}s",
+          flush=True)  # fmt: skip
+    return meta
+
+
+def ensure_db(n_spans: int, *, big_trace: bool) -> tuple[Path, dict]:
+    path = db_path(n_spans)
+    meta_file = Path(str(path) + ".json")
+    if path.exists() and meta_file.exists():
+        return path, json.loads(meta_file.read_text())
+    print(f"building a database of {n_spans:,} spans at {path} (cached for later runs)...", flush=True)
+    return path, build_db(path, n_spans, big_trace=big_trace)
+
+
+def empty_db(workdir: Path) -> Path:
+    from tracetui.store.writer import Writer
+
+    path = workdir / "empty.db"
+    w = Writer(path)
+    w.start()
+    w.stop()
+    return path
+
+
+# --- the measuring child ------------------------------------------------------------------
+
+
+class Watch:
+    """Wraps App._display: calls a predicate after each screen update, records when it first holds."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.displays = 0
+        self._pred = None
+        self._event: asyncio.Event | None = None
+        self.hit_at: float | None = None
+        original = app._display
+
+        def display(screen, renderable):
+            original(screen, renderable)
+            if renderable is None:
+                return
+            self.displays += 1
+            if self._pred is not None:
+                try:
+                    ok = self._pred()
+                except Exception:
+                    ok = False
+                if ok:
+                    self.hit_at = time.perf_counter()
+                    self._pred = None
+                    assert self._event is not None
+                    self._event.set()
+
+        app._display = display
+
+    def arm(self, pred) -> asyncio.Event:
+        self.hit_at = None
+        self._event = asyncio.Event()
+        self._pred = pred
+        return self._event
+
+    async def wait(self, event: asyncio.Event, timeout: float) -> float | None:
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError:
+            self._pred = None
+            return None
+        return self.hit_at
+
+
+def _rss_mb() -> tuple[float, float]:
+    """(current RSS, peak RSS) of this process in MB.
+
+    The peak is VmHWM, which starts afresh at exec (ru_maxrss would include
+    the parent's size at fork time).
+    """
+    rss = peak = float("nan")
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
+        elif line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) / 1024
+    return rss, peak
+
+
+def _key(app, key: str, char: str | None) -> None:
+    from textual import events
+
+    ev = events.Key(key, char)
+    ev.set_sender(app)
+    app._driver.send_message(ev)
+
+
+def _traces_table(app):
+    found = app.screen.query("#traces")
+    return found.first() if found else None
+
+
+def _waterfall(app):
+    found = app.screen.query("#waterfall")
+    return found.first() if found else None
+
+
+class RenderStats:
+    """Optional breakdown (``--breakdown``): time the main thread spends in layout and compositor updates."""
+
+    def __init__(self) -> None:
+        from textual.screen import Screen
+
+        self.calls: dict[str, list[float]] = {"layout": [], "update": []}
+        self.spans: list[tuple[str, float, float]] = []  # (what, start, end) on the main thread
+        self.active = False
+
+        def wrap(cls, name, key):
+            original = getattr(cls, name)
+
+            def timed(*a, **kw):
+                if not self.active:
+                    return original(*a, **kw)
+                t = time.perf_counter()
+                try:
+                    return original(*a, **kw)
+                finally:
+                    t1 = time.perf_counter()
+                    self.calls[key].append((t1 - t) * 1000)
+                    self.spans.append((key, t, t1))
+
+            setattr(cls, name, timed)
+
+        from textual.widget import Widget
+
+        self.layout_requests: dict[str, int] = {}
+        refresh = Widget.refresh
+
+        def counting_refresh(widget, *regions, layout: bool = False, **kw):
+            if layout and self.active:
+                key = f"{type(widget).__name__}#{widget.id}" if widget.id else type(widget).__name__
+                self.layout_requests[key] = self.layout_requests.get(key, 0) + 1
+            return refresh(widget, *regions, layout=layout, **kw)
+
+        Widget.refresh = counting_refresh
+        wrap(Screen, "_refresh_layout", "layout")
+        wrap(Screen, "_compositor_refresh", "update")
+        self.calls["gc"] = []
+        self._gc_t = 0.0
+
+        def on_gc(phase: str, info: dict) -> None:
+            if phase == "start":
+                self._gc_t = time.perf_counter()
+            elif self.active and info.get("generation", 0) >= 1:
+                t1 = time.perf_counter()
+                self.calls["gc"].append((t1 - self._gc_t) * 1000)
+                self.spans.append(("gc", self._gc_t, t1))
+
+        import gc
+
+        gc.callbacks.append(on_gc)
+
+    def explain_slow(self, presses: list[tuple[float, float]], limit_ms: float = 50.0) -> dict:
+        """For each key press slower than ``limit_ms``: what overlapped it on the main thread."""
+        out: dict[str, int] = {}
+        for t0, t1 in presses:
+            if (t1 - t0) * 1000 <= limit_ms:
+                continue
+            kinds = sorted({k for k, a, b in self.spans if a < t1 and b > t0 and (k != "update" or (b - a) > 0.03)})
+            key = "+".join(kinds) or "nothing timed (waiting for CPU / other threads)"
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    def summary(self) -> dict:
+        out = {k: {"n": len(v), "total_ms": sum(v), "p50_ms": pct(v, 0.5), "max_ms": max(v) if v else None}
+               for k, v in self.calls.items()}  # fmt: skip
+        out["layout requested by"] = dict(sorted(self.layout_requests.items(), key=lambda kv: -kv[1]))
+        return out
+
+
+async def child_measure(args) -> dict:
+    from tracetui.store.reader import Reader
+    from tracetui.ui.app import TraceTuiApp
+
+    stats = RenderStats() if args.breakdown else None
+    out: dict = {"rss_start_mb": _rss_mb()[0]}
+    t0 = time.perf_counter()
+    reader = Reader(Path(args.db))
+    app = TraceTuiApp(reader, poll_interval=0.2)
+    watch = Watch(app)
+
+    def list_loaded() -> bool:
+        table = _traces_table(app)
+        return table is not None and table.row_count > 0 and table.row_at(0) is not None
+
+    def empty_shown() -> bool:
+        found = app.screen.query("#empty")
+        return bool(found) and found.first().display
+
+    first = watch.arm(empty_shown if args.mode == "empty" else list_loaded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        hit = await watch.wait(first, 30)
+        out["first_paint_ms"] = (hit - t0) * 1000 if hit else None
+        if hit:  # the same, counted from the process start (interpreter start-up and imports included)
+            import psutil
+
+            wall_hit = time.time() - (time.perf_counter() - hit)
+            out["first_paint_from_exec_ms"] = (wall_hit - psutil.Process().create_time()) * 1000
+        if args.mode == "empty":
+            await pilot.pause(0.5)
+            out["rss_mb"], out["peak_rss_mb"] = _rss_mb()
+            return out
+        import gc
+
+        out["gc_objects_after_paint"] = len(gc.get_objects())
+        table = _traces_table(app)
+        out["trace_rows"] = table.row_count
+        out["focused"] = type(app.focused).__name__ if app.focused else None
+        await pilot.pause(0.3)
+
+        async def open_row(row: int, trace_id_hex: str | None, expected: int | None) -> float | None:
+            table = _traces_table(app)
+            table.cursor_row = row
+            await pilot.pause(0.2)
+            target = table.row_at(row)
+            if trace_id_hex and (target is None or target.trace_id.hex() != trace_id_hex):
+                out.setdefault("warnings", []).append(f"row {row} is not trace {trace_id_hex}")
+            n = expected or (target.span_count if target else 1)
+
+            def opened() -> bool:
+                w = _waterfall(app)
+                return w is not None and w.row_count >= n
+
+            ev = watch.arm(opened)
+            t = time.perf_counter()
+            _key(app, "enter", "\r")
+            hit = await watch.wait(ev, 30)
+            ms = (hit - t) * 1000 if hit else None
+            await pilot.pause(0.3)
+            w = _waterfall(app)
+            out.setdefault("opened", []).append({"row": row, "spans": n, "rows_drawn": w.row_count if w else None,
+                                                  "ms": ms})  # fmt: skip
+            ev = watch.arm(lambda: _traces_table(app) is not None)
+            _key(app, "escape", "\x1b")
+            await watch.wait(ev, 10)
+            await pilot.pause(0.3)
+            _traces_table(app).cursor_row = 0
+            await pilot.pause(0.3)
+            return ms
+
+        out["open_small_ms"] = await open_row(0, args.small_trace, None)
+        if args.big_trace:
+            out["open_big_ms"] = await open_row(1, args.big_trace, BIG_TRACE_SPANS)
+        out["rss_after_open_mb"] = _rss_mb()[0]
+        gc.collect()
+        out["gc_objects_after_open"] = len(gc.get_objects())
+
+        if args.traffic:
+            print("READY", flush=True)
+            line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            if line.strip() != "GO":
+                raise SystemExit(f"unexpected {line!r}")
+            await asyncio.sleep(args.settle)
+        table = _traces_table(app)
+        table.focus()
+        await pilot.pause(0.2)
+        version0 = app.data_version
+        rows0 = table.row_count
+        repaint, content, placeholders = [], [], 0
+        press_spans: list[tuple[float, float]] = []
+        if stats:
+            stats.active = True
+        cpu0 = time.process_time()
+        t_keys = time.perf_counter()
+        for i in range(args.presses):
+            expected = min(table.row_count - 1, table.cursor_row + 1)
+            ev = watch.arm(lambda expected=expected: table.cursor_row == expected)
+            t = time.perf_counter()
+            _key(app, "j", "j")
+            hit = await watch.wait(ev, 5)
+            if hit is None:
+                repaint.append(5000.0)
+                continue
+            repaint.append((hit - t) * 1000)
+            press_spans.append((t, hit))
+            if table.row_at(expected) is None:
+                placeholders += 1
+                ev = watch.arm(lambda expected=expected: table.row_at(expected) is not None)
+                hit = await watch.wait(ev, 5)
+                content.append(((hit or t + 5) - t) * 1000)
+            else:
+                content.append(repaint[-1])
+            await asyncio.sleep(args.key_gap)
+        out["keys_s"] = time.perf_counter() - t_keys
+        out["keys_cpu_s"] = time.process_time() - cpu0
+        if stats:
+            stats.active = False
+            out["breakdown"] = stats.summary()
+            out["breakdown"]["presses > 50 ms overlapped"] = stats.explain_slow(press_spans)
+        out["repaint_ms"] = repaint
+        out["content_ms"] = content
+        out["placeholders"] = placeholders
+        out["data_changes"] = app.data_version - version0
+        out["trace_rows_growth"] = table.row_count - rows0
+        out["cursor_row"] = table.cursor_row
+        out["displays"] = watch.displays
+        out["rss_mb"], out["peak_rss_mb"] = _rss_mb()
+        out["gc_objects_end"] = len(gc.get_objects())
+    return out
+
+
+def run_child(mode: str, db: Path, meta: dict | None, args, *, traffic: bool, on_ready=None) -> dict:
+    cmd = [PYTHON, __file__, "--child", mode, "--db", str(db), "--presses", str(args.presses),
+           "--key-gap", str(args.key_gap), "--settle", str(args.settle)]  # fmt: skip
+    if meta:
+        cmd += ["--small-trace", meta["small_trace_id"]]
+        if meta.get("big_trace_id"):
+            cmd += ["--big-trace", meta["big_trace_id"]]
+    if traffic:
+        cmd.append("--traffic")
+    if args.breakdown:
+        cmd.append("--breakdown")
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdin is not None
+    result = None
+    spy = None
+    try:
+        for line in proc.stdout:
+            if line.strip() == "READY":
+                if on_ready is not None:
+                    on_ready()
+                if args.profile and traffic:
+                    out = Path(args.profile)
+                    spy = subprocess.Popen(
+                        [str(Path(PYTHON).parent / "py-spy"), "record", "--pid", str(proc.pid), "--output", str(out),
+                         "--format", "raw" if out.suffix == ".txt" else "speedscope", "--rate", "250", "--threads",
+                         "--nonblocking"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    )  # fmt: skip
+                proc.stdin.write("GO\n")
+                proc.stdin.flush()
+            elif line.startswith("RESULT "):
+                result = json.loads(line[7:])
+        proc.wait(120)
+        if spy is not None:
+            spy.wait(60)  # py-spy writes its file once the child has exited
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if result is None:
+        raise RuntimeError(f"child {mode} failed (exit {proc.returncode})")
+    return result
+
+
+# --- orchestration --------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--spans", type=int, default=1_000_000, help="spans in the big database (default 1,000,000)")
+    ap.add_argument("--rate", type=float, default=5000, help="spans/s arriving during the key presses (0: none)")
+    ap.add_argument("--presses", type=int, default=200)
+    ap.add_argument("--key-gap", type=float, default=0.03, help="seconds between a repaint and the next key")
+    ap.add_argument("--settle", type=float, default=2.0, help="seconds of traffic before the first key press")
+    ap.add_argument("--no-copy", action="store_true", help="let the traffic write into the cached database itself")
+    ap.add_argument("--rebuild", action="store_true")
+    ap.add_argument("--breakdown", action="store_true", help="time layouts / screen updates during the key presses")
+    ap.add_argument("--profile", metavar="FILE", help="py-spy the UI process during the key presses under traffic "
+                    "(FILE.txt: collapsed stacks, else speedscope JSON)")
+    ap.add_argument("--json", help="write all results to this file")
+    # child mode
+    ap.add_argument("--child", choices=("empty", "measure"), help=argparse.SUPPRESS)
+    ap.add_argument("--db", help=argparse.SUPPRESS)
+    ap.add_argument("--small-trace", help=argparse.SUPPRESS)
+    ap.add_argument("--big-trace", help=argparse.SUPPRESS)
+    ap.add_argument("--traffic", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.child:
+        args.mode = args.child
+        result = asyncio.run(child_measure(args))
+        print("RESULT " + json.dumps(result), flush=True)
+        return 0
+
+    info = machine_info()
+    print(f"machine: {info}", flush=True)
+    if args.rebuild:
+        for n in (args.spans, SMALL_SPANS):
+            for p in CACHE.glob(f"db-{n}-*"):
+                p.unlink()
+    small, small_meta = ensure_db(SMALL_SPANS, big_trace=False)
+    big, big_meta = ensure_db(args.spans, big_trace=True)
+    workdir = CACHE / f"run-{os.getpid()}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        print("baseline: app over an empty database", flush=True)
+        empty = run_child("empty", empty_db(workdir), None, args, traffic=False)
+        print("baseline: app over a small database, no traffic", flush=True)
+        base = run_child("measure", small, small_meta, args, traffic=False)
+        if args.no_copy:
+            work = big
+        else:
+            work = workdir / "big.sqlite"
+            t = time.monotonic()
+            shutil.copyfile(big, work)
+            print(f"copied the big database in {time.monotonic() - t:.1f}s", flush=True)
+        receiver = load = None
+        started = {}
+
+        def start_traffic() -> None:
+            nonlocal receiver, load
+            receiver = ServerProc([PYTHON, "-m", "tracetui", "serve", "--headless", "--db", str(work), "--grpc-port", "0"])
+            addr = receiver.wait_ready()
+            load = Load(addr, clients=4, spans_per_request=512, rate=args.rate, duration=600, seed=3)
+            load.wait_ready()
+            started["t"] = load.start()
+
+        print(f"main: app over {big_meta['spans']:,} spans"
+              + (f", {args.rate:,.0f} spans/s arriving during the key presses" if args.rate else ""), flush=True)  # fmt: skip
+        try:
+            main_res = run_child("measure", work, big_meta, args, traffic=bool(args.rate),
+                                 on_ready=start_traffic if args.rate else None)  # fmt: skip
+        finally:
+            if load is not None:
+                load.kill()
+            if receiver is not None:
+                receiver.stop(timeout=30)
+        arrived = None
+        if args.rate and receiver is not None:
+            import sqlite3
+
+            conn = sqlite3.connect(work)
+            arrived = conn.execute("SELECT value FROM meta WHERE key = 'span_count'").fetchone()[0] - big_meta["spans"]
+            conn.close()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    figs = report(args, info, empty, base, main_res, big_meta, small_meta, arrived)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": info, "args": vars(args), "empty": empty, "small": base,
+                                               "big": main_res, "big_meta": big_meta, "arrived": arrived,
+                                               "figures": [f.__dict__ for f in figs]}, indent=1, default=str))  # fmt: skip
+    print(f"load average at the end: {tuple(round(x, 2) for x in os.getloadavg())} (start: {info.get('loadavg')})")
+    failed = [f.name for f in figs if f.ok is False]
+    print(f"\n{len(failed)} budget(s) failed" + (": " + "; ".join(failed) if failed else ""))
+    return 0
+
+
+def report(args, info, empty, base, big, big_meta, small_meta, arrived) -> list[Figure]:
+    n = big_meta["spans"]
+    keys_s = big.get("keys_s") or 0
+    traffic = f", {arrived / max(keys_s, 1e-9):,.0f} spans/s arrived" if arrived is not None else ""
+    print(f"\nbig run: {big['trace_rows']:,} traces listed, {len(big['repaint_ms'])} key presses in {keys_s:.1f}s, "
+          f"{big['data_changes']} data changes seen{traffic}; {big['placeholders']} presses drew a loading row first; "
+          f"cursor ended on row {big['cursor_row']}")  # fmt: skip
+    figs = [
+        Figure(f"first paint, {n:,} spans", big["first_paint_ms"] or math.nan, "ms", base["first_paint_ms"],
+               f"{small_meta['spans']:,} spans", "<= 1000 ms", (big["first_paint_ms"] or 1e9) <= 1000),  # fmt: skip
+        Figure("first paint incl. process start + imports", big.get("first_paint_from_exec_ms") or math.nan, "ms",
+               base.get("first_paint_from_exec_ms"), f"{small_meta['spans']:,} spans"),  # fmt: skip
+        Figure("key -> repaint p50" + (" (traffic)" if args.rate else ""), pct(big["repaint_ms"], 0.5), "ms",
+               pct(base["repaint_ms"], 0.5), "small db, no traffic"),  # fmt: skip
+        Figure("key -> repaint p99" + (" (traffic)" if args.rate else ""), pct(big["repaint_ms"], 0.99), "ms",
+               pct(base["repaint_ms"], 0.99), "small db, no traffic", "<= 50 ms",
+               pct(big["repaint_ms"], 0.99) <= 50),  # fmt: skip
+        Figure("key -> row content drawn p99", pct(big["content_ms"], 0.99), "ms", pct(base["content_ms"], 0.99),
+               "small db, no traffic"),  # fmt: skip
+        Figure("key -> repaint max", max(big["repaint_ms"]), "ms", max(base["repaint_ms"]), "small db, no traffic"),
+        Figure(f"open a {BIG_TRACE_SPANS:,}-span trace", big.get("open_big_ms") or math.nan, "ms",
+               big.get("open_small_ms"), "10-span trace, same db", "<= 500 ms",
+               (big.get("open_big_ms") or 1e9) <= 500),  # fmt: skip
+        Figure("UI RSS after all steps", big["rss_mb"], "MB", empty["rss_mb"], "empty db", "<= 150 MB",
+               big["rss_mb"] <= 150),  # fmt: skip
+        Figure("UI peak RSS", big["peak_rss_mb"], "MB", base["peak_rss_mb"], "small db", "<= 150 MB",
+               big["peak_rss_mb"] <= 150),  # fmt: skip
+        Figure("UI RSS, small db", base["rss_mb"], "MB", empty["rss_mb"], "empty db"),
+    ]
+    for name, res in (("small db", base), ("big db", big)):
+        print(f"{name}: Python objects tracked by gc: {res['gc_objects_after_paint']:,} after first paint, "
+              f"{res['gc_objects_after_open']:,} after opening and closing trace(s), {res['gc_objects_end']:,} at the end")
+        print(f"{name}: key phase {res['keys_s']:.1f}s wall, {res['keys_cpu_s']:.1f}s CPU in the UI process"
+              + (f" ({res['keys_cpu_s'] / res['keys_s']:.0%} of one core)" if res["keys_s"] else ""))
+        for k, v in (res.get("breakdown") or {}).items():
+            if "n" not in v:
+                print(f"    {k}: {v}")
+                continue
+            print(f"    {k:14s} n={v['n']:5d}  total {v['total_ms']:8.0f} ms  p50 {v['p50_ms']:6.1f} ms  max "
+                  f"{(v['max_ms'] or 0):6.1f} ms")  # fmt: skip
+    print_table(f"UI figures ({n:,}-span database vs baselines measured in the same run)", figs)
+    return figs
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""``tracetui stats``: the Stats screen's figures for scripts and CI gates.
+
+Registered on the main group by :mod:`tracetui.cli`. Nothing from
+tracetui.cli is imported at module level (it imports this module at its end),
+so either module can be imported first.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from tracetui.config import DB_ENV
+from tracetui.stats import GROUPINGS, WINDOWS, GroupStats
+
+_db_option = click.option(
+    "--db",
+    "db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar=DB_ENV,
+    default=None,
+    help=f"SQLite database file [env {DB_ENV}; default: in the user data directory].",
+)
+
+
+@click.command("stats")
+@_db_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per group.")
+@click.option("--by", type=click.Choice(GROUPINGS), default="model", show_default=True,
+              help="Group the LLM calls by model, route or prompt version.")  # fmt: skip
+@click.option("--filter", "filter_text", metavar="EXPR", default=None,
+              help="Only the calls matching this filter expression (the UI's filter language).")  # fmt: skip
+@click.option("--window", type=click.Choice(tuple(WINDOWS)), default="all", show_default=True,
+              help="Only calls started in the last 5 minutes / hour.")  # fmt: skip
+@click.option("--route-attribute", metavar="KEY", default=None,
+              help="With --by route: group by this span attribute (else the root span's) "
+              "instead of service / run name.")  # fmt: skip
+def stats_command(
+    db: Path | None, as_json: bool, by: str, filter_text: str | None, window: str, route_attribute: str | None
+) -> None:
+    """Latency percentiles, time to first token, error/retry/fallback rates, cost and groundedness.
+
+    One row per model (request model, else response model), route or prompt
+    version, over the LLM calls counted in the totals; busiest first.
+    """
+    from tracetui.cli import _resolve_db
+    from tracetui.stats import compute
+    from tracetui.store.schema import connect_reader
+
+    span_where: tuple[str, list] = ("1", [])
+    flt = None
+    if filter_text is not None and filter_text.strip():
+        from tracetui import filters
+
+        try:
+            flt = filters.parse(filter_text)
+        except filters.FilterError as exc:
+            raise click.BadParameter(_filter_problem(filter_text, exc), param_hint="'--filter'") from None
+
+    path = _resolve_db(db)
+    try:
+        conn = connect_reader(path)
+    except FileNotFoundError:
+        raise click.ClickException(f"no database at {path} (start `tracetui serve` first, or pass --db)") from None
+    except Exception as exc:
+        raise click.ClickException(f"cannot open {path}: {exc}") from None
+    try:
+        if flt is not None:
+            from tracetui import filters
+
+            filters.register_sql_functions(conn)
+            span_where = flt.span_where("spans")
+        groups = compute(conn, by, window_s=WINDOWS[window], span_where=span_where, route_attribute=route_attribute)
+    finally:
+        conn.close()
+
+    if as_json:
+        click.echo(json.dumps([g.to_json() for g in groups], indent=2))
+        return
+    _print_table(groups, by)
+
+
+def _filter_problem(text: str, exc: Exception) -> str:
+    """The parser's message, with the expression and a caret under the problem when it says where."""
+    message = str(exc) or type(exc).__name__
+    found = (getattr(exc, name, None) for name in ("position", "pos", "offset", "column"))
+    position = next((value for value in found if isinstance(value, int) and not isinstance(value, bool)), None)
+    if position is None or not 0 <= position <= len(text) or "\n" in text:
+        return message
+    if "position" not in message and "column" not in message:
+        message = f"{message} (at position {position})"
+    return f"{message}\n  {text}\n  {' ' * position}^"
+
+
+# --- the readable table -------------------------------------------------------------
+
+
+def _ms(value: float | None) -> str:
+    from tracetui.fmt import fmt_duration
+
+    return "—" if value is None else fmt_duration(round(value * 1e6))
+
+
+def _pct(value: float) -> str:
+    return "0%" if value == 0 else f"{value * 100:.1f}%"
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+_HEADERS = ("CALLS", "RUNS", "P50", "P95", "P99", "TTFT50", "TTFT95", "TTFT99", "TOK/S", "ERR", "RETRY", "FALLBK",
+            "COST/RUN", "GROUND")  # fmt: skip
+
+
+def _cells(g: GroupStats) -> tuple[str, ...]:
+    from tracetui.fmt import fmt_cost
+
+    return (
+        str(g.count),
+        str(g.runs),
+        _ms(g.p50_ms),
+        _ms(g.p95_ms),
+        _ms(g.p99_ms),
+        _ms(g.ttft_p50_ms),
+        _ms(g.ttft_p95_ms),
+        _ms(g.ttft_p99_ms),
+        _num(g.tokens_per_s, 1),
+        _pct(g.error_rate),
+        _pct(g.retry_rate),
+        _pct(g.fallback_rate),
+        "—" if g.cost_per_run is None else fmt_cost(g.cost_per_run),
+        _num(g.groundedness, 2),
+    )
+
+
+def _print_table(groups: list[GroupStats], by: str) -> None:
+    from tracetui.fmt import safe_text
+
+    if not groups:
+        click.echo("no LLM calls match", err=True)
+        return
+    title = by.upper().replace("_", " ")
+    keys = [safe_text(g.key, 48) for g in groups]
+    rows = [_cells(g) for g in groups]
+    key_width = max(len(title), *(len(k) for k in keys))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(_HEADERS)]
+    click.echo(f"{title:<{key_width}}  " + " ".join(f"{h:>{w}}" for h, w in zip(_HEADERS, widths, strict=True)))
+    for key, row in zip(keys, rows, strict=True):
+        click.echo(f"{key:<{key_width}}  " + " ".join(f"{c:>{w}}" for c, w in zip(row, widths, strict=True)))
