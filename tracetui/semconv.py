@@ -183,6 +183,7 @@ _FINISH_SOURCES = (
     "gen_ai.response.finish_reason",
     "llm.response.finish_reason",
 )
+_FINISH_KEYS = (*_FINISH_SOURCES, "gen_ai.completion.0.finish_reason")
 _COST_SOURCES = ("llm.cost.total", "gen_ai.cost.total", "operation.cost", "gen_ai.usage.cost")
 #: JSON strings of request parameters that may hold "model" and "stream".
 _PARAM_SOURCES = ("llm.invocation_parameters", "gen_ai.request.parameters", "embedding.invocation_parameters")
@@ -261,32 +262,34 @@ def _scalar(value):
 
 
 def _as_int(value) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
+    kind = type(value)
+    if kind is int:  # the common case first: this runs for every token count
         return value if -_INT64 <= value <= _INT64 else None
-    if isinstance(value, float) and value == value and abs(value) < 9e18:
-        return int(value)
-    if isinstance(value, str):
+    if kind is float:
+        return int(value) if value == value and abs(value) < 9e18 else None
+    if kind is str:
+        text = value.strip()
         try:
-            return _as_int(float(value.strip())) if "." in value else _as_int(int(value.strip()))
+            return _as_int(float(text)) if "." in text or "e" in text.lower() else _as_int(int(text))
         except ValueError:
             return None
-    return None
+    return None  # bool, None, lists
 
 
 def _as_float(value) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
+    kind = type(value)
+    if kind is float or kind is int:
         f = float(value)
-        return f if f == f and abs(f) != float("inf") else None
-    if isinstance(value, str):
+        return f if f == f and f not in (_INF, -_INF) else None
+    if kind is str:
         try:
             return _as_float(float(value))
         except ValueError:
             return None
     return None
+
+
+_INF = float("inf")
 
 
 def _as_bool(value) -> bool | None:
@@ -358,16 +361,22 @@ def normalize_span(span) -> tuple:
     if kind is None and span.name == "llm_request":  # vLLM's server span
         kind, provenance["kind"] = "llm", "name:llm_request"
 
-    strings: dict[str, str | None] = {}
-    for name, keys in _STRING_FIELDS.items():
-        strings[name] = None
-        for key in keys:
-            value = found.get(key)
-            if isinstance(value, int) and not isinstance(value, bool):
-                value = str(value)  # prompt versions and ids are sometimes sent as numbers
-            if isinstance(value, str) and value:
-                strings[name], provenance[name] = value, key
-                break
+    # One pass over the keys present: each may feed a canonical field; the
+    # best-ranked source with a usable value wins (first non-empty, in order).
+    best: dict[str, tuple[int, str, object]] = {}
+    for key, raw in found.items():
+        for name, rank, convert in _SOURCE_INDEX.get(key, ()):
+            current = best.get(name)
+            if current is not None and current[0] < rank:
+                continue
+            value = convert(raw)
+            if value is not None:
+                best[name] = (rank, key, value)
+    strings: dict[str, str | None] = dict.fromkeys(_STRING_FIELDS)
+    ints: dict[str, int | None] = dict.fromkeys(_INT_FIELDS)
+    for name, (_rank, key, value) in best.items():
+        (strings if name in strings else ints)[name] = value  # type: ignore[index]
+        provenance[name] = key
     if strings["provider"]:
         strings["provider"] = canonical_provider(strings["provider"])
     _models(found, strings, provenance)
@@ -377,14 +386,6 @@ def normalize_span(span) -> tuple:
         if text.startswith("<class '") and text.endswith("'>"):
             strings["error_type"] = text[8:-2]
 
-    ints: dict[str, int | None] = {}
-    for name, keys in _INT_FIELDS.items():
-        ints[name] = None
-        for key in keys:
-            value = _as_int(found.get(key))
-            if value is not None:
-                ints[name], provenance[name] = value, key
-                break
     for key, fields in _DETAIL_SOURCES:
         details = _json_dict(found.get(key))
         for detail_key, name in fields.items():
@@ -421,7 +422,8 @@ def normalize_span(span) -> tuple:
 
     ttft_ns = None
     for key, factor in _TTFT_SOURCES:
-        value = _as_float(found.get(key))
+        raw = found.get(key)
+        value = None if raw is None else _as_float(raw)
         if value is not None and value >= 0:
             ttft_ns, provenance["ttft"] = int(value * factor), key
             break
@@ -439,7 +441,8 @@ def normalize_span(span) -> tuple:
 
     streaming = None
     for key in _STREAM_FLAGS:
-        value = _as_bool(found.get(key))
+        raw = found.get(key)
+        value = None if raw is None else _as_bool(raw)
         if value is not None:
             streaming, provenance["streaming"] = value, key
             break
@@ -453,15 +456,17 @@ def normalize_span(span) -> tuple:
         streaming, provenance["streaming"] = True, provenance["ttft"]
 
     finish = None
-    for key in (*_FINISH_SOURCES, "gen_ai.completion.0.finish_reason"):
-        finish = _first_finish_reason(found.get(key))
+    for key in _FINISH_KEYS:
+        raw = found.get(key)
+        finish = None if raw is None else _first_finish_reason(raw)
         if finish:
             provenance["finish_reason"] = key
             break
 
     cost = None
     for key in _COST_SOURCES:
-        value = _as_float(found.get(key))
+        raw = found.get(key)
+        value = None if raw is None else _as_float(raw)
         if value is not None and value >= 0:
             cost, provenance["cost"] = value, key
             break
@@ -497,7 +502,7 @@ def normalize_span(span) -> tuple:
         strings["error_type"],
         cost,
         "reported" if cost is not None else None,
-        json.dumps(provenance, separators=(",", ":")) if provenance else None,
+        _provenance_json(provenance) if provenance else None,
         link_span_id,
         resend if resend and resend > 0 else None,
         attempt_offset or None,
@@ -505,6 +510,39 @@ def normalize_span(span) -> tuple:
         tokens_per_s,
         strings["response_id"],
     )
+
+
+def _as_text(value) -> str | None:
+    """A string field's value: text, or a number sent where text was expected (prompt versions, ids)."""
+    if type(value) is str:
+        return value or None
+    if type(value) is int:
+        return str(value)
+    return None
+
+
+#: attribute key -> ((canonical field, rank, converter), ...): the sources of every scalar field.
+_SOURCE_INDEX: dict[str, list[tuple[str, int, object]]] = {}
+for _name, _keys in _STRING_FIELDS.items():
+    for _rank, _key in enumerate(_keys):
+        _SOURCE_INDEX.setdefault(_key, []).append((_name, _rank, _as_text))
+for _name, _keys in _INT_FIELDS.items():
+    for _rank, _key in enumerate(_keys):
+        _SOURCE_INDEX.setdefault(_key, []).append((_name, _rank, _as_int))
+
+
+_PROVENANCE_CACHE: dict[tuple, str] = {}
+
+
+def _provenance_json(provenance: dict[str, str]) -> str:
+    """JSON of a provenance map; the same few maps repeat for every span of a library, so cache them."""
+    key = tuple(provenance.items())
+    text = _PROVENANCE_CACHE.get(key)
+    if text is None:
+        text = json.dumps(provenance, separators=(",", ":"))
+        if len(_PROVENANCE_CACHE) < 4096:
+            _PROVENANCE_CACHE[key] = text
+    return text
 
 
 def _models(found: dict[str, object], strings: dict[str, str | None], provenance: dict[str, str]) -> None:

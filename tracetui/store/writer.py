@@ -37,9 +37,15 @@ _INSERT_SOURCE = (
 )
 # The source column carries the source digest; the subquery swaps in its id
 # inside SQLite (cheaper than rebuilding every row tuple in Python).
+#: Columns the writer fills from the timing analysis, appended to each decoded row.
+ANALYSIS_COLUMNS = ("is_retry", "is_fallback", "retry_ns", "counted")
+_NO_ANALYSIS = (0, 0, None, None)
 _INSERT_SPAN = "INSERT OR IGNORE INTO spans({cols}) VALUES ({values})".format(
-    cols=", ".join(SPAN_COLUMNS),
-    values=", ".join("(SELECT id FROM sources WHERE digest = ?)" if c == "source_id" else "?" for c in SPAN_COLUMNS),
+    cols=", ".join((*SPAN_COLUMNS, *ANALYSIS_COLUMNS)),
+    values=", ".join(
+        "(SELECT id FROM sources WHERE digest = ?)" if c == "source_id" else "?"
+        for c in (*SPAN_COLUMNS, *ANALYSIS_COLUMNS)
+    ),
 )
 
 _INSERT_LOG = "INSERT OR IGNORE INTO logs({cols}) VALUES ({values})".format(
@@ -60,7 +66,7 @@ MAX_ANALYZED_SPANS = 20_000
 _CALLS_OF_TRACE = """
 SELECT span_id, parent_span_id, llm_kind, request_model, response_model, status_code, start_ns, end_ns,
        ttft_ns, attempt_offset_ns, resend_count, link_span_id, input_tokens, output_tokens, cost_usd, cost_source,
-       is_retry, is_fallback, retry_ns, counted
+       is_retry, is_fallback, retry_ns, counted, name
 FROM spans WHERE trace_id = ? AND llm_kind IS NOT NULL
 """
 _N_CALL_FIELDS = 16
@@ -144,67 +150,106 @@ def recompute_traces(conn: sqlite3.Connection, trace_ids, now: int | None = None
     conn.executemany(_RECOMPUTE_TRACE, [{"trace_id": t, "now": now} for t in trace_ids])
 
 
-def update_timing(
-    conn: sqlite3.Connection,
-    trace_ids,
-    in_memory: dict[bytes, tuple[list[Call], dict[bytes, bytes | None]]] | None = None,
-) -> None:
-    """Store retry/fallback flags, counted calls, totals and the time split for ``trace_ids``.
+@dataclass(slots=True)
+class TimingResult:
+    """What one trace's analysis writes: per-span values and trace-row fields."""
 
-    Runs inside the caller's transaction. ``in_memory`` holds (calls, parents)
-    of traces whose spans are all known to the caller (none stored before);
-    the others are read back from the database.
+    span_values: dict[bytes, tuple]
+    trace_values: dict[str, object]
+
+
+def _timing_result(analysis, names: dict[bytes, str | None]) -> TimingResult:
+    span_values = {
+        span_id: (int(t.is_retry), int(t.is_fallback), t.retry_ns, int(analysis.counted.get(span_id, True)))
+        for span_id, t in analysis.calls.items()
+    }
+    for span_id, counted in analysis.counted.items():  # embeddings: counted, never retried
+        if span_id not in span_values:
+            span_values[span_id] = (0, 0, None, int(counted))
+    totals, slowest = analysis.totals, analysis.slowest
+    trace_values: dict[str, object] = {
+        "retries": analysis.retries,
+        "fallbacks": analysis.fallbacks,
+        "llm_calls": totals.llm_calls,
+        "input_tokens": totals.input_tokens,
+        "output_tokens": totals.output_tokens,
+        "cost_usd": totals.cost_usd,
+        "unpriced_calls": totals.unpriced_calls,
+        "slowest_span_id": slowest.span_id if slowest else None,
+        "slowest_name": names.get(slowest.span_id) if slowest else None,
+        "slowest_ns": (slowest.end_ns - slowest.start_ns) if slowest else None,
+    }
+    trace_values.update({f"split_{key}_ns": ns for key, ns in analysis.split.items()})
+    return TimingResult(span_values, trace_values)
+
+
+def _no_timing(summary: TraceSummary) -> dict[str, object]:
+    """Timing fields of a trace without model or tool calls: all of its time is "other"."""
+    values: dict[str, object] = dict.fromkeys(_TIMING_FIELDS, 0)
+    values.update(slowest_span_id=None, slowest_name=None, slowest_ns=None)
+    values["split_other_ns"] = max(0, summary.end_ns - summary.start_ns)
+    return values
+
+
+def _analyze_new(rows: list[tuple], summaries: dict[bytes, TraceSummary], new: set[bytes]) -> dict[bytes, TimingResult]:
+    """Analyze traces whose spans all arrived in ``rows`` (none stored before), from memory."""
+    grouped: dict[bytes, tuple[list[Call], dict[bytes, bytes | None], dict[bytes, str]]] = {}
+    for row in rows:
+        trace_id = row[_I_TRACE]
+        if trace_id not in new:
+            continue
+        entry = grouped.get(trace_id)
+        if entry is None:
+            entry = grouped[trace_id] = ([], {}, {})
+        entry[1][row[_I_SPAN]] = row[_I_PARENT]
+        if row[_I_KIND] is not None:
+            entry[0].append(_call_from_row(row))
+            entry[2][row[_I_SPAN]] = row[_I_NAME]
+    results = {}
+    for trace_id, (calls, parents, names) in grouped.items():
+        if calls and summaries[trace_id].span_count <= MAX_ANALYZED_SPANS:
+            summary = summaries[trace_id]
+            results[trace_id] = _timing_result(analyze(calls, summary.start_ns, summary.end_ns, parents), names)
+    return results
+
+
+def update_timing(conn: sqlite3.Connection, trace_ids) -> None:
+    """Re-analyze stored traces: retry/fallback flags, counted calls, totals, slowest call, time split.
+
+    Runs inside the caller's transaction, reading each trace's calls back
+    (a few columns, by the trace index).
     """
-    in_memory = in_memory or {}
-    in_memory_names: dict[bytes, dict[bytes, str]] = {}
+    trace_ids = list(trace_ids)
+    bounds: dict[bytes, tuple] = {}
+    for i in range(0, len(trace_ids), 500):
+        chunk = trace_ids[i : i + 500]
+        for row in conn.execute(
+            f"SELECT trace_id, start_ns, end_ns, span_count FROM traces WHERE trace_id IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ):
+            bounds[row[0]] = row[1:]
     span_updates: list[tuple] = []
     trace_updates: list[dict[str, object]] = []
     for trace_id in trace_ids:
-        bounds = conn.execute("SELECT start_ns, end_ns, span_count FROM traces WHERE trace_id = ?", (trace_id,)).fetchone()
-        if bounds is None or bounds[2] > MAX_ANALYZED_SPANS:
+        found = bounds.get(trace_id)
+        if found is None or found[2] > MAX_ANALYZED_SPANS:
             continue
+        calls: list[Call] = []
         known: dict[bytes, tuple] = {}
-        calls, parents = in_memory.get(trace_id, (None, {}))
-        if calls is None:
-            calls = []
-            for r in conn.execute(_CALLS_OF_TRACE, (trace_id,)):
-                calls.append(Call(*r[:_N_CALL_FIELDS]))
-                known[r[0]] = r[_N_CALL_FIELDS:]
-            if sum(1 for c in calls if c.kind in ("llm", "embedding")) > 1:
-                # nesting between model calls can go through any span
-                parents = dict(conn.execute("SELECT span_id, parent_span_id FROM spans WHERE trace_id = ?", (trace_id,)))
-        analysis = analyze(calls, bounds[0], bounds[1], parents)
-        for span_id, timing in analysis.calls.items():
-            values = (int(timing.is_retry), int(timing.is_fallback), timing.retry_ns, int(analysis.counted[span_id]))
-            if known.get(span_id, (0, 0, None, None)) != values:
+        names: dict[bytes, str] = {}
+        for r in conn.execute(_CALLS_OF_TRACE, (trace_id,)):
+            calls.append(Call(*r[:_N_CALL_FIELDS]))
+            known[r[0]] = r[_N_CALL_FIELDS : _N_CALL_FIELDS + 4]
+            names[r[0]] = r[-1]
+        parents: dict[bytes, bytes | None] = {}
+        if sum(1 for c in calls if c.kind in ("llm", "embedding")) > 1:
+            # nesting between model calls can go through any span
+            parents = dict(conn.execute("SELECT span_id, parent_span_id FROM spans WHERE trace_id = ?", (trace_id,)))
+        result = _timing_result(analyze(calls, found[0], found[1], parents), names)
+        for span_id, values in result.span_values.items():
+            if known.get(span_id, _NO_ANALYSIS) != values:
                 span_updates.append((*values, trace_id, span_id))
-        for span_id, counted in analysis.counted.items():
-            if span_id not in analysis.calls and known.get(span_id, (0, 0, None, None))[3] != int(counted):
-                span_updates.append((0, 0, None, int(counted), trace_id, span_id))  # embeddings
-        totals = analysis.totals
-        slowest = analysis.slowest
-        names = in_memory_names.get(trace_id) or {}
-        if slowest is not None and slowest.span_id not in names:
-            found = conn.execute(
-                "SELECT name FROM spans WHERE trace_id = ? AND span_id = ?", (trace_id, slowest.span_id)
-            ).fetchone()
-            names = {slowest.span_id: found[0] if found else None}
-        trace_updates.append(
-            {
-                "trace_id": trace_id,
-                "retries": analysis.retries,
-                "fallbacks": analysis.fallbacks,
-                "llm_calls": totals.llm_calls,
-                "input_tokens": totals.input_tokens,
-                "output_tokens": totals.output_tokens,
-                "cost_usd": totals.cost_usd,
-                "unpriced_calls": totals.unpriced_calls,
-                "slowest_span_id": slowest.span_id if slowest else None,
-                "slowest_name": names.get(slowest.span_id) if slowest else None,
-                "slowest_ns": (slowest.end_ns - slowest.start_ns) if slowest else None,
-            }
-            | {f"split_{key}_ns": ns for key, ns in analysis.split.items()}
-        )
+        trace_updates.append({"trace_id": trace_id, **result.trace_values})
     if span_updates:
         conn.executemany(
             "UPDATE spans SET is_retry = ?, is_fallback = ?, retry_ns = ?, counted = ? WHERE trace_id = ? AND span_id = ?",
@@ -295,14 +340,18 @@ def summarize(rows: list[tuple]) -> dict[bytes, TraceSummary]:
     return summaries
 
 
+_TIMING_FIELDS = (
+    "retries", "fallbacks", "slowest_span_id", "slowest_name", "slowest_ns",
+    *(f"split_{key}_ns" for key in SPLIT_KEYS),
+)  # fmt: skip
 _INSERT_TRACE = """
 INSERT INTO traces(trace_id, root_span_id, root_name, root_start_ns, first_name, service, start_ns, end_ns,
                    span_count, error_count, llm_calls, input_tokens, output_tokens, cost_usd, unpriced_calls,
-                   session_id, updated_ns)
+                   session_id, updated_ns, {timing})
 VALUES (:trace_id, :root_span_id, :root_name, :root_start_ns, :first_name, :service, :start_ns, :end_ns,
         :span_count, :errors, :llm_calls, :input_tokens, :output_tokens, :cost_usd, :unpriced_calls,
-        :session_id, :now)
-"""
+        :session_id, :now, {timing_params})
+""".format(timing=", ".join(_TIMING_FIELDS), timing_params=", ".join(f":{f}" for f in _TIMING_FIELDS))
 # Merge a batch summary into an existing row. The root (earliest parentless
 # span) replaces "no root yet" when it arrives after its children.
 _MERGE_TRACE = """
@@ -536,66 +585,72 @@ class Writer:
             _add_meta(conn, log_count=conn.total_changes - before)
         inserted = 0
         if rows:
-            before = conn.total_changes
-            conn.executemany(_INSERT_SPAN, rows)
-            inserted = conn.total_changes - before
-            self._update_traces(conn, rows, inserted)
+            inserted = self._write_spans(conn, rows)
         if evaluations:
             conn.executemany(_INSERT_EVALUATION, evaluations)
-        response_ids = {e[2] for e in evaluations if e[1] is None and e[2]}
-        response_ids.update(row[_I_RESPONSE] for row in rows if row[_I_RESPONSE] is not None)
-        if response_ids:
-            resolve_evaluations(conn, response_ids)
+        # Evaluations that named only a response id wait for the span that produced it;
+        # most batches have none waiting, and then this costs one indexed lookup.
+        if conn.execute("SELECT 1 FROM evaluations WHERE span_id IS NULL LIMIT 1").fetchone():
+            response_ids = {e[2] for e in evaluations if e[1] is None and e[2]}
+            response_ids.update(row[_I_RESPONSE] for row in rows if row[_I_RESPONSE] is not None)
+            if response_ids:
+                resolve_evaluations(conn, response_ids)
         return inserted
 
-    def _update_traces(self, conn: sqlite3.Connection, rows: list[tuple], inserted: int) -> None:
-        """Keep the trace rows of ``rows`` in step, in the same transaction."""
+    def _write_spans(self, conn: sqlite3.Connection, rows: list[tuple]) -> int:
+        """Insert spans and keep their trace rows in step, in the caller's transaction.
+
+        Traces first seen in this batch are analyzed (retries, fallbacks,
+        totals, time split) from memory *before* the insert, so their spans
+        and trace rows are written once, complete. Traces that already
+        existed are merged, then re-analyzed from the database.
+        """
         summaries = summarize(rows)
         trace_ids = list(summaries)
         before = _trace_totals(conn, trace_ids)
-        now = time.time_ns()
         new_ids = [t for t in trace_ids if t not in before]
-        conn.executemany(_INSERT_TRACE, [self._params(t, summaries[t], now) for t in new_ids])
+        unique = len({(r[_I_TRACE], r[_I_SPAN]) for r in rows}) == len(rows)
+        analyses = _analyze_new(rows, summaries, set(new_ids)) if unique else {}
+        extra: dict[bytes, tuple] = {}
+        for analysis in analyses.values():
+            extra.update(analysis.span_values)
+        start = conn.total_changes
+        conn.executemany(_INSERT_SPAN, [(*row, *extra.get(row[_I_SPAN], _NO_ANALYSIS)) for row in rows])
+        inserted = conn.total_changes - start
         complete = inserted == len(rows)
+
+        now = time.time_ns()
+        trace_rows = []
+        for t in new_ids:
+            params = self._params(t, summaries[t], now)
+            analysis = analyses.get(t) if complete else None
+            params.update(analysis.trace_values if analysis else _no_timing(summaries[t]))
+            trace_rows.append(params)
+        conn.executemany(_INSERT_TRACE, trace_rows)
         if complete:
             conn.executemany(_MERGE_TRACE, [self._params(t, summaries[t], now) for t in before])
+            stale = set(before)
         else:
             # Some spans were already stored (a resent export): rebuild the
             # touched trace rows from the spans table instead of adding.
             recompute_traces(conn, trace_ids, now)
-        # With duplicates in the batch, in-memory rows are not the truth: re-read every trace.
-        self._analyze(conn, rows, set(new_ids) if complete else set(), force=set() if complete else set(trace_ids))
+            stale = set(trace_ids)
+        # Existing traces: re-analyze those that gained model or tool spans; the
+        # others only grew in time, and the new wall-clock is all "other" time.
+        kinds = {row[_I_TRACE] for row in rows if row[_I_KIND] is not None}
+        touched = (stale & kinds) if complete else stale
+        if touched:
+            update_timing(conn, touched)
+        others = stale - touched
+        if others:
+            conn.executemany(_UPDATE_OTHER_TIME, [(t,) for t in others])
+
         after = _trace_totals(conn, trace_ids)
         deltas = [sum(a[i] - before.get(t, (0, 0, 0.0))[i] for t, a in after.items()) for i in range(3)]
         _add_meta(conn, span_count=inserted, trace_count=len(new_ids), llm_calls=deltas[0], tokens=deltas[1],
                   cost_usd=deltas[2])  # fmt: skip
-
-    @staticmethod
-    def _analyze(conn: sqlite3.Connection, rows: list[tuple], new_traces: set[bytes], force: set[bytes]) -> None:
-        """Recompute the timing and totals of every trace with LLM-ish spans in ``rows``.
-
-        A trace whose spans all arrived in this batch is analyzed from memory;
-        others re-read their calls (a few columns, by the trace index).
-        """
-        in_memory: dict[bytes, tuple[list[Call], dict[bytes, bytes | None]]] = {}
-        touched: set[bytes] = set(force)
-        for row in rows:
-            if row[_I_KIND] is not None:
-                touched.add(row[_I_TRACE])
-        for row in rows:
-            trace_id = row[_I_TRACE]
-            if trace_id in touched and trace_id in new_traces:
-                calls, parents = in_memory.setdefault(trace_id, ([], {}))
-                parents[row[_I_SPAN]] = row[_I_PARENT]
-                if row[_I_KIND] is not None:
-                    calls.append(_call_from_row(row))
-        if touched:
-            update_timing(conn, touched, in_memory)
-        # Traces that only grew in time (a root or plain span arrived): the new
-        # wall-clock is all "other" time, so only that part changes.
-        others = {row[_I_TRACE] for row in rows} - touched
-        if others:
-            conn.executemany(_UPDATE_OTHER_TIME, [(t,) for t in others])
+        self.spans_inserted_last = inserted
+        return inserted
 
     @staticmethod
     def _params(trace_id: bytes, s: TraceSummary, now: int) -> dict[str, object]:
