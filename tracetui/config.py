@@ -48,7 +48,8 @@ class ReceiverSettings:
     token: str | None = field(default=None, repr=False)
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_pending_spans: int = DEFAULT_MAX_PENDING_SPANS
-    grpc_workers: int = 8
+    #: Handler threads: each decodes one export then waits for its commit (cheap while waiting).
+    grpc_workers: int = 32
     #: Exit when the parent process goes away (used by `tracetui serve`).
     exit_with_parent: bool = False
     extra: dict[str, str] = field(default_factory=dict)

@@ -43,10 +43,12 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
             flush=True,
         )
     try:
-        pricing.configure(settings.prices_path)
+        pricer = pricing.configure(settings.prices_path)
     except pricing.PriceFileError as exc:
         print(f"tracetui: {exc}", file=err, flush=True)
         return 1
+    # Load the price data now, not during the first export (it takes a few hundred ms).
+    pricer.price(("gpt-4o",), "openai", {"input_tokens": 1, "output_tokens": 1}, time.time_ns())
     retention = Retention(
         max_spans=settings.max_spans,
         max_db_bytes=settings.max_db_mb * 1024 * 1024 if settings.max_db_mb else None,

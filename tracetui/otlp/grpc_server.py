@@ -83,7 +83,7 @@ def start_grpc_server(
     port: int,
     *,
     max_request_bytes: int,
-    workers: int = 8,
+    workers: int = 32,
     token: str | None = None,
 ) -> tuple[grpc.Server, int]:
     """Start the gRPC server; returns it and the bound port.
@@ -92,6 +92,10 @@ def start_grpc_server(
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tracetui-grpc"),
+        # Beyond this many exports in flight grpc answers RESOURCE_EXHAUSTED at once (retryable
+        # for OTLP exporters) instead of queueing them, unbounded, behind the worker threads;
+        # the writer's backlog bound (UNAVAILABLE + RetryInfo) acts before that.
+        maximum_concurrent_rpcs=workers * 2,
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),

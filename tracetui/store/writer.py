@@ -27,6 +27,10 @@ from tracetui.timing import SPLIT_KEYS, Call, analyze
 
 log = logging.getLogger(__name__)
 
+#: An export is answered "retry later" rather than queued when the spans already
+#: waiting would take the writer longer than this: keeps acks prompt under overload
+#: (exporters time out after 10 s by default and resend, adding work).
+MAX_BACKLOG_SECONDS = 2.0
 #: Most spans written in one transaction; more waiting requests go in the next.
 MAX_SPANS_PER_COMMIT = 20_000
 HEARTBEAT_SECONDS = 2.0
@@ -436,6 +440,8 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="tracetui-writer", daemon=True)
         self.spans_written = 0
         self.commits = 0
+        #: Spans per second the writer commits (smoothed); None until measured.
+        self._rate: float | None = None
 
     # --- called from any thread ---------------------------------------------
 
@@ -449,12 +455,14 @@ class Writer:
         with self._cond:
             if self._stopping:
                 raise StoreUnavailable("receiver is shutting down")
-            if n and self._pending_spans + n > self.max_pending_spans and self._pending_spans > 0:
+            backlog_s = self._pending_spans / self._rate if self._rate else 0.0
+            too_many = self._pending_spans + n > self.max_pending_spans
+            if n and self._pending_spans > 0 and (too_many or backlog_s > MAX_BACKLOG_SECONDS):
                 if self._status and self._status.get("state") != "overloaded":
                     self._status["state"] = "overloaded"  # the UI shows it
                     self._status_dirty = True
                     self._cond.notify()
-                raise Overloaded(f"{self._pending_spans} spans waiting to be written")
+                raise Overloaded(f"{self._pending_spans} spans waiting to be written (~{backlog_s:.1f}s of work)")
             self._queue.append(ticket)
             self._pending_spans += n
             self._cond.notify()
@@ -528,6 +536,7 @@ class Writer:
 
     def _commit(self, batch: list[Ticket], status: dict | None) -> None:
         conn = self._conn
+        started = time.monotonic()
         error: BaseException | None = None
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -545,6 +554,11 @@ class Writer:
                 raise
             self.spans_written += written
             self.commits += 1
+            spans = sum(t.decoded.count for t in batch)
+            if spans >= 64:
+                # How fast the writer drains, smoothed: bounds how long a new export would wait.
+                rate = spans / max(1e-6, time.monotonic() - started)
+                self._rate = rate if self._rate is None else 0.7 * self._rate + 0.3 * rate
         except sqlite3.Error as exc:  # locked, disk full, I/O error: the exporter retries
             log.error("write failed: %s", exc)
             error = StoreUnavailable(f"database write failed: {exc}")
