@@ -14,29 +14,19 @@ import click
 
 from tracetui import __version__
 from tracetui.config import (
-    DB_ENV,
     DEFAULT_GRPC_PORT,
     DEFAULT_HOST,
     DEFAULT_HTTP_PORT,
     DEFAULT_MAX_PENDING_SPANS,
     TOKEN_ENV,
     ReceiverSettings,
-    default_db_path,
 )
+from tracetui.cli_common import db_option, open_reader, resolve_db
 from tracetui.fmt import fmt_clock, fmt_duration, safe_text
 
-_db_option = click.option(
-    "--db",
-    "db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar=DB_ENV,
-    default=None,
-    help=f"SQLite database file [env {DB_ENV}; default: in the user data directory].",
-)
-
-
-def _resolve_db(db: Path | None) -> Path:
-    return (db or default_db_path()).expanduser().resolve()
+_db_option = db_option
+_resolve_db = resolve_db
+_open_reader = open_reader
 
 
 def _check_age(_ctx, _param, value: str | None) -> str | None:

@@ -1,7 +1,7 @@
 """``tracetui import`` and ``tracetui export``: OTLP files in, one trace out.
 
-Registered on the main group by :mod:`tracetui.cli`. Self-contained (no
-import of tracetui.cli) so either module can be imported first.
+Registered on the main group by :mod:`tracetui.cli`; shared options come
+from :mod:`tracetui.cli_common` (importing tracetui.cli here would be a cycle).
 """
 
 from __future__ import annotations
@@ -10,20 +10,9 @@ from pathlib import Path
 
 import click
 
-from tracetui.config import DB_ENV, default_db_path
-
-_db_option = click.option(
-    "--db",
-    "db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar=DB_ENV,
-    default=None,
-    help=f"SQLite database file [env {DB_ENV}; default: in the user data directory].",
-)
-
-
-def _resolve_db(db: Path | None) -> Path:
-    return (db or default_db_path()).expanduser().resolve()
+from tracetui.cli_common import db_option as _db_option
+from tracetui.cli_common import open_reader
+from tracetui.cli_common import resolve_db as _resolve_db
 
 
 @click.command("import")
@@ -68,15 +57,8 @@ def import_command(db: Path | None, files: tuple[Path, ...]) -> None:
 def export_command(db: Path | None, trace_id: str, fmt: str, max_chars: int | None, output: Path | None) -> None:
     """Write one trace (full hex id or a unique prefix) as OTLP JSON or as a text summary."""
     from tracetui.export import DEFAULT_MAX_CHARS, ExportError, resolve_trace_id, trace_otlp_json, trace_summary
-    from tracetui.store.reader import Reader
 
-    path = _resolve_db(db)
-    try:
-        reader = Reader(path)
-    except FileNotFoundError:
-        raise click.ClickException(f"no database at {path} (start `tracetui serve` first, or pass --db)") from None
-    except Exception as exc:
-        raise click.ClickException(f"cannot open {path}: {exc}") from None
+    reader = open_reader(db)
     try:
         full = resolve_trace_id(reader, trace_id)
         if fmt == "otlp-json":

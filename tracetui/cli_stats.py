@@ -12,18 +12,8 @@ from pathlib import Path
 
 import click
 
-from tracetui.config import DB_ENV
+from tracetui.cli_common import db_option as _db_option
 from tracetui.stats import GROUPINGS, WINDOWS, GroupStats
-
-_db_option = click.option(
-    "--db",
-    "db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar=DB_ENV,
-    default=None,
-    help=f"SQLite database file [env {DB_ENV}; default: in the user data directory].",
-)
-
 
 @click.command("stats")
 @_db_option
@@ -45,7 +35,7 @@ def stats_command(
     One row per model (request model, else response model), route or prompt
     version, over the LLM calls counted in the totals; busiest first.
     """
-    from tracetui.cli import _resolve_db
+    from tracetui.cli_common import resolve_db as _resolve_db
     from tracetui.stats import compute
     from tracetui.store.schema import connect_reader
 

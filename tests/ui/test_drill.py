@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.ui.conftest import fixture_requests, make_app, settle, write_requests
+from tests.ui.conftest import make_app, settle
 from tracetui.ui.screens.trace_list import TraceListScreen
 from tracetui.ui.screens.trace_view import TraceScreen
 from tracetui.ui.widgets.trace_table import TraceTable

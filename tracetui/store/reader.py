@@ -8,7 +8,6 @@ so calls arrive from different threads).
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path

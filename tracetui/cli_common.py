@@ -1,0 +1,35 @@
+"""Options and helpers shared by every command module (no Textual here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tracetui.config import DB_ENV, default_db_path
+
+db_option = click.option(
+    "--db",
+    "db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar=DB_ENV,
+    default=None,
+    help=f"SQLite database file [env {DB_ENV}; default: in the user data directory].",
+)
+
+
+def resolve_db(db: Path | None) -> Path:
+    return (db or default_db_path()).expanduser().resolve()
+
+
+def open_reader(db: Path | None, threshold: float = 0.5):
+    """A read-only Reader, or a click error a user can act on."""
+    from tracetui.store.reader import Reader
+
+    path = resolve_db(db)
+    try:
+        return Reader(path, threshold=threshold)
+    except FileNotFoundError:
+        raise click.ClickException(f"no database at {path} (start `tracetui serve` first, or pass --db)") from None
+    except Exception as exc:
+        raise click.ClickException(f"cannot open {path}: {exc}") from None
