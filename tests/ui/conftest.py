@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tracetui.otlp.decode import decode_spans, parse_trace_request
+from helpers import fill_db
 from tracetui.otlp.files import read_length_delimited
 from tracetui.store.reader import Reader
 from tracetui.store.writer import Writer
@@ -35,14 +35,7 @@ def utc_timezone():
 
 def write_requests(db: Path, requests: list[bytes]) -> None:
     """Store export requests through the real decode path and writer."""
-    writer = Writer(db)
-    writer.start()
-    try:
-        for data in requests:
-            ticket = writer.submit(decode_spans(parse_trace_request(data)))
-            assert ticket.wait(10) and ticket.error is None
-    finally:
-        writer.stop()
+    fill_db(db, requests)
 
 
 def fixture_requests(*names: str) -> list[bytes]:
