@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 from tracetui.config import ReceiverSettings  # noqa: E402
 from tracetui.demo import run_demo  # noqa: E402
 from tracetui.receiver import ReceiverProcess  # noqa: E402
-from tracetui.store.reader import Reader  # noqa: E402
+from tracetui.store.reader import Counters, Reader  # noqa: E402
 from tracetui.ui.app import TraceTuiApp  # noqa: E402
 from tracetui.ui.messages import CountersUpdated  # noqa: E402
 
@@ -46,7 +46,9 @@ async def render(db: Path, listen: str) -> None:
                 await app.workers.wait_for_complete()
                 await pilot.pause()
 
-        # The receiver has stopped by now; show the header as it looked while live.
+        # The receiver has stopped by now; show the header as it looked while live,
+        # counting everything the demo sent as "since start".
+        app.baseline_counters = Counters(span_count=0, trace_count=0, receiver=None, db_bytes=0)
         app.post_message(CountersUpdated(app.reader.counters(), True, time.monotonic()))
         await settle()
         app.save_screenshot("trace-list.svg", str(OUT))
