@@ -50,12 +50,21 @@ def run_of(span_id: bytes, roots: list[SpanRow]) -> SpanRow | None:
 
 
 def _path_to(root: SpanRow, span_id: bytes) -> list[SpanRow]:
-    stack: list[tuple[SpanRow, list[SpanRow]]] = [(root, [root])]
+    # Parent links instead of a path per stack entry: linear even on a 100,000-deep chain.
+    parent_of: dict[bytes, SpanRow] = {}
+    stack = [root]
     while stack:
-        node, path = stack.pop()
+        node = stack.pop()
         if node.span_id == span_id:
+            path = [node]
+            while node is not root:
+                node = parent_of[node.span_id]
+                path.append(node)
+            path.reverse()
             return path
-        stack.extend((c, [*path, c]) for c in node.children)
+        for child in node.children:
+            parent_of[child.span_id] = node
+            stack.append(child)
     return []
 
 

@@ -27,6 +27,12 @@ INT64_MAX = (1 << 63) - 1
 MAX_TOKENS = 1 << 40
 _NORMALIZED_LIMITS = tuple(MAX_TOKENS if c.endswith("_tokens") else INT64_MAX for c in semconv.NORMALIZED_COLUMNS)
 _NO_NORMALIZED = (None,) * len(semconv.NORMALIZED_COLUMNS)
+#: (index, limit) of the normalized columns that can hold integers (checked for every span).
+_INT_LIMITS = tuple(
+    (i, limit)
+    for i, (name, limit) in enumerate(zip(semconv.NORMALIZED_COLUMNS, _NORMALIZED_LIMITS))
+    if name.endswith(("_tokens", "_ns", "_count"))
+)
 UNKNOWN_SERVICE = "unknown_service"
 _ZERO_TRACE_ID = bytes(16)
 _ZERO_SPAN_ID = bytes(8)
@@ -227,8 +233,13 @@ def _normalized(span) -> tuple:
     except Exception:
         log.warning("could not normalize span %r; stored without LLM fields", span.name, exc_info=True)
         return _NO_NORMALIZED
-    if any(type(v) is int and abs(v) > limit for v, limit in zip(values, _NORMALIZED_LIMITS)):
-        values = tuple(None if type(v) is int and abs(v) > limit else v for v, limit in zip(values, _NORMALIZED_LIMITS))
+    for i, limit in _INT_LIMITS:
+        v = values[i]
+        if type(v) is int and abs(v) > limit:
+            values = tuple(
+                None if type(v) is int and abs(v) > limit else v for v, limit in zip(values, _NORMALIZED_LIMITS)
+            )
+            break
     if values[_N["cost_usd"]] is None and values[_N["llm_kind"]] in ("llm", "embedding"):
         values = _priced(values, span.start_time_unix_nano)
     return values
