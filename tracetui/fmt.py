@@ -75,7 +75,7 @@ def fmt_duration(ns: int | None) -> str:
 
 
 def fmt_clock(ns: int, now_ns: int | None = None) -> str:
-    """Local wall-clock time; the date too when it is not today."""
+    """Local wall-clock time (8 cells); month-day and minutes when not today (11); the date in another year."""
     if ns <= 0:
         return "—"
     seconds = ns / 1e9
@@ -87,7 +87,7 @@ def fmt_clock(ns: int, now_ns: int | None = None) -> str:
     if (local.tm_year, local.tm_yday) == (today.tm_year, today.tm_yday):
         return time.strftime("%H:%M:%S", local)
     if local.tm_year == today.tm_year:
-        return time.strftime("%b %d %H:%M", local)
+        return time.strftime("%m-%d %H:%M", local)  # 11 cells, like the time column
     return time.strftime("%Y-%m-%d", local)
 
 

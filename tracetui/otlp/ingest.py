@@ -78,6 +78,10 @@ def ingest(writer: Writer, signal: Signal, payload: bytes | Message) -> IngestRe
     Never raises for bad input.
     """
     parse, decode, response_type, partial_type = _SIGNALS[signal]
+    reason = writer.busy()
+    if reason is not None:
+        # Overloaded: say so before decoding, which would only add to the backlog's cost.
+        return IngestResult(Outcome.BUSY, message=f"{reason}; retry later")
     try:
         request = parse(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else payload
         decoded = decode(request)

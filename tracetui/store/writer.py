@@ -468,6 +468,16 @@ class Writer:
             self._cond.notify()
         return ticket
 
+    def busy(self) -> str | None:
+        """Why a new export should be told to retry later, before anyone spends time decoding it."""
+        with self._cond:
+            if self._stopping:
+                return "receiver is shutting down"
+            backlog_s = self._pending_spans / self._rate if self._rate else 0.0
+            if self._pending_spans >= self.max_pending_spans or backlog_s > MAX_BACKLOG_SECONDS:
+                return f"tracetui is busy writing ({self._pending_spans} spans waiting, ~{backlog_s:.1f}s of work)"
+        return None
+
     def set_status(self, **status: object) -> None:
         """Record receiver facts in the database (written by the writer thread)."""
         with self._cond:
