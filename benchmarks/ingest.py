@@ -64,7 +64,7 @@ def server_cmd(name: str, db: Path) -> list[str]:
     if name == "naive":
         return [PYTHON, str(BENCH_DIR / "servers.py"), "naive", "--port", "0", "--db", str(db)]
     if name == "tracetui":
-        return [PYTHON, "-m", "tracetui", "serve", "--headless", "--db", str(db), "--grpc-port", "0"]
+        return [PYTHON, "-m", "tracetui", "serve", "--headless", "--db", str(db), "--grpc-port", "0", "--http-port", "0"]
     raise ValueError(name)
 
 
