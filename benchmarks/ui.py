@@ -575,7 +575,7 @@ def main() -> int:
 
         def start_traffic() -> None:
             nonlocal receiver, load
-            receiver = ServerProc([PYTHON, "-m", "tracetui", "serve", "--headless", "--db", str(work), "--grpc-port", "0"])
+            receiver = ServerProc([PYTHON, "-m", "tracetui", "serve", "--headless", "--db", str(work), "--grpc-port", "0", "--http-port", "0"])
             addr = receiver.wait_ready()
             load = Load(addr, clients=4, spans_per_request=512, rate=args.rate, duration=600, seed=3)
             load.wait_ready()

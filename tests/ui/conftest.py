@@ -67,7 +67,10 @@ def agent_db(tmp_path: Path) -> Path:
 def make_app(db: Path, poll_interval: float | None = None):
     from tracetui.ui.app import TraceTuiApp
 
-    return TraceTuiApp(Reader(db), listen="127.0.0.1:4317", poll_interval=poll_interval, clock=lambda: FIXED_NOW_NS)
+    # freeze_gc=False: gc.freeze() is process-wide; the test process runs many apps.
+    return TraceTuiApp(
+        Reader(db), listen="127.0.0.1:4317", poll_interval=poll_interval, clock=lambda: FIXED_NOW_NS, freeze_gc=False
+    )
 
 
 async def settle(pilot, rounds: int = 3) -> None:

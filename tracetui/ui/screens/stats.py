@@ -19,6 +19,7 @@ from textual.widgets import DataTable, Footer, Sparkline, Static
 
 from tracetui.fmt import fmt_cost, fmt_duration, safe_text
 from tracetui.stats import GROUPINGS, WINDOWS, GroupStats, compute
+from tracetui.ui.lifecycle import forget_worker_when_done, unwatch_app
 from tracetui.ui.widgets.status_header import StatusHeader
 
 #: (column title, GroupStats attribute, formatter)
@@ -119,6 +120,9 @@ class StatsScreen(Screen):
         self.watch(self.app, "counters", self._counters_changed, init=True)
         self.recompute()
 
+    def on_unmount(self) -> None:
+        unwatch_app(self)  # else the app's watcher lists keep this screen alive until the next change
+
     def _counters_changed(self, update) -> None:
         if update is not None:
             self.query_one(StatusHeader).update_counters(update.counters, update.receiver_alive, update.at_monotonic)
@@ -133,6 +137,7 @@ class StatsScreen(Screen):
         self._compute(self.by, self.window, self.filter_text)
 
     @work(thread=True, group="stats", exit_on_error=False, description="compute stats")
+    @forget_worker_when_done
     def _compute(self, by: str, window: str, filter_text: str) -> None:
         try:
             from tracetui import filters

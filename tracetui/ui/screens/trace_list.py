@@ -15,6 +15,7 @@ from textual.widgets import Footer, Static
 from tracetui.filters import Filter, parse
 from tracetui.fmt import safe_text
 from tracetui.store.reader import TraceRow
+from tracetui.ui.lifecycle import forget_worker_when_done, set_display, unwatch_app
 from tracetui.ui.widgets.cursor_list import CursorList
 from tracetui.ui.widgets.filter_bar import FilterBar, toggle_term
 from tracetui.ui.widgets.status_header import StatusHeader
@@ -80,6 +81,7 @@ class TraceListScreen(Screen):
         self._max_seq = 0
         self._loading = False
         self._pending_offset: int | None = None
+        self._banner_text: Text | None = None
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(self.app.listen, id="status")  # type: ignore[attr-defined]
@@ -94,6 +96,9 @@ class TraceListScreen(Screen):
         self.watch(self.app, "counters", self._counters_changed, init=True)
         self.query_one("#new-banner").display = False
         self.request_window(0)
+
+    def on_unmount(self) -> None:
+        unwatch_app(self)
 
     @property
     def table(self) -> TraceTable:
@@ -125,6 +130,7 @@ class TraceListScreen(Screen):
         self._load_window(offset, self.horizon, where, self.filter.text)
 
     @work(thread=True, group="trace-list", exit_on_error=False, description="load trace list window")
+    @forget_worker_when_done
     def _load_window(self, offset: int, horizon: int | None, where, filter_text: str) -> None:
         reader = self.app.reader  # type: ignore[attr-defined]
         try:
@@ -152,11 +158,13 @@ class TraceListScreen(Screen):
             if self.following:
                 self._max_seq = message.max_seq
             self.newer = message.newer
-            self.table.set_window(message.offset, message.rows, message.total)
+            table = self.table
+            table.set_window(message.offset, message.rows, message.total)
             self._update_banner()
             empty = message.total == 0 and self.following and self.filter.is_empty()
-            self.query_one("#empty").display = empty
-            self.table.display = not empty
+            set_display(self.query_one("#empty"), empty)
+            set_display(table, not empty)
+            self.app.startup_done()  # type: ignore[attr-defined]
         if self._pending_offset is not None or message.horizon != self.horizon or message.filter_text != self.filter.text:
             offset = self._pending_offset if self._pending_offset is not None else self._window_offset()
             self._pending_offset = None
@@ -185,6 +193,12 @@ class TraceListScreen(Screen):
         self.request_window(0)
 
     def _update_banner(self) -> None:
+        """The filter / "N new" line above the list.
+
+        Called on every data change, so it costs a repaint of one line, not a layout:
+        the banner is one row high whatever it says (app.tcss), so its text is
+        replaced with ``layout=False``; only showing or hiding it moves the list.
+        """
         banner = self.query_one("#new-banner", Static)
         text = Text()
         if not self.filter.is_empty():
@@ -192,8 +206,10 @@ class TraceListScreen(Screen):
             text.append(f"  ({self.table.row_count:,} runs match; / to edit)", style="dim")
         if self.newer and not self.following:
             text.append(f" ↑ {self.newer:,} new — press g to jump to the newest", style="bold")
-        banner.update(text)
-        banner.display = bool(text.plain)
+        if text != self._banner_text:
+            self._banner_text = text
+            banner.update(text, layout=False)
+        set_display(banner, bool(text.plain))
 
     # --- filtering -----------------------------------------------------------
 

@@ -17,6 +17,7 @@ from tracetui.store.reader import SpanDetail, TraceRow
 from tracetui.filters import Filter, parse
 from tracetui.drill import critical_path, path_summary, run_of, run_roots, slowest_spans, walk
 from tracetui.tree import TreeLine, build_tree, flatten
+from tracetui.ui.lifecycle import forget_worker_when_done, unwatch_app
 from tracetui.ui.widgets.cursor_list import CursorList
 from tracetui.ui.widgets.filter_bar import FilterBar
 from tracetui.ui.widgets.span_detail import SpanDetailPane
@@ -142,6 +143,7 @@ class TraceScreen(Screen):
 
     def on_unmount(self) -> None:
         self.app.pin(None)  # type: ignore[attr-defined]
+        unwatch_app(self)  # else the app's watcher lists keep this screen (and its spans) alive
 
     def on_mount(self) -> None:
         self.app.pin(self.trace_id)  # type: ignore[attr-defined]
@@ -171,6 +173,7 @@ class TraceScreen(Screen):
         self._load_trace(self.trace_id, frozenset(self.collapsed), self.trace)
 
     @work(thread=True, group="trace", exit_on_error=False, description="load trace")
+    @forget_worker_when_done
     def _load_trace(self, trace_id: bytes, collapsed: frozenset[bytes], known: TraceRow | None) -> None:
         reader = self.app.reader  # type: ignore[attr-defined]
         try:
@@ -292,6 +295,7 @@ class TraceScreen(Screen):
         self._load_detail(self.trace_id, line.span.span_id)
 
     @work(thread=True, group="detail", exit_on_error=False, description="load span detail")
+    @forget_worker_when_done
     def _load_detail(self, trace_id: bytes, span_id: bytes) -> None:
         try:
             detail = self.app.reader.span_detail(trace_id, span_id)  # type: ignore[attr-defined]
@@ -475,6 +479,7 @@ class TraceScreen(Screen):
         self.waterfall.focus()
 
     @work(thread=True, group="span-filter", exit_on_error=False, description="filter spans")
+    @forget_worker_when_done
     def _match_spans(self, trace_id: bytes, flt: Filter) -> None:
         try:
             ids = self.app.reader.matching_span_ids(trace_id, flt.span_where("spans"))  # type: ignore[attr-defined]
@@ -499,6 +504,7 @@ class TraceScreen(Screen):
         self._find_neighbor(self.trace_id, newer=True)
 
     @work(thread=True, group="neighbor", exit_on_error=False, description="find the next trace")
+    @forget_worker_when_done
     def _find_neighbor(self, trace_id: bytes, newer: bool) -> None:
         found = self.app.reader.neighbor_trace(trace_id, newer=newer, horizon=self.horizon)  # type: ignore[attr-defined]
         self.post_message(NeighborFound(found, newer))

@@ -8,7 +8,9 @@ many traces the database has.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 from rich.segment import Segment
 from rich.style import Style
@@ -49,8 +51,9 @@ COLUMNS: tuple[Column, ...] = (
 MIN_RUN_WIDTH = 28
 
 
-def layout(width: int) -> list[tuple[Column, int]]:
-    """Which columns fit in ``width`` cells and how wide each is."""
+@lru_cache(maxsize=16)
+def layout(width: int) -> tuple[tuple[Column, int], ...]:
+    """Which columns fit in ``width`` cells and how wide each is (cached: drawn for every row)."""
     shown = list(COLUMNS)
     while True:
         fixed = sum(c.width + 1 for c in shown if c.key != "run")
@@ -59,7 +62,7 @@ def layout(width: int) -> list[tuple[Column, int]]:
         drop = max((c for c in shown if c.key != "run"), key=lambda c: c.priority)
         shown.remove(drop)
     fixed = sum(c.width + 1 for c in shown if c.key != "run")
-    return [(c, max(MIN_RUN_WIDTH, width - fixed) if c.key == "run" else c.width) for c in shown]
+    return tuple((c, max(MIN_RUN_WIDTH, width - fixed) if c.key == "run" else c.width) for c in shown)
 
 
 def cell_text(column: Column, row: TraceRow, now_ns: int | None = None, threshold: float = 0.5) -> str:
@@ -132,29 +135,56 @@ class TraceTable(CursorList):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._rows: dict[int, TraceRow] = {}
+        self._loaded = range(0)
         self._requested: int | None = None
+        #: The local date the cached lines were drawn on (the TIME column shows the date for other days).
+        self._day: tuple[int, int] | None = None
 
     # --- data ----------------------------------------------------------------
 
     def set_window(self, offset: int, rows: list[TraceRow], total: int) -> None:
-        """Replace the loaded window (called by the screen, on the event loop)."""
+        """Replace the loaded window (called by the screen, on the event loop).
+
+        The lines already drawn are kept (``row_key`` covers everything a row shows),
+        and the list is not repainted at all when the rows on screen did not change:
+        the usual case when the user has scrolled away from the newest traces and
+        new ones keep arriving above.
+        """
+        before = self._visible_keys()
+        old_total = self.row_count
         self._rows = {offset + i: row for i, row in enumerate(rows)}
+        self._loaded = range(offset, offset + len(rows))
         self._requested = None
-        self.set_row_count(total)
+        now = time.localtime(self.app.clock() / 1e9)  # type: ignore[attr-defined]
+        today = (now.tm_year, now.tm_yday)
+        same_day = today == self._day
+        self._day = today
+        self.set_row_count(
+            total,
+            keep_cache=same_day,
+            repaint=not same_day or total != old_total or self._visible_keys() != before,
+        )
+
+    def _visible_keys(self) -> list[object]:
+        top = self.scroll_offset.y
+        return [self.row_key(i) for i in range(top, min(self.row_count, top + self.body_height))]
 
     def row_at(self, index: int) -> TraceRow | None:
         return self._rows.get(index)
 
     @property
     def loaded_range(self) -> range:
-        return range(min(self._rows), max(self._rows) + 1) if self._rows else range(0)
+        return self._loaded
 
     def row_key(self, index: int) -> object:
         row = self._rows.get(index)
         if row is None:
             return (index, None)
-        return (index, row.trace_id, row.span_count, row.end_ns, row.error_count, row.root_name, row.llm_calls,
-                row.cost_usd, row.groundedness, row.evals_passed, row.evals_total, row.slowest_name)  # fmt: skip
+        # Everything a row shows: lines are reused across window reloads.
+        return (index, row.trace_id, row.span_count, row.start_ns, row.end_ns, row.error_count, row.root_name,
+                row.first_name, row.service, row.llm_calls, row.input_tokens, row.output_tokens, row.cost_usd,
+                row.unpriced_calls, row.groundedness, row.evals_passed, row.evals_total, row.slowest_name,
+                row.slowest_ns)  # fmt: skip
 
     def _need(self, index: int) -> None:
         offset = max(0, index - WINDOW // 2)
@@ -173,7 +203,7 @@ class TraceTable(CursorList):
     # --- drawing -------------------------------------------------------------
 
     def render_header(self, line: int, width: int) -> Strip:
-        style = self.get_component_rich_style("trace-table--header")
+        style = self.component_style("trace-table--header")
         segments = [Segment(" ", style)]
         for column, w in layout(width - 1):
             segments.append(pad(column.title, w, style, right=column.right))
@@ -181,19 +211,20 @@ class TraceTable(CursorList):
         return Strip(segments).crop_extend(0, width, style)
 
     def render_row(self, index: int, width: int, cursor: bool) -> Strip:
-        base = self.rich_style
+        base = self.base_style
         if cursor:
-            base = base + self.get_component_rich_style("trace-table--cursor")
+            base = base + self.component_style("trace-table--cursor")
         row = self._rows.get(index)
         if row is None:
             self._need(index)
-            loading = base + self.get_component_rich_style("trace-table--loading")
+            loading = base + self.component_style("trace-table--loading")
             return Strip([Segment("  …", loading)])
-        error = self.get_component_rich_style("trace-table--error", partial=True)
-        dim = self.get_component_rich_style("trace-table--dim", partial=True)
-        now_ns = self.app.clock()  # type: ignore[attr-defined]
-        threshold = getattr(self.app, "threshold", 0.5)
-        good = self.get_component_rich_style("trace-table--good", partial=True)
+        error = self.component_style("trace-table--error", partial=True)
+        dim = self.component_style("trace-table--dim", partial=True)
+        app = self.app
+        now_ns = app.clock()  # type: ignore[attr-defined]
+        threshold = getattr(app, "threshold", 0.5)
+        good = self.component_style("trace-table--good", partial=True)
         segments = [Segment(" ", base)]
         for column, w in layout(width - 1):
             style = base

@@ -194,10 +194,10 @@ class Waterfall(CursorList):
     def render_row(self, index: int, width: int, cursor: bool) -> Strip:
         line = self.lines[index]
         span = line.span
-        base = self.rich_style
+        base = self.base_style
         if cursor:
-            base = base + self.get_component_rich_style("waterfall--cursor")
-        partial = lambda name: self.get_component_rich_style(name, partial=True)  # noqa: E731
+            base = base + self.component_style("waterfall--cursor")
+        partial = lambda name: self.component_style(name, partial=True)  # noqa: E731
 
         name_w = self.name_width(width)
         segments: list[Segment] = [Segment(" ", base)]
