@@ -36,7 +36,7 @@ class Column:
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("time", "TIME", 8, priority=1),
+    Column("time", "TIME", 11, priority=1),
     Column("run", "RUN", 0, priority=0),  # takes the remaining width
     Column("service", "SERVICE", 14, priority=3),
     Column("duration", "DURATION", 8, right=True, priority=1),
