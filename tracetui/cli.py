@@ -86,6 +86,8 @@ def main() -> None:
                    "Default: prices.toml in the user config directory, if present.")  # fmt: skip
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Evaluation score at or above which a result passes (groundedness badges).")  # fmt: skip
+@click.option("--route-attribute", default=None, metavar="KEY",
+              help="Span attribute naming the route on the stats screen (default: service / run name).")  # fmt: skip
 @click.option("--exit-with-parent", is_flag=True, hidden=True)
 def serve(
     db: Path | None,
@@ -101,6 +103,7 @@ def serve(
     max_age: str | None,
     prices: Path | None,
     threshold: float,
+    route_attribute: str | None,
     exit_with_parent: bool,
 ) -> None:
     """Receive OTLP traces and show them live (the receiver runs in its own process)."""
@@ -133,7 +136,8 @@ def serve(
     from tracetui.ui.app import run_app
 
     try:
-        run_app(settings.db_path, receiver=receiver, listen=ready.grpc, http=ready.http, threshold=threshold)
+        run_app(settings.db_path, receiver=receiver, listen=ready.grpc, http=ready.http, threshold=threshold,
+                route_attribute=route_attribute)  # fmt: skip
     finally:
         code = receiver.stop()
         lines = [line for line in receiver.lines if not line.startswith("tracetui: listening")]
@@ -147,14 +151,16 @@ def serve(
 @_db_option
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Evaluation score at or above which a result passes.")  # fmt: skip
-def view(db: Path | None, threshold: float) -> None:
+@click.option("--route-attribute", default=None, metavar="KEY",
+              help="Span attribute naming the route on the stats screen (default: service / run name).")  # fmt: skip
+def view(db: Path | None, threshold: float, route_attribute: str | None) -> None:
     """Open the UI over an existing database; follows it live while a receiver writes."""
     path = _resolve_db(db)
     if not path.exists():
         raise click.ClickException(f"no database at {path} (start `tracetui serve` first, or pass --db)")
     from tracetui.ui.app import run_app
 
-    run_app(path, threshold=threshold)
+    run_app(path, threshold=threshold, route_attribute=route_attribute)
 
 
 @main.command()

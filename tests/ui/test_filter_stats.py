@@ -138,3 +138,17 @@ async def test_stats_follow_the_list_filter(fixtures_db: Path) -> None:
         await pilot.press("S")
         await settle(pilot)
         assert {g.key for g in app.screen.groups} == {"gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano"}
+
+
+async def test_stats_routes_by_the_configured_attribute(agent_db: Path) -> None:
+    """With a route attribute (here the agent's conversation id on the run's root span), routes are its values."""
+    app = make_app(agent_db)
+    app.route_attribute = "gen_ai.conversation.id"
+    async with app.run_test(size=(150, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("S")
+        await settle(pilot)
+        await pilot.press("b")  # by model -> by route
+        await settle(pilot)
+        assert app.screen.by == "route"
+        assert {g.key for g in app.screen.groups} == {"ticket-4821", "ticket-4822"}

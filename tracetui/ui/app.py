@@ -112,6 +112,8 @@ class TraceTuiApp(App[None]):
         self._watcher: DbWatcher | None = None
         self.clock = clock
         self.threshold = threshold
+        #: Span attribute that names a route on the stats screen (None: service / run name).
+        self.route_attribute: str | None = None
         reader.threshold = threshold
         self.baseline_counters: Counters | None = None
         self._freeze_gc = freeze_gc
@@ -211,7 +213,13 @@ class TraceTuiApp(App[None]):
 
 
 def run_app(
-    db_path: Path, *, receiver=None, listen: str | None = None, http: str | None = None, threshold: float = 0.5
+    db_path: Path,
+    *,
+    receiver=None,
+    listen: str | None = None,
+    http: str | None = None,
+    threshold: float = 0.5,
+    route_attribute: str | None = None,
 ) -> None:
     """Run the UI over ``db_path`` until the user quits."""
     reader = Reader(db_path, threshold=threshold)
@@ -220,6 +228,7 @@ def run_app(
             reader, listen=listen, receiver_alive=receiver.alive if receiver else None, threshold=threshold
         )
         app.http = http
+        app.route_attribute = route_attribute
         app.run()
     finally:
         reader.close()

@@ -145,7 +145,14 @@ class StatsScreen(Screen):
             where = filters.parse(filter_text).span_where("spans") if filter_text.strip() else ("1", [])
             reader = self.app.reader  # type: ignore[attr-defined]
             groups = reader.run(
-                lambda conn: compute(conn, by, window_s=WINDOWS[window], now_ns=self.app.clock(), span_where=where)  # type: ignore[attr-defined]
+                lambda conn: compute(
+                    conn,
+                    by,
+                    window_s=WINDOWS[window],
+                    now_ns=self.app.clock(),  # type: ignore[attr-defined]
+                    span_where=where,
+                    route_attribute=getattr(self.app, "route_attribute", None),
+                )
             )
         except Exception as exc:
             self.post_message(StatsComputed([], str(exc)))
