@@ -142,6 +142,9 @@ def plain_attributes(attributes) -> dict:
 
 
 def any_value(value) -> AnyValue:
+    """A Python value as an OTLP AnyValue (AnyValues pass through)."""
+    if isinstance(value, AnyValue):
+        return value
     if value is None:
         return AnyValue()
     if isinstance(value, bool):

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from helpers import any_value, kv_list
 from tracetui import evals
 from tracetui.evals import Evaluation, from_log_record, from_span, is_groundedness, passed
 from tracetui.otlp.files import read_length_delimited
@@ -31,30 +32,8 @@ EVENT_NS = START_NS + 1_500_000_000
 # --- builders ------------------------------------------------------------------------
 
 
-def av(value) -> AnyValue:
-    if isinstance(value, AnyValue):
-        return value
-    if value is None:
-        return AnyValue()
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, str):
-        return AnyValue(string_value=value)
-    if isinstance(value, bytes):
-        return AnyValue(bytes_value=value)
-    if isinstance(value, list):
-        return AnyValue(array_value=ArrayValue(values=[av(v) for v in value]))
-    if isinstance(value, dict):
-        return AnyValue(kvlist_value=KeyValueList(values=kvs(value)))
-    raise TypeError(value)
-
-
 def kvs(attrs: dict | None) -> list[KeyValue]:
-    return [KeyValue(key=k, value=av(v)) for k, v in (attrs or {}).items()]
+    return kv_list(attrs or {})
 
 
 def event(attrs: dict, name: str = "gen_ai.evaluation.result", time_ns: int = EVENT_NS) -> Span.Event:
@@ -96,7 +75,7 @@ def log_record(
         attributes=kvs(attrs),
     )
     if body is not None:
-        record.body.CopyFrom(av(body))
+        record.body.CopyFrom(any_value(body))
     return record
 
 
@@ -460,8 +439,8 @@ def test_malformed_scores_become_none_and_the_result_survives_on_its_label(score
     for s in (
         span(events=[event(ga(score=score))]),
         span(ga(score=score)),
-        span({"evaluations.0.evaluation.name": "groundedness", "evaluations.0.evaluation.score": av(score), "evaluations.0.evaluation.label": "grounded"}),
-        span({"eval.groundedness.score": av(score), "eval.groundedness.label": "grounded"}),
+        span({"evaluations.0.evaluation.name": "groundedness", "evaluations.0.evaluation.score": any_value(score), "evaluations.0.evaluation.label": "grounded"}),
+        span({"eval.groundedness.score": any_value(score), "eval.groundedness.label": "grounded"}),
     ):
         (got,) = from_span(s)
         assert got.score == expected and got.label == "grounded"

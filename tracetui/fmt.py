@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-import unicodedata
 
 # C0/C1 controls (ESC, BEL, CR...), DEL, and the bidirectional/zero-width
 # format characters that can reorder or hide text on a terminal.
@@ -108,11 +107,6 @@ def fmt_bytes(n: int) -> str:
             return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
         n /= 1024
     return f"{n:.1f}GB"
-
-
-def display_width(text: str) -> int:
-    """Terminal cells taken by text (wide East Asian characters count 2)."""
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def fmt_cost(usd: float | None) -> str:

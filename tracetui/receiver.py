@@ -18,7 +18,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TextIO
 
 from tracetui import pricing
@@ -211,7 +210,3 @@ class ReceiverProcess:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
-
-
-def db_path_arg(path: str | os.PathLike[str]) -> Path:
-    return Path(path).expanduser().resolve()

@@ -145,7 +145,7 @@ def _clamp_ns(value: int) -> int:
     return value if value <= INT64_MAX else INT64_MAX
 
 
-def _source(out: Decoded, resource: Resource, resource_bytes: bytes, service: str, scope, schema_url: str) -> bytes:
+def _source(out: Decoded, resource_bytes: bytes, service: str, scope, schema_url: str) -> bytes:
     """Register a resource + scope pair; returns its digest."""
     scope_bytes = scope.SerializeToString()
     digest = hashlib.blake2b(
@@ -165,7 +165,7 @@ def decode_spans(request: ExportTraceServiceRequest) -> Decoded:
         service = service_name(resource)
         for scope_spans in resource_spans.scope_spans:
             schema_url = scope_spans.schema_url or resource_spans.schema_url
-            digest = _source(out, resource, resource_bytes, service, scope_spans.scope, schema_url)
+            digest = _source(out, resource_bytes, service, scope_spans.scope, schema_url)
             for span in scope_spans.spans:
                 row = _span_row(span, digest, service, out)
                 if row is not None:
@@ -299,7 +299,7 @@ def decode_logs(request: ExportLogsServiceRequest) -> Decoded:
         service = service_name(resource)
         for scope_logs in resource_logs.scope_logs:
             schema_url = scope_logs.schema_url or resource_logs.schema_url
-            digest = _source(out, resource, resource_bytes, service, scope_logs.scope, schema_url)
+            digest = _source(out, resource_bytes, service, scope_logs.scope, schema_url)
             for record in scope_logs.log_records:
                 trace_id, span_id = record.trace_id, record.span_id
                 if trace_id and (len(trace_id) != 16):
@@ -365,7 +365,3 @@ def any_value_to_python(value: AnyValue, _depth: int = 0) -> object:
     if kind == "kvlist_value":
         return {kv.key: any_value_to_python(kv.value, _depth + 1) for kv in value.kvlist_value.values}
     return None
-
-
-#: Older name, kept for callers written before logs were decoded too.
-DecodedSpans = Decoded

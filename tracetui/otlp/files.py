@@ -27,10 +27,3 @@ def read_length_delimited(path: Path) -> Iterator[bytes]:
             raise FramingError(f"{path}: record at byte {offset - 4} claims {size} bytes, only {len(data) - offset} left")
         yield data[offset : offset + size]
         offset += size
-
-
-def write_length_delimited(path: Path, records: list[bytes]) -> None:
-    with open(path, "wb") as fh:
-        for record in records:
-            fh.write(struct.pack(">I", len(record)))
-            fh.write(record)

@@ -27,7 +27,6 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-import sqlite_utils
 
 SCHEMA_VERSION = 6
 
@@ -310,8 +309,3 @@ def migrate(conn: sqlite3.Connection) -> int:
             conn.execute("ROLLBACK")
             raise
     return version
-
-
-def table_columns(conn: sqlite3.Connection, table: str) -> list[str]:
-    """Column names of ``table`` (used by migrations and tests)."""
-    return [c.name for c in sqlite_utils.Database(conn)[table].columns]

@@ -673,7 +673,6 @@ class Writer:
         deltas = [sum(a[i] - before.get(t, (0, 0, 0.0))[i] for t, a in after.items()) for i in range(3)]
         _add_meta(conn, span_count=inserted, trace_count=len(new_ids), llm_calls=deltas[0], tokens=deltas[1],
                   cost_usd=deltas[2])  # fmt: skip
-        self.spans_inserted_last = inserted
         return inserted
 
     @staticmethod

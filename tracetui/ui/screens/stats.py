@@ -117,15 +117,10 @@ class StatsScreen(Screen):
             table.add_column(title, key=title)
         table.focus()
         self.watch(self.app, "data_version", lambda _v: self.recompute(), init=False)
-        self.watch(self.app, "counters", self._counters_changed, init=True)
         self.recompute()
 
     def on_unmount(self) -> None:
         unwatch_app(self)  # else the app's watcher lists keep this screen alive until the next change
-
-    def _counters_changed(self, update) -> None:
-        if update is not None:
-            self.query_one(StatusHeader).update_counters(update.counters, update.receiver_alive, update.at_monotonic)
 
     # --- computing -----------------------------------------------------------
 

@@ -93,7 +93,6 @@ class TraceListScreen(Screen):
 
     def on_mount(self) -> None:
         self.watch(self.app, "data_version", self._data_changed, init=False)
-        self.watch(self.app, "counters", self._counters_changed, init=True)
         self.query_one("#new-banner").display = False
         self.request_window(0)
 
@@ -112,10 +111,6 @@ class TraceListScreen(Screen):
 
     def _data_changed(self, _version: int) -> None:
         self.request_window(self._window_offset())
-
-    def _counters_changed(self, update) -> None:
-        if update is not None:
-            self.query_one(StatusHeader).update_counters(update.counters, update.receiver_alive, update.at_monotonic)
 
     def _window_offset(self) -> int:
         return max(0, self.table.cursor_row - WINDOW // 2)

@@ -148,7 +148,6 @@ class TraceScreen(Screen):
     def on_mount(self) -> None:
         self.app.pin(self.trace_id)  # type: ignore[attr-defined]
         self.watch(self.app, "data_version", self._data_changed, init=False)
-        self.watch(self.app, "counters", self._counters_changed, init=True)
         self.query_one(Waterfall).focus()
         self.reload()
 
@@ -157,10 +156,6 @@ class TraceScreen(Screen):
         return self.query_one(Waterfall)
 
     # --- loading -------------------------------------------------------------
-
-    def _counters_changed(self, update) -> None:
-        if update is not None:
-            self.query_one(StatusHeader).update_counters(update.counters, update.receiver_alive, update.at_monotonic)
 
     def _data_changed(self, _version: int) -> None:
         self.reload()

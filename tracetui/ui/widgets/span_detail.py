@@ -117,7 +117,7 @@ def _messages(text: Text, detail: SpanDetail) -> None:
             text.append("\n")
 
 
-def evaluation_badge(name: str, score: float | None, label: str | None, threshold: float) -> tuple[str, str]:
+def evaluation_badge(score: float | None, label: str | None, threshold: float) -> tuple[str, str]:
     """(text, style) of a pass/fail badge, e.g. ("● 0.92 pass", "bold green")."""
     from tracetui.evals import passed
 
@@ -133,7 +133,7 @@ def _evaluations(text: Text, detail: SpanDetail, threshold: float) -> None:
         return
     _section(text, f"Evaluations ({len(detail.evaluations)})")
     for ev in detail.evaluations:
-        badge, style = evaluation_badge(ev["name"], ev["score"], ev["label"], threshold)
+        badge, style = evaluation_badge(ev["score"], ev["label"], threshold)
         text.append(f"  {safe_text(ev['name'], 60):<16} ", style="bold")
         text.append(badge, style=style)
         if ev["label"] and ev["score"] is not None:

@@ -11,6 +11,7 @@ from textual.widget import Widget
 
 from tracetui.fmt import fmt_bytes, fmt_cost, fmt_count, safe_text
 from tracetui.store.reader import Counters
+from tracetui.ui.lifecycle import unwatch_app
 
 #: A receiver whose heartbeat is older than this is shown as not running.
 STALE_HEARTBEAT_S = 10.0
@@ -36,6 +37,17 @@ class StatusHeader(Widget):
         self._samples: deque[tuple[float, int]] = deque()
         #: Counters when the UI started: the header shows what arrived since.
         self._baseline: Counters | None = None
+
+    def on_mount(self) -> None:
+        # Every screen has its own header; each follows the app's counters itself.
+        self.watch(self.app, "counters", self._counters_changed, init=True)
+
+    def on_unmount(self) -> None:
+        unwatch_app(self)  # else the app's watcher lists keep a closed screen's header alive
+
+    def _counters_changed(self, update) -> None:
+        if update is not None:
+            self.update_counters(update.counters, update.receiver_alive, update.at_monotonic)
 
     def update_counters(self, counters: Counters, receiver_alive: bool | None, at: float) -> None:
         self.counters = counters
