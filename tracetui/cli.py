@@ -77,6 +77,8 @@ def main() -> None:
               help="Largest export request accepted (after decompression).")  # fmt: skip
 @click.option("--max-pending-spans", type=click.IntRange(100), default=DEFAULT_MAX_PENDING_SPANS, show_default=True,
               help="Spans waiting for the disk before exporters are asked to retry.")  # fmt: skip
+@click.option("--decode-workers", type=click.IntRange(0, 64), default=None,
+              help="Processes that decode exports; 0 decodes in the receiver process. [default: one per core, up to 4]")  # fmt: skip
 @click.option("--max-spans", type=click.IntRange(1), default=None,
               help="Keep at most this many spans: the oldest whole traces go first.")  # fmt: skip
 @click.option("--max-db-mb", type=click.IntRange(1), default=None, help="Keep the data under this size (MB).")
@@ -98,6 +100,7 @@ def serve(
     headless: bool,
     max_request_mb: int,
     max_pending_spans: int,
+    decode_workers: int | None,
     max_spans: int | None,
     max_db_mb: int | None,
     max_age: str | None,
@@ -115,6 +118,7 @@ def serve(
         token=token or None,
         max_request_bytes=max_request_mb * 1024 * 1024,
         max_pending_spans=max_pending_spans,
+        **({"decode_workers": decode_workers} if decode_workers is not None else {}),
         max_spans=max_spans,
         max_db_mb=max_db_mb,
         max_age=max_age,

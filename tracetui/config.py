@@ -20,6 +20,12 @@ TOKEN_ENV = "TRACETUI_TOKEN"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
+def default_decode_workers() -> int:
+    """One decode process per core beyond the writer's, at least one, at most four."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores))
+
+
 def default_db_path() -> Path:
     """Where the database lives unless `--db` or `TRACETUI_DB` says otherwise."""
     env = os.environ.get(DB_ENV)
@@ -50,6 +56,8 @@ class ReceiverSettings:
     max_pending_spans: int = DEFAULT_MAX_PENDING_SPANS
     #: Handler threads: each decodes one export then waits for its commit (cheap while waiting).
     grpc_workers: int = 32
+    #: Processes that decode exports (0: decode in the receiver process itself).
+    decode_workers: int = field(default_factory=lambda: default_decode_workers())
     #: Exit when the parent process goes away (used by `tracetui serve`).
     exit_with_parent: bool = False
     extra: dict[str, str] = field(default_factory=dict)

@@ -178,6 +178,7 @@ def _merge(into: Decoded, decoded: Decoded, where: str, report: ImportReport) ->
     into.sources.update(decoded.sources)
     into.spans.extend(decoded.spans)
     into.logs.extend(decoded.logs)
+    into.evaluations.extend(decoded.evaluations)
     if decoded.rejected:
         report.rejected += decoded.rejected
         report.warnings.append(f"{where}: {decoded.rejection_message}")

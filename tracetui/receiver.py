@@ -22,6 +22,7 @@ from typing import TextIO
 
 from tracetui import pricing
 from tracetui.config import TOKEN_ENV, ReceiverSettings
+from tracetui.otlp.decoder import Decoder, InlineDecoder, ProcessDecoder, configure_pricing
 from tracetui.otlp.grpc_server import start_grpc_server
 from tracetui.store.retention import Retention, parse_age
 from tracetui.store.writer import Writer, receiver_status_defaults
@@ -42,12 +43,13 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
             flush=True,
         )
     try:
-        pricer = pricing.configure(settings.prices_path)
+        if settings.decode_workers:
+            pricing.configure(settings.prices_path)  # only to report a bad price file now; workers price
+        else:
+            configure_pricing(settings.prices_path)
     except pricing.PriceFileError as exc:
         print(f"tracetui: {exc}", file=err, flush=True)
         return 1
-    # Load the price data now, not during the first export (it takes a few hundred ms).
-    pricer.price(("gpt-4o",), "openai", {"input_tokens": 1, "output_tokens": 1}, time.time_ns())
     retention = Retention(
         max_spans=settings.max_spans,
         max_db_bytes=settings.max_db_mb * 1024 * 1024 if settings.max_db_mb else None,
@@ -59,6 +61,15 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
         print(f"tracetui: cannot open database {settings.db_path}: {exc}", file=err, flush=True)
         return 1
     writer.start()
+    decoder: Decoder = InlineDecoder()
+    if settings.decode_workers:
+        decoder = ProcessDecoder(settings.decode_workers, settings.prices_path)
+        try:
+            decoder.warm()
+        except Exception as exc:
+            writer.stop()
+            print(f"tracetui: cannot start the decode workers: {exc}", file=err, flush=True)
+            return 1
     try:
         server, port = start_grpc_server(
             writer,
@@ -67,8 +78,10 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
             max_request_bytes=settings.max_request_bytes,
             workers=settings.grpc_workers,
             token=settings.token,
+            decoder=decoder,
         )
     except OSError as exc:
+        decoder.close()
         writer.stop()
         print(f"tracetui: {exc}", file=err, flush=True)
         return 1
@@ -82,11 +95,13 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
         token=settings.token,
         workers=settings.grpc_workers,
         shutdown_grace_s=SHUTDOWN_GRACE_S,
+        decoder=decoder,
     )
     try:
         http_port = http.start()
     except OSError as exc:
         server.stop(grace=None).wait()
+        decoder.close()
         writer.stop()
         print(f"tracetui: {exc}", file=err, flush=True)
         return 1
@@ -111,6 +126,7 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
     grpc_stopped = server.stop(grace=SHUTDOWN_GRACE_S)
     http.stop()
     grpc_stopped.wait()
+    decoder.close()
     writer.stop()
     print(f"tracetui: stopped ({writer.spans_written} spans written)", file=err, flush=True)
     return 0
@@ -149,7 +165,7 @@ class ReceiverProcess:
             "--db", str(s.db_path), "--host", s.host, "--grpc-port", str(s.grpc_port),
             "--http-port", str(s.http_port),
             "--max-request-mb", str(max(1, s.max_request_bytes // (1024 * 1024))),
-            "--max-pending-spans", str(s.max_pending_spans),
+            "--max-pending-spans", str(s.max_pending_spans), "--decode-workers", str(s.decode_workers),
         ]  # fmt: skip
         for option, value in (("--max-spans", s.max_spans), ("--max-db-mb", s.max_db_mb), ("--max-age", s.max_age),
                               ("--prices", s.prices_path)):  # fmt: skip

@@ -48,6 +48,9 @@ class DecodeError(ValueError):
 class Source:
     """A resource + instrumentation scope pair, stored once per distinct value."""
 
+    #: The row id it is stored under: derived from the digest, so span rows can
+    #: carry it from the decoder (see Writer._store_sources for older databases).
+    id: int
     digest: bytes
     service: str
     resource: bytes
@@ -62,13 +65,18 @@ class Decoded:
     """What one export request (traces or logs) holds, ready for the writer."""
 
     sources: dict[bytes, Source] = field(default_factory=dict)
-    #: One tuple per accepted span, in ``SPAN_COLUMNS`` order; the source column
-    #: holds the source digest until the writer swaps in its row id.
+    #: One tuple per accepted span, in ``SPAN_COLUMNS`` order (then the
+    #: analysis columns, once tracetui.store.batch.prepare has run).
     spans: list[tuple] = field(default_factory=list)
     #: One tuple per accepted log record, in ``LOG_COLUMNS`` order.
     logs: list[tuple] = field(default_factory=list)
     #: Evaluation results found in spans or log records (see ``EVALUATION_COLUMNS``).
     evaluations: list[tuple] = field(default_factory=list)
+    #: Per trace: the summary of its spans here, as trace-row parameters
+    #: (tracetui.store.batch.prepare fills it, and the analysis columns of each row).
+    traces: dict[bytes, dict] = field(default_factory=dict)
+    #: Per trace whose spans all arrived here: its timing analysis, as trace-row fields.
+    timing: dict[bytes, dict] = field(default_factory=dict)
     rejected: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     #: What the rows are, for messages: "span(s)" or "log record(s)".
@@ -145,15 +153,19 @@ def _clamp_ns(value: int) -> int:
     return value if value <= INT64_MAX else INT64_MAX
 
 
-def _source(out: Decoded, resource_bytes: bytes, service: str, scope, schema_url: str) -> bytes:
-    """Register a resource + scope pair; returns its digest."""
+def _source(out: Decoded, resource_bytes: bytes, service: str, scope, schema_url: str) -> Source:
+    """Register a resource + scope pair."""
     scope_bytes = scope.SerializeToString()
     digest = hashlib.blake2b(
         resource_bytes + b"\x00" + scope_bytes + b"\x00" + schema_url.encode(), digest_size=16
     ).digest()
-    if digest not in out.sources:
-        out.sources[digest] = Source(digest, service, resource_bytes, scope.name, scope.version, scope_bytes, schema_url)
-    return digest
+    source = out.sources.get(digest)
+    if source is None:
+        source_id = int.from_bytes(digest[:8], "big", signed=True)
+        source = out.sources[digest] = Source(
+            source_id, digest, service, resource_bytes, scope.name, scope.version, scope_bytes, schema_url
+        )
+    return source
 
 
 def decode_spans(request: ExportTraceServiceRequest) -> Decoded:
@@ -165,9 +177,9 @@ def decode_spans(request: ExportTraceServiceRequest) -> Decoded:
         service = service_name(resource)
         for scope_spans in resource_spans.scope_spans:
             schema_url = scope_spans.schema_url or resource_spans.schema_url
-            digest = _source(out, resource_bytes, service, scope_spans.scope, schema_url)
+            source_id = _source(out, resource_bytes, service, scope_spans.scope, schema_url).id
             for span in scope_spans.spans:
-                row = _span_row(span, digest, service, out)
+                row = _span_row(span, source_id, service, out)
                 if row is not None:
                     out.spans.append(row)
                     _add_evaluations(out, evals.from_span(span))
@@ -182,7 +194,7 @@ def _add_evaluations(out: Decoded, found: list[evals.Evaluation]) -> None:
         )  # fmt: skip
 
 
-def _span_row(span, digest: bytes, service: str, out: Decoded) -> tuple | None:
+def _span_row(span, source_id: int, service: str, out: Decoded) -> tuple | None:
     trace_id = span.trace_id
     span_id = span.span_id
     if len(trace_id) != 16 or trace_id == _ZERO_TRACE_ID:
@@ -207,7 +219,7 @@ def _span_row(span, digest: bytes, service: str, out: Decoded) -> tuple | None:
         parent,
         span.name,
         span.kind,
-        digest,
+        source_id,
         service,
         _clamp_ns(span.start_time_unix_nano),
         _clamp_ns(span.end_time_unix_nano),
@@ -299,7 +311,7 @@ def decode_logs(request: ExportLogsServiceRequest) -> Decoded:
         service = service_name(resource)
         for scope_logs in resource_logs.scope_logs:
             schema_url = scope_logs.schema_url or resource_logs.schema_url
-            digest = _source(out, resource_bytes, service, scope_logs.scope, schema_url)
+            source = _source(out, resource_bytes, service, scope_logs.scope, schema_url)
             for record in scope_logs.log_records:
                 trace_id, span_id = record.trace_id, record.span_id
                 if trace_id and (len(trace_id) != 16):
@@ -319,7 +331,7 @@ def decode_logs(request: ExportLogsServiceRequest) -> Decoded:
                     _add_evaluations(out, evals.from_log_record(record))
                 out.logs.append(
                     (
-                        hashlib.blake2b(digest + raw, digest_size=16).digest(),
+                        hashlib.blake2b(source.digest + raw, digest_size=16).digest(),
                         trace_id if trace_id and any(trace_id) else None,
                         span_id if span_id and any(span_id) else None,
                         _clamp_ns(record.time_unix_nano),
@@ -327,7 +339,7 @@ def decode_logs(request: ExportLogsServiceRequest) -> Decoded:
                         record.severity_number,
                         record.severity_text,
                         event_name or None,
-                        digest,
+                        source.id,
                         service,
                         raw,
                     )

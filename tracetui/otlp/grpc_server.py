@@ -4,8 +4,8 @@ Both ``TraceService/Export`` and ``LogsService/Export`` are served on one
 port. Requests arrive as raw bytes (no grpc-level deserializer) so that an
 undecodable body gets ``INVALID_ARGUMENT`` with a readable reason instead of
 grpc's generic ``INTERNAL``. Each handler decodes its request on its own
-thread, hands the rows to the writer and answers only once they are
-committed.
+thread (or has a decode worker process do it, see tracetui.otlp.decoder),
+hands the rows to the writer and answers only once they are committed.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from tracetui.otlp.auth import bearer_ok
+from tracetui.otlp.decoder import Decoder, InlineDecoder
 from tracetui.otlp.ingest import RETRY_DELAY_S, Outcome, Signal, ingest
 from tracetui.store.writer import Writer
 
@@ -49,10 +50,11 @@ def _retryable_abort(context: grpc.ServicerContext, message: str, delay_s: float
 class ExportHandler:
     """The body of ``TraceService/Export`` and ``LogsService/Export``."""
 
-    def __init__(self, writer: Writer, signal: Signal, token: str | None = None) -> None:
+    def __init__(self, writer: Writer, signal: Signal, token: str | None = None, decoder: Decoder | None = None) -> None:
         self.writer = writer
         self.signal = signal
         self.token = token or None
+        self.decoder = decoder or InlineDecoder()
 
     def _authorized(self, context: grpc.ServicerContext) -> bool:
         assert self.token is not None
@@ -64,7 +66,7 @@ class ExportHandler:
             context.abort(
                 grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (authorization: Bearer TOKEN)"
             )
-        result = ingest(self.writer, self.signal, request_bytes)
+        result = ingest(self.writer, self.signal, request_bytes, self.decoder)
         if result.outcome is Outcome.INVALID:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, result.message)
         if result.outcome is Outcome.BUSY:
@@ -85,6 +87,7 @@ def start_grpc_server(
     max_request_bytes: int,
     workers: int = 32,
     token: str | None = None,
+    decoder: Decoder | None = None,
 ) -> tuple[grpc.Server, int]:
     """Start the gRPC server; returns it and the bound port.
 
@@ -110,7 +113,7 @@ def start_grpc_server(
                 service,
                 {
                     "Export": grpc.unary_unary_rpc_method_handler(
-                        ExportHandler(writer, signal, token),
+                        ExportHandler(writer, signal, token, decoder),
                         request_deserializer=_identity,
                         response_serializer=_identity,
                     )

@@ -36,6 +36,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 
 from tracetui.otlp.auth import bearer_ok
 from tracetui.otlp.decode import DecodeError
+from tracetui.otlp.decoder import Decoder, InlineDecoder
 from tracetui.otlp.ingest import RETRY_DELAY_S, Outcome, ingest
 from tracetui.otlp.otlp_json import message_to_json, parse_request
 from tracetui.store.writer import Writer
@@ -227,6 +228,7 @@ class HttpReceiver:
         host, port: where to listen; port 0 picks a free one (see :attr:`port`).
         max_request_bytes: largest body accepted, after decompression.
         token: when set, every export needs ``Authorization: Bearer TOKEN``.
+        decoder: where requests are decoded (default: in the handler thread).
         max_inflight_bytes: memory that bodies in flight may hold together
             before new ones are answered 429 (default: 4 requests' worth).
     """
@@ -242,8 +244,10 @@ class HttpReceiver:
         workers: int = 8,
         max_inflight_bytes: int | None = None,
         shutdown_grace_s: float = 10.0,
+        decoder: Decoder | None = None,
     ) -> None:
         self.writer = writer
+        self.decoder = decoder or InlineDecoder()
         self.host = host
         self.requested_port = port
         self.port = 0
@@ -475,7 +479,7 @@ class HttpReceiver:
         except DecodeError as exc:
             return _status(400, code_pb2.INVALID_ARGUMENT, str(exc))
         del body
-        result = ingest(self.writer, signal, payload)  # type: ignore[arg-type]
+        result = ingest(self.writer, signal, payload, self.decoder)  # type: ignore[arg-type]
         if result.outcome is Outcome.INVALID:
             return _status(400, code_pb2.INVALID_ARGUMENT, result.message)
         if result.outcome is Outcome.BUSY:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
@@ -26,14 +24,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from tracetui.otlp.decode import (
-    Decoded,
-    DecodeError,
-    decode_logs,
-    decode_spans,
-    parse_logs_request,
-    parse_trace_request,
-)
+from tracetui.otlp.decode import DecodeError
+from tracetui.otlp.decoder import Decoder, InlineDecoder, Signal
 from tracetui.store.writer import Overloaded, StoreUnavailable, Writer
 
 log = logging.getLogger(__name__)
@@ -42,8 +34,6 @@ log = logging.getLogger(__name__)
 COMMIT_TIMEOUT_S = 20.0
 #: Delay suggested to exporters when the writer is behind.
 RETRY_DELAY_S = 1.0
-
-Signal = Literal["traces", "logs"]
 
 
 class Outcome(enum.Enum):
@@ -63,28 +53,28 @@ class IngestResult:
     retry_after_s: float = RETRY_DELAY_S
 
 
-_SIGNALS: dict[str, tuple[Callable[[bytes], Message], Callable[[Message], Decoded], type, type]] = {
-    "traces": (parse_trace_request, decode_spans, ExportTraceServiceResponse, ExportTracePartialSuccess),
-    "logs": (parse_logs_request, decode_logs, ExportLogsServiceResponse, ExportLogsPartialSuccess),
+_RESPONSES: dict[str, tuple[type, type]] = {
+    "traces": (ExportTraceServiceResponse, ExportTracePartialSuccess),
+    "logs": (ExportLogsServiceResponse, ExportLogsPartialSuccess),
 }
+_INLINE = InlineDecoder()
 REQUEST_TYPES: dict[str, type] = {"traces": ExportTraceServiceRequest, "logs": ExportLogsServiceRequest}
 
 
-def ingest(writer: Writer, signal: Signal, payload: bytes | Message) -> IngestResult:
+def ingest(writer: Writer, signal: Signal, payload: bytes | Message, decoder: Decoder = _INLINE) -> IngestResult:
     """Store one export request and say how to answer it.
 
     ``payload`` is the serialized protobuf request, or an already parsed
     message (the HTTP JSON path parses JSON into the same message type).
     Never raises for bad input.
     """
-    parse, decode, response_type, partial_type = _SIGNALS[signal]
+    response_type, partial_type = _RESPONSES[signal]
     reason = writer.busy()
     if reason is not None:
         # Overloaded: say so before decoding, which would only add to the backlog's cost.
         return IngestResult(Outcome.BUSY, message=f"{reason}; retry later")
     try:
-        request = parse(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else payload
-        decoded = decode(request)
+        decoded = decoder.decode(signal, payload)
     except DecodeError as exc:
         return IngestResult(Outcome.INVALID, message=str(exc))
     except Exception as exc:  # never let a hostile payload surface as an internal error
