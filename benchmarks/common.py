@@ -674,7 +674,14 @@ class ServerProc:
 
 
 class ProcSampler(threading.Thread):
-    """Samples a process's RSS (peak) and CPU time."""
+    """Samples a process tree's memory (peak) and CPU time.
+
+    The tree is the process and all its descendants (tracetui's decode workers
+    and their fork server), re-listed at every sample. Memory is the sum of the
+    processes' RSS: an upper bound, since pages a worker shares with the fork
+    server it came from are counted in both. CPU of a process that exits keeps
+    its last sampled value.
+    """
 
     def __init__(self, pid: int, interval: float = 0.05) -> None:
         super().__init__(daemon=True)
@@ -684,17 +691,26 @@ class ProcSampler(threading.Thread):
         self.interval = interval
         self.peak_rss = 0
         self.stop_ev = threading.Event()
+        self._cpu_by_pid: dict[int, float] = {}
         self.cpu0 = self._cpu()
         self.cpu1 = self.cpu0
         self.t0 = time.monotonic()
         self.t1 = self.t0
 
-    def _cpu(self) -> float:
+    def _tree(self) -> list:
         try:
-            c = self.p.cpu_times()
-            return c.user + c.system
+            return [self.p, *self.p.children(recursive=True)]
         except Exception:
-            return self.cpu1 if hasattr(self, "cpu1") else 0.0
+            return [self.p]
+
+    def _cpu(self, tree: list | None = None) -> float:
+        for proc in tree if tree is not None else self._tree():
+            try:
+                c = proc.cpu_times()
+                self._cpu_by_pid[proc.pid] = c.user + c.system
+            except Exception:
+                pass
+        return sum(self._cpu_by_pid.values())
 
     def reset(self) -> None:
         self.cpu0 = self._cpu()
@@ -703,12 +719,18 @@ class ProcSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stop_ev.wait(self.interval):
-            try:
-                self.peak_rss = max(self.peak_rss, self.p.memory_info().rss)
-                self.cpu1 = self._cpu()
-                self.t1 = time.monotonic()
-            except Exception:
+            if not self.p.is_running():
                 return
+            tree = self._tree()
+            rss = 0
+            for proc in tree:
+                try:
+                    rss += proc.memory_info().rss
+                except Exception:
+                    pass
+            self.peak_rss = max(self.peak_rss, rss)
+            self.cpu1 = self._cpu(tree)
+            self.t1 = time.monotonic()
 
     def stop(self) -> None:
         self.cpu1 = self._cpu()

@@ -105,7 +105,7 @@ def run_phase(name: str, phase: str, args, workdir: Path, tag: str) -> dict:
                 profiler = subprocess.Popen(
                     [shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy"), "record", "--pid", str(server.pid),
                      "--output", str(out), "--format", args.profile_format, "--rate", "200", "--threads",
-                     "--duration", str(int(duration) + 2), "--nonblocking"],
+                     "--duration", str(int(duration) + 2), "--nonblocking", "--subprocesses"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
             sampler.reset()

@@ -455,3 +455,78 @@ def test_stop_writes_everything_queued_then_refuses_more(db):
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
+
+
+# --- WAL checkpoints and the source cache -------------------------------------------
+
+
+def test_checkpoints_keep_the_wal_bounded_without_stopping_the_writer(tmp_path):
+    db = tmp_path / "wal.db"
+    writer = Writer(db, wal_bytes=512 * 1024)
+    writer.start()
+    wal = Path(f"{db}-wal")
+    biggest = 0
+    try:
+        for batch in range(40):  # ~40 x 60 spans x 2.5 KB = ~6 MB written
+            spans = [
+                make_span(tid(batch + 1), sid(i + 1), name=f"s{i}", attributes={"prompt": "x" * 2500})
+                for i in range(60)
+            ]
+            store(writer, *spans)
+            biggest = max(biggest, wal.stat().st_size)
+        assert writer._checkpointer is not None and writer._checkpointer.checkpoints > 0
+    finally:
+        writer.stop()
+    # SQLite's own automatic checkpoints are off on the writer's connection; without
+    # the checkpoint thread the WAL would hold all ~6 MB.
+    assert biggest < 4 * 1024 * 1024, f"WAL grew to {biggest} bytes"
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 40 * 60
+    finally:
+        conn.close()
+
+
+def test_spans_written_after_a_purge_from_another_process_keep_their_resource(writer, db):
+    from tracetui.store.retention import purge
+
+    store(writer, make_span(tid(1), sid(1), name="before"), service="svc-a")
+    other = sqlite3.connect(db, isolation_level=None)  # `tracetui purge` in another terminal
+    try:
+        purge(other)
+    finally:
+        other.close()
+    store(writer, make_span(tid(2), sid(2), name="after"), service="svc-a")  # same resource as before the purge
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute(
+            "SELECT s.name, src.service FROM spans s LEFT JOIN sources src ON src.id = s.source_id"
+        ).fetchall()
+    finally:
+        conn.close()
+    assert rows == [("after", "svc-a")]
+
+
+def test_sources_stored_by_an_older_tracetui_keep_their_ids(writer, db):
+    # Before schema 7 sources got sequential ids; a resource first seen then keeps its row.
+    first = decoded(make_span(tid(1), sid(1), name="first"), service="svc-old")
+    (source,) = first.sources.values()
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute(
+            "INSERT INTO sources(id, digest, service, resource, scope_name, scope_version, scope, schema_url) "
+            "VALUES (7, ?, ?, ?, '', '', ?, '')",
+            (source.digest, source.service, source.resource, source.scope),
+        )
+    finally:
+        conn.close()
+    store(writer, make_span(tid(1), sid(1), name="first"), service="svc-old")
+    store(writer, make_span(tid(2), sid(2), name="new resource"), service="svc-new")
+    conn = sqlite3.connect(db)
+    try:
+        rows = dict(conn.execute("SELECT s.name, src.service FROM spans s JOIN sources src ON src.id = s.source_id"))
+        assert conn.execute("SELECT count(*) FROM sources").fetchone()[0] == 2
+    finally:
+        conn.close()
+    assert rows == {"first": "svc-old", "new resource": "svc-new"}

@@ -185,26 +185,30 @@ def _split(calls: list[Call], analysis: Analysis, trace_start: int, trace_end: i
     total = max(0, trace_end - trace_start)
     if total == 0:
         return split
-    # Sweep the boundaries; each piece goes to the highest-priority activity active in it.
-    points: list[tuple[int, int, str]] = []
+    # Sweep the boundaries; each piece goes to the highest-priority activity
+    # active in it (priorities are indexes into SPLIT_KEYS, lowest wins).
+    points: list[tuple[int, int, int]] = []
     for s, e, key in intervals:
         s, e = max(s, trace_start), min(e, trace_end)
         if e > s:
-            points.append((s, 1, key))
-            points.append((e, -1, key))
-    points.sort(key=lambda p: p[0])
-    active = dict.fromkeys(SPLIT_KEYS, 0)
-    covered = 0
+            priority = _PRIORITY[key]
+            points.append((s, 1, priority))
+            points.append((e, -1, priority))
+    points.sort()  # ties at one instant: the order does not matter, the piece between them is empty
+    active = [0] * len(SPLIT_KEYS)
+    durations = [0] * len(SPLIT_KEYS)
     previous = trace_start
-    for t, delta, key in points:
+    for t, delta, priority in points:
         if t > previous:
-            current = next((k for k in SPLIT_KEYS if active[k] > 0), None)
-            if current is not None:
-                split[current] += t - previous
-                covered += t - previous
+            for i, n in enumerate(active):
+                if n:
+                    durations[i] += t - previous
+                    break
             previous = t
-        active[key] += delta
-    split["other"] += total - covered
+        active[priority] += delta
+    for key, ns in zip(SPLIT_KEYS, durations):
+        split[key] = ns
+    split["other"] += total - sum(durations)
     return split
 
 

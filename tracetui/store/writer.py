@@ -20,7 +20,17 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tracetui.otlp.decode import COL, LOG_COLUMNS, SPAN_COLUMNS, Decoded
+from tracetui.otlp.decode import COL, LOG_COLUMNS, SPAN_COLUMNS, Decoded, Source
+from tracetui.store.batch import (
+    ANALYSIS_COLUMNS,
+    MAX_ANALYZED_SPANS,
+    NO_ANALYSIS,
+    TIMING_FIELDS,
+    no_timing,
+    prepare,
+    timing_result,
+)
+from tracetui.store.checkpoint import WAL_BYTES, Checkpointer
 from tracetui.store.retention import Retention, enforce
 from tracetui.store.schema import connect_writer
 from tracetui.timing import SPLIT_KEYS, Call, analyze
@@ -36,36 +46,16 @@ MAX_SPANS_PER_COMMIT = 20_000
 HEARTBEAT_SECONDS = 2.0
 
 _INSERT_SOURCE = (
-    "INSERT INTO sources(digest, service, resource, scope_name, scope_version, scope, schema_url) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(digest) DO NOTHING"
+    "INSERT INTO sources(id, digest, service, resource, scope_name, scope_version, scope, schema_url) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
-# The source column carries the source digest; the subquery swaps in its id
-# inside SQLite (cheaper than rebuilding every row tuple in Python).
-#: Columns the writer fills from the timing analysis, appended to each decoded row.
-ANALYSIS_COLUMNS = ("is_retry", "is_fallback", "retry_ns", "counted")
-_NO_ANALYSIS = (0, 0, None, None)
-_INSERT_SPAN = "INSERT OR IGNORE INTO spans({cols}) VALUES ({values})".format(
-    cols=", ".join((*SPAN_COLUMNS, *ANALYSIS_COLUMNS)),
-    values=", ".join(
-        "(SELECT id FROM sources WHERE digest = ?)" if c == "source_id" else "?"
-        for c in (*SPAN_COLUMNS, *ANALYSIS_COLUMNS)
-    ),
+_INSERT_SPAN = "INSERT OR IGNORE INTO spans({}) VALUES ({})".format(
+    ", ".join((*SPAN_COLUMNS, *ANALYSIS_COLUMNS)), ", ".join("?" * (len(SPAN_COLUMNS) + len(ANALYSIS_COLUMNS)))
 )
+_INSERT_LOG = "INSERT OR IGNORE INTO logs({}) VALUES ({})".format(", ".join(LOG_COLUMNS), ", ".join("?" * len(LOG_COLUMNS)))
+_I_SOURCE, _I_LOG_SOURCE = COL["source_id"], LOG_COLUMNS.index("source_id")
 
-_INSERT_LOG = "INSERT OR IGNORE INTO logs({cols}) VALUES ({values})".format(
-    cols=", ".join(LOG_COLUMNS),
-    values=", ".join("(SELECT id FROM sources WHERE digest = ?)" if c == "source_id" else "?" for c in LOG_COLUMNS),
-)
-
-_I_TRACE, _I_SPAN, _I_PARENT, _I_NAME = COL["trace_id"], COL["span_id"], COL["parent_span_id"], COL["name"]
-_I_SERVICE, _I_START, _I_END, _I_STATUS = COL["service"], COL["start_ns"], COL["end_ns"], COL["status_code"]
-_I_KIND, _I_IN, _I_OUT, _I_COST = COL["llm_kind"], COL["input_tokens"], COL["output_tokens"], COL["cost_usd"]
-_I_RESPONSE, _I_SESSION = COL["response_id"], COL["session_id"]
-
-
-#: Traces bigger than this are not re-analyzed on every batch (it would cost
-#: O(spans) per batch); their split stays as last computed.
-MAX_ANALYZED_SPANS = 20_000
+_I_RESPONSE = COL["response_id"]
 
 _CALLS_OF_TRACE = """
 SELECT span_id, parent_span_id, llm_kind, request_model, response_model, status_code, start_ns, end_ns,
@@ -99,18 +89,6 @@ UPDATE traces SET split_other_ns = max(0, (end_ns - start_ns) - (split_retry_ns 
                                       + split_decode_ns + split_response_ns + split_tool_ns))
 WHERE trace_id = ?
 """
-_CALL_COLUMNS = (
-    "span_id", "parent_span_id", "llm_kind", "request_model", "response_model", "status_code", "start_ns", "end_ns",
-    "ttft_ns", "attempt_offset_ns", "resend_count", "link_span_id", "input_tokens", "output_tokens", "cost_usd",
-    "cost_source",
-)  # fmt: skip
-_CALL_INDEXES = tuple(COL[c] for c in _CALL_COLUMNS)
-
-
-def _call_from_row(row: tuple) -> Call:
-    return Call(*(row[i] for i in _CALL_INDEXES))
-
-
 def _add_meta(conn: sqlite3.Connection, **deltas: float) -> None:
     """Add to the running counters the UI shows (spans, traces, LLM calls, tokens, cost)."""
     conn.executemany(
@@ -154,69 +132,6 @@ def recompute_traces(conn: sqlite3.Connection, trace_ids, now: int | None = None
     conn.executemany(_RECOMPUTE_TRACE, [{"trace_id": t, "now": now} for t in trace_ids])
 
 
-@dataclass(slots=True)
-class TimingResult:
-    """What one trace's analysis writes: per-span values and trace-row fields."""
-
-    span_values: dict[bytes, tuple]
-    trace_values: dict[str, object]
-
-
-def _timing_result(analysis, names: dict[bytes, str | None]) -> TimingResult:
-    span_values = {
-        span_id: (int(t.is_retry), int(t.is_fallback), t.retry_ns, int(analysis.counted.get(span_id, True)))
-        for span_id, t in analysis.calls.items()
-    }
-    for span_id, counted in analysis.counted.items():  # embeddings: counted, never retried
-        if span_id not in span_values:
-            span_values[span_id] = (0, 0, None, int(counted))
-    totals, slowest = analysis.totals, analysis.slowest
-    trace_values: dict[str, object] = {
-        "retries": analysis.retries,
-        "fallbacks": analysis.fallbacks,
-        "llm_calls": totals.llm_calls,
-        "input_tokens": totals.input_tokens,
-        "output_tokens": totals.output_tokens,
-        "cost_usd": totals.cost_usd,
-        "unpriced_calls": totals.unpriced_calls,
-        "slowest_span_id": slowest.span_id if slowest else None,
-        "slowest_name": names.get(slowest.span_id) if slowest else None,
-        "slowest_ns": (slowest.end_ns - slowest.start_ns) if slowest else None,
-    }
-    trace_values.update({f"split_{key}_ns": ns for key, ns in analysis.split.items()})
-    return TimingResult(span_values, trace_values)
-
-
-def _no_timing(summary: TraceSummary) -> dict[str, object]:
-    """Timing fields of a trace without model or tool calls: all of its time is "other"."""
-    values: dict[str, object] = dict.fromkeys(_TIMING_FIELDS, 0)
-    values.update(slowest_span_id=None, slowest_name=None, slowest_ns=None)
-    values["split_other_ns"] = max(0, summary.end_ns - summary.start_ns)
-    return values
-
-
-def _analyze_new(rows: list[tuple], summaries: dict[bytes, TraceSummary], new: set[bytes]) -> dict[bytes, TimingResult]:
-    """Analyze traces whose spans all arrived in ``rows`` (none stored before), from memory."""
-    grouped: dict[bytes, tuple[list[Call], dict[bytes, bytes | None], dict[bytes, str]]] = {}
-    for row in rows:
-        trace_id = row[_I_TRACE]
-        if trace_id not in new:
-            continue
-        entry = grouped.get(trace_id)
-        if entry is None:
-            entry = grouped[trace_id] = ([], {}, {})
-        entry[1][row[_I_SPAN]] = row[_I_PARENT]
-        if row[_I_KIND] is not None:
-            entry[0].append(_call_from_row(row))
-            entry[2][row[_I_SPAN]] = row[_I_NAME]
-    results = {}
-    for trace_id, (calls, parents, names) in grouped.items():
-        if calls and summaries[trace_id].span_count <= MAX_ANALYZED_SPANS:
-            summary = summaries[trace_id]
-            results[trace_id] = _timing_result(analyze(calls, summary.start_ns, summary.end_ns, parents), names)
-    return results
-
-
 def update_timing(conn: sqlite3.Connection, trace_ids) -> None:
     """Re-analyze stored traces: retry/fallback flags, counted calls, totals, slowest call, time split.
 
@@ -249,9 +164,9 @@ def update_timing(conn: sqlite3.Connection, trace_ids) -> None:
         if sum(1 for c in calls if c.kind in ("llm", "embedding")) > 1:
             # nesting between model calls can go through any span
             parents = dict(conn.execute("SELECT span_id, parent_span_id FROM spans WHERE trace_id = ?", (trace_id,)))
-        result = _timing_result(analyze(calls, found[0], found[1], parents), names)
+        result = timing_result(analyze(calls, found[0], found[1], parents), names)
         for span_id, values in result.span_values.items():
-            if known.get(span_id, _NO_ANALYSIS) != values:
+            if known.get(span_id, NO_ANALYSIS) != values:
                 span_updates.append((*values, trace_id, span_id))
         trace_updates.append({"trace_id": trace_id, **result.trace_values})
     if span_updates:
@@ -283,71 +198,6 @@ class Ticket:
         return self.done.wait(timeout)
 
 
-@dataclass(slots=True)
-class TraceSummary:
-    """What a batch of spans adds to one trace row."""
-
-    span_count: int = 0
-    start_ns: int = 0
-    end_ns: int = 0
-    errors: int = 0
-    first_name: str = ""
-    first_service: str = ""
-    root_span_id: bytes | None = None
-    root_name: str | None = None
-    root_start_ns: int | None = None
-    root_service: str | None = None
-    llm_calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float | None = None
-    unpriced_calls: int = 0
-    #: The user's conversation id: the root's if it has one, else the first seen.
-    session_id: str | None = None
-
-    def add(self, row: tuple) -> None:
-        start, end = row[_I_START], row[_I_END]
-        if self.span_count == 0 or start < self.start_ns:
-            self.start_ns, self.first_name, self.first_service = start, row[_I_NAME], row[_I_SERVICE]
-        if self.span_count == 0 or end > self.end_ns:
-            self.end_ns = end
-        self.span_count += 1
-        if row[_I_STATUS] == 2:
-            self.errors += 1
-        if row[_I_PARENT] is None and (self.root_start_ns is None or start < self.root_start_ns):
-            self.root_span_id, self.root_name = row[_I_SPAN], row[_I_NAME]
-            self.root_start_ns, self.root_service = start, row[_I_SERVICE]
-        # Only model calls count: agent spans often repeat their children's usage.
-        # (tracetui.timing refines this to leaf calls, each request once.)
-        session = row[_I_SESSION]
-        if session is not None and (self.session_id is None or row[_I_PARENT] is None):
-            self.session_id = session
-        kind = row[_I_KIND]
-        if kind == "llm" or kind == "embedding":
-            if kind == "llm":
-                self.llm_calls += 1
-            self.input_tokens += row[_I_IN] or 0
-            self.output_tokens += row[_I_OUT] or 0
-            if row[_I_COST] is not None:
-                self.cost_usd = (self.cost_usd or 0.0) + row[_I_COST]
-            elif row[_I_IN] or row[_I_OUT]:
-                self.unpriced_calls += 1
-
-
-def summarize(rows: list[tuple]) -> dict[bytes, TraceSummary]:
-    summaries: dict[bytes, TraceSummary] = {}
-    for row in rows:
-        summary = summaries.get(row[_I_TRACE])
-        if summary is None:
-            summary = summaries[row[_I_TRACE]] = TraceSummary()
-        summary.add(row)
-    return summaries
-
-
-_TIMING_FIELDS = (
-    "retries", "fallbacks", "slowest_span_id", "slowest_name", "slowest_ns",
-    *(f"split_{key}_ns" for key in SPLIT_KEYS),
-)  # fmt: skip
 _INSERT_TRACE = """
 INSERT INTO traces(trace_id, root_span_id, root_name, root_start_ns, first_name, service, start_ns, end_ns,
                    span_count, error_count, llm_calls, input_tokens, output_tokens, cost_usd, unpriced_calls,
@@ -355,7 +205,7 @@ INSERT INTO traces(trace_id, root_span_id, root_name, root_start_ns, first_name,
 VALUES (:trace_id, :root_span_id, :root_name, :root_start_ns, :first_name, :service, :start_ns, :end_ns,
         :span_count, :errors, :llm_calls, :input_tokens, :output_tokens, :cost_usd, :unpriced_calls,
         :session_id, :now, {timing_params})
-""".format(timing=", ".join(_TIMING_FIELDS), timing_params=", ".join(f":{f}" for f in _TIMING_FIELDS))
+""".format(timing=", ".join(TIMING_FIELDS), timing_params=", ".join(f":{f}" for f in TIMING_FIELDS))
 # Merge a batch summary into an existing row. The root (earliest parentless
 # span) replaces "no root yet" when it arrives after its children.
 _MERGE_TRACE = """
@@ -423,14 +273,24 @@ class Writer:
         path: the database file (created, owner-only, if missing).
         max_pending_spans: spans allowed to wait for the writer before
             :meth:`submit` raises :class:`Overloaded`.
+        retention: limits enforced between commits.
+        wal_bytes: WAL size that triggers a checkpoint (on its own thread).
     """
 
-    def __init__(self, path: Path, max_pending_spans: int = 50_000, retention: Retention | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_pending_spans: int = 50_000,
+        retention: Retention | None = None,
+        wal_bytes: int = WAL_BYTES,
+    ) -> None:
         self.path = Path(path)
         self.max_pending_spans = max_pending_spans
         self.retention = retention or Retention()
         self.evicted_traces = 0
         self._conn = connect_writer(self.path)
+        self._checkpointer: Checkpointer | None = None
+        self._wal_bytes = wal_bytes
         self._cond = threading.Condition()
         self._queue: deque[Ticket] = deque()
         self._pending_spans = 0
@@ -438,6 +298,11 @@ class Writer:
         self._status: dict[str, object] = {}
         self._status_dirty = False
         self._thread = threading.Thread(target=self._run, name="tracetui-writer", daemon=True)
+        #: sources.id by digest. Valid while nobody else writes: cleared when
+        #: PRAGMA data_version says another connection committed (`tracetui
+        #: purge`, an import) and when a transaction rolls back.
+        self._source_ids: dict[bytes, int] = {}
+        self._data_version: int | None = None
         self.spans_written = 0
         self.commits = 0
         #: Spans per second the writer commits (smoothed); None until measured.
@@ -446,10 +311,17 @@ class Writer:
     # --- called from any thread ---------------------------------------------
 
     def start(self) -> None:
+        # WAL checkpoints move to their own thread (see tracetui.store.checkpoint).
+        self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._conn.execute(f"PRAGMA journal_size_limit={2 * self._wal_bytes:d}")
+        self._checkpointer = Checkpointer(self.path, self._wal_bytes)
+        self._checkpointer.start()
         self._thread.start()
 
     def submit(self, decoded: Decoded) -> Ticket:
         """Queue a decoded request. Raises Overloaded when the queue is full."""
+        if decoded.spans and not decoded.traces:
+            prepare(decoded)  # decoded in place rather than by tracetui.otlp.decoder
         ticket = Ticket(decoded)
         n = decoded.count
         with self._cond:
@@ -560,10 +432,13 @@ class Writer:
                     )
                 conn.execute("COMMIT")
             except BaseException:
+                self._source_ids.clear()
                 conn.execute("ROLLBACK")
                 raise
             self.spans_written += written
             self.commits += 1
+            if self._checkpointer is not None:
+                self._checkpointer.after_commit(conn)
             spans = sum(t.decoded.count for t in batch)
             if spans >= 64:
                 # How fast the writer drains, smoothed: bounds how long a new export would wait.
@@ -590,26 +465,24 @@ class Writer:
         rows: list[tuple] = []
         logs: list[tuple] = []
         evaluations: list[tuple] = []
+        sources: dict[bytes, Source] = {}
         for ticket in batch:
             decoded = ticket.decoded
-            if decoded.sources:
-                conn.executemany(
-                    _INSERT_SOURCE,
-                    [
-                        (s.digest, s.service, s.resource, s.scope_name, s.scope_version, s.scope, s.schema_url)
-                        for s in decoded.sources.values()
-                    ],
-                )
+            sources.update(decoded.sources)
             rows.extend(decoded.spans)
             logs.extend(decoded.logs)
             evaluations.extend(decoded.evaluations)
+        remap = self._store_sources(conn, sources)
+        if remap:
+            rows = _remapped(rows, _I_SOURCE, remap)
+            logs = _remapped(logs, _I_LOG_SOURCE, remap)
         if logs:
             before = conn.total_changes
             conn.executemany(_INSERT_LOG, logs)
             _add_meta(conn, log_count=conn.total_changes - before)
         inserted = 0
         if rows:
-            inserted = self._write_spans(conn, rows)
+            inserted = self._write_spans(conn, rows, [t.decoded for t in batch if t.decoded.spans])
         if evaluations:
             conn.executemany(_INSERT_EVALUATION, evaluations)
         # Evaluations that named only a response id wait for the span that produced it;
@@ -621,83 +494,101 @@ class Writer:
                 resolve_evaluations(conn, response_ids)
         return inserted
 
-    def _write_spans(self, conn: sqlite3.Connection, rows: list[tuple]) -> int:
+    def _store_sources(self, conn: sqlite3.Connection, sources: dict[bytes, Source]) -> dict[int, int]:
+        """Insert the batch's new sources; returns {decoded source id: stored id} where they differ.
+
+        A source's id is derived from its digest (tracetui.otlp.decode), so rows
+        arrive with their final source id and the map is empty, except for
+        sources first stored by an older tracetui (sequential ids).
+        """
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:  # another connection wrote (purge, import): forget what we knew
+            self._source_ids.clear()
+            self._data_version = version
+        known = self._source_ids
+        missing = [s for digest, s in sources.items() if digest not in known]
+        if missing:
+            conn.executemany(
+                _INSERT_SOURCE,
+                [(s.id, s.digest, s.service, s.resource, s.scope_name, s.scope_version, s.scope, s.schema_url)
+                 for s in missing],
+            )  # fmt: skip
+            for i in range(0, len(missing), 500):
+                chunk = [s.digest for s in missing[i : i + 500]]
+                known.update(
+                    conn.execute(f"SELECT digest, id FROM sources WHERE digest IN ({','.join('?' * len(chunk))})", chunk)
+                )
+        return {s.id: known[digest] for digest, s in sources.items() if known[digest] != s.id}
+
+    def _write_spans(self, conn: sqlite3.Connection, rows: list[tuple], parts: list[Decoded]) -> int:
         """Insert spans and keep their trace rows in step, in the caller's transaction.
 
-        Traces first seen in this batch are analyzed (retries, fallbacks,
-        totals, time split) from memory *before* the insert, so their spans
-        and trace rows are written once, complete. Traces that already
-        existed are merged, then re-analyzed from the database.
+        ``parts`` are the batch's decoded exports, each with its per-trace
+        summaries and, for traces whose spans all arrived in it, the timing
+        analysis (tracetui.store.batch). A trace first seen in this batch, in
+        one export, is written complete from those; traces that already
+        existed (or arrived split over several exports of the batch) are
+        merged, then re-analyzed from the database.
         """
-        summaries = summarize(rows)
-        trace_ids = list(summaries)
+        first_part: dict[bytes, int] = {}
+        split: set[bytes] = set()  # new traces whose spans came in several exports of this batch
+        for n, part in enumerate(parts):
+            for trace_id in part.traces:
+                if first_part.setdefault(trace_id, n) != n:
+                    split.add(trace_id)
+        trace_ids = list(first_part)
         before = _trace_totals(conn, trace_ids)
-        new_ids = [t for t in trace_ids if t not in before]
-        unique = len({(r[_I_TRACE], r[_I_SPAN]) for r in rows}) == len(rows)
-        analyses = _analyze_new(rows, summaries, set(new_ids)) if unique else {}
-        extra: dict[bytes, tuple] = {}
-        for analysis in analyses.values():
-            extra.update(analysis.span_values)
+
         start = conn.total_changes
-        conn.executemany(_INSERT_SPAN, [(*row, *extra.get(row[_I_SPAN], _NO_ANALYSIS)) for row in rows])
+        conn.executemany(_INSERT_SPAN, rows)
         inserted = conn.total_changes - start
         complete = inserted == len(rows)
 
         now = time.time_ns()
-        trace_rows = []
-        for t in new_ids:
-            params = self._params(t, summaries[t], now)
-            analysis = analyses.get(t) if complete else None
-            params.update(analysis.trace_values if analysis else _no_timing(summaries[t]))
-            trace_rows.append(params)
-        conn.executemany(_INSERT_TRACE, trace_rows)
+        inserts: list[dict[str, object]] = []
+        merges: list[dict[str, object]] = []
+        reanalyze: set[bytes] = set()
+        for n, part in enumerate(parts):
+            for trace_id, summary in part.traces.items():
+                params = {**summary, "now": now}
+                if trace_id in before or first_part[trace_id] != n:
+                    merges.append(params)
+                    if summary["calls"]:
+                        reanalyze.add(trace_id)
+                    continue
+                timing = part.timing.get(trace_id) if complete and trace_id not in split else None
+                if timing is not None:
+                    params.update(timing)
+                else:
+                    params.update(no_timing(summary["start_ns"], summary["end_ns"]))
+                    if summary["calls"] and summary["span_count"] <= MAX_ANALYZED_SPANS:
+                        reanalyze.add(trace_id)
+                inserts.append(params)
+        conn.executemany(_INSERT_TRACE, inserts)
         if complete:
-            conn.executemany(_MERGE_TRACE, [self._params(t, summaries[t], now) for t in before])
-            stale = set(before)
+            conn.executemany(_MERGE_TRACE, merges)
         else:
             # Some spans were already stored (a resent export): rebuild the
             # touched trace rows from the spans table instead of adding.
             recompute_traces(conn, trace_ids, now)
-            stale = set(trace_ids)
-        # Existing traces: re-analyze those that gained model or tool spans; the
-        # others only grew in time, and the new wall-clock is all "other" time.
-        kinds = {row[_I_TRACE] for row in rows if row[_I_KIND] is not None}
-        touched = (stale & kinds) if complete else stale
-        if touched:
-            update_timing(conn, touched)
-        others = stale - touched
+            reanalyze = set(trace_ids)
+        if reanalyze:
+            update_timing(conn, reanalyze)
+        # Existing traces without new model or tool spans only grew in time: the new wall-clock is "other" time.
+        others = [(t,) for t in before if t not in reanalyze]
         if others:
-            conn.executemany(_UPDATE_OTHER_TIME, [(t,) for t in others])
+            conn.executemany(_UPDATE_OTHER_TIME, others)
 
         after = _trace_totals(conn, trace_ids)
         deltas = [sum(a[i] - before.get(t, (0, 0, 0.0))[i] for t, a in after.items()) for i in range(3)]
-        _add_meta(conn, span_count=inserted, trace_count=len(new_ids), llm_calls=deltas[0], tokens=deltas[1],
-                  cost_usd=deltas[2])  # fmt: skip
+        _add_meta(conn, span_count=inserted, trace_count=len(trace_ids) - len(before), llm_calls=deltas[0],
+                  tokens=deltas[1], cost_usd=deltas[2])  # fmt: skip
         return inserted
 
-    @staticmethod
-    def _params(trace_id: bytes, s: TraceSummary, now: int) -> dict[str, object]:
-        return {
-            "trace_id": trace_id,
-            "root_span_id": s.root_span_id,
-            "root_name": s.root_name,
-            "root_start_ns": s.root_start_ns,
-            "first_name": s.first_name,
-            "service": s.root_service if s.root_service is not None else s.first_service,
-            "start_ns": s.start_ns,
-            "end_ns": s.end_ns,
-            "span_count": s.span_count,
-            "errors": s.errors,
-            "llm_calls": s.llm_calls,
-            "input_tokens": s.input_tokens,
-            "output_tokens": s.output_tokens,
-            "cost_usd": s.cost_usd,
-            "unpriced_calls": s.unpriced_calls,
-            "session_id": s.session_id,
-            "now": now,
-        }
-
     def _close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         if self._conn is not None:
             try:
                 self._conn.execute("PRAGMA optimize")
@@ -714,3 +605,7 @@ def receiver_status_defaults(host: str, grpc_port: int) -> dict[str, object]:
         "grpc": f"{host}:{grpc_port}",
         "started_ns": time.time_ns(),
     }
+
+
+def _remapped(rows: list[tuple], column: int, ids: dict[int, int]) -> list[tuple]:
+    return [(*row[:column], ids[row[column]], *row[column + 1 :]) if row[column] in ids else row for row in rows]

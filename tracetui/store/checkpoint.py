@@ -1,0 +1,93 @@
+"""WAL checkpoints on their own thread, so the writer hardly waits for them.
+
+In WAL mode every commit appends pages to the ``-wal`` file; a checkpoint
+copies them back into the database file and fsyncs it. SQLite normally runs
+one inside the COMMIT that pushes the WAL past 1,000 pages: at ingest rates
+that is several times a second, and the writer thread (and every export
+waiting on its commit) stood still for it, about a fifth of the writer's
+time under load.
+
+Here the writer's connection has automatic checkpoints off. Once the WAL has
+grown past ``wal_bytes``, this thread runs a PASSIVE checkpoint on its own
+connection (it never blocks the writer or readers) while the writer goes on
+committing. SQLite can only start the WAL over once a checkpoint has copied
+*every* frame, which a checkpoint racing a busy writer never does; so after
+each background pass the writer copies the few frames it added meanwhile
+itself, between two commits (:meth:`Checkpointer.after_commit`), and its next
+commit starts the WAL from the beginning. ``journal_size_limit`` then keeps
+the file itself near ``wal_bytes``. A reader that holds one snapshot for a
+long time still keeps the WAL from starting over, as it always did.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: Checkpoint once the WAL is this big (SQLite's own default is ~4 MB).
+WAL_BYTES = 32 * 1024 * 1024
+
+
+class Checkpointer:
+    def __init__(self, path: Path, wal_bytes: int = WAL_BYTES) -> None:
+        self.path = Path(path)
+        self.wal_path = Path(f"{path}-wal")
+        self.wal_bytes = wal_bytes
+        #: Background passes completed, and how many of them the writer has followed up.
+        self.checkpoints = 0
+        self._followed = 0
+        self._wake = threading.Event()
+        self._stopping = False
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._thread = threading.Thread(target=self._run, name="tracetui-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wal_size(self) -> int:
+        try:
+            return os.stat(self.wal_path).st_size
+        except OSError:
+            return 0
+
+    def after_commit(self, writer_conn: sqlite3.Connection) -> None:
+        """Called on the writer's thread, with its connection, after each commit."""
+        if self.wal_size() < self.wal_bytes:
+            return
+        if self.checkpoints > self._followed:
+            # A background pass has finished: copy what was committed during it
+            # (a few commits' worth), so the next commit can restart the WAL.
+            self._followed = self.checkpoints
+            try:
+                busy, frames, copied = writer_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error as exc:
+                log.warning("checkpoint: %s", exc)
+                return
+            if not busy and frames == copied:
+                return  # caught up
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(30)
+        self._conn.close()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                self.checkpoints += 1
+            except sqlite3.Error as exc:  # busy, disk trouble: the next nudge tries again
+                log.warning("checkpoint: %s", exc)
