@@ -305,6 +305,36 @@ def test_fixture_replay_stores_every_span_and_trace(shared_receiver, path):
         reader.close()
 
 
+def test_decode_workers_and_decoding_in_place_store_the_same(start_rcv):
+    import psutil
+
+    in_workers = start_rcv(db="workers.db")
+    in_place = start_rcv("--decode-workers", "0", db="in-place.db")
+    assert len(psutil.Process(in_workers.proc.pid).children()) >= 1
+    assert not psutil.Process(in_place.proc.pid).children()
+    for rcv in (in_workers, in_place):
+        for path in trace_fixture_files():
+            for record in read_records(path):
+                export(rcv.port, record)
+
+    def dump(db):
+        conn = sqlite3.connect(db)
+        try:
+            spans = sorted(tuple(r)[1:] for r in conn.execute("SELECT * FROM spans"))  # minus the row id
+            # minus the row id and the wall-clock time of the last change
+            columns = [c[1] for c in conn.execute("PRAGMA table_info(traces)") if c[1] not in ("id", "updated_ns")]
+            traces = sorted(conn.execute(f"SELECT {', '.join(columns)} FROM traces"))
+            return spans, traces
+        finally:
+            conn.close()
+
+    workers_spans, workers_traces = dump(in_workers.db_path)
+    place_spans, place_traces = dump(in_place.db_path)
+    assert len(workers_spans) >= 40 and len(workers_traces) >= 5
+    assert workers_spans == place_spans
+    assert workers_traces == place_traces
+
+
 def test_replaying_every_fixture_twice_stores_each_span_once(receiver):
     files = trace_fixture_files()
     requests = [q for path in files for q in requests_of(path)]
@@ -513,12 +543,19 @@ def test_signal_during_traffic_keeps_every_acknowledged_span(start_rcv, sig):
 
 
 def test_acknowledged_spans_survive_kill_9_and_a_restart_carries_on(start_rcv):
+    import psutil
+
     rcv = start_rcv(db="same.db")
     export(rcv.port, make_request([make_span(tid(1), sid(i)) for i in range(1, 11)]).SerializeToString())
+    children = psutil.Process(rcv.proc.pid).children(recursive=True)
+    assert children, "decode workers expected"
     rcv.proc.kill()  # no chance to flush or checkpoint anything
     rcv.proc.wait(10)
     assert stored_span_keys(rcv.db_path) == {(tid(1), sid(i)) for i in range(1, 11)}
     assert integrity(rcv.db_path) == "ok"
+    # Its decode workers notice and exit rather than linger.
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"left running after the receiver was killed: {alive}"
 
     again = start_rcv(db="same.db")
     assert again.db_path == rcv.db_path
