@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from helpers import FIXTURES, read_records
 from tracetui import evals, semconv
@@ -46,6 +47,7 @@ from tracetui.otlp.decode import (
     parse_logs_request,
     parse_trace_request,
 )
+from tracetui.otlp.decoder import decode_request as decode_export
 from tracetui.store.reader import Reader
 from tracetui.store.writer import Writer
 from tracetui.tree import build_tree, flatten
@@ -70,12 +72,14 @@ SIGNALS = {"traces": (parse_trace_request, decode_spans), "logs": (parse_logs_re
 
 def decode(signal: str, data: bytes) -> Decoded | None:
     """What ingest does first: None when the bytes are refused (DecodeError, the only allowed exception)."""
-    parse, decode_request = SIGNALS[signal]
     try:
-        request = parse(data)
+        decoded = decode_export(signal, data)
     except DecodeError:
         return None
-    return decode_request(request)
+    for row in decoded.spans:  # each raw copy (cut from the request bytes) is the span of its row
+        span = Span.FromString(row[COL["raw"]])
+        assert (span.trace_id, span.span_id, span.name) == (row[COL["trace_id"]], row[COL["span_id"]], row[COL["name"]])
+    return decoded
 
 
 class Store:

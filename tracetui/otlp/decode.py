@@ -168,9 +168,75 @@ def _source(out: Decoded, resource_bytes: bytes, service: str, scope, schema_url
     return source
 
 
-def decode_spans(request: ExportTraceServiceRequest) -> Decoded:
-    """Turn a parsed request into writer rows, rejecting spans with invalid ids."""
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _embedded(data: bytes, start: int, end: int, number: int):
+    """(start, end) of each length-delimited field ``number`` in the message ``data[start:end]``."""
+    pos = start
+    while pos < end:
+        key, pos = _varint(data, pos)
+        wire_type = key & 7
+        if wire_type == 2:
+            size, pos = _varint(data, pos)
+            if pos + size > end:
+                raise ValueError("field runs past its message")
+            if key >> 3 == number:
+                yield pos, pos + size
+            pos += size
+        elif wire_type == 0:
+            _, pos = _varint(data, pos)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 5:
+            pos += 4
+        else:
+            raise ValueError("group wire type")  # never used by OTLP; let SerializeToString handle it
+    if pos != end:
+        raise ValueError("message ends mid-field")
+
+
+def span_bytes(data: bytes) -> list[bytes] | None:
+    """Each Span of a serialized ExportTraceServiceRequest, as the bytes that encode it, in order.
+
+    Cheaper than re-serializing every parsed span (~1 µs against ~3.5 µs a
+    span), and byte for byte what the client sent. Walks only the two
+    enclosing levels (ResourceSpans.scope_spans = 2, ScopeSpans.spans = 2).
+    None when the bytes do not have the expected shape; the caller then
+    serializes the parsed spans instead.
+    """
+    try:
+        return [
+            data[s3:e3]
+            for s1, e1 in _embedded(data, 0, len(data), 1)
+            for s2, e2 in _embedded(data, s1, e1, 2)
+            for s3, e3 in _embedded(data, s2, e2, 2)
+        ]
+    except (ValueError, IndexError):
+        return None
+
+
+def decode_spans(request: ExportTraceServiceRequest, data: bytes | None = None) -> Decoded:
+    """Turn a parsed request into writer rows, rejecting spans with invalid ids.
+
+    ``data``: the bytes ``request`` was parsed from, when there were any; each
+    span's raw copy is then cut from them rather than serialized again.
+    """
     out = Decoded()
+    raw = span_bytes(data) if data is not None else None
+    if raw is not None and len(raw) != sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans):
+        raw = None  # the bytes disagree with the parser: trust the parser
+    n = 0
     for resource_spans in request.resource_spans:
         resource = resource_spans.resource
         resource_bytes = resource.SerializeToString()
@@ -179,7 +245,8 @@ def decode_spans(request: ExportTraceServiceRequest) -> Decoded:
             schema_url = scope_spans.schema_url or resource_spans.schema_url
             source_id = _source(out, resource_bytes, service, scope_spans.scope, schema_url).id
             for span in scope_spans.spans:
-                row = _span_row(span, source_id, service, out)
+                row = _span_row(span, source_id, service, out, raw[n] if raw is not None else None)
+                n += 1
                 if row is not None:
                     out.spans.append(row)
                     _add_evaluations(out, evals.from_span(span))
@@ -194,7 +261,7 @@ def _add_evaluations(out: Decoded, found: list[evals.Evaluation]) -> None:
         )  # fmt: skip
 
 
-def _span_row(span, source_id: int, service: str, out: Decoded) -> tuple | None:
+def _span_row(span, source_id: int, service: str, out: Decoded, raw: bytes | None) -> tuple | None:
     trace_id = span.trace_id
     span_id = span.span_id
     if len(trace_id) != 16 or trace_id == _ZERO_TRACE_ID:
@@ -228,7 +295,7 @@ def _span_row(span, source_id: int, service: str, out: Decoded) -> tuple | None:
         span.dropped_attributes_count,
         span.dropped_events_count,
         span.dropped_links_count,
-        span.SerializeToString(),
+        raw if raw is not None else span.SerializeToString(),
         *_normalized(span),
     )
 

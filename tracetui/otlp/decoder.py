@@ -53,9 +53,13 @@ _DECODERS: dict[str, tuple[Callable[[bytes], Message], Callable[[Message], Decod
 
 def decode_request(signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Decoded:
     """Parse (unless already parsed) and decode one export request. Raises DecodeError."""
-    parse, decode = _DECODERS[signal]
-    request = parse(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else payload
-    decoded = decode(request)
+    if signal == "traces" and isinstance(payload, (bytes, bytearray, memoryview)):
+        data = bytes(payload)
+        decoded = decode_spans(parse_trace_request(data), data)
+    else:
+        parse, decode = _DECODERS[signal]
+        request = parse(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else payload
+        decoded = decode(request)
     if decoded.spans:
         prepare(decoded)
     return decoded
