@@ -301,12 +301,16 @@ def test_non_streaming_call_gets_no_invented_split() -> None:
         {"gen_ai.response.finish_reasons": "[not json", "llm.invocation_parameters": "{broken"},
         {"gen_ai.usage.input_token_details": "{'cache_read': __import__('os')}"},
         {"gen_ai.response.time_to_first_chunk": -1.0, "gen_ai.request.stream": "maybe"},
+        {"gen_ai.response.time_to_first_chunk": 1e300, "gen_ai.request.model": "gpt-4o"},
+        {"gen_ai.span.kind": "LLM", "gen_ai.server.time_to_first_token": 1e300, "gen_ai.request.model": "gpt-4o"},
     ],
 )
 def test_garbage_values_never_raise(attributes: dict) -> None:
     got = normalized(span({"gen_ai.operation.name": "chat", **attributes}))
     assert got["llm_kind"] == "llm"
     assert got["ttft_ns"] is None or got["ttft_ns"] >= 0
+    if "gen_ai.request.model" in attributes:  # one absurd value costs that field only
+        assert got["ttft_ns"] is None and "gpt-4o" in (got["request_model"], got["response_model"])
 
 
 def test_provider_aliases() -> None:

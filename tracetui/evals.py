@@ -2,7 +2,8 @@
 
 Pure functions over the protobuf messages, no I/O and no UI imports: ``from_span`` runs on
 the receiver's hot path for every span, so a span without evaluations costs one pass over
-its attribute keys and event names and nothing else.
+its attribute keys and event names and nothing else; given what ``semconv.read_span`` saw
+of the same span, not even that pass.
 
 Shapes understood (see shared/reference/semconv.md, row 30 and section A.2):
 
@@ -57,7 +58,9 @@ MAX_PER_SPAN = 256
 #: Numeric strings longer than this are not parsed as scores.
 _MAX_NUMBER_TEXT = 64
 
-_PREFIXES = ("gen_ai.evaluation.", "eval.", "evaluations.", "annotations.")
+#: Attribute key prefixes of every attribute shape read here; a span without any such key
+#: (and without an evaluation event) carries no evaluation.
+ATTRIBUTE_PREFIXES = _PREFIXES = ("gen_ai.evaluation.", "eval.", "evaluations.", "annotations.")
 _GA = "gen_ai.evaluation."
 _GA_LEN = len(_GA)
 _KIND_KEYS = frozenset(("openinference.span.kind", "gen_ai.span.kind", "fi.span.kind"))
@@ -115,18 +118,38 @@ class Evaluation:
     time_ns: int
 
 
+# --- what the normalizer already saw -------------------------------------------------
+
+#: ``from_span``'s ``scan``: no key with ATTRIBUTE_PREFIXES and no events at all.
+SCAN_NOTHING = 0
+#: No key with ATTRIBUTE_PREFIXES, but events, whose names are still to be checked.
+SCAN_EVENTS = 1
+#: Some key starts with ATTRIBUTE_PREFIXES: the span is read in full.
+SCAN_KEYS = 2
+
+
 # --- public API -------------------------------------------------------------------
 
 
-def from_span(span) -> list[Evaluation]:
-    """Evaluations carried by one OTLP Span proto (opentelemetry.proto.trace.v1.trace_pb2.Span)."""
-    # Fast path: one pass over keys and event names, no other work. An EVALUATOR span
-    # without any of these keys or events carries nothing to redirect, so its kind needs
-    # no look here.
-    for kv in span.attributes:
-        if kv.key.startswith(_PREFIXES):
-            break
-    else:
+def from_span(span, scan: int | None = None) -> list[Evaluation]:
+    """Evaluations carried by one OTLP Span proto (opentelemetry.proto.trace.v1.trace_pb2.Span).
+
+    ``scan``: what ``semconv.read_span`` found of this span's keys (one of ``SCAN_*``),
+    which spares reading them all a second time; None reads them here.
+    """
+    # Fast path: no other work than telling whether any key or event name can hold an
+    # evaluation. An EVALUATOR span without any of these keys or events carries nothing
+    # to redirect, so its kind needs no look here.
+    found = scan
+    if found is None:
+        found = SCAN_EVENTS
+        for kv in span.attributes:
+            if kv.key.startswith(_PREFIXES):
+                found = SCAN_KEYS
+                break
+    if found != SCAN_KEYS:
+        if found == SCAN_NOTHING:
+            return []
         for event in span.events:
             if event.name == EVENT_NAME:
                 break

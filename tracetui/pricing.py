@@ -18,6 +18,12 @@ For prices without tiers the result is linear in the token counts, so the
 coefficients are measured once per (model price, set of usage keys) by
 asking the package itself, and reused; tiered prices always take the slow,
 exact path. Tests check the fast path against ``calc_price``.
+
+Per call, the priced path then costs a few dictionary look-ups and a sum
+of integers: the model look-up, the user-price match and the coefficients
+are cached, the coefficients are summed as scaled integers (exactly the
+Decimal result, see ``_IntegerPrices``), and the request timestamp is only
+built when a price depends on it (conditional or tiered prices).
 """
 
 from __future__ import annotations
@@ -64,6 +70,10 @@ _USAGE_KEYS = {
     "cache_write_tokens": "cache_write_tokens",
     "reasoning_tokens": "output_reasoning_tokens",
 }
+#: Start times (ns) from here on are not what OTLP's uint64 can carry: judged the slow way.
+_MAX_NS = 1 << 64
+#: At most this many entries in each per-model cache (model names come from client data).
+_CACHE_LIMIT = 4096
 #: A usage that satisfies every containment rule (cache and reasoning inside
 #: input and output), used as the base point for measuring coefficients.
 _PROBE_BASE = {
@@ -157,7 +167,10 @@ def _split_prefix(model: str) -> tuple[str | None, str]:
 
 
 class Pricer:
-    """Prices LLM calls; one per process, caches everything it learns."""
+    """Prices LLM calls; one per process, caches everything it learns.
+
+    ``user_prices`` is fixed once constructed: the per-model matches are cached.
+    """
 
     def __init__(self, user_prices: list[UserPrice] | None = None) -> None:
         self.user_prices = user_prices or []
@@ -165,6 +178,8 @@ class Pricer:
         self._linear: dict[tuple[int, frozenset[str]], dict[str, Decimal] | None] = {}
         #: The ModelPrice objects keyed by id above, kept alive so an id is never reused.
         self._keep: list[object] = []
+        #: model name -> the user price that matches it (None: no match).
+        self._user_matches: dict[str, UserPrice | None] = {}
 
     def price(
         self, models: tuple[str | None, ...], provider: str | None, usage: dict[str, int | None], start_ns: int
@@ -173,12 +188,13 @@ class Pricer:
         counts = {k: v for k, v in usage.items() if isinstance(v, int) and v >= 0}
         if not counts.get("input_tokens") and not counts.get("output_tokens"):
             return None, None
-        for model in models:
-            if not model:
-                continue
-            user = self._user_price(model)
-            if user is not None:
-                return user.cost(counts), USER
+        if self.user_prices:
+            for model in models:
+                if not model:
+                    continue
+                user = self._user_price(model)
+                if user is not None:
+                    return user.cost(counts), USER
         for model in models:
             if not model:
                 continue
@@ -188,17 +204,41 @@ class Pricer:
         return None, None
 
     def _user_price(self, model: str) -> UserPrice | None:
+        # Cached per name: the match depends on the name and the (fixed) price list only.
+        try:
+            return self._user_matches[model]
+        except KeyError:
+            pass
         names = {model.lower(), _split_prefix(model)[1].lower()}
+        match = None
         for price in self.user_prices:
             if any(price.pattern == n or fnmatch.fnmatchcase(n, price.pattern) for n in names):
-                return price
-        return None
+                match = price
+                break
+        if len(self._user_matches) < _CACHE_LIMIT:  # span attributes are client data: bound the cache
+            self._user_matches[model] = match
+        return match
 
     def _find(self, model: str, provider: str | None):
+        """(provider info, model info, its one fixed ModelPrice or None) for a model name; None if unknown."""
         key = (model, provider)
-        if key not in self._models:
-            self._models[key] = self._lookup(model, provider)
-        return self._models[key]
+        try:
+            return self._models[key]
+        except KeyError:
+            pass
+        found = self._lookup(model, provider)
+        if found is not None:
+            from genai_prices.types import ModelPrice
+
+            provider_info, model_info = found
+            # ``get_prices`` returns a plain ModelPrice as is, whatever the time;
+            # a list holds conditional prices, chosen by the request time.
+            fixed = model_info.prices if isinstance(model_info.prices, ModelPrice) else None
+            # the last item: usage keys (in the caller's order) -> _IntegerPrices for the fixed price
+            found = (provider_info, model_info, fixed, {})
+        if len(self._models) < _CACHE_LIMIT:
+            self._models[key] = found
+        return found
 
     @staticmethod
     def _lookup(model: str, provider: str | None):
@@ -222,18 +262,55 @@ class Pricer:
         found = self._find(model, provider)
         if found is None:
             return None
-        provider_info, model_info = found
-        timestamp = datetime.fromtimestamp(max(0, start_ns) / 1e9, tz=UTC) if start_ns > 0 else datetime.now(tz=UTC)
+        provider_info, model_info, fixed, integer_prices = found
+        if fixed is not None and start_ns < _MAX_NS:
+            # One price for all times (``get_prices`` would return it whatever the
+            # timestamp): no timestamp is built unless the exact path needs one.
+            keys = tuple(counts)
+            try:
+                prices = integer_prices[keys]
+            except KeyError:
+                prices = self._integer_prices(fixed, counts)
+                if len(integer_prices) < _CACHE_LIMIT:
+                    integer_prices[keys] = prices
+            if prices is not None:
+                cost = prices.cost(counts)
+                if cost is not None:
+                    return cost
+            return self._bundled_at(model, provider_info, model_info, counts, start_ns, None)
+        return self._bundled_at(model, provider_info, model_info, counts, start_ns, _timestamp(start_ns))
+
+    def _bundled_at(
+        self, model: str, provider_info, model_info, counts: dict[str, int], start_ns: int, timestamp: datetime | None
+    ) -> float | None:
+        """The general path, at ``timestamp`` (None: the price is fixed; built only for the exact path).
+
+        A timestamp that can fail to build (a start time beyond uint64) is built
+        by the caller, outside the ``try``, as it always was.
+        """
         usage = {_USAGE_KEYS[k]: v for k, v in counts.items() if k in _USAGE_KEYS}
         try:
-            model_price = model_info.get_prices(timestamp)
+            model_price = model_info.prices if timestamp is None else model_info.get_prices(timestamp)
             coefficients = self._coefficients(model_price, frozenset(usage))
             if coefficients is not None:
                 return float(sum((coefficients[k] * v for k, v in usage.items()), Decimal(0)))
-            return float(self._exact(model_info, provider_info, usage, timestamp))
+            return float(self._exact(model_info, provider_info, usage, timestamp or _timestamp(start_ns)))
         except Exception as exc:  # inconsistent counts (cache > input...), odd data: leave it unpriced
             log.debug("cannot price %s: %s", model, exc)
             return None
+
+    def _integer_prices(self, model_price, counts: dict[str, int]) -> _IntegerPrices | None:
+        """_IntegerPrices for the keys of ``counts``; None leaves every call to the Decimal path
+        (prices that are not linear, coefficients the package fails to measure or that are not finite).
+        """
+        usage_keys = frozenset(_USAGE_KEYS[k] for k in counts if k in _USAGE_KEYS)
+        try:
+            coefficients = self._coefficients(model_price, usage_keys)
+        except Exception:  # noqa: BLE001 - _bundled_at meets (and logs) the same failure
+            return None
+        if coefficients is None or not all(c.is_finite() for c in coefficients.values()):
+            return None
+        return _IntegerPrices([(k, coefficients[_USAGE_KEYS[k]]) for k in counts if k in _USAGE_KEYS])
 
     @staticmethod
     def _exact(model_info, provider_info, usage: dict[str, int], timestamp: datetime) -> Decimal:
@@ -246,8 +323,10 @@ class Pricer:
     def _coefficients(self, model_price, keys: frozenset[str]) -> dict[str, Decimal] | None:
         """Per-token prices for these usage keys, measured with the package; None when not linear."""
         cache_key = (id(model_price), keys)
-        if cache_key in self._linear:
+        try:
             return self._linear[cache_key]
+        except KeyError:
+            pass
         from genai_prices import Usage
         from genai_prices.types import TieredPrices
 
@@ -278,6 +357,49 @@ class Pricer:
         self._linear[cache_key] = coefficients
         self._keep.append(model_price)
         return coefficients
+
+
+class _IntegerPrices:
+    """The linear price of one set of usage keys, summed in integers: fast and exactly as in Decimal.
+
+    The Decimal sum ``sum(c * v for ...)`` is exact as long as no intermediate value
+    needs more than 28 digits (the default context, which tracetui never changes), and
+    then ``float`` of it is the correctly rounded value of that exact sum, as is Python's
+    integer true division ``S / 10**n`` of the same sum S scaled to integers. Usage big
+    enough to need rounding in Decimal is left to the Decimal path (``cost`` returns
+    None), so the results are the same.
+    """
+
+    __slots__ = ("limit", "scale", "terms")
+
+    def __init__(self, coefficients: list[tuple[str, Decimal]]) -> None:
+        """``coefficients``: (key of the counts, its finite Decimal price per token)."""
+        parts = [(k, c.as_tuple()) for k, c in coefficients]
+        exponent = min([0, *(t.exponent for _, t in parts)])
+        #: (counts key, coefficient * 10**-exponent, an exact int)
+        self.terms = tuple(
+            (k, (-1 if t.sign else 1) * int("".join(map(str, t.digits))) * 10 ** (t.exponent - exponent))
+            for k, t in parts
+        )
+        self.scale = 10**-exponent
+        # Every product and partial sum, scaled to integers, is at most
+        # sum(|coefficient|) * max(count): below 10**28 nothing rounds in Decimal.
+        self.limit = (10**28 - 1) // max(1, sum(abs(c) for _, c in self.terms))
+
+    def cost(self, counts: dict[str, int]) -> float | None:
+        total = 0
+        limit = self.limit
+        for key, coefficient in self.terms:
+            count = counts[key]
+            if count > limit:
+                return None
+            total += coefficient * count
+        return total / self.scale
+
+
+def _timestamp(start_ns: int) -> datetime:
+    """The request time prices are looked up at: the span's start, or now when the span has none."""
+    return datetime.fromtimestamp(max(0, start_ns) / 1e9, tz=UTC) if start_ns > 0 else datetime.now(tz=UTC)
 
 
 _pricer: Pricer | None = None

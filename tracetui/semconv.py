@@ -8,7 +8,8 @@ columns of the ``spans`` table. Rules:
   non-empty one wins, and its name is kept as provenance.
 * Units are normalized here (time to first token is stored in nanoseconds).
 * It runs on the receiver's hot path: one pass over the span's attribute keys,
-  values read only for keys we know.
+  values read only for keys we know, and each later step only runs when one of
+  its source keys was found (see ``_INDEX``).
 
 Only the scalar fields live here; rendering of messages is the UI's business.
 """
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import ast
 import json
+
+from tracetui import evals
 
 #: Canonical columns, in the order ``normalize_span`` returns them.
 NORMALIZED_COLUMNS: tuple[str, ...] = (
@@ -230,18 +233,54 @@ PROVIDER_ALIASES = {
 _EXCEPTION_EVENT = "exception"
 _FI_TTFT_MS = "gen_ai.server.time_to_first_token"  # traceAI: a span attribute in milliseconds
 
-_WANTED: frozenset[str] = frozenset(
-    [key for key, _ in _KIND_SOURCES]
-    + [key for keys in _STRING_FIELDS.values() for key in keys]
-    + [key for keys in _INT_FIELDS.values() for key in keys]
-    + [key for key, _ in _TTFT_SOURCES]
-    + list(_STREAM_FLAGS)
-    + list(_FINISH_SOURCES)
-    + list(_COST_SOURCES)
-    + list(_PARAM_SOURCES)
-    + [key for key, _ in _DETAIL_SOURCES]
-    + [_FI_TTFT_MS, "http.request.resend_count", "llm.model_name", "embedding.model_name", "gen_ai.completion.0.finish_reason"]
+_RESEND = "http.request.resend_count"
+_MODEL_NAMES = ("llm.model_name", "embedding.model_name")
+
+# --- which key feeds what --------------------------------------------------------
+# Each step of normalize_span after the scan reads a fixed group of keys; a step
+# whose group has no key in the span is skipped, which changes nothing since an
+# absent key reads as None. Bits of those groups:
+_KIND = 1
+_TTFT = 2
+_STREAM = 4
+_FINISH = 8
+_COST = 16
+_PARAMS = 32
+_DETAILS = 64
+_MODEL = 128
+_FI_TTFT = 256
+_RESEND_BIT = 512
+_TRACEAI = 1024
+#: What _models() reads: request parameters, model names and traceAI's kind keys.
+_MODEL_STEP = _PARAMS | _MODEL | _TRACEAI
+
+#: (keys, group bit, the AnyValue field their values usually arrive in).
+_GROUPS: tuple[tuple[tuple[str, ...], int, str], ...] = (
+    (tuple(key for key, _ in _KIND_SOURCES), _KIND, "string_value"),
+    (tuple(key for key, _ in _TTFT_SOURCES), _TTFT, "double_value"),
+    (_STREAM_FLAGS, _STREAM, "bool_value"),
+    (_FINISH_KEYS, _FINISH, "string_value"),
+    (_COST_SOURCES, _COST, "double_value"),
+    (_PARAM_SOURCES, _PARAMS, "string_value"),
+    (tuple(key for key, _ in _DETAIL_SOURCES), _DETAILS, "string_value"),
+    (_MODEL_NAMES, _MODEL, "string_value"),
+    ((_FI_TTFT_MS,), _FI_TTFT, "double_value"),
+    ((_RESEND,), _RESEND_BIT, "int_value"),
+    (("gen_ai.span.kind", "fi.span.kind"), _TRACEAI, "string_value"),  # also kind keys, above
+    (tuple(key for keys in _STRING_FIELDS.values() for key in keys), 0, "string_value"),
+    (tuple(key for keys in _INT_FIELDS.values() for key in keys), 0, "int_value"),
 )
+#: ``_READ_AS`` value of keys whose values usually arrive as arrays.
+_ARRAY = "array_value"
+#: attribute key -> the AnyValue field to try first when reading its value (see normalize_span).
+_READ_AS: dict[str, str] = {}
+for _keys, _bit, _field in reversed(_GROUPS):  # the first group naming a key picks its field
+    _READ_AS.update(dict.fromkeys(_keys, _field))
+_READ_AS["gen_ai.response.finish_reasons"] = _ARRAY
+_WANTED: frozenset[str] = frozenset(_READ_AS)
+if any(key.startswith(evals.ATTRIBUTE_PREFIXES) for key in _WANTED):
+    # normalize_span notes evaluation keys for evals.from_span among the other keys only
+    raise RuntimeError("a normalized attribute looks like an evaluation attribute")
 _INT64 = (1 << 63) - 1
 
 
@@ -290,6 +329,8 @@ def _as_float(value) -> float | None:
 
 
 _INF = float("inf")
+#: Durations at or above this many nanoseconds (~292 years) do not fit SQLite's integers.
+_MAX_NS = float(2**63)
 
 
 def _as_bool(value) -> bool | None:
@@ -341,112 +382,187 @@ def canonical_provider(value: str) -> str:
 
 def normalize_span(span) -> tuple:
     """Canonical LLM fields of one OTLP span, in ``NORMALIZED_COLUMNS`` order."""
+    return read_span(span)[0]
+
+
+def read_span(span) -> tuple[tuple, int]:
+    """``normalize_span``, and what ``evals.from_span`` needs to know of the keys it read.
+
+    The second value is one of ``evals.SCAN_*``: whether any attribute key can carry
+    an evaluation, so that ``evals.from_span(span, scan)`` need not read every key
+    again (the receiver's decoder calls both for every span).
+    """
     found: dict[str, object] = {}
+    evaluation_keys = False
+    read_as = _KEY_READ.get
     for kv in span.attributes:
         key = kv.key
-        if key in _WANTED:
-            found[key] = _scalar(kv.value)
-    if not found and span.name != "llm_request" and not span.events and not span.links:
-        return _EMPTY
-    provenance: dict[str, str] = {}
+        field = read_as(key)
+        if field is None:  # a key not seen before
+            field = _learn_key(key)
+        if field is False:  # a key we do not read
+            continue
+        if field is True:  # an evaluation attribute: evals.from_span reads it (see read_span)
+            evaluation_keys = True
+            continue
+        value = kv.value
+        if field is _ARRAY:
+            found[key] = _array(value)
+            continue
+        # WhichOneof is slow in upb: read the field the value usually arrives in. A
+        # non-default value there means it is the oneof member that is set (proto3:
+        # the others read as defaults); a default one may be anything, so it takes
+        # the general path. Either way the result is _scalar(value).
+        raw = getattr(value, field)
+        found[key] = raw if raw else _scalar(value)
+    events = span.events
+    links = span.links
+    scan = _SCAN_KEYS if evaluation_keys else _SCAN_EVENTS if events else _SCAN_NOTHING
 
-    kind = None
-    for key, mapping in _KIND_SOURCES:
-        value = found.get(key)
-        if isinstance(value, str) and value:
-            kind = mapping.get(value) or mapping.get(value.upper()) or mapping.get(value.lower())
-            if kind:
-                provenance["kind"] = key
-                break
-    if kind is None and span.name == "llm_request":  # vLLM's server span
-        kind, provenance["kind"] = "llm", "name:llm_request"
+    if not found:
+        if not events and not links and span.name != "llm_request":
+            return _EMPTY, scan
+    elif len(found) == 1 and not events and not links:
+        # A tool, agent, chain or retriever span: its one known key names the kind
+        # (gen_ai.operation.name = execute_tool). With no other known key, no events
+        # and no links every other column is empty whatever the rest of the span
+        # holds, so the row depends on that key and value only: computed once. (Only
+        # when the value names a kind; else the span name may decide it: llm_request.)
+        ((key, value),) = found.items()
+        kind_of = _KIND_OF.get(key)
+        if kind_of is not None and kind_of(value) is not None:
+            values = _KIND_ONLY.get((key, value))
+            if values is None:
+                values = _normalize(span, found, events, links)
+                if len(_KIND_ONLY) < 1024:  # values come from clients: bound the cache
+                    _KIND_ONLY[(key, value)] = values
+            return values, scan
+    return _normalize(span, found, events, links), scan
 
-    # One pass over the keys present: each may feed a canonical field; the
+
+def _learn_key(key: str) -> bool:
+    """Whether an attribute key we do not read may carry an evaluation; remembered for the next spans."""
+    may_be_evaluation = key.startswith(_EVALUATION_PREFIXES)
+    if len(_KEY_READ) < _KEY_READ_LIMIT:  # keys come from clients: bound what is remembered
+        _KEY_READ[key] = may_be_evaluation
+    return may_be_evaluation
+
+
+def _array(value) -> object:
+    """_scalar(value) of a value that is usually an array, without WhichOneof on each element."""
+    values = value.array_value.values
+    if not values:  # no array at all, or an empty one
+        return _scalar(value)
+    # Same reasoning as in normalize_span: a non-empty string_value is the element's value.
+    return [v.string_value or _scalar(v) for v in values]
+
+
+def _normalize(span, found: dict[str, object], events, links) -> tuple:
+    """normalize_span once the known keys are read: ``found`` maps each to its value."""
+    row: list = [None] * _WIDTH
+    # "kind" comes first in the provenance, as before the keys below are looked at;
+    # the placeholder keeps its place and is dropped if no kind is found.
+    provenance: dict[str, str | None] = {"kind": None}
+    # One pass over the keys present: note which groups of sources are there, and
+    # let each key feed its ranked field (kind, strings, token counts); the
     # best-ranked source with a usable value wins (first non-empty, in order).
-    best: dict[str, tuple[int, str, object]] = {}
+    groups = 0
+    ranks = [_UNRANKED] * _WIDTH
     for key, raw in found.items():
-        for name, rank, convert in _SOURCE_INDEX.get(key, ()):
-            current = best.get(name)
-            if current is not None and current[0] < rank:
-                continue
-            value = convert(raw)
-            if value is not None:
-                best[name] = (rank, key, value)
-    strings: dict[str, str | None] = dict.fromkeys(_STRING_FIELDS)
-    ints: dict[str, int | None] = dict.fromkeys(_INT_FIELDS)
-    for name, (_rank, key, value) in best.items():
-        (strings if name in strings else ints)[name] = value  # type: ignore[index]
-        provenance[name] = key
-    if strings["provider"]:
-        strings["provider"] = canonical_provider(strings["provider"])
-    _models(found, strings, provenance)
-    if strings["error_type"]:
-        # The official OpenAI instrumentation writes "<class 'openai.APIError'>".
-        text = strings["error_type"]
-        if text.startswith("<class '") and text.endswith("'>"):
-            strings["error_type"] = text[8:-2]
+        bits, slot, name, rank, convert = _INDEX[key]
+        groups |= bits
+        if slot is None or ranks[slot] < rank:
+            continue
+        value = convert(raw)
+        if value is not None:
+            ranks[slot] = rank
+            row[slot] = value
+            provenance[name] = key
 
-    for key, fields in _DETAIL_SOURCES:
-        details = _json_dict(found.get(key))
-        for detail_key, name in fields.items():
-            value = _as_int(details.get(detail_key))
-            if ints[name] is None and value is not None:
-                ints[name], provenance[name] = value, f"{key}.{detail_key}"
+    if row[_C_KIND] is None:
+        if span.name == "llm_request":  # vLLM's server span
+            row[_C_KIND], provenance["kind"] = "llm", "name:llm_request"
+        else:
+            del provenance["kind"]
+    provider = row[_C_PROVIDER]
+    if provider:
+        row[_C_PROVIDER] = PROVIDER_ALIASES.get(provider) or canonical_provider(provider)
+    if groups & _MODEL_STEP:
+        _models(found, row, provenance, groups)
+    error_type = row[_C_ERROR_TYPE]
+    # The official OpenAI instrumentation writes "<class 'openai.APIError'>".
+    if error_type and error_type.startswith("<class '") and error_type.endswith("'>"):
+        row[_C_ERROR_TYPE] = error_type[8:-2]
 
-    if kind is None and (ints["input_tokens"] is not None or ints["output_tokens"] is not None):
-        kind, provenance["kind"] = "llm", "heuristic:token counts"
+    if groups & _DETAILS:
+        for key, detail_fields in _DETAIL_SOURCES:
+            details = _json_dict(found.get(key))
+            for detail_key, name in detail_fields.items():
+                value = _as_int(details.get(detail_key))
+                if row[_C[name]] is None and value is not None:
+                    row[_C[name]], provenance[name] = value, f"{key}.{detail_key}"
+
+    if row[_C_KIND] is None and (row[_C_INPUT_TOKENS] is not None or row[_C_OUTPUT_TOKENS] is not None):
+        row[_C_KIND], provenance["kind"] = "llm", "heuristic:token counts"
 
     # Exception events before a successful end: earlier attempts failed inside this span.
+    start = span.start_time_unix_nano
     attempt_offset = 0
-    exception_type = None
     first_event_ns = None
-    if span.events:
-        for event in span.events:
+    if events:
+        failed = None  # read from the status at the first exception event only
+        exception_type = None
+        for event in events:
             name = event.name
             if name == _EXCEPTION_EVENT:
+                if failed is None:
+                    failed = span.status.code == 2
                 if exception_type is None:
                     for kv in event.attributes:
                         if kv.key == "exception.type":
                             exception_type = _scalar(kv.value)
                             break
-                if span.status.code != 2:
-                    attempt_offset = max(attempt_offset, event.time_unix_nano - span.start_time_unix_nano)
+                if not failed:
+                    attempt_offset = max(attempt_offset, event.time_unix_nano - start)
             elif first_event_ns is None and name in _FIRST_TOKEN_EVENTS:
                 first_event_ns = event.time_unix_nano
                 provenance["ttft"] = f"event:{name}"
-    if strings["error_type"] is None and span.status.code == 2 and isinstance(exception_type, str) and exception_type:
-        strings["error_type"], provenance["error_type"] = exception_type, "event:exception"
-    if attempt_offset:
-        provenance["retry"] = "event:exception before success"
-    attempt_start = span.start_time_unix_nano + attempt_offset
+        if failed and row[_C_ERROR_TYPE] is None and isinstance(exception_type, str) and exception_type:
+            row[_C_ERROR_TYPE], provenance["error_type"] = exception_type, "event:exception"
+        if attempt_offset:
+            provenance["retry"] = "event:exception before success"
+    attempt_start = start + attempt_offset
 
     ttft_ns = None
-    for key, factor in _TTFT_SOURCES:
-        raw = found.get(key)
-        value = None if raw is None else _as_float(raw)
-        if value is not None and value >= 0:
-            ttft_ns, provenance["ttft"] = int(value * factor), key
-            break
-    if ttft_ns is None and "gen_ai.span.kind" in found:
-        value = _as_float(found.get(_FI_TTFT_MS))
-        if value is not None and value >= 0:
+    if groups & _TTFT:
+        for key, factor in _TTFT_SOURCES:
+            raw = found.get(key)
+            value = None if raw is None else _as_float(raw)
+            if value is not None and 0 <= value * factor < _MAX_NS:  # 1e300 s is garbage, not a span's worth
+                ttft_ns, provenance["ttft"] = int(value * factor), key
+                break
+    if ttft_ns is None and groups & _FI_TTFT and "gen_ai.span.kind" in found:
+        value = _as_float(found[_FI_TTFT_MS])
+        if value is not None and 0 <= value * 1e6 < _MAX_NS:
             ttft_ns, provenance["ttft"] = int(value * 1e6), _FI_TTFT_MS + " (ms)"
-    if ttft_ns is None and first_event_ns is not None and first_event_ns >= attempt_start:
-        ttft_ns = first_event_ns - attempt_start
-        if span.dropped_events_count:
-            # The SDK dropped events: the first chunk we have may not be the first one sent.
-            provenance["ttft"] += f" ({span.dropped_events_count} events dropped: may be late)"
-    if ttft_ns is None:
-        provenance.pop("ttft", None)
+    if ttft_ns is None and first_event_ns is not None:  # "ttft" in provenance is the event's
+        if first_event_ns >= attempt_start:
+            ttft_ns = first_event_ns - attempt_start
+            if span.dropped_events_count:
+                # The SDK dropped events: the first chunk we have may not be the first one sent.
+                provenance["ttft"] += f" ({span.dropped_events_count} events dropped: may be late)"
+        else:
+            del provenance["ttft"]
 
     streaming = None
-    for key in _STREAM_FLAGS:
-        raw = found.get(key)
-        value = None if raw is None else _as_bool(raw)
-        if value is not None:
-            streaming, provenance["streaming"] = value, key
-            break
-    if streaming is None:
+    if groups & _STREAM:
+        for key in _STREAM_FLAGS:
+            raw = found.get(key)
+            value = None if raw is None else _as_bool(raw)
+            if value is not None:
+                streaming, provenance["streaming"] = value, key
+                break
+    if streaming is None and groups & _PARAMS:
         for key in _PARAM_SOURCES:
             value = _json_dict(found.get(key)).get("stream") if '"stream"' in str(found.get(key, "")) else None
             if isinstance(value, bool):
@@ -455,61 +571,46 @@ def normalize_span(span) -> tuple:
     if streaming is None and ttft_ns is not None:
         streaming, provenance["streaming"] = True, provenance["ttft"]
 
-    finish = None
-    for key in _FINISH_KEYS:
-        raw = found.get(key)
-        finish = None if raw is None else _first_finish_reason(raw)
-        if finish:
-            provenance["finish_reason"] = key
-            break
+    if groups & _FINISH:
+        for key in _FINISH_KEYS:
+            raw = found.get(key)
+            finish = None if raw is None else _first_finish_reason(raw)
+            if finish:
+                row[_C_FINISH_REASON], provenance["finish_reason"] = finish, key
+                break
 
-    cost = None
-    for key in _COST_SOURCES:
-        raw = found.get(key)
-        value = None if raw is None else _as_float(raw)
-        if value is not None and value >= 0:
-            cost, provenance["cost"] = value, key
-            break
+    if groups & _COST:
+        for key in _COST_SOURCES:
+            raw = found.get(key)
+            value = None if raw is None else _as_float(raw)
+            if value is not None and value >= 0:
+                row[_C_COST_USD], row[_C_COST_SOURCE], provenance["cost"] = value, "reported", key
+                break
 
-    resend = _as_int(found.get("http.request.resend_count"))
-    link_span_id = span.links[0].span_id if span.links and len(span.links[0].span_id) == 8 else None
+    if groups & _RESEND_BIT:
+        resend = _as_int(found[_RESEND])
+        if resend and resend > 0:
+            row[_C_RESEND_COUNT] = resend
+    if links:
+        link_span_id = links[0].span_id
+        if len(link_span_id) == 8:
+            row[_C_LINK_SPAN_ID] = link_span_id
 
-    decode_ns = tokens_per_s = None
-    end = span.end_time_unix_nano
-    if ttft_ns is not None and end >= attempt_start + ttft_ns:
-        decode_ns = end - attempt_start - ttft_ns
-        output = ints["output_tokens"]
-        if output and decode_ns > 0:
-            tokens_per_s = output / (decode_ns / 1e9)
-
-    return (
-        kind,
-        strings["provider"],
-        strings["request_model"],
-        strings["response_model"],
-        ints["input_tokens"],
-        ints["output_tokens"],
-        ints["cache_read_tokens"],
-        ints["cache_write_tokens"],
-        ints["reasoning_tokens"],
-        None if streaming is None else int(streaming),
-        ttft_ns,
-        finish,
-        strings["session_id"],
-        strings["user_id"],
-        strings["prompt_name"],
-        strings["prompt_version"],
-        strings["error_type"],
-        cost,
-        "reported" if cost is not None else None,
-        _provenance_json(provenance) if provenance else None,
-        link_span_id,
-        resend if resend and resend > 0 else None,
-        attempt_offset or None,
-        decode_ns,
-        tokens_per_s,
-        strings["response_id"],
-    )
+    if ttft_ns is not None:
+        end = span.end_time_unix_nano
+        if end >= attempt_start + ttft_ns:
+            decode_ns = row[_C_DECODE_NS] = end - attempt_start - ttft_ns
+            output = row[_C_OUTPUT_TOKENS]
+            if output and decode_ns > 0:
+                row[_C_TOKENS_PER_S] = output / (decode_ns / 1e9)
+    row[_C_TTFT_NS] = ttft_ns
+    if streaming is not None:
+        row[_C_STREAMING] = int(streaming)
+    if attempt_offset:
+        row[_C_ATTEMPT_OFFSET_NS] = attempt_offset
+    if provenance:
+        row[_C_PROVENANCE] = _provenance_json(provenance)
+    return tuple(row)
 
 
 def _as_text(value) -> str | None:
@@ -521,14 +622,78 @@ def _as_text(value) -> str | None:
     return None
 
 
-#: attribute key -> ((canonical field, rank, converter), ...): the sources of every scalar field.
-_SOURCE_INDEX: dict[str, list[tuple[str, int, object]]] = {}
-for _name, _keys in _STRING_FIELDS.items():
-    for _rank, _key in enumerate(_keys):
-        _SOURCE_INDEX.setdefault(_key, []).append((_name, _rank, _as_text))
-for _name, _keys in _INT_FIELDS.items():
-    for _rank, _key in enumerate(_keys):
-        _SOURCE_INDEX.setdefault(_key, []).append((_name, _rank, _as_int))
+def _kind_converter(mapping: dict[str, str]):
+    def kind_of(value) -> str | None:
+        """The kind a kind attribute's value names (None: not one we know)."""
+        if isinstance(value, str) and value:
+            return mapping.get(value) or mapping.get(value.upper()) or mapping.get(value.lower())
+        return None
+
+    return kind_of
+
+
+#: Position of each column in the row normalize_span returns.
+_C = {name: i for i, name in enumerate(NORMALIZED_COLUMNS)}
+_WIDTH = len(NORMALIZED_COLUMNS)
+#: The rank of a field no source has filled yet (any source's rank is lower).
+_UNRANKED = 1 << 30
+_C_KIND = _C["llm_kind"]
+_C_PROVIDER = _C["provider"]
+_C_REQUEST_MODEL = _C["request_model"]
+_C_RESPONSE_MODEL = _C["response_model"]
+_C_INPUT_TOKENS = _C["input_tokens"]
+_C_OUTPUT_TOKENS = _C["output_tokens"]
+_C_STREAMING = _C["streaming"]
+_C_TTFT_NS = _C["ttft_ns"]
+_C_FINISH_REASON = _C["finish_reason"]
+_C_ERROR_TYPE = _C["error_type"]
+_C_COST_USD = _C["cost_usd"]
+_C_COST_SOURCE = _C["cost_source"]
+_C_PROVENANCE = _C["provenance"]
+_C_LINK_SPAN_ID = _C["link_span_id"]
+_C_RESEND_COUNT = _C["resend_count"]
+_C_ATTEMPT_OFFSET_NS = _C["attempt_offset_ns"]
+_C_DECODE_NS = _C["decode_ns"]
+_C_TOKENS_PER_S = _C["tokens_per_s"]
+
+#: attribute key -> (field name, rank, converter) of the ranked field it is a source of:
+#: the kind, and every string and int field. Provenance names the kind "kind".
+_RANKED: dict[str, tuple[str, int, object]] = {}
+#: kind attribute -> the kind its value names (None: not one we know)
+_KIND_OF = {key: _kind_converter(mapping) for key, mapping in _KIND_SOURCES}
+for _rank, _key in enumerate(_KIND_OF):
+    _RANKED[_key] = ("kind", _rank, _KIND_OF[_key])
+for _fields, _convert in ((_STRING_FIELDS, _as_text), (_INT_FIELDS, _as_int)):
+    for _name, _keys in _fields.items():
+        for _rank, _key in enumerate(_keys):
+            if _key in _RANKED:  # normalize_span lets each key feed one ranked field
+                raise RuntimeError(f"{_key} is a source of two fields")
+            _RANKED[_key] = (_name, _rank, _convert)
+#: attribute key -> (bits of its groups, row position, name, rank and converter of its
+#: ranked field; position None when it feeds none).
+_INDEX: dict[str, tuple[int, int | None, str | None, int, object]] = {}
+for _key in _WANTED:
+    _name, _rank, _convert = _RANKED.get(_key, (None, 0, None))
+    _bits = 0
+    for _keys, _bit, _field in _GROUPS:
+        if _key in _keys:
+            _bits |= _bit
+    _INDEX[_key] = (
+        _bits,
+        None if _name is None else _C["llm_kind" if _name == "kind" else _name],
+        _name,
+        _rank,
+        _convert,
+    )
+#: (kind key, value) -> the row of a span whose only known key it is (see normalize_span).
+_KIND_ONLY: dict[tuple[str, str], tuple] = {}
+_EVALUATION_PREFIXES = evals.ATTRIBUTE_PREFIXES
+#: attribute key -> how normalize_span treats it: the AnyValue field to read first (the
+#: keys of _READ_AS), or for the other keys seen so far whether they may carry an
+#: evaluation (True) or not (False). One look-up per key instead of a prefix test.
+_KEY_READ: dict[str, str | bool] = dict(_READ_AS)
+_KEY_READ_LIMIT = 8192
+_SCAN_NOTHING, _SCAN_EVENTS, _SCAN_KEYS = evals.SCAN_NOTHING, evals.SCAN_EVENTS, evals.SCAN_KEYS
 
 
 _PROVENANCE_CACHE: dict[tuple, str] = {}
@@ -536,7 +701,7 @@ _PROVENANCE_CACHE: dict[tuple, str] = {}
 
 def _provenance_json(provenance: dict[str, str]) -> str:
     """JSON of a provenance map; the same few maps repeat for every span of a library, so cache them."""
-    key = tuple(provenance.items())
+    key = (*provenance, *provenance.values())  # names then sources: as unambiguous as the items, cheaper
     text = _PROVENANCE_CACHE.get(key)
     if text is None:
         text = json.dumps(provenance, separators=(",", ":"))
@@ -545,34 +710,35 @@ def _provenance_json(provenance: dict[str, str]) -> str:
     return text
 
 
-def _models(found: dict[str, object], strings: dict[str, str | None], provenance: dict[str, str]) -> None:
+def _models(found: dict[str, object], row: list, provenance: dict[str, str], groups: int) -> None:
     """Request and response model, with each family's quirks."""
     if "gen_ai.span.kind" in found or "fi.span.kind" in found:
         # traceAI writes the *response* model into gen_ai.request.model (and
         # omits it on streaming and failed calls); the request model is in the
         # request parameters.
-        if strings["request_model"] and provenance.get("request_model") == "gen_ai.request.model":
-            if not strings["response_model"]:
-                strings["response_model"], provenance["response_model"] = strings["request_model"], (
+        if row[_C_REQUEST_MODEL] and provenance.get("request_model") == "gen_ai.request.model":
+            if not row[_C_RESPONSE_MODEL]:
+                row[_C_RESPONSE_MODEL], provenance["response_model"] = row[_C_REQUEST_MODEL], (
                     "gen_ai.request.model (traceAI: response model)"
                 )
-            strings["request_model"] = None
+            row[_C_REQUEST_MODEL] = None
             provenance.pop("request_model", None)
-    if not strings["request_model"]:
+    if not row[_C_REQUEST_MODEL] and groups & _PARAMS:
         for key in _PARAM_SOURCES:
             model = _json_dict(found.get(key)).get("model") if '"model"' in str(found.get(key, "")) else None
             if isinstance(model, str) and model:
-                strings["request_model"], provenance["request_model"] = model, f"{key}.model"
+                row[_C_REQUEST_MODEL], provenance["request_model"] = model, f"{key}.model"
                 break
     # OpenInference: llm.model_name is the response model when known, else the request model.
-    for key in ("llm.model_name", "embedding.model_name"):
-        model = found.get(key)
-        if isinstance(model, str) and model:
-            if not strings["response_model"] and key == "llm.model_name":
-                strings["response_model"], provenance["response_model"] = model, key
-            if not strings["request_model"]:
-                strings["request_model"], provenance["request_model"] = model, key
-            break
+    if groups & _MODEL:
+        for key in _MODEL_NAMES:
+            model = found.get(key)
+            if isinstance(model, str) and model:
+                if not row[_C_RESPONSE_MODEL] and key == "llm.model_name":
+                    row[_C_RESPONSE_MODEL], provenance["response_model"] = model, key
+                if not row[_C_REQUEST_MODEL]:
+                    row[_C_REQUEST_MODEL], provenance["request_model"] = model, key
+                break
 
 
 _EMPTY: tuple = (None,) * len(NORMALIZED_COLUMNS)

@@ -245,11 +245,14 @@ def decode_spans(request: ExportTraceServiceRequest, data: bytes | None = None) 
             schema_url = scope_spans.schema_url or resource_spans.schema_url
             source_id = _source(out, resource_bytes, service, scope_spans.scope, schema_url).id
             for span in scope_spans.spans:
-                row = _span_row(span, source_id, service, out, raw[n] if raw is not None else None)
+                head = _span_head(span, source_id, service, out, raw[n] if raw is not None else None)
                 n += 1
-                if row is not None:
-                    out.spans.append(row)
-                    _add_evaluations(out, evals.from_span(span))
+                if head is None:
+                    continue
+                values, scan = _normalized(span)
+                out.spans.append(head + values)
+                if scan != evals.SCAN_NOTHING:
+                    _add_evaluations(out, evals.from_span(span, scan))
     return out
 
 
@@ -261,7 +264,8 @@ def _add_evaluations(out: Decoded, found: list[evals.Evaluation]) -> None:
         )  # fmt: skip
 
 
-def _span_row(span, source_id: int, service: str, out: Decoded, raw: bytes | None) -> tuple | None:
+def _span_head(span, source_id: int, service: str, out: Decoded, raw: bytes | None) -> tuple | None:
+    """The columns of a span row before the normalized ones; None when its ids are invalid."""
     trace_id = span.trace_id
     span_id = span.span_id
     if len(trace_id) != 16 or trace_id == _ZERO_TRACE_ID:
@@ -296,22 +300,21 @@ def _span_row(span, source_id: int, service: str, out: Decoded, raw: bytes | Non
         span.dropped_events_count,
         span.dropped_links_count,
         raw if raw is not None else span.SerializeToString(),
-        *_normalized(span),
     )
 
 
-def _normalized(span) -> tuple:
-    """The span's canonical LLM fields, safe to store.
+def _normalized(span) -> tuple[tuple, int | None]:
+    """The span's canonical LLM fields, safe to store, and what evals.from_span needs to know.
 
     A value the normalizer did not expect (a time to first token of 1e300 s, a
     token count of 2**63) costs that field, never the span, its request or the
     other exports sharing its commit.
     """
     try:
-        values = semconv.normalize_span(span)
+        values, scan = semconv.read_span(span)
     except Exception:
         log.warning("could not normalize span %r; stored without LLM fields", span.name, exc_info=True)
-        return _NO_NORMALIZED
+        return _NO_NORMALIZED, None
     for i, limit in _INT_LIMITS:
         v = values[i]
         if type(v) is int and abs(v) > limit:
@@ -321,7 +324,7 @@ def _normalized(span) -> tuple:
             break
     if values[_N["cost_usd"]] is None and values[_N["llm_kind"]] in ("llm", "embedding"):
         values = _priced(values, span.start_time_unix_nano)
-    return values
+    return values, scan
 
 
 _N = {name: i for i, name in enumerate(semconv.NORMALIZED_COLUMNS)}
