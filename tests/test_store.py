@@ -479,7 +479,7 @@ def test_checkpoints_keep_the_wal_bounded_without_stopping_the_writer(tmp_path):
         writer.stop()
     # SQLite's own automatic checkpoints are off on the writer's connection; without
     # the checkpoint thread the WAL would hold all ~6 MB.
-    assert biggest < 4 * 1024 * 1024, f"WAL grew to {biggest} bytes"
+    assert biggest < 6 * 512 * 1024, f"WAL grew to {biggest} bytes"
     conn = sqlite3.connect(db)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -161,39 +161,52 @@ def _links(llm: list[Call], result: Analysis) -> None:
         timing.retry_ns = max(0, c.start_ns - target.start_ns)
 
 
+_P_RETRY, _P_FALLBACK, _P_TTFT, _P_DECODE, _P_RESPONSE, _P_TOOL = (_PRIORITY[k] for k in SPLIT_KEYS[:6])
+
+
 def _split(calls: list[Call], analysis: Analysis, trace_start: int, trace_end: int) -> dict[str, int]:
-    intervals: list[tuple[int, int, str]] = []
-    for c in calls:
-        start, end = c.start_ns, max(c.start_ns, c.end_ns)
-        if c.kind in _LLM_KINDS:
-            timing = analysis.calls.get(c.span_id)
-            if timing is not None and timing.retry_ns and (timing.is_retry or timing.is_fallback):
-                lost = "retry" if timing.is_retry else "fallback"
-                if c.attempt_offset_ns:
-                    intervals.append((start, start + c.attempt_offset_ns, lost))
-                else:
-                    intervals.append((start - timing.retry_ns, start, lost))
-            attempt = start + (c.attempt_offset_ns or 0)
-            if c.ttft_ns is not None and attempt + c.ttft_ns <= end:
-                intervals.append((attempt, attempt + c.ttft_ns, "ttft"))
-                intervals.append((attempt + c.ttft_ns, end, "decode"))
-            else:
-                intervals.append((attempt, end, "response"))
-        elif c.kind in _TOOL_KINDS:
-            intervals.append((start, end, "tool"))
     split = dict.fromkeys(SPLIT_KEYS, 0)
-    total = max(0, trace_end - trace_start)
-    if total == 0:
+    total = trace_end - trace_start
+    if total <= 0:
         return split
-    # Sweep the boundaries; each piece goes to the highest-priority activity
-    # active in it (priorities are indexes into SPLIT_KEYS, lowest wins).
+    # Each activity as (start, priority) / (end, priority) boundaries, clipped to the trace;
+    # priorities are indexes into SPLIT_KEYS, lowest wins.
     points: list[tuple[int, int, int]] = []
-    for s, e, key in intervals:
-        s, e = max(s, trace_start), min(e, trace_end)
+
+    def add(s: int, e: int, priority: int) -> None:
+        s = s if s > trace_start else trace_start
+        e = e if e < trace_end else trace_end
         if e > s:
-            priority = _PRIORITY[key]
             points.append((s, 1, priority))
             points.append((e, -1, priority))
+
+    timings = analysis.calls
+    for c in calls:
+        kind = c.kind
+        start = c.start_ns
+        end = c.end_ns if c.end_ns > start else start
+        if kind in _LLM_KINDS:
+            timing = timings.get(c.span_id)
+            offset = c.attempt_offset_ns or 0
+            if timing is not None and timing.retry_ns and (timing.is_retry or timing.is_fallback):
+                lost = _P_RETRY if timing.is_retry else _P_FALLBACK
+                if offset:
+                    add(start, start + offset, lost)
+                else:
+                    add(start - timing.retry_ns, start, lost)
+            attempt = start + offset
+            ttft = c.ttft_ns
+            if ttft is not None and attempt + ttft <= end:
+                add(attempt, attempt + ttft, _P_TTFT)
+                add(attempt + ttft, end, _P_DECODE)
+            else:
+                add(attempt, end, _P_RESPONSE)
+        elif kind in _TOOL_KINDS:
+            add(start, end, _P_TOOL)
+    if not points:
+        split["other"] = total
+        return split
+    # Sweep the boundaries; each piece goes to the highest-priority activity active in it.
     points.sort()  # ties at one instant: the order does not matter, the piece between them is empty
     active = [0] * len(SPLIT_KEYS)
     durations = [0] * len(SPLIT_KEYS)

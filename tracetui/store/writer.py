@@ -30,7 +30,7 @@ from tracetui.store.batch import (
     prepare,
     timing_result,
 )
-from tracetui.store.checkpoint import WAL_BYTES, Checkpointer
+from tracetui.store.checkpoint import RESTART_FACTOR, WAL_BYTES, Checkpointer
 from tracetui.store.retention import Retention, enforce
 from tracetui.store.schema import connect_writer
 from tracetui.timing import SPLIT_KEYS, Call, analyze
@@ -313,7 +313,7 @@ class Writer:
     def start(self) -> None:
         # WAL checkpoints move to their own thread (see tracetui.store.checkpoint).
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
-        self._conn.execute(f"PRAGMA journal_size_limit={2 * self._wal_bytes:d}")
+        self._conn.execute(f"PRAGMA journal_size_limit={RESTART_FACTOR * self._wal_bytes:d}")
         self._checkpointer = Checkpointer(self.path, self._wal_bytes)
         self._checkpointer.start()
         self._thread.start()
