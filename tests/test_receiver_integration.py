@@ -111,6 +111,7 @@ def test_unusable_database_path_is_a_clear_error(tmp_path, kind):
     done.wait(5)
     assert code != 0
     assert not any(line.startswith("tracetui: listening") for line in lines)
+    assert not list(tmp_path.glob("second.db*")), "a failed start leaves no database behind"
     assert any(line.startswith("tracetui: cannot open database") and str(db) in line for line in lines), lines
     assert "Traceback" not in "\n".join(lines)
     if kind == "not-a-database":
@@ -161,6 +162,7 @@ def test_second_receiver_on_the_same_port_fails_clearly(shared_receiver, tmp_pat
     done.wait(5)
     assert code != 0
     assert not any(line.startswith("tracetui: listening") for line in lines)
+    assert not list(tmp_path.glob("second.db*")), "a failed start leaves no database behind"
     ours = [line for line in lines if line.startswith("tracetui:")]
     assert any("cannot listen" in line and str(receiver.port) in line for line in ours), lines
     # the first one is untouched and still owns the port
@@ -495,6 +497,39 @@ def test_busy_or_locked_database_answers_retryable_and_loses_nothing(start_rcv):
 
 
 # --- shutting down ----------------------------------------------------------------------
+
+
+def test_a_second_interrupt_stops_waiting_for_exports_in_flight(start_rcv):
+    rcv = start_rcv()
+    export(rcv.port, make_request([make_span(tid(1), sid(1))]).SerializeToString())  # acknowledged
+    answers: list[object] = []
+
+    def send() -> None:
+        try:
+            answers.append(export(rcv.port, make_request([make_span(tid(2), sid(1))]).SerializeToString()))
+        except grpc.RpcError as exc:
+            answers.append(exc)
+
+    blocker = sqlite3.connect(rcv.db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the export below waits for the disk
+    try:
+        sender = threading.Thread(target=send)
+        sender.start()
+        assert wait_until(lambda: rcv.proc.poll() is None and not answers, timeout=5)
+        rcv.proc.send_signal(signal.SIGINT)  # first: finish what is in flight...
+        time.sleep(0.3)
+        assert rcv.proc.poll() is None, "the first interrupt should wait for the export in flight"
+        rcv.proc.send_signal(signal.SIGINT)  # ...second: do not
+        code = rcv.proc.wait(30)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    sender.join(30)
+    assert code == 128 + signal.SIGINT  # the forced path, not the normal stop (0)
+    assert any("SIGINT again" in line for line in rcv.lines), rcv.lines
+    assert isinstance(answers[0], grpc.RpcError)  # the export in flight was not acknowledged
+    assert stored_span_keys(rcv.db_path) == {(tid(1), sid(1))}  # what was acknowledged is there
+    assert integrity(rcv.db_path) == "ok"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

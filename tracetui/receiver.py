@@ -18,6 +18,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 from tracetui import pricing
@@ -55,6 +56,7 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
         max_db_bytes=settings.max_db_mb * 1024 * 1024 if settings.max_db_mb else None,
         max_age_s=parse_age(settings.max_age) if settings.max_age else None,
     )
+    created = not settings.db_path.exists()
     try:
         writer = Writer(settings.db_path, max_pending_spans=settings.max_pending_spans, retention=retention)
     except Exception as exc:  # sqlite3.Error, OSError, SchemaTooNew
@@ -62,14 +64,22 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
         return 1
     writer.start()
     decoder: Decoder = InlineDecoder()
+
+    def give_up(message: str) -> int:
+        """Startup failed after the database was opened: close it, and remove it if this run created it."""
+        decoder.close()
+        writer.stop()
+        if created:
+            remove_database(settings.db_path)
+        print(f"tracetui: {message}", file=err, flush=True)
+        return 1
+
     if settings.decode_workers:
-        decoder = ProcessDecoder(settings.decode_workers, settings.prices_path)
         try:
+            decoder = ProcessDecoder(settings.decode_workers, settings.prices_path)
             decoder.warm()
         except Exception as exc:
-            writer.stop()
-            print(f"tracetui: cannot start the decode workers: {exc}", file=err, flush=True)
-            return 1
+            return give_up(f"cannot start the decode workers: {exc}")
     try:
         server, port = start_grpc_server(
             writer,
@@ -81,10 +91,7 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
             decoder=decoder,
         )
     except OSError as exc:
-        decoder.close()
-        writer.stop()
-        print(f"tracetui: {exc}", file=err, flush=True)
-        return 1
+        return give_up(str(exc))
     from tracetui.otlp.http_server import HttpReceiver  # aiohttp only where it is needed
 
     http = HttpReceiver(
@@ -101,15 +108,22 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
         http_port = http.start()
     except OSError as exc:
         server.stop(grace=None).wait()
-        decoder.close()
-        writer.stop()
-        print(f"tracetui: {exc}", file=err, flush=True)
-        return 1
+        return give_up(str(exc))
     writer.set_status(**receiver_status_defaults(settings.host, port), http=f"{settings.host}:{http_port}")
+
+    def on_signal(signum: int, _frame) -> None:
+        if not stop.is_set():
+            stop.set()
+            return
+        # Asked twice: stop waiting for the exports in flight. Nothing acknowledged is
+        # lost (it is committed); the exports not yet answered are resent by their clients.
+        print(f"tracetui: {signal.Signals(signum).name} again: exiting now, exports in flight were not "
+              "acknowledged (exporters resend them)", file=err, flush=True)  # fmt: skip
+        os._exit(128 + signum)
 
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
+            signal.signal(sig, on_signal)
     print(
         f"{READY_PREFIX}grpc={settings.host}:{port} http={settings.host}:{http_port} db={settings.db_path}",
         file=err,
@@ -130,6 +144,15 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
     writer.stop()
     print(f"tracetui: stopped ({writer.spans_written} spans written)", file=err, flush=True)
     return 0
+
+
+def remove_database(path: Path) -> None:
+    """Delete a database file and its WAL companions (only ever one this run created)."""
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.unlink(f"{path}{suffix}")
+        except FileNotFoundError:
+            pass
 
 
 @dataclass(frozen=True)
