@@ -530,3 +530,41 @@ def test_sources_stored_by_an_older_tracetui_keep_their_ids(writer, db):
     finally:
         conn.close()
     assert rows == {"first": "svc-old", "new resource": "svc-new"}
+
+
+@pytest.mark.parametrize("with_calls", [False, True], ids=["plain", "model calls"])
+def test_a_trace_split_over_exports_sums_the_same_in_one_commit_or_two(tmp_path, with_calls):
+    trace = tid(7)
+    root = make_span(trace, sid(1), name="root", start=0, duration=10_000_000)
+    late = make_span(trace, sid(3), sid(1), name="late", start=9_000_000, duration=5_000_000)  # ends after the root
+    if with_calls:
+        child = llm_span(trace, sid(2), sid(1), "chat", 1_000_000, 100, 20, 0.5)
+    else:
+        child = make_span(trace, sid(2), sid(1), name="step", start=1_000_000, duration=2_000_000)
+    first, second = (child, late), (root,)
+
+    def stored(name: str, exports, one_commit: bool) -> dict:
+        db = tmp_path / f"{name}.db"
+        writer = Writer(db)
+        if one_commit:  # queued before the writer runs: its first batch takes them all
+            tickets = [writer.submit(decoded(*spans)) for spans in exports]
+            writer.start()
+        else:
+            writer.start()
+            tickets = []
+            for spans in exports:
+                tickets.append(writer.submit(decoded(*spans)))
+                assert tickets[-1].wait(10)
+        try:
+            assert all(t.wait(10) and t.error is None for t in tickets)
+            if one_commit:
+                assert writer.commits == 1
+        finally:
+            writer.stop()
+        return comparable(trace_row(db, trace))
+
+    whole = stored("whole", [(*first, *second)], one_commit=True)
+    assert whole["span_count"] == 3 and whole["root_name"] == "root"
+    assert whole["end_ns"] - whole["start_ns"] == 14_000_000
+    assert stored("one-commit", [first, second], one_commit=True) == whole
+    assert stored("two-commits", [first, second], one_commit=False) == whole

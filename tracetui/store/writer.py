@@ -574,8 +574,8 @@ class Writer:
             reanalyze = set(trace_ids)
         if reanalyze:
             update_timing(conn, reanalyze)
-        # Existing traces without new model or tool spans only grew in time: the new wall-clock is "other" time.
-        others = [(t,) for t in before if t not in reanalyze]
+        # Traces merged without new model or tool spans only grew in time: the new wall-clock is "other" time.
+        others = [(t,) for t in (*before, *split) if t not in reanalyze]
         if others:
             conn.executemany(_UPDATE_OTHER_TIME, others)
 
