@@ -513,12 +513,23 @@ class Writer:
                 [(s.id, s.digest, s.service, s.resource, s.scope_name, s.scope_version, s.scope, s.schema_url)
                  for s in missing],
             )  # fmt: skip
-            for i in range(0, len(missing), 500):
-                chunk = [s.digest for s in missing[i : i + 500]]
-                known.update(
-                    conn.execute(f"SELECT digest, id FROM sources WHERE digest IN ({','.join('?' * len(chunk))})", chunk)
-                )
+            self._load_source_ids(conn, [s.digest for s in missing])
+            taken = [s for s in missing if s.digest not in known]
+            if taken:  # the derived id belongs to another source (a 64-bit collision): a fresh id then
+                conn.executemany(
+                    _INSERT_SOURCE,
+                    [(None, s.digest, s.service, s.resource, s.scope_name, s.scope_version, s.scope, s.schema_url)
+                     for s in taken],
+                )  # fmt: skip
+                self._load_source_ids(conn, [s.digest for s in taken])
         return {s.id: known[digest] for digest, s in sources.items() if known[digest] != s.id}
+
+    def _load_source_ids(self, conn: sqlite3.Connection, digests: list[bytes]) -> None:
+        for i in range(0, len(digests), 500):
+            chunk = digests[i : i + 500]
+            self._source_ids.update(
+                conn.execute(f"SELECT digest, id FROM sources WHERE digest IN ({','.join('?' * len(chunk))})", chunk)
+            )
 
     def _write_spans(self, conn: sqlite3.Connection, rows: list[tuple], parts: list[Decoded]) -> int:
         """Insert spans and keep their trace rows in step, in the caller's transaction.
