@@ -18,7 +18,7 @@ import logging
 import marshal
 import multiprocessing
 import os
-import signal
+import signal as os_signal  # `signal` names the OTLP signal (traces, logs) here
 import threading
 import time
 from collections.abc import Callable
@@ -128,7 +128,7 @@ def _exit_with(parent: int) -> None:
 
 def _worker_init(prices_path: str | None) -> None:
     # Ctrl-C reaches the whole process group; the receiver decides when workers stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os_signal.signal(os_signal.SIGINT, os_signal.SIG_IGN)
     # A receiver killed with SIGKILL cannot shut its pool down; its workers
     # would wait on their queue forever (each holds both ends of the pipe).
     threading.Thread(target=_exit_with, args=(os.getppid(),), name="exit-with-receiver", daemon=True).start()
