@@ -15,11 +15,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Sparkline, Static
+from textual.widgets import DataTable, Sparkline, Static
 
 from tracetui.fmt import fmt_cost, fmt_duration, safe_text
 from tracetui.stats import GROUPINGS, WINDOWS, GroupStats, compute
 from tracetui.ui.lifecycle import forget_worker_when_done, unwatch_app
+from tracetui.ui.widgets.key_footer import KeyFooter
 from tracetui.ui.widgets.status_header import StatusHeader
 
 #: (column title, GroupStats attribute, formatter)
@@ -109,7 +110,7 @@ class StatsScreen(Screen):
         yield table
         yield Static("", id="stats-histogram-title")
         yield Sparkline([], id="stats-histogram")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from tracetui.filters import Filter, parse
 from tracetui.fmt import safe_text
@@ -18,6 +18,7 @@ from tracetui.store.reader import TraceRow
 from tracetui.ui.lifecycle import forget_worker_when_done, set_display, unwatch_app
 from tracetui.ui.widgets.cursor_list import CursorList
 from tracetui.ui.widgets.filter_bar import FilterBar, toggle_term
+from tracetui.ui.widgets.key_footer import KeyFooter
 from tracetui.ui.widgets.status_header import StatusHeader
 from tracetui.ui.widgets.trace_table import WINDOW, TraceTable
 
@@ -89,7 +90,7 @@ class TraceListScreen(Screen):
         yield TraceTable(id="traces")
         yield Static(empty_state_text(self.app.listen), id="empty")  # type: ignore[attr-defined]
         yield FilterBar(id="filter-bar")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.watch(self.app, "data_version", self._data_changed, init=False)

@@ -10,20 +10,27 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
+from tracetui.drill import (
+    critical_path,
+    path_summary,
+    run_of,
+    run_roots,
+    slowest_spans,
+    walk,
+)
+from tracetui.filters import Filter, parse
 from tracetui.fmt import fmt_cost, fmt_duration, safe_text
 from tracetui.store.reader import SpanDetail, TraceRow
-from tracetui.filters import Filter, parse
-from tracetui.drill import critical_path, path_summary, run_of, run_roots, slowest_spans, walk
 from tracetui.tree import TreeLine, build_tree, flatten
 from tracetui.ui.lifecycle import forget_worker_when_done, unwatch_app
 from tracetui.ui.widgets.cursor_list import CursorList
 from tracetui.ui.widgets.filter_bar import FilterBar
+from tracetui.ui.widgets.key_footer import KeyFooter
 from tracetui.ui.widgets.span_detail import SpanDetailPane
 from tracetui.ui.widgets.status_header import StatusHeader
 from tracetui.ui.widgets.waterfall import Waterfall
-
 
 #: Our own constant markup (no user text): colour samples matching the bars.
 LEGEND = (
@@ -139,7 +146,7 @@ class TraceScreen(Screen):
         yield Static(LEGEND, id="legend")
         yield SpanDetailPane(id="detail")
         yield FilterBar(id="filter-bar")
-        yield Footer()
+        yield KeyFooter()
 
     def on_unmount(self) -> None:
         self.app.pin(None)  # type: ignore[attr-defined]
