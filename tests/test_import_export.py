@@ -248,6 +248,13 @@ def test_export_then_import_round_trips_every_fixture_exactly(imported, tmp_path
     traces_sql = ("SELECT trace_id, root_name, service, start_ns, end_ns, span_count, error_count, llm_calls, "
                   "input_tokens, output_tokens FROM traces ORDER BY trace_id")  # fmt: skip
     assert stored(again, traces_sql) == stored(imported, traces_sql)
+    # the log records of each trace (evaluation results, message content) come along, byte for byte
+    logs_sql = ("SELECT l.trace_id, l.span_id, l.raw, src.resource, l.event_name FROM logs l "
+                "JOIN sources src ON src.id = l.source_id WHERE l.trace_id IS NOT NULL ORDER BY l.digest")  # fmt: skip
+    assert len(stored(imported, logs_sql)) > 5
+    assert stored(again, logs_sql) == stored(imported, logs_sql)
+    evaluations_sql = "SELECT trace_id, span_id, name, score, label FROM evaluations ORDER BY 1, 2, 3, 4"
+    assert stored(again, evaluations_sql) == stored(imported, evaluations_sql)
 
     # and against the captures themselves: same ids, times, attributes, events, status
     reader = Reader(again)
@@ -267,8 +274,13 @@ def test_exported_json_is_plain_otlp_json(imported, tmp_path):
     request = requests_of(AGENT)[0]
     _service, first = next(iter_spans([request]))
     result = ok("export", "--db", imported, first.trace_id.hex()[:12], "--format", "otlp-json")
-    data = json.loads(result.stdout)
-    assert set(data) == {"resourceSpans"}
+    # this run has log records (evaluation results): JSON Lines, the spans request then the logs request
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert len(lines) == 2
+    data, logs = json.loads(lines[0]), json.loads(lines[1])
+    assert set(data) == {"resourceSpans"} and set(logs) == {"resourceLogs"}
+    records = [r for rl in logs["resourceLogs"] for sl in rl["scopeLogs"] for r in sl["logRecords"]]
+    assert records and all(r["traceId"] == first.trace_id.hex() for r in records)
     spans = [s for rs in data["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
     expected = {s.span_id.hex(): s for _, s in iter_spans(requests_of(AGENT)) if s.trace_id == first.trace_id}
     assert {s["spanId"] for s in spans} == set(expected)
@@ -294,6 +306,14 @@ def test_exported_json_is_plain_otlp_json(imported, tmp_path):
     assert {s.span_id for rs in parsed.resource_spans for ss in rs.scope_spans for s in ss.spans} == {
         bytes.fromhex(h) for h in expected
     }
+
+
+def test_a_trace_without_log_records_exports_as_one_pretty_printed_request(imported):
+    with_logs = {row[0] for row in stored(imported, "SELECT DISTINCT trace_id FROM logs WHERE trace_id IS NOT NULL")}
+    trace_id = next(t for (t,) in stored(imported, "SELECT trace_id FROM traces") if t not in with_logs)
+    result = ok("export", "--db", imported, trace_id.hex(), "--format", "otlp-json")
+    data = json.loads(result.stdout)
+    assert set(data) == {"resourceSpans"} and "\n  " in result.stdout
 
 
 def test_export_of_an_unknown_trace_is_a_clear_error(imported, tmp_path):

@@ -48,7 +48,8 @@ def import_command(db: Path | None, files: tuple[Path, ...]) -> None:
 @_db_option
 @click.argument("trace_id")
 @click.option("--format", "fmt", type=click.Choice(["otlp-json", "summary"]), default="summary", show_default=True,
-              help="otlp-json: an OTLP JSON request `tracetui import` reads back; "
+              help="otlp-json: OTLP JSON that `tracetui import` reads back (JSON Lines, spans then log "
+                   "records, when the trace has log records); "
                    "summary: text for an LLM or an issue.")  # fmt: skip
 @click.option("--max-chars", type=click.IntRange(0), default=None,
               help="Summary: cut each prompt, answer and error message to N characters (default 500).")  # fmt: skip

@@ -18,6 +18,7 @@ import json
 import time
 from typing import Any
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
@@ -72,34 +73,63 @@ def _raw_rows(reader: Reader, trace_id: bytes) -> list[tuple]:
 # --- OTLP ------------------------------------------------------------------------------------
 
 
+def _grouped(request, rows: list[tuple], resource_items: str, scope_items: str, item_field: str) -> None:
+    """Add (raw item, resource, scope, schema_url) rows to a request, grouped by resource and scope."""
+    resources: dict[bytes, Any] = {}
+    scopes: dict[tuple[bytes, bytes, str], Any] = {}
+    for raw, resource, scope, schema_url in rows:
+        resource = resource or b""
+        scope = scope or b""
+        group = resources.get(resource)
+        if group is None:
+            group = resources[resource] = getattr(request, resource_items).add()
+            group.resource.CopyFrom(Resource.FromString(resource))
+        key = (resource, scope, schema_url or "")
+        scoped = scopes.get(key)
+        if scoped is None:
+            scoped = scopes[key] = getattr(group, scope_items).add()
+            scoped.scope.CopyFrom(InstrumentationScope.FromString(scope))
+            scoped.schema_url = schema_url or ""
+        getattr(scoped, item_field).add().MergeFromString(raw)
+
+
 def trace_request(reader: Reader, trace_id: bytes) -> ExportTraceServiceRequest:
     """The stored spans of one trace as one ExportTraceServiceRequest, grouped by resource and scope."""
     rows = _raw_rows(reader, trace_id)
     if not rows:
         raise ExportError(f"no trace {trace_id.hex()}")
     request = ExportTraceServiceRequest()
-    resources: dict[bytes, Any] = {}
-    scopes: dict[tuple[bytes, bytes, bytes, str], Any] = {}
-    for _span_id, raw, resource, scope, schema_url in rows:
-        resource = resource or b""
-        scope = scope or b""
-        resource_spans = resources.get(resource)
-        if resource_spans is None:
-            resource_spans = resources[resource] = request.resource_spans.add()
-            resource_spans.resource.CopyFrom(Resource.FromString(resource))
-        key = (resource, scope, schema_url or "")
-        scope_spans = scopes.get(key)
-        if scope_spans is None:
-            scope_spans = scopes[key] = resource_spans.scope_spans.add()
-            scope_spans.scope.CopyFrom(InstrumentationScope.FromString(scope))
-            scope_spans.schema_url = schema_url or ""
-        scope_spans.spans.add().MergeFromString(raw)
+    _grouped(request, [row[1:] for row in rows], "resource_spans", "scope_spans", "spans")
+    return request
+
+
+def logs_request(reader: Reader, trace_id: bytes) -> ExportLogsServiceRequest | None:
+    """The log records stored with one trace (evaluation results, message content), or None."""
+    rows = reader._all(  # noqa: SLF001
+        "SELECT l.raw, src.resource, src.scope, src.schema_url "
+        "FROM logs l JOIN sources src ON src.id = l.source_id "
+        "WHERE l.trace_id = ? ORDER BY l.time_ns, l.id",
+        (trace_id,),
+    )
+    if not rows:
+        return None
+    request = ExportLogsServiceRequest()
+    _grouped(request, rows, "resource_logs", "scope_logs", "log_records")
     return request
 
 
 def trace_otlp_json(reader: Reader, trace_id: bytes, *, indent: int | None = 2) -> str:
-    """One trace as an OTLP JSON ExportTraceServiceRequest (hex ids, 64-bit integers as strings)."""
-    return message_to_json(trace_request(reader, trace_id), indent=indent)
+    """One trace as OTLP JSON (hex ids, 64-bit integers as strings), as `tracetui import` reads it back.
+
+    A trace without log records is one pretty-printed ExportTraceServiceRequest.
+    With log records it is JSON Lines, as the Collector's file exporter writes:
+    the spans request on the first line, the log records request on the second.
+    """
+    spans = trace_request(reader, trace_id)
+    logs = logs_request(reader, trace_id)
+    if logs is None:
+        return message_to_json(spans, indent=indent)
+    return message_to_json(spans, indent=None) + "\n" + message_to_json(logs, indent=None)
 
 
 def span_attributes_json(reader: Reader, trace_id: bytes, span_id: bytes) -> str:
