@@ -214,10 +214,13 @@ def traces(db: Path | None, as_json: bool, limit: int | None, threshold: float) 
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 def spans(db: Path | None, trace_id: str, as_json: bool) -> None:
     """List the spans of one trace."""
+    from tracetui.export import ExportError, resolve_trace_id
+
     reader = _open_reader(db)
-    full = reader.find_trace_id(trace_id)
-    if full is None:
-        raise click.ClickException(f"no trace matches {trace_id!r}")
+    try:
+        full = resolve_trace_id(reader, trace_id)
+    except ExportError as exc:
+        raise click.ClickException(str(exc)) from None
     rows = reader.span_json(full)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))

@@ -50,10 +50,13 @@ class ExportError(LookupError):
 
 def resolve_trace_id(reader: Reader, text: str) -> bytes:
     """A stored trace id from its full hex form or a unique prefix; raises ExportError."""
-    found = reader.find_trace_id(text)
-    if found is None:
+    found = reader.trace_ids_starting(text, limit=3)
+    if not found:
         raise ExportError(f"no trace matches {text!r} (give the full hex id or a unique prefix)")
-    return found
+    if len(found) > 1:
+        some = ", ".join(t.hex() for t in found[:2]) + (", ..." if len(found) > 2 else "")
+        raise ExportError(f"{text!r} matches several traces ({some}): give more of the id")
+    return found[0]
 
 
 def _raw_rows(reader: Reader, trace_id: bytes) -> list[tuple]:

@@ -401,16 +401,21 @@ class Reader:
 
     def find_trace_id(self, prefix_hex: str) -> bytes | None:
         """A stored trace's id from its full hex form or a unique hex prefix; None if none matches."""
+        found = self.trace_ids_starting(prefix_hex, limit=2)
+        return found[0] if len(found) == 1 else None
+
+    def trace_ids_starting(self, prefix_hex: str, limit: int = 2) -> list[bytes]:
+        """Up to ``limit`` stored trace ids that start with these hex digits (none for non-hex text)."""
         text = prefix_hex.strip().lower()
-        if not text:
-            return None
+        if not text or len(text) > 32:
+            return []
         try:
             lo = bytes.fromhex(text.ljust(32, "0"))
             hi = bytes.fromhex(text.ljust(32, "f"))
         except ValueError:
-            return None
-        rows = self._all("SELECT trace_id FROM traces WHERE trace_id BETWEEN ? AND ? LIMIT 2", (lo, hi))
-        return rows[0][0] if len(rows) == 1 else None
+            return []
+        rows = self._all("SELECT trace_id FROM traces WHERE trace_id BETWEEN ? AND ? LIMIT ?", (lo, hi, limit))
+        return [row[0] for row in rows]
 
     # --- one trace -----------------------------------------------------------
 
