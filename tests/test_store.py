@@ -340,20 +340,22 @@ def test_raw_attributes_events_links_and_resource_are_kept(writer, db):
     assert reader_for(db).span_detail(t, sid(99)) is None
 
 
-def test_find_trace_id_by_unique_prefix(writer, db):
+def test_trace_ids_by_prefix(writer, db):
     a = bytes.fromhex("abcd0000000000000000000000000001")
     b = bytes.fromhex("abce0000000000000000000000000002")
     store(writer, make_span(a, sid(1)), make_span(b, sid(1)))
     reader = reader_for(db)
-    assert reader.find_trace_id(a.hex()) == a
-    assert reader.find_trace_id(a.hex().upper()) == a
-    assert reader.find_trace_id("abcd") == a
-    assert reader.find_trace_id("abce0") == b
-    assert reader.find_trace_id("abc") is None  # ambiguous
-    assert reader.find_trace_id("ffff") is None  # no such trace
-    assert reader.find_trace_id("not-hex") is None
-    assert reader.find_trace_id("") is None
-    assert reader.find_trace_id(tid(404).hex()) is None  # a well-formed id that was never stored
+    assert reader.trace_ids_starting(a.hex()) == [a]
+    assert reader.trace_ids_starting(a.hex().upper()) == [a]
+    assert reader.trace_ids_starting("abcd") == [a]
+    assert reader.trace_ids_starting("abce0") == [b]
+    assert reader.trace_ids_starting("abc") == [a, b]  # ambiguous
+    assert reader.trace_ids_starting("abc", limit=1) == [a]
+    assert reader.trace_ids_starting("ffff") == []  # no such trace
+    assert reader.trace_ids_starting("not-hex") == []
+    assert reader.trace_ids_starting("") == []
+    assert reader.trace_ids_starting(a.hex() + "0") == []  # longer than an id
+    assert reader.trace_ids_starting(tid(404).hex()) == []  # a well-formed id that was never stored
 
 
 def test_absurd_numbers_never_fail_a_commit(writer, db):

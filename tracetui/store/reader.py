@@ -399,11 +399,6 @@ class Reader:
         found = self._one(sql, params)
         return found[0] if found else None
 
-    def find_trace_id(self, prefix_hex: str) -> bytes | None:
-        """A stored trace's id from its full hex form or a unique hex prefix; None if none matches."""
-        found = self.trace_ids_starting(prefix_hex, limit=2)
-        return found[0] if len(found) == 1 else None
-
     def trace_ids_starting(self, prefix_hex: str, limit: int = 2) -> list[bytes]:
         """Up to ``limit`` stored trace ids that start with these hex digits (none for non-hex text)."""
         text = prefix_hex.strip().lower()
