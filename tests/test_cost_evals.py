@@ -200,6 +200,7 @@ def test_groundedness_lands_on_the_right_span_once(agent_db: Path) -> None:
     spans = {s["name"]: s for s in reader.span_json(fallback_run.trace_id)}
     (ev,) = spans["chat claude-sonnet-4"]["evaluations"]  # span event + log record -> one
     assert (ev["name"], ev["score"], ev["label"]) == ("groundedness", 0.92, "grounded")
+    assert set(ev["source"].split(" + ")) == {"span event", "log record"}  # both routes named
     assert all(not s["evaluations"] for name, s in spans.items() if name != "chat claude-sonnet-4")
     assert (fallback_run.evals_passed, fallback_run.evals_total) == (1, 1)
     bad = {s["name"]: s for s in reader.span_json(bad_run.trace_id)}

@@ -422,3 +422,15 @@ def test_functions_for_the_ui(imported):
             span_attributes_json(reader, trace_id, sid(12345))
     finally:
         reader.close()
+
+
+def test_an_evaluation_from_a_span_event_and_a_log_record_names_both_in_either_order(tmp_path):
+    spans, logs = FIXTURES / "handmade_agent.otlp", FIXTURES / "handmade_agent.logs.otlp"
+    for n, order in enumerate(([spans, logs], [logs, spans])):
+        db = tmp_path / f"order{n}.db"
+        for path in order:  # separate imports: the second finds the first already stored
+            ok("import", "--db", db, path)
+        rows = stored(db, "SELECT name, score, source FROM evaluations ORDER BY name, score")
+        assert [(name, score) for name, score, _ in rows] == [("groundedness", 0.18), ("groundedness", 0.92),
+                                                             ("relevance", 0.74)]  # fmt: skip
+        assert all(set(source.split(" + ")) == {"span event", "log record"} for _, _, source in rows), rows

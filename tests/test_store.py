@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import make_request, make_span, sid, stored_span_keys, tid
+from helpers import BASE_NS, make_request, make_span, sid, stored_span_keys, tid
 from tracetui.otlp.decode import decode_spans, parse_trace_request
 from tracetui.store.reader import Reader
 from tracetui.store.schema import SCHEMA_VERSION, SchemaTooNew
@@ -591,3 +591,23 @@ def test_a_source_whose_derived_id_is_taken_gets_another(writer, db):
     finally:
         conn.close()
     assert rows == [("mine", "svc-mine")]
+
+
+def test_an_evaluation_known_first_by_response_id_merges_into_the_span_events_copy(writer, db):
+    from tracetui.otlp.decode import Decoded
+
+    row = ("groundedness", 0.9, "grounded", "", BASE_NS)
+    waiting = Decoded(evaluations=[(b"", None, "resp-1", *row[:3], row[3], "log record", row[4])])
+    assert writer.submit(waiting).wait(10)
+    span = make_span(tid(5), sid(1), name="chat", attributes={"gen_ai.operation.name": "chat",
+                                                              "gen_ai.response.id": "resp-1"})  # fmt: skip
+    with_event = decoded(span)
+    with_event.evaluations.append((tid(5), sid(1), "resp-1", *row[:3], row[3], "span event", row[4]))
+    ticket = writer.submit(with_event)
+    assert ticket.wait(10) and ticket.error is None
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute("SELECT trace_id, span_id, name, score, source FROM evaluations").fetchall()
+    finally:
+        conn.close()
+    assert rows == [(tid(5), sid(1), "groundedness", 0.9, "span event + log record")]

@@ -64,10 +64,23 @@ SELECT span_id, parent_span_id, llm_kind, request_model, response_model, status_
 FROM spans WHERE trace_id = ? AND llm_kind IS NOT NULL
 """
 _N_CALL_FIELDS = 16
+# One result can arrive by two routes (a span event and a log record): stored
+# once (the evaluations_once index), with both routes named in its source.
 _INSERT_EVALUATION = (
-    "INSERT OR IGNORE INTO evaluations(trace_id, span_id, response_id, name, score, label, explanation, source, "
-    "time_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO evaluations(trace_id, span_id, response_id, name, score, label, explanation, source, time_ns) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT(trace_id, ifnull(span_id, ifnull(response_id, '')), name, ifnull(score, 'none'), ifnull(label, '')) "
+    "DO UPDATE SET source = source || ' + ' || excluded.source WHERE instr(source, excluded.source) = 0"
 )
+_MERGE_RESOLVED_SOURCES = """
+UPDATE evaluations AS kept SET source = kept.source || ' + ' || gone.source
+FROM evaluations AS gone JOIN spans s ON s.response_id = gone.response_id
+     AND (gone.trace_id = s.trace_id OR gone.trace_id = x'')
+WHERE gone.span_id IS NULL AND gone.response_id = ?
+  AND kept.trace_id = s.trace_id AND kept.span_id = s.span_id AND kept.name = gone.name
+  AND ifnull(kept.score, 'none') = ifnull(gone.score, 'none') AND ifnull(kept.label, '') = ifnull(gone.label, '')
+  AND instr(kept.source, gone.source) = 0
+"""
 _RESOLVE_EVALUATIONS = """
 UPDATE OR IGNORE evaluations SET
     span_id = (SELECT s.span_id FROM spans s WHERE s.response_id = evaluations.response_id
@@ -115,10 +128,12 @@ def resolve_evaluations(conn: sqlite3.Connection, response_ids) -> None:
     """Attach evaluations that named only a response id to the span that produced it.
 
     One result can arrive twice (a span event and a log record): when the
-    resolved row would duplicate one already attached, the unresolved copy goes.
+    resolved row would duplicate one already attached, the unresolved copy goes
+    and its source is added to the attached one's.
     """
     params = [(r,) for r in response_ids]
     conn.executemany(_RESOLVE_EVALUATIONS, params)
+    conn.executemany(_MERGE_RESOLVED_SOURCES, params)  # what stays unresolved duplicates an attached row
     conn.executemany(
         "DELETE FROM evaluations WHERE span_id IS NULL AND response_id = ? "
         "AND EXISTS (SELECT 1 FROM spans s WHERE s.response_id = evaluations.response_id)",
