@@ -20,6 +20,7 @@ from tracetui.config import (
     DEFAULT_MAX_PENDING_SPANS,
     TOKEN_ENV,
     ReceiverSettings,
+    default_decode_workers,
 )
 from tracetui.cli_common import db_option, open_reader, resolve_db
 from tracetui.fmt import fmt_clock, fmt_duration, safe_text
@@ -118,7 +119,7 @@ def serve(
         token=token or None,
         max_request_bytes=max_request_mb * 1024 * 1024,
         max_pending_spans=max_pending_spans,
-        **({"decode_workers": decode_workers} if decode_workers is not None else {}),
+        decode_workers=default_decode_workers() if decode_workers is None else decode_workers,
         max_spans=max_spans,
         max_db_mb=max_db_mb,
         max_age=max_age,
