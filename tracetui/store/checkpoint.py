@@ -15,7 +15,9 @@ committing. SQLite can only start the WAL over once a checkpoint has copied
 a background pass, once the WAL has reached ``RESTART_FACTOR`` times that
 size, the writer copies the few frames it added meanwhile itself, between two
 commits (:meth:`Checkpointer.after_commit`), and its next commit starts the
-WAL from the beginning. ``journal_size_limit`` keeps the file near that size. A reader that holds one snapshot for a
+WAL from the beginning. ``journal_size_limit`` keeps the file near that size.
+Should the background pass fall far behind, the writer waits for it
+(``LIMIT_FACTOR``): the WAL stays bounded whatever the load. A reader that holds one snapshot for a
 long time still keeps the WAL from starting over, as it always did.
 """
 
@@ -36,6 +38,10 @@ WAL_BYTES = 16 * 1024 * 1024
 #: waits; then the writer copies those few itself (its share of checkpointing
 #: was 11% of its time when it did so after every pass).
 RESTART_FACTOR = 4
+#: Past this many times WAL_BYTES the background pass is too slow for the
+#: writer (a starved thread, a slow disk): the writer waits for it to finish
+#: and catches up itself, so the WAL never grows past about this size.
+LIMIT_FACTOR = 8
 
 
 class Checkpointer:
@@ -47,6 +53,9 @@ class Checkpointer:
         self.checkpoints = 0
         self._followed = 0
         self._wake = threading.Event()
+        #: Set while no background pass is running.
+        self._idle = threading.Event()
+        self._idle.set()
         self._stopping = False
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA busy_timeout=5000")
@@ -66,9 +75,12 @@ class Checkpointer:
         size = self.wal_size()
         if size < self.wal_bytes:
             return
-        if size >= RESTART_FACTOR * self.wal_bytes and self.checkpoints > self._followed:
-            # A background pass has finished: copy what was committed during it
-            # (a few commits' worth), so the next commit can restart the WAL.
+        over_limit = size >= LIMIT_FACTOR * self.wal_bytes
+        if over_limit:
+            self._idle.wait(60)  # back-pressure: let the running pass finish first
+        if over_limit or (size >= RESTART_FACTOR * self.wal_bytes and self.checkpoints > self._followed):
+            # Copy what was committed since the last background pass (a few
+            # commits' worth), so that the next commit can restart the WAL.
             self._followed = self.checkpoints
             try:
                 busy, frames, copied = writer_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
@@ -92,8 +104,11 @@ class Checkpointer:
             self._wake.clear()
             if self._stopping:
                 return
+            self._idle.clear()
             try:
                 self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 self.checkpoints += 1
             except sqlite3.Error as exc:  # busy, disk trouble: the next nudge tries again
                 log.warning("checkpoint: %s", exc)
+            finally:
+                self._idle.set()
