@@ -25,10 +25,6 @@ from tracetui.config import (
 from tracetui.cli_common import db_option, open_reader, resolve_db
 from tracetui.fmt import fmt_clock, fmt_duration, safe_text
 
-_db_option = db_option
-_resolve_db = resolve_db
-_open_reader = open_reader
-
 
 def _check_age(_ctx, _param, value: str | None) -> str | None:
     if value is not None:
@@ -39,18 +35,6 @@ def _check_age(_ctx, _param, value: str | None) -> str | None:
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from None
     return value
-
-
-def _open_reader(db: Path | None, threshold: float = 0.5):
-    from tracetui.store.reader import Reader
-
-    path = _resolve_db(db)
-    try:
-        return Reader(path, threshold=threshold)
-    except FileNotFoundError:
-        raise click.ClickException(f"no database at {path} (start `tracetui serve` first, or pass --db)") from None
-    except Exception as exc:
-        raise click.ClickException(f"cannot open {path}: {exc}") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,7 +49,7 @@ def main() -> None:
 
 
 @main.command()
-@_db_option
+@db_option
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on (loopback unless you say otherwise).")
 @click.option("--grpc-port", type=click.IntRange(0, 65535), default=DEFAULT_GRPC_PORT, show_default=True,
               help="OTLP/gRPC port; 0 picks a free one.")  # fmt: skip
@@ -112,7 +96,7 @@ def serve(
 ) -> None:
     """Receive OTLP traces and show them live (the receiver runs in its own process)."""
     settings = ReceiverSettings(
-        db_path=_resolve_db(db),
+        db_path=resolve_db(db),
         host=host,
         grpc_port=grpc_port,
         http_port=http_port,
@@ -153,14 +137,14 @@ def serve(
 
 
 @main.command()
-@_db_option
+@db_option
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Evaluation score at or above which a result passes.")  # fmt: skip
 @click.option("--route-attribute", default=None, metavar="KEY",
               help="Span attribute naming the route on the stats screen (default: service / run name).")  # fmt: skip
 def view(db: Path | None, threshold: float, route_attribute: str | None) -> None:
     """Open the UI over an existing database; follows it live while a receiver writes."""
-    path = _resolve_db(db)
+    path = resolve_db(db)
     if not path.exists():
         raise click.ClickException(f"no database at {path} (start `tracetui serve` first, or pass --db)")
     from tracetui.ui.app import run_app
@@ -187,14 +171,14 @@ def demo(endpoint: str, count: int | None, interval: float, seed: int | None, to
 
 
 @main.command()
-@_db_option
+@db_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Newest N traces only.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Evaluation score at or above which a result passes.")  # fmt: skip
 def traces(db: Path | None, as_json: bool, limit: int | None, threshold: float) -> None:
     """List traces, newest first."""
-    reader = _open_reader(db, threshold)
+    reader = open_reader(db, threshold)
     rows = reader.traces(0, limit if limit is not None else -1)
     if as_json:
         click.echo(json.dumps([row.to_json() for row in rows], indent=2))
@@ -210,14 +194,14 @@ def traces(db: Path | None, as_json: bool, limit: int | None, threshold: float) 
 
 
 @main.command()
-@_db_option
+@db_option
 @click.option("--trace", "trace_id", required=True, help="Trace id (hex, or a unique prefix).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 def spans(db: Path | None, trace_id: str, as_json: bool) -> None:
     """List the spans of one trace."""
     from tracetui.export import ExportError, resolve_trace_id
 
-    reader = _open_reader(db)
+    reader = open_reader(db)
     try:
         full = resolve_trace_id(reader, trace_id)
     except ExportError as exc:
@@ -234,14 +218,14 @@ def spans(db: Path | None, trace_id: str, as_json: bool) -> None:
 
 
 @main.command()
-@_db_option
+@db_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def purge(db: Path | None, yes: bool) -> None:
     """Delete every stored trace, span, log record and evaluation."""
     from tracetui.store.retention import purge as purge_all
     from tracetui.store.schema import connect_writer
 
-    path = _resolve_db(db)
+    path = resolve_db(db)
     if not path.exists():
         raise click.ClickException(f"no database at {path}")
     if not yes:
@@ -255,12 +239,12 @@ def purge(db: Path | None, yes: bool) -> None:
 
 
 @main.command()
-@_db_option
+@db_option
 def reindex(db: Path | None) -> None:
     """Re-run LLM normalization over every stored span (after upgrading tracetui)."""
     from tracetui.store.reindex import reindex as run_reindex
 
-    path = _resolve_db(db)
+    path = resolve_db(db)
     if not path.exists():
         raise click.ClickException(f"no database at {path}")
     spans_done, traces_done = run_reindex(path, progress=lambda line: click.echo(f"reindex: {line}", err=True))

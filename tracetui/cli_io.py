@@ -10,13 +10,13 @@ from pathlib import Path
 
 import click
 
-from tracetui.cli_common import db_option as _db_option
+from tracetui.cli_common import db_option
 from tracetui.cli_common import open_reader
-from tracetui.cli_common import resolve_db as _resolve_db
+from tracetui.cli_common import resolve_db
 
 
 @click.command("import")
-@_db_option
+@db_option
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 def import_command(db: Path | None, files: tuple[Path, ...]) -> None:
     """Load OTLP files into the database: all of them, or nothing.
@@ -27,7 +27,7 @@ def import_command(db: Path | None, files: tuple[Path, ...]) -> None:
     """
     from tracetui.importer import ImportFailed, import_files
 
-    path = _resolve_db(db)
+    path = resolve_db(db)
     try:
         report = import_files(files, path)
     except ImportFailed as exc:
@@ -45,7 +45,7 @@ def import_command(db: Path | None, files: tuple[Path, ...]) -> None:
 
 
 @click.command("export")
-@_db_option
+@db_option
 @click.argument("trace_id")
 @click.option("--format", "fmt", type=click.Choice(["otlp-json", "summary"]), default="summary", show_default=True,
               help="otlp-json: OTLP JSON that `tracetui import` reads back (JSON Lines, spans then log "

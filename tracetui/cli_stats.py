@@ -12,11 +12,11 @@ from pathlib import Path
 
 import click
 
-from tracetui.cli_common import db_option as _db_option
+from tracetui.cli_common import db_option
 from tracetui.stats import GROUPINGS, WINDOWS, GroupStats
 
 @click.command("stats")
-@_db_option
+@db_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per group.")
 @click.option("--by", type=click.Choice(GROUPINGS), default="model", show_default=True,
               help="Group the LLM calls by model, route or prompt version.")  # fmt: skip
@@ -35,7 +35,7 @@ def stats_command(
     One row per model (request model, else response model), route or prompt
     version, over the LLM calls counted in the totals; busiest first.
     """
-    from tracetui.cli_common import resolve_db as _resolve_db
+    from tracetui.cli_common import resolve_db
     from tracetui.stats import compute
     from tracetui.store.schema import connect_reader
 
@@ -49,7 +49,7 @@ def stats_command(
         except filters.FilterError as exc:
             raise click.BadParameter(_filter_problem(filter_text, exc), param_hint="'--filter'") from None
 
-    path = _resolve_db(db)
+    path = resolve_db(db)
     try:
         conn = connect_reader(path)
     except FileNotFoundError:
