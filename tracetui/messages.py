@@ -815,6 +815,34 @@ def _tool_execution(attrs: dict) -> list[ChatMessage]:
     return out
 
 
+#: Per direction: (OTel JSON, OpenInference flattened, OpenLLMetry flattened, blob, Traceloop entity, Logfire v1).
+_DIRECTION_KEYS = {
+    "input": ("gen_ai.input.messages", "llm.input_messages", "gen_ai.prompt", "input.value",
+              "traceloop.entity.input", "request_data"),
+    "output": ("gen_ai.output.messages", "llm.output_messages", "gen_ai.completion", "output.value",
+               "traceloop.entity.output", "response_data"),
+}  # fmt: skip
+
+
+def _message_sources(attrs: dict, records: list, chat_blobs: bool, direction: str) -> list:
+    """The readers of one direction's messages, in the order they are tried (the first non-empty wins)."""
+    otel, openinference, openllmetry, blob, entity, logfire = _DIRECTION_KEYS[direction]
+    return [
+        lambda: _otel_messages(attrs.get(otel), direction, otel),
+        lambda: _flattened(attrs, otel, direction),
+        lambda: _flattened(attrs, openinference, direction),
+        lambda: _oi_legacy(attrs, direction),
+        lambda: _flattened(attrs, openllmetry, direction),
+        lambda: _log_details(records, direction),
+        lambda: _log_events(records, direction),
+        lambda: _blob(attrs, blob, direction) if chat_blobs else [],
+        lambda: _blob(attrs, entity, direction) if attrs.get("traceloop.span.kind") != "tool" else [],
+        lambda: _blob(attrs, openllmetry, direction),
+        lambda: _blob(attrs, logfire, direction),
+        lambda: _raw_attr(attrs, otel, direction),
+    ]
+
+
 def extract_messages(attributes: dict[str, object], logs: list[dict] | None = None) -> list[ChatMessage]:
     """Input messages first (system instructions first of all), then output messages, in order.
 
@@ -833,44 +861,14 @@ def extract_messages(attributes: dict[str, object], logs: list[dict] | None = No
         records = []
     chat_blobs = _span_kind(attrs) not in _NON_CHAT_KINDS
 
-    inputs = _first(
-        [
-            lambda: _otel_messages(attrs.get("gen_ai.input.messages"), "input", "gen_ai.input.messages"),
-            lambda: _flattened(attrs, "gen_ai.input.messages", "input"),
-            lambda: _flattened(attrs, "llm.input_messages", "input"),
-            lambda: _oi_legacy(attrs, "input"),
-            lambda: _flattened(attrs, "gen_ai.prompt", "input"),
-            lambda: _log_details(records, "input"),
-            lambda: _log_events(records, "input"),
-            lambda: _blob(attrs, "input.value", "input") if chat_blobs else [],
-            lambda: _blob(attrs, "traceloop.entity.input", "input") if attrs.get("traceloop.span.kind") != "tool" else [],
-            lambda: _blob(attrs, "gen_ai.prompt", "input"),
-            lambda: _blob(attrs, "request_data", "input"),
-            lambda: _raw_attr(attrs, "gen_ai.input.messages", "input"),
-        ]
-    )
+    inputs = _first(_message_sources(attrs, records, chat_blobs, "input"))
     try:
         system = _system_instructions(attrs.get("gen_ai.system_instructions"), "gen_ai.system_instructions")
     except Exception:
         system = []
     inputs = _with_system(system, inputs)
 
-    outputs = _first(
-        [
-            lambda: _otel_messages(attrs.get("gen_ai.output.messages"), "output", "gen_ai.output.messages"),
-            lambda: _flattened(attrs, "gen_ai.output.messages", "output"),
-            lambda: _flattened(attrs, "llm.output_messages", "output"),
-            lambda: _oi_legacy(attrs, "output"),
-            lambda: _flattened(attrs, "gen_ai.completion", "output"),
-            lambda: _log_details(records, "output"),
-            lambda: _log_events(records, "output"),
-            lambda: _blob(attrs, "output.value", "output") if chat_blobs else [],
-            lambda: _blob(attrs, "traceloop.entity.output", "output") if attrs.get("traceloop.span.kind") != "tool" else [],
-            lambda: _blob(attrs, "gen_ai.completion", "output"),
-            lambda: _blob(attrs, "response_data", "output"),
-            lambda: _raw_attr(attrs, "gen_ai.output.messages", "output"),
-        ]
-    )
+    outputs = _first(_message_sources(attrs, records, chat_blobs, "output"))
     try:
         _fill_finish_reasons(outputs, attrs)
     except Exception:
