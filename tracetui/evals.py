@@ -267,14 +267,7 @@ def _from_span(span) -> list[Evaluation]:
             break
         if event.name != EVENT_NAME:
             continue
-        fields: dict[str, object] = {}
-        response = None
-        for kv in event.attributes:
-            key = kv.key
-            if key.startswith(_GA):
-                fields[key[_GA_LEN:]] = kv.value
-            elif key == _RESPONSE_ID:
-                response = kv.value
+        fields, response = _ga_fields(event.attributes)
         add(
             _build(
                 trace_id,
@@ -421,20 +414,26 @@ def _collect_oi_attr(rest: str, infix: str, form: int, value, oi: dict) -> None:
 # --- log records -------------------------------------------------------------------
 
 
+def _ga_fields(attributes) -> tuple[dict[str, object], object]:
+    """An evaluation event's or record's ``gen_ai.evaluation.*`` values (by suffix) and its response id value."""
+    fields: dict[str, object] = {}
+    response = None
+    for kv in attributes:
+        key = kv.key
+        if key.startswith(_GA):
+            fields[key[_GA_LEN:]] = kv.value
+        elif key == _RESPONSE_ID:
+            response = kv.value
+    return fields, response
+
+
 def _from_log_record(record, trace_id_fallback: bytes | None) -> list[Evaluation]:
     trace_id = _valid_id(record.trace_id, 16)
     if trace_id is None and isinstance(trace_id_fallback, bytes | bytearray):
         trace_id = _valid_id(bytes(trace_id_fallback), 16)
     if trace_id is None:
         return []
-    fields: dict[str, object] = {}
-    response = None
-    for kv in record.attributes:
-        key = kv.key
-        if key.startswith(_GA):
-            fields[key[_GA_LEN:]] = kv.value
-        elif key == _RESPONSE_ID:
-            response = kv.value
+    fields, response = _ga_fields(record.attributes)
     # Some emitters put the event payload in a kvlist body; attributes win.
     body = record.body
     if body.WhichOneof("value") == "kvlist_value":

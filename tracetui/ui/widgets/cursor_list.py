@@ -57,29 +57,23 @@ class CursorList(ScrollView, can_focus=True):
     cursor_row: var[int] = var(0, always_update=False)
     """Index of the highlighted row."""
 
-    class Selected(Message):
+    class RowMessage(Message):
+        """Something happened to one row of a list."""
+
+        def __init__(self, sender: CursorList, row: int) -> None:
+            super().__init__()
+            self.list = sender
+            self.row = row
+
+        @property
+        def control(self) -> CursorList:
+            return self.list
+
+    class Selected(RowMessage):
         """Enter (or a double click) on a row."""
 
-        def __init__(self, sender: CursorList, row: int) -> None:
-            super().__init__()
-            self.list = sender
-            self.row = row
-
-        @property
-        def control(self) -> CursorList:
-            return self.list
-
-    class Highlighted(Message):
+    class Highlighted(RowMessage):
         """The cursor moved to another row."""
-
-        def __init__(self, sender: CursorList, row: int) -> None:
-            super().__init__()
-            self.list = sender
-            self.row = row
-
-        @property
-        def control(self) -> CursorList:
-            return self.list
 
     def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
