@@ -168,6 +168,16 @@ def _source(out: Decoded, resource_bytes: bytes, service: str, scope, schema_url
     return source
 
 
+def _by_source(out: Decoded, resource_groups, scope_field: str, items_field: str):
+    """(source, service, items) for each resource + scope group of a request, the source registered in ``out``."""
+    for group in resource_groups:
+        resource_bytes = group.resource.SerializeToString()
+        service = service_name(group.resource)
+        for scoped in getattr(group, scope_field):
+            source = _source(out, resource_bytes, service, scoped.scope, scoped.schema_url or group.schema_url)
+            yield source, service, getattr(scoped, items_field)
+
+
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
@@ -237,22 +247,16 @@ def decode_spans(request: ExportTraceServiceRequest, data: bytes | None = None) 
     if raw is not None and len(raw) != sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans):
         raw = None  # the bytes disagree with the parser: trust the parser
     n = 0
-    for resource_spans in request.resource_spans:
-        resource = resource_spans.resource
-        resource_bytes = resource.SerializeToString()
-        service = service_name(resource)
-        for scope_spans in resource_spans.scope_spans:
-            schema_url = scope_spans.schema_url or resource_spans.schema_url
-            source_id = _source(out, resource_bytes, service, scope_spans.scope, schema_url).id
-            for span in scope_spans.spans:
-                head = _span_head(span, source_id, service, out, raw[n] if raw is not None else None)
-                n += 1
-                if head is None:
-                    continue
-                values, scan = _normalized(span)
-                out.spans.append(head + values)
-                if scan != evals.SCAN_NOTHING:
-                    _add_evaluations(out, evals.from_span(span, scan))
+    for source, service, spans in _by_source(out, request.resource_spans, "scope_spans", "spans"):
+        for span in spans:
+            head = _span_head(span, source.id, service, out, raw[n] if raw is not None else None)
+            n += 1
+            if head is None:
+                continue
+            values, scan = _normalized(span)
+            out.spans.append(head + values)
+            if scan != evals.SCAN_NOTHING:
+                _add_evaluations(out, evals.from_span(span, scan))
     return out
 
 
@@ -375,45 +379,39 @@ def decode_logs(request: ExportLogsServiceRequest) -> Decoded:
     resent export idempotent.
     """
     out = Decoded(unit="log record(s)")
-    for resource_logs in request.resource_logs:
-        resource = resource_logs.resource
-        resource_bytes = resource.SerializeToString()
-        service = service_name(resource)
-        for scope_logs in resource_logs.scope_logs:
-            schema_url = scope_logs.schema_url or resource_logs.schema_url
-            source = _source(out, resource_bytes, service, scope_logs.scope, schema_url)
-            for record in scope_logs.log_records:
-                trace_id, span_id = record.trace_id, record.span_id
-                if trace_id and (len(trace_id) != 16):
-                    out.reject(f"invalid trace_id ({len(trace_id)} bytes)")
-                    continue
-                if span_id and (len(span_id) != 8):
-                    out.reject(f"invalid span_id ({len(span_id)} bytes)")
-                    continue
-                raw = record.SerializeToString()
-                event_name = record.event_name
-                if not event_name:
-                    for kv in record.attributes:
-                        if kv.key == "event.name":  # older SDKs
-                            event_name = any_value_str(kv.value) or ""
-                            break
-                if event_name == evals.EVENT_NAME:
-                    _add_evaluations(out, evals.from_log_record(record))
-                out.logs.append(
-                    (
-                        hashlib.blake2b(source.digest + raw, digest_size=16).digest(),
-                        trace_id if trace_id and any(trace_id) else None,
-                        span_id if span_id and any(span_id) else None,
-                        _clamp_ns(record.time_unix_nano),
-                        _clamp_ns(record.observed_time_unix_nano),
-                        record.severity_number,
-                        record.severity_text,
-                        event_name or None,
-                        source.id,
-                        service,
-                        raw,
-                    )
+    for source, service, records in _by_source(out, request.resource_logs, "scope_logs", "log_records"):
+        for record in records:
+            trace_id, span_id = record.trace_id, record.span_id
+            if trace_id and (len(trace_id) != 16):
+                out.reject(f"invalid trace_id ({len(trace_id)} bytes)")
+                continue
+            if span_id and (len(span_id) != 8):
+                out.reject(f"invalid span_id ({len(span_id)} bytes)")
+                continue
+            raw = record.SerializeToString()
+            event_name = record.event_name
+            if not event_name:
+                for kv in record.attributes:
+                    if kv.key == "event.name":  # older SDKs
+                        event_name = any_value_str(kv.value) or ""
+                        break
+            if event_name == evals.EVENT_NAME:
+                _add_evaluations(out, evals.from_log_record(record))
+            out.logs.append(
+                (
+                    hashlib.blake2b(source.digest + raw, digest_size=16).digest(),
+                    trace_id if trace_id and any(trace_id) else None,
+                    span_id if span_id and any(span_id) else None,
+                    _clamp_ns(record.time_unix_nano),
+                    _clamp_ns(record.observed_time_unix_nano),
+                    record.severity_number,
+                    record.severity_text,
+                    event_name or None,
+                    source.id,
+                    service,
+                    raw,
                 )
+            )
     return out
 
 
