@@ -21,7 +21,6 @@ import os
 import signal as os_signal  # `signal` names the OTLP signal (traces, logs) here
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -45,21 +44,13 @@ log = logging.getLogger(__name__)
 
 Signal = Literal["traces", "logs"]
 
-_DECODERS: dict[str, tuple[Callable[[bytes], Message], Callable[[Message], Decoded]]] = {
-    "traces": (parse_trace_request, decode_spans),
-    "logs": (parse_logs_request, decode_logs),
-}
-
-
 def decode_request(signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Decoded:
     """Parse (unless already parsed) and decode one export request. Raises DecodeError."""
-    if signal == "traces" and isinstance(payload, (bytes, bytearray, memoryview)):
-        data = bytes(payload)
-        decoded = decode_spans(parse_trace_request(data), data)
-    else:
-        parse, decode = _DECODERS[signal]
-        request = parse(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else payload
-        decoded = decode(request)
+    data = bytes(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else None
+    if signal == "logs":
+        return decode_logs(parse_logs_request(data) if data is not None else payload)
+    # The bytes, when there are any, also give each span's raw copy (decode.span_bytes).
+    decoded = decode_spans(parse_trace_request(data) if data is not None else payload, data)
     if decoded.spans:
         prepare(decoded)
     return decoded
