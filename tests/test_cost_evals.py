@@ -10,22 +10,13 @@ import pytest
 from genai_prices import Usage, calc_price
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from helpers import BASE_NS, FIXTURES, channel_to, make_request, make_span, read_records, sid, start_receiver, tid
+from helpers import BASE_NS, FIXTURES, channel_to, make_request, make_span, read_records, sid, start_receiver, tid, write_requests
 from tracetui import pricing
-from tracetui.otlp.decode import decode_spans
 from tracetui.store.reader import Reader
-from tracetui.store.writer import Writer
 
 
 def store(db: Path, *requests) -> Reader:
-    writer = Writer(db)
-    writer.start()
-    try:
-        for request in requests:
-            ticket = writer.submit(decode_spans(request))
-            assert ticket.wait(10) and ticket.error is None
-    finally:
-        writer.stop()
+    write_requests(db, requests)
     return Reader(db)
 
 

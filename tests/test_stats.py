@@ -28,13 +28,12 @@ from helpers import (
     sid,
     tid,
     trace_fixture_files,
+    write_requests,
 )
 from tracetui import pricing
 from tracetui.cli import main
-from tracetui.otlp.decode import decode_spans
 from tracetui.stats import GROUPINGS, WINDOWS, GroupStats, compute, percentile
 from tracetui.store.schema import connect_reader
-from tracetui.store.writer import Writer
 
 MS = 10**6
 S = 10**9
@@ -178,14 +177,7 @@ def hand_db(tmp_path_factory) -> Path:
     old, pricing._pricer = pricing._pricer, pricing.Pricer()  # bundled prices only, never a user's price file
     try:
         db = tmp_path_factory.mktemp("stats") / "hand.db"
-        writer = Writer(db)
-        writer.start()
-        try:
-            for request in hand_made_requests():
-                ticket = writer.submit(decode_spans(request))
-                assert ticket.wait(10) and ticket.error is None
-        finally:
-            writer.stop()
+        write_requests(db, hand_made_requests())
         return db
     finally:
         pricing._pricer = old
@@ -341,14 +333,7 @@ def test_to_json_has_every_figure_and_durations_on_request(conn: sqlite3.Connect
 
 
 def store(db: Path, *requests) -> sqlite3.Connection:
-    writer = Writer(db)
-    writer.start()
-    try:
-        for request in requests:
-            ticket = writer.submit(decode_spans(request))
-            assert ticket.wait(10) and ticket.error is None
-    finally:
-        writer.stop()
+    write_requests(db, requests)
     return connect_reader(db)
 
 
