@@ -407,24 +407,19 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool
 # --- filling a database through the real decoder and writer ----------------------------
 
 
-def write_requests(db_path: Path, requests: Iterable[ExportTraceServiceRequest]) -> None:
-    """Store export requests with tracetui's own decoder and writer, one commit each, then close."""
-    from tracetui.otlp.decode import decode_spans
+def fill_db(db_path: Path, requests: Iterable[bytes | ExportTraceServiceRequest]) -> None:
+    """Store export requests (serialized or parsed) with tracetui's own decoder and writer, one commit each."""
+    from tracetui.otlp.decode import decode_spans, parse_trace_request
     from tracetui.store.writer import Writer
 
     writer = Writer(db_path)
     writer.start()
     try:
         for request in requests:
+            if isinstance(request, bytes):
+                request = parse_trace_request(request)
             ticket = writer.submit(decode_spans(request))
             assert ticket.wait(30), "writer did not commit"
             assert ticket.error is None, ticket.error
     finally:
         writer.stop()
-
-
-def fill_db(db_path: Path, records: Iterable[bytes]) -> None:
-    """Store serialized export requests with tracetui's own decoder and writer, then close."""
-    from tracetui.otlp.decode import parse_trace_request
-
-    write_requests(db_path, (parse_trace_request(record) for record in records))

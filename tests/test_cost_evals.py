@@ -10,13 +10,13 @@ import pytest
 from genai_prices import Usage, calc_price
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from helpers import BASE_NS, FIXTURES, channel_to, make_request, make_span, read_records, sid, start_receiver, tid, write_requests
+from helpers import BASE_NS, FIXTURES, channel_to, make_request, make_span, read_records, sid, start_receiver, tid, fill_db
 from tracetui import pricing
 from tracetui.store.reader import Reader
 
 
 def store(db: Path, *requests) -> Reader:
-    write_requests(db, requests)
+    fill_db(db, requests)
     return Reader(db)
 
 

@@ -28,7 +28,7 @@ from helpers import (
     sid,
     tid,
     trace_fixture_files,
-    write_requests,
+    fill_db,
 )
 from tracetui import pricing
 from tracetui.cli import main
@@ -177,7 +177,7 @@ def hand_db(tmp_path_factory) -> Path:
     old, pricing._pricer = pricing._pricer, pricing.Pricer()  # bundled prices only, never a user's price file
     try:
         db = tmp_path_factory.mktemp("stats") / "hand.db"
-        write_requests(db, hand_made_requests())
+        fill_db(db, hand_made_requests())
         return db
     finally:
         pricing._pricer = old
@@ -333,7 +333,7 @@ def test_to_json_has_every_figure_and_durations_on_request(conn: sqlite3.Connect
 
 
 def store(db: Path, *requests) -> sqlite3.Connection:
-    write_requests(db, requests)
+    fill_db(db, requests)
     return connect_reader(db)
 
 

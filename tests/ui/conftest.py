@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import fill_db
+from helpers import fill_db as write_requests
 from tracetui.otlp.files import read_length_delimited
 from tracetui.store.reader import Reader
 from tracetui.store.writer import Writer
@@ -31,11 +31,6 @@ def utc_timezone():
     else:
         os.environ["TZ"] = old
     time.tzset()
-
-
-def write_requests(db: Path, requests: list[bytes]) -> None:
-    """Store export requests through the real decode path and writer."""
-    fill_db(db, requests)
 
 
 def fixture_requests(*names: str) -> list[bytes]:
