@@ -17,6 +17,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from textual.widget import Widget
 
+from helpers import any_value
 from tests.ui.conftest import make_app, settle, write_requests
 from tracetui.drill import critical_path, run_of, slowest_spans
 from tracetui.store.reader import SpanRow
@@ -47,24 +48,6 @@ def sid(n: int) -> bytes:
 
 def kv(key: str, value) -> KeyValue:
     return KeyValue(key=key, value=any_value(value))
-
-
-def any_value(value) -> AnyValue:
-    if isinstance(value, AnyValue):
-        return value
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, bytes):
-        return AnyValue(bytes_value=value)
-    if isinstance(value, list):
-        return AnyValue(array_value=ArrayValue(values=[any_value(v) for v in value]))
-    if isinstance(value, dict):
-        return AnyValue(kvlist_value=KeyValueList(values=[kv(k, v) for k, v in value.items()]))
-    return AnyValue(string_value=str(value))
 
 
 def span(trace: int, n: int, parent: int | None, name: str, start: int, end: int, *, status: int = 0,
