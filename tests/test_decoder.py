@@ -1,83 +1,162 @@
-"""Decoding in worker processes gives exactly what decoding in place gives, and survives dead workers."""
+"""Ingest workers: they decode and write exports in their own processes, under one write lock.
+
+The end-to-end comparison with decoding in place (two real receivers, every
+fixture, identical rows) is in test_receiver_integration.py; these tests drive
+the pool directly.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sqlite3
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from helpers import make_request, make_span, read_records, sid, tid, trace_fixture_files
+from helpers import integrity, make_request, make_span, sid, stored_counts, stored_span_keys, tid
 
 from tracetui.otlp.decode import DecodeError
-from tracetui.otlp.decoder import InlineDecoder, ProcessDecoder, pack, unpack
-
-FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def _log_fixture_records() -> list[bytes]:
-    return [record for path in sorted(FIXTURES.glob("*.logs.otlp")) for record in read_records(path)]
+from tracetui.otlp.decoder import InlineDecoder, WorkerPool
+from tracetui.store.writer import Overloaded, StoreUnavailable, Writer
 
 
-def _same(a, b) -> None:
-    assert a.spans == b.spans
-    assert a.logs == b.logs
-    assert a.evaluations == b.evaluations
-    assert a.sources == b.sources
-    assert (a.rejected, a.reasons, a.unit) == (b.rejected, b.reasons, b.unit)
+@pytest.fixture
+def db(tmp_path) -> Path:
+    return tmp_path / "workers.db"
 
 
-@pytest.fixture(scope="module")
-def workers():
-    decoder = ProcessDecoder(2)
-    decoder.warm()
-    yield decoder
-    decoder.close()
+@pytest.fixture
+def writer(db):
+    w = Writer(db)  # creates the schema, runs the checkpoint thread, as in the receiver
+    w.start()
+    yield w
+    w.stop()
 
 
-def test_pack_round_trip_is_exact():
-    inline = InlineDecoder()
-    for path in trace_fixture_files():
-        for record in read_records(path):
-            decoded = inline.decode("traces", record)
-            _same(unpack(pack(decoded)), decoded)
+@pytest.fixture
+def pool(db, writer):
+    p = WorkerPool(2, db)
+    p.warm()
+    writer.backlog = p.backlog
+    yield p
+    p.close()
 
 
-def test_workers_decode_every_fixture_exactly_as_inline(workers):
-    inline = InlineDecoder()
-    count = 0
-    for path in trace_fixture_files():
-        for record in read_records(path):
-            _same(workers.decode("traces", record), inline.decode("traces", record))
-            count += 1
-    for record in _log_fixture_records():
-        _same(workers.decode("logs", record), inline.decode("logs", record))
-        count += 1
-    assert count > 10
+def request(trace: int, spans: int, name: str = "s") -> bytes:
+    return make_request([make_span(tid(trace), sid(i), name=f"{name}{i}") for i in range(1, spans + 1)]).SerializeToString()
 
 
-def test_parsed_messages_and_rejections_cross_the_boundary(workers):
+def test_exports_from_many_threads_are_all_stored_once(pool, writer, db):
+    def send(first: int) -> None:
+        for trace in range(first, first + 10):
+            assert pool.store(writer, "traces", request(trace, 5)).count == 5
+
+    threads = [threading.Thread(target=send, args=(1 + 10 * n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    pool.store(writer, "traces", request(1, 5))  # a resent export: nothing doubles
+    assert stored_counts(db) == (200, 40)
+    assert pool.spans_written == 205
+    assert integrity(db) == "ok"
+
+
+def test_parsed_messages_and_rejections_cross_the_boundary(pool, writer, db):
     good = make_span(tid(1), sid(1), name="ok")
     bad = make_span(tid(1), b"\x01\x02", name="short id")
-    decoded = workers.decode("traces", make_request([good, bad]))  # an already parsed message (HTTP JSON path)
-    assert [row[3] for row in decoded.spans] == ["ok"]
-    assert decoded.rejected == 1 and "invalid span_id (2 bytes)" in decoded.rejection_message
+    stored = pool.store(writer, "traces", make_request([good, bad]))  # an already parsed message (HTTP JSON path)
+    assert stored.count == 1
+    assert stored.rejected == 1 and "invalid span_id (2 bytes)" in stored.rejection_message
+    assert stored_span_keys(db) == {(tid(1), sid(1))}
 
 
-def test_undecodable_bytes_raise_decode_error_with_the_reason(workers):
+def test_undecodable_bytes_raise_decode_error_with_the_reason(pool, writer, db):
     with pytest.raises(DecodeError, match="not a valid ExportTraceServiceRequest"):
-        workers.decode("traces", b"\xff\xff\xff\xff garbage")
+        pool.store(writer, "traces", b"\xff\xff\xff\xff garbage")
     # and the pool still works afterwards
-    assert len(workers.decode("traces", make_request([make_span(tid(2), sid(2))]).SerializeToString()).spans) == 1
+    assert pool.store(writer, "traces", request(2, 1)).count == 1
+    assert stored_counts(db) == (1, 1)
 
 
-def test_a_killed_worker_costs_nothing():
-    decoder = ProcessDecoder(1)
+def test_a_locked_database_is_retryable_and_the_worker_carries_on(pool, writer, db):
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # `tracetui purge` or an import, in another process
     try:
-        decoder.warm()
-        request = make_request([make_span(tid(3), sid(3), name="after the crash")]).SerializeToString()
-        (pid,) = decoder._pool._processes  # the one worker
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="database is locked"):
+            pool.store(writer, "traces", request(3, 2))
+        assert time.monotonic() - started >= 4  # SQLite's busy timeout (5 s) was honoured
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert stored_span_keys(db) == set()
+    assert pool.store(writer, "traces", request(3, 2)).count == 2  # the exporter's retry
+    assert stored_counts(db) == (2, 1)
+
+
+def test_a_worker_waiting_for_the_disk_makes_the_next_big_export_retry(db, writer):
+    pool = WorkerPool(2, db, max_pending_spans=100)
+    pool.warm()
+    writer.backlog = pool.backlog
+    writer.set_status(state="listening")
+    assert _wait(lambda: _receiver_state(db) == "listening")
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    outcome: list[object] = []
+    waiting = threading.Thread(target=lambda: outcome.append(_try(pool, writer, request(4, 60))))
+    try:
+        waiting.start()
+        assert _wait(lambda: pool.backlog() == 60)  # decoded, waiting for the disk
+        with pytest.raises(Overloaded, match="60 spans waiting"):
+            pool.store(writer, "traces", request(5, 60))
+        assert writer._status["state"] == "overloaded"  # for the UI, once the disk is free
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        waiting.join(30)
+    try:
+        assert outcome and not isinstance(outcome[0], Exception), outcome
+        assert pool.store(writer, "traces", request(5, 60)).count == 60  # the exporter's retry
+        assert {t for t, _ in stored_span_keys(db)} == {tid(4), tid(5)}
+        assert _wait(lambda: _receiver_state(db) == "listening")  # caught up
+    finally:
+        pool.close()
+
+
+def _wait(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _try(pool: WorkerPool, writer: Writer, data: bytes) -> object:
+    try:
+        return pool.store(writer, "traces", data)
+    except Exception as exc:
+        return exc
+
+
+def _receiver_state(db: Path) -> str:
+    conn = sqlite3.connect(db)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'receiver'").fetchone()
+    finally:
+        conn.close()
+    return json.loads(row[0])["state"] if row else ""
+
+
+def test_a_killed_worker_costs_nothing(db, writer):
+    pool = WorkerPool(1, db)
+    try:
+        pool.warm()
+        (pid,) = pool._pool._processes  # the one worker
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -86,9 +165,20 @@ def test_a_killed_worker_costs_nothing():
             except ProcessLookupError:
                 break
             time.sleep(0.05)
-        # The pool notices the dead worker, is rebuilt, and the export is decoded.
-        decoded = decoder.decode("traces", request)
-        assert [row[3] for row in decoded.spans] == ["after the crash"]
-        assert pid not in decoder._pool._processes
+        # The pool notices the dead worker, is rebuilt, and the export is stored.
+        assert pool.store(writer, "traces", request(7, 3, name="after the crash")).count == 3
+        assert pid not in pool._pool._processes
     finally:
-        decoder.close()
+        pool.close()
+    assert stored_counts(db) == (3, 1)
+    assert integrity(db) == "ok"
+
+
+def test_inline_and_workers_answer_alike(pool, writer, tmp_path):
+    other = Writer(tmp_path / "inline.db")
+    other.start()
+    try:
+        data = make_request([make_span(tid(8), sid(1)), make_span(tid(8), b"")]).SerializeToString()
+        assert InlineDecoder().store(other, "traces", data) == pool.store(writer, "traces", data)
+    finally:
+        other.stop()

@@ -63,7 +63,7 @@ def main() -> None:
 @click.option("--max-pending-spans", type=click.IntRange(100), default=DEFAULT_MAX_PENDING_SPANS, show_default=True,
               help="Spans waiting for the disk before exporters are asked to retry.")  # fmt: skip
 @click.option("--decode-workers", type=click.IntRange(0, 64), default=None,
-              help="Processes that decode exports; 0 decodes in the receiver process. [default: one per core, up to 2]")  # fmt: skip
+              help="Processes that decode and write exports; 0 does both in the receiver process. [default: one per core, up to 2]")  # fmt: skip
 @click.option("--max-spans", type=click.IntRange(1), default=None,
               help="Keep at most this many spans: the oldest whole traces go first.")  # fmt: skip
 @click.option("--max-db-mb", type=click.IntRange(1), default=None, help="Keep the data under this size (MB).")

@@ -21,10 +21,10 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
 def default_decode_workers() -> int:
-    """Decode processes: one per core, at most two.
+    """Ingest worker processes (decode and write): one per core, at most two.
 
-    Two keep up with the single writer (decoding a span costs about as much as
-    writing it); more would only add ~50 MB of memory each.
+    Their transactions take turns under the write lock, so a third would add
+    ~50 MB of memory for the decoding it runs in parallel; on two cores it has none to use.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(2, cores))

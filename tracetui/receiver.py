@@ -23,7 +23,7 @@ from typing import TextIO
 
 from tracetui import pricing
 from tracetui.config import TOKEN_ENV, ReceiverSettings
-from tracetui.otlp.decoder import Decoder, InlineDecoder, ProcessDecoder, configure_pricing
+from tracetui.otlp.decoder import Decoder, InlineDecoder, WorkerPool, configure_pricing
 from tracetui.otlp.grpc_server import start_grpc_server
 from tracetui.store.retention import Retention, parse_age
 from tracetui.store.writer import Writer, receiver_status_defaults
@@ -76,10 +76,14 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
 
     if settings.decode_workers:
         try:
-            decoder = ProcessDecoder(settings.decode_workers, settings.prices_path)
-            decoder.warm()
+            pool = WorkerPool(
+                settings.decode_workers, settings.db_path, settings.prices_path, settings.max_pending_spans
+            )
+            decoder = pool
+            pool.warm()
         except Exception as exc:
-            return give_up(f"cannot start the decode workers: {exc}")
+            return give_up(f"cannot start the ingest workers: {exc}")
+        writer.backlog = pool.backlog
     try:
         server, port = start_grpc_server(
             writer,
@@ -142,13 +146,14 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
     grpc_stopped.wait()
     decoder.close()
     writer.stop()
-    print(f"tracetui: stopped ({writer.spans_written} spans written)", file=err, flush=True)
+    written = writer.spans_written + (decoder.spans_written if isinstance(decoder, WorkerPool) else 0)
+    print(f"tracetui: stopped ({written} spans written)", file=err, flush=True)
     return 0
 
 
 def remove_database(path: Path) -> None:
     """Delete a database file and its WAL companions (only ever one this run created)."""
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", "-lock"):
         try:
             os.unlink(f"{path}{suffix}")
         except FileNotFoundError:

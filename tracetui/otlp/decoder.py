@@ -1,30 +1,40 @@
-"""Where export requests are decoded: in the calling thread, or in worker processes.
+"""Where export requests are decoded and written: in the receiver, or in worker processes.
 
 Decoding (protobuf -> Python objects, normalization, pricing, and the
-per-trace summaries and timing analysis of tracetui.store.batch) is most of
-the receiver's Python work per span, and the writer needs the GIL too to bind its
-rows. In one process the two take turns on one core; with
-:class:`ProcessDecoder` the receiver's main process only moves bytes and
-writes, and decoding runs in its own processes on the other cores.
+per-trace summaries and timing analysis of tracetui.store.batch) and
+inserting the rows are nearly all of the receiver's work per span, and in one
+Python process they take turns on one core.
 
-Results come back packed with :mod:`marshal` (plain tuples of bytes, str,
-int, float and None): about 4 µs a span there and back, against ~14 µs for
-pickle. Both ends are the same interpreter, which is what marshal requires.
+* :class:`InlineDecoder` decodes in the calling thread and hands the rows to
+  the receiver's writer thread (``--decode-workers 0``, imports, tests).
+* :class:`WorkerPool` sends the request's bytes to a worker process that
+  decodes *and* writes it, with its own connection, under the write lock
+  shared by every receiver process (tracetui.store.lock); only a few numbers
+  come back. The receiver's main process is left with gRPC and HTTP. Writing
+  where the rows are made saves moving them between processes (about 5 µs a
+  span, packed with marshal, when the receiver wrote them), and the
+  transactions of the workers are serialized by the lock while their
+  decoding runs in parallel.
+
+Both answer :meth:`store` with what the exporter is to be told, and raise
+DecodeError (do not retry), Overloaded or StoreUnavailable (retry later).
 """
 
 from __future__ import annotations
 
 import logging
-import marshal
 import multiprocessing
+import sqlite3
 import os
 import signal as os_signal  # `signal` names the OTLP signal (traces, logs) here
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from google.protobuf.message import Message
 
@@ -32,13 +42,13 @@ from tracetui import pricing
 from tracetui.otlp.decode import (
     Decoded,
     DecodeError,
-    Source,
     decode_logs,
     decode_spans,
     parse_logs_request,
     parse_trace_request,
 )
 from tracetui.store.batch import prepare
+from tracetui.store.writer import Committer, Overloaded, StoreUnavailable, Writer
 
 log = logging.getLogger(__name__)
 
@@ -56,47 +66,49 @@ def decode_request(signal: Signal, payload: bytes | bytearray | memoryview | Mes
     return decoded
 
 
+#: How long an export waits for its commit before the client is told to retry.
+COMMIT_TIMEOUT_S = 20.0
+#: Request bytes allowed to wait for an ingest worker before exports are told to
+#: retry later: about a second of work at full speed on a small machine.
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What became of one stored export, for its answer."""
+
+    count: int
+    rejected: int = 0
+    rejection_message: str = ""
+
+
 class Decoder(Protocol):
-    def decode(self, signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Decoded: ...
+    def busy(self) -> str | None: ...
+
+    def store(self, writer: Writer, signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Stored: ...
 
     def close(self) -> None: ...
 
 
 class InlineDecoder:
-    """Decodes in the calling thread (imports, tests, `--decode-workers 0`)."""
+    """Decodes in the calling thread; the receiver's writer thread writes."""
 
-    def decode(self, signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Decoded:
-        return decode_request(signal, payload)
+    def busy(self) -> str | None:
+        return None
+
+    def store(self, writer: Writer, signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Stored:
+        decoded = decode_request(signal, payload)
+        if decoded.count:
+            ticket = writer.submit(decoded)
+            if not ticket.wait(COMMIT_TIMEOUT_S):
+                # Not lost: it will still commit, and a resent copy is deduplicated.
+                raise StoreUnavailable("commit is taking too long; retry later")
+            if ticket.error is not None:
+                raise StoreUnavailable(f"could not store {signal}: {ticket.error}")
+        return Stored(decoded.count, decoded.rejected, decoded.rejection_message)
 
     def close(self) -> None:
         pass
-
-
-# --- packing across the process boundary --------------------------------------------
-
-
-def pack(decoded: Decoded) -> bytes:
-    sources = [
-        (s.id, s.digest, s.service, s.resource, s.scope_name, s.scope_version, s.scope, s.schema_url)
-        for s in decoded.sources.values()
-    ]
-    d = decoded
-    return marshal.dumps((sources, d.spans, d.logs, d.evaluations, d.traces, d.timing, d.rejected, d.reasons, d.unit))
-
-
-def unpack(data: bytes) -> Decoded:
-    sources, spans, logs, evaluations, traces, timing, rejected, reasons, unit = marshal.loads(data)
-    return Decoded(
-        sources={s[1]: Source(*s) for s in sources},
-        spans=spans,
-        logs=logs,
-        evaluations=evaluations,
-        traces=traces,
-        timing=timing,
-        rejected=rejected,
-        reasons=reasons,
-        unit=unit,
-    )
 
 
 # --- worker side ---------------------------------------------------------------------
@@ -117,47 +129,103 @@ def _exit_with(parent: int) -> None:
     os._exit(0)
 
 
-def _worker_init(prices_path: str | None) -> None:
+@dataclass
+class _Worker:
+    """A worker process's state (set up by _worker_init)."""
+
+    committer: Committer
+    #: Decoded spans each worker holds while it waits for the write lock (shared memory).
+    waiting: Any
+    slot: int
+    max_pending_spans: int
+
+
+_worker: _Worker | None = None
+
+
+def _worker_init(prices_path: str | None, db_path: str, waiting: Any, slots_taken: Any, max_pending: int) -> None:
+    global _worker
     # Ctrl-C reaches the whole process group; the receiver decides when workers stop.
     os_signal.signal(os_signal.SIGINT, os_signal.SIG_IGN)
     # A receiver killed with SIGKILL cannot shut its pool down; its workers
     # would wait on their queue forever (each holds both ends of the pipe).
     threading.Thread(target=_exit_with, args=(os.getppid(),), name="exit-with-receiver", daemon=True).start()
     configure_pricing(Path(prices_path) if prices_path else None)
+    with slots_taken.get_lock():
+        slot = slots_taken.value
+        slots_taken.value += 1
+    _worker = _Worker(Committer(Path(db_path)), waiting, slot, max_pending)
 
 
-def _worker_decode(signal: Signal, payload: bytes) -> bytes:
-    return pack(decode_request(signal, payload))
+def _worker_store(signal: Signal, payload: bytes) -> Stored:
+    """Decode and write one export (in a worker process)."""
+    assert _worker is not None, "worker not initialized"
+    decoded = decode_request(signal, payload)
+    if decoded.count:
+        w = _worker
+        others = sum(w.waiting) - w.waiting[w.slot]
+        if others and others + decoded.count > w.max_pending_spans:
+            raise Overloaded(f"{others} spans waiting to be written")
+        w.waiting[w.slot] = decoded.count
+        try:
+            w.committer.commit([decoded])
+        except sqlite3.Error as exc:  # locked, disk full, I/O error: the exporter retries
+            log.error("write failed: %s", exc)
+            raise StoreUnavailable(f"could not store {signal}: database write failed: {exc}") from None
+        except Exception as exc:  # a bug: retried, as the writer thread's would be
+            log.exception("write failed")
+            raise StoreUnavailable(f"could not store {signal}: {exc}") from None
+        finally:
+            w.waiting[w.slot] = 0
+    return Stored(decoded.count, decoded.rejected, decoded.rejection_message)
 
 
 def _worker_ready() -> int:
     return os.getpid()
 
 
-class ProcessDecoder:
-    """Decodes in ``workers`` worker processes.
+class WorkerPool:
+    """Decodes and writes exports in ``workers`` worker processes.
 
     A worker that dies (killed, out of memory, a crash in a C extension) takes
-    only the requests it held: the pool is rebuilt and the request retried once
-    in the new pool; if it fails again it is reported as undecodable, so one
-    poisonous payload cannot wedge the receiver.
+    only the requests it held, and its write lock and open transaction with
+    it: the pool is rebuilt and the request retried once in the new pool
+    (stored spans are deduplicated); if it fails again it is reported as
+    undecodable, so one poisonous payload cannot wedge the receiver.
     """
 
-    def __init__(self, workers: int, prices_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        workers: int,
+        db_path: Path,
+        prices_path: Path | None = None,
+        max_pending_spans: int = 50_000,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
+    ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.workers = workers
+        self.db_path = Path(db_path)
+        self.max_pending_spans = max_pending_spans
+        self.max_queued_bytes = max_queued_bytes
         self._prices_path = str(prices_path) if prices_path else None
         self._lock = threading.Lock()
-        self._pool = self._new_pool()
+        #: Bytes of requests handed to the pool and not answered yet.
+        self._queued_bytes = 0
+        self._queued = 0
+        #: Spans the workers have written.
+        self.spans_written = 0
+        self._pool, self._waiting = self._new_pool()
 
-    def _new_pool(self) -> ProcessPoolExecutor:
+    def _new_pool(self) -> tuple[ProcessPoolExecutor, Any]:
         # Spawned, not forked: the receiver has gRPC's threads by then, and a
         # spawned worker's parent is the receiver itself, which it watches.
         ctx = multiprocessing.get_context("spawn")
-        return ProcessPoolExecutor(
-            self.workers, mp_context=ctx, initializer=_worker_init, initargs=(self._prices_path,)
-        )
+        waiting = ctx.RawArray("q", self.workers)
+        slots_taken = ctx.Value("i", 0)
+        initargs = (self._prices_path, str(self.db_path), waiting, slots_taken, self.max_pending_spans)
+        pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init, initargs=initargs)
+        return pool, waiting
 
     def warm(self, timeout: float = 60.0) -> None:
         """Start every worker now (imports, price data) instead of on the first export."""
@@ -167,20 +235,53 @@ class ProcessDecoder:
         for future in futures:
             future.result(timeout)
 
-    def decode(self, signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Decoded:
+    def backlog(self) -> int:
+        """Spans decoded and waiting for the write lock."""
+        return sum(self._waiting)
+
+    def busy(self) -> str | None:
+        with self._lock:
+            if self._queued_bytes >= self.max_queued_bytes:
+                return (
+                    f"tracetui is busy writing ({self._queued} exports, {self._queued_bytes / 1e6:.0f} MB "
+                    "waiting for an ingest worker)"
+                )
+        return None
+
+    def store(self, writer: Writer, signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Stored:
         data = payload.SerializeToString() if isinstance(payload, Message) else bytes(payload)
+        with self._lock:
+            self._queued_bytes += len(data)
+            self._queued += 1
+        try:
+            stored = self._submit(signal, data)
+        except Overloaded:
+            writer.overloaded()
+            raise
+        finally:
+            with self._lock:
+                self._queued_bytes -= len(data)
+                self._queued -= 1
+        with self._lock:
+            self.spans_written += stored.count  # resent spans are counted again; close enough for the log line
+        return stored
+
+    def _submit(self, signal: Signal, data: bytes) -> Stored:
         for attempt in (1, 2):
             with self._lock:
                 pool = self._pool
             try:
-                return unpack(pool.submit(_worker_decode, signal, data).result())
+                return pool.submit(_worker_store, signal, data).result(COMMIT_TIMEOUT_S)
+            except FutureTimeout:
+                # Not lost: it will still commit, and a resent copy is deduplicated.
+                raise StoreUnavailable("commit is taking too long; retry later") from None
             except BrokenProcessPool:
-                log.warning("a decode worker died; restarting the pool (attempt %d)", attempt)
+                log.warning("an ingest worker died; restarting the pool (attempt %d)", attempt)
                 with self._lock:
                     if self._pool is pool:
                         pool.shutdown(wait=False, cancel_futures=True)
-                        self._pool = self._new_pool()
-        raise DecodeError(f"the decoder crashed twice on this {signal} export ({len(data)} bytes)")
+                        self._pool, self._waiting = self._new_pool()
+        raise DecodeError(f"an ingest worker crashed twice on this {signal} export ({len(data)} bytes)")
 
     def close(self) -> None:
         with self._lock:

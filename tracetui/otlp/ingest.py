@@ -30,8 +30,6 @@ from tracetui.store.writer import Overloaded, StoreUnavailable, Writer
 
 log = logging.getLogger(__name__)
 
-#: How long an export waits for its commit before the client is told to retry.
-COMMIT_TIMEOUT_S = 20.0
 #: Delay suggested to exporters when the writer is behind.
 RETRY_DELAY_S = 1.0
 
@@ -69,34 +67,26 @@ def ingest(writer: Writer, signal: Signal, payload: bytes | Message, decoder: De
     Never raises for bad input.
     """
     response_type, partial_type = _RESPONSES[signal]
-    reason = writer.busy()
+    reason = writer.busy() or decoder.busy()
     if reason is not None:
         # Overloaded: say so before decoding, which would only add to the backlog's cost.
         return IngestResult(Outcome.BUSY, message=f"{reason}; retry later")
     try:
-        decoded = decoder.decode(signal, payload)
+        stored = decoder.store(writer, signal, payload)
     except DecodeError as exc:
         return IngestResult(Outcome.INVALID, message=str(exc))
+    except Overloaded as exc:
+        return IngestResult(Outcome.BUSY, message=f"tracetui is busy writing ({exc}); retry later")
+    except StoreUnavailable as exc:
+        return IngestResult(Outcome.BUSY, message=str(exc))
     except Exception as exc:  # never let a hostile payload surface as an internal error
-        log.exception("decoding a %s export failed", signal)
+        log.exception("storing a %s export failed", signal)
         return IngestResult(Outcome.INVALID, message=f"could not decode {signal}: {exc}")
 
     response = response_type()
-    if decoded.rejected:
+    if stored.rejected:
         rejected_field = "rejected_spans" if signal == "traces" else "rejected_log_records"
         response.partial_success.CopyFrom(
-            partial_type(**{rejected_field: decoded.rejected, "error_message": decoded.rejection_message})
+            partial_type(**{rejected_field: stored.rejected, "error_message": stored.rejection_message})
         )
-    if decoded.count:
-        try:
-            ticket = writer.submit(decoded)
-        except Overloaded as exc:
-            return IngestResult(Outcome.BUSY, message=f"tracetui is busy writing ({exc}); retry later")
-        except StoreUnavailable as exc:
-            return IngestResult(Outcome.BUSY, message=str(exc))
-        if not ticket.wait(COMMIT_TIMEOUT_S):
-            # Not lost: it will still commit, and a resent copy is deduplicated.
-            return IngestResult(Outcome.BUSY, message="commit is taking too long; retry later")
-        if ticket.error is not None:
-            return IngestResult(Outcome.BUSY, message=f"could not store {signal}: {ticket.error}")
     return IngestResult(Outcome.OK, response=response)

@@ -1,24 +1,26 @@
-"""WAL checkpoints on their own thread, so the writer hardly waits for them.
+"""WAL checkpoints on their own thread, so writers hardly wait for them.
 
 In WAL mode every commit appends pages to the ``-wal`` file; a checkpoint
 copies them back into the database file and fsyncs it. SQLite normally runs
 one inside the COMMIT that pushes the WAL past 1,000 pages: at ingest rates
-that is several times a second, and the writer thread (and every export
-waiting on its commit) stood still for it, about a fifth of the writer's
-time under load.
+that is several times a second, and the writer (and every export waiting on
+its commit) stood still for it, about a fifth of the writer's time under load.
 
-Here the writer's connection has automatic checkpoints off. Once the WAL has
-grown past ``wal_bytes``, this thread runs a PASSIVE checkpoint on its own
-connection (it never blocks the writer or readers) while the writer goes on
-committing. SQLite can only start the WAL over once a checkpoint has copied
-*every* frame, which a checkpoint racing a busy writer never does; so after
-a background pass, once the WAL has reached ``RESTART_FACTOR`` times that
-size, the writer copies the few frames it added meanwhile itself, between two
-commits (:meth:`Checkpointer.after_commit`), and its next commit starts the
-WAL from the beginning. ``journal_size_limit`` keeps the file near that size.
-Should the background pass fall far behind, the writer waits for it
-(``LIMIT_FACTOR``): the WAL stays bounded whatever the load. A reader that holds one snapshot for a
-long time still keeps the WAL from starting over, as it always did.
+Here the writers' connections (tracetui.store.writer.Committer, in the
+receiver and in each ingest worker) have automatic checkpoints off. The
+receiver's checkpoint thread watches the WAL's size; once it has grown past
+``wal_bytes`` it runs a PASSIVE checkpoint on its own connection (it never
+blocks writers or readers) while they go on committing. SQLite can only start
+the WAL over once a checkpoint has copied *every* frame, which a checkpoint
+racing busy writers never does; so once the WAL holds ``RESTART_FACTOR`` times
+that size, the thread copies the few frames added meanwhile under the write
+lock (tracetui.store.lock), with no writer active, and the next commit starts
+the WAL from the beginning. ``journal_size_limit`` keeps the file near that
+size. Should the thread fall far behind (starved, a slow disk), a writer
+past ``LIMIT_FACTOR`` copies everything itself before it lets go of the lock
+(:func:`bound_wal`): the WAL stays bounded whatever the load. A reader that
+holds one snapshot for a long time still keeps the WAL from starting over, as
+it always did.
 """
 
 from __future__ import annotations
@@ -27,69 +29,82 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
+
+from tracetui.store.lock import WriteLock
 
 log = logging.getLogger(__name__)
 
 #: Checkpoint in the background once the WAL is this big (SQLite's own default is ~4 MB).
 WAL_BYTES = 16 * 1024 * 1024
-#: Let the WAL start over once it is this many times WAL_BYTES: until then the
-#: background passes copy all but the last few commits and the writer never
-#: waits; then the writer copies those few itself (its share of checkpointing
-#: was 11% of its time when it did so after every pass).
+#: Let the WAL start over once it holds this many times WAL_BYTES: until then the
+#: background passes copy all but the last few commits and writers never wait;
+#: then the thread copies those few under the write lock (writers wait for that
+#: copy; it cost the writer 11% of its time when done after every pass).
 RESTART_FACTOR = 4
-#: Past this many times WAL_BYTES the background pass is too slow for the
-#: writer (a starved thread, a slow disk): the writer waits for it to finish
-#: and catches up itself, so the WAL never grows past about this size.
+#: Past this many times WAL_BYTES the background passes are too slow for the
+#: writers (a starved thread, a slow disk): a writer catches up itself before it
+#: releases the write lock, so the WAL never grows past about this size.
 LIMIT_FACTOR = 8
+
+#: How often the checkpoint thread looks at the WAL's size (writers in other
+#: processes cannot wake it; the receiver's own writer does).
+POLL_SECONDS = 0.05
+
+
+def wal_size(db_path: Path | str) -> int:
+    try:
+        return os.stat(f"{db_path}-wal").st_size
+    except OSError:
+        return 0
+
+
+def bound_wal(conn: sqlite3.Connection, db_path: Path | str, wal_bytes: int = WAL_BYTES) -> None:
+    """Called by a writer after each commit, while it still holds the write lock.
+
+    Past ``LIMIT_FACTOR`` times ``wal_bytes`` the background passes are not
+    keeping up: copy every frame now, so that the next commit starts the WAL over.
+    """
+    if wal_size(db_path) < LIMIT_FACTOR * wal_bytes:
+        return
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            log.warning("checkpoint: %s", exc)
+            return
+        # busy: the background pass is running (one checkpoint at a time); let it finish.
+        if (not busy and frames == copied) or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
 
 
 class Checkpointer:
-    def __init__(self, path: Path, wal_bytes: int = WAL_BYTES) -> None:
+    """The background checkpoint thread (one per receiver, whoever writes)."""
+
+    def __init__(self, path: Path, lock: WriteLock, wal_bytes: int = WAL_BYTES) -> None:
         self.path = Path(path)
-        self.wal_path = Path(f"{path}-wal")
+        self.lock = lock
         self.wal_bytes = wal_bytes
-        #: Background passes completed, and how many of them the writer has followed up.
+        #: Background passes completed, and how many of them were followed up under the lock.
         self.checkpoints = 0
-        self._followed = 0
+        self.restarts = 0
         self._wake = threading.Event()
-        #: Set while no background pass is running.
-        self._idle = threading.Event()
-        self._idle.set()
         self._stopping = False
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA busy_timeout=5000")
+        self._frame_bytes = self._conn.execute("PRAGMA page_size").fetchone()[0] + 24
         self._thread = threading.Thread(target=self._run, name="tracetui-checkpoint", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def wal_size(self) -> int:
-        try:
-            return os.stat(self.wal_path).st_size
-        except OSError:
-            return 0
-
-    def after_commit(self, writer_conn: sqlite3.Connection) -> None:
-        """Called on the writer's thread, with its connection, after each commit."""
-        size = self.wal_size()
-        if size < self.wal_bytes:
-            return
-        over_limit = size >= LIMIT_FACTOR * self.wal_bytes
-        if over_limit:
-            self._idle.wait(60)  # back-pressure: let the running pass finish first
-        if over_limit or (size >= RESTART_FACTOR * self.wal_bytes and self.checkpoints > self._followed):
-            # Copy what was committed since the last background pass (a few
-            # commits' worth), so that the next commit can restart the WAL.
-            self._followed = self.checkpoints
-            try:
-                busy, frames, copied = writer_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            except sqlite3.Error as exc:
-                log.warning("checkpoint: %s", exc)
-                return
-            if not busy and frames == copied:
-                return  # caught up
-        self._wake.set()
+    def nudge(self) -> None:
+        """A commit just happened here: look at the WAL now rather than at the next poll."""
+        if wal_size(self.path) >= self.wal_bytes:
+            self._wake.set()
 
     def stop(self) -> None:
         self._stopping = True
@@ -100,15 +115,20 @@ class Checkpointer:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait()
+            self._wake.wait(POLL_SECONDS)
             self._wake.clear()
             if self._stopping:
                 return
-            self._idle.clear()
+            if wal_size(self.path) < self.wal_bytes:
+                continue
             try:
-                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                busy, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 self.checkpoints += 1
-            except sqlite3.Error as exc:  # busy, disk trouble: the next nudge tries again
+                if not busy and frames * self._frame_bytes >= RESTART_FACTOR * self.wal_bytes:
+                    # Copy what was committed during the pass, with no writer active,
+                    # so that the next commit can start the WAL over.
+                    with self.lock:
+                        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.restarts += 1
+            except sqlite3.Error as exc:  # busy, disk trouble: the next poll tries again
                 log.warning("checkpoint: %s", exc)
-            finally:
-                self._idle.set()

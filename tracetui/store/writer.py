@@ -1,11 +1,16 @@
-"""The single writer: group commit of decoded spans, trace rows kept in step.
+"""Writing decoded exports: spans inserted, trace rows kept in step.
 
-Threads: gRPC handler threads call :meth:`Writer.submit` and wait on the
-returned ticket; one writer thread drains the queue, writes every waiting
-request in one transaction, commits, then wakes the handlers. An export is
-therefore acknowledged only after its spans are durable, and concurrent
-exports share one commit. ``sqlite3`` releases the GIL inside SQLite, so the
-writer's inserts overlap with request decoding on the other core.
+:class:`Committer` is one read-write connection that commits decoded
+exports, each transaction under the receiver's write lock
+(tracetui.store.lock). Each ingest worker process has one
+(tracetui.otlp.decoder), and so does the receiver's :class:`Writer`.
+
+:class:`Writer` is the receiver's writer thread. Handler threads that decoded
+an export in the receiver process call :meth:`Writer.submit` and wait on the
+returned ticket; the thread drains the queue, writes every waiting request in
+one transaction, commits, then wakes the handlers. It also records the
+receiver's status, enforces retention and owns the checkpoint thread. Either
+way an export is acknowledged only after its spans are durable.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +36,8 @@ from tracetui.store.batch import (
     prepare,
     timing_result,
 )
-from tracetui.store.checkpoint import RESTART_FACTOR, WAL_BYTES, Checkpointer
+from tracetui.store.checkpoint import RESTART_FACTOR, WAL_BYTES, Checkpointer, bound_wal
+from tracetui.store.lock import WriteLock
 from tracetui.store.retention import Retention, enforce
 from tracetui.store.schema import connect_writer
 from tracetui.timing import SPLIT_KEYS, Call, analyze
@@ -281,164 +288,47 @@ WHERE trace_id = :trace_id
 """
 
 
-class Writer:
-    """Owns the read-write connection and the writer thread.
+class Committer:
+    """One read-write connection that commits decoded exports, a transaction at a time.
+
+    The receiver's writer thread has one (:class:`Writer`), and so does each
+    ingest worker process (tracetui.otlp.decoder). Every transaction runs
+    under the write lock (tracetui.store.lock), which keeps their
+    transactions apart without SQLite's sleeping busy handler.
 
     Args:
         path: the database file (created, owner-only, if missing).
-        max_pending_spans: spans allowed to wait for the writer before
-            :meth:`submit` raises :class:`Overloaded`.
-        retention: limits enforced between commits.
-        wal_bytes: WAL size that triggers a checkpoint (on its own thread).
+        lock: the write lock; a new one on ``path`` when not given.
+        wal_bytes: the checkpoint threshold (tracetui.store.checkpoint); this
+            connection only ever copies frames itself when the WAL has grown
+            past ``LIMIT_FACTOR`` times it.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        max_pending_spans: int = 50_000,
-        retention: Retention | None = None,
-        wal_bytes: int = WAL_BYTES,
-    ) -> None:
+    def __init__(self, path: Path, lock: WriteLock | None = None, wal_bytes: int = WAL_BYTES) -> None:
         self.path = Path(path)
-        self.max_pending_spans = max_pending_spans
-        self.retention = retention or Retention()
-        self.evicted_traces = 0
-        self._conn = connect_writer(self.path)
-        self._checkpointer: Checkpointer | None = None
-        self._wal_bytes = wal_bytes
-        self._cond = threading.Condition()
-        self._queue: deque[Ticket] = deque()
-        self._pending_spans = 0
-        self._stopping = False
-        self._status: dict[str, object] = {}
-        self._status_dirty = False
-        self._thread = threading.Thread(target=self._run, name="tracetui-writer", daemon=True)
+        self.conn = connect_writer(self.path)
+        # WAL checkpoints run on their own thread (tracetui.store.checkpoint).
+        self.conn.execute("PRAGMA wal_autocheckpoint=0")
+        self.conn.execute(f"PRAGMA journal_size_limit={RESTART_FACTOR * wal_bytes:d}")
+        self.lock = lock if lock is not None else WriteLock(self.path)
+        self._own_lock = lock is None
+        self.wal_bytes = wal_bytes
         #: sources.id by digest. Valid while nobody else writes: cleared when
-        #: PRAGMA data_version says another connection committed (`tracetui
-        #: purge`, an import) and when a transaction rolls back.
+        #: PRAGMA data_version says another connection committed (another
+        #: ingest worker, `tracetui purge`, an import) and when a transaction rolls back.
         self._source_ids: dict[bytes, int] = {}
         self._data_version: int | None = None
-        self.spans_written = 0
-        self.commits = 0
-        #: Spans per second the writer commits (smoothed); None until measured.
-        self._rate: float | None = None
 
-    # --- called from any thread ---------------------------------------------
+    def commit(self, parts: list[Decoded], status: dict | None = None) -> int:
+        """Write ``parts`` (and the receiver's status) in one transaction; returns the new spans.
 
-    def start(self) -> None:
-        # WAL checkpoints move to their own thread (see tracetui.store.checkpoint).
-        self._conn.execute("PRAGMA wal_autocheckpoint=0")
-        self._conn.execute(f"PRAGMA journal_size_limit={RESTART_FACTOR * self._wal_bytes:d}")
-        self._checkpointer = Checkpointer(self.path, self._wal_bytes)
-        self._checkpointer.start()
-        self._thread.start()
-
-    def submit(self, decoded: Decoded) -> Ticket:
-        """Queue a decoded request. Raises Overloaded when the queue is full."""
-        if decoded.spans and not decoded.traces:
-            prepare(decoded)  # decoded in place rather than by tracetui.otlp.decoder
-        ticket = Ticket(decoded)
-        n = decoded.count
-        with self._cond:
-            if self._stopping:
-                raise StoreUnavailable("receiver is shutting down")
-            backlog_s = self._pending_spans / self._rate if self._rate else 0.0
-            too_many = self._pending_spans + n > self.max_pending_spans
-            if n and self._pending_spans > 0 and (too_many or backlog_s > MAX_BACKLOG_SECONDS):
-                if self._status and self._status.get("state") != "overloaded":
-                    self._status["state"] = "overloaded"  # the UI shows it
-                    self._status_dirty = True
-                    self._cond.notify()
-                raise Overloaded(f"{self._pending_spans} spans waiting to be written (~{backlog_s:.1f}s of work)")
-            self._queue.append(ticket)
-            self._pending_spans += n
-            self._cond.notify()
-        return ticket
-
-    def busy(self) -> str | None:
-        """Why a new export should be told to retry later, before anyone spends time decoding it."""
-        with self._cond:
-            if self._stopping:
-                return "receiver is shutting down"
-            backlog_s = self._pending_spans / self._rate if self._rate else 0.0
-            if self._pending_spans >= self.max_pending_spans or backlog_s > MAX_BACKLOG_SECONDS:
-                return f"tracetui is busy writing ({self._pending_spans} spans waiting, ~{backlog_s:.1f}s of work)"
-        return None
-
-    def set_status(self, **status: object) -> None:
-        """Record receiver facts in the database (written by the writer thread)."""
-        with self._cond:
-            self._status.update(status)
-            self._status_dirty = True
-            self._cond.notify()
-
-    @property
-    def pending_spans(self) -> int:
-        return self._pending_spans
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Write everything queued, then close the database."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        elif self._conn is not None:
-            self._close()
-
-    # --- writer thread -------------------------------------------------------
-
-    def _run(self) -> None:
-        next_heartbeat = 0.0
-        while True:
-            with self._cond:
-                while not self._queue and not self._stopping and not self._status_dirty:
-                    timeout = max(0.05, next_heartbeat - time.monotonic()) if self._status else None
-                    if not self._cond.wait(timeout=timeout):
-                        break  # heartbeat due
-                batch = self._take_batch()
-                stopping = self._stopping and not self._queue
-                due = self._status_dirty or (self._status and (stopping or time.monotonic() >= next_heartbeat))
-                status = dict(self._status) if due else None
-                self._status_dirty = False
-            if status is not None:
-                next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
-                status["heartbeat_ns"] = time.time_ns()
-                status["pending_spans"] = self._pending_spans
-                if stopping:
-                    status["state"] = "stopped"
-            if batch or status is not None:
-                self._commit(batch, status)
-            if status is not None and self.retention.active and not stopping:
-                self._enforce_retention()
-            if stopping:
-                self._close()
-                return
-
-    def _enforce_retention(self) -> None:
-        """A bounded round of eviction, on the writer thread, between commits."""
-        try:
-            self.evicted_traces += enforce(self._conn, self.retention)
-        except sqlite3.Error as exc:
-            log.warning("retention: %s", exc)
-
-    def _take_batch(self) -> list[Ticket]:
-        batch: list[Ticket] = []
-        spans = 0
-        while self._queue and (not batch or spans + self._queue[0].decoded.count <= MAX_SPANS_PER_COMMIT):
-            ticket = self._queue.popleft()
-            spans += ticket.decoded.count
-            batch.append(ticket)
-        return batch
-
-    def _commit(self, batch: list[Ticket], status: dict | None) -> None:
-        conn = self._conn
-        started = time.monotonic()
-        error: BaseException | None = None
-        try:
+        Raises sqlite3.Error (locked, disk full...) with nothing written.
+        """
+        conn = self.conn
+        with self.lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                written = self._write(conn, batch) if batch else 0
+                written = self._write(conn, parts) if parts else 0
                 if status is not None:
                     conn.execute(
                         "INSERT INTO meta(key, value) VALUES ('receiver', ?) "
@@ -450,39 +340,26 @@ class Writer:
                 self._source_ids.clear()
                 conn.execute("ROLLBACK")
                 raise
-            self.spans_written += written
-            self.commits += 1
-            if self._checkpointer is not None:
-                self._checkpointer.after_commit(conn)
-            spans = sum(t.decoded.count for t in batch)
-            if spans >= 64:
-                # How fast the writer drains, smoothed: bounds how long a new export would wait.
-                rate = spans / max(1e-6, time.monotonic() - started)
-                self._rate = rate if self._rate is None else 0.7 * self._rate + 0.3 * rate
-        except sqlite3.Error as exc:  # locked, disk full, I/O error: the exporter retries
-            log.error("write failed: %s", exc)
-            error = StoreUnavailable(f"database write failed: {exc}")
-        except Exception as exc:  # a bug: never leave a handler waiting forever
-            log.exception("write failed")
-            error = exc
-        with self._cond:
-            for ticket in batch:
-                self._pending_spans -= ticket.decoded.count
-            if self._status.get("state") == "overloaded" and self._pending_spans < self.max_pending_spans // 2:
-                self._status["state"] = "listening"  # caught up
-                self._status_dirty = True
-        for ticket in batch:
-            ticket.error = error
-            ticket.done.set()
+            bound_wal(conn, self.path, self.wal_bytes)  # still holding the lock
+        return written
 
-    def _write(self, conn: sqlite3.Connection, batch: list[Ticket]) -> int:
+    def close(self, optimize: bool = False) -> None:
+        try:
+            if optimize:
+                self.conn.execute("PRAGMA optimize")
+            self.conn.close()
+        except sqlite3.Error as exc:
+            log.warning("closing database: %s", exc)
+        if self._own_lock:
+            self.lock.close()
+
+    def _write(self, conn: sqlite3.Connection, parts: list[Decoded]) -> int:
         """Insert one group of requests; returns the number of new spans."""
         rows: list[tuple] = []
         logs: list[tuple] = []
         evaluations: list[tuple] = []
         sources: dict[bytes, Source] = {}
-        for ticket in batch:
-            decoded = ticket.decoded
+        for decoded in parts:
             sources.update(decoded.sources)
             rows.extend(decoded.spans)
             logs.extend(decoded.logs)
@@ -497,7 +374,7 @@ class Writer:
             _add_meta(conn, log_count=conn.total_changes - before)
         inserted = 0
         if rows:
-            inserted = self._write_spans(conn, rows, [t.decoded for t in batch if t.decoded.spans])
+            inserted = self._write_spans(conn, rows, [d for d in parts if d.spans])
         if evaluations:
             conn.executemany(_INSERT_EVALUATION, evaluations)
         # Evaluations that named only a response id wait for the span that produced it;
@@ -611,17 +488,219 @@ class Writer:
                   tokens=deltas[1], cost_usd=deltas[2])  # fmt: skip
         return inserted
 
+
+class Writer:
+    """The receiver's writer thread: a queue of decoded exports, group-committed.
+
+    Exports decoded in the receiver process (``--decode-workers 0``, imports,
+    tests) are written here; the ingest workers write their own
+    (tracetui.otlp.decoder). Either way this thread also records the
+    receiver's status, enforces retention and owns the checkpoint thread.
+
+    Args:
+        path: the database file (created, owner-only, if missing).
+        max_pending_spans: spans allowed to wait for the writer before
+            :meth:`submit` raises :class:`Overloaded`.
+        retention: limits enforced between commits.
+        wal_bytes: WAL size that triggers a checkpoint (on its own thread).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        max_pending_spans: int = 50_000,
+        retention: Retention | None = None,
+        wal_bytes: int = WAL_BYTES,
+    ) -> None:
+        self.path = Path(path)
+        self.max_pending_spans = max_pending_spans
+        self.retention = retention or Retention()
+        self.evicted_traces = 0
+        self._committer: Committer | None = Committer(self.path, wal_bytes=wal_bytes)
+        self._checkpointer: Checkpointer | None = None
+        self._wal_bytes = wal_bytes
+        self._cond = threading.Condition()
+        self._queue: deque[Ticket] = deque()
+        self._pending_spans = 0
+        self._stopping = False
+        self._status: dict[str, object] = {}
+        self._status_dirty = False
+        self._thread = threading.Thread(target=self._run, name="tracetui-writer", daemon=True)
+        self.spans_written = 0
+        self.commits = 0
+        #: Spans per second the writer commits (smoothed); None until measured.
+        self._rate: float | None = None
+        #: Spans waiting to be written elsewhere (the ingest workers): shown in the
+        #: status, and the "overloaded" state lasts until they are few again.
+        self.backlog: Callable[[], int] = lambda: 0
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        assert self._committer is not None, "writer closed"
+        return self._committer.conn
+
+    @property
+    def lock(self) -> WriteLock:
+        """The write lock (for ingest workers writing the same file)."""
+        assert self._committer is not None, "writer closed"
+        return self._committer.lock
+
+    # --- called from any thread ---------------------------------------------
+
+    def start(self) -> None:
+        self._checkpointer = Checkpointer(self.path, self.lock, self._wal_bytes)
+        self._checkpointer.start()
+        self._thread.start()
+
+    def submit(self, decoded: Decoded) -> Ticket:
+        """Queue a decoded request. Raises Overloaded when the queue is full."""
+        if decoded.spans and not decoded.traces:
+            prepare(decoded)  # decoded in place rather than by tracetui.otlp.decoder
+        ticket = Ticket(decoded)
+        n = decoded.count
+        with self._cond:
+            if self._stopping:
+                raise StoreUnavailable("receiver is shutting down")
+            backlog_s = self._pending_spans / self._rate if self._rate else 0.0
+            too_many = self._pending_spans + n > self.max_pending_spans
+            if n and self._pending_spans > 0 and (too_many or backlog_s > MAX_BACKLOG_SECONDS):
+                self._set_overloaded()
+                raise Overloaded(f"{self._pending_spans} spans waiting to be written (~{backlog_s:.1f}s of work)")
+            self._queue.append(ticket)
+            self._pending_spans += n
+            self._cond.notify()
+        return ticket
+
+    def busy(self) -> str | None:
+        """Why a new export should be told to retry later, before anyone spends time decoding it."""
+        with self._cond:
+            if self._stopping:
+                return "receiver is shutting down"
+            backlog_s = self._pending_spans / self._rate if self._rate else 0.0
+            if self._pending_spans >= self.max_pending_spans or backlog_s > MAX_BACKLOG_SECONDS:
+                return f"tracetui is busy writing ({self._pending_spans} spans waiting, ~{backlog_s:.1f}s of work)"
+        return None
+
+    def overloaded(self) -> None:
+        """Exports are being turned away elsewhere (the ingest workers): the UI shows it."""
+        with self._cond:
+            self._set_overloaded()
+
+    def _set_overloaded(self) -> None:
+        if self._status and self._status.get("state") != "overloaded":
+            self._status["state"] = "overloaded"
+            self._status_dirty = True
+            self._cond.notify()
+
+    def set_status(self, **status: object) -> None:
+        """Record receiver facts in the database (written by the writer thread)."""
+        with self._cond:
+            self._status.update(status)
+            self._status_dirty = True
+            self._cond.notify()
+
+    @property
+    def pending_spans(self) -> int:
+        return self._pending_spans
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Write everything queued, then close the database."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        elif self._committer is not None:
+            self._close()
+
+    # --- writer thread -------------------------------------------------------
+
+    def _run(self) -> None:
+        next_heartbeat = 0.0
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping and not self._status_dirty:
+                    timeout = max(0.05, next_heartbeat - time.monotonic()) if self._status else None
+                    if not self._cond.wait(timeout=timeout):
+                        break  # heartbeat due
+                batch = self._take_batch()
+                stopping = self._stopping and not self._queue
+                due = self._status_dirty or (self._status and (stopping or time.monotonic() >= next_heartbeat))
+                if due and self._status.get("state") == "overloaded" and self._caught_up():
+                    self._status["state"] = "listening"
+                status = dict(self._status) if due else None
+                self._status_dirty = False
+            if status is not None:
+                next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
+                status["heartbeat_ns"] = time.time_ns()
+                status["pending_spans"] = self._pending_spans + self.backlog()
+                if stopping:
+                    status["state"] = "stopped"
+            if batch or status is not None:
+                self._commit(batch, status)
+            if status is not None and self.retention.active and not stopping:
+                self._enforce_retention()
+            if stopping:
+                self._close()
+                return
+
+    def _caught_up(self) -> bool:
+        return self._pending_spans + self.backlog() < self.max_pending_spans // 2
+
+    def _enforce_retention(self) -> None:
+        """A bounded round of eviction, on the writer thread, between commits."""
+        try:
+            with self.lock:
+                self.evicted_traces += enforce(self._conn, self.retention)
+        except sqlite3.Error as exc:
+            log.warning("retention: %s", exc)
+
+    def _take_batch(self) -> list[Ticket]:
+        batch: list[Ticket] = []
+        spans = 0
+        while self._queue and (not batch or spans + self._queue[0].decoded.count <= MAX_SPANS_PER_COMMIT):
+            ticket = self._queue.popleft()
+            spans += ticket.decoded.count
+            batch.append(ticket)
+        return batch
+
+    def _commit(self, batch: list[Ticket], status: dict | None) -> None:
+        assert self._committer is not None
+        started = time.monotonic()
+        error: BaseException | None = None
+        try:
+            self.spans_written += self._committer.commit([t.decoded for t in batch], status)
+            self.commits += 1
+            if self._checkpointer is not None:
+                self._checkpointer.nudge()
+            spans = sum(t.decoded.count for t in batch)
+            if spans >= 64:
+                # How fast the writer drains, smoothed: bounds how long a new export would wait.
+                rate = spans / max(1e-6, time.monotonic() - started)
+                self._rate = rate if self._rate is None else 0.7 * self._rate + 0.3 * rate
+        except sqlite3.Error as exc:  # locked, disk full, I/O error: the exporter retries
+            log.error("write failed: %s", exc)
+            error = StoreUnavailable(f"database write failed: {exc}")
+        except Exception as exc:  # a bug: never leave a handler waiting forever
+            log.exception("write failed")
+            error = exc
+        with self._cond:
+            for ticket in batch:
+                self._pending_spans -= ticket.decoded.count
+            if self._status.get("state") == "overloaded" and self._caught_up():
+                self._status["state"] = "listening"  # caught up
+                self._status_dirty = True
+        for ticket in batch:
+            ticket.error = error
+            ticket.done.set()
+
     def _close(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.stop()
             self._checkpointer = None
-        if self._conn is not None:
-            try:
-                self._conn.execute("PRAGMA optimize")
-                self._conn.close()
-            except sqlite3.Error as exc:
-                log.warning("closing database: %s", exc)
-            self._conn = None  # type: ignore[assignment]
+        if self._committer is not None:
+            self._committer.close(optimize=True)
+            self._committer = None
 
 
 def receiver_status_defaults(host: str, grpc_port: int) -> dict[str, object]:
