@@ -61,7 +61,7 @@ def test_exports_from_many_threads_are_all_stored_once(pool, writer, db):
         t.join(60)
     pool.store(writer, "traces", request(1, 5))  # a resent export: nothing doubles
     assert stored_counts(db) == (200, 40)
-    assert pool.spans_written == 205
+    assert pool.spans_written == 200  # new spans only
     assert integrity(db) == "ok"
 
 
@@ -182,3 +182,40 @@ def test_inline_and_workers_answer_alike(pool, writer, tmp_path):
         assert InlineDecoder().store(other, "traces", data) == pool.store(writer, "traces", data)
     finally:
         other.stop()
+
+
+def test_the_wal_stays_bounded_and_starts_over_while_workers_write(tmp_path):
+    db = tmp_path / "wal.db"
+    wal_bytes = 512 * 1024
+    writer = Writer(db, wal_bytes=wal_bytes)  # its checkpoint thread serves the workers too
+    writer.start()
+    pool = WorkerPool(2, db, wal_bytes=wal_bytes)
+    wal = Path(f"{db}-wal")
+    biggest = 0
+    try:
+
+        def send(first: int) -> None:
+            nonlocal biggest
+            for trace in range(first, first + 40):
+                spans = [
+                    make_span(tid(trace), sid(i + 1), name=f"s{i}", attributes={"prompt": "x" * 2500})
+                    for i in range(60)
+                ]
+                pool.store(writer, "traces", make_request(spans).SerializeToString())
+                biggest = max(biggest, wal.stat().st_size)
+
+        threads = [threading.Thread(target=send, args=(1 + 40 * n,)) for n in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        checkpointer = writer._checkpointer
+        assert checkpointer is not None and checkpointer.checkpoints > 0
+        assert checkpointer.restarts > 0  # the WAL started over, under the write lock
+    finally:
+        pool.close()
+        writer.stop()
+    # ~24 MB of WAL frames were written; see test_store's single-writer version of this bound.
+    assert biggest < 9 * wal_bytes, f"WAL grew to {biggest} bytes"
+    assert stored_counts(db) == (80 * 60, 80)
+    assert integrity(db) == "ok"

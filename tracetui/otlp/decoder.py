@@ -48,6 +48,7 @@ from tracetui.otlp.decode import (
     parse_trace_request,
 )
 from tracetui.store.batch import prepare
+from tracetui.store.checkpoint import WAL_BYTES
 from tracetui.store.writer import Committer, Overloaded, StoreUnavailable, Writer
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,9 @@ class _Worker:
 _worker: _Worker | None = None
 
 
-def _worker_init(prices_path: str | None, db_path: str, waiting: Any, slots_taken: Any, max_pending: int) -> None:
+def _worker_init(
+    prices_path: str | None, db_path: str, wal_bytes: int, waiting: Any, slots_taken: Any, max_pending: int
+) -> None:
     global _worker
     # Ctrl-C reaches the whole process group; the receiver decides when workers stop.
     os_signal.signal(os_signal.SIGINT, os_signal.SIG_IGN)
@@ -154,13 +157,14 @@ def _worker_init(prices_path: str | None, db_path: str, waiting: Any, slots_take
     with slots_taken.get_lock():
         slot = slots_taken.value
         slots_taken.value += 1
-    _worker = _Worker(Committer(Path(db_path)), waiting, slot, max_pending)
+    _worker = _Worker(Committer(Path(db_path), wal_bytes=wal_bytes), waiting, slot, max_pending)
 
 
-def _worker_store(signal: Signal, payload: bytes) -> Stored:
-    """Decode and write one export (in a worker process)."""
+def _worker_store(signal: Signal, payload: bytes) -> tuple[Stored, int]:
+    """Decode and write one export (in a worker process); also returns the spans it added."""
     assert _worker is not None, "worker not initialized"
     decoded = decode_request(signal, payload)
+    written = 0
     if decoded.count:
         w = _worker
         others = sum(w.waiting) - w.waiting[w.slot]
@@ -168,7 +172,7 @@ def _worker_store(signal: Signal, payload: bytes) -> Stored:
             raise Overloaded(f"{others} spans waiting to be written")
         w.waiting[w.slot] = decoded.count
         try:
-            w.committer.commit([decoded])
+            written = w.committer.commit([decoded])
         except sqlite3.Error as exc:  # locked, disk full, I/O error: the exporter retries
             log.error("write failed: %s", exc)
             raise StoreUnavailable(f"could not store {signal}: database write failed: {exc}") from None
@@ -177,7 +181,7 @@ def _worker_store(signal: Signal, payload: bytes) -> Stored:
             raise StoreUnavailable(f"could not store {signal}: {exc}") from None
         finally:
             w.waiting[w.slot] = 0
-    return Stored(decoded.count, decoded.rejected, decoded.rejection_message)
+    return Stored(decoded.count, decoded.rejected, decoded.rejection_message), written
 
 
 def _worker_ready() -> int:
@@ -201,6 +205,7 @@ class WorkerPool:
         prices_path: Path | None = None,
         max_pending_spans: int = 50_000,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
+        wal_bytes: int = WAL_BYTES,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -208,6 +213,7 @@ class WorkerPool:
         self.db_path = Path(db_path)
         self.max_pending_spans = max_pending_spans
         self.max_queued_bytes = max_queued_bytes
+        self.wal_bytes = wal_bytes
         self._prices_path = str(prices_path) if prices_path else None
         self._lock = threading.Lock()
         #: Bytes of requests handed to the pool and not answered yet.
@@ -223,7 +229,7 @@ class WorkerPool:
         ctx = multiprocessing.get_context("spawn")
         waiting = ctx.RawArray("q", self.workers)
         slots_taken = ctx.Value("i", 0)
-        initargs = (self._prices_path, str(self.db_path), waiting, slots_taken, self.max_pending_spans)
+        initargs = (self._prices_path, str(self.db_path), self.wal_bytes, waiting, slots_taken, self.max_pending_spans)
         pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init, initargs=initargs)
         return pool, waiting
 
@@ -254,7 +260,7 @@ class WorkerPool:
             self._queued_bytes += len(data)
             self._queued += 1
         try:
-            stored = self._submit(signal, data)
+            stored, written = self._submit(signal, data)
         except Overloaded:
             writer.overloaded()
             raise
@@ -263,10 +269,10 @@ class WorkerPool:
                 self._queued_bytes -= len(data)
                 self._queued -= 1
         with self._lock:
-            self.spans_written += stored.count  # resent spans are counted again; close enough for the log line
+            self.spans_written += written
         return stored
 
-    def _submit(self, signal: Signal, data: bytes) -> Stored:
+    def _submit(self, signal: Signal, data: bytes) -> tuple[Stored, int]:
         for attempt in (1, 2):
             with self._lock:
                 pool = self._pool
