@@ -219,3 +219,33 @@ def test_the_wal_stays_bounded_and_starts_over_while_workers_write(tmp_path):
     assert biggest < 9 * wal_bytes, f"WAL grew to {biggest} bytes"
     assert stored_counts(db) == (80 * 60, 80)
     assert integrity(db) == "ok"
+
+
+def test_exports_queued_past_the_byte_bound_are_told_to_retry(db, writer):
+    from tracetui.otlp.ingest import Outcome, ingest
+
+    first = request(9, 60)
+    pool = WorkerPool(2, db, max_queued_bytes=len(first))
+    pool.warm()
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the first export waits in a worker for the disk
+    results: list[object] = []
+    sender = threading.Thread(target=lambda: results.append(ingest(writer, "traces", first, pool)))
+    try:
+        sender.start()
+        assert _wait(lambda: pool.busy() is not None)
+        turned_away = ingest(writer, "traces", request(10, 1), pool)
+        assert turned_away.outcome is Outcome.BUSY
+        assert "(1 export, " in turned_away.message and "waiting for an ingest worker" in turned_away.message
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        sender.join(30)
+    try:
+        (answer,) = results
+        assert answer.outcome is Outcome.OK
+        assert pool.busy() is None
+        assert ingest(writer, "traces", request(10, 1), pool).outcome is Outcome.OK  # the retry
+    finally:
+        pool.close()
+    assert {t for t, _ in stored_span_keys(db)} == {tid(9), tid(10)}

@@ -248,10 +248,8 @@ class WorkerPool:
     def busy(self) -> str | None:
         with self._lock:
             if self._queued_bytes >= self.max_queued_bytes:
-                return (
-                    f"tracetui is busy writing ({self._queued} exports, {self._queued_bytes / 1e6:.0f} MB "
-                    "waiting for an ingest worker)"
-                )
+                exports = f"{self._queued} export{'s' if self._queued != 1 else ''}"
+                return f"tracetui is busy writing ({exports}, {self._queued_bytes / 1e6:.1f} MB waiting for an ingest worker)"
         return None
 
     def store(self, writer: Writer, signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Stored:

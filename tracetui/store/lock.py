@@ -11,15 +11,21 @@ instead, and wakes the next one the moment the lock is released.
 ``flock``, not a multiprocessing lock: the kernel releases it when its holder
 dies, so a worker killed in the middle of a write cannot wedge the others.
 Other programs (``tracetui purge``, an import) do not take it; SQLite's own
-locking still keeps them correct, they only wait in the busy handler.
+locking still keeps them correct, they only wait in the busy handler. Where
+there is no ``flock`` (Windows) the lock only orders the threads of a process,
+and the same holds for the worker processes.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import threading
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 
 def lock_path(db_path: Path | str) -> Path:
@@ -40,6 +46,8 @@ class WriteLock:
 
     def __enter__(self) -> WriteLock:
         self._threads.acquire()
+        if fcntl is None:
+            return self
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX)  # releases the GIL while it waits
         except BaseException:
@@ -48,7 +56,8 @@ class WriteLock:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        if fcntl is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
         self._threads.release()
 
     def close(self) -> None:
