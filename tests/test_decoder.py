@@ -46,7 +46,8 @@ def pool(db, writer):
 
 
 def request(trace: int, spans: int, name: str = "s") -> bytes:
-    return make_request([make_span(tid(trace), sid(i), name=f"{name}{i}") for i in range(1, spans + 1)]).SerializeToString()
+    spans_ = [make_span(tid(trace), sid(i), name=f"{name}{i}") for i in range(1, spans + 1)]
+    return make_request(spans_).SerializeToString()
 
 
 def test_exports_from_many_threads_are_all_stored_once(pool, writer, db):

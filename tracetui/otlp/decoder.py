@@ -249,7 +249,8 @@ class WorkerPool:
         with self._lock:
             if self._queued_bytes >= self.max_queued_bytes:
                 exports = f"{self._queued} export{'s' if self._queued != 1 else ''}"
-                return f"tracetui is busy writing ({exports}, {self._queued_bytes / 1e6:.1f} MB waiting for an ingest worker)"
+                megabytes = self._queued_bytes / 1e6
+                return f"tracetui is busy writing ({exports}, {megabytes:.1f} MB waiting for an ingest worker)"
         return None
 
     def store(self, writer: Writer, signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Stored:
