@@ -250,3 +250,32 @@ def test_exports_queued_past_the_byte_bound_are_told_to_retry(db, writer):
     finally:
         pool.close()
     assert {t for t, _ in stored_span_keys(db)} == {tid(9), tid(10)}
+
+
+def test_a_worker_killed_while_holding_the_write_lock_does_not_wedge_the_others(db, writer):
+    pool = WorkerPool(1, db)
+    pool.warm()
+    (pid,) = pool._pool._processes
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the worker takes the write lock, then waits for SQLite's
+    results: list[object] = []
+    sender = threading.Thread(target=lambda: results.append(_try(pool, writer, request(11, 3))))
+    try:
+        sender.start()
+        assert _wait(lambda: pool.backlog() == 3)  # decoded, inside the lock
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)  # the rebuilt pool retries the export; its worker now needs the lock
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    started = time.monotonic()
+    sender.join(30)
+    try:
+        (stored,) = results
+        assert not isinstance(stored, Exception), stored
+        assert time.monotonic() - started < 10  # not the 20 s commit timeout of a wedged lock
+        assert pid not in pool._pool._processes
+    finally:
+        pool.close()
+    assert stored_counts(db) == (3, 1)
+    assert integrity(db) == "ok"
