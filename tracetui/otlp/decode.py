@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 INT64_MAX = (1 << 63) - 1
 #: Token counts above this are garbage; a handful of int64-sized ones summed into a
-#: trace row would overflow SQLite's integers and fail the whole group commit.
+#: trace row would overflow SQLite's integers and fail the whole commit.
 MAX_TOKENS = 1 << 40
 _NORMALIZED_LIMITS = tuple(MAX_TOKENS if c.endswith("_tokens") else INT64_MAX for c in semconv.NORMALIZED_COLUMNS)
 _NO_NORMALIZED = (None,) * len(semconv.NORMALIZED_COLUMNS)
