@@ -72,13 +72,18 @@ class StatusHeader(Widget):
         address = self.listen or status.get("grpc")
         if self.receiver_alive is False:
             return "✗ receiver stopped", "bold red"
+        beat = status.get("heartbeat_ns")
+        silent_s = time.time() - beat / 1e9 if beat else None
         if self.receiver_alive is None:
             # `tracetui view`: judge from what the receiver wrote into the file.
-            beat = status.get("heartbeat_ns")
-            if status.get("state") != "listening" or not beat or time.time() - beat / 1e9 > STALE_HEARTBEAT_S:
+            if not (status.get("state") in ("listening", "overloaded") and silent_s is not None) or silent_s > STALE_HEARTBEAT_S:
                 return "○ no receiver writing", "dim"
         http = getattr(self.app, "http", None) or status.get("http")
         where = f"{address} grpc" + (f"  :{http.rsplit(':', 1)[-1]} http" if http else "")
+        live = status.get("state") in ("listening", "overloaded")
+        if live and silent_s is not None and silent_s > STALE_HEARTBEAT_S:
+            # Our receiver runs but its heartbeat has not reached the file: every write fails.
+            return f"◐ {where} (cannot write the database for {silent_s:.0f}s: locked or disk full?)", "bold red"
         if status.get("state") == "overloaded":
             return f"◐ {where} (busy: exporters asked to retry)", "bold yellow"
         return f"● {where}" if address else "● receiving", "bold green"

@@ -1,0 +1,64 @@
+"""The header's receiver state, as a user sees it, from what the receiver wrote into the file."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+import pytest
+from tests.ui.conftest import FIXED_NOW_NS, settle
+
+from tracetui.store.reader import Reader
+from tracetui.ui.widgets.status_header import StatusHeader
+
+
+def write_status(db, **status) -> None:
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('receiver', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (json.dumps({"grpc": "127.0.0.1:4317", **status}),),
+        )
+    finally:
+        conn.close()
+
+
+async def header_text(db, receiver_alive) -> str:
+    from tracetui.ui.app import TraceTuiApp
+
+    app = TraceTuiApp(
+        Reader(db), listen="127.0.0.1:4317", poll_interval=0.05, clock=lambda: FIXED_NOW_NS, freeze_gc=False,
+        receiver_alive=receiver_alive,
+    )  # fmt: skip
+    async with app.run_test(size=(160, 30)) as pilot:
+        await settle(pilot)
+        header = app.screen.query_one(StatusHeader)
+        deadline = time.monotonic() + 5
+        while header.counters is None and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        return str(header.render())
+
+
+def ago(seconds: float) -> int:
+    return time.time_ns() - int(seconds * 1e9)
+
+
+@pytest.mark.parametrize(
+    "alive,status,shown",
+    [
+        (lambda: True, {"state": "listening", "heartbeat_ns": ago(1)}, "● 127.0.0.1:4317 grpc"),
+        (lambda: True, {"state": "overloaded", "heartbeat_ns": ago(1)}, "(busy: exporters asked to retry)"),
+        # the receiver runs, but its writes fail (locked by another program, disk full): say so
+        (lambda: True, {"state": "listening", "heartbeat_ns": ago(30)}, "(cannot write the database for 3"),
+        (lambda: False, {"state": "listening", "heartbeat_ns": ago(1)}, "✗ receiver stopped"),
+        # `tracetui view`: another process's receiver, judged from the file alone
+        (None, {"state": "overloaded", "heartbeat_ns": ago(1)}, "(busy: exporters asked to retry)"),
+        (None, {"state": "listening", "heartbeat_ns": ago(30)}, "○ no receiver writing"),
+        (None, {"state": "stopped", "heartbeat_ns": ago(1)}, "○ no receiver writing"),
+    ],
+    ids=["listening", "overloaded", "cannot-write", "stopped", "view-overloaded", "view-stale", "view-stopped"],
+)
+async def test_the_header_says_what_the_receiver_is_doing(empty_db, alive, status, shown):
+    write_status(empty_db, **status)
+    assert shown in await header_text(empty_db, alive)
