@@ -492,6 +492,32 @@ def test_checkpoints_keep_the_wal_bounded_without_stopping_the_writer(tmp_path):
         conn.close()
 
 
+def test_a_reader_holding_an_old_snapshot_does_not_stall_the_writer(tmp_path):
+    """Past the WAL's hard bound a writer copies what it can, once: a reader's frames stay, commits go on."""
+    import time
+
+    db = tmp_path / "pinned.db"
+    writer = Writer(db, wal_bytes=64 * 1024)  # hard bound: 8 x 64 KB
+    writer.start()
+    store(writer, make_span(tid(999), sid(1)))
+    reader = sqlite3.connect(db, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM spans").fetchone()[0] == 1  # a snapshot the WAL must keep
+        started = time.monotonic()
+        for batch in range(20):  # ~3 MB of frames, far past the bound while the reader pins them
+            spans = [make_span(tid(batch + 1), sid(i + 1), attributes={"prompt": "x" * 2500}) for i in range(60)]
+            store(writer, *spans)
+        elapsed = time.monotonic() - started
+        assert Path(f"{db}-wal").stat().st_size > 8 * 64 * 1024  # the reader did keep the WAL from starting over
+        assert elapsed < 15, f"20 commits took {elapsed:.1f}s with a reader pinning the WAL"
+        reader.execute("COMMIT")
+    finally:
+        reader.close()
+        writer.stop()
+    assert len(stored_span_keys(db)) == 20 * 60 + 1
+
+
 def test_spans_written_after_a_purge_from_another_process_keep_their_resource(writer, db):
     from tracetui.store.retention import purge
 

@@ -71,12 +71,14 @@ def bound_wal(conn: sqlite3.Connection, db_path: Path | str, wal_bytes: int = WA
     deadline = time.monotonic() + 60
     while True:
         try:
-            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            busy, _frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:
             log.warning("checkpoint: %s", exc)
             return
-        # busy: the background pass is running (one checkpoint at a time); let it finish.
-        if (not busy and frames == copied) or time.monotonic() > deadline:
+        # busy: the background pass is running (one checkpoint at a time); let it
+        # finish, then copy the rest. Frames a reader still needs stay in the WAL
+        # whatever we do: one pass is all a writer can do about them.
+        if not busy or time.monotonic() > deadline:
             return
         time.sleep(0.01)
 
