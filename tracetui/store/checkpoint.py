@@ -90,9 +90,9 @@ class Checkpointer:
         self.path = Path(path)
         self.lock = lock
         self.wal_bytes = wal_bytes
-        #: Background passes completed, and how many of them were followed up under the lock.
+        #: Background passes completed, and how many were followed up under the write lock.
         self.checkpoints = 0
-        self.restarts = 0
+        self.follow_ups = 0
         self._wake = threading.Event()
         self._stopping = False
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -131,6 +131,6 @@ class Checkpointer:
                     # so that the next commit can start the WAL over.
                     with self.lock:
                         self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    self.restarts += 1
+                    self.follow_ups += 1
             except sqlite3.Error as exc:  # busy, disk trouble: the next poll tries again
                 log.warning("checkpoint: %s", exc)
