@@ -693,6 +693,7 @@ class ProcSampler(threading.Thread):
         self.stop_ev = threading.Event()
         self._cpu_by_pid: dict[int, float] = {}
         self.cpu0 = self._cpu()
+        self._main0 = self._cpu_by_pid.get(pid, 0.0)
         self.cpu1 = self.cpu0
         self.t0 = time.monotonic()
         self.t1 = self.t0
@@ -714,6 +715,7 @@ class ProcSampler(threading.Thread):
 
     def reset(self) -> None:
         self.cpu0 = self._cpu()
+        self._main0 = self._cpu_by_pid.get(self.p.pid, 0.0)
         self.t0 = time.monotonic()
         self.peak_rss = 0
 
@@ -740,6 +742,11 @@ class ProcSampler(threading.Thread):
     @property
     def cpu_seconds(self) -> float:
         return self.cpu1 - self.cpu0
+
+    @property
+    def main_cpu_seconds(self) -> float:
+        """CPU of the top process alone (tracetui: gRPC, status, checkpoints; not its workers)."""
+        return self._cpu_by_pid.get(self.p.pid, self._main0) - self._main0
 
 
 # --- statistics and the results table ------------------------------------------------------
