@@ -109,8 +109,9 @@ def analyze(
     llm = sorted((c for c in calls if c.kind == "llm"), key=lambda c: (c.start_ns, c.end_ns))
     for c in llm:
         result.calls[c.span_id] = CallTiming()
-    _siblings(llm, result)
-    _links(llm, result)
+    if any(c.status_code == 2 for c in llm):  # both look for calls made after a failed one
+        _siblings(llm, result)
+        _links(llm, result)
     for c in llm:  # retries inside the span itself
         timing = result.calls[c.span_id]
         if not timing.is_retry and not timing.is_fallback and (c.attempt_offset_ns or c.resend_count):
