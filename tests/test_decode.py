@@ -205,6 +205,24 @@ def test_malformed_parent_id_is_rejected():
     assert "parent_span_id" in decoded.rejection_message
 
 
+def test_logfire_pending_span_placeholders_are_not_stored():
+    """Logfire sends a zero-length "pending span" when a span starts, as a child of it (its SDK's own tests)."""
+    logfire = {"logfire.msg_template": "agent run", "logfire.msg": "agent run"}
+    real = make_span(tid(1), sid(1), name="agent run", duration=2_000_000_000,
+                     attributes={**logfire, "logfire.span_type": "span"})
+    pending = make_span(tid(1), sid(2), sid(1), name="agent run", duration=0,
+                        attributes={**logfire, "logfire.span_type": "pending_span",
+                                    "logfire.pending_parent_id": "0000000000000000"})
+    log = make_span(tid(1), sid(3), sid(1), name="hi", duration=0, attributes={"logfire.span_type": "log"})
+    instant = make_span(tid(1), sid(4), sid(1), name="an instant", duration=0)
+    decoded = decode(make_request([pending, real, log, instant]))  # fmt: skip
+    assert [col(r, "span_id") for r in decoded.spans] == [sid(1), sid(3), sid(4)]
+    assert decoded.rejected == 0  # nothing wrong was sent: the exporter is not told of any rejection
+    # A non-zero-length span is stored whatever it says of itself.
+    odd = make_span(tid(2), sid(1), duration=5, attributes={"logfire.span_type": "pending_span"})
+    assert len(decode(make_request([odd])).spans) == 1
+
+
 # --- timestamps, status, raw copy ----------------------------------------------------------
 
 

@@ -249,8 +249,10 @@ def decode_spans(request: ExportTraceServiceRequest, data: bytes | None = None) 
     n = 0
     for source, service, spans in _by_source(out, request.resource_spans, "scope_spans", "spans"):
         for span in spans:
-            head = _span_head(span, source.id, service, out, raw[n] if raw is not None else None)
             n += 1
+            if span.start_time_unix_nano == span.end_time_unix_nano and _is_placeholder(span):
+                continue
+            head = _span_head(span, source.id, service, out, raw[n - 1] if raw is not None else None)
             if head is None:
                 continue
             values, scan = _normalized(span)
@@ -258,6 +260,19 @@ def decode_spans(request: ExportTraceServiceRequest, data: bytes | None = None) 
             if scan != evals.SCAN_NOTHING:
                 _add_evaluations(out, evals.from_span(span, scan))
     return out
+
+
+def _is_placeholder(span) -> bool:
+    """A Logfire "pending span": a zero-length stand-in its SDK sends when a span starts.
+
+    It is a child of the span it stands for, under its own id, so stored it would
+    show as a ghost copy of every Logfire span; the real span arrives when it ends.
+    (Only zero-length spans are looked at: the check reads their attribute keys.)
+    """
+    for kv in span.attributes:
+        if kv.key == "logfire.span_type":
+            return kv.value.string_value == "pending_span"
+    return False
 
 
 def _add_evaluations(out: Decoded, found: list[evals.Evaluation]) -> None:
