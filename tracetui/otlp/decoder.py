@@ -78,15 +78,23 @@ MAX_QUEUED_BYTES = 64 * 1024 * 1024
 class Stored:
     """What became of one stored export, for its answer."""
 
+    #: Spans (or log records) accepted from the export, now committed.
     count: int
+    #: Items refused one by one (invalid ids), for OTLP ``partial_success``.
     rejected: int = 0
     rejection_message: str = ""
 
 
 class Decoder(Protocol):
-    def busy(self) -> str | None: ...
+    """Where exports are decoded and written (:class:`InlineDecoder` or :class:`WorkerPool`)."""
 
-    def store(self, writer: Writer, signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Stored: ...
+    def busy(self) -> str | None:
+        """Why a new export should be told to retry later before anything is spent on it; None if it may come."""
+        ...
+
+    def store(self, writer: Writer, signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Stored:
+        """Decode and commit one export. Raises DecodeError, Overloaded or StoreUnavailable."""
+        ...
 
     def close(self) -> None: ...
 
