@@ -143,7 +143,8 @@ class _Worker:
     """A worker process's state (set up by _worker_init)."""
 
     committer: Committer
-    #: Decoded spans each worker holds while it waits for the write lock (shared memory).
+    #: Decoded spans each worker holds while it waits for the write lock (a
+    #: multiprocessing Array in shared memory, one slot per worker).
     waiting: Any
     slot: int
     max_pending_spans: int
@@ -175,10 +176,19 @@ def _worker_store(signal: Signal, payload: bytes) -> tuple[Stored, int]:
     written = 0
     if decoded.count:
         w = _worker
-        others = sum(w.waiting) - w.waiting[w.slot]
-        if others and others + decoded.count > w.max_pending_spans:
-            raise Overloaded(f"{others} spans waiting to be written")
-        w.waiting[w.slot] = decoded.count
+        waiting = w.waiting.get_obj()
+        # Look and claim in one step, or two workers finishing their decoding at the
+        # same moment would each see the other's spans as not there yet. (Bounded: a
+        # worker killed inside these few lines must not stop the others.)
+        locked = w.waiting.get_lock().acquire(timeout=1.0)
+        try:
+            others = sum(waiting) - waiting[w.slot]
+            if others and others + decoded.count > w.max_pending_spans:
+                raise Overloaded(f"{others} spans waiting to be written")
+            waiting[w.slot] = decoded.count
+        finally:
+            if locked:
+                w.waiting.get_lock().release()
         try:
             written = w.committer.commit([decoded])
         except sqlite3.Error as exc:  # locked, disk full, I/O error: the exporter retries
@@ -188,7 +198,7 @@ def _worker_store(signal: Signal, payload: bytes) -> tuple[Stored, int]:
             log.exception("write failed")
             raise StoreUnavailable(f"could not store {signal}: {exc}") from None
         finally:
-            w.waiting[w.slot] = 0
+            waiting[w.slot] = 0
     return Stored(decoded.count, decoded.rejected, decoded.rejection_message), written
 
 
@@ -235,7 +245,7 @@ class WorkerPool:
         # Spawned, not forked: the receiver has gRPC's threads by then, and a
         # spawned worker's parent is the receiver itself, which it watches.
         ctx = multiprocessing.get_context("spawn")
-        waiting = ctx.RawArray("q", self.workers)
+        waiting = ctx.Array("q", self.workers)  # its lock: see _worker_store
         slots_taken = ctx.Value("i", 0)
         initargs = (self._prices_path, str(self.db_path), self.wal_bytes, waiting, slots_taken, self.max_pending_spans)
         pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init, initargs=initargs)
@@ -251,7 +261,7 @@ class WorkerPool:
 
     def backlog(self) -> int:
         """Spans decoded and waiting for the write lock."""
-        return sum(self._waiting)
+        return sum(self._waiting.get_obj())
 
     def busy(self) -> str | None:
         with self._lock:
