@@ -260,7 +260,14 @@ class WorkerPool:
             future.result(timeout)
 
     def backlog(self) -> int:
-        """Spans decoded and waiting for the write lock."""
+        """Spans waiting to be written, for the receiver's status.
+
+        Those decoded and waiting for the write lock; or, while exports are turned
+        away for the bytes already queued for the workers, the whole allowance
+        (the status says "overloaded" until that clears).
+        """
+        if self.busy() is not None:
+            return self.max_pending_spans
         return sum(self._waiting.get_obj())
 
     def busy(self) -> str | None:

@@ -578,6 +578,7 @@ class Writer:
                 return "receiver is shutting down"
             backlog_s = self._pending_spans / self._rate if self._rate else 0.0
             if self._pending_spans >= self.max_pending_spans or backlog_s > MAX_BACKLOG_SECONDS:
+                self._set_overloaded()
                 return f"tracetui is busy writing ({self._pending_spans} spans waiting, ~{backlog_s:.1f}s of work)"
         return None
 
