@@ -298,20 +298,18 @@ class Committer:
 
     Args:
         path: the database file (created, owner-only, if missing).
-        lock: the write lock; a new one on ``path`` when not given.
         wal_bytes: the checkpoint threshold (tracetui.store.checkpoint); this
             connection only ever copies frames itself when the WAL has grown
             past ``LIMIT_FACTOR`` times it.
     """
 
-    def __init__(self, path: Path, lock: WriteLock | None = None, wal_bytes: int = WAL_BYTES) -> None:
+    def __init__(self, path: Path, wal_bytes: int = WAL_BYTES) -> None:
         self.path = Path(path)
         self.conn = connect_writer(self.path)
         # WAL checkpoints run on their own thread (tracetui.store.checkpoint).
         self.conn.execute("PRAGMA wal_autocheckpoint=0")
         self.conn.execute(f"PRAGMA journal_size_limit={RESTART_FACTOR * wal_bytes:d}")
-        self.lock = lock if lock is not None else WriteLock(self.path)
-        self._own_lock = lock is None
+        self.lock = WriteLock(self.path)  # its own file handle: see tracetui.store.lock
         self.wal_bytes = wal_bytes
         #: sources.id by digest. Valid while nobody else writes: cleared when
         #: PRAGMA data_version says another connection committed (another
@@ -350,8 +348,7 @@ class Committer:
             self.conn.close()
         except sqlite3.Error as exc:
             log.warning("closing database: %s", exc)
-        if self._own_lock:
-            self.lock.close()
+        self.lock.close()
 
     def _write(self, conn: sqlite3.Connection, parts: list[Decoded]) -> int:
         """Insert one group of requests; returns the number of new spans."""
@@ -541,7 +538,7 @@ class Writer:
 
     @property
     def lock(self) -> WriteLock:
-        """The write lock (for ingest workers writing the same file)."""
+        """The write lock, as this process holds it (retention and the checkpoint thread take it too)."""
         assert self._committer is not None, "writer closed"
         return self._committer.lock
 
