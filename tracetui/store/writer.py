@@ -624,8 +624,8 @@ class Writer:
                 batch = self._take_batch()
                 stopping = self._stopping and not self._queue
                 due = self._status_dirty or (self._status and (stopping or time.monotonic() >= next_heartbeat))
-                if due and self._status.get("state") == "overloaded" and self._caught_up():
-                    self._status["state"] = "listening"
+                if due:
+                    self._settle_overload()
                 status = dict(self._status) if due else None
                 self._status_dirty = False
             if status is not None:
@@ -642,8 +642,14 @@ class Writer:
                 self._close()
                 return
 
-    def _caught_up(self) -> bool:
-        return self._pending_spans + self.backlog() < self.max_pending_spans // 2
+    def _settle_overload(self) -> bool:
+        """Back to "listening" once the backlog is under half its limit; whether it changed (under _cond)."""
+        if self._status.get("state") != "overloaded":
+            return False
+        if self._pending_spans + self.backlog() >= self.max_pending_spans // 2:
+            return False
+        self._status["state"] = "listening"
+        return True
 
     def _enforce_retention(self) -> None:
         """A bounded round of eviction, on the writer thread, between commits."""
@@ -685,8 +691,7 @@ class Writer:
         with self._cond:
             for ticket in batch:
                 self._pending_spans -= ticket.decoded.count
-            if self._status.get("state") == "overloaded" and self._caught_up():
-                self._status["state"] = "listening"  # caught up
+            if self._settle_overload():
                 self._status_dirty = True
         for ticket in batch:
             ticket.error = error
