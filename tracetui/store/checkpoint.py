@@ -64,7 +64,8 @@ def bound_wal(conn: sqlite3.Connection, db_path: Path | str, wal_bytes: int = WA
     """Called by a writer after each commit, while it still holds the write lock.
 
     Past ``LIMIT_FACTOR`` times ``wal_bytes`` the background passes are not
-    keeping up: copy every frame now, so that the next commit starts the WAL over.
+    keeping up: copy what can be copied now (after the running pass, if any),
+    so that the next commit can start the WAL over.
     """
     if wal_size(db_path) < LIMIT_FACTOR * wal_bytes:
         return
@@ -90,9 +91,8 @@ class Checkpointer:
         self.path = Path(path)
         self.lock = lock
         self.wal_bytes = wal_bytes
-        #: Background passes completed, and how many were followed up under the write lock.
+        #: Background passes completed.
         self.checkpoints = 0
-        self.follow_ups = 0
         self._wake = threading.Event()
         self._stopping = False
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -124,13 +124,12 @@ class Checkpointer:
             if wal_size(self.path) < self.wal_bytes:
                 continue
             try:
-                busy, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                busy, frames, _copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 self.checkpoints += 1
                 if not busy and frames * self._frame_bytes >= RESTART_FACTOR * self.wal_bytes:
                     # Copy what was committed during the pass, with no writer active,
                     # so that the next commit can start the WAL over.
                     with self.lock:
                         self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    self.follow_ups += 1
             except sqlite3.Error as exc:  # busy, disk trouble: the next poll tries again
                 log.warning("checkpoint: %s", exc)
