@@ -236,7 +236,7 @@ def test_exports_queued_past_the_byte_bound_are_told_to_retry(db, writer):
     sender = threading.Thread(target=lambda: results.append(ingest(writer, "traces", first, pool)))
     try:
         sender.start()
-        assert _wait(lambda: pool.busy() is not None)
+        assert _wait(lambda: pool.busy(writer) is not None)
         writer.backlog = pool.backlog
         writer.set_status(state="listening")
         turned_away = ingest(writer, "traces", request(10, 1), pool)
@@ -251,7 +251,7 @@ def test_exports_queued_past_the_byte_bound_are_told_to_retry(db, writer):
     try:
         (answer,) = results
         assert answer.outcome is Outcome.OK
-        assert pool.busy() is None
+        assert pool.busy(writer) is None
         assert _wait(lambda: _receiver_state(db) == "listening")  # caught up
         assert ingest(writer, "traces", request(10, 1), pool).outcome is Outcome.OK  # the retry
     finally:

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import sqlite3
 import os
 import signal as os_signal  # `signal` names the OTLP signal (traces, logs) here
+import sqlite3
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -54,6 +54,7 @@ from tracetui.store.writer import Committer, Overloaded, StoreUnavailable, Write
 log = logging.getLogger(__name__)
 
 Signal = Literal["traces", "logs"]
+
 
 def decode_request(signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Decoded:
     """Parse (unless already parsed) and decode one export request. Raises DecodeError."""
@@ -88,8 +89,11 @@ class Stored:
 class Decoder(Protocol):
     """Where exports are decoded and written (:class:`InlineDecoder` or :class:`WorkerPool`)."""
 
-    def busy(self) -> str | None:
-        """Why a new export should be told to retry later before anything is spent on it; None if it may come."""
+    def busy(self, writer: Writer) -> str | None:
+        """Why a new export should be told to retry later before anything is spent on it; None if it may come.
+
+        A refusal for load also marks ``writer``'s status "overloaded", for the UI.
+        """
         ...
 
     def store(self, writer: Writer, signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Stored:
@@ -102,8 +106,8 @@ class Decoder(Protocol):
 class InlineDecoder:
     """Decodes in the calling thread; the receiver's writer thread writes."""
 
-    def busy(self) -> str | None:
-        return None
+    def busy(self, writer: Writer) -> str | None:
+        return None  # the writer's own queue is the bound (Writer.busy)
 
     def store(self, writer: Writer, signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Stored:
         decoded = decode_request(signal, payload)
@@ -266,11 +270,17 @@ class WorkerPool:
         away for the bytes already queued for the workers, the whole allowance
         (the status says "overloaded" until that clears).
         """
-        if self.busy() is not None:
+        if self._queue_full() is not None:
             return self.max_pending_spans
         return sum(self._waiting.get_obj())
 
-    def busy(self) -> str | None:
+    def busy(self, writer: Writer) -> str | None:
+        reason = self._queue_full()
+        if reason is not None:
+            writer.overloaded()
+        return reason
+
+    def _queue_full(self) -> str | None:
         with self._lock:
             if self._queued_bytes >= self.max_queued_bytes:
                 exports = f"{self._queued} export{'s' if self._queued != 1 else ''}"

@@ -67,11 +67,7 @@ def ingest(writer: Writer, signal: Signal, payload: bytes | Message, decoder: De
     Never raises for bad input.
     """
     response_type, partial_type = _RESPONSES[signal]
-    reason = writer.busy()
-    if reason is None:
-        reason = decoder.busy()
-        if reason is not None:
-            writer.overloaded()  # the UI shows it
+    reason = writer.busy() or decoder.busy(writer)
     if reason is not None:
         # Overloaded: say so before decoding, which would only add to the backlog's cost.
         return IngestResult(Outcome.BUSY, message=f"{reason}; retry later")
