@@ -3,9 +3,9 @@
 Both ``TraceService/Export`` and ``LogsService/Export`` are served on one
 port. Requests arrive as raw bytes (no grpc-level deserializer) so that an
 undecodable body gets ``INVALID_ARGUMENT`` with a readable reason instead of
-grpc's generic ``INTERNAL``. Each handler decodes its request on its own
-thread (or has a decode worker process do it, see tracetui.otlp.decoder),
-hands the rows to the writer and answers only once they are committed.
+grpc's generic ``INTERNAL``. Each handler has its request decoded and
+written (on its own thread, or by an ingest worker process: see
+tracetui.otlp.decoder) and answers only once it is committed.
 """
 
 from __future__ import annotations

@@ -228,7 +228,8 @@ class HttpReceiver:
         host, port: where to listen; port 0 picks a free one (see :attr:`port`).
         max_request_bytes: largest body accepted, after decompression.
         token: when set, every export needs ``Authorization: Bearer TOKEN``.
-        decoder: where requests are decoded (default: in the handler thread).
+        decoder: where requests are decoded and written (default: decoded in the
+            handler thread, written by ``writer``'s thread).
         max_inflight_bytes: memory that bodies in flight may hold together
             before new ones are answered 429 (default: 4 requests' worth).
     """
