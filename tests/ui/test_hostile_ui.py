@@ -8,6 +8,7 @@ the app runs under ``run_test()``. Rendered lines are read back with
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -237,6 +238,7 @@ async def test_every_hostile_trace_opens_and_draws(hostile_db: Path) -> None:
             first = screen_text(app)
             rows = [strip.text for strip in strips_of(screen.waterfall)]
             detail = detail_text(app)
+            summary = "".join(strip.text for strip in strips_of(screen.query_one("#trace-summary")))
             # The drill-down actions (keys c, s, e, G, tab) run over every hostile shape too;
             # called directly, as Pilot spends ~0.1 s per key press.
             screen.action_critical_path()
@@ -248,7 +250,8 @@ async def test_every_hostile_trace_opens_and_draws(hostile_db: Path) -> None:
             screen.action_toggle_pane()
             await settle(pilot, 1)
             assert_inert(first + screen_text(app) + detail)
-            seen[screen.trace.name[:20]] = {"names": names, "screen": first, "rows": rows, "detail": detail}
+            seen[screen.trace.name[:20]] = {"names": names, "screen": first, "rows": rows, "detail": detail,
+                                             "summary": summary}  # fmt: skip
             screen.action_next_trace()
             await settle(pilot)
         assert len(seen) == len(listed)
@@ -266,6 +269,9 @@ async def test_every_hostile_trace_opens_and_draws(hostile_db: Path) -> None:
     assert seen["narcissus"]["names"] == ["narcissus", "its child"]
     # the orphan says so
     assert "child of nobody (parent missing)" in seen["child of nobody"]["rows"][0]
+    # counts read as English: "1 span", "2 spans"
+    assert re.search(r"·  1 span\b", seen["child of nobody"]["summary"])
+    assert re.search(r"·  2 spans\b", seen["narcissus"]["summary"])
     # end before start: the bars' durations are never negative, the detail pane flags it
     inverted = seen["inverted root"]
     assert inverted["names"] == ["inverted root", "inverted chat"]

@@ -255,7 +255,7 @@ class TraceScreen(Screen):
         first = [
             f" {safe_text(trace.name, 80)}" + ("" if trace.has_root else " (no root yet)"),
             fmt_duration(trace.duration_ns),
-            f"{trace.span_count} spans",
+            f"{trace.span_count:,} span{'s' if trace.span_count != 1 else ''}",
         ]
         if trace.llm_calls:
             first.append(f"{trace.llm_calls} LLM call{'s' if trace.llm_calls != 1 else ''}")
