@@ -27,12 +27,14 @@ import multiprocessing
 import os
 import signal as os_signal  # `signal` names the OTLP signal (traces, logs) here
 import sqlite3
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -210,6 +212,24 @@ def _worker_ready() -> int:
     return os.getpid()
 
 
+def _start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker, told not to warn about what it cleans up.
+
+    The pool's queues and shared counters are POSIX semaphores, registered with
+    the tracker. When the receiver is killed (SIGKILL, out of memory) the
+    tracker removes them, as it should, then prints "There appear to be 7
+    leaked semaphore objects" with a traceback-like line on the user's
+    terminal, for nothing left behind. The tracker takes its warning options
+    from ``sys.warnoptions`` when it starts; this process's own are restored.
+    """
+    saved = list(sys.warnoptions)
+    sys.warnoptions.append("ignore:resource_tracker:UserWarning")
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        sys.warnoptions[:] = saved
+
+
 class WorkerPool:
     """Decodes and writes exports in ``workers`` worker processes.
 
@@ -249,6 +269,7 @@ class WorkerPool:
         # Spawned, not forked: the receiver has gRPC's threads by then, and a
         # spawned worker's parent is the receiver itself, which it watches.
         ctx = multiprocessing.get_context("spawn")
+        _start_resource_tracker()
         waiting = ctx.Array("q", self.workers)  # its lock: see _worker_store
         slots_taken = ctx.Value("i", 0)
         initargs = (self._prices_path, str(self.db_path), self.wal_bytes, waiting, slots_taken, self.max_pending_spans)
