@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracetui.fmt import fmt_duration, safe_multiline, safe_text
+from tracetui.fmt import fmt_counted, fmt_duration, safe_multiline, safe_text
 
 #: Unicode's Bidi_Control characters: they reorder the text around them.
 BIDI_CONTROLS = {"\u061c", "\u200e", "\u200f", *map(chr, range(0x202A, 0x202F)), *map(chr, range(0x2066, 0x206A))}
@@ -160,3 +160,10 @@ def test_durations_fit_a_narrow_column_and_never_overflow_their_unit(ns):
     text = fmt_duration(ns)
     assert DURATION_SHAPES.fullmatch(text), text
     assert len(text) <= 6  # the DURATION column, for anything under 100 hours
+
+
+def test_fmt_counted_says_one_span_and_groups_thousands() -> None:
+    assert fmt_counted(1, "span") == "1 span"
+    assert fmt_counted(0, "error") == "0 errors"
+    assert fmt_counted(2, "LLM call") == "2 LLM calls"
+    assert fmt_counted(10_000, "span") == "10,000 spans"

@@ -49,6 +49,8 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from tracetui.fmt import fmt_counted
+
 try:  # SDK >= 1.39: Logger.emit() accepts the API LogRecord, with `event_name` and `context`.
     from opentelemetry.sdk._logs import ReadWriteLogRecord as _ReadWriteLogRecord  # noqa: F401
 
@@ -304,7 +306,7 @@ class RunSummary:
     notes: list[str] = field(default_factory=list)
 
     def line(self) -> str:
-        calls = f"{self.llm_calls} LLM call" + ("" if self.llm_calls == 1 else "s")
+        calls = fmt_counted(self.llm_calls, "LLM call")
         parts = [f"demo: run {self.index} {self.run_type}", calls, *self.notes, f"{self.duration_s:.1f}s"]
         return "  ".join(parts)
 

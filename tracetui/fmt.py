@@ -101,6 +101,11 @@ def fmt_count(n: int | None) -> str:
     return f"{n / 1_000_000:.1f}M"
 
 
+def fmt_counted(n: int, noun: str) -> str:
+    """1 -> "1 span"; 10000 -> "10,000 spans" (nouns that take an "s")."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def fmt_bytes(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":

@@ -41,6 +41,7 @@ from typing import Any, Literal, Protocol
 from google.protobuf.message import Message
 
 from tracetui import pricing
+from tracetui.fmt import fmt_counted
 from tracetui.otlp.decode import (
     Decoded,
     DecodeError,
@@ -304,7 +305,7 @@ class WorkerPool:
     def _queue_full(self) -> str | None:
         with self._lock:
             if self._queued_bytes >= self.max_queued_bytes:
-                exports = f"{self._queued} export{'s' if self._queued != 1 else ''}"
+                exports = fmt_counted(self._queued, "export")
                 megabytes = self._queued_bytes / 1e6
                 return f"tracetui is busy writing ({exports}, {megabytes:.1f} MB waiting for an ingest worker)"
         return None

@@ -21,7 +21,7 @@ from tracetui.drill import (
     walk,
 )
 from tracetui.filters import Filter, parse
-from tracetui.fmt import fmt_cost, fmt_duration, safe_text
+from tracetui.fmt import fmt_cost, fmt_counted, fmt_duration, safe_text
 from tracetui.store.reader import SpanDetail, TraceRow
 from tracetui.tree import TreeLine, build_tree, flatten
 from tracetui.ui.lifecycle import forget_worker_when_done, unwatch_app
@@ -255,14 +255,14 @@ class TraceScreen(Screen):
         first = [
             f" {safe_text(trace.name, 80)}" + ("" if trace.has_root else " (no root yet)"),
             fmt_duration(trace.duration_ns),
-            f"{trace.span_count:,} span{'s' if trace.span_count != 1 else ''}",
+            fmt_counted(trace.span_count, "span"),
         ]
         if trace.llm_calls:
-            first.append(f"{trace.llm_calls} LLM call{'s' if trace.llm_calls != 1 else ''}")
+            first.append(fmt_counted(trace.llm_calls, "LLM call"))
         if trace.cost_usd is not None or trace.unpriced_calls:
             first.append(fmt_cost(trace.cost_usd) + (" + unpriced calls" if trace.unpriced_calls else ""))
         if trace.error_count:
-            first.append(f"{trace.error_count} error{'s' if trace.error_count != 1 else ''}")
+            first.append(fmt_counted(trace.error_count, "error"))
         second = [f" {safe_text(trace.service, 40)}"]
         if trace.evals_total:
             grounded = f"groundedness {trace.groundedness:.2f}, " if trace.groundedness is not None else ""
