@@ -558,7 +558,7 @@ class Writer:
         with self._cond:
             if self._stopping:
                 raise StoreUnavailable("receiver is shutting down")
-            backlog_s = self._pending_spans / self._rate if self._rate else 0.0
+            backlog_s = self._backlog_seconds()
             too_many = self._pending_spans + n > self.max_pending_spans
             if n and self._pending_spans > 0 and (too_many or backlog_s > MAX_BACKLOG_SECONDS):
                 self._set_overloaded()
@@ -573,11 +573,15 @@ class Writer:
         with self._cond:
             if self._stopping:
                 return "receiver is shutting down"
-            backlog_s = self._pending_spans / self._rate if self._rate else 0.0
+            backlog_s = self._backlog_seconds()
             if self._pending_spans >= self.max_pending_spans or backlog_s > MAX_BACKLOG_SECONDS:
                 self._set_overloaded()
                 return f"tracetui is busy writing ({self._pending_spans} spans waiting, ~{backlog_s:.1f}s of work)"
         return None
+
+    def _backlog_seconds(self) -> float:
+        """How long the queued spans will take to write, at the measured rate (under _cond)."""
+        return self._pending_spans / self._rate if self._rate else 0.0
 
     def overloaded(self) -> None:
         """Exports are being turned away elsewhere (the ingest workers): the UI shows it."""
