@@ -23,6 +23,13 @@ async def open_timeout_run(pilot) -> None:
     await settle(pilot)
 
 
+async def enter_timeout_run(pilot) -> None:
+    """Select the 34 s ticket run and open it (Enter)."""
+    await open_timeout_run(pilot)
+    await pilot.press("enter")
+    await settle(pilot)
+
+
 async def test_s_in_the_list_lands_on_the_30s_call_then_the_next_slowest(agent_db: Path) -> None:
     app = make_app(agent_db)
     async with app.run_test(size=(130, 36)) as pilot:
@@ -46,9 +53,7 @@ async def test_c_marks_the_critical_path_with_its_total(agent_db: Path) -> None:
     app = make_app(agent_db)
     async with app.run_test(size=(130, 36)) as pilot:
         await settle(pilot)
-        await open_timeout_run(pilot)
-        await pilot.press("enter")
-        await settle(pilot)
+        await enter_timeout_run(pilot)
         waterfall = app.screen.query_one(Waterfall)
         assert waterfall.critical == frozenset()
         await pilot.press("c")
@@ -67,9 +72,7 @@ async def test_e_walks_the_errors_and_n_p_change_trace(fixtures_db: Path) -> Non
     app = make_app(fixtures_db)
     async with app.run_test(size=(130, 36)) as pilot:
         await settle(pilot)
-        await open_timeout_run(pilot)
-        await pilot.press("enter")
-        await settle(pilot)
+        await enter_timeout_run(pilot)
         first = app.screen.trace_id
         await pilot.press("e")
         assert cursor_name(app) == "chat gpt-4o"
@@ -93,9 +96,7 @@ async def test_brackets_fold_and_enter_unfolds(agent_db: Path) -> None:
     app = make_app(agent_db)
     async with app.run_test(size=(130, 36)) as pilot:
         await settle(pilot)
-        await open_timeout_run(pilot)
-        await pilot.press("enter")
-        await settle(pilot)
+        await enter_timeout_run(pilot)
         waterfall = app.screen.query_one(Waterfall)
         assert len(waterfall.lines) == 5
         await pilot.press("left_square_bracket")

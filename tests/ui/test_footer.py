@@ -7,7 +7,7 @@ from pathlib import Path
 from textual.widgets._footer import FooterKey
 
 from tests.ui.conftest import make_app, settle
-from tests.ui.test_drill import open_timeout_run
+from tests.ui.test_drill import enter_timeout_run
 from tracetui.ui.screens.trace_view import TraceScreen
 
 
@@ -19,9 +19,7 @@ async def test_the_footer_follows_the_focused_pane_and_is_not_rebuilt_otherwise(
     app = make_app(agent_db)
     async with app.run_test(size=(130, 36)) as pilot:
         await settle(pilot)
-        await open_timeout_run(pilot)
-        await pilot.press("enter")
-        await settle(pilot)
+        await enter_timeout_run(pilot)
         assert isinstance(app.screen, TraceScreen)
         tree_keys = footer_keys(app)
         widgets = list(app.screen.query(FooterKey))
