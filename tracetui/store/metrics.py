@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from tracetui.otlp.metrics import CUMULATIVE, DecodedMetrics, MetricPoint
 
@@ -200,35 +200,44 @@ def _count(conn: sqlite3.Connection, **deltas: int) -> None:
 
 # --- retention (the hook tracetui.store.retention.enforce calls) ---------------------------------
 
+#: Every metric table (``tracetui purge`` empties them; series last, the others refer to it).
+METRIC_TABLES = ("metric_points", "metric_cumulative", "metric_exemplars", "metric_series")
 #: Metric points deleted per transaction when the database is over its size.
 POINTS_PER_TRANSACTION = 2_000
+MAX_TRANSACTIONS_PER_ROUND = 10
 
 
 def enforce_metric_retention(
-    conn: sqlite3.Connection, now_ns: int, max_age_s: float | None, over_size: bool
+    conn: sqlite3.Connection, now_ns: int, max_age_s: float | None, over_size: Callable[[], bool]
 ) -> int:
     """``--max-age`` and ``--max-db-mb`` for metrics; returns the points deleted. Outside any transaction.
 
     Age: points, baselines and exemplars last touched before the cutoff go.
-    Size (``over_size``: the database is still over its limit after the
-    traces' own eviction): points older than the oldest trace still kept go,
-    so metrics and traces cover about the same time; with no trace left, the
-    oldest points, a transaction's worth.
+    Size (``over_size()``: the database is still over its limit after the
+    traces' own eviction): first the points older than the oldest trace still
+    kept, so metrics and traces cover about the same time; then, while still
+    over, the oldest points, a transaction's worth at a time (bounded per round).
     """
     deleted = 0
     if max_age_s is not None:
         cutoff = now_ns - int(max_age_s * 1e9)
         deleted += _delete(conn, "DELETE FROM metric_points WHERE time_ns < ?", cutoff, extra=True)
-    if over_size:
-        oldest = conn.execute("SELECT min(start_ns) FROM traces").fetchone()[0]
-        if oldest is not None:
-            deleted += _delete(conn, "DELETE FROM metric_points WHERE time_ns < ?", oldest)
-        else:
-            deleted += _delete(
-                conn,
-                "DELETE FROM metric_points WHERE id IN (SELECT id FROM metric_points ORDER BY time_ns LIMIT ?)",
-                POINTS_PER_TRANSACTION,
-            )
+    if not over_size():
+        return deleted
+    oldest = conn.execute("SELECT min(start_ns) FROM traces").fetchone()[0]
+    if oldest is not None:
+        deleted += _delete(conn, "DELETE FROM metric_points WHERE time_ns < ?", oldest)
+    for _ in range(MAX_TRANSACTIONS_PER_ROUND):
+        if not over_size():
+            break
+        taken = _delete(
+            conn,
+            "DELETE FROM metric_points WHERE id IN (SELECT id FROM metric_points ORDER BY time_ns LIMIT ?)",
+            POINTS_PER_TRANSACTION,
+        )
+        deleted += taken
+        if not taken:
+            break
     return deleted
 
 
