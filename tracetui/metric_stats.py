@@ -46,7 +46,7 @@ from typing import Any
 
 from tracetui.otlp.metrics import SECONDS_PER_UNIT
 
-METHOD = "histogram buckets, linear interpolation within a bucket (error at most one bucket's width)"
+METHOD = "histogram buckets, linear interpolation within a bucket; error at most one bucket's width"
 #: figure -> metrics that can give it, in order of preference
 FIGURES: dict[str, tuple[str, ...]] = {
     "duration": (
