@@ -180,13 +180,13 @@ def _delta_row(conn: sqlite3.Connection, point: MetricPoint) -> tuple | None:
     if point.value is not None:
         delta = point.value - (base[5] or 0.0)
         return _row(point, base[0], value=delta) if delta else None
-    count = point.count - base[1]
-    if count == 0:
-        return None
     old_counts = json.loads(base[3]) if base[3] else [0] * len(point.counts or ())
     counts = tuple(c - o for c, o in zip(point.counts or (), old_counts, strict=False))
     if any(c < 0 for c in counts):  # buckets went down: the exporter restarted without saying so
         return _row(point)
+    count = point.count - base[1]
+    if count == 0:
+        return None
     total = None if point.sum is None or base[2] is None else point.sum - base[2]
     return _row(point, base[0], count=count, sum=total, counts=counts)
 
