@@ -265,7 +265,7 @@ class StatsScreen(Screen):
             label = Text(f" {METRICS_LABEL}", style="bold")
             dropped = sum(m.dropped_attributes for m in self.metrics.values())
             if dropped:
-                label.append(f"   {dropped} per-call point attributes dropped to bound the series", style="dim")
+                label.append(f"\n {dropped} per-call attributes dropped from metric points to bound the series", style="dim")
             title.update(label)
 
     def _show_histogram(self) -> None:
