@@ -57,7 +57,9 @@ def send(writer: Writer, record: bytes) -> None:
 def deltas(writer: Writer) -> list[tuple]:
     conn = sqlite3.connect(f"file:{writer.path}?mode=ro", uri=True)
     try:
-        return conn.execute("SELECT start_ns / 1000000000, time_ns / 1000000000, counts, sum FROM metric_points ORDER BY time_ns, id").fetchall()
+        return conn.execute(
+            "SELECT start_ns / 1000000000, time_ns / 1000000000, counts, sum FROM metric_points ORDER BY time_ns, id"
+        ).fetchall()
     finally:
         conn.close()
 
@@ -126,7 +128,9 @@ def test_max_age_and_purge_reach_metric_points(writer, tmp_path):
     conn = connect_writer(tmp_path / "m.db")
     try:
         enforce(conn, Retention(max_age_s=1800), now_ns=now * S)
-        models = [m for (m,) in conn.execute("SELECT s.model FROM metric_points p JOIN metric_series s ON s.id = p.series_id")]
+        models = [
+            m for (m,) in conn.execute("SELECT s.model FROM metric_points p JOIN metric_series s ON s.id = p.series_id")
+        ]
         assert models == ["new"]
         assert [m for (m,) in conn.execute("SELECT model FROM metric_series")] == ["new"]
         purge(conn)

@@ -17,13 +17,13 @@ import grpc
 import pytest
 import requests
 from click.testing import CliRunner
+from helpers import FIXTURES, READY_RE, channel_to, read_records
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
 )
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
-from helpers import FIXTURES, READY_RE, channel_to, read_records
 from tracetui.cli import main
 from tracetui.otlp.otlp_json import message_to_dict
 
@@ -45,7 +45,7 @@ CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 def client_calls(capture: str) -> list[dict]:
     """The app's own record of each LLM call (``CALL {...}`` lines of NAME.client.log)."""
     text = (FIXTURES / f"{capture}.client.log").read_text()
-    return [json.loads(m[1]) for m in re.finditer(r"CALL (\{.*\})\s*$", text, re.M)]
+    return [json.loads(m[1]) for m in re.finditer(r"CALL (\{.*\})\s*$", text, re.MULTILINE)]
 
 
 def server_counts(capture: str) -> dict[str, int]:

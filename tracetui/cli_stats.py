@@ -190,6 +190,7 @@ def _print_metrics_table(metrics: dict[str, metric_stats.ModelMetrics]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(_METRIC_HEADERS)]
     click.echo("")
     click.echo(f"from metrics ({metric_stats.METHOD}, ±MAX)")
-    click.echo(f"{'MODEL':<{key_width}}  " + " ".join(f"{h:>{w}}" for h, w in zip(_METRIC_HEADERS, widths, strict=True)))
+    headers = " ".join(f"{h:>{w}}" for h, w in zip(_METRIC_HEADERS, widths, strict=True))
+    click.echo(f"{'MODEL':<{key_width}}  {headers}")
     for key, row in zip(shown, rows, strict=True):
         click.echo(f"{key:<{key_width}}  " + " ".join(f"{c:>{w}}" for c, w in zip(row, widths, strict=True)))

@@ -178,7 +178,9 @@ WHERE s.kind = 'histogram' AND s.model IS NOT NULL AND s.name IN ({names}) AND p
 """
 
 
-def compute(conn: sqlite3.Connection, *, window_s: float | None = None, now_ns: int | None = None) -> dict[str, ModelMetrics]:
+def compute(
+    conn: sqlite3.Connection, *, window_s: float | None = None, now_ns: int | None = None
+) -> dict[str, ModelMetrics]:
     """Metric-derived percentiles per model, for the points whose interval ended within the window."""
     try:
         conn.execute("SELECT 1 FROM metric_points LIMIT 1")
@@ -192,7 +194,9 @@ def compute(conn: sqlite3.Connection, *, window_s: float | None = None, now_ns: 
     counts: dict[tuple[str, str], int] = {}
     dropped: dict[str, int] = {}
     sql = _QUERY.format(names=",".join("?" * len(names)))
-    for model, name, unit, operation, bounds, bucket_counts, low, high, count, lost in conn.execute(sql, [*names, cutoff]):
+    for model, name, unit, operation, bounds, bucket_counts, low, high, count, lost in conn.execute(
+        sql, [*names, cutoff]
+    ):
         factor = SECONDS_PER_UNIT.get(unit)
         if factor is None or not bucket_counts or not count:
             continue

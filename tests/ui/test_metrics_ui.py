@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from helpers import BASE_NS, make_request, make_span, read_records, sid, tid
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
-from helpers import BASE_NS, make_request, make_span, read_records, sid, tid
 from tests.ui.conftest import FIXTURES, make_app, settle
 from tests.ui.test_hostile_ui import screen_text
 from tracetui.otlp.ingest import Outcome, ingest
@@ -19,7 +19,11 @@ from tracetui.ui.widgets.waterfall import Waterfall
 def litellm_dropped() -> int:
     """LiteLLM's per-call attributes on the points of the time metrics (first export; the second repeats it)."""
     first = ExportMetricsServiceRequest.FromString(read_records(FIXTURES / "litellm_otel.metrics.otlp")[0])
-    timing = ("gen_ai.client.operation.duration", "gen_ai.server.time_to_first_token", "gen_ai.server.time_per_output_token")
+    timing = (
+        "gen_ai.client.operation.duration",
+        "gen_ai.server.time_to_first_token",
+        "gen_ai.server.time_per_output_token",
+    )
     return sum(
         1
         for rm in first.resource_metrics
@@ -67,8 +71,10 @@ async def test_stats_screen_shows_litellm_ttft_from_metrics_with_its_method(tmp_
 
 def ttft_exemplar_request(trace_id: bytes, span_id: bytes, seconds: float) -> bytes:
     request = ExportMetricsServiceRequest()
-    metric = request.resource_metrics.add().scope_metrics.add().metrics.add(
-        name="gen_ai.server.time_to_first_token", unit="s"
+    metric = (
+        request.resource_metrics.add()
+        .scope_metrics.add()
+        .metrics.add(name="gen_ai.server.time_to_first_token", unit="s")
     )
     metric.histogram.aggregation_temporality = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
     point = metric.histogram.data_points.add(start_time_unix_nano=BASE_NS, time_unix_nano=BASE_NS + 10**9)

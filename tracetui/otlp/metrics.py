@@ -32,6 +32,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
@@ -73,6 +74,9 @@ _PER_CALL = frozenset(
 MAX_VALUE_CHARS = 256
 #: Unit -> factor to seconds, for the time metrics (the conventions say "s").
 SECONDS_PER_UNIT = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+
+#: A sum point's histogram fields.
+_NO_HISTOGRAM = dict.fromkeys(("count", "sum", "min", "max", "bounds", "counts"))
 
 DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
@@ -150,7 +154,7 @@ class DecodedMetrics:
 def parse_metrics_request(data: bytes) -> ExportMetricsServiceRequest:
     try:
         return ExportMetricsServiceRequest.FromString(data)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError, sometimes RuntimeError
         raise _parse_failure("ExportMetricsServiceRequest", exc) from None
 
 
@@ -186,21 +190,21 @@ def _add_point(out: Decoded, found: DecodedMetrics, metric, kind, temporality, p
         if problem:
             out.reject(problem)
             return
-        values = dict(
-            count=point.count,
-            sum=_finite(point.sum) if point.HasField("sum") else None,
-            min=_finite(point.min) if point.HasField("min") else None,
-            max=_finite(point.max) if point.HasField("max") else None,
-            bounds=bounds,
-            counts=counts,
-            value=None,
-        )
+        values = {
+            "count": point.count,
+            "sum": _finite(point.sum) if point.HasField("sum") else None,
+            "min": _finite(point.min) if point.HasField("min") else None,
+            "max": _finite(point.max) if point.HasField("max") else None,
+            "bounds": bounds,
+            "counts": counts,
+            "value": None,
+        }
     else:
         number = point.as_double if point.WhichOneof("value") == "as_double" else point.as_int
         if not math.isfinite(number):
             out.reject("value is not a finite number")
             return
-        values = dict(count=None, sum=None, min=None, max=None, bounds=None, counts=None, value=float(number))
+        values = {**_NO_HISTOGRAM, "value": float(number)}
     series, dropped = _series(found, metric, kind, point.attributes, source_id, service)
     found.points.append(
         MetricPoint(
@@ -220,7 +224,7 @@ def _add_point(out: Decoded, found: DecodedMetrics, metric, kind, temporality, p
 def _histogram_problem(bounds: tuple, counts: tuple, count: int) -> str | None:
     if counts and len(counts) != len(bounds) + 1:
         return f"{len(counts)} bucket counts for {len(bounds)} bounds (needs one more count than bounds)"
-    if any(not math.isfinite(b) for b in bounds) or any(b >= c for b, c in zip(bounds, bounds[1:])):
+    if any(not math.isfinite(b) for b in bounds) or any(b >= c for b, c in pairwise(bounds)):
         return "histogram bounds are not finite and strictly increasing"
     if counts and sum(counts) != count:
         return f"bucket counts add up to {sum(counts)}, not the point's count {count}"
@@ -287,5 +291,7 @@ def _add_exemplars(found: DecodedMetrics, metric, exemplars) -> None:
         value = exemplar.as_double if exemplar.WhichOneof("value") == "as_double" else exemplar.as_int
         if math.isfinite(value) and 0 <= value * factor < 86_400:
             found.exemplars.append(
-                Exemplar(exemplar.trace_id, exemplar.span_id, metric.name, value * factor, _clamp_ns(exemplar.time_unix_nano))
+                Exemplar(
+                    exemplar.trace_id, exemplar.span_id, metric.name, value * factor, _clamp_ns(exemplar.time_unix_nano)
+                )
             )

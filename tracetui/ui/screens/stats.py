@@ -55,6 +55,7 @@ METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("TPOT P95", "time_per_output_token", "p95_ms"),
 )
 METRICS_LABEL = f"from metrics, per model ({metric_stats.METHOD})"
+FILTERED_OUT = "not shown while filtering (metrics carry no span attributes)"
 
 
 def cell(attribute: str, value) -> str:
@@ -260,12 +261,13 @@ class StatsScreen(Screen):
         table.display = bool(self.metrics) and not filtering
         title.display = bool(self.metrics)
         if filtering:
-            title.update(Text(" from metrics: not shown while filtering (metrics carry no span attributes)", style="dim"))
+            title.update(Text(f" from metrics: {FILTERED_OUT}", style="dim"))
         else:
             label = Text(f" {METRICS_LABEL}", style="bold")
             dropped = sum(m.dropped_attributes for m in self.metrics.values())
             if dropped:
-                label.append(f"\n {dropped} per-call attributes dropped from metric points to bound the series", style="dim")
+                label.append(f"\n {dropped} per-call attributes dropped from metric points to bound the series",
+                             style="dim")  # fmt: skip
             title.update(label)
 
     def _show_histogram(self) -> None:
