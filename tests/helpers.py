@@ -228,6 +228,15 @@ def connect_ro(db_path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
 
 
+def query_ro(db_path: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    """Rows of one query over a read-only connection (what another process can read right now)."""
+    conn = connect_ro(db_path)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
 def stored_span_keys(db_path: Path, trace_ids: Iterable[bytes] | None = None) -> set[tuple[bytes, bytes]]:
     """(trace_id, span_id) of every stored span, or of the spans of ``trace_ids`` only."""
     conn = connect_ro(db_path)

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from helpers import query_ro
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
@@ -55,13 +56,9 @@ def send(writer: Writer, record: bytes) -> None:
 
 
 def deltas(writer: Writer) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{writer.path}?mode=ro", uri=True)
-    try:
-        return conn.execute(
-            "SELECT start_ns / 1000000000, time_ns / 1000000000, counts, sum FROM metric_points ORDER BY time_ns, id"
-        ).fetchall()
-    finally:
-        conn.close()
+    """(start s, end s, bucket counts, sum) of every stored point, in time order."""
+    sql = "SELECT start_ns / 1000000000, time_ns / 1000000000, counts, sum FROM metric_points ORDER BY time_ns, id"
+    return query_ro(writer.path, sql)
 
 
 def test_cumulative_points_become_per_interval_deltas(writer):
@@ -111,10 +108,7 @@ def test_cumulative_sums_are_differenced(writer):
 
     for end, value in ((110, 0.25), (120, 0.25), (130, 1.0)):
         send(writer, sum_request(end, value))
-    conn = sqlite3.connect(f"file:{writer.path}?mode=ro", uri=True)
-    values = [v for (v,) in conn.execute("SELECT value FROM metric_points ORDER BY time_ns")]
-    conn.close()
-    assert values == [0.25, 0.75]
+    assert query_ro(writer.path, "SELECT value FROM metric_points ORDER BY time_ns") == [(0.25,), (0.75,)]
 
 
 # --- retention ------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import grpc
 import pytest
 import requests
 from click.testing import CliRunner
-from helpers import FIXTURES, READY_RE, channel_to, read_records
+from helpers import FIXTURES, READY_RE, channel_to, query_ro, read_records
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
@@ -93,18 +92,10 @@ def replay(rcv, capture: str, transport: str) -> None:
 # --- reading what was stored ----------------------------------------------------------------------
 
 
-def query(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
-
-
 def stored_by_model(db: Path, service: str, metric: str, **where: str) -> dict[str, tuple[int, float]]:
     """model -> (count, sum) over the stored points of one metric of one service."""
     extra = "".join(f" AND s.{column} = ?" for column in where)
-    rows = query(
+    rows = query_ro(
         db,
         "SELECT s.model, sum(p.count), sum(p.sum) FROM metric_points p JOIN metric_series s ON s.id = p.series_id "
         f"WHERE s.service = ? AND s.name = ?{extra} GROUP BY s.model",
@@ -116,7 +107,7 @@ def stored_by_model(db: Path, service: str, metric: str, **where: str) -> dict[s
 def single_values(db: Path, service: str, metric: str) -> dict[str, list[float]]:
     """model -> the values of points holding one measurement each (min = max = sum), sorted."""
     out: dict[str, list[float]] = defaultdict(list)
-    for model, value in query(
+    for model, value in query_ro(
         db,
         "SELECT s.model, p.sum FROM metric_points p JOIN metric_series s ON s.id = p.series_id "
         "WHERE s.service = ? AND s.name = ? AND p.count = 1",
@@ -141,11 +132,11 @@ def replayed(request, tmp_path_factory):
     try:
         for capture in CAPTURES:
             replay(rcv, capture, request.param)
-        before = query(rcv.db_path, "SELECT * FROM metric_points ORDER BY id")
+        before = query_ro(rcv.db_path, "SELECT * FROM metric_points ORDER BY id")
         for capture in CAPTURES:
             replay(rcv, capture, request.param)
         # exporters resend on timeouts: the same cumulative points again must change nothing
-        assert query(rcv.db_path, "SELECT * FROM metric_points ORDER BY id") == before
+        assert query_ro(rcv.db_path, "SELECT * FROM metric_points ORDER BY id") == before
         yield rcv
     finally:
         assert rcv.stop() == 0, rcv.stderr
@@ -170,7 +161,7 @@ def test_vercel_inference_duration_has_one_point_per_http_request(replayed):
     """The Vercel AI SDK times each HTTP request, the 429 attempt included (error.type=_OTHER)."""
     stored = stored_by_model(replayed.db_path, SERVICES["vercel_ai_node"], "gen_ai.client.inference.duration")
     assert {m: n for m, (n, _) in stored.items()} == server_counts("vercel_ai_node")
-    failed = query(
+    failed = query_ro(
         replayed.db_path,
         "SELECT s.model, s.error_type FROM metric_series s WHERE s.service = ? AND s.error_type IS NOT NULL",
         (SERVICES["vercel_ai_node"],),
@@ -214,7 +205,7 @@ def test_litellm_time_to_first_token_comes_from_its_metric_within_20_percent_of_
 def test_litellm_per_call_attributes_are_dropped_and_counted(replayed):
     """hidden_params would make one series per call: only the GenAI dimensions stay."""
     service = SERVICES["litellm_otel"]
-    series = query(
+    series = query_ro(
         replayed.db_path,
         "SELECT model, attributes FROM metric_series WHERE service = ? AND name = 'gen_ai.client.operation.duration'",
         (service,),
@@ -223,17 +214,17 @@ def test_litellm_per_call_attributes_are_dropped_and_counted(replayed):
     for _, attributes in series:
         assert "hidden_params" not in json.loads(attributes)
         assert json.loads(attributes)["gen_ai.framework"] == "litellm"
-    per_point = query(
+    per_point = query_ro(
         replayed.db_path,
         "SELECT DISTINCT p.dropped FROM metric_points p JOIN metric_series s ON s.id = p.series_id WHERE s.service = ?",
         (service,),
     )
     assert per_point == [(2,)]  # hidden_params and metadata.applied_guardrails
-    assert query(replayed.db_path, "SELECT value FROM meta WHERE key = 'metric_attributes_dropped'")[0][0] > 0
+    assert query_ro(replayed.db_path, "SELECT value FROM meta WHERE key = 'metric_attributes_dropped'")[0][0] > 0
 
 
 def test_other_metrics_are_accepted_and_not_stored(replayed):
-    names = {n for (n,) in query(replayed.db_path, "SELECT DISTINCT name FROM metric_series")}
+    names = {n for (n,) in query_ro(replayed.db_path, "SELECT DISTINCT name FROM metric_series")}
     assert "http.client.duration" not in names  # sent by otel_v2's httpx instrumentation
     assert "gen_ai.client.response.duration" not in names  # LiteLLM's own, not a convention
     assert "gen_ai.usage.cost" in names and "gen_ai.server.time_per_output_token" in names
@@ -290,7 +281,7 @@ def test_partial_success_names_the_rejected_points_on_grpc_and_http(receiver):
         else:
             assert reply.json()["partialSuccess"]["rejectedDataPoints"] == "1"
     # the good points once (the resends were deduplicated)
-    assert query(receiver.db_path, "SELECT sum(count) FROM metric_points") == [(3,)]
+    assert query_ro(receiver.db_path, "SELECT sum(count) FROM metric_points") == [(3,)]
 
 
 def test_undecodable_metrics_get_invalid_argument_and_400(receiver):
@@ -308,10 +299,10 @@ def test_metrics_need_the_token_on_both_transports(start_rcv):
         send_grpc(rcv, record)
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert send_http(rcv, record, PB).status_code == 401
-    assert query(rcv.db_path, "SELECT count(*) FROM metric_points") == [(0,)]
+    assert query_ro(rcv.db_path, "SELECT count(*) FROM metric_points") == [(0,)]
     send_grpc(rcv, record, metadata=(("authorization", "Bearer tok-13a"),))
     assert send_http(rcv, record, JSON, Authorization="Bearer tok-13a").status_code == 200
-    assert query(rcv.db_path, "SELECT count(*) FROM metric_points")[0][0] > 0
+    assert query_ro(rcv.db_path, "SELECT count(*) FROM metric_points")[0][0] > 0
 
 
 def test_metrics_over_the_size_limit_get_413(start_rcv):
@@ -328,4 +319,4 @@ def test_metric_points_are_acknowledged_only_once_committed(receiver):
     """An OK answer means the points are already readable by another process."""
     first = metric_records("vercel_ai_node")[0]  # one point: the first call's duration
     send_grpc(receiver, first)
-    assert query(receiver.db_path, "SELECT count(*), sum(count) FROM metric_points") == [(1, 1)]
+    assert query_ro(receiver.db_path, "SELECT count(*), sum(count) FROM metric_points") == [(1, 1)]

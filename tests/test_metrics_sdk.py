@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import READY_RE, receiver_env, wait_until
+from helpers import READY_RE, query_ro, receiver_env, wait_until
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
@@ -34,14 +34,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from tracetui import metric_stats
 
 MODEL = {"gen_ai.request.model": "sdk-model", "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai"}
-
-
-def query(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def metric_exporter(rcv, transport: str):
@@ -69,7 +61,7 @@ def test_cumulative_histogram_over_several_intervals_counts_each_measurement_onc
         provider.shutdown()
     assert not [r for r in caplog.records if r.name.startswith("opentelemetry")], caplog.text
 
-    rows = query(
+    rows = query_ro(
         receiver.db_path,
         "SELECT p.count, round(p.sum, 9) FROM metric_points p JOIN metric_series s ON s.id = p.series_id "
         "WHERE s.service = ? ORDER BY p.time_ns",
@@ -78,9 +70,9 @@ def test_cumulative_histogram_over_several_intervals_counts_each_measurement_onc
     # one stored delta per interval that saw calls, whatever the number of exports (the 0.7 s call
     # is its own exporter series, exported 4 times and stored once)
     assert rows == [(2, 0.3), (1, 0.3), (1, 0.7), (3, 1.5)]
-    assert query(receiver.db_path, "SELECT count(*) FROM metric_series WHERE service = ?", (f"sdk-{transport}",)) == [
-        (1,)
-    ]
+    assert query_ro(
+        receiver.db_path, "SELECT count(*) FROM metric_series WHERE service = ?", (f"sdk-{transport}",)
+    ) == [(1,)]
 
     conn = sqlite3.connect(f"file:{receiver.db_path}?mode=ro", uri=True)
     try:
@@ -95,7 +87,7 @@ def test_cumulative_histogram_over_several_intervals_counts_each_measurement_onc
 
 
 def span_ttft(db: Path, span_id: bytes) -> tuple:
-    rows = query(db, "SELECT ttft_ns, streaming, provenance FROM spans WHERE span_id = ?", (span_id,))
+    rows = query_ro(db, "SELECT ttft_ns, streaming, provenance FROM spans WHERE span_id = ?", (span_id,))
     return rows[0] if rows else (None, None, None)
 
 
@@ -116,10 +108,10 @@ def test_an_exemplar_gives_its_span_the_time_to_first_token_it_lacks(receiver, m
         ttft.record(0.25, MODEL)  # inside the span: the SDK's trace-based filter keeps it as an exemplar
     if metric_first:
         assert reader.force_flush(10_000)
-        assert wait_until(lambda: query(receiver.db_path, "SELECT count(*) FROM metric_exemplars")[0][0] == 1)
+        assert wait_until(lambda: query_ro(receiver.db_path, "SELECT count(*) FROM metric_exemplars")[0][0] == 1)
     span.end(end_time=start + 10**9)
     span_id = span.get_span_context().span_id.to_bytes(8, "big")
-    assert wait_until(lambda: query(receiver.db_path, "SELECT 1 FROM spans WHERE span_id = ?", (span_id,)))
+    assert wait_until(lambda: query_ro(receiver.db_path, "SELECT 1 FROM spans WHERE span_id = ?", (span_id,)))
     if not metric_first:
         assert span_ttft(receiver.db_path, span_id)[0] is None  # the span itself reports none
         assert reader.force_flush(10_000)
@@ -130,12 +122,12 @@ def test_an_exemplar_gives_its_span_the_time_to_first_token_it_lacks(receiver, m
     assert ttft_ns == 250_000_000
     assert streaming == 1
     # decode time and speed follow, as for a TTFT the span reported itself
-    assert query(receiver.db_path, "SELECT decode_ns, tokens_per_s FROM spans WHERE span_id = ?", (span_id,)) == [
+    assert query_ro(receiver.db_path, "SELECT decode_ns, tokens_per_s FROM spans WHERE span_id = ?", (span_id,)) == [
         (750_000_000, pytest.approx(40 / 0.75))
     ]
     assert json.loads(provenance)["ttft"] == "metric exemplar (gen_ai.server.time_to_first_token)"
     # the run's bar is redrawn with it: the time split now has a first-token part
-    assert query(receiver.db_path, "SELECT split_ttft_ns FROM traces WHERE trace_id = ?",
+    assert query_ro(receiver.db_path, "SELECT split_ttft_ns FROM traces WHERE trace_id = ?",
                  (span.get_span_context().trace_id.to_bytes(16, "big"),)) == [(250_000_000,)]  # fmt: skip
 
 
@@ -188,7 +180,7 @@ def test_a_zero_code_app_exports_its_metrics_over_grpc_without_unimplemented(rec
     )
     assert done.returncode == 0, done.stderr
     assert "UNIMPLEMENTED" not in done.stderr and "Failed to export" not in done.stderr, done.stderr
-    assert query(
+    assert query_ro(
         receiver.db_path,
         "SELECT s.model, p.sum FROM metric_points p JOIN metric_series s ON s.id = p.series_id WHERE s.service = ?",
         ("zero-code",),
