@@ -7,13 +7,14 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from helpers import query_ro
+from helpers import BASE_NS, make_request, make_span, query_ro, sid, tid
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
 from tracetui import metric_stats
 from tracetui.metric_stats import pieces, quantile
 from tracetui.otlp.ingest import Outcome, ingest
+from tracetui.store.reindex import reindex
 from tracetui.store.retention import Retention, enforce, purge, used_bytes
 from tracetui.store.schema import connect_writer
 from tracetui.store.writer import Writer
@@ -204,3 +205,40 @@ def test_model_percentiles_prefer_the_client_metric_and_say_which(writer):
     assert found.duration.p50_ms == pytest.approx(300) and found.duration.max_error_ms == pytest.approx(400)
     assert found.ttft.metric == "gen_ai.server.time_to_first_token" and found.ttft.p50_ms == pytest.approx(1000)
     assert windowed == {}  # the points ended 90 s before "now"
+
+
+# --- exemplars ------------------------------------------------------------------------------------
+
+
+def ttft_exemplar(trace_id: bytes, span_id: bytes, seconds: float) -> bytes:
+    request = ExportMetricsServiceRequest()
+    metric = (
+        request.resource_metrics.add()
+        .scope_metrics.add()
+        .metrics.add(name="gen_ai.client.operation.time_to_first_chunk", unit="s")
+    )
+    metric.histogram.aggregation_temporality = DELTA
+    point = metric.histogram.data_points.add(start_time_unix_nano=BASE_NS, time_unix_nano=BASE_NS + S)
+    point.explicit_bounds.append(1.0)
+    point.bucket_counts.extend([1, 0])
+    point.count, point.sum = 1, seconds
+    point.exemplars.add(trace_id=trace_id, span_id=span_id, as_double=seconds)
+    return request.SerializeToString()
+
+
+def test_exemplar_ttft_survives_reindex_and_reaches_only_llm_spans(writer):
+    chat = make_span(tid(7), sid(2), sid(1), name="chat m", duration=S, attributes={"gen_ai.operation.name": "chat"})
+    tool = make_span(tid(7), sid(3), sid(1), name="execute_tool x", duration=S,
+                     attributes={"gen_ai.operation.name": "execute_tool"})  # fmt: skip
+    assert ingest(writer, "traces", make_request([chat, tool]).SerializeToString()).outcome is Outcome.OK
+    send(writer, ttft_exemplar(tid(7), sid(2), 0.3))
+    send(writer, ttft_exemplar(tid(7), sid(3), 0.3))  # a tool has no first token
+    writer.stop()
+    sql = "SELECT span_id, ttft_ns, json_extract(provenance, '$.ttft') FROM spans WHERE trace_id = ? ORDER BY span_id"
+    expected = [
+        (sid(2), 300_000_000, "metric exemplar (gen_ai.client.operation.time_to_first_chunk)"),
+        (sid(3), None, None),
+    ]
+    assert query_ro(writer.path, sql, (tid(7),)) == expected
+    reindex(writer.path)
+    assert query_ro(writer.path, sql, (tid(7),)) == expected
