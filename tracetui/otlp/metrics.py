@@ -218,7 +218,7 @@ def _add_point(out: Decoded, found: DecodedMetrics, metric, kind, temporality, p
         )
     )
     if metric.name in TTFT_METRICS:
-        _add_exemplars(found, metric, point.exemplars)
+        _add_exemplars(found, metric, point.exemplars, _clamp_ns(point.time_unix_nano))
 
 
 def _histogram_problem(bounds: tuple, counts: tuple, count: int) -> str | None:
@@ -281,7 +281,8 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _add_exemplars(found: DecodedMetrics, metric, exemplars) -> None:
+def _add_exemplars(found: DecodedMetrics, metric, exemplars, point_ns: int) -> None:
+    """Exemplars naming a span (ids of the right length), their time the point's when they have none."""
     factor = SECONDS_PER_UNIT.get(metric.unit)
     if factor is None:
         return  # a time to first token in an unknown unit names no value we could show
@@ -290,8 +291,5 @@ def _add_exemplars(found: DecodedMetrics, metric, exemplars) -> None:
             continue
         value = exemplar.as_double if exemplar.WhichOneof("value") == "as_double" else exemplar.as_int
         if math.isfinite(value) and 0 <= value * factor < 86_400:
-            found.exemplars.append(
-                Exemplar(
-                    exemplar.trace_id, exemplar.span_id, metric.name, value * factor, _clamp_ns(exemplar.time_unix_nano)
-                )
-            )
+            when = _clamp_ns(exemplar.time_unix_nano) or point_ns
+            found.exemplars.append(Exemplar(exemplar.trace_id, exemplar.span_id, metric.name, value * factor, when))

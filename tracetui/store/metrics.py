@@ -27,7 +27,7 @@ gives that span its TTFT when the span has none of its own, with provenance
 ``metric exemplar (<metric>)``, and the run's bars are recomputed. It is
 applied when the metric arrives (the span is stored) or when the span
 arrives later: pending exemplars wait in ``metric_exemplars``; the span path
-pays one indexed probe per batch while none are pending.
+pays one probe of an empty index per batch while none are pending.
 """
 
 from __future__ import annotations
@@ -147,9 +147,27 @@ def reapply_exemplars(conn: sqlite3.Connection) -> None:
         raise
 
 
-def pending_exemplars(conn: sqlite3.Connection) -> bool:
-    """Whether any exemplar waits for its span (one indexed probe: the spans path asks on every batch)."""
-    return conn.execute("SELECT 1 FROM metric_exemplars WHERE applied = 0 LIMIT 1").fetchone() is not None
+def pending_exemplars(conn: sqlite3.Connection, trace_ids: Iterable[bytes]) -> list[bytes]:
+    """Which of these traces have exemplars waiting for a span (the spans path asks on every batch).
+
+    One probe of an empty partial index while nothing waits; else one indexed
+    query per 500 traces of the batch.
+    """
+    if conn.execute("SELECT 1 FROM metric_exemplars WHERE applied = 0 LIMIT 1").fetchone() is None:
+        return []
+    ids = list(trace_ids)
+    found: list[bytes] = []
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        found += [
+            t
+            for (t,) in conn.execute(
+                "SELECT DISTINCT trace_id FROM metric_exemplars WHERE applied = 0 "
+                f"AND trace_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+        ]
+    return found
 
 
 def _row(point: MetricPoint, start_ns: int | None = None, **values) -> tuple:

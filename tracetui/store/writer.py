@@ -390,8 +390,10 @@ class Committer:
         """GenAI metric points, and exemplar values for spans (tracetui.store.metrics), then the bars they change."""
         metrics = [d.metrics for d in parts if d.metrics is not None]
         changed: set[bytes] = set()
-        if rows and pending_exemplars(conn):  # spans named by exemplars that arrived before them
-            changed |= apply_exemplars(conn, {row[_I_TRACE] for row in rows})
+        if rows:  # spans named by exemplars that arrived before them
+            waiting = pending_exemplars(conn, {row[_I_TRACE] for row in rows})
+            if waiting:
+                changed |= apply_exemplars(conn, waiting)
         if metrics:
             changed |= write_metrics(conn, metrics, remap)
         if changed:
