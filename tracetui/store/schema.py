@@ -279,6 +279,11 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
             conn.execute(statement)
 
 
+def add_metric_tables(conn: sqlite3.Connection) -> None:
+    """Migration 6 -> 7 (issue 13, metrics): its own function, so it can be renumbered at merge."""
+    _run_script(conn, _V7)
+
+
 #: Forward migrations: MIGRATIONS[n] moves a database from version n to n + 1.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: lambda conn: _run_script(conn, _V1),
@@ -287,7 +292,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     3: lambda conn: _run_script(conn, _V4),
     4: lambda conn: _run_script(conn, _V5),
     5: lambda conn: _run_script(conn, _V6),
-    6: lambda conn: _run_script(conn, _V7),
+    6: add_metric_tables,
 }
 
 
