@@ -221,6 +221,26 @@ def make_request(spans: Sequence[Span], service: str | None = "test-svc", **reso
     )
 
 
+def ttft_exemplar_request(
+    trace_id: bytes, span_id: bytes, seconds: float, metric: str = "gen_ai.server.time_to_first_token"
+) -> bytes:
+    """An ExportMetricsServiceRequest: one delta histogram point (one call, ``seconds``) whose exemplar names a span."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
+
+    request = ExportMetricsServiceRequest()
+    found = request.resource_metrics.add().scope_metrics.add().metrics.add(name=metric, unit="s")
+    found.histogram.aggregation_temporality = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
+    point = found.histogram.data_points.add(start_time_unix_nano=BASE_NS, time_unix_nano=BASE_NS + 10**9)
+    bounds = [0.1, 1.0]
+    point.explicit_bounds.extend(bounds)
+    point.bucket_counts.extend(int(i == sum(seconds > b for b in bounds)) for i in range(len(bounds) + 1))
+    point.count, point.sum = 1, seconds
+    point.attributes.add(key="gen_ai.request.model").value.string_value = "gpt-4o-mini"
+    point.exemplars.add(trace_id=trace_id, span_id=span_id, as_double=seconds)
+    return request.SerializeToString()
+
+
 # --- the database, read without tracetui ------------------------------------------
 
 

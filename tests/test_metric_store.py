@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from helpers import BASE_NS, make_request, make_span, query_ro, sid, tid
+from helpers import make_request, make_span, query_ro, sid, tid, ttft_exemplar_request
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
@@ -209,21 +209,7 @@ def test_model_percentiles_prefer_the_client_metric_and_say_which(writer):
 
 # --- exemplars ------------------------------------------------------------------------------------
 
-
-def ttft_exemplar(trace_id: bytes, span_id: bytes, seconds: float) -> bytes:
-    request = ExportMetricsServiceRequest()
-    metric = (
-        request.resource_metrics.add()
-        .scope_metrics.add()
-        .metrics.add(name="gen_ai.client.operation.time_to_first_chunk", unit="s")
-    )
-    metric.histogram.aggregation_temporality = DELTA
-    point = metric.histogram.data_points.add(start_time_unix_nano=BASE_NS, time_unix_nano=BASE_NS + S)
-    point.explicit_bounds.append(1.0)
-    point.bucket_counts.extend([1, 0])
-    point.count, point.sum = 1, seconds
-    point.exemplars.add(trace_id=trace_id, span_id=span_id, as_double=seconds)
-    return request.SerializeToString()
+FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"
 
 
 def test_exemplar_ttft_survives_reindex_and_reaches_only_llm_spans(writer):
@@ -231,8 +217,8 @@ def test_exemplar_ttft_survives_reindex_and_reaches_only_llm_spans(writer):
     tool = make_span(tid(7), sid(3), sid(1), name="execute_tool x", duration=S,
                      attributes={"gen_ai.operation.name": "execute_tool"})  # fmt: skip
     assert ingest(writer, "traces", make_request([chat, tool]).SerializeToString()).outcome is Outcome.OK
-    send(writer, ttft_exemplar(tid(7), sid(2), 0.3))
-    send(writer, ttft_exemplar(tid(7), sid(3), 0.3))  # a tool has no first token
+    send(writer, ttft_exemplar_request(tid(7), sid(2), 0.3, FIRST_CHUNK))
+    send(writer, ttft_exemplar_request(tid(7), sid(3), 0.3, FIRST_CHUNK))  # a tool has no first token
     writer.stop()
     sql = "SELECT span_id, ttft_ns, json_extract(provenance, '$.ttft') FROM spans WHERE trace_id = ? ORDER BY span_id"
     expected = [

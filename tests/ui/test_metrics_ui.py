@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import BASE_NS, make_request, make_span, read_records, sid, tid
+from helpers import make_request, make_span, read_records, sid, tid, ttft_exemplar_request
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
 from tests.ui.conftest import FIXTURES, make_app, settle
 from tests.ui.test_hostile_ui import screen_text
@@ -67,23 +66,6 @@ async def test_stats_screen_shows_litellm_ttft_from_metrics_with_its_method(tmp_
         assert "exact" in rows["gpt-4.1-mini"]
         # gpt-4o-mini: TTFT 0.156 s and 0.322 s; its p50 and p95
         assert "156ms" in rows["gpt-4o-mini"] and "322ms" in rows["gpt-4o-mini"]
-
-
-def ttft_exemplar_request(trace_id: bytes, span_id: bytes, seconds: float) -> bytes:
-    request = ExportMetricsServiceRequest()
-    metric = (
-        request.resource_metrics.add()
-        .scope_metrics.add()
-        .metrics.add(name="gen_ai.server.time_to_first_token", unit="s")
-    )
-    metric.histogram.aggregation_temporality = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
-    point = metric.histogram.data_points.add(start_time_unix_nano=BASE_NS, time_unix_nano=BASE_NS + 10**9)
-    point.explicit_bounds.extend([0.1, 1.0])
-    point.bucket_counts.extend([0, 1, 0])
-    point.count, point.sum = 1, seconds
-    point.attributes.add(key="gen_ai.request.model").value.string_value = "gpt-4o-mini"
-    point.exemplars.add(trace_id=trace_id, span_id=span_id, as_double=seconds, time_unix_nano=BASE_NS)
-    return request.SerializeToString()
 
 
 async def test_a_span_shows_its_ttft_from_a_metric_exemplar_in_the_detail_pane(tmp_path: Path) -> None:
