@@ -27,6 +27,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
 from opentelemetry.sdk.metrics import Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -185,3 +186,31 @@ def test_a_zero_code_app_exports_its_metrics_over_grpc_without_unimplemented(rec
         "SELECT s.model, p.sum FROM metric_points p JOIN metric_series s ON s.id = p.series_id WHERE s.service = ?",
         ("zero-code",),
     ) == [("zc-model", 42.0)]
+
+
+def test_exponential_histograms_that_rescale_between_exports_count_each_measurement_once(receiver):
+    """An app configured for base-2 exponential histograms: the SDK moves to a coarser scale as values spread."""
+    exporter = metric_exporter(receiver, "grpc")
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+    view = View(instrument_name="gen_ai.*", aggregation=ExponentialBucketHistogramAggregation(max_size=20))
+    provider = MeterProvider(metric_readers=[reader], views=[view], resource=Resource.create({"service.name": "exp"}))
+    ttft = provider.get_meter("tests.genai").create_histogram("gen_ai.server.time_to_first_token", unit="s")
+    intervals = [[0.30, 0.31], [0.32], [40.0, 0.001], [], [5.0]]  # the third forces a coarser scale
+    for values in intervals:
+        for value in values:
+            ttft.record(value, MODEL)
+        assert reader.force_flush(10_000)
+    provider.shutdown()
+    rows = query_ro(
+        receiver.db_path,
+        "SELECT p.count, round(p.sum, 6) FROM metric_points p JOIN metric_series s ON s.id = p.series_id "
+        "WHERE s.service = 'exp' ORDER BY p.time_ns",
+    )
+    assert rows == [(2, 0.61), (1, 0.32), (2, 40.001), (1, 5.0)]
+    conn = sqlite3.connect(f"file:{receiver.db_path}?mode=ro", uri=True)
+    try:
+        figures = metric_stats.compute(conn)["sdk-model"].ttft
+    finally:
+        conn.close()
+    # six calls: the median lies among the three around 0.31 s (its bucket is a few percent wide at most)
+    assert figures.count == 6 and 300 <= figures.p50_ms <= 330

@@ -1,8 +1,9 @@
 """OTLP metric requests -> GenAI metric points for the writer. Pure functions, no I/O.
 
 Only the GenAI metrics tracetui shows are kept (:data:`STORED_METRICS`), as
-histograms (explicit buckets) or sums; every other metric, and other kinds
-(gauges, summaries, exponential histograms), is accepted and not stored, so an
+histograms (explicit buckets; exponential ones are converted, see
+:func:`explicit_buckets`) or sums; every other metric, and other kinds
+(gauges, summaries), is accepted and not stored, so an
 app that exports all its metrics to tracetui gets OK and loses nothing it
 would see here.
 
@@ -165,7 +166,7 @@ def decode_metrics(request: ExportMetricsServiceRequest) -> Decoded:
     for source, service, metrics in _by_source(out, request.resource_metrics, "scope_metrics", "metrics"):
         for metric in metrics:
             kind = metric.WhichOneof("data")
-            if metric.name not in STORED_METRICS or kind not in ("histogram", "sum"):
+            if metric.name not in STORED_METRICS or kind not in ("histogram", "exponential_histogram", "sum"):
                 found.ignored += _point_count(metric, kind)
                 continue
             data = getattr(metric, kind)
@@ -184,9 +185,15 @@ def _point_count(metric, kind: str | None) -> int:
 
 
 def _add_point(out: Decoded, found: DecodedMetrics, metric, kind, temporality, point, source_id, service) -> None:
-    if kind == "histogram":
-        bounds, counts = tuple(point.explicit_bounds), tuple(point.bucket_counts)
-        problem = _histogram_problem(bounds, counts, point.count)
+    if kind != "sum":
+        if kind == "histogram":
+            bounds, counts = tuple(point.explicit_bounds), tuple(point.bucket_counts)
+        else:
+            bounds, counts = explicit_buckets(point)
+            kind = "histogram"  # stored as explicit buckets
+        problem = (
+            "exponential histogram out of range" if bounds is None else _histogram_problem(bounds, counts, point.count)
+        )
         if problem:
             out.reject(problem)
             return
@@ -219,6 +226,34 @@ def _add_point(out: Decoded, found: DecodedMetrics, metric, kind, temporality, p
     )
     if metric.name in TTFT_METRICS:
         _add_exemplars(found, metric, point.exemplars, _clamp_ns(point.time_unix_nano))
+
+
+#: Exponential histograms: scales and bucket counts beyond these are refused (the SDKs use -10..20, 160 buckets).
+_SCALES = range(-10, 21)
+MAX_EXPONENTIAL_BUCKETS = 2_000
+
+
+def explicit_buckets(point) -> tuple[tuple[float, ...] | None, tuple[int, ...]]:
+    """An exponential histogram point as explicit buckets: bounds ``0, base^offset, ..., base^(offset+n)``.
+
+    Positive bucket k holds (base^(offset+k), base^(offset+k+1)] (OTLP metrics.proto),
+    base = 2^(2^-scale). The zero bucket and the negative buckets (no GenAI
+    duration or count is negative) go to the first explicit bucket, (-inf, 0].
+    Bounds are ``2 ** (index * 2**-scale)`` with a dyadic exponent, so a bound
+    shared by two scales is the same float at both: a later export at a coarser
+    scale (the SDK rescales as values spread) nests exactly over the earlier one
+    (see tracetui.store.metrics). None for bounds out of range.
+    """
+    positive = list(point.positive.bucket_counts)
+    if point.scale not in _SCALES or len(positive) > MAX_EXPONENTIAL_BUCKETS:
+        return None, ()
+    step = 2.0**-point.scale
+    try:
+        bounds = (0.0, *(math.pow(2.0, (point.positive.offset + k) * step) for k in range(len(positive) + 1)))
+    except OverflowError:
+        return None, ()
+    below = point.zero_count + sum(point.negative.bucket_counts)
+    return bounds, (below, 0, *positive, 0)
 
 
 def _histogram_problem(bounds: tuple, counts: tuple, count: int) -> str | None:

@@ -13,8 +13,12 @@ things happened, not to when a series began.
 
 * A series restart (a new ``start_time_unix_nano``) starts a new baseline:
   its first point is stored whole, never as a negative difference from the
-  old run. A point whose count went down under the same start time, or
-  whose buckets changed, is treated the same way.
+  old run. A point whose count went down under the same start time is
+  treated the same way.
+* Buckets that change under the same start time (an exponential histogram
+  moving to a coarser scale) are compared after re-counting the baseline in
+  the new buckets (:func:`rebucket`), exact when the old buckets nest in the
+  new ones; when they do not, the point is taken whole.
 * A point older than (or as old as) the baseline is a resend: nothing is stored,
   so resent cumulative exports are idempotent; resent delta points are
   deduplicated by the ``metric_points_once`` index.
@@ -32,7 +36,9 @@ pays one probe of an empty index per batch while none are pending.
 
 from __future__ import annotations
 
+import bisect
 import json
+import math
 import sqlite3
 from collections.abc import Callable, Iterable
 
@@ -203,15 +209,17 @@ def _delta_row(conn: sqlite3.Connection, point: MetricPoint) -> tuple | None:
         (point.series_id, point.stream, point.start_ns, point.time_ns, point.count, point.sum, counts_text,
          bounds_text, point.value),
     )  # fmt: skip
-    restart = base is None or (
-        point.value is None and (base[1] is None or point.count < base[1] or base[4] != bounds_text)
-    )
+    restart = base is None or (point.value is None and (base[1] is None or point.count < base[1]))
     if restart:
         return _row(point) if (point.count or point.value) else None
     if point.value is not None:
         delta = point.value - (base[5] or 0.0)
         return _row(point, base[0], value=delta) if delta else None
     old_counts = json.loads(base[3]) if base[3] else [0] * len(point.counts or ())
+    if base[4] != bounds_text:  # rescaled (exponential histograms): the old counts in the new buckets
+        old_counts = rebucket(json.loads(base[4]) if base[4] else [], old_counts, point.bounds or ())
+        if old_counts is None:  # they do not nest: take the point whole, as a restart
+            return _row(point)
     counts = tuple(c - o for c, o in zip(point.counts or (), old_counts, strict=False))
     if any(c < 0 for c in counts):  # buckets went down: the exporter restarted without saying so
         return _row(point)
@@ -220,6 +228,22 @@ def _delta_row(conn: sqlite3.Connection, point: MetricPoint) -> tuple | None:
         return None
     total = None if point.sum is None or base[2] is None else point.sum - base[2]
     return _row(point, base[0], count=count, sum=total, counts=counts)
+
+
+def rebucket(old_bounds: list[float], old_counts: list[int], new_bounds: tuple[float, ...]) -> list[int] | None:
+    """Counts over ``old_bounds`` re-counted over ``new_bounds``; None unless each old bucket holding
+    values lies within one new bucket (true when an exponential histogram moves to a coarser scale)."""
+    out = [0] * (len(new_bounds) + 1)
+    for i, count in enumerate(old_counts):
+        if not count:
+            continue
+        low = old_bounds[i - 1] if i > 0 else -math.inf
+        high = old_bounds[i] if i < len(old_bounds) else math.inf
+        j = bisect.bisect_left(new_bounds, high)  # the new bucket whose upper bound is the first >= high
+        if j > 0 and new_bounds[j - 1] > low:
+            return None
+        out[j] += count
+    return out
 
 
 def _count(conn: sqlite3.Connection, **deltas: int) -> None:
