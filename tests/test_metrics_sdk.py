@@ -156,6 +156,7 @@ APP = textwrap.dedent(
 
     histogram = metrics.get_meter("zero-code-app").create_histogram("gen_ai.client.token.usage", unit="{token}")
     histogram.record(42, {"gen_ai.request.model": "zc-model", "gen_ai.token.type": "input"})
+    metrics.get_meter("zero-code-app").create_counter("app.requests").add(1)  # not a GenAI metric: not stored
     """
 )
 
@@ -183,9 +184,10 @@ def test_a_zero_code_app_exports_its_metrics_over_grpc_without_unimplemented(rec
     assert "UNIMPLEMENTED" not in done.stderr and "Failed to export" not in done.stderr, done.stderr
     assert query_ro(
         receiver.db_path,
-        "SELECT s.model, p.sum FROM metric_points p JOIN metric_series s ON s.id = p.series_id WHERE s.service = ?",
+        "SELECT s.name, s.model, p.sum FROM metric_points p JOIN metric_series s ON s.id = p.series_id "
+        "WHERE s.service = ?",
         ("zero-code",),
-    ) == [("zc-model", 42.0)]
+    ) == [("gen_ai.client.token.usage", "zc-model", 42.0)]
 
 
 def test_exponential_histograms_that_rescale_between_exports_count_each_measurement_once(receiver):
