@@ -163,7 +163,7 @@ def _enforce_on_metrics(conn: sqlite3.Connection, policy: Retention, now_ns: int
 
 
 def purge(conn: sqlite3.Connection) -> int:
-    """Delete every trace, span, log, evaluation and metric point; returns the spans deleted. Then give the space back."""
+    """Delete every trace, span, log, evaluation and metric point; returns the spans deleted, then frees the space."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         spans = conn.execute("SELECT count(*) FROM spans").fetchone()[0]
