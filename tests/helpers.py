@@ -224,7 +224,7 @@ def make_request(spans: Sequence[Span], service: str | None = "test-svc", **reso
 def ttft_exemplar_request(
     trace_id: bytes, span_id: bytes, seconds: float, metric: str = "gen_ai.server.time_to_first_token"
 ) -> bytes:
-    """An ExportMetricsServiceRequest: one delta histogram point (one call, ``seconds``) whose exemplar names a span."""
+    """A metrics export: one delta histogram point (one call, ``seconds``) whose exemplar names a span."""
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
     from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
