@@ -37,8 +37,8 @@ READY_RE = re.compile(r"^tracetui: listening grpc=(?P<host>\S+):(?P<port>\d+)(?:
 
 
 def trace_fixture_files() -> list[Path]:
-    """Every ``*.otlp`` file holding trace requests (``*.logs.otlp`` are logs)."""
-    files = sorted(p for p in FIXTURES.glob("*.otlp") if not p.name.endswith(".logs.otlp"))
+    """Every ``*.otlp`` file holding trace requests (``*.logs.otlp`` are logs, ``*.metrics.otlp`` metrics)."""
+    files = sorted(p for p in FIXTURES.glob("*.otlp") if not p.name.endswith((".logs.otlp", ".metrics.otlp")))
     assert files, f"no trace fixtures in {FIXTURES}"
     return files
 
@@ -221,11 +221,40 @@ def make_request(spans: Sequence[Span], service: str | None = "test-svc", **reso
     )
 
 
+def ttft_exemplar_request(
+    trace_id: bytes, span_id: bytes, seconds: float, metric: str = "gen_ai.server.time_to_first_token"
+) -> bytes:
+    """A metrics export: one delta histogram point (one call, ``seconds``) whose exemplar names a span."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
+
+    request = ExportMetricsServiceRequest()
+    found = request.resource_metrics.add().scope_metrics.add().metrics.add(name=metric, unit="s")
+    found.histogram.aggregation_temporality = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
+    point = found.histogram.data_points.add(start_time_unix_nano=BASE_NS, time_unix_nano=BASE_NS + 10**9)
+    bounds = [0.1, 1.0]
+    point.explicit_bounds.extend(bounds)
+    point.bucket_counts.extend(int(i == sum(seconds > b for b in bounds)) for i in range(len(bounds) + 1))
+    point.count, point.sum = 1, seconds
+    point.attributes.add(key="gen_ai.request.model").value.string_value = "gpt-4o-mini"
+    point.exemplars.add(trace_id=trace_id, span_id=span_id, as_double=seconds)
+    return request.SerializeToString()
+
+
 # --- the database, read without tracetui ------------------------------------------
 
 
 def connect_ro(db_path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+
+
+def query_ro(db_path: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    """Rows of one query over a read-only connection (what another process can read right now)."""
+    conn = connect_ro(db_path)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
 
 
 def stored_span_keys(db_path: Path, trace_ids: Iterable[bytes] | None = None) -> set[tuple[bytes, bytes]]:

@@ -26,18 +26,20 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from helpers import FIXTURES, read_records
-from tracetui import evals, semconv
+from tracetui import evals, metric_stats, semconv
 from tracetui.otlp.decode import (
     COL,
     Decoded,
@@ -48,6 +50,7 @@ from tracetui.otlp.decode import (
     parse_trace_request,
 )
 from tracetui.otlp.decoder import decode_request as decode_export
+from tracetui.otlp.metrics import decode_metrics, parse_metrics_request
 from tracetui.store.reader import Reader
 from tracetui.store.writer import Writer
 from tracetui.tree import build_tree, flatten
@@ -67,7 +70,11 @@ def fuzz_settings(examples: int):
 
 # --- the path under test ------------------------------------------------------------------------
 
-SIGNALS = {"traces": (parse_trace_request, decode_spans), "logs": (parse_logs_request, decode_logs)}
+SIGNALS = {
+    "traces": (parse_trace_request, decode_spans),
+    "logs": (parse_logs_request, decode_logs),
+    "metrics": (parse_metrics_request, decode_metrics),
+}
 
 
 def decode(signal: str, data: bytes) -> Decoded | None:
@@ -119,6 +126,9 @@ class Store:
         for row in reader.traces(0, 50):
             json.dumps(row.to_json())
         reader.counters()
+        if decoded.metrics is not None:
+            with sqlite3.connect(f"file:{self.writer.path}?mode=ro", uri=True) as conn:
+                metric_stats.compute(conn)  # what the Stats screen shows of them
 
     def close(self) -> None:
         self.reader.close()
@@ -135,7 +145,7 @@ def store(tmp_path_factory):
 # --- random and mutated bytes ----------------------------------------------------------------------
 
 RECORDS: list[tuple[str, bytes]] = [
-    ("logs" if path.name.endswith(".logs.otlp") else "traces", record)
+    (path.name.split(".")[-2] if path.name.endswith((".logs.otlp", ".metrics.otlp")) else "traces", record)
     for path in sorted(FIXTURES.glob("*.otlp"))
     for record in read_records(path)
 ]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from tracetui import metric_stats
 from tracetui.cli_common import db_option
 from tracetui.stats import GROUPINGS, WINDOWS, GroupStats
 
@@ -33,7 +34,9 @@ def stats_command(
     """Latency percentiles, time to first token, error/retry/fallback rates, cost and groundedness.
 
     One row per model (request model, else response model), route or prompt
-    version, over the LLM calls counted in the totals; busiest first.
+    version, over the LLM calls counted in the totals; busiest first. By
+    model, the GenAI metrics' percentiles follow, labelled "from metrics"
+    (``from_metrics`` in --json; none while --filter is on).
     """
     from tracetui.cli_common import resolve_db
     from tracetui.stats import compute
@@ -63,13 +66,30 @@ def stats_command(
             filters.register_sql_functions(conn)
             span_where = flt.span_where("spans")
         groups = compute(conn, by, window_s=WINDOWS[window], span_where=span_where, route_attribute=route_attribute)
+        # Metrics carry no span attributes: no figures from them while a filter is on.
+        metrics = metric_stats.compute(conn, window_s=WINDOWS[window]) if by == "model" and flt is None else {}
     finally:
         conn.close()
 
     if as_json:
-        click.echo(json.dumps([g.to_json() for g in groups], indent=2))
+        click.echo(json.dumps(_json_groups(groups, metrics) if by == "model" else [g.to_json() for g in groups],
+                              indent=2))  # fmt: skip
         return
     _print_table(groups, by)
+    _print_metrics_table(metrics)
+
+
+def _json_groups(groups: list[GroupStats], metrics: dict[str, metric_stats.ModelMetrics]) -> list[dict]:
+    """Per model: the span figures plus ``from_metrics``; models known only from metrics come last, with 0 calls."""
+    out = []
+    for g in groups:
+        found = metrics.get(g.key)
+        out.append({**g.to_json(), "from_metrics": found.to_json() if found else None})
+    seen = {g.key for g in groups}
+    empty = {name: None for name in GroupStats.__dataclass_fields__ if name != "durations_ms"}
+    for model in sorted(set(metrics) - seen):
+        out.append({**empty, "key": model, "count": 0, "runs": 0, "from_metrics": metrics[model].to_json()})
+    return out
 
 
 def _filter_problem(text: str, exc: Exception) -> str:
@@ -139,4 +159,38 @@ def _print_table(groups: list[GroupStats], by: str) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(_HEADERS)]
     click.echo(f"{title:<{key_width}}  " + " ".join(f"{h:>{w}}" for h, w in zip(_HEADERS, widths, strict=True)))
     for key, row in zip(keys, rows, strict=True):
+        click.echo(f"{key:<{key_width}}  " + " ".join(f"{c:>{w}}" for c, w in zip(row, widths, strict=True)))
+
+
+_METRIC_HEADERS = ("CALLS", "P50", "P95", "P99", "TTFT50", "TTFT95", "TTFT99", "TPOT50", "TPOT95", "±MAX")
+
+
+def _metric_cells(m: metric_stats.ModelMetrics) -> tuple[str, ...]:
+    figures = (m.duration, m.ttft, m.time_per_output_token)
+    calls = next((f.count for f in figures if f is not None), 0)
+    cells = [str(calls)]
+    for figure, how_many in zip(figures, (3, 3, 2), strict=True):
+        values = (None, None, None) if figure is None else (figure.p50_ms, figure.p95_ms, figure.p99_ms)
+        cells += [_ms(v) for v in values[:how_many]]
+    error = max((f.max_error_ms for f in figures if f is not None), default=None)
+    cells.append("exact" if error == 0 else _ms(error))
+    return tuple(cells)
+
+
+def _print_metrics_table(metrics: dict[str, metric_stats.ModelMetrics]) -> None:
+    """The "from metrics" figures per model, under the span table, with how they were computed."""
+    from tracetui.fmt import safe_text
+
+    if not metrics:
+        return
+    keys = sorted(metrics)
+    rows = [_metric_cells(metrics[k]) for k in keys]
+    shown = [safe_text(k, 48) for k in keys]
+    key_width = max(len("MODEL"), *(len(k) for k in shown))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(_METRIC_HEADERS)]
+    click.echo("")
+    click.echo(f"from metrics ({metric_stats.METHOD}, ±MAX)")
+    headers = " ".join(f"{h:>{w}}" for h, w in zip(_METRIC_HEADERS, widths, strict=True))
+    click.echo(f"{'MODEL':<{key_width}}  {headers}")
+    for key, row in zip(shown, rows, strict=True):
         click.echo(f"{key:<{key_width}}  " + " ".join(f"{c:>{w}}" for c, w in zip(row, widths, strict=True)))

@@ -8,7 +8,8 @@ Accepted files:
   are skipped.
 * Length-delimited protobuf (4-byte big-endian length, then one serialized
   ``Export*ServiceRequest``, repeated), as in ``tests/fixtures/*.otlp``; a
-  file named ``*.logs.*`` holds logs requests, any other holds traces.
+  file named ``*.logs.*`` holds logs requests, ``*.metrics.*`` metrics
+  (skipped), any other traces.
 
 Every file is read and decoded before anything is written; the first problem
 in each file is reported with the file name and the line (JSON) or record
@@ -171,6 +172,12 @@ def read_file(path: Path, report: ImportReport | None = None) -> list[_Request]:
         raise DecodeError(f"{path}: the file is empty")
     if _looks_like_json(data):
         return _read_json(Path(path), data, report)
+    if ".metrics." in Path(path).name:  # skipped, as metrics in JSON files are
+        try:
+            report.skipped_metrics += sum(1 for _ in read_length_delimited(Path(path)))
+        except FramingError as exc:
+            raise DecodeError(f"{exc} (not a length-delimited OTLP protobuf file, nor JSON)") from None
+        return []
     return _read_protobuf(Path(path))
 
 

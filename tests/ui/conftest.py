@@ -14,7 +14,7 @@ from tracetui.store.reader import Reader
 from tracetui.store.writer import Writer
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-TRACE_FIXTURES = sorted(p for p in FIXTURES.glob("*.otlp") if ".logs." not in p.name)
+TRACE_FIXTURES = sorted(p for p in FIXTURES.glob("*.otlp") if ".logs." not in p.name and ".metrics." not in p.name)
 #: "Now" for the UI in tests: a minute after the last fixture span, so times are shown as clock times.
 FIXED_NOW_NS = 1_795_483_750_000_000_000
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -79,12 +80,14 @@ class Decoded:
     timing: dict[bytes, dict] = field(default_factory=dict)
     rejected: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
-    #: What the rows are, for messages: "span(s)" or "log record(s)".
+    #: What the rows are, for messages: "span(s)", "log record(s)" or "metric data point(s)".
     unit: str = "span(s)"
+    #: GenAI metric series, points and exemplars (tracetui.otlp.metrics.DecodedMetrics), for metric exports.
+    metrics: Any = None
 
     @property
     def count(self) -> int:
-        return len(self.spans) + len(self.logs)
+        return len(self.spans) + len(self.logs) + (len(self.metrics.points) if self.metrics is not None else 0)
 
     def reject(self, reason: str) -> None:
         self.rejected += 1

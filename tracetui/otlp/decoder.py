@@ -50,13 +50,14 @@ from tracetui.otlp.decode import (
     parse_logs_request,
     parse_trace_request,
 )
+from tracetui.otlp.metrics import decode_metrics, parse_metrics_request
 from tracetui.store.batch import prepare
 from tracetui.store.checkpoint import WAL_BYTES
 from tracetui.store.writer import Committer, Overloaded, StoreUnavailable, Writer
 
 log = logging.getLogger(__name__)
 
-Signal = Literal["traces", "logs"]
+Signal = Literal["traces", "logs", "metrics"]
 
 
 def decode_request(signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Decoded:
@@ -64,6 +65,8 @@ def decode_request(signal: Signal, payload: bytes | bytearray | memoryview | Mes
     data = bytes(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else None
     if signal == "logs":
         return decode_logs(parse_logs_request(data) if data is not None else payload)
+    if signal == "metrics":
+        return decode_metrics(parse_metrics_request(data) if data is not None else payload)
     # The bytes, when there are any, also give each span's raw copy (decode.span_bytes).
     decoded = decode_spans(parse_trace_request(data) if data is not None else payload, data)
     if decoded.spans:

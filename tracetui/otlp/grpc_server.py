@@ -1,7 +1,9 @@
 """OTLP/gRPC receiver on a real grpcio server.
 
-Both ``TraceService/Export`` and ``LogsService/Export`` are served on one
-port. Requests arrive as raw bytes (no grpc-level deserializer) so that an
+``TraceService/Export``, ``LogsService/Export`` and ``MetricsService/Export``
+are served on one port (metrics: the GenAI ones are stored, see
+tracetui.otlp.metrics; before, an app exporting metrics over gRPC got
+UNIMPLEMENTED at every interval). Requests arrive as raw bytes (no grpc-level deserializer) so that an
 undecodable body gets ``INVALID_ARGUMENT`` with a readable reason instead of
 grpc's generic ``INTERNAL``. Each handler has its request decoded and
 written (on its own thread, or by an ingest worker process: see
@@ -24,6 +26,9 @@ from tracetui.store.writer import Writer
 
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
+METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
+#: Every service served, with the signal its exports carry.
+SERVICES = ((TRACE_SERVICE, "traces"), (LOGS_SERVICE, "logs"), (METRICS_SERVICE, "metrics"))
 
 
 def _retryable_abort(context: grpc.ServicerContext, message: str, delay_s: float = RETRY_DELAY_S) -> None:
@@ -48,7 +53,7 @@ def _retryable_abort(context: grpc.ServicerContext, message: str, delay_s: float
 
 
 class ExportHandler:
-    """The body of ``TraceService/Export`` and ``LogsService/Export``."""
+    """The body of ``TraceService/Export``, ``LogsService/Export`` and ``MetricsService/Export``."""
 
     def __init__(self, writer: Writer, signal: Signal, token: str | None = None, decoder: Decoder | None = None) -> None:
         self.writer = writer
@@ -119,7 +124,7 @@ def start_grpc_server(
                     )
                 },
             )
-            for service, signal in ((TRACE_SERVICE, "traces"), (LOGS_SERVICE, "logs"))
+            for service, signal in SERVICES
         )
     )
     address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"

@@ -1,9 +1,9 @@
 """OTLP/HTTP receiver on aiohttp, on its own thread and event loop.
 
-``POST /v1/traces`` and ``/v1/logs`` (``/`` counts as traces) take
-``application/x-protobuf`` or ``application/json`` bodies, optionally
-``Content-Encoding: gzip`` or ``deflate``; ``/v1/metrics`` is accepted and
-discarded so exporters that send every signal stay quiet. Answers follow the
+``POST /v1/traces``, ``/v1/logs`` and ``/v1/metrics`` (``/`` counts as
+traces) take ``application/x-protobuf`` or ``application/json`` bodies,
+optionally ``Content-Encoding: gzip`` or ``deflate``. Of metrics, the GenAI
+ones are stored (tracetui.otlp.metrics), the others accepted and dropped. Answers follow the
 OTLP spec: the response uses the request's content type; 400 for undecodable
 bodies, 413 over the size limit (applied after decompression, which is bounded
 as it runs, so a compression bomb never allocates more than the limit), 415
@@ -32,7 +32,6 @@ from aiohttp import http_exceptions, web
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 
 from tracetui.otlp.auth import bearer_ok
 from tracetui.otlp.decode import DecodeError
@@ -385,7 +384,7 @@ class HttpReceiver:
 
     async def _about(self, request: web.Request) -> web.Response:
         return web.Response(
-            text="tracetui OTLP/HTTP receiver: POST /v1/traces or /v1/logs "
+            text="tracetui OTLP/HTTP receiver: POST /v1/traces, /v1/logs or /v1/metrics "
             "(application/x-protobuf or application/json)\n"
         )
 
@@ -470,8 +469,6 @@ class HttpReceiver:
         try:
             if encoding:
                 body = decompress_bounded(body, encoding, self.max_request_bytes, lease)
-            if signal == "metrics":
-                return Reply(200, ExportMetricsServiceResponse())  # accepted, not stored
             payload: bytes | bytearray | Message = body
             if content_type == JSON:
                 payload = parse_request(body, signal)

@@ -18,6 +18,11 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
 )
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsPartialSuccess,
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceRequest,
@@ -54,9 +59,16 @@ class IngestResult:
 _RESPONSES: dict[str, tuple[type, type]] = {
     "traces": (ExportTraceServiceResponse, ExportTracePartialSuccess),
     "logs": (ExportLogsServiceResponse, ExportLogsPartialSuccess),
+    "metrics": (ExportMetricsServiceResponse, ExportMetricsPartialSuccess),
 }
+#: The partial_success field that counts what was refused, per signal.
+_REJECTED_FIELD = {"traces": "rejected_spans", "logs": "rejected_log_records", "metrics": "rejected_data_points"}
 _INLINE = InlineDecoder()
-REQUEST_TYPES: dict[str, type] = {"traces": ExportTraceServiceRequest, "logs": ExportLogsServiceRequest}
+REQUEST_TYPES: dict[str, type] = {
+    "traces": ExportTraceServiceRequest,
+    "logs": ExportLogsServiceRequest,
+    "metrics": ExportMetricsServiceRequest,
+}
 
 
 def ingest(writer: Writer, signal: Signal, payload: bytes | Message, decoder: Decoder = _INLINE) -> IngestResult:
@@ -85,8 +97,7 @@ def ingest(writer: Writer, signal: Signal, payload: bytes | Message, decoder: De
 
     response = response_type()
     if stored.rejected:
-        rejected_field = "rejected_spans" if signal == "traces" else "rejected_log_records"
         response.partial_success.CopyFrom(
-            partial_type(**{rejected_field: stored.rejected, "error_message": stored.rejection_message})
+            partial_type(**{_REJECTED_FIELD[signal]: stored.rejected, "error_message": stored.rejection_message})
         )
     return IngestResult(Outcome.OK, response=response)

@@ -13,6 +13,7 @@ from pathlib import Path
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracetui.semconv import NORMALIZED_COLUMNS, normalize_span
+from tracetui.store.metrics import reapply_exemplars
 from tracetui.store.schema import connect_writer
 from tracetui.store.writer import recompute_traces, update_timing
 
@@ -38,6 +39,7 @@ def reindex(path: Path, progress: Callable[[str], None] | None = None) -> tuple[
             last_id = rows[-1][0]
             if progress:
                 progress(f"normalized {spans:,} spans")
+        reapply_exemplars(conn)  # TTFT from metric exemplars is not in the raw spans
         trace_ids = [r[0] for r in conn.execute("SELECT trace_id FROM traces ORDER BY id")]
         for i in range(0, len(trace_ids), 500):
             chunk = trace_ids[i : i + 500]

@@ -16,6 +16,8 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from tracetui.store.metrics import METRIC_TABLES, enforce_metric_retention
+
 TRACES_PER_TRANSACTION = 100
 MAX_TRACES_PER_ROUND = 2_000
 #: A UI's pin counts while it was refreshed this recently.
@@ -147,18 +149,29 @@ def enforce(conn: sqlite3.Connection, policy: Retention, now_ns: int | None = No
             needed = max(1, int((used - target) / (used / spans)))  # at the average bytes per span
             if not take(_oldest(conn, pinned, spans_needed=needed)):
                 break
+    _enforce_on_metrics(conn, policy, now_ns)
     return evicted
 
 
+def _enforce_on_metrics(conn: sqlite3.Connection, policy: Retention, now_ns: int) -> None:
+    """The same limits for GenAI metric points (tracetui.store.metrics), after the traces had their turn."""
+    limit = policy.max_db_bytes
+    target = None if limit is None else int(limit * HYSTERESIS)
+    enforce_metric_retention(
+        conn, now_ns, policy.max_age_s, lambda: target is not None and used_bytes(conn) > target
+    )
+
+
 def purge(conn: sqlite3.Connection) -> int:
-    """Delete every trace, span, log and evaluation; returns the spans deleted. Then give the space back."""
+    """Delete every trace, span, log, evaluation and metric point; returns the spans deleted, then frees the space."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         spans = conn.execute("SELECT count(*) FROM spans").fetchone()[0]
-        for table in ("spans", "logs", "evaluations", "traces", "sources", "pins"):
+        for table in ("spans", "logs", "evaluations", "traces", "pins", *METRIC_TABLES, "sources"):
             conn.execute(f"DELETE FROM {table}")  # table names are constants, not input
         conn.execute(
-            "DELETE FROM meta WHERE key IN ('span_count', 'trace_count', 'log_count', 'evicted_traces')"
+            "DELETE FROM meta WHERE key IN ('span_count', 'trace_count', 'log_count', 'evicted_traces', "
+            "'metric_points', 'metric_attributes_dropped')"
         )
         conn.execute("COMMIT")
     except BaseException:

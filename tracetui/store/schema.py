@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _V1 = """
 CREATE TABLE sources (
@@ -204,6 +204,70 @@ CREATE TABLE pins (
 """
 
 
+# v7: GenAI metrics (tracetui.otlp.metrics, tracetui.store.metrics). A series is a
+# metric + source + the attributes kept; its points are per-interval deltas
+# (cumulative exports are turned into deltas against metric_cumulative, the
+# last point seen of each exporter series and start time); exemplars that name
+# a span wait in metric_exemplars until that span can take their value.
+_V7 = """
+CREATE TABLE metric_series (
+    id          INTEGER PRIMARY KEY,     -- derived from digest, like sources.id
+    digest      BLOB NOT NULL UNIQUE,
+    name        TEXT NOT NULL,
+    unit        TEXT NOT NULL,
+    kind        TEXT NOT NULL,           -- 'histogram' or 'sum'
+    source_id   INTEGER NOT NULL REFERENCES sources(id),
+    service     TEXT NOT NULL,
+    attributes  TEXT NOT NULL,           -- the kept attributes, JSON
+    model       TEXT,
+    provider    TEXT,
+    operation   TEXT,
+    error_type  TEXT,
+    token_type  TEXT
+);
+CREATE INDEX metric_series_by_name ON metric_series(name, model);
+CREATE TABLE metric_points (
+    id          INTEGER PRIMARY KEY,
+    series_id   INTEGER NOT NULL REFERENCES metric_series(id),
+    stream      INTEGER NOT NULL,        -- hash of the exporter's own series (all its attributes)
+    start_ns    INTEGER NOT NULL,        -- the interval this delta covers
+    time_ns     INTEGER NOT NULL,
+    count       INTEGER,                 -- histograms
+    sum         REAL,
+    min         REAL,                    -- of the interval, or bounds from the cumulative series
+    max         REAL,
+    bounds      TEXT,                    -- JSON array of explicit bounds
+    counts      TEXT,                    -- JSON array of bucket counts
+    value       REAL,                    -- sums
+    dropped     INTEGER NOT NULL DEFAULT 0  -- attributes dropped from this point
+);
+CREATE UNIQUE INDEX metric_points_once ON metric_points(series_id, stream, start_ns, time_ns);
+CREATE INDEX metric_points_by_time ON metric_points(time_ns);
+CREATE TABLE metric_cumulative (
+    series_id   INTEGER NOT NULL,
+    stream      INTEGER NOT NULL,
+    start_ns    INTEGER NOT NULL,
+    time_ns     INTEGER NOT NULL,
+    count       INTEGER,
+    sum         REAL,
+    counts      TEXT,
+    bounds      TEXT,
+    value       REAL,
+    PRIMARY KEY (series_id, stream, start_ns)
+) WITHOUT ROWID;
+CREATE TABLE metric_exemplars (
+    trace_id    BLOB NOT NULL,
+    span_id     BLOB NOT NULL,
+    metric      TEXT NOT NULL,
+    value_ns    INTEGER NOT NULL,
+    time_ns     INTEGER NOT NULL,
+    applied     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (trace_id, span_id, metric)
+) WITHOUT ROWID;
+CREATE INDEX metric_exemplars_pending ON metric_exemplars(trace_id) WHERE applied = 0
+"""
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     """Run DDL statements inside the caller's transaction.
 
@@ -215,6 +279,11 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
             conn.execute(statement)
 
 
+def add_metric_tables(conn: sqlite3.Connection) -> None:
+    """Migration 6 -> 7 (issue 13, metrics): its own function, so it can be renumbered at merge."""
+    _run_script(conn, _V7)
+
+
 #: Forward migrations: MIGRATIONS[n] moves a database from version n to n + 1.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: lambda conn: _run_script(conn, _V1),
@@ -223,6 +292,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     3: lambda conn: _run_script(conn, _V4),
     4: lambda conn: _run_script(conn, _V5),
     5: lambda conn: _run_script(conn, _V6),
+    6: add_metric_tables,
 }
 
 

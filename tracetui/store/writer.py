@@ -38,6 +38,7 @@ from tracetui.store.batch import (
 )
 from tracetui.store.checkpoint import RESTART_FACTOR, WAL_BYTES, Checkpointer, bound_wal
 from tracetui.store.lock import WriteLock
+from tracetui.store.metrics import apply_exemplars, pending_exemplars, write_metrics
 from tracetui.store.retention import Retention, enforce
 from tracetui.store.schema import connect_writer
 from tracetui.timing import SPLIT_KEYS, Call, analyze
@@ -63,6 +64,7 @@ _INSERT_LOG = "INSERT OR IGNORE INTO logs({}) VALUES ({})".format(", ".join(LOG_
 _I_SOURCE, _I_LOG_SOURCE = COL["source_id"], LOG_COLUMNS.index("source_id")
 
 _I_RESPONSE = COL["response_id"]
+_I_TRACE = COL["trace_id"]
 
 _CALLS_OF_TRACE = """
 SELECT span_id, parent_span_id, llm_kind, request_model, response_model, status_code, start_ns, end_ns,
@@ -372,6 +374,7 @@ class Committer:
         inserted = 0
         if rows:
             inserted = self._write_spans(conn, rows, [d for d in parts if d.spans])
+        self._write_metrics(conn, parts, rows, remap)
         if evaluations:
             conn.executemany(_INSERT_EVALUATION, evaluations)
         # Evaluations that named only a response id wait for the span that produced it;
@@ -382,6 +385,19 @@ class Committer:
             if response_ids:
                 resolve_evaluations(conn, response_ids)
         return inserted
+
+    def _write_metrics(self, conn: sqlite3.Connection, parts: list[Decoded], rows: list[tuple], remap) -> None:
+        """GenAI metric points, and exemplar values for spans (tracetui.store.metrics), then the bars they change."""
+        metrics = [d.metrics for d in parts if d.metrics is not None]
+        changed: set[bytes] = set()
+        if rows:  # spans named by exemplars that arrived before them
+            waiting = pending_exemplars(conn, {row[_I_TRACE] for row in rows})
+            if waiting:
+                changed |= apply_exemplars(conn, waiting)
+        if metrics:
+            changed |= write_metrics(conn, metrics, remap)
+        if changed:
+            update_timing(conn, changed)
 
     def _store_sources(self, conn: sqlite3.Connection, sources: dict[bytes, Source]) -> dict[int, int]:
         """Insert the batch's new sources; returns {decoded source id: stored id} where they differ.

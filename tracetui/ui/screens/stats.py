@@ -17,6 +17,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Sparkline, Static
 
+from tracetui import metric_stats
 from tracetui.fmt import fmt_cost, fmt_duration, safe_text
 from tracetui.stats import GROUPINGS, WINDOWS, GroupStats, compute
 from tracetui.ui.lifecycle import forget_worker_when_done, unwatch_app
@@ -42,6 +43,19 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("GROUND", "groundedness"),
 )
 HISTOGRAM_BUCKETS = 40
+#: The "from metrics" table: (column title, ModelMetrics figure, percentile attribute).
+METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("P50", "duration", "p50_ms"),
+    ("P95", "duration", "p95_ms"),
+    ("P99", "duration", "p99_ms"),
+    ("TTFT P50", "ttft", "p50_ms"),
+    ("TTFT P95", "ttft", "p95_ms"),
+    ("TTFT P99", "ttft", "p99_ms"),
+    ("TPOT P50", "time_per_output_token", "p50_ms"),
+    ("TPOT P95", "time_per_output_token", "p95_ms"),
+)
+METRICS_LABEL = f"from metrics, per model ({metric_stats.METHOD})"
+FILTERED_OUT = "not shown while filtering (metrics carry no span attributes)"
 
 
 def cell(attribute: str, value) -> str:
@@ -76,10 +90,25 @@ def histogram(durations_ms: tuple[float, ...], buckets: int = HISTOGRAM_BUCKETS)
     return counts
 
 
+def metric_row(found: metric_stats.ModelMetrics) -> list[str]:
+    """One model's cells in the "from metrics" table: calls, the percentiles, then the error bound."""
+    figures = [found.duration, found.ttft, found.time_per_output_token]
+    calls = next((f.count for f in figures if f is not None), 0)
+    cells = [safe_text(found.model, 48), str(calls)]
+    for _, figure, attribute in METRIC_COLUMNS:
+        value = getattr(getattr(found, figure), attribute, None)
+        cells.append(cell(attribute, value))
+    error = max((f.max_error_ms for f in figures if f is not None), default=None)
+    cells.append("exact" if error == 0 else "±" + cell("max_error_ms", error))
+    return cells
+
+
 @dataclass
 class StatsComputed(Message):
     groups: list[GroupStats]
     error: str | None = None
+    #: Metric-derived figures per model.
+    metrics: dict[str, metric_stats.ModelMetrics] | None = None
 
 
 class StatsScreen(Screen):
@@ -100,6 +129,7 @@ class StatsScreen(Screen):
         self.sort_column = 1  # calls
         self.descending = True
         self.groups: list[GroupStats] = []
+        self.metrics: dict[str, metric_stats.ModelMetrics] = {}
         self._computing = False
         self._again = False
 
@@ -110,13 +140,20 @@ class StatsScreen(Screen):
         yield table
         yield Static("", id="stats-histogram-title")
         yield Sparkline([], id="stats-histogram")
+        yield Static("", id="stats-metrics-title")
+        yield DataTable(id="stats-metrics", cursor_type="none", zebra_stripes=True, show_cursor=False)
         yield KeyFooter()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
+        table = self.query_one("#stats-table", DataTable)
         for title, _ in COLUMNS:
             table.add_column(title, key=title)
         table.focus()
+        metrics_table = self.query_one("#stats-metrics", DataTable)
+        for title in ("MODEL", "CALLS", *(c[0] for c in METRIC_COLUMNS), "ERROR ≤"):
+            metrics_table.add_column(title, key=title)
+        metrics_table.display = False
+        self.query_one("#stats-metrics-title", Static).display = False
         self.watch(self.app, "data_version", lambda _v: self.recompute(), init=False)
         self.recompute()
 
@@ -150,10 +187,12 @@ class StatsScreen(Screen):
                     route_attribute=getattr(self.app, "route_attribute", None),
                 )
             )
+            now = self.app.clock()  # type: ignore[attr-defined]
+            metrics = reader.run(lambda conn: metric_stats.compute(conn, window_s=WINDOWS[window], now_ns=now))
         except Exception as exc:
             self.post_message(StatsComputed([], str(exc)))
             return
-        self.post_message(StatsComputed(groups))
+        self.post_message(StatsComputed(groups, metrics=metrics))
 
     @on(StatsComputed)
     def _computed(self, message: StatsComputed) -> None:
@@ -162,7 +201,9 @@ class StatsScreen(Screen):
             self.notify(f"Could not compute stats: {message.error}", severity="error", markup=False)
         else:
             self.groups = message.groups
+            self.metrics = message.metrics or {}
             self._fill()
+            self._fill_metrics()
         if self._again:
             self._again = False
             self.recompute()
@@ -182,7 +223,7 @@ class StatsScreen(Screen):
         return sorted(present, key=key, reverse=self.descending) + missing
 
     def _fill(self) -> None:
-        table = self.query_one(DataTable)
+        table = self.query_one("#stats-table", DataTable)
         selected = None
         if table.row_count and 0 <= table.cursor_row < table.row_count:
             selected = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
@@ -204,8 +245,33 @@ class StatsScreen(Screen):
         self.query_one("#stats-title", Static).update(title)
         self._show_histogram()
 
+    def _fill_metrics(self) -> None:
+        """The "from metrics" table under the histogram; hidden when no GenAI metric was received.
+
+        A span filter cannot apply to metrics (they carry no span attributes):
+        while one is on, a line says so instead of showing unfiltered figures.
+        """
+        table = self.query_one("#stats-metrics", DataTable)
+        title = self.query_one("#stats-metrics-title", Static)
+        filtering = bool(self.filter_text.strip())
+        table.clear()
+        if not filtering:
+            for model in sorted(self.metrics):
+                table.add_row(*metric_row(self.metrics[model]), key=model)
+        table.display = bool(self.metrics) and not filtering
+        title.display = bool(self.metrics)
+        if filtering:
+            title.update(Text(f" from metrics: {FILTERED_OUT}", style="dim"))
+        else:
+            label = Text(f" {METRICS_LABEL}", style="bold")
+            dropped = sum(m.dropped_attributes for m in self.metrics.values())
+            if dropped:
+                label.append(f"\n {dropped} per-call attributes dropped from metric points to bound the series",
+                             style="dim")  # fmt: skip
+            title.update(label)
+
     def _show_histogram(self) -> None:
-        table = self.query_one(DataTable)
+        table = self.query_one("#stats-table", DataTable)
         group = None
         if table.row_count and 0 <= table.cursor_row < table.row_count:
             key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
