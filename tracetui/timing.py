@@ -3,11 +3,16 @@
 Pure functions over a trace's LLM and tool calls (DESIGN.md section 6):
 
 * Retry: an earlier failed call to the same model under the same parent (the
-  LangChain agent pattern), exception events before a successful end of the
-  same span, or ``http.request.resend_count``. Retry delay = time lost before
-  the final attempt started.
-* Fallback: a call to a different model after a failed call under the same
-  parent, or one linked to the failed call by a span link.
+  LangChain agent pattern; not when both inputs are known and differ),
+  exception events before a successful end of the same span, HTTP client
+  child spans (one per attempt: a failed ``POST`` before the one that
+  succeeded, as opentelemetry-instrumentation-httpx 0.66b2 records the
+  OpenAI SDK's own retries), or ``http.request.resend_count``. Retry delay =
+  time lost before the final attempt started.
+* Fallback: a call to a different model that *replaces* a failed call of the
+  same step: linked to it by a span link, or under the same parent with the
+  same input. Any call after a failure is not a fallback (an agent's next step
+  after a failed one asks something else).
 * Split: every instant of the trace is given to the most specific activity
   running then (retry or fallback delay > waiting for the first token >
   decoding > an unsplit LLM response > tools > other), so the parts add up to
@@ -16,6 +21,7 @@ Pure functions over a trace's LLM and tool calls (DESIGN.md section 6):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 #: The split's parts, in priority order (an instant goes to the first one active).
@@ -45,10 +51,23 @@ class Call:
     output_tokens: int | None = None
     cost_usd: float | None = None
     cost_source: str | None = None
+    #: HTTP status of an HTTP client span (0: no response); None for other spans.
+    http_status: int | None = None
+    #: What the call was asked (see ``analyze``'s ``input_of``); None when unknown.
+    input_key: object = None
 
     @property
     def failed(self) -> bool:
         return self.status_code == 2
+
+    @property
+    def is_http_attempt(self) -> bool:
+        """An HTTP request span: one attempt of its parent call when that is a model call."""
+        return self.http_status is not None and self.kind is None
+
+    @property
+    def failed_attempt(self) -> bool:
+        return self.failed or self.http_status == 0 or (self.http_status or 0) >= 400
 
     @property
     def model(self) -> str | None:
@@ -61,6 +80,12 @@ class CallTiming:
     is_fallback: bool = False
     #: Time lost before this (final) attempt started: failed attempts and backoff.
     retry_ns: int | None = None
+    #: Where in the span the final attempt started, when the retries happened inside
+    #: it (exception events, HTTP attempt children); None when they were earlier spans.
+    retry_offset_ns: int | None = None
+    #: What showed the retry (or the fallback), e.g. "2 HTTP attempts, first 429";
+    #: "1 HTTP attempt" says there was none.
+    retry_source: str | None = None
 
 
 @dataclass(slots=True)
@@ -72,6 +97,8 @@ class Totals:
     output_tokens: int = 0
     cost_usd: float | None = None
     unpriced_calls: int = 0
+    #: Successful model calls that reported no token counts (their cost is unknown too).
+    tokenless_calls: int = 0
 
 
 @dataclass(slots=True)
@@ -94,12 +121,21 @@ class Analysis:
 
 
 def analyze(
-    calls: list[Call], trace_start: int, trace_end: int, parents: dict[bytes, bytes | None] | None = None
+    calls: list[Call],
+    trace_start: int,
+    trace_end: int,
+    parents: dict[bytes, bytes | None] | None = None,
+    input_of: Callable[[Call], object] | None = None,
 ) -> Analysis:
     """Retry/fallback flags per call, what counts in the totals, and the trace's time split.
 
-    ``parents`` maps every span of the trace to its parent (non-model spans
-    too), so a model call nested anywhere below another is seen as such.
+    ``calls`` are the trace's model, tool and agent spans, plus its HTTP client
+    spans (``http_status`` set), which count as attempts of the model call they
+    sit under. ``parents`` maps every span of the trace to its parent (non-model
+    spans too), so a model call nested anywhere below another is seen as such.
+    ``input_of(call)`` tells what a call was asked (any comparable value, None
+    when unknown); it is asked only about calls made after a failed one, so it
+    may be slow (it reads the raw span). By default ``Call.input_key``.
     """
     result = Analysis()
     _count(calls, parents or {}, result)
@@ -110,22 +146,104 @@ def analyze(
     for c in llm:
         result.calls[c.span_id] = CallTiming()
     if any(c.status_code == 2 for c in llm):  # both look for calls made after a failed one
-        _siblings(llm, result)
+        inputs = _Inputs(input_of or _input_key)
+        _siblings(llm, result, inputs)
         _links(llm, result)
+    attempts = _attempts_by_parent(calls)
     for c in llm:  # retries inside the span itself
-        timing = result.calls[c.span_id]
-        if not timing.is_retry and not timing.is_fallback and (c.attempt_offset_ns or c.resend_count):
-            timing.is_retry = True
-            timing.retry_ns = c.attempt_offset_ns or None
+        _inside(c, result.calls[c.span_id], attempts.get(c.span_id))
     result.split = _split(calls, result, trace_start, trace_end)
     return result
+
+
+def _input_key(call: Call) -> object:
+    return call.input_key
+
+
+class _Inputs:
+    """``input_of`` asked at most once per call."""
+
+    def __init__(self, input_of: Callable[[Call], object]) -> None:
+        self._input_of = input_of
+        self._known: dict[bytes, object] = {}
+
+    def differ(self, a: Call, b: Call) -> bool:
+        """Both inputs are known and they are not the same."""
+        x, y = self.get(a), self.get(b)
+        return x is not None and y is not None and x != y
+
+    def same(self, a: Call, b: Call) -> bool:
+        """Both inputs are known and equal."""
+        x = self.get(a)
+        return x is not None and x == self.get(b)
+
+    def get(self, call: Call) -> object:
+        if call.span_id not in self._known:
+            self._known[call.span_id] = self._input_of(call)
+        return self._known[call.span_id]
+
+
+def _attempts_by_parent(calls: list[Call]) -> dict[bytes, list[Call]]:
+    """HTTP attempt spans by the span they sit under, oldest first."""
+    found: dict[bytes, list[Call]] = {}
+    for c in calls:
+        if c.http_status is not None and c.kind is None and c.parent_span_id is not None:
+            found.setdefault(c.parent_span_id, []).append(c)
+    for group in found.values():
+        group.sort(key=lambda a: (a.start_ns, a.end_ns))
+    return found
+
+
+def _inside(call: Call, timing: CallTiming, attempts: list[Call] | None) -> None:
+    """Retries the call's own span shows: HTTP attempt children, exception events, resend count."""
+    offset, source = None, None
+    if attempts:
+        final = attempts[-1]
+        resent = max((a.resend_count or 0) for a in attempts)
+        if len(attempts) > 1 or resent:
+            offset = max(0, final.start_ns - call.start_ns)
+            source = _attempts_text(attempts, resent)
+        elif not (call.attempt_offset_ns or call.resend_count):
+            timing.retry_source = "1 HTTP attempt"
+            return
+    if source is None and call.attempt_offset_ns:
+        offset, source = call.attempt_offset_ns, "exception event before success"
+    if source is None and call.resend_count:
+        source = f"http.request.resend_count = {call.resend_count}"
+    if source is None:
+        return
+    timing.retry_offset_ns = offset or None
+    if timing.is_retry or timing.is_fallback:  # an earlier sibling too: its delay stays, the source adds up
+        timing.retry_source = f"{timing.retry_source}; {source}" if timing.retry_source else source
+        return
+    timing.is_retry = True
+    timing.retry_ns = offset or None
+    timing.retry_source = source
+
+
+def _attempts_text(attempts: list[Call], resent: int) -> str:
+    """"2 HTTP attempts, first 429" (statuses of the failed ones), or what a resend count adds."""
+    failed = [a for a in attempts[:-1] if a.failed_attempt]
+    if len(attempts) == 1:
+        return f"1 HTTP attempt with http.request.resend_count = {resent} (earlier attempts not recorded)"
+    text = f"{len(attempts)} HTTP attempts"
+    if failed:
+        first = failed[0].http_status
+        text += f", first {first if first else 'without a response'}"
+    return text
 
 
 def _same_model(a: Call, b: Call) -> bool:
     return a.model is not None and a.model == b.model
 
 
-def _siblings(llm: list[Call], result: Analysis) -> None:
+def _siblings(llm: list[Call], result: Analysis, inputs: _Inputs) -> None:
+    """Failed calls and the calls that followed them under the same parent.
+
+    A later call to the same model retries the failed one unless both inputs
+    are known and differ; a call to another model replaces it (a fallback) only
+    when both inputs are known and equal.
+    """
     by_parent: dict[bytes | None, list[Call]] = {}
     for c in llm:
         by_parent.setdefault(c.parent_span_id, []).append(c)
@@ -135,15 +253,17 @@ def _siblings(llm: list[Call], result: Analysis) -> None:
             before = [f for f in pending if f.end_ns <= c.start_ns]
             if before:
                 timing = result.calls[c.span_id]
-                same = [f for f in before if _same_model(f, c)]
+                same = [f for f in before if _same_model(f, c) and not inputs.differ(f, c)]
+                replaced = [f for f in before if c.model is not None and f.model != c.model and inputs.same(f, c)]
                 if same:
                     timing.is_retry = True
                     timing.retry_ns = c.start_ns - min(f.start_ns for f in same)
-                elif c.model is not None and any(f.model != c.model for f in before):
+                    timing.retry_source = "an earlier failed call to the same model"
+                elif replaced:
                     timing.is_fallback = True
-                    timing.retry_ns = c.start_ns - min(f.start_ns for f in before)
-                if timing.is_retry or timing.is_fallback:
-                    pending = [f for f in pending if f not in before]
+                    timing.retry_ns = c.start_ns - min(f.start_ns for f in replaced)
+                    timing.retry_source = "replaces a failed call with the same input"
+                pending = [f for f in pending if f not in same and f not in replaced]
             if c.failed:
                 pending.append(c)
 
@@ -160,6 +280,7 @@ def _links(llm: list[Call], result: Analysis) -> None:
         else:
             timing.is_fallback = True
         timing.retry_ns = max(0, c.start_ns - target.start_ns)
+        timing.retry_source = "span link to the failed call"
 
 
 _P_RETRY, _P_FALLBACK, _P_TTFT, _P_DECODE, _P_RESPONSE, _P_TOOL = (_PRIORITY[k] for k in SPLIT_KEYS[:6])
@@ -188,7 +309,7 @@ def _split(calls: list[Call], analysis: Analysis, trace_start: int, trace_end: i
         end = c.end_ns if c.end_ns > start else start
         if kind in _LLM_KINDS:
             timing = timings.get(c.span_id)
-            offset = c.attempt_offset_ns or 0
+            offset = (timing.retry_offset_ns if timing is not None else c.attempt_offset_ns) or 0
             if timing is not None and timing.retry_ns and (timing.is_retry or timing.is_fallback):
                 lost = _P_RETRY if timing.is_retry else _P_FALLBACK
                 if offset:
@@ -271,3 +392,15 @@ def _count(calls: list[Call], parents: dict[bytes, bytes | None], result: Analys
             totals.cost_usd = (totals.cost_usd or 0.0) + c.cost_usd
         elif c.input_tokens or c.output_tokens:
             totals.unpriced_calls += 1
+        if _tokenless(c):
+            totals.tokenless_calls += 1
+
+
+def _tokenless(call: Call) -> bool:
+    """A successful model call whose library reported no token counts (a stream without
+    ``include_usage``, the OpenAI SDK's default): the run's tokens and cost are incomplete."""
+    if call.failed:
+        return False
+    if call.kind == "embedding":
+        return call.input_tokens is None
+    return call.input_tokens is None or call.output_tokens is None

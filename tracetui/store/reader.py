@@ -19,6 +19,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracetui.evals import is_groundedness, passed
+from tracetui.fmt import fmt_counted
 from tracetui.otlp.decode import any_value_to_python, attributes_to_dict
 from tracetui.store.schema import connect_reader
 from tracetui.timing import SPLIT_KEYS
@@ -63,6 +64,8 @@ class TraceRow:
     slowest_span_id: bytes | None = None
     slowest_name: str | None = None
     slowest_ns: int | None = None
+    #: Successful model calls without token counts: tokens and cost are incomplete.
+    tokenless_calls: int = 0
     # evaluations, filled in by Reader.traces()/trace() for a given pass threshold
     groundedness: float | None = None
     evals_passed: int = 0
@@ -85,6 +88,21 @@ class TraceRow:
     def duration_ns(self) -> int:
         return max(0, self.end_ns - self.start_ns)
 
+    @property
+    def cost_incomplete(self) -> bool:
+        """Some calls add nothing to the cost: no price for their model, or no token counts."""
+        return bool(self.unpriced_calls or self.tokenless_calls)
+
+    @property
+    def incomplete(self) -> list[str]:
+        """What the run's totals lack, in words ("2 calls without token counts")."""
+        notes = []
+        if self.tokenless_calls:
+            notes.append(fmt_counted(self.tokenless_calls, "call") + " without token counts")
+        if self.unpriced_calls:
+            notes.append(fmt_counted(self.unpriced_calls, "unpriced call"))
+        return notes
+
     def to_json(self) -> dict[str, Any]:
         return {
             "trace_id": self.trace_id.hex(),
@@ -101,6 +119,8 @@ class TraceRow:
             "output_tokens": self.output_tokens,
             "cost_usd": self.cost_usd,
             "unpriced_calls": self.unpriced_calls,
+            "tokenless_calls": self.tokenless_calls,
+            "incomplete": self.incomplete,
             "session_id": self.session_id,
             "slowest_span": None if self.slowest_span_id is None else {
                 "span_id": self.slowest_span_id.hex(),
@@ -121,7 +141,7 @@ _TRACE_COLS = (
     "id, trace_id, root_name, first_name, service, start_ns, end_ns, span_count, error_count, "
     "llm_calls, input_tokens, output_tokens, cost_usd, retries, fallbacks, "
     + ", ".join(f"split_{key}_ns" for key in SPLIT_KEYS)
-    + ", unpriced_calls, session_id, slowest_span_id, slowest_name, slowest_ns"
+    + ", unpriced_calls, session_id, slowest_span_id, slowest_name, slowest_ns, tokenless_calls"
 )
 
 
@@ -154,6 +174,13 @@ class SpanRow:
     is_retry: int = 0
     is_fallback: int = 0
     retry_ns: int | None = None
+    #: Where in the span the final attempt started (retries inside it), and what showed the retry.
+    retry_offset_ns: int | None = None
+    retry_source: str | None = None
+    #: An HTTP client span's status (an attempt of the model call above it).
+    http_status: int | None = None
+    #: The instrumentation scope that sent the span (the library, for "not reported by ...").
+    library: str | None = None
     # filled by Reader.spans from the evaluations table
     groundedness: float | None = None
     # filled by tree building
@@ -178,7 +205,8 @@ _SPAN_COLS = (
     "span_id, parent_span_id, name, kind, service, start_ns, end_ns, status_code, status_message, "
     "llm_kind, provider, request_model, response_model, input_tokens, output_tokens, streaming, ttft_ns, "
     "cost_usd, dropped_attributes + dropped_events + dropped_links, decode_ns, tokens_per_s, attempt_offset_ns, "
-    "is_retry, is_fallback, retry_ns"
+    "is_retry, is_fallback, retry_ns, retry_offset_ns, retry_source, http_status, "
+    "(SELECT scope_name FROM sources WHERE sources.id = spans.source_id)"
 )
 
 
@@ -552,6 +580,7 @@ class Reader:
                     "decode_ms": _ms(r["decode_ns"]),
                     "tokens_per_s": r["tokens_per_s"],
                     "retry_ms": _ms(r["retry_ns"]),
+                    "retry_source": r["retry_source"],
                     "is_retry": bool(r["is_retry"]),
                     "is_fallback": bool(r["is_fallback"]),
                     "finish_reason": r["finish_reason"],

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _V1 = """
 CREATE TABLE sources (
@@ -204,6 +204,17 @@ CREATE TABLE pins (
 """
 
 
+# v7: timing honesty (issue 13). An HTTP client span's status, so the attempts under a
+# model call show its retries; where a retry was seen and where in its span the final
+# attempt began; calls that reported no token counts (the run's totals are incomplete).
+_V7 = """
+ALTER TABLE spans ADD COLUMN http_status INTEGER;
+ALTER TABLE spans ADD COLUMN retry_offset_ns INTEGER;
+ALTER TABLE spans ADD COLUMN retry_source TEXT;
+ALTER TABLE traces ADD COLUMN tokenless_calls INTEGER NOT NULL DEFAULT 0
+"""
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     """Run DDL statements inside the caller's transaction.
 
@@ -223,6 +234,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     3: lambda conn: _run_script(conn, _V4),
     4: lambda conn: _run_script(conn, _V5),
     5: lambda conn: _run_script(conn, _V6),
+    6: lambda conn: _run_script(conn, _V7),
 }
 
 
