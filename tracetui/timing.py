@@ -404,3 +404,40 @@ def _tokenless(call: Call) -> bool:
     if call.kind == "embedding":
         return call.input_tokens is None
     return call.input_tokens is None or call.output_tokens is None
+
+
+# --- the words for what a library did not report (detail pane, legend, summary) ----------------
+
+
+def library_name(scope_name: str | None) -> str:
+    """The library a span came from, as its instrumentation scope names it."""
+    return scope_name or "the instrumentation (no scope name)"
+
+
+def first_token_note(streaming: int | bool | None, ttft_ns: int | None, scope_name: str | None) -> str | None:
+    """Why a model call's bar is one "response" segment; None when its first token is known.
+
+    Streaming is yes, no or not reported (None): only a library that says the call
+    was not streamed makes it "not streamed" (DESIGN.md section 6).
+    """
+    if ttft_ns is not None:
+        return None
+    if streaming is not None and not streaming:
+        return "not streamed"
+    return f"first token not reported by {library_name(scope_name)}"
+
+
+def retry_note(retry_source: str | None, scope_name: str | None) -> str:
+    """What is known of a model call's retries: their source ("2 HTTP attempts, first 429",
+    "1 HTTP attempt"), else that nothing in the data could show one."""
+    return retry_source or f"retry not reported by {library_name(scope_name)}"
+
+
+def tokens_estimated_by(provenance: dict[str, str]) -> str | None:
+    """Who estimated a call's token counts, when the library says it estimated them.
+
+    The normalizer records it as provenance ``tokens_estimated`` (e.g. "litellm",
+    which counts a stream's tokens itself when the provider sent no usage).
+    """
+    value = provenance.get("tokens_estimated")
+    return str(value) if value else None

@@ -22,7 +22,7 @@ from tracetui.evals import is_groundedness, passed
 from tracetui.fmt import fmt_counted
 from tracetui.otlp.decode import any_value_to_python, attributes_to_dict
 from tracetui.store.schema import connect_reader
-from tracetui.timing import SPLIT_KEYS
+from tracetui.timing import SPLIT_KEYS, first_token_note, retry_note, tokens_estimated_by
 
 NO_ROOT = "no root yet"
 SPAN_KIND_NAMES = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
@@ -529,7 +529,7 @@ class Reader:
     def span_json(self, trace_id: bytes) -> list[dict[str, Any]]:
         """The spans of one trace for ``tracetui spans --json``."""
         rows = self._dicts(
-            "SELECT s.*, src.resource FROM spans s JOIN sources src ON src.id = s.source_id "
+            "SELECT s.*, src.resource, src.scope_name FROM spans s JOIN sources src ON src.id = s.source_id "
             "WHERE s.trace_id = ? ORDER BY s.start_ns, s.id",
             (trace_id,),
         )
@@ -594,6 +594,25 @@ class Reader:
                     "evaluations": self.span_evaluations(r["trace_id"], r["span_id"]),
                     "counted": None if r["counted"] is None else bool(r["counted"]),
                     "provenance": json.loads(r["provenance"]) if r["provenance"] else {},
+                    **_not_reported(r),
                 }
             )
         return out
+
+
+def _not_reported(r: dict[str, Any]) -> dict[str, Any]:
+    """What a model call's library did not report, in words (``spans --json``); {} for other spans."""
+    if r["llm_kind"] != "llm":
+        return {}
+    provenance = json.loads(r["provenance"]) if r["provenance"] else {}
+    tokens_note = None
+    if r["input_tokens"] is None or r["output_tokens"] is None:  # as tracetui.timing counts tokenless calls
+        if r["status_code"] != 2:
+            tokens_note = "no token counts" if r["input_tokens"] == r["output_tokens"] else "token counts incomplete"
+    elif tokens_estimated_by(provenance):
+        tokens_note = f"estimated by {tokens_estimated_by(provenance)}"
+    return {
+        "first_token_note": first_token_note(r["streaming"], r["ttft_ns"], r["scope_name"]),
+        "retry_note": retry_note(r["retry_source"], r["scope_name"]),
+        "tokens_note": tokens_note,
+    }
