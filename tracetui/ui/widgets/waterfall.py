@@ -41,7 +41,9 @@ def bar_segments(span: SpanRow) -> list[tuple[int, int, str]]:
 
     A streamed LLM call: [retry inside the span] then waiting for the first
     token, then decode. A call without a known first token is one "response"
-    piece: no invented split.
+    piece: no invented split. The retry runs from the call's start to the
+    start of the attempt that succeeded (HTTP attempt children, exception
+    events: ``retry_offset_ns`` from tracetui.timing).
     """
     start, end = span.start_ns, max(span.start_ns, span.end_ns)
     if span.is_error:
@@ -50,8 +52,9 @@ def bar_segments(span: SpanRow) -> list[tuple[int, int, str]]:
         return [(start, end, "waterfall--bar")]
     pieces: list[tuple[int, int, str]] = []
     attempt = start
-    if span.attempt_offset_ns and 0 < span.attempt_offset_ns <= end - start:
-        attempt = start + span.attempt_offset_ns
+    offset = span.retry_offset_ns or span.attempt_offset_ns  # the latter: databases analyzed before schema 7
+    if offset and 0 < offset <= end - start:
+        attempt = start + offset
         pieces.append((start, attempt, "waterfall--retry"))
     if span.ttft_ns is not None and 0 <= span.ttft_ns <= end - attempt:
         first = attempt + span.ttft_ns
