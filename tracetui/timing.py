@@ -254,7 +254,8 @@ def _siblings(llm: list[Call], result: Analysis, inputs: _Inputs) -> None:
             if before:
                 timing = result.calls[c.span_id]
                 same = [f for f in before if _same_model(f, c) and not inputs.differ(f, c)]
-                replaced = [f for f in before if c.model is not None and f.model != c.model and inputs.same(f, c)]
+                replaced = [] if same else [f for f in before if c.model is not None and f.model != c.model
+                                            and inputs.same(f, c)]  # fmt: skip
                 if same:
                     timing.is_retry = True
                     timing.retry_ns = c.start_ns - min(f.start_ns for f in same)

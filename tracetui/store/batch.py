@@ -59,8 +59,53 @@ def call_from_row(row: tuple) -> Call:
     return Call(*_call_fields(row))
 
 
-def input_of_raw(raw: bytes | None) -> tuple | None:
-    """What a model call was asked, from its serialized span: (role, text) of each input message.
+#: Attributes that hold what a model call was asked, in every dialect tracetui.messages reads
+#: (flattened ones start with these too).
+_INPUT_PREFIXES = (
+    "gen_ai.input.messages", "gen_ai.system_instructions", "gen_ai.prompt", "llm.input_messages", "llm.prompts",
+    "input.value", "traceloop.entity.input", "request_data",
+)  # fmt: skip
+
+
+class CallInput:
+    """What a model call was asked, as its span's input attributes (``analyze``'s ``input_of``).
+
+    Two calls recorded by one library (the same input keys) are compared by the
+    attributes' bytes, which costs next to nothing. Calls recorded differently
+    (another provider's instrumentation puts the system prompt elsewhere) are
+    compared by their input messages as tracetui.messages reads them.
+    """
+
+    __slots__ = ("_keys", "_parts", "_attributes")
+
+    def __init__(self, attributes) -> None:
+        self._attributes = attributes
+        self._parts = sorted((kv.key, kv.value.SerializeToString()) for kv in attributes
+                             if kv.key.startswith(_INPUT_PREFIXES))  # fmt: skip
+        self._keys = [key for key, _ in self._parts]
+
+    def __bool__(self) -> bool:
+        return bool(self._parts)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CallInput):
+            return NotImplemented
+        if self._keys == other._keys:
+            return self._parts == other._parts
+        return self._messages() == other._messages()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _messages(self) -> tuple:
+        from tracetui.messages import extract_messages  # only when two libraries' records are compared
+        from tracetui.otlp.decode import attributes_to_dict
+
+        messages = extract_messages(attributes_to_dict(self._attributes))
+        return tuple((m.role, " ".join(m.content.split())) for m in messages if m.direction == "input")
+
+
+def input_of_raw(raw: bytes | None) -> CallInput | None:
+    """What a model call was asked, from its serialized span; None when the span holds no input.
 
     Used to tell whether a call replaces a failed one with the same input (a
     fallback). Content the library did not put on the span (content capture
@@ -68,16 +113,10 @@ def input_of_raw(raw: bytes | None) -> tuple | None:
     """
     if not raw:
         return None
-    from tracetui.messages import extract_messages  # only for calls made after a failed one
-    from tracetui.otlp.decode import attributes_to_dict
-
     try:
-        attributes = attributes_to_dict(Span.FromString(raw).attributes)
+        found = CallInput(Span.FromString(raw).attributes)
     except Exception:  # noqa: BLE001 - a span that cannot be read has no known input
         return None
-    found = tuple(
-        (m.role, " ".join(m.content.split())) for m in extract_messages(attributes) if m.direction == "input"
-    )
     return found or None
 
 
@@ -242,7 +281,7 @@ def _analyze(rows: list[tuple], summaries: dict[bytes, TraceSummary]) -> dict[by
     return results
 
 
-def _raw_inputs(raws: dict[bytes, bytes]) -> Callable[[Call], tuple | None]:
+def _raw_inputs(raws: dict[bytes, bytes]) -> Callable[[Call], CallInput | None]:
     """``analyze``'s ``input_of`` over the raw spans of one trace."""
     return lambda call: input_of_raw(raws.get(call.span_id))
 

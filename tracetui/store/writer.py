@@ -32,6 +32,7 @@ from tracetui.store.batch import (
     MAX_ANALYZED_SPANS,
     NO_ANALYSIS,
     TIMING_FIELDS,
+    CallInput,
     input_of_raw,
     no_timing,
     prepare,
@@ -207,7 +208,7 @@ _UPDATE_SPAN_TIMING = "UPDATE spans SET {} WHERE trace_id = ? AND span_id = ?".f
 def _stored_inputs(conn: sqlite3.Connection, trace_id: bytes):
     """``analyze``'s ``input_of`` for a stored trace: reads the call's raw span (asked only after failures)."""
 
-    def input_of(call: Call) -> tuple | None:
+    def input_of(call: Call) -> CallInput | None:
         found = conn.execute("SELECT raw FROM spans WHERE trace_id = ? AND span_id = ?", (trace_id, call.span_id))
         row = found.fetchone()
         return input_of_raw(row[0]) if row else None
