@@ -185,3 +185,62 @@ def test_spans_json_says_what_was_not_reported(db):
     streamed = next(c for c in vercel if c["request_model"] == "gpt-4.1-mini")
     assert streamed["first_token_note"] is None and streamed["ttft_ms"] > 0
     assert streamed["retry_note"] == "retry not reported by gen_ai"
+
+
+def test_stats_count_the_http_retries_and_no_fallback(db):
+    """gpt-4.1-mini ran once per capture: retried where HTTP attempt spans show it (2 of the 3)."""
+    from tracetui.stats import compute
+    from tracetui.store.schema import connect_reader
+
+    conn = connect_reader(db)
+    try:
+        groups = {g.key: g for g in compute(conn, "model")}
+    finally:
+        conn.close()
+    assert groups["gpt-4.1-mini"].count == 3
+    assert groups["gpt-4.1-mini"].retry_rate == pytest.approx(2 / 3)
+    assert all(g.fallback_rate == 0 for g in groups.values())
+    assert all(g.retry_rate == 0 for key, g in groups.items() if key != "gpt-4.1-mini")
+
+
+def _attempts_run(n: int):
+    """A run whose chat call has two HTTP attempts (429, then 200), as separate spans."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+    from helpers import make_span, sid, tid
+
+    ms = 1_000_000
+    trace = tid(700 + n)
+    root = make_span(trace, sid(1), name="agent", duration=1000 * ms)
+    chat = make_span(trace, sid(2), sid(1), name="chat gpt-4.1-mini", start=10 * ms, duration=600 * ms,
+                     kind=Span.SPAN_KIND_CLIENT, attributes={"gen_ai.operation.name": "chat",
+                     "gen_ai.request.model": "gpt-4.1-mini", "gen_ai.usage.input_tokens": 5,
+                     "gen_ai.usage.output_tokens": 5})  # fmt: skip
+    attempts = [
+        make_span(trace, sid(3), sid(2), name="POST", start=11 * ms, duration=20 * ms, kind=Span.SPAN_KIND_CLIENT,
+                  status=Status.STATUS_CODE_ERROR, attributes={"http.method": "POST", "http.status_code": 429}),
+        make_span(trace, sid(4), sid(2), name="POST", start=240 * ms, duration=5 * ms, kind=Span.SPAN_KIND_CLIENT,
+                  attributes={"http.request.method": "POST", "http.response.status_code": 200,
+                              "http.request.resend_count": 1}),
+    ]  # fmt: skip
+    return trace, [root, chat], attempts
+
+
+@pytest.mark.parametrize("order", ["parent first", "attempts first", "one export"])
+def test_attempts_and_their_call_in_any_export_order(tmp_path, order):
+    """Spans of one trace arrive in many exports: the trace is re-analyzed whichever part comes last."""
+    from helpers import fill_db, make_request
+
+    trace, calls, attempts = _attempts_run(len(order))
+    parts = {"parent first": [calls, attempts], "attempts first": [attempts, calls], "one export": [calls + attempts]}
+    db = tmp_path / "order.db"
+    fill_db(db, [make_request(spans) for spans in parts[order]])
+    reader = Reader(db)
+    try:
+        row = reader.trace(trace)
+        (chat,) = [s for s in reader.span_json(trace) if s["kind"] == "llm"]
+    finally:
+        reader.close()
+    assert chat["is_retry"] and chat["retry_source"] == "2 HTTP attempts, first 429"
+    assert chat["retry_ms"] == pytest.approx(230)  # the call's start (10 ms) to the second attempt's (240 ms)
+    assert row.retries == 1 and row.split_retry_ns == 230_000_000
