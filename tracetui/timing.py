@@ -434,11 +434,14 @@ def retry_note(retry_source: str | None, scope_name: str | None) -> str:
     return retry_source or f"retry not reported by {library_name(scope_name)}"
 
 
-def tokens_estimated_by(provenance: dict[str, str]) -> str | None:
-    """Who estimated a call's token counts, when the library says it estimated them.
+def tokens_estimated_note(provenance: dict[str, str], scope_name: str | None) -> str | None:
+    """"estimated by litellm (per metadata.usage_object)" when the library counted a call's tokens itself.
 
-    The normalizer records it as provenance ``tokens_estimated`` (e.g. "litellm",
-    which counts a stream's tokens itself when the provider sent no usage).
+    The normalizer marks such counts with provenance ``tokens_estimated``, naming the
+    attribute that shows it (LiteLLM counts a stream's tokens itself when the provider
+    sent no usage); None when the counts are the provider's.
     """
-    value = provenance.get("tokens_estimated")
-    return str(value) if value else None
+    source = provenance.get("tokens_estimated")
+    if not source:
+        return None
+    return f"estimated by {library_name(scope_name)} (per {source})"

@@ -64,7 +64,8 @@ async def test_openai_v2_run_says_what_was_not_reported(tmp_path: Path) -> None:
 
 
 async def test_estimated_token_counts_are_shown_as_estimates(tmp_path: Path) -> None:
-    """A library's own estimate (provenance ``tokens_estimated``, e.g. LiteLLM's) reads "~201"."""
+    """A library's own estimate reads "~201": the normalizer marks it with provenance ``tokens_estimated``
+    (LiteLLM's, naming the attribute that shows it); this is the display of that mark."""
     from helpers import make_request, make_span, sid, tid
     from tracetui.ui.widgets.span_detail import detail_text
     from tracetui.store.reader import Reader
@@ -78,8 +79,9 @@ async def test_estimated_token_counts_are_shown_as_estimates(tmp_path: Path) -> 
     try:
         detail = reader.span_detail(tid(5), sid(1))
         assert "estimated" not in str(detail_text(detail))
-        detail.row["provenance"] = '{"tokens_estimated": "litellm"}'
+        detail.row["provenance"] = '{"tokens_estimated": "metadata.usage_object"}'
+        detail.row["scope_name"] = "litellm"
         text = str(detail_text(detail))
     finally:
         reader.close()
-    assert "~201" in text and "~24" in text and "estimated by litellm" in text
+    assert "~201" in text and "~24" in text and "estimated by litellm (per metadata.usage_object)" in text

@@ -22,7 +22,7 @@ from tracetui.evals import is_groundedness, passed
 from tracetui.fmt import fmt_counted
 from tracetui.otlp.decode import any_value_to_python, attributes_to_dict
 from tracetui.store.schema import connect_reader
-from tracetui.timing import SPLIT_KEYS, first_token_note, retry_note, tokens_estimated_by
+from tracetui.timing import SPLIT_KEYS, first_token_note, retry_note, tokens_estimated_note
 
 NO_ROOT = "no root yet"
 SPAN_KIND_NAMES = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
@@ -609,8 +609,8 @@ def _not_reported(r: dict[str, Any]) -> dict[str, Any]:
     if r["input_tokens"] is None or r["output_tokens"] is None:  # as tracetui.timing counts tokenless calls
         if r["status_code"] != 2:
             tokens_note = "no token counts" if r["input_tokens"] == r["output_tokens"] else "token counts incomplete"
-    elif tokens_estimated_by(provenance):
-        tokens_note = f"estimated by {tokens_estimated_by(provenance)}"
+    else:
+        tokens_note = tokens_estimated_note(provenance, r["scope_name"])
     return {
         "first_token_note": first_token_note(r["streaming"], r["ttft_ns"], r["scope_name"]),
         "retry_note": retry_note(r["retry_source"], r["scope_name"]),

@@ -16,7 +16,7 @@ from textual.widgets import Static
 
 from tracetui.fmt import fmt_clock, fmt_duration, safe_multiline, safe_text
 from tracetui.store.reader import SPAN_KIND_NAMES, STATUS_NAMES, SpanDetail
-from tracetui.timing import first_token_note, library_name, retry_note, tokens_estimated_by
+from tracetui.timing import first_token_note, library_name, retry_note, tokens_estimated_note
 
 #: Longest value shown in full in the pane; longer ones are cut with a note.
 MAX_VALUE_CHARS = 4_000
@@ -200,7 +200,7 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float 
         elif row.get("is_retry"):
             text.append("  ↻ retried: earlier attempts failed\n", style="bold yellow")
         missing = _not_reported(row)
-        estimated = tokens_estimated_by(provenance)
+        estimated = tokens_estimated_note(provenance, row.get("scope_name"))
         for col, label in _LLM_FIELDS:
             value = row.get(col)
             if value is None:
@@ -211,7 +211,7 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float 
             if col in ("input_tokens", "output_tokens") and estimated:
                 text.append(f"  {label:<20}", style="bold")
                 text.append(f"~{value}")
-                text.append(f"   ← estimated by {safe_text(estimated, 60)}\n", style="dim")
+                text.append(f"   ← {safe_text(estimated, 120)}\n", style="dim")
                 continue
             if col in ("ttft_ns", "decode_ns"):
                 shown = fmt_duration(value)
