@@ -259,31 +259,39 @@ def no_timing(start_ns: int, end_ns: int) -> dict[str, object]:
 
 def _analyze(rows: list[tuple], summaries: dict[bytes, TraceSummary]) -> dict[bytes, TimingResult]:
     """Analyze each trace from ``rows`` alone, as if none of its spans were stored before."""
-    grouped: dict[bytes, tuple[list[Call], dict[bytes, bytes | None], dict[bytes, str], dict[bytes, bytes]]] = {}
+    grouped: dict[bytes, tuple[list[Call], dict[bytes, bytes | None], dict[bytes, str], list[tuple]]] = {}
     for row in rows:
         trace_id = row[_I_TRACE]
         if not summaries[trace_id].calls:
             continue
         entry = grouped.get(trace_id)
         if entry is None:
-            entry = grouped[trace_id] = ([], {}, {}, {})
+            entry = grouped[trace_id] = ([], {}, {}, [])
         entry[1][row[_I_SPAN]] = row[_I_PARENT]
         if row[_I_KIND] is not None or row[_I_HTTP] is not None:
             entry[0].append(call_from_row(row))
             entry[2][row[_I_SPAN]] = row[_I_NAME]
-            entry[3][row[_I_SPAN]] = row[_I_RAW]
+            entry[3].append(row)
     results = {}
-    for trace_id, (calls, parents, names, raws) in grouped.items():
+    for trace_id, (calls, parents, names, call_rows) in grouped.items():
         summary = summaries[trace_id]
         if summary.span_count <= MAX_ANALYZED_SPANS:
-            analysis = analyze(calls, summary.start_ns, summary.end_ns, parents, _raw_inputs(raws))
+            analysis = analyze(calls, summary.start_ns, summary.end_ns, parents, _raw_inputs(call_rows))
             results[trace_id] = timing_result(analysis, names)
     return results
 
 
-def _raw_inputs(raws: dict[bytes, bytes]) -> Callable[[Call], CallInput | None]:
-    """``analyze``'s ``input_of`` over the raw spans of one trace."""
-    return lambda call: input_of_raw(raws.get(call.span_id))
+def _raw_inputs(call_rows: list[tuple]) -> Callable[[Call], CallInput | None]:
+    """``analyze``'s ``input_of`` over the rows of one trace's calls (indexed on first use: most traces
+    have no failed call, and are never asked)."""
+    raws: dict[bytes, bytes] = {}
+
+    def input_of(call: Call) -> CallInput | None:
+        if not raws:
+            raws.update((row[_I_SPAN], row[_I_RAW]) for row in call_rows)
+        return input_of_raw(raws.get(call.span_id))
+
+    return input_of
 
 
 def prepare(decoded: Decoded) -> Decoded:
