@@ -82,8 +82,8 @@ def connect(db: Path, writable: bool = False) -> sqlite3.Connection:
 
 
 @pytest.fixture(scope="module")
-def fx(suite_fixtures_db: Path):
-    conn = connect(suite_fixtures_db)
+def fx(all_fixtures_db: Path):
+    conn = connect(all_fixtures_db)
     yield conn
     conn.close()
 

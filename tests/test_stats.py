@@ -537,8 +537,8 @@ def _ms(span: Span) -> float:
     return (span.end_time_unix_nano - span.start_time_unix_nano) / 1e6
 
 
-def test_fixture_database_by_model(suite_fixtures_db: Path) -> None:
-    conn = connect_reader(suite_fixtures_db)
+def test_fixture_database_by_model(all_fixtures_db: Path) -> None:
+    conn = connect_reader(all_fixtures_db)
     try:
         groups = {g.key: g for g in compute(conn, "model")}
     finally:

@@ -259,7 +259,7 @@ _MODEL = 128
 _FI_TTFT = 256
 _RESEND_BIT = 512
 _TRACEAI = 1024
-_HTTP = 2048
+_HTTP = 1 << 20  # far from the other bits: the families add theirs after _TRACEAI
 #: What _models() reads: request parameters, model names and traceAI's kind keys.
 _MODEL_STEP = _PARAMS | _MODEL | _TRACEAI
 

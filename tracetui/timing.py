@@ -67,6 +67,7 @@ class Call:
 
     @property
     def failed_attempt(self) -> bool:
+        """An HTTP attempt that got no usable answer: an error status, no response, or a 4xx/5xx."""
         return self.failed or self.http_status == 0 or (self.http_status or 0) >= 400
 
     @property
@@ -187,7 +188,7 @@ def _attempts_by_parent(calls: list[Call]) -> dict[bytes, list[Call]]:
     """HTTP attempt spans by the span they sit under, oldest first."""
     found: dict[bytes, list[Call]] = {}
     for c in calls:
-        if c.http_status is not None and c.kind is None and c.parent_span_id is not None:
+        if c.is_http_attempt and c.parent_span_id is not None:
             found.setdefault(c.parent_span_id, []).append(c)
     for group in found.values():
         group.sort(key=lambda a: (a.start_ns, a.end_ns))
