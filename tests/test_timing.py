@@ -221,3 +221,20 @@ def test_calls_without_token_counts_are_counted() -> None:
     calls = [call(1, 0, 100), call(2, 200, 300, tokens=None), call(3, 400, 500, tokens=None, failed=True)]
     totals = analyze(calls, 0, 500 * MS).totals
     assert totals.tokenless_calls == 1  # the failed call had nothing to count
+
+
+def test_first_token_event_is_an_instant_when_http_attempts_move_the_final_attempt() -> None:
+    """An event-based TTFT (measured from the span's start: 375 ms) and an attribute one (per attempt:
+    150 ms) put the first token at the same instant once the 429 attempt is known."""
+    from tracetui.timing import first_token_at, ttft_includes_retry
+
+    event = '{"kind":"gen_ai.operation.name","ttft":"event:First Token Stream Event"}'
+    for ttft_ms, provenance in ((375, event), (150, '{"ttft":"gen_ai.response.time_to_first_chunk"}')):
+        chat = call(1, 0, 700, ttft_ms=ttft_ms)
+        chat.provenance = provenance
+        split = analyze([chat, attempt(2, 1, 1, 20, 429), attempt(3, 1, 225, 700, 200)], 0, 700 * MS).split
+        assert (split["retry"], split["ttft"], split["decode"]) == (225 * MS, 150 * MS, 325 * MS), provenance
+        assert first_token_at(0, 225 * MS, 700 * MS, ttft_ms * MS, None, provenance) == 375 * MS
+    assert ttft_includes_retry(225 * MS, None, event)
+    assert not ttft_includes_retry(225 * MS, None, '{"ttft":"gen_ai.response.time_to_first_chunk"}')
+    assert not ttft_includes_retry(None, None, event)

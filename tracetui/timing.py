@@ -53,6 +53,8 @@ class Call:
     cost_source: str | None = None
     #: HTTP status of an HTTP client span (0: no response); None for other spans.
     http_status: int | None = None
+    #: The normalizer's provenance JSON (where the time to first token came from).
+    provenance: str | None = None
     #: What the call was asked (see ``analyze``'s ``input_of``); None when unknown.
     input_key: object = None
 
@@ -285,6 +287,37 @@ def _links(llm: list[Call], result: Analysis) -> None:
         timing.retry_source = "span link to the failed call"
 
 
+#: How the normalizer's provenance names a time to first token taken from a span event.
+_EVENT_TTFT = '"ttft":"event:'
+
+
+def first_token_at(
+    start: int, attempt: int, end: int, ttft_ns: int | None, attempt_offset_ns: int | None, provenance: str | None
+) -> int | None:
+    """When a call's first token arrived (ns), or None: not reported, or outside the final attempt.
+
+    ``attempt`` is when the final attempt started (tracetui.timing's retry offset).
+    A time to first token from a span *event* is an instant the normalizer measured
+    from the attempt it knew of (the span's start, or its last exception event), so
+    it stays where it is when HTTP attempt children move the final attempt later
+    (its value then includes the retry: ``ttft_includes_retry``). One from an
+    attribute is a duration from the final attempt's start.
+    """
+    if ttft_ns is None:
+        return None
+    if provenance and _EVENT_TTFT in provenance:
+        first = start + (attempt_offset_ns or 0) + ttft_ns
+    else:
+        first = attempt + ttft_ns
+    return first if attempt <= first <= end else None
+
+
+def ttft_includes_retry(retry_offset_ns: int | None, attempt_offset_ns: int | None, provenance: str | None) -> bool:
+    """The stored time to first token was measured from before the final attempt (see first_token_at)."""
+    moved = (retry_offset_ns or 0) > (attempt_offset_ns or 0)
+    return moved and bool(provenance) and _EVENT_TTFT in provenance
+
+
 _P_RETRY, _P_FALLBACK, _P_TTFT, _P_DECODE, _P_RESPONSE, _P_TOOL = (_PRIORITY[k] for k in SPLIT_KEYS[:6])
 
 
@@ -319,10 +352,10 @@ def _split(calls: list[Call], analysis: Analysis, trace_start: int, trace_end: i
                 else:
                     add(start - timing.retry_ns, start, lost)
             attempt = start + offset
-            ttft = c.ttft_ns
-            if ttft is not None and attempt + ttft <= end:
-                add(attempt, attempt + ttft, _P_TTFT)
-                add(attempt + ttft, end, _P_DECODE)
+            first = first_token_at(start, attempt, end, c.ttft_ns, c.attempt_offset_ns, c.provenance)
+            if first is not None:
+                add(attempt, first, _P_TTFT)
+                add(first, end, _P_DECODE)
             else:
                 add(attempt, end, _P_RESPONSE)
         elif kind in _TOOL_KINDS:

@@ -50,7 +50,7 @@ _I_SESSION, _I_HTTP, _I_RAW = COL["session_id"], COL["http_status"], COL["raw"]
 CALL_COLUMNS = (
     "span_id", "parent_span_id", "llm_kind", "request_model", "response_model", "status_code", "start_ns", "end_ns",
     "ttft_ns", "attempt_offset_ns", "resend_count", "link_span_id", "input_tokens", "output_tokens", "cost_usd",
-    "cost_source", "http_status",
+    "cost_source", "http_status", "provenance",
 )  # fmt: skip
 _call_fields = operator.itemgetter(*(COL[c] for c in CALL_COLUMNS))
 

@@ -181,6 +181,8 @@ class SpanRow:
     http_status: int | None = None
     #: The instrumentation scope that sent the span (the library, for "not reported by ...").
     library: str | None = None
+    #: The normalizer's provenance JSON (where each LLM field came from).
+    provenance: str | None = None
     # filled by Reader.spans from the evaluations table
     groundedness: float | None = None
     # filled by tree building
@@ -206,7 +208,7 @@ _SPAN_COLS = (
     "llm_kind, provider, request_model, response_model, input_tokens, output_tokens, streaming, ttft_ns, "
     "cost_usd, dropped_attributes + dropped_events + dropped_links, decode_ns, tokens_per_s, attempt_offset_ns, "
     "is_retry, is_fallback, retry_ns, retry_offset_ns, retry_source, http_status, "
-    "(SELECT scope_name FROM sources WHERE sources.id = spans.source_id)"
+    "(SELECT scope_name FROM sources WHERE sources.id = spans.source_id), provenance"
 )
 
 

@@ -69,10 +69,10 @@ _I_RESPONSE = COL["response_id"]
 _CALLS_OF_TRACE = """
 SELECT span_id, parent_span_id, llm_kind, request_model, response_model, status_code, start_ns, end_ns,
        ttft_ns, attempt_offset_ns, resend_count, link_span_id, input_tokens, output_tokens, cost_usd, cost_source,
-       http_status, {analysis}, name
+       http_status, provenance, {analysis}, name
 FROM spans WHERE trace_id = ? AND (llm_kind IS NOT NULL OR http_status IS NOT NULL)
 """.format(analysis=", ".join(ANALYSIS_COLUMNS))
-_N_CALL_FIELDS = 17
+_N_CALL_FIELDS = 18
 _N_ANALYSIS = len(ANALYSIS_COLUMNS)
 # One result can arrive by two routes (a span event and a log record): stored
 # once (the evaluations_once index), with both routes named in its source.

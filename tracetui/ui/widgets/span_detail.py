@@ -16,7 +16,7 @@ from textual.widgets import Static
 
 from tracetui.fmt import fmt_clock, fmt_duration, safe_multiline, safe_text
 from tracetui.store.reader import SPAN_KIND_NAMES, STATUS_NAMES, SpanDetail
-from tracetui.timing import first_token_note, library_name, retry_note, tokens_estimated_note
+from tracetui.timing import first_token_note, library_name, retry_note, tokens_estimated_note, ttft_includes_retry
 
 #: Longest value shown in full in the pane; longer ones are cut with a note.
 MAX_VALUE_CHARS = 4_000
@@ -215,6 +215,9 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float 
                 continue
             if col in ("ttft_ns", "decode_ns"):
                 shown = fmt_duration(value)
+                if col == "ttft_ns" and ttft_includes_retry(row.get("retry_offset_ns"), row.get("attempt_offset_ns"),
+                                                            row.get("provenance")):  # fmt: skip
+                    shown += " (from the call's start: includes the retry)"
             elif col == "tokens_per_s":
                 shown = f"{value:.1f} tokens/s"
             elif col == "retry_ns":

@@ -17,6 +17,7 @@ from textual.strip import Strip
 
 from tracetui.fmt import fmt_cost, fmt_count, fmt_duration, safe_text
 from tracetui.store.reader import SpanRow
+from tracetui.timing import first_token_at
 from tracetui.tree import TreeLine
 from tracetui.ui.widgets.cursor_list import CursorList, pad
 
@@ -56,8 +57,8 @@ def bar_segments(span: SpanRow) -> list[tuple[int, int, str]]:
     if offset and 0 < offset <= end - start:
         attempt = start + offset
         pieces.append((start, attempt, "waterfall--retry"))
-    if span.ttft_ns is not None and 0 <= span.ttft_ns <= end - attempt:
-        first = attempt + span.ttft_ns
+    first = first_token_at(start, attempt, end, span.ttft_ns, span.attempt_offset_ns, span.provenance)
+    if first is not None:
         pieces += [(attempt, first, "waterfall--ttft"), (first, end, "waterfall--decode")]
     else:
         pieces.append((attempt, end, "waterfall--response"))
