@@ -203,6 +203,8 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float 
         estimated = tokens_estimated_note(provenance, row.get("scope_name"))
         for col, label in _LLM_FIELDS:
             value = row.get(col)
+            if col == "retry_source" and row.get("is_fallback"):
+                label = "fallback"  # what showed that this call replaces a failed one
             if value is None:
                 if col in missing:
                     text.append(f"  {label:<20}", style="bold")
