@@ -154,7 +154,8 @@ def analyze(
         _links(llm, result)
     attempts = _attempts_by_parent(calls)
     for c in llm:  # retries inside the span itself
-        _inside(c, result.calls[c.span_id], attempts.get(c.span_id))
+        if c.attempt_offset_ns or c.resend_count or c.span_id in attempts:
+            _inside(c, result.calls[c.span_id], attempts.get(c.span_id))
     result.split = _split(calls, result, trace_start, trace_end)
     return result
 
@@ -190,7 +191,7 @@ def _attempts_by_parent(calls: list[Call]) -> dict[bytes, list[Call]]:
     """HTTP attempt spans by the span they sit under, oldest first."""
     found: dict[bytes, list[Call]] = {}
     for c in calls:
-        if c.is_http_attempt and c.parent_span_id is not None:
+        if c.http_status is not None and c.kind is None and c.parent_span_id is not None:  # c.is_http_attempt
             found.setdefault(c.parent_span_id, []).append(c)
     for group in found.values():
         group.sort(key=lambda a: (a.start_ns, a.end_ns))
@@ -352,7 +353,9 @@ def _split(calls: list[Call], analysis: Analysis, trace_start: int, trace_end: i
                 else:
                     add(start - timing.retry_ns, start, lost)
             attempt = start + offset
-            first = first_token_at(start, attempt, end, c.ttft_ns, c.attempt_offset_ns, c.provenance)
+            ttft = c.ttft_ns
+            first = None if ttft is None else first_token_at(start, attempt, end, ttft, c.attempt_offset_ns,
+                                                              c.provenance)  # fmt: skip
             if first is not None:
                 add(attempt, first, _P_TTFT)
                 add(first, end, _P_DECODE)
@@ -427,8 +430,8 @@ def _count(calls: list[Call], parents: dict[bytes, bytes | None], result: Analys
             totals.cost_usd = (totals.cost_usd or 0.0) + c.cost_usd
         elif c.input_tokens or c.output_tokens:
             totals.unpriced_calls += 1
-        if _tokenless(c):
-            totals.tokenless_calls += 1
+        if c.input_tokens is None or c.output_tokens is None:
+            totals.tokenless_calls += _tokenless(c)
 
 
 def _tokenless(call: Call) -> bool:
