@@ -238,3 +238,9 @@ def test_first_token_event_is_an_instant_when_http_attempts_move_the_final_attem
     assert ttft_includes_retry(225 * MS, None, event)
     assert not ttft_includes_retry(225 * MS, None, '{"ttft":"gen_ai.response.time_to_first_chunk"}')
     assert not ttft_includes_retry(None, None, event)
+
+
+def test_several_successful_requests_under_one_call_are_no_retry() -> None:
+    calls = [call(1, 0, 650), attempt(2, 1, 2, 100, 200), attempt(3, 1, 120, 600, 200)]
+    timing = analyze(calls, 0, 650 * MS).calls[bytes([1]) * 8]
+    assert not timing.is_retry and timing.retry_source == "2 HTTP requests, none failed"

@@ -204,11 +204,13 @@ def _inside(call: Call, timing: CallTiming, attempts: list[Call] | None) -> None
     if attempts:
         final = attempts[-1]
         resent = max((a.resend_count or 0) for a in attempts)
-        if len(attempts) > 1 or resent:
+        if resent or any(a.failed_attempt for a in attempts[:-1]):
             offset = max(0, final.start_ns - call.start_ns)
             source = _attempts_text(attempts, resent)
         elif not (call.attempt_offset_ns or call.resend_count):
-            timing.retry_source = "1 HTTP attempt"
+            # no failed attempt: the requests the call made (a library may make more than one)
+            n = len(attempts)
+            timing.retry_source = "1 HTTP attempt" if n == 1 else f"{n} HTTP requests, none failed"
             return
     if source is None and call.attempt_offset_ns:
         offset, source = call.attempt_offset_ns, "exception event before success"
