@@ -115,6 +115,7 @@ def test_the_429_is_a_retry_of_about_the_servers_gap(db, capture):
     assert not any(c["is_retry"] or c["is_fallback"] for c in others)
     assert (row.retries, row.fallbacks) == (1, 0)
     assert "1 retry" in summary and "2 HTTP attempts, first 429" in summary
+    assert "- POST: HTTP 429 (an attempt of chat gpt-4.1-mini, retried: the call succeeded)" in summary
 
 
 @pytest.mark.parametrize("capture", ["otel_v2_current", "node_manual_http_json", "vercel_ai_node"])

@@ -297,6 +297,16 @@ def _span_line(span: SpanRow, guides: str, trace_start: int) -> str:
     return "  ".join(parts)
 
 
+def _attempt_outcome(attempt: SpanRow, by_id: dict[bytes, SpanRow]) -> str:
+    """What became of the model call an HTTP attempt belongs to ("" when it is not under one)."""
+    call = by_id.get(attempt.parent_span_id) if attempt.parent_span_id else None
+    if call is None or call.llm_kind not in ("llm", "embedding"):
+        return ""
+    if call.is_error:
+        return f" (an attempt of {safe_text(call.name, 60)}, which failed)"
+    return f" (an attempt of {safe_text(call.name, 60)}, retried: the call succeeded)"
+
+
 def _unreported_retries(spans: list[SpanRow]) -> str | None:
     """One line naming the libraries whose calls could not show a retry (no HTTP attempt spans)."""
     calls = [s for s in spans if s.llm_kind == "llm" and not s.retry_source]
@@ -402,8 +412,13 @@ def trace_summary(reader: Reader, trace_id: bytes, max_chars: int = DEFAULT_MAX_
     errors = [s for s in spans if s.is_error]
     if errors:
         out += ["", "Errors:"]
+        by_id = {s.span_id: s for s in spans}
         for span in errors[:MAX_ERRORS]:
             message = span.status_message or "(no status message)"
+            if span.http_status is not None:
+                status = f"HTTP {span.http_status or 'request without a response'}"
+                message = status + (f": {span.status_message}" if span.status_message else "")
+                message += _attempt_outcome(span, by_id)
             error_type = None
             if span.span_id in raw:
                 attrs = attributes_to_dict(raw[span.span_id].attributes)
