@@ -85,3 +85,14 @@ async def test_estimated_token_counts_are_shown_as_estimates(tmp_path: Path) -> 
     finally:
         reader.close()
     assert "~201" in text and "~24" in text and "estimated by litellm (per metadata.usage_object)" in text
+
+
+def test_waterfall_marks_estimated_token_counts() -> None:
+    from tracetui.store.reader import SpanRow
+    from tracetui.ui.widgets.waterfall import span_info
+
+    span = SpanRow(b"s" * 8, None, "litellm_request", 3, "svc", 0, 10**9, 1, "", llm_kind="llm",
+                   input_tokens=201, output_tokens=24)  # fmt: skip
+    assert span_info(span, 30).startswith("201→24")
+    span.provenance = '{"input_tokens":"gen_ai.usage.input_tokens","tokens_estimated":"metadata.usage_object"}'
+    assert span_info(span, 30).startswith("~201→~24")

@@ -83,9 +83,11 @@ def span_info(span: SpanRow, width: int) -> str:
         return ""
     parts = []
     if span.input_tokens is not None or span.output_tokens is not None:
-        tokens = fmt_count(span.input_tokens) if span.input_tokens is not None else "?"
+        # "~": the library counted them itself (provenance tokens_estimated), the provider sent none
+        est = "~" if span.provenance and '"tokens_estimated"' in span.provenance else ""
+        tokens = est + fmt_count(span.input_tokens) if span.input_tokens is not None else "?"
         if span.output_tokens is not None:
-            tokens += f"→{fmt_count(span.output_tokens)}"
+            tokens += f"→{est}{fmt_count(span.output_tokens)}"
         parts.append(tokens)
         parts.append(fmt_cost(span.cost_usd))
     if span.tokens_per_s:
