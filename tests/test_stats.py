@@ -27,7 +27,7 @@ from helpers import (
     requests_of,
     sid,
     tid,
-    trace_fixture_files,
+    suite_fixture_files,
     fill_db,
 )
 from tracetui import pricing
@@ -144,12 +144,13 @@ def hand_made_requests():
              response_model="gpt-4o-2024-08-06", prompt=("checkout", "v1"), evals={"groundedness": 0.8},
              **{"app.route": "/api/chat"}),
     ]  # fmt: skip
-    # T2 "shop / checkout": gpt-4o fails after 300 ms, then a fallback to claude-sonnet-4 (1 s).
+    # T2 "shop / checkout": gpt-4o fails after 300 ms, then a fallback to claude-sonnet-4 (1 s) asked the same.
+    question = {"gen_ai.input.messages": '[{"role": "user", "parts": [{"type": "text", "content": "Pay order 42"}]}]'}
     t2 = [
         root(2, "checkout", T2),
-        chat(2, 2, "gpt-4o", start=T2, duration=300 * MS, status=ERROR, prompt=("checkout", "v2")),
+        chat(2, 2, "gpt-4o", start=T2, duration=300 * MS, status=ERROR, prompt=("checkout", "v2"), **question),
         chat(2, 3, "claude-sonnet-4", start=T2 + 350 * MS, duration=1000 * MS, ttft_s=0.1, tokens=(2000, 450),
-             cost=0.05, response_model="claude-sonnet-4-20250514", prompt=("checkout", "v2")),
+             cost=0.05, response_model="claude-sonnet-4-20250514", prompt=("checkout", "v2"), **question),
     ]  # fmt: skip
     # T3 "support / triage": one 400 ms gpt-4o call (prompt version 3 sent as a number, no prompt name);
     # an embedding call, which is not an LLM call.
@@ -567,7 +568,7 @@ def test_fixture_database_by_model(all_fixtures_db: Path) -> None:
     # and the hand-made agent's "chat ..." spans.
     handmade = {}
     suite = []
-    for path in trace_fixture_files():
+    for path in suite_fixture_files():
         for service, span in iter_spans(requests_of(path)):
             if path.stem == "handmade_agent":
                 if span.name.startswith("chat "):
@@ -586,3 +587,36 @@ def test_fixture_database_by_model(all_fixtures_db: Path) -> None:
     assert groups["claude-sonnet-4"].ttft_p50_ms == pytest.approx(ttft_ms)
     # the test server answers the first token after about 150 ms
     assert 100 < groups["gpt-4o-mini"].ttft_p50_ms < 250
+
+
+def test_newcomer_run_counts_one_fallback_in_ten_calls(tmp_path: Path) -> None:
+    """Issue 13: a 500 retried, then a timeout, then the streamed final answer of the next step (no
+    fallback: it asks something else), and elsewhere one real fallback (gpt-4o failed, gpt-4o-mini asked
+    the same). Ten gpt-4o-mini calls in all: FALLBK 10 %, not the 20 % shown before."""
+
+    def asked(text: str) -> dict:
+        return {"gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": text}]}])}
+
+    mini = "gpt-4o-mini"
+    spans = [
+        root(9, "agent", 0),
+        chat(9, 2, mini, start=0, duration=20 * MS, status=ERROR, **asked("plan")),  # 500
+        chat(9, 3, mini, start=220 * MS, duration=400 * MS, tokens=(50, 40), **asked("plan")),  # retried
+        chat(9, 4, "gpt-4.1", start=700 * MS, duration=1000 * MS, status=ERROR, **asked("draft")),  # timeout
+        chat(9, 5, mini, start=1750 * MS, duration=500 * MS, ttft_s=0.15, **asked("final answer")),  # streamed
+        chat(9, 6, "gpt-4o", start=2300 * MS, duration=30 * MS, status=ERROR, **asked("lookup")),
+        chat(9, 7, mini, start=2400 * MS, duration=300 * MS, tokens=(60, 30), **asked("lookup")),  # replaces it
+    ]
+    spans += [chat(9, 10 + i, mini, start=(3000 + 100 * i) * MS, duration=50 * MS, tokens=(5, 5), **asked(f"q{i}"))
+              for i in range(6)]  # fmt: skip
+    db = tmp_path / "newcomer.db"
+    fill_db(db, [make_request(spans, service="newcomer")])
+    conn = connect_reader(db)
+    try:
+        groups = {g.key: g for g in compute(conn, "model")}
+        run = conn.execute("SELECT retries, fallbacks, tokenless_calls FROM traces").fetchone()
+    finally:
+        conn.close()
+    assert groups[mini].count == 10
+    assert (groups[mini].fallback_rate, groups[mini].retry_rate) == (0.1, 0.1)
+    assert run == (1, 1, 1)  # the streamed answer reported no usage

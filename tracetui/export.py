@@ -25,11 +25,12 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tracetui.fmt import fmt_duration, safe_text
+from tracetui.fmt import fmt_counted, fmt_duration, safe_text
 from tracetui.messages import ChatMessage, extract_messages
 from tracetui.otlp.decode import any_value_to_python, attributes_to_dict
 from tracetui.otlp.otlp_json import message_to_json
 from tracetui.store.reader import NO_ROOT, Reader, SpanRow, TraceRow
+from tracetui.timing import first_token_note, retry_note
 from tracetui.tree import build_tree, flatten
 
 #: Default length of each prompt / answer in a summary.
@@ -281,11 +282,39 @@ def _span_line(span: SpanRow, guides: str, trace_start: int) -> str:
     if span.llm_kind == "llm":
         if span.ttft_ns is not None:
             parts.append(f"ttft {fmt_duration(span.ttft_ns)}")
+        elif not span.is_error:
+            parts.append(first_token_note(span.streaming, span.ttft_ns, span.library) or "")
+        if span.is_retry or span.is_fallback:
+            what = "fallback after" if span.is_fallback else "retry"
+            lost = f" {fmt_duration(span.retry_ns)}" if span.retry_ns else ""
+            parts.append(f"{what}{lost}" + (f" ({span.retry_source})" if span.retry_source else ""))
         if span.input_tokens is not None or span.output_tokens is not None:
             parts.append(f"tokens {_num(span.input_tokens)} in / {_num(span.output_tokens)} out")
+        elif not span.is_error:
+            parts.append("no token counts")
     if getattr(span, "cost_usd", None) is not None:
         parts.append(f"${span.cost_usd:.4f}")
     return "  ".join(parts)
+
+
+def _attempt_outcome(attempt: SpanRow, by_id: dict[bytes, SpanRow]) -> str:
+    """What became of the model call an HTTP attempt belongs to ("" when it is not under one)."""
+    call = by_id.get(attempt.parent_span_id) if attempt.parent_span_id else None
+    if call is None or call.llm_kind not in ("llm", "embedding"):
+        return ""
+    if call.is_error:
+        return f" (an attempt of {safe_text(call.name, 60)}, which failed)"
+    return f" (an attempt of {safe_text(call.name, 60)}, retried: the call succeeded)"
+
+
+def _unreported_retries(spans: list[SpanRow]) -> str | None:
+    """One line naming the libraries whose calls could not show a retry (no HTTP attempt spans)."""
+    calls = [s for s in spans if s.llm_kind == "llm" and not s.retry_source]
+    if not calls:
+        return None
+    notes = sorted({retry_note(None, s.library) for s in calls})
+    return (f"Retries: {'; '.join(notes)} for {fmt_counted(len(calls), 'call')} "
+            "(no HTTP attempt spans; opentelemetry-instrumentation-httpx records one per attempt)")  # fmt: skip
 
 
 def _span_logs(reader: Reader, trace_id: bytes) -> dict[bytes, list[dict[str, Any]]]:
@@ -349,6 +378,8 @@ def trace_summary(reader: Reader, trace_id: bytes, max_chars: int = DEFAULT_MAX_
     cost = _hook_cost(row)
     if cost is not None:
         totals.append(cost)
+    if row.tokenless_calls:
+        totals.append(fmt_counted(row.tokenless_calls, "call") + " without token counts (tokens and cost incomplete)")
     evaluations = _evaluations(reader, trace_id, [(s, raw[s.span_id]) for s in spans if s.span_id in raw])
     grounded = _hook_groundedness(row, evaluations)
     if grounded is not None:
@@ -367,6 +398,10 @@ def trace_summary(reader: Reader, trace_id: bytes, max_chars: int = DEFAULT_MAX_
     out += ["", f"Slowest span: {safe_text(slowest.name, 80)} {fmt_duration(slowest.duration_ns)} "
                 f"({_pct(slowest.duration_ns, duration)} of the trace)"]  # fmt: skip
 
+    unreported = _unreported_retries(spans)
+    if unreported:
+        out.append(unreported)
+
     split = _hook_time_split(reader, row)
     if split:
         out.append(
@@ -377,8 +412,13 @@ def trace_summary(reader: Reader, trace_id: bytes, max_chars: int = DEFAULT_MAX_
     errors = [s for s in spans if s.is_error]
     if errors:
         out += ["", "Errors:"]
+        by_id = {s.span_id: s for s in spans}
         for span in errors[:MAX_ERRORS]:
             message = span.status_message or "(no status message)"
+            if span.http_status is not None:
+                status = f"HTTP {span.http_status or 'request without a response'}"
+                message = status + (f": {span.status_message}" if span.status_message else "")
+                message += _attempt_outcome(span, by_id)
             error_type = None
             if span.span_id in raw:
                 attrs = attributes_to_dict(raw[span.span_id].attributes)

@@ -51,6 +51,8 @@ NORMALIZED_COLUMNS: tuple[str, ...] = (
     "tokens_per_s",
     # joins evaluation results that name the response instead of the span
     "response_id",
+    # an HTTP client span's status (0: no response): one attempt of the model call above it
+    "http_status",
 )
 
 KINDS = ("llm", "embedding", "tool", "retriever", "agent", "chain", "evaluator", "other")
@@ -234,6 +236,12 @@ _EXCEPTION_EVENT = "exception"
 _FI_TTFT_MS = "gen_ai.server.time_to_first_token"  # traceAI: a span attribute in milliseconds
 
 _RESEND = "http.request.resend_count"
+#: HTTP client spans: status code (current, then pre-1.23 semconv names) and method.
+#: opentelemetry-instrumentation-httpx 0.66b2 still writes the old names by default.
+_HTTP_STATUS_KEYS = ("http.response.status_code", "http.status_code")
+_HTTP_METHOD_KEYS = ("http.request.method", "http.method")
+_HTTP_KEYS = frozenset((*_HTTP_STATUS_KEYS, *_HTTP_METHOD_KEYS, _RESEND))
+_SPAN_KIND_CLIENT = 3
 _MODEL_NAMES = ("llm.model_name", "embedding.model_name")
 
 # --- which key feeds what --------------------------------------------------------
@@ -251,6 +259,7 @@ _MODEL = 128
 _FI_TTFT = 256
 _RESEND_BIT = 512
 _TRACEAI = 1024
+_HTTP = 1 << 20  # far from the other bits: the families add theirs after _TRACEAI
 #: What _models() reads: request parameters, model names and traceAI's kind keys.
 _MODEL_STEP = _PARAMS | _MODEL | _TRACEAI
 
@@ -266,6 +275,8 @@ _GROUPS: tuple[tuple[tuple[str, ...], int, str], ...] = (
     (_MODEL_NAMES, _MODEL, "string_value"),
     ((_FI_TTFT_MS,), _FI_TTFT, "double_value"),
     ((_RESEND,), _RESEND_BIT, "int_value"),
+    (_HTTP_STATUS_KEYS, _HTTP, "int_value"),
+    (_HTTP_METHOD_KEYS, _HTTP, "string_value"),
     (("gen_ai.span.kind", "fi.span.kind"), _TRACEAI, "string_value"),  # also kind keys, above
     (tuple(key for keys in _STRING_FIELDS.values() for key in keys), 0, "string_value"),
     (tuple(key for keys in _INT_FIELDS.values() for key in keys), 0, "int_value"),
@@ -437,7 +448,33 @@ def read_span(span) -> tuple[tuple, int]:
                 if len(_KIND_ONLY) < 1024:  # values come from clients: bound the cache
                     _KIND_ONLY[(key, value)] = values
             return values, scan
+    if found and not events and not links and found.keys() <= _HTTP_KEYS:
+        return _http_only(span, found), scan
     return _normalize(span, found, events, links), scan
+
+
+def _http_status(span, found: dict[str, object]) -> int | None:
+    """The status of an HTTP client span (0 when it got no response); None for any other span."""
+    if span.kind != _SPAN_KIND_CLIENT:
+        return None  # a server span, or an LLM span where a library copied the status (LiteLLM)
+    for key in _HTTP_STATUS_KEYS:
+        status = _as_int(found.get(key))
+        if status is not None and 0 < status < 1000:
+            return status
+    return 0 if any(found.get(key) for key in _HTTP_METHOD_KEYS) else None
+
+
+def _http_only(span, found: dict[str, object]) -> tuple:
+    """The row of a span whose only known keys are HTTP ones: status and resend count, nothing else."""
+    status = _http_status(span, found)
+    resend = _as_int(found.get(_RESEND))
+    if status is None and not resend:
+        return _EMPTY
+    row = list(_EMPTY)
+    row[_C_HTTP_STATUS] = status
+    if resend and resend > 0:
+        row[_C_RESEND_COUNT] = resend
+    return tuple(row)
 
 
 def _learn_key(key: str) -> bool:
@@ -591,6 +628,8 @@ def _normalize(span, found: dict[str, object], events, links) -> tuple:
         resend = _as_int(found[_RESEND])
         if resend and resend > 0:
             row[_C_RESEND_COUNT] = resend
+    if groups & _HTTP:
+        row[_C_HTTP_STATUS] = _http_status(span, found)
     if links:
         link_span_id = links[0].span_id
         if len(link_span_id) == 8:
@@ -655,6 +694,7 @@ _C_RESEND_COUNT = _C["resend_count"]
 _C_ATTEMPT_OFFSET_NS = _C["attempt_offset_ns"]
 _C_DECODE_NS = _C["decode_ns"]
 _C_TOKENS_PER_S = _C["tokens_per_s"]
+_C_HTTP_STATUS = _C["http_status"]
 
 #: attribute key -> (field name, rank, converter) of the ranked field it is a source of:
 #: the kind, and every string and int field. Provenance names the kind "kind".

@@ -18,14 +18,17 @@ database and corrects the rows it inserted (``writer.update_timing``).
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracetui.otlp.decode import COL, SPAN_COLUMNS, Decoded
 from tracetui.timing import SPLIT_KEYS, Call, analyze
 
 #: Columns the timing analysis fills, appended to each decoded row.
-ANALYSIS_COLUMNS = ("is_retry", "is_fallback", "retry_ns", "counted")
-NO_ANALYSIS = (0, 0, None, None)
+ANALYSIS_COLUMNS = ("is_retry", "is_fallback", "retry_ns", "counted", "retry_offset_ns", "retry_source")
+NO_ANALYSIS = (0, 0, None, None, None, None)
 #: A row as decoded, before the analysis columns.
 BASE_WIDTH = len(SPAN_COLUMNS)
 
@@ -35,25 +38,86 @@ MAX_ANALYZED_SPANS = 20_000
 
 #: Trace-row fields set by the timing analysis.
 TIMING_FIELDS = (
-    "retries", "fallbacks", "slowest_span_id", "slowest_name", "slowest_ns",
+    "retries", "fallbacks", "slowest_span_id", "slowest_name", "slowest_ns", "tokenless_calls",
     *(f"split_{key}_ns" for key in SPLIT_KEYS),
 )  # fmt: skip
 
 _I_TRACE, _I_SPAN, _I_PARENT, _I_NAME = COL["trace_id"], COL["span_id"], COL["parent_span_id"], COL["name"]
 _I_SERVICE, _I_START, _I_END, _I_STATUS = COL["service"], COL["start_ns"], COL["end_ns"], COL["status_code"]
 _I_KIND, _I_IN, _I_OUT, _I_COST = COL["llm_kind"], COL["input_tokens"], COL["output_tokens"], COL["cost_usd"]
-_I_SESSION = COL["session_id"]
+_I_SESSION, _I_HTTP, _I_RAW = COL["session_id"], COL["http_status"], COL["raw"]
 
 CALL_COLUMNS = (
     "span_id", "parent_span_id", "llm_kind", "request_model", "response_model", "status_code", "start_ns", "end_ns",
     "ttft_ns", "attempt_offset_ns", "resend_count", "link_span_id", "input_tokens", "output_tokens", "cost_usd",
-    "cost_source",
+    "cost_source", "http_status", "provenance",
 )  # fmt: skip
 _call_fields = operator.itemgetter(*(COL[c] for c in CALL_COLUMNS))
 
 
 def call_from_row(row: tuple) -> Call:
     return Call(*_call_fields(row))
+
+
+#: Attributes that hold what a model call was asked, in every dialect tracetui.messages reads
+#: (flattened ones start with these too).
+_INPUT_PREFIXES = (
+    "gen_ai.input.messages", "gen_ai.system_instructions", "gen_ai.prompt", "llm.input_messages", "llm.prompts",
+    "input.value", "traceloop.entity.input", "request_data",
+)  # fmt: skip
+
+
+class CallInput:
+    """What a model call was asked, as its span's input attributes (``analyze``'s ``input_of``).
+
+    Two calls recorded by one library (the same input keys) are compared by the
+    attributes' bytes, which costs next to nothing. Calls recorded differently
+    (another provider's instrumentation puts the system prompt elsewhere) are
+    compared by their input messages as tracetui.messages reads them.
+    """
+
+    __slots__ = ("_keys", "_parts", "_attributes")
+
+    def __init__(self, attributes) -> None:
+        self._attributes = attributes
+        self._parts = sorted((kv.key, kv.value.SerializeToString()) for kv in attributes
+                             if kv.key.startswith(_INPUT_PREFIXES))  # fmt: skip
+        self._keys = [key for key, _ in self._parts]
+
+    def __bool__(self) -> bool:
+        return bool(self._parts)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CallInput):
+            return NotImplemented
+        if self._keys == other._keys:
+            return self._parts == other._parts
+        return self._messages() == other._messages()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _messages(self) -> tuple:
+        from tracetui.messages import extract_messages  # only when two libraries' records are compared
+        from tracetui.otlp.decode import attributes_to_dict
+
+        messages = extract_messages(attributes_to_dict(self._attributes))
+        return tuple((m.role, " ".join(m.content.split())) for m in messages if m.direction == "input")
+
+
+def input_of_raw(raw: bytes | None) -> CallInput | None:
+    """What a model call was asked, from its serialized span; None when the span holds no input.
+
+    Used to tell whether a call replaces a failed one with the same input (a
+    fallback). Content the library did not put on the span (content capture
+    off, or sent as log records only) reads as unknown (None), never as "same".
+    """
+    if not raw:
+        return None
+    try:
+        found = CallInput(Span.FromString(raw).attributes)
+    except Exception:  # noqa: BLE001 - a span that cannot be read has no known input
+        return None
+    return found or None
 
 
 @dataclass(slots=True)
@@ -79,6 +143,8 @@ class TraceSummary:
     session_id: str | None = None
     #: Rows with an LLM kind (model, tool, agent... calls): the trace needs timing analysis.
     calls: int = 0
+    #: HTTP client spans: attempts of a model call when one is their parent (stored or to come).
+    attempts: int = 0
 
     def add(self, row: tuple) -> None:
         start, end = row[_I_START], row[_I_END]
@@ -98,6 +164,8 @@ class TraceSummary:
         kind = row[_I_KIND]
         if kind is not None:
             self.calls += 1
+        elif row[_I_HTTP] is not None:
+            self.attempts += 1
         # Only model calls count: agent spans often repeat their children's usage.
         # (tracetui.timing refines this to leaf calls, each request once.)
         if kind == "llm" or kind == "embedding":
@@ -130,6 +198,7 @@ class TraceSummary:
             "unpriced_calls": self.unpriced_calls,
             "session_id": self.session_id,
             "calls": self.calls,
+            "attempts": self.attempts,
         }
 
 
@@ -153,12 +222,15 @@ class TimingResult:
 
 def timing_result(analysis, names: dict[bytes, str | None]) -> TimingResult:
     span_values = {
-        span_id: (int(t.is_retry), int(t.is_fallback), t.retry_ns, int(analysis.counted.get(span_id, True)))
+        span_id: (
+            int(t.is_retry), int(t.is_fallback), t.retry_ns, int(analysis.counted.get(span_id, True)),
+            t.retry_offset_ns, t.retry_source,
+        )  # fmt: skip
         for span_id, t in analysis.calls.items()
     }
     for span_id, counted in analysis.counted.items():  # embeddings: counted, never retried
         if span_id not in span_values:
-            span_values[span_id] = (0, 0, None, int(counted))
+            span_values[span_id] = (0, 0, None, int(counted), None, None)
     totals, slowest = analysis.totals, analysis.slowest
     trace_values: dict[str, object] = {
         "retries": analysis.retries,
@@ -168,6 +240,7 @@ def timing_result(analysis, names: dict[bytes, str | None]) -> TimingResult:
         "output_tokens": totals.output_tokens,
         "cost_usd": totals.cost_usd,
         "unpriced_calls": totals.unpriced_calls,
+        "tokenless_calls": totals.tokenless_calls,
         "slowest_span_id": slowest.span_id if slowest else None,
         "slowest_name": names.get(slowest.span_id) if slowest else None,
         "slowest_ns": (slowest.end_ns - slowest.start_ns) if slowest else None,
@@ -186,24 +259,39 @@ def no_timing(start_ns: int, end_ns: int) -> dict[str, object]:
 
 def _analyze(rows: list[tuple], summaries: dict[bytes, TraceSummary]) -> dict[bytes, TimingResult]:
     """Analyze each trace from ``rows`` alone, as if none of its spans were stored before."""
-    grouped: dict[bytes, tuple[list[Call], dict[bytes, bytes | None], dict[bytes, str]]] = {}
+    grouped: dict[bytes, tuple[list[Call], dict[bytes, bytes | None], dict[bytes, str], list[tuple]]] = {}
     for row in rows:
         trace_id = row[_I_TRACE]
         if not summaries[trace_id].calls:
             continue
         entry = grouped.get(trace_id)
         if entry is None:
-            entry = grouped[trace_id] = ([], {}, {})
+            entry = grouped[trace_id] = ([], {}, {}, [])
         entry[1][row[_I_SPAN]] = row[_I_PARENT]
-        if row[_I_KIND] is not None:
+        if row[_I_KIND] is not None or row[_I_HTTP] is not None:
             entry[0].append(call_from_row(row))
             entry[2][row[_I_SPAN]] = row[_I_NAME]
+            entry[3].append(row)
     results = {}
-    for trace_id, (calls, parents, names) in grouped.items():
+    for trace_id, (calls, parents, names, call_rows) in grouped.items():
         summary = summaries[trace_id]
         if summary.span_count <= MAX_ANALYZED_SPANS:
-            results[trace_id] = timing_result(analyze(calls, summary.start_ns, summary.end_ns, parents), names)
+            analysis = analyze(calls, summary.start_ns, summary.end_ns, parents, _raw_inputs(call_rows))
+            results[trace_id] = timing_result(analysis, names)
     return results
+
+
+def _raw_inputs(call_rows: list[tuple]) -> Callable[[Call], CallInput | None]:
+    """``analyze``'s ``input_of`` over the rows of one trace's calls (indexed on first use: most traces
+    have no failed call, and are never asked)."""
+    raws: dict[bytes, bytes] = {}
+
+    def input_of(call: Call) -> CallInput | None:
+        if not raws:
+            raws.update((row[_I_SPAN], row[_I_RAW]) for row in call_rows)
+        return input_of_raw(raws.get(call.span_id))
+
+    return input_of
 
 
 def prepare(decoded: Decoded) -> Decoded:

@@ -19,9 +19,10 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracetui.evals import is_groundedness, passed
+from tracetui.fmt import fmt_counted
 from tracetui.otlp.decode import any_value_to_python, attributes_to_dict
 from tracetui.store.schema import connect_reader
-from tracetui.timing import SPLIT_KEYS
+from tracetui.timing import SPLIT_KEYS, first_token_note, retry_note, tokens_estimated_note
 
 NO_ROOT = "no root yet"
 SPAN_KIND_NAMES = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
@@ -63,6 +64,8 @@ class TraceRow:
     slowest_span_id: bytes | None = None
     slowest_name: str | None = None
     slowest_ns: int | None = None
+    #: Successful model calls without token counts: tokens and cost are incomplete.
+    tokenless_calls: int = 0
     # evaluations, filled in by Reader.traces()/trace() for a given pass threshold
     groundedness: float | None = None
     evals_passed: int = 0
@@ -85,6 +88,21 @@ class TraceRow:
     def duration_ns(self) -> int:
         return max(0, self.end_ns - self.start_ns)
 
+    @property
+    def cost_incomplete(self) -> bool:
+        """Some calls add nothing to the cost: no price for their model, or no token counts."""
+        return bool(self.unpriced_calls or self.tokenless_calls)
+
+    @property
+    def incomplete(self) -> list[str]:
+        """What the run's totals lack, in words ("2 calls without token counts")."""
+        notes = []
+        if self.tokenless_calls:
+            notes.append(fmt_counted(self.tokenless_calls, "call") + " without token counts")
+        if self.unpriced_calls:
+            notes.append(fmt_counted(self.unpriced_calls, "unpriced call"))
+        return notes
+
     def to_json(self) -> dict[str, Any]:
         return {
             "trace_id": self.trace_id.hex(),
@@ -101,6 +119,8 @@ class TraceRow:
             "output_tokens": self.output_tokens,
             "cost_usd": self.cost_usd,
             "unpriced_calls": self.unpriced_calls,
+            "tokenless_calls": self.tokenless_calls,
+            "incomplete": self.incomplete,
             "session_id": self.session_id,
             "slowest_span": None if self.slowest_span_id is None else {
                 "span_id": self.slowest_span_id.hex(),
@@ -121,7 +141,7 @@ _TRACE_COLS = (
     "id, trace_id, root_name, first_name, service, start_ns, end_ns, span_count, error_count, "
     "llm_calls, input_tokens, output_tokens, cost_usd, retries, fallbacks, "
     + ", ".join(f"split_{key}_ns" for key in SPLIT_KEYS)
-    + ", unpriced_calls, session_id, slowest_span_id, slowest_name, slowest_ns"
+    + ", unpriced_calls, session_id, slowest_span_id, slowest_name, slowest_ns, tokenless_calls"
 )
 
 
@@ -154,6 +174,15 @@ class SpanRow:
     is_retry: int = 0
     is_fallback: int = 0
     retry_ns: int | None = None
+    #: Where in the span the final attempt started (retries inside it), and what showed the retry.
+    retry_offset_ns: int | None = None
+    retry_source: str | None = None
+    #: An HTTP client span's status (an attempt of the model call above it).
+    http_status: int | None = None
+    #: The instrumentation scope that sent the span (the library, for "not reported by ...").
+    library: str | None = None
+    #: The normalizer's provenance JSON (where each LLM field came from).
+    provenance: str | None = None
     # filled by Reader.spans from the evaluations table
     groundedness: float | None = None
     # filled by tree building
@@ -178,7 +207,8 @@ _SPAN_COLS = (
     "span_id, parent_span_id, name, kind, service, start_ns, end_ns, status_code, status_message, "
     "llm_kind, provider, request_model, response_model, input_tokens, output_tokens, streaming, ttft_ns, "
     "cost_usd, dropped_attributes + dropped_events + dropped_links, decode_ns, tokens_per_s, attempt_offset_ns, "
-    "is_retry, is_fallback, retry_ns"
+    "is_retry, is_fallback, retry_ns, retry_offset_ns, retry_source, http_status, "
+    "(SELECT scope_name FROM sources WHERE sources.id = spans.source_id), provenance"
 )
 
 
@@ -501,7 +531,7 @@ class Reader:
     def span_json(self, trace_id: bytes) -> list[dict[str, Any]]:
         """The spans of one trace for ``tracetui spans --json``."""
         rows = self._dicts(
-            "SELECT s.*, src.resource FROM spans s JOIN sources src ON src.id = s.source_id "
+            "SELECT s.*, src.resource, src.scope_name FROM spans s JOIN sources src ON src.id = s.source_id "
             "WHERE s.trace_id = ? ORDER BY s.start_ns, s.id",
             (trace_id,),
         )
@@ -552,6 +582,7 @@ class Reader:
                     "decode_ms": _ms(r["decode_ns"]),
                     "tokens_per_s": r["tokens_per_s"],
                     "retry_ms": _ms(r["retry_ns"]),
+                    "retry_source": r["retry_source"],
                     "is_retry": bool(r["is_retry"]),
                     "is_fallback": bool(r["is_fallback"]),
                     "finish_reason": r["finish_reason"],
@@ -565,6 +596,25 @@ class Reader:
                     "evaluations": self.span_evaluations(r["trace_id"], r["span_id"]),
                     "counted": None if r["counted"] is None else bool(r["counted"]),
                     "provenance": json.loads(r["provenance"]) if r["provenance"] else {},
+                    **_not_reported(r),
                 }
             )
         return out
+
+
+def _not_reported(r: dict[str, Any]) -> dict[str, Any]:
+    """What a model call's library did not report, in words (``spans --json``); {} for other spans."""
+    if r["llm_kind"] != "llm":
+        return {}
+    provenance = json.loads(r["provenance"]) if r["provenance"] else {}
+    tokens_note = None
+    if r["input_tokens"] is None or r["output_tokens"] is None:  # as tracetui.timing counts tokenless calls
+        if r["status_code"] != 2:
+            tokens_note = "no token counts" if r["input_tokens"] == r["output_tokens"] else "token counts incomplete"
+    else:
+        tokens_note = tokens_estimated_note(provenance, r["scope_name"])
+    return {
+        "first_token_note": first_token_note(r["streaming"], r["ttft_ns"], r["scope_name"]),
+        "retry_note": retry_note(r["retry_source"], r["scope_name"]),
+        "tokens_note": tokens_note,
+    }

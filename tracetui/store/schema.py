@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 _V1 = """
 CREATE TABLE sources (
@@ -268,6 +268,17 @@ CREATE INDEX metric_exemplars_pending ON metric_exemplars(trace_id) WHERE applie
 """
 
 
+# v8: timing honesty (issue 13). An HTTP client span's status, so the attempts under a
+# model call show its retries; where a retry was seen and where in its span the final
+# attempt began; calls that reported no token counts (the run's totals are incomplete).
+_V8 = """
+ALTER TABLE spans ADD COLUMN http_status INTEGER;
+ALTER TABLE spans ADD COLUMN retry_offset_ns INTEGER;
+ALTER TABLE spans ADD COLUMN retry_source TEXT;
+ALTER TABLE traces ADD COLUMN tokenless_calls INTEGER NOT NULL DEFAULT 0
+"""
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     """Run DDL statements inside the caller's transaction.
 
@@ -293,6 +304,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     4: lambda conn: _run_script(conn, _V5),
     5: lambda conn: _run_script(conn, _V6),
     6: add_metric_tables,
+    7: lambda conn: _run_script(conn, _V8),
 }
 
 

@@ -32,6 +32,8 @@ from tracetui.store.batch import (
     MAX_ANALYZED_SPANS,
     NO_ANALYSIS,
     TIMING_FIELDS,
+    CallInput,
+    input_of_raw,
     no_timing,
     prepare,
     timing_result,
@@ -69,10 +71,11 @@ _I_TRACE = COL["trace_id"]
 _CALLS_OF_TRACE = """
 SELECT span_id, parent_span_id, llm_kind, request_model, response_model, status_code, start_ns, end_ns,
        ttft_ns, attempt_offset_ns, resend_count, link_span_id, input_tokens, output_tokens, cost_usd, cost_source,
-       is_retry, is_fallback, retry_ns, counted, name
-FROM spans WHERE trace_id = ? AND llm_kind IS NOT NULL
-"""
-_N_CALL_FIELDS = 16
+       http_status, provenance, {analysis}, name
+FROM spans WHERE trace_id = ? AND (llm_kind IS NOT NULL OR http_status IS NOT NULL)
+""".format(analysis=", ".join(ANALYSIS_COLUMNS))
+_N_CALL_FIELDS = 18
+_N_ANALYSIS = len(ANALYSIS_COLUMNS)
 # One result can arrive by two routes (a span event and a log record): stored
 # once (the evaluations_once index), with both routes named in its source.
 _INSERT_EVALUATION = (
@@ -103,7 +106,7 @@ WHERE span_id IS NULL AND response_id = ?
 _UPDATE_TRACE_TIMING = (
     "UPDATE traces SET retries = :retries, fallbacks = :fallbacks, llm_calls = :llm_calls, "
     "input_tokens = :input_tokens, output_tokens = :output_tokens, cost_usd = :cost_usd, "
-    "unpriced_calls = :unpriced_calls, slowest_span_id = :slowest_span_id, slowest_name = :slowest_name, "
+    "unpriced_calls = :unpriced_calls, tokenless_calls = :tokenless_calls, slowest_span_id = :slowest_span_id, slowest_name = :slowest_name, "
     "slowest_ns = :slowest_ns, {} WHERE trace_id = :trace_id"
 ).format(", ".join(f"split_{key}_ns = :split_{key}_ns" for key in SPLIT_KEYS))
 _UPDATE_OTHER_TIME = """
@@ -182,24 +185,37 @@ def update_timing(conn: sqlite3.Connection, trace_ids) -> None:
         names: dict[bytes, str] = {}
         for r in conn.execute(_CALLS_OF_TRACE, (trace_id,)):
             calls.append(Call(*r[:_N_CALL_FIELDS]))
-            known[r[0]] = r[_N_CALL_FIELDS : _N_CALL_FIELDS + 4]
+            known[r[0]] = r[_N_CALL_FIELDS : _N_CALL_FIELDS + _N_ANALYSIS]
             names[r[0]] = r[-1]
         parents: dict[bytes, bytes | None] = {}
         if sum(1 for c in calls if c.kind in ("llm", "embedding")) > 1:
             # nesting between model calls can go through any span
             parents = dict(conn.execute("SELECT span_id, parent_span_id FROM spans WHERE trace_id = ?", (trace_id,)))
-        result = timing_result(analyze(calls, found[0], found[1], parents), names)
+        result = timing_result(analyze(calls, found[0], found[1], parents, _stored_inputs(conn, trace_id)), names)
         for span_id, values in result.span_values.items():
             if known.get(span_id, NO_ANALYSIS) != values:
                 span_updates.append((*values, trace_id, span_id))
         trace_updates.append({"trace_id": trace_id, **result.trace_values})
     if span_updates:
-        conn.executemany(
-            "UPDATE spans SET is_retry = ?, is_fallback = ?, retry_ns = ?, counted = ? WHERE trace_id = ? AND span_id = ?",
-            span_updates,
-        )
+        conn.executemany(_UPDATE_SPAN_TIMING, span_updates)
     if trace_updates:
         conn.executemany(_UPDATE_TRACE_TIMING, trace_updates)
+
+
+_UPDATE_SPAN_TIMING = "UPDATE spans SET {} WHERE trace_id = ? AND span_id = ?".format(
+    ", ".join(f"{c} = ?" for c in ANALYSIS_COLUMNS)
+)
+
+
+def _stored_inputs(conn: sqlite3.Connection, trace_id: bytes):
+    """``analyze``'s ``input_of`` for a stored trace: reads the call's raw span (asked only after failures)."""
+
+    def input_of(call: Call) -> CallInput | None:
+        found = conn.execute("SELECT raw FROM spans WHERE trace_id = ? AND span_id = ?", (trace_id, call.span_id))
+        row = found.fetchone()
+        return input_of_raw(row[0]) if row else None
+
+    return input_of
 
 
 class Overloaded(Exception):
@@ -469,7 +485,8 @@ class Committer:
                 params = {**summary, "now": now}
                 if trace_id in before or first_part[trace_id] != n:
                     merges.append(params)
-                    if summary["calls"]:
+                    # HTTP attempts that arrive after their model call (an export of their own) change its retries
+                    if summary["calls"] or (summary["attempts"] and before.get(trace_id, (0,))[0]):
                         reanalyze.add(trace_id)
                     continue
                 timing = part.timing.get(trace_id) if complete and trace_id not in split else None

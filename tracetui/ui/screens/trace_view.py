@@ -8,6 +8,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.content import Content
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Static
@@ -23,6 +24,7 @@ from tracetui.drill import (
 from tracetui.filters import Filter, parse
 from tracetui.fmt import fmt_cost, fmt_counted, fmt_duration, safe_text
 from tracetui.store.reader import SpanDetail, TraceRow
+from tracetui.timing import first_token_note
 from tracetui.tree import TreeLine, build_tree, flatten
 from tracetui.ui.lifecycle import forget_worker_when_done, unwatch_app
 from tracetui.ui.widgets.cursor_list import CursorList
@@ -32,12 +34,29 @@ from tracetui.ui.widgets.span_detail import SpanDetailPane
 from tracetui.ui.widgets.status_header import StatusHeader
 from tracetui.ui.widgets.waterfall import Waterfall
 
-#: Our own constant markup (no user text): colour samples matching the bars.
+#: Our own constant markup: colour samples matching the bars. ``{response}`` is what a
+#: one-piece "response" bar means in this trace (see legend()).
 LEGEND = (
     " [$error]▒▒[/] retry  [$warning]▒▒[/] first token  [$success]██[/] decode  "
-    "[$secondary]██[/] response (not streamed)  [$error]░░[/] error  [$foreground 45%]██[/] other"
+    "[$secondary]██[/] {response}  [$error]░░[/] error  [$foreground 45%]██[/] other"
     "   ↻ retried  ⤷ fallback"
 )
+
+
+def legend(spans: list) -> Content:
+    """The legend, its "response" label saying why this trace's model calls have no first token.
+
+    "not streamed" only where the library said so; "first token not reported by
+    <library>" where it said nothing (DESIGN.md section 6). The label holds a
+    library's name (data), so it is plain text, never markup.
+    """
+    notes = sorted({note for s in spans if s.llm_kind == "llm" and not s.is_error
+                    and (note := first_token_note(s.streaming, s.ttft_ns, s.library))})  # fmt: skip
+    label = "response" + (f" ({'; '.join(notes)})" if notes else "")
+    head, tail = LEGEND.split("{response}")
+    return Content.from_markup(head) + Content(safe_text(label, 160)) + Content.from_markup(tail)
+
+
 SPLIT_LABELS = {
     "retry": "retry",
     "fallback": "fallback",
@@ -143,7 +162,7 @@ class TraceScreen(Screen):
         yield StatusHeader(self.app.listen, id="status")  # type: ignore[attr-defined]
         yield Static("", id="trace-summary")
         yield Waterfall(id="waterfall")
-        yield Static(LEGEND, id="legend")
+        yield Static(legend([]), id="legend")
         yield SpanDetailPane(id="detail")
         yield FilterBar(id="filter-bar")
         yield KeyFooter()
@@ -239,6 +258,7 @@ class TraceScreen(Screen):
         if trace is None:
             return
         waterfall.set_lines(lines, trace.start_ns, trace.end_ns)
+        self.query_one("#legend", Static).update(legend([line.span for line in lines]))
         if selected_id is not None:
             for i, line in enumerate(lines):
                 if line.span.span_id == selected_id:
@@ -261,6 +281,8 @@ class TraceScreen(Screen):
             first.append(fmt_counted(trace.llm_calls, "LLM call"))
         if trace.cost_usd is not None or trace.unpriced_calls:
             first.append(fmt_cost(trace.cost_usd) + (" + unpriced calls" if trace.unpriced_calls else ""))
+        if trace.tokenless_calls:  # their tokens and cost are missing from the totals
+            first.append(fmt_counted(trace.tokenless_calls, "call") + " without token counts")
         if trace.error_count:
             first.append(fmt_counted(trace.error_count, "error"))
         second = [f" {safe_text(trace.service, 40)}"]

@@ -16,6 +16,7 @@ from textual.widgets import Static
 
 from tracetui.fmt import fmt_clock, fmt_duration, safe_multiline, safe_text
 from tracetui.store.reader import SPAN_KIND_NAMES, STATUS_NAMES, SpanDetail
+from tracetui.timing import first_token_note, library_name, retry_note, tokens_estimated_note, ttft_includes_retry
 
 #: Longest value shown in full in the pane; longer ones are cut with a note.
 MAX_VALUE_CHARS = 4_000
@@ -35,6 +36,7 @@ _LLM_FIELDS = (
     ("decode_ns", "decode"),
     ("tokens_per_s", "output speed"),
     ("retry_ns", "time lost before"),
+    ("retry_source", "retries"),
     ("finish_reason", "finish reason"),
     ("session_id", "session"),
     ("user_id", "user"),
@@ -46,6 +48,23 @@ _LLM_FIELDS = (
 _PROVENANCE_KEYS = {"llm_kind": "kind", "ttft_ns": "ttft", "cost_usd": "cost"}
 #: Derived figures: how they were computed, shown where provenance goes.
 _DERIVED = {"decode_ns": "end − first token", "tokens_per_s": "output tokens ÷ decode time"}
+
+
+def _not_reported(row: dict[str, Any]) -> dict[str, str]:
+    """Column -> what to show for a model call's fact its library did not report ("not reported" is not "no")."""
+    if row.get("llm_kind") != "llm":
+        return {}
+    library = library_name(row.get("scope_name"))
+    out = {"retry_source": retry_note(None, row.get("scope_name"))}
+    if row["status_code"] == 2:
+        return out  # a failed call has no first token or usage to report
+    out["streaming"] = f"not reported by {library}"
+    note = first_token_note(row.get("streaming"), row.get("ttft_ns"), row.get("scope_name"))
+    if note:
+        out["ttft_ns"] = note
+    for col in ("input_tokens", "output_tokens"):
+        out[col] = f"not reported by {library} (the run's tokens and cost are incomplete)"
+    return out
 
 
 def format_value(value: Any) -> str:
@@ -177,15 +196,30 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float 
     if llm:
         _section(text, "LLM")
         if row.get("is_fallback"):
-            text.append("  ⤷ fallback: called after a failed call to another model\n", style="bold yellow")
+            text.append("  ⤷ fallback: replaces a failed call to another model\n", style="bold yellow")
         elif row.get("is_retry"):
             text.append("  ↻ retried: earlier attempts failed\n", style="bold yellow")
+        missing = _not_reported(row)
+        estimated = tokens_estimated_note(provenance, row.get("scope_name"))
         for col, label in _LLM_FIELDS:
             value = row.get(col)
+            if col == "retry_source" and row.get("is_fallback"):
+                label = "fallback"  # what showed that this call replaces a failed one
             if value is None:
+                if col in missing:
+                    text.append(f"  {label:<20}", style="bold")
+                    text.append(safe_text(missing[col], 200) + "\n", style="italic")
+                continue
+            if col in ("input_tokens", "output_tokens") and estimated:
+                text.append(f"  {label:<20}", style="bold")
+                text.append(f"~{value}")
+                text.append(f"   ← {safe_text(estimated, 120)}\n", style="dim")
                 continue
             if col in ("ttft_ns", "decode_ns"):
                 shown = fmt_duration(value)
+                if col == "ttft_ns" and ttft_includes_retry(row.get("retry_offset_ns"), row.get("attempt_offset_ns"),
+                                                            row.get("provenance")):  # fmt: skip
+                    shown += " (from the call's start: includes the retry)"
             elif col == "tokens_per_s":
                 shown = f"{value:.1f} tokens/s"
             elif col == "retry_ns":

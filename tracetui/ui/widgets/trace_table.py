@@ -83,9 +83,9 @@ def cell_text(column: Column, row: TraceRow, now_ns: int | None = None, threshol
         total = row.input_tokens + row.output_tokens
         return fmt_count(total) if total else ""
     if key == "cost":
-        if row.cost_usd is None:
-            return "unpriced" if row.unpriced_calls else ""
-        return fmt_cost(row.cost_usd) + ("+" if row.unpriced_calls else "")
+        if row.cost_usd is None:  # "?": calls ran, but none reported the token counts a cost needs
+            return "unpriced" if row.unpriced_calls else "?" if row.tokenless_calls else ""
+        return fmt_cost(row.cost_usd) + ("+" if row.cost_incomplete else "")
     if key == "grounded":
         parts = []
         if row.groundedness is not None:
@@ -183,7 +183,7 @@ class TraceTable(CursorList):
         # Everything a row shows: lines are reused across window reloads.
         return (index, row.trace_id, row.span_count, row.start_ns, row.end_ns, row.error_count, row.root_name,
                 row.first_name, row.service, row.llm_calls, row.input_tokens, row.output_tokens, row.cost_usd,
-                row.unpriced_calls, row.groundedness, row.evals_passed, row.evals_total, row.slowest_name,
+                row.unpriced_calls, row.tokenless_calls, row.groundedness, row.evals_passed, row.evals_total, row.slowest_name,
                 row.slowest_ns)  # fmt: skip
 
     def _need(self, index: int) -> None:

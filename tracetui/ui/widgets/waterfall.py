@@ -17,6 +17,7 @@ from textual.strip import Strip
 
 from tracetui.fmt import fmt_cost, fmt_count, fmt_duration, safe_text
 from tracetui.store.reader import SpanRow
+from tracetui.timing import first_token_at
 from tracetui.tree import TreeLine
 from tracetui.ui.widgets.cursor_list import CursorList, pad
 
@@ -41,7 +42,9 @@ def bar_segments(span: SpanRow) -> list[tuple[int, int, str]]:
 
     A streamed LLM call: [retry inside the span] then waiting for the first
     token, then decode. A call without a known first token is one "response"
-    piece: no invented split.
+    piece: no invented split. The retry runs from the call's start to the
+    start of the attempt that succeeded (HTTP attempt children, exception
+    events: ``retry_offset_ns`` from tracetui.timing).
     """
     start, end = span.start_ns, max(span.start_ns, span.end_ns)
     if span.is_error:
@@ -50,11 +53,12 @@ def bar_segments(span: SpanRow) -> list[tuple[int, int, str]]:
         return [(start, end, "waterfall--bar")]
     pieces: list[tuple[int, int, str]] = []
     attempt = start
-    if span.attempt_offset_ns and 0 < span.attempt_offset_ns <= end - start:
-        attempt = start + span.attempt_offset_ns
+    offset = span.retry_offset_ns or span.attempt_offset_ns  # the latter: databases analyzed before schema 7
+    if offset and 0 < offset <= end - start:
+        attempt = start + offset
         pieces.append((start, attempt, "waterfall--retry"))
-    if span.ttft_ns is not None and 0 <= span.ttft_ns <= end - attempt:
-        first = attempt + span.ttft_ns
+    first = first_token_at(start, attempt, end, span.ttft_ns, span.attempt_offset_ns, span.provenance)
+    if first is not None:
         pieces += [(attempt, first, "waterfall--ttft"), (first, end, "waterfall--decode")]
     else:
         pieces.append((attempt, end, "waterfall--response"))
@@ -79,9 +83,11 @@ def span_info(span: SpanRow, width: int) -> str:
         return ""
     parts = []
     if span.input_tokens is not None or span.output_tokens is not None:
-        tokens = fmt_count(span.input_tokens) if span.input_tokens is not None else "?"
+        # "~": the library counted them itself (provenance tokens_estimated), the provider sent none
+        est = "~" if span.provenance and '"tokens_estimated"' in span.provenance else ""
+        tokens = est + fmt_count(span.input_tokens) if span.input_tokens is not None else "?"
         if span.output_tokens is not None:
-            tokens += f"→{fmt_count(span.output_tokens)}"
+            tokens += f"→{est}{fmt_count(span.output_tokens)}"
         parts.append(tokens)
         parts.append(fmt_cost(span.cost_usd))
     if span.tokens_per_s:

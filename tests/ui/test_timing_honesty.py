@@ -1,0 +1,98 @@
+"""What the trace screen says when a library did not report something (issue 13, timing honesty).
+
+The official openai-v2 instrumentation (the otel_v2_current capture) reports no streaming flag and
+no first token; its httpx children show the SDK's own 429 retry. The screen must say "first token
+not reported by <library>" (never "not streamed"), show the retry and where it came from, and say
+that the last call, streamed without usage, has no token counts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import fill_db
+from tests.ui.conftest import fixture_requests, make_app, settle
+from tests.ui.test_hostile_ui import screen_text
+from tracetui.ui.screens.trace_view import TraceScreen
+from tracetui.ui.widgets.waterfall import Waterfall, bar_segments
+
+LIBRARY = "opentelemetry.util.genai.handler"
+
+
+async def open_run(pilot) -> None:
+    await settle(pilot)
+    await pilot.press("enter")
+    await settle(pilot)
+    assert isinstance(pilot.app.screen, TraceScreen)
+
+
+async def select(pilot, name: str, nth: int = 0) -> None:
+    waterfall = pilot.app.screen.query_one(Waterfall)
+    rows = [i for i, line in enumerate(waterfall.lines) if line.span.name == name]
+    waterfall.cursor_row = rows[nth]
+    await settle(pilot)
+
+
+async def test_openai_v2_run_says_what_was_not_reported(tmp_path: Path) -> None:
+    db = tmp_path / "v2.db"
+    fill_db(db, fixture_requests("otel_v2_current.otlp"))
+    app = make_app(db)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await open_run(pilot)
+        legend = str(app.screen.query_one("#legend").render())
+        assert f"response (first token not reported by {LIBRARY})" in legend
+        assert "not streamed" not in screen_text(app)
+        summary = str(app.screen.query_one("#trace-summary").render())
+        assert "1 call without token counts" in summary
+
+        await select(pilot, "chat gpt-4.1-mini")
+        waterfall = app.screen.query_one(Waterfall)
+        span = waterfall.lines[waterfall.cursor_row].span
+        assert "↻" in screen_text(app)
+        pieces = bar_segments(span)
+        assert [p[2] for p in pieces] == ["waterfall--retry", "waterfall--response"]
+        assert 200e6 < pieces[0][1] - pieces[0][0] < 260e6  # the call's start to the second attempt's
+        detail = str(app.screen.query_one("#detail-body").render())
+        assert "2 HTTP attempts, first 429" in detail
+        assert f"first token not reported by {LIBRARY}" in detail
+        assert f"streaming           not reported by {LIBRARY}" in detail
+
+        await select(pilot, "chat gpt-4o-mini", nth=2)  # the answer, streamed without include_usage
+        detail = str(app.screen.query_one("#detail-body").render())
+        assert f"input tokens        not reported by {LIBRARY}" in detail
+        assert "1 HTTP attempt" in detail
+
+
+async def test_estimated_token_counts_are_shown_as_estimates(tmp_path: Path) -> None:
+    """A library's own estimate reads "~201": the normalizer marks it with provenance ``tokens_estimated``
+    (LiteLLM's, naming the attribute that shows it); this is the display of that mark."""
+    from helpers import make_request, make_span, sid, tid
+    from tracetui.ui.widgets.span_detail import detail_text
+    from tracetui.store.reader import Reader
+
+    span = make_span(tid(5), sid(1), name="litellm_request", attributes={
+        "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.usage.input_tokens": 201, "gen_ai.usage.output_tokens": 24})  # fmt: skip
+    db = tmp_path / "est.db"
+    fill_db(db, [make_request([span])])
+    reader = Reader(db)
+    try:
+        detail = reader.span_detail(tid(5), sid(1))
+        assert "estimated" not in str(detail_text(detail))
+        detail.row["provenance"] = '{"tokens_estimated": "metadata.usage_object"}'
+        detail.row["scope_name"] = "litellm"
+        text = str(detail_text(detail))
+    finally:
+        reader.close()
+    assert "~201" in text and "~24" in text and "estimated by litellm (per metadata.usage_object)" in text
+
+
+def test_waterfall_marks_estimated_token_counts() -> None:
+    from tracetui.store.reader import SpanRow
+    from tracetui.ui.widgets.waterfall import span_info
+
+    span = SpanRow(b"s" * 8, None, "litellm_request", 3, "svc", 0, 10**9, 1, "", llm_kind="llm",
+                   input_tokens=201, output_tokens=24)  # fmt: skip
+    assert span_info(span, 30).startswith("201→24")
+    span.provenance = '{"input_tokens":"gen_ai.usage.input_tokens","tokens_estimated":"metadata.usage_object"}'
+    assert span_info(span, 30).startswith("~201→~24")
