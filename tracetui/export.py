@@ -25,7 +25,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tracetui.fmt import fmt_duration, safe_text
+from tracetui.fmt import fmt_cost, fmt_counted, fmt_duration, safe_text
 from tracetui.messages import ChatMessage, extract_messages
 from tracetui.otlp.decode import any_value_to_python, attributes_to_dict
 from tracetui.otlp.otlp_json import message_to_json
@@ -182,8 +182,8 @@ def _hook_cost(row: TraceRow) -> str | None:
     cost = getattr(row, "cost_usd", None)
     unpriced = getattr(row, "unpriced_calls", 0) or 0
     if cost is None:
-        return f"cost unknown ({unpriced} unpriced call(s))" if unpriced else None
-    return f"cost ${cost:.4f}" + (f" (+{unpriced} unpriced call(s))" if unpriced else "")
+        return f"cost unknown ({fmt_counted(unpriced, 'unpriced call')})" if unpriced else None
+    return f"cost {fmt_cost(cost)}" + (f" (+{fmt_counted(unpriced, 'unpriced call')})" if unpriced else "")
 
 
 def _hook_retries(row: TraceRow) -> list[str]:
@@ -284,7 +284,7 @@ def _span_line(span: SpanRow, guides: str, trace_start: int) -> str:
         if span.input_tokens is not None or span.output_tokens is not None:
             parts.append(f"tokens {_num(span.input_tokens)} in / {_num(span.output_tokens)} out")
     if getattr(span, "cost_usd", None) is not None:
-        parts.append(f"${span.cost_usd:.4f}")
+        parts.append(fmt_cost(span.cost_usd))
     return "  ".join(parts)
 
 

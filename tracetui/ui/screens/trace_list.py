@@ -13,7 +13,7 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from tracetui.filters import Filter, parse
-from tracetui.fmt import safe_text
+from tracetui.fmt import fmt_counted, safe_text
 from tracetui.store.reader import TraceRow
 from tracetui.ui.lifecycle import forget_worker_when_done, set_display, unwatch_app
 from tracetui.ui.widgets.cursor_list import CursorList
@@ -199,7 +199,8 @@ class TraceListScreen(Screen):
         text = Text()
         if not self.filter.is_empty():
             text.append(f" filter: {safe_text(self.filter.text, 80)}", style="bold")
-            text.append(f"  ({self.table.row_count:,} runs match; / to edit)", style="dim")
+            count = self.table.row_count
+            text.append(f"  ({fmt_counted(count, 'run')} {'matches' if count == 1 else 'match'}; / to edit)", style="dim")
         if self.newer and not self.following:
             text.append(f" ↑ {self.newer:,} new — press g to jump to the newest", style="bold")
         if text != self._banner_text:

@@ -14,7 +14,7 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from tracetui.fmt import fmt_clock, fmt_duration, safe_multiline, safe_text
+from tracetui.fmt import fmt_clock, fmt_cost, fmt_duration, safe_multiline, safe_text
 from tracetui.store.reader import SPAN_KIND_NAMES, STATUS_NAMES, SpanDetail
 
 #: Longest value shown in full in the pane; longer ones are cut with a note.
@@ -194,7 +194,7 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float 
             elif col == "streaming":
                 shown = "yes" if value else "no"
             elif col == "cost_usd":
-                shown = f"${value:.6f}"
+                shown = fmt_cost(value)  # the string the tree shows for this span
             else:
                 shown = safe_text(value, 200)
             text.append(f"  {label:<20}", style="bold")
