@@ -100,6 +100,46 @@ def fmt_duration(ns: int | None) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+#: What a span or trace whose end is before its start shows next to its (negative) duration.
+END_BEFORE_START = "end before start!"
+
+
+def fmt_elapsed(start_ns: int, end_ns: int) -> str:
+    """The duration from start to end, explained when the end comes first ("-1.00s (end before start!)").
+
+    The trace summary and the span details both use it, so the same broken span reads
+    the same in both (lists and bars clamp such spans to zero width).
+    """
+    if end_ns < start_ns:
+        return f"{fmt_duration(end_ns - start_ns)} ({END_BEFORE_START})"
+    return fmt_duration(end_ns - start_ns)
+
+
+def join_to_fit(parts: list[tuple[int, str]], width: int, separators: tuple[str, ...] = ("  ·  ", " · ")) -> str:
+    """``(priority, text)`` parts joined on one line of at most ``width`` characters, designed rather than cut.
+
+    Tries the wide separator, then the narrow one; then drops the part with the
+    highest priority number (priority 0 is never dropped) and tries again; only
+    when nothing is left to drop does it cut the first part (usually a name).
+    The parts keep their order.
+    """
+    parts = [(priority, text) for priority, text in parts if text]
+    while True:
+        for separator in separators:
+            line = separator.join(text for _, text in parts)
+            if len(line) <= width:
+                return line
+        droppable = [part for part in parts if part[0] > 0]
+        if not droppable:
+            break
+        parts.remove(max(droppable, key=lambda part: part[0]))
+    texts = [text for _, text in parts]
+    rest = separators[-1].join(texts[1:])
+    if not rest:
+        return fit(texts[0], width)
+    return separators[-1].join([fit(texts[0], max(1, width - len(rest) - len(separators[-1]))), *texts[1:]])
+
+
 def fmt_clock(ns: int, now_ns: int | None = None) -> str:
     """Local wall-clock time (8 cells); month-day and minutes when not today (11); the date in another year."""
     if ns <= 0:

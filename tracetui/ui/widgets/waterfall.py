@@ -91,8 +91,19 @@ def span_info(span: SpanRow, width: int) -> str:
     return " ".join(parts)
 
 
-#: Shaded pieces keep their character on monochrome terminals.
-SEGMENT_CHARS = {"waterfall--ttft": "▒", "waterfall--error": "░", "waterfall--retry": "▒"}
+#: Each kind of piece has its own glyph, so bars (and the legend, built from this) read on monochrome
+#: terminals too; colour only repeats the distinction. Decode and spans other than model calls are solid
+#: blocks (partial cells at their ends keep sub-cell precision); "other" is a slightly lower block.
+SEGMENT_CHARS = {
+    "waterfall--retry": "╳",
+    "waterfall--ttft": "▒",
+    "waterfall--decode": "█",
+    "waterfall--response": "▓",
+    "waterfall--error": "░",
+    "waterfall--bar": "▆",
+}
+#: Glyphs drawn with eighth-cell precision at the ends of a bar.
+_SOLID = frozenset({"█", "▆"})
 
 
 def draw_bar(
@@ -117,7 +128,7 @@ def draw_bar(
                 component = p_component
                 break
         char = SEGMENT_CHARS.get(component, "█")
-        if char == "█":
+        if char in _SOLID:
             if first == last:
                 fill = max(1, min(8, round((x1 - x0) * 8)))
                 char = _EIGHTHS[fill]
