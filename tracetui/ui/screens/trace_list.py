@@ -83,6 +83,10 @@ class TraceListScreen(Screen):
         self._loading = False
         self._pending_offset: int | None = None
         self._banner_text: Text | None = None
+        #: The rows drawn belong to an older horizon or filter (after g or a new filter, until the reload lands).
+        self._stale = False
+        #: Enter (False) or s (True) pressed while the rows were stale: opened once the right rows are in.
+        self._open_pending: bool | None = None
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(self.app.listen, id="status")  # type: ignore[attr-defined]
@@ -151,6 +155,7 @@ class TraceListScreen(Screen):
     def _window_loaded(self, message: WindowLoaded) -> None:
         self._loading = False
         if message.horizon == self.horizon and message.filter_text == self.filter.text:
+            self._stale = False
             if self.following:
                 self._max_seq = message.max_seq
             self.newer = message.newer
@@ -161,6 +166,9 @@ class TraceListScreen(Screen):
             set_display(self.query_one("#empty"), empty)
             set_display(table, not empty)
             self.app.startup_done()  # type: ignore[attr-defined]
+            if self._open_pending is not None:
+                show_slowest, self._open_pending = self._open_pending, None
+                self.action_open_trace(show_slowest)
         if self._pending_offset is not None or message.horizon != self.horizon or message.filter_text != self.filter.text:
             offset = self._pending_offset if self._pending_offset is not None else self._window_offset()
             self._pending_offset = None
@@ -182,6 +190,7 @@ class TraceListScreen(Screen):
             self.newer = 0
 
     def action_follow(self) -> None:
+        self._stale = self._stale or not self.following
         self.horizon = None
         self.newer = 0
         self.table.cursor_row = 0
@@ -219,6 +228,7 @@ class TraceListScreen(Screen):
             return
         self.filter = message.filter
         self.app.filter_text = message.text  # type: ignore[attr-defined]
+        self._stale = True
         self.horizon = None
         self.newer = 0
         self.table.cursor_row = 0
@@ -248,6 +258,15 @@ class TraceListScreen(Screen):
         self.action_open_trace()
 
     def action_open_trace(self, show_slowest: bool = False) -> None:
+        """Open the run under the cursor; right after g or a new filter, the one that will be there.
+
+        `g` moves the cursor to the top at once, but the rows of the newest runs arrive
+        from a worker a moment later: until then the top row is still the run that was
+        newest when the list stopped following. Enter pressed in between waits for them.
+        """
+        if self._stale:
+            self._open_pending = show_slowest
+            return
         row = self.table.row_at(self.table.cursor_row)
         if row is not None:
             from tracetui.ui.screens.trace_view import TraceScreen

@@ -1,0 +1,206 @@
+"""What a newcomer sees in the first five minutes, at 80x24, 120x36 and 250x60 (issue 14).
+
+Each test reads the text the terminal would show (the compositor's lines), not
+which screen is on top: the help screen once rendered an empty box while a test
+that only checked `isinstance(app.screen, HelpScreen)` passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from pathlib import Path
+
+import pytest
+from textual.widget import Widget
+
+from tests.ui.conftest import make_app, settle, write_requests
+from tests.ui.test_repaint import runs
+from tracetui.ui.screens.help import HelpScreen, binding_groups, key_label
+from tracetui.ui.screens.stats import StatsScreen
+from tracetui.ui.screens.trace_list import TraceListScreen
+from tracetui.ui.screens.trace_view import TraceScreen
+from tracetui.ui.widgets.trace_table import TraceTable
+
+SIZES = [(80, 24), (120, 36), (250, 60)]
+
+
+def screen_lines(app) -> list[str]:
+    """The terminal's lines, as drawn (every screen on the stack composited, modals over their screen)."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+def region_of(widget: Widget) -> tuple[int, int]:
+    return widget.region.width, widget.region.height
+
+
+async def open_agent_run(pilot) -> None:
+    """The 34 s ticket-resolution run (the oldest, last row) in the trace view."""
+    await pilot.press("G", "enter")
+    await settle(pilot)
+    assert isinstance(pilot.app.screen, TraceScreen)
+
+
+# --- help ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(80, 24), (250, 60)])
+@pytest.mark.parametrize("where", ["list", "trace", "stats"])
+async def test_help_shows_every_key_of_the_screen_it_was_opened_on(agent_db: Path, size, where) -> None:
+    app = make_app(agent_db)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        if where == "trace":
+            await open_agent_run(pilot)
+        elif where == "stats":
+            await pilot.press("S")
+            await settle(pilot)
+        under = app.screen
+        await pilot.press("question_mark")
+        await settle(pilot)
+        assert isinstance(app.screen, HelpScreen)
+        box = app.screen.query_one("#help-box")
+        assert box.region.width >= min(size[0], 100) - 1 and box.region.height >= 10
+        seen: list[str] = []
+        # Scroll through the whole help (it does not fit at 80x24) and collect what was on screen.
+        for _ in range(12):
+            seen += screen_lines(app)
+            box.scroll_page_down(animate=False)
+            await pilot.pause()
+        text = "\n".join(seen)
+        for title, bindings in binding_groups(under):
+            assert title in text
+            for binding in bindings:
+                description = binding.tooltip or binding.description
+                # Each key is on a line with the start of what it does.
+                assert re.search(re.escape(key_label(binding)) + r" +" + re.escape(description[:20]), text), (
+                    title,
+                    key_label(binding),
+                )
+        await pilot.press("escape")
+        assert app.screen is under
+
+
+async def test_help_of_the_trace_list_names_its_keys_in_words(agent_db: Path) -> None:
+    app = make_app(agent_db)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await settle(pilot)
+        text = "\n".join(screen_lines(app))
+        assert "Keys of the trace list" in text
+        assert "open the run at its slowest LLM or tool call" in text
+        assert "back to the newest traces and follow new arrivals" in text
+        assert "Ctrl+P" in text and "Esc" in text
+
+
+# --- no widget collapses to nothing (the `auto` sizing trap) -----------------------------------
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_every_screen_gives_its_main_content_room(fixtures_db: Path, agent_db: Path, size) -> None:
+    """List, empty list, trace view (summary, bars, legend, details), stats, help: none is 0 wide or 0 high."""
+    app = make_app(agent_db)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        list_screen = app.screen
+        assert isinstance(list_screen, TraceListScreen)
+        table = list_screen.query_one(TraceTable)
+        assert region_of(table)[0] == size[0] and region_of(table)[1] >= size[1] - 3
+        await open_agent_run(pilot)
+        trace = app.screen
+        for selector, least_height in (("#trace-summary", 3), ("#waterfall", 5), ("#legend", 1), ("#detail", 5)):
+            width, height = region_of(trace.query_one(selector))
+            assert width == size[0] and height >= least_height, selector
+        body = trace.query_one("#detail-body")
+        assert body.region.width >= size[0] - 4 and body.region.height >= 10
+        await pilot.press("S")
+        await settle(pilot)
+        stats = app.screen
+        assert isinstance(stats, StatsScreen)
+        for selector, least_height in (("#stats-title", 1), ("#stats-table", 2), ("#stats-histogram", 5)):
+            width, height = region_of(stats.query_one(selector))
+            assert width >= size[0] - 2 and height >= least_height, selector
+        await pilot.press("question_mark")
+        await settle(pilot)
+        keys = app.screen.query_one("#help-keys")
+        assert keys.region.width >= min(size[0], 100) - 8 and keys.region.height >= 10  # border, padding, scroll bar
+
+
+async def test_the_empty_list_gives_its_onboarding_text_room(empty_db: Path) -> None:
+    app = make_app(empty_db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        empty = app.screen.query_one("#empty")
+        assert region_of(empty)[0] == 80 and region_of(empty)[1] >= 15
+
+
+# --- g then Enter while runs arrive ---------------------------------------------------------------
+
+
+class Gate:
+    """Holds the trace list's next window query until released: a slow disk, made deterministic.
+
+    The real Reader runs the real query once the gate opens; only its timing is controlled.
+    """
+
+    def __init__(self, reader) -> None:
+        self.armed = False
+        self.opened = threading.Event()
+        self.waiting = threading.Event()
+        self._traces = reader.traces
+
+        def traces(*args, **kwargs):
+            if self.armed:
+                self.waiting.set()
+                self.opened.wait(10)
+            return self._traces(*args, **kwargs)
+
+        reader.traces = traces
+
+
+async def test_g_then_enter_opens_the_newest_run_whatever_arrives_in_between(tmp_path: Path) -> None:
+    db = tmp_path / "arrivals.db"
+    write_requests(db, runs(1, 8))
+    app = make_app(db)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("j", "j", "j")  # away from the top: the list holds still
+        await settle(pilot)
+        await asyncio.to_thread(write_requests, db, runs(9, 2))  # arrivals while frozen
+        app.check_now()
+        await settle(pilot)
+        table = app.screen.query_one(TraceTable)
+        assert table.row_at(0).name == "run 8"  # the frozen top, newer runs counted in the banner
+        gate = Gate(app.reader)
+        gate.armed = True
+        await pilot.press("g")
+        await asyncio.to_thread(gate.waiting.wait, 10)  # the jump's query is under way...
+        await asyncio.to_thread(write_requests, db, runs(11, 1))  # ...and one more run arrives
+        app.check_now()
+        await pilot.press("enter")  # at once: the old top row is still drawn
+        gate.armed = False
+        gate.opened.set()
+        await settle(pilot)
+        assert isinstance(app.screen, TraceScreen)
+        assert app.screen.trace.name == "run 11"
+        assert "run 11" in "\n".join(screen_lines(app))
+
+
+async def test_s_after_a_new_filter_opens_a_run_that_matches(tmp_path: Path) -> None:
+    db = tmp_path / "filtered.db"
+    write_requests(db, runs(1, 6))
+    app = make_app(db)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        gate = Gate(app.reader)
+        gate.armed = True
+        await pilot.press("slash", *"run 3", "enter")
+        await asyncio.to_thread(gate.waiting.wait, 10)
+        await pilot.press("enter")
+        gate.armed = False
+        gate.opened.set()
+        await settle(pilot)
+        assert isinstance(app.screen, TraceScreen)
+        assert app.screen.trace.name == "run 3"
