@@ -16,6 +16,7 @@ import pytest
 from textual.widget import Widget
 
 from tests.ui.conftest import make_app, settle, write_requests
+from tests.ui.test_app import make_request
 from tests.ui.test_repaint import runs
 from tracetui.ui.screens.help import HelpScreen, binding_groups, key_label
 from tracetui.ui.screens.stats import StatsScreen
@@ -204,3 +205,86 @@ async def test_s_after_a_new_filter_opens_a_run_that_matches(tmp_path: Path) -> 
         await settle(pilot)
         assert isinstance(app.screen, TraceScreen)
         assert app.screen.trace.name == "run 3"
+
+
+# --- layouts by width -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "width, columns",
+    [
+        (80, ["TIME", "RUN", "DURATION", "COST", "GROUNDED", "ERR"]),
+        (120, ["TIME", "RUN", "SERVICE", "DURATION", "LLM", "TOKENS", "COST", "GROUNDED", "SLOWEST", "ERR"]),
+        (250, ["TIME", "RUN", "SERVICE", "DURATION", "SPANS", "LLM", "TOKENS", "COST", "GROUNDED", "SLOWEST", "ERR"]),
+    ],
+)
+async def test_the_list_is_designed_for_each_width(agent_db: Path, width: int, columns: list[str]) -> None:
+    app = make_app(agent_db)
+    async with app.run_test(size=(width, 36)) as pilot:
+        await settle(pilot)
+        lines = screen_lines(app)
+        assert lines[1].split() == columns
+        agent = next(line for line in lines if "ticket-resolution agent" in line and "34.1s" in line)
+        assert "$0.0071" in agent and "✗" not in agent.split("$0.0071")[0]  # cost, then the groundedness badge
+        assert "● 0.92 1/1" in agent
+        assert all(len(line) <= width for line in lines)
+
+
+async def test_the_run_name_loses_its_operation_prefix_before_it_is_cut(tmp_path: Path) -> None:
+    db = tmp_path / "agents.db"
+    base = 1_795_483_700_000_000_000
+    name = "invoke_agent ticket-resolution-assistant"  # 40 characters; RUN is 31 cells at 80 columns
+    write_requests(db, [make_request(bytes([7]) * 16, [(bytes([7]) * 8, None, name, base, base + 10**9)])])
+    for width, shown in ((80, "ticket-resolution-assistant"), (250, name)):
+        app = make_app(db)
+        async with app.run_test(size=(width, 24)) as pilot:
+            await settle(pilot)
+            row = screen_lines(app)[2]
+            assert shown in row and "…" not in row.split("1.00s")[0]
+            if width == 80:
+                assert "invoke_agent" not in row
+
+
+async def test_extra_width_goes_to_the_columns_that_were_cut(agent_db: Path) -> None:
+    """At 250 columns the slowest call and the service are shown whole, not only a wider RUN."""
+    app = make_app(agent_db)
+    async with app.run_test(size=(250, 60)) as pilot:
+        await settle(pilot)
+        text = "\n".join(screen_lines(app))
+        assert "harness-handmade-agent" in text  # SERVICE, cut at 120 columns
+        assert "chat gpt-4o 88%" in text
+
+
+@pytest.mark.parametrize("width", [80, 120, 250])
+async def test_the_trace_summary_fits_each_width_without_wrapping(agent_db: Path, width: int) -> None:
+    app = make_app(agent_db)
+    async with app.run_test(size=(width, 36)) as pilot:
+        await settle(pilot)
+        await open_agent_run(pilot)
+        lines = screen_lines(app)
+        assert lines[1].split("·")[0].strip() == "ticket-resolution agent"
+        assert lines[1].rstrip().endswith("1 error")  # never "· 1\nerror"
+        assert "34.1s" in lines[1] and "$0.0071" in lines[1]
+        assert lines[2].startswith(" harness-handmade-agent")
+        assert re.match(r" time( went to)?:  fallback 30\.0s  first token 820ms  decode 2\.75s", lines[3])
+        legend = next(line for line in lines if "decode" in line and "error" in line and "other" in line)
+        for glyph in "╳▒█▓░▆":
+            assert legend.count(glyph) >= 1, glyph
+        await pilot.press("c")
+        await settle(pilot)
+        assert "◆ critical path 34.1s of 34.1s" in screen_lines(app)[3]
+
+
+async def test_the_stats_title_shows_the_filter_in_force_at_80_columns(fixtures_db: Path) -> None:
+    app = make_app(fixtures_db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"model=gpt-4o-mini duration>100ms", "enter")
+        await settle(pilot)
+        await pilot.press("S")
+        await settle(pilot)
+        title = screen_lines(app)[1]
+        assert "filter: model=gpt-4o-mini duration>100ms" in title
+        header = screen_lines(app)[2].split()
+        assert header[:2] == ["KEY", "CALLS"] and "GROUND" in header and "$/RUN" in header
+        assert all(len(line) <= 80 for line in screen_lines(app))
