@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+import sys
 from pathlib import Path
 
 import click
@@ -18,6 +22,33 @@ db_option = click.option(
 )
 
 
+def command_name(argv0: str | None = None, which=shutil.which) -> str:
+    """How the user can run tracetui from any directory, for the hints we print: "tracetui" when
+    that is on their PATH and is this installation, else the absolute path of the console script
+    (after `make run` it is .venv/bin/tracetui, not on the PATH), else ``python -m tracetui``.
+    """
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    on_path = which("tracetui")
+    script = Path(argv0).resolve() if argv0 and Path(argv0).name == "tracetui" and Path(argv0).exists() else None
+    if script is not None:
+        if on_path and Path(on_path).resolve() == script:
+            return "tracetui"
+        return shlex.quote(str(Path(os.path.abspath(argv0))))
+    if on_path and Path(on_path).resolve().parent == Path(sys.executable).resolve().parent:
+        return "tracetui"  # `python -m tracetui` from the environment whose tracetui is on the PATH
+    return f"{shlex.quote(sys.executable)} -m tracetui"
+
+
+def hint(command: str) -> str:
+    """``tracetui serve`` spelled so that it runs as printed (see command_name)."""
+    return f"{command_name()} {command}"
+
+
+def no_database(path: Path) -> click.ClickException:
+    """The error for a database that does not exist yet, with the command that creates it."""
+    return click.ClickException(f"no database at {path} (start `{hint('serve')}` first, or pass --db)")
+
+
 def resolve_db(db: Path | None) -> Path:
     return (db or default_db_path()).expanduser().resolve()
 
@@ -30,6 +61,6 @@ def open_reader(db: Path | None, threshold: float = 0.5):
     try:
         return Reader(path, threshold=threshold)
     except FileNotFoundError:
-        raise click.ClickException(f"no database at {path} (start `tracetui serve` first, or pass --db)") from None
+        raise no_database(path) from None
     except Exception as exc:
         raise click.ClickException(f"cannot open {path}: {exc}") from None

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shlex
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -18,9 +21,10 @@ from textual.widget import Widget
 from tests.ui.conftest import make_app, settle, write_requests
 from tests.ui.test_app import make_request
 from tests.ui.test_repaint import runs
+from tracetui.cli_common import command_name
 from tracetui.ui.screens.help import HelpScreen, binding_groups, key_label
 from tracetui.ui.screens.stats import StatsScreen
-from tracetui.ui.screens.trace_list import TraceListScreen
+from tracetui.ui.screens.trace_list import TraceListScreen, empty_state_text
 from tracetui.ui.screens.trace_view import TraceScreen
 from tracetui.ui.widgets.trace_table import TraceTable
 
@@ -288,3 +292,42 @@ async def test_the_stats_title_shows_the_filter_in_force_at_80_columns(fixtures_
         header = screen_lines(app)[2].split()
         assert header[:2] == ["KEY", "CALLS"] and "GROUND" in header and "$/RUN" in header
         assert all(len(line) <= 80 for line in screen_lines(app))
+
+
+# --- hints that run -----------------------------------------------------------------------------------
+
+
+def test_the_command_in_hints_is_the_console_script_when_tracetui_is_not_on_the_path(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "tracetui"  # what `make run` runs: .venv/bin/tracetui
+    assert command_name(str(script), which=lambda _name: None) == str(script)
+    assert command_name(str(script), which=lambda _name: str(script)) == "tracetui"
+    elsewhere = tmp_path / "bin" / "tracetui"  # another tracetui on the PATH is not this one
+    assert command_name(str(script), which=lambda _name: str(elsewhere)) == str(script)
+    assert command_name("/x/tracetui/__main__.py", which=lambda _name: None).endswith(" -m tracetui")
+
+
+def test_the_demo_hint_runs_as_printed_from_another_directory(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "tracetui"
+    text = empty_state_text("127.0.0.1:14317", "127.0.0.1:14318", command_name(str(script), which=lambda _n: None))
+    demo = text.plain.strip().splitlines()[-1].strip()
+    assert demo == f"{script} demo --endpoint http://127.0.0.1:14317"
+    done = subprocess.run([*shlex.split(demo), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "--endpoint" in done.stdout
+
+
+async def test_the_empty_list_names_both_endpoints_and_the_sdks_that_use_them(empty_db: Path) -> None:
+    app = make_app(empty_db)
+    app.http = "127.0.0.1:4318"
+    app.command = "/home/me/tracetui/.venv/bin/tracetui"
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        text = "\n".join(screen_lines(app))
+        assert "gRPC on 127.0.0.1:4317, OTLP/HTTP on 127.0.0.1:4318" in text
+        grpc, http = text.index("OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317"), text.index(
+            "OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318"
+        )
+        assert text.index("Python SDK") < grpc < text.index("@opentelemetry/sdk-node") < http
+        assert "Java agent" in text and ".NET" in text and "otlptracehttp" in text
+        assert "/home/me/tracetui/.venv/bin/tracetui demo" in text

@@ -41,19 +41,34 @@ class WindowFailed(Message):
     error: str
 
 
-def empty_state_text(listen: str | None) -> Text:
-    """What to do when nothing has arrived yet, with the address actually in use."""
-    address = listen or "localhost:4317"
-    port = address.rsplit(":", 1)[-1] if ":" in address else "4317"
+def _port(address: str | None, default: int) -> str:
+    return address.rsplit(":", 1)[-1] if address and ":" in address else str(default)
+
+
+def empty_state_text(listen: str | None, http: str | None = None, command: str = "tracetui") -> Text:
+    """What to do when nothing has arrived yet: both endpoints, which SDKs use which, and a demo that runs.
+
+    The SDK defaults (checked in each project's docs/source, December 2026): the Python
+    SDK and .NET export OTLP over gRPC to localhost:4317 (.NET Framework builds use
+    HTTP); Node's @opentelemetry/sdk-node and the Java agent use OTLP/HTTP protobuf on
+    localhost:4318; in Go the package decides (otlptracegrpc: 4317, otlptracehttp: 4318).
+    ``command`` is how this tracetui runs from any directory (cli_common.command_name).
+    Fits 80x24.
+    """
+    grpc_port, http_port = _port(listen, 4317), _port(http, 4318)
+    listen = listen or "localhost:4317"
+    http = http or f"{listen.rsplit(':', 1)[0]}:{http_port}"
     text = Text(justify="left")
     text.append("Waiting for traces", style="bold")
-    text.append(f" on {safe_text(address)}\n\n")
-    text.append("Point your app's OpenTelemetry exporter here:\n")
-    text.append(f"  export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:{safe_text(port)}\n", style="bold")
-    text.append(f'  # Python: OTLPSpanExporter(endpoint="localhost:{safe_text(port)}", insecure=True)\n\n', style="dim")
-    text.append("Or see it work right now, in another terminal:\n")
-    demo = "tracetui demo" if port == "4317" else f"tracetui demo --endpoint http://127.0.0.1:{safe_text(port)}"
-    text.append(f"  {demo}", style="bold")
+    text.append(f": gRPC on {safe_text(listen)}, OTLP/HTTP on {safe_text(http)}\n\n")
+    text.append("Point your app's OpenTelemetry exporter here, by its default protocol:\n")
+    text.append("  Python SDK, .NET, Go otlptracegrpc: gRPC\n")
+    text.append(f"    export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:{safe_text(grpc_port)}\n", style="bold")
+    text.append("  Node (@opentelemetry/sdk-node), Java agent, Go otlptracehttp: HTTP\n")
+    text.append(f"    export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:{safe_text(http_port)}\n\n", style="bold")
+    text.append("See it work now, in another terminal:\n")
+    endpoint = "" if grpc_port == "4317" else f" --endpoint http://127.0.0.1:{safe_text(grpc_port)}"
+    text.append(f"  {safe_text(command)} demo{endpoint}", style="bold")
     return text
 
 
@@ -92,7 +107,8 @@ class TraceListScreen(Screen):
         yield StatusHeader(self.app.listen, id="status")  # type: ignore[attr-defined]
         yield Static("", id="new-banner")
         yield TraceTable(id="traces")
-        yield Static(empty_state_text(self.app.listen), id="empty")  # type: ignore[attr-defined]
+        app = self.app
+        yield Static(empty_state_text(app.listen, app.http, app.command), id="empty")  # type: ignore[attr-defined]
         yield FilterBar(id="filter-bar")
         yield KeyFooter()
 
