@@ -121,6 +121,7 @@ class HelpScreen(ModalScreen[None]):
         border: round $primary; background: $surface; padding: 0 2;
     }
     HelpScreen #help-box > Static { width: 1fr; height: auto; }
+    HelpScreen #help-title { margin-bottom: 1; }
     """
 
     def __init__(self, screen: Screen | None = None) -> None:
