@@ -324,7 +324,7 @@ async def test_the_empty_list_names_both_endpoints_and_the_sdks_that_use_them(em
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         text = "\n".join(screen_lines(app))
-        assert "gRPC on 127.0.0.1:4317, OTLP/HTTP on 127.0.0.1:4318" in text
+        assert "Waiting for traces: gRPC 127.0.0.1:4317 · OTLP/HTTP 127.0.0.1:4318" in text
         grpc, http = text.index("OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317"), text.index(
             "OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318"
         )

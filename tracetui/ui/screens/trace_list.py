@@ -60,7 +60,7 @@ def empty_state_text(listen: str | None, http: str | None = None, command: str =
     http = http or f"{listen.rsplit(':', 1)[0]}:{http_port}"
     text = Text(justify="left")
     text.append("Waiting for traces", style="bold")
-    text.append(f": gRPC on {safe_text(listen)}, OTLP/HTTP on {safe_text(http)}\n\n")
+    text.append(f": gRPC {safe_text(listen)} · OTLP/HTTP {safe_text(http)}\n\n")
     text.append("Point your app's OpenTelemetry exporter here, by its default protocol:\n")
     text.append("  Python SDK, .NET, Go otlptracegrpc: gRPC\n")
     text.append(f"    export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:{safe_text(grpc_port)}\n", style="bold")

@@ -36,7 +36,8 @@ class Column:
     priority: int = 5
     #: Share of the spare width a flexible column takes (0: fixed width).
     grow: int = 0
-    #: Widest a flexible column grows; what is left over goes to RUN.
+    #: Widest a flexible column grows. Past every column's widest, the rest of the line stays blank:
+    #: a row reads better compact at the left than stretched across 250 cells.
     max_width: int = 0
 
 
@@ -45,7 +46,7 @@ class Column:
 #: The spare width is shared by the columns whose text gets cut (run, service, slowest), not given to RUN alone.
 COLUMNS: tuple[Column, ...] = (
     Column("time", "TIME", 11, priority=1),
-    Column("run", "RUN", 24, priority=0, grow=3),
+    Column("run", "RUN", 24, priority=0, grow=3, max_width=72),
     Column("service", "SERVICE", 12, priority=6, grow=1, max_width=28),
     Column("duration", "DURATION", 8, right=True, priority=1),
     Column("spans", "SPANS", 5, right=True, priority=9),
@@ -53,7 +54,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("tokens", "TOKENS", 6, right=True, priority=8),
     Column("cost", "COST", 10, right=True, priority=2),  # fmt_cost is at most 10 cells
     Column("grounded", "GROUNDED", 11, priority=2),
-    Column("slowest", "SLOWEST", 18, priority=5, grow=2, max_width=44),
+    Column("slowest", "SLOWEST", 18, priority=5, grow=2, max_width=48),
     Column("errors", "ERR", 3, right=True, priority=1),
 )
 
@@ -63,7 +64,7 @@ def _needed(columns: list[Column]) -> int:
 
 
 def _share(columns: list[Column], spare: int) -> dict[str, int]:
-    """Spare cells for each flexible column, by its ``grow`` share, capped at ``max_width`` (RUN takes the rest)."""
+    """Spare cells for each flexible column, by its ``grow`` share, capped at its ``max_width``."""
     extra = {c.key: 0 for c in columns if c.grow}
     open_ = [c for c in columns if c.grow]
     while spare > 0 and open_:
@@ -80,8 +81,6 @@ def _share(columns: list[Column], spare: int) -> dict[str, int]:
         open_ = [c for c in open_ if not c.max_width or c.width + extra[c.key] < c.max_width]
         if not given:
             break
-    if spare > 0:
-        extra["run"] = extra.get("run", 0) + spare
     return extra
 
 

@@ -15,7 +15,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
 
-from tracetui.fmt import fmt_cost, fmt_count, fmt_duration, safe_text
+from tracetui.fmt import fmt_cost, fmt_count, fmt_duration, safe_text, short_name
 from tracetui.store.reader import SpanRow
 from tracetui.tree import TreeLine
 from tracetui.ui.widgets.cursor_list import CursorList, pad
@@ -231,7 +231,11 @@ class Waterfall(CursorList):
         if on_path:
             text_style = text_style + partial("waterfall--critical")
             label = "┃" + label
-        segments.append(pad(label + name + span_marks(span), max(1, name_w - used), text_style))
+        marks = span_marks(span)
+        room = max(1, name_w - used)
+        if icon:  # the icon already says what the operation prefix says ("● invoke_agent x" -> "● x")
+            name = short_name(name, room - len(label) - len(marks))
+        segments.append(pad(label + name + marks, room, text_style))
         used = max(used, name_w)
         segments.append(pad(fmt_duration(span.duration_ns), DURATION_WIDTH, base + partial("waterfall--dim"), right=True))
         segments.append(Segment("  ", base))
