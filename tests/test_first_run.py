@@ -56,7 +56,9 @@ def test_serve_on_a_taken_port_names_it_its_holder_and_the_ways_forward(tmp_path
         done = tracetui("serve", "--db", str(tmp_path / "t.db"), "--grpc-port", str(port), "--http-port", "0")
     assert done.returncode == 1
     lines = done.stderr.splitlines()
-    assert lines[0].startswith(f"Error: the receiver did not start: port {port} (OTLP/gRPC) is already in use on 127.0.0.1")
+    assert lines[0].startswith(
+        f"Error: the receiver did not start: port {port} (OTLP/gRPC) is already in use on 127.0.0.1"
+    )
     if sys.platform == "linux":
         assert f"by pid {os.getpid()} (" in lines[0]  # this test process holds it
     start = re.fullmatch(r"  Start on free ports: +(.+) serve --grpc-port 0 --http-port 0", lines[1])

@@ -64,7 +64,7 @@ class PortHolder:
     command: list[str]
 
     def describe(self) -> str:
-        """"pid 3062 (tracetui serve --headless --db a.db)": the interpreter left out, programs by their name."""
+        """ "pid 3062 (tracetui serve --headless --db a.db)": the interpreter left out, programs by their name."""
         command = self.command
         if command and Path(command[0]).name.startswith("python") and len(command) > 1:
             command = command[1:]

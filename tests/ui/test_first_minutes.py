@@ -164,6 +164,17 @@ class Gate:
 
         reader.traces = traces
 
+    async def hold(self, pilot, *keys: str) -> None:
+        """Press ``keys`` and return once the trace list's query they caused is waiting at the gate."""
+        self.armed = True
+        await pilot.press(*keys)
+        await asyncio.to_thread(self.waiting.wait, 10)
+
+    async def release(self, pilot) -> None:
+        self.armed = False
+        self.opened.set()
+        await settle(pilot)
+
 
 async def test_g_then_enter_opens_the_newest_run_whatever_arrives_in_between(tmp_path: Path) -> None:
     db = tmp_path / "arrivals.db"
@@ -179,15 +190,11 @@ async def test_g_then_enter_opens_the_newest_run_whatever_arrives_in_between(tmp
         table = app.screen.query_one(TraceTable)
         assert table.row_at(0).name == "run 8"  # the frozen top, newer runs counted in the banner
         gate = Gate(app.reader)
-        gate.armed = True
-        await pilot.press("g")
-        await asyncio.to_thread(gate.waiting.wait, 10)  # the jump's query is under way...
+        await gate.hold(pilot, "g")  # the jump's query is under way...
         await asyncio.to_thread(write_requests, db, runs(11, 1))  # ...and one more run arrives
         app.check_now()
         await pilot.press("enter")  # at once: the old top row is still drawn
-        gate.armed = False
-        gate.opened.set()
-        await settle(pilot)
+        await gate.release(pilot)
         assert isinstance(app.screen, TraceScreen)
         assert app.screen.trace.name == "run 11"
         assert "run 11" in "\n".join(screen_lines(app))
@@ -200,13 +207,9 @@ async def test_s_after_a_new_filter_opens_a_run_that_matches(tmp_path: Path) -> 
     async with app.run_test(size=(120, 36)) as pilot:
         await settle(pilot)
         gate = Gate(app.reader)
-        gate.armed = True
-        await pilot.press("slash", *"run 3", "enter")
-        await asyncio.to_thread(gate.waiting.wait, 10)
-        await pilot.press("enter")
-        gate.armed = False
-        gate.opened.set()
-        await settle(pilot)
+        await gate.hold(pilot, "slash", *"run 3", "enter")
+        await pilot.press("s")  # open at the slowest call, as soon as the filtered rows are in
+        await gate.release(pilot)
         assert isinstance(app.screen, TraceScreen)
         assert app.screen.trace.name == "run 3"
 
@@ -325,8 +328,9 @@ async def test_the_empty_list_names_both_endpoints_and_the_sdks_that_use_them(em
         await settle(pilot)
         text = "\n".join(screen_lines(app))
         assert "Waiting for traces: gRPC 127.0.0.1:4317 · OTLP/HTTP 127.0.0.1:4318" in text
-        grpc, http = text.index("OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317"), text.index(
-            "OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318"
+        grpc, http = (
+            text.index("OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317"),
+            text.index("OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318"),
         )
         assert text.index("Python SDK") < grpc < text.index("@opentelemetry/sdk-node") < http
         assert "Java agent" in text and ".NET" in text and "otlptracehttp" in text

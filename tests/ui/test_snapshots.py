@@ -14,6 +14,16 @@ from tests.ui.conftest import make_app, settle
 SIZE = (110, 32)
 
 
+async def open_fallback_call(pilot) -> None:
+    """The 34 s agent run (last row) opened, the cursor on its fallback call to claude-sonnet-4."""
+    await settle(pilot)
+    await pilot.press("G", "enter")
+    await settle(pilot)
+    waterfall = pilot.app.screen.query_one("#waterfall")
+    waterfall.cursor_row = next(i for i, line in enumerate(waterfall.lines) if line.span.name == "chat claude-sonnet-4")
+    await settle(pilot)
+
+
 class TestTraceList:
     def test_empty_state(self, snap_compare, empty_db: Path) -> None:
         """No traces yet: the screen tells the user how to send some."""
@@ -36,17 +46,7 @@ class TestTraceView:
     def test_agent_run_with_fallback(self, snap_compare, agent_db: Path) -> None:
         """The 34 s agent run: a 30 s gpt-4o timeout, then claude-sonnet-4 (cursor on it)."""
 
-        async def run_before(pilot) -> None:
-            await settle(pilot)
-            await pilot.press("G", "enter")
-            await settle(pilot)
-            waterfall = pilot.app.screen.query_one("#waterfall")
-            waterfall.cursor_row = next(
-                i for i, line in enumerate(waterfall.lines) if line.span.name == "chat claude-sonnet-4"
-            )
-            await settle(pilot)
-
-        assert snap_compare(make_app(agent_db), terminal_size=SIZE, run_before=run_before)
+        assert snap_compare(make_app(agent_db), terminal_size=SIZE, run_before=open_fallback_call)
 
 
 class TestDrillDown:
@@ -101,17 +101,7 @@ class TestWidths:
 
     @WIDTHS
     def test_trace_view(self, snap_compare, agent_db: Path, size) -> None:
-        async def run_before(pilot) -> None:
-            await settle(pilot)
-            await pilot.press("G", "enter")
-            await settle(pilot)
-            waterfall = pilot.app.screen.query_one("#waterfall")
-            waterfall.cursor_row = next(
-                i for i, line in enumerate(waterfall.lines) if line.span.name == "chat claude-sonnet-4"
-            )
-            await settle(pilot)
-
-        assert snap_compare(make_app(agent_db), terminal_size=size, run_before=run_before)
+        assert snap_compare(make_app(agent_db), terminal_size=size, run_before=open_fallback_call)
 
     @WIDTHS
     def test_stats(self, snap_compare, fixtures_db: Path, size) -> None:
