@@ -342,7 +342,9 @@ def test_summary_of_the_agent_run(imported):
     assert lines[0] == f"Trace {trace_id.hex()}: ticket-resolution agent"
     root = by_name["ticket-resolution agent"]
     run_ns = max(s.end_time_unix_nano for s in spans) - min(s.start_time_unix_nano for s in spans)
-    assert f"duration {fmt_duration(run_ns)}" in lines[1] and f"{len(spans)} span(s)" in lines[1] and "1 error(s)" in lines[1]
+    assert f"duration {fmt_duration(run_ns)}" in lines[1] and f"{len(spans)} spans" in lines[1] and "1 error" in lines[1]
+    assert "cost $0.0071" in lines[2]  # fmt_cost, as on screen (never "$0.0000")
+    assert "$0.0071" in next(line for line in lines if "chat claude-sonnet-4" in line)
     assert "tokens 1,432 in / 187 out" in text  # the leaf LLM calls, not the agent span repeating them
     assert "groundedness 0.92" in text
 

@@ -337,9 +337,9 @@ def trace_summary(reader: Reader, trace_id: bytes, max_chars: int = DEFAULT_MAX_
         f"service {safe_text(row.service, 60)}",
         f"started {_iso(start)}",
         f"duration {fmt_duration(duration)}",
-        f"{row.span_count} span(s)",
-        f"{row.llm_calls} LLM call(s)",
-        f"{row.error_count} error(s)",
+        fmt_counted(row.span_count, "span"),
+        fmt_counted(row.llm_calls, "LLM call"),
+        fmt_counted(row.error_count, "error"),
     ]
     facts += _hook_retries(row)
     out.append(" · ".join(facts))
@@ -360,7 +360,7 @@ def trace_summary(reader: Reader, trace_id: bytes, max_chars: int = DEFAULT_MAX_
     for line in lines_in_tree[:MAX_TREE_LINES]:
         out.append("  " + _span_line(line.span, line.guides, start))
     if len(lines_in_tree) > MAX_TREE_LINES:
-        out.append(f"  … {len(lines_in_tree) - MAX_TREE_LINES} more span(s)")
+        out.append(f"  … {fmt_counted(len(lines_in_tree) - MAX_TREE_LINES, 'more span')}")
 
     non_roots = [s for s in spans if s.depth > 0] or spans
     slowest = max(non_roots, key=lambda s: (s.duration_ns, -s.start_ns))

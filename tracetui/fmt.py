@@ -118,17 +118,20 @@ def fmt_elapsed(start_ns: int, end_ns: int) -> str:
 def join_to_fit(parts: list[tuple[int, str]], width: int, separators: tuple[str, ...] = ("  ·  ", " · ")) -> str:
     """``(priority, text)`` parts joined on one line of at most ``width`` characters, designed rather than cut.
 
-    Tries the wide separator, then the narrow one; then drops the part with the
-    highest priority number (priority 0 is never dropped) and tries again; only
+    Tries the wide separator, then the narrow one; then, keeping the narrow one, drops
+    the part with the highest priority number (priority 0 is never dropped); only
     when nothing is left to drop does it cut the first part (usually a name).
     The parts keep their order.
     """
     parts = [(priority, text) for priority, text in parts if text]
-    while True:
-        for separator in separators:
-            line = separator.join(text for _, text in parts)
-            if len(line) <= width:
-                return line
+    for separator in separators[:-1]:  # every part, with a wider separator
+        line = separator.join(text for _, text in parts)
+        if len(line) <= width:
+            return line
+    while True:  # the narrow separator, then fewer parts
+        line = separators[-1].join(text for _, text in parts)
+        if len(line) <= width:
+            return line
         droppable = [part for part in parts if part[0] > 0]
         if not droppable:
             break

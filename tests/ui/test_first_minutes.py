@@ -335,3 +335,48 @@ async def test_the_empty_list_names_both_endpoints_and_the_sdks_that_use_them(em
         assert text.index("Python SDK") < grpc < text.index("@opentelemetry/sdk-node") < http
         assert "Java agent" in text and ".NET" in text and "otlptracehttp" in text
         assert "/home/me/tracetui/.venv/bin/tracetui demo" in text
+
+
+# --- one money format -------------------------------------------------------------------------------
+
+
+async def test_a_span_shows_the_same_cost_in_the_tree_and_in_the_details(agent_db: Path) -> None:
+    app = make_app(agent_db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await open_agent_run(pilot)
+        waterfall = app.screen.query_one("#waterfall")
+        waterfall.cursor_row = next(
+            i for i, line in enumerate(waterfall.lines) if line.span.name == "chat claude-sonnet-4"
+        )
+        await settle(pilot)
+        lines = screen_lines(app)
+        row = next(line for line in lines if "chat claude-sonnet-4" in line and "→" in line)
+        detail = app.screen.query_one("#detail")
+        for _ in range(3):  # the LLM fields' last line, below the fold
+            detail.scroll_page_down(animate=False)
+            await pilot.pause()
+            lines += screen_lines(app)
+        cost = next(line for line in lines if line.strip().startswith("cost "))
+        assert "$0.0071 " in row
+        assert cost.split()[1] == "$0.0071"
+        assert "$0.0000" not in "\n".join(lines)
+
+
+async def test_the_filter_line_has_room_when_open(fixtures_db: Path) -> None:
+    app = make_app(fixtures_db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("slash")
+        await settle(pilot)
+        field = app.screen.query_one("#filter-input")
+        assert region_of(field)[0] == 80 and region_of(field)[1] == 1
+        await pilot.press(*"duration>")
+        await settle(pilot)
+        assert screen_lines(app)[-2].startswith(" duration>")  # what was typed is drawn (it was hidden by a border)
+        await pilot.press(">")
+        await settle(pilot)
+        await asyncio.sleep(0.3)  # the filter applies after a pause in typing
+        await settle(pilot)
+        error = app.screen.query_one("#filter-error")
+        assert region_of(error)[1] >= 1 and "^" in "\n".join(screen_lines(app))
