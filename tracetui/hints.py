@@ -73,9 +73,21 @@ class PortHolder:
         shown = " ".join([Path(command[0]).name, *command[1:]]) if command else "?"
         return f"pid {self.pid} ({safe_text(shown, 80)})"
 
+    @property
+    def is_tracetui(self) -> bool:
+        """Started as the console script or as `python -m tracetui` (not merely from a path holding the word)."""
+        head = self.command[:3]
+        if any(Path(arg).name == "tracetui" for arg in head):
+            return True
+        return (
+            "-m" in head
+            and head.index("-m") + 1 < len(self.command)
+            and self.command[head.index("-m") + 1] == "tracetui"
+        )
+
     def db_path(self) -> str | None:
         """The --db of a tracetui holding the port, so `view` can be pointed at its database."""
-        if not any("tracetui" in arg for arg in self.command[:3]) or "--db" not in self.command:
+        if not self.is_tracetui or "--db" not in self.command:
             return None
         i = self.command.index("--db")
         return self.command[i + 1] if i + 1 < len(self.command) else None
@@ -146,15 +158,20 @@ def port_in_use_message(host: str, busy: list[tuple[str, int]]) -> str:
     """One message for the ports that are taken: which, by whom when we can tell, and the two ways forward.
 
     ``busy`` is [(protocol, port)], e.g. [("OTLP/gRPC", 4317), ("OTLP/HTTP", 4318)]. Three lines:
-    what happened, then one command per way forward, each runnable as printed.
+    what happened, then one command per way forward, each runnable as printed. `view` is offered
+    only when the holder is (or may be) a tracetui: it cannot show what a Collector receives.
     """
     ports = " and ".join(f"{port} ({protocol})" for protocol, port in busy)
     verb = "port {} is" if len(busy) == 1 else "ports {} are"
     holders = [holder for _, port in busy if (holder := port_holder(port)) is not None]
     by = f", by {holders[0].describe()}" if holders else ""
     db = next((path for holder in holders if (path := holder.db_path())), None)
+    if holders and not any(holder.is_tracetui for holder in holders):
+        other = f"  or stop {holders[0].describe()}, which is not a tracetui, and start again"
+    else:
+        other = f"  or watch the running one:     {hint('view' + (f' --db {shlex.quote(db)}' if db else ''))}"
     return (
         f"{verb.format(ports)} already in use on {host}{by}.\n"
         f"  Start on free ports:          {hint('serve --grpc-port 0 --http-port 0')}\n"
-        f"  or watch the running one:     {hint('view' + (f' --db {shlex.quote(db)}' if db else ''))}"
+        f"{other}"
     )
