@@ -139,7 +139,7 @@ class StatsScreen(Screen):
         yield KeyFooter()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
+        table = self.query_one("#stats-table", DataTable)
         self._set_columns(self.size.width or self.app.size.width)
         table.focus()
         self.watch(self.app, "data_version", lambda _v: self.recompute(), init=False)
@@ -158,7 +158,7 @@ class StatsScreen(Screen):
         self._key_width = min(48, max(MIN_KEY_WIDTH, width - 2 - others - 2))  # keys are cut, never scrolled
         if self.sort_column not in shown:
             self.sort_column = 1
-        table = self.query_one(DataTable)
+        table = self.query_one("#stats-table", DataTable)
         table.clear(columns=True)
         for i in shown:
             table.add_column(COLUMNS[i][0], key=COLUMNS[i][0])
@@ -227,7 +227,7 @@ class StatsScreen(Screen):
         return sorted(present, key=key, reverse=self.descending) + missing
 
     def _fill(self) -> None:
-        table = self.query_one(DataTable)
+        table = self.query_one("#stats-table", DataTable)
         selected = None
         if table.row_count and 0 <= table.cursor_row < table.row_count:
             selected = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
@@ -262,7 +262,7 @@ class StatsScreen(Screen):
         return Text(" " + line, style="bold")
 
     def _show_histogram(self) -> None:
-        table = self.query_one(DataTable)
+        table = self.query_one("#stats-table", DataTable)
         group = None
         if table.row_count and 0 <= table.cursor_row < table.row_count:
             key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
