@@ -42,6 +42,24 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("GROUND", "groundedness"),
 )
 HISTOGRAM_BUCKETS = 40
+def cell(attribute: str, value) -> str:
+    if value is None:
+        return "—"
+    if attribute == "key":
+        return safe_text(value, 48)
+    if attribute.endswith("_ms"):
+        return fmt_duration(int(value * 1e6))
+    if attribute.endswith("_rate"):
+        return f"{value:.0%}"
+    if attribute == "tokens_per_s":
+        return f"{value:.0f}"
+    if attribute == "cost_per_run":
+        return fmt_cost(value)
+    if attribute == "groundedness":
+        return f"{value:.2f}"
+    return str(value)
+
+
 #: Which columns go first on a narrow terminal (higher first); KEY never goes. At 80 columns the table keeps
 #: calls, p50/p95, TTFT p50, error rate, cost per run and groundedness; from about 150 it shows everything.
 COLUMN_PRIORITY = {
@@ -65,24 +83,6 @@ def visible_columns(width: int) -> tuple[int, ...]:
     while len(shown) > 2 and sum(_column_width(*COLUMNS[i]) for i in shown) > width:
         shown.remove(max(shown[1:], key=lambda i: (COLUMN_PRIORITY.get(COLUMNS[i][1], 5), i)))
     return tuple(shown)
-
-
-def cell(attribute: str, value) -> str:
-    if value is None:
-        return "—"
-    if attribute == "key":
-        return safe_text(value, 48)
-    if attribute.endswith("_ms"):
-        return fmt_duration(int(value * 1e6))
-    if attribute.endswith("_rate"):
-        return f"{value:.0%}"
-    if attribute == "tokens_per_s":
-        return f"{value:.0f}"
-    if attribute == "cost_per_run":
-        return fmt_cost(value)
-    if attribute == "groundedness":
-        return f"{value:.2f}"
-    return str(value)
 
 
 def histogram(durations_ms: tuple[float, ...], buckets: int = HISTOGRAM_BUCKETS) -> list[float]:
@@ -245,22 +245,6 @@ class StatsScreen(Screen):
         self.query_one("#stats-title", Static).update(self._title(self.size.width - 2))
         self._show_histogram()
 
-    def _title(self, width: int) -> Text:
-        """What the table shows: grouping, then the filter in force (cut, never dropped), window and sort if room."""
-        sort_title, _ = COLUMNS[self.sort_column]
-        head = f"LLM calls by {self.by.replace('_', ' ')}"
-        empty = "(no LLM calls match)" if not self.groups else ""
-        flt = ""
-        if self.filter_text.strip():
-            room = width - len(head) - len(empty) - 6
-            flt = "filter: " + fit(safe_text(self.filter_text, 200), max(12, room - len("filter: ")))
-        line = join_to_fit(
-            [(0, head), (0, flt), (1, f"window: {self.window}"),
-             (2, f"sorted by {sort_title} {'↓' if self.descending else '↑'}"), (0, empty)],
-            width,
-        )  # fmt: skip
-        return Text(" " + line, style="bold")
-
     def _show_histogram(self) -> None:
         table = self.query_one("#stats-table", DataTable)
         group = None
@@ -282,6 +266,22 @@ class StatsScreen(Screen):
                 style="dim",
             )
         )
+
+    def _title(self, width: int) -> Text:
+        """What the table shows: grouping, then the filter in force (cut, never dropped), window and sort if room."""
+        sort_title, _ = COLUMNS[self.sort_column]
+        head = f"LLM calls by {self.by.replace('_', ' ')}"
+        empty = "(no LLM calls match)" if not self.groups else ""
+        flt = ""
+        if self.filter_text.strip():
+            room = width - len(head) - len(empty) - 6
+            flt = "filter: " + fit(safe_text(self.filter_text, 200), max(12, room - len("filter: ")))
+        line = join_to_fit(
+            [(0, head), (0, flt), (1, f"window: {self.window}"),
+             (2, f"sorted by {sort_title} {'↓' if self.descending else '↑'}"), (0, empty)],
+            width,
+        )  # fmt: skip
+        return Text(" " + line, style="bold")
 
     @on(DataTable.RowHighlighted)
     def _row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
