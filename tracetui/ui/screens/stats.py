@@ -42,6 +42,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("GROUND", "groundedness"),
 )
 HISTOGRAM_BUCKETS = 40
+
+
 def cell(attribute: str, value) -> str:
     if value is None:
         return "—"
