@@ -380,3 +380,17 @@ async def test_the_filter_line_has_room_when_open(fixtures_db: Path) -> None:
         await settle(pilot)
         error = app.screen.query_one("#filter-error")
         assert region_of(error)[1] >= 1 and "^" in "\n".join(screen_lines(app))
+
+
+async def test_the_command_palette_lists_the_screens_actions(agent_db: Path) -> None:
+    """Ctrl+P (Textual's own modal): its input and its list have room, and our actions are in it."""
+    app = make_app(agent_db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+p")
+        await settle(pilot)
+        await pilot.press(*"slowest")
+        await asyncio.sleep(0.5)  # the palette searches its providers asynchronously
+        await settle(pilot)
+        text = "\n".join(screen_lines(app))
+        assert "Slowest" in text and "open the run at its slowest LLM or tool call" in text
