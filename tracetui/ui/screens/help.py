@@ -11,6 +11,8 @@ scrolls when it does not fit (80x24).
 
 from __future__ import annotations
 
+import dataclasses
+
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -51,6 +53,23 @@ def _of(cls) -> list[Binding]:
     return [b for b in cls.BINDINGS if isinstance(b, Binding)]
 
 
+def _keys(bindings: list[Binding]) -> set[str]:
+    return {k.strip() for b in bindings for k in b.key.split(",")}
+
+
+def _minus(bindings: list[Binding], taken: set[str]) -> list[Binding]:
+    """``bindings`` without the keys a screen binds itself (its meaning wins: on the trace list `g` follows)."""
+    out = []
+    for binding in bindings:
+        keys = [k.strip() for k in binding.key.split(",")]
+        left = [k for k in keys if k not in taken]
+        if left and left != keys:
+            binding = dataclasses.replace(binding, key=",".join(left), key_display=None)
+        if left:
+            out.append(binding)
+    return out
+
+
 def _everywhere() -> list[Binding]:
     from tracetui.ui.app import TraceTuiApp
 
@@ -68,9 +87,12 @@ def binding_groups(screen: Screen | None = None) -> list[tuple[str, list[Binding
     filter_line = ("Filter line (/)", FILTER_KEYS)
     everywhere = ("Everywhere", _everywhere())
     if isinstance(screen, TraceListScreen):
-        return [("Trace list", _of(TraceListScreen)), move, filter_line, everywhere]
+        own = _of(TraceListScreen)
+        return [("Trace list", own), (move[0], _minus(move[1], _keys(own))), filter_line, everywhere]
     if isinstance(screen, TraceScreen):
-        return [("Trace view", _of(TraceScreen)), move, ("Detail pane", DETAIL_KEYS), filter_line, everywhere]
+        own = _of(TraceScreen)
+        return [("Trace view", own), (move[0], _minus(move[1], _keys(own))), ("Detail pane", DETAIL_KEYS),
+                filter_line, everywhere]  # fmt: skip
     if isinstance(screen, StatsScreen):
         return [("Stats", _of(StatsScreen)), ("Move", TABLE_KEYS), everywhere]
     return [
