@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from helpers import receiver_env
 
@@ -71,3 +75,18 @@ def test_serve_on_a_taken_port_names_it_its_holder_and_the_ways_forward(tmp_path
     assert len(lines) == 3, done.stderr
     assert "add_port" not in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "t.db").exists()
+
+
+@pytest.mark.slow
+def test_make_sets_up_quietly(tmp_path) -> None:
+    """`make run`'s first step on a fresh checkout prints one line, nothing from pip or setuptools (their
+    "Editable installation ... folders with the same name" banner went to the terminal)."""
+    root = Path(__file__).resolve().parent.parent
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout.split(b"\0")
+    for name in filter(None, (f.decode() for f in files)):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / name, tmp_path / name)
+    done = subprocess.run(["make", ".venv/.installed"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout + done.stderr == "Setting up .venv (first run only)...\n"
+    assert (tmp_path / ".venv" / "bin" / "tracetui").exists()
