@@ -8,21 +8,27 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test demo screenshots bench clean
 
+# The packaging tools' output (setuptools' "Editable installation" banner, pip's notices) goes to
+# $(VENV)/install.log and is shown only when the installation fails.
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tracetui needs Python >= 3.11"'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	@echo "Setting up $(VENV) (first run only)..."
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@if ! { $(BIN)/python -m pip install --quiet --upgrade pip && \
+	        $(BIN)/python -m pip install --quiet -e '.[test]'; } > $(VENV)/install.log 2>&1; then \
+	    cat $(VENV)/install.log; echo "Installing into $(VENV) failed (the log above is in $(VENV)/install.log)."; \
+	    exit 1; \
+	fi
+	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/tracetui serve
+	@$(BIN)/tracetui serve
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
-	$(BIN)/tracetui demo
+	@$(BIN)/tracetui demo
 
 screenshots: $(STAMP)
 	$(BIN)/python scripts/screenshots.py

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracetui.fmt import fmt_counted, fmt_duration, safe_multiline, safe_text
+from tracetui.fmt import fit, fmt_cost, fmt_counted, fmt_duration, fmt_elapsed, join_to_fit, safe_multiline, safe_text, short_name
 
 #: Unicode's Bidi_Control characters: they reorder the text around them.
 BIDI_CONTROLS = {"\u061c", "\u200e", "\u200f", *map(chr, range(0x202A, 0x202F)), *map(chr, range(0x2066, 0x206A))}
@@ -167,3 +167,59 @@ def test_fmt_counted_says_one_span_and_groups_thousands() -> None:
     assert fmt_counted(0, "error") == "0 errors"
     assert fmt_counted(2, "LLM call") == "2 LLM calls"
     assert fmt_counted(10_000, "span") == "10,000 spans"
+
+
+@pytest.mark.parametrize(
+    "usd, shown",
+    [
+        (None, "unpriced"),
+        (0, "$0"),
+        (0.000000162, "<$0.000001"),  # an 8-token embedding: below the floor, said so
+        (0.000016, "$0.000016"),  # never "$0.0000"
+        (0.000026, "$0.000026"),
+        (0.00625, "$0.00625"),  # the tree and the details print this same string
+        (0.007101, "$0.0071"),
+        (0.0123, "$0.0123"),
+        (0.42, "$0.42"),
+        (0.1, "$0.10"),
+        (0.999999, "$1.00"),
+        (1234.567, "$1,234.57"),
+    ],
+)
+def test_one_money_format(usd, shown):
+    assert fmt_cost(usd) == shown
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(min_value=0, max_value=10_000, allow_nan=False))
+def test_money_is_never_a_misleading_zero_and_fits_the_cost_column(usd):
+    text = fmt_cost(usd)
+    assert len(text) <= 10
+    if usd > 0:
+        assert text != "$0" and not re.fullmatch(r"\$0\.0+", text), (usd, text)
+        digits = text.lstrip("<$").replace(",", "")
+        if not text.startswith("<"):
+            assert abs(float(digits) - usd) <= max(0.005 if usd >= 1 else usd * 0.06, 0.0000006), (usd, text)
+
+
+def test_names_lose_their_operation_prefix_only_when_they_do_not_fit():
+    assert short_name("invoke_agent ticket-resolution", 40) == "invoke_agent ticket-resolution"
+    assert short_name("invoke_agent ticket-resolution", 20) == "ticket-resolution"
+    assert short_name("chat gpt-4o", 5) == "gpt-4o"  # the caller still cuts what remains
+    assert short_name("my own span name", 5) == "my own span name"  # not an operation: left alone
+    assert fit("ticket-resolution", 8) == "ticket-…"
+
+
+def test_parts_are_joined_to_fit_dropping_the_least_useful_first():
+    parts = [(0, "ticket-resolution agent"), (0, "34.1s"), (3, "5 spans"), (2, "2 LLM calls"), (0, "$0.0071"),
+             (0, "1 error")]  # fmt: skip
+    assert join_to_fit(parts, 200) == "ticket-resolution agent  ·  34.1s  ·  5 spans  ·  2 LLM calls  ·  $0.0071  ·  1 error"
+    assert join_to_fit(parts, 78) == "ticket-resolution agent · 34.1s · 5 spans · 2 LLM calls · $0.0071 · 1 error"
+    assert join_to_fit(parts, 66) == "ticket-resolution agent · 34.1s · 2 LLM calls · $0.0071 · 1 error"
+    assert join_to_fit(parts, 60) == "ticket-resolution agent · 34.1s · $0.0071 · 1 error"
+    assert join_to_fit(parts, 40) == "ticket-reso… · 34.1s · $0.0071 · 1 error"  # 40 characters
+
+
+def test_a_span_that_ends_before_it_starts_is_explained():
+    assert fmt_elapsed(2_000_000_000, 1_000_000_000) == "-1.00s (end before start!)"
+    assert fmt_elapsed(1_000_000_000, 2_000_000_000) == "1.00s"

@@ -22,8 +22,8 @@ from tracetui.config import (
     ReceiverSettings,
     default_decode_workers,
 )
-from tracetui.cli_common import db_option, open_reader, resolve_db
-from tracetui.fmt import fmt_clock, fmt_duration, safe_text
+from tracetui.cli_common import command_name, db_option, no_database, open_reader, resolve_db
+from tracetui.fmt import fmt_clock, fmt_counted, fmt_duration, safe_text
 
 
 def _check_age(_ctx, _param, value: str | None) -> str | None:
@@ -126,7 +126,7 @@ def serve(
 
     try:
         run_app(settings.db_path, receiver=receiver, listen=ready.grpc, http=ready.http, threshold=threshold,
-                route_attribute=route_attribute)  # fmt: skip
+                route_attribute=route_attribute, command=command_name())  # fmt: skip
     finally:
         code = receiver.stop()
         lines = [line for line in receiver.lines if not line.startswith("tracetui: listening")]
@@ -146,10 +146,10 @@ def view(db: Path | None, threshold: float, route_attribute: str | None) -> None
     """Open the UI over an existing database; follows it live while a receiver writes."""
     path = resolve_db(db)
     if not path.exists():
-        raise click.ClickException(f"no database at {path} (start `tracetui serve` first, or pass --db)")
+        raise no_database(path)
     from tracetui.ui.app import run_app
 
-    run_app(path, threshold=threshold, route_attribute=route_attribute)
+    run_app(path, threshold=threshold, route_attribute=route_attribute, command=command_name())
 
 
 @main.command()
@@ -161,13 +161,15 @@ def view(db: Path | None, threshold: float, route_attribute: str | None) -> None
 @click.option("--token", envvar=TOKEN_ENV, default=None, help="Bearer token, when the receiver requires one.")
 def demo(endpoint: str, count: int | None, interval: float, seed: int | None, token: str | None) -> None:
     """Send realistic agent runs through the real OpenTelemetry SDK exporter."""
-    from tracetui.demo import run_demo
+    from tracetui.demo import NothingAcknowledged, run_demo
 
     try:
         sent = run_demo(endpoint=endpoint, count=count, interval=interval, seed=seed, token=token)
     except KeyboardInterrupt:
         return
-    click.echo(f"demo: sent {sent} runs to {endpoint}", err=True)
+    except NothingAcknowledged as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"demo: sent {fmt_counted(sent, 'run')} to {endpoint}", err=True)
 
 
 @main.command()

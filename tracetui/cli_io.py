@@ -13,6 +13,7 @@ import click
 from tracetui.cli_common import db_option
 from tracetui.cli_common import open_reader
 from tracetui.cli_common import resolve_db
+from tracetui.fmt import fmt_counted
 
 
 @click.command("import")
@@ -38,10 +39,11 @@ def import_command(db: Path | None, files: tuple[Path, ...]) -> None:
         click.echo(f"tracetui: warning: ... and {len(report.warnings) - 20} more", err=True)
     if not report.spans and not report.logs:
         if report.rejected:
-            raise click.ClickException(f"nothing imported: all {report.rejected} item(s) were invalid")
-        click.echo(f"tracetui: nothing to import: {report.files} file(s) held no spans or log records", err=True)
+            raise click.ClickException(f"nothing imported: all {fmt_counted(report.rejected, 'item')} were invalid")
+        files = fmt_counted(report.files, "file")
+        click.echo(f"tracetui: nothing to import: {files} held no spans or log records", err=True)
         return
-    click.echo(f"tracetui: {report.summary()} into {path}", err=True)
+    click.echo(f"tracetui: {report.summary(path)}", err=True)
 
 
 @click.command("export")

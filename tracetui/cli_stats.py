@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from tracetui import metric_stats
-from tracetui.cli_common import db_option
+from tracetui.cli_common import db_option, no_database
 from tracetui.stats import GROUPINGS, WINDOWS, GroupStats
 
 @click.command("stats")
@@ -56,7 +56,7 @@ def stats_command(
     try:
         conn = connect_reader(path)
     except FileNotFoundError:
-        raise click.ClickException(f"no database at {path} (start `tracetui serve` first, or pass --db)") from None
+        raise no_database(path) from None
     except Exception as exc:
         raise click.ClickException(f"cannot open {path}: {exc}") from None
     try:

@@ -50,6 +50,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from tracetui.fmt import fmt_counted
+from tracetui.hints import hint
 
 try:  # SDK >= 1.39: Logger.emit() accepts the API LogRecord, with `event_name` and `context`.
     from opentelemetry.sdk._logs import ReadWriteLogRecord as _ReadWriteLogRecord  # noqa: F401
@@ -824,18 +825,32 @@ def emit_runs(
 # --- run_demo: real exporters ----------------------------------------------------
 
 
-class _ExportWatch:
-    """Reports the first failed span export once, instead of the exporter's per-retry log spam."""
+class NothingAcknowledged(RuntimeError):
+    """Runs were sent and the receiver acknowledged none of their spans (nobody listening, wrong port, bad token)."""
 
-    def __init__(self, endpoint: str, out):
+
+class _ExportWatch:
+    """Counts acknowledged span exports; reports the first failure once, instead of the exporter's per-retry log spam.
+
+    With a run count the failure is reported once at the end (NothingAcknowledged),
+    not also in mid-run; running until Ctrl-C it is reported as soon as it happens.
+    """
+
+    def __init__(self, endpoint: str, out, report_at_once: bool = True):
         self.endpoint = endpoint
         self.out = out
+        self.report_at_once = report_at_once
+        self.acknowledged = 0
         self._reported = False
         self._lock = threading.Lock()
 
+    def succeeded(self, spans: int) -> None:
+        with self._lock:
+            self.acknowledged += spans
+
     def failed(self) -> None:
         with self._lock:
-            if self._reported:
+            if self._reported or not self.report_at_once:
                 return
             self._reported = True
         _write(self.out, f"demo: could not send spans to {self.endpoint} (is `tracetui` listening there?)")
@@ -850,7 +865,9 @@ class _WatchedSpanExporter(SpanExporter):
 
     def export(self, spans: Sequence) -> SpanExportResult:
         result = self._inner.export(spans)
-        if result is not SpanExportResult.SUCCESS:
+        if result is SpanExportResult.SUCCESS:
+            self._watch.succeeded(len(spans))
+        else:
             self._watch.failed()
         return result
 
@@ -883,7 +900,8 @@ def run_demo(
 
     Prints one short line per run to `out` (e.g. 'demo: run 3 ticket-resolution  4 LLM calls
     fallback gpt-4o→claude-sonnet-4  2.4s'). Flushes the exporters (force_flush) before
-    returning, and shuts the providers down.
+    returning, and shuts the providers down. Raises NothingAcknowledged when runs were
+    sent and the receiver acknowledged none of their spans.
     """
     # Imported here: they pull in grpc, which the unit tests of the planner do not need.
     from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
@@ -896,7 +914,7 @@ def run_demo(
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
     headers = {"authorization": f"Bearer {token}"} if token else None
-    watch = _ExportWatch(endpoint, out)
+    watch = _ExportWatch(endpoint, out, report_at_once=count is None)
     providers = make_providers(
         lambda: _WatchedSpanExporter(
             OTLPSpanExporter(endpoint=endpoint, insecure=True, headers=headers, timeout=EXPORT_TIMEOUT_S), watch
@@ -917,4 +935,9 @@ def run_demo(
         for tracer_provider, logger_provider in providers.values():
             tracer_provider.shutdown()
             logger_provider.shutdown()
+    if sent and not watch.acknowledged:
+        raise NothingAcknowledged(
+            f"nothing reached {endpoint} (0 of {fmt_counted(sent, 'run')} acknowledged): "
+            f"start a receiver with `{hint('serve')}`, or pass --endpoint"
+        )
     return sent

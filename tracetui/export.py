@@ -25,7 +25,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tracetui.fmt import fmt_counted, fmt_duration, safe_text
+from tracetui.fmt import fmt_cost, fmt_counted, fmt_duration, safe_text
 from tracetui.messages import ChatMessage, extract_messages
 from tracetui.otlp.decode import any_value_to_python, attributes_to_dict
 from tracetui.otlp.otlp_json import message_to_json
@@ -183,8 +183,8 @@ def _hook_cost(row: TraceRow) -> str | None:
     cost = getattr(row, "cost_usd", None)
     unpriced = getattr(row, "unpriced_calls", 0) or 0
     if cost is None:
-        return f"cost unknown ({unpriced} unpriced call(s))" if unpriced else None
-    return f"cost ${cost:.4f}" + (f" (+{unpriced} unpriced call(s))" if unpriced else "")
+        return f"cost unknown ({fmt_counted(unpriced, 'unpriced call')})" if unpriced else None
+    return f"cost {fmt_cost(cost)}" + (f" (+{fmt_counted(unpriced, 'unpriced call')})" if unpriced else "")
 
 
 def _hook_retries(row: TraceRow) -> list[str]:
@@ -293,7 +293,7 @@ def _span_line(span: SpanRow, guides: str, trace_start: int) -> str:
         elif not span.is_error:
             parts.append("no token counts")
     if getattr(span, "cost_usd", None) is not None:
-        parts.append(f"${span.cost_usd:.4f}")
+        parts.append(fmt_cost(span.cost_usd))
     return "  ".join(parts)
 
 
@@ -366,9 +366,9 @@ def trace_summary(reader: Reader, trace_id: bytes, max_chars: int = DEFAULT_MAX_
         f"service {safe_text(row.service, 60)}",
         f"started {_iso(start)}",
         f"duration {fmt_duration(duration)}",
-        f"{row.span_count} span(s)",
-        f"{row.llm_calls} LLM call(s)",
-        f"{row.error_count} error(s)",
+        fmt_counted(row.span_count, "span"),
+        fmt_counted(row.llm_calls, "LLM call"),
+        fmt_counted(row.error_count, "error"),
     ]
     facts += _hook_retries(row)
     out.append(" · ".join(facts))
@@ -391,7 +391,7 @@ def trace_summary(reader: Reader, trace_id: bytes, max_chars: int = DEFAULT_MAX_
     for line in lines_in_tree[:MAX_TREE_LINES]:
         out.append("  " + _span_line(line.span, line.guides, start))
     if len(lines_in_tree) > MAX_TREE_LINES:
-        out.append(f"  … {len(lines_in_tree) - MAX_TREE_LINES} more span(s)")
+        out.append(f"  … {fmt_counted(len(lines_in_tree) - MAX_TREE_LINES, 'more span')}")
 
     non_roots = [s for s in spans if s.depth > 0] or spans
     slowest = max(non_roots, key=lambda s: (s.duration_ns, -s.start_ns))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 
@@ -47,6 +48,32 @@ def safe_multiline(value: object, limit: int = 20_000) -> str:
     return text
 
 
+#: GenAI semantic-convention operation names that start span names ("invoke_agent ticket-resolution").
+OPERATION_PREFIXES = (
+    "invoke_agent", "create_agent", "invoke_workflow", "execute_tool", "chat", "text_completion",
+    "generate_content", "embeddings",
+)  # fmt: skip
+
+
+def short_name(name: str, width: int) -> str:
+    """A span name that fits ``width`` cells better: the operation prefix goes first ("invoke_agent x" -> "x").
+
+    Only when the whole name does not fit: the prefix says what kind of span it is, which is worth
+    keeping while there is room. The caller still cuts what remains too long.
+    """
+    if len(name) <= width:
+        return name
+    head, _, rest = name.partition(" ")
+    return rest if rest and head in OPERATION_PREFIXES else name
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters with an ellipsis (already-safe, single-cell text)."""
+    if len(text) <= width:
+        return text
+    return text[: max(0, width - 1)] + "…" if width > 0 else ""
+
+
 def fmt_duration(ns: int | None) -> str:
     """Compact, fixed-precision durations: 850µs, 120ms, 2.41s, 3m05s, 1h02m."""
     if ns is None:
@@ -71,6 +98,49 @@ def fmt_duration(ns: int | None) -> str:
         return f"{minutes}m{sec:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
+
+
+#: What a span or trace whose end is before its start shows next to its (negative) duration.
+END_BEFORE_START = "end before start!"
+
+
+def fmt_elapsed(start_ns: int, end_ns: int) -> str:
+    """The duration from start to end, explained when the end comes first ("-1.00s (end before start!)").
+
+    The trace summary and the span details both use it, so the same broken span reads
+    the same in both (lists and bars clamp such spans to zero width).
+    """
+    if end_ns < start_ns:
+        return f"{fmt_duration(end_ns - start_ns)} ({END_BEFORE_START})"
+    return fmt_duration(end_ns - start_ns)
+
+
+def join_to_fit(parts: list[tuple[int, str]], width: int, separators: tuple[str, ...] = ("  ·  ", " · ")) -> str:
+    """``(priority, text)`` parts joined on one line of at most ``width`` characters, designed rather than cut.
+
+    Tries the wide separator, then the narrow one; then, keeping the narrow one, drops
+    the part with the highest priority number (priority 0 is never dropped); only
+    when nothing is left to drop does it cut the first part (usually a name).
+    The parts keep their order.
+    """
+    parts = [(priority, text) for priority, text in parts if text]
+    for separator in separators[:-1]:  # every part, with a wider separator
+        line = separator.join(text for _, text in parts)
+        if len(line) <= width:
+            return line
+    while True:  # the narrow separator, then fewer parts
+        line = separators[-1].join(text for _, text in parts)
+        if len(line) <= width:
+            return line
+        droppable = [part for part in parts if part[0] > 0]
+        if not droppable:
+            break
+        parts.remove(max(droppable, key=lambda part: part[0]))
+    texts = [text for _, text in parts]
+    rest = separators[-1].join(texts[1:])
+    if not rest:
+        return fit(texts[0], width)
+    return separators[-1].join([fit(texts[0], max(1, width - len(rest) - len(separators[-1]))), *texts[1:]])
 
 
 def fmt_clock(ns: int, now_ns: int | None = None) -> str:
@@ -114,16 +184,30 @@ def fmt_bytes(n: int) -> str:
     return f"{n:.1f}GB"
 
 
+#: Below this, an amount is shown as "<$0.000001" (a price per token is about $1e-8 to $1e-4).
+COST_FLOOR_USD = 0.000_001
+
+
 def fmt_cost(usd: float | None) -> str:
-    """$1.20, $0.0071, $0.000026; "unpriced" when unknown (never a misleading $0)."""
+    """The one money format (screen, `y` copy, `export`): $1,234.56, $0.42, $0.00625, $0.000016, <$0.000001.
+
+    Below a dollar: three significant digits, at most six decimals, trailing zeros
+    dropped (at least two decimals), so a sub-cent amount is never rounded to a
+    misleading "$0.0000" and the same amount reads the same everywhere. "unpriced"
+    when unknown (never a misleading $0). At most 10 cells. ``--json`` output keeps the
+    full float instead.
+    """
     if usd is None:
         return "unpriced"
     if usd == 0:
         return "$0"
-    if usd < 0.000001:
+    if usd < 0:
+        return "-" + fmt_cost(-usd)
+    if usd < COST_FLOOR_USD:
         return "<$0.000001"
-    if usd < 0.01:
-        return f"${usd:.6f}".rstrip("0")
-    if usd < 1:
-        return f"${usd:.4f}"
-    return f"${usd:,.2f}"
+    if round(usd, 2) >= 1:
+        return f"${usd:,.2f}"
+    decimals = min(6, max(2, 2 - math.floor(math.log10(usd))))
+    text = f"{usd:.{decimals}f}".rstrip("0")
+    whole, _, fraction = text.partition(".")
+    return f"${whole}.{fraction.ljust(2, '0')}"

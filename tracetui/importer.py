@@ -27,6 +27,7 @@ from pathlib import Path
 
 from google.protobuf.message import Message
 
+from tracetui.fmt import fmt_counted
 from tracetui.otlp.decode import (
     Decoded,
     DecodeError,
@@ -69,17 +70,23 @@ class ImportReport:
     #: Per-item problems that did not stop the import (spans with invalid ids), with where they were.
     warnings: list[str] = field(default_factory=list)
 
-    def summary(self) -> str:
-        parts = [f"imported {self.spans} span(s) in {self.traces} trace(s)"]
-        if self.spans != self.new_spans:
-            parts.append(f"{self.spans - self.new_spans} already stored")
-        if self.logs:
-            parts.append(f"{self.logs} log record(s)")
-        text = ", ".join(parts) + f" from {self.files} file(s)"
+    def summary(self, db: Path | str = "the database") -> str:
+        """One line that leads with what changed: how many spans were new, and how many were already stored."""
+        logs = f" and {fmt_counted(self.logs, 'log record')}" if self.logs else ""
+        source = f"from {fmt_counted(self.files, 'file')}"
+        old = self.spans - self.new_spans
+        if self.spans and not self.new_spans:
+            spans = f"{fmt_counted(self.spans, 'span')} in {fmt_counted(self.traces, 'trace')}"
+            text = f"nothing new: the {spans} {source} were all already in {db}" + (f"; read{logs}" if logs else "")
+        else:
+            spans = f"{fmt_counted(self.new_spans, 'new span')} in {fmt_counted(self.traces, 'trace')}"
+            text = f"imported {spans}{logs} {source} into {db}"
+            if old:
+                text += f" ({old:,} more {'was' if old == 1 else 'were'} already there)"
         if self.rejected:
-            text += f"; rejected {self.rejected} invalid item(s)"
+            text += f"; rejected {fmt_counted(self.rejected, 'invalid item')}"
         if self.skipped_metrics:
-            text += f"; skipped {self.skipped_metrics} metrics request(s)"
+            text += f"; skipped {fmt_counted(self.skipped_metrics, 'metrics request')}"
         return text
 
 

@@ -23,6 +23,7 @@ from typing import TextIO
 
 from tracetui import pricing
 from tracetui.config import TOKEN_ENV, ReceiverSettings
+from tracetui.hints import COMMAND_ENV, command_name, port_in_use_message, port_is_free
 from tracetui.otlp.decoder import Decoder, InlineDecoder, WorkerPool, configure_pricing
 from tracetui.otlp.grpc_server import start_grpc_server
 from tracetui.store.retention import Retention, parse_age
@@ -31,6 +32,18 @@ from tracetui.store.writer import Writer, receiver_status_defaults
 READY_PREFIX = "tracetui: listening "
 _READY_RE = re.compile(r"^tracetui: listening grpc=(?P<grpc>\S+) http=(?P<http>\S+) db=(?P<db>.+)$")
 SHUTDOWN_GRACE_S = 10.0
+
+
+def _busy_ports(settings: ReceiverSettings) -> list[tuple[str, int]]:
+    """The requested ports someone else listens on, checked before grpc tries (it would log a raw C-core line)."""
+    busy = []
+    for protocol, port in (("OTLP/gRPC", settings.grpc_port), ("OTLP/HTTP", settings.http_port)):
+        try:
+            if not port_is_free(settings.host, port):
+                busy.append((protocol, port))
+        except OSError:
+            pass  # not a port conflict (a host we cannot bind at all): the servers say what it is
+    return busy
 
 
 def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: threading.Event | None = None) -> int:
@@ -84,6 +97,9 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
         except Exception as exc:
             return give_up(f"cannot start the ingest workers: {exc}")
         writer.backlog = pool.backlog
+    busy = _busy_ports(settings)
+    if busy:
+        return give_up(port_in_use_message(settings.host, busy))
     try:
         server, port = start_grpc_server(
             writer,
@@ -207,6 +223,7 @@ class ReceiverProcess:
         env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
         if self.settings.token:
             env[TOKEN_ENV] = self.settings.token
+        env[COMMAND_ENV] = command_name()  # the child runs as `python -m tracetui`; its hints name what the user ran
         self.proc = subprocess.Popen(
             self.command(),
             env=env,
@@ -235,9 +252,21 @@ class ReceiverProcess:
         ready_event.wait(max(0.0, deadline - time.monotonic()))
         if self.ready is None:
             self.stop()
-            detail = "\n".join(self.lines) or "no output"
-            raise RuntimeError(f"the receiver did not start:\n{detail}")
+            raise RuntimeError(f"the receiver did not start: {self._failure()}")
         return self.ready
+
+    def _failure(self) -> str:
+        """Why the child exited before it was ready: its own "tracetui: ..." lines when it wrote any
+        (one readable message), else everything it printed."""
+        ours: list[str] = []
+        for line in self.lines:
+            if line.startswith("tracetui: "):
+                ours.append(line.removeprefix("tracetui: "))
+            elif ours and line.startswith("  "):
+                ours.append(line)  # a message's continuation lines
+        if ours:
+            return "\n".join(ours)
+        return "\n" + ("\n".join(self.lines) or "no output")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -195,7 +195,8 @@ def detail_text(app) -> str:
 
 async def test_list_draws_every_hostile_trace_literally(hostile_db: Path) -> None:
     app = make_app(hostile_db)
-    async with app.run_test(size=(180, 40)) as pilot:
+    # 220 columns: RUN is 57 cells wide, room for the whole markup-laden name (it shares the spare width since #14)
+    async with app.run_test(size=(220, 40)) as pilot:
         await settle(pilot)
         table = app.screen.query_one(TraceTable)
         assert table.row_count == len(hostile_requests())
@@ -212,7 +213,7 @@ async def test_list_draws_every_hostile_trace_literally(hostile_db: Path) -> Non
         assert epoch_row.split()[0] == "—"  # a zero time is unknown, not 1970
         assert "no root yet" in next(line for line in lines if "child of nobody" in line)
         assert "no root yet" in next(line for line in lines if "cycle" in line)
-        assert len(next(line for line in lines if "big values" in line)) <= 180  # a 1 MB name fits its column
+        assert len(next(line for line in lines if "big values" in line)) <= 220  # a 1 MB name fits its column
         assert lines == [strip.text for strip in strips_of(table)]  # stable on repaint
 
 
@@ -272,11 +273,13 @@ async def test_every_hostile_trace_opens_and_draws(hostile_db: Path) -> None:
     # counts read as English: "1 span", "2 spans"
     assert re.search(r"·  1 span\b", seen["child of nobody"]["summary"])
     assert re.search(r"·  2 spans\b", seen["narcissus"]["summary"])
-    # end before start: the bars' durations are never negative, the detail pane flags it
+    # end before start: the bars' durations are never negative; the summary and the detail pane
+    # explain it in the same words
     inverted = seen["inverted root"]
     assert inverted["names"] == ["inverted root", "inverted chat"]
     assert all(" 0ns " in row and "-1" not in row for row in inverted["rows"][:2])
     assert "-1.00s (end before start!)" in inverted["detail"]
+    assert "inverted root  ·  -1.00s (end before start!)  ·  2 spans" in inverted["summary"]
     # zero duration
     assert all(" 0ns " in row for row in seen["instant"]["rows"][:2])
     # 1970 .. 2200 (and an end clamped to int64) in one trace

@@ -7,9 +7,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.ui.conftest import make_app, settle
 
 SIZE = (110, 32)
+
+
+async def open_fallback_call(pilot) -> None:
+    """The 34 s agent run (last row) opened, the cursor on its fallback call to claude-sonnet-4."""
+    await settle(pilot)
+    await pilot.press("G", "enter")
+    await settle(pilot)
+    waterfall = pilot.app.screen.query_one("#waterfall")
+    waterfall.cursor_row = next(i for i, line in enumerate(waterfall.lines) if line.span.name == "chat claude-sonnet-4")
+    await settle(pilot)
 
 
 class TestTraceList:
@@ -34,17 +46,7 @@ class TestTraceView:
     def test_agent_run_with_fallback(self, snap_compare, agent_db: Path) -> None:
         """The 34 s agent run: a 30 s gpt-4o timeout, then claude-sonnet-4 (cursor on it)."""
 
-        async def run_before(pilot) -> None:
-            await settle(pilot)
-            await pilot.press("G", "enter")
-            await settle(pilot)
-            waterfall = pilot.app.screen.query_one("#waterfall")
-            waterfall.cursor_row = next(
-                i for i, line in enumerate(waterfall.lines) if line.span.name == "chat claude-sonnet-4"
-            )
-            await settle(pilot)
-
-        assert snap_compare(make_app(agent_db), terminal_size=SIZE, run_before=run_before)
+        assert snap_compare(make_app(agent_db), terminal_size=SIZE, run_before=open_fallback_call)
 
 
 class TestDrillDown:
@@ -69,3 +71,45 @@ class TestDrillDown:
             await settle(pilot)
 
         assert snap_compare(make_app(fixtures_db), terminal_size=(150, 32), run_before=run_before)
+
+
+class TestHelp:
+    """`?` on the trace list: every key, grouped (it once drew an empty 6x2 box)."""
+
+    @pytest.mark.parametrize("size", [(80, 24), (160, 45)], ids=["80x24", "160x45"])
+    def test_help(self, snap_compare, agent_db: Path, size) -> None:
+        async def run_before(pilot) -> None:
+            await settle(pilot)
+            await pilot.press("question_mark")
+            await settle(pilot)
+
+        assert snap_compare(make_app(agent_db), terminal_size=size, run_before=run_before)
+
+
+WIDTHS = pytest.mark.parametrize("size", [(80, 24), (120, 36), (250, 60)], ids=["80x24", "120x36", "250x60"])
+
+
+class TestWidths:
+    """The three screens as designed for 80, 120 and 250 columns (issue 14)."""
+
+    @WIDTHS
+    def test_list(self, snap_compare, fixtures_db: Path, size) -> None:
+        async def run_before(pilot) -> None:
+            await settle(pilot)
+
+        assert snap_compare(make_app(fixtures_db), terminal_size=size, run_before=run_before)
+
+    @WIDTHS
+    def test_trace_view(self, snap_compare, agent_db: Path, size) -> None:
+        assert snap_compare(make_app(agent_db), terminal_size=size, run_before=open_fallback_call)
+
+    @WIDTHS
+    def test_stats(self, snap_compare, fixtures_db: Path, size) -> None:
+        async def run_before(pilot) -> None:
+            await settle(pilot)
+            await pilot.press("slash", *"model=gpt-4o-mini", "enter")
+            await settle(pilot)
+            await pilot.press("S")
+            await settle(pilot)
+
+        assert snap_compare(make_app(fixtures_db), terminal_size=size, run_before=run_before)

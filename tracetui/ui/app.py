@@ -107,6 +107,8 @@ class TraceTuiApp(App[None]):
         self.listen = listen
         #: Where the receiver's OTLP/HTTP listens, when known (shown in the header).
         self.http: str | None = None
+        #: How the user runs tracetui from any directory, for hints (cli_common.command_name).
+        self.command = "tracetui"
         self._receiver_alive = receiver_alive
         self._poll_interval = poll_interval
         self._watcher: DbWatcher | None = None
@@ -209,7 +211,7 @@ class TraceTuiApp(App[None]):
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(self.screen))
 
 
 def run_app(
@@ -220,14 +222,16 @@ def run_app(
     http: str | None = None,
     threshold: float = 0.5,
     route_attribute: str | None = None,
+    command: str = "tracetui",
 ) -> None:
-    """Run the UI over ``db_path`` until the user quits."""
+    """Run the UI over ``db_path`` until the user quits; ``command`` is how hints spell tracetui."""
     reader = Reader(db_path, threshold=threshold)
     try:
         app = TraceTuiApp(
             reader, listen=listen, receiver_alive=receiver.alive if receiver else None, threshold=threshold
         )
         app.http = http
+        app.command = command
         app.route_attribute = route_attribute
         app.run()
     finally:

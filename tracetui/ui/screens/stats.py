@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Sparkline, Static
 
 from tracetui import metric_stats
-from tracetui.fmt import fmt_cost, fmt_duration, safe_text
+from tracetui.fmt import fit, fmt_cost, fmt_duration, join_to_fit, safe_text
 from tracetui.stats import GROUPINGS, WINDOWS, GroupStats, compute
 from tracetui.ui.lifecycle import forget_worker_when_done, unwatch_app
 from tracetui.ui.widgets.key_footer import KeyFooter
@@ -76,6 +76,31 @@ def cell(attribute: str, value) -> str:
     return str(value)
 
 
+#: Which columns go first on a narrow terminal (higher first); KEY never goes. At 80 columns the table keeps
+#: calls, p50/p95, TTFT p50, error rate, cost per run and groundedness; from about 150 it shows everything.
+COLUMN_PRIORITY = {
+    "key": 0, "count": 1, "p50_ms": 1, "p95_ms": 1, "ttft_p50_ms": 2, "error_rate": 2, "cost_per_run": 2,
+    "groundedness": 2, "tokens_per_s": 3, "runs": 4, "p99_ms": 4, "retry_rate": 4, "fallback_rate": 5,
+    "ttft_p95_ms": 5, "ttft_p99_ms": 6,
+}  # fmt: skip
+#: Cells the KEY column needs at least; its values are cut to 48.
+MIN_KEY_WIDTH = 16
+
+
+def _column_width(title: str, attribute: str) -> int:
+    """Cells a column takes in the DataTable: its widest text plus one cell of padding on each side."""
+    widest = {"key": MIN_KEY_WIDTH, "cost_per_run": 10}.get(attribute, 5)  # "16.2s", "100%", "0.92"
+    return max(len(title), widest) + 2
+
+
+def visible_columns(width: int) -> tuple[int, ...]:
+    """Indices into COLUMNS that fit ``width`` cells, dropping the least useful first (never horizontal scrolling)."""
+    shown = list(range(len(COLUMNS)))
+    while len(shown) > 2 and sum(_column_width(*COLUMNS[i]) for i in shown) > width:
+        shown.remove(max(shown[1:], key=lambda i: (COLUMN_PRIORITY.get(COLUMNS[i][1], 5), i)))
+    return tuple(shown)
+
+
 def histogram(durations_ms: tuple[float, ...], buckets: int = HISTOGRAM_BUCKETS) -> list[float]:
     """Counts of durations in equal-width buckets from the fastest to the slowest call."""
     if not durations_ms:
@@ -127,6 +152,9 @@ class StatsScreen(Screen):
         self.window = "all"
         self.filter_text = filter_text
         self.sort_column = 1  # calls
+        #: Indices into COLUMNS shown at the current width (visible_columns).
+        self.shown: tuple[int, ...] = ()
+        self._key_width = 48
         self.descending = True
         self.groups: list[GroupStats] = []
         self.metrics: dict[str, metric_stats.ModelMetrics] = {}
@@ -146,8 +174,7 @@ class StatsScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one("#stats-table", DataTable)
-        for title, _ in COLUMNS:
-            table.add_column(title, key=title)
+        self._set_columns(self.size.width or self.app.size.width)
         table.focus()
         metrics_table = self.query_one("#stats-metrics", DataTable)
         for title in ("MODEL", "CALLS", *(c[0] for c in METRIC_COLUMNS), "ERROR ≤"):
@@ -159,6 +186,26 @@ class StatsScreen(Screen):
 
     def on_unmount(self) -> None:
         unwatch_app(self)  # else the app's watcher lists keep this screen alive until the next change
+
+    def _set_columns(self, width: int) -> bool:
+        """Show the columns that fit; True when they changed (the rows must then be refilled)."""
+        shown = visible_columns(width - 2)  # the table's scroll bar
+        if shown == self.shown:
+            return False
+        self.shown = shown
+        others = sum(_column_width(*COLUMNS[i]) for i in shown[1:])
+        self._key_width = min(48, max(MIN_KEY_WIDTH, width - 2 - others - 2))  # keys are cut, never scrolled
+        if self.sort_column not in shown:
+            self.sort_column = 1
+        table = self.query_one("#stats-table", DataTable)
+        table.clear(columns=True)
+        for i in shown:
+            table.add_column(COLUMNS[i][0], key=COLUMNS[i][0])
+        return True
+
+    def on_resize(self) -> None:
+        if self._set_columns(self.size.width) or self.groups:
+            self._fill()
 
     # --- computing -----------------------------------------------------------
 
@@ -229,20 +276,16 @@ class StatsScreen(Screen):
             selected = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
         table.clear()
         for group in self._sorted():
-            table.add_row(*(cell(attr, getattr(group, attr)) for _, attr in COLUMNS), key=group.key)
+            columns = [COLUMNS[i][1] for i in self.shown]
+            cells = [cell(attr, getattr(group, attr)) for attr in columns]
+            cells[0] = fit(cells[0], self._key_width)
+            table.add_row(*cells, key=group.key)
         if selected is not None:
             try:
                 table.move_cursor(row=table.get_row_index(selected))
             except Exception:
                 pass
-        sort_title, _ = COLUMNS[self.sort_column]
-        title = Text(f" LLM calls by {self.by.replace('_', ' ')}", style="bold")
-        title.append(f"   window: {self.window}   sorted by {sort_title} {'↓' if self.descending else '↑'}")
-        if self.filter_text.strip():
-            title.append(f"   filter: {safe_text(self.filter_text, 60)}", style="bold")
-        if not self.groups:
-            title.append("   (no LLM calls match)", style="dim")
-        self.query_one("#stats-title", Static).update(title)
+        self.query_one("#stats-title", Static).update(self._title(self.size.width - 2))
         self._show_histogram()
 
     def _fill_metrics(self) -> None:
@@ -292,6 +335,22 @@ class StatsScreen(Screen):
             )
         )
 
+    def _title(self, width: int) -> Text:
+        """What the table shows: grouping, then the filter in force (cut, never dropped), window and sort if room."""
+        sort_title, _ = COLUMNS[self.sort_column]
+        head = f"LLM calls by {self.by.replace('_', ' ')}"
+        empty = "(no LLM calls match)" if not self.groups else ""
+        flt = ""
+        if self.filter_text.strip():
+            room = width - len(head) - len(empty) - 6
+            flt = "filter: " + fit(safe_text(self.filter_text, 200), max(12, room - len("filter: ")))
+        line = join_to_fit(
+            [(0, head), (0, flt), (1, f"window: {self.window}"),
+             (2, f"sorted by {sort_title} {'↓' if self.descending else '↑'}"), (0, empty)],
+            width,
+        )  # fmt: skip
+        return Text(" " + line, style="bold")
+
     @on(DataTable.RowHighlighted)
     def _row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
         self._show_histogram()
@@ -310,13 +369,18 @@ class StatsScreen(Screen):
         self.window = names[(names.index(self.window) + 1) % len(names)]
         self.recompute()
 
-    def action_sort_next(self) -> None:
-        self.sort_column = (self.sort_column + 1) % len(COLUMNS)
+    def _sort_step(self, step: int) -> None:
+        """Sort by the next (or previous) column on screen."""
+        shown = self.shown or tuple(range(len(COLUMNS)))
+        position = shown.index(self.sort_column) if self.sort_column in shown else 0
+        self.sort_column = shown[(position + step) % len(shown)]
         self._fill()
 
+    def action_sort_next(self) -> None:
+        self._sort_step(+1)
+
     def action_sort_previous(self) -> None:
-        self.sort_column = (self.sort_column - 1) % len(COLUMNS)
-        self._fill()
+        self._sort_step(-1)
 
     def action_sort_reverse(self) -> None:
         self.descending = not self.descending

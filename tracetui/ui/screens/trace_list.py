@@ -13,7 +13,7 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from tracetui.filters import Filter, parse
-from tracetui.fmt import safe_text
+from tracetui.fmt import fmt_counted, safe_text
 from tracetui.store.reader import TraceRow
 from tracetui.ui.lifecycle import forget_worker_when_done, set_display, unwatch_app
 from tracetui.ui.widgets.cursor_list import CursorList
@@ -41,19 +41,34 @@ class WindowFailed(Message):
     error: str
 
 
-def empty_state_text(listen: str | None) -> Text:
-    """What to do when nothing has arrived yet, with the address actually in use."""
-    address = listen or "localhost:4317"
-    port = address.rsplit(":", 1)[-1] if ":" in address else "4317"
+def _port(address: str | None, default: int) -> str:
+    return address.rsplit(":", 1)[-1] if address and ":" in address else str(default)
+
+
+def empty_state_text(listen: str | None, http: str | None = None, command: str = "tracetui") -> Text:
+    """What to do when nothing has arrived yet: both endpoints, which SDKs use which, and a demo that runs.
+
+    The SDK defaults (checked in each project's docs/source, December 2026): the Python
+    SDK and .NET export OTLP over gRPC to localhost:4317 (.NET Framework builds use
+    HTTP); Node's @opentelemetry/sdk-node and the Java agent use OTLP/HTTP protobuf on
+    localhost:4318; in Go the package decides (otlptracegrpc: 4317, otlptracehttp: 4318).
+    ``command`` is how this tracetui runs from any directory (cli_common.command_name).
+    Fits 80x24.
+    """
+    grpc_port, http_port = _port(listen, 4317), _port(http, 4318)
+    listen = listen or "localhost:4317"
+    http = http or f"{listen.rsplit(':', 1)[0]}:{http_port}"
     text = Text(justify="left")
     text.append("Waiting for traces", style="bold")
-    text.append(f" on {safe_text(address)}\n\n")
-    text.append("Point your app's OpenTelemetry exporter here:\n")
-    text.append(f"  export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:{safe_text(port)}\n", style="bold")
-    text.append(f'  # Python: OTLPSpanExporter(endpoint="localhost:{safe_text(port)}", insecure=True)\n\n', style="dim")
-    text.append("Or see it work right now, in another terminal:\n")
-    demo = "tracetui demo" if port == "4317" else f"tracetui demo --endpoint http://127.0.0.1:{safe_text(port)}"
-    text.append(f"  {demo}", style="bold")
+    text.append(f": gRPC {safe_text(listen)} · OTLP/HTTP {safe_text(http)}\n\n")
+    text.append("Point your app's OpenTelemetry exporter here, by its default protocol:\n")
+    text.append("  Python SDK, .NET, Go otlptracegrpc: gRPC\n")
+    text.append(f"    export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:{safe_text(grpc_port)}\n", style="bold")
+    text.append("  Node (@opentelemetry/sdk-node), Java agent, Go otlptracehttp: HTTP\n")
+    text.append(f"    export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:{safe_text(http_port)}\n\n", style="bold")
+    text.append("See it work now, in another terminal:\n")
+    endpoint = "" if grpc_port == "4317" else f" --endpoint http://127.0.0.1:{safe_text(grpc_port)}"
+    text.append(f"  {safe_text(command)} demo{endpoint}", style="bold")
     return text
 
 
@@ -83,12 +98,17 @@ class TraceListScreen(Screen):
         self._loading = False
         self._pending_offset: int | None = None
         self._banner_text: Text | None = None
+        #: The rows drawn belong to an older horizon or filter (after g or a new filter, until the reload lands).
+        self._stale = False
+        #: Enter (False) or s (True) pressed while the rows were stale: opened once the right rows are in.
+        self._open_pending: bool | None = None
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(self.app.listen, id="status")  # type: ignore[attr-defined]
         yield Static("", id="new-banner")
         yield TraceTable(id="traces")
-        yield Static(empty_state_text(self.app.listen), id="empty")  # type: ignore[attr-defined]
+        app = self.app
+        yield Static(empty_state_text(app.listen, app.http, app.command), id="empty")  # type: ignore[attr-defined]
         yield FilterBar(id="filter-bar")
         yield KeyFooter()
 
@@ -151,6 +171,7 @@ class TraceListScreen(Screen):
     def _window_loaded(self, message: WindowLoaded) -> None:
         self._loading = False
         if message.horizon == self.horizon and message.filter_text == self.filter.text:
+            self._stale = False
             if self.following:
                 self._max_seq = message.max_seq
             self.newer = message.newer
@@ -161,6 +182,9 @@ class TraceListScreen(Screen):
             set_display(self.query_one("#empty"), empty)
             set_display(table, not empty)
             self.app.startup_done()  # type: ignore[attr-defined]
+            if self._open_pending is not None:
+                show_slowest, self._open_pending = self._open_pending, None
+                self.action_open_trace(show_slowest)
         if self._pending_offset is not None or message.horizon != self.horizon or message.filter_text != self.filter.text:
             offset = self._pending_offset if self._pending_offset is not None else self._window_offset()
             self._pending_offset = None
@@ -182,6 +206,7 @@ class TraceListScreen(Screen):
             self.newer = 0
 
     def action_follow(self) -> None:
+        self._stale = self._stale or not self.following
         self.horizon = None
         self.newer = 0
         self.table.cursor_row = 0
@@ -199,7 +224,8 @@ class TraceListScreen(Screen):
         text = Text()
         if not self.filter.is_empty():
             text.append(f" filter: {safe_text(self.filter.text, 80)}", style="bold")
-            text.append(f"  ({self.table.row_count:,} runs match; / to edit)", style="dim")
+            count = self.table.row_count
+            text.append(f"  ({fmt_counted(count, 'run')} {'matches' if count == 1 else 'match'}; / to edit)", style="dim")
         if self.newer and not self.following:
             text.append(f" ↑ {self.newer:,} new — press g to jump to the newest", style="bold")
         if text != self._banner_text:
@@ -218,6 +244,7 @@ class TraceListScreen(Screen):
             return
         self.filter = message.filter
         self.app.filter_text = message.text  # type: ignore[attr-defined]
+        self._stale = True
         self.horizon = None
         self.newer = 0
         self.table.cursor_row = 0
@@ -247,6 +274,15 @@ class TraceListScreen(Screen):
         self.action_open_trace()
 
     def action_open_trace(self, show_slowest: bool = False) -> None:
+        """Open the run under the cursor; right after g or a new filter, the one that will be there.
+
+        `g` moves the cursor to the top at once, but the rows of the newest runs arrive
+        from a worker a moment later: until then the top row is still the run that was
+        newest when the list stopped following. Enter pressed in between waits for them.
+        """
+        if self._stale:
+            self._open_pending = show_slowest
+            return
         row = self.table.row_at(self.table.cursor_row)
         if row is not None:
             from tracetui.ui.screens.trace_view import TraceScreen

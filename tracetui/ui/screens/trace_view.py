@@ -22,7 +22,7 @@ from tracetui.drill import (
     walk,
 )
 from tracetui.filters import Filter, parse
-from tracetui.fmt import fmt_cost, fmt_counted, fmt_duration, safe_text
+from tracetui.fmt import fit, fmt_cost, fmt_counted, fmt_duration, fmt_elapsed, join_to_fit, safe_text, short_name
 from tracetui.store.reader import SpanDetail, TraceRow
 from tracetui.timing import first_token_note
 from tracetui.tree import TreeLine, build_tree, flatten
@@ -32,29 +32,52 @@ from tracetui.ui.widgets.filter_bar import FilterBar
 from tracetui.ui.widgets.key_footer import KeyFooter
 from tracetui.ui.widgets.span_detail import SpanDetailPane
 from tracetui.ui.widgets.status_header import StatusHeader
-from tracetui.ui.widgets.waterfall import Waterfall
+from tracetui.ui.widgets.waterfall import SEGMENT_CHARS, Waterfall
 
-#: Our own constant markup: colour samples matching the bars. ``{response}`` is what a
-#: one-piece "response" bar means in this trace (see legend()).
-LEGEND = (
-    " [$error]▒▒[/] retry  [$warning]▒▒[/] first token  [$success]██[/] decode  "
-    "[$secondary]██[/] {response}  [$error]░░[/] error  [$foreground 45%]██[/] other"
-    "   ↻ retried  ⤷ fallback"
+#: (bar component, colour, label, short label): the legend, in the order the pieces appear in a bar.
+#: The "response" label is filled per trace by legend(): what a one-piece bar means there.
+LEGEND_ITEMS = (
+    ("waterfall--retry", "$error", "retry", "retry"),
+    ("waterfall--ttft", "$warning", "first token", "1st token"),
+    ("waterfall--decode", "$success", "decode", "decode"),
+    ("waterfall--response", "$secondary", "response", "response"),
+    ("waterfall--error", "$error", "error", "error"),
+    ("waterfall--bar", "$foreground 45%", "other", "other"),
 )
+LEGEND_MARKS = "↻ retried  ⤷ fallback"
 
 
-def legend(spans: list) -> Content:
-    """The legend, its "response" label saying why this trace's model calls have no first token.
+def response_label(spans: list) -> str:
+    """What a one-piece "response" bar means in these spans: why their model calls have no first token.
 
     "not streamed" only where the library said so; "first token not reported by
-    <library>" where it said nothing (DESIGN.md section 6). The label holds a
-    library's name (data), so it is plain text, never markup.
+    <library>" where it said nothing (DESIGN.md section 6).
     """
     notes = sorted({note for s in spans if s.llm_kind == "llm" and not s.is_error
                     and (note := first_token_note(s.streaming, s.ttft_ns, s.library))})  # fmt: skip
-    label = "response" + (f" ({'; '.join(notes)})" if notes else "")
-    head, tail = LEGEND.split("{response}")
-    return Content.from_markup(head) + Content(safe_text(label, 160)) + Content.from_markup(tail)
+    return "response" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def legend(spans: list, width: int = 200) -> Content:
+    """The bar legend: a sample of each piece's own glyph (waterfall.SEGMENT_CHARS) in its colour, fitted to ``width``.
+
+    Glyphs differ as well as colours, so it reads on a monochrome terminal. Narrower
+    terminals get one-cell samples and short labels, then lose the ↻ / ⤷ marks. The
+    "response" label may hold a library's name (data), so labels are plain text, never markup.
+    """
+    response = response_label(spans)
+    for sample, short, marks in ((2, False, True), (1, False, True), (1, True, True), (1, True, False)):
+        items = [(SEGMENT_CHARS[c] * sample, colour,
+                  response if c == "waterfall--response" and not short else (short_label if short else label))
+                 for c, colour, label, short_label in LEGEND_ITEMS]  # fmt: skip
+        plain = "  ".join(f"{glyph} {label}" for glyph, _, label in items) + (f"   {LEGEND_MARKS}" if marks else "")
+        if len(plain) + 1 <= width:
+            break
+    content = Content(" ")
+    for i, (glyph, colour, label) in enumerate(items):
+        # Textual markup for our own constant glyphs ($variables are theme colours); labels as plain text.
+        content += Content.from_markup(f"{'  ' if i else ''}[{colour}]{glyph}[/] ") + Content(safe_text(label, 160))
+    return content + Content(f"   {LEGEND_MARKS}" if marks else "")
 
 
 SPLIT_LABELS = {
@@ -146,6 +169,8 @@ class TraceScreen(Screen):
         self._slow_cursor: tuple[bytes, int] | None = None
         self.critical: bool = False
         self._critical_text = ""
+        #: The spans on screen, whose model calls the legend's "response" label describes.
+        self._legend_spans: list = []
         #: Totals of the conversation this run belongs to (Reader.session_totals), if any.
         self.session: dict | None = None
         self.span_filter: Filter = parse("")
@@ -258,7 +283,8 @@ class TraceScreen(Screen):
         if trace is None:
             return
         waterfall.set_lines(lines, trace.start_ns, trace.end_ns)
-        self.query_one("#legend", Static).update(legend([line.span for line in lines]))
+        self._legend_spans = [line.span for line in lines]
+        self.query_one("#legend", Static).update(legend(self._legend_spans, self.size.width))
         if selected_id is not None:
             for i, line in enumerate(lines):
                 if line.span.span_id == selected_id:
@@ -268,42 +294,63 @@ class TraceScreen(Screen):
         self._request_detail()
 
     def _update_summary(self) -> None:
-        """Three short lines: the run; its service, evaluations and session; where its time went."""
+        """Three lines that each fit the width: the run; its service, evaluations and session; where its time went.
+
+        Narrow terminals get shorter lines, not wrapped ones: narrower separators first,
+        then the name's operation prefix, then the least useful parts (span count, LLM
+        calls, session), and the name is cut only when nothing else can go.
+        """
         trace = self.trace
         if trace is None:
             return
+        width = max(20, self.size.width - 2)
+        name = safe_text(trace.name, 80) + ("" if trace.has_root else " (no root yet)")
         first = [
-            f" {safe_text(trace.name, 80)}" + ("" if trace.has_root else " (no root yet)"),
-            fmt_duration(trace.duration_ns),
-            fmt_counted(trace.span_count, "span"),
+            (0, fmt_elapsed(trace.start_ns, trace.end_ns)),
+            (3, fmt_counted(trace.span_count, "span")),
+            (2, fmt_counted(trace.llm_calls, "LLM call") if trace.llm_calls else ""),
+            (0, fmt_cost(trace.cost_usd) + (" + unpriced calls" if trace.unpriced_calls else ""))
+            if trace.cost_usd is not None or trace.unpriced_calls
+            else (0, ""),
+            # calls whose tokens and cost are missing from the totals
+            (1, fmt_counted(trace.tokenless_calls, "call") + " without token counts" if trace.tokenless_calls else ""),
+            (0, fmt_counted(trace.error_count, "error") if trace.error_count else ""),
         ]
-        if trace.llm_calls:
-            first.append(fmt_counted(trace.llm_calls, "LLM call"))
-        if trace.cost_usd is not None or trace.unpriced_calls:
-            first.append(fmt_cost(trace.cost_usd) + (" + unpriced calls" if trace.unpriced_calls else ""))
-        if trace.tokenless_calls:  # their tokens and cost are missing from the totals
-            first.append(fmt_counted(trace.tokenless_calls, "call") + " without token counts")
-        if trace.error_count:
-            first.append(fmt_counted(trace.error_count, "error"))
-        second = [f" {safe_text(trace.service, 40)}"]
+        if len(" · ".join([name, *(text for _, text in first if text)])) > width:
+            name = short_name(name, 0)  # "invoke_agent ticket-resolution" -> "ticket-resolution"
+        second = [(0, safe_text(trace.service, 40))]
         if trace.evals_total:
             grounded = f"groundedness {trace.groundedness:.2f}, " if trace.groundedness is not None else ""
-            second.append(f"{grounded}{trace.evals_passed}/{trace.evals_total} evals passed")
+            second.append((1, f"{grounded}{trace.evals_passed}/{trace.evals_total} evals passed"))
         if self.session and self.session["runs"] > 1:
-            second.append(
-                f"session {safe_text(self.session['session_id'], 30)}: {self.session['runs']} runs, "
-                f"{fmt_cost(self.session['cost_usd'])}"
-            )
-        text = Text("  ·  ".join(first))
-        text.append("\n" + "  ·  ".join(second), style="not bold")
-        split = [(SPLIT_LABELS[k], ns) for k, ns in trace.split.items() if ns]
+            second.append((2, f"session {safe_text(self.session['session_id'], 30)}: {self.session['runs']} runs, "
+                              f"{fmt_cost(self.session['cost_usd'])}"))  # fmt: skip
+        text = Text(" " + join_to_fit([(0, name), *first], width))
+        text.append("\n " + join_to_fit(second, width), style="not bold")
         if self.critical and self._critical_text:
-            text.append("\n ◆ " + self._critical_text, style="bold")
-        elif trace.llm_calls and split:
-            text.append("\n time went to: ", style="not bold")
-            text.append("  ".join(f"{label} {fmt_duration(ns)}" for label, ns in split), style="not bold")
+            text.append("\n ◆ " + fit(self._critical_text, width - 2), style="bold")
+        elif trace.llm_calls and (split := self._time_split(width)):
+            text.append("\n " + split, style="not bold")
         self.query_one("#trace-summary", Static).update(text)
         self.query_one(StatusHeader).title = ""
+
+    def _time_split(self, width: int) -> str:
+        """'time went to: first token 820ms  decode 2.75s ...', fitted: a shorter lead first, then the smallest parts go."""
+        assert self.trace is not None
+        split = [(SPLIT_LABELS[key], ns) for key, ns in self.trace.split.items() if ns]
+        if not split:
+            return ""
+        rank = {label: i for i, (label, _) in enumerate(sorted(split, key=lambda part: -part[1]), start=1)}
+        items = [(rank[label], f"{label} {fmt_duration(ns)}") for label, ns in split]
+        lead = "time went to:"
+        if len("  ".join([lead, *(text for _, text in items)])) > width:
+            lead = "time:"
+        return join_to_fit([(0, lead), *items], width, separators=("  ",))
+
+    def on_resize(self) -> None:
+        """The summary lines and the legend are fitted to the width."""
+        self.query_one("#legend", Static).update(legend(self._legend_spans, self.size.width))
+        self._update_summary()
 
     # --- detail --------------------------------------------------------------
 

@@ -26,12 +26,17 @@ def toggle_term(text: str, term: str) -> str:
 
 
 class FilterBar(Vertical):
-    """Input line plus an error line; hidden until `/`."""
+    """Input line plus an error line; hidden until `/`.
+
+    The ``:focus`` rule matters (Textual 8.2): Input's own ``Input:focus`` rule is more
+    specific than ``FilterBar > Input`` and brought its tall border back on a one-row
+    field, so what the user typed was not drawn at all.
+    """
 
     DEFAULT_CSS = """
     FilterBar { height: auto; display: none; }
     FilterBar.-open { display: block; }
-    FilterBar > Input { border: none; height: 1; padding: 0 1; background: $boost; }
+    FilterBar > Input, FilterBar > Input:focus { border: none; height: 1; padding: 0 1; background: $boost; }
     FilterBar > #filter-error { color: $error; height: auto; padding: 0 1; }
     """
     BINDINGS = [
@@ -55,7 +60,9 @@ class FilterBar(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder=PLACEHOLDER, id="filter-input")
-        yield Static("", id="filter-error")
+        error = Static("", id="filter-error")
+        error.display = False  # a row only while there is an error to show
+        yield error
 
     @property
     def input(self) -> Input:
@@ -98,7 +105,9 @@ class FilterBar(Vertical):
             message = Text(" " * (exc.position + 1) + "^ ", style="bold")
             message.append(str(exc))
             error.update(message)
+            error.display = True
             return False
         error.update("")
+        error.display = False
         self.post_message(self.Applied(text, flt))
         return True

@@ -14,7 +14,7 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from tracetui.fmt import fmt_clock, fmt_duration, safe_multiline, safe_text
+from tracetui.fmt import fmt_clock, fmt_cost, fmt_duration, fmt_elapsed, safe_multiline, safe_text
 from tracetui.store.reader import SPAN_KIND_NAMES, STATUS_NAMES, SpanDetail
 from tracetui.timing import first_token_note, library_name, retry_note, tokens_estimated_note, ttft_includes_retry
 
@@ -174,10 +174,11 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float 
     if row["status_message"]:
         text.append(f": {safe_text(row['status_message'], 500)}", style=status_style)
     text.append("\n")
-    duration = row["end_ns"] - row["start_ns"]
-    text.append(f"{fmt_duration(duration)}", style="bold")
-    if duration < 0:
-        text.append(" (end before start!)", style="bold red")
+    elapsed = fmt_elapsed(row["start_ns"], row["end_ns"])  # the words the trace summary uses for the same span
+    duration, _, note = elapsed.partition(" ")
+    text.append(duration, style="bold")
+    if note:
+        text.append(f" {note}", style="bold red")
     text.append(f"  from {fmt_clock(row['start_ns'], now_ns)}  ·  {SPAN_KIND_NAMES.get(row['kind'], row['kind'])}")
     text.append(f"  ·  {safe_text(row['service'], 60)}\n", style="dim")
     text.append(f"span {row['span_id'].hex()}  trace {row['trace_id'].hex()}", style="dim")
@@ -228,7 +229,7 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float 
             elif col == "streaming":
                 shown = "yes" if value else "no"
             elif col == "cost_usd":
-                shown = f"${value:.6f}"
+                shown = fmt_cost(value)  # the string the tree shows for this span
             else:
                 shown = safe_text(value, 200)
             text.append(f"  {label:<20}", style="bold")

@@ -17,7 +17,7 @@ from rich.style import Style
 from textual.message import Message
 from textual.strip import Strip
 
-from tracetui.fmt import fmt_clock, fmt_cost, fmt_count, fmt_duration, safe_text
+from tracetui.fmt import fit, fmt_clock, fmt_cost, fmt_count, fmt_duration, safe_text, short_name
 from tracetui.store.reader import TraceRow
 from tracetui.ui.widgets.cursor_list import CursorList, pad
 
@@ -29,48 +29,81 @@ WINDOW = 200
 class Column:
     key: str
     title: str
+    #: Cells the column needs; for a flexible column, the least it is given.
     width: int
     right: bool = False
-    #: Lower numbers survive on narrow terminals.
+    #: Columns are dropped highest number first when the terminal is too narrow (the run is never dropped).
     priority: int = 5
+    #: Share of the spare width a flexible column takes (0: fixed width).
+    grow: int = 0
+    #: Widest a flexible column grows. Past every column's widest, the rest of the line stays blank:
+    #: a row reads better compact at the left than stretched across 250 cells.
+    max_width: int = 0
 
 
+#: Designed for three widths (the layout tests snapshot them): at 80 columns time, run, duration, cost,
+#: groundedness and errors; from 120 also service, LLM calls, tokens and the slowest call; spans from 122.
+#: The spare width is shared by the columns whose text gets cut (run, service, slowest), not given to RUN alone.
 COLUMNS: tuple[Column, ...] = (
     Column("time", "TIME", 11, priority=1),
-    Column("run", "RUN", 0, priority=0),  # takes the remaining width
-    Column("service", "SERVICE", 14, priority=3),
+    Column("run", "RUN", 24, priority=0, grow=3, max_width=72),
+    Column("service", "SERVICE", 12, priority=6, grow=1, max_width=28),
     Column("duration", "DURATION", 8, right=True, priority=1),
-    Column("spans", "SPANS", 5, right=True, priority=4),
-    Column("llm", "LLM", 4, right=True, priority=3),
-    Column("tokens", "TOKENS", 6, right=True, priority=4),
-    Column("cost", "COST", 9, right=True, priority=2),
-    Column("grounded", "GROUNDED", 11, priority=3),
-    Column("slowest", "SLOWEST", 22, priority=3),
-    Column("errors", "ERR", 3, right=True, priority=2),
+    Column("spans", "SPANS", 5, right=True, priority=9),
+    Column("llm", "LLM", 3, right=True, priority=7),
+    Column("tokens", "TOKENS", 6, right=True, priority=8),
+    Column("cost", "COST", 10, right=True, priority=2),  # fmt_cost is at most 10 cells
+    Column("grounded", "GROUNDED", 11, priority=2),
+    Column("slowest", "SLOWEST", 18, priority=5, grow=2, max_width=48),
+    Column("errors", "ERR", 3, right=True, priority=1),
 )
-MIN_RUN_WIDTH = 28
+
+
+def _needed(columns: list[Column]) -> int:
+    return sum(c.width + 1 for c in columns)
+
+
+def _share(columns: list[Column], spare: int) -> dict[str, int]:
+    """Spare cells for each flexible column, by its ``grow`` share, capped at its ``max_width``."""
+    extra = {c.key: 0 for c in columns if c.grow}
+    open_ = [c for c in columns if c.grow]
+    while spare > 0 and open_:
+        weight = sum(c.grow for c in open_)
+        given = 0
+        for c in open_:
+            want = spare * c.grow // weight or 1
+            if c.max_width:
+                want = min(want, c.max_width - c.width - extra[c.key])
+            want = min(want, spare - given)
+            extra[c.key] += want
+            given += want
+        spare -= given
+        open_ = [c for c in open_ if not c.max_width or c.width + extra[c.key] < c.max_width]
+        if not given:
+            break
+    return extra
 
 
 @lru_cache(maxsize=16)
 def layout(width: int) -> tuple[tuple[Column, int], ...]:
     """Which columns fit in ``width`` cells and how wide each is (cached: drawn for every row)."""
     shown = list(COLUMNS)
-    while True:
-        fixed = sum(c.width + 1 for c in shown if c.key != "run")
-        if width - fixed >= MIN_RUN_WIDTH or len(shown) <= 2:
-            break
-        drop = max((c for c in shown if c.key != "run"), key=lambda c: c.priority)
-        shown.remove(drop)
-    fixed = sum(c.width + 1 for c in shown if c.key != "run")
-    return tuple((c, max(MIN_RUN_WIDTH, width - fixed) if c.key == "run" else c.width) for c in shown)
+    while _needed(shown) > width and len(shown) > 2:
+        shown.remove(max((c for c in shown if c.key != "run"), key=lambda c: c.priority))
+    extra = _share(shown, max(0, width - _needed(shown)))
+    return tuple((c, c.width + extra.get(c.key, 0)) for c in shown)
 
 
-def cell_text(column: Column, row: TraceRow, now_ns: int | None = None, threshold: float = 0.5) -> str:
+def cell_text(
+    column: Column, row: TraceRow, now_ns: int | None = None, threshold: float = 0.5, width: int = 200
+) -> str:
     key = column.key
     if key == "time":
         return fmt_clock(row.start_ns, now_ns)
     if key == "run":
-        return safe_text(row.name, 200) if row.has_root else f"⋯ no root yet · {safe_text(row.name, 200)}"
+        if row.has_root:
+            return short_name(safe_text(row.name, 200), width)
+        return f"⋯ no root yet · {short_name(safe_text(row.name, 200), width - 16)}"
     if key == "service":
         return safe_text(row.service, 60)
     if key == "duration":
@@ -97,7 +130,8 @@ def cell_text(column: Column, row: TraceRow, now_ns: int | None = None, threshol
         if not row.slowest_name or not row.slowest_ns:
             return ""
         share = f" {row.slowest_ns / row.duration_ns:.0%}" if row.duration_ns else ""
-        return f"{safe_text(row.slowest_name, 60)}{share}"
+        name = short_name(safe_text(row.slowest_name, 60), width - len(share))
+        return f"{fit(name, width - len(share))}{share}"  # the share stays visible; the name is cut
     if key == "errors":
         return str(row.error_count) if row.error_count else ""
     return ""
@@ -238,6 +272,6 @@ class TraceTable(CursorList):
                 worst_fails = row.groundedness is not None and row.groundedness < threshold
                 failing = worst_fails or row.evals_passed < row.evals_total
                 style = base + (error if failing else good)
-            segments.append(pad(cell_text(column, row, now_ns, threshold), w, style, right=column.right))
+            segments.append(pad(cell_text(column, row, now_ns, threshold, w), w, style, right=column.right))
             segments.append(Segment(" ", base))
         return Strip(segments)

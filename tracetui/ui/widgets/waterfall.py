@@ -15,7 +15,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
 
-from tracetui.fmt import fmt_cost, fmt_count, fmt_duration, safe_text
+from tracetui.fmt import fmt_cost, fmt_count, fmt_duration, safe_text, short_name
 from tracetui.store.reader import SpanRow
 from tracetui.timing import first_token_at
 from tracetui.tree import TreeLine
@@ -97,8 +97,19 @@ def span_info(span: SpanRow, width: int) -> str:
     return " ".join(parts)
 
 
-#: Shaded pieces keep their character on monochrome terminals.
-SEGMENT_CHARS = {"waterfall--ttft": "▒", "waterfall--error": "░", "waterfall--retry": "▒"}
+#: Each kind of piece has its own glyph, so bars (and the legend, built from this) read on monochrome
+#: terminals too; colour only repeats the distinction. Decode and spans other than model calls are solid
+#: blocks (partial cells at their ends keep sub-cell precision); "other" is a slightly lower block.
+SEGMENT_CHARS = {
+    "waterfall--retry": "╳",
+    "waterfall--ttft": "▒",
+    "waterfall--decode": "█",
+    "waterfall--response": "▓",
+    "waterfall--error": "░",
+    "waterfall--bar": "▆",
+}
+#: Glyphs drawn with eighth-cell precision at the ends of a bar.
+_SOLID = frozenset({"█", "▆"})
 
 
 def draw_bar(
@@ -123,7 +134,7 @@ def draw_bar(
                 component = p_component
                 break
         char = SEGMENT_CHARS.get(component, "█")
-        if char == "█":
+        if char in _SOLID:
             if first == last:
                 fill = max(1, min(8, round((x1 - x0) * 8)))
                 char = _EIGHTHS[fill]
@@ -226,7 +237,11 @@ class Waterfall(CursorList):
         if on_path:
             text_style = text_style + partial("waterfall--critical")
             label = "┃" + label
-        segments.append(pad(label + name + span_marks(span), max(1, name_w - used), text_style))
+        marks = span_marks(span)
+        room = max(1, name_w - used)
+        if icon:  # the icon already says what the operation prefix says ("● invoke_agent x" -> "● x")
+            name = short_name(name, room - len(label) - len(marks))
+        segments.append(pad(label + name + marks, room, text_style))
         used = max(used, name_w)
         segments.append(pad(fmt_duration(span.duration_ns), DURATION_WIDTH, base + partial("waterfall--dim"), right=True))
         segments.append(Segment("  ", base))
