@@ -37,8 +37,8 @@ READY_RE = re.compile(r"^tracetui: listening grpc=(?P<host>\S+):(?P<port>\d+)(?:
 
 
 def trace_fixture_files() -> list[Path]:
-    """Every ``*.otlp`` file holding trace requests (``*.logs.otlp`` are logs)."""
-    files = sorted(p for p in FIXTURES.glob("*.otlp") if not p.name.endswith(".logs.otlp"))
+    """Every ``*.otlp`` file holding trace requests (``*.logs.otlp`` are logs, ``*.metrics.otlp`` metrics)."""
+    files = sorted(p for p in FIXTURES.glob("*.otlp") if not p.name.endswith((".logs.otlp", ".metrics.otlp")))
     assert files, f"no trace fixtures in {FIXTURES}"
     return files
 

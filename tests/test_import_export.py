@@ -53,7 +53,7 @@ def ok(*args: str):
 
 
 def all_fixture_files() -> list[Path]:
-    return sorted(FIXTURES.glob("*.otlp"))
+    return sorted(p for p in FIXTURES.glob("*.otlp") if not p.name.endswith(".metrics.otlp"))
 
 
 def stored(db: Path, sql: str, params: tuple = ()) -> list[tuple]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FIXTURES, channel_to, read_records, start_receiver
+from helpers import FIXTURES, channel_to, read_records, start_receiver, trace_fixture_files
 from tracetui.store.reader import Reader
 
 LIBRARIES = ("traceai_openai", "openinference_openai", "openllmetry_openai", "otel_v2_openai")
@@ -45,10 +45,9 @@ def db(tmp_path_factory) -> Path:
             request_serializer=lambda b: b,
             response_deserializer=lambda b: b,
         )
-        for path in sorted(FIXTURES.glob("*.otlp")):
-            if ".logs." not in path.name:
-                for record in read_records(path):
-                    export(record, timeout=10)
+        for path in trace_fixture_files():
+            for record in read_records(path):
+                export(record, timeout=10)
         channel.close()
     finally:
         assert receiver.stop(signal.SIGTERM) == 0
