@@ -653,6 +653,8 @@ def _normalize(span, found: dict[str, object], events, links) -> tuple:
         for key in _COST_SOURCES:
             raw = found.get(key)
             value = None if raw is None else _as_float(raw)
+            if value == 0 and key == "gen_ai.usage.cost" and found.get(_SDK_NAME) == "openlit":
+                continue  # OpenLIT writes 0 for a model missing from its price list (get_chat_model_cost)
             if value is not None and value >= 0:
                 row[_C_COST_USD], row[_C_COST_SOURCE], provenance["cost"] = value, "reported", key
                 break
@@ -689,14 +691,15 @@ def _server_ttft(found: dict[str, object], provenance: dict[str, str]) -> int | 
     """``gen_ai.server.time_to_first_token`` as a span attribute, in the unit of the family that wrote it.
 
     traceAI: milliseconds (its kind attribute ``gen_ai.span.kind`` marks its spans).
-    OpenLIT (``telemetry.sdk.name = "openlit"`` on the span): seconds, from the start of
-    the instrumented call, so a retry inside the SDK is included; on a non-streamed call
-    it is the whole call's duration, which is no first token. Any other family: unread.
+    OpenLIT (``telemetry.sdk.name = "openlit"`` on the span): seconds, counted from the
+    moment the SDK handed back the stream (openlit 1.45.0 ``TracedSyncStream.__init__``),
+    so after any retry inside the SDK; on a non-streamed call it is the whole call's
+    duration, which is no first token. Any other family: unread.
     """
     if "gen_ai.span.kind" in found:
         factor, source = 1e6, _SERVER_TTFT + " (ms, traceAI)"
     elif found.get(_SDK_NAME) == "openlit" and _as_bool(found.get("gen_ai.request.stream")) is not False:
-        factor, source = 1e9, _SERVER_TTFT + " (s, OpenLIT: from the call's start, retries included)"
+        factor, source = 1e9, _SERVER_TTFT + " (s, OpenLIT: from the stream's start)"
     else:
         return None
     value = _as_float(found[_SERVER_TTFT])

@@ -1,0 +1,331 @@
+"""The instrumentation families of issue 13, replayed through the real receiver over the transport each was captured on.
+
+Captures (tests/fixtures, see its README and capture/README.md):
+
+* ``otel_v2_current``, ``litellm_otel``, ``openlit_openai``: OTLP/gRPC (traces and logs);
+* ``vercel_ai_node`` (Vercel AI SDK 7) and ``vercel_ai_v4_node`` (ai@4): OTLP/HTTP protobuf;
+* ``node_manual_http_json``: OTLP/HTTP JSON, the exporter's own bodies byte for byte.
+
+Expectations come from each capture's ground truth, never from tracetui's output: the
+app's ``*.client.log`` (one ``CALL {...}`` line per LLM call) and the test server's
+``*.server_requests.json`` (every HTTP attempt; ours also log the usage each answer
+carried). The server's time to first token is 150 ms.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from helpers import EXPORT_METHOD, FIXTURES, READY_RE, channel_to, plain_attributes, read_records, start_receiver
+from tracetui.messages import extract_messages
+from tracetui.store.reader import Reader
+
+SERVER_TTFT_MS = 150
+LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+#: Capture -> how it was sent when it was captured.
+GRPC = ("otel_v2_current", "litellm_otel", "openlit_openai")
+HTTP_PROTOBUF = ("vercel_ai_node", "vercel_ai_v4_node")
+HTTP_JSON = ("node_manual_http_json",)
+#: Captures copied from ../shared/fixtures/otlp (the others were made here: capture/README.md).
+SHARED = ("otel_v2_current", "vercel_ai_node", "node_manual_http_json", "litellm_otel")
+SHARED_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "otlp"
+
+
+def service_of(capture: str) -> str:
+    return "harness-" + capture.replace("_", "-")
+
+
+def client_calls(capture: str) -> list[dict]:
+    """The app's view of each LLM call, in order (``CALL {...}`` lines of the client log)."""
+    text = (FIXTURES / f"{capture}.client.log").read_text()
+    return [json.loads(m[1]) for m in re.finditer(r"CALL (\{.*\})$", text, re.M)]
+
+
+def server_requests(capture: str) -> list[dict]:
+    return json.loads((FIXTURES / f"{capture}.server_requests.json").read_text())["requests"]
+
+
+@dataclass
+class Replayed:
+    db: Path
+    #: capture -> every span of its traces, as ``tracetui spans --json`` objects, in start order
+    spans: dict[str, list[dict]]
+    #: capture -> its trace rows
+    traces: dict[str, list]
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory) -> Replayed:
+    """Every family capture sent to one real receiver over its own transport, then read back."""
+    tmp = tmp_path_factory.mktemp("families")
+    receiver = start_receiver(tmp / "families.db", cwd=tmp)
+    try:
+        http = "http://" + next(m for m in map(READY_RE.match, receiver.lines) if m)["http"]
+        channel = channel_to(receiver.port)
+        for capture in GRPC:
+            for method, suffix in ((EXPORT_METHOD, ".otlp"), (LOGS_METHOD, ".logs.otlp")):
+                export = channel.unary_unary(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+                for record in read_records(FIXTURES / f"{capture}{suffix}"):
+                    export(record, timeout=10)
+        channel.close()
+        for capture in HTTP_PROTOBUF:
+            for record in read_records(FIXTURES / f"{capture}.otlp"):
+                answer = requests.post(http + "/v1/traces", data=record, timeout=30,
+                                       headers={"Content-Type": "application/x-protobuf"})  # fmt: skip
+                assert answer.status_code == 200, answer.text
+        for capture in HTTP_JSON:
+            for line in (FIXTURES / f"{capture}.http.jsonl").read_bytes().splitlines():
+                answer = requests.post(http + "/v1/traces", data=line, timeout=30,
+                                       headers={"Content-Type": "application/json"})  # fmt: skip
+                assert answer.status_code == 200, answer.text
+    finally:
+        assert receiver.stop(signal.SIGTERM) == 0, receiver.stderr
+    reader = Reader(tmp / "families.db")
+    try:
+        traces, spans = {}, {}
+        for capture in (*GRPC, *HTTP_PROTOBUF, *HTTP_JSON):
+            rows = sorted((t for t in reader.traces(0, -1) if t.service == service_of(capture)), key=lambda t: t.start_ns)
+            traces[capture] = rows
+            spans[capture] = sorted(
+                (s for t in rows for s in reader.span_json(t.trace_id)), key=lambda s: (s["start_ns"], s["name"])
+            )
+    finally:
+        reader.close()
+    return Replayed(tmp / "families.db", spans, traces)
+
+
+def llm_calls(replayed: Replayed, capture: str) -> list[dict]:
+    return [s for s in replayed.spans[capture] if s["kind"] == "llm"]
+
+
+def assert_ttft_of_one_attempt(call: dict) -> None:
+    assert call["ttft_ms"] is not None, call["name"]
+    assert SERVER_TTFT_MS * 0.8 <= call["ttft_ms"] <= SERVER_TTFT_MS * 1.6, (call["name"], call["ttft_ms"])
+    assert call["streaming"] is True
+    assert call["decode_ms"] == pytest.approx(call["duration_ms"] - call["ttft_ms"], abs=0.01)
+
+
+# --- the captures themselves ------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not SHARED_DIR.exists(), reason="no shared/fixtures beside this checkout")
+@pytest.mark.parametrize("capture", SHARED)
+def test_shared_captures_are_byte_for_byte_copies(capture: str) -> None:
+    files = sorted(p.name for p in SHARED_DIR.glob(f"{capture}.*"))
+    assert files
+    for name in files:
+        assert (FIXTURES / name).read_bytes() == (SHARED_DIR / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("capture", ("vercel_ai_v4_node", "openlit_openai"))
+def test_our_captures_agree_with_their_server_log(capture: str) -> None:
+    """The client saw what the fake server says it did: the 429 retried, the 500 failed."""
+    log = server_requests(capture)
+    assert [r["status"] for r in log if r["model"] == "gpt-4.1-mini"] == [429, 200]
+    assert [r["status"] for r in log if r["model"] == "gpt-4.1-nano"] == [500]
+    calls = client_calls(capture)
+    assert [c["status"] for c in calls].count("error") == 1
+    answered = [r for r in log if r["status"] == 200 and r["usage_sent"]]
+    for call in (c for c in calls if c.get("input_tokens") is not None and not c.get("steps", 1) > 1):
+        assert any(r["usage"]["prompt_tokens"] == call["input_tokens"] for r in answered), call
+
+
+# --- official OpenTelemetry openai-v2 as it ships (gRPC) -----------------------------------------
+
+
+def test_otel_v2_current_reads_calls_tokens_and_not_reported_streaming(replayed: Replayed) -> None:
+    calls = llm_calls(replayed, "otel_v2_current")
+    expected = client_calls("otel_v2_current")
+    assert [c["request_model"] for c in calls] == [e["model"] for e in expected]
+    for call, truth in zip(calls, expected, strict=True):
+        assert (call["input_tokens"], call["output_tokens"]) == (truth.get("input_tokens"), truth.get("output_tokens"))
+        # openai-v2 says nothing about streaming or a first token: not reported, never "not streamed"
+        assert call["streaming"] is None and call["ttft_ms"] is None, call["name"]
+        assert (call["status"] == "error") == (truth["status"] == "error")
+    failed = next(c for c in calls if c["status"] == "error")
+    assert failed["error_type"] == "openai.InternalServerError"
+    # the httpx instrumentation's attempts are HTTP spans, not LLM calls
+    assert {s["name"] for s in replayed.spans["otel_v2_current"] if s["kind"] == "other"} == {"POST"}
+    (trace,) = replayed.traces["otel_v2_current"]
+    assert trace.llm_calls == 5
+
+
+# --- Vercel AI SDK 7, gen_ai.* (HTTP protobuf) ----------------------------------------------------
+
+
+def test_vercel_ai_7_time_to_first_chunk_is_seconds_and_steps_are_not_calls(replayed: Replayed) -> None:
+    spans = replayed.spans["vercel_ai_node"]
+    calls = llm_calls(replayed, "vercel_ai_node")
+    assert all(c["name"].startswith("chat ") for c in calls) and len(calls) == 6
+    assert {s["kind"] for s in spans if s["name"].startswith("step ")} == {"chain"}
+    streamed = [c for c in calls if c["attributes"].get("gen_ai.client.operation.time_to_first_chunk") is not None]
+    assert [c["request_model"] for c in streamed] == ["gpt-4o-mini", "gpt-4.1-mini"]
+    for call in streamed:
+        assert_ttft_of_one_attempt(call)  # per attempt: the 429's wait is before the chat span
+        assert call["provenance"]["ttft"] == "gen_ai.client.operation.time_to_first_chunk"
+    for call in calls:
+        if call not in streamed:
+            assert call["streaming"] is None and call["ttft_ms"] is None  # not reported, not "no"
+    truth = client_calls("vercel_ai_node")
+    expected_tokens = [(c["input_tokens"], c["output_tokens"]) for c in truth if c["status"] == "ok" and "steps" not in c]
+    expected_tokens += [(s["input_tokens"], s["output_tokens"]) for c in truth if "steps" in c for s in c["steps"]]
+    assert sorted((c["input_tokens"], c["output_tokens"]) for c in calls if c["input_tokens"]) == sorted(expected_tokens)
+    (trace,) = replayed.traces["vercel_ai_node"]
+    # invoke_agent repeats its steps' usage; only the chat calls count
+    assert trace.input_tokens == sum(i for i, _ in expected_tokens)
+    assert sum(c["status"] == "error" for c in calls) == 1
+
+
+# --- Vercel AI SDK 4, ai.* (HTTP protobuf; captured here) -----------------------------------------
+
+
+def test_vercel_ai_4_do_spans_are_the_calls_with_ttft_in_milliseconds(replayed: Replayed) -> None:
+    spans = replayed.spans["vercel_ai_v4_node"]
+    calls = llm_calls(replayed, "vercel_ai_v4_node")
+    assert {c["name"] for c in calls} == {"ai.generateText.doGenerate", "ai.streamText.doStream"}
+    assert {s["kind"] for s in spans if s["name"] in ("ai.generateText", "ai.streamText")} == {"chain"}
+    assert [s["kind"] for s in spans if s["name"] == "ai.toolCall"] == ["tool"]
+    # one span per HTTP attempt: the server's requests, in order
+    log = server_requests("vercel_ai_v4_node")
+    assert [c["request_model"] for c in calls] == [r["model"] for r in log]
+    for call, request in zip(calls, log, strict=True):
+        assert call["streaming"] is request["stream"]  # doStream / doGenerate say so
+        assert (call["status"] == "error") == (request["status"] != 200)
+        usage = request.get("usage") if request.get("usage_sent") else None
+        assert (call["input_tokens"], call["output_tokens"]) == (
+            (usage["prompt_tokens"], usage["completion_tokens"]) if usage else (None, None)
+        )
+        if request["stream"] and request["status"] == 200:
+            assert_ttft_of_one_attempt(call)  # ms: 150 ms, not 150 s or 0.15 ms
+            assert call["provenance"]["ttft"] == "ai.response.msToFirstChunk"
+            assert call["attributes"]["ai.response.msToFirstChunk"] == pytest.approx(call["ttft_ms"], abs=0.001)
+        else:
+            assert call["ttft_ms"] is None
+        assert call["provider"] == "openai"  # "openai.chat" in the data
+    (trace,) = replayed.traces["vercel_ai_v4_node"]
+    assert trace.input_tokens == sum(r["usage"]["prompt_tokens"] for r in log if r.get("usage_sent"))
+
+
+def test_vercel_ai_4_messages_and_tool_calls_are_read(replayed: Replayed) -> None:
+    calls = llm_calls(replayed, "vercel_ai_v4_node")
+    first = extract_messages(calls[0]["attributes"])
+    assert [m.role for m in first] == ["system", "user", "assistant"]
+    assert first[0].source == "ai.prompt.messages" and first[-1].source == "ai.response.text"
+    asked_tool = next(c for c in calls if c["finish_reason"] == "tool-calls")
+    answer = extract_messages(asked_tool["attributes"])[-1]
+    assert [t.name for t in answer.tool_calls] == ["get_order_status"]
+    tool = next(s for s in replayed.spans["vercel_ai_v4_node"] if s["name"] == "ai.toolCall")
+    assert [m.role for m in extract_messages(tool["attributes"])] == ["tool-call", "tool-result"]
+
+
+# --- Node SDK by hand, OTLP/HTTP JSON ---------------------------------------------------------------
+
+
+def test_node_http_json_bytes_give_ttft_tokens_error_and_groundedness(replayed: Replayed) -> None:
+    calls = llm_calls(replayed, "node_manual_http_json")
+    truth = client_calls("node_manual_http_json")
+    assert [c["request_model"] for c in calls] == [t["model"] for t in truth]
+    for call, expected in zip(calls, truth, strict=True):
+        assert (call["input_tokens"], call["output_tokens"]) == (expected.get("input_tokens"), expected.get("output_tokens"))
+        assert (call["status"] == "error") == (expected["status"] == "error")
+    research = calls[1]
+    assert_ttft_of_one_attempt(research)
+    assert research["ttft_ms"] == pytest.approx(truth[1]["client_ttft_s"] * 1000, rel=0.2)
+    (trace,) = replayed.traces["node_manual_http_json"]
+    assert trace.groundedness == pytest.approx(0.4)
+    assert [e["score"] for e in calls[-1]["evaluations"]] == [pytest.approx(0.4)]
+
+
+# --- LiteLLM's OTel callback (gRPC) -------------------------------------------------------------------
+
+
+def test_litellm_calls_on_the_app_span_are_one_llm_call_marked_merged(replayed: Replayed) -> None:
+    spans = replayed.spans["litellm_otel"]
+    parent = next(s for s in spans if s["name"] == "invoke_agent support")
+    assert parent["kind"] == "llm"  # its own name stays; it also counts as an LLM call
+    assert parent["attributes"]["gen_ai.agent.name"] == "support"
+    assert "attributes of several LiteLLM calls merged" in parent["provenance"]["kind"]
+    assert parent["provenance"]["merged"]
+    # plan's answer (49/42, its cost) and verify's 500 are both on it
+    plan = next(c for c in client_calls("litellm_otel") if c["label"] == "plan")
+    assert (parent["input_tokens"], parent["output_tokens"]) == (plan["input_tokens"], plan["output_tokens"])
+    assert parent["error_type"] == "InternalServerError"
+    assert parent["streaming"] is False  # llm.is_streaming = "False", a string
+    assert "retry" not in parent["provenance"]  # verify's exception event is no earlier attempt of plan
+    assert parent["cost_source"] == "reported" and parent["cost_usd"] == pytest.approx(plan["litellm_cost"])
+    assert all(s["kind"] == "other" for s in spans if s["name"] == "raw_gen_ai_request")
+
+
+def test_litellm_streamed_calls_stay_separate_runs_with_reported_cost(replayed: Replayed) -> None:
+    traces = replayed.traces["litellm_otel"]
+    assert len(traces) == 4  # the app's run and one litellm_request trace per streamed call: no stitching
+    streamed = [s for s in replayed.spans["litellm_otel"] if s["name"] == "litellm_request"]
+    truth = [c for c in client_calls("litellm_otel") if c["streamed"]]
+    assert len({s["trace_id"] for s in streamed}) == len(streamed) == len(truth)
+    for call, expected in zip(streamed, truth, strict=True):
+        assert call["parent_span_id"] is None and call["streaming"] is True  # "True", a string
+        assert call["request_model"] == expected["model"]
+        assert call["cost_source"] == "reported"
+        assert call["cost_usd"] == call["attributes"]["gen_ai.cost.total_cost"]
+        if expected["input_tokens"] is not None:
+            assert (call["input_tokens"], call["output_tokens"]) == (expected["input_tokens"], expected["output_tokens"])
+            assert "estimated" not in call["provenance"]["input_tokens"]
+        else:  # the stream carried no usage: LiteLLM counted the tokens itself
+            assert call["input_tokens"] is not None
+            assert "estimated" in call["provenance"]["input_tokens"]
+            assert "estimated" in call["provenance"]["output_tokens"]
+    assert sum(t.llm_calls for t in traces) == 4
+
+
+# --- OpenLIT (gRPC; captured here) ----------------------------------------------------------------------
+
+
+def test_openlit_time_to_first_token_is_seconds_and_zero_cost_is_no_price(replayed: Replayed) -> None:
+    calls = llm_calls(replayed, "openlit_openai")
+    log = [r for r in server_requests("openlit_openai") if r["status"] == 200]
+    truth = client_calls("openlit_openai")
+    assert [c["request_model"] for c in calls] == [t["model"] for t in truth]
+    for call, expected in zip(calls, truth, strict=True):
+        assert call["streaming"] is expected["streamed"]  # gen_ai.request.stream
+        if expected["streamed"]:
+            assert_ttft_of_one_attempt(call)  # seconds on the wire: 0.15 s -> 150 ms
+            assert "OpenLIT" in call["provenance"]["ttft"]
+        else:  # OpenLIT writes the whole duration there for a non-streamed call: no first token
+            assert call["ttft_ms"] is None
+        if expected.get("input_tokens") is not None:
+            assert (call["input_tokens"], call["output_tokens"]) == (expected["input_tokens"], expected["output_tokens"])
+        if call["input_tokens"] is not None:
+            # OpenLIT's gen_ai.usage.cost is 0 for a model its price list lacks: priced here instead
+            assert call["attributes"]["gen_ai.usage.cost"] == 0
+            assert call["cost_source"] != "reported"
+    assert sum(r["model"] == "gpt-4.1-mini" for r in log) == 1
+    assert next(c for c in calls if c["status"] == "error")["request_model"] == "gpt-4.1-nano"
+
+
+# --- across families ----------------------------------------------------------------------------------------
+
+
+#: Until the fallback rule of issue 13 (a replacement, not any call after a failure) is in
+#: tracetui/timing.py (engineer 13c's part), these two runs still show their last call as a
+#: fallback. Strict: once it is in, these pass and the marks must go.
+_FALLBACK_RULE_PENDING = pytest.mark.xfail(strict=True, reason="fallback = replacement lands with 13c's timing.py")
+
+
+@pytest.mark.parametrize(
+    "capture",
+    [
+        pytest.param(c, marks=_FALLBACK_RULE_PENDING) if c in ("otel_v2_current", "openlit_openai") else c
+        for c in (*GRPC, *HTTP_PROTOBUF, *HTTP_JSON)
+    ],
+)
+def test_no_call_is_taken_for_a_fallback(replayed: Replayed, capture: str) -> None:
+    """No run of these captures replaced a failed call with another model's: a 500, then other work, is no fallback."""
+    assert [c["name"] for c in llm_calls(replayed, capture) if c["is_fallback"]] == []
+    assert [t.fallbacks for t in replayed.traces[capture]] == [0] * len(replayed.traces[capture])
