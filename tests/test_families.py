@@ -33,6 +33,8 @@ LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 GRPC = ("otel_v2_current", "litellm_otel", "openlit_openai")
 HTTP_PROTOBUF = ("vercel_ai_node", "vercel_ai_v4_node")
 HTTP_JSON = ("node_manual_http_json",)
+#: Captures of the openai suite (gRPC, one call per trace), replayed too for the README's table.
+OLDER = ("openllmetry_openai", "openinference_openai", "traceai_openai", "otel_v2_openai")
 #: Captures copied from ../shared/fixtures/otlp (the others were made here: capture/README.md).
 SHARED = ("otel_v2_current", "vercel_ai_node", "node_manual_http_json", "litellm_otel")
 SHARED_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "otlp"
@@ -69,8 +71,10 @@ def replayed(tmp_path_factory) -> Replayed:
     try:
         http = "http://" + next(m for m in map(READY_RE.match, receiver.lines) if m)["http"]
         channel = channel_to(receiver.port)
-        for capture in GRPC:
+        for capture in (*GRPC, *OLDER):
             for method, suffix in ((EXPORT_METHOD, ".otlp"), (LOGS_METHOD, ".logs.otlp")):
+                if not (FIXTURES / f"{capture}{suffix}").exists():
+                    continue
                 export = channel.unary_unary(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
                 for record in read_records(FIXTURES / f"{capture}{suffix}"):
                     export(record, timeout=10)
@@ -90,8 +94,9 @@ def replayed(tmp_path_factory) -> Replayed:
     reader = Reader(tmp / "families.db")
     try:
         traces, spans = {}, {}
-        for capture in (*GRPC, *HTTP_PROTOBUF, *HTTP_JSON):
-            rows = sorted((t for t in reader.traces(0, -1) if t.service == service_of(capture)), key=lambda t: t.start_ns)
+        for capture in (*GRPC, *HTTP_PROTOBUF, *HTTP_JSON, *OLDER):
+            service = "unknown_service" if capture == "traceai_openai" else service_of(capture)  # traceAI sends none
+            rows = sorted((t for t in reader.traces(0, -1) if t.service == service), key=lambda t: t.start_ns)
             traces[capture] = rows
             spans[capture] = sorted(
                 (s for t in rows for s in reader.span_json(t.trace_id)), key=lambda s: (s["start_ns"], s["name"])
@@ -329,3 +334,93 @@ def test_no_call_is_taken_for_a_fallback(replayed: Replayed, capture: str) -> No
     """No run of these captures replaced a failed call with another model's: a 500, then other work, is no fallback."""
     assert [c["name"] for c in llm_calls(replayed, capture) if c["is_fallback"]] == []
     assert [t.fallbacks for t in replayed.traces[capture]] == [0] * len(replayed.traces[capture])
+
+
+# --- the README's table of what each library sends ------------------------------------------------------
+
+COLUMNS = ("ttft", "streaming", "retries", "tokens", "cost", "content", "evaluations")
+
+
+def _http_status(attributes: dict) -> int | None:
+    value = attributes.get("http.response.status_code", attributes.get("http.status_code"))
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def shows_retry(spans: list[dict]) -> bool:
+    """Whether the data itself shows a failed attempt that was retried (not what tracetui makes of it).
+
+    An HTTP attempt span answered 429 or marked as a resend, or an LLM span that failed
+    followed by one for the same model under the same parent (one span per attempt).
+    """
+    if any(_http_status(s["attributes"]) == 429 or s["attributes"].get("http.request.resend_count") for s in spans):
+        return True
+    calls = [s for s in spans if s["kind"] == "llm"]
+    return any(
+        a["status"] == "error" and b["status"] != "error" and a["request_model"] == b["request_model"]
+        and a["parent_span_id"] == b["parent_span_id"] and b["start_ns"] >= a["end_ns"]
+        for a in calls for b in calls
+    )  # fmt: skip
+
+
+def observed(db: Path, spans: list[dict]) -> dict[str, str]:
+    """What tracetui reads from one capture, per column of the README's table: "yes", "partly" or "no"."""
+    calls = [s for s in spans if s["kind"] == "llm"]
+    reader = Reader(db)
+    try:
+        content = any(
+            extract_messages(c["attributes"], reader.span_detail(bytes.fromhex(c["trace_id"]),
+                                                                 bytes.fromhex(c["span_id"])).logs)
+            for c in calls
+        )  # fmt: skip
+    finally:
+        reader.close()
+    streaming = [c["streaming"] is not None for c in calls]
+    return {
+        "ttft": "yes" if any(c["ttft_ms"] is not None for c in calls) else "no",
+        "streaming": "yes" if all(streaming) else "partly" if any(streaming) else "no",
+        "retries": "yes" if shows_retry(spans) else "no",
+        "tokens": "yes" if any(c["input_tokens"] is not None for c in calls) else "no",
+        "cost": "yes" if any(c["cost_source"] == "reported" for c in calls) else "no",
+        "content": "yes" if content else "no",
+        "evaluations": "yes" if any(e for s in spans for e in s["evaluations"]) else "no",
+    }
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+README_SECTION = "## What each library sends"
+
+
+def readme_table() -> list[dict[str, str]]:
+    """The rows of the README's table of libraries, as {column: cell text}."""
+    text = README.read_text()
+    assert README_SECTION in text, "the README lost its table of libraries"
+    lines = text.split(README_SECTION, 1)[1].split("\n## ", 1)[0].splitlines()
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines if line.startswith("|")]
+    header, _rule, *body = rows
+    assert [h.split()[0] for h in header[2:9]] == ["TTFT", *COLUMNS[1:]]
+    return [dict(zip(("library", "exports", *COLUMNS, "settings"), row, strict=True)) for row in body]
+
+
+def _capture_of(library_cell: str) -> str | None:
+    match = re.search(r"\(`(\w+)`\)$", library_cell)
+    return match[1] if match else None
+
+
+def test_readme_table_matches_the_captures(replayed: Replayed) -> None:
+    """Each claim of the README's table (yes / partly / no) is what tracetui reads from that library's capture."""
+    rows = readme_table()
+    covered = set()
+    for row in rows:
+        capture = _capture_of(row["library"])
+        if capture is None:
+            assert "from its documentation" in row["library"], row["library"]
+            continue
+        covered.add(capture)
+        claimed = {column: row[column].split()[0].strip(",;:") for column in COLUMNS}
+        assert claimed == observed(replayed.db, replayed.spans[capture]), capture
+    # every library captured here has its row (otel_v2_openai is the same library as otel_v2_current)
+    assert covered == set(replayed.spans) - {"otel_v2_openai"}
+    assert {"Java", ".NET"} <= {word for row in rows if _capture_of(row["library"]) is None for word in row["library"].split()}
