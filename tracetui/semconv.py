@@ -12,6 +12,34 @@ columns of the ``spans`` table. Rules:
   its source keys was found (see ``_INDEX``).
 
 Only the scalar fields live here; rendering of messages is the UI's business.
+
+Families added for issue 13, with the versions whose source or captured output was read:
+
+* OpenTelemetry ``opentelemetry-instrumentation-openai-v2`` 2.4b0 with
+  ``opentelemetry-util-genai`` 1.1b0 (capture ``otel_v2_current``): plain ``gen_ai.*``;
+  it reports neither streaming nor a first token, so both stay None ("not reported").
+* Vercel AI SDK 7 with ``@ai-sdk/otel`` 1.0.173 (capture ``vercel_ai_node``):
+  ``gen_ai.client.operation.time_to_first_chunk`` in seconds as a span attribute;
+  ``invoke_agent`` -> ``step N`` (``gen_ai.operation.name = agent_step``: a chain) -> ``chat``.
+* Vercel AI SDK 3-6 (``ai`` 4.3.19 ``dist/index.js`` and a capture made here; names
+  checked against ``ai`` 5.0.277): ``ai.operationId`` / ``operation.name`` name the
+  operation (only ``*.doGenerate`` / ``*.doStream`` / ``*.doEmbed`` are calls to a
+  model), ``ai.usage.promptTokens`` / ``completionTokens`` (3-4; 5-6 add
+  ``inputTokens`` / ``outputTokens``, ``reasoningTokens``, ``cachedInputTokens``),
+  ``ai.model.id`` / ``ai.model.provider`` (``openai.chat``: provider, then API),
+  ``ai.response.*``, ``ai.response.msToFirstChunk`` in **milliseconds**.
+* LiteLLM 1.110.2 OTel callback (``litellm/integrations/opentelemetry.py``, capture
+  ``litellm_otel``): with a current span and without ``USE_OTEL_LITELLM_REQUEST_SPAN``
+  it writes each call's attributes onto that span (``litellm.call_id`` marks them);
+  otherwise one ``litellm_request`` span per call, with a ``raw_gen_ai_request`` child
+  holding the provider's raw request (no call of its own). ``llm.is_streaming`` is the
+  string "True"/"False"; ``gen_ai.cost.total_cost`` is a reported cost. It does not say
+  when it counted tokens itself; its usage object then has no ``prompt_tokens_details``
+  (``streaming_chunk_builder_utils.calculate_usage``), read here as "estimated".
+* OpenLIT 1.45.0 (``openlit/__helpers.py``, ``instrumentation/openai``; a capture made
+  here): ``telemetry.sdk.name = "openlit"`` on each span; ``gen_ai.server.time_to_first_token``
+  in **seconds** (traceAI's attribute of that name is in milliseconds: told apart by
+  family, never by size); ``gen_ai.usage.cost = 0`` means its price list lacks the model.
 """
 
 from __future__ import annotations
