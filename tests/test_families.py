@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -266,6 +267,18 @@ def test_litellm_calls_on_the_app_span_are_one_llm_call_marked_merged(replayed: 
     assert "retry" not in parent["provenance"]  # verify's exception event is no earlier attempt of plan
     assert parent["cost_source"] == "reported" and parent["cost_usd"] == pytest.approx(plan["litellm_cost"])
     assert all(s["kind"] == "other" for s in spans if s["name"] == "raw_gen_ai_request")
+
+
+def test_litellm_log_records_keep_the_event_name_it_puts_in_an_attribute(replayed: Replayed) -> None:
+    conn = sqlite3.connect(f"file:{replayed.db}?mode=ro", uri=True)
+    try:
+        names = dict(conn.execute(
+            "SELECT event_name, count(*) FROM logs WHERE service = ? GROUP BY event_name", (service_of("litellm_otel"),)
+        ).fetchall())  # fmt: skip
+    finally:
+        conn.close()
+    assert set(names) == {"gen_ai.content.prompt", "gen_ai.content.completion"}
+    assert sum(names.values()) == 24
 
 
 def test_litellm_streamed_calls_stay_separate_runs_with_reported_cost(replayed: Replayed) -> None:

@@ -521,8 +521,10 @@ def _log_name(record: dict) -> str | None:
     if isinstance(name, str) and name:
         return name
     attrs = record.get("attributes")
-    if isinstance(attrs, dict) and isinstance(attrs.get("event.name"), str):
-        return attrs["event.name"]
+    if isinstance(attrs, dict):
+        for key in ("event.name", "event_name"):  # older SDKs; LiteLLM
+            if isinstance(attrs.get(key), str):
+                return attrs[key]
     return None
 
 
