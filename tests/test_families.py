@@ -111,6 +111,15 @@ def llm_calls(replayed: Replayed, capture: str) -> list[dict]:
     return [s for s in replayed.spans[capture] if s["kind"] == "llm"]
 
 
+def assert_calls_match_client_log(calls: list[dict], capture: str) -> None:
+    """One LLM call per ``CALL`` line of the app's log, same model, tokens and failure, in order."""
+    truth = client_calls(capture)
+    assert [c["request_model"] for c in calls] == [t["model"] for t in truth]
+    for call, expected in zip(calls, truth, strict=True):
+        assert (call["input_tokens"], call["output_tokens"]) == (expected.get("input_tokens"), expected.get("output_tokens"))
+        assert (call["status"] == "error") == (expected["status"] == "error"), call["name"]
+
+
 def assert_ttft_of_one_attempt(call: dict) -> None:
     assert call["ttft_ms"] is not None, call["name"]
     assert SERVER_TTFT_MS * 0.8 <= call["ttft_ms"] <= SERVER_TTFT_MS * 1.6, (call["name"], call["ttft_ms"])
@@ -148,13 +157,10 @@ def test_our_captures_agree_with_their_server_log(capture: str) -> None:
 
 def test_otel_v2_current_reads_calls_tokens_and_not_reported_streaming(replayed: Replayed) -> None:
     calls = llm_calls(replayed, "otel_v2_current")
-    expected = client_calls("otel_v2_current")
-    assert [c["request_model"] for c in calls] == [e["model"] for e in expected]
-    for call, truth in zip(calls, expected, strict=True):
-        assert (call["input_tokens"], call["output_tokens"]) == (truth.get("input_tokens"), truth.get("output_tokens"))
+    assert_calls_match_client_log(calls, "otel_v2_current")
+    for call in calls:
         # openai-v2 says nothing about streaming or a first token: not reported, never "not streamed"
         assert call["streaming"] is None and call["ttft_ms"] is None, call["name"]
-        assert (call["status"] == "error") == (truth["status"] == "error")
     failed = next(c for c in calls if c["status"] == "error")
     assert failed["error_type"] == "openai.InternalServerError"
     # the httpx instrumentation's attempts are HTTP spans, not LLM calls
@@ -237,10 +243,7 @@ def test_vercel_ai_4_messages_and_tool_calls_are_read(replayed: Replayed) -> Non
 def test_node_http_json_bytes_give_ttft_tokens_error_and_groundedness(replayed: Replayed) -> None:
     calls = llm_calls(replayed, "node_manual_http_json")
     truth = client_calls("node_manual_http_json")
-    assert [c["request_model"] for c in calls] == [t["model"] for t in truth]
-    for call, expected in zip(calls, truth, strict=True):
-        assert (call["input_tokens"], call["output_tokens"]) == (expected.get("input_tokens"), expected.get("output_tokens"))
-        assert (call["status"] == "error") == (expected["status"] == "error")
+    assert_calls_match_client_log(calls, "node_manual_http_json")
     research = calls[1]
     assert_ttft_of_one_attempt(research)
     assert research["ttft_ms"] == pytest.approx(truth[1]["client_ttft_s"] * 1000, rel=0.2)
