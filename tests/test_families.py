@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import EXPORT_METHOD, FIXTURES, READY_RE, channel_to, plain_attributes, read_records, start_receiver
+from helpers import EXPORT_METHOD, FIXTURES, READY_RE, channel_to, read_records, start_receiver
 from tracetui.messages import extract_messages
 from tracetui.store.reader import Reader
 
@@ -49,6 +49,11 @@ def client_calls(capture: str) -> list[dict]:
     """The app's view of each LLM call, in order (``CALL {...}`` lines of the client log)."""
     text = (FIXTURES / f"{capture}.client.log").read_text()
     return [json.loads(m[1]) for m in re.finditer(r"CALL (\{.*\})$", text, re.M)]
+
+
+def tokens(call: dict) -> tuple[int | None, int | None]:
+    """(input, output) tokens of a call, as tracetui or the client log has them."""
+    return call.get("input_tokens"), call.get("output_tokens")
 
 
 def server_requests(capture: str) -> list[dict]:
@@ -116,7 +121,7 @@ def assert_calls_match_client_log(calls: list[dict], capture: str) -> None:
     truth = client_calls(capture)
     assert [c["request_model"] for c in calls] == [t["model"] for t in truth]
     for call, expected in zip(calls, truth, strict=True):
-        assert (call["input_tokens"], call["output_tokens"]) == (expected.get("input_tokens"), expected.get("output_tokens"))
+        assert tokens(call) == tokens(expected)
         assert (call["status"] == "error") == (expected["status"] == "error"), call["name"]
 
 
@@ -186,9 +191,9 @@ def test_vercel_ai_7_time_to_first_chunk_is_seconds_and_steps_are_not_calls(repl
         if call not in streamed:
             assert call["streaming"] is None and call["ttft_ms"] is None  # not reported, not "no"
     truth = client_calls("vercel_ai_node")
-    expected_tokens = [(c["input_tokens"], c["output_tokens"]) for c in truth if c["status"] == "ok" and "steps" not in c]
-    expected_tokens += [(s["input_tokens"], s["output_tokens"]) for c in truth if "steps" in c for s in c["steps"]]
-    assert sorted((c["input_tokens"], c["output_tokens"]) for c in calls if c["input_tokens"]) == sorted(expected_tokens)
+    expected_tokens = [tokens(c) for c in truth if c["status"] == "ok" and "steps" not in c]
+    expected_tokens += [tokens(step) for c in truth if "steps" in c for step in c["steps"]]
+    assert sorted(tokens(c) for c in calls if c["input_tokens"]) == sorted(expected_tokens)
     (trace,) = replayed.traces["vercel_ai_node"]
     # invoke_agent repeats its steps' usage; only the chat calls count
     assert trace.input_tokens == sum(i for i, _ in expected_tokens)
@@ -264,7 +269,7 @@ def test_litellm_calls_on_the_app_span_are_one_llm_call_marked_merged(replayed: 
     assert parent["provenance"]["merged"]
     # plan's answer (49/42, its cost) and verify's 500 are both on it
     plan = next(c for c in client_calls("litellm_otel") if c["label"] == "plan")
-    assert (parent["input_tokens"], parent["output_tokens"]) == (plan["input_tokens"], plan["output_tokens"])
+    assert tokens(parent) == tokens(plan)
     assert parent["error_type"] == "InternalServerError"
     assert parent["streaming"] is False  # llm.is_streaming = "False", a string
     assert "retry" not in parent["provenance"]  # verify's exception event is no earlier attempt of plan
@@ -296,7 +301,7 @@ def test_litellm_streamed_calls_stay_separate_runs_with_reported_cost(replayed: 
         assert call["cost_source"] == "reported"
         assert call["cost_usd"] == call["attributes"]["gen_ai.cost.total_cost"]
         if expected["input_tokens"] is not None:
-            assert (call["input_tokens"], call["output_tokens"]) == (expected["input_tokens"], expected["output_tokens"])
+            assert tokens(call) == tokens(expected)
             assert "estimated" not in call["provenance"]["input_tokens"]
         else:  # the stream carried no usage: LiteLLM counted the tokens itself
             assert call["input_tokens"] is not None
@@ -321,7 +326,7 @@ def test_openlit_time_to_first_token_is_seconds_and_zero_cost_is_no_price(replay
         else:  # OpenLIT writes the whole duration there for a non-streamed call: no first token
             assert call["ttft_ms"] is None
         if expected.get("input_tokens") is not None:
-            assert (call["input_tokens"], call["output_tokens"]) == (expected["input_tokens"], expected["output_tokens"])
+            assert tokens(call) == tokens(expected)
         if call["input_tokens"] is not None:
             # OpenLIT's gen_ai.usage.cost is 0 for a model its price list lacks: priced here instead
             assert call["attributes"]["gen_ai.usage.cost"] == 0
@@ -439,4 +444,5 @@ def test_readme_table_matches_the_captures(replayed: Replayed) -> None:
         assert claimed == observed(replayed.db, replayed.spans[capture]), capture
     # every library captured here has its row (otel_v2_openai is the same library as otel_v2_current)
     assert covered == set(replayed.spans) - {"otel_v2_openai"}
-    assert {"Java", ".NET"} <= {word for row in rows if _capture_of(row["library"]) is None for word in row["library"].split()}
+    documented = {word for row in rows if _capture_of(row["library"]) is None for word in row["library"].split()}
+    assert {"Java", ".NET"} <= documented

@@ -333,7 +333,8 @@ def test_the_same_server_ttft_attribute_is_read_in_its_family_unit() -> None:
     for value in (0.15, 150.0):
         traceai = normalized(span({"gen_ai.span.kind": "LLM", "gen_ai.server.time_to_first_token": value}))
         openlit = normalized(span({"telemetry.sdk.name": "openlit", "gen_ai.operation.name": "chat",
-                                   "gen_ai.request.stream": True, "gen_ai.server.time_to_first_token": value}))  # fmt: skip
+                                   "gen_ai.request.stream": True,
+                                   "gen_ai.server.time_to_first_token": value}))  # fmt: skip
         other = normalized(span({"gen_ai.operation.name": "chat", "gen_ai.server.time_to_first_token": value}))
         assert traceai["ttft_ns"] == round(value * MS)
         assert openlit["ttft_ns"] == round(value * 1000 * MS)
@@ -388,12 +389,13 @@ def test_vercel_ai_5_names_and_milliseconds() -> None:
     assert (got["reasoning_tokens"], got["cache_read_tokens"]) == (7, 60)
     assert got["ttft_ns"] == int(412.5 * MS) and got["decode_ns"] == 1000 * MS - int(412.5 * MS)
     assert got["finish_reason"] == "stop"
-    assert canonical_provider("openai.responses") == "openai" and canonical_provider("azure.ai.openai") == "azure.ai.openai"
+    assert canonical_provider("openai.responses") == "openai"
+    assert canonical_provider("azure.ai.openai") == "azure.ai.openai"
 
 
 LITELLM_CALL = {
-    "litellm.call_id": "c-1", "gen_ai.operation.name": "chat", "llm.request.type": "completion", "gen_ai.system": "openai",
-    "gen_ai.request.model": "gpt-4o-mini", "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+    "litellm.call_id": "c-1", "gen_ai.operation.name": "chat", "llm.request.type": "completion",
+    "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o-mini", "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
     "gen_ai.usage.input_tokens": 49, "gen_ai.usage.output_tokens": 42, "gen_ai.response.finish_reasons": '["stop"]',
     "llm.is_streaming": "False", "gen_ai.cost.total_cost": 3.2e-05,
 }  # fmt: skip

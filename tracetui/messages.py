@@ -325,7 +325,8 @@ def _part(part: object, acc: _Acc, depth: int = 0) -> None:
             call.arguments = _args_text(part.get("server_tool_call"))
         if call is not None:
             acc.tool_calls.append(call)
-    elif kind in ("tool_call_response", "function_call_output", "tool_result", "server_tool_call_response", "tool-result"):
+    elif kind in ("tool_call_response", "function_call_output", "tool_result", "server_tool_call_response",
+                  "tool-result"):  # fmt: skip
         call_id = part.get("id", part.get("call_id", part.get("tool_use_id", part.get("toolCallId"))))
         if acc.tool_call_id is None:
             acc.tool_call_id = _opt_str(call_id)

@@ -625,8 +625,9 @@ def _normalize(span, found: dict[str, object], events, links) -> tuple:
             elif first_event_ns is None and name in _FIRST_TOKEN_EVENTS:
                 first_event_ns = event.time_unix_nano
                 provenance["ttft"] = f"event:{name}"
-        if (failed or on_foreign_span) and row[_C_ERROR_TYPE] is None and isinstance(exception_type, str) and exception_type:
-            row[_C_ERROR_TYPE], provenance["error_type"] = exception_type, "event:exception"
+        if (failed or on_foreign_span) and row[_C_ERROR_TYPE] is None and isinstance(exception_type, str):
+            if exception_type:
+                row[_C_ERROR_TYPE], provenance["error_type"] = exception_type, "event:exception"
         if attempt_offset:
             provenance["retry"] = "event:exception before success"
     attempt_start = start + attempt_offset
