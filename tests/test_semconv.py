@@ -405,7 +405,7 @@ def test_one_litellm_call_on_the_app_span_is_a_call_not_a_merge() -> None:
     got = normalized(span({**LITELLM_CALL, "gen_ai.agent.name": "support"}, name="invoke_agent support"))
     assert got["llm_kind"] == "llm" and got["streaming"] == 0
     assert got["cost_usd"] == 3.2e-05 and got["cost_source"] == "reported"
-    assert got["provenance"]["kind"].startswith("LiteLLM wrote a call's attributes onto this span")
+    assert got["provenance"]["kind"].startswith("LiteLLM wrote a call's attributes onto the app's span")
     assert "merged" not in got["provenance"]
     own = normalized(span(LITELLM_CALL, name="litellm_request"))
     assert own["provenance"]["kind"] == "gen_ai.operation.name"

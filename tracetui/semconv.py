@@ -768,10 +768,10 @@ def _litellm(span, found: dict[str, object], row: list, provenance: dict[str, st
         row[_C_KIND] = "llm"
         merged = _litellm_merged(row, events)
         if merged:
-            provenance["kind"] = f"attributes of several LiteLLM calls merged onto this span ({merged})"
+            provenance["kind"] = f"attributes of several LiteLLM calls merged onto the app's span ({merged})"
             provenance["merged"] = merged
         else:
-            provenance["kind"] = f"LiteLLM wrote a call's attributes onto this span ({provenance.get('kind', '?')})"
+            provenance["kind"] = f"LiteLLM wrote a call's attributes onto the app's span ({provenance.get('kind', '?')})"
     usage = found.get(_LITELLM_USAGE)
     if streaming and isinstance(usage, str) and _LITELLM_ESTIMATED in usage:
         note = " (estimated: LiteLLM counted them itself, the provider sent no usage)"
