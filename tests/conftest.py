@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Receiver, fill_db, read_records, start_receiver, trace_fixture_files
+from helpers import Receiver, fill_db, read_records, start_receiver, suite_fixture_files
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def shared_receiver(tmp_path_factory) -> Receiver:
 
 @pytest.fixture(scope="session")
 def all_fixtures_db(tmp_path_factory) -> Path:
-    """A database holding every trace fixture, written by tracetui's decoder and writer."""
+    """A database holding the suite's trace fixtures (helpers.SUITE_CAPTURES), written by tracetui's writer."""
     db = tmp_path_factory.mktemp("fixtures-db") / "fixtures.db"
-    fill_db(db, [record for path in trace_fixture_files() for record in read_records(path)])
+    fill_db(db, [record for path in suite_fixture_files() for record in read_records(path)])
     return db

@@ -21,6 +21,7 @@ from helpers import (
     requests_of,
     sid,
     tid,
+    suite_fixture_files,
     trace_fixture_files,
 )
 from tracetui.cli import main
@@ -41,7 +42,7 @@ def run_json(*args: str, env: dict[str, str] | None = None):
 
 @pytest.fixture(scope="module")
 def all_expected():
-    return expected_traces([r for path in trace_fixture_files() for r in requests_of(path)])
+    return expected_traces([r for path in suite_fixture_files() for r in requests_of(path)])
 
 
 def test_serve_help_states_the_defaults():

@@ -29,7 +29,7 @@ from helpers import (
     requests_of,
     sid,
     tid,
-    trace_fixture_files,
+    suite_fixture_files,
 )
 from tracetui import filters
 from tracetui.filters import FIELDS, Filter, FilterError, Term, parse, register_sql_functions
@@ -52,7 +52,7 @@ def every(*calls: str) -> set[str]:
 
 def labels_of_fixtures() -> dict[bytes, str]:
     labels: dict[bytes, str] = {}
-    for path in trace_fixture_files():
+    for path in suite_fixture_files():
         order: list[bytes] = []
         fallback_trace = None
         for _, span in iter_spans(requests_of(path)):
@@ -387,7 +387,7 @@ def test_the_durations_the_table_assumes(fx):
 def expected_from_protos(predicate) -> set[str]:
     """Labels of the traces having a span for which ``predicate(service, span, attributes)`` holds."""
     found = set()
-    for path in trace_fixture_files():
+    for path in suite_fixture_files():
         for service, span in iter_spans(requests_of(path)):
             if predicate(service, span, plain_attributes(span.attributes)):
                 found.add(LABELS[span.trace_id])
@@ -421,7 +421,7 @@ def test_trace_filters_agree_with_the_protobuf_messages(fx, text, predicate):
 
 def test_trace_durations_agree_with_the_protobuf_messages(fx):
     bounds: dict[str, list[int]] = {}
-    for path in trace_fixture_files():
+    for path in suite_fixture_files():
         for _, span in iter_spans(requests_of(path)):
             lo_hi = bounds.setdefault(LABELS[span.trace_id], [span.start_time_unix_nano, span.end_time_unix_nano])
             lo_hi[0] = min(lo_hi[0], span.start_time_unix_nano)

@@ -27,7 +27,7 @@ from helpers import (
     requests_of,
     sid,
     tid,
-    trace_fixture_files,
+    suite_fixture_files,
     fill_db,
 )
 from tracetui import pricing
@@ -563,7 +563,7 @@ def test_fixture_database_by_model(all_fixtures_db: Path) -> None:
     # and the hand-made agent's "chat ..." spans.
     handmade = {}
     suite = []
-    for path in trace_fixture_files():
+    for path in suite_fixture_files():
         for service, span in iter_spans(requests_of(path)):
             if path.stem == "handmade_agent":
                 if span.name.startswith("chat "):
