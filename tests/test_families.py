@@ -3,7 +3,7 @@
 Captures (tests/fixtures, see its README and capture/README.md):
 
 * ``otel_v2_current``, ``litellm_otel``, ``openlit_openai``: OTLP/gRPC (traces and logs);
-* ``vercel_ai_node`` (Vercel AI SDK 7) and ``vercel_ai_v4_node`` (ai@4): OTLP/HTTP protobuf;
+* ``vercel_ai_node`` (Vercel AI SDK 7), ``vercel_ai_v4_node`` (ai@4), ``vercel_ai_v5_node`` (ai@5): OTLP/HTTP protobuf;
 * ``node_manual_http_json``: OTLP/HTTP JSON, the exporter's own bodies byte for byte.
 
 Expectations come from each capture's ground truth, never from tracetui's output: the
@@ -32,7 +32,7 @@ SERVER_TTFT_MS = 150
 LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 #: Capture -> how it was sent when it was captured.
 GRPC = ("otel_v2_current", "litellm_otel", "openlit_openai")
-HTTP_PROTOBUF = ("vercel_ai_node", "vercel_ai_v4_node")
+HTTP_PROTOBUF = ("vercel_ai_node", "vercel_ai_v4_node", "vercel_ai_v5_node")
 HTTP_JSON = ("node_manual_http_json",)
 #: Captures of the openai suite (gRPC, one call per trace), replayed too for the README's table.
 OLDER = ("openllmetry_openai", "openinference_openai", "traceai_openai", "otel_v2_openai")
@@ -144,7 +144,7 @@ def test_shared_captures_are_byte_for_byte_copies(capture: str) -> None:
         assert (FIXTURES / name).read_bytes() == (SHARED_DIR / name).read_bytes(), name
 
 
-@pytest.mark.parametrize("capture", ("vercel_ai_v4_node", "openlit_openai"))
+@pytest.mark.parametrize("capture", ("vercel_ai_v4_node", "vercel_ai_v5_node", "openlit_openai"))
 def test_our_captures_agree_with_their_server_log(capture: str) -> None:
     """The client saw what the fake server says it did: the 429 retried, the 500 failed."""
     log = server_requests(capture)
@@ -200,17 +200,18 @@ def test_vercel_ai_7_time_to_first_chunk_is_seconds_and_steps_are_not_calls(repl
     assert sum(c["status"] == "error" for c in calls) == 1
 
 
-# --- Vercel AI SDK 4, ai.* (HTTP protobuf; captured here) -----------------------------------------
+# --- Vercel AI SDK 4 and 5, ai.* (HTTP protobuf; captured here) -----------------------------------------
 
 
-def test_vercel_ai_4_do_spans_are_the_calls_with_ttft_in_milliseconds(replayed: Replayed) -> None:
-    spans = replayed.spans["vercel_ai_v4_node"]
-    calls = llm_calls(replayed, "vercel_ai_v4_node")
+@pytest.mark.parametrize("capture", ("vercel_ai_v4_node", "vercel_ai_v5_node"))
+def test_vercel_ai_do_spans_are_the_calls_with_ttft_in_milliseconds(replayed: Replayed, capture: str) -> None:
+    spans = replayed.spans[capture]
+    calls = llm_calls(replayed, capture)
     assert {c["name"] for c in calls} == {"ai.generateText.doGenerate", "ai.streamText.doStream"}
     assert {s["kind"] for s in spans if s["name"] in ("ai.generateText", "ai.streamText")} == {"chain"}
     assert [s["kind"] for s in spans if s["name"] == "ai.toolCall"] == ["tool"]
     # one span per HTTP attempt: the server's requests, in order
-    log = server_requests("vercel_ai_v4_node")
+    log = server_requests(capture)
     assert [c["request_model"] for c in calls] == [r["model"] for r in log]
     for call, request in zip(calls, log, strict=True):
         assert call["streaming"] is request["stream"]  # doStream / doGenerate say so
@@ -225,20 +226,24 @@ def test_vercel_ai_4_do_spans_are_the_calls_with_ttft_in_milliseconds(replayed: 
             assert call["attributes"]["ai.response.msToFirstChunk"] == pytest.approx(call["ttft_ms"], abs=0.001)
         else:
             assert call["ttft_ms"] is None
-        assert call["provider"] == "openai"  # "openai.chat" in the data
-    (trace,) = replayed.traces["vercel_ai_v4_node"]
+        assert call["provider"] in ("openai", "fake.chat")  # "openai.chat" is openai; "fake" is the test server
+    # the wrapping spans repeat the usage, in ai@5's new names where it has them (streamText)
+    wrapping = {s["provenance"].get("input_tokens") for s in spans if s["name"] == "ai.streamText" and s["input_tokens"]}
+    assert wrapping == ({"ai.usage.inputTokens"} if capture == "vercel_ai_v5_node" else {"ai.usage.promptTokens"})
+    (trace,) = replayed.traces[capture]
     assert trace.input_tokens == sum(r["usage"]["prompt_tokens"] for r in log if r.get("usage_sent"))
 
 
-def test_vercel_ai_4_messages_and_tool_calls_are_read(replayed: Replayed) -> None:
-    calls = llm_calls(replayed, "vercel_ai_v4_node")
+@pytest.mark.parametrize("capture", ("vercel_ai_v4_node", "vercel_ai_v5_node"))
+def test_vercel_ai_messages_and_tool_calls_are_read(replayed: Replayed, capture: str) -> None:
+    calls = llm_calls(replayed, capture)
     first = extract_messages(calls[0]["attributes"])
     assert [m.role for m in first] == ["system", "user", "assistant"]
     assert first[0].source == "ai.prompt.messages" and first[-1].source == "ai.response.text"
     asked_tool = next(c for c in calls if c["finish_reason"] == "tool-calls")
     answer = extract_messages(asked_tool["attributes"])[-1]
     assert [t.name for t in answer.tool_calls] == ["get_order_status"]
-    tool = next(s for s in replayed.spans["vercel_ai_v4_node"] if s["name"] == "ai.toolCall")
+    tool = next(s for s in replayed.spans[capture] if s["name"] == "ai.toolCall")
     assert [m.role for m in extract_messages(tool["attributes"])] == ["tool-call", "tool-result"]
 
 
@@ -425,9 +430,10 @@ def readme_table() -> list[dict[str, str]]:
     return [dict(zip(("library", "exports", *COLUMNS, "settings"), row, strict=True)) for row in body]
 
 
-def _capture_of(library_cell: str) -> str | None:
-    match = re.search(r"\(`(\w+)`\)$", library_cell)
-    return match[1] if match else None
+def _captures_of(library_cell: str) -> list[str]:
+    """The captures a row names at the end of its first cell: "... (`a`)" or "... (`a`, `b`)"."""
+    match = re.search(r"\(((?:`\w+`(?:, )?)+)\)$", library_cell)
+    return re.findall(r"`(\w+)`", match[1]) if match else []
 
 
 def test_readme_table_matches_the_captures(replayed: Replayed) -> None:
@@ -435,14 +441,15 @@ def test_readme_table_matches_the_captures(replayed: Replayed) -> None:
     rows = readme_table()
     covered = set()
     for row in rows:
-        capture = _capture_of(row["library"])
-        if capture is None:
+        captures = _captures_of(row["library"])
+        if not captures:
             assert "from its documentation" in row["library"], row["library"]
             continue
-        covered.add(capture)
+        covered.update(captures)
         claimed = {column: row[column].split()[0].strip(",;:") for column in COLUMNS}
-        assert claimed == observed(replayed.db, replayed.spans[capture]), capture
+        for capture in captures:
+            assert claimed == observed(replayed.db, replayed.spans[capture]), capture
     # every library captured here has its row (otel_v2_openai is the same library as otel_v2_current)
     assert covered == set(replayed.spans) - {"otel_v2_openai"}
-    documented = {word for row in rows if _capture_of(row["library"]) is None for word in row["library"].split()}
+    documented = {word for row in rows if not _captures_of(row["library"]) for word in row["library"].split()}
     assert {"Java", ".NET"} <= documented
