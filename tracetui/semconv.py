@@ -771,7 +771,8 @@ def _litellm(span, found: dict[str, object], row: list, provenance: dict[str, st
             provenance["kind"] = f"attributes of several LiteLLM calls merged onto the app's span ({merged})"
             provenance["merged"] = merged
         else:
-            provenance["kind"] = f"LiteLLM wrote a call's attributes onto the app's span ({provenance.get('kind', '?')})"
+            source = provenance.get("kind", "?")
+            provenance["kind"] = f"LiteLLM wrote a call's attributes onto the app's span ({source})"
     usage = found.get(_LITELLM_USAGE)
     if streaming and isinstance(usage, str) and _LITELLM_ESTIMATED in usage:
         note = " (estimated: LiteLLM counted them itself, the provider sent no usage)"
