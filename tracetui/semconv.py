@@ -21,8 +21,8 @@ Families added for issue 13, with the versions whose source or captured output w
 * Vercel AI SDK 7 with ``@ai-sdk/otel`` 1.0.173 (capture ``vercel_ai_node``):
   ``gen_ai.client.operation.time_to_first_chunk`` in seconds as a span attribute;
   ``invoke_agent`` -> ``step N`` (``gen_ai.operation.name = agent_step``: a chain) -> ``chat``.
-* Vercel AI SDK 3-6 (``ai`` 4.3.19 ``dist/index.js`` and a capture made here; names
-  checked against ``ai`` 5.0.277): ``ai.operationId`` / ``operation.name`` name the
+* Vercel AI SDK 3-6 (``ai`` 4.3.19 and 5.0.277 ``dist/index.js``; captures made here,
+  ``vercel_ai_v4_node`` and ``vercel_ai_v5_node``): ``ai.operationId`` / ``operation.name`` name the
   operation (only ``*.doGenerate`` / ``*.doStream`` / ``*.doEmbed`` are calls to a
   model), ``ai.usage.promptTokens`` / ``completionTokens`` (3-4; 5-6 add
   ``inputTokens`` / ``outputTokens``, ``reasoningTokens``, ``cachedInputTokens``),
