@@ -407,6 +407,9 @@ def test_one_litellm_call_on_the_app_span_is_a_call_not_a_merge() -> None:
     assert got["cost_usd"] == 3.2e-05 and got["cost_source"] == "reported"
     assert got["provenance"]["kind"].startswith("LiteLLM wrote a call's attributes onto the app's span")
     assert "merged" not in got["provenance"]
+    # an Azure deployment name is no other model
+    azure = {**LITELLM_CALL, "gen_ai.request.model": "azure/support-prod"}
+    assert "merged" not in normalized(span(azure, name="invoke_agent support"))["provenance"]
     own = normalized(span(LITELLM_CALL, name="litellm_request"))
     assert own["provenance"]["kind"] == "gen_ai.operation.name"
 

@@ -791,7 +791,8 @@ def _litellm_merged(row: list, events) -> str | None:
     """
     reasons = []
     requested, answered_by = row[_C_REQUEST_MODEL], row[_C_RESPONSE_MODEL]
-    if requested and answered_by and not _same_model(requested, answered_by):
+    # "azure/my-deployment", "bedrock/..." name a deployment or route, not the model that answers
+    if requested and answered_by and "/" not in requested and not _same_model(requested, answered_by):
         reasons.append(f"request model {requested}, response model {answered_by}")
     failed = row[_C_ERROR_TYPE] is not None or any(event.name == _EXCEPTION_EVENT for event in events)
     if failed and (row[_C_FINISH_REASON] is not None or row[_C_OUTPUT_TOKENS] is not None):
@@ -800,8 +801,8 @@ def _litellm_merged(row: list, events) -> str | None:
 
 
 def _same_model(requested: str, answered_by: str) -> bool:
-    """``gpt-4o-mini`` is answered by ``gpt-4o-mini-2024-07-18`` (a provider prefix such as ``openai/`` aside)."""
-    a, b = requested.rsplit("/", 1)[-1].lower(), answered_by.rsplit("/", 1)[-1].lower()
+    """``gpt-4o-mini`` is answered by ``gpt-4o-mini-2024-07-18``."""
+    a, b = requested.lower(), answered_by.lower()
     return a.startswith(b) or b.startswith(a)
 
 
