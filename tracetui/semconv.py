@@ -351,7 +351,8 @@ _GROUPS: tuple[tuple[tuple[str, ...], int, str], ...] = (
     (_PARAM_SOURCES, _PARAMS, "string_value"),
     (tuple(key for key, _ in _DETAIL_SOURCES), _DETAILS, "string_value"),
     (_MODEL_NAMES, _MODEL, "string_value"),
-    ((_SERVER_TTFT, _SDK_NAME), _SERVER_TTFT_BIT, "double_value"),
+    ((_SERVER_TTFT,), _SERVER_TTFT_BIT, "double_value"),
+    ((_SDK_NAME,), _SERVER_TTFT_BIT, "string_value"),
     ((_RESEND,), _RESEND_BIT, "int_value"),
     (("gen_ai.span.kind", "fi.span.kind"), _TRACEAI, "string_value"),  # also kind keys, above
     ((_VERCEL_OPERATION, _VERCEL_OPERATION_NAME), _VERCEL, "string_value"),  # also kind keys, above
@@ -366,7 +367,6 @@ _READ_AS: dict[str, str] = {}
 for _keys, _bit, _field in reversed(_GROUPS):  # the first group naming a key picks its field
     _READ_AS.update(dict.fromkeys(_keys, _field))
 _READ_AS["gen_ai.response.finish_reasons"] = _ARRAY
-_READ_AS[_SDK_NAME] = "string_value"
 _WANTED: frozenset[str] = frozenset(_READ_AS)
 if any(key.startswith(evals.ATTRIBUTE_PREFIXES) for key in _WANTED):
     # normalize_span notes evaluation keys for evals.from_span among the other keys only
@@ -693,7 +693,7 @@ def _normalize(span, found: dict[str, object], events, links) -> tuple:
         if resend and resend > 0:
             row[_C_RESEND_COUNT] = resend
     if groups & _LITELLM:
-        _litellm(span, found, row, provenance, streaming, on_foreign_span, events)
+        _litellm(found, row, provenance, streaming, on_foreign_span, events)
     if links:
         link_span_id = links[0].span_id
         if len(link_span_id) == 8:
@@ -761,7 +761,7 @@ def _vercel_streaming(found: dict[str, object], provenance: dict[str, str]) -> b
 _LITELLM_ESTIMATED = "'prompt_tokens_details': None"
 
 
-def _litellm(span, found: dict[str, object], row: list, provenance: dict[str, str], streaming, foreign, events) -> None:
+def _litellm(found: dict[str, object], row: list, provenance: dict[str, str], streaming, foreign, events) -> None:
     """LiteLLM's OTel callback: calls written onto the app's span, merged calls, its own token estimates."""
     if foreign:
         # The span keeps its name (and the app's other attributes); it is also an LLM call of the run.
