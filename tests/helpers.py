@@ -8,6 +8,7 @@ format the issue specifies, not against tracetui's own regex.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -147,6 +148,14 @@ def plain(value: AnyValue):
 
 def plain_attributes(attributes) -> dict:
     return {kv.key: plain(kv.value) for kv in attributes}
+
+
+def comparable(values: object) -> str:
+    """Plain values as sorted JSON text, to compare them when NaN may be among them (NaN != NaN).
+
+    Real exporters send NaN: the Vercel AI SDK 4 writes its token counts as NaN on a stream without usage.
+    """
+    return json.dumps(values, sort_keys=True)
 
 
 # --- hand-built OTLP ------------------------------------------------------------

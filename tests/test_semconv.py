@@ -323,3 +323,112 @@ def test_provider_aliases() -> None:
 
 def test_plain_spans_cost_nothing() -> None:
     assert set(normalize_span(span({"http.method": "GET"}))) == {None}
+
+
+# --- families of issue 13 (each is also replayed from a real capture in test_families.py) ---------
+
+
+def test_the_same_server_ttft_attribute_is_read_in_its_family_unit() -> None:
+    """traceAI: ms; OpenLIT: s; anyone else: unread. The value's size decides nothing."""
+    for value in (0.15, 150.0):
+        traceai = normalized(span({"gen_ai.span.kind": "LLM", "gen_ai.server.time_to_first_token": value}))
+        openlit = normalized(span({"telemetry.sdk.name": "openlit", "gen_ai.operation.name": "chat",
+                                   "gen_ai.request.stream": True,
+                                   "gen_ai.server.time_to_first_token": value}))  # fmt: skip
+        other = normalized(span({"gen_ai.operation.name": "chat", "gen_ai.server.time_to_first_token": value}))
+        assert traceai["ttft_ns"] == round(value * MS)
+        assert openlit["ttft_ns"] == round(value * 1000 * MS)
+        assert other["ttft_ns"] is None
+    # OpenLIT writes the whole duration there on a non-streamed call, and 0.0 when no chunk came
+    not_streamed = {"telemetry.sdk.name": "openlit", "gen_ai.operation.name": "chat", "gen_ai.request.stream": False,
+                    "gen_ai.server.time_to_first_token": 0.4}  # fmt: skip
+    assert normalized(span(not_streamed))["ttft_ns"] is None
+    assert normalized(span(not_streamed))["streaming"] == 0
+    no_chunk = {**not_streamed, "gen_ai.request.stream": True, "gen_ai.server.time_to_first_token": 0.0}
+    assert normalized(span(no_chunk))["ttft_ns"] is None
+
+
+def test_openlit_zero_cost_is_no_price_but_other_zeros_are_reported() -> None:
+    base = {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 10, "gen_ai.usage.cost": 0.0}
+    assert normalized(span({**base, "telemetry.sdk.name": "openlit"}))["cost_source"] is None
+    assert normalized(span(base))["cost_source"] == "reported"
+    assert normalized(span({**base, "telemetry.sdk.name": "openlit", "gen_ai.usage.cost": 0.002}))["cost_usd"] == 0.002
+
+
+@pytest.mark.parametrize(
+    ("operation", "kind", "streaming"),
+    [
+        ("ai.generateText", "chain", None),
+        ("ai.streamText", "chain", None),
+        ("ai.generateText.doGenerate", "llm", 0),
+        ("ai.streamText.doStream", "llm", 1),
+        ("ai.streamObject.doStream", "llm", 1),
+        ("ai.embedMany.doEmbed", "embedding", None),
+        ("ai.toolCall", "tool", None),
+    ],
+)
+def test_vercel_ai_operations(operation: str, kind: str, streaming: int | None) -> None:
+    usage = {"ai.usage.promptTokens": 12, "ai.usage.completionTokens": 34}
+    by_id = normalized(span({"ai.operationId": operation, "operation.name": f"{operation} myFunction", **usage}))
+    # ai@3 before ai.operationId: operation.name alone, its functionId after a space
+    by_name = normalized(span({"operation.name": f"{operation} myFunction", **usage}))
+    for got in (by_id, by_name):
+        assert (got["llm_kind"], got["streaming"]) == (kind, streaming)
+        assert (got["input_tokens"], got["output_tokens"]) == (12, 34)
+
+
+def test_vercel_ai_5_names_and_milliseconds() -> None:
+    got = normalized(span({
+        "ai.operationId": "ai.streamText.doStream", "ai.model.provider": "anthropic.messages",
+        "ai.model.id": "claude-sonnet-4", "ai.response.model": "claude-sonnet-4-20250514",
+        "ai.usage.inputTokens": 100, "ai.usage.outputTokens": 40, "ai.usage.reasoningTokens": 7,
+        "ai.usage.cachedInputTokens": 60, "ai.response.msToFirstChunk": 412.5, "ai.response.finishReason": "stop",
+    }, duration_ms=1000))  # fmt: skip
+    assert got["provider"] == "anthropic"
+    assert (got["request_model"], got["response_model"]) == ("claude-sonnet-4", "claude-sonnet-4-20250514")
+    assert (got["reasoning_tokens"], got["cache_read_tokens"]) == (7, 60)
+    assert got["ttft_ns"] == int(412.5 * MS) and got["decode_ns"] == 1000 * MS - int(412.5 * MS)
+    assert got["finish_reason"] == "stop"
+    assert canonical_provider("openai.responses") == "openai"
+    assert canonical_provider("azure.ai.openai") == "azure.ai.openai"
+
+
+LITELLM_CALL = {
+    "litellm.call_id": "c-1", "gen_ai.operation.name": "chat", "llm.request.type": "completion",
+    "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o-mini", "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+    "gen_ai.usage.input_tokens": 49, "gen_ai.usage.output_tokens": 42, "gen_ai.response.finish_reasons": '["stop"]',
+    "llm.is_streaming": "False", "gen_ai.cost.total_cost": 3.2e-05,
+}  # fmt: skip
+
+
+def test_one_litellm_call_on_the_app_span_is_a_call_not_a_merge() -> None:
+    got = normalized(span({**LITELLM_CALL, "gen_ai.agent.name": "support"}, name="invoke_agent support"))
+    assert got["llm_kind"] == "llm" and got["streaming"] == 0
+    assert got["cost_usd"] == 3.2e-05 and got["cost_source"] == "reported"
+    assert got["provenance"]["kind"].startswith("LiteLLM wrote a call's attributes onto the app's span")
+    assert "merged" not in got["provenance"]
+    # an Azure deployment name is no other model
+    azure = {**LITELLM_CALL, "gen_ai.request.model": "azure/support-prod"}
+    assert "merged" not in normalized(span(azure, name="invoke_agent support"))["provenance"]
+    own = normalized(span(LITELLM_CALL, name="litellm_request"))
+    assert own["provenance"]["kind"] == "gen_ai.operation.name"
+
+
+def test_litellm_calls_merged_onto_one_span_are_said_to_be() -> None:
+    # a later failed call overwrote the model and added its error; the first call's answer stays
+    merged = {**LITELLM_CALL, "gen_ai.request.model": "gpt-4.1-nano", "error.type": "InternalServerError"}
+    got = normalized(span(merged, name="invoke_agent support",
+                          events=[("exception", 900, {"exception.type": "litellm.InternalServerError"})]))  # fmt: skip
+    assert "attributes of several LiteLLM calls merged" in got["provenance"]["kind"]
+    assert "gpt-4.1-nano" in got["provenance"]["merged"] and "error" in got["provenance"]["merged"]
+    assert got["attempt_offset_ns"] is None  # the other call's exception is no earlier attempt of this one
+
+
+def test_litellm_marks_only_its_own_estimates() -> None:
+    streamed = {**LITELLM_CALL, "llm.is_streaming": "True"}
+    estimated = "{'completion_tokens': 24, 'prompt_tokens': 201, 'prompt_tokens_details': None}"
+    reported = "{'completion_tokens': 28, 'prompt_tokens': 137, 'prompt_tokens_details': {'cached_tokens': 0}}"
+    got = normalized(span({**streamed, "metadata.usage_object": estimated}, name="litellm_request"))
+    assert "estimated" in got["provenance"]["input_tokens"] and "estimated" in got["provenance"]["output_tokens"]
+    got = normalized(span({**streamed, "metadata.usage_object": reported}, name="litellm_request"))
+    assert "estimated" not in got["provenance"]["input_tokens"]

@@ -247,7 +247,8 @@ class _Acc:
 
 def _tool_call(value: object) -> ToolCall | None:
     """OpenAI ``{id, function{name, arguments}}``, flat ``{id, name, arguments}``,
-    OpenInference ``{tool_call: {...}}``, LangChain ``{id, name, args}``, Anthropic ``input``."""
+    OpenInference ``{tool_call: {...}}``, LangChain ``{id, name, args}``, Anthropic ``input``,
+    Vercel AI SDK ``{toolCallId, toolName, args}`` (``input`` from ai@5)."""
     if not isinstance(value, dict):
         return None
     if isinstance(value.get("tool_call"), dict):
@@ -256,13 +257,13 @@ def _tool_call(value: object) -> ToolCall | None:
     if isinstance(function, dict):
         name, arguments = function.get("name"), function.get("arguments")
     else:
-        name = value.get("name")
+        name = value.get("name", value.get("toolName"))
         arguments = value.get("arguments")
         if arguments is None:
             arguments = value.get("args", value.get("input"))
     call_id = value.get("id")
     if call_id is None:
-        call_id = value.get("call_id")
+        call_id = value.get("call_id", value.get("toolCallId"))
     if call_id is None and name is None and arguments is None:
         return None
     return ToolCall(_opt_str(call_id), _opt_str(name), _args_text(arguments))
@@ -317,14 +318,16 @@ def _part(part: object, acc: _Acc, depth: int = 0) -> None:
     elif kind in ("reasoning", "thinking", "redacted_thinking"):
         body = part.get("content", part.get("thinking", part.get("text")))
         acc.texts.append(f"[reasoning] {_text(body)}" if body is not None else "[reasoning]")
-    elif kind in ("tool_call", "function_call", "custom_tool_call", "tool_use", "server_tool_call", "server_tool_use"):
+    elif kind in ("tool_call", "function_call", "custom_tool_call", "tool_use", "server_tool_call", "server_tool_use",
+                  "tool-call"):  # fmt: skip
         call = _tool_call(part)
         if kind == "server_tool_call" and call is not None and call.arguments is None:
             call.arguments = _args_text(part.get("server_tool_call"))
         if call is not None:
             acc.tool_calls.append(call)
-    elif kind in ("tool_call_response", "function_call_output", "tool_result", "server_tool_call_response"):
-        call_id = part.get("id", part.get("call_id", part.get("tool_use_id")))
+    elif kind in ("tool_call_response", "function_call_output", "tool_result", "server_tool_call_response",
+                  "tool-result"):  # fmt: skip
+        call_id = part.get("id", part.get("call_id", part.get("tool_use_id", part.get("toolCallId"))))
         if acc.tool_call_id is None:
             acc.tool_call_id = _opt_str(call_id)
         for key in ("response", "result", "output", "content", "server_tool_call_response"):
@@ -519,8 +522,10 @@ def _log_name(record: dict) -> str | None:
     if isinstance(name, str) and name:
         return name
     attrs = record.get("attributes")
-    if isinstance(attrs, dict) and isinstance(attrs.get("event.name"), str):
-        return attrs["event.name"]
+    if isinstance(attrs, dict):
+        for key in ("event.name", "event_name"):  # older SDKs; LiteLLM
+            if isinstance(attrs.get(key), str):
+                return attrs[key]
     return None
 
 
@@ -799,20 +804,41 @@ def _first(candidates: Iterable[Callable[[], list[ChatMessage]]]) -> list[ChatMe
     return []
 
 
+#: Tool execution attributes: (prefix shown as the source, call id, tool name, arguments, result).
+_TOOL_EXECUTION_KEYS = (
+    ("gen_ai.tool.call.*", "gen_ai.tool.call.id", "gen_ai.tool.name", "gen_ai.tool.call.arguments",
+     "gen_ai.tool.call.result"),
+    ("ai.toolCall.*", "ai.toolCall.id", "ai.toolCall.name", "ai.toolCall.args", "ai.toolCall.result"),  # Vercel 3-6
+)  # fmt: skip
+
+
 def _tool_execution(attrs: dict) -> list[ChatMessage]:
-    if "gen_ai.tool.call.arguments" not in attrs and "gen_ai.tool.call.result" not in attrs:
+    for source, id_key, name_key, arguments_key, result_key in _TOOL_EXECUTION_KEYS:
+        if arguments_key not in attrs and result_key not in attrs:
+            continue
+        call_id = _opt_str(attrs.get(id_key))
+        name = _opt_str(attrs.get(name_key))
+        out = []
+        if arguments_key in attrs:
+            text = _clip(_text(attrs[arguments_key]))
+            out.append(ChatMessage("tool-call", text, [], call_id, name, None, "input", source))
+        if result_key in attrs:
+            text = _clip(_text(attrs[result_key]))
+            out.append(ChatMessage("tool-result", text, [], call_id, name, None, "output", source))
+        return out
+    return []
+
+
+def _vercel_output(attrs: dict) -> list[ChatMessage]:
+    """Vercel AI SDK 3-6: ``ai.response.text`` and ``ai.response.toolCalls`` (JSON) make one assistant turn."""
+    text = attrs.get("ai.response.text")
+    ok, calls = _parse_json(attrs.get("ai.response.toolCalls"))
+    tool_calls = [call for call in (_tool_call(item) for item in _items(calls)) if call is not None] if ok else []
+    if not tool_calls and (text is None or text == ""):
         return []
-    source = "gen_ai.tool.call.*"
-    call_id = _opt_str(attrs.get("gen_ai.tool.call.id"))
-    name = _opt_str(attrs.get("gen_ai.tool.name"))
-    out = []
-    if "gen_ai.tool.call.arguments" in attrs:
-        text = _clip(_text(attrs["gen_ai.tool.call.arguments"]))
-        out.append(ChatMessage("tool-call", text, [], call_id, name, None, "input", source))
-    if "gen_ai.tool.call.result" in attrs:
-        text = _clip(_text(attrs["gen_ai.tool.call.result"]))
-        out.append(ChatMessage("tool-result", text, [], call_id, name, None, "output", source))
-    return out
+    source = "ai.response.text" if text else "ai.response.toolCalls"
+    finish = _opt_str(attrs.get("ai.response.finishReason"))
+    return [ChatMessage("assistant", _clip(_text(text or "")), tool_calls, None, None, finish, "output", source)]
 
 
 #: Per direction: (OTel JSON, OpenInference flattened, OpenLLMetry flattened, blob, Traceloop entity, Logfire v1).
@@ -827,6 +853,10 @@ _DIRECTION_KEYS = {
 def _message_sources(attrs: dict, records: list, chat_blobs: bool, direction: str) -> list:
     """The readers of one direction's messages, in the order they are tried (the first non-empty wins)."""
     otel, openinference, openllmetry, blob, entity, logfire = _DIRECTION_KEYS[direction]
+    if direction == "input":  # Vercel AI SDK 3-6: the model call's messages, or the wrapping call's prompt
+        vercel = [lambda: _blob(attrs, "ai.prompt.messages", direction), lambda: _blob(attrs, "ai.prompt", direction)]
+    else:
+        vercel = [lambda: _vercel_output(attrs)]
     return [
         lambda: _otel_messages(attrs.get(otel), direction, otel),
         lambda: _flattened(attrs, otel, direction),
@@ -839,6 +869,7 @@ def _message_sources(attrs: dict, records: list, chat_blobs: bool, direction: st
         lambda: _blob(attrs, entity, direction) if attrs.get("traceloop.span.kind") != "tool" else [],
         lambda: _blob(attrs, openllmetry, direction),
         lambda: _blob(attrs, logfire, direction),
+        *vercel,
         lambda: _raw_attr(attrs, otel, direction),
     ]
 

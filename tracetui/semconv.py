@@ -12,6 +12,34 @@ columns of the ``spans`` table. Rules:
   its source keys was found (see ``_INDEX``).
 
 Only the scalar fields live here; rendering of messages is the UI's business.
+
+Families added for issue 13, with the versions whose source or captured output was read:
+
+* OpenTelemetry ``opentelemetry-instrumentation-openai-v2`` 2.4b0 with
+  ``opentelemetry-util-genai`` 1.1b0 (capture ``otel_v2_current``): plain ``gen_ai.*``;
+  it reports neither streaming nor a first token, so both stay None ("not reported").
+* Vercel AI SDK 7 with ``@ai-sdk/otel`` 1.0.173 (capture ``vercel_ai_node``):
+  ``gen_ai.client.operation.time_to_first_chunk`` in seconds as a span attribute;
+  ``invoke_agent`` -> ``step N`` (``gen_ai.operation.name = agent_step``: a chain) -> ``chat``.
+* Vercel AI SDK 3-6 (``ai`` 4.3.19 and 5.0.277 ``dist/index.js``; captures made here,
+  ``vercel_ai_v4_node`` and ``vercel_ai_v5_node``): ``ai.operationId`` / ``operation.name`` name the
+  operation (only ``*.doGenerate`` / ``*.doStream`` / ``*.doEmbed`` are calls to a
+  model), ``ai.usage.promptTokens`` / ``completionTokens`` (3-4; 5-6 add
+  ``inputTokens`` / ``outputTokens``, ``reasoningTokens``, ``cachedInputTokens``),
+  ``ai.model.id`` / ``ai.model.provider`` (``openai.chat``: provider, then API),
+  ``ai.response.*``, ``ai.response.msToFirstChunk`` in **milliseconds**.
+* LiteLLM 1.110.2 OTel callback (``litellm/integrations/opentelemetry.py``, capture
+  ``litellm_otel``): with a current span and without ``USE_OTEL_LITELLM_REQUEST_SPAN``
+  it writes each call's attributes onto that span (``litellm.call_id`` marks them);
+  otherwise one ``litellm_request`` span per call, with a ``raw_gen_ai_request`` child
+  holding the provider's raw request (no call of its own). ``llm.is_streaming`` is the
+  string "True"/"False"; ``gen_ai.cost.total_cost`` is a reported cost. It does not say
+  when it counted tokens itself; its usage object then has no ``prompt_tokens_details``
+  (``streaming_chunk_builder_utils.calculate_usage``), read here as "estimated".
+* OpenLIT 1.45.0 (``openlit/__helpers.py``, ``instrumentation/openai``; a capture made
+  here): ``telemetry.sdk.name = "openlit"`` on each span; ``gen_ai.server.time_to_first_token``
+  in **seconds** (traceAI's attribute of that name is in milliseconds: told apart by
+  family, never by size); ``gen_ai.usage.cost = 0`` means its price list lacks the model.
 """
 
 from __future__ import annotations
@@ -88,6 +116,7 @@ _OPERATION_KIND = {
     "invoke_workflow": "chain",
     "plan": "chain",
     "rerank": "retriever",
+    "agent_step": "chain",  # Vercel AI SDK 7: the "step N" span between invoke_agent and chat
 }
 _TRACELOOP_KIND = {"workflow": "chain", "task": "chain", "agent": "agent", "tool": "tool"}
 _LANGSMITH_KIND = {
@@ -100,6 +129,27 @@ _LANGSMITH_KIND = {
     "parser": "chain",
 }
 
+#: Vercel AI SDK 3-6 (``ai.*``): the operation id -> kind. Only the ``do*`` spans are
+#: calls to a model; ``ai.generateText`` & co. wrap them (and repeat their summed usage).
+_VERCEL_KIND = {
+    "ai.generateText": "chain",
+    "ai.streamText": "chain",
+    "ai.generateObject": "chain",
+    "ai.streamObject": "chain",
+    "ai.generateText.doGenerate": "llm",
+    "ai.streamText.doStream": "llm",
+    "ai.generateObject.doGenerate": "llm",
+    "ai.streamObject.doStream": "llm",
+    "ai.embed": "chain",
+    "ai.embedMany": "chain",
+    "ai.embed.doEmbed": "embedding",
+    "ai.embedMany.doEmbed": "embedding",
+    "ai.toolCall": "tool",
+}
+_VERCEL_OPERATION = "ai.operationId"
+#: Vercel's ``operation.name``: the operation id, then the telemetry functionId after a space.
+_VERCEL_OPERATION_NAME = "operation.name"
+
 #: (attribute, mapping) in priority order; the value is looked up in the mapping.
 _KIND_SOURCES: tuple[tuple[str, dict[str, str]], ...] = (
     ("openinference.span.kind", _UPPER_KIND),
@@ -109,15 +159,17 @@ _KIND_SOURCES: tuple[tuple[str, dict[str, str]], ...] = (
     ("langsmith.span.kind", _LANGSMITH_KIND),
     ("gen_ai.operation.name", _OPERATION_KIND),
     ("llm.request.type", _OPERATION_KIND),
+    (_VERCEL_OPERATION, _VERCEL_KIND),
+    (_VERCEL_OPERATION_NAME, _VERCEL_KIND),
 )
 
 # --- scalar fields: canonical name -> attribute sources, first non-empty wins ----
 
 _STRING_FIELDS: dict[str, tuple[str, ...]] = {
-    "provider": ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"),
+    "provider": ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system", "ai.model.provider"),
     # traceAI puts the *response* model in gen_ai.request.model: see _models().
-    "request_model": ("gen_ai.request.model", "llm.request.model_name"),
-    "response_model": ("gen_ai.response.model", "llm.response.model_name"),
+    "request_model": ("gen_ai.request.model", "llm.request.model_name", "ai.model.id"),
+    "response_model": ("gen_ai.response.model", "llm.response.model_name", "ai.response.model"),
     "session_id": (
         "gen_ai.conversation.id",
         "session.id",
@@ -140,11 +192,23 @@ _STRING_FIELDS: dict[str, tuple[str, ...]] = {
         "traceloop.prompt.version",
     ),
     "error_type": ("error.type",),
-    "response_id": ("gen_ai.response.id",),
+    "response_id": ("gen_ai.response.id", "ai.response.id"),
 }
 _INT_FIELDS: dict[str, tuple[str, ...]] = {
-    "input_tokens": ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"),
-    "output_tokens": ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion"),
+    "input_tokens": (
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.prompt_tokens",
+        "llm.token_count.prompt",
+        "ai.usage.inputTokens",  # Vercel AI SDK 5-6
+        "ai.usage.promptTokens",  # Vercel AI SDK 3-4 (5-6 write both)
+    ),
+    "output_tokens": (
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.completion_tokens",
+        "llm.token_count.completion",
+        "ai.usage.outputTokens",
+        "ai.usage.completionTokens",
+    ),
     "cache_read_tokens": (
         "gen_ai.usage.cache_read.input_tokens",
         "gen_ai.usage.cache_read_input_tokens",
@@ -152,6 +216,7 @@ _INT_FIELDS: dict[str, tuple[str, ...]] = {
         "gen_ai.usage.input_tokens.cache_read",
         "gen_ai.usage.cache_read_tokens",
         "gen_ai.usage.cached_tokens",
+        "ai.usage.cachedInputTokens",
     ),
     "cache_write_tokens": (
         "gen_ai.usage.cache_creation.input_tokens",
@@ -166,6 +231,7 @@ _INT_FIELDS: dict[str, tuple[str, ...]] = {
         "llm.usage.reasoning_tokens",
         "llm.token_count.completion_details.reasoning",
         "gen_ai.usage.output_tokens.reasoning",
+        "ai.usage.reasoningTokens",
     ),
 }
 #: Time to first token attributes and the factor that turns them into nanoseconds.
@@ -177,19 +243,29 @@ _TTFT_SOURCES: tuple[tuple[str, float], ...] = (
     ("pydantic_ai.time_to_first_token_ms", 1e6),
     ("autogen.time_to_first_token_ms", 1e6),
     ("claude_agent.time_to_first_token_ms", 1e6),
+    # Vercel AI SDK 3-6, in milliseconds from the start of the doStream span (one span per attempt)
+    ("ai.response.msToFirstChunk", 1e6),
+    ("ai.stream.msToFirstChunk", 1e6),  # streamObject
 )
 _FIRST_TOKEN_EVENTS = frozenset(
     {"First Token Stream Event", "gen_ai.content.completion.chunk", "llm.content.completion.chunk"}
 )
-_STREAM_FLAGS = ("gen_ai.request.stream", "gen_ai.is_streaming", "llm.is_streaming", "langsmith.request.streaming")
+#: Streaming flags, bool or the strings "True"/"False" (LiteLLM writes ``llm.is_streaming`` as a string).
+_STREAM_FLAGS = (
+    "gen_ai.request.stream",
+    "gen_ai.is_streaming",
+    "llm.is_streaming",
+    "langsmith.request.streaming",
+)
 _FINISH_SOURCES = (
     "gen_ai.response.finish_reasons",
     "llm.finish_reason",
     "gen_ai.response.finish_reason",
     "llm.response.finish_reason",
+    "ai.response.finishReason",
 )
 _FINISH_KEYS = (*_FINISH_SOURCES, "gen_ai.completion.0.finish_reason")
-_COST_SOURCES = ("llm.cost.total", "gen_ai.cost.total", "operation.cost", "gen_ai.usage.cost")
+_COST_SOURCES = ("llm.cost.total", "gen_ai.cost.total", "operation.cost", "gen_ai.usage.cost", "gen_ai.cost.total_cost")
 #: JSON strings of request parameters that may hold "model" and "stream".
 _PARAM_SOURCES = ("llm.invocation_parameters", "gen_ai.request.parameters", "embedding.invocation_parameters")
 #: Stringified usage-detail dicts (LangSmith): key in the dict -> canonical field.
@@ -233,7 +309,16 @@ PROVIDER_ALIASES = {
 }
 #: Exception events before a successful end mean the call was retried inside the span.
 _EXCEPTION_EVENT = "exception"
-_FI_TTFT_MS = "gen_ai.server.time_to_first_token"  # traceAI: a span attribute in milliseconds
+#: The same span attribute in two units: traceAI documents it in milliseconds, OpenLIT
+#: writes seconds (and on non-streamed calls the whole duration). Told apart by family only.
+_SERVER_TTFT = "gen_ai.server.time_to_first_token"
+#: OpenLIT writes ``telemetry.sdk.name = "openlit"`` on each of its spans (not only the resource).
+_SDK_NAME = "telemetry.sdk.name"
+#: LiteLLM's id of one call: on a span LiteLLM did not create, that span carries a call's attributes.
+_LITELLM_CALL_ID = "litellm.call_id"
+#: LiteLLM's own record of the call's usage (a Python repr), read for how the counts were made.
+_LITELLM_USAGE = "metadata.usage_object"
+LITELLM_SPAN = "litellm_request"
 
 _RESEND = "http.request.resend_count"
 #: HTTP client spans: status code (current, then pre-1.23 semconv names) and method.
@@ -256,9 +341,11 @@ _COST = 16
 _PARAMS = 32
 _DETAILS = 64
 _MODEL = 128
-_FI_TTFT = 256
+_SERVER_TTFT_BIT = 256
 _RESEND_BIT = 512
 _TRACEAI = 1024
+_VERCEL = 2048
+_LITELLM = 4096
 _HTTP = 1 << 20  # far from the other bits: the families add theirs after _TRACEAI
 #: What _models() reads: request parameters, model names and traceAI's kind keys.
 _MODEL_STEP = _PARAMS | _MODEL | _TRACEAI
@@ -273,11 +360,14 @@ _GROUPS: tuple[tuple[tuple[str, ...], int, str], ...] = (
     (_PARAM_SOURCES, _PARAMS, "string_value"),
     (tuple(key for key, _ in _DETAIL_SOURCES), _DETAILS, "string_value"),
     (_MODEL_NAMES, _MODEL, "string_value"),
-    ((_FI_TTFT_MS,), _FI_TTFT, "double_value"),
+    ((_SERVER_TTFT,), _SERVER_TTFT_BIT, "double_value"),
+    ((_SDK_NAME,), _SERVER_TTFT_BIT, "string_value"),
     ((_RESEND,), _RESEND_BIT, "int_value"),
     (_HTTP_STATUS_KEYS, _HTTP, "int_value"),
     (_HTTP_METHOD_KEYS, _HTTP, "string_value"),
     (("gen_ai.span.kind", "fi.span.kind"), _TRACEAI, "string_value"),  # also kind keys, above
+    ((_VERCEL_OPERATION, _VERCEL_OPERATION_NAME), _VERCEL, "string_value"),  # also kind keys, above
+    ((_LITELLM_CALL_ID, _LITELLM_USAGE), _LITELLM, "string_value"),
     (tuple(key for keys in _STRING_FIELDS.values() for key in keys), 0, "string_value"),
     (tuple(key for keys in _INT_FIELDS.values() for key in keys), 0, "int_value"),
 )
@@ -388,7 +478,11 @@ def _json_dict(value) -> dict:
 def canonical_provider(value: str) -> str:
     """OTel spelling of a provider name (``Azure`` -> ``azure.ai.openai``); unknown names lower-cased."""
     key = value.strip().lower()
-    return PROVIDER_ALIASES.get(key, key)
+    known = PROVIDER_ALIASES.get(key)
+    if known is None and "." in key:
+        # the Vercel AI SDK names the provider and its API: "openai.chat", "anthropic.messages"
+        known = PROVIDER_ALIASES.get(key.split(".", 1)[0])
+    return known or key
 
 
 def normalize_span(span) -> tuple:
@@ -541,6 +635,10 @@ def _normalize(span, found: dict[str, object], events, links) -> tuple:
 
     if row[_C_KIND] is None and (row[_C_INPUT_TOKENS] is not None or row[_C_OUTPUT_TOKENS] is not None):
         row[_C_KIND], provenance["kind"] = "llm", "heuristic:token counts"
+    # LiteLLM's callback writes a call onto the app's current span when there is one
+    # (litellm >= 1.81 unless USE_OTEL_LITELLM_REQUEST_SPAN=true): an exception event there
+    # belongs to one of those calls, not to an earlier attempt of this one.
+    on_foreign_span = groups & _LITELLM and _LITELLM_CALL_ID in found and span.name != LITELLM_SPAN
 
     # Exception events before a successful end: earlier attempts failed inside this span.
     start = span.start_time_unix_nano
@@ -559,13 +657,14 @@ def _normalize(span, found: dict[str, object], events, links) -> tuple:
                         if kv.key == "exception.type":
                             exception_type = _scalar(kv.value)
                             break
-                if not failed:
+                if not failed and not on_foreign_span:
                     attempt_offset = max(attempt_offset, event.time_unix_nano - start)
             elif first_event_ns is None and name in _FIRST_TOKEN_EVENTS:
                 first_event_ns = event.time_unix_nano
                 provenance["ttft"] = f"event:{name}"
-        if failed and row[_C_ERROR_TYPE] is None and isinstance(exception_type, str) and exception_type:
-            row[_C_ERROR_TYPE], provenance["error_type"] = exception_type, "event:exception"
+        if (failed or on_foreign_span) and row[_C_ERROR_TYPE] is None and isinstance(exception_type, str):
+            if exception_type:
+                row[_C_ERROR_TYPE], provenance["error_type"] = exception_type, "event:exception"
         if attempt_offset:
             provenance["retry"] = "event:exception before success"
     attempt_start = start + attempt_offset
@@ -578,10 +677,8 @@ def _normalize(span, found: dict[str, object], events, links) -> tuple:
             if value is not None and 0 <= value * factor < _MAX_NS:  # 1e300 s is garbage, not a span's worth
                 ttft_ns, provenance["ttft"] = int(value * factor), key
                 break
-    if ttft_ns is None and groups & _FI_TTFT and "gen_ai.span.kind" in found:
-        value = _as_float(found[_FI_TTFT_MS])
-        if value is not None and 0 <= value * 1e6 < _MAX_NS:
-            ttft_ns, provenance["ttft"] = int(value * 1e6), _FI_TTFT_MS + " (ms)"
+    if ttft_ns is None and groups & _SERVER_TTFT_BIT and _SERVER_TTFT in found:
+        ttft_ns = _server_ttft(found, provenance)
     if ttft_ns is None and first_event_ns is not None:  # "ttft" in provenance is the event's
         if first_event_ns >= attempt_start:
             ttft_ns = first_event_ns - attempt_start
@@ -605,6 +702,8 @@ def _normalize(span, found: dict[str, object], events, links) -> tuple:
             if isinstance(value, bool):
                 streaming, provenance["streaming"] = value, f"{key}.stream"
                 break
+    if streaming is None and groups & _VERCEL:
+        streaming = _vercel_streaming(found, provenance)
     if streaming is None and ttft_ns is not None:
         streaming, provenance["streaming"] = True, provenance["ttft"]
 
@@ -620,6 +719,8 @@ def _normalize(span, found: dict[str, object], events, links) -> tuple:
         for key in _COST_SOURCES:
             raw = found.get(key)
             value = None if raw is None else _as_float(raw)
+            if value == 0 and key == "gen_ai.usage.cost" and found.get(_SDK_NAME) == "openlit":
+                continue  # OpenLIT writes 0 for a model missing from its price list (get_chat_model_cost)
             if value is not None and value >= 0:
                 row[_C_COST_USD], row[_C_COST_SOURCE], provenance["cost"] = value, "reported", key
                 break
@@ -628,6 +729,8 @@ def _normalize(span, found: dict[str, object], events, links) -> tuple:
         resend = _as_int(found[_RESEND])
         if resend and resend > 0:
             row[_C_RESEND_COUNT] = resend
+    if groups & _LITELLM:
+        _litellm(found, row, provenance, streaming, on_foreign_span, events)
     if groups & _HTTP:
         row[_C_HTTP_STATUS] = _http_status(span, found)
     if links:
@@ -652,6 +755,96 @@ def _normalize(span, found: dict[str, object], events, links) -> tuple:
     return tuple(row)
 
 
+def _server_ttft(found: dict[str, object], provenance: dict[str, str]) -> int | None:
+    """``gen_ai.server.time_to_first_token`` as a span attribute, in the unit of the family that wrote it.
+
+    traceAI: milliseconds (its kind attribute ``gen_ai.span.kind`` marks its spans).
+    OpenLIT (``telemetry.sdk.name = "openlit"`` on the span): seconds, counted from the
+    moment the SDK handed back the stream (openlit 1.45.0 ``TracedSyncStream.__init__``),
+    so after any retry inside the SDK; on a non-streamed call it is the whole call's
+    duration, which is no first token. Any other family: unread.
+    """
+    if "gen_ai.span.kind" in found:
+        factor, source = 1e6, _SERVER_TTFT + " (ms, traceAI)"
+    elif found.get(_SDK_NAME) == "openlit" and _as_bool(found.get("gen_ai.request.stream")) is not False:
+        factor, source = 1e9, _SERVER_TTFT + " (s, OpenLIT: from the stream's start)"
+    else:
+        return None
+    value = _as_float(found[_SERVER_TTFT])
+    if value is None or not 0 < value * factor < _MAX_NS:  # OpenLIT writes 0.0 when no chunk came
+        return None
+    provenance["ttft"] = source
+    return int(value * factor)
+
+
+def _vercel_streaming(found: dict[str, object], provenance: dict[str, str]) -> bool | None:
+    """Vercel AI SDK 3-6: ``doStream`` is a streamed call to the model, ``doGenerate`` is not."""
+    key = _VERCEL_OPERATION if _VERCEL_OPERATION in found else _VERCEL_OPERATION_NAME
+    operation = found.get(key)
+    if not isinstance(operation, str):
+        return None
+    operation = operation.split(" ", 1)[0]
+    if operation.endswith(".doStream"):
+        provenance["streaming"] = key
+        return True
+    if operation.endswith(".doGenerate"):
+        provenance["streaming"] = key
+        return False
+    return None
+
+
+#: What a LiteLLM usage object looks like when LiteLLM counted the tokens itself: its
+#: ``calculate_usage`` (litellm_core_utils/streaming_chunk_builder_utils.py, 1.110.2) falls
+#: back to ``token_counter`` when no chunk of a stream carried usage, and builds no
+#: ``prompt_tokens_details`` then; a provider's usage (OpenAI) always has them.
+_LITELLM_ESTIMATED = "'prompt_tokens_details': None"
+
+
+def _litellm(found: dict[str, object], row: list, provenance: dict[str, str], streaming, foreign, events) -> None:
+    """LiteLLM's OTel callback: calls written onto the app's span, merged calls, its own token estimates."""
+    if foreign:
+        # The span keeps its name (and the app's other attributes); it is also an LLM call of the run.
+        row[_C_KIND] = "llm"
+        merged = _litellm_merged(row, events)
+        if merged:
+            provenance["kind"] = f"attributes of several LiteLLM calls merged onto the app's span ({merged})"
+            provenance["merged"] = merged
+        else:
+            source = provenance.get("kind", "?")
+            provenance["kind"] = f"LiteLLM wrote a call's attributes onto the app's span ({source})"
+    usage = found.get(_LITELLM_USAGE)
+    if streaming and isinstance(usage, str) and _LITELLM_ESTIMATED in usage:
+        note = " (estimated: LiteLLM counted them itself, the provider sent no usage)"
+        for name in ("input_tokens", "output_tokens"):
+            if row[_C[name]] is not None and name in provenance:
+                provenance[name] += note
+                provenance["tokens_estimated"] = _LITELLM_USAGE
+
+
+def _litellm_merged(row: list, events) -> str | None:
+    """Why the attributes on one span cannot be one call's (None when they can).
+
+    OTel keeps the last value written to each attribute, so a second call's attributes
+    overwrite the first's only where both wrote one: an error beside a finished answer, or
+    a response model that is not the requested one, is two calls showing through.
+    """
+    reasons = []
+    requested, answered_by = row[_C_REQUEST_MODEL], row[_C_RESPONSE_MODEL]
+    # "azure/my-deployment", "bedrock/..." name a deployment or route, not the model that answers
+    if requested and answered_by and "/" not in requested and not _same_model(requested, answered_by):
+        reasons.append(f"request model {requested}, response model {answered_by}")
+    failed = row[_C_ERROR_TYPE] is not None or any(event.name == _EXCEPTION_EVENT for event in events)
+    if failed and (row[_C_FINISH_REASON] is not None or row[_C_OUTPUT_TOKENS] is not None):
+        reasons.append("an error beside a finished answer")
+    return "; ".join(reasons) or None
+
+
+def _same_model(requested: str, answered_by: str) -> bool:
+    """``gpt-4o-mini`` is answered by ``gpt-4o-mini-2024-07-18``."""
+    a, b = requested.lower(), answered_by.lower()
+    return a.startswith(b) or b.startswith(a)
+
+
 def _as_text(value) -> str | None:
     """A string field's value: text, or a number sent where text was expected (prompt versions, ids)."""
     if type(value) is str:
@@ -669,6 +862,15 @@ def _kind_converter(mapping: dict[str, str]):
         return None
 
     return kind_of
+
+
+def _first_word(kind_of):
+    """A kind converter reading only the value's first word (Vercel's ``operation.name``: "ai.streamText myFn")."""
+
+    def first_word_kind(value) -> str | None:
+        return kind_of(value.split(" ", 1)[0]) if isinstance(value, str) else None
+
+    return first_word_kind
 
 
 #: Position of each column in the row normalize_span returns.
@@ -701,6 +903,7 @@ _C_HTTP_STATUS = _C["http_status"]
 _RANKED: dict[str, tuple[str, int, object]] = {}
 #: kind attribute -> the kind its value names (None: not one we know)
 _KIND_OF = {key: _kind_converter(mapping) for key, mapping in _KIND_SOURCES}
+_KIND_OF[_VERCEL_OPERATION_NAME] = _first_word(_KIND_OF[_VERCEL_OPERATION_NAME])
 for _rank, _key in enumerate(_KIND_OF):
     _RANKED[_key] = ("kind", _rank, _KIND_OF[_key])
 for _fields, _convert in ((_STRING_FIELDS, _as_text), (_INT_FIELDS, _as_int)):

@@ -390,6 +390,11 @@ def parse_logs_request(data: bytes) -> ExportLogsServiceRequest:
         raise _parse_failure("ExportLogsServiceRequest", exc) from None
 
 
+#: Where a log record's event name is when its ``event_name`` field is empty: older SDKs'
+#: ``event.name`` attribute, and LiteLLM's ``event_name`` attribute (its OTel callback, 1.110).
+_EVENT_NAME_ATTRIBUTES = ("event.name", "event_name")
+
+
 def decode_logs(request: ExportLogsServiceRequest) -> Decoded:
     """Log records -> writer rows. Records tied to a span keep its ids; ids of a wrong length are rejected.
 
@@ -410,7 +415,7 @@ def decode_logs(request: ExportLogsServiceRequest) -> Decoded:
             event_name = record.event_name
             if not event_name:
                 for kv in record.attributes:
-                    if kv.key == "event.name":  # older SDKs
+                    if kv.key in _EVENT_NAME_ATTRIBUTES:
                         event_name = any_value_str(kv.value) or ""
                         break
             if event_name == evals.EVENT_NAME:

@@ -200,6 +200,12 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float 
             text.append("  ⤷ fallback: replaces a failed call to another model\n", style="bold yellow")
         elif row.get("is_retry"):
             text.append("  ↻ retried: earlier attempts failed\n", style="bold yellow")
+        if provenance.get("merged"):  # semconv: LiteLLM wrote several calls onto this one span
+            text.append(
+                "  ⚠ attributes of several LiteLLM calls merged: the fields and messages below may come from "
+                "different calls\n",
+                style="bold yellow",
+            )
         missing = _not_reported(row)
         estimated = tokens_estimated_note(provenance, row.get("scope_name"))
         for col, label in _LLM_FIELDS:
