@@ -22,7 +22,7 @@ from tracetui.config import (
     ReceiverSettings,
     default_decode_workers,
 )
-from tracetui.cli_common import db_option, open_reader, resolve_db
+from tracetui.cli_common import db_option, open_reader, open_writer, resolve_db
 from tracetui.fmt import fmt_clock, fmt_duration, safe_text
 
 
@@ -147,6 +147,7 @@ def view(db: Path | None, threshold: float, route_attribute: str | None) -> None
     path = resolve_db(db)
     if not path.exists():
         raise click.ClickException(f"no database at {path} (start `tracetui serve` first, or pass --db)")
+    open_reader(path).close()  # a file this tracetui cannot read is said so here, not with a traceback
     from tracetui.ui.app import run_app
 
     run_app(path, threshold=threshold, route_attribute=route_attribute)
@@ -223,14 +224,11 @@ def spans(db: Path | None, trace_id: str, as_json: bool) -> None:
 def purge(db: Path | None, yes: bool) -> None:
     """Delete every stored trace, span, log record and evaluation."""
     from tracetui.store.retention import purge as purge_all
-    from tracetui.store.schema import connect_writer
 
     path = resolve_db(db)
-    if not path.exists():
-        raise click.ClickException(f"no database at {path}")
+    conn = open_writer(path)
     if not yes:
         click.confirm(f"Delete everything in {path}?", abort=True)
-    conn = connect_writer(path)
     try:
         spans_deleted = purge_all(conn)
     finally:
@@ -245,8 +243,7 @@ def reindex(db: Path | None) -> None:
     from tracetui.store.reindex import reindex as run_reindex
 
     path = resolve_db(db)
-    if not path.exists():
-        raise click.ClickException(f"no database at {path}")
+    open_writer(path).close()  # a missing or newer file is said so here, not with a traceback
     spans_done, traces_done = run_reindex(path, progress=lambda line: click.echo(f"reindex: {line}", err=True))
     click.echo(f"reindexed {spans_done:,} spans in {traces_done:,} traces", err=True)
 

@@ -33,3 +33,15 @@ def open_reader(db: Path | None, threshold: float = 0.5):
         raise click.ClickException(f"no database at {path} (start `tracetui serve` first, or pass --db)") from None
     except Exception as exc:
         raise click.ClickException(f"cannot open {path}: {exc}") from None
+
+
+def open_writer(path: Path):
+    """A read-write connection to an existing database, or a click error a user can act on."""
+    from tracetui.store.schema import connect_writer
+
+    if not path.exists():
+        raise click.ClickException(f"no database at {path}")
+    try:
+        return connect_writer(path)
+    except Exception as exc:  # sqlite3.Error, OSError, SchemaTooNew
+        raise click.ClickException(f"cannot open {path}: {exc}") from None
