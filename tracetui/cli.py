@@ -220,6 +220,26 @@ def spans(db: Path | None, trace_id: str, as_json: bool) -> None:
 
 @main.command()
 @db_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def status(db: Path | None, as_json: bool) -> None:
+    """What is stored, what retention evicted, the database size and what the receiver reported last."""
+    reader = open_reader(db)
+    try:
+        counters = reader.counters()
+    finally:
+        reader.close()
+    if as_json:
+        click.echo(json.dumps(counters.to_json(), indent=2))
+        return
+    receiver = counters.receiver or {}
+    click.echo(f"spans    {counters.span_count:,} in {counters.trace_count:,} traces")
+    click.echo(f"evicted  {counters.evicted_spans:,} spans in {counters.evicted_traces:,} traces (retention limits)")
+    click.echo(f"database {counters.db_bytes:,} bytes (with its WAL)")
+    click.echo(f"receiver {safe_text(str(receiver.get('state', 'never started')))}")
+
+
+@main.command()
+@db_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def purge(db: Path | None, yes: bool) -> None:
     """Delete every stored trace, span, log record and evaluation."""

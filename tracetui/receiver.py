@@ -77,7 +77,11 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
     if settings.decode_workers:
         try:
             pool = WorkerPool(
-                settings.decode_workers, settings.db_path, settings.prices_path, settings.max_pending_spans
+                settings.decode_workers,
+                settings.db_path,
+                settings.prices_path,
+                settings.max_pending_spans,
+                retention=retention,
             )
             decoder = pool
             pool.warm()

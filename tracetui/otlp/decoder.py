@@ -52,6 +52,7 @@ from tracetui.otlp.decode import (
 )
 from tracetui.store.batch import prepare
 from tracetui.store.checkpoint import WAL_BYTES
+from tracetui.store.retention import Retention
 from tracetui.store.writer import Committer, Overloaded, StoreUnavailable, Writer
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,13 @@ _worker: _Worker | None = None
 
 
 def _worker_init(
-    prices_path: str | None, db_path: str, wal_bytes: int, waiting: Any, slots_taken: Any, max_pending: int
+    prices_path: str | None,
+    db_path: str,
+    wal_bytes: int,
+    waiting: Any,
+    slots_taken: Any,
+    max_pending: int,
+    retention: Retention,
 ) -> None:
     global _worker
     # Ctrl-C reaches the whole process group; the receiver decides when workers stop.
@@ -173,7 +180,7 @@ def _worker_init(
     with slots_taken.get_lock():
         slot = slots_taken.value
         slots_taken.value += 1
-    _worker = _Worker(Committer(Path(db_path), wal_bytes=wal_bytes), waiting, slot, max_pending)
+    _worker = _Worker(Committer(Path(db_path), wal_bytes=wal_bytes, retention=retention), waiting, slot, max_pending)
 
 
 def _worker_store(signal: Signal, payload: bytes) -> tuple[Stored, int]:
@@ -249,6 +256,7 @@ class WorkerPool:
         max_pending_spans: int = 50_000,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
         wal_bytes: int = WAL_BYTES,
+        retention: Retention | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -257,6 +265,8 @@ class WorkerPool:
         self.max_pending_spans = max_pending_spans
         self.max_queued_bytes = max_queued_bytes
         self.wal_bytes = wal_bytes
+        #: Limits each worker's commits enforce (tracetui.store.retention).
+        self.retention = retention or Retention()
         self._prices_path = str(prices_path) if prices_path else None
         self._lock = threading.Lock()
         #: Bytes of requests handed to the pool and not answered yet.
@@ -273,7 +283,10 @@ class WorkerPool:
         _start_resource_tracker()
         waiting = ctx.Array("q", self.workers)  # its lock: see _worker_store
         slots_taken = ctx.Value("i", 0)
-        initargs = (self._prices_path, str(self.db_path), self.wal_bytes, waiting, slots_taken, self.max_pending_spans)
+        initargs = (
+            self._prices_path, str(self.db_path), self.wal_bytes, waiting, slots_taken, self.max_pending_spans,
+            self.retention,
+        )  # fmt: skip
         pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init, initargs=initargs)
         return pool, waiting
 

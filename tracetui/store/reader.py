@@ -209,6 +209,23 @@ class Counters:
     llm_calls: int = 0
     tokens: int = 0
     cost_usd: float = 0.0
+    #: Traces and spans retention removed (tracetui.store.retention) since the database was created or purged.
+    evicted_traces: int = 0
+    evicted_spans: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """For ``tracetui status --json``."""
+        return {
+            "span_count": self.span_count,
+            "trace_count": self.trace_count,
+            "evicted_traces": self.evicted_traces,
+            "evicted_spans": self.evicted_spans,
+            "llm_calls": self.llm_calls,
+            "tokens": self.tokens,
+            "cost_usd": self.cost_usd,
+            "db_bytes": self.db_bytes,
+            "receiver": self.receiver,
+        }
 
 
 class Reader:
@@ -282,6 +299,8 @@ class Reader:
             llm_calls=int(meta.get("llm_calls") or 0),
             tokens=int(meta.get("tokens") or 0),
             cost_usd=float(meta.get("cost_usd") or 0.0),
+            evicted_traces=int(meta.get("evicted_traces") or 0),
+            evicted_spans=int(meta.get("evicted_spans") or 0),
         )
 
     # --- trace list ----------------------------------------------------------

@@ -9,8 +9,10 @@ exports, each transaction under the receiver's write lock
 an export in the receiver process call :meth:`Writer.submit` and wait on the
 returned ticket; the thread drains the queue, writes every waiting request in
 one transaction, commits, then wakes the handlers. It also records the
-receiver's status, enforces retention and owns the checkpoint thread. Either
-way an export is acknowledged only after its spans are durable.
+receiver's status and owns the checkpoint thread. Every commit, wherever it
+runs, enforces the retention limits in its own transaction
+(tracetui.store.retention). Either way an export is acknowledged only after
+its spans are durable.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from tracetui.store.batch import (
 )
 from tracetui.store.checkpoint import RESTART_FACTOR, WAL_BYTES, Checkpointer, bound_wal
 from tracetui.store.lock import WriteLock
-from tracetui.store.retention import Retention, enforce
+from tracetui.store.retention import Evicted, Retention, evict_over_limits
 from tracetui.store.schema import connect_writer
 from tracetui.timing import SPLIT_KEYS, Call, analyze
 
@@ -301,10 +303,17 @@ class Committer:
         wal_bytes: the checkpoint threshold (tracetui.store.checkpoint); this
             connection only ever copies frames itself when the WAL has grown
             past ``LIMIT_FACTOR`` times it.
+        retention: the limits every commit enforces in its own transaction
+            (tracetui.store.retention): eviction keeps pace with ingest because
+            it is part of it.
     """
 
-    def __init__(self, path: Path, wal_bytes: int = WAL_BYTES) -> None:
+    def __init__(self, path: Path, wal_bytes: int = WAL_BYTES, retention: Retention | None = None) -> None:
         self.path = Path(path)
+        self.retention = retention or Retention()
+        #: Traces and spans this connection's commits evicted.
+        self.evicted_traces = 0
+        self.evicted_spans = 0
         self.conn = connect_writer(self.path)
         # WAL checkpoints run on their own thread (tracetui.store.checkpoint).
         self.conn.execute("PRAGMA wal_autocheckpoint=0")
@@ -327,6 +336,7 @@ class Committer:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 written = self._write(conn, parts) if parts else 0
+                evicted = self._evict(conn, parts, written)
                 if status is not None:
                     conn.execute(
                         "INSERT INTO meta(key, value) VALUES ('receiver', ?) "
@@ -339,7 +349,16 @@ class Committer:
                 conn.execute("ROLLBACK")
                 raise
             bound_wal(conn, self.path, self.wal_bytes)  # still holding the lock
+        self.evicted_traces += evicted.traces
+        self.evicted_spans += evicted.spans
         return written
+
+    def _evict(self, conn: sqlite3.Connection, parts: list[Decoded], written: int) -> Evicted:
+        """Retention, in the commit's transaction: never the traces this commit wrote into."""
+        if not self.retention.active:
+            return Evicted()
+        protect = {trace_id for part in parts for trace_id in part.traces}
+        return evict_over_limits(conn, self.retention, protect=protect, added_spans=written)
 
     def close(self, optimize: bool = False) -> None:
         try:
@@ -492,13 +511,14 @@ class Writer:
     Exports decoded in the receiver process (``--decode-workers 0``, imports,
     tests) are written here; the ingest workers write their own
     (tracetui.otlp.decoder). Either way this thread also records the
-    receiver's status, enforces retention and owns the checkpoint thread.
+    receiver's status (its heartbeat commits evict by age while nothing
+    arrives) and owns the checkpoint thread.
 
     Args:
         path: the database file (created, owner-only, if missing).
         max_pending_spans: spans allowed to wait for the writer before
             :meth:`submit` raises :class:`Overloaded`.
-        retention: limits enforced between commits.
+        retention: limits every commit enforces (tracetui.store.retention).
         wal_bytes: WAL size that triggers a checkpoint (on its own thread).
     """
 
@@ -512,8 +532,7 @@ class Writer:
         self.path = Path(path)
         self.max_pending_spans = max_pending_spans
         self.retention = retention or Retention()
-        self.evicted_traces = 0
-        self._committer: Committer | None = Committer(self.path, wal_bytes=wal_bytes)
+        self._committer: Committer | None = Committer(self.path, wal_bytes=wal_bytes, retention=self.retention)
         self._checkpointer: Checkpointer | None = None
         self._wal_bytes = wal_bytes
         self._cond = threading.Condition()
@@ -538,7 +557,7 @@ class Writer:
 
     @property
     def lock(self) -> WriteLock:
-        """The write lock, as this process holds it (retention and the checkpoint thread take it too)."""
+        """The write lock, as this process holds it (the checkpoint thread takes it too)."""
         assert self._committer is not None, "writer closed"
         return self._committer.lock
 
@@ -639,9 +658,7 @@ class Writer:
                 if stopping:
                     status["state"] = "stopped"
             if batch or status is not None:
-                self._commit(batch, status)
-            if status is not None and self.retention.active and not stopping:
-                self._enforce_retention()
+                self._commit(batch, status)  # retention too: every commit evicts what the limits no longer allow
             if stopping:
                 self._close()
                 return
@@ -654,14 +671,6 @@ class Writer:
             return False
         self._status["state"] = "listening"
         return True
-
-    def _enforce_retention(self) -> None:
-        """A bounded round of eviction, on the writer thread, between commits."""
-        try:
-            with self.lock:
-                self.evicted_traces += enforce(self._conn, self.retention)
-        except sqlite3.Error as exc:
-            log.warning("retention: %s", exc)
 
     def _take_batch(self) -> list[Ticket]:
         batch: list[Ticket] = []

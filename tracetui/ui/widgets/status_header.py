@@ -107,4 +107,6 @@ class StatusHeader(Widget):
             text.append(fmt_cost(max(0.0, cost)) if calls else "$0", style="bold")
             text.append(f"  {fmt_count(max(0, tokens))} tok  {max(0, calls):,} LLM calls")
             text.append(f"   db {fmt_bytes(c.db_bytes)}", style="dim")
+            if c.evicted_traces:  # retention at work: those traces were removed on purpose, not lost
+                text.append(f"  evicted {fmt_count(c.evicted_traces)} traces", style="dim")
         return text
