@@ -48,6 +48,13 @@ def main() -> None:
     """
 
 
+prices_option = click.option(
+    "--prices", "prices", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+    help="Price file (TOML) for local or custom models; overrides bundled prices. "
+         "Default: prices.toml in the user config directory, if present.",
+)  # fmt: skip
+
+
 @main.command()
 @db_option
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on (loopback unless you say otherwise).")
@@ -68,9 +75,7 @@ def main() -> None:
               help="Keep at most this many spans: the oldest whole traces go first.")  # fmt: skip
 @click.option("--max-db-mb", type=click.IntRange(1), default=None, help="Keep the data under this size (MB).")
 @click.option("--max-age", callback=_check_age, default=None, help="Drop traces older than this (e.g. 30m, 12h, 7d).")
-@click.option("--prices", "prices", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="Price file (TOML) for local or custom models; overrides bundled prices. "
-                   "Default: prices.toml in the user config directory, if present.")  # fmt: skip
+@prices_option
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Evaluation score at or above which a result passes (groundedness badges).")  # fmt: skip
 @click.option("--route-attribute", default=None, metavar="KEY",
@@ -258,13 +263,25 @@ def purge(db: Path | None, yes: bool) -> None:
 
 @main.command()
 @db_option
-def reindex(db: Path | None) -> None:
-    """Re-run LLM normalization over every stored span (after upgrading tracetui)."""
+@prices_option
+def reindex(db: Path | None, prices: Path | None) -> None:
+    """Recompute what is derived from the stored spans (after upgrading tracetui).
+
+    LLM fields, prices, evaluations, trace rows and the timing analysis, in
+    batches of whole traces: an interrupted reindex leaves a consistent
+    database, and running it again finishes it.
+    """
+    from tracetui.pricing import PriceFileError
     from tracetui.store.reindex import reindex as run_reindex
 
     path = resolve_db(db)
     open_writer(path).close()  # a missing or newer file is said so here, not with a traceback
-    spans_done, traces_done = run_reindex(path, progress=lambda line: click.echo(f"reindex: {line}", err=True))
+    try:
+        spans_done, traces_done = run_reindex(
+            path, progress=lambda line: click.echo(f"reindex: {line}", err=True), prices_path=prices
+        )
+    except PriceFileError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"reindexed {spans_done:,} spans in {traces_done:,} traces", err=True)
 
 

@@ -27,9 +27,10 @@ INT64_MAX = (1 << 63) - 1
 MAX_TOKENS = 1 << 40
 _NORMALIZED_LIMITS = tuple(MAX_TOKENS if c.endswith("_tokens") else INT64_MAX for c in semconv.NORMALIZED_COLUMNS)
 _NO_NORMALIZED = (None,) * len(semconv.NORMALIZED_COLUMNS)
-#: (index, limit) of the normalized columns that can hold integers (checked for every span).
+#: (index, lowest, highest) of the normalized columns that can hold integers (checked for every span):
+#: a token count below zero is as much garbage as one of 2**62.
 _INT_LIMITS = tuple(
-    (i, limit)
+    (i, 0 if name.endswith("_tokens") else -limit, limit)
     for i, (name, limit) in enumerate(zip(semconv.NORMALIZED_COLUMNS, _NORMALIZED_LIMITS))
     if name.endswith(("_tokens", "_ns", "_count"))
 )
@@ -255,10 +256,10 @@ def decode_spans(request: ExportTraceServiceRequest, data: bytes | None = None) 
             head = _span_head(span, source.id, service, out, raw[n - 1] if raw is not None else None)
             if head is None:
                 continue
-            values, scan = _normalized(span)
+            values, scan = normalized_fields(span)
             out.spans.append(head + values)
             if scan != evals.SCAN_NOTHING:
-                _add_evaluations(out, evals.from_span(span, scan))
+                add_evaluations(out, evals.from_span(span, scan))
     return out
 
 
@@ -275,7 +276,7 @@ def _is_placeholder(span) -> bool:
     return False
 
 
-def _add_evaluations(out: Decoded, found: list[evals.Evaluation]) -> None:
+def add_evaluations(out: Decoded, found: list[evals.Evaluation]) -> None:
     for ev in found:
         out.evaluations.append(
             (ev.trace_id or b"", ev.span_id, ev.response_id, ev.name, ev.score, ev.label, ev.explanation, ev.source,
@@ -322,7 +323,7 @@ def _span_head(span, source_id: int, service: str, out: Decoded, raw: bytes | No
     )
 
 
-def _normalized(span) -> tuple[tuple, int | None]:
+def normalized_fields(span) -> tuple[tuple, int | None]:
     """The span's canonical LLM fields, safe to store, and what evals.from_span needs to know.
 
     A value the normalizer did not expect (a time to first token of 1e300 s, a
@@ -334,16 +335,24 @@ def _normalized(span) -> tuple[tuple, int | None]:
     except Exception:
         log.warning("could not normalize span %r; stored without LLM fields", span.name, exc_info=True)
         return _NO_NORMALIZED, None
-    for i, limit in _INT_LIMITS:
+    for i, lowest, highest in _INT_LIMITS:
         v = values[i]
-        if type(v) is int and abs(v) > limit:
-            values = tuple(
-                None if type(v) is int and abs(v) > limit else v for v, limit in zip(values, _NORMALIZED_LIMITS)
-            )
+        if type(v) is int and not lowest <= v <= highest:
+            values = _clamped(values)
             break
     if values[_N["cost_usd"]] is None and values[_N["llm_kind"]] in ("llm", "embedding"):
         values = _priced(values, span.start_time_unix_nano)
     return values, scan
+
+
+def _clamped(values: tuple) -> tuple:
+    """``values`` with every integer outside its column's range (see _INT_LIMITS) replaced by None."""
+    out = list(values)
+    for i, lowest, highest in _INT_LIMITS:
+        v = out[i]
+        if type(v) is int and not lowest <= v <= highest:
+            out[i] = None
+    return tuple(out)
 
 
 _N = {name: i for i, name in enumerate(semconv.NORMALIZED_COLUMNS)}
@@ -411,7 +420,7 @@ def decode_logs(request: ExportLogsServiceRequest) -> Decoded:
                         event_name = any_value_str(kv.value) or ""
                         break
             if event_name == evals.EVENT_NAME:
-                _add_evaluations(out, evals.from_log_record(record))
+                add_evaluations(out, evals.from_log_record(record))
             out.logs.append(
                 (
                     hashlib.blake2b(source.digest + raw, digest_size=16).digest(),

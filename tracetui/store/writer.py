@@ -75,7 +75,7 @@ FROM spans WHERE trace_id = ? AND llm_kind IS NOT NULL
 _N_CALL_FIELDS = 16
 # One result can arrive by two routes (a span event and a log record): stored
 # once (the evaluations_once index), with both routes named in its source.
-_INSERT_EVALUATION = (
+INSERT_EVALUATION = (
     "INSERT INTO evaluations(trace_id, span_id, response_id, name, score, label, explanation, source, time_ns) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT(trace_id, ifnull(span_id, ifnull(response_id, '')), name, ifnull(score, 'none'), ifnull(label, '')) "
@@ -111,7 +111,7 @@ UPDATE traces SET split_other_ns = max(0, (end_ns - start_ns) - (split_retry_ns 
                                       + split_decode_ns + split_response_ns + split_tool_ns))
 WHERE trace_id = ?
 """
-def _add_meta(conn: sqlite3.Connection, **deltas: float) -> None:
+def add_meta(conn: sqlite3.Connection, **deltas: float) -> None:
     """Add to the running counters the UI shows (spans, traces, LLM calls, tokens, cost)."""
     conn.executemany(
         "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
@@ -119,7 +119,7 @@ def _add_meta(conn: sqlite3.Connection, **deltas: float) -> None:
     )
 
 
-def _trace_totals(conn: sqlite3.Connection, trace_ids: list[bytes]) -> dict[bytes, tuple[int, int, float]]:
+def trace_totals(conn: sqlite3.Connection, trace_ids: list[bytes]) -> dict[bytes, tuple[int, int, float]]:
     """(LLM calls, tokens, cost) of the traces that exist among ``trace_ids``."""
     totals: dict[bytes, tuple[int, int, float]] = {}
     for i in range(0, len(trace_ids), 500):
@@ -150,9 +150,12 @@ def resolve_evaluations(conn: sqlite3.Connection, response_ids) -> None:
     )
 
 
-def recompute_traces(conn: sqlite3.Connection, trace_ids, now: int | None = None) -> None:
-    """Rebuild trace rows from their stored spans (duplicates in a batch, reindex)."""
-    now = now or time.time_ns()
+def recompute_traces(conn: sqlite3.Connection, trace_ids, now: int | None = None, keep_updated_ns: bool = False) -> None:
+    """Rebuild trace rows from their stored spans (duplicates in a batch, reindex).
+
+    ``keep_updated_ns``: leave each row's change time as it is (reindex sets it where something changed).
+    """
+    now = None if keep_updated_ns else (now or time.time_ns())
     conn.executemany(_RECOMPUTE_TRACE, [{"trace_id": t, "now": now} for t in trace_ids])
 
 
@@ -285,7 +288,7 @@ UPDATE traces SET
                       AND (input_tokens > 0 OR output_tokens > 0)),
     session_id    = (SELECT session_id FROM s WHERE session_id IS NOT NULL
                      ORDER BY parent_span_id IS NOT NULL, start_ns LIMIT 1),
-    updated_ns    = :now
+    updated_ns    = coalesce(:now, updated_ns)
 WHERE trace_id = :trace_id
 """
 
@@ -387,12 +390,12 @@ class Committer:
         if logs:
             before = conn.total_changes
             conn.executemany(_INSERT_LOG, logs)
-            _add_meta(conn, log_count=conn.total_changes - before)
+            add_meta(conn, log_count=conn.total_changes - before)
         inserted = 0
         if rows:
             inserted = self._write_spans(conn, rows, [d for d in parts if d.spans])
         if evaluations:
-            conn.executemany(_INSERT_EVALUATION, evaluations)
+            conn.executemany(INSERT_EVALUATION, evaluations)
         # Evaluations that named only a response id wait for the span that produced it;
         # most batches have none waiting, and then this costs one indexed lookup.
         if conn.execute("SELECT 1 FROM evaluations WHERE span_id IS NULL LIMIT 1").fetchone():
@@ -456,7 +459,7 @@ class Committer:
                 if first_part.setdefault(trace_id, n) != n:
                     split.add(trace_id)
         trace_ids = list(first_part)
-        before = _trace_totals(conn, trace_ids)
+        before = trace_totals(conn, trace_ids)
 
         start = conn.total_changes
         conn.executemany(_INSERT_SPAN, rows)
@@ -498,9 +501,9 @@ class Committer:
         if others:
             conn.executemany(_UPDATE_OTHER_TIME, others)
 
-        after = _trace_totals(conn, trace_ids)
+        after = trace_totals(conn, trace_ids)
         deltas = [sum(a[i] - before.get(t, (0, 0, 0.0))[i] for t, a in after.items()) for i in range(3)]
-        _add_meta(conn, span_count=inserted, trace_count=len(trace_ids) - len(before), llm_calls=deltas[0],
+        add_meta(conn, span_count=inserted, trace_count=len(trace_ids) - len(before), llm_calls=deltas[0],
                   tokens=deltas[1], cost_usd=deltas[2])  # fmt: skip
         return inserted
 
