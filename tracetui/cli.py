@@ -241,6 +241,8 @@ def status(db: Path | None, as_json: bool) -> None:
     click.echo(f"evicted  {counters.evicted_spans:,} spans in {counters.evicted_traces:,} traces (retention limits)")
     click.echo(f"database {counters.db_bytes:,} bytes (with its WAL)")
     click.echo(f"receiver {safe_text(str(receiver.get('state', 'never started')))}")
+    if counters.store_problem:
+        click.echo(f"problem  {safe_text(str(counters.store_problem.get('message', '')))}")
 
 
 @main.command()

@@ -157,7 +157,7 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
 
 def remove_database(path: Path) -> None:
     """Delete a database file and its WAL companions (only ever one this run created)."""
-    for suffix in ("", "-wal", "-shm", "-lock"):
+    for suffix in ("", "-wal", "-shm", "-lock", "-health"):
         try:
             os.unlink(f"{path}{suffix}")
         except FileNotFoundError:

@@ -26,7 +26,6 @@ import logging
 import multiprocessing
 import os
 import signal as os_signal  # `signal` names the OTLP signal (traces, logs) here
-import sqlite3
 import sys
 import threading
 import time
@@ -205,9 +204,8 @@ def _worker_store(signal: Signal, payload: bytes) -> tuple[Stored, int]:
                 w.waiting.get_lock().release()
         try:
             written = w.committer.commit([decoded])
-        except sqlite3.Error as exc:  # locked, disk full, I/O error: the exporter retries
-            log.error("write failed: %s", exc)
-            raise StoreUnavailable(f"could not store {signal}: database write failed: {exc}") from None
+        except StoreUnavailable as exc:  # locked, disk full, I/O error (logged, said why): the exporter retries
+            raise StoreUnavailable(f"could not store {signal}: {exc}") from None
         except Exception as exc:  # a bug: retried, as the writer thread's would be
             log.exception("write failed")
             raise StoreUnavailable(f"could not store {signal}: {exc}") from None

@@ -20,6 +20,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracetui.evals import is_groundedness, passed
 from tracetui.otlp.decode import any_value_to_python, attributes_to_dict
+from tracetui.store.health import read_problem
 from tracetui.store.schema import connect_reader
 from tracetui.timing import SPLIT_KEYS
 
@@ -212,6 +213,8 @@ class Counters:
     #: Traces and spans retention removed (tracetui.store.retention) since the database was created or purged.
     evicted_traces: int = 0
     evicted_spans: int = 0
+    #: The receiver's last write failure, if recent (tracetui.store.health): {"problem", "message", ...}.
+    store_problem: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """For ``tracetui status --json``."""
@@ -225,6 +228,7 @@ class Counters:
             "cost_usd": self.cost_usd,
             "db_bytes": self.db_bytes,
             "receiver": self.receiver,
+            "store_problem": self.store_problem,
         }
 
 
@@ -301,6 +305,7 @@ class Reader:
             cost_usd=float(meta.get("cost_usd") or 0.0),
             evicted_traces=int(meta.get("evicted_traces") or 0),
             evicted_spans=int(meta.get("evicted_spans") or 0),
+            store_problem=read_problem(self.path),
         )
 
     # --- trace list ----------------------------------------------------------

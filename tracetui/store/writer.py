@@ -39,12 +39,15 @@ from tracetui.store.batch import (
     timing_result,
 )
 from tracetui.store.checkpoint import RESTART_FACTOR, WAL_BYTES, Checkpointer, bound_wal
+from tracetui.store.health import HealthFile, ThrottledLog, describe_failure, is_disk_full
 from tracetui.store.lock import WriteLock
 from tracetui.store.retention import Evicted, Retention, evict_over_limits
 from tracetui.store.schema import connect_writer
 from tracetui.timing import SPLIT_KEYS, Call, analyze
 
 log = logging.getLogger(__name__)
+#: Failed commits repeat (a full disk fails every one): one log line every few seconds says it.
+_failures = ThrottledLog(log)
 
 #: An export is answered "retry later" rather than queued when the spans already
 #: waiting would take the writer longer than this: keeps acks prompt under overload
@@ -210,7 +213,7 @@ class Overloaded(Exception):
 
 
 class StoreUnavailable(Exception):
-    """The database refused the write (locked, disk full...); retryable."""
+    """The database refused the write (locked, disk full...); retryable. The message says why."""
 
 
 @dataclass(slots=True)
@@ -322,6 +325,8 @@ class Committer:
         self.conn.execute("PRAGMA wal_autocheckpoint=0")
         self.conn.execute(f"PRAGMA journal_size_limit={RESTART_FACTOR * wal_bytes:d}")
         self.lock = WriteLock(self.path)  # its own file handle: see tracetui.store.lock
+        #: Where this process reports write failures for the UI (tracetui.store.health).
+        self.health = HealthFile(self.path)
         self.wal_bytes = wal_bytes
         #: sources.id by digest. Valid while nobody else writes: cleared when
         #: PRAGMA data_version says another connection committed (another
@@ -332,12 +337,13 @@ class Committer:
     def commit(self, parts: list[Decoded], status: dict | None = None) -> int:
         """Write ``parts`` (and the receiver's status) in one transaction; returns the new spans.
 
-        Raises sqlite3.Error (locked, disk full...) with nothing written.
+        Raises StoreUnavailable (locked, disk full...), saying why, with nothing written.
         """
         conn = self.conn
+        started_ns = time.time_ns()
         with self.lock:
-            conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.execute("BEGIN IMMEDIATE")
                 written = self._write(conn, parts) if parts else 0
                 evicted = self._evict(conn, parts, written)
                 if status is not None:
@@ -347,14 +353,37 @@ class Committer:
                         (json.dumps(status),),
                     )
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 self._source_ids.clear()
-                conn.execute("ROLLBACK")
+                self._rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise self._failed(exc) from exc
                 raise
             bound_wal(conn, self.path, self.wal_bytes)  # still holding the lock
+        if parts:  # (a status heartbeat is too small to say the disk has room again)
+            self.health.clear(started_ns)
         self.evicted_traces += evicted.traces
         self.evicted_spans += evicted.spans
         return written
+
+    def _rollback(self) -> None:
+        """Undo the failed transaction, if SQLite has not already (it does itself on a full disk).
+
+        Never raises: the error that made the transaction fail is the one to report.
+        """
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                _failures.log(logging.WARNING, "rollback", "rollback failed: %s", exc)
+
+    def _failed(self, exc: sqlite3.Error) -> StoreUnavailable:
+        """Report a failed commit (to the UI through the health file, to the log, throttled)."""
+        message = describe_failure(exc, self.path)
+        problem = "disk full" if is_disk_full(exc, self.path) else "write failed"
+        self.health.report(problem, message)
+        _failures.log(logging.ERROR, problem, "write failed: %s", message)
+        return StoreUnavailable(message)
 
     def _evict(self, conn: sqlite3.Connection, parts: list[Decoded], written: int) -> Evicted:
         """Retention, in the commit's transaction: never the traces this commit wrote into."""
@@ -371,6 +400,7 @@ class Committer:
         except sqlite3.Error as exc:
             log.warning("closing database: %s", exc)
         self.lock.close()
+        self.health.close()
 
     def _write(self, conn: sqlite3.Connection, parts: list[Decoded]) -> int:
         """Insert one group of requests; returns the number of new spans."""
@@ -698,9 +728,8 @@ class Writer:
                 # How fast the writer drains, smoothed: bounds how long a new export would wait.
                 rate = spans / max(1e-6, time.monotonic() - started)
                 self._rate = rate if self._rate is None else 0.7 * self._rate + 0.3 * rate
-        except sqlite3.Error as exc:  # locked, disk full, I/O error: the exporter retries
-            log.error("write failed: %s", exc)
-            error = StoreUnavailable(f"database write failed: {exc}")
+        except StoreUnavailable as exc:  # locked, disk full, I/O error (logged): the exporter retries
+            error = exc
         except Exception as exc:  # a bug: never leave a handler waiting forever
             log.exception("write failed")
             error = exc

@@ -72,6 +72,10 @@ class StatusHeader(Widget):
         address = self.listen or status.get("grpc")
         if self.receiver_alive is False:
             return "✗ receiver stopped", "bold red"
+        problem = self.counters.store_problem if self.counters else None
+        if problem and problem.get("problem") == "disk full":
+            # Said by the receiver beside the database, which it cannot write (tracetui.store.health).
+            return "✗ disk full: exports are refused (retryable) until space is freed", "bold red"
         beat = status.get("heartbeat_ns")
         silent_s = time.time() - beat / 1e9 if beat else None
         if self.receiver_alive is None:
