@@ -13,6 +13,7 @@ import click
 from tracetui.cli_common import db_option
 from tracetui.cli_common import open_reader
 from tracetui.cli_common import resolve_db
+from tracetui.cli_common import write_private
 
 
 @click.command("import")
@@ -73,5 +74,8 @@ def export_command(db: Path | None, trace_id: str, fmt: str, max_chars: int | No
     if output is None:
         click.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        try:
+            write_private(output, text)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
         click.echo(f"tracetui: wrote {output}", err=True)

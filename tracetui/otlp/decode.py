@@ -16,6 +16,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracetui import evals, pricing, semconv
 
@@ -120,10 +121,14 @@ SPAN_COLUMNS: tuple[str, ...] = (
 COL = {name: i for i, name in enumerate(SPAN_COLUMNS)}
 
 
+class NestedTooDeep(DecodeError):
+    """Protobuf refused the message for values nested past its limit (100 messages)."""
+
+
 def _parse_failure(what: str, exc: Exception) -> DecodeError:
     reason = str(exc)
     if "MaxDepth" in reason:  # upb's wording names its internals, not the cause
-        reason = f"values nested deeper than protobuf's limit of 100 messages ({reason})"
+        return NestedTooDeep(f"not a valid {what}: values nested deeper than protobuf's limit of 100 messages ({reason})")
     return DecodeError(f"not a valid {what}: {reason}")
 
 
@@ -133,6 +138,65 @@ def parse_trace_request(data: bytes) -> ExportTraceServiceRequest:
         return ExportTraceServiceRequest.FromString(data)
     except Exception as exc:  # protobuf raises DecodeError, sometimes RuntimeError
         raise _parse_failure("ExportTraceServiceRequest", exc) from None
+
+
+#: Why a span is refused on its own (OTLP partial success) when its values nest too deep.
+TOO_DEEP = "attribute values nested deeper than protobuf's limit of 100 messages"
+
+
+def decode_trace_bytes(data: bytes) -> Decoded:
+    """Parse and decode a serialized trace request; raises DecodeError.
+
+    Protobuf counts nesting from the top of the message it parses, so one span
+    whose attribute nests kvlists about 31 deep makes the whole request
+    unreadable. Such a request is taken apart by hand instead
+    (:func:`_request_span_by_span`): each span is parsed on its own, the ones
+    still too deep are refused one by one through ``partial_success``, and the
+    others are stored.
+    """
+    try:
+        request = parse_trace_request(data)
+    except NestedTooDeep:
+        request, too_deep = _request_span_by_span(data)
+        decoded = decode_spans(request)  # no raw bytes to cut: each span is serialized again
+        for _ in range(too_deep):
+            decoded.reject(TOO_DEEP)
+        return decoded
+    return decode_spans(request, data)
+
+
+def _fields_except(data: bytes, start: int, end: int, number: int) -> bytes:
+    """The message ``data[start:end]`` without its length-delimited fields ``number``."""
+    kept, pos = [], start
+    for field_start, field_end in _embedded(data, start, end, number, with_key=True):
+        kept.append(data[pos:field_start])
+        pos = field_end
+    kept.append(data[pos:end])
+    return b"".join(kept)
+
+
+def _request_span_by_span(data: bytes) -> tuple[ExportTraceServiceRequest, int]:
+    """The request rebuilt from the spans protobuf can parse alone; and how many it cannot.
+
+    Raises the usual DecodeError when the bytes are not a request at all.
+    """
+    try:
+        request = ExportTraceServiceRequest()
+        too_deep = 0
+        for rs_start, rs_end in _embedded(data, 0, len(data), 1):
+            resource_spans = request.resource_spans.add()
+            resource_spans.ParseFromString(_fields_except(data, rs_start, rs_end, 2))  # resource, schema_url
+            for ss_start, ss_end in _embedded(data, rs_start, rs_end, 2):
+                scope_spans = resource_spans.scope_spans.add()
+                scope_spans.ParseFromString(_fields_except(data, ss_start, ss_end, 2))  # scope, schema_url
+                for span_start, span_end in _embedded(data, ss_start, ss_end, 2):
+                    try:
+                        scope_spans.spans.append(Span.FromString(data[span_start:span_end]))
+                    except Exception:  # protobuf's DecodeError: this span alone
+                        too_deep += 1
+    except Exception as exc:  # not a request after all
+        raise _parse_failure("ExportTraceServiceRequest", exc) from None
+    return request, too_deep
 
 
 def any_value_str(value: AnyValue) -> str | None:
@@ -192,10 +256,14 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def _embedded(data: bytes, start: int, end: int, number: int):
-    """(start, end) of each length-delimited field ``number`` in the message ``data[start:end]``."""
+def _embedded(data: bytes, start: int, end: int, number: int, with_key: bool = False):
+    """(start, end) of each length-delimited field ``number`` in the message ``data[start:end]``.
+
+    ``with_key``: the whole field (its key and length too), else its contents.
+    """
     pos = start
     while pos < end:
+        field_start = pos
         key, pos = _varint(data, pos)
         wire_type = key & 7
         if wire_type == 2:
@@ -203,7 +271,7 @@ def _embedded(data: bytes, start: int, end: int, number: int):
             if pos + size > end:
                 raise ValueError("field runs past its message")
             if key >> 3 == number:
-                yield pos, pos + size
+                yield (field_start, pos + size) if with_key else (pos, pos + size)
             pos += size
         elif wire_type == 0:
             _, pos = _varint(data, pos)

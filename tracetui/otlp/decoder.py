@@ -46,8 +46,8 @@ from tracetui.otlp.decode import (
     DecodeError,
     decode_logs,
     decode_spans,
+    decode_trace_bytes,
     parse_logs_request,
-    parse_trace_request,
 )
 from tracetui.store.batch import prepare
 from tracetui.store.checkpoint import WAL_BYTES
@@ -65,7 +65,7 @@ def decode_request(signal: Signal, payload: bytes | bytearray | memoryview | Mes
     if signal == "logs":
         return decode_logs(parse_logs_request(data) if data is not None else payload)
     # The bytes, when there are any, also give each span's raw copy (decode.span_bytes).
-    decoded = decode_spans(parse_trace_request(data) if data is not None else payload, data)
+    decoded = decode_trace_bytes(data) if data is not None else decode_spans(payload)
     if decoded.spans:
         prepare(decoded)
     return decoded
