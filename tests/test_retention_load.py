@@ -196,3 +196,24 @@ def test_status_reports_what_retention_evicted(start_rcv) -> None:
     assert status["span_count"] + status["evicted_spans"] == run.acked
     assert status["span_count"] <= MAX_SPANS + SPANS_PER_REQUEST
     assert os.path.exists(db)
+
+
+def test_max_db_mb_holds_at_every_observation_of_a_flood(start_rcv) -> None:
+    """The data (pages in use) stays under --max-db-mb, so the file does too: freed pages are reused."""
+    limit_mb = 3
+    run, seen, db = flood(start_rcv, 10, 3.0, "--max-db-mb", str(limit_mb))
+    assert run.acked >= 20_000, f"only {run.acked} spans acknowledged"
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    assert dict(conn.execute("SELECT key, value FROM meta"))["evicted_spans"] > 0
+    conn.close()
+    # One commit's pages over the limit at most (an export of small spans is well under 1 MB).
+    worst = max(o.db_bytes for o in seen)
+    assert worst <= (limit_mb + 1) * 1024 * 1024, f"the database file reached {worst} bytes"
+
+
+def test_max_age_holds_at_every_observation_of_a_flood(start_rcv) -> None:
+    """Spans older than --max-age are gone by the next commit: at most one export's worth is ever stored."""
+    run, seen, db = flood(start_rcv, 10, 2.0, "--max-age", "1h")  # the template's spans are from 2023
+    assert run.acked >= 10_000
+    worst = max(o.spans for o in seen)
+    assert worst <= SPANS_PER_REQUEST, f"{worst} expired spans stored at one observation"
