@@ -13,7 +13,10 @@ What the guarantee is, with ``--max-spans N``: after every commit the stored
 spans number at most N, unless the only traces left to evict are the ones
 that commit itself wrote into (they are committed once before they can be
 evicted: nothing is acknowledged and dropped unseen) or pinned ones; so at
-most N + the spans of one commit + the pinned traces. A limit lowered on a
+most N + the spans of one commit + the pinned traces. An ingest worker commits
+one export at a time (OTLP exporters send at most a few thousand spans per
+export); the receiver's own writer (``--decode-workers 0``) groups waiting
+exports, up to 20,000 spans a commit. A limit lowered on a
 big database is reached over successive commits (each evicts at least twice
 what it adds, and the 2 s status heartbeat commits evict too), so no single
 transaction holds the lock for long.

@@ -41,7 +41,7 @@ from tracetui.store.batch import (
 from tracetui.store.checkpoint import RESTART_FACTOR, WAL_BYTES, Checkpointer, bound_wal
 from tracetui.store.health import HealthFile, ThrottledLog, describe_failure, is_disk_full
 from tracetui.store.lock import WriteLock
-from tracetui.store.retention import Evicted, Retention, evict_over_limits
+from tracetui.store.retention import Retention, evict_over_limits
 from tracetui.store.schema import connect_writer
 from tracetui.timing import SPLIT_KEYS, Call, analyze
 
@@ -317,9 +317,6 @@ class Committer:
     def __init__(self, path: Path, wal_bytes: int = WAL_BYTES, retention: Retention | None = None) -> None:
         self.path = Path(path)
         self.retention = retention or Retention()
-        #: Traces and spans this connection's commits evicted.
-        self.evicted_traces = 0
-        self.evicted_spans = 0
         self.conn = connect_writer(self.path)
         # WAL checkpoints run on their own thread (tracetui.store.checkpoint).
         self.conn.execute("PRAGMA wal_autocheckpoint=0")
@@ -345,7 +342,7 @@ class Committer:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 written = self._write(conn, parts) if parts else 0
-                evicted = self._evict(conn, parts, written)
+                self._evict(conn, parts, written)
                 if status is not None:
                     conn.execute(
                         "INSERT INTO meta(key, value) VALUES ('receiver', ?) "
@@ -362,8 +359,6 @@ class Committer:
             bound_wal(conn, self.path, self.wal_bytes)  # still holding the lock
         if parts:  # (a status heartbeat is too small to say the disk has room again)
             self.health.clear(started_ns)
-        self.evicted_traces += evicted.traces
-        self.evicted_spans += evicted.spans
         return written
 
     def _rollback(self) -> None:
@@ -385,12 +380,11 @@ class Committer:
         _failures.log(logging.ERROR, problem, "write failed: %s", message)
         return StoreUnavailable(message)
 
-    def _evict(self, conn: sqlite3.Connection, parts: list[Decoded], written: int) -> Evicted:
-        """Retention, in the commit's transaction: never the traces this commit wrote into."""
-        if not self.retention.active:
-            return Evicted()
-        protect = {trace_id for part in parts for trace_id in part.traces}
-        return evict_over_limits(conn, self.retention, protect=protect, added_spans=written)
+    def _evict(self, conn: sqlite3.Connection, parts: list[Decoded], written: int) -> None:
+        """Retention, in the commit's transaction (counted in ``meta``): never the traces this commit wrote into."""
+        if self.retention.active:
+            protect = {trace_id for part in parts for trace_id in part.traces}
+            evict_over_limits(conn, self.retention, protect=protect, added_spans=written)
 
     def close(self, optimize: bool = False) -> None:
         try:
