@@ -133,3 +133,67 @@ async def test_a_full_disk_is_named_shown_and_survived(small_disk: Path) -> None
     complaints = [line for line in receiver.lines if "full" in line or "checkpoint" in line]
     assert len(failures) > 20
     assert 1 <= len(complaints) <= 12, "\n".join(complaints)
+
+
+def test_a_file_size_limit_is_named_and_loses_nothing(tmp_path: Path) -> None:
+    """No root needed: the receiver runs under `ulimit -f` (RLIMIT_FSIZE), SIGXFSZ ignored as a shell would."""
+    import resource
+    import threading
+
+    from helpers import READY_RE
+
+    limit = 6 * 1024 * 1024
+
+    def limit_file_size() -> None:  # in the child, before exec; inherited by its ingest workers
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    db = tmp_path / "limited.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tracetui", "serve", "--headless", "--db", str(db), "--grpc-port", "0", "--http-port", "0"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=receiver_env(),
+        cwd=tmp_path, preexec_fn=limit_file_size,
+    )  # fmt: skip
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def drain() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line.rstrip("\n"))
+            if READY_RE.match(line.rstrip("\n")):
+                ready.set()
+        ready.set()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        assert ready.wait(60) and proc.poll() is None, "\n".join(lines)
+        port = int(next(m for m in map(READY_RE.match, lines) if m)["port"])
+        acked, failures = [], []
+        with channel_to(port) as channel:
+            export = channel.unary_unary(EXPORT_METHOD, request_serializer=None, response_deserializer=None)
+            deadline, n = time.monotonic() + 60, 0
+            while len(failures) < 30 and time.monotonic() < deadline:
+                try:
+                    export(_request(n), timeout=30)
+                    acked.append(n)
+                    n += 1
+                except grpc.RpcError as exc:
+                    failures.append(exc)
+                    time.sleep(0.05)
+        assert failures, "the file size limit never refused an export"
+        assert failures[0].code() == grpc.StatusCode.UNAVAILABLE
+        assert "file size limit" in failures[0].details(), failures[0].details()
+        status = subprocess.run([sys.executable, "-m", "tracetui", "status", "--json", "--db", str(db)],
+                                capture_output=True, text=True, env=receiver_env(), timeout=60)  # fmt: skip
+        assert json.loads(status.stdout)["store_problem"]["problem"] == "file size limit", status.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        reader.join(5)
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 200 * len(acked), "every acknowledged span"
+    conn.close()
+    assert len([line for line in lines if "limit" in line or "checkpoint" in line]) <= 12, "\n".join(lines)

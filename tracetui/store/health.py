@@ -25,6 +25,11 @@ import threading
 import time
 from pathlib import Path
 
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None  # type: ignore[assignment]
+
 #: Bytes of the health file (one JSON object, padded with spaces).
 SIZE = 4096
 #: A failure recorded this long ago no longer describes the receiver.
@@ -39,28 +44,61 @@ def health_path(db_path: Path | str) -> Path:
     return Path(f"{db_path}-health")
 
 
-def is_disk_full(exc: BaseException, db_path: Path | str) -> bool:
-    """Whether a failed write means there is no room left for the database."""
+def no_room(exc: BaseException, db_path: Path | str) -> str | None:
+    """Why a failed write found no room for the database: "disk full", "file size limit", or None (another cause)."""
     if isinstance(exc, OSError):
-        return exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+        if exc.errno == errno.EFBIG:
+            return "file size limit"
+        return "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else None
     code = getattr(exc, "sqlite_errorcode", None)
     if code == sqlite3.SQLITE_FULL:
-        return True
+        return "disk full"
     if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR:
+        # SQLite reports a write refused with EFBIG (and some ENOSPC) as a plain I/O error.
+        if _at_file_size_limit(db_path):
+            return "file size limit"
         try:
             st = os.statvfs(Path(db_path).parent)
         except OSError:
-            return False
-        return st.f_bavail * st.f_frsize < LOW_SPACE_BYTES
+            return None
+        if st.f_bavail * st.f_frsize < LOW_SPACE_BYTES:
+            return "disk full"
+    return None
+
+
+def _file_size_limit() -> int | None:
+    """This process's file size limit (``ulimit -f``) in bytes, or None."""
+    if resource is None:
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def _at_file_size_limit(db_path: Path | str) -> bool:
+    limit = _file_size_limit()
+    if limit is None:
+        return False
+    for suffix in ("", "-wal"):
+        try:
+            if os.stat(f"{db_path}{suffix}").st_size + LOW_SPACE_BYTES >= limit:
+                return True
+        except OSError:
+            pass
     return False
 
 
 def describe_failure(exc: BaseException, db_path: Path | str) -> str:
     """What an exporter (and the log) is told when a commit fails."""
-    if is_disk_full(exc, db_path):
+    room = no_room(exc, db_path)
+    if room == "disk full":
         return (
             f"the disk holding {db_path} is full ({exc}); nothing was stored from this export: "
             "retry once space is freed"
+        )
+    if room == "file size limit":
+        return (
+            f"{db_path} reached this process's file size limit (ulimit -f: {_file_size_limit():,} bytes; {exc}); "
+            "nothing was stored from this export: retry once the limit is raised or the database made smaller"
         )
     return f"database write failed: {exc}"
 
@@ -79,7 +117,7 @@ class HealthFile:
             pass  # a full disk at start: the header falls back to the silent heartbeat
 
     def report(self, problem: str, message: str) -> None:
-        """Record a failure (``problem``: "disk full" or "write failed")."""
+        """Record a failure (``problem``: "disk full", "file size limit" or "write failed")."""
         self._write({"problem": problem, "message": message, "at_ns": time.time_ns(), "pid": os.getpid()})
 
     def clear(self, since_ns: int) -> None:

@@ -39,7 +39,7 @@ from tracetui.store.batch import (
     timing_result,
 )
 from tracetui.store.checkpoint import RESTART_FACTOR, WAL_BYTES, Checkpointer, bound_wal
-from tracetui.store.health import HealthFile, ThrottledLog, describe_failure, is_disk_full
+from tracetui.store.health import HealthFile, ThrottledLog, describe_failure, no_room
 from tracetui.store.lock import WriteLock
 from tracetui.store.retention import Retention, evict_over_limits
 from tracetui.store.schema import connect_writer
@@ -375,7 +375,7 @@ class Committer:
     def _failed(self, exc: sqlite3.Error) -> StoreUnavailable:
         """Report a failed commit (to the UI through the health file, to the log, throttled)."""
         message = describe_failure(exc, self.path)
-        problem = "disk full" if is_disk_full(exc, self.path) else "write failed"
+        problem = no_room(exc, self.path) or "write failed"
         self.health.report(problem, message)
         _failures.log(logging.ERROR, problem, "write failed: %s", message)
         return StoreUnavailable(message)

@@ -73,9 +73,11 @@ class StatusHeader(Widget):
         if self.receiver_alive is False:
             return "✗ receiver stopped", "bold red"
         problem = self.counters.store_problem if self.counters else None
+        # Said by the receiver beside the database, which it cannot write (tracetui.store.health).
         if problem and problem.get("problem") == "disk full":
-            # Said by the receiver beside the database, which it cannot write (tracetui.store.health).
             return "✗ disk full: exports are refused (retryable) until space is freed", "bold red"
+        if problem and problem.get("problem") == "file size limit":
+            return "✗ the database reached the file size limit (ulimit -f): exports are refused (retryable)", "bold red"
         beat = status.get("heartbeat_ns")
         silent_s = time.time() - beat / 1e9 if beat else None
         if self.receiver_alive is None:
