@@ -144,6 +144,15 @@ def test_max_spans_holds_at_every_observation_of_a_flood(start_rcv, spans_per_tr
     # The database file is bounded too: freed pages are reused, so it stays near what the limit holds.
     data_bytes = max(o.db_bytes for o in seen)
     assert data_bytes < 8 * 1024 * 1024, f"database file grew to {data_bytes} bytes for {MAX_SPANS} small spans"
+    _check_wal(seen)
+
+
+def _check_wal(seen: list[Observation]) -> None:
+    """The WAL is bounded by the checkpoint thread, whatever retention does (tracetui.store.checkpoint)."""
+    from tracetui.store.checkpoint import LIMIT_FACTOR, WAL_BYTES
+
+    wal = max(o.wal_bytes for o in seen)
+    assert wal <= LIMIT_FACTOR * WAL_BYTES + 8 * 1024 * 1024, f"the WAL reached {wal} bytes"
 
 
 @pytest.mark.slow
@@ -152,6 +161,7 @@ def test_max_spans_holds_through_a_long_flood(start_rcv, spans_per_trace: int) -
     run, seen, db = flood(start_rcv, spans_per_trace, 30.0, "--max-spans", str(MAX_SPANS))
     _check_bound(run, seen, db)
     assert max(o.db_bytes for o in seen) < 8 * 1024 * 1024
+    _check_wal(seen)
 
 
 def test_a_pinned_trace_survives_a_flood(start_rcv, tmp_path: Path) -> None:
