@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PYTHON, Load, ProcSampler, ServerProc, machine_info  # noqa: E402
+from common import PYTHON, Load, ProcSampler, ServerProc, machine_info
 
 WORKDIR = Path("/tmp/bench-retention")
 

@@ -21,12 +21,17 @@ from helpers import channel_to, exporter_stub, make_request, make_span, receiver
 READY_HTTP = re.compile(r"http=(?P<addr>\S+)")
 
 
+UNDER_UMASK_000 = (
+    "import os, sys, runpy; os.umask(0); sys.argv = ['tracetui', *sys.argv[1:]]; "
+    "runpy.run_module('tracetui', run_name='__main__')"
+)
+
+
 def _under_umask_000(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """Run tracetui with umask 000 (the most permissive a user can have)."""
     return subprocess.run(
-        [sys.executable, "-c", "import os, sys, runpy; os.umask(0); sys.argv = ['tracetui', *sys.argv[1:]]; "
-         "runpy.run_module('tracetui', run_name='__main__')", *args],
-        capture_output=True, text=True, env=receiver_env(), cwd=cwd, timeout=60,
+        [sys.executable, "-c", UNDER_UMASK_000, *args],
+        capture_output=True, text=True, env=receiver_env(), cwd=cwd, timeout=60, check=False,
     )  # fmt: skip
 
 

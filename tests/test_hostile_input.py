@@ -22,6 +22,7 @@ import time
 import grpc
 import pytest
 from click.testing import CliRunner
+from google.protobuf.message import DecodeError as ProtobufDecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -472,7 +473,7 @@ def test_a_span_nested_past_protobufs_limit_is_refused_alone(shared_receiver, le
     deep_span = span_with_deep_attribute(trace, sid(1), "too deep", levels)
     scope_spans = resource_spans.scope_spans[0].SerializeToString() + _ld(2, deep_span)
     payload = _ld(1, _ld(1, resource_spans.resource.SerializeToString()) + _ld(2, scope_spans))
-    with pytest.raises(Exception):
+    with pytest.raises(ProtobufDecodeError):
         ExportTraceServiceRequest.FromString(payload)  # the request as a whole is too deep for protobuf
     alone_ok = levels <= 32
     response = acknowledged(shared_receiver, payload, rejected=0 if alone_ok else 1)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from helpers import receiver_env, spawn_receiver
+
 from tracetui.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 RECEIVERS = 3

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from helpers import (
-    FIXTURES,
     channel_to,
     make_request,
     make_span,
@@ -31,6 +30,7 @@ from helpers import (
     tid,
     trace_fixture_files,
 )
+
 from tracetui.semconv import NORMALIZED_COLUMNS
 
 #: Position of traces.updated_ns (the wall clock of a row's last change), set by snapshot().
@@ -139,7 +139,7 @@ def _wipe_derived(db: Path) -> None:
 def _run_reindex(db: Path, prices: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "tracetui", "reindex", "--db", str(db), "--prices", str(prices)],
-        capture_output=True, text=True, env=receiver_env(), timeout=120, cwd=db.parent,
+        capture_output=True, text=True, env=receiver_env(), timeout=120, cwd=db.parent, check=False,
     )  # fmt: skip
 
 

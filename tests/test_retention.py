@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -158,5 +159,5 @@ def test_a_limit_far_below_the_database_is_reached_over_commits(tmp_path: Path, 
         _commit_trace(db, n, Retention(max_spans=10))
         counts.append(Reader(db).counters().span_count)
     assert counts[0] == 100 + 5 - 20  # 4 traces of 5 spans: the budget
-    assert all(b <= a - 15 for a, b in zip(counts, counts[1:]) if b > 10)  # shrinking by budget - added
+    assert all(b <= a - 15 for a, b in itertools.pairwise(counts) if b > 10)  # shrinking by budget - added
     assert counts[-1] <= 10

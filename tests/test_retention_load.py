@@ -133,7 +133,8 @@ def _check_bound(run: Flood, seen: list[Observation], db: Path) -> None:
         "SELECT count(*) FROM traces t WHERE span_count != (SELECT count(*) FROM spans s WHERE s.trace_id = t.trace_id)"
     ).fetchone()[0]
     assert partial == 0
-    assert conn.execute("SELECT count(*) FROM spans WHERE trace_id NOT IN (SELECT trace_id FROM traces)").fetchone()[0] == 0
+    orphans = conn.execute("SELECT count(*) FROM spans WHERE trace_id NOT IN (SELECT trace_id FROM traces)").fetchone()
+    assert orphans == (0,)
     conn.close()
 
 
@@ -223,7 +224,7 @@ def test_max_db_mb_holds_at_every_observation_of_a_flood(start_rcv) -> None:
 
 def test_max_age_holds_at_every_observation_of_a_flood(start_rcv) -> None:
     """Spans older than --max-age are gone by the next commit: at most one export's worth is ever stored."""
-    run, seen, db = flood(start_rcv, 10, 2.0, "--max-age", "1h")  # the template's spans are from 2023
+    run, seen, _db = flood(start_rcv, 10, 2.0, "--max-age", "1h")  # the template's spans are from 2023
     assert run.acked >= 10_000
     worst = max(o.spans for o in seen)
     assert worst <= SPANS_PER_REQUEST, f"{worst} expired spans stored at one observation"

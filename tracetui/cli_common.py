@@ -38,13 +38,15 @@ def open_reader(db: Path | None, threshold: float = 0.5):
 
 def open_writer(path: Path):
     """A read-write connection to an existing database, or a click error a user can act on."""
-    from tracetui.store.schema import connect_writer
+    import sqlite3
+
+    from tracetui.store.schema import SchemaTooNew, connect_writer
 
     if not path.exists():
         raise click.ClickException(f"no database at {path}")
     try:
         return connect_writer(path)
-    except Exception as exc:  # sqlite3.Error, OSError, SchemaTooNew
+    except (sqlite3.Error, OSError, SchemaTooNew) as exc:
         raise click.ClickException(f"cannot open {path}: {exc}") from None
 
 

@@ -12,6 +12,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 
+from google.protobuf.message import DecodeError as ProtobufDecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -128,7 +129,9 @@ class NestedTooDeep(DecodeError):
 def _parse_failure(what: str, exc: Exception) -> DecodeError:
     reason = str(exc)
     if "MaxDepth" in reason:  # upb's wording names its internals, not the cause
-        return NestedTooDeep(f"not a valid {what}: values nested deeper than protobuf's limit of 100 messages ({reason})")
+        return NestedTooDeep(
+            f"not a valid {what}: values nested deeper than protobuf's limit of 100 messages ({reason})"
+        )
     return DecodeError(f"not a valid {what}: {reason}")
 
 
@@ -192,9 +195,9 @@ def _request_span_by_span(data: bytes) -> tuple[ExportTraceServiceRequest, int]:
                 for span_start, span_end in _embedded(data, ss_start, ss_end, 2):
                     try:
                         scope_spans.spans.append(Span.FromString(data[span_start:span_end]))
-                    except Exception:  # protobuf's DecodeError: this span alone
+                    except ProtobufDecodeError:  # this span alone
                         too_deep += 1
-    except Exception as exc:  # not a request after all
+    except (ProtobufDecodeError, RuntimeError, ValueError, IndexError) as exc:  # not a request after all
         raise _parse_failure("ExportTraceServiceRequest", exc) from None
     return request, too_deep
 

@@ -133,7 +133,8 @@ def _reindex_traces(conn, trace_ids: list[bytes]) -> int:
     rows_before = _trace_rows(conn, marks, trace_ids)
     recompute_traces(conn, trace_ids, keep_updated_ns=True)
     update_timing(conn, trace_ids)
-    changed = [(time.time_ns(), t) for t, row in _trace_rows(conn, marks, trace_ids).items() if row != rows_before.get(t)]
+    now = time.time_ns()
+    changed = [(now, t) for t, row in _trace_rows(conn, marks, trace_ids).items() if row != rows_before.get(t)]
     conn.executemany("UPDATE traces SET updated_ns = ? WHERE trace_id = ?", changed)
 
     after = trace_totals(conn, trace_ids)
@@ -156,7 +157,8 @@ def _reindex_log_evaluations(conn, trace_ids: list[bytes] | None) -> set[str]:
         sql, params = "SELECT raw FROM logs WHERE trace_id IS NULL AND event_name = ?", [evals.EVENT_NAME]
     else:
         marks = ",".join("?" * len(trace_ids))
-        sql, params = f"SELECT raw FROM logs WHERE trace_id IN ({marks}) AND event_name = ?", [*trace_ids, evals.EVENT_NAME]
+        sql = f"SELECT raw FROM logs WHERE trace_id IN ({marks}) AND event_name = ?"
+        params = [*trace_ids, evals.EVENT_NAME]
     found = Decoded()
     for (raw,) in conn.execute(sql, params).fetchall():
         add_evaluations(found, evals.from_log_record(LogRecord.FromString(raw)))

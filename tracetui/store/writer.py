@@ -153,7 +153,9 @@ def resolve_evaluations(conn: sqlite3.Connection, response_ids) -> None:
     )
 
 
-def recompute_traces(conn: sqlite3.Connection, trace_ids, now: int | None = None, keep_updated_ns: bool = False) -> None:
+def recompute_traces(
+    conn: sqlite3.Connection, trace_ids, now: int | None = None, keep_updated_ns: bool = False
+) -> None:
     """Rebuild trace rows from their stored spans (duplicates in a batch, reindex).
 
     ``keep_updated_ns``: leave each row's change time as it is (reindex sets it where something changed).
