@@ -104,7 +104,7 @@ def describe_failure(exc: BaseException, db_path: Path | str) -> str:
 
 
 class HealthFile:
-    """This process's record of its last write failure (see the module docstring)."""
+    """Where this process records its write failures: one file shared by the receiver's processes (see above)."""
 
     def __init__(self, db_path: Path | str) -> None:
         self.path = health_path(db_path)
@@ -141,7 +141,11 @@ class HealthFile:
     def _write(self, record: dict) -> None:
         if self._fd < 0:
             return
-        data = json.dumps(record).encode()[:SIZE].ljust(SIZE)
+        data = json.dumps(record).encode()
+        if len(data) > SIZE:  # a very long path: keep the record valid JSON, the message shorter
+            record = {**record, "message": record["message"][: SIZE // 8]}
+            data = json.dumps(record).encode()[:SIZE]
+        data = data.ljust(SIZE)
         try:
             os.pwrite(self._fd, data, 0)
         except OSError:
