@@ -253,3 +253,50 @@ def test_an_interrupted_reindex_leaves_a_consistent_database_that_a_rerun_finish
     monkeypatch.setattr(reindex_module, "_reindex_traces", real)
     reindex_module.reindex(copy, prices_path=prices)
     _assert_same(expected, snapshot(copy))
+
+
+def _many_traces(db: Path, traces: int) -> None:
+    """``traces`` priced agent runs (a root and three chat calls each), through tracetui's own decoder and writer."""
+    from helpers import fill_db
+
+    t = time.time_ns() - 1_700_000_000_000_000_000
+    chat = {"gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o"}
+    requests = []
+    for first in range(0, traces, 100):
+        spans = []
+        for n in range(first, min(first + 100, traces)):
+            spans.append(make_span(tid(10_000 + n), sid(1), None, name="agent", start=t + n, duration=9_000_000))
+            spans += [make_span(tid(10_000 + n), sid(k), sid(1), name="chat gpt-4o", start=t + n + k, attributes={
+                **chat, "gen_ai.usage.input_tokens": 100 * k, "gen_ai.usage.output_tokens": 10 * k})
+                for k in (2, 3, 4)]  # fmt: skip
+        requests.append(make_request(spans))
+    fill_db(db, requests)
+
+
+def test_a_reindex_killed_midway_leaves_a_consistent_database_that_a_rerun_finishes(tmp_path: Path) -> None:
+    """kill -9 during `tracetui reindex`: every committed batch is whole, and running it again gives the same result."""
+    db = tmp_path / "big.db"
+    _many_traces(db, 3_000)  # 12,000 spans: six batches
+    expected = snapshot(db)
+    _wipe_derived(db)
+    proc = subprocess.Popen([sys.executable, "-m", "tracetui", "reindex", "--db", str(db)], stderr=subprocess.PIPE,
+                            text=True, env=receiver_env(), cwd=tmp_path)  # fmt: skip
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # the first batch is committed
+    assert first.startswith("reindex: "), first
+    proc.kill()
+    proc.wait(30)
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    traces = conn.execute("SELECT llm_calls, input_tokens, cost_usd FROM traces").fetchall()
+    done = sum(1 for calls, tokens, cost in traces if calls == 3 and tokens == 900 and cost)
+    untouched = sum(1 for calls, tokens, cost in traces if calls == 0 and tokens == 0 and cost is None)
+    assert done + untouched == len(traces)  # each trace row is either rebuilt or still as wiped: none half-done
+    assert 0 < done < len(traces)
+    meta = dict(conn.execute("SELECT key, value FROM meta"))
+    assert (meta["llm_calls"], meta["tokens"]) == (3 * done, 990 * done)  # the counters match the rows
+    conn.close()
+    rerun = subprocess.run([sys.executable, "-m", "tracetui", "reindex", "--db", str(db)], capture_output=True,
+                           text=True, env=receiver_env(), cwd=tmp_path, timeout=120, check=False)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr
+    _assert_same(expected, snapshot(db))
