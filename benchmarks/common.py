@@ -370,14 +370,15 @@ def _markers(rng: random.Random) -> tuple[bytes, bytes]:
 
 
 def build_templates(
-    seed: int, count: int, spans_per_request: int, *, split: bool = True
+    seed: int, count: int, spans_per_request: int, *, split: bool = True, spans_per_trace: int | None = None
 ) -> tuple[list[Template], bytes, bytes]:
     """``count`` pre-serialized requests of exactly ``spans_per_request`` spans.
 
     Returns the templates and the two 8-byte markers (current, previous) that
-    the sender replaces with per-request nonces. ``split=False``: whole traces only.
+    the sender replaces with per-request nonces. ``split=False``: whole traces
+    only. ``spans_per_trace``: every trace that size (else agent runs of 8-12).
     """
-    split = split and spans_per_request > 10
+    split = split and spans_per_request > 10 and spans_per_trace is None
     factory = TraceFactory(seed)
     rng = random.Random(seed ^ 0x5EED)
     cur, prev = _markers(rng)
@@ -395,8 +396,8 @@ def build_templates(
         budget = spans_per_request - len(spans) - (len(split_tail) if split else 0)
         t = now - 50_000_000_000 + n * 200_000_000
         while budget > 0:
-            k = min(budget, factory.rng.choice((8, 9, 10, 10, 11, 12)))
-            if 0 < budget - k < 3:
+            k = min(budget, spans_per_trace or factory.rng.choice((8, 9, 10, 10, 11, 12)))
+            if spans_per_trace is None and 0 < budget - k < 3:
                 k = budget  # no tiny leftover trace
             specs = factory.plan_trace(t, k)
             trace_id = cur + local.to_bytes(8, "big")
@@ -409,7 +410,7 @@ def build_templates(
         data = build_request(spans).SerializeToString()
         n_ids = data.count(cur) + data.count(prev)
         if n_ids != len(spans):  # a marker also occurs by chance in other bytes: pick again
-            return build_templates(seed + 7919, count, spans_per_request, split=split)
+            return build_templates(seed + 7919, count, spans_per_request, split=split, spans_per_trace=spans_per_trace)
         templates.append(Template(data, len(spans)))
     return templates, cur, prev
 
@@ -451,10 +452,11 @@ def _client_main(
     ready: mp.Barrier,
     go,  # mp.Value('d'): start time (monotonic) set by the parent
     out: mp.Queue,
+    spans_per_trace: int | None = None,
 ) -> None:
     import grpc
 
-    templates, cur, prev = build_templates(seed, n_templates, spans_per_request)
+    templates, cur, prev = build_templates(seed, n_templates, spans_per_request, spans_per_trace=spans_per_trace)
     channel = grpc.insecure_channel(
         target, options=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
     )
@@ -562,7 +564,8 @@ class Load:
     """Start ``n`` client processes; ``start()`` releases them; ``join()`` collects results."""
 
     def __init__(self, target: str, *, clients: int = 4, spans_per_request: int = 512, rate: float = 0.0,
-                 duration: float = 10.0, seed: int = 1, n_templates: int = 8) -> None:  # fmt: skip
+                 duration: float = 10.0, seed: int = 1, n_templates: int = 8,
+                 spans_per_trace: int | None = None) -> None:  # fmt: skip
         ctx = mp.get_context("spawn")  # no inherited threads or grpc state
         self.n = clients
         self.ready = ctx.Barrier(clients + 1)
@@ -573,7 +576,8 @@ class Load:
             ctx.Process(
                 target=_client_main,
                 args=(target, i, seed * 1000 + i, run_salt, spans_per_request, n_templates,
-                      rate / clients if rate else 0.0, duration, self.ready, self.go, self.out),  # fmt: skip
+                      rate / clients if rate else 0.0, duration, self.ready, self.go, self.out,
+                      spans_per_trace),  # fmt: skip
                 daemon=True,
             )
             for i in range(clients)

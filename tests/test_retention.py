@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -120,3 +121,43 @@ def test_parse_age(text: str, seconds: float) -> None:
 def test_parse_age_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_age(text)
+
+
+def _commit_trace(db: Path, n: int, retention: Retention, start: int = 0) -> None:
+    """One export of one 5-span trace through a Committer (what an ingest worker does), retention on."""
+    from tracetui.store.batch import prepare
+    from tracetui.store.writer import Committer
+
+    spans = [make_span(tid(n), sid(k + 1), sid(1) if k else None, name=f"t{n}s{k}", start=start + k) for k in range(5)]
+    committer = Committer(db, retention=retention)
+    try:
+        committer.commit([prepare(decode_spans(make_request(spans)))])
+    finally:
+        committer.close()
+
+
+def test_a_commit_never_evicts_what_it_writes(tmp_path: Path) -> None:
+    """Even the oldest trace of all survives the commit that stores it (it is acknowledged, so committed first)."""
+    db = tmp_path / "c.db"
+    fill(db, 20)
+    _commit_trace(db, 100, Retention(max_spans=10), start=-(10**15))  # older than everything stored
+    assert remaining(db) == [tid(100)]
+    assert Reader(db).counters().evicted_traces == 20
+    _commit_trace(db, 101, Retention(max_spans=8))  # the next commit may evict it
+    assert remaining(db) == [tid(101)]
+
+
+def test_a_limit_far_below_the_database_is_reached_over_commits(tmp_path: Path, monkeypatch) -> None:
+    """Each commit evicts a bounded amount (at least twice what it adds), so no transaction holds the lock long."""
+    from tracetui.store import retention
+
+    monkeypatch.setattr(retention, "MIN_EVICT_SPANS", 20)
+    db = tmp_path / "l.db"
+    fill(db, 20)  # 100 spans
+    counts = []
+    for n in range(100, 110):
+        _commit_trace(db, n, Retention(max_spans=10))
+        counts.append(Reader(db).counters().span_count)
+    assert counts[0] == 100 + 5 - 20  # 4 traces of 5 spans: the budget
+    assert all(b <= a - 15 for a, b in itertools.pairwise(counts) if b > 10)  # shrinking by budget - added
+    assert counts[-1] <= 10

@@ -22,7 +22,7 @@ from tracetui.config import (
     ReceiverSettings,
     default_decode_workers,
 )
-from tracetui.cli_common import command_name, db_option, no_database, open_reader, resolve_db
+from tracetui.cli_common import command_name, db_option, no_database, open_reader, open_writer, resolve_db
 from tracetui.fmt import fmt_clock, fmt_counted, fmt_duration, safe_text
 
 
@@ -48,6 +48,13 @@ def main() -> None:
     """
 
 
+prices_option = click.option(
+    "--prices", "prices", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+    help="Price file (TOML) for local or custom models; overrides bundled prices. "
+         "Default: prices.toml in the user config directory, if present.",
+)  # fmt: skip
+
+
 @main.command()
 @db_option
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on (loopback unless you say otherwise).")
@@ -68,9 +75,7 @@ def main() -> None:
               help="Keep at most this many spans: the oldest whole traces go first.")  # fmt: skip
 @click.option("--max-db-mb", type=click.IntRange(1), default=None, help="Keep the data under this size (MB).")
 @click.option("--max-age", callback=_check_age, default=None, help="Drop traces older than this (e.g. 30m, 12h, 7d).")
-@click.option("--prices", "prices", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="Price file (TOML) for local or custom models; overrides bundled prices. "
-                   "Default: prices.toml in the user config directory, if present.")  # fmt: skip
+@prices_option
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Evaluation score at or above which a result passes (groundedness badges).")  # fmt: skip
 @click.option("--route-attribute", default=None, metavar="KEY",
@@ -147,6 +152,7 @@ def view(db: Path | None, threshold: float, route_attribute: str | None) -> None
     path = resolve_db(db)
     if not path.exists():
         raise no_database(path)
+    open_reader(path).close()  # a file this tracetui cannot read is said so here, not with a traceback
     from tracetui.ui.app import run_app
 
     run_app(path, threshold=threshold, route_attribute=route_attribute, command=command_name())
@@ -221,18 +227,37 @@ def spans(db: Path | None, trace_id: str, as_json: bool) -> None:
 
 @main.command()
 @db_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def status(db: Path | None, as_json: bool) -> None:
+    """What is stored, what retention evicted, the database size and what the receiver reported last."""
+    reader = open_reader(db)
+    try:
+        counters = reader.counters()
+    finally:
+        reader.close()
+    if as_json:
+        click.echo(json.dumps(counters.to_json(), indent=2))
+        return
+    receiver = counters.receiver or {}
+    click.echo(f"spans    {counters.span_count:,} in {counters.trace_count:,} traces")
+    click.echo(f"evicted  {counters.evicted_spans:,} spans in {counters.evicted_traces:,} traces (retention limits)")
+    click.echo(f"database {counters.db_bytes:,} bytes (with its WAL)")
+    click.echo(f"receiver {safe_text(str(receiver.get('state', 'never started')))}")
+    if counters.store_problem:
+        click.echo(f"problem  {safe_text(str(counters.store_problem.get('message', '')))}")
+
+
+@main.command()
+@db_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def purge(db: Path | None, yes: bool) -> None:
     """Delete every stored trace, span, log record and evaluation."""
     from tracetui.store.retention import purge as purge_all
-    from tracetui.store.schema import connect_writer
 
     path = resolve_db(db)
-    if not path.exists():
-        raise click.ClickException(f"no database at {path}")
+    conn = open_writer(path)
     if not yes:
         click.confirm(f"Delete everything in {path}?", abort=True)
-    conn = connect_writer(path)
     try:
         spans_deleted = purge_all(conn)
     finally:
@@ -242,14 +267,25 @@ def purge(db: Path | None, yes: bool) -> None:
 
 @main.command()
 @db_option
-def reindex(db: Path | None) -> None:
-    """Re-run LLM normalization over every stored span (after upgrading tracetui)."""
+@prices_option
+def reindex(db: Path | None, prices: Path | None) -> None:
+    """Recompute what is derived from the stored spans (after upgrading tracetui).
+
+    LLM fields, prices, evaluations, trace rows and the timing analysis, in
+    batches of whole traces: an interrupted reindex leaves a consistent
+    database, and running it again finishes it.
+    """
+    from tracetui.pricing import PriceFileError
     from tracetui.store.reindex import reindex as run_reindex
 
     path = resolve_db(db)
-    if not path.exists():
-        raise click.ClickException(f"no database at {path}")
-    spans_done, traces_done = run_reindex(path, progress=lambda line: click.echo(f"reindex: {line}", err=True))
+    open_writer(path).close()  # a missing or newer file is said so here, not with a traceback
+    try:
+        spans_done, traces_done = run_reindex(
+            path, progress=lambda line: click.echo(f"reindex: {line}", err=True), prices_path=prices
+        )
+    except PriceFileError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"reindexed {spans_done:,} spans in {traces_done:,} traces", err=True)
 
 

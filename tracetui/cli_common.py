@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -41,3 +42,28 @@ def open_reader(db: Path | None, threshold: float = 0.5):
         raise no_database(path) from None
     except Exception as exc:
         raise click.ClickException(f"cannot open {path}: {exc}") from None
+
+
+def open_writer(path: Path):
+    """A read-write connection to an existing database, or a click error a user can act on."""
+    import sqlite3
+
+    from tracetui.store.schema import SchemaTooNew, connect_writer
+
+    if not path.exists():
+        raise click.ClickException(f"no database at {path}")
+    try:
+        return connect_writer(path)
+    except (sqlite3.Error, OSError, SchemaTooNew) as exc:
+        raise click.ClickException(f"cannot open {path}: {exc}") from None
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, a new file readable by its owner only (0600, whatever the umask): it holds prompts.
+
+    An existing file keeps its permissions (the user chose them); a device such as
+    /dev/stdout works as usual.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+    with open(fd, "w", encoding="utf-8") as f:
+        f.write(text)

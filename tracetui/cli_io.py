@@ -10,9 +10,7 @@ from pathlib import Path
 
 import click
 
-from tracetui.cli_common import db_option
-from tracetui.cli_common import open_reader
-from tracetui.cli_common import resolve_db
+from tracetui.cli_common import db_option, open_reader, resolve_db, write_private
 from tracetui.fmt import fmt_counted
 
 
@@ -75,5 +73,8 @@ def export_command(db: Path | None, trace_id: str, fmt: str, max_chars: int | No
     if output is None:
         click.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        try:
+            write_private(output, text)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
         click.echo(f"tracetui: wrote {output}", err=True)

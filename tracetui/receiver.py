@@ -90,7 +90,11 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
     if settings.decode_workers:
         try:
             pool = WorkerPool(
-                settings.decode_workers, settings.db_path, settings.prices_path, settings.max_pending_spans
+                settings.decode_workers,
+                settings.db_path,
+                settings.prices_path,
+                settings.max_pending_spans,
+                retention=retention,
             )
             decoder = pool
             pool.warm()
@@ -169,7 +173,7 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
 
 def remove_database(path: Path) -> None:
     """Delete a database file and its WAL companions (only ever one this run created)."""
-    for suffix in ("", "-wal", "-shm", "-lock"):
+    for suffix in ("", "-wal", "-shm", "-lock", "-health"):
         try:
             os.unlink(f"{path}{suffix}")
         except FileNotFoundError:

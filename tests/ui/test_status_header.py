@@ -60,3 +60,26 @@ async def test_the_header_says_what_the_receiver_is_doing(empty_db, alive, statu
     status["heartbeat_ns"] = time.time_ns() - int(status.pop("silent_s") * 1e9)  # its last write, that long ago
     write_status(empty_db, **status)
     assert shown in await header_text(empty_db, alive)
+
+
+async def test_the_header_says_the_disk_is_full_even_though_the_database_cannot_say_it(empty_db):
+    """The receiver's heartbeat is fresh in the file, but its last commit failed for want of space."""
+    from tracetui.store.health import HealthFile
+
+    write_status(empty_db, state="listening", heartbeat_ns=time.time_ns())
+    health = HealthFile(empty_db)
+    health.report("disk full", f"the disk holding {empty_db} is full")
+    for alive in (lambda: True, None):  # `serve` and `view`
+        assert "✗ disk full: exports are refused (retryable) until space is freed" in await header_text(empty_db, alive)
+    health.clear(time.time_ns())  # a later commit stored data: the disk has room again
+    assert "disk full" not in await header_text(empty_db, lambda: True)
+    health.close()
+
+
+async def test_the_header_counts_what_retention_evicted(empty_db):
+    write_status(empty_db, state="listening", heartbeat_ns=time.time_ns())
+    assert "evicted" not in await header_text(empty_db, lambda: True)
+    conn = sqlite3.connect(empty_db, isolation_level=None)
+    conn.execute("INSERT INTO meta(key, value) VALUES ('evicted_traces', 1234), ('evicted_spans', 12340)")
+    conn.close()
+    assert "evicted 1.2k traces" in await header_text(empty_db, lambda: True)

@@ -13,10 +13,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from google.protobuf.message import DecodeError as ProtobufDecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracetui import evals, pricing, semconv
 
@@ -28,9 +30,10 @@ INT64_MAX = (1 << 63) - 1
 MAX_TOKENS = 1 << 40
 _NORMALIZED_LIMITS = tuple(MAX_TOKENS if c.endswith("_tokens") else INT64_MAX for c in semconv.NORMALIZED_COLUMNS)
 _NO_NORMALIZED = (None,) * len(semconv.NORMALIZED_COLUMNS)
-#: (index, limit) of the normalized columns that can hold integers (checked for every span).
+#: (index, lowest, highest) of the normalized columns that can hold integers (checked for every span):
+#: a token count below zero is as much garbage as one of 2**62.
 _INT_LIMITS = tuple(
-    (i, limit)
+    (i, 0 if name.endswith("_tokens") else -limit, limit)
     for i, (name, limit) in enumerate(zip(semconv.NORMALIZED_COLUMNS, _NORMALIZED_LIMITS))
     if name.endswith(("_tokens", "_ns", "_count"))
 )
@@ -122,10 +125,16 @@ SPAN_COLUMNS: tuple[str, ...] = (
 COL = {name: i for i, name in enumerate(SPAN_COLUMNS)}
 
 
+class NestedTooDeep(DecodeError):
+    """Protobuf refused the message for values nested past its limit (100 messages)."""
+
+
 def _parse_failure(what: str, exc: Exception) -> DecodeError:
     reason = str(exc)
     if "MaxDepth" in reason:  # upb's wording names its internals, not the cause
-        reason = f"values nested deeper than protobuf's limit of 100 messages ({reason})"
+        return NestedTooDeep(
+            f"not a valid {what}: values nested deeper than protobuf's limit of 100 messages ({reason})"
+        )
     return DecodeError(f"not a valid {what}: {reason}")
 
 
@@ -135,6 +144,65 @@ def parse_trace_request(data: bytes) -> ExportTraceServiceRequest:
         return ExportTraceServiceRequest.FromString(data)
     except Exception as exc:  # protobuf raises DecodeError, sometimes RuntimeError
         raise _parse_failure("ExportTraceServiceRequest", exc) from None
+
+
+#: Why a span is refused on its own (OTLP partial success) when its values nest too deep.
+TOO_DEEP = "attribute values nested deeper than protobuf's limit of 100 messages"
+
+
+def decode_trace_bytes(data: bytes) -> Decoded:
+    """Parse and decode a serialized trace request; raises DecodeError.
+
+    Protobuf counts nesting from the top of the message it parses, so one span
+    whose attribute nests kvlists about 31 deep makes the whole request
+    unreadable. Such a request is taken apart by hand instead
+    (:func:`_request_span_by_span`): each span is parsed on its own, the ones
+    still too deep are refused one by one through ``partial_success``, and the
+    others are stored.
+    """
+    try:
+        request = parse_trace_request(data)
+    except NestedTooDeep:
+        request, too_deep = _request_span_by_span(data)
+        decoded = decode_spans(request)  # no raw bytes to cut: each span is serialized again
+        for _ in range(too_deep):
+            decoded.reject(TOO_DEEP)
+        return decoded
+    return decode_spans(request, data)
+
+
+def _fields_except(data: bytes, start: int, end: int, number: int) -> bytes:
+    """The message ``data[start:end]`` without its length-delimited fields ``number``."""
+    kept, pos = [], start
+    for field_start, field_end in _embedded(data, start, end, number, with_key=True):
+        kept.append(data[pos:field_start])
+        pos = field_end
+    kept.append(data[pos:end])
+    return b"".join(kept)
+
+
+def _request_span_by_span(data: bytes) -> tuple[ExportTraceServiceRequest, int]:
+    """The request rebuilt from the spans protobuf can parse alone; and how many it cannot.
+
+    Raises the usual DecodeError when the bytes are not a request at all.
+    """
+    try:
+        request = ExportTraceServiceRequest()
+        too_deep = 0
+        for rs_start, rs_end in _embedded(data, 0, len(data), 1):
+            resource_spans = request.resource_spans.add()
+            resource_spans.ParseFromString(_fields_except(data, rs_start, rs_end, 2))  # resource, schema_url
+            for ss_start, ss_end in _embedded(data, rs_start, rs_end, 2):
+                scope_spans = resource_spans.scope_spans.add()
+                scope_spans.ParseFromString(_fields_except(data, ss_start, ss_end, 2))  # scope, schema_url
+                for span_start, span_end in _embedded(data, ss_start, ss_end, 2):
+                    try:
+                        scope_spans.spans.append(Span.FromString(data[span_start:span_end]))
+                    except ProtobufDecodeError:  # this span alone
+                        too_deep += 1
+    except (ProtobufDecodeError, RuntimeError, ValueError, IndexError) as exc:  # not a request after all
+        raise _parse_failure("ExportTraceServiceRequest", exc) from None
+    return request, too_deep
 
 
 def any_value_str(value: AnyValue) -> str | None:
@@ -194,10 +262,14 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def _embedded(data: bytes, start: int, end: int, number: int):
-    """(start, end) of each length-delimited field ``number`` in the message ``data[start:end]``."""
+def _embedded(data: bytes, start: int, end: int, number: int, with_key: bool = False):
+    """(start, end) of each length-delimited field ``number`` in the message ``data[start:end]``.
+
+    ``with_key``: the whole field (its key and length too), else its contents.
+    """
     pos = start
     while pos < end:
+        field_start = pos
         key, pos = _varint(data, pos)
         wire_type = key & 7
         if wire_type == 2:
@@ -205,7 +277,7 @@ def _embedded(data: bytes, start: int, end: int, number: int):
             if pos + size > end:
                 raise ValueError("field runs past its message")
             if key >> 3 == number:
-                yield pos, pos + size
+                yield (field_start, pos + size) if with_key else (pos, pos + size)
             pos += size
         elif wire_type == 0:
             _, pos = _varint(data, pos)
@@ -258,10 +330,10 @@ def decode_spans(request: ExportTraceServiceRequest, data: bytes | None = None) 
             head = _span_head(span, source.id, service, out, raw[n - 1] if raw is not None else None)
             if head is None:
                 continue
-            values, scan = _normalized(span)
+            values, scan = normalized_fields(span)
             out.spans.append(head + values)
             if scan != evals.SCAN_NOTHING:
-                _add_evaluations(out, evals.from_span(span, scan))
+                add_evaluations(out, evals.from_span(span, scan))
     return out
 
 
@@ -278,7 +350,7 @@ def _is_placeholder(span) -> bool:
     return False
 
 
-def _add_evaluations(out: Decoded, found: list[evals.Evaluation]) -> None:
+def add_evaluations(out: Decoded, found: list[evals.Evaluation]) -> None:
     for ev in found:
         out.evaluations.append(
             (ev.trace_id or b"", ev.span_id, ev.response_id, ev.name, ev.score, ev.label, ev.explanation, ev.source,
@@ -325,7 +397,7 @@ def _span_head(span, source_id: int, service: str, out: Decoded, raw: bytes | No
     )
 
 
-def _normalized(span) -> tuple[tuple, int | None]:
+def normalized_fields(span) -> tuple[tuple, int | None]:
     """The span's canonical LLM fields, safe to store, and what evals.from_span needs to know.
 
     A value the normalizer did not expect (a time to first token of 1e300 s, a
@@ -337,16 +409,24 @@ def _normalized(span) -> tuple[tuple, int | None]:
     except Exception:
         log.warning("could not normalize span %r; stored without LLM fields", span.name, exc_info=True)
         return _NO_NORMALIZED, None
-    for i, limit in _INT_LIMITS:
+    for i, lowest, highest in _INT_LIMITS:
         v = values[i]
-        if type(v) is int and abs(v) > limit:
-            values = tuple(
-                None if type(v) is int and abs(v) > limit else v for v, limit in zip(values, _NORMALIZED_LIMITS)
-            )
+        if type(v) is int and not lowest <= v <= highest:
+            values = _clamped(values)
             break
     if values[_N["cost_usd"]] is None and values[_N["llm_kind"]] in ("llm", "embedding"):
         values = _priced(values, span.start_time_unix_nano)
     return values, scan
+
+
+def _clamped(values: tuple) -> tuple:
+    """``values`` with every integer outside its column's range (see _INT_LIMITS) replaced by None."""
+    out = list(values)
+    for i, lowest, highest in _INT_LIMITS:
+        v = out[i]
+        if type(v) is int and not lowest <= v <= highest:
+            out[i] = None
+    return tuple(out)
 
 
 _N = {name: i for i, name in enumerate(semconv.NORMALIZED_COLUMNS)}
@@ -419,7 +499,7 @@ def decode_logs(request: ExportLogsServiceRequest) -> Decoded:
                         event_name = any_value_str(kv.value) or ""
                         break
             if event_name == evals.EVENT_NAME:
-                _add_evaluations(out, evals.from_log_record(record))
+                add_evaluations(out, evals.from_log_record(record))
             out.logs.append(
                 (
                     hashlib.blake2b(source.digest + raw, digest_size=16).digest(),

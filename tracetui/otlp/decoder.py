@@ -26,7 +26,6 @@ import logging
 import multiprocessing
 import os
 import signal as os_signal  # `signal` names the OTLP signal (traces, logs) here
-import sqlite3
 import sys
 import threading
 import time
@@ -47,12 +46,13 @@ from tracetui.otlp.decode import (
     DecodeError,
     decode_logs,
     decode_spans,
+    decode_trace_bytes,
     parse_logs_request,
-    parse_trace_request,
 )
 from tracetui.otlp.metrics import decode_metrics, parse_metrics_request
 from tracetui.store.batch import prepare
 from tracetui.store.checkpoint import WAL_BYTES
+from tracetui.store.retention import Retention
 from tracetui.store.writer import Committer, Overloaded, StoreUnavailable, Writer
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def decode_request(signal: Signal, payload: bytes | bytearray | memoryview | Mes
     if signal == "metrics":
         return decode_metrics(parse_metrics_request(data) if data is not None else payload)
     # The bytes, when there are any, also give each span's raw copy (decode.span_bytes).
-    decoded = decode_spans(parse_trace_request(data) if data is not None else payload, data)
+    decoded = decode_trace_bytes(data) if data is not None else decode_spans(payload)
     if decoded.spans:
         prepare(decoded)
     return decoded
@@ -164,7 +164,13 @@ _worker: _Worker | None = None
 
 
 def _worker_init(
-    prices_path: str | None, db_path: str, wal_bytes: int, waiting: Any, slots_taken: Any, max_pending: int
+    prices_path: str | None,
+    db_path: str,
+    wal_bytes: int,
+    waiting: Any,
+    slots_taken: Any,
+    max_pending: int,
+    retention: Retention,
 ) -> None:
     global _worker
     # Ctrl-C reaches the whole process group; the receiver decides when workers stop.
@@ -176,7 +182,7 @@ def _worker_init(
     with slots_taken.get_lock():
         slot = slots_taken.value
         slots_taken.value += 1
-    _worker = _Worker(Committer(Path(db_path), wal_bytes=wal_bytes), waiting, slot, max_pending)
+    _worker = _Worker(Committer(Path(db_path), wal_bytes=wal_bytes, retention=retention), waiting, slot, max_pending)
 
 
 def _worker_store(signal: Signal, payload: bytes) -> tuple[Stored, int]:
@@ -201,9 +207,8 @@ def _worker_store(signal: Signal, payload: bytes) -> tuple[Stored, int]:
                 w.waiting.get_lock().release()
         try:
             written = w.committer.commit([decoded])
-        except sqlite3.Error as exc:  # locked, disk full, I/O error: the exporter retries
-            log.error("write failed: %s", exc)
-            raise StoreUnavailable(f"could not store {signal}: database write failed: {exc}") from None
+        except StoreUnavailable as exc:  # locked, disk full, I/O error (logged, said why): the exporter retries
+            raise StoreUnavailable(f"could not store {signal}: {exc}") from None
         except Exception as exc:  # a bug: retried, as the writer thread's would be
             log.exception("write failed")
             raise StoreUnavailable(f"could not store {signal}: {exc}") from None
@@ -252,6 +257,7 @@ class WorkerPool:
         max_pending_spans: int = 50_000,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
         wal_bytes: int = WAL_BYTES,
+        retention: Retention | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -260,6 +266,8 @@ class WorkerPool:
         self.max_pending_spans = max_pending_spans
         self.max_queued_bytes = max_queued_bytes
         self.wal_bytes = wal_bytes
+        #: Limits each worker's commits enforce (tracetui.store.retention).
+        self.retention = retention or Retention()
         self._prices_path = str(prices_path) if prices_path else None
         self._lock = threading.Lock()
         #: Bytes of requests handed to the pool and not answered yet.
@@ -276,7 +284,10 @@ class WorkerPool:
         _start_resource_tracker()
         waiting = ctx.Array("q", self.workers)  # its lock: see _worker_store
         slots_taken = ctx.Value("i", 0)
-        initargs = (self._prices_path, str(self.db_path), self.wal_bytes, waiting, slots_taken, self.max_pending_spans)
+        initargs = (
+            self._prices_path, str(self.db_path), self.wal_bytes, waiting, slots_taken, self.max_pending_spans,
+            self.retention,
+        )  # fmt: skip
         pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init, initargs=initargs)
         return pool, waiting
 

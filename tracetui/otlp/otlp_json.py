@@ -198,7 +198,7 @@ def message_from_dict(obj: object, message_type: type[Message]) -> Message:
 
 
 def load_json(data: bytes | str) -> Any:
-    """``json.loads`` with errors that say where (line and column)."""
+    """``json.loads`` with errors that say where (line and column, or the path of the value)."""
     try:
         return json.loads(data)
     except json.JSONDecodeError as exc:
@@ -207,6 +207,40 @@ def load_json(data: bytes | str) -> Any:
         raise DecodeError(f"invalid JSON: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except RecursionError:
         raise DecodeError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # an integer longer than Python converts (4,300 digits by default)
+        raise DecodeError(_too_long_number(data) or f"invalid JSON: {exc}") from None
+
+
+class _TooLong:
+    """Stands in for an integer Python refuses to convert, so that its place can be named."""
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _parse_int(text: str) -> int | _TooLong:
+    try:
+        return int(text)
+    except ValueError:
+        return _TooLong(len(text.lstrip("-")))
+
+
+def _too_long_number(data: bytes | str) -> str | None:
+    """``path: integer of N digits`` for the first over-long integer in ``data`` (the slow path, after a failure)."""
+    try:
+        obj = json.loads(data, parse_int=_parse_int)
+    except (ValueError, RecursionError):
+        return None
+    stack: list[tuple[str, object]] = [("", obj)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, _TooLong):
+            return f"{path or 'request'}: an integer of {value.digits:,} digits (no OTLP field holds one)"
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{k}" if path else k, v) for k, v in reversed(list(value.items())))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(value))))
+    return None
 
 
 def parse_request(data: bytes | str, signal: str) -> Message:

@@ -32,9 +32,12 @@ import threading
 import time
 from pathlib import Path
 
+from tracetui.store.health import ThrottledLog
 from tracetui.store.lock import WriteLock
 
 log = logging.getLogger(__name__)
+#: A full disk fails every checkpoint poll (20 a second): one line every few seconds says it.
+_warnings = ThrottledLog(log)
 
 #: Checkpoint in the background once the WAL is this big (SQLite's own default is ~4 MB).
 WAL_BYTES = 16 * 1024 * 1024
@@ -74,7 +77,7 @@ def bound_wal(conn: sqlite3.Connection, db_path: Path | str, wal_bytes: int = WA
         try:
             busy, _frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:
-            log.warning("checkpoint: %s", exc)
+            _warnings.log(logging.WARNING, "checkpoint", "checkpoint: %s", exc)
             return
         # busy: the background pass is running (one checkpoint at a time); let it
         # finish, then copy the rest. Frames a reader still needs stay in the WAL
@@ -132,4 +135,4 @@ class Checkpointer:
                     with self.lock:
                         self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             except sqlite3.Error as exc:  # busy, disk trouble: the next poll tries again
-                log.warning("checkpoint: %s", exc)
+                _warnings.log(logging.WARNING, "checkpoint", "checkpoint: %s", exc)

@@ -21,6 +21,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from tracetui.evals import is_groundedness, passed
 from tracetui.fmt import fmt_counted
 from tracetui.otlp.decode import any_value_to_python, attributes_to_dict
+from tracetui.store.health import read_problem
 from tracetui.store.schema import connect_reader
 from tracetui.timing import SPLIT_KEYS, first_token_note, retry_note, tokens_estimated_note
 
@@ -239,6 +240,26 @@ class Counters:
     llm_calls: int = 0
     tokens: int = 0
     cost_usd: float = 0.0
+    #: Traces and spans retention removed (tracetui.store.retention) since the database was created or purged.
+    evicted_traces: int = 0
+    evicted_spans: int = 0
+    #: The receiver's last write failure, if recent (tracetui.store.health): {"problem", "message", ...}.
+    store_problem: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """For ``tracetui status --json``."""
+        return {
+            "span_count": self.span_count,
+            "trace_count": self.trace_count,
+            "evicted_traces": self.evicted_traces,
+            "evicted_spans": self.evicted_spans,
+            "llm_calls": self.llm_calls,
+            "tokens": self.tokens,
+            "cost_usd": self.cost_usd,
+            "db_bytes": self.db_bytes,
+            "receiver": self.receiver,
+            "store_problem": self.store_problem,
+        }
 
 
 class Reader:
@@ -312,6 +333,9 @@ class Reader:
             llm_calls=int(meta.get("llm_calls") or 0),
             tokens=int(meta.get("tokens") or 0),
             cost_usd=float(meta.get("cost_usd") or 0.0),
+            evicted_traces=int(meta.get("evicted_traces") or 0),
+            evicted_spans=int(meta.get("evicted_spans") or 0),
+            store_problem=read_problem(self.path),
         )
 
     # --- trace list ----------------------------------------------------------

@@ -1,54 +1,173 @@
-"""`tracetui reindex`: re-run normalization over stored spans after an upgrade.
+"""`tracetui reindex`: recompute everything derived from the stored spans, after an upgrade.
 
-The raw OTLP bytes of every span are kept, so a newer normalizer can rebuild
-the canonical columns, the trace rows and the timing analysis in place.
-Works in small transactions so a running receiver is never blocked for long.
+The raw OTLP bytes of every span and log record are kept, so a newer tracetui
+rebuilds in place what its receiver would have computed at ingest, with the
+receiver's own functions:
+
+* each span's normalized LLM fields, clamped as at ingest, and its price (the
+  bundled prices at the call's start time, the user's price file, or the cost
+  the span reported): ``tracetui.otlp.decode.normalized_fields``;
+* the evaluations found in spans and in log records (added when new; one
+  already stored is left as it is, its source routes included);
+* the trace rows (bounds, root, counts, totals) and the timing analysis;
+* the running counters the header shows (LLM calls, tokens, cost).
+
+Traces are processed a batch at a time (about ``BATCH_SPANS`` spans), each
+batch in one transaction under the receiver's write lock: a running receiver
+waits at most one batch, and a reindex interrupted at any point (Ctrl-C, a
+crash, a full disk) leaves a database whose rows all agree with each other;
+running it again redoes every batch, and the result is the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tracetui.semconv import NORMALIZED_COLUMNS, normalize_span
-from tracetui.store.metrics import reapply_exemplars
+from tracetui import evals, pricing
+from tracetui.otlp.decode import Decoded, add_evaluations, normalized_fields
+from tracetui.semconv import NORMALIZED_COLUMNS
+from tracetui.store.lock import WriteLock
+from tracetui.store.metrics import apply_exemplars, pending_exemplars
 from tracetui.store.schema import connect_writer
-from tracetui.store.writer import recompute_traces, update_timing
+from tracetui.store.writer import (
+    INSERT_EVALUATION,
+    add_meta,
+    recompute_traces,
+    resolve_evaluations,
+    trace_totals,
+    update_timing,
+)
 
-BATCH = 2_000
+#: Spans re-read per transaction (whole traces: a bigger trace is a batch of its own).
+BATCH_SPANS = 2_000
 _UPDATE = "UPDATE spans SET {} WHERE id = ?".format(", ".join(f"{c} = ?" for c in NORMALIZED_COLUMNS))
+_I_RESPONSE = NORMALIZED_COLUMNS.index("response_id")
 
 
-def reindex(path: Path, progress: Callable[[str], None] | None = None) -> tuple[int, int]:
-    """Returns (spans, traces) processed."""
+def reindex(
+    path: Path, progress: Callable[[str], None] | None = None, prices_path: Path | None = None
+) -> tuple[int, int]:
+    """Recompute every derived column and row of the database at ``path``; returns (spans, traces) processed.
+
+    ``prices_path``: the user price file (else the one in the user config
+    directory, if any), as ``tracetui serve --prices``. Raises
+    pricing.PriceFileError for a bad one, before anything is changed.
+    """
+    pricing.configure(prices_path)
     conn = connect_writer(Path(path))
+    lock = WriteLock(path)  # the receiver's: its workers and this take turns, a transaction each
     try:
-        spans = 0
-        last_id = 0
-        while True:
-            rows = conn.execute("SELECT id, raw FROM spans WHERE id > ? ORDER BY id LIMIT ?", (last_id, BATCH)).fetchall()
-            if not rows:
-                break
-            updates = [(*normalize_span(Span.FromString(raw)), span_id) for span_id, raw in rows]
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(_UPDATE, updates)
-            conn.execute("COMMIT")
-            spans += len(rows)
-            last_id = rows[-1][0]
+        total = conn.execute("SELECT count(*) FROM traces").fetchone()[0]
+        spans = traces = 0
+        for batch in _trace_batches(conn):
+            with lock:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    spans += _reindex_traces(conn, batch)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            traces += len(batch)
             if progress:
-                progress(f"normalized {spans:,} spans")
-        reapply_exemplars(conn)  # TTFT from metric exemplars is not in the raw spans
-        trace_ids = [r[0] for r in conn.execute("SELECT trace_id FROM traces ORDER BY id")]
-        for i in range(0, len(trace_ids), 500):
-            chunk = trace_ids[i : i + 500]
+                progress(f"{traces:,} of {total:,} traces ({spans:,} spans)")
+        with lock:  # evaluations of log records that name no trace
             conn.execute("BEGIN IMMEDIATE")
-            recompute_traces(conn, chunk)
-            update_timing(conn, chunk)
-            conn.execute("COMMIT")
-            if progress:
-                progress(f"rebuilt {min(i + 500, len(trace_ids)):,} of {len(trace_ids):,} traces")
-        return spans, len(trace_ids)
+            try:
+                _reindex_log_evaluations(conn, None)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return spans, traces
     finally:
+        lock.close()
         conn.close()
+
+
+def _trace_batches(conn) -> Iterator[list[bytes]]:
+    """Trace ids in arrival order, grouped to about BATCH_SPANS spans; read afresh after each batch."""
+    last = 0
+    while True:
+        batch, spans = [], 0
+        for row_id, trace_id, span_count in conn.execute(
+            "SELECT id, trace_id, span_count FROM traces WHERE id > ? ORDER BY id LIMIT ?", (last, BATCH_SPANS)
+        ).fetchall():
+            if batch and spans + span_count > BATCH_SPANS:
+                break
+            batch.append(trace_id)
+            spans += span_count
+            last = row_id
+        if not batch:
+            return
+        yield batch
+
+
+def _reindex_traces(conn, trace_ids: list[bytes]) -> int:
+    """One batch, in the caller's transaction; returns the spans re-read."""
+    marks = ",".join("?" * len(trace_ids))
+    before = trace_totals(conn, trace_ids)
+    found = Decoded()
+    updates = []
+    response_ids: set[str] = set()
+    for span_id, raw in conn.execute(f"SELECT id, raw FROM spans WHERE trace_id IN ({marks})", trace_ids).fetchall():
+        span = Span.FromString(raw)
+        values, scan = normalized_fields(span)  # clamped and priced exactly as at ingest
+        updates.append((*values, span_id))
+        if values[_I_RESPONSE] is not None:
+            response_ids.add(values[_I_RESPONSE])
+        if scan != evals.SCAN_NOTHING:
+            add_evaluations(found, evals.from_span(span, scan))
+    conn.executemany(_UPDATE, updates)
+    # TTFT given by metric exemplars is not in the raw spans: given again (tracetui.store.metrics).
+    conn.execute(f"UPDATE metric_exemplars SET applied = 0 WHERE trace_id IN ({marks})", trace_ids)
+    waiting = pending_exemplars(conn, trace_ids)
+    if waiting:
+        apply_exemplars(conn, waiting)
+    if found.evaluations:
+        conn.executemany(INSERT_EVALUATION, found.evaluations)
+    response_ids.update(_reindex_log_evaluations(conn, trace_ids))
+    if response_ids and conn.execute("SELECT 1 FROM evaluations WHERE span_id IS NULL LIMIT 1").fetchone():
+        resolve_evaluations(conn, response_ids)
+
+    # The trace rows, rebuilt from their spans; their change time moves only where something changed.
+    rows_before = _trace_rows(conn, marks, trace_ids)
+    recompute_traces(conn, trace_ids, keep_updated_ns=True)
+    update_timing(conn, trace_ids)
+    now = time.time_ns()
+    changed = [(now, t) for t, row in _trace_rows(conn, marks, trace_ids).items() if row != rows_before.get(t)]
+    conn.executemany("UPDATE traces SET updated_ns = ? WHERE trace_id = ?", changed)
+
+    after = trace_totals(conn, trace_ids)
+    deltas = [sum(a[i] - before.get(t, (0, 0, 0.0))[i] for t, a in after.items()) for i in range(3)]
+    add_meta(conn, llm_calls=deltas[0], tokens=deltas[1], cost_usd=deltas[2])
+    return len(updates)
+
+
+def _trace_rows(conn, marks: str, trace_ids: list[bytes]) -> dict[bytes, tuple]:
+    cursor = conn.execute(f"SELECT * FROM traces WHERE trace_id IN ({marks})", trace_ids)
+    return {row[1]: row for row in cursor}  # column 1 is trace_id (schema v1)
+
+
+def _reindex_log_evaluations(conn, trace_ids: list[bytes] | None) -> set[str]:
+    """Evaluations carried by the log records of ``trace_ids`` (None: of records without a trace).
+
+    Returns the response ids they name, for resolving.
+    """
+    if trace_ids is None:
+        sql, params = "SELECT raw FROM logs WHERE trace_id IS NULL AND event_name = ?", [evals.EVENT_NAME]
+    else:
+        marks = ",".join("?" * len(trace_ids))
+        sql = f"SELECT raw FROM logs WHERE trace_id IN ({marks}) AND event_name = ?"
+        params = [*trace_ids, evals.EVENT_NAME]
+    found = Decoded()
+    for (raw,) in conn.execute(sql, params).fetchall():
+        add_evaluations(found, evals.from_log_record(LogRecord.FromString(raw)))
+    if found.evaluations:
+        conn.executemany(INSERT_EVALUATION, found.evaluations)
+    return {e[2] for e in found.evaluations if e[2]}

@@ -1,10 +1,29 @@
 """Keeping the database bounded: evict whole oldest traces, never one being looked at.
 
-Runs on the writer thread (the only writer), a little at a time: each round
-deletes at most ``MAX_TRACES_PER_ROUND`` traces in transactions of
-``TRACES_PER_TRANSACTION``, so exports waiting for a commit are never held up
-for long. Traces pinned by a running UI (the `pins` table, refreshed by the
-UI's watcher) are skipped.
+Eviction is part of the write path: every commit of a receiver's writer
+(tracetui.store.writer.Committer, in the receiver and in each ingest worker)
+evicts, inside its own transaction and under the write lock, the oldest whole
+traces the limits no longer allow (:func:`evict_over_limits`). So no reader
+ever sees the database over its limits, whatever the ingest rate, and
+eviction costs each commit about what it inserted. It reads the running span
+count kept in ``meta`` (never ``COUNT(*)``) and walks ``traces`` by its
+start-time index, so a commit within the limits pays one lookup.
+
+What the guarantee is, with ``--max-spans N``: after every commit the stored
+spans number at most N, unless the only traces left to evict are the ones
+that commit itself wrote into (they are committed once before they can be
+evicted: nothing is acknowledged and dropped unseen) or pinned ones; so at
+most N + the spans of one commit + the pinned traces. An ingest worker commits
+one export at a time (OTLP exporters send at most a few thousand spans per
+export); the receiver's own writer (``--decode-workers 0``) groups waiting
+exports, up to 20,000 spans a commit. A limit lowered on a
+big database is reached over successive commits (each evicts at least twice
+what it adds, and the 2 s status heartbeat commits evict too), so no single
+transaction holds the lock for long.
+
+Traces pinned by a running UI (the `pins` table, refreshed by the UI's
+watcher) are skipped. Evicted traces and spans are counted in ``meta``
+(``evicted_traces``, ``evicted_spans``) for the header and ``tracetui status``.
 
 ``purge`` empties everything (``tracetui purge``).
 """
@@ -18,12 +37,14 @@ from dataclasses import dataclass
 
 from tracetui.store.metrics import METRIC_TABLES, enforce_metric_retention
 
-TRACES_PER_TRANSACTION = 100
-MAX_TRACES_PER_ROUND = 2_000
+#: Spans one commit may evict at least (more when it added more: twice what it added).
+MIN_EVICT_SPANS = 5_000
 #: A UI's pin counts while it was refreshed this recently.
 PIN_TTL_NS = 5 * 60 * 10**9
-#: Evict down to this fraction of a limit, so eviction does not run on every commit.
+#: Evict down to this fraction of a limit, so that a commit that crosses it
+#: evicts a few hundred traces at once instead of every commit evicting one.
 HYSTERESIS = 0.9
+_CHUNK = 500
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -68,97 +89,146 @@ def _pinned(conn: sqlite3.Connection, now_ns: int) -> set[bytes]:
 
 
 def _oldest(
-    conn: sqlite3.Connection, pinned: set[bytes], *, spans_needed: int | None = None, before_ns: int | None = None
-) -> list[tuple]:
-    """Oldest unpinned traces: enough to remove ``spans_needed`` spans, at most one transaction's worth."""
+    conn: sqlite3.Connection, keep: set[bytes], spans_needed: int, *, before_ns: int | None = None
+) -> list[bytes]:
+    """The oldest traces not in ``keep`` holding at least ``spans_needed`` spans (fewer if there are not enough).
+
+    Walks the start-time index lazily: a commit reads only as many rows as it evicts (plus the kept ones).
+    """
     sql = "SELECT trace_id, span_count FROM traces"
     params: list = []
     if before_ns is not None:
         sql += " WHERE end_ns < ?"
         params.append(before_ns)
-    sql += " ORDER BY start_ns, id LIMIT ?"
-    params.append(TRACES_PER_TRANSACTION + len(pinned))
-    batch, spans = [], 0
-    for row in conn.execute(sql, params):
-        if row[0] in pinned:
-            continue
-        batch.append(row)
-        spans += row[1]
-        if len(batch) >= TRACES_PER_TRANSACTION or (spans_needed is not None and spans >= spans_needed):
-            break
-    return batch
-
-
-def evict(conn: sqlite3.Connection, trace_ids: list[bytes]) -> int:
-    """Delete whole traces (spans, logs, evaluations, rows) in one transaction; returns spans deleted."""
-    if not trace_ids:
-        return 0
-    conn.execute("BEGIN IMMEDIATE")
+    sql += " ORDER BY start_ns, id"
+    chosen, spans = [], 0
+    cursor = conn.execute(sql, params)
     try:
-        marks = ",".join("?" * len(trace_ids))
+        for trace_id, span_count in cursor:
+            if trace_id in keep:
+                continue
+            chosen.append(trace_id)
+            spans += span_count
+            if spans >= spans_needed:
+                break
+    finally:
+        cursor.close()
+    return chosen
+
+
+def delete_traces(conn: sqlite3.Connection, trace_ids: list[bytes]) -> int:
+    """Delete whole traces (spans, logs, evaluations, rows) in the caller's transaction; returns spans deleted.
+
+    Keeps the running counters in step and counts the eviction.
+    """
+    spans = 0
+    for i in range(0, len(trace_ids), _CHUNK):
+        chunk = trace_ids[i : i + _CHUNK]
+        marks = ",".join("?" * len(chunk))
         before = conn.total_changes
-        conn.execute(f"DELETE FROM spans WHERE trace_id IN ({marks})", trace_ids)
-        spans = conn.total_changes - before
-        conn.execute(f"DELETE FROM logs WHERE trace_id IN ({marks})", trace_ids)
-        conn.execute(f"DELETE FROM evaluations WHERE trace_id IN ({marks})", trace_ids)
-        conn.execute(f"DELETE FROM traces WHERE trace_id IN ({marks})", trace_ids)
+        conn.execute(f"DELETE FROM spans WHERE trace_id IN ({marks})", chunk)
+        spans += conn.total_changes - before
+        conn.execute(f"DELETE FROM logs WHERE trace_id IN ({marks})", chunk)
+        conn.execute(f"DELETE FROM evaluations WHERE trace_id IN ({marks})", chunk)
+        conn.execute(f"DELETE FROM traces WHERE trace_id IN ({marks})", chunk)
+    if trace_ids:
         conn.executemany(
             "UPDATE meta SET value = max(0, value - ?) WHERE key = ?",
             [(spans, "span_count"), (len(trace_ids), "trace_count")],
         )
-        conn.execute(
-            "INSERT INTO meta(key, value) VALUES ('evicted_traces', ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
-            (len(trace_ids),),
+        conn.executemany(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+            [("evicted_traces", len(trace_ids)), ("evicted_spans", spans)],
         )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return spans
 
 
-def enforce(conn: sqlite3.Connection, policy: Retention, now_ns: int | None = None) -> int:
-    """One bounded round of eviction; returns the number of traces evicted."""
-    if not policy.active:
-        return 0
-    now_ns = now_ns or time.time_ns()
-    pinned = _pinned(conn, now_ns)
-    evicted = 0
+@dataclass(slots=True)
+class Evicted:
+    traces: int = 0
+    spans: int = 0
 
-    def take(batch: list[tuple]) -> bool:
-        nonlocal evicted
-        if not batch:
-            return False
-        evict(conn, [r[0] for r in batch])
-        evicted += len(batch)
-        return evicted < MAX_TRACES_PER_ROUND
+
+def evict_over_limits(
+    conn: sqlite3.Connection,
+    policy: Retention,
+    *,
+    protect: set[bytes] | frozenset[bytes] = frozenset(),
+    added_spans: int = 0,
+    now_ns: int | None = None,
+) -> Evicted:
+    """Inside the caller's write transaction: evict what the limits no longer allow.
+
+    ``protect`` are the traces the caller's transaction wrote into (never
+    evicted by it); ``added_spans`` how many spans it added, which sets how
+    much this call may evict (at least ``MIN_EVICT_SPANS``, at least twice what
+    was added), so a transaction stays short even when the database starts far over a limit.
+    """
+    evicted = Evicted()
+    if not policy.active:
+        return evicted
+    now_ns = now_ns or time.time_ns()
+    budget = max(MIN_EVICT_SPANS, 2 * added_spans)
+    keep: set[bytes] | None = None
+
+    def take(spans_needed: int, before_ns: int | None = None) -> None:
+        nonlocal keep, budget
+        if keep is None:
+            keep = _pinned(conn, now_ns) | set(protect)
+        ids = _oldest(conn, keep, min(spans_needed, budget), before_ns=before_ns)
+        spans = delete_traces(conn, ids)
+        keep.update(ids)  # gone: a later pass must not count them again
+        evicted.traces += len(ids)
+        evicted.spans += spans
+        budget = max(0, budget - spans)
 
     if policy.max_age_s is not None:
         cutoff = now_ns - int(policy.max_age_s * 1e9)
-        while take(_oldest(conn, pinned, before_ns=cutoff)):
-            pass
-    if policy.max_spans is not None and _meta_int(conn, "span_count") > policy.max_spans:
-        target = int(policy.max_spans * HYSTERESIS)
-        while (excess := _meta_int(conn, "span_count") - target) > 0 and take(_oldest(conn, pinned, spans_needed=excess)):
-            pass
-    if policy.max_db_bytes is not None and used_bytes(conn) > policy.max_db_bytes:
-        target = int(policy.max_db_bytes * HYSTERESIS)
-        while (used := used_bytes(conn)) > target:
+        oldest = conn.execute("SELECT min(start_ns) FROM traces").fetchone()[0]
+        if oldest is not None and oldest < cutoff:  # (a trace ends after it starts)
+            take(budget, before_ns=cutoff)
+    if policy.max_spans is not None and budget:
+        count = _meta_int(conn, "span_count")
+        if count > policy.max_spans:
+            take(count - int(policy.max_spans * HYSTERESIS))
+    if policy.max_db_bytes is not None and budget:
+        used = used_bytes(conn)
+        if used > policy.max_db_bytes:
             spans = max(1, _meta_int(conn, "span_count"))
-            needed = max(1, int((used - target) / (used / spans)))  # at the average bytes per span
-            if not take(_oldest(conn, pinned, spans_needed=needed)):
-                break
-    _enforce_on_metrics(conn, policy, now_ns)
+            target = int(policy.max_db_bytes * HYSTERESIS)
+            take(max(1, int((used - target) / (used / spans))))  # at the average bytes per span
     return evicted
 
 
-def _enforce_on_metrics(conn: sqlite3.Connection, policy: Retention, now_ns: int) -> None:
-    """The same limits for GenAI metric points (tracetui.store.metrics), after the traces had their turn."""
+def enforce(conn: sqlite3.Connection, policy: Retention, now_ns: int | None = None) -> int:
+    """Evict until the database is within ``policy``, a transaction per round; returns the traces evicted.
+
+    (The receiver does this in every commit instead; this serves a database nobody writes.)
+    """
+    total = 0
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            evicted = evict_over_limits(conn, policy, now_ns=now_ns)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        total += evicted.traces
+        if not evicted.traces:
+            enforce_on_metrics(conn, policy, now_ns)
+            return total
+
+
+def enforce_on_metrics(conn: sqlite3.Connection, policy: Retention, now_ns: int | None = None) -> None:
+    """The same limits for GenAI metric points (tracetui.store.metrics), after the traces had their turn.
+
+    Outside any transaction (it makes its own); the receiver's writer thread runs it after each status heartbeat.
+    """
     limit = policy.max_db_bytes
     target = None if limit is None else int(limit * HYSTERESIS)
     enforce_metric_retention(
-        conn, now_ns, policy.max_age_s, lambda: target is not None and used_bytes(conn) > target
+        conn, now_ns or time.time_ns(), policy.max_age_s, lambda: target is not None and used_bytes(conn) > target
     )
 
 
@@ -171,7 +241,7 @@ def purge(conn: sqlite3.Connection) -> int:
             conn.execute(f"DELETE FROM {table}")  # table names are constants, not input
         conn.execute(
             "DELETE FROM meta WHERE key IN ('span_count', 'trace_count', 'log_count', 'evicted_traces', "
-            "'metric_points', 'metric_attributes_dropped')"
+            "'evicted_spans', 'metric_points', 'metric_attributes_dropped')"
         )
         conn.execute("COMMIT")
     except BaseException:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -344,15 +345,36 @@ def connect_writer(path: Path) -> sqlite3.Connection:
     if not path.exists():
         create_private_file(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
+    # First, so that everything below waits for a process starting at the same
+    # moment (switching a fresh file to WAL takes an exclusive lock) instead of failing.
+    conn.execute("PRAGMA busy_timeout=5000")
+    _use_wal(conn)
     # NORMAL in WAL mode: a commit survives the process being killed (the WAL is
     # written before COMMIT returns); only a power cut can lose the last commits.
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=5000")
     conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute("PRAGMA cache_size=-32000")  # 32 MB
     migrate(conn)
     return conn
+
+
+def _use_wal(conn: sqlite3.Connection, timeout_s: float = 10.0) -> None:
+    """Switch the file to WAL mode (once per file; a no-op afterwards).
+
+    The switch needs the file to itself, and SQLite answers "database is
+    locked" at once rather than calling the busy handler when another
+    connection is in a transaction (a second process migrating a fresh file at
+    the same moment): so wait and retry here.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def connect_reader(path: Path) -> sqlite3.Connection:
@@ -370,7 +392,9 @@ def connect_reader(path: Path) -> sqlite3.Connection:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         conn.close()
-        raise SchemaTooNew(f"{path} was written by a newer tracetui (schema {version} > {SCHEMA_VERSION})")
+        raise SchemaTooNew(
+            f"{path} was written by a newer tracetui (schema {version} > {SCHEMA_VERSION}): upgrade tracetui to open it"
+        )
     return conn
 
 
@@ -392,18 +416,34 @@ def ensure_schema(path: Path) -> None:
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    """Apply every pending migration, each in its own transaction. Returns the version."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise SchemaTooNew(f"database schema {version} is newer than this tracetui ({SCHEMA_VERSION})")
+    """Apply every pending migration, each in its own transaction. Returns the version.
+
+    The version is read again inside each write transaction: two processes
+    opening a fresh or old file at the same moment (two receivers, a receiver
+    and a `view`) would otherwise both see the old version and both run the
+    same migration, the second failing on "duplicate column name".
+    """
+    version = _schema_version(conn)
     while version < SCHEMA_VERSION:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            MIGRATIONS[version](conn)
-            version += 1
-            conn.execute(f"PRAGMA user_version={version:d}")
+            version = _schema_version(conn)  # another process may have migrated while we waited
+            if version < SCHEMA_VERSION:
+                MIGRATIONS[version](conn)
+                version += 1
+                conn.execute(f"PRAGMA user_version={version:d}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+    return version
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    """The file's schema version; raises SchemaTooNew for a file a newer tracetui wrote."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"database schema {version} is newer than this tracetui ({SCHEMA_VERSION}): upgrade tracetui to open it"
+        )
     return version

@@ -9,8 +9,10 @@ exports, each transaction under the receiver's write lock
 an export in the receiver process call :meth:`Writer.submit` and wait on the
 returned ticket; the thread drains the queue, writes every waiting request in
 one transaction, commits, then wakes the handlers. It also records the
-receiver's status, enforces retention and owns the checkpoint thread. Either
-way an export is acknowledged only after its spans are durable.
+receiver's status and owns the checkpoint thread. Every commit, wherever it
+runs, enforces the retention limits in its own transaction
+(tracetui.store.retention). Either way an export is acknowledged only after
+its spans are durable.
 """
 
 from __future__ import annotations
@@ -39,13 +41,16 @@ from tracetui.store.batch import (
     timing_result,
 )
 from tracetui.store.checkpoint import RESTART_FACTOR, WAL_BYTES, Checkpointer, bound_wal
+from tracetui.store.health import HealthFile, ThrottledLog, describe_failure, no_room
 from tracetui.store.lock import WriteLock
 from tracetui.store.metrics import apply_exemplars, pending_exemplars, write_metrics
-from tracetui.store.retention import Retention, enforce
+from tracetui.store.retention import Retention, enforce_on_metrics, evict_over_limits
 from tracetui.store.schema import connect_writer
 from tracetui.timing import SPLIT_KEYS, Call, analyze
 
 log = logging.getLogger(__name__)
+#: Failed commits repeat (a full disk fails every one): one log line every few seconds says it.
+_failures = ThrottledLog(log)
 
 #: An export is answered "retry later" rather than queued when the spans already
 #: waiting would take the writer longer than this: keeps acks prompt under overload
@@ -78,7 +83,7 @@ _N_CALL_FIELDS = 18
 _N_ANALYSIS = len(ANALYSIS_COLUMNS)
 # One result can arrive by two routes (a span event and a log record): stored
 # once (the evaluations_once index), with both routes named in its source.
-_INSERT_EVALUATION = (
+INSERT_EVALUATION = (
     "INSERT INTO evaluations(trace_id, span_id, response_id, name, score, label, explanation, source, time_ns) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT(trace_id, ifnull(span_id, ifnull(response_id, '')), name, ifnull(score, 'none'), ifnull(label, '')) "
@@ -114,7 +119,7 @@ UPDATE traces SET split_other_ns = max(0, (end_ns - start_ns) - (split_retry_ns 
                                       + split_decode_ns + split_response_ns + split_tool_ns))
 WHERE trace_id = ?
 """
-def _add_meta(conn: sqlite3.Connection, **deltas: float) -> None:
+def add_meta(conn: sqlite3.Connection, **deltas: float) -> None:
     """Add to the running counters the UI shows (spans, traces, LLM calls, tokens, cost)."""
     conn.executemany(
         "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
@@ -122,7 +127,7 @@ def _add_meta(conn: sqlite3.Connection, **deltas: float) -> None:
     )
 
 
-def _trace_totals(conn: sqlite3.Connection, trace_ids: list[bytes]) -> dict[bytes, tuple[int, int, float]]:
+def trace_totals(conn: sqlite3.Connection, trace_ids: list[bytes]) -> dict[bytes, tuple[int, int, float]]:
     """(LLM calls, tokens, cost) of the traces that exist among ``trace_ids``."""
     totals: dict[bytes, tuple[int, int, float]] = {}
     for i in range(0, len(trace_ids), 500):
@@ -153,9 +158,14 @@ def resolve_evaluations(conn: sqlite3.Connection, response_ids) -> None:
     )
 
 
-def recompute_traces(conn: sqlite3.Connection, trace_ids, now: int | None = None) -> None:
-    """Rebuild trace rows from their stored spans (duplicates in a batch, reindex)."""
-    now = now or time.time_ns()
+def recompute_traces(
+    conn: sqlite3.Connection, trace_ids, now: int | None = None, keep_updated_ns: bool = False
+) -> None:
+    """Rebuild trace rows from their stored spans (duplicates in a batch, reindex).
+
+    ``keep_updated_ns``: leave each row's change time as it is (reindex sets it where something changed).
+    """
+    now = None if keep_updated_ns else (now or time.time_ns())
     conn.executemany(_RECOMPUTE_TRACE, [{"trace_id": t, "now": now} for t in trace_ids])
 
 
@@ -223,7 +233,7 @@ class Overloaded(Exception):
 
 
 class StoreUnavailable(Exception):
-    """The database refused the write (locked, disk full...); retryable."""
+    """The database refused the write (locked, disk full...); retryable. The message says why."""
 
 
 @dataclass(slots=True)
@@ -301,7 +311,7 @@ UPDATE traces SET
                       AND (input_tokens > 0 OR output_tokens > 0)),
     session_id    = (SELECT session_id FROM s WHERE session_id IS NOT NULL
                      ORDER BY parent_span_id IS NOT NULL, start_ns LIMIT 1),
-    updated_ns    = :now
+    updated_ns    = coalesce(:now, updated_ns)
 WHERE trace_id = :trace_id
 """
 
@@ -319,15 +329,21 @@ class Committer:
         wal_bytes: the checkpoint threshold (tracetui.store.checkpoint); this
             connection only ever copies frames itself when the WAL has grown
             past ``LIMIT_FACTOR`` times it.
+        retention: the limits every commit enforces in its own transaction
+            (tracetui.store.retention): eviction keeps pace with ingest because
+            it is part of it.
     """
 
-    def __init__(self, path: Path, wal_bytes: int = WAL_BYTES) -> None:
+    def __init__(self, path: Path, wal_bytes: int = WAL_BYTES, retention: Retention | None = None) -> None:
         self.path = Path(path)
+        self.retention = retention or Retention()
         self.conn = connect_writer(self.path)
         # WAL checkpoints run on their own thread (tracetui.store.checkpoint).
         self.conn.execute("PRAGMA wal_autocheckpoint=0")
         self.conn.execute(f"PRAGMA journal_size_limit={RESTART_FACTOR * wal_bytes:d}")
         self.lock = WriteLock(self.path)  # its own file handle: see tracetui.store.lock
+        #: Where this process reports write failures for the UI (tracetui.store.health).
+        self.health = HealthFile(self.path)
         self.wal_bytes = wal_bytes
         #: sources.id by digest. Valid while nobody else writes: cleared when
         #: PRAGMA data_version says another connection committed (another
@@ -338,13 +354,15 @@ class Committer:
     def commit(self, parts: list[Decoded], status: dict | None = None) -> int:
         """Write ``parts`` (and the receiver's status) in one transaction; returns the new spans.
 
-        Raises sqlite3.Error (locked, disk full...) with nothing written.
+        Raises StoreUnavailable (locked, disk full...), saying why, with nothing written.
         """
         conn = self.conn
+        started_ns = time.time_ns()
         with self.lock:
-            conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.execute("BEGIN IMMEDIATE")
                 written = self._write(conn, parts) if parts else 0
+                self._evict(conn, parts, written)
                 if status is not None:
                     conn.execute(
                         "INSERT INTO meta(key, value) VALUES ('receiver', ?) "
@@ -352,12 +370,41 @@ class Committer:
                         (json.dumps(status),),
                     )
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 self._source_ids.clear()
-                conn.execute("ROLLBACK")
+                self._rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise self._failed(exc) from exc
                 raise
             bound_wal(conn, self.path, self.wal_bytes)  # still holding the lock
+        if parts:  # (a status heartbeat is too small to say the disk has room again)
+            self.health.clear(started_ns)
         return written
+
+    def _rollback(self) -> None:
+        """Undo the failed transaction, if SQLite has not already (it does itself on a full disk).
+
+        Never raises: the error that made the transaction fail is the one to report.
+        """
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                _failures.log(logging.WARNING, "rollback", "rollback failed: %s", exc)
+
+    def _failed(self, exc: sqlite3.Error) -> StoreUnavailable:
+        """Report a failed commit (to the UI through the health file, to the log, throttled)."""
+        message = describe_failure(exc, self.path)
+        problem = no_room(exc, self.path) or "write failed"
+        self.health.report(problem, message)
+        _failures.log(logging.ERROR, problem, "write failed: %s", message)
+        return StoreUnavailable(message)
+
+    def _evict(self, conn: sqlite3.Connection, parts: list[Decoded], written: int) -> None:
+        """Retention, in the commit's transaction (counted in ``meta``): never the traces this commit wrote into."""
+        if self.retention.active:
+            protect = {trace_id for part in parts for trace_id in part.traces}
+            evict_over_limits(conn, self.retention, protect=protect, added_spans=written)
 
     def close(self, optimize: bool = False) -> None:
         try:
@@ -367,6 +414,7 @@ class Committer:
         except sqlite3.Error as exc:
             log.warning("closing database: %s", exc)
         self.lock.close()
+        self.health.close()
 
     def _write(self, conn: sqlite3.Connection, parts: list[Decoded]) -> int:
         """Insert one group of requests; returns the number of new spans."""
@@ -386,13 +434,13 @@ class Committer:
         if logs:
             before = conn.total_changes
             conn.executemany(_INSERT_LOG, logs)
-            _add_meta(conn, log_count=conn.total_changes - before)
+            add_meta(conn, log_count=conn.total_changes - before)
         inserted = 0
         if rows:
             inserted = self._write_spans(conn, rows, [d for d in parts if d.spans])
         self._write_metrics(conn, parts, rows, remap)
         if evaluations:
-            conn.executemany(_INSERT_EVALUATION, evaluations)
+            conn.executemany(INSERT_EVALUATION, evaluations)
         # Evaluations that named only a response id wait for the span that produced it;
         # most batches have none waiting, and then this costs one indexed lookup.
         if conn.execute("SELECT 1 FROM evaluations WHERE span_id IS NULL LIMIT 1").fetchone():
@@ -469,7 +517,7 @@ class Committer:
                 if first_part.setdefault(trace_id, n) != n:
                     split.add(trace_id)
         trace_ids = list(first_part)
-        before = _trace_totals(conn, trace_ids)
+        before = trace_totals(conn, trace_ids)
 
         start = conn.total_changes
         conn.executemany(_INSERT_SPAN, rows)
@@ -512,9 +560,9 @@ class Committer:
         if others:
             conn.executemany(_UPDATE_OTHER_TIME, others)
 
-        after = _trace_totals(conn, trace_ids)
+        after = trace_totals(conn, trace_ids)
         deltas = [sum(a[i] - before.get(t, (0, 0, 0.0))[i] for t, a in after.items()) for i in range(3)]
-        _add_meta(conn, span_count=inserted, trace_count=len(trace_ids) - len(before), llm_calls=deltas[0],
+        add_meta(conn, span_count=inserted, trace_count=len(trace_ids) - len(before), llm_calls=deltas[0],
                   tokens=deltas[1], cost_usd=deltas[2])  # fmt: skip
         return inserted
 
@@ -525,13 +573,14 @@ class Writer:
     Exports decoded in the receiver process (``--decode-workers 0``, imports,
     tests) are written here; the ingest workers write their own
     (tracetui.otlp.decoder). Either way this thread also records the
-    receiver's status, enforces retention and owns the checkpoint thread.
+    receiver's status (its heartbeat commits evict by age while nothing
+    arrives) and owns the checkpoint thread.
 
     Args:
         path: the database file (created, owner-only, if missing).
         max_pending_spans: spans allowed to wait for the writer before
             :meth:`submit` raises :class:`Overloaded`.
-        retention: limits enforced between commits.
+        retention: limits every commit enforces (tracetui.store.retention).
         wal_bytes: WAL size that triggers a checkpoint (on its own thread).
     """
 
@@ -545,8 +594,7 @@ class Writer:
         self.path = Path(path)
         self.max_pending_spans = max_pending_spans
         self.retention = retention or Retention()
-        self.evicted_traces = 0
-        self._committer: Committer | None = Committer(self.path, wal_bytes=wal_bytes)
+        self._committer: Committer | None = Committer(self.path, wal_bytes=wal_bytes, retention=self.retention)
         self._checkpointer: Checkpointer | None = None
         self._wal_bytes = wal_bytes
         self._cond = threading.Condition()
@@ -571,7 +619,7 @@ class Writer:
 
     @property
     def lock(self) -> WriteLock:
-        """The write lock, as this process holds it (retention and the checkpoint thread take it too)."""
+        """The write lock, as this process holds it (the checkpoint thread takes it too)."""
         assert self._committer is not None, "writer closed"
         return self._committer.lock
 
@@ -672,12 +720,20 @@ class Writer:
                 if stopping:
                     status["state"] = "stopped"
             if batch or status is not None:
-                self._commit(batch, status)
+                self._commit(batch, status)  # retention too: every commit evicts what the limits no longer allow
             if status is not None and self.retention.active and not stopping:
-                self._enforce_retention()
+                self._enforce_metric_retention()
             if stopping:
                 self._close()
                 return
+
+    def _enforce_metric_retention(self) -> None:
+        """Metric points (few, and not part of the commits' eviction): a bounded round after each heartbeat."""
+        try:
+            with self.lock:
+                enforce_on_metrics(self._conn, self.retention)
+        except sqlite3.Error as exc:
+            _failures.log(logging.WARNING, "metric retention", "metric retention: %s", exc)
 
     def _settle_overload(self) -> bool:
         """Back to "listening" once the backlog is under half its limit; whether it changed (under _cond)."""
@@ -687,14 +743,6 @@ class Writer:
             return False
         self._status["state"] = "listening"
         return True
-
-    def _enforce_retention(self) -> None:
-        """A bounded round of eviction, on the writer thread, between commits."""
-        try:
-            with self.lock:
-                self.evicted_traces += enforce(self._conn, self.retention)
-        except sqlite3.Error as exc:
-            log.warning("retention: %s", exc)
 
     def _take_batch(self) -> list[Ticket]:
         batch: list[Ticket] = []
@@ -719,9 +767,8 @@ class Writer:
                 # How fast the writer drains, smoothed: bounds how long a new export would wait.
                 rate = spans / max(1e-6, time.monotonic() - started)
                 self._rate = rate if self._rate is None else 0.7 * self._rate + 0.3 * rate
-        except sqlite3.Error as exc:  # locked, disk full, I/O error: the exporter retries
-            log.error("write failed: %s", exc)
-            error = StoreUnavailable(f"database write failed: {exc}")
+        except StoreUnavailable as exc:  # locked, disk full, I/O error (logged): the exporter retries
+            error = exc
         except Exception as exc:  # a bug: never leave a handler waiting forever
             log.exception("write failed")
             error = exc

@@ -72,6 +72,12 @@ class StatusHeader(Widget):
         address = self.listen or status.get("grpc")
         if self.receiver_alive is False:
             return "✗ receiver stopped", "bold red"
+        problem = self.counters.store_problem if self.counters else None
+        # Said by the receiver beside the database, which it cannot write (tracetui.store.health).
+        if problem and problem.get("problem") == "disk full":
+            return "✗ disk full: exports are refused (retryable) until space is freed", "bold red"
+        if problem and problem.get("problem") == "file size limit":
+            return "✗ the database reached the file size limit (ulimit -f): exports are refused (retryable)", "bold red"
         beat = status.get("heartbeat_ns")
         silent_s = time.time() - beat / 1e9 if beat else None
         if self.receiver_alive is None:
@@ -107,4 +113,6 @@ class StatusHeader(Widget):
             text.append(fmt_cost(max(0.0, cost)) if calls else "$0", style="bold")
             text.append(f"  {fmt_count(max(0, tokens))} tok  {max(0, calls):,} LLM calls")
             text.append(f"   db {fmt_bytes(c.db_bytes)}", style="dim")
+            if c.evicted_traces:  # retention at work: those traces were removed on purpose, not lost
+                text.append(f"  evicted {fmt_count(c.evicted_traces)} traces", style="dim")
         return text
