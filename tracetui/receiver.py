@@ -23,6 +23,7 @@ from typing import TextIO
 
 from tracetui import pricing
 from tracetui.config import TOKEN_ENV, ReceiverSettings
+from tracetui.otlp.admission import Admission, default_budget
 from tracetui.otlp.decoder import Decoder, InlineDecoder, WorkerPool, configure_pricing
 from tracetui.otlp.grpc_server import start_grpc_server
 from tracetui.store.retention import Retention, parse_age
@@ -84,6 +85,7 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
         except Exception as exc:
             return give_up(f"cannot start the ingest workers: {exc}")
         writer.backlog = pool.backlog
+    admission = Admission(default_budget(settings.max_request_bytes))  # shared: one memory budget
     try:
         server, port = start_grpc_server(
             writer,
@@ -93,6 +95,7 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
             workers=settings.grpc_workers,
             token=settings.token,
             decoder=decoder,
+            admission=admission,
         )
     except OSError as exc:
         return give_up(str(exc))
@@ -107,6 +110,7 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
         workers=settings.grpc_workers,
         shutdown_grace_s=SHUTDOWN_GRACE_S,
         decoder=decoder,
+        admission=admission,
     )
     try:
         http_port = http.start()

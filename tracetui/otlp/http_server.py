@@ -34,10 +34,19 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 
+from tracetui.otlp.admission import (
+    JSON_COST_FACTOR,
+    PROTOBUF_COST_FACTOR,
+    UNKNOWN_SIZE_COST,
+    Admission,
+    OverBudget,
+    Pass,
+    default_budget,
+)
 from tracetui.otlp.auth import bearer_ok
 from tracetui.otlp.decode import DecodeError
 from tracetui.otlp.decoder import Decoder, InlineDecoder
-from tracetui.otlp.ingest import RETRY_DELAY_S, Outcome, ingest
+from tracetui.otlp.ingest import Outcome, ingest
 from tracetui.otlp.otlp_json import message_to_json, parse_request
 from tracetui.store.writer import Writer
 
@@ -92,51 +101,11 @@ class TooLarge(Exception):
     """The body is over the size limit (before or after decompression)."""
 
 
-class OverBudget(Exception):
-    """Requests in flight already hold as much memory as the receiver allows."""
-
-
-class InflightBudget:
-    """Bytes held by requests in flight (bodies and decompressed payloads), shared by all requests."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._lock = threading.Lock()
-
-    def take(self, n: int) -> None:
-        with self._lock:
-            if self.used + n > self.limit:
-                raise OverBudget(f"{self.used} bytes of requests in flight")
-            self.used += n
-
-    def give(self, n: int) -> None:
-        with self._lock:
-            self.used -= n
-
-
-@dataclass
-class Lease:
-    """One request's share of the budget, given back when it is answered."""
-
-    budget: InflightBudget
-    held: int = 0
-
-    def take(self, n: int) -> None:
-        self.budget.take(n)
-        self.held += n
-
-    def release(self) -> None:
-        if self.held:
-            self.budget.give(self.held)
-            self.held = 0
-
-
 def _looks_like_zlib(data: bytes | bytearray) -> bool:
     return len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
 
 
-def decompress_bounded(data: bytes | bytearray, encoding: str, limit: int, lease: Lease | None = None) -> bytearray:
+def decompress_bounded(data: bytes | bytearray, encoding: str, limit: int, admitted: Pass | None = None) -> bytearray:
     """Decompress ``gzip`` or ``deflate`` (zlib-wrapped or raw) without ever holding more than ``limit`` bytes.
 
     Input is fed in small slices and output taken in bounded steps, so the
@@ -162,8 +131,8 @@ def decompress_bounded(data: bytes | bytearray, encoding: str, limit: int, lease
             if chunk:
                 if len(out) + len(chunk) > limit:
                     raise TooLarge(f"more than {limit} bytes after decompression")
-                if lease is not None:
-                    lease.take(len(chunk))
+                if admitted is not None:
+                    admitted.grow(len(chunk))
                 out += chunk
             pending = decomp.unconsumed_tail
             if decomp.eof:
@@ -210,11 +179,15 @@ def _retry_after(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
 
 
-def _too_busy() -> Reply:
-    return _status(
-        429, code_pb2.RESOURCE_EXHAUSTED, "tracetui is receiving too much at once; retry later",
-        **{"Retry-After": _retry_after(RETRY_DELAY_S)},
-    )  # fmt: skip
+def _too_busy(exc: OverBudget) -> Reply:
+    return _status(429, code_pb2.RESOURCE_EXHAUSTED, str(exc), **{"Retry-After": _retry_after(exc.retry_after_s)})
+
+
+def _cost_factor(content_type: str, encoding: str) -> int:
+    """Memory per byte of body (tracetui.otlp.admission); a compressed body is charged again as it inflates."""
+    if encoding:
+        return 1
+    return JSON_COST_FACTOR if content_type == JSON else PROTOBUF_COST_FACTOR
 
 
 # --- the server -----------------------------------------------------------------------------
@@ -230,8 +203,8 @@ class HttpReceiver:
         token: when set, every export needs ``Authorization: Bearer TOKEN``.
         decoder: where requests are decoded and written (default: decoded in the
             handler thread, written by ``writer``'s thread).
-        max_inflight_bytes: memory that bodies in flight may hold together
-            before new ones are answered 429 (default: 4 requests' worth).
+        admission: the memory budget shared with the gRPC server (default: one of
+            its own, for 4 requests' worth of bodies); exports wait for it, then get 429.
     """
 
     def __init__(
@@ -243,7 +216,7 @@ class HttpReceiver:
         max_request_bytes: int,
         token: str | None = None,
         workers: int = 8,
-        max_inflight_bytes: int | None = None,
+        admission: Admission | None = None,
         shutdown_grace_s: float = 10.0,
         decoder: Decoder | None = None,
     ) -> None:
@@ -254,9 +227,11 @@ class HttpReceiver:
         self.port = 0
         self.max_request_bytes = max_request_bytes
         self.token = token or None
-        self.budget = InflightBudget(max_inflight_bytes or 4 * max_request_bytes)
+        self.admission = admission or Admission(default_budget(max_request_bytes))
         self.shutdown_grace_s = shutdown_grace_s
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tracetui-http")
+        #: Threads that wait in the admission line (never the ones that decode, which free the budget).
+        self._line = ThreadPoolExecutor(max_workers=64, thread_name_prefix="tracetui-http-admission")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -331,6 +306,7 @@ class HttpReceiver:
             loop.call_soon_threadsafe(loop.stop)
         self._thread.join(self.shutdown_grace_s + 5)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._line.shutdown(wait=False, cancel_futures=True)
 
     # --- the aiohttp application --------------------------------------------
 
@@ -421,7 +397,10 @@ class HttpReceiver:
         if request.content_length is not None and request.content_length > self.max_request_bytes:
             return _encode(self._too_large(request.content_length), reply_type)
 
-        lease = Lease(self.budget)
+        try:
+            admitted = await self._admit(request, answer_type, encoding)
+        except OverBudget as exc:
+            return _encode(_too_busy(exc), answer_type)
         handed_off = False
         try:
             body = bytearray()
@@ -429,21 +408,35 @@ class HttpReceiver:
                 async for chunk in request.content.iter_any():
                     if len(body) + len(chunk) > self.max_request_bytes:
                         return _encode(self._too_large(), reply_type)
-                    lease.take(len(chunk))
                     body += chunk
             except (ConnectionError, http_exceptions.HttpProcessingError) as exc:
                 # the client went away or sent a broken body: nobody is waiting for a real answer
                 reply = _status(400, code_pb2.INVALID_ARGUMENT, f"the body could not be read: {exc}")
                 return _encode(reply, reply_type)
+            if admitted.sizing:
+                admitted.resize(len(body) * _cost_factor(answer_type, encoding))
             loop = asyncio.get_running_loop()
-            handed_off = True  # from here on _process gives the lease back, even if this coroutine is cancelled
-            reply = await loop.run_in_executor(self._pool, self._process, signal, answer_type, encoding, body, lease)
-        except OverBudget:
-            reply = _too_busy()
+            handed_off = True  # from here on _process gives the pass back, even if this coroutine is cancelled
+            reply = await loop.run_in_executor(self._pool, self._process, signal, answer_type, encoding, body, admitted)
         finally:
             if not handed_off:
-                lease.release()
+                admitted.release()
         return _encode(reply, answer_type)
+
+    async def _admit(self, request: web.Request, content_type: str, encoding: str) -> Pass:
+        """Wait (off the event loop) for the memory this export will cost, before its body is read."""
+        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+        peer_name = f"http:{peer[0]}:{peer[1]}" if peer else "http:?"
+        size = request.content_length
+        cost = UNKNOWN_SIZE_COST if size is None else size * _cost_factor(content_type, encoding)
+        waiting = asyncio.get_running_loop().run_in_executor(
+            self._line, lambda: self.admission.enter(peer_name, cost, unknown_size=size is None)
+        )
+        try:
+            return await asyncio.shield(waiting)
+        except asyncio.CancelledError:  # shutting down: a pass granted later must still go back
+            waiting.add_done_callback(lambda f: f.cancelled() or f.exception() or f.result().release())
+            raise
 
     def _too_large(self, size: int | None = None) -> Reply:
         if size is not None:
@@ -454,22 +447,26 @@ class HttpReceiver:
 
     # --- on a pool thread -----------------------------------------------------
 
-    def _process(self, signal: str, content_type: str, encoding: str, body: bytearray, lease: Lease) -> Reply:
+    def _process(self, signal: str, content_type: str, encoding: str, body: bytearray, admitted: Pass) -> Reply:
         """Decompress, decode, store and wait for the commit; returns the answer (never raises for bad input)."""
         try:
-            return self._decode_and_store(signal, content_type, encoding, body, lease)
-        except OverBudget:
-            return _too_busy()
+            return self._decode_and_store(signal, content_type, encoding, body, admitted)
+        except OverBudget as exc:
+            return _too_busy(exc)
         except Exception as exc:  # a bug: answer 500 rather than leave the exporter hanging
             log.exception("OTLP/HTTP export failed")
             return _status(500, code_pb2.INTERNAL, f"internal error: {exc}")
         finally:
-            lease.release()
+            admitted.release()
 
-    def _decode_and_store(self, signal: str, content_type: str, encoding: str, body: bytearray, lease: Lease) -> Reply:
+    def _decode_and_store(
+        self, signal: str, content_type: str, encoding: str, body: bytearray, admitted: Pass
+    ) -> Reply:
         try:
             if encoding:
-                body = decompress_bounded(body, encoding, self.max_request_bytes, lease)
+                body = decompress_bounded(body, encoding, self.max_request_bytes, admitted)
+                if content_type == JSON:  # what parsing will cost, now that the size is known
+                    admitted.grow(len(body) * (JSON_COST_FACTOR - 1))
             if signal == "metrics":
                 return Reply(200, ExportMetricsServiceResponse())  # accepted, not stored
             payload: bytes | bytearray | Message = body
@@ -484,7 +481,7 @@ class HttpReceiver:
         if result.outcome is Outcome.INVALID:
             return _status(400, code_pb2.INVALID_ARGUMENT, result.message)
         if result.outcome is Outcome.BUSY:
-            retry_after = _retry_after(result.retry_after_s)
+            retry_after = _retry_after(max(result.retry_after_s, self.admission.retry_delay()))
             return _status(503, code_pb2.UNAVAILABLE, result.message, **{"Retry-After": retry_after})
         assert result.response is not None
         return Reply(200, result.response)

@@ -1,0 +1,233 @@
+"""Hostile floods against the receiver: peak memory of its process tree, and a polite exporter's loss.
+
+Each scenario starts its own ``tracetui serve --headless`` (port 0, fresh
+database), samples the RSS of the receiver's process tree every 50 ms
+(common.ProcSampler: the sum over the receiver and its ingest workers, an
+upper bound) and prints the peak:
+
+* ``json16`` / ``json64``: 16 / 64 concurrent OTLP/HTTP JSON bodies of 16 MB of small spans;
+* ``proto60``: 60 concurrent 63 MB OTLP/gRPC protobuf requests (with the right token);
+* ``tokenless60``: the same 60 x 63 MB requests without the token, against ``--token``.
+* ``polite``: an app using the standard SDK (BatchSpanProcessor + OTLPSpanExporter, default
+  settings, gRPC and HTTP) at 100 spans/s while 32 aggressive gRPC clients flood the
+  receiver for ``--duration`` s; prints the spans the app lost and the flood's acked-but-missing.
+
+Memory and loss are what this measures, not throughput: the machine is small and
+shared, and both stay meaningful under CPU contention. To measure another
+version (the same-run baseline), put its source first on the path:
+
+    git worktree add /tmp/t15b-base 6b6d871
+    .venv/bin/python benchmarks/flood.py --source /tmp/t15b-base json16 polite
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import EXPORT_METHOD, PYTHON, ProcSampler  # noqa: E402
+
+READY = re.compile(r"listening grpc=(?P<grpc>\S+) http=(?P<http>\S+) db=")
+TOKEN = "flood-token"
+MB = 1024 * 1024
+
+
+class Server:
+    """``tracetui serve --headless`` from ``source`` (None: the installed tracetui)."""
+
+    def __init__(self, db: Path, source: str | None, *args: str) -> None:
+        env = dict(os.environ)
+        env.pop("TRACETUI_TOKEN", None)
+        if source:
+            env["PYTHONPATH"] = source
+        cmd = [PYTHON, "-m", "tracetui", "serve", "--headless", "--db", str(db), "--grpc-port", "0",
+               "--http-port", "0", *args]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True, cwd="/", env=env, start_new_session=True)  # fmt: skip
+        self.stderr_bytes = 0
+        self.grpc = self.http = ""
+        ready = threading.Event()
+
+        def drain() -> None:
+            assert self.proc.stderr is not None
+            for line in self.proc.stderr:
+                self.stderr_bytes += len(line)
+                m = READY.search(line)
+                if m:
+                    self.grpc, self.http = m["grpc"], m["http"]
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        ready.wait(60)
+        if not self.grpc:
+            raise RuntimeError("receiver did not start")
+        self.sampler = ProcSampler(self.proc.pid)
+        self.sampler.start()
+
+    def stop(self) -> None:
+        self.sampler.stop()
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# --- bodies -----------------------------------------------------------------------------
+
+
+def small_span_json(i: int) -> dict:
+    return {
+        "traceId": f"{0xF100 + i // 10:032x}",
+        "spanId": f"{0xE100 + i:016x}",
+        "name": f"op-{i % 50}",
+        "kind": 1,
+        "startTimeUnixNano": str(1_700_000_000_000_000_000 + i * 1000),
+        "endTimeUnixNano": str(1_700_000_000_000_000_000 + i * 1000 + 500),
+        "attributes": [{"key": "k", "value": {"stringValue": "v"}}, {"key": "n", "value": {"intValue": str(i)}}],
+    }
+
+
+def json_body(target_bytes: int) -> bytes:
+    """An OTLP JSON request of about ``target_bytes`` of small spans."""
+    one = len(json.dumps(small_span_json(0))) + 1
+    spans = [small_span_json(i) for i in range(max(1, target_bytes // one))]
+    doc = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "flood"}}]},
+                              "scopeSpans": [{"scope": {"name": "flood"}, "spans": spans}]}]}  # fmt: skip
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def proto_body(target_bytes: int) -> bytes:
+    """An OTLP protobuf request of about ``target_bytes``: small spans, a few large attribute values."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+    spans = []
+    size = 0
+    i = 0
+    while size < target_bytes:
+        span = Span(trace_id=(0xF200 + i // 10).to_bytes(16, "big"), span_id=(0xE200 + i).to_bytes(8, "big"),
+                    name=f"op-{i % 50}", start_time_unix_nano=1_700_000_000_000_000_000 + i,
+                    end_time_unix_nano=1_700_000_000_000_000_500 + i,
+                    attributes=[KeyValue(key="k", value=AnyValue(string_value="v")),
+                                KeyValue(key="n", value=AnyValue(int_value=i))])  # fmt: skip
+        spans.append(span)
+        size += span.ByteSize() + 3
+        i += 1
+    request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])])
+    return request.SerializeToString()
+
+
+# --- floods -------------------------------------------------------------------------------
+
+
+def post_all(address: str, body: bytes, n: int, content_type: str) -> dict[int, int]:
+    """POST ``body`` from ``n`` threads at once; returns {status: count} (0: connection error)."""
+    host, port = address.rsplit(":", 1)
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    go = threading.Barrier(n)
+
+    def one() -> None:
+        status = 0
+        try:
+            conn = http.client.HTTPConnection(host, int(port), timeout=300)
+            go.wait()
+            conn.request("POST", "/v1/traces", body=body, headers={"Content-Type": content_type})
+            status = conn.getresponse().status
+            conn.close()
+        except Exception:  # noqa: BLE001 - counted as 0
+            pass
+        with lock:
+            statuses[status] = statuses.get(status, 0) + 1
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return statuses
+
+
+def export_all(address: str, body: bytes, n: int, token: str | None) -> dict[str, int]:
+    """Export ``body`` over gRPC from ``n`` threads (one channel each) at once; returns {status: count}."""
+    statuses: dict[str, int] = {}
+    lock = threading.Lock()
+    go = threading.Barrier(n)
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
+
+    def one() -> None:
+        with grpc.insecure_channel(address, options=[("grpc.max_send_message_length", -1)]) as channel:
+            export = channel.unary_unary(EXPORT_METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+            go.wait()
+            try:
+                export(body, timeout=300, metadata=metadata)
+                code = "OK"
+            except grpc.RpcError as exc:
+                code = exc.code().name
+        with lock:
+            statuses[code] = statuses.get(code, 0) + 1
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return statuses
+
+
+def memory_flood(name: str, source: str | None, tmp: Path) -> dict:
+    token_args = ("--token", TOKEN) if name in ("proto60", "tokenless60") else ()
+    server = Server(tmp / f"{name}.db", source, *token_args)
+    time.sleep(1.0)
+    idle = server.sampler.peak_rss
+    server.sampler.peak_rss = 0
+    t0 = time.monotonic()
+    if name.startswith("json"):
+        n = int(name[4:])
+        answers = post_all(server.http, json_body(16 * MB), n, "application/json")
+    else:
+        answers = export_all(server.grpc, proto_body(63 * MB), 60, TOKEN if name == "proto60" else None)
+    time.sleep(1.0)
+    peak = server.sampler.peak_rss
+    server.stop()
+    return {"flood": name, "idle_mb": round(idle / 1e6, 1), "peak_mb": round(peak / 1e6, 1),
+            "answers": answers, "seconds": round(time.monotonic() - t0, 1), "stderr_bytes": server.stderr_bytes}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("floods", nargs="*", default=["json16", "json64", "proto60", "tokenless60", "polite"])
+    parser.add_argument("--source", default=None, help="directory holding the tracetui package to measure")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of the polite-exporter flood")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="t15b-flood-") as tmp:
+        for name in args.floods:
+            if name == "polite":
+                from polite import polite_flood
+
+                result = polite_flood(lambda db, *a: Server(db, args.source, *a), Path(tmp), args.duration)
+            else:
+                result = memory_flood(name, args.source, Path(tmp))
+            result["source"] = args.source or "this checkout"
+            print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
