@@ -36,6 +36,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Literal, Protocol
 
 from google.protobuf.message import Message
@@ -45,6 +46,7 @@ from tracetui.fmt import fmt_counted
 from tracetui.otlp.decode import (
     Decoded,
     DecodeError,
+    _varint,
     decode_logs,
     decode_spans,
     parse_logs_request,
@@ -57,6 +59,137 @@ from tracetui.store.writer import Committer, Overloaded, StoreUnavailable, Write
 log = logging.getLogger(__name__)
 
 Signal = Literal["traces", "logs"]
+
+
+#: Spans decoded (and written) at a time from one trace export. Decoded rows weigh
+#: ~1-2 KB a span in Python: a 63 MB request of small spans, decoded at once,
+#: took an ingest worker to 1.3 GB; in slices it holds a few MB of rows at a time.
+DECODE_SLICE_SPANS = 4_000
+
+
+def request_slices(signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Iterator[bytes | Message]:
+    """The export as sub-requests of at most :data:`DECODE_SLICE_SPANS` spans (the payload itself when small).
+
+    Large trace requests are cut at the byte level (each slice keeps its spans'
+    resource and scope), so the whole request is never parsed into objects at
+    once. Every slice is parsed once before the first is yielded, so a request
+    that does not parse raises DecodeError before any of it is written.
+    """
+    if signal != "traces":
+        yield payload
+        return
+    if isinstance(payload, Message):
+        if sum(len(ss.spans) for rs in payload.resource_spans for ss in rs.scope_spans) <= DECODE_SLICE_SPANS:
+            yield payload
+            return
+        payload = payload.SerializeToString()
+    data = bytes(payload)
+    try:
+        small = _span_count(data, stop_after=DECODE_SLICE_SPANS) <= DECODE_SLICE_SPANS
+    except (ValueError, IndexError):
+        small = True  # not the expected shape: parse_trace_request says why, or it is fine whole
+    if small:
+        yield payload
+        return
+    for part in _slices(data):
+        parse_trace_request(part)  # validation only; raises DecodeError
+    yield from _slices(data)
+
+
+def _fields(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(field number, start, end) of each field of the message ``data[start:end]``, tag included."""
+    pos = start
+    while pos < end:
+        field_start = pos
+        key, pos = _varint(data, pos)
+        wire_type = key & 7
+        if wire_type == 2:
+            size, pos = _varint(data, pos)
+            pos += size
+        elif wire_type == 0:
+            _, pos = _varint(data, pos)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 5:
+            pos += 4
+        else:
+            raise ValueError("group wire type")
+        if pos > end:
+            raise ValueError("field runs past its message")
+        yield key >> 3, field_start, pos
+
+
+def _body(data: bytes, start: int, end: int) -> tuple[int, int]:
+    """Where the value of the length-delimited field ``data[start:end]`` begins and ends."""
+    _, pos = _varint(data, start)
+    _, pos = _varint(data, pos)
+    return pos, end
+
+
+# ExportTraceServiceRequest.resource_spans = 1, ResourceSpans.scope_spans = 2, ScopeSpans.spans = 2.
+
+
+def _children(data: bytes, start: int, end: int, number: int) -> Iterator[tuple[int, int]]:
+    """The values of the length-delimited fields ``number`` of the message ``data[start:end]``."""
+    for n, s, e in _fields(data, start, end):
+        if n == number:
+            yield _body(data, s, e)
+
+
+def _others(data: bytes, start: int, end: int, number: int) -> bytes:
+    """The message ``data[start:end]`` without its fields ``number``, as bytes."""
+    return b"".join(data[s:e] for n, s, e in _fields(data, start, end) if n != number)
+
+
+def _span_count(data: bytes, stop_after: int) -> int:
+    """Spans in a serialized trace request, counted up to a bit past ``stop_after``."""
+    count = 0
+    for resource in _children(data, 0, len(data), 1):
+        for scope in _children(data, *resource, 2):
+            for _ in _children(data, *scope, 2):
+                count += 1
+                if count > stop_after:
+                    return count
+    return count
+
+
+def _slices(data: bytes) -> Iterator[bytes]:
+    """Sub-requests of at most DECODE_SLICE_SPANS spans, cut from the bytes one at a time."""
+    for resource in _children(data, 0, len(data), 1):
+        resource_head = _others(data, *resource, 2)
+        for scope in _children(data, *resource, 2):
+            scope_head = _others(data, *scope, 2)
+            spans: list[bytes] = []
+            sent = False
+            for n, s, e in _fields(data, *scope):
+                if n == 2:
+                    spans.append(data[s:e])
+                if len(spans) == DECODE_SLICE_SPANS:
+                    yield _length_delimited(1, resource_head + _length_delimited(2, scope_head + b"".join(spans)))
+                    spans, sent = [], True
+            if spans or not sent:
+                yield _length_delimited(1, resource_head + _length_delimited(2, scope_head + b"".join(spans)))
+
+
+def _length_delimited(number: int, value: bytes) -> bytes:
+    return _encode_varint(number << 3 | 2) + _encode_varint(len(value)) + value
+
+
+def _encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        if n < 0x80:
+            out.append(n)
+            return bytes(out)
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+
+
+def _add_stored(total: Stored | None, part: Stored) -> Stored:
+    if total is None:
+        return part
+    return Stored(total.count + part.count, total.rejected + part.rejected,
+                  total.rejection_message or part.rejection_message)  # fmt: skip
 
 
 def decode_request(signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Decoded:
@@ -113,6 +246,14 @@ class InlineDecoder:
         return None  # the writer's own queue is the bound (Writer.busy)
 
     def store(self, writer: Writer, signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Stored:
+        total: Stored | None = None
+        for part in request_slices(signal, payload):
+            total = _add_stored(total, self._store_one(writer, signal, part))
+        assert total is not None
+        return total
+
+    @staticmethod
+    def _store_one(writer: Writer, signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Stored:
         decoded = decode_request(signal, payload)
         if decoded.count:
             ticket = writer.submit(decoded)
@@ -177,7 +318,7 @@ def _worker_init(
 
 
 def _worker_store(signal: Signal, payload: bytes) -> tuple[Stored, int]:
-    """Decode and write one export (in a worker process); also returns the spans it added."""
+    """Decode and write one export, or one slice of it (in a worker process); also returns the spans it added."""
     assert _worker is not None, "worker not initialized"
     decoded = decode_request(signal, payload)
     written = 0
@@ -311,6 +452,15 @@ class WorkerPool:
         return None
 
     def store(self, writer: Writer, signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Stored:
+        """Hands the export to the workers a slice at a time (request_slices): a large request
+        never crosses to a worker whole (pickled, piped and unpickled, three more copies of it)."""
+        total: Stored | None = None
+        for part in request_slices(signal, payload):
+            total = _add_stored(total, self._store_one(writer, signal, part))
+        assert total is not None
+        return total
+
+    def _store_one(self, writer: Writer, signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Stored:
         data = payload.SerializeToString() if isinstance(payload, Message) else bytes(payload)
         with self._lock:
             self._queued_bytes += len(data)
