@@ -38,7 +38,9 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the flood clients of the tests
 from common import EXPORT_METHOD, PYTHON, ProcSampler  # noqa: E402
+from flood_clients import missing_acked_spans, polite_result, run_flood, start_polite_app  # noqa: E402
 
 READY = re.compile(r"listening grpc=(?P<grpc>\S+) http=(?P<http>\S+) db=")
 TOKEN = "flood-token"
@@ -59,6 +61,7 @@ class Server:
                                      text=True, cwd="/", env=env, start_new_session=True)  # fmt: skip
         self.stderr_bytes = 0
         self.grpc = self.http = ""
+        self.db = db
         ready = threading.Event()
 
         def drain() -> None:
@@ -211,6 +214,26 @@ def memory_flood(name: str, source: str | None, tmp: Path) -> dict:
             "answers": answers, "seconds": round(time.monotonic() - t0, 1), "stderr_bytes": server.stderr_bytes}  # fmt: skip
 
 
+def polite_flood(source: str | None, tmp: Path, seconds: float, clients: int = 32) -> dict:
+    """Two polite SDK apps (gRPC, HTTP) at 100 spans/s while ``clients`` aggressive ones flood for ``seconds``."""
+    server = Server(tmp / "polite.db", source)
+    finish = run_flood(server.grpc, clients, seconds)
+    time.sleep(2.0)  # the flood is on before the apps start
+    apps = {
+        "grpc": start_polite_app("grpc", f"http://{server.grpc}", "polite-grpc", 100, seconds - 4),
+        "http": start_polite_app("http", f"http://{server.http}/v1/traces", "polite-http", 100, seconds - 4),
+    }
+    results = {name: polite_result(app, server.db, f"polite-{name}", seconds + 120) for name, app in apps.items()}
+    acked, refused = finish()
+    time.sleep(0.5)
+    missing = missing_acked_spans(server.db, acked)
+    peak = server.sampler.peak_rss
+    server.stop()
+    return {"flood": f"polite ({clients} flood clients, {seconds:.0f} s)", "polite": results,
+            "flood_acked_requests": len(acked), "flood_refused": refused, "flood_acked_missing_spans": missing,
+            "peak_mb": round(peak / 1e6, 1)}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("floods", nargs="*", default=["json16", "json64", "proto60", "tokenless60", "polite"])
@@ -220,9 +243,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="t15b-flood-") as tmp:
         for name in args.floods:
             if name == "polite":
-                from polite import polite_flood
-
-                result = polite_flood(lambda db, *a: Server(db, args.source, *a), Path(tmp), args.duration)
+                result = polite_flood(args.source, Path(tmp), args.duration)
             else:
                 result = memory_flood(name, args.source, Path(tmp))
             result["source"] = args.source or "this checkout"

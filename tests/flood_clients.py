@@ -23,8 +23,8 @@ from pathlib import Path
 
 #: 16-byte trace ids: marker(4) + client(4) + request(4) + trace-in-request(4).
 FLOOD_MARKER = b"FLD!"
-SPANS_PER_FLOOD_REQUEST = 256
-FLOOD_SPAN_TRACES = 32  # traces per request (8 spans each)
+SPANS_PER_FLOOD_REQUEST = 2048
+FLOOD_SPAN_TRACES = 256  # traces per request (8 spans each)
 
 
 def _flood_request(client: int, seq: int) -> bytes:
