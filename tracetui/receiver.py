@@ -23,7 +23,7 @@ from typing import TextIO
 
 from tracetui import pricing
 from tracetui.config import TOKEN_ENV, ReceiverSettings
-from tracetui.otlp.admission import Admission, default_budget
+from tracetui.otlp.admission import Admission, default_budget, return_freed_memory_promptly
 from tracetui.otlp.decoder import Decoder, InlineDecoder, WorkerPool, configure_pricing
 from tracetui.otlp.grpc_server import start_grpc_server
 from tracetui.store.retention import Retention, parse_age
@@ -37,6 +37,7 @@ SHUTDOWN_GRACE_S = 10.0
 def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: threading.Event | None = None) -> int:
     """Run until SIGINT/SIGTERM (or ``stop`` is set). Returns the exit code."""
     stop = stop or threading.Event()
+    return_freed_memory_promptly()
     if not settings.is_loopback:
         print(
             f"tracetui: warning: listening on {settings.host}, reachable from other machines; "

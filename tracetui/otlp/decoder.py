@@ -43,6 +43,7 @@ from google.protobuf.message import Message
 
 from tracetui import pricing
 from tracetui.fmt import fmt_counted
+from tracetui.otlp.admission import return_freed_memory_promptly
 from tracetui.otlp.decode import (
     Decoded,
     DecodeError,
@@ -305,6 +306,7 @@ def _worker_init(
     prices_path: str | None, db_path: str, wal_bytes: int, waiting: Any, slots_taken: Any, max_pending: int
 ) -> None:
     global _worker
+    return_freed_memory_promptly()  # exports pass through here a slice at a time: give them back
     # Ctrl-C reaches the whole process group; the receiver decides when workers stop.
     os_signal.signal(os_signal.SIGINT, os_signal.SIG_IGN)
     # A receiver killed with SIGKILL cannot shut its pool down; its workers
