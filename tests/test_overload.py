@@ -283,3 +283,42 @@ def test_only_one_export_of_unknown_size_is_read_at_a_time():
     first.release()
     first.release()  # idempotent
     assert adm.used == 10
+
+
+# --- slow connections ---------------------------------------------------------------------------------------
+
+
+def test_slow_connections_at_the_open_files_limit_are_closed_and_exporters_get_through(tmp_path):
+    """1,100 slowloris connections (headers or body a byte a second) against `ulimit -n 1024`."""
+    from helpers import spawn_receiver
+    from slow_clients import Slowloris, limit_open_files
+
+    args = ["--db", str(tmp_path / "x.db"), "--grpc-port", "0", "--http-header-timeout", "2", "--http-body-timeout", "4"]
+    proc, lines, ready, _done = spawn_receiver(args, cwd=tmp_path, preexec_fn=limit_open_files(1024))
+    try:
+        assert ready.wait(30), "\n".join(lines)
+        host, port = next(m for m in map(READY_RE.match, lines) if m)["http"].rsplit(":", 1)
+        slow = Slowloris(host, int(port), 1_100)
+        try:
+            assert slow.connected > 1_000
+            body = make_request([make_span(tid(1), sid(1))]).SerializeToString()
+
+            def export_ok() -> bool:
+                try:
+                    return requests.post(f"http://{host}:{port}/v1/traces", data=body, timeout=1,
+                                         headers={"Content-Type": "application/x-protobuf"}).ok  # fmt: skip
+                except requests.RequestException:
+                    return False
+
+            # the slow ones are cut after 2 s (headers) or 4 s (body), freeing descriptors for exporters
+            assert wait_until(export_ok, timeout=20, interval=0.2)
+            assert wait_until(lambda: slow.open() == 0, timeout=20, interval=0.5), f"{slow.open()} slow ones still open"
+        finally:
+            slow.close()
+        out_of_descriptors = [line for line in lines if "cannot accept connections" in line]
+        assert len(out_of_descriptors) <= 3, out_of_descriptors  # one line per 10 s, not a traceback per accept
+        assert not [line for line in lines if line.startswith("Traceback")], "\n".join(lines[:40])
+        assert sum(len(line) for line in lines) < 4096
+    finally:
+        proc.terminate()
+        proc.wait(30)

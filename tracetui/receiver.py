@@ -112,6 +112,8 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
         shutdown_grace_s=SHUTDOWN_GRACE_S,
         decoder=decoder,
         admission=admission,
+        header_timeout_s=settings.http_header_timeout_s,
+        body_timeout_s=settings.http_body_timeout_s,
     )
     try:
         http_port = http.start()
@@ -199,6 +201,7 @@ class ReceiverProcess:
             "--http-port", str(s.http_port),
             "--max-request-mb", str(max(1, s.max_request_bytes // (1024 * 1024))),
             "--max-pending-spans", str(s.max_pending_spans), "--decode-workers", str(s.decode_workers),
+            "--http-header-timeout", str(s.http_header_timeout_s), "--http-body-timeout", str(s.http_body_timeout_s),
         ]  # fmt: skip
         for option, value in (("--max-spans", s.max_spans), ("--max-db-mb", s.max_db_mb), ("--max-age", s.max_age),
                               ("--prices", s.prices_path)):  # fmt: skip

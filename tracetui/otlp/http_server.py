@@ -19,11 +19,13 @@ only once its rows are committed and one slow commit never blocks the others.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import re
 import socket
 import threading
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,7 +39,6 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from tracetui.otlp.admission import (
     JSON_COST_FACTOR,
     PROTOBUF_COST_FACTOR,
-    UNKNOWN_SIZE_COST,
     Admission,
     OverBudget,
     Pass,
@@ -70,6 +71,10 @@ _LOCAL_ORIGIN = re.compile(r"http://(localhost|127\.0\.0\.1)(:\d{1,5})?")
 _HEADER_LIST = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+(\s*,\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*")
 _DEFAULT_ALLOWED_HEADERS = "content-type, content-encoding, authorization"
 CORS_MAX_AGE_S = 600
+#: Defaults of --http-header-timeout and --http-body-timeout. Exporters send a batch in one
+#: go (the SDK's own timeout is 10 s), so a connection slower than this is stuck or hostile.
+HEADER_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 30.0
 
 
 class _ClientTrouble(logging.Filter):
@@ -87,6 +92,39 @@ class _ClientTrouble(logging.Filter):
 #: The logger handed to aiohttp's connection handlers.
 protocol_log = logging.getLogger("tracetui.http.protocol")
 protocol_log.addFilter(_ClientTrouble())
+
+
+class _OutOfDescriptors:
+    """The event loop's exception handler: running out of descriptors is said once per interval.
+
+    When ``accept()`` fails with EMFILE (the open-files limit, e.g. ``ulimit -n
+    1024`` under a flood of connections), asyncio (CPython 3.11-3.13,
+    ``selector_events._accept_connection``) logs a traceback and keeps trying
+    for the rest of its accept loop: up to the listen backlog per tick, each
+    with a traceback (3.5 MB/s of stderr and half a core were measured). It
+    pauses accepting for a second itself; slow connections are closed by the
+    header and body timeouts, which frees descriptors. Everything else goes to
+    asyncio's default handler.
+    """
+
+    INTERVAL_S = 10.0
+
+    def __init__(self) -> None:
+        self.last = -math.inf
+        self.count = 0
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        if context.get("message") != "socket.accept() out of system resource":
+            loop.default_exception_handler(context)
+            return
+        self.count += 1
+        now = time.monotonic()
+        if now - self.last >= self.INTERVAL_S:
+            log.warning(
+                "OTLP/HTTP cannot accept connections: %s (%d attempts); waiting for connections to close",
+                context.get("exception"), self.count,
+            )  # fmt: skip
+            self.last, self.count = now, 0
 
 
 def local_origin(origin: str) -> bool:
@@ -183,6 +221,12 @@ def _too_busy(exc: OverBudget) -> Reply:
     return _status(429, code_pb2.RESOURCE_EXHAUSTED, str(exc), **{"Retry-After": _retry_after(exc.retry_after_s)})
 
 
+def _peer_name(request: web.Request) -> str:
+    """The connection, for admission's fairness between connections."""
+    peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+    return f"http:{peer[0]}:{peer[1]}" if peer else "http:?"
+
+
 def _cost_factor(content_type: str, encoding: str) -> int:
     """Memory per byte of body (tracetui.otlp.admission); a compressed body is charged again as it inflates."""
     if encoding:
@@ -204,7 +248,11 @@ class HttpReceiver:
         decoder: where requests are decoded and written (default: decoded in the
             handler thread, written by ``writer``'s thread).
         admission: the memory budget shared with the gRPC server (default: one of
-            its own, for 4 requests' worth of bodies); exports wait for it, then get 429.
+            its own, for 4 requests' worth of bodies); a body is read first (charged to a
+            reading budget of half that size as it arrives), then waits in its line, then gets 429.
+        header_timeout_s: a connection must send a request's headers within this long of
+            opening or of its previous answer (idle keep-alive connections close then too).
+        body_timeout_s: a request's body must arrive within this long of its headers (408).
     """
 
     def __init__(
@@ -217,6 +265,8 @@ class HttpReceiver:
         token: str | None = None,
         workers: int = 8,
         admission: Admission | None = None,
+        header_timeout_s: float = HEADER_TIMEOUT_S,
+        body_timeout_s: float = BODY_TIMEOUT_S,
         shutdown_grace_s: float = 10.0,
         decoder: Decoder | None = None,
     ) -> None:
@@ -228,6 +278,10 @@ class HttpReceiver:
         self.max_request_bytes = max_request_bytes
         self.token = token or None
         self.admission = admission or Admission(default_budget(max_request_bytes))
+        #: Bytes of bodies being received, charged as they arrive; full: 429 at once.
+        self.reading = Admission(self.admission.limit // 2, max_wait_s=0)
+        self.header_timeout_s = header_timeout_s
+        self.body_timeout_s = body_timeout_s
         self.shutdown_grace_s = shutdown_grace_s
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tracetui-http")
         #: Threads that wait in the admission line (never the ones that decode, which free the budget).
@@ -259,6 +313,7 @@ class HttpReceiver:
         def run() -> None:
             loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
+            loop.set_exception_handler(_OutOfDescriptors())
             self._loop = loop
             try:
                 runner = web.AppRunner(
@@ -267,6 +322,10 @@ class HttpReceiver:
                     access_log=None,
                     logger=protocol_log,
                     auto_decompress=False,  # decompressed here, under the size limit
+                    # aiohttp (3.14, web_protocol) starts this timer when a connection opens and
+                    # after each answer, and closes the connection if no complete request head came
+                    # by then: the header timeout and the idle keep-alive timeout in one.
+                    keepalive_timeout=self.header_timeout_s,
                     shutdown_timeout=self.shutdown_grace_s,
                 )
                 loop.run_until_complete(runner.setup())
@@ -397,41 +456,59 @@ class HttpReceiver:
         if request.content_length is not None and request.content_length > self.max_request_bytes:
             return _encode(self._too_large(request.content_length), reply_type)
 
+        peer = _peer_name(request)
+        reading = self.reading.enter(peer, 0, 0)  # never waits: only charged below, as bytes arrive
+        admitted: Pass | None = None
         try:
-            admitted = await self._admit(request, answer_type, encoding)
-        except OverBudget as exc:
-            return _encode(_too_busy(exc), answer_type)
-        handed_off = False
-        try:
-            body = bytearray()
             try:
-                async for chunk in request.content.iter_any():
-                    if len(body) + len(chunk) > self.max_request_bytes:
-                        return _encode(self._too_large(), reply_type)
-                    body += chunk
+                async with asyncio.timeout(self.body_timeout_s):
+                    body = await self._read_body(request, reading)
+            except TooLarge:
+                return _encode(self._too_large(), reply_type)
+            except TimeoutError:
+                return self._body_too_slow(reply_type)
             except (ConnectionError, http_exceptions.HttpProcessingError) as exc:
                 # the client went away or sent a broken body: nobody is waiting for a real answer
                 reply = _status(400, code_pb2.INVALID_ARGUMENT, f"the body could not be read: {exc}")
                 return _encode(reply, reply_type)
-            if admitted.sizing:
-                admitted.resize(len(body) * _cost_factor(answer_type, encoding))
+            admitted = await self._admit(peer, len(body) * _cost_factor(answer_type, encoding))
+            reading.release()
             loop = asyncio.get_running_loop()
-            handed_off = True  # from here on _process gives the pass back, even if this coroutine is cancelled
-            reply = await loop.run_in_executor(self._pool, self._process, signal, answer_type, encoding, body, admitted)
+            process = functools.partial(self._process, signal, answer_type, encoding, body, admitted)
+            admitted = None  # from here on _process gives the pass back, even if this coroutine is cancelled
+            reply = await loop.run_in_executor(self._pool, process)
+        except OverBudget as exc:
+            reply = _too_busy(exc)
         finally:
-            if not handed_off:
+            reading.release()
+            if admitted is not None:
                 admitted.release()
         return _encode(reply, answer_type)
 
-    async def _admit(self, request: web.Request, content_type: str, encoding: str) -> Pass:
-        """Wait (off the event loop) for the memory this export will cost, before its body is read."""
-        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
-        peer_name = f"http:{peer[0]}:{peer[1]}" if peer else "http:?"
-        size = request.content_length
-        cost = UNKNOWN_SIZE_COST if size is None else size * _cost_factor(content_type, encoding)
-        waiting = asyncio.get_running_loop().run_in_executor(
-            self._line, lambda: self.admission.enter(peer_name, cost, unknown_size=size is None)
-        )
+    async def _read_body(self, request: web.Request, reading: Pass) -> bytearray:
+        """The whole body, each piece charged to the reading budget as it arrives (raises TooLarge, OverBudget).
+
+        A slow client holds only the bytes it has sent, never a share of the
+        budget that exports being decoded need; :attr:`body_timeout_s` ends it.
+        """
+        body = bytearray()
+        async for chunk in request.content.iter_any():
+            if len(body) + len(chunk) > self.max_request_bytes:
+                raise TooLarge()
+            reading.grow(len(chunk))
+            body += chunk
+        return body
+
+    def _body_too_slow(self, reply_type: str) -> web.Response:
+        reply = _status(408, code_pb2.DEADLINE_EXCEEDED,
+                        f"the body took longer than {self.body_timeout_s:g} s to arrive (--http-body-timeout)")  # fmt: skip
+        response = _encode(reply, reply_type)
+        response.force_close()  # what is left of the body is not read: this connection is done
+        return response
+
+    async def _admit(self, peer: str, cost: int) -> Pass:
+        """Wait in the admission line (off the event loop) for the memory this export will cost."""
+        waiting = asyncio.get_running_loop().run_in_executor(self._line, self.admission.enter, peer, cost)
         try:
             return await asyncio.shield(waiting)
         except asyncio.CancelledError:  # shutting down: a pass granted later must still go back
