@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test demo screenshots bench clean
+.PHONY: run test stress demo screenshots bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tracetui needs Python >= 3.11"'
@@ -20,6 +20,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The slow tests: sustained floods and hostile clients (several minutes; `make test` skips them).
+stress: $(STAMP)
+	$(BIN)/python -m pytest -m slow
 
 demo: $(STAMP)
 	$(BIN)/tracetui demo

@@ -322,3 +322,21 @@ def test_slow_connections_at_the_open_files_limit_are_closed_and_exporters_get_t
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+# --- JSON traces, a span at a time ------------------------------------------------------------------------------
+
+
+def test_lean_json_parse_matches_the_whole_document_parse_on_every_fixture():
+    from helpers import read_records, trace_fixture_files
+    from tracetui.otlp.decode import DecodeError, parse_trace_request
+    from tracetui.otlp.otlp_json import message_to_json, parse_request, parse_traces_lean
+
+    for path in trace_fixture_files():
+        for record in read_records(path):
+            body = message_to_json(parse_trace_request(record)).encode()
+            lean = parse_traces_lean(body)
+            assert parse_trace_request(lean) == parse_request(body, "traces"), path
+    broken = b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz","spanId":"00000000000000aa","name":"x"}]}]}]}'
+    with pytest.raises(DecodeError, match=r"resourceSpans\[0\]\.scopeSpans\[0\]\.spans\[0\]\.traceId: not hex"):
+        parse_traces_lean(broken)

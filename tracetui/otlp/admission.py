@@ -31,9 +31,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-#: Memory per byte of an OTLP/JSON body while it is parsed (Python objects), measured on
-#: small spans (a 16 MB body peaks near 150 MB of RSS in json.loads + ParseDict).
+#: Memory per byte of an OTLP/JSON body parsed whole (Python objects): logs and metrics;
+#: measured on small spans, a 16 MB body peaked near 150 MB of RSS in json.loads + ParseDict.
 JSON_COST_FACTOR = 10
+#: The same for traces, converted a span at a time (otlp_json.parse_traces_lean): 16 MB -> 25 MB.
+JSON_TRACES_COST_FACTOR = 2
 #: Memory per byte of a protobuf body: the received copy, the copy sent to an ingest worker,
 #: the parsed message and the decoded rows there.
 PROTOBUF_COST_FACTOR = 3

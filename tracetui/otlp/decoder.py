@@ -49,6 +49,7 @@ from tracetui.otlp.decode import (
     DecodeError,
     _varint,
     decode_logs,
+    length_delimited,
     decode_spans,
     parse_logs_request,
     parse_trace_request,
@@ -166,24 +167,10 @@ def _slices(data: bytes) -> Iterator[bytes]:
                 if n == 2:
                     spans.append(data[s:e])
                 if len(spans) == DECODE_SLICE_SPANS:
-                    yield _length_delimited(1, resource_head + _length_delimited(2, scope_head + b"".join(spans)))
+                    yield length_delimited(1, resource_head + length_delimited(2, scope_head + b"".join(spans)))
                     spans, sent = [], True
             if spans or not sent:
-                yield _length_delimited(1, resource_head + _length_delimited(2, scope_head + b"".join(spans)))
-
-
-def _length_delimited(number: int, value: bytes) -> bytes:
-    return _encode_varint(number << 3 | 2) + _encode_varint(len(value)) + value
-
-
-def _encode_varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        if n < 0x80:
-            out.append(n)
-            return bytes(out)
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
+                yield length_delimited(1, resource_head + length_delimited(2, scope_head + b"".join(spans)))
 
 
 def _add_stored(total: Stored | None, part: Stored) -> Stored:

@@ -38,6 +38,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 
 from tracetui.otlp.admission import (
     JSON_COST_FACTOR,
+    JSON_TRACES_COST_FACTOR,
     PROTOBUF_COST_FACTOR,
     Admission,
     OverBudget,
@@ -48,7 +49,7 @@ from tracetui.otlp.auth import bearer_ok
 from tracetui.otlp.decode import DecodeError
 from tracetui.otlp.decoder import Decoder, InlineDecoder
 from tracetui.otlp.ingest import Outcome, ingest
-from tracetui.otlp.otlp_json import message_to_json, parse_request
+from tracetui.otlp.otlp_json import message_to_json, parse_request, parse_traces_lean
 from tracetui.store.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -227,11 +228,15 @@ def _peer_name(request: web.Request) -> str:
     return f"http:{peer[0]}:{peer[1]}" if peer else "http:?"
 
 
-def _cost_factor(content_type: str, encoding: str) -> int:
+def _cost_factor(signal: str, content_type: str, encoding: str) -> int:
     """Memory per byte of body (tracetui.otlp.admission); a compressed body is charged again as it inflates."""
     if encoding:
         return 1
-    return JSON_COST_FACTOR if content_type == JSON else PROTOBUF_COST_FACTOR
+    return _json_cost_factor(signal) if content_type == JSON else PROTOBUF_COST_FACTOR
+
+
+def _json_cost_factor(signal: str) -> int:
+    return JSON_TRACES_COST_FACTOR if signal == "traces" else JSON_COST_FACTOR
 
 
 # --- the server -----------------------------------------------------------------------------
@@ -471,7 +476,7 @@ class HttpReceiver:
                 # the client went away or sent a broken body: nobody is waiting for a real answer
                 reply = _status(400, code_pb2.INVALID_ARGUMENT, f"the body could not be read: {exc}")
                 return _encode(reply, reply_type)
-            admitted = await self._admit(peer, len(body) * _cost_factor(answer_type, encoding))
+            admitted = await self._admit(peer, len(body) * _cost_factor(signal, answer_type, encoding))
             reading.release()
             loop = asyncio.get_running_loop()
             process = functools.partial(self._process, signal, answer_type, encoding, body, admitted)
@@ -543,12 +548,12 @@ class HttpReceiver:
             if encoding:
                 body = decompress_bounded(body, encoding, self.max_request_bytes, admitted)
                 if content_type == JSON:  # what parsing will cost, now that the size is known
-                    admitted.grow(len(body) * (JSON_COST_FACTOR - 1))
+                    admitted.grow(len(body) * (_json_cost_factor(signal) - 1))
             if signal == "metrics":
                 return Reply(200, ExportMetricsServiceResponse())  # accepted, not stored
             payload: bytes | bytearray | Message = body
             if content_type == JSON:
-                payload = parse_request(body, signal)
+                payload = parse_traces_lean(body) if signal == "traces" else parse_request(body, signal)
         except TooLarge:
             return self._too_large()
         except DecodeError as exc:
