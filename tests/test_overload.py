@@ -340,3 +340,32 @@ def test_lean_json_parse_matches_the_whole_document_parse_on_every_fixture():
     broken = b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz","spanId":"00000000000000aa","name":"x"}]}]}]}'
     with pytest.raises(DecodeError, match=r"resourceSpans\[0\]\.scopeSpans\[0\]\.spans\[0\]\.traceId: not hex"):
         parse_traces_lean(broken)
+
+
+def test_a_body_slower_than_the_body_timeout_gets_408_and_the_connection_closes(start_rcv):
+    import socket
+
+    rcv = start_rcv("--http-body-timeout", "1")
+    host, port = http_address(rcv).rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                     b"Content-Length: 1000\r\n\r\n" + b"\x00" * 10)  # fmt: skip
+        answer = b""
+        while chunk := sock.recv(65536):  # the server answers, then closes
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"--http-body-timeout" in answer
+
+
+def test_a_connection_that_never_finishes_its_headers_is_closed(start_rcv):
+    import socket
+
+    rcv = start_rcv("--http-header-timeout", "1")
+    host, port = http_address(rcv).rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n")
+        assert sock.recv(65536) == b""  # closed by the server, not answered
+    with socket.create_connection((host, int(port)), timeout=20) as idle:  # an idle keep-alive connection too
+        assert idle.recv(65536) == b""
+    assert requests.post(f"http://{host}:{port}/v1/traces", data=make_request([make_span(tid(5), sid(5))]).SerializeToString(),
+                         headers={"Content-Type": "application/x-protobuf"}, timeout=10).ok  # fmt: skip

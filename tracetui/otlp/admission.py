@@ -129,7 +129,6 @@ class Admission:
         self._usage: dict[str, tuple[float, float]] = {}
         #: Bytes given back, decayed like _usage: the recent drain rate (bytes/s) is this / the half-life.
         self._drained = (0.0, time.monotonic())
-        self.refused = 0
         #: Passes out whose body's size is not known yet.
         self.sizing = 0
 
@@ -151,7 +150,6 @@ class Admission:
                 if remaining <= 0:
                     self._line.remove(waiter)
                     self._grant()  # those behind it may fit now
-                    self.refused += 1
                     raise OverBudget(self._busy_message(), self._retry_delay_locked())
                 self._cond.wait(remaining)
             return Pass(self, peer, cost, sizing=unknown_size)
