@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -40,7 +41,7 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the flood clients of the tests
 from common import EXPORT_METHOD, PYTHON, ProcSampler  # noqa: E402
-from flood_clients import missing_acked_spans, polite_result, run_flood, start_polite_app  # noqa: E402
+from flood_clients import polite_flood  # noqa: E402
 
 READY = re.compile(r"listening grpc=(?P<grpc>\S+) http=(?P<http>\S+) db=")
 TOKEN = "flood-token"
@@ -140,59 +141,58 @@ def proto_body(target_bytes: int) -> bytes:
 # --- floods -------------------------------------------------------------------------------
 
 
-def post_all(address: str, body: bytes, n: int, content_type: str) -> dict[int, int]:
-    """POST ``body`` from ``n`` threads at once; returns {status: count} (0: connection error)."""
-    host, port = address.rsplit(":", 1)
-    statuses: dict[int, int] = {}
+def at_once(n: int, one: Callable[[threading.Barrier], object]) -> dict:
+    """Run ``one`` in ``n`` threads that wait for each other before sending; returns {outcome: count}."""
+    outcomes: dict = {}
     lock = threading.Lock()
     go = threading.Barrier(n)
 
-    def one() -> None:
-        status = 0
+    def run() -> None:
+        outcome = one(go)
+        with lock:
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes
+
+
+def post_all(address: str, body: bytes, n: int, content_type: str) -> dict:
+    """POST ``body`` from ``n`` connections at once; returns {HTTP status: count} (0: connection error)."""
+    host, port = address.rsplit(":", 1)
+
+    def one(go: threading.Barrier) -> int:
         try:
             conn = http.client.HTTPConnection(host, int(port), timeout=300)
             go.wait()
             conn.request("POST", "/v1/traces", body=body, headers={"Content-Type": content_type})
             status = conn.getresponse().status
             conn.close()
+            return status
         except Exception:  # noqa: BLE001 - counted as 0
-            pass
-        with lock:
-            statuses[status] = statuses.get(status, 0) + 1
+            return 0
 
-    threads = [threading.Thread(target=one) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return statuses
+    return at_once(n, one)
 
 
-def export_all(address: str, body: bytes, n: int, token: str | None) -> dict[str, int]:
-    """Export ``body`` over gRPC from ``n`` threads (one channel each) at once; returns {status: count}."""
-    statuses: dict[str, int] = {}
-    lock = threading.Lock()
-    go = threading.Barrier(n)
+def export_all(address: str, body: bytes, n: int, token: str | None) -> dict:
+    """Export ``body`` over gRPC from ``n`` channels at once; returns {status code: count}."""
     metadata = (("authorization", f"Bearer {token}"),) if token else None
 
-    def one() -> None:
+    def one(go: threading.Barrier) -> str:
         with grpc.insecure_channel(address, options=[("grpc.max_send_message_length", -1)]) as channel:
             export = channel.unary_unary(EXPORT_METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b)
             go.wait()
             try:
                 export(body, timeout=300, metadata=metadata)
-                code = "OK"
+                return "OK"
             except grpc.RpcError as exc:
-                code = exc.code().name
-        with lock:
-            statuses[code] = statuses.get(code, 0) + 1
+                return exc.code().name
 
-    threads = [threading.Thread(target=one) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return statuses
+    return at_once(n, one)
 
 
 def memory_flood(name: str, source: str | None, tmp: Path) -> dict:
@@ -214,24 +214,13 @@ def memory_flood(name: str, source: str | None, tmp: Path) -> dict:
             "answers": answers, "seconds": round(time.monotonic() - t0, 1), "stderr_bytes": server.stderr_bytes}  # fmt: skip
 
 
-def polite_flood(source: str | None, tmp: Path, seconds: float, clients: int = 32) -> dict:
-    """Two polite SDK apps (gRPC, HTTP) at 100 spans/s while ``clients`` aggressive ones flood for ``seconds``."""
+def polite(source: str | None, tmp: Path, seconds: float, clients: int = 32) -> dict:
+    """tests/flood_clients.polite_flood against a receiver of ``source``, with its peak memory."""
     server = Server(tmp / "polite.db", source)
-    finish = run_flood(server.grpc, clients, seconds)
-    time.sleep(2.0)  # the flood is on before the apps start
-    apps = {
-        "grpc": start_polite_app("grpc", f"http://{server.grpc}", "polite-grpc", 100, seconds - 4),
-        "http": start_polite_app("http", f"http://{server.http}/v1/traces", "polite-http", 100, seconds - 4),
-    }
-    results = {name: polite_result(app, server.db, f"polite-{name}", seconds + 120) for name, app in apps.items()}
-    acked, refused = finish()
-    time.sleep(0.5)
-    missing = missing_acked_spans(server.db, acked)
+    result = polite_flood(server.grpc, server.http, server.db, clients, seconds)
     peak = server.sampler.peak_rss
     server.stop()
-    return {"flood": f"polite ({clients} flood clients, {seconds:.0f} s)", "polite": results,
-            "flood_acked_requests": len(acked), "flood_refused": refused, "flood_acked_missing_spans": missing,
-            "peak_mb": round(peak / 1e6, 1)}  # fmt: skip
+    return {"flood": f"polite ({clients} flood clients, {seconds:.0f} s)", **result, "peak_mb": round(peak / 1e6, 1)}
 
 
 def main() -> None:
@@ -243,7 +232,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="t15b-flood-") as tmp:
         for name in args.floods:
             if name == "polite":
-                result = polite_flood(args.source, Path(tmp), args.duration)
+                result = polite(args.source, Path(tmp), args.duration)
             else:
                 result = memory_flood(name, args.source, Path(tmp))
             result["source"] = args.source or "this checkout"

@@ -178,3 +178,21 @@ def polite_result(proc: subprocess.Popen, db_path: Path, service: str, timeout: 
         conn.close()
     failures = err.count("Failed to export")
     return {"created": created, "stored": stored, "lost": created - stored, "failed_exports": failures}
+
+
+def polite_flood(grpc_address: str, http_address: str, db_path: Path, clients: int, seconds: float) -> dict:
+    """Two polite SDK apps (gRPC, HTTP) at 100 spans/s while ``clients`` aggressive ones flood for ``seconds``.
+
+    Returns each app's result (:func:`polite_result`) and the flood's acked
+    requests, refusals and acknowledged spans missing from the database.
+    """
+    finish = run_flood(grpc_address, clients, seconds)
+    time.sleep(2.0)  # the flood is on before the apps start
+    apps = {
+        "grpc": start_polite_app("grpc", f"http://{grpc_address}", "polite-grpc", 100, seconds - 4),
+        "http": start_polite_app("http", f"http://{http_address}/v1/traces", "polite-http", 100, seconds - 4),
+    }
+    results = {name: polite_result(app, db_path, f"polite-{name}", seconds + 120) for name, app in apps.items()}
+    acked, refused = finish()
+    return {"polite": results, "flood_acked_requests": len(acked), "flood_refused": refused,
+            "flood_acked_missing_spans": missing_acked_spans(db_path, acked)}  # fmt: skip

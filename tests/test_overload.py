@@ -19,7 +19,7 @@ import pytest
 import requests
 from google.rpc import error_details_pb2
 
-from flood_clients import missing_acked_spans, polite_result, run_flood, start_polite_app
+from flood_clients import polite_flood
 from helpers import READY_RE, channel_to, exporter_stub, make_request, make_span, sid, stored_counts, tid, wait_until
 from tracetui.otlp import admission as admission_module
 from tracetui.otlp.admission import Admission, OverBudget
@@ -200,20 +200,12 @@ def test_concurrent_json_bodies_are_admitted_by_their_parsed_size(start_rcv):
 
 
 def flood_with_polite_apps(rcv, clients: int, seconds: float) -> None:
-    http = http_address(rcv)
-    finish = run_flood(f"127.0.0.1:{rcv.port}", clients, seconds, processes=4)
-    time.sleep(2.0)  # the flood is on before the apps start
-    apps = {
-        "grpc": start_polite_app("grpc", f"http://127.0.0.1:{rcv.port}", "polite-grpc", 100, seconds - 4),
-        "http": start_polite_app("http", f"http://{http}/v1/traces", "polite-http", 100, seconds - 4),
-    }
-    results = {name: polite_result(app, rcv.db_path, f"polite-{name}", seconds + 120) for name, app in apps.items()}
-    acked, refused = finish()
-    for name, result in results.items():
-        assert result["created"] > 0
-        assert result["lost"] == 0, f"the polite {name} app lost spans: {result}"
-    assert acked, "the flood got nothing through"
-    assert missing_acked_spans(rcv.db_path, acked) == 0
+    result = polite_flood(f"127.0.0.1:{rcv.port}", http_address(rcv), rcv.db_path, clients, seconds)
+    for name, app in result["polite"].items():
+        assert app["created"] > 0
+        assert app["lost"] == 0, f"the polite {name} app lost spans: {result}"
+    assert result["flood_acked_requests"], "the flood got nothing through"
+    assert result["flood_acked_missing_spans"] == 0
 
 
 def test_polite_sdk_exporters_lose_nothing_during_a_short_flood(start_rcv):

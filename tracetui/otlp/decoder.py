@@ -47,7 +47,7 @@ from tracetui.otlp.admission import return_freed_memory_promptly
 from tracetui.otlp.decode import (
     Decoded,
     DecodeError,
-    _varint,
+    _embedded,
     decode_logs,
     length_delimited,
     decode_spans,
@@ -98,57 +98,32 @@ def request_slices(signal: Signal, payload: bytes | bytearray | memoryview | Mes
     yield from _slices(data)
 
 
-def _fields(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-    """(field number, start, end) of each field of the message ``data[start:end]``, tag included."""
-    pos = start
-    while pos < end:
-        field_start = pos
-        key, pos = _varint(data, pos)
-        wire_type = key & 7
-        if wire_type == 2:
-            size, pos = _varint(data, pos)
-            pos += size
-        elif wire_type == 0:
-            _, pos = _varint(data, pos)
-        elif wire_type == 1:
-            pos += 8
-        elif wire_type == 5:
-            pos += 4
-        else:
-            raise ValueError("group wire type")
-        if pos > end:
-            raise ValueError("field runs past its message")
-        yield key >> 3, field_start, pos
+# ExportTraceServiceRequest.resource_spans = 1, ResourceSpans.scope_spans = 2, ScopeSpans.spans = 2:
+# length-delimited fields with one-byte tags, found by decode._embedded.
 
 
-def _body(data: bytes, start: int, end: int) -> tuple[int, int]:
-    """Where the value of the length-delimited field ``data[start:end]`` begins and ends."""
-    _, pos = _varint(data, start)
-    _, pos = _varint(data, pos)
-    return pos, end
+def _field_start(value_start: int, value_end: int) -> int:
+    """Where a length-delimited field with a one-byte tag begins, from where its value begins and ends."""
+    size = value_end - value_start
+    return value_start - 1 - max(1, (size.bit_length() + 6) // 7)
 
 
-# ExportTraceServiceRequest.resource_spans = 1, ResourceSpans.scope_spans = 2, ScopeSpans.spans = 2.
-
-
-def _children(data: bytes, start: int, end: int, number: int) -> Iterator[tuple[int, int]]:
-    """The values of the length-delimited fields ``number`` of the message ``data[start:end]``."""
-    for n, s, e in _fields(data, start, end):
-        if n == number:
-            yield _body(data, s, e)
-
-
-def _others(data: bytes, start: int, end: int, number: int) -> bytes:
+def _without(data: bytes, start: int, end: int, number: int) -> bytes:
     """The message ``data[start:end]`` without its fields ``number``, as bytes."""
-    return b"".join(data[s:e] for n, s, e in _fields(data, start, end) if n != number)
+    out, pos = bytearray(), start
+    for s, e in _embedded(data, start, end, number):
+        out += data[pos : _field_start(s, e)]
+        pos = e
+    out += data[pos:end]
+    return bytes(out)
 
 
 def _span_count(data: bytes, stop_after: int) -> int:
     """Spans in a serialized trace request, counted up to a bit past ``stop_after``."""
     count = 0
-    for resource in _children(data, 0, len(data), 1):
-        for scope in _children(data, *resource, 2):
-            for _ in _children(data, *scope, 2):
+    for resource in _embedded(data, 0, len(data), 1):
+        for scope in _embedded(data, *resource, 2):
+            for _ in _embedded(data, *scope, 2):
                 count += 1
                 if count > stop_after:
                     return count
@@ -157,15 +132,14 @@ def _span_count(data: bytes, stop_after: int) -> int:
 
 def _slices(data: bytes) -> Iterator[bytes]:
     """Sub-requests of at most DECODE_SLICE_SPANS spans, cut from the bytes one at a time."""
-    for resource in _children(data, 0, len(data), 1):
-        resource_head = _others(data, *resource, 2)
-        for scope in _children(data, *resource, 2):
-            scope_head = _others(data, *scope, 2)
+    for resource in _embedded(data, 0, len(data), 1):
+        resource_head = _without(data, *resource, 2)
+        for scope in _embedded(data, *resource, 2):
+            scope_head = _without(data, *scope, 2)
             spans: list[bytes] = []
             sent = False
-            for n, s, e in _fields(data, *scope):
-                if n == 2:
-                    spans.append(data[s:e])
+            for s, e in _embedded(data, *scope, 2):
+                spans.append(data[_field_start(s, e) : e])
                 if len(spans) == DECODE_SLICE_SPANS:
                     yield length_delimited(1, resource_head + length_delimited(2, scope_head + b"".join(spans)))
                     spans, sent = [], True
