@@ -8,6 +8,9 @@ upper bound) and prints the peak:
 * ``json16`` / ``json64``: 16 / 64 concurrent OTLP/HTTP JSON bodies of 16 MB of small spans;
 * ``proto60``: 60 concurrent 63 MB OTLP/gRPC protobuf requests (with the right token);
 * ``tokenless60``: the same 60 x 63 MB requests without the token, against ``--token``.
+* ``slowloris``: 1,100 connections stalling in their headers or body (a byte a second) against a
+  receiver limited to 1,024 open files; prints when a well-behaved exporter first got through,
+  the receiver's stderr bytes, and how many slow connections are still open after 40 s.
 * ``polite``: an app using the standard SDK (BatchSpanProcessor + OTLPSpanExporter, default
   settings, gRPC and HTTP) at 100 spans/s while 32 aggressive gRPC clients flood the
   receiver for ``--duration`` s; prints the spans the app lost and the flood's acked-but-missing.
@@ -51,7 +54,7 @@ MB = 1024 * 1024
 class Server:
     """``tracetui serve --headless`` from ``source`` (None: the installed tracetui)."""
 
-    def __init__(self, db: Path, source: str | None, *args: str) -> None:
+    def __init__(self, db: Path, source: str | None, *args: str, preexec_fn=None) -> None:
         env = dict(os.environ)
         env.pop("TRACETUI_TOKEN", None)
         if source:
@@ -59,7 +62,8 @@ class Server:
         cmd = [PYTHON, "-m", "tracetui", "serve", "--headless", "--db", str(db), "--grpc-port", "0",
                "--http-port", "0", *args]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True, cwd="/", env=env, start_new_session=True)  # fmt: skip
+                                     text=True, cwd="/", env=env, start_new_session=True,
+                                     preexec_fn=preexec_fn)  # fmt: skip
         self.stderr_bytes = 0
         self.grpc = self.http = ""
         self.db = db
@@ -214,6 +218,37 @@ def memory_flood(name: str, source: str | None, tmp: Path) -> dict:
             "answers": answers, "seconds": round(time.monotonic() - t0, 1), "stderr_bytes": server.stderr_bytes}  # fmt: skip
 
 
+def slowloris(source: str | None, tmp: Path, seconds: float = 40.0) -> dict:
+    from slow_clients import Slowloris, limit_open_files
+
+    server = Server(tmp / "slow.db", source, preexec_fn=limit_open_files(1024))
+    host, port = server.http.rsplit(":", 1)
+    body = bytes.fromhex("0a00")  # an empty ResourceSpans: a valid export of nothing
+    t0 = time.monotonic()
+    slow = Slowloris(host, int(port), 1_100)
+    first_ok = None
+    stderr_at_10s = None
+    while time.monotonic() - t0 < seconds:
+        if stderr_at_10s is None and time.monotonic() - t0 >= 10:
+            stderr_at_10s = server.stderr_bytes
+        if first_ok is None:
+            try:
+                conn = http.client.HTTPConnection(host, int(port), timeout=1)
+                conn.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
+                if conn.getresponse().status == 200:
+                    first_ok = round(time.monotonic() - t0, 1)
+                conn.close()
+            except OSError:
+                pass
+        time.sleep(0.5)
+    still_open = slow.open()
+    slow.close()
+    server.stop()
+    return {"flood": "slowloris (1,100 connections, ulimit -n 1024)", "connected": slow.connected,
+            "first_export_ok_s": first_ok, "stderr_bytes_first_10s": stderr_at_10s,
+            "slow_connections_open_after_s": [seconds, still_open]}  # fmt: skip
+
+
 def polite(source: str | None, tmp: Path, seconds: float, clients: int = 32) -> dict:
     """tests/flood_clients.polite_flood against a receiver of ``source``, with its peak memory."""
     server = Server(tmp / "polite.db", source)
@@ -225,7 +260,7 @@ def polite(source: str | None, tmp: Path, seconds: float, clients: int = 32) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("floods", nargs="*", default=["json16", "json64", "proto60", "tokenless60", "polite"])
+    parser.add_argument("floods", nargs="*", default=["json16", "json64", "proto60", "tokenless60", "slowloris", "polite"])
     parser.add_argument("--source", default=None, help="directory holding the tracetui package to measure")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of the polite-exporter flood")
     args = parser.parse_args()
@@ -233,6 +268,8 @@ def main() -> None:
         for name in args.floods:
             if name == "polite":
                 result = polite(args.source, Path(tmp), args.duration)
+            elif name == "slowloris":
+                result = slowloris(args.source, Path(tmp))
             else:
                 result = memory_flood(name, args.source, Path(tmp))
             result["source"] = args.source or "this checkout"
