@@ -69,6 +69,10 @@ Signal = Literal["traces", "logs"]
 DECODE_SLICE_SPANS = 4_000
 
 
+#: Exports larger than this are cut into slices in the receiver process before they go to a worker.
+SLICE_IN_RECEIVER_BYTES = 8 * 1024 * 1024
+
+
 def request_slices(signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Iterator[bytes | Message]:
     """The export as sub-requests of at most :data:`DECODE_SLICE_SPANS` spans (the payload itself when small).
 
@@ -281,7 +285,21 @@ def _worker_init(
 
 
 def _worker_store(signal: Signal, payload: bytes) -> tuple[Stored, int]:
-    """Decode and write one export, or one slice of it (in a worker process); also returns the spans it added."""
+    """Decode and write one export (or a slice of one), a slice at a time (in a worker process).
+
+    Also returns the spans it added.
+    """
+    total: Stored | None = None
+    written = 0
+    for part in request_slices(signal, payload):
+        stored, added = _worker_store_slice(signal, part)
+        total = _add_stored(total, stored)
+        written += added
+    assert total is not None
+    return total, written
+
+
+def _worker_store_slice(signal: Signal, payload: bytes | Message) -> tuple[Stored, int]:
     assert _worker is not None, "worker not initialized"
     decoded = decode_request(signal, payload)
     written = 0
@@ -415,10 +433,12 @@ class WorkerPool:
         return None
 
     def store(self, writer: Writer, signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Stored:
-        """Hands the export to the workers a slice at a time (request_slices): a large request
-        never crosses to a worker whole (pickled, piped and unpickled, three more copies of it)."""
+        """Hands a large export to the workers a slice at a time (request_slices), so it never crosses
+        to a worker whole (pickled, piped and unpickled: three more copies of it). Smaller ones go
+        whole, and the worker slices them: cutting costs ~1 µs a span, better spent there."""
+        size = payload.ByteSize() if isinstance(payload, Message) else len(payload)
         total: Stored | None = None
-        for part in request_slices(signal, payload):
+        for part in request_slices(signal, payload) if size > SLICE_IN_RECEIVER_BYTES else (payload,):
             total = _add_stored(total, self._store_one(writer, signal, part))
         assert total is not None
         return total
