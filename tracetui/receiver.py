@@ -23,9 +23,9 @@ from typing import TextIO
 
 from tracetui import pricing
 from tracetui.config import TOKEN_ENV, ReceiverSettings
-from tracetui.otlp.admission import Admission, default_budget, return_freed_memory_promptly
 from tracetui.otlp.decoder import Decoder, InlineDecoder, WorkerPool, configure_pricing
 from tracetui.otlp.grpc_server import start_grpc_server
+from tracetui.otlp.admission import Admission, default_budget, return_freed_memory_promptly
 from tracetui.store.retention import Retention, parse_age
 from tracetui.store.writer import Writer, receiver_status_defaults
 
@@ -86,7 +86,6 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
         except Exception as exc:
             return give_up(f"cannot start the ingest workers: {exc}")
         writer.backlog = pool.backlog
-    admission = Admission(default_budget(settings.max_request_bytes))  # shared: one memory budget
     try:
         server, port = start_grpc_server(
             writer,
@@ -96,7 +95,7 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
             workers=settings.grpc_workers,
             token=settings.token,
             decoder=decoder,
-            admission=admission,
+            admission=(admission := Admission(default_budget(settings.max_request_bytes))),  # shared with HTTP
         )
     except OSError as exc:
         return give_up(str(exc))

@@ -62,7 +62,7 @@ def _retryable_abort(context: grpc.ServicerContext, message: str, delay_s: float
 
 
 class ExportHandler:
-    """The body of ``TraceService/Export`` and ``LogsService/Export`` (a stream-unary handler: see the module)."""
+    """The body of ``TraceService/Export`` and ``LogsService/Export``."""
 
     def __init__(
         self,

@@ -541,19 +541,25 @@ class HttpReceiver:
         finally:
             admitted.release()
 
-    def _decode_and_store(
-        self, signal: str, content_type: str, encoding: str, body: bytearray, admitted: Pass
-    ) -> Reply:
+    @staticmethod
+    def _parse_json(body: bytearray, signal: str, lease: Pass, inflated: bool) -> bytes | Message:
+        """Traces a span at a time (otlp_json.parse_traces_lean), other signals whole; raises DecodeError.
+
+        A body that was decompressed was charged its inflated size only; parsing costs more.
+        """
+        if inflated:
+            lease.grow(len(body) * (_json_cost_factor(signal) - 1))
+        return parse_traces_lean(body) if signal == "traces" else parse_request(body, signal)
+
+    def _decode_and_store(self, signal: str, content_type: str, encoding: str, body: bytearray, lease: Pass) -> Reply:
         try:
             if encoding:
-                body = decompress_bounded(body, encoding, self.max_request_bytes, admitted)
-                if content_type == JSON:  # what parsing will cost, now that the size is known
-                    admitted.grow(len(body) * (_json_cost_factor(signal) - 1))
+                body = decompress_bounded(body, encoding, self.max_request_bytes, lease)
             if signal == "metrics":
                 return Reply(200, ExportMetricsServiceResponse())  # accepted, not stored
             payload: bytes | bytearray | Message = body
             if content_type == JSON:
-                payload = parse_traces_lean(body) if signal == "traces" else parse_request(body, signal)
+                payload = self._parse_json(body, signal, lease, inflated=bool(encoding))
         except TooLarge:
             return self._too_large()
         except DecodeError as exc:
