@@ -154,15 +154,30 @@ def test_a_large_export_is_stored_whole_from_slices(start_rcv):
     assert stored_counts(rcv.db_path) == (9_999, 100)
 
 
-def test_an_unparseable_slice_rejects_the_whole_large_export(start_rcv):
+def test_a_slice_that_does_not_decode_is_rejected_alone(start_rcv):
+    """9,000 spans go in slices of 4,000: invalid UTF-8 in the third rejects its 1,000 spans, the rest are stored."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
     rcv = start_rcv()
     request = small_spans_request(9_000)
     request.resource_spans[0].scope_spans[0].spans[8_000].name = "NAME-TO-BREAK"
     data = request.SerializeToString().replace(b"NAME-TO-BREAK", b"\xff\xfe" + b"x" * 11)  # invalid UTF-8
+    with channel_to(rcv.port) as channel:
+        answer = ExportTraceServiceResponse.FromString(exporter_stub(channel)(data, timeout=120))
+    assert answer.partial_success.rejected_spans == 1_000
+    assert "1,000 spans of one slice" in answer.partial_success.error_message
+    assert stored_counts(rcv.db_path)[0] == 8_000
+
+
+def test_a_small_export_that_does_not_decode_is_still_refused_whole(start_rcv):
+    rcv = start_rcv()
+    request = small_spans_request(50)
+    request.resource_spans[0].scope_spans[0].spans[10].name = "NAME-TO-BREAK"
+    data = request.SerializeToString().replace(b"NAME-TO-BREAK", b"\xff\xfe" + b"x" * 11)
     with channel_to(rcv.port) as channel, pytest.raises(grpc.RpcError) as raised:
-        exporter_stub(channel)(data, timeout=120)
+        exporter_stub(channel)(data, timeout=60)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert stored_counts(rcv.db_path) == (0, 0)  # nothing of it was written
+    assert stored_counts(rcv.db_path) == (0, 0)
 
 
 def json_spans_body(n: int, first: int) -> bytes:

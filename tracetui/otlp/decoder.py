@@ -36,7 +36,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, Protocol
 
 from google.protobuf.message import Message
@@ -78,8 +78,7 @@ def request_slices(signal: Signal, payload: bytes | bytearray | memoryview | Mes
 
     Large trace requests are cut at the byte level (each slice keeps its spans'
     resource and scope), so the whole request is never parsed into objects at
-    once. Every slice is parsed once before the first is yielded, so a request
-    that does not parse raises DecodeError before any of it is written.
+    once. See :func:`store_in_slices` for what becomes of a slice that does not decode.
     """
     if signal != "traces":
         yield payload
@@ -93,13 +92,32 @@ def request_slices(signal: Signal, payload: bytes | bytearray | memoryview | Mes
     try:
         small = _span_count(data, stop_after=DECODE_SLICE_SPANS) <= DECODE_SLICE_SPANS
     except (ValueError, IndexError):
-        small = True  # not the expected shape: parse_trace_request says why, or it is fine whole
+        small = True  # not the expected shape: decoding it whole says why, or it is fine whole
     if small:
         yield payload
         return
-    for part in _slices(data):
-        parse_trace_request(part)  # validation only; raises DecodeError
     yield from _slices(data)
+
+
+def store_in_slices(signal: Signal, payload, store_one: Callable[[bytes | Message], Stored]) -> Stored:
+    """Store an export a slice at a time (request_slices) through ``store_one``; the sum of what each stored.
+
+    When an export was cut, a slice that does not decode (invalid UTF-8, say)
+    has its spans rejected through OTLP ``partial_success`` and the other
+    slices are stored; an export that was not cut raises DecodeError as before.
+    """
+    total: Stored | None = None
+    for part in request_slices(signal, payload):
+        try:
+            stored = store_one(part)
+        except DecodeError as exc:
+            if part is payload:
+                raise
+            count = _span_count(part, stop_after=DECODE_SLICE_SPANS)
+            stored = Stored(0, count, f"{fmt_counted(count, 'span')} of one slice of the export: {exc}")
+        total = _add_stored(total, stored)
+    assert total is not None
+    return total
 
 
 # ExportTraceServiceRequest.resource_spans = 1, ResourceSpans.scope_spans = 2, ScopeSpans.spans = 2:
@@ -212,11 +230,7 @@ class InlineDecoder:
         return None  # the writer's own queue is the bound (Writer.busy)
 
     def store(self, writer: Writer, signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Stored:
-        total: Stored | None = None
-        for part in request_slices(signal, payload):
-            total = _add_stored(total, self._store_one(writer, signal, part))
-        assert total is not None
-        return total
+        return store_in_slices(signal, payload, lambda part: self._store_one(writer, signal, part))
 
     @staticmethod
     def _store_one(writer: Writer, signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Stored:
@@ -289,14 +303,15 @@ def _worker_store(signal: Signal, payload: bytes) -> tuple[Stored, int]:
 
     Also returns the spans it added.
     """
-    total: Stored | None = None
     written = 0
-    for part in request_slices(signal, payload):
+
+    def store_one(part: bytes | Message) -> Stored:
+        nonlocal written
         stored, added = _worker_store_slice(signal, part)
-        total = _add_stored(total, stored)
         written += added
-    assert total is not None
-    return total, written
+        return stored
+
+    return store_in_slices(signal, payload, store_one), written
 
 
 def _worker_store_slice(signal: Signal, payload: bytes | Message) -> tuple[Stored, int]:
@@ -437,11 +452,9 @@ class WorkerPool:
         to a worker whole (pickled, piped and unpickled: three more copies of it). Smaller ones go
         whole, and the worker slices them: cutting costs ~1 µs a span, better spent there."""
         size = payload.ByteSize() if isinstance(payload, Message) else len(payload)
-        total: Stored | None = None
-        for part in request_slices(signal, payload) if size > SLICE_IN_RECEIVER_BYTES else (payload,):
-            total = _add_stored(total, self._store_one(writer, signal, part))
-        assert total is not None
-        return total
+        if size <= SLICE_IN_RECEIVER_BYTES:
+            return self._store_one(writer, signal, payload)
+        return store_in_slices(signal, payload, lambda part: self._store_one(writer, signal, part))
 
     def _store_one(self, writer: Writer, signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Stored:
         data = payload.SerializeToString() if isinstance(payload, Message) else bytes(payload)
