@@ -141,9 +141,10 @@ def retry_delay_of(error: grpc.RpcError) -> float:
     return delay.seconds + delay.nanos / 1e9
 
 
-def test_a_large_export_is_stored_whole_from_slices(start_rcv):
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_large_export_is_stored_whole_from_slices(start_rcv, workers):
     """10,000 spans in one export are decoded a slice at a time; every span is stored, and bad ids still partially rejected."""
-    rcv = start_rcv()
+    rcv = start_rcv("--decode-workers", workers)
     request = small_spans_request(10_000)
     request.resource_spans[0].scope_spans[0].spans[9_500].span_id = b"\x01\x02"  # invalid: rejected alone
     with channel_to(rcv.port) as channel:
@@ -154,11 +155,12 @@ def test_a_large_export_is_stored_whole_from_slices(start_rcv):
     assert stored_counts(rcv.db_path) == (9_999, 100)
 
 
-def test_a_slice_that_does_not_decode_is_rejected_alone(start_rcv):
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_slice_that_does_not_decode_is_rejected_alone(start_rcv, workers):
     """9,000 spans go in slices of 4,000: invalid UTF-8 in the third rejects its 1,000 spans, the rest are stored."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-    rcv = start_rcv()
+    rcv = start_rcv("--decode-workers", workers)
     request = small_spans_request(9_000)
     request.resource_spans[0].scope_spans[0].spans[8_000].name = "NAME-TO-BREAK"
     data = request.SerializeToString().replace(b"NAME-TO-BREAK", b"\xff\xfe" + b"x" * 11)  # invalid UTF-8
