@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test demo screenshots bench clean
+.PHONY: run test stress demo screenshots bench clean
 
 # The packaging tools' output (setuptools' "Editable installation" banner, pip's notices) goes to
 # $(VENV)/install.log and is shown only when the installation fails.
@@ -26,6 +26,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The slow tests: sustained floods and hostile clients (several minutes; `make test` skips them).
+stress: $(STAMP)
+	$(BIN)/python -m pytest -m slow
 
 demo: $(STAMP)
 	@$(BIN)/tracetui demo

@@ -381,7 +381,7 @@ def extra_port_options() -> list[str]:
 
 
 def spawn_receiver(
-    args: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None
+    args: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None, preexec_fn=None
 ) -> tuple[subprocess.Popen, list[str], threading.Event, threading.Event]:
     """Start ``python -m tracetui serve --headless ARGS``; stderr is drained by a thread.
 
@@ -400,6 +400,7 @@ def spawn_receiver(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=preexec_fn,
     )
     lines: list[str] = []
     ready, done = threading.Event(), threading.Event()

@@ -80,6 +80,10 @@ prices_option = click.option(
               help="Evaluation score at or above which a result passes (groundedness badges).")  # fmt: skip
 @click.option("--route-attribute", default=None, metavar="KEY",
               help="Span attribute naming the route on the stats screen (default: service / run name).")  # fmt: skip
+@click.option("--http-header-timeout", type=click.FloatRange(0.1), default=10.0, show_default=True, metavar="SECONDS",
+              help="OTLP/HTTP: close connections that take longer to send a request's headers, or stay idle longer.")  # fmt: skip
+@click.option("--http-body-timeout", type=click.FloatRange(0.1), default=30.0, show_default=True, metavar="SECONDS",
+              help="OTLP/HTTP: answer 408 and close when a request's body takes longer to arrive.")  # fmt: skip
 @click.option("--exit-with-parent", is_flag=True, hidden=True)
 def serve(
     db: Path | None,
@@ -97,6 +101,8 @@ def serve(
     prices: Path | None,
     threshold: float,
     route_attribute: str | None,
+    http_header_timeout: float,
+    http_body_timeout: float,
     exit_with_parent: bool,
 ) -> None:
     """Receive OTLP traces and show them live (the receiver runs in its own process)."""
@@ -113,6 +119,8 @@ def serve(
         max_db_mb=max_db_mb,
         max_age=max_age,
         prices_path=prices.resolve() if prices else None,
+        http_header_timeout_s=http_header_timeout,
+        http_body_timeout_s=http_body_timeout,
         exit_with_parent=exit_with_parent,
     )
     if headless:

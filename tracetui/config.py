@@ -62,6 +62,9 @@ class ReceiverSettings:
     grpc_workers: int = 32
     #: Processes that decode exports (0: decode in the receiver process itself).
     decode_workers: int = field(default_factory=lambda: default_decode_workers())
+    #: OTLP/HTTP: seconds for a request's headers (and idle keep-alive), and for its body.
+    http_header_timeout_s: float = 10.0
+    http_body_timeout_s: float = 30.0
     #: Exit when the parent process goes away (used by `tracetui serve`).
     exit_with_parent: bool = False
     extra: dict[str, str] = field(default_factory=dict)

@@ -26,6 +26,7 @@ from tracetui.config import TOKEN_ENV, ReceiverSettings
 from tracetui.hints import COMMAND_ENV, command_name, port_in_use_message, port_is_free
 from tracetui.otlp.decoder import Decoder, InlineDecoder, WorkerPool, configure_pricing
 from tracetui.otlp.grpc_server import start_grpc_server
+from tracetui.otlp.admission import Admission, default_budget, return_freed_memory_promptly
 from tracetui.store.retention import Retention, parse_age
 from tracetui.store.writer import Writer, receiver_status_defaults
 
@@ -49,6 +50,7 @@ def _busy_ports(settings: ReceiverSettings) -> list[tuple[str, int]]:
 def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: threading.Event | None = None) -> int:
     """Run until SIGINT/SIGTERM (or ``stop`` is set). Returns the exit code."""
     stop = stop or threading.Event()
+    return_freed_memory_promptly()
     if not settings.is_loopback:
         print(
             f"tracetui: warning: listening on {settings.host}, reachable from other machines; "
@@ -113,6 +115,7 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
             workers=settings.grpc_workers,
             token=settings.token,
             decoder=decoder,
+            admission=(admission := Admission(default_budget(settings.max_request_bytes))),  # shared with HTTP
         )
     except OSError as exc:
         return give_up(str(exc))
@@ -127,6 +130,9 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
         workers=settings.grpc_workers,
         shutdown_grace_s=SHUTDOWN_GRACE_S,
         decoder=decoder,
+        admission=admission,
+        header_timeout_s=settings.http_header_timeout_s,
+        body_timeout_s=settings.http_body_timeout_s,
     )
     try:
         http_port = http.start()
@@ -214,6 +220,7 @@ class ReceiverProcess:
             "--http-port", str(s.http_port),
             "--max-request-mb", str(max(1, s.max_request_bytes // (1024 * 1024))),
             "--max-pending-spans", str(s.max_pending_spans), "--decode-workers", str(s.decode_workers),
+            "--http-header-timeout", str(s.http_header_timeout_s), "--http-body-timeout", str(s.http_body_timeout_s),
         ]  # fmt: skip
         for option, value in (("--max-spans", s.max_spans), ("--max-db-mb", s.max_db_mb), ("--max-age", s.max_age),
                               ("--prices", s.prices_path)):  # fmt: skip

@@ -291,6 +291,20 @@ def _embedded(data: bytes, start: int, end: int, number: int, with_key: bool = F
         raise ValueError("message ends mid-field")
 
 
+def length_delimited(number: int, value: bytes | bytearray) -> bytes:
+    """Field ``number`` (wire type 2) holding ``value``, encoded: what _embedded reads back."""
+    return _encode_varint(number << 3 | 2) + _encode_varint(len(value)) + value
+
+
+def _encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
 def span_bytes(data: bytes) -> list[bytes] | None:
     """Each Span of a serialized ExportTraceServiceRequest, as the bytes that encode it, in order.
 

@@ -8,6 +8,14 @@ undecodable body gets ``INVALID_ARGUMENT`` with a readable reason instead of
 grpc's generic ``INTERNAL``. Each handler has its request decoded and
 written (on its own thread, or by an ingest worker process: see
 tracetui.otlp.decoder) and answers only once it is committed.
+
+The unary ``Export`` is served by a *stream-unary* handler: the wire format
+is the same, but grpcio (1.85, ``_server._handle_stream_unary``) then calls
+the handler before receiving the message, which it does on the first
+``next()`` of the request iterator; for a unary handler it receives the whole
+message first, on the pool thread. So the token is checked and the export
+admitted (tracetui.otlp.admission) before its body is read: an unauthenticated
+or refused export costs no more than grpc's flow-control window.
 """
 
 from __future__ import annotations
@@ -18,10 +26,16 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from tracetui.otlp.admission import PROTOBUF_COST_FACTOR, UNKNOWN_SIZE_COST, Admission, OverBudget, Pass
 from tracetui.otlp.auth import bearer_ok
 from tracetui.otlp.decoder import Decoder, InlineDecoder
 from tracetui.otlp.ingest import RETRY_DELAY_S, Outcome, Signal, ingest
 from tracetui.store.writer import Writer
+
+#: Bytes grpc core reads ahead on a stream whose handler has not asked for its message yet.
+LOOKAHEAD_BYTES = 256 * 1024
+#: Seconds kept from an exporter's deadline for decoding and committing, when waiting in line.
+COMMIT_RESERVE_S = 2.0
 
 
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
@@ -55,29 +69,69 @@ def _retryable_abort(context: grpc.ServicerContext, message: str, delay_s: float
 class ExportHandler:
     """The body of ``TraceService/Export``, ``LogsService/Export`` and ``MetricsService/Export``."""
 
-    def __init__(self, writer: Writer, signal: Signal, token: str | None = None, decoder: Decoder | None = None) -> None:
+    def __init__(
+        self,
+        writer: Writer,
+        signal: Signal,
+        token: str | None = None,
+        decoder: Decoder | None = None,
+        admission: Admission | None = None,
+    ) -> None:
         self.writer = writer
         self.signal = signal
         self.token = token or None
         self.decoder = decoder or InlineDecoder()
+        self.admission = admission
+        #: Connection -> size of its last export: what its next one reserves before it is read.
+        self._last_size: dict[str, int] = {}
 
     def _authorized(self, context: grpc.ServicerContext) -> bool:
         assert self.token is not None
         metadata = context.invocation_metadata() or ()
         return any(key == "authorization" and bearer_ok(value, self.token) for key, value in metadata)
 
-    def __call__(self, request_bytes: bytes, context: grpc.ServicerContext) -> bytes:
+    def __call__(self, requests, context: grpc.ServicerContext) -> bytes:
         if self.token is not None and not self._authorized(context):
             context.abort(
                 grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (authorization: Bearer TOKEN)"
             )
-        result = ingest(self.writer, self.signal, request_bytes, self.decoder)
+        admitted = self._admit(context)
+        try:
+            request_bytes = next(requests, None)
+            if request_bytes is None:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an export needs exactly one request message")
+            if admitted is not None:
+                if len(self._last_size) > 4096:  # connections come and go: forget them all now and then
+                    self._last_size.clear()
+                self._last_size[admitted.peer] = len(request_bytes)
+                admitted.resize(len(request_bytes) * PROTOBUF_COST_FACTOR)
+            result = ingest(self.writer, self.signal, request_bytes, self.decoder)
+            del request_bytes
+        finally:
+            if admitted is not None:
+                admitted.release()
         if result.outcome is Outcome.INVALID:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, result.message)
         if result.outcome is Outcome.BUSY:
-            _retryable_abort(context, result.message, result.retry_after_s)
+            delay = self.admission.retry_delay() if self.admission is not None else result.retry_after_s
+            _retryable_abort(context, result.message, max(delay, result.retry_after_s))
         assert result.response is not None
         return result.response.SerializeToString()
+
+    def _admit(self, context: grpc.ServicerContext) -> Pass | None:
+        """A pass for this export's memory, before its body is read (aborts with a retry delay when refused)."""
+        if self.admission is None:
+            return None
+        peer = context.peer()
+        last = self._last_size.get(peer)
+        cost = UNKNOWN_SIZE_COST if last is None else last * PROTOBUF_COST_FACTOR
+        remaining = context.time_remaining()
+        wait_s = None if remaining is None else min(self.admission.max_wait_s, remaining - COMMIT_RESERVE_S)
+        try:
+            return self.admission.enter(peer, cost, wait_s, unknown_size=last is None)
+        except OverBudget as exc:
+            _retryable_abort(context, str(exc), exc.retry_after_s)
+            raise  # not reached: abort raises
 
 
 def _identity(data: bytes) -> bytes:
@@ -93,6 +147,7 @@ def start_grpc_server(
     workers: int = 32,
     token: str | None = None,
     decoder: Decoder | None = None,
+    admission: Admission | None = None,
 ) -> tuple[grpc.Server, int]:
     """Start the gRPC server; returns it and the bound port.
 
@@ -110,6 +165,11 @@ def start_grpc_server(
             # grpcio enables SO_REUSEPORT by default, which would let a second
             # receiver silently share the port with the first.
             ("grpc.so_reuseport", 0),
+            # Without these, grpc core reads a stream's message into its own buffers ahead of the
+            # handler, growing the window by bandwidth-delay probing: 60 exports of 63 MB waiting in
+            # line held 2 GB. A stream then buffers only its lookahead until its handler reads it.
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.http2.lookahead_bytes", LOOKAHEAD_BYTES),
         ],
     )
     server.add_generic_rpc_handlers(
@@ -117,8 +177,8 @@ def start_grpc_server(
             grpc.method_handlers_generic_handler(
                 service,
                 {
-                    "Export": grpc.unary_unary_rpc_method_handler(
-                        ExportHandler(writer, signal, token, decoder),
+                    "Export": grpc.stream_unary_rpc_method_handler(
+                        ExportHandler(writer, signal, token, decoder, admission),
                         request_deserializer=_identity,
                         response_serializer=_identity,
                     )

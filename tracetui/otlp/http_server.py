@@ -19,11 +19,13 @@ only once its rows are committed and one slow commit never blocks the others.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import re
 import socket
 import threading
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,11 +35,20 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 
+from tracetui.otlp.admission import (
+    JSON_COST_FACTOR,
+    JSON_TRACES_COST_FACTOR,
+    PROTOBUF_COST_FACTOR,
+    Admission,
+    OverBudget,
+    Pass,
+    default_budget,
+)
 from tracetui.otlp.auth import bearer_ok
 from tracetui.otlp.decode import DecodeError
 from tracetui.otlp.decoder import Decoder, InlineDecoder
-from tracetui.otlp.ingest import RETRY_DELAY_S, Outcome, ingest
-from tracetui.otlp.otlp_json import message_to_json, parse_request
+from tracetui.otlp.ingest import Outcome, ingest
+from tracetui.otlp.otlp_json import message_to_json, parse_request, parse_traces_lean
 from tracetui.store.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -60,6 +71,10 @@ _LOCAL_ORIGIN = re.compile(r"http://(localhost|127\.0\.0\.1)(:\d{1,5})?")
 _HEADER_LIST = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+(\s*,\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*")
 _DEFAULT_ALLOWED_HEADERS = "content-type, content-encoding, authorization"
 CORS_MAX_AGE_S = 600
+#: Defaults of --http-header-timeout and --http-body-timeout. Exporters send a batch in one
+#: go (the SDK's own timeout is 10 s), so a connection slower than this is stuck or hostile.
+HEADER_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 30.0
 
 
 class _ClientTrouble(logging.Filter):
@@ -79,6 +94,39 @@ protocol_log = logging.getLogger("tracetui.http.protocol")
 protocol_log.addFilter(_ClientTrouble())
 
 
+class _OutOfDescriptors:
+    """The event loop's exception handler: running out of descriptors is said once per interval.
+
+    When ``accept()`` fails with EMFILE (the open-files limit, e.g. ``ulimit -n
+    1024`` under a flood of connections), asyncio (CPython 3.11-3.13,
+    ``selector_events._accept_connection``) logs a traceback and keeps trying
+    for the rest of its accept loop: up to the listen backlog per tick, each
+    with a traceback (3.5 MB/s of stderr and half a core were measured). It
+    pauses accepting for a second itself; slow connections are closed by the
+    header and body timeouts, which frees descriptors. Everything else goes to
+    asyncio's default handler.
+    """
+
+    INTERVAL_S = 10.0
+
+    def __init__(self) -> None:
+        self.last = -math.inf
+        self.count = 0
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        if context.get("message") != "socket.accept() out of system resource":
+            loop.default_exception_handler(context)
+            return
+        self.count += 1
+        now = time.monotonic()
+        if now - self.last >= self.INTERVAL_S:
+            log.warning(
+                "OTLP/HTTP cannot accept connections: %s (%d attempts); waiting for connections to close",
+                context.get("exception"), self.count,
+            )  # fmt: skip
+            self.last, self.count = now, 0
+
+
 def local_origin(origin: str) -> bool:
     """Whether a browser ``Origin`` is a page served from this machine over loopback."""
     return _LOCAL_ORIGIN.fullmatch(origin) is not None
@@ -91,51 +139,11 @@ class TooLarge(Exception):
     """The body is over the size limit (before or after decompression)."""
 
 
-class OverBudget(Exception):
-    """Requests in flight already hold as much memory as the receiver allows."""
-
-
-class InflightBudget:
-    """Bytes held by requests in flight (bodies and decompressed payloads), shared by all requests."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._lock = threading.Lock()
-
-    def take(self, n: int) -> None:
-        with self._lock:
-            if self.used + n > self.limit:
-                raise OverBudget(f"{self.used} bytes of requests in flight")
-            self.used += n
-
-    def give(self, n: int) -> None:
-        with self._lock:
-            self.used -= n
-
-
-@dataclass
-class Lease:
-    """One request's share of the budget, given back when it is answered."""
-
-    budget: InflightBudget
-    held: int = 0
-
-    def take(self, n: int) -> None:
-        self.budget.take(n)
-        self.held += n
-
-    def release(self) -> None:
-        if self.held:
-            self.budget.give(self.held)
-            self.held = 0
-
-
 def _looks_like_zlib(data: bytes | bytearray) -> bool:
     return len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
 
 
-def decompress_bounded(data: bytes | bytearray, encoding: str, limit: int, lease: Lease | None = None) -> bytearray:
+def decompress_bounded(data: bytes | bytearray, encoding: str, limit: int, admitted: Pass | None = None) -> bytearray:
     """Decompress ``gzip`` or ``deflate`` (zlib-wrapped or raw) without ever holding more than ``limit`` bytes.
 
     Input is fed in small slices and output taken in bounded steps, so the
@@ -161,8 +169,8 @@ def decompress_bounded(data: bytes | bytearray, encoding: str, limit: int, lease
             if chunk:
                 if len(out) + len(chunk) > limit:
                     raise TooLarge(f"more than {limit} bytes after decompression")
-                if lease is not None:
-                    lease.take(len(chunk))
+                if admitted is not None:
+                    admitted.grow(len(chunk))
                 out += chunk
             pending = decomp.unconsumed_tail
             if decomp.eof:
@@ -209,11 +217,25 @@ def _retry_after(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
 
 
-def _too_busy() -> Reply:
-    return _status(
-        429, code_pb2.RESOURCE_EXHAUSTED, "tracetui is receiving too much at once; retry later",
-        **{"Retry-After": _retry_after(RETRY_DELAY_S)},
-    )  # fmt: skip
+def _too_busy(exc: OverBudget) -> Reply:
+    return _status(429, code_pb2.RESOURCE_EXHAUSTED, str(exc), **{"Retry-After": _retry_after(exc.retry_after_s)})
+
+
+def _peer_name(request: web.Request) -> str:
+    """The connection, for admission's fairness between connections."""
+    peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+    return f"http:{peer[0]}:{peer[1]}" if peer else "http:?"
+
+
+def _cost_factor(signal: str, content_type: str, encoding: str) -> int:
+    """Memory per byte of body (tracetui.otlp.admission); a compressed body is charged again as it inflates."""
+    if encoding:
+        return 1
+    return _json_cost_factor(signal) if content_type == JSON else PROTOBUF_COST_FACTOR
+
+
+def _json_cost_factor(signal: str) -> int:
+    return JSON_TRACES_COST_FACTOR if signal == "traces" else JSON_COST_FACTOR
 
 
 # --- the server -----------------------------------------------------------------------------
@@ -229,8 +251,12 @@ class HttpReceiver:
         token: when set, every export needs ``Authorization: Bearer TOKEN``.
         decoder: where requests are decoded and written (default: decoded in the
             handler thread, written by ``writer``'s thread).
-        max_inflight_bytes: memory that bodies in flight may hold together
-            before new ones are answered 429 (default: 4 requests' worth).
+        admission: the memory budget shared with the gRPC server (default: one of
+            its own, for 4 requests' worth of bodies); a body is read first (charged to a
+            reading budget of half that size as it arrives), then waits in its line, then gets 429.
+        header_timeout_s: a connection must send a request's headers within this long of
+            opening or of its previous answer (idle keep-alive connections close then too).
+        body_timeout_s: a request's body must arrive within this long of its headers (408).
     """
 
     def __init__(
@@ -242,7 +268,9 @@ class HttpReceiver:
         max_request_bytes: int,
         token: str | None = None,
         workers: int = 8,
-        max_inflight_bytes: int | None = None,
+        admission: Admission | None = None,
+        header_timeout_s: float = HEADER_TIMEOUT_S,
+        body_timeout_s: float = BODY_TIMEOUT_S,
         shutdown_grace_s: float = 10.0,
         decoder: Decoder | None = None,
     ) -> None:
@@ -253,9 +281,15 @@ class HttpReceiver:
         self.port = 0
         self.max_request_bytes = max_request_bytes
         self.token = token or None
-        self.budget = InflightBudget(max_inflight_bytes or 4 * max_request_bytes)
+        self.admission = admission or Admission(default_budget(max_request_bytes))
+        #: Bytes of bodies being received, charged as they arrive; full: 429 at once.
+        self.reading = Admission(self.admission.limit // 2, max_wait_s=0)
+        self.header_timeout_s = header_timeout_s
+        self.body_timeout_s = body_timeout_s
         self.shutdown_grace_s = shutdown_grace_s
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tracetui-http")
+        #: Threads that wait in the admission line (never the ones that decode, which free the budget).
+        self._line = ThreadPoolExecutor(max_workers=64, thread_name_prefix="tracetui-http-admission")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -283,6 +317,7 @@ class HttpReceiver:
         def run() -> None:
             loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
+            loop.set_exception_handler(_OutOfDescriptors())
             self._loop = loop
             try:
                 runner = web.AppRunner(
@@ -291,6 +326,10 @@ class HttpReceiver:
                     access_log=None,
                     logger=protocol_log,
                     auto_decompress=False,  # decompressed here, under the size limit
+                    # aiohttp (3.14, web_protocol) starts this timer when a connection opens and
+                    # after each answer, and closes the connection if no complete request head came
+                    # by then: the header timeout and the idle keep-alive timeout in one.
+                    keepalive_timeout=self.header_timeout_s,
                     shutdown_timeout=self.shutdown_grace_s,
                 )
                 loop.run_until_complete(runner.setup())
@@ -330,6 +369,7 @@ class HttpReceiver:
             loop.call_soon_threadsafe(loop.stop)
         self._thread.join(self.shutdown_grace_s + 5)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._line.shutdown(wait=False, cancel_futures=True)
 
     # --- the aiohttp application --------------------------------------------
 
@@ -420,29 +460,64 @@ class HttpReceiver:
         if request.content_length is not None and request.content_length > self.max_request_bytes:
             return _encode(self._too_large(request.content_length), reply_type)
 
-        lease = Lease(self.budget)
-        handed_off = False
+        peer = _peer_name(request)
+        reading = self.reading.enter(peer, 0, 0)  # never waits: only charged below, as bytes arrive
+        admitted: Pass | None = None
         try:
-            body = bytearray()
             try:
-                async for chunk in request.content.iter_any():
-                    if len(body) + len(chunk) > self.max_request_bytes:
-                        return _encode(self._too_large(), reply_type)
-                    lease.take(len(chunk))
-                    body += chunk
+                async with asyncio.timeout(self.body_timeout_s):
+                    body = await self._read_body(request, reading)
+            except TooLarge:
+                return _encode(self._too_large(), reply_type)
+            except TimeoutError:
+                return self._body_too_slow(reply_type)
             except (ConnectionError, http_exceptions.HttpProcessingError) as exc:
                 # the client went away or sent a broken body: nobody is waiting for a real answer
                 reply = _status(400, code_pb2.INVALID_ARGUMENT, f"the body could not be read: {exc}")
                 return _encode(reply, reply_type)
+            admitted = await self._admit(peer, len(body) * _cost_factor(signal, answer_type, encoding))
+            reading.release()
             loop = asyncio.get_running_loop()
-            handed_off = True  # from here on _process gives the lease back, even if this coroutine is cancelled
-            reply = await loop.run_in_executor(self._pool, self._process, signal, answer_type, encoding, body, lease)
-        except OverBudget:
-            reply = _too_busy()
+            process = functools.partial(self._process, signal, answer_type, encoding, body, admitted)
+            admitted = None  # from here on _process gives the pass back, even if this coroutine is cancelled
+            reply = await loop.run_in_executor(self._pool, process)
+        except OverBudget as exc:
+            reply = _too_busy(exc)
         finally:
-            if not handed_off:
-                lease.release()
+            reading.release()
+            if admitted is not None:
+                admitted.release()
         return _encode(reply, answer_type)
+
+    async def _read_body(self, request: web.Request, reading: Pass) -> bytearray:
+        """The whole body, each piece charged to the reading budget as it arrives (raises TooLarge, OverBudget).
+
+        A slow client holds only the bytes it has sent, never a share of the
+        budget that exports being decoded need; :attr:`body_timeout_s` ends it.
+        """
+        body = bytearray()
+        async for chunk in request.content.iter_any():
+            if len(body) + len(chunk) > self.max_request_bytes:
+                raise TooLarge()
+            reading.grow(len(chunk))
+            body += chunk
+        return body
+
+    def _body_too_slow(self, reply_type: str) -> web.Response:
+        reply = _status(408, code_pb2.DEADLINE_EXCEEDED,
+                        f"the body took longer than {self.body_timeout_s:g} s to arrive (--http-body-timeout)")  # fmt: skip
+        response = _encode(reply, reply_type)
+        response.force_close()  # what is left of the body is not read: this connection is done
+        return response
+
+    async def _admit(self, peer: str, cost: int) -> Pass:
+        """Wait in the admission line (off the event loop) for the memory this export will cost."""
+        waiting = asyncio.get_running_loop().run_in_executor(self._line, self.admission.enter, peer, cost)
+        try:
+            return await asyncio.shield(waiting)
+        except asyncio.CancelledError:  # shutting down: a pass granted later must still go back
+            waiting.add_done_callback(lambda f: f.cancelled() or f.exception() or f.result().release())
+            raise
 
     def _too_large(self, size: int | None = None) -> Reply:
         if size is not None:
@@ -453,25 +528,35 @@ class HttpReceiver:
 
     # --- on a pool thread -----------------------------------------------------
 
-    def _process(self, signal: str, content_type: str, encoding: str, body: bytearray, lease: Lease) -> Reply:
+    def _process(self, signal: str, content_type: str, encoding: str, body: bytearray, admitted: Pass) -> Reply:
         """Decompress, decode, store and wait for the commit; returns the answer (never raises for bad input)."""
         try:
-            return self._decode_and_store(signal, content_type, encoding, body, lease)
-        except OverBudget:
-            return _too_busy()
+            return self._decode_and_store(signal, content_type, encoding, body, admitted)
+        except OverBudget as exc:
+            return _too_busy(exc)
         except Exception as exc:  # a bug: answer 500 rather than leave the exporter hanging
             log.exception("OTLP/HTTP export failed")
             return _status(500, code_pb2.INTERNAL, f"internal error: {exc}")
         finally:
-            lease.release()
+            admitted.release()
 
-    def _decode_and_store(self, signal: str, content_type: str, encoding: str, body: bytearray, lease: Lease) -> Reply:
+    @staticmethod
+    def _parse_json(body: bytearray, signal: str, lease: Pass, inflated: bool) -> bytes | Message:
+        """Traces a span at a time (otlp_json.parse_traces_lean), other signals whole; raises DecodeError.
+
+        A body that was decompressed was charged its inflated size only; parsing costs more.
+        """
+        if inflated:
+            lease.grow(len(body) * (_json_cost_factor(signal) - 1))
+        return parse_traces_lean(body) if signal == "traces" else parse_request(body, signal)
+
+    def _decode_and_store(self, signal: str, content_type: str, encoding: str, body: bytearray, lease: Pass) -> Reply:
         try:
             if encoding:
                 body = decompress_bounded(body, encoding, self.max_request_bytes, lease)
             payload: bytes | bytearray | Message = body
             if content_type == JSON:
-                payload = parse_request(body, signal)
+                payload = self._parse_json(body, signal, lease, inflated=bool(encoding))
         except TooLarge:
             return self._too_large()
         except DecodeError as exc:
@@ -481,7 +566,7 @@ class HttpReceiver:
         if result.outcome is Outcome.INVALID:
             return _status(400, code_pb2.INVALID_ARGUMENT, result.message)
         if result.outcome is Outcome.BUSY:
-            retry_after = _retry_after(result.retry_after_s)
+            retry_after = _retry_after(max(result.retry_after_s, self.admission.retry_delay()))
             return _status(503, code_pb2.UNAVAILABLE, result.message, **{"Retry-After": retry_after})
         assert result.response is not None
         return Reply(200, result.response)

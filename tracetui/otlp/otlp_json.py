@@ -33,7 +33,9 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tracetui.otlp.decode import DecodeError
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from tracetui.otlp.decode import DecodeError, length_delimited
 
 #: Bytes fields that OTLP JSON writes as hex (Span, Span.Link, LogRecord, Exemplar).
 ID_FIELDS = frozenset({"trace_id", "span_id", "parent_span_id"})
@@ -246,6 +248,98 @@ def _too_long_number(data: bytes | str) -> str | None:
 def parse_request(data: bytes | str, signal: str) -> Message:
     """An OTLP JSON request body -> the signal's Export*ServiceRequest; raises DecodeError."""
     return message_from_dict(load_json(data), REQUEST_TYPES[signal])
+
+
+# --- large trace bodies, span by span --------------------------------------------------------
+
+#: Keys only a Span has among the objects that carry a spanId (a Link has traceId and spanId too).
+_SPAN_ONLY_KEYS = frozenset({"name", "kind", "startTimeUnixNano", "start_time_unix_nano", "endTimeUnixNano",
+                             "end_time_unix_nano", "parentSpanId", "parent_span_id", "status", "events", "links"})  # fmt: skip
+
+
+class _SpanBytes(bytes):
+    """A span object of the JSON document, already converted to its protobuf encoding."""
+
+
+class _NotLean(Exception):
+    """The document is not the plain shape parse_traces_lean handles; the whole-document path decides."""
+
+
+def _span_hook(obj: dict) -> object:
+    """``json.loads`` object hook: a span is converted the moment its object is complete, its dict dropped."""
+    if ("spanId" in obj or "span_id" in obj) and not _SPAN_ONLY_KEYS.isdisjoint(obj):
+        try:
+            return _SpanBytes(message_from_dict(obj, Span).SerializeToString())
+        except DecodeError:
+            raise _NotLean from None  # the whole-document path says where
+    return obj
+
+
+def parse_traces_lean(data: bytes | str) -> bytes | Message:
+    """An OTLP JSON traces body -> the serialized ExportTraceServiceRequest, holding one span's objects at a time.
+
+    ``json.loads`` then ``ParseDict`` hold the whole document as Python objects
+    (a 16 MB body of small spans peaks near 150 MB); here each span is
+    converted as soon as the parser has read it, so the peak is the body plus
+    its protobuf encoding. Anything unusual (an error, an unexpected shape)
+    goes through :func:`parse_request`, which gives the same result or the
+    located error.
+    """
+    try:
+        doc = json.loads(data, object_hook=_span_hook)
+        return _encode_traces(doc)
+    except (_NotLean, ValueError, TypeError, RecursionError, UnicodeDecodeError):
+        return parse_request(data, "traces")
+
+
+def _encode_traces(doc: object) -> bytes:
+    if not isinstance(doc, dict) or any(isinstance(v, _SpanBytes) for v in doc.values()):
+        raise _NotLean
+    out = bytearray()
+    for key, groups in doc.items():
+        if key not in ("resourceSpans", "resource_spans"):
+            continue  # unknown fields are ignored, as ParseDict does
+        for group in _list_of_objects(groups):
+            out += length_delimited(1, _encode_group(group, ("scopeSpans", "scope_spans"), ResourceSpans, _encode_scope))
+    return bytes(out)
+
+
+def _encode_scope(scope: dict) -> bytes:
+    head = message_from_dict({k: v for k, v in scope.items() if k != "spans"}, ScopeSpans).SerializeToString()
+    spans = b"".join(length_delimited(2, _span_bytes(span)) for span in _list_of(scope.get("spans")))
+    return head + spans
+
+
+def _encode_group(group: dict, keys: tuple[str, str], message_type: type[Message], encode_child) -> bytes:
+    rest = {k: v for k, v in group.items() if k not in keys}
+    out = bytearray(message_from_dict(rest, message_type).SerializeToString())
+    for key in keys:
+        for child in _list_of_objects(group.get(key)):
+            out += length_delimited(2, encode_child(child))
+    return bytes(out)
+
+
+def _span_bytes(span: object) -> bytes:
+    if isinstance(span, _SpanBytes):
+        return span
+    if isinstance(span, dict):
+        return message_from_dict(span, Span).SerializeToString()  # a span with no field only spans have
+    raise _NotLean
+
+
+def _list_of(value: object) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _NotLean
+    return value
+
+
+def _list_of_objects(value: object) -> list[dict]:
+    items = _list_of(value)
+    if not all(isinstance(item, dict) for item in items):
+        raise _NotLean
+    return items
 
 
 def signal_of(obj: object) -> str | None:
