@@ -142,9 +142,8 @@ def test_a_full_disk_is_named_shown_and_survived(small_disk: Path) -> None:
 def test_a_file_size_limit_is_named_and_loses_nothing(tmp_path: Path) -> None:
     """No root needed: the receiver runs under `ulimit -f` (RLIMIT_FSIZE), SIGXFSZ ignored as a shell would."""
     import resource
-    import threading
 
-    from helpers import READY_RE
+    from helpers import READY_RE, spawn_receiver
 
     limit = 6 * 1024 * 1024
 
@@ -153,24 +152,9 @@ def test_a_file_size_limit_is_named_and_loses_nothing(tmp_path: Path) -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     db = tmp_path / "limited.db"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tracetui", "serve", "--headless", "--db", str(db), "--grpc-port", "0", "--http-port", "0"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=receiver_env(),
-        cwd=tmp_path, preexec_fn=limit_file_size,  # noqa: PLW1509 - runs before exec, in a child that has no threads yet
-    )  # fmt: skip
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def drain() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line.rstrip("\n"))
-            if READY_RE.match(line.rstrip("\n")):
-                ready.set()
-        ready.set()
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
+    proc, lines, ready, _done = spawn_receiver(
+        ["--db", str(db), "--grpc-port", "0"], cwd=tmp_path, preexec_fn=limit_file_size
+    )
     try:
         assert ready.wait(60) and proc.poll() is None, "\n".join(lines)
         port = int(next(m for m in map(READY_RE.match, lines) if m)["port"])
@@ -195,7 +179,6 @@ def test_a_file_size_limit_is_named_and_loses_nothing(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
-        reader.join(5)
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 200 * len(acked), "every acknowledged span"
