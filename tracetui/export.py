@@ -14,7 +14,6 @@ Missing traces or spans raise :class:`ExportError`.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -25,7 +24,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tracetui.fmt import fmt_cost, fmt_counted, fmt_duration, safe_text
+from tracetui.fmt import fmt_cost, fmt_counted, fmt_duration, json_text, safe_text
 from tracetui.messages import ChatMessage, extract_messages
 from tracetui.otlp.decode import any_value_to_python, attributes_to_dict
 from tracetui.otlp.otlp_json import message_to_json
@@ -141,7 +140,7 @@ def span_attributes_json(reader: Reader, trace_id: bytes, span_id: bytes) -> str
     detail = reader.span_detail(trace_id, span_id)
     if detail is None:
         raise ExportError(f"no span {span_id.hex()} in trace {trace_id.hex()}")
-    return json.dumps(detail.attributes, indent=2, ensure_ascii=False, default=str)
+    return json_text(detail.attributes, ensure_ascii=False)
 
 
 # --- text helpers -------------------------------------------------------------------------------
