@@ -141,7 +141,7 @@ def test_official_openai_v2_first_token_is_not_reported(db):
     """openai-v2 records no streaming flag and no first token: "not reported", never "not streamed"."""
     _, calls, summary = run_of(db, "otel_v2_current")
     assert all(c["streaming"] is None and c["ttft_ms"] is None for c in calls)
-    assert "first token not reported by opentelemetry.util.genai.handler" in summary
+    assert "first token not reported by the OpenTelemetry GenAI instrumentation" in summary
     assert "not streamed" not in summary
 
 
@@ -178,14 +178,14 @@ def test_children_before_their_parent_in_separate_exports(db):
 def test_spans_json_says_what_was_not_reported(db):
     _, calls, _ = run_of(db, "otel_v2_current")
     answer = calls[4]
-    assert answer["first_token_note"] == "first token not reported by opentelemetry.util.genai.handler"
+    assert answer["first_token_note"] == "first token not reported by the OpenTelemetry GenAI instrumentation"
     assert answer["tokens_note"] == "no token counts"
     assert answer["retry_note"] == "1 HTTP attempt"
     assert calls[2]["retry_note"] == "2 HTTP attempts, first 429"
     _, vercel, _ = run_of(db, "vercel_ai_node")
     streamed = next(c for c in vercel if c["request_model"] == "gpt-4.1-mini")
     assert streamed["first_token_note"] is None and streamed["ttft_ms"] > 0
-    assert streamed["retry_note"] == "retry not reported by gen_ai"
+    assert streamed["retry_note"] == "retry not reported by tracer 'gen_ai' (the Vercel AI SDK's default)"
 
 
 def test_stats_count_the_http_retries_and_no_fallback(db):

@@ -16,7 +16,8 @@ from tests.ui.test_hostile_ui import screen_text
 from tracetui.ui.screens.trace_view import TraceScreen
 from tracetui.ui.widgets.waterfall import Waterfall, bar_segments
 
-LIBRARY = "opentelemetry.util.genai.handler"
+#: The library as the screen names it: its instrumentation scope is ``opentelemetry.util.genai.handler``.
+LIBRARY = "the OpenTelemetry GenAI instrumentation"
 
 
 async def open_run(pilot) -> None:
@@ -54,8 +55,11 @@ async def test_openai_v2_run_says_what_was_not_reported(tmp_path: Path) -> None:
         assert 200e6 < pieces[0][1] - pieces[0][0] < 260e6  # the call's start to the second attempt's
         detail = str(app.screen.query_one("#detail-body").render())
         assert "2 HTTP attempts, first 429" in detail
-        assert f"first token not reported by {LIBRARY}" in detail
+        # each field's label says what is missing once: "time to first token  not reported by ..."
+        assert f"time to first token not reported by {LIBRARY}" in detail
         assert f"streaming           not reported by {LIBRARY}" in detail
+        assert "first token first token" not in detail and "retry not reported" not in detail
+        assert "time lost           225ms before the final attempt (failed attempts and backoff)" in detail
 
         await select(pilot, "chat gpt-4o-mini", nth=2)  # the answer, streamed without include_usage
         detail = str(app.screen.query_one("#detail-body").render())
@@ -84,7 +88,7 @@ async def test_estimated_token_counts_are_shown_as_estimates(tmp_path: Path) -> 
         text = str(detail_text(detail))
     finally:
         reader.close()
-    assert "~201" in text and "~24" in text and "estimated by litellm (per metadata.usage_object)" in text
+    assert "~201" in text and "~24" in text and "estimated by LiteLLM (per metadata.usage_object)" in text
 
 
 def test_waterfall_marks_estimated_token_counts() -> None:

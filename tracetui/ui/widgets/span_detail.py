@@ -16,7 +16,7 @@ from textual.widgets import Static
 
 from tracetui.fmt import fmt_clock, fmt_cost, fmt_duration, fmt_elapsed, safe_multiline, safe_text
 from tracetui.store.reader import SPAN_KIND_NAMES, STATUS_NAMES, SpanDetail
-from tracetui.timing import first_token_note, library_name, retry_note, tokens_estimated_note, ttft_includes_retry
+from tracetui.timing import first_token_note, library_name, tokens_estimated_note, ttft_includes_retry
 
 #: Longest value shown in full in the pane; longer ones are cut with a note.
 MAX_VALUE_CHARS = 4_000
@@ -35,7 +35,7 @@ _LLM_FIELDS = (
     ("ttft_ns", "time to first token"),
     ("decode_ns", "decode"),
     ("tokens_per_s", "output speed"),
-    ("retry_ns", "time lost before"),
+    ("retry_ns", "time lost"),
     ("retry_source", "retries"),
     ("finish_reason", "finish reason"),
     ("session_id", "session"),
@@ -51,17 +51,20 @@ _DERIVED = {"decode_ns": "end âˆ’ first token", "tokens_per_s": "output tokens Ã
 
 
 def _not_reported(row: dict[str, Any]) -> dict[str, str]:
-    """Column -> what to show for a model call's fact its library did not report ("not reported" is not "no")."""
+    """Column -> what to show for a model call's fact its library did not report ("not reported" is not "no").
+
+    The field's label already names the fact ("time to first token", "retries"), so the value
+    says only what became of it: "not reported by OpenLIT", "not streamed".
+    """
     if row.get("llm_kind") != "llm":
         return {}
     library = library_name(row.get("scope_name"))
-    out = {"retry_source": retry_note(None, row.get("scope_name"))}
+    out = {"retry_source": f"not reported by {library}"}
     if row["status_code"] == 2:
         return out  # a failed call has no first token or usage to report
     out["streaming"] = f"not reported by {library}"
-    note = first_token_note(row.get("streaming"), row.get("ttft_ns"), row.get("scope_name"))
-    if note:
-        out["ttft_ns"] = note
+    if first_token_note(row.get("streaming"), row.get("ttft_ns"), row.get("scope_name")):
+        out["ttft_ns"] = "not streamed" if row.get("streaming") is not None else f"not reported by {library}"
     for col in ("input_tokens", "output_tokens"):
         out[col] = f"not reported by {library} (the run's tokens and cost are incomplete)"
     return out
@@ -230,8 +233,8 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float 
             elif col == "tokens_per_s":
                 shown = f"{value:.1f} tokens/s"
             elif col == "retry_ns":
-                what = "fallback" if row.get("is_fallback") else "final attempt"
-                shown = f"{what}: {fmt_duration(value)} (failed attempts and backoff)"
+                what = "the fallback" if row.get("is_fallback") else "the final attempt"
+                shown = f"{fmt_duration(value)} before {what} (failed attempts and backoff)"
             elif col == "streaming":
                 shown = "yes" if value else "no"
             elif col == "cost_usd":
