@@ -87,3 +87,25 @@ async def test_a_span_shows_its_ttft_from_a_metric_exemplar_in_the_detail_pane(t
         body = str(app.screen.query_one("#detail-body").render())
         ttft_line = next(line for line in body.splitlines() if "first token" in line.lower() or "ttft" in line.lower())
         assert "320ms" in ttft_line and "metric exemplar (gen_ai.server.time_to_first_token)" in ttft_line
+
+
+async def test_from_metrics_fits_80_columns(tmp_path: Path) -> None:
+    """At 80x24 the label wrapped mid-phrase ("... within a" / "bucket; ...") and the table ran off the
+    right edge ("TPOT P5"): the label is shortened and the least useful percentiles go first."""
+    db = tmp_path / "m.db"
+    store(db, "metrics", read_records(FIXTURES / "litellm_otel.metrics.otlp"))
+    app = make_app(db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("S")
+        await settle(pilot)
+        lines = screen_text(app).splitlines()
+        title = next(i for i, line in enumerate(lines) if "from metrics" in line)
+        assert "within a bucket" not in lines[title] and not lines[title + 1].startswith("bucket")
+        header = next(line for line in lines if line.lstrip().startswith("MODEL"))
+        titles = header.split("  ")
+        assert all(t.strip() in ("", "MODEL", "CALLS", "P50", "P95", "TTFT P50", "TTFT P95", "TPOT P50", "ERROR ≤")
+                   for t in titles), header  # fmt: skip
+        assert header.rstrip().endswith("ERROR ≤"), header  # the error bound is never cut off
+        row = next(line for line in lines if line.strip().startswith("gpt-4.1-mini"))
+        assert "376ms" in row and "exact" in row
