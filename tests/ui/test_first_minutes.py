@@ -394,3 +394,13 @@ async def test_the_command_palette_lists_the_screens_actions(agent_db: Path) -> 
         await settle(pilot)
         text = "\n".join(screen_lines(app))
         assert "Slowest" in text and "open the run at its slowest LLM or tool call" in text
+
+
+def test_at_250_columns_no_cell_is_cut_while_the_line_has_room() -> None:
+    """250 columns left 22 cells blank at the right while SERVICE cut `harness-node-manual-http-js…`
+    (a 29-character service name, from the node_manual_http_json capture) at its 28-cell cap."""
+    from tracetui.ui.widgets.trace_table import layout
+
+    widths = {column.key: width for column, width in layout(249)}
+    assert widths["service"] >= len("harness-node-manual-http-json")
+    assert sum(widths.values()) + len(widths) <= 249
