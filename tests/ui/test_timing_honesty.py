@@ -100,3 +100,20 @@ def test_waterfall_marks_estimated_token_counts() -> None:
     assert span_info(span, 30).startswith("201→24")
     span.provenance = '{"input_tokens":"gen_ai.usage.input_tokens","tokens_estimated":"metadata.usage_object"}'
     assert span_info(span, 30).startswith("~201→~24")
+
+
+async def test_a_streamed_call_without_a_first_token_is_not_called_not_streamed(tmp_path: Path) -> None:
+    """LiteLLM says a call was streamed (``llm.is_streaming``) and reports no first token on the span."""
+    db = tmp_path / "litellm.db"
+    fill_db(db, fixture_requests("litellm_otel.otlp"))
+    app = make_app(db)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(pilot)
+        await pilot.press("enter")  # the newest run: a streamed call LiteLLM made its own root
+        await settle(pilot)
+        assert isinstance(app.screen, TraceScreen)
+        await select(pilot, "litellm_request")
+        detail = str(app.screen.query_one("#detail-body").render())
+        assert "streaming           yes" in detail
+        assert "time to first token not reported by LiteLLM" in detail
+        assert "not streamed" not in detail

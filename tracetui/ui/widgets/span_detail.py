@@ -63,8 +63,9 @@ def _not_reported(row: dict[str, Any]) -> dict[str, str]:
     if row["status_code"] == 2:
         return out  # a failed call has no first token or usage to report
     out["streaming"] = f"not reported by {library}"
-    if first_token_note(row.get("streaming"), row.get("ttft_ns"), row.get("scope_name")):
-        out["ttft_ns"] = "not streamed" if row.get("streaming") is not None else f"not reported by {library}"
+    note = first_token_note(row.get("streaming"), row.get("ttft_ns"), row.get("scope_name"))
+    if note:
+        out["ttft_ns"] = note if note == "not streamed" else f"not reported by {library}"
     for col in ("input_tokens", "output_tokens"):
         out[col] = f"not reported by {library} (the run's tokens and cost are incomplete)"
     return out
