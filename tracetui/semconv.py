@@ -804,7 +804,10 @@ def _litellm(found: dict[str, object], row: list, provenance: dict[str, str], st
     """LiteLLM's OTel callback: calls written onto the app's span, merged calls, its own token estimates."""
     if foreign:
         # The span keeps its name (and the app's other attributes); it is also an LLM call of the run.
+        # Its scope is the app's tracer: "library" names the instrumentation scope that wrote the
+        # call (LiteLLM's own, tracetui.timing.library_name), for what it did not report.
         row[_C_KIND] = "llm"
+        provenance["library"] = "litellm"
         merged = _litellm_merged(row, events)
         if merged:
             provenance["kind"] = f"attributes of several LiteLLM calls merged onto the app's span ({merged})"

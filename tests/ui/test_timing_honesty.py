@@ -84,7 +84,7 @@ async def test_estimated_token_counts_are_shown_as_estimates(tmp_path: Path) -> 
         detail = reader.span_detail(tid(5), sid(1))
         assert "estimated" not in str(detail_text(detail))
         detail.row["provenance"] = '{"tokens_estimated": "metadata.usage_object"}'
-        detail.row["scope_name"] = "litellm"
+        detail.row["library"] = "litellm"
         text = str(detail_text(detail))
     finally:
         reader.close()
@@ -117,3 +117,28 @@ async def test_a_streamed_call_without_a_first_token_is_not_called_not_streamed(
         assert "streaming           yes" in detail
         assert "time to first token not reported by LiteLLM" in detail
         assert "not streamed" not in detail
+
+
+async def test_a_call_litellm_wrote_onto_the_apps_span_is_litellms_not_the_apps(tmp_path: Path) -> None:
+    """LiteLLM's default: the call's attributes land on the app's own span, whose scope is the app's
+    tracer (``tracetui.harness.agent``); what LiteLLM did not report is LiteLLM's to say."""
+    from tracetui.store.reader import Reader
+
+    db = tmp_path / "litellm.db"
+    fill_db(db, fixture_requests("litellm_otel.otlp"))
+    reader = Reader(db)
+    try:
+        (run,) = [t for t in reader.traces(0, -1) if t.name == "invoke_agent support"]
+        (parent,) = [s for s in reader.span_json(run.trace_id) if s["name"] == "invoke_agent support"]
+    finally:
+        reader.close()
+    assert parent["kind"] == "llm" and parent["retry_note"] == "retry not reported by LiteLLM"
+    app = make_app(db)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(pilot)
+        await pilot.press("end", "enter")  # the oldest run: the app's span
+        await settle(pilot)
+        await select(pilot, "invoke_agent support")
+        detail = str(app.screen.query_one("#detail-body").render())
+        assert "retries             not reported by LiteLLM" in detail
+        assert "tracetui.harness.agent" not in detail.split("Attributes (")[0]

@@ -58,12 +58,12 @@ def _not_reported(row: dict[str, Any]) -> dict[str, str]:
     """
     if row.get("llm_kind") != "llm":
         return {}
-    library = library_name(row.get("scope_name"))
+    library = library_name(row.get("library"))
     out = {"retry_source": f"not reported by {library}"}
     if row["status_code"] == 2:
         return out  # a failed call has no first token or usage to report
     out["streaming"] = f"not reported by {library}"
-    note = first_token_note(row.get("streaming"), row.get("ttft_ns"), row.get("scope_name"))
+    note = first_token_note(row.get("streaming"), row.get("ttft_ns"), row.get("library"))
     if note:
         out["ttft_ns"] = note if note == "not streamed" else f"not reported by {library}"
     for col in ("input_tokens", "output_tokens"):
@@ -211,7 +211,7 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float 
                 style="bold yellow",
             )
         missing = _not_reported(row)
-        estimated = tokens_estimated_note(provenance, row.get("scope_name"))
+        estimated = tokens_estimated_note(provenance, row.get("library"))
         for col, label in _LLM_FIELDS:
             value = row.get(col)
             if col == "retry_source" and row.get("is_fallback"):
