@@ -102,21 +102,26 @@ def test_waterfall_marks_estimated_token_counts() -> None:
     assert span_info(span, 30).startswith("~201→~24")
 
 
-async def test_a_streamed_call_without_a_first_token_is_not_called_not_streamed(tmp_path: Path) -> None:
-    """LiteLLM says a call was streamed (``llm.is_streaming``) and reports no first token on the span."""
-    db = tmp_path / "litellm.db"
+async def litellm_detail(db: Path, keys: tuple[str, ...], span: str) -> str:
+    """The detail pane of ``span`` in the run the ``keys`` open, LiteLLM's capture stored in ``db``."""
     fill_db(db, fixture_requests("litellm_otel.otlp"))
     app = make_app(db)
     async with app.run_test(size=(160, 50)) as pilot:
         await settle(pilot)
-        await pilot.press("enter")  # the newest run: a streamed call LiteLLM made its own root
+        await pilot.press(*keys)
         await settle(pilot)
         assert isinstance(app.screen, TraceScreen)
-        await select(pilot, "litellm_request")
-        detail = str(app.screen.query_one("#detail-body").render())
-        assert "streaming           yes" in detail
-        assert "time to first token not reported by LiteLLM" in detail
-        assert "not streamed" not in detail
+        await select(pilot, span)
+        return str(app.screen.query_one("#detail-body").render())
+
+
+async def test_a_streamed_call_without_a_first_token_is_not_called_not_streamed(tmp_path: Path) -> None:
+    """LiteLLM says a call was streamed (``llm.is_streaming``) and reports no first token on the span."""
+    # the newest run: a streamed call LiteLLM made its own root
+    detail = await litellm_detail(tmp_path / "litellm.db", ("enter",), "litellm_request")
+    assert "streaming           yes" in detail
+    assert "time to first token not reported by LiteLLM" in detail
+    assert "not streamed" not in detail
 
 
 async def test_a_call_litellm_wrote_onto_the_apps_span_is_litellms_not_the_apps(tmp_path: Path) -> None:
@@ -125,7 +130,10 @@ async def test_a_call_litellm_wrote_onto_the_apps_span_is_litellms_not_the_apps(
     from tracetui.store.reader import Reader
 
     db = tmp_path / "litellm.db"
-    fill_db(db, fixture_requests("litellm_otel.otlp"))
+    # the oldest run: the app's span
+    detail = await litellm_detail(db, ("end", "enter"), "invoke_agent support")
+    assert "retries             not reported by LiteLLM" in detail
+    assert "tracetui.harness.agent" not in detail.split("Attributes (")[0]
     reader = Reader(db)
     try:
         (run,) = [t for t in reader.traces(0, -1) if t.name == "invoke_agent support"]
@@ -133,12 +141,3 @@ async def test_a_call_litellm_wrote_onto_the_apps_span_is_litellms_not_the_apps(
     finally:
         reader.close()
     assert parent["kind"] == "llm" and parent["retry_note"] == "retry not reported by LiteLLM"
-    app = make_app(db)
-    async with app.run_test(size=(160, 50)) as pilot:
-        await settle(pilot)
-        await pilot.press("end", "enter")  # the oldest run: the app's span
-        await settle(pilot)
-        await select(pilot, "invoke_agent support")
-        detail = str(app.screen.query_one("#detail-body").render())
-        assert "retries             not reported by LiteLLM" in detail
-        assert "tracetui.harness.agent" not in detail.split("Attributes (")[0]
