@@ -404,3 +404,30 @@ def test_at_250_columns_no_cell_is_cut_while_the_line_has_room() -> None:
     widths = {column.key: width for column, width in layout(249)}
     assert widths["service"] >= len("harness-node-manual-http-json")
     assert sum(widths.values()) + len(widths) <= 249
+
+
+@pytest.mark.parametrize(
+    "models,shown",
+    [
+        (["my-local-llama"], "1 unpriced call"),  # was "unpriced + unpriced calls"
+        (["my-local-llama", "gpt-4o-mini"], "$0.000013 + 1 unpriced call"),
+    ],
+)
+async def test_the_summary_counts_unpriced_calls_in_words(tmp_path: Path, models: list[str], shown: str) -> None:
+    from helpers import fill_db, make_request, make_span, sid, tid
+
+    spans = [make_span(tid(9), sid(1), name="invoke_agent local", duration=3_000_000_000,
+                       attributes={"gen_ai.operation.name": "invoke_agent"})]  # fmt: skip
+    for n, model in enumerate(models, 2):
+        spans.append(make_span(tid(9), sid(n), sid(1), name=f"chat {model}", start=n * 1_000_000, attributes={
+            "gen_ai.operation.name": "chat", "gen_ai.request.model": model,
+            "gen_ai.usage.input_tokens": 30, "gen_ai.usage.output_tokens": 15}))  # fmt: skip
+    db = tmp_path / "unpriced.db"
+    fill_db(db, [make_request(spans)])
+    app = make_app(db)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        first_line = str(app.screen.query_one("#trace-summary").render()).splitlines()[0]
+        assert shown in [part.strip() for part in first_line.split("·")], first_line
