@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import FIXTURES, READY_RE, channel_to, read_records, start_receiver
+from helpers import FIXTURES, READY_RE, channel_to, fill_db, read_records, start_receiver
 from tracetui.export import trace_summary
 from tracetui.store.reader import Reader
 
@@ -245,3 +245,23 @@ def test_attempts_and_their_call_in_any_export_order(tmp_path, order):
     assert chat["is_retry"] and chat["retry_source"] == "2 HTTP attempts, first 429"
     assert chat["retry_ms"] == pytest.approx(230)  # the call's start (10 ms) to the second attempt's (240 ms)
     assert row.retries == 1 and row.split_retry_ns == 230_000_000
+
+
+def test_a_library_that_spans_every_attempt_reports_no_retry_as_none(tmp_path):
+    """ai@4/5 give each HTTP attempt its own ``doGenerate`` / ``doStream`` span (the 429 is one): a call
+    without a failed attempt before it had no retry, which the library did report, by omission."""
+    from tracetui.store.reader import Reader
+
+    db = tmp_path / "v4.db"
+    fill_db(db, read_records(FIXTURES / "vercel_ai_v4_node.otlp"))
+    reader = Reader(db)
+    try:
+        (run,) = reader.traces(0, -1)
+        calls = [s for s in reader.span_json(run.trace_id) if s["kind"] == "llm"]
+        summary = trace_summary(reader, run.trace_id)
+    finally:
+        reader.close()
+    retried = [c for c in calls if c["is_retry"]]
+    assert len(retried) == 1 and retried[0]["retry_note"] == "an earlier failed call to the same model"
+    assert {c["retry_note"] for c in calls if not c["is_retry"]} == {"none (each attempt is its own span)"}
+    assert "retry not reported" not in summary

@@ -29,7 +29,7 @@ from tracetui.messages import ChatMessage, extract_messages
 from tracetui.otlp.decode import any_value_to_python, attributes_to_dict
 from tracetui.otlp.otlp_json import message_to_json
 from tracetui.store.reader import NO_ROOT, Reader, SpanRow, TraceRow
-from tracetui.timing import first_token_note, retry_note
+from tracetui.timing import attempts_spanned, first_token_note, retry_note
 from tracetui.tree import build_tree, flatten
 
 #: Default length of each prompt / answer in a summary.
@@ -308,7 +308,8 @@ def _attempt_outcome(attempt: SpanRow, by_id: dict[bytes, SpanRow]) -> str:
 
 def _unreported_retries(spans: list[SpanRow]) -> str | None:
     """One line naming the libraries whose calls could not show a retry (no HTTP attempt spans)."""
-    calls = [s for s in spans if s.llm_kind == "llm" and not s.retry_source]
+    # a library that spans every attempt showed that its calls without a failed one had none
+    calls = [s for s in spans if s.llm_kind == "llm" and not s.retry_source and not attempts_spanned(s.provenance)]
     if not calls:
         return None
     notes = sorted({retry_note(None, s.library) for s in calls})

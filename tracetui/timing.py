@@ -21,6 +21,7 @@ Pure functions over a trace's LLM and tool calls (DESIGN.md section 6):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -491,10 +492,30 @@ def first_token_note(streaming: int | bool | None, ttft_ns: int | None, scope_na
     return f"first token not reported by {library_name(scope_name)}"
 
 
-def retry_note(retry_source: str | None, scope_name: str | None) -> str:
+#: A call of a library that makes each attempt a span of its own (provenance ``attempts``), no failed one before it.
+NO_RETRY_SEEN = "none (each attempt is its own span)"
+
+
+def attempts_spanned(provenance: str | dict | None) -> bool:
+    """Whether the call's library makes each HTTP attempt a span of its own (the Vercel AI SDK 3-6's
+    ``doGenerate`` / ``doStream``): then a call with no failed attempt before it had no retry."""
+    if isinstance(provenance, str):
+        try:
+            provenance = json.loads(provenance)
+        except ValueError:
+            return False
+    return isinstance(provenance, dict) and bool(provenance.get("attempts"))
+
+
+def retry_note(retry_source: str | None, scope_name: str | None, provenance: dict[str, str] | None = None) -> str:
     """What is known of a model call's retries: their source ("2 HTTP attempts, first 429",
-    "1 HTTP attempt"), else that nothing in the data could show one."""
-    return retry_source or f"retry not reported by {library_name(scope_name)}"
+    "1 HTTP attempt"), "none" when the library spans every attempt, else that nothing in the
+    data could show one."""
+    if retry_source:
+        return retry_source
+    if attempts_spanned(provenance):
+        return NO_RETRY_SEEN
+    return f"retry not reported by {library_name(scope_name)}"
 
 
 def tokens_estimated_note(provenance: dict[str, str], scope_name: str | None) -> str | None:

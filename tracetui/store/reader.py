@@ -624,6 +624,6 @@ def _not_reported(r: dict[str, Any]) -> dict[str, Any]:
         tokens_note = tokens_estimated_note(provenance, r["library"])
     return {
         "first_token_note": first_token_note(r["streaming"], r["ttft_ns"], r["library"]),
-        "retry_note": retry_note(r["retry_source"], r["library"]),
+        "retry_note": retry_note(r["retry_source"], r["library"], provenance),
         "tokens_note": tokens_note,
     }

@@ -16,7 +16,14 @@ from textual.widgets import Static
 
 from tracetui.fmt import fmt_clock, fmt_cost, fmt_duration, fmt_elapsed, safe_multiline, safe_text
 from tracetui.store.reader import SPAN_KIND_NAMES, STATUS_NAMES, SpanDetail
-from tracetui.timing import first_token_note, library_name, tokens_estimated_note, ttft_includes_retry
+from tracetui.timing import (
+    NO_RETRY_SEEN,
+    attempts_spanned,
+    first_token_note,
+    library_name,
+    tokens_estimated_note,
+    ttft_includes_retry,
+)
 
 #: Longest value shown in full in the pane; longer ones are cut with a note.
 MAX_VALUE_CHARS = 4_000
@@ -59,7 +66,7 @@ def _not_reported(row: dict[str, Any]) -> dict[str, str]:
     if row.get("llm_kind") != "llm":
         return {}
     library = library_name(row.get("library"))
-    out = {"retry_source": f"not reported by {library}"}
+    out = {"retry_source": NO_RETRY_SEEN if attempts_spanned(row.get("provenance")) else f"not reported by {library}"}
     if row["status_code"] == 2:
         return out  # a failed call has no first token or usage to report
     out["streaming"] = f"not reported by {library}"
