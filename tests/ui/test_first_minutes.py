@@ -431,3 +431,18 @@ async def test_the_summary_counts_unpriced_calls_in_words(tmp_path: Path, models
         await settle(pilot)
         first_line = str(app.screen.query_one("#trace-summary").render()).splitlines()[0]
         assert shown in [part.strip() for part in first_line.split("·")], first_line
+
+
+async def test_the_span_ids_line_of_the_details_is_not_cut_mid_phrase_at_80_columns(agent_db: Path) -> None:
+    """At 80 columns "span …  trace …  parent" ended a line and the parent's id began the next."""
+    app = make_app(agent_db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("down")
+        await settle(pilot)
+        lines = [line.rstrip() for line in screen_lines(app)]
+        ids = next(i for i, line in enumerate(lines) if line.lstrip().startswith("span "))
+        assert not lines[ids].endswith("parent"), lines[ids : ids + 2]
+        assert any(line.lstrip().startswith("parent ") and len(line.split()) == 2 for line in lines[ids : ids + 2])

@@ -173,8 +173,8 @@ def _evaluations(text: Text, detail: SpanDetail, threshold: float) -> None:
             text.append("    " + safe_multiline(ev["explanation"], 2000).replace("\n", "\n    ") + "\n", style="italic")
 
 
-def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float = 0.5) -> Text:
-    """Build the pane's content for one span."""
+def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float = 0.5, width: int = 200) -> Text:
+    """Build the pane's content for one span, for a pane ``width`` cells wide."""
     row = detail.row
     text = Text(no_wrap=False)
     text.append(safe_text(row["name"], 300), style="bold")
@@ -192,10 +192,12 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float 
         text.append(f" {note}", style="bold red")
     text.append(f"  from {fmt_clock(row['start_ns'], now_ns)}  ·  {SPAN_KIND_NAMES.get(row['kind'], row['kind'])}")
     text.append(f"  ·  {safe_text(row['service'], 60)}\n", style="dim")
-    text.append(f"span {row['span_id'].hex()}  trace {row['trace_id'].hex()}", style="dim")
+    ids = f"span {row['span_id'].hex()}  trace {row['trace_id'].hex()}"
     if row["parent_span_id"]:
-        text.append(f"  parent {row['parent_span_id'].hex()}", style="dim")
-    text.append("\n")
+        parent = f"parent {row['parent_span_id'].hex()}"
+        # a narrow pane (80 columns) gives the parent a line of its own rather than wrapping it after "parent"
+        ids += ("  " if len(ids) + 2 + len(parent) <= width else "\n") + parent
+    text.append(ids + "\n", style="dim")
     dropped = [f"{row[k]} {k.split('_')[1]}" for k in ("dropped_attributes", "dropped_events", "dropped_links") if row[k]]
     if dropped:
         text.append(
@@ -320,7 +322,9 @@ class SpanDetailPane(VerticalScroll, can_focus=True):
             body.update(Text("This span is no longer in the database.", style="dim"))
         else:
             app = self.app
-            body.update(detail_text(detail, app.clock(), getattr(app, "threshold", 0.5)))  # type: ignore[attr-defined]
+            threshold = getattr(app, "threshold", 0.5)
+            width = self.scrollable_content_region.width or 200  # the padding and the scroll bar taken off
+            body.update(detail_text(detail, app.clock(), threshold, width))  # type: ignore[attr-defined]
         self.scroll_home(animate=False)
 
     def show_message(self, message: str) -> None:
