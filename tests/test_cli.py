@@ -11,12 +11,14 @@ import pytest
 from click.testing import CliRunner
 
 from helpers import (
+    FIXTURES,
     comparable,
     expected_traces,
     fill_db,
     make_request,
     make_span,
     plain_attributes,
+    read_records,
     receiver_env,
     requests_of,
     sid,
@@ -250,3 +252,44 @@ def test_an_ambiguous_prefix_says_so_and_names_the_candidates(all_fixtures_db, a
         assert f"{shared!r} matches several traces" in result.stderr and "give more of the id" in result.stderr
         candidates = [i for i in ids if i.startswith(shared)]
         assert candidates[0] in result.stderr
+
+
+def _strict_json(text: str):
+    """Parse as RFC 8259 JSON: NaN and Infinity are not JSON, and jq or JSON.parse reject them."""
+
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_spans_json_is_valid_json_when_a_library_sent_nan(tmp_path):
+    # ai@4 sends NaN token counts as doubles on a stream without usage (vercel_ai_v4_node):
+    # JSON has no NaN, so the attribute reads null, and the normalized tokens are null too.
+    db = tmp_path / "nan.db"
+    fill_db(db, read_records(FIXTURES / "vercel_ai_v4_node.otlp"))
+    (trace,) = run_json("traces", "--db", str(db))
+    result = run("spans", "--db", str(db), "--trace", trace["trace_id"], "--json")
+    assert result.exit_code == 0, result.output
+    spans = _strict_json(result.stdout)
+    nan_sent = [s for s in spans if "ai.usage.promptTokens" in s["attributes"]
+                and s["attributes"]["ai.usage.promptTokens"] is None]  # fmt: skip
+    assert nan_sent, "the capture's NaN token counts should read null"
+    assert all(s["input_tokens"] is None for s in nan_sent)
+    # the other values of the same spans are untouched
+    assert all(isinstance(s["attributes"]["ai.model.id"], str) for s in nan_sent)
+
+
+def test_span_attributes_copied_with_Y_are_valid_json(tmp_path):
+    from tracetui.export import span_attributes_json
+    from tracetui.store.reader import Reader
+
+    db = tmp_path / "nan.db"
+    attributes = {"x": float("nan"), "y": float("inf"), "z": 1.5}
+    fill_db(db, [make_request([make_span(tid(1), sid(1), attributes=attributes)])])
+    reader = Reader(db)
+    try:
+        copied = _strict_json(span_attributes_json(reader, tid(1), sid(1)))
+    finally:
+        reader.close()
+    assert copied == {"x": None, "y": None, "z": 1.5}

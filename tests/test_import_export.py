@@ -108,6 +108,25 @@ def test_importing_twice_duplicates_nothing(tmp_path):
     again = ok("import", "--db", db, AGENT)
     assert stored_counts(db) == first
     assert f"nothing new: the {first[0]} spans in 2 traces from 1 file were all already in {db}" in again.stderr
+    # with its log records: whether those were new is not counted, so the line does not say "nothing new"
+    logs = ok("import", "--db", db, AGENT, FIXTURES / "handmade_agent.logs.otlp")
+    n_logs = log_record_count([FIXTURES / "handmade_agent.logs.otlp"])
+    assert (f"no new spans: the {first[0]} spans in 2 traces from 2 files were all already in {db}; "
+            f"{n_logs} log records read (one already stored is not stored twice)") in logs.stderr  # fmt: skip
+
+
+def test_a_partly_new_import_does_not_put_old_traces_beside_the_new_spans(tmp_path):
+    """Importing every capture into a database holding one of them said "imported 40 new spans in 44
+    traces": the traces of every span read, beside the count of the new ones only."""
+    db = tmp_path / "partly.db"
+    ok("import", "--db", db, AGENT)
+    before = stored_counts(db)
+    result = ok("import", "--db", db, *trace_fixture_files())
+    after = stored_counts(db)
+    new, old = after[0] - before[0], before[0]
+    read_traces = after[1]
+    assert f"imported {new:,} new spans from" in result.stderr
+    assert f"({old:,} of the {after[0]:,} spans read, in {read_traces} traces, were already there)" in result.stderr
 
 
 def test_json_lines_as_the_collector_file_exporter_writes_them(tmp_path):

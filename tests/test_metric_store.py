@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from helpers import make_request, make_span, query_ro, sid, tid, ttft_exemplar_request
+from helpers import FIXTURES, make_request, make_span, query_ro, read_records, sid, tid, ttft_exemplar_request
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
@@ -210,6 +210,23 @@ def test_model_percentiles_prefer_the_client_metric_and_say_which(writer):
 # --- exemplars ------------------------------------------------------------------------------------
 
 FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"
+
+
+def test_an_exemplar_gives_no_first_token_to_a_call_its_library_says_was_not_streamed(writer):
+    """OpenLIT records ``gen_ai.server.time_to_first_token`` on a non-streamed call too: the whole call.
+    The normalizer leaves that span value unread, and the metric's exemplar must not bring it back
+    (it made the call 406.8 ms "first token" + 0.8 ms decode: 25,315 tokens/s in the stats)."""
+    for record in read_records(FIXTURES / "openlit_openai.otlp"):
+        assert ingest(writer, "traces", record).outcome is Outcome.OK
+    for record in read_records(FIXTURES / "openlit_openai.metrics.otlp"):
+        send(writer, record)
+    writer.stop()
+    sql = ("SELECT streaming, ttft_ns, tokens_per_s, json_extract(provenance, '$.ttft') "
+           "FROM spans WHERE llm_kind = 'llm' AND status_code != 2 ORDER BY start_ns")  # fmt: skip
+    rows = query_ro(writer.path, sql)
+    assert [r[0] for r in rows] == [0, 1, 1, 1]  # plan is not streamed; research, summarize, answer are
+    assert rows[0][1:] == (None, None, None)
+    assert all(r[1] is not None and r[2] < 1000 for r in rows[1:])  # the streamed ones keep their first token
 
 
 def test_exemplar_ttft_survives_reindex_and_reaches_only_llm_spans(writer):

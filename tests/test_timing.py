@@ -244,3 +244,23 @@ def test_several_successful_requests_under_one_call_are_no_retry() -> None:
     calls = [call(1, 0, 650), attempt(2, 1, 2, 100, 200), attempt(3, 1, 120, 600, 200)]
     timing = analyze(calls, 0, 650 * MS).calls[bytes([1]) * 8]
     assert not timing.is_retry and timing.retry_source == "2 HTTP requests, none failed"
+
+
+def test_not_reported_names_the_library_a_user_installed_not_its_tracer():
+    """ "first token not reported by OpenLIT", from the scope names the captures carry; a scope
+    tracetui does not know is shown as it is, and a generic tracer name is not taken for a library."""
+    from tracetui.timing import first_token_note, library_name, retry_note
+
+    assert first_token_note(None, None, "opentelemetry.util.genai.handler") == (
+        "first token not reported by the OpenTelemetry GenAI instrumentation"
+    )
+    assert retry_note(None, "openlit.instrumentation.openai") == "retry not reported by OpenLIT"
+    assert library_name("opentelemetry.instrumentation.openai.v1") == "OpenLLMetry"
+    assert library_name("opentelemetry.instrumentation.openai_v2") == "opentelemetry-instrumentation-openai-v2"
+    assert library_name("openinference.instrumentation.openai") == "OpenInference"
+    assert library_name("traceai_openai") == "traceAI"
+    assert library_name("litellm") == "LiteLLM"
+    assert library_name("gen_ai") == "tracer 'gen_ai' (the Vercel AI SDK's default)"
+    assert library_name("my.company.llm") == "my.company.llm"
+    assert library_name("aiohttp") == "aiohttp"  # "ai" is matched whole, never as a prefix
+    assert library_name("") == "the instrumentation (no scope name)"

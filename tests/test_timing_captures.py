@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import FIXTURES, READY_RE, channel_to, read_records, start_receiver
+from helpers import FIXTURES, READY_RE, channel_to, fill_db, read_records, start_receiver
 from tracetui.export import trace_summary
 from tracetui.store.reader import Reader
 
@@ -141,7 +141,7 @@ def test_official_openai_v2_first_token_is_not_reported(db):
     """openai-v2 records no streaming flag and no first token: "not reported", never "not streamed"."""
     _, calls, summary = run_of(db, "otel_v2_current")
     assert all(c["streaming"] is None and c["ttft_ms"] is None for c in calls)
-    assert "first token not reported by opentelemetry.util.genai.handler" in summary
+    assert "first token not reported by the OpenTelemetry GenAI instrumentation" in summary
     assert "not streamed" not in summary
 
 
@@ -178,14 +178,14 @@ def test_children_before_their_parent_in_separate_exports(db):
 def test_spans_json_says_what_was_not_reported(db):
     _, calls, _ = run_of(db, "otel_v2_current")
     answer = calls[4]
-    assert answer["first_token_note"] == "first token not reported by opentelemetry.util.genai.handler"
+    assert answer["first_token_note"] == "first token not reported by the OpenTelemetry GenAI instrumentation"
     assert answer["tokens_note"] == "no token counts"
     assert answer["retry_note"] == "1 HTTP attempt"
     assert calls[2]["retry_note"] == "2 HTTP attempts, first 429"
     _, vercel, _ = run_of(db, "vercel_ai_node")
     streamed = next(c for c in vercel if c["request_model"] == "gpt-4.1-mini")
     assert streamed["first_token_note"] is None and streamed["ttft_ms"] > 0
-    assert streamed["retry_note"] == "retry not reported by gen_ai"
+    assert streamed["retry_note"] == "retry not reported by tracer 'gen_ai' (the Vercel AI SDK's default)"
 
 
 def test_stats_count_the_http_retries_and_no_fallback(db):
@@ -245,3 +245,23 @@ def test_attempts_and_their_call_in_any_export_order(tmp_path, order):
     assert chat["is_retry"] and chat["retry_source"] == "2 HTTP attempts, first 429"
     assert chat["retry_ms"] == pytest.approx(230)  # the call's start (10 ms) to the second attempt's (240 ms)
     assert row.retries == 1 and row.split_retry_ns == 230_000_000
+
+
+def test_a_library_that_spans_every_attempt_reports_no_retry_as_none(tmp_path):
+    """ai@4/5 give each HTTP attempt its own ``doGenerate`` / ``doStream`` span (the 429 is one): a call
+    without a failed attempt before it had no retry, which the library did report, by omission."""
+    from tracetui.store.reader import Reader
+
+    db = tmp_path / "v4.db"
+    fill_db(db, read_records(FIXTURES / "vercel_ai_v4_node.otlp"))
+    reader = Reader(db)
+    try:
+        (run,) = reader.traces(0, -1)
+        calls = [s for s in reader.span_json(run.trace_id) if s["kind"] == "llm"]
+        summary = trace_summary(reader, run.trace_id)
+    finally:
+        reader.close()
+    retried = [c for c in calls if c["is_retry"]]
+    assert len(retried) == 1 and retried[0]["retry_note"] == "an earlier failed call to the same model"
+    assert {c["retry_note"] for c in calls if not c["is_retry"]} == {"none (each attempt is its own span)"}
+    assert "retry not reported" not in summary

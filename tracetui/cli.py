@@ -6,7 +6,6 @@ and the scripting commands never load Textual.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from tracetui.config import (
     default_decode_workers,
 )
 from tracetui.cli_common import command_name, db_option, no_database, open_reader, open_writer, resolve_db
-from tracetui.fmt import fmt_clock, fmt_counted, fmt_duration, safe_text
+from tracetui.fmt import fmt_clock, fmt_counted, fmt_duration, json_text, safe_text
 
 
 def _check_age(_ctx, _param, value: str | None) -> str | None:
@@ -197,7 +196,7 @@ def traces(db: Path | None, as_json: bool, limit: int | None, threshold: float) 
     reader = open_reader(db, threshold)
     rows = reader.traces(0, limit if limit is not None else -1)
     if as_json:
-        click.echo(json.dumps([row.to_json() for row in rows], indent=2))
+        click.echo(json_text([row.to_json() for row in rows]))
         return
     click.echo(f"{'TIME':<9} {'TRACE':<10} {'RUN':<32} {'SERVICE':<18} {'DURATION':>9} {'SPANS':>6} {'ERR':>4}")
     for row in rows:
@@ -224,7 +223,7 @@ def spans(db: Path | None, trace_id: str, as_json: bool) -> None:
         raise click.ClickException(str(exc)) from None
     rows = reader.span_json(full)
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
+        click.echo(json_text(rows))
         return
     for span in rows:
         click.echo(
@@ -244,7 +243,7 @@ def status(db: Path | None, as_json: bool) -> None:
     finally:
         reader.close()
     if as_json:
-        click.echo(json.dumps(counters.to_json(), indent=2))
+        click.echo(json_text(counters.to_json()))
         return
     receiver = counters.receiver or {}
     click.echo(f"spans    {counters.span_count:,} in {counters.trace_count:,} traces")

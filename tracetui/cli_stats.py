@@ -7,13 +7,13 @@ so either module can be imported first.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from tracetui import metric_stats
 from tracetui.cli_common import db_option, no_database
+from tracetui.fmt import json_text
 from tracetui.stats import GROUPINGS, WINDOWS, GroupStats
 
 @click.command("stats")
@@ -72,8 +72,7 @@ def stats_command(
         conn.close()
 
     if as_json:
-        click.echo(json.dumps(_json_groups(groups, metrics) if by == "model" else [g.to_json() for g in groups],
-                              indent=2))  # fmt: skip
+        click.echo(json_text(_json_groups(groups, metrics) if by == "model" else [g.to_json() for g in groups]))
         return
     _print_table(groups, by)
     _print_metrics_table(metrics)

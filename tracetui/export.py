@@ -14,7 +14,6 @@ Missing traces or spans raise :class:`ExportError`.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -25,12 +24,12 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tracetui.fmt import fmt_cost, fmt_counted, fmt_duration, safe_text
+from tracetui.fmt import fmt_cost, fmt_counted, fmt_duration, json_text, safe_text
 from tracetui.messages import ChatMessage, extract_messages
 from tracetui.otlp.decode import any_value_to_python, attributes_to_dict
 from tracetui.otlp.otlp_json import message_to_json
 from tracetui.store.reader import NO_ROOT, Reader, SpanRow, TraceRow
-from tracetui.timing import first_token_note, retry_note
+from tracetui.timing import attempts_spanned, first_token_note, retry_note
 from tracetui.tree import build_tree, flatten
 
 #: Default length of each prompt / answer in a summary.
@@ -141,7 +140,7 @@ def span_attributes_json(reader: Reader, trace_id: bytes, span_id: bytes) -> str
     detail = reader.span_detail(trace_id, span_id)
     if detail is None:
         raise ExportError(f"no span {span_id.hex()} in trace {trace_id.hex()}")
-    return json.dumps(detail.attributes, indent=2, ensure_ascii=False, default=str)
+    return json_text(detail.attributes, ensure_ascii=False)
 
 
 # --- text helpers -------------------------------------------------------------------------------
@@ -309,7 +308,8 @@ def _attempt_outcome(attempt: SpanRow, by_id: dict[bytes, SpanRow]) -> str:
 
 def _unreported_retries(spans: list[SpanRow]) -> str | None:
     """One line naming the libraries whose calls could not show a retry (no HTTP attempt spans)."""
-    calls = [s for s in spans if s.llm_kind == "llm" and not s.retry_source]
+    # a library that spans every attempt showed that its calls without a failed one had none
+    calls = [s for s in spans if s.llm_kind == "llm" and not s.retry_source and not attempts_spanned(s.provenance)]
     if not calls:
         return None
     notes = sorted({retry_note(None, s.library) for s in calls})

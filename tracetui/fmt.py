@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -211,3 +212,26 @@ def fmt_cost(usd: float | None) -> str:
     text = f"{usd:.{decimals}f}".rstrip("0")
     whole, _, fraction = text.partition(".")
     return f"${whole}.{fraction.ljust(2, '0')}"
+
+
+def _finite(value: object) -> object:
+    """``value`` with every NaN or infinite float replaced by None, in nested dicts and lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def json_text(value: object, indent: int | None = 2, ensure_ascii: bool = True) -> str:
+    """JSON for scripts and the clipboard (``--json``, ``Y``): NaN and infinities become ``null``.
+
+    OTLP carries IEEE doubles, and libraries do send NaN (the Vercel AI SDK 4 and 5 report
+    NaN token counts on a stream without usage). Python's ``json`` would print a bare ``NaN``,
+    which is not JSON (RFC 8259): ``jq`` and ``JSON.parse`` reject the whole document. The
+    stored span keeps the original value (``export --format otlp-json`` writes ``"NaN"`` as
+    the protobuf JSON mapping does); only this text says "no number".
+    """
+    return json.dumps(_finite(value), indent=indent, ensure_ascii=ensure_ascii, allow_nan=False, default=str)

@@ -77,12 +77,20 @@ class ImportReport:
         old = self.spans - self.new_spans
         if self.spans and not self.new_spans:
             spans = f"{fmt_counted(self.spans, 'span')} in {fmt_counted(self.traces, 'trace')}"
-            text = f"nothing new: the {spans} {source} were all already in {db}" + (f"; read{logs}" if logs else "")
+            if self.logs:  # the writer does not count new log records: say what is known
+                records = fmt_counted(self.logs, "log record")
+                text = f"no new spans: the {spans} {source} were all already in {db}; "
+                text += f"{records} read (one already stored is not stored twice)"
+            else:
+                text = f"nothing new: the {spans} {source} were all already in {db}"
+        elif old:
+            # Some spans were stored already: the traces read are not all the new spans' traces.
+            text = f"imported {fmt_counted(self.new_spans, 'new span')}{logs} {source} into {db}"
+            text += (f" ({old:,} of the {fmt_counted(self.spans, 'span')} read, in {fmt_counted(self.traces, 'trace')},"
+                     f" {'was' if old == 1 else 'were'} already there)")  # fmt: skip
         else:
             spans = f"{fmt_counted(self.new_spans, 'new span')} in {fmt_counted(self.traces, 'trace')}"
             text = f"imported {spans}{logs} {source} into {db}"
-            if old:
-                text += f" ({old:,} more {'was' if old == 1 else 'were'} already there)"
         if self.rejected:
             text += f"; rejected {fmt_counted(self.rejected, 'invalid item')}"
         if self.skipped_metrics:

@@ -778,18 +778,19 @@ def _server_ttft(found: dict[str, object], provenance: dict[str, str]) -> int | 
 
 
 def _vercel_streaming(found: dict[str, object], provenance: dict[str, str]) -> bool | None:
-    """Vercel AI SDK 3-6: ``doStream`` is a streamed call to the model, ``doGenerate`` is not."""
+    """Vercel AI SDK 3-6: ``doStream`` is a streamed call to the model, ``doGenerate`` is not.
+
+    Each is one HTTP attempt (a 429 is a span of its own), so provenance ``attempts`` says that
+    a call without a failed one before it had no retry (tracetui.timing.retry_note).
+    """
     key = _VERCEL_OPERATION if _VERCEL_OPERATION in found else _VERCEL_OPERATION_NAME
     operation = found.get(key)
     if not isinstance(operation, str):
         return None
     operation = operation.split(" ", 1)[0]
-    if operation.endswith(".doStream"):
-        provenance["streaming"] = key
-        return True
-    if operation.endswith(".doGenerate"):
-        provenance["streaming"] = key
-        return False
+    if operation.endswith((".doStream", ".doGenerate")):
+        provenance["streaming"] = provenance["attempts"] = key
+        return operation.endswith(".doStream")
     return None
 
 
@@ -804,7 +805,10 @@ def _litellm(found: dict[str, object], row: list, provenance: dict[str, str], st
     """LiteLLM's OTel callback: calls written onto the app's span, merged calls, its own token estimates."""
     if foreign:
         # The span keeps its name (and the app's other attributes); it is also an LLM call of the run.
+        # Its scope is the app's tracer: "library" names the instrumentation scope that wrote the
+        # call (LiteLLM's own, tracetui.timing.library_name), for what it did not report.
         row[_C_KIND] = "llm"
+        provenance["library"] = "litellm"
         merged = _litellm_merged(row, events)
         if merged:
             provenance["kind"] = f"attributes of several LiteLLM calls merged onto the app's span ({merged})"

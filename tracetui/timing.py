@@ -21,6 +21,7 @@ Pure functions over a trace's LLM and tool calls (DESIGN.md section 6):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -449,9 +450,33 @@ def _tokenless(call: Call) -> bool:
 # --- the words for what a library did not report (detail pane, legend, summary) ----------------
 
 
+#: Instrumentation scope names (the tracer names libraries create) -> the library a user installed.
+#: A key ending in "." or "_" is a prefix, any other must match whole. Each is the name the
+#: capture of that family carries (tests/fixtures) or its source sets; a scope not listed is
+#: shown as its name. The Vercel AI SDK's tracers have generic default names that anyone may
+#: use, so those are shown as the tracer's name with whose default it is, not as a certainty.
+_LIBRARIES: dict[str, str] = {
+    "opentelemetry.util.genai.": "the OpenTelemetry GenAI instrumentation",  # openai-v2 2.x writes through it
+    "opentelemetry.instrumentation.openai_v2": "opentelemetry-instrumentation-openai-v2",
+    "opentelemetry.instrumentation.openai.": "OpenLLMetry",  # traceloop's opentelemetry-instrumentation-openai
+    "openinference.instrumentation.": "OpenInference",
+    "traceai_": "traceAI",
+    "litellm": "LiteLLM",
+    "openlit.": "OpenLIT",
+    "ai": "tracer 'ai' (the Vercel AI SDK's default)",  # ai@3-6: trace.getTracer("ai")
+    "gen_ai": "tracer 'gen_ai' (the Vercel AI SDK's default)",  # @ai-sdk/otel 1.0: trace.getTracer('gen_ai')
+}
+
+
 def library_name(scope_name: str | None) -> str:
-    """The library a span came from, as its instrumentation scope names it."""
-    return scope_name or "the instrumentation (no scope name)"
+    """The library a span came from: its name when its instrumentation scope is a known
+    library's ("OpenLLMetry" for ``opentelemetry.instrumentation.openai.v1``), else the scope name."""
+    if not scope_name:
+        return "the instrumentation (no scope name)"
+    for key, library in _LIBRARIES.items():
+        if scope_name == key.rstrip("._") or (key[-1] in "._" and scope_name.startswith(key)):
+            return library
+    return scope_name
 
 
 def first_token_note(streaming: int | bool | None, ttft_ns: int | None, scope_name: str | None) -> str | None:
@@ -467,10 +492,30 @@ def first_token_note(streaming: int | bool | None, ttft_ns: int | None, scope_na
     return f"first token not reported by {library_name(scope_name)}"
 
 
-def retry_note(retry_source: str | None, scope_name: str | None) -> str:
+#: A call of a library that makes each attempt a span of its own (provenance ``attempts``), no failed one before it.
+NO_RETRY_SEEN = "none (each attempt is its own span)"
+
+
+def attempts_spanned(provenance: str | dict | None) -> bool:
+    """Whether the call's library makes each HTTP attempt a span of its own (the Vercel AI SDK 3-6's
+    ``doGenerate`` / ``doStream``): then a call with no failed attempt before it had no retry."""
+    if isinstance(provenance, str):
+        try:
+            provenance = json.loads(provenance)
+        except ValueError:
+            return False
+    return isinstance(provenance, dict) and bool(provenance.get("attempts"))
+
+
+def retry_note(retry_source: str | None, scope_name: str | None, provenance: dict[str, str] | None = None) -> str:
     """What is known of a model call's retries: their source ("2 HTTP attempts, first 429",
-    "1 HTTP attempt"), else that nothing in the data could show one."""
-    return retry_source or f"retry not reported by {library_name(scope_name)}"
+    "1 HTTP attempt"), "none" when the library spans every attempt, else that nothing in the
+    data could show one."""
+    if retry_source:
+        return retry_source
+    if attempts_spanned(provenance):
+        return NO_RETRY_SEEN
+    return f"retry not reported by {library_name(scope_name)}"
 
 
 def tokens_estimated_note(provenance: dict[str, str], scope_name: str | None) -> str | None:

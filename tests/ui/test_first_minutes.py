@@ -394,3 +394,55 @@ async def test_the_command_palette_lists_the_screens_actions(agent_db: Path) -> 
         await settle(pilot)
         text = "\n".join(screen_lines(app))
         assert "Slowest" in text and "open the run at its slowest LLM or tool call" in text
+
+
+def test_at_250_columns_no_cell_is_cut_while_the_line_has_room() -> None:
+    """250 columns left 22 cells blank at the right while SERVICE cut `harness-node-manual-http-js…`
+    (a 29-character service name, from the node_manual_http_json capture) at its 28-cell cap."""
+    from tracetui.ui.widgets.trace_table import layout
+
+    widths = {column.key: width for column, width in layout(249)}
+    assert widths["service"] >= len("harness-node-manual-http-json")
+    assert sum(widths.values()) + len(widths) <= 249
+
+
+@pytest.mark.parametrize(
+    "models,shown",
+    [
+        (["my-local-llama"], "1 unpriced call"),  # was "unpriced + unpriced calls"
+        (["my-local-llama", "gpt-4o-mini"], "$0.000013 + 1 unpriced call"),
+    ],
+)
+async def test_the_summary_counts_unpriced_calls_in_words(tmp_path: Path, models: list[str], shown: str) -> None:
+    from helpers import fill_db, make_request, make_span, sid, tid
+
+    spans = [make_span(tid(9), sid(1), name="invoke_agent local", duration=3_000_000_000,
+                       attributes={"gen_ai.operation.name": "invoke_agent"})]  # fmt: skip
+    for n, model in enumerate(models, 2):
+        spans.append(make_span(tid(9), sid(n), sid(1), name=f"chat {model}", start=n * 1_000_000, attributes={
+            "gen_ai.operation.name": "chat", "gen_ai.request.model": model,
+            "gen_ai.usage.input_tokens": 30, "gen_ai.usage.output_tokens": 15}))  # fmt: skip
+    db = tmp_path / "unpriced.db"
+    fill_db(db, [make_request(spans)])
+    app = make_app(db)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        first_line = str(app.screen.query_one("#trace-summary").render()).splitlines()[0]
+        assert shown in [part.strip() for part in first_line.split("·")], first_line
+
+
+async def test_the_span_ids_line_of_the_details_is_not_cut_mid_phrase_at_80_columns(agent_db: Path) -> None:
+    """At 80 columns "span …  trace …  parent" ended a line and the parent's id began the next."""
+    app = make_app(agent_db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("down")
+        await settle(pilot)
+        lines = [line.rstrip() for line in screen_lines(app)]
+        ids = next(i for i, line in enumerate(lines) if line.lstrip().startswith("span "))
+        assert not lines[ids].endswith("parent"), lines[ids : ids + 2]
+        assert any(line.lstrip().startswith("parent ") and len(line.split()) == 2 for line in lines[ids : ids + 2])

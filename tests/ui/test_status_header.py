@@ -24,14 +24,14 @@ def write_status(db, **status) -> None:
         conn.close()
 
 
-async def header_text(db, receiver_alive) -> str:
+async def header_text(db, receiver_alive, width: int = 160) -> str:
     from tracetui.ui.app import TraceTuiApp
 
     app = TraceTuiApp(
         Reader(db), listen="127.0.0.1:4317", poll_interval=0.05, clock=lambda: FIXED_NOW_NS, freeze_gc=False,
         receiver_alive=receiver_alive,
     )  # fmt: skip
-    async with app.run_test(size=(160, 30)) as pilot:
+    async with app.run_test(size=(width, 30)) as pilot:
         await settle(pilot)
         header = app.screen.query_one(StatusHeader)
         deadline = time.monotonic() + 5
@@ -83,3 +83,17 @@ async def test_the_header_counts_what_retention_evicted(empty_db):
     conn.execute("INSERT INTO meta(key, value) VALUES ('evicted_traces', 1234), ('evicted_spans', 12340)")
     conn.close()
     assert "evicted 1.2k traces" in await header_text(empty_db, lambda: True)
+
+
+@pytest.mark.parametrize("width", [80, 100, 160])
+async def test_the_header_drops_whole_sections_when_narrow(empty_db, width):
+    """At 80 columns the header ended in a bare "since" (the rest of "since start: $0  0 tok ..." cut):
+    a section that does not fit is left out whole."""
+    write_status(empty_db, state="listening", heartbeat_ns=time.time_ns())
+    text = (await header_text(empty_db, lambda: True, width)).rstrip()
+    assert len(text) <= width
+    assert "0 traces" in text  # what arrived always shows
+    if "since" in text:
+        assert "LLM calls" in text
+    if width >= 160:
+        assert "since start: $0  0 tok  0 LLM calls" in text and "db " in text

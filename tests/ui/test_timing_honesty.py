@@ -16,7 +16,8 @@ from tests.ui.test_hostile_ui import screen_text
 from tracetui.ui.screens.trace_view import TraceScreen
 from tracetui.ui.widgets.waterfall import Waterfall, bar_segments
 
-LIBRARY = "opentelemetry.util.genai.handler"
+#: The library as the screen names it: its instrumentation scope is ``opentelemetry.util.genai.handler``.
+LIBRARY = "the OpenTelemetry GenAI instrumentation"
 
 
 async def open_run(pilot) -> None:
@@ -54,8 +55,11 @@ async def test_openai_v2_run_says_what_was_not_reported(tmp_path: Path) -> None:
         assert 200e6 < pieces[0][1] - pieces[0][0] < 260e6  # the call's start to the second attempt's
         detail = str(app.screen.query_one("#detail-body").render())
         assert "2 HTTP attempts, first 429" in detail
-        assert f"first token not reported by {LIBRARY}" in detail
+        # each field's label says what is missing once: "time to first token  not reported by ..."
+        assert f"time to first token not reported by {LIBRARY}" in detail
         assert f"streaming           not reported by {LIBRARY}" in detail
+        assert "first token first token" not in detail and "retry not reported" not in detail
+        assert "time lost           225ms before the final attempt (failed attempts and backoff)" in detail
 
         await select(pilot, "chat gpt-4o-mini", nth=2)  # the answer, streamed without include_usage
         detail = str(app.screen.query_one("#detail-body").render())
@@ -80,11 +84,11 @@ async def test_estimated_token_counts_are_shown_as_estimates(tmp_path: Path) -> 
         detail = reader.span_detail(tid(5), sid(1))
         assert "estimated" not in str(detail_text(detail))
         detail.row["provenance"] = '{"tokens_estimated": "metadata.usage_object"}'
-        detail.row["scope_name"] = "litellm"
+        detail.row["library"] = "litellm"
         text = str(detail_text(detail))
     finally:
         reader.close()
-    assert "~201" in text and "~24" in text and "estimated by litellm (per metadata.usage_object)" in text
+    assert "~201" in text and "~24" in text and "estimated by LiteLLM (per metadata.usage_object)" in text
 
 
 def test_waterfall_marks_estimated_token_counts() -> None:
@@ -96,3 +100,44 @@ def test_waterfall_marks_estimated_token_counts() -> None:
     assert span_info(span, 30).startswith("201→24")
     span.provenance = '{"input_tokens":"gen_ai.usage.input_tokens","tokens_estimated":"metadata.usage_object"}'
     assert span_info(span, 30).startswith("~201→~24")
+
+
+async def litellm_detail(db: Path, keys: tuple[str, ...], span: str) -> str:
+    """The detail pane of ``span`` in the run the ``keys`` open, LiteLLM's capture stored in ``db``."""
+    fill_db(db, fixture_requests("litellm_otel.otlp"))
+    app = make_app(db)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(pilot)
+        await pilot.press(*keys)
+        await settle(pilot)
+        assert isinstance(app.screen, TraceScreen)
+        await select(pilot, span)
+        return str(app.screen.query_one("#detail-body").render())
+
+
+async def test_a_streamed_call_without_a_first_token_is_not_called_not_streamed(tmp_path: Path) -> None:
+    """LiteLLM says a call was streamed (``llm.is_streaming``) and reports no first token on the span."""
+    # the newest run: a streamed call LiteLLM made its own root
+    detail = await litellm_detail(tmp_path / "litellm.db", ("enter",), "litellm_request")
+    assert "streaming           yes" in detail
+    assert "time to first token not reported by LiteLLM" in detail
+    assert "not streamed" not in detail
+
+
+async def test_a_call_litellm_wrote_onto_the_apps_span_is_litellms_not_the_apps(tmp_path: Path) -> None:
+    """LiteLLM's default: the call's attributes land on the app's own span, whose scope is the app's
+    tracer (``tracetui.harness.agent``); what LiteLLM did not report is LiteLLM's to say."""
+    from tracetui.store.reader import Reader
+
+    db = tmp_path / "litellm.db"
+    # the oldest run: the app's span
+    detail = await litellm_detail(db, ("end", "enter"), "invoke_agent support")
+    assert "retries             not reported by LiteLLM" in detail
+    assert "tracetui.harness.agent" not in detail.split("Attributes (")[0]
+    reader = Reader(db)
+    try:
+        (run,) = [t for t in reader.traces(0, -1) if t.name == "invoke_agent support"]
+        (parent,) = [s for s in reader.span_json(run.trace_id) if s["name"] == "invoke_agent support"]
+    finally:
+        reader.close()
+    assert parent["kind"] == "llm" and parent["retry_note"] == "retry not reported by LiteLLM"

@@ -27,7 +27,8 @@ things happened, not to when a series began.
   values, which is all the percentiles use them for (tracetui.metric_stats).
 
 **Exemplars.** An exemplar of a time-to-first-token metric that names a span
-gives that span its TTFT when the span has none of its own, with provenance
+gives that span its TTFT when the span has none of its own (and is not a call its
+library said was not streamed), with provenance
 ``metric exemplar (<metric>)``, and the run's bars are recomputed. It is
 applied when the metric arrives (the span is stored) or when the span
 arrives later: pending exemplars wait in ``metric_exemplars``; the span path
@@ -66,8 +67,9 @@ _INSERT_EXEMPLAR = (
     "INSERT INTO metric_exemplars(trace_id, span_id, metric, value_ns, time_ns) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT DO NOTHING"
 )
-# A span takes an exemplar's TTFT only if it has none of its own; decode time and speed follow
-# from it as the normalizer computes them (tracetui.semconv).
+# A span takes an exemplar's TTFT only if it has none of its own and its library did not say the call
+# was not streamed (a non-streamed call has no first token: OpenLIT's TTFT metric records the whole
+# call for one); decode time and speed follow from it as the normalizer computes them (tracetui.semconv).
 _APPLY_TTFT = """
 UPDATE spans SET
     ttft_ns = e.value_ns,
@@ -86,7 +88,7 @@ UPDATE spans SET
                                                   'metric exemplar (' || e.metric || ')'))
 FROM metric_exemplars AS e
 WHERE e.applied = 0 AND e.trace_id = ? AND spans.trace_id = e.trace_id AND spans.span_id = e.span_id
-  AND spans.ttft_ns IS NULL AND spans.llm_kind = 'llm'
+  AND spans.ttft_ns IS NULL AND spans.llm_kind = 'llm' AND coalesce(spans.streaming, 1) != 0
 RETURNING spans.trace_id, spans.span_id
 """
 

@@ -204,12 +204,20 @@ class SpanRow:
         return self.response_model or self.request_model
 
 
+def library_sql(provenance: str, scope_name: str) -> str:
+    """SQL for the instrumentation scope that wrote a span's LLM fields, as column ``library``: its own
+    scope, or the one the normalizer names (LiteLLM writes its calls onto the app's spans)."""
+    return (f"coalesce(json_extract(CASE WHEN json_valid({provenance}) THEN {provenance} END, '$.library'), "
+            f"{scope_name}) AS library")  # fmt: skip
+
+
 _SPAN_COLS = (
     "span_id, parent_span_id, name, kind, service, start_ns, end_ns, status_code, status_message, "
     "llm_kind, provider, request_model, response_model, input_tokens, output_tokens, streaming, ttft_ns, "
     "cost_usd, dropped_attributes + dropped_events + dropped_links, decode_ns, tokens_per_s, attempt_offset_ns, "
     "is_retry, is_fallback, retry_ns, retry_offset_ns, retry_source, http_status, "
-    "(SELECT scope_name FROM sources WHERE sources.id = spans.source_id), provenance"
+    + library_sql("spans.provenance", "(SELECT scope_name FROM sources WHERE sources.id = spans.source_id)")
+    + ", provenance"
 )
 
 
@@ -484,7 +492,7 @@ class Reader:
 
     def span_detail(self, trace_id: bytes, span_id: bytes) -> SpanDetail | None:
         found = self._dicts(
-            "SELECT s.*, src.resource, src.scope, src.scope_name, src.scope_version "
+            f"SELECT s.*, src.resource, src.scope, src.scope_version, {library_sql('s.provenance', 'src.scope_name')} "
             "FROM spans s JOIN sources src ON src.id = s.source_id WHERE s.trace_id = ? AND s.span_id = ?",
             (trace_id, span_id),
         )
@@ -555,7 +563,8 @@ class Reader:
     def span_json(self, trace_id: bytes) -> list[dict[str, Any]]:
         """The spans of one trace for ``tracetui spans --json``."""
         rows = self._dicts(
-            "SELECT s.*, src.resource, src.scope_name FROM spans s JOIN sources src ON src.id = s.source_id "
+            f"SELECT s.*, src.resource, {library_sql('s.provenance', 'src.scope_name')} "
+            "FROM spans s JOIN sources src ON src.id = s.source_id "
             "WHERE s.trace_id = ? ORDER BY s.start_ns, s.id",
             (trace_id,),
         )
@@ -636,9 +645,9 @@ def _not_reported(r: dict[str, Any]) -> dict[str, Any]:
         if r["status_code"] != 2:
             tokens_note = "no token counts" if r["input_tokens"] == r["output_tokens"] else "token counts incomplete"
     else:
-        tokens_note = tokens_estimated_note(provenance, r["scope_name"])
+        tokens_note = tokens_estimated_note(provenance, r["library"])
     return {
-        "first_token_note": first_token_note(r["streaming"], r["ttft_ns"], r["scope_name"]),
-        "retry_note": retry_note(r["retry_source"], r["scope_name"]),
+        "first_token_note": first_token_note(r["streaming"], r["ttft_ns"], r["library"]),
+        "retry_note": retry_note(r["retry_source"], r["library"], provenance),
         "tokens_note": tokens_note,
     }

@@ -55,6 +55,12 @@ METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("TPOT P95", "time_per_output_token", "p95_ms"),
 )
 METRICS_LABEL = f"from metrics, per model ({metric_stats.METHOD})"
+#: The label where the whole one does not fit on a line (80 columns); the ERROR ≤ column gives the bound.
+METRICS_LABEL_SHORT = "from metrics, per model (read from histogram buckets; ERROR ≤: their bound)"
+#: Which "from metrics" columns go first on a narrow terminal (higher first). At 80 columns the table keeps
+#: p50/p95 of duration and of TTFT and the TPOT p50 beside the model, the calls and the error bound.
+METRIC_PRIORITY = {"P50": 1, "P95": 1, "TTFT P50": 1, "TTFT P95": 2, "TPOT P50": 2, "P99": 3, "TTFT P99": 4,
+                   "TPOT P95": 4}  # fmt: skip
 FILTERED_OUT = "not shown while filtering (metrics carry no span attributes)"
 
 
@@ -115,12 +121,23 @@ def histogram(durations_ms: tuple[float, ...], buckets: int = HISTOGRAM_BUCKETS)
     return counts
 
 
-def metric_row(found: metric_stats.ModelMetrics) -> list[str]:
-    """One model's cells in the "from metrics" table: calls, the percentiles, then the error bound."""
+def visible_metric_columns(width: int, model_width: int) -> tuple[int, ...]:
+    """Indices into METRIC_COLUMNS that fit ``width`` cells beside MODEL, CALLS and ERROR ≤ (never scrolled)."""
+    fixed = model_width + 2 + _column_width("CALLS", "count") + _column_width("ERROR ≤", "max_error_ms")
+    shown = list(range(len(METRIC_COLUMNS)))
+    while shown and fixed + sum(_column_width(METRIC_COLUMNS[i][0], "p50_ms") for i in shown) > width:
+        shown.remove(max(shown, key=lambda i: (METRIC_PRIORITY.get(METRIC_COLUMNS[i][0], 5), i)))
+    return tuple(shown)
+
+
+def metric_row(found: metric_stats.ModelMetrics, shown: tuple[int, ...] | None = None) -> list[str]:
+    """One model's cells in the "from metrics" table: calls, the percentiles (``shown``: all), then the error bound."""
     figures = [found.duration, found.ttft, found.time_per_output_token]
     calls = next((f.count for f in figures if f is not None), 0)
     cells = [safe_text(found.model, 48), str(calls)]
-    for _, figure, attribute in METRIC_COLUMNS:
+    for i, (_, figure, attribute) in enumerate(METRIC_COLUMNS):
+        if shown is not None and i not in shown:
+            continue
         value = getattr(getattr(found, figure), attribute, None)
         cells.append(cell(attribute, value))
     error = max((f.max_error_ms for f in figures if f is not None), default=None)
@@ -158,6 +175,8 @@ class StatsScreen(Screen):
         self.descending = True
         self.groups: list[GroupStats] = []
         self.metrics: dict[str, metric_stats.ModelMetrics] = {}
+        #: Indices into METRIC_COLUMNS shown at the current width (visible_metric_columns).
+        self._metric_shown: tuple[int, ...] = ()
         self._computing = False
         self._again = False
 
@@ -177,8 +196,6 @@ class StatsScreen(Screen):
         self._set_columns(self.size.width or self.app.size.width)
         table.focus()
         metrics_table = self.query_one("#stats-metrics", DataTable)
-        for title in ("MODEL", "CALLS", *(c[0] for c in METRIC_COLUMNS), "ERROR ≤"):
-            metrics_table.add_column(title, key=title)
         metrics_table.display = False
         self.query_one("#stats-metrics-title", Static).display = False
         self.watch(self.app, "data_version", lambda _v: self.recompute(), init=False)
@@ -206,6 +223,8 @@ class StatsScreen(Screen):
     def on_resize(self) -> None:
         if self._set_columns(self.size.width) or self.groups:
             self._fill()
+        if self.metrics:
+            self._fill_metrics()
 
     # --- computing -----------------------------------------------------------
 
@@ -297,16 +316,24 @@ class StatsScreen(Screen):
         table = self.query_one("#stats-metrics", DataTable)
         title = self.query_one("#stats-metrics-title", Static)
         filtering = bool(self.filter_text.strip())
+        width = (self.size.width or self.app.size.width) - 2  # the table's scroll bar
+        model_width = max([len(safe_text(m, 48)) for m in self.metrics] + [len("MODEL")])
+        shown = visible_metric_columns(width, model_width)
+        if shown != self._metric_shown or not table.columns:
+            self._metric_shown = shown
+            table.clear(columns=True)
+            for column in ("MODEL", "CALLS", *(METRIC_COLUMNS[i][0] for i in shown), "ERROR ≤"):
+                table.add_column(column, key=column)
         table.clear()
         if not filtering:
             for model in sorted(self.metrics):
-                table.add_row(*metric_row(self.metrics[model]), key=model)
+                table.add_row(*metric_row(self.metrics[model], shown), key=model)
         table.display = bool(self.metrics) and not filtering
         title.display = bool(self.metrics)
         if filtering:
             title.update(Text(f" from metrics: {FILTERED_OUT}", style="dim"))
         else:
-            label = Text(f" {METRICS_LABEL}", style="bold")
+            label = Text(f" {METRICS_LABEL if len(METRICS_LABEL) < width else METRICS_LABEL_SHORT}", style="bold")
             dropped = sum(m.dropped_attributes for m in self.metrics.values())
             if dropped:
                 label.append(f"\n {dropped} per-call attributes dropped from metric points to bound the series",

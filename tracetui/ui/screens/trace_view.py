@@ -128,6 +128,15 @@ class LoadFailed(Message):
     error: str
 
 
+def _cost_words(cost_usd: float | None, unpriced_calls: int) -> str:
+    """The run's cost in the summary: "$0.0133", "$0.0133 + 1 unpriced call", or "2 unpriced calls" when
+    no call could be priced ("" when there is no cost at all)."""
+    unpriced = fmt_counted(unpriced_calls, "unpriced call") if unpriced_calls else ""
+    if cost_usd is None:
+        return unpriced
+    return fmt_cost(cost_usd) + (f" + {unpriced}" if unpriced else "")
+
+
 class TraceScreen(Screen):
     """Tree + waterfall + detail for one trace; reloads when new spans of it arrive."""
 
@@ -309,9 +318,7 @@ class TraceScreen(Screen):
             (0, fmt_elapsed(trace.start_ns, trace.end_ns)),
             (3, fmt_counted(trace.span_count, "span")),
             (2, fmt_counted(trace.llm_calls, "LLM call") if trace.llm_calls else ""),
-            (0, fmt_cost(trace.cost_usd) + (" + unpriced calls" if trace.unpriced_calls else ""))
-            if trace.cost_usd is not None or trace.unpriced_calls
-            else (0, ""),
+            (0, _cost_words(trace.cost_usd, trace.unpriced_calls)),
             # calls whose tokens and cost are missing from the totals
             (1, fmt_counted(trace.tokenless_calls, "call") + " without token counts" if trace.tokenless_calls else ""),
             (0, fmt_counted(trace.error_count, "error") if trace.error_count else ""),

@@ -16,7 +16,14 @@ from textual.widgets import Static
 
 from tracetui.fmt import fmt_clock, fmt_cost, fmt_duration, fmt_elapsed, safe_multiline, safe_text
 from tracetui.store.reader import SPAN_KIND_NAMES, STATUS_NAMES, SpanDetail
-from tracetui.timing import first_token_note, library_name, retry_note, tokens_estimated_note, ttft_includes_retry
+from tracetui.timing import (
+    NO_RETRY_SEEN,
+    attempts_spanned,
+    first_token_note,
+    library_name,
+    tokens_estimated_note,
+    ttft_includes_retry,
+)
 
 #: Longest value shown in full in the pane; longer ones are cut with a note.
 MAX_VALUE_CHARS = 4_000
@@ -35,7 +42,7 @@ _LLM_FIELDS = (
     ("ttft_ns", "time to first token"),
     ("decode_ns", "decode"),
     ("tokens_per_s", "output speed"),
-    ("retry_ns", "time lost before"),
+    ("retry_ns", "time lost"),
     ("retry_source", "retries"),
     ("finish_reason", "finish reason"),
     ("session_id", "session"),
@@ -51,17 +58,21 @@ _DERIVED = {"decode_ns": "end − first token", "tokens_per_s": "output tokens �
 
 
 def _not_reported(row: dict[str, Any]) -> dict[str, str]:
-    """Column -> what to show for a model call's fact its library did not report ("not reported" is not "no")."""
+    """Column -> what to show for a model call's fact its library did not report ("not reported" is not "no").
+
+    The field's label already names the fact ("time to first token", "retries"), so the value
+    says only what became of it: "not reported by OpenLIT", "not streamed".
+    """
     if row.get("llm_kind") != "llm":
         return {}
-    library = library_name(row.get("scope_name"))
-    out = {"retry_source": retry_note(None, row.get("scope_name"))}
+    library = library_name(row.get("library"))
+    out = {"retry_source": NO_RETRY_SEEN if attempts_spanned(row.get("provenance")) else f"not reported by {library}"}
     if row["status_code"] == 2:
         return out  # a failed call has no first token or usage to report
     out["streaming"] = f"not reported by {library}"
-    note = first_token_note(row.get("streaming"), row.get("ttft_ns"), row.get("scope_name"))
+    note = first_token_note(row.get("streaming"), row.get("ttft_ns"), row.get("library"))
     if note:
-        out["ttft_ns"] = note
+        out["ttft_ns"] = note if note == "not streamed" else f"not reported by {library}"
     for col in ("input_tokens", "output_tokens"):
         out[col] = f"not reported by {library} (the run's tokens and cost are incomplete)"
     return out
@@ -162,8 +173,8 @@ def _evaluations(text: Text, detail: SpanDetail, threshold: float) -> None:
             text.append("    " + safe_multiline(ev["explanation"], 2000).replace("\n", "\n    ") + "\n", style="italic")
 
 
-def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float = 0.5) -> Text:
-    """Build the pane's content for one span."""
+def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float = 0.5, width: int = 200) -> Text:
+    """Build the pane's content for one span, for a pane ``width`` cells wide."""
     row = detail.row
     text = Text(no_wrap=False)
     text.append(safe_text(row["name"], 300), style="bold")
@@ -181,10 +192,12 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float 
         text.append(f" {note}", style="bold red")
     text.append(f"  from {fmt_clock(row['start_ns'], now_ns)}  ·  {SPAN_KIND_NAMES.get(row['kind'], row['kind'])}")
     text.append(f"  ·  {safe_text(row['service'], 60)}\n", style="dim")
-    text.append(f"span {row['span_id'].hex()}  trace {row['trace_id'].hex()}", style="dim")
+    ids = f"span {row['span_id'].hex()}  trace {row['trace_id'].hex()}"
     if row["parent_span_id"]:
-        text.append(f"  parent {row['parent_span_id'].hex()}", style="dim")
-    text.append("\n")
+        parent = f"parent {row['parent_span_id'].hex()}"
+        # a narrow pane (80 columns) gives the parent a line of its own rather than wrapping it after "parent"
+        ids += ("  " if len(ids) + 2 + len(parent) <= width else "\n") + parent
+    text.append(ids + "\n", style="dim")
     dropped = [f"{row[k]} {k.split('_')[1]}" for k in ("dropped_attributes", "dropped_events", "dropped_links") if row[k]]
     if dropped:
         text.append(
@@ -207,7 +220,7 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float 
                 style="bold yellow",
             )
         missing = _not_reported(row)
-        estimated = tokens_estimated_note(provenance, row.get("scope_name"))
+        estimated = tokens_estimated_note(provenance, row.get("library"))
         for col, label in _LLM_FIELDS:
             value = row.get(col)
             if col == "retry_source" and row.get("is_fallback"):
@@ -230,8 +243,8 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float 
             elif col == "tokens_per_s":
                 shown = f"{value:.1f} tokens/s"
             elif col == "retry_ns":
-                what = "fallback" if row.get("is_fallback") else "final attempt"
-                shown = f"{what}: {fmt_duration(value)} (failed attempts and backoff)"
+                what = "the fallback" if row.get("is_fallback") else "the final attempt"
+                shown = f"{fmt_duration(value)} before {what} (failed attempts and backoff)"
             elif col == "streaming":
                 shown = "yes" if value else "no"
             elif col == "cost_usd":
@@ -309,7 +322,9 @@ class SpanDetailPane(VerticalScroll, can_focus=True):
             body.update(Text("This span is no longer in the database.", style="dim"))
         else:
             app = self.app
-            body.update(detail_text(detail, app.clock(), getattr(app, "threshold", 0.5)))  # type: ignore[attr-defined]
+            threshold = getattr(app, "threshold", 0.5)
+            width = self.scrollable_content_region.width or 200  # the padding and the scroll bar taken off
+            body.update(detail_text(detail, app.clock(), threshold, width))  # type: ignore[attr-defined]
         self.scroll_home(animate=False)
 
     def show_message(self, message: str) -> None:

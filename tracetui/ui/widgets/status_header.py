@@ -106,13 +106,21 @@ class StatusHeader(Widget):
             text.append(f"   {c.span_count:,} spans", style="bold")
             text.append(f"  {self.spans_per_second:,.0f}/s")
             text.append(f"   {c.trace_count:,} traces")
-            base = self._baseline or c
-            calls, tokens = c.llm_calls - base.llm_calls, c.tokens - base.tokens
-            cost = c.cost_usd - base.cost_usd
-            text.append("   since start: ", style="dim")
-            text.append(fmt_cost(max(0.0, cost)) if calls else "$0", style="bold")
-            text.append(f"  {fmt_count(max(0, tokens))} tok  {max(0, calls):,} LLM calls")
-            text.append(f"   db {fmt_bytes(c.db_bytes)}", style="dim")
-            if c.evicted_traces:  # retention at work: those traces were removed on purpose, not lost
-                text.append(f"  evicted {fmt_count(c.evicted_traces)} traces", style="dim")
+            # Narrow terminals (80 columns) leave out a section whole rather than cut it mid-phrase.
+            width = self.size.width or None
+            # Retention at work: evicted traces were removed on purpose, not lost.
+            evicted = Text(f"  evicted {fmt_count(c.evicted_traces)} traces" if c.evicted_traces else "", style="dim")
+            for section in (self._since_start(c), Text(f"   db {fmt_bytes(c.db_bytes)}", style="dim"), evicted):
+                if width is None or text.cell_len + section.cell_len <= width:
+                    text.append_text(section)
+        return text
+
+    def _since_start(self, c: Counters) -> Text:
+        """What arrived since the UI started: "   since start: $0.0133  8.5k tok  4 LLM calls"."""
+        base = self._baseline or c
+        calls, tokens = c.llm_calls - base.llm_calls, c.tokens - base.tokens
+        cost = c.cost_usd - base.cost_usd
+        text = Text("   since start: ", style="dim")
+        text.append(fmt_cost(max(0.0, cost)) if calls else "$0", style="bold")
+        text.append(f"  {fmt_count(max(0, tokens))} tok  {max(0, calls):,} LLM calls")
         return text

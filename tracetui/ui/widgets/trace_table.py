@@ -47,7 +47,7 @@ class Column:
 COLUMNS: tuple[Column, ...] = (
     Column("time", "TIME", 11, priority=1),
     Column("run", "RUN", 24, priority=0, grow=3, max_width=72),
-    Column("service", "SERVICE", 12, priority=6, grow=1, max_width=28),
+    Column("service", "SERVICE", 12, priority=6, grow=1, max_width=40),
     Column("duration", "DURATION", 8, right=True, priority=1),
     Column("spans", "SPANS", 5, right=True, priority=9),
     Column("llm", "LLM", 3, right=True, priority=7),
