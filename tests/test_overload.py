@@ -20,8 +20,22 @@ import requests
 from google.rpc import error_details_pb2
 
 from flood_clients import polite_flood
-from helpers import READY_RE, channel_to, exporter_stub, make_request, make_span, sid, stored_counts, tid, wait_until
+from helpers import (
+    READY_RE,
+    channel_to,
+    exporter_stub,
+    ld,
+    make_request,
+    make_span,
+    sid,
+    span_with_deep_attribute,
+    stored_counts,
+    stored_span_keys,
+    tid,
+    wait_until,
+)
 from tracetui.otlp import admission as admission_module
+from tracetui.otlp import decoder as decoder_module
 from tracetui.otlp.admission import Admission, OverBudget
 
 MB = 1024 * 1024
@@ -169,6 +183,64 @@ def test_a_slice_that_does_not_decode_is_rejected_alone(start_rcv, workers):
     assert answer.partial_success.rejected_spans == 1_000
     assert "1,000 spans of one slice" in answer.partial_success.error_message
     assert stored_counts(rcv.db_path)[0] == 8_000
+
+
+def export_over(rcv, transport: str, data: bytes):
+    """Send serialized trace request bytes over gRPC or OTLP/HTTP protobuf; the ExportTraceServiceResponse."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    if transport == "grpc":
+        with channel_to(rcv.port) as channel:
+            return ExportTraceServiceResponse.FromString(exporter_stub(channel)(data, timeout=120))
+    answer = requests.post(f"http://{http_address(rcv)}/v1/traces", data=data,
+                           headers={"Content-Type": "application/x-protobuf"}, timeout=120)  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    return ExportTraceServiceResponse.FromString(answer.content)
+
+
+def one_scope_request(spans: list[bytes]) -> bytes:
+    """ExportTraceServiceRequest bytes holding ``spans`` (serialized Span messages) under one resource and scope."""
+    resource = make_request([]).resource_spans[0].resource.SerializeToString()
+    return ld(1, ld(1, resource) + ld(2, b"".join(ld(2, span) for span in spans)))
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+@pytest.mark.parametrize("transport", ["grpc", "http"])
+def test_a_sliced_export_with_a_too_deep_span_and_an_undecodable_slice_counts_each_rejection_once(
+    start_rcv, transport, workers
+):
+    """Two ways of rejecting part of an export meet: slicing (15b) and span-by-span parsing of a too-deep request (15a).
+
+    10,000 spans of ~1 KB (over the 8 MB past which the receiver itself cuts the export) go in slices of
+    4,000: one span of the first slice nests kvlists past protobuf's limit (refused alone), and invalid
+    UTF-8 in the third slice refuses its 2,000 spans. Exactly 2,001 are reported rejected; 7,999 are stored.
+    """
+    rcv = start_rcv("--decode-workers", workers)
+    pad = {"pad": "p" * 1_000}
+    spans = [make_span(tid(1 + i // 100), sid(i + 1), name="s", attributes=pad).SerializeToString()
+             for i in range(10_000)]  # fmt: skip
+    spans[100] = span_with_deep_attribute(tid(2), sid(101), "too deep", 40)
+    spans[8_000] = make_span(tid(81), sid(8_001), name="NAME-TO-BREAK", attributes=pad).SerializeToString()
+    data = one_scope_request(spans).replace(b"NAME-TO-BREAK", b"\xff\xfe" + b"x" * 11)  # invalid UTF-8
+    assert len(data) > decoder_module.SLICE_IN_RECEIVER_BYTES
+    answer = export_over(rcv, transport, data)
+    assert answer.partial_success.rejected_spans == 2_001, answer.partial_success.error_message
+    assert "nested deeper" in answer.partial_success.error_message
+    assert stored_counts(rcv.db_path)[0] == 7_999
+    stored = stored_span_keys(rcv.db_path, [tid(2), tid(80), tid(81)])
+    assert (tid(2), sid(101)) not in stored and (tid(2), sid(102)) in stored  # the deep span alone, its neighbour kept
+    assert (tid(80), sid(8_000)) in stored and (tid(81), sid(8_001)) not in stored  # the slice boundary is exact
+
+
+def test_a_span_nested_past_protobufs_limit_is_refused_alone_over_http(start_rcv):
+    """The same partial success over OTLP/HTTP protobuf as over gRPC (tests/test_hostile_input.py)."""
+    rcv = start_rcv()
+    data = one_scope_request([make_span(tid(3), sid(1), name="bystander").SerializeToString(),
+                              span_with_deep_attribute(tid(3), sid(2), "too deep", 40)])  # fmt: skip
+    answer = export_over(rcv, "http", data)
+    assert answer.partial_success.rejected_spans == 1
+    assert "nested deeper" in answer.partial_success.error_message
+    assert stored_span_keys(rcv.db_path, [tid(3)]) == {(tid(3), sid(1))}
 
 
 def test_a_small_export_that_does_not_decode_is_still_refused_whole(start_rcv):
