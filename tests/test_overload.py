@@ -243,6 +243,20 @@ def test_a_span_nested_past_protobufs_limit_is_refused_alone_over_http(start_rcv
     assert stored_span_keys(rcv.db_path, [tid(3)]) == {(tid(3), sid(1))}
 
 
+def test_a_span_with_invalid_utf8_next_to_a_too_deep_one_is_refused_for_its_own_reason(start_rcv):
+    """Once a request is taken apart span by span (one span too deep), each refused span says why."""
+    rcv = start_rcv()
+    broken = make_span(tid(4), sid(2), name="NAME-TO-BREAK").SerializeToString()
+    # protobuf meets the deep span first, gives up on the request, and the receiver parses span by span
+    data = one_scope_request([make_span(tid(4), sid(1), name="bystander").SerializeToString(),
+                              span_with_deep_attribute(tid(4), sid(3), "too deep", 40), broken])  # fmt: skip
+    answer = export_over(rcv, "grpc", data.replace(b"NAME-TO-BREAK", b"\xff\xfe" + b"x" * 11))
+    message = answer.partial_success.error_message
+    assert answer.partial_success.rejected_spans == 2, message
+    assert "nested deeper" in message and "UTF-8" in message
+    assert stored_span_keys(rcv.db_path, [tid(4)]) == {(tid(4), sid(1))}
+
+
 def test_a_small_export_that_does_not_decode_is_still_refused_whole(start_rcv):
     rcv = start_rcv()
     request = small_spans_request(50)
