@@ -323,6 +323,39 @@ def test_polite_sdk_exporters_lose_nothing_during_a_minute_of_flood(start_rcv):
 # --- Admission itself ------------------------------------------------------------------------------------------
 
 
+def test_a_stalled_grpc_export_is_cancelled_and_a_new_sdk_exporter_gets_through(start_rcv):
+    """A stream that never sends its message held its export's pass until the client gave up.
+
+    It held the single pass for an export of unknown size, so the first export of every new
+    connection (an SDK exporter's, also after it reconnects on UNAVAILABLE) waited 3 s and was
+    refused, again and again until its 10 s deadline: the batch was dropped. Now the stalled
+    export is cancelled after the body timeout and the SDK's export goes through.
+    """
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from slow_clients import StalledGrpcExport
+
+    rcv = start_rcv("--grpc-body-timeout", "2")
+    stalled = StalledGrpcExport(rcv.port)
+    try:
+        time.sleep(0.5)  # the stalled export holds its pass
+        tracer = TracerProvider(resource=Resource.create({"service.name": "polite"})).get_tracer("t")
+        span = tracer.start_span("after-the-stall")
+        span.end()
+        exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{rcv.port}", insecure=True)  # default 10 s deadline
+        try:
+            assert exporter.export([span]) is SpanExportResult.SUCCESS
+        finally:
+            exporter.shutdown()
+        assert stalled.outcome() == grpc.StatusCode.CANCELLED
+    finally:
+        stalled.close()
+    assert stored_counts(rcv.db_path)[0] == 1
+
+
 def test_the_lightest_connection_goes_first():
     adm = Admission(limit=100, max_wait_s=5)
     heavy = adm.enter("heavy", 100)
