@@ -111,6 +111,26 @@ def test_unauthenticated_grpc_exports_are_refused_before_their_bodies_are_read(s
     assert stored_counts(rcv.db_path) == (1, 1)
 
 
+def test_the_receiver_gives_back_the_memory_of_a_large_grpc_export(start_rcv):
+    """After a 40 MB export is stored, the receiver's own RSS returns near where it was.
+
+    grpc core receives the message as many small buffers and frees them once copied into
+    one bytes object; left in glibc's heaps they kept ~60 MB resident after every large
+    export (and put the 60 x 63 MB flood at ~390 MB against its 300 MB budget).
+    """
+    rcv = start_rcv()
+    body = make_request([make_span(tid(1 + n // 10), sid(n + 1), attributes={"blob": "z" * 2000})
+                         for n in range(20_000)]).SerializeToString()  # fmt: skip
+    assert len(body) > 39 * MB
+    receiver = psutil.Process(rcv.proc.pid)
+    before = receiver.memory_info().rss
+    with channel_to(rcv.port) as channel:
+        exporter_stub(channel)(body, timeout=120)
+    kept = receiver.memory_info().rss - before
+    assert stored_counts(rcv.db_path)[0] == 20_000
+    assert kept < 24 * MB, f"the receiver kept {kept / MB:.0f} MB after the export"
+
+
 def test_exports_waiting_for_memory_are_not_buffered_by_grpc(start_rcv):
     """Large exports beyond the memory budget wait unread, then are told to retry; the rest are stored."""
     rcv = start_rcv()

@@ -71,6 +71,13 @@ Signal = Literal["traces", "logs", "metrics"]
 DECODE_SLICE_SPANS = 4_000
 
 
+#: Each ingest worker's SQLite page cache, in KiB. The receiver's own connection keeps
+#: schema.connect_writer's 32 MB; with two workers each filling 32 MB as the database grew,
+#: the receiver's process tree went past its 300 MB budget (DESIGN.md section 9) under a
+#: sustained flood. See benchmarks/README.md ("Worker page caches") for what a smaller one costs.
+WORKER_CACHE_KIB = 2_000
+
+
 #: Exports larger than this are cut into slices in the receiver process before they go to a worker.
 SLICE_IN_RECEIVER_BYTES = 8 * 1024 * 1024
 
@@ -290,7 +297,8 @@ def _worker_init(
     with slots_taken.get_lock():
         slot = slots_taken.value
         slots_taken.value += 1
-    _worker = _Worker(Committer(Path(db_path), wal_bytes=wal_bytes, retention=retention), waiting, slot, max_pending)
+    committer = Committer(Path(db_path), wal_bytes=wal_bytes, retention=retention, cache_kib=WORKER_CACHE_KIB)
+    _worker = _Worker(committer, waiting, slot, max_pending)
 
 
 def _worker_store(signal: Signal, payload: bytes) -> tuple[Stored, int]:

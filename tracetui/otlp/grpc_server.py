@@ -27,7 +27,15 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from tracetui.otlp.admission import PROTOBUF_COST_FACTOR, UNKNOWN_SIZE_COST, Admission, OverBudget, Pass
+from tracetui.otlp.admission import (
+    PROTOBUF_COST_FACTOR,
+    TRIM_AFTER_BYTES,
+    UNKNOWN_SIZE_COST,
+    Admission,
+    OverBudget,
+    Pass,
+    trim_freed_memory,
+)
 from tracetui.otlp.auth import bearer_ok
 from tracetui.otlp.decoder import Decoder, InlineDecoder
 from tracetui.otlp.ingest import RETRY_DELAY_S, Outcome, Signal, ingest
@@ -106,6 +114,8 @@ class ExportHandler:
             request_bytes = self._message(requests, context)
             if request_bytes is None:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an export needs exactly one request message")
+            if len(request_bytes) >= TRIM_AFTER_BYTES:
+                trim_freed_memory()  # grpc core's buffers for the message, freed once copied into request_bytes
             if admitted is not None:
                 if len(self._last_size) > 4096:  # connections come and go: forget them all now and then
                     self._last_size.clear()
