@@ -289,8 +289,14 @@ def _libc():
     return libc
 
 
-#: A message at least this large is followed by :func:`trim_freed_memory` once received.
-TRIM_AFTER_BYTES = 1024 * 1024
+#: A message at least this large is followed by :func:`trim_freed_memory` once received: above what
+#: an SDK exporter's 512-span batch weighs (~0.75 MB of LLM spans), where a trim after each 1.5 MB
+#: export cost ~2 us a span (benchmarks/README.md, "Memory per process under the floods").
+TRIM_AFTER_BYTES = 4 * 1024 * 1024
+#: Seconds between two trims at most: each walks every heap (milliseconds),
+#: so a steady stream of large messages pays for two a second, not one per message.
+TRIM_INTERVAL_S = 0.5
+_last_trim = 0.0
 
 
 def trim_freed_memory() -> None:
@@ -298,9 +304,15 @@ def trim_freed_memory() -> None:
 
     grpc core receives a message as many small buffers, then copies them into
     one Python bytes object and frees them; freed in the middle of a thread's
-    heap, their pages stayed resident. After a 63 MB message that was ~60 MB
-    of RSS holding nothing. Costs a few milliseconds, so it follows large messages only.
+    heap, their pages stayed resident. After a 40 MB message that was ~87 MB
+    of RSS holding nothing. Skipped when the last trim was under
+    :data:`TRIM_INTERVAL_S` ago (what it leaves is given back by the next one).
     """
+    global _last_trim
+    now = time.monotonic()
+    if now - _last_trim < TRIM_INTERVAL_S:
+        return
+    _last_trim = now  # unlocked: two threads trimming at once only costs a trim
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
