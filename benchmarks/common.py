@@ -694,6 +694,8 @@ class ProcSampler(threading.Thread):
         self.p = psutil.Process(pid)
         self.interval = interval
         self.peak_rss = 0
+        #: Peak RSS of each process of the tree on its own: {pid: (role, bytes)}, role "main" or "child".
+        self.peak_by_pid: dict[int, tuple[str, int]] = {}
         self.stop_ev = threading.Event()
         self._cpu_by_pid: dict[int, float] = {}
         self.cpu0 = self._cpu()
@@ -722,6 +724,7 @@ class ProcSampler(threading.Thread):
         self._main0 = self._cpu_by_pid.get(self.p.pid, 0.0)
         self.t0 = time.monotonic()
         self.peak_rss = 0
+        self.peak_by_pid = {}
 
     def run(self) -> None:
         while not self.stop_ev.wait(self.interval):
@@ -731,9 +734,12 @@ class ProcSampler(threading.Thread):
             rss = 0
             for proc in tree:
                 try:
-                    rss += proc.memory_info().rss
+                    one = proc.memory_info().rss
                 except Exception:
-                    pass
+                    continue
+                rss += one
+                role = "main" if proc.pid == self.p.pid else "child"
+                self.peak_by_pid[proc.pid] = (role, max(one, self.peak_by_pid.get(proc.pid, (role, 0))[1]))
             self.peak_rss = max(self.peak_rss, rss)
             self.cpu1 = self._cpu(tree)
             self.t1 = time.monotonic()
@@ -742,6 +748,13 @@ class ProcSampler(threading.Thread):
         self.cpu1 = self._cpu()
         self.t1 = time.monotonic()
         self.stop_ev.set()
+
+    def process_peaks_mb(self) -> list[float]:
+        """Each process's own peak RSS in MB, the top process first, then its children largest first
+        (tracetui: the receiver, then its ingest workers and multiprocessing's resource tracker)."""
+        main = [rss for role, rss in self.peak_by_pid.values() if role == "main"]
+        children = sorted((rss for role, rss in self.peak_by_pid.values() if role == "child"), reverse=True)
+        return [round(rss / 1e6, 1) for rss in main + children]
 
     @property
     def cpu_seconds(self) -> float:

@@ -204,7 +204,7 @@ def memory_flood(name: str, source: str | None, tmp: Path) -> dict:
     server = Server(tmp / f"{name}.db", source, *token_args)
     time.sleep(1.0)
     idle = server.sampler.peak_rss
-    server.sampler.peak_rss = 0
+    server.sampler.peak_rss, server.sampler.peak_by_pid = 0, {}
     t0 = time.monotonic()
     if name.startswith("json"):
         n = int(name[4:])
@@ -212,9 +212,10 @@ def memory_flood(name: str, source: str | None, tmp: Path) -> dict:
     else:
         answers = export_all(server.grpc, proto_body(63 * MB), 60, TOKEN if name == "proto60" else None)
     time.sleep(1.0)
-    peak = server.sampler.peak_rss
+    peak, per_process = server.sampler.peak_rss, server.sampler.process_peaks_mb()
     server.stop()
     return {"flood": name, "idle_mb": round(idle / 1e6, 1), "peak_mb": round(peak / 1e6, 1),
+            "process_peaks_mb": per_process,
             "answers": answers, "seconds": round(time.monotonic() - t0, 1), "stderr_bytes": server.stderr_bytes}  # fmt: skip
 
 
@@ -253,9 +254,10 @@ def polite(source: str | None, tmp: Path, seconds: float, clients: int = 32) -> 
     """tests/flood_clients.polite_flood against a receiver of ``source``, with its peak memory."""
     server = Server(tmp / "polite.db", source)
     result = polite_flood(server.grpc, server.http, server.db, clients, seconds)
-    peak = server.sampler.peak_rss
+    peak, per_process = server.sampler.peak_rss, server.sampler.process_peaks_mb()
     server.stop()
-    return {"flood": f"polite ({clients} flood clients, {seconds:.0f} s)", **result, "peak_mb": round(peak / 1e6, 1)}
+    return {"flood": f"polite ({clients} flood clients, {seconds:.0f} s)", **result, "peak_mb": round(peak / 1e6, 1),
+            "process_peaks_mb": per_process}  # fmt: skip
 
 
 def main() -> None:

@@ -473,3 +473,36 @@ def fill_db(db_path: Path, requests: Iterable[bytes | ExportTraceServiceRequest]
             assert ticket.error is None, ticket.error
     finally:
         writer.stop()
+
+
+# A tiny protobuf encoder, written out by hand: the OTLP protobuf classes refuse to serialize
+# invalid UTF-8 or values nested past protobuf's limit, so such bytes are put on the wire directly.
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def ld(field: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2): strings, bytes, sub-messages."""
+    return varint(field << 3 | 2) + varint(len(payload)) + payload
+
+
+def nested_kvlist(levels: int, leaf: str = "bottom") -> bytes:
+    """A serialized AnyValue {"level0": {"level1": ... leaf}}, encoded by hand without recursion
+    (protobuf's own classes cannot even build values nested past its parse limit)."""
+    value = ld(1, leaf.encode())
+    for i in reversed(range(levels)):
+        value = ld(6, ld(1, ld(1, f"level{i}".encode()) + ld(2, value)))  # kvlist_value{values: [KeyValue]}
+    return value
+
+
+def span_with_deep_attribute(trace: bytes, span_id: bytes, name: str, levels: int) -> bytes:
+    """A serialized Span whose attribute "deep" nests ``levels`` kvlists."""
+    span = make_span(trace, span_id, name=name).SerializeToString()
+    return span + ld(9, ld(1, b"deep") + ld(2, nested_kvlist(levels)))  # one more attributes entry

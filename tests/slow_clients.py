@@ -85,3 +85,35 @@ class Slowloris:
         self.thread.join(5)
         for sock in self.socks:
             sock.close()
+
+
+class StalledGrpcExport:
+    """An OTLP/gRPC export that opens its stream and never sends its message (until :meth:`close`)."""
+
+    def __init__(self, port: int) -> None:
+        import grpc
+
+        from helpers import EXPORT_METHOD
+
+        self._release = threading.Event()
+        self._channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        call = self._channel.stream_unary(EXPORT_METHOD, request_serializer=None, response_deserializer=None)
+        self.future = call.future(self._never())
+
+    def _never(self):
+        self._release.wait()
+        yield b""
+
+    def outcome(self, timeout: float = 30.0):
+        """The grpc.StatusCode the export ended with."""
+        import grpc
+
+        try:
+            self.future.result(timeout=timeout)
+        except grpc.RpcError as exc:
+            return exc.code()
+        return grpc.StatusCode.OK
+
+    def close(self) -> None:
+        self._release.set()
+        self._channel.close()

@@ -32,6 +32,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from helpers import (
     BASE_NS,
     channel_to,
+    ld,
+    span_with_deep_attribute,
+    varint,
     exporter_stub,
     integrity,
     make_request,
@@ -360,42 +363,28 @@ def test_binary_bytes_values_are_fine(shared_receiver):
     assert row["resource"]["host.blob"] == "deadbeef"
 
 
-# A tiny protobuf encoder, written out by hand: the OTLP protobuf classes refuse
+# More of the hand-written protobuf encoder (helpers.ld): the OTLP protobuf classes refuse
 # to serialize invalid UTF-8, so the hostile bytes must be put on the wire directly.
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _ld(field: int, payload: bytes) -> bytes:
-    """A length-delimited field (wire type 2): strings, bytes, sub-messages."""
-    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
-
-
 def _fixed64(field: int, value: int) -> bytes:
-    return _varint(field << 3 | 1) + struct.pack("<Q", value)
+    return varint(field << 3 | 1) + struct.pack("<Q", value)
 
 
 def _kv(key: bytes, string_value: bytes) -> bytes:
-    return _ld(1, key) + _ld(2, _ld(1, string_value))  # KeyValue{key, value: AnyValue{string_value}}
+    return ld(1, key) + ld(2, ld(1, string_value))  # KeyValue{key, value: AnyValue{string_value}}
 
 
 def wire_request(trace: bytes, *, service=b"wire-svc", name=b"wire span", key=b"note", value=b"fine") -> bytes:
     """ExportTraceServiceRequest{resource_spans: [{resource, scope_spans: [{spans: [two spans]}]}]}."""
 
     def span(span_id: bytes, span_name: bytes) -> bytes:
-        return (_ld(1, trace) + _ld(2, span_id) + _ld(5, span_name) + _fixed64(7, BASE_NS) + _fixed64(8, BASE_NS + 10**6)
-                + _ld(9, _kv(key, value)))  # fmt: skip
+        return (ld(1, trace) + ld(2, span_id) + ld(5, span_name) + _fixed64(7, BASE_NS) + _fixed64(8, BASE_NS + 10**6)
+                + ld(9, _kv(key, value)))  # fmt: skip
 
-    resource = _ld(1, _kv(b"service.name", service))
-    scope_spans = _ld(2, span(sid(1), b"innocent bystander")) + _ld(2, span(sid(2), name))
-    return _ld(1, _ld(1, resource) + _ld(2, scope_spans))
+    resource = ld(1, _kv(b"service.name", service))
+    scope_spans = ld(2, span(sid(1), b"innocent bystander")) + ld(2, span(sid(2), name))
+    return ld(1, ld(1, resource) + ld(2, scope_spans))
 
 
 INVALID_UTF8 = b"\xff\xfe\xc3(\xed\xa0\x80 overlong \xc0\xaf"
@@ -429,21 +418,6 @@ def test_invalid_utf8_in_a_string_field_rejects_the_request(shared_receiver, whe
 # --- nesting ------------------------------------------------------------------------------------------------
 
 
-def nested_kvlist(levels: int, leaf: str = "bottom") -> bytes:
-    """A serialized AnyValue {"level0": {"level1": ... leaf}}, encoded by hand without recursion
-    (protobuf's own classes cannot even build values nested past its parse limit)."""
-    value = _ld(1, leaf.encode())
-    for i in reversed(range(levels)):
-        value = _ld(6, _ld(1, _ld(1, f"level{i}".encode()) + _ld(2, value)))  # kvlist_value{values: [KeyValue]}
-    return value
-
-
-def span_with_deep_attribute(trace: bytes, span_id: bytes, name: str, levels: int) -> bytes:
-    """A serialized Span whose attribute "deep" nests ``levels`` kvlists."""
-    span = make_span(trace, span_id, name=name).SerializeToString()
-    return span + _ld(9, _ld(1, b"deep") + _ld(2, nested_kvlist(levels)))  # one more attributes entry
-
-
 def test_deeply_nested_kvlist_values(shared_receiver):
     trace = htid(20)
     # As deep as protobuf parses inside a request (its limit is 100 messages, three per level).
@@ -471,8 +445,8 @@ def test_a_span_nested_past_protobufs_limit_is_refused_alone(shared_receiver, le
     parsed = ExportTraceServiceRequest.FromString(request)
     resource_spans = parsed.resource_spans[0]
     deep_span = span_with_deep_attribute(trace, sid(1), "too deep", levels)
-    scope_spans = resource_spans.scope_spans[0].SerializeToString() + _ld(2, deep_span)
-    payload = _ld(1, _ld(1, resource_spans.resource.SerializeToString()) + _ld(2, scope_spans))
+    scope_spans = resource_spans.scope_spans[0].SerializeToString() + ld(2, deep_span)
+    payload = ld(1, ld(1, resource_spans.resource.SerializeToString()) + ld(2, scope_spans))
     with pytest.raises(ProtobufDecodeError):
         ExportTraceServiceRequest.FromString(payload)  # the request as a whole is too deep for protobuf
     alone_ok = levels <= 32

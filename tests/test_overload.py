@@ -20,8 +20,22 @@ import requests
 from google.rpc import error_details_pb2
 
 from flood_clients import polite_flood
-from helpers import READY_RE, channel_to, exporter_stub, make_request, make_span, sid, stored_counts, tid, wait_until
+from helpers import (
+    READY_RE,
+    channel_to,
+    exporter_stub,
+    ld,
+    make_request,
+    make_span,
+    sid,
+    span_with_deep_attribute,
+    stored_counts,
+    stored_span_keys,
+    tid,
+    wait_until,
+)
 from tracetui.otlp import admission as admission_module
+from tracetui.otlp import decoder as decoder_module
 from tracetui.otlp.admission import Admission, OverBudget
 
 MB = 1024 * 1024
@@ -95,6 +109,26 @@ def test_unauthenticated_grpc_exports_are_refused_before_their_bodies_are_read(s
         small = make_request([make_span(tid(2), sid(1))]).SerializeToString()
         exporter_stub(channel)(small, timeout=30, metadata=(("authorization", "Bearer s3cret"),))
     assert stored_counts(rcv.db_path) == (1, 1)
+
+
+def test_the_receiver_gives_back_the_memory_of_a_large_grpc_export(start_rcv):
+    """After a 40 MB export is stored, the receiver's own RSS returns near where it was.
+
+    grpc core receives the message as many small buffers and frees them once copied into
+    one bytes object; left in glibc's heaps they kept ~87 MB resident after a 40 MB
+    export (and put the 60 x 63 MB flood at ~390 MB against its 300 MB budget).
+    """
+    rcv = start_rcv()
+    body = make_request([make_span(tid(1 + n // 10), sid(n + 1), attributes={"blob": "z" * 2000})
+                         for n in range(20_000)]).SerializeToString()  # fmt: skip
+    assert len(body) > 39 * MB
+    receiver = psutil.Process(rcv.proc.pid)
+    before = receiver.memory_info().rss
+    with channel_to(rcv.port) as channel:
+        exporter_stub(channel)(body, timeout=120)
+    kept = receiver.memory_info().rss - before
+    assert stored_counts(rcv.db_path)[0] == 20_000
+    assert kept < 24 * MB, f"the receiver kept {kept / MB:.0f} MB after the export"
 
 
 def test_exports_waiting_for_memory_are_not_buffered_by_grpc(start_rcv):
@@ -171,6 +205,78 @@ def test_a_slice_that_does_not_decode_is_rejected_alone(start_rcv, workers):
     assert stored_counts(rcv.db_path)[0] == 8_000
 
 
+def export_over(rcv, transport: str, data: bytes):
+    """Send serialized trace request bytes over gRPC or OTLP/HTTP protobuf; the ExportTraceServiceResponse."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    if transport == "grpc":
+        with channel_to(rcv.port) as channel:
+            return ExportTraceServiceResponse.FromString(exporter_stub(channel)(data, timeout=120))
+    answer = requests.post(f"http://{http_address(rcv)}/v1/traces", data=data,
+                           headers={"Content-Type": "application/x-protobuf"}, timeout=120)  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    return ExportTraceServiceResponse.FromString(answer.content)
+
+
+def one_scope_request(spans: list[bytes]) -> bytes:
+    """ExportTraceServiceRequest bytes holding ``spans`` (serialized Span messages) under one resource and scope."""
+    resource = make_request([]).resource_spans[0].resource.SerializeToString()
+    return ld(1, ld(1, resource) + ld(2, b"".join(ld(2, span) for span in spans)))
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+@pytest.mark.parametrize("transport", ["grpc", "http"])
+def test_a_sliced_export_with_a_too_deep_span_and_an_undecodable_slice_counts_each_rejection_once(
+    start_rcv, transport, workers
+):
+    """Two ways of rejecting part of an export meet: slicing (15b) and span-by-span parsing of a too-deep request (15a).
+
+    10,000 spans of ~1 KB (over the 8 MB past which the receiver itself cuts the export) go in slices of
+    4,000: one span of the first slice nests kvlists past protobuf's limit (refused alone), and invalid
+    UTF-8 in the third slice refuses its 2,000 spans. Exactly 2,001 are reported rejected; 7,999 are stored.
+    """
+    rcv = start_rcv("--decode-workers", workers)
+    pad = {"pad": "p" * 1_000}
+    spans = [make_span(tid(1 + i // 100), sid(i + 1), name="s", attributes=pad).SerializeToString()
+             for i in range(10_000)]  # fmt: skip
+    spans[100] = span_with_deep_attribute(tid(2), sid(101), "too deep", 40)
+    spans[8_000] = make_span(tid(81), sid(8_001), name="NAME-TO-BREAK", attributes=pad).SerializeToString()
+    data = one_scope_request(spans).replace(b"NAME-TO-BREAK", b"\xff\xfe" + b"x" * 11)  # invalid UTF-8
+    assert len(data) > decoder_module.SLICE_IN_RECEIVER_BYTES
+    answer = export_over(rcv, transport, data)
+    assert answer.partial_success.rejected_spans == 2_001, answer.partial_success.error_message
+    assert "nested deeper" in answer.partial_success.error_message
+    assert stored_counts(rcv.db_path)[0] == 7_999
+    stored = stored_span_keys(rcv.db_path, [tid(2), tid(80), tid(81)])
+    assert (tid(2), sid(101)) not in stored and (tid(2), sid(102)) in stored  # the deep span alone, its neighbour kept
+    assert (tid(80), sid(8_000)) in stored and (tid(81), sid(8_001)) not in stored  # the slice boundary is exact
+
+
+def test_a_span_nested_past_protobufs_limit_is_refused_alone_over_http(start_rcv):
+    """The same partial success over OTLP/HTTP protobuf as over gRPC (tests/test_hostile_input.py)."""
+    rcv = start_rcv()
+    data = one_scope_request([make_span(tid(3), sid(1), name="bystander").SerializeToString(),
+                              span_with_deep_attribute(tid(3), sid(2), "too deep", 40)])  # fmt: skip
+    answer = export_over(rcv, "http", data)
+    assert answer.partial_success.rejected_spans == 1
+    assert "nested deeper" in answer.partial_success.error_message
+    assert stored_span_keys(rcv.db_path, [tid(3)]) == {(tid(3), sid(1))}
+
+
+def test_a_span_with_invalid_utf8_next_to_a_too_deep_one_is_refused_for_its_own_reason(start_rcv):
+    """Once a request is taken apart span by span (one span too deep), each refused span says why."""
+    rcv = start_rcv()
+    broken = make_span(tid(4), sid(2), name="NAME-TO-BREAK").SerializeToString()
+    # protobuf meets the deep span first, gives up on the request, and the receiver parses span by span
+    data = one_scope_request([make_span(tid(4), sid(1), name="bystander").SerializeToString(),
+                              span_with_deep_attribute(tid(4), sid(3), "too deep", 40), broken])  # fmt: skip
+    answer = export_over(rcv, "grpc", data.replace(b"NAME-TO-BREAK", b"\xff\xfe" + b"x" * 11))
+    message = answer.partial_success.error_message
+    assert answer.partial_success.rejected_spans == 2, message
+    assert "nested deeper" in message and "UTF-8" in message
+    assert stored_span_keys(rcv.db_path, [tid(4)]) == {(tid(4), sid(1))}
+
+
 def test_a_small_export_that_does_not_decode_is_still_refused_whole(start_rcv):
     rcv = start_rcv()
     request = small_spans_request(50)
@@ -235,6 +341,39 @@ def test_polite_sdk_exporters_lose_nothing_during_a_minute_of_flood(start_rcv):
 
 
 # --- Admission itself ------------------------------------------------------------------------------------------
+
+
+def test_a_stalled_grpc_export_is_cancelled_and_a_new_sdk_exporter_gets_through(start_rcv):
+    """A stream that never sends its message held its export's pass until the client gave up.
+
+    It held the single pass for an export of unknown size, so the first export of every new
+    connection (an SDK exporter's, also after it reconnects on UNAVAILABLE) waited 3 s and was
+    refused, again and again until its 10 s deadline: the batch was dropped. Now the stalled
+    export is cancelled after the body timeout and the SDK's export goes through.
+    """
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from slow_clients import StalledGrpcExport
+
+    rcv = start_rcv("--grpc-body-timeout", "2")
+    stalled = StalledGrpcExport(rcv.port)
+    try:
+        time.sleep(0.5)  # the stalled export holds its pass
+        tracer = TracerProvider(resource=Resource.create({"service.name": "polite"})).get_tracer("t")
+        span = tracer.start_span("after-the-stall")
+        span.end()
+        exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{rcv.port}", insecure=True)  # default 10 s deadline
+        try:
+            assert exporter.export([span]) is SpanExportResult.SUCCESS
+        finally:
+            exporter.shutdown()
+        assert stalled.outcome() == grpc.StatusCode.CANCELLED
+    finally:
+        stalled.close()
+    assert stored_counts(rcv.db_path)[0] == 1
 
 
 def test_the_lightest_connection_goes_first():

@@ -83,6 +83,8 @@ prices_option = click.option(
               help="OTLP/HTTP: close connections that take longer to send a request's headers, or stay idle longer.")  # fmt: skip
 @click.option("--http-body-timeout", type=click.FloatRange(0.1), default=30.0, show_default=True, metavar="SECONDS",
               help="OTLP/HTTP: answer 408 and close when a request's body takes longer to arrive.")  # fmt: skip
+@click.option("--grpc-body-timeout", type=click.FloatRange(0.1), default=10.0, show_default=True, metavar="SECONDS",
+              help="OTLP/gRPC: cancel an export whose message takes longer to arrive once it was let in.")  # fmt: skip
 @click.option("--exit-with-parent", is_flag=True, hidden=True)
 def serve(
     db: Path | None,
@@ -102,6 +104,7 @@ def serve(
     route_attribute: str | None,
     http_header_timeout: float,
     http_body_timeout: float,
+    grpc_body_timeout: float,
     exit_with_parent: bool,
 ) -> None:
     """Receive OTLP traces and show them live (the receiver runs in its own process)."""
@@ -120,6 +123,7 @@ def serve(
         prices_path=prices.resolve() if prices else None,
         http_header_timeout_s=http_header_timeout,
         http_body_timeout_s=http_body_timeout,
+        grpc_body_timeout_s=grpc_body_timeout,
         exit_with_parent=exit_with_parent,
     )
     if headless:

@@ -65,6 +65,8 @@ class ReceiverSettings:
     #: OTLP/HTTP: seconds for a request's headers (and idle keep-alive), and for its body.
     http_header_timeout_s: float = 10.0
     http_body_timeout_s: float = 30.0
+    #: OTLP/gRPC: seconds for an admitted export's message to arrive (tracetui.otlp.grpc_server.ExportHandler).
+    grpc_body_timeout_s: float = 10.0
     #: Exit when the parent process goes away (used by `tracetui serve`).
     exit_with_parent: bool = False
     extra: dict[str, str] = field(default_factory=dict)

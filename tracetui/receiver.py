@@ -116,6 +116,7 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
             token=settings.token,
             decoder=decoder,
             admission=(admission := Admission(default_budget(settings.max_request_bytes))),  # shared with HTTP
+            body_timeout_s=settings.grpc_body_timeout_s,
         )
     except OSError as exc:
         return give_up(str(exc))
@@ -221,6 +222,7 @@ class ReceiverProcess:
             "--max-request-mb", str(max(1, s.max_request_bytes // (1024 * 1024))),
             "--max-pending-spans", str(s.max_pending_spans), "--decode-workers", str(s.decode_workers),
             "--http-header-timeout", str(s.http_header_timeout_s), "--http-body-timeout", str(s.http_body_timeout_s),
+            "--grpc-body-timeout", str(s.grpc_body_timeout_s),
         ]  # fmt: skip
         for option, value in (("--max-spans", s.max_spans), ("--max-db-mb", s.max_db_mb), ("--max-age", s.max_age),
                               ("--prices", s.prices_path)):  # fmt: skip

@@ -163,10 +163,10 @@ def decode_trace_bytes(data: bytes) -> Decoded:
     try:
         request = parse_trace_request(data)
     except NestedTooDeep:
-        request, too_deep = _request_span_by_span(data)
+        request, refused = _request_span_by_span(data)
         decoded = decode_spans(request)  # no raw bytes to cut: each span is serialized again
-        for _ in range(too_deep):
-            decoded.reject(TOO_DEEP)
+        for reason in refused:
+            decoded.reject(reason)
         return decoded
     return decode_spans(request, data)
 
@@ -181,14 +181,16 @@ def _fields_except(data: bytes, start: int, end: int, number: int) -> bytes:
     return b"".join(kept)
 
 
-def _request_span_by_span(data: bytes) -> tuple[ExportTraceServiceRequest, int]:
-    """The request rebuilt from the spans protobuf can parse alone; and how many it cannot.
+def _request_span_by_span(data: bytes) -> tuple[ExportTraceServiceRequest, list[str]]:
+    """The request rebuilt from the spans protobuf can parse alone; and why each other span was refused.
 
+    A span refused here is usually the too-deep one, but another span of the
+    same request may be refused for its own reason (invalid UTF-8), and says so.
     Raises the usual DecodeError when the bytes are not a request at all.
     """
     try:
         request = ExportTraceServiceRequest()
-        too_deep = 0
+        refused: list[str] = []
         for rs_start, rs_end in _embedded(data, 0, len(data), 1):
             resource_spans = request.resource_spans.add()
             resource_spans.ParseFromString(_fields_except(data, rs_start, rs_end, 2))  # resource, schema_url
@@ -198,11 +200,17 @@ def _request_span_by_span(data: bytes) -> tuple[ExportTraceServiceRequest, int]:
                 for span_start, span_end in _embedded(data, ss_start, ss_end, 2):
                     try:
                         scope_spans.spans.append(Span.FromString(data[span_start:span_end]))
-                    except ProtobufDecodeError:  # this span alone
-                        too_deep += 1
+                    except ProtobufDecodeError as exc:  # this span alone
+                        refused.append(_span_refusal(exc))
     except (ProtobufDecodeError, RuntimeError, ValueError, IndexError) as exc:  # not a request after all
         raise _parse_failure("ExportTraceServiceRequest", exc) from None
-    return request, too_deep
+    return request, refused
+
+
+def _span_refusal(exc: Exception) -> str:
+    """Why one span protobuf could not parse is refused, for partial_success."""
+    failure = _parse_failure("Span", exc)
+    return TOO_DEEP if isinstance(failure, NestedTooDeep) else str(failure)
 
 
 def any_value_str(value: AnyValue) -> str | None:

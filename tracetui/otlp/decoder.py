@@ -47,6 +47,7 @@ from tracetui.otlp.decode import (
     Decoded,
     DecodeError,
     _embedded,
+    _fields_except,
     decode_logs,
     length_delimited,
     decode_spans,
@@ -68,6 +69,13 @@ Signal = Literal["traces", "logs", "metrics"]
 #: ~1-2 KB a span in Python: a 63 MB request of small spans, decoded at once,
 #: took an ingest worker to 1.3 GB; in slices it holds a few MB of rows at a time.
 DECODE_SLICE_SPANS = 4_000
+
+
+#: Each ingest worker's SQLite page cache, in KiB. The receiver's own connection keeps
+#: schema.connect_writer's 32 MB; with two workers each filling 32 MB as the database grew,
+#: the receiver's process tree went past its 300 MB budget (DESIGN.md section 9) under a
+#: sustained flood. See benchmarks/README.md ("Worker page caches") for what a smaller one costs.
+WORKER_CACHE_KIB = 2_000
 
 
 #: Exports larger than this are cut into slices in the receiver process before they go to a worker.
@@ -122,23 +130,8 @@ def store_in_slices(signal: Signal, payload, store_one: Callable[[bytes | Messag
 
 
 # ExportTraceServiceRequest.resource_spans = 1, ResourceSpans.scope_spans = 2, ScopeSpans.spans = 2:
-# length-delimited fields with one-byte tags, found by decode._embedded.
-
-
-def _field_start(value_start: int, value_end: int) -> int:
-    """Where a length-delimited field with a one-byte tag begins, from where its value begins and ends."""
-    size = value_end - value_start
-    return value_start - 1 - max(1, (size.bit_length() + 6) // 7)
-
-
-def _without(data: bytes, start: int, end: int, number: int) -> bytes:
-    """The message ``data[start:end]`` without its fields ``number``, as bytes."""
-    out, pos = bytearray(), start
-    for s, e in _embedded(data, start, end, number):
-        out += data[pos : _field_start(s, e)]
-        pos = e
-    out += data[pos:end]
-    return bytes(out)
+# length-delimited fields, found and cut by decode._embedded and decode._fields_except (the same
+# walker decode_trace_bytes uses to take a too-deep request apart span by span).
 
 
 def _span_count(data: bytes, stop_after: int) -> int:
@@ -156,13 +149,13 @@ def _span_count(data: bytes, stop_after: int) -> int:
 def _slices(data: bytes) -> Iterator[bytes]:
     """Sub-requests of at most DECODE_SLICE_SPANS spans, cut from the bytes one at a time."""
     for resource in _embedded(data, 0, len(data), 1):
-        resource_head = _without(data, *resource, 2)
+        resource_head = _fields_except(data, *resource, 2)
         for scope in _embedded(data, *resource, 2):
-            scope_head = _without(data, *scope, 2)
+            scope_head = _fields_except(data, *scope, 2)
             spans: list[bytes] = []
             sent = False
-            for s, e in _embedded(data, *scope, 2):
-                spans.append(data[_field_start(s, e) : e])
+            for s, e in _embedded(data, *scope, 2, with_key=True):
+                spans.append(data[s:e])
                 if len(spans) == DECODE_SLICE_SPANS:
                     yield length_delimited(1, resource_head + length_delimited(2, scope_head + b"".join(spans)))
                     spans, sent = [], True
@@ -304,7 +297,8 @@ def _worker_init(
     with slots_taken.get_lock():
         slot = slots_taken.value
         slots_taken.value += 1
-    _worker = _Worker(Committer(Path(db_path), wal_bytes=wal_bytes, retention=retention), waiting, slot, max_pending)
+    committer = Committer(Path(db_path), wal_bytes=wal_bytes, retention=retention, cache_kib=WORKER_CACHE_KIB)
+    _worker = _Worker(committer, waiting, slot, max_pending)
 
 
 def _worker_store(signal: Signal, payload: bytes) -> tuple[Stored, int]:

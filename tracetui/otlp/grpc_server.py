@@ -20,13 +20,22 @@ or refused export costs no more than grpc's flow-control window.
 
 from __future__ import annotations
 
+import threading
 from concurrent import futures
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from tracetui.otlp.admission import PROTOBUF_COST_FACTOR, UNKNOWN_SIZE_COST, Admission, OverBudget, Pass
+from tracetui.otlp.admission import (
+    PROTOBUF_COST_FACTOR,
+    TRIM_AFTER_BYTES,
+    UNKNOWN_SIZE_COST,
+    Admission,
+    OverBudget,
+    Pass,
+    trim_freed_memory,
+)
 from tracetui.otlp.auth import bearer_ok
 from tracetui.otlp.decoder import Decoder, InlineDecoder
 from tracetui.otlp.ingest import RETRY_DELAY_S, Outcome, Signal, ingest
@@ -34,6 +43,9 @@ from tracetui.store.writer import Writer
 
 #: Bytes grpc core reads ahead on a stream whose handler has not asked for its message yet.
 LOOKAHEAD_BYTES = 256 * 1024
+#: Seconds an admitted export's message may take to arrive before the export is cancelled: the
+#: default deadline of the OpenTelemetry exporters (10 s), so no export one of them would finish is cut.
+BODY_TIMEOUT_S = 10.0
 #: Seconds kept from an exporter's deadline for decoding and committing, when waiting in line.
 COMMIT_RESERVE_S = 2.0
 
@@ -76,8 +88,10 @@ class ExportHandler:
         token: str | None = None,
         decoder: Decoder | None = None,
         admission: Admission | None = None,
+        body_timeout_s: float = BODY_TIMEOUT_S,
     ) -> None:
         self.writer = writer
+        self.body_timeout_s = body_timeout_s
         self.signal = signal
         self.token = token or None
         self.decoder = decoder or InlineDecoder()
@@ -97,9 +111,11 @@ class ExportHandler:
             )
         admitted = self._admit(context)
         try:
-            request_bytes = next(requests, None)
+            request_bytes = self._message(requests, context)
             if request_bytes is None:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an export needs exactly one request message")
+            if len(request_bytes) >= TRIM_AFTER_BYTES:
+                trim_freed_memory()  # grpc core's buffers for the message, freed once copied into request_bytes
             if admitted is not None:
                 if len(self._last_size) > 4096:  # connections come and go: forget them all now and then
                     self._last_size.clear()
@@ -117,6 +133,29 @@ class ExportHandler:
             _retryable_abort(context, result.message, max(delay, result.retry_after_s))
         assert result.response is not None
         return result.response.SerializeToString()
+
+    def _message(self, requests, context: grpc.ServicerContext) -> bytes | None:
+        """The export's message, read once it was admitted; the export is cancelled if it does not arrive in time.
+
+        A stream that never sends its message would otherwise keep its pass,
+        its thread and its place in grpc's concurrent-RPC limit until the client
+        gives up: one such stream holding the pass for an export of unknown size
+        (admission.MAX_UNKNOWN_READS) turned away the first export of every new
+        connection, such as an SDK exporter's after it reconnects. ``cancel``
+        (grpcio 1.85 ``_server._Context.cancel``: the call is cancelled in grpc
+        core) wakes the waiting ``next`` with an RpcError; the client sees
+        CANCELLED, which OTLP exporters retry.
+        """
+        timer = threading.Timer(self.body_timeout_s, context.cancel)
+        timer.daemon = True
+        timer.start()
+        try:
+            return next(requests, None)
+        except grpc.RpcError:
+            context.abort(grpc.StatusCode.CANCELLED, f"the export's message did not arrive in {self.body_timeout_s:g} s")
+            raise  # not reached: abort raises
+        finally:
+            timer.cancel()
 
     def _admit(self, context: grpc.ServicerContext) -> Pass | None:
         """A pass for this export's memory, before its body is read (aborts with a retry delay when refused)."""
@@ -148,6 +187,7 @@ def start_grpc_server(
     token: str | None = None,
     decoder: Decoder | None = None,
     admission: Admission | None = None,
+    body_timeout_s: float = BODY_TIMEOUT_S,
 ) -> tuple[grpc.Server, int]:
     """Start the gRPC server; returns it and the bound port.
 
@@ -178,7 +218,7 @@ def start_grpc_server(
                 service,
                 {
                     "Export": grpc.stream_unary_rpc_method_handler(
-                        ExportHandler(writer, signal, token, decoder, admission),
+                        ExportHandler(writer, signal, token, decoder, admission, body_timeout_s),
                         request_deserializer=_identity,
                         response_serializer=_identity,
                     )

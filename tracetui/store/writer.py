@@ -332,12 +332,18 @@ class Committer:
         retention: the limits every commit enforces in its own transaction
             (tracetui.store.retention): eviction keeps pace with ingest because
             it is part of it.
+        cache_kib: this connection's SQLite page cache, when not the default
+            of tracetui.store.schema.connect_writer (ingest workers: a smaller one).
     """
 
-    def __init__(self, path: Path, wal_bytes: int = WAL_BYTES, retention: Retention | None = None) -> None:
+    def __init__(
+        self, path: Path, wal_bytes: int = WAL_BYTES, retention: Retention | None = None, cache_kib: int | None = None
+    ) -> None:
         self.path = Path(path)
         self.retention = retention or Retention()
         self.conn = connect_writer(self.path)
+        if cache_kib is not None:
+            self.conn.execute(f"PRAGMA cache_size=-{cache_kib:d}")
         # WAL checkpoints run on their own thread (tracetui.store.checkpoint).
         self.conn.execute("PRAGMA wal_autocheckpoint=0")
         self.conn.execute(f"PRAGMA journal_size_limit={RESTART_FACTOR * wal_bytes:d}")
