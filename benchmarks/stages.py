@@ -149,15 +149,14 @@ def main() -> int:
         print(f"  round {round_no}{'' if measuring else ' (warm-up)'}: {spans_per_round:,} spans a stage", flush=True)
 
     total = sum(best[s] for s in TRACETUI_STAGES)
-    figures = [
-        Figure(f"tracetui: {s}", best[s], "us/span", best["naive"], "naive, whole") for s in TRACETUI_STAGES
-    ]
+    figures = [Figure(f"tracetui: {s}", best[s], "us/span", best["naive"], "naive, whole") for s in TRACETUI_STAGES]
     figures += [
         Figure("tracetui, all stages", total, "us/span", best["naive"], "naive, whole"),
         Figure("minimal store, whole", best["minimal store"], "us/span", best["naive"], "naive, whole"),
         Figure("tracetui, all stages", total, "us/span", best["minimal store"], "minimal store"),
-        Figure("tracetui beyond the minimal store", total - best["minimal store"], "us/span", best["naive"],
-               "naive, whole"),  # fmt: skip
+        Figure(
+            "tracetui beyond the minimal store", total - best["minimal store"], "us/span", best["naive"], "naive, whole"
+        ),  # fmt: skip
     ]
     print_table("CPU per span, in one process, no gRPC (best of each stage's rounds)", figures)
     shutil.rmtree(workdir, ignore_errors=True)

@@ -54,4 +54,3 @@ def all_fixtures_db(tmp_path_factory) -> Path:
     db = tmp_path_factory.mktemp("fixtures-db") / "fixtures.db"
     fill_db(db, [record for path in suite_fixture_files() for record in read_records(path)])
     return db
-

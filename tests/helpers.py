@@ -227,7 +227,9 @@ def make_span(
     )
 
 
-def make_request(spans: Sequence[Span], service: str | None = "test-svc", **resource_attrs) -> ExportTraceServiceRequest:
+def make_request(
+    spans: Sequence[Span], service: str | None = "test-svc", **resource_attrs
+) -> ExportTraceServiceRequest:
     attrs = dict(resource_attrs)
     if service is not None:
         attrs["service.name"] = service

@@ -238,13 +238,10 @@ def test_hostile_span_names_cannot_reach_the_terminal(tmp_path):
     assert span["name"] == name
 
 
-
 def test_an_ambiguous_prefix_says_so_and_names_the_candidates(all_fixtures_db, all_expected):
     ids = sorted(t.hex() for t in all_expected)
     # the longest prefix two traces share
-    shared = max(
-        (a[: next(i for i in range(32) if a[i] != b[i])] for a, b in zip(ids, ids[1:])), key=len
-    )
+    shared = max((a[: next(i for i in range(32) if a[i] != b[i])] for a, b in zip(ids, ids[1:])), key=len)
     assert shared, "the fixtures have no two trace ids with a common first digit"
     for command in (["spans", "--trace", shared], ["export", shared]):
         result = run(*command, "--db", str(all_fixtures_db))

@@ -333,8 +333,10 @@ TIMES = st.one_of(
 )
 EVENT_NAMES = st.one_of(
     st.just(evals.EVENT_NAME),
-    st.sampled_from(sorted(semconv._FIRST_TOKEN_EVENTS) + [evals.EVENT_NAME, "exception", "gen_ai.choice",
-                    "gen_ai.content.completion", "gen_ai.user.message"]),  # fmt: skip
+    st.sampled_from(
+        sorted(semconv._FIRST_TOKEN_EVENTS)
+        + [evals.EVENT_NAME, "exception", "gen_ai.choice", "gen_ai.content.completion", "gen_ai.user.message"]
+    ),  # fmt: skip
     st.text(max_size=12),
 )
 INT32 = st.integers(-(2**31), 2**31 - 1)

@@ -66,8 +66,13 @@ class FakeOpenAI(BaseHTTPRequestHandler):
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
             self.wfile.flush()
             time.sleep(0.005)
-        last = {"id": "chatcmpl-live", "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": f"{model}-2025-04-14", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        last = {
+            "id": "chatcmpl-live",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": f"{model}-2025-04-14",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        }
         self.wfile.write(f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n".encode())
         self.wfile.flush()
         self.close_connection = True

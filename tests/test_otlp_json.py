@@ -132,7 +132,11 @@ def test_logs_request_ids_are_hex_too():
     assert isinstance(request, ExportLogsServiceRequest)
     record = request.resource_logs[0].scope_logs[0].log_records[0]
     assert record.trace_id == bytes.fromhex(TRACE_HEX) and record.span_id == bytes.fromhex(SPAN_HEX)
-    assert (record.time_unix_nano, record.severity_number, record.event_name) == (1700000000000000000, 9, "gen_ai.evaluation.result")
+    assert (record.time_unix_nano, record.severity_number, record.event_name) == (
+        1700000000000000000,
+        9,
+        "gen_ai.evaluation.result",
+    )
 
 
 @pytest.mark.parametrize(

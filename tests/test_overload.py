@@ -441,7 +441,16 @@ def test_slow_connections_at_the_open_files_limit_are_closed_and_exporters_get_t
     from helpers import spawn_receiver
     from slow_clients import Slowloris, limit_open_files
 
-    args = ["--db", str(tmp_path / "x.db"), "--grpc-port", "0", "--http-header-timeout", "2", "--http-body-timeout", "4"]
+    args = [
+        "--db",
+        str(tmp_path / "x.db"),
+        "--grpc-port",
+        "0",
+        "--http-header-timeout",
+        "2",
+        "--http-body-timeout",
+        "4",
+    ]
     proc, lines, ready, _done = spawn_receiver(args, cwd=tmp_path, preexec_fn=limit_open_files(1024))
     try:
         assert ready.wait(30), "\n".join(lines)

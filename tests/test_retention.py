@@ -112,7 +112,9 @@ def test_purge_empties_everything(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("30m", 1800), ("12h", 43200), ("7d", 604800), ("1.5h", 5400)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("30m", 1800), ("12h", 43200), ("7d", 604800), ("1.5h", 5400)]
+)
 def test_parse_age(text: str, seconds: float) -> None:
     assert parse_age(text) == seconds
 

@@ -554,7 +554,13 @@ def test_fixture_database_by_model(all_fixtures_db: Path) -> None:
     assert {key: g.count for key, g in groups.items()} == expected
     assert all(g.runs == g.count for g in groups.values())  # every call in a run of its own
     assert {key: g.error_rate for key, g in groups.items()} == {
-        "gpt-4o-mini": 0, "gpt-4.1-mini": 0, "gpt-4.1-nano": 1, "gpt-4.1": 1, "gpt-4o": 0.5, "claude-sonnet-4": 0}
+        "gpt-4o-mini": 0,
+        "gpt-4.1-mini": 0,
+        "gpt-4.1-nano": 1,
+        "gpt-4.1": 1,
+        "gpt-4o": 0.5,
+        "claude-sonnet-4": 0,
+    }
     assert {key: g.fallback_rate for key, g in groups.items() if g.fallback_rate} == {"claude-sonnet-4": 1}
     # the SDK's own 429 retry is inside one span in every library: no call is a retry
     assert all(g.retry_rate == 0 for g in groups.values())

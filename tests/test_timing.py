@@ -51,7 +51,10 @@ def test_failed_sibling_same_model_makes_a_retry() -> None:
 
 
 def test_different_model_with_the_same_input_after_a_failure_is_a_fallback() -> None:
-    calls = [call(1, 0, 30_000, failed=True, input="q"), call(2, 30_010, 33_580, model="claude-sonnet-4", ttft_ms=820, input="q")]
+    calls = [
+        call(1, 0, 30_000, failed=True, input="q"),
+        call(2, 30_010, 33_580, model="claude-sonnet-4", ttft_ms=820, input="q"),
+    ]
     result = analyze(calls, 0 * MS, 34_000 * MS)
     timing = result.calls[bytes([2]) * 8]
     assert timing.is_fallback and not timing.is_retry

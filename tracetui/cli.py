@@ -56,7 +56,9 @@ prices_option = click.option(
 
 @main.command()
 @db_option
-@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on (loopback unless you say otherwise).")
+@click.option(
+    "--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on (loopback unless you say otherwise)."
+)
 @click.option("--grpc-port", type=click.IntRange(0, 65535), default=DEFAULT_GRPC_PORT, show_default=True,
               help="OTLP/gRPC port; 0 picks a free one.")  # fmt: skip
 @click.option("--http-port", type=click.IntRange(0, 65535), default=DEFAULT_HTTP_PORT, show_default=True,

@@ -92,9 +92,7 @@ _RANK = {
     SOURCE_EVAL_ATTRS: 3,
 }
 
-_PASS_LABELS = frozenset(
-    ("pass", "passed", "true", "yes", "grounded", "correct", "relevant", "faithful", "ok")
-)
+_PASS_LABELS = frozenset(("pass", "passed", "true", "yes", "grounded", "correct", "relevant", "faithful", "ok"))
 _FAIL_LABELS = frozenset(
     (
         "fail", "failed", "false", "no", "ungrounded", "not_grounded", "incorrect", "irrelevant",

@@ -340,7 +340,11 @@ def _part(part: object, acc: _Acc, depth: int = 0) -> None:
         acc.texts.append(f"[{_media('uri', part)}: {_ref(part.get('uri'))}]")
     elif kind == "file":
         file_id = part.get("file_id", part.get("id"))
-        acc.texts.append(f"[{_media('file', part)} file {_ref(file_id)}]" if file_id is not None else f"[{_media('file', part)} file]")
+        acc.texts.append(
+            f"[{_media('file', part)} file {_ref(file_id)}]"
+            if file_id is not None
+            else f"[{_media('file', part)} file]"
+        )
     elif kind in ("image_url", "image", "input_image"):
         url = _url_of(part.get("image_url", part.get("image", part)))
         acc.texts.append(f"[image: {_ref(url)}]" if url else "[image]")
@@ -387,8 +391,16 @@ def _lc_unwrap(obj: dict) -> tuple[dict, str | None]:
 
 
 _KNOWN_MESSAGE_KEYS = (
-    "role", "parts", "content", "contents", "text", "tool_calls", "function_call",
-    "tool_call_id", "finish_reason", "refusal",
+    "role",
+    "parts",
+    "content",
+    "contents",
+    "text",
+    "tool_calls",
+    "function_call",
+    "tool_call_id",
+    "finish_reason",
+    "refusal",
 )
 
 
@@ -486,7 +498,11 @@ def _system_instructions(value: object, source: str) -> list[ChatMessage]:
     parsed = _structured(value)
     if isinstance(parsed, dict) and ("role" in parsed or "parts" in parsed):
         parsed = [parsed]
-    if isinstance(parsed, list) and parsed and all(isinstance(m, dict) and ("role" in m or "parts" in m) for m in parsed[:50]):
+    if (
+        isinstance(parsed, list)
+        and parsed
+        and all(isinstance(m, dict) and ("role" in m or "parts" in m) for m in parsed[:50])
+    ):
         return _messages(_items(parsed), "input", source, "system")
     acc = _Acc()
     _content(parsed, acc)
@@ -505,7 +521,9 @@ def _oi_legacy(attrs: dict, direction: str) -> list[ChatMessage]:
         prefix, inner, role = "llm.prompts", "prompt", "user"
         whole = attrs.get("llm.prompts")
         if isinstance(whole, list) and whole and all(isinstance(p, str) for p in whole):
-            return [ChatMessage(role, _clip(p), [], None, None, None, direction, "llm.prompts") for p in whole[:_MAX_ITEMS]]
+            return [
+                ChatMessage(role, _clip(p), [], None, None, None, direction, "llm.prompts") for p in whole[:_MAX_ITEMS]
+            ]
     else:
         prefix, inner, role = "llm.choices", "completion", "assistant"
     out = []
@@ -637,7 +655,11 @@ def _openai_request(parsed: object, source: str) -> list[ChatMessage]:
         if isinstance(parsed.get("input"), list) and all(isinstance(m, dict) for m in parsed["input"]):
             return out + _messages(_items(parsed["input"]), "input", source, "user")  # Responses API
         return out
-    if isinstance(parsed, list) and parsed and all(isinstance(m, dict) and ("role" in m or "lc" in m) for m in parsed[:50]):
+    if (
+        isinstance(parsed, list)
+        and parsed
+        and all(isinstance(m, dict) and ("role" in m or "lc" in m) for m in parsed[:50])
+    ):
         return _messages(_items(parsed), "input", source, "user")
     return []
 
@@ -688,7 +710,11 @@ def _openai_response(parsed: object, source: str) -> list[ChatMessage]:
             msg = _message(parsed["message"], "output", source, "assistant")
             return [msg] if msg is not None else []
         if isinstance(parsed.get("combined_chunk_content"), str):  # old Logfire, streamed
-            return [ChatMessage("assistant", _clip(parsed["combined_chunk_content"]), [], None, None, None, "output", source)]
+            return [
+                ChatMessage(
+                    "assistant", _clip(parsed["combined_chunk_content"]), [], None, None, None, "output", source
+                )
+            ]
         if parsed.get("role") is not None and ("content" in parsed or "parts" in parsed):  # Anthropic / one message
             msg = _message(parsed, "output", source, "assistant")
             return [msg] if msg is not None else []
@@ -697,7 +723,11 @@ def _openai_response(parsed: object, source: str) -> list[ChatMessage]:
         if isinstance(parsed.get("output"), list):  # OpenAI Responses API
             return _responses_output(parsed["output"], source)
         return []
-    if isinstance(parsed, list) and parsed and all(isinstance(m, dict) and ("role" in m or "lc" in m) for m in parsed[:50]):
+    if (
+        isinstance(parsed, list)
+        and parsed
+        and all(isinstance(m, dict) and ("role" in m or "lc" in m) for m in parsed[:50])
+    ):
         return _messages(_items(parsed), "output", source, "assistant")
     return []
 
@@ -718,7 +748,11 @@ def _responses_output(items: list, source: str) -> list[ChatMessage]:
                 if acc.texts:
                     last.content = _clip("\n".join([t for t in (last.content, *acc.texts) if t]))
             else:
-                out.append(ChatMessage("assistant", _clip("\n".join(acc.texts)), acc.tool_calls, None, None, None, "output", source))
+                out.append(
+                    ChatMessage(
+                        "assistant", _clip("\n".join(acc.texts)), acc.tool_calls, None, None, None, "output", source
+                    )
+                )
         elif "role" in item or "content" in item:
             msg = _message(item, "output", source, "assistant")
             if msg is not None:

@@ -114,14 +114,14 @@ class PriceFileError(ValueError):
 def load_user_prices(path: Path) -> list[UserPrice]:
     """Read a price file::
 
-        [models."my-local-llama"]
-        input = 0.0          # USD per million input tokens
-        output = 0.0
-        [models."gpt-4o*"]   # glob patterns work too; user prices win over bundled ones
-        input = 2.0
-        output = 8.0
-        cache_read = 1.0     # optional (default: the input price)
-        cache_write = 2.5    # optional
+    [models."my-local-llama"]
+    input = 0.0          # USD per million input tokens
+    output = 0.0
+    [models."gpt-4o*"]   # glob patterns work too; user prices win over bundled ones
+    input = 2.0
+    output = 8.0
+    cache_read = 1.0     # optional (default: the input price)
+    cache_write = 2.5    # optional
     """
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))

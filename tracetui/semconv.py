@@ -965,8 +965,9 @@ def _models(found: dict[str, object], row: list, provenance: dict[str, str], gro
         # request parameters.
         if row[_C_REQUEST_MODEL] and provenance.get("request_model") == "gen_ai.request.model":
             if not row[_C_RESPONSE_MODEL]:
-                row[_C_RESPONSE_MODEL], provenance["response_model"] = row[_C_REQUEST_MODEL], (
-                    "gen_ai.request.model (traceAI: response model)"
+                row[_C_RESPONSE_MODEL], provenance["response_model"] = (
+                    row[_C_REQUEST_MODEL],
+                    ("gen_ai.request.model (traceAI: response model)"),
                 )
             row[_C_REQUEST_MODEL] = None
             provenance.pop("request_model", None)

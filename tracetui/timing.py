@@ -229,7 +229,7 @@ def _inside(call: Call, timing: CallTiming, attempts: list[Call] | None) -> None
 
 
 def _attempts_text(attempts: list[Call], resent: int) -> str:
-    """"2 HTTP attempts, first 429" (statuses of the failed ones), or what a resend count adds."""
+    """ "2 HTTP attempts, first 429" (statuses of the failed ones), or what a resend count adds."""
     failed = [a for a in attempts[:-1] if a.failed_attempt]
     if len(attempts) == 1:
         return f"1 HTTP attempt with http.request.resend_count = {resent} (earlier attempts not recorded)"
@@ -412,11 +412,15 @@ def _count(calls: list[Call], parents: dict[bytes, bytes | None], result: Analys
     leaves.sort(key=lambda c: (c.cost_source != "reported", c.start_ns))
     kept: list[Call] = []
     for c in leaves:
-        duplicate = c.input_tokens is not None and c.output_tokens is not None and any(
-            k.input_tokens == c.input_tokens
-            and k.output_tokens == c.output_tokens
-            and max(k.start_ns, c.start_ns) < min(k.end_ns, c.end_ns)
-            for k in kept
+        duplicate = (
+            c.input_tokens is not None
+            and c.output_tokens is not None
+            and any(
+                k.input_tokens == c.input_tokens
+                and k.output_tokens == c.output_tokens
+                and max(k.start_ns, c.start_ns) < min(k.end_ns, c.end_ns)
+                for k in kept
+            )
         )
         if not duplicate:
             kept.append(c)
@@ -519,7 +523,7 @@ def retry_note(retry_source: str | None, scope_name: str | None, provenance: dic
 
 
 def tokens_estimated_note(provenance: dict[str, str], scope_name: str | None) -> str | None:
-    """"estimated by litellm (per metadata.usage_object)" when the library counted a call's tokens itself.
+    """ "estimated by litellm (per metadata.usage_object)" when the library counted a call's tokens itself.
 
     The normalizer marks such counts with provenance ``tokens_estimated``, naming the
     attribute that shows it (LiteLLM counts a stream's tokens itself when the provider

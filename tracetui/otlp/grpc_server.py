@@ -152,7 +152,9 @@ class ExportHandler:
         try:
             return next(requests, None)
         except grpc.RpcError:
-            context.abort(grpc.StatusCode.CANCELLED, f"the export's message did not arrive in {self.body_timeout_s:g} s")
+            context.abort(
+                grpc.StatusCode.CANCELLED, f"the export's message did not arrive in {self.body_timeout_s:g} s"
+            )
             raise  # not reached: abort raises
         finally:
             timer.cancel()

@@ -300,7 +300,9 @@ def _encode_traces(doc: object) -> bytes:
         if key not in ("resourceSpans", "resource_spans"):
             continue  # unknown fields are ignored, as ParseDict does
         for group in _list_of_objects(groups):
-            out += length_delimited(1, _encode_group(group, ("scopeSpans", "scope_spans"), ResourceSpans, _encode_scope))
+            out += length_delimited(
+                1, _encode_group(group, ("scopeSpans", "scope_spans"), ResourceSpans, _encode_scope)
+            )
     return bytes(out)
 
 

@@ -223,8 +223,12 @@ class TimingResult:
 def timing_result(analysis, names: dict[bytes, str | None]) -> TimingResult:
     span_values = {
         span_id: (
-            int(t.is_retry), int(t.is_fallback), t.retry_ns, int(analysis.counted.get(span_id, True)),
-            t.retry_offset_ns, t.retry_source,
+            int(t.is_retry),
+            int(t.is_fallback),
+            t.retry_ns,
+            int(analysis.counted.get(span_id, True)),
+            t.retry_offset_ns,
+            t.retry_source,
         )  # fmt: skip
         for span_id, t in analysis.calls.items()
     }

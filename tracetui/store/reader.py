@@ -123,7 +123,9 @@ class TraceRow:
             "tokenless_calls": self.tokenless_calls,
             "incomplete": self.incomplete,
             "session_id": self.session_id,
-            "slowest_span": None if self.slowest_span_id is None else {
+            "slowest_span": None
+            if self.slowest_span_id is None
+            else {
                 "span_id": self.slowest_span_id.hex(),
                 "name": self.slowest_name,
                 "duration_ms": (self.slowest_ns or 0) / 1e6,
@@ -592,8 +594,11 @@ class Reader:
                         for e in span.events
                     ],
                     "links": [
-                        {"trace_id": k.trace_id.hex(), "span_id": k.span_id.hex(),
-                         "attributes": attributes_to_dict(k.attributes)}
+                        {
+                            "trace_id": k.trace_id.hex(),
+                            "span_id": k.span_id.hex(),
+                            "attributes": attributes_to_dict(k.attributes),
+                        }
                         for k in span.links
                     ],  # fmt: skip
                     "resource": attributes_to_dict(resource.attributes),

@@ -156,7 +156,9 @@ class StatsComputed(Message):
 class StatsScreen(Screen):
     BINDINGS = [
         Binding("escape", "back", "Back", show=True),
-        Binding("b", "cycle_grouping", "By model/route/prompt", show=True, tooltip="group by model, route or prompt version"),
+        Binding(
+            "b", "cycle_grouping", "By model/route/prompt", show=True, tooltip="group by model, route or prompt version"
+        ),
         Binding("w", "cycle_window", "Window", show=True, tooltip="time window: last 5 min, last hour, all"),
         Binding("o", "sort_next", "Sort", show=True, tooltip="sort by the next column"),
         Binding("O", "sort_previous", "Sort back", show=False, tooltip="sort by the previous column"),

@@ -82,7 +82,10 @@ class StatusHeader(Widget):
         silent_s = time.time() - beat / 1e9 if beat else None
         if self.receiver_alive is None:
             # `tracetui view`: judge from what the receiver wrote into the file.
-            if not (status.get("state") in ("listening", "overloaded") and silent_s is not None) or silent_s > STALE_HEARTBEAT_S:
+            if (
+                not (status.get("state") in ("listening", "overloaded") and silent_s is not None)
+                or silent_s > STALE_HEARTBEAT_S
+            ):
                 return "○ no receiver writing", "dim"
         http = getattr(self.app, "http", None) or status.get("http")
         where = f"{address} grpc" + (f"  :{http.rsplit(':', 1)[-1]} http" if http else "")

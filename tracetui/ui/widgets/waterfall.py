@@ -112,9 +112,7 @@ SEGMENT_CHARS = {
 _SOLID = frozenset({"█", "▆"})
 
 
-def draw_bar(
-    pieces: list[tuple[int, int, str]], t0: int, t1: int, width: int
-) -> list[tuple[int, str, str]]:
+def draw_bar(pieces: list[tuple[int, int, str]], t0: int, t1: int, width: int) -> list[tuple[int, str, str]]:
     """Cells (column, character, component) for a bar in ``width`` cells spanning [t0, t1]."""
     if width <= 0 or not pieces:
         return []
@@ -243,7 +241,9 @@ class Waterfall(CursorList):
             name = short_name(name, room - len(label) - len(marks))
         segments.append(pad(label + name + marks, room, text_style))
         used = max(used, name_w)
-        segments.append(pad(fmt_duration(span.duration_ns), DURATION_WIDTH, base + partial("waterfall--dim"), right=True))
+        segments.append(
+            pad(fmt_duration(span.duration_ns), DURATION_WIDTH, base + partial("waterfall--dim"), right=True)
+        )
         segments.append(Segment("  ", base))
         used += DURATION_WIDTH + 2
         info_w = INFO_WIDTH if width >= INFO_MIN_WIDTH else 0
