@@ -234,7 +234,7 @@ class Watch:
     async def wait(self, event: asyncio.Event, timeout: float) -> float | None:
         try:
             await asyncio.wait_for(event.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._pred = None
             return None
         return self.hit_at
@@ -440,7 +440,7 @@ async def child_measure(args) -> dict:
             stats.active = True
         cpu0 = time.process_time()
         t_keys = time.perf_counter()
-        for i in range(args.presses):
+        for _i in range(args.presses):
             expected = min(table.row_count - 1, table.cursor_row + 1)
             ev = watch.arm(lambda expected=expected: table.cursor_row == expected)
             t = time.perf_counter()

@@ -6,7 +6,6 @@ import signal
 from pathlib import Path
 
 import pytest
-
 from helpers import Receiver, fill_db, read_records, start_receiver, suite_fixture_files
 
 

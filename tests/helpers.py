@@ -365,7 +365,9 @@ class Receiver:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-                raise AssertionError(f"receiver did not exit within {timeout}s after signal {sig}:\n{self.stderr}")
+                raise AssertionError(
+                    f"receiver did not exit within {timeout}s after signal {sig}:\n{self.stderr}"
+                ) from None
         self._done.wait(5)  # stderr fully drained
         return self.proc.returncode
 

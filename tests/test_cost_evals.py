@@ -8,20 +8,20 @@ from pathlib import Path
 
 import pytest
 from genai_prices import Usage, calc_price
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
 from helpers import (
     BASE_NS,
     FIXTURES,
     channel_to,
+    fill_db,
     make_request,
     make_span,
     read_records,
     sid,
     start_receiver,
     tid,
-    fill_db,
 )
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
 from tracetui import pricing
 from tracetui.store.reader import Reader
 

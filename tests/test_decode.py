@@ -5,10 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
 from helpers import (
     FIXTURES,
     any_value,
@@ -23,6 +19,10 @@ from helpers import (
     tid,
     trace_fixture_files,
 )
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
 from tracetui.otlp.decode import (
     COL,
     DecodeError,

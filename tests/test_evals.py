@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import any_value, kv_list
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from helpers import any_value, kv_list
 from tracetui import evals
 from tracetui.evals import Evaluation, from_log_record, from_span, is_groundedness, passed
 from tracetui.otlp.files import read_length_delimited
@@ -581,7 +581,7 @@ def test_hostile_mixtures_never_raise():
         "openinference.span.kind",
     ]
     count = 0
-    for i, value in enumerate(weird_values):
+    for i, _value in enumerate(weird_values):
         attrs = {key: weird_values[(i + j) % len(weird_values)] for j, key in enumerate(keys)}
         for links in ([], [link()], [link(b"", b"")]):
             result = evals._from_span(span(attrs, events=[event(attrs)], links=links))

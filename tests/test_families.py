@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from helpers import EXPORT_METHOD, FIXTURES, READY_RE, channel_to, read_records, start_receiver
+
 from tracetui import timing
 from tracetui.messages import extract_messages
 from tracetui.store.reader import Reader

@@ -16,10 +16,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from opentelemetry.proto.trace.v1.trace_pb2 import Status
-
 from helpers import (
     fill_db,
     iter_spans,
@@ -28,9 +24,13 @@ from helpers import (
     plain_attributes,
     requests_of,
     sid,
-    tid,
     suite_fixture_files,
+    tid,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
 from tracetui import filters
 from tracetui.filters import FIELDS, Filter, FilterError, Term, parse, register_sql_functions
 from tracetui.store.reader import Reader

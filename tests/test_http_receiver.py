@@ -21,6 +21,24 @@ import grpc
 import pytest
 import requests
 from google.rpc import status_pb2
+from helpers import (
+    FIXTURES,
+    channel_to,
+    exporter_stub,
+    iter_spans,
+    make_request,
+    make_span,
+    read_records,
+    receiver_env,
+    requests_of,
+    sid,
+    start_receiver,
+    stored_counts,
+    stored_span_keys,
+    tid,
+    trace_fixture_files,
+    wait_until,
+)
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -46,24 +64,6 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from helpers import (
-    FIXTURES,
-    channel_to,
-    exporter_stub,
-    iter_spans,
-    make_request,
-    make_span,
-    read_records,
-    receiver_env,
-    requests_of,
-    sid,
-    start_receiver,
-    stored_counts,
-    stored_span_keys,
-    tid,
-    trace_fixture_files,
-    wait_until,
-)
 from tracetui.otlp.otlp_json import message_to_dict
 from tracetui.store.reader import Reader
 

@@ -10,9 +10,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from google.protobuf import json_format
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from helpers import (
     FIXTURES,
     channel_to,
@@ -34,6 +31,9 @@ from helpers import (
     tid,
     trace_fixture_files,
 )
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
 from tracetui.cli import main
 from tracetui.export import ExportError, span_attributes_json, trace_summary
 from tracetui.fmt import fmt_duration

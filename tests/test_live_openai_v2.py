@@ -22,8 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from helpers import receiver_env, start_receiver, wait_until
+
 from tracetui.store.reader import Reader
 
 RETRIED_MODEL = "gpt-4.1-mini"

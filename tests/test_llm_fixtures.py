@@ -12,8 +12,8 @@ import signal
 from pathlib import Path
 
 import pytest
-
 from helpers import FIXTURES, channel_to, read_records, start_receiver, trace_fixture_files
+
 from tracetui.store.reader import Reader
 
 LIBRARIES = ("traceai_openai", "openinference_openai", "openllmetry_openai", "otel_v2_openai")

@@ -6,10 +6,10 @@ import base64
 import json
 
 import pytest
+from helpers import FIXTURES, iter_spans, plain_attributes, read_records, requests_of, trace_fixture_files
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from helpers import FIXTURES, iter_spans, plain_attributes, read_records, requests_of, trace_fixture_files
 from tracetui.otlp.decode import DecodeError
 from tracetui.otlp.otlp_json import message_from_dict, message_to_dict, parse_request, signal_of
 

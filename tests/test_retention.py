@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import make_request, make_span, sid, tid
+
 from tracetui.otlp.decode import decode_spans
 from tracetui.store.reader import Reader
 from tracetui.store.retention import Retention, enforce, parse_age, purge, used_bytes

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import kv_list
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from helpers import kv_list
 from tracetui.semconv import NORMALIZED_COLUMNS, canonical_provider, normalize_span
 
 START = 1_700_000_000_000_000_000

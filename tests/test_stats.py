@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-
 from helpers import (
     BASE_NS,
+    fill_db,
     iter_spans,
     kv_list,
     make_request,
@@ -26,10 +25,11 @@ from helpers import (
     plain_attributes,
     requests_of,
     sid,
-    tid,
     suite_fixture_files,
-    fill_db,
+    tid,
 )
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
 from tracetui import pricing
 from tracetui.cli import main
 from tracetui.stats import GROUPINGS, WINDOWS, GroupStats, compute, percentile
@@ -575,7 +575,7 @@ def test_fixture_database_by_model(all_fixtures_db: Path) -> None:
     handmade = {}
     suite = []
     for path in suite_fixture_files():
-        for service, span in iter_spans(requests_of(path)):
+        for _service, span in iter_spans(requests_of(path)):
             if path.stem == "handmade_agent":
                 if span.name.startswith("chat "):
                     handmade.setdefault(span.name.removeprefix("chat "), []).append(span)

@@ -8,8 +8,8 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from helpers import BASE_NS, make_request, make_span, sid, stored_span_keys, tid
+
 from tracetui.otlp.decode import decode_spans, parse_trace_request
 from tracetui.store.reader import Reader
 from tracetui.store.schema import SCHEMA_VERSION, SchemaTooNew

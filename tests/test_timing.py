@@ -162,7 +162,7 @@ def test_newcomer_run_500_then_timeout_then_streamed_answer_has_one_fallback() -
         call(5, 2700, 3400, model="gpt-4o-mini", input="final answer", ttft_ms=150),  # streamed, next step
     ]
     result = analyze(calls, 0, 3400 * MS)
-    flags = {c.span_id[0]: (t.is_retry, t.is_fallback) for c, t in zip(calls, result.calls.values())}
+    flags = {c.span_id[0]: (t.is_retry, t.is_fallback) for c, t in zip(calls, result.calls.values(), strict=False)}
     assert flags == {1: (False, False), 2: (True, False), 3: (False, False), 4: (False, True), 5: (False, False)}
     assert result.calls[bytes([4]) * 8].retry_ns == 1050 * MS
     assert result.calls[bytes([4]) * 8].retry_source == "replaces a failed call with the same input"

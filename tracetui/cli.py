@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from tracetui import __version__
+from tracetui.cli_common import command_name, db_option, no_database, open_reader, open_writer, resolve_db
 from tracetui.config import (
     DEFAULT_GRPC_PORT,
     DEFAULT_HOST,
@@ -21,7 +22,6 @@ from tracetui.config import (
     ReceiverSettings,
     default_decode_workers,
 )
-from tracetui.cli_common import command_name, db_option, no_database, open_reader, open_writer, resolve_db
 from tracetui.fmt import fmt_clock, fmt_counted, fmt_duration, json_text, safe_text
 
 

@@ -530,9 +530,7 @@ def _same_result(a: Evaluation, b: Evaluation) -> bool:
         return False
     if a.score is not None and abs(a.score - b.score) > 1e-9 * max(1.0, abs(a.score)):
         return False
-    if a.label and b.label and a.label.casefold() != b.label.casefold():
-        return False
-    return True
+    return not (a.label and b.label and a.label.casefold() != b.label.casefold())
 
 
 def _valid_id(value, size: int) -> bytes | None:

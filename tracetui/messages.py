@@ -822,7 +822,7 @@ def _fill_finish_reasons(msgs: list[ChatMessage], attrs: dict) -> None:
     reasons = _finish_reasons(attrs)
     if len(reasons) != len(msgs):
         return
-    for msg, reason in zip(msgs, reasons):
+    for msg, reason in zip(msgs, reasons, strict=False):
         if msg.finish_reason is None:
             msg.finish_reason = reason
 

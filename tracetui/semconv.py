@@ -662,9 +662,13 @@ def _normalize(span, found: dict[str, object], events, links) -> tuple:
             elif first_event_ns is None and name in _FIRST_TOKEN_EVENTS:
                 first_event_ns = event.time_unix_nano
                 provenance["ttft"] = f"event:{name}"
-        if (failed or on_foreign_span) and row[_C_ERROR_TYPE] is None and isinstance(exception_type, str):
-            if exception_type:
-                row[_C_ERROR_TYPE], provenance["error_type"] = exception_type, "event:exception"
+        if (
+            (failed or on_foreign_span)
+            and row[_C_ERROR_TYPE] is None
+            and isinstance(exception_type, str)
+            and exception_type
+        ):
+            row[_C_ERROR_TYPE], provenance["error_type"] = exception_type, "event:exception"
         if attempt_offset:
             provenance["retry"] = "event:exception before success"
     attempt_start = start + attempt_offset
@@ -959,18 +963,18 @@ def _provenance_json(provenance: dict[str, str]) -> str:
 
 def _models(found: dict[str, object], row: list, provenance: dict[str, str], groups: int) -> None:
     """Request and response model, with each family's quirks."""
-    if "gen_ai.span.kind" in found or "fi.span.kind" in found:
-        # traceAI writes the *response* model into gen_ai.request.model (and
-        # omits it on streaming and failed calls); the request model is in the
-        # request parameters.
-        if row[_C_REQUEST_MODEL] and provenance.get("request_model") == "gen_ai.request.model":
-            if not row[_C_RESPONSE_MODEL]:
-                row[_C_RESPONSE_MODEL], provenance["response_model"] = (
-                    row[_C_REQUEST_MODEL],
-                    ("gen_ai.request.model (traceAI: response model)"),
-                )
-            row[_C_REQUEST_MODEL] = None
-            provenance.pop("request_model", None)
+    # traceAI writes the *response* model into gen_ai.request.model (and
+    # omits it on streaming and failed calls); the request model is in the
+    # request parameters.
+    traceai = "gen_ai.span.kind" in found or "fi.span.kind" in found
+    if traceai and row[_C_REQUEST_MODEL] and provenance.get("request_model") == "gen_ai.request.model":
+        if not row[_C_RESPONSE_MODEL]:
+            row[_C_RESPONSE_MODEL], provenance["response_model"] = (
+                row[_C_REQUEST_MODEL],
+                ("gen_ai.request.model (traceAI: response model)"),
+            )
+        row[_C_REQUEST_MODEL] = None
+        provenance.pop("request_model", None)
     if not row[_C_REQUEST_MODEL] and groups & _PARAMS:
         for key in _PARAM_SOURCES:
             model = _json_dict(found.get(key)).get("model") if '"model"' in str(found.get(key, "")) else None

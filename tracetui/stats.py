@@ -337,10 +337,10 @@ def _figures(key: str, rows: list[tuple], grounded: _Grounded, span_col: int) ->
     costs = [v for v in columns[_COST] if v is not None]
     scores: list[float] = []
     if grounded:
-        for found in map(grounded.get, zip(trace_ids, columns[span_col])):
+        for found in map(grounded.get, zip(trace_ids, columns[span_col], strict=False)):
             if found:
                 scores += found
-    recent = sorted(zip(starts, durations))[-MAX_DURATIONS:]  # nearly sorted already (arrival order)
+    recent = sorted(zip(starts, durations, strict=False))[-MAX_DURATIONS:]  # nearly sorted already (arrival order)
     by_duration = sorted(durations)
     p = [_ms(percentile(by_duration, q)) for q in _PERCENTILES]
     t = [_ms(percentile(ttfts, q)) for q in _PERCENTILES]

@@ -382,7 +382,7 @@ def _split(calls: list[Call], analysis: Analysis, trace_start: int, trace_end: i
                     break
             previous = t
         active[priority] += delta
-    for key, ns in zip(SPLIT_KEYS, durations):
+    for key, ns in zip(SPLIT_KEYS, durations, strict=False):
         split[key] = ns
     split["other"] += total - sum(durations)
     return split

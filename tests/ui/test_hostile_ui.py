@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import any_value
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from textual.widget import Widget
 
-from helpers import any_value
 from tests.ui.conftest import make_app, settle, write_requests
 from tracetui.drill import critical_path, run_of, slowest_spans
 from tracetui.store.reader import SpanRow
@@ -282,10 +282,10 @@ async def test_every_hostile_trace_opens_and_draws(hostile_db: Path) -> None:
         await pilot.press("enter")  # the newest trace; `n` then walks the view through every older one
         await settle(pilot)
         seen: dict[str, dict] = {}
-        for i, trace_id in enumerate(listed):
+        for _i, trace_id in enumerate(listed):
             screen = app.screen
             assert isinstance(screen, TraceScreen)
-            await until(pilot, lambda: screen.trace_id == trace_id and screen.trace is not None
+            await until(pilot, lambda screen=screen, trace_id=trace_id: screen.trace_id == trace_id and screen.trace is not None
                         and screen.trace.trace_id == trace_id and bool(screen.waterfall.lines))  # fmt: skip
             names = waterfall_names(app)
             first = screen_text(app)

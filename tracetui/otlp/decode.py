@@ -34,7 +34,7 @@ _NO_NORMALIZED = (None,) * len(semconv.NORMALIZED_COLUMNS)
 #: a token count below zero is as much garbage as one of 2**62.
 _INT_LIMITS = tuple(
     (i, 0 if name.endswith("_tokens") else -limit, limit)
-    for i, (name, limit) in enumerate(zip(semconv.NORMALIZED_COLUMNS, _NORMALIZED_LIMITS))
+    for i, (name, limit) in enumerate(zip(semconv.NORMALIZED_COLUMNS, _NORMALIZED_LIMITS, strict=False))
     if name.endswith(("_tokens", "_ns", "_count"))
 )
 UNKNOWN_SERVICE = "unknown_service"

@@ -29,13 +29,13 @@ import signal as os_signal  # `signal` names the OTLP signal (traces, logs) here
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from pathlib import Path
-from collections.abc import Callable, Iterator
 from typing import Any, Literal, Protocol
 
 from google.protobuf.message import Message
@@ -49,9 +49,9 @@ from tracetui.otlp.decode import (
     _embedded,
     _fields_except,
     decode_logs,
-    length_delimited,
     decode_spans,
     decode_trace_bytes,
+    length_delimited,
     parse_logs_request,
 )
 from tracetui.otlp.metrics import decode_metrics, parse_metrics_request

@@ -22,7 +22,7 @@ import base64
 import binascii
 import json
 import re
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from google.protobuf import json_format
@@ -32,7 +32,6 @@ from google.protobuf.message_factory import GetMessageClass
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from tracetui.otlp.decode import DecodeError, length_delimited
@@ -63,7 +62,7 @@ _QUOTE = 40
 # --- which fields lead to ids ---------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def _has_ids(descriptor: Descriptor) -> bool:
     """Whether ids can occur anywhere below this message type (skips attributes and values)."""
     return _has_ids_walk(descriptor, frozenset())
@@ -81,7 +80,7 @@ def _has_ids_walk(descriptor: Descriptor, seen: frozenset[str]) -> bool:
     return False
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fields_by_key(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
     """JSON key (lowerCamelCase or the proto field name) -> field, for the fields worth walking into."""
     out: dict[str, FieldDescriptor] = {}

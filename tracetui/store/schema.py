@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-
 SCHEMA_VERSION = 8
 
 _V1 = """

@@ -127,7 +127,7 @@ def draw_bar(pieces: list[tuple[int, int, str]], t0: int, t1: int, width: int) -
     for col in range(first, last + 1):
         mid = t0 + (col + 0.5) / scale
         component = pieces[-1][2]
-        for p_start, p_end, p_component in pieces:
+        for _p_start, p_end, p_component in pieces:
             if mid < p_end:
                 component = p_component
                 break
