@@ -528,7 +528,7 @@ def _same_result(a: Evaluation, b: Evaluation) -> bool:
         return False
     if (a.score is None) != (b.score is None):
         return False
-    if a.score is not None and abs(a.score - b.score) > 1e-9 * max(1.0, abs(a.score)):
+    if a.score is not None and b.score is not None and abs(a.score - b.score) > 1e-9 * max(1.0, abs(a.score)):
         return False
     return not (a.label and b.label and a.label.casefold() != b.label.casefold())
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["ChatMessage", "ToolCall", "extract_messages", "reassemble", "MAX_CONTENT_CHARS"]
 
@@ -207,7 +208,7 @@ def reassemble(attributes: dict[str, object], prefix: str) -> list[dict]:
         node = roots.setdefault(int(index), _Node())
         segments = tail.split(".", _MAX_KEY_DEPTH - 1)
         for segment in segments[:-1]:
-            k = int(segment) if _is_index(segment) else segment
+            k: int | str = int(segment) if _is_index(segment) else segment
             child = node.get(k)
             if child is None:
                 child = node[k] = _Node()
@@ -219,8 +220,8 @@ def reassemble(attributes: dict[str, object], prefix: str) -> list[dict]:
             k = int(last) if _is_index(last) else last
             node.setdefault(k, value)
     out = []
-    for index in sorted(roots):
-        item = _finish(roots[index])
+    for root in sorted(roots):
+        item = _finish(roots[root])
         if isinstance(item, dict):
             out.append(item)
     return out
@@ -245,7 +246,7 @@ class _Acc:
             self.texts.append(text)
 
 
-def _tool_call(value: object) -> ToolCall | None:
+def _tool_call(value: Any) -> ToolCall | None:
     """OpenAI ``{id, function{name, arguments}}``, flat ``{id, name, arguments}``,
     OpenInference ``{tool_call: {...}}``, LangChain ``{id, name, args}``, Anthropic ``input``,
     Vercel AI SDK ``{toolCallId, toolName, args}`` (``input`` from ai@5)."""
@@ -303,7 +304,7 @@ def _url_of(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _part(part: object, acc: _Acc, depth: int = 0) -> None:
+def _part(part: Any, acc: _Acc, depth: int = 0) -> None:
     """One content part, from the OTel parts schema or an OpenAI / Anthropic / OpenInference
     content list."""
     if not isinstance(part, dict):
@@ -404,15 +405,18 @@ _KNOWN_MESSAGE_KEYS = (
 )
 
 
+def _bare_message(value: object, direction: str, source: str, role: str) -> ChatMessage:
+    """A message that is only a value (not a dict): its text, with the role the context gives."""
+    return ChatMessage(role, _clip(_text(value)), [], None, None, None, direction, source)
+
+
 def _message(obj: object, direction: str, source: str, default_role: str) -> ChatMessage | None:
     """One message in any of the dict shapes (parts schema, OpenAI, OpenInference /
     traceAI flattened, old OpenLLMetry flattened, LangChain); a bare string is text."""
     if isinstance(obj, dict) and isinstance(obj.get("message"), dict) and "role" not in obj:
         obj = obj["message"]  # OpenInference / traceAI: {i}.message.*
     if not isinstance(obj, dict):
-        if obj is None:
-            return None
-        return ChatMessage(default_role, _clip(_text(obj)), [], None, None, None, direction, source)
+        return None if obj is None else _bare_message(obj, direction, source, default_role)
     obj, lc_role = _lc_unwrap(obj)
     role = obj.get("role")
     if role is None and isinstance(obj.get("type"), str):
@@ -608,7 +612,7 @@ def _log_events(records: list, direction: str) -> list[ChatMessage]:
         elif direction == "output" and name == _LOG_CHOICE:
             if not isinstance(body, dict):
                 if body not in (None, ""):
-                    out.append((len(out), _message(body, direction, source, "assistant")))
+                    out.append((len(out), _bare_message(body, direction, source, "assistant")))
                 continue
             inner = body.get("message")
             msg = _message(inner if inner is not None else {}, direction, source, "assistant")
@@ -631,7 +635,7 @@ def _span_kind(attrs: dict) -> str | None:
     return None
 
 
-def _openai_request(parsed: object, source: str) -> list[ChatMessage]:
+def _openai_request(parsed: Any, source: str) -> list[ChatMessage]:
     """An LLM request body: ``{"messages": [...]}`` (+ Anthropic ``system``), a list of
     messages, a completions ``prompt``, LangSmith / traceloop ``kwargs`` wrappers."""
     if isinstance(parsed, dict):
@@ -664,7 +668,7 @@ def _openai_request(parsed: object, source: str) -> list[ChatMessage]:
     return []
 
 
-def _openai_response(parsed: object, source: str) -> list[ChatMessage]:
+def _openai_response(parsed: Any, source: str) -> list[ChatMessage]:
     """An LLM response body: OpenAI ``choices``, Logfire ``message`` / ``combined_chunk_content``,
     Anthropic ``content``, LangChain ``generations``, a list of messages."""
     if isinstance(parsed, dict):

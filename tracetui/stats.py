@@ -214,6 +214,7 @@ def compute(
 
 def _run(conn: sqlite3.Connection, sql: str, params: list, grounded: dict, attribute: str | None) -> list[GroupStats]:
     cursor = conn.execute(sql, params)
+    groups: dict[str | None, list[tuple]]
     if attribute is not None:
         groups = _group_by_attribute(conn, cursor, attribute)
         span_col = _KEY + 2
@@ -263,8 +264,8 @@ def _gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
-def _group_by_attribute(conn: sqlite3.Connection, cursor, attribute: str) -> dict[str, list[tuple]]:
-    groups: dict[str, list[tuple]] = {}
+def _group_by_attribute(conn: sqlite3.Connection, cursor, attribute: str) -> dict[str | None, list[tuple]]:
+    groups: dict[str | None, list[tuple]] = {}
     needle = attribute.encode("utf-8")
     root_values: dict[int, str | None] = {}  # root span's row id -> its value, decoded once per run
     for row in cursor:

@@ -319,7 +319,7 @@ def first_token_at(
 def ttft_includes_retry(retry_offset_ns: int | None, attempt_offset_ns: int | None, provenance: str | None) -> bool:
     """The stored time to first token was measured from before the final attempt (see first_token_at)."""
     moved = (retry_offset_ns or 0) > (attempt_offset_ns or 0)
-    return moved and bool(provenance) and _EVENT_TTFT in provenance
+    return moved and provenance is not None and _EVENT_TTFT in provenance
 
 
 _P_RETRY, _P_FALLBACK, _P_TTFT, _P_DECODE, _P_RESPONSE, _P_TOOL = (_PRIORITY[k] for k in SPLIT_KEYS[:6])

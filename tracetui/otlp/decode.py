@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -540,7 +541,7 @@ def decode_logs(request: ExportLogsServiceRequest) -> Decoded:
     return out
 
 
-def attributes_to_dict(attributes: list[KeyValue] | object) -> dict[str, object]:
+def attributes_to_dict(attributes: Iterable[KeyValue]) -> dict[str, object]:
     """Attributes as plain Python values, for display and JSON output (not the hot path)."""
     return {kv.key: any_value_to_python(kv.value) for kv in attributes}
 
