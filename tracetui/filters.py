@@ -342,14 +342,14 @@ def _value(name: str, spec: _FieldSpec, op: str, raw: str, pos: int) -> object:
             unit = "ns"
         return _checked_int(number * _DURATION_UNITS[unit], pos)
     if kind == "cost":
-        number = stripped
-        if number.startswith("$"):
-            number = number[1:]
-        elif number.endswith("$"):
-            number = number[:-1]
-        if not _NUMBER_RE.fullmatch(number) or number[0] in "+-":
+        amount = stripped
+        if amount.startswith("$"):
+            amount = amount[1:]
+        elif amount.endswith("$"):
+            amount = amount[:-1]
+        if not _NUMBER_RE.fullmatch(amount) or amount[0] in "+-":
             raise FilterError(f"{name} wants an amount in USD, e.g. 0.01 or $0.01", pos)
-        return _checked_float(number, pos)
+        return _checked_float(amount, pos)
     if kind == "score":
         if not _NUMBER_RE.fullmatch(stripped):
             raise FilterError(f"{name} wants a number, e.g. 0.5", pos)
@@ -646,6 +646,7 @@ def _positive_sql(term: Term, a: str | None) -> tuple[str, list]:
     value = term.value
     if name is None:
         return f"instr(tt_text({a}.raw, {a}.name, {a}.service, {a}.status_message), ?) > 0", [_fold(str(value))]
+    assert op is not None  # only free text (above) has no operator
     if name.startswith("attr."):
         return f"tt_cmp(tt_attr({a}.raw, ?), ?, ?)", [name[5:], op, value]
     spec = _SPECS[name]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -271,7 +271,7 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def _embedded(data: bytes, start: int, end: int, number: int, with_key: bool = False):
+def _embedded(data: bytes, start: int, end: int, number: int, with_key: bool = False) -> Iterator[tuple[int, int]]:
     """(start, end) of each length-delimited field ``number`` in the message ``data[start:end]``.
 
     ``with_key``: the whole field (its key and length too), else its contents.

@@ -54,7 +54,11 @@ TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
 #: Every service served, with the signal its exports carry.
-SERVICES = ((TRACE_SERVICE, "traces"), (LOGS_SERVICE, "logs"), (METRICS_SERVICE, "metrics"))
+SERVICES: tuple[tuple[str, Signal], ...] = (
+    (TRACE_SERVICE, "traces"),
+    (LOGS_SERVICE, "logs"),
+    (METRICS_SERVICE, "metrics"),
+)
 
 
 def _retryable_abort(context: grpc.ServicerContext, message: str, delay_s: float = RETRY_DELAY_S) -> None:

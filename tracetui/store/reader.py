@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -288,11 +289,11 @@ class Reader:
         with self._lock:
             self._conn.close()
 
-    def _all(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
+    def _all(self, sql: str, params: Sequence | dict = ()) -> list[tuple]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
 
-    def _one(self, sql: str, params: tuple | dict = ()) -> tuple | None:
+    def _one(self, sql: str, params: Sequence | dict = ()) -> tuple | None:
         with self._lock:
             return self._conn.execute(sql, params).fetchone()
 

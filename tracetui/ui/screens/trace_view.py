@@ -315,7 +315,8 @@ class TraceScreen(Screen):
         keep: set[bytes] = set()
         parents = {s.span_id: s.parent_span_id for r in self.roots for s in walk(r)}
         for span_id in self.matches:
-            node, hops = span_id, 0
+            node: bytes | None = span_id
+            hops = 0
             while node is not None and node not in keep and hops < 100_000:
                 keep.add(node)
                 node, hops = parents.get(node), hops + 1
