@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test stress demo screenshots bench clean
+.PHONY: run test lint fmt stress demo screenshots bench clean
 
 # The packaging tools' output (setuptools' "Editable installation" banner, pip's notices) goes to
 # $(VENV)/install.log and is shown only when the installation fails.
@@ -24,8 +24,21 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	@$(BIN)/tracetui serve
 
-test: $(STAMP)
+# The static checks first: formatting, lints, types. Each names what fails; `make fmt` fixes the first two.
+CHECKED := tracetui tests benchmarks scripts
+
+test: lint
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	@$(BIN)/ruff format --check $(CHECKED) || { echo "Formatting differs: run 'make fmt'."; exit 1; }
+	@$(BIN)/ruff check $(CHECKED) || { echo "Lint errors above ('make fmt' fixes the ones marked [*])."; exit 1; }
+	@$(BIN)/mypy tracetui || { echo "Type errors above (configuration: [tool.mypy] in pyproject.toml)."; exit 1; }
+
+# Apply the formatter and the lint fixes ruff can make safely.
+fmt: $(STAMP)
+	$(BIN)/ruff format $(CHECKED)
+	$(BIN)/ruff check --fix $(CHECKED)
 
 # The slow tests: sustained floods and hostile clients (several minutes; `make test` skips them).
 stress: $(STAMP)
@@ -41,4 +54,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

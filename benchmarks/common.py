@@ -145,7 +145,13 @@ class TraceFactory:
     def _output_messages(self, finish: str) -> str:
         rng = self.rng
         return json.dumps(
-            [{"role": "assistant", "parts": [{"type": "text", "content": rng.choice(self._answers)}], "finish_reason": finish}]
+            [
+                {
+                    "role": "assistant",
+                    "parts": [{"type": "text", "content": rng.choice(self._answers)}],
+                    "finish_reason": finish,
+                }
+            ]
         )
 
     def _llm_attrs(self, streaming: bool, ttft_s: float | None) -> dict:
@@ -206,7 +212,9 @@ class TraceFactory:
                 streaming = rng.random() < 0.6
                 ttft = rng.uniform(0.15, 0.9) if streaming else None
                 attrs = self._llm_attrs(streaming, ttft)
-                spec = SpanSpec(sid(), root_id, f"chat {attrs['gen_ai.request.model']}", 3, t, t + dur, attrs, LLM_SCOPE)
+                spec = SpanSpec(
+                    sid(), root_id, f"chat {attrs['gen_ai.request.model']}", 3, t, t + dur, attrs, LLM_SCOPE
+                )
                 if streaming:
                     spec.events.append(("gen_ai.content.completion.chunk", t + int(ttft * 1e9), {}))
                 if rng.random() < 0.06:
@@ -225,8 +233,18 @@ class TraceFactory:
                 attrs = {"http.request.method": "POST", "url.full": "https://api.openai.com/v1/chat/completions",
                          "server.address": "api.openai.com", "http.response.status_code": 200,
                          "network.protocol.version": "1.1"}  # fmt: skip
-                specs.append(SpanSpec(sid(), parent.span_id if parent else root_id, "POST", 3, p_start + 1_000_000,
-                                      p_start + 1_000_000 + dur, attrs, "opentelemetry.instrumentation.httpx"))
+                specs.append(
+                    SpanSpec(
+                        sid(),
+                        parent.span_id if parent else root_id,
+                        "POST",
+                        3,
+                        p_start + 1_000_000,
+                        p_start + 1_000_000 + dur,
+                        attrs,
+                        "opentelemetry.instrumentation.httpx",
+                    )
+                )
                 continue
             elif kind == "retrieval":
                 dur = rng.randint(20, 400) * 1_000_000
@@ -575,9 +593,20 @@ class Load:
         self.procs = [
             ctx.Process(
                 target=_client_main,
-                args=(target, i, seed * 1000 + i, run_salt, spans_per_request, n_templates,
-                      rate / clients if rate else 0.0, duration, self.ready, self.go, self.out,
-                      spans_per_trace),  # fmt: skip
+                args=(
+                    target,
+                    i,
+                    seed * 1000 + i,
+                    run_salt,
+                    spans_per_request,
+                    n_templates,
+                    rate / clients if rate else 0.0,
+                    duration,
+                    self.ready,
+                    self.go,
+                    self.out,
+                    spans_per_trace,
+                ),  # fmt: skip
                 daemon=True,
             )
             for i in range(clients)
@@ -833,10 +862,14 @@ def fmt_num(v: float | None, unit: str = "") -> str:
 def print_table(title: str, figures: list[Figure], file=sys.stdout) -> str:
     rows = [("figure", "value", "baseline", "ratio", "budget", "result")]
     for f in figures:
-        base = fmt_num(f.baseline, f.unit) + (f" ({f.baseline_label})" if f.baseline_label and f.baseline is not None else "")
+        base = fmt_num(f.baseline, f.unit) + (
+            f" ({f.baseline_label})" if f.baseline_label and f.baseline is not None else ""
+        )
         ratio = f"{f.ratio:.2f}x" if f.ratio is not None else "-"
         result = "-" if f.ok is None else ("PASS" if f.ok else "FAIL")
-        rows.append((f.name, fmt_num(f.value, f.unit), base, ratio, f.budget or "-", result + (f"  {f.note}" if f.note else "")))
+        rows.append(
+            (f.name, fmt_num(f.value, f.unit), base, ratio, f.budget or "-", result + (f"  {f.note}" if f.note else ""))
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = [f"\n{title}"]
     for i, r in enumerate(rows):

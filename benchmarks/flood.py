@@ -30,7 +30,6 @@ import http.client
 import json
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -188,7 +187,9 @@ def export_all(address: str, body: bytes, n: int, token: str | None) -> dict:
 
     def one(go: threading.Barrier) -> str:
         with grpc.insecure_channel(address, options=[("grpc.max_send_message_length", -1)]) as channel:
-            export = channel.unary_unary(EXPORT_METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+            export = channel.unary_unary(
+                EXPORT_METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b
+            )
             go.wait()
             try:
                 export(body, timeout=300, metadata=metadata)
@@ -262,7 +263,9 @@ def polite(source: str | None, tmp: Path, seconds: float, clients: int = 32) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("floods", nargs="*", default=["json16", "json64", "proto60", "tokenless60", "slowloris", "polite"])
+    parser.add_argument(
+        "floods", nargs="*", default=["json16", "json64", "proto60", "tokenless60", "slowloris", "polite"]
+    )
     parser.add_argument("--source", default=None, help="directory holding the tracetui package to measure")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of the polite-exporter flood")
     args = parser.parse_args()

@@ -64,7 +64,19 @@ def server_cmd(name: str, db: Path) -> list[str]:
     if name == "naive":
         return [PYTHON, str(BENCH_DIR / "servers.py"), "naive", "--port", "0", "--db", str(db)]
     if name == "tracetui":
-        return [PYTHON, "-m", "tracetui", "serve", "--headless", "--db", str(db), "--grpc-port", "0", "--http-port", "0"]
+        return [
+            PYTHON,
+            "-m",
+            "tracetui",
+            "serve",
+            "--headless",
+            "--db",
+            str(db),
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+        ]
     raise ValueError(name)
 
 
@@ -255,13 +267,19 @@ def figures(results: list[dict], args) -> list[Figure]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=4.0, help="seconds of traffic per phase (default 4)")
-    ap.add_argument("--rate", type=float, default=10_000, help="spans/s of the latency phase; 0 skips it (default 10000)")
-    ap.add_argument("--rate-duration", type=float, default=None, help="seconds of the latency phase (default: --duration)")
+    ap.add_argument(
+        "--rate", type=float, default=10_000, help="spans/s of the latency phase; 0 skips it (default 10000)"
+    )
+    ap.add_argument(
+        "--rate-duration", type=float, default=None, help="seconds of the latency phase (default: --duration)"
+    )
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--spans-per-request", type=int, default=512)
     ap.add_argument("--servers", default=",".join(SERVERS), help="comma list of discard,tracetui,naive")
     ap.add_argument("--rate-servers", default=None, help="servers of the latency phase (default: --servers)")
-    ap.add_argument("--rounds", type=int, default=1, help="repeat everything, rotating the server order; report medians")
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="repeat everything, rotating the server order; report medians"
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workdir", default="/tmp/bench-ingest")
     ap.add_argument("--keep", action="store_true", help="keep the databases")

@@ -113,12 +113,20 @@ class Naive:
             for ss in rs.scope_spans:
                 for s in ss.spans:
                     events = json.dumps(
-                        [{"name": e.name, "time_ns": e.time_unix_nano, "attributes": attrs_dict(e.attributes)}
-                         for e in s.events]  # fmt: skip
+                        [
+                            {"name": e.name, "time_ns": e.time_unix_nano, "attributes": attrs_dict(e.attributes)}
+                            for e in s.events
+                        ]  # fmt: skip
                     )
                     links = json.dumps(
-                        [{"trace_id": k.trace_id.hex(), "span_id": k.span_id.hex(),
-                          "attributes": attrs_dict(k.attributes)} for k in s.links]  # fmt: skip
+                        [
+                            {
+                                "trace_id": k.trace_id.hex(),
+                                "span_id": k.span_id.hex(),
+                                "attributes": attrs_dict(k.attributes),
+                            }
+                            for k in s.links
+                        ]  # fmt: skip
                     )
                     rows.append((
                         s.trace_id, s.span_id, s.parent_span_id or None, s.name, s.kind, service, ss.scope.name,
@@ -159,9 +167,16 @@ def main() -> int:
         ],
     )
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE, {
-            "Export": grpc.unary_unary_rpc_method_handler(handler, request_deserializer=_identity,
-                                                          response_serializer=_identity)}),)  # fmt: skip
+        (
+            grpc.method_handlers_generic_handler(
+                SERVICE,
+                {
+                    "Export": grpc.unary_unary_rpc_method_handler(
+                        handler, request_deserializer=_identity, response_serializer=_identity
+                    )
+                },
+            ),
+        )  # fmt: skip
     )
     port = server.add_insecure_port(f"{args.host}:{args.port}")
     server.start()

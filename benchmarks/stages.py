@@ -97,7 +97,7 @@ class Tracetui:
 
     def stages(self, datas: list[bytes], timed: Timed) -> None:
         requests = timed("parse", lambda: [parse_trace_request(d) for d in datas])
-        decoded = timed("decode_spans", lambda: [decode_spans(r, d) for r, d in zip(requests, datas)])
+        decoded = timed("decode_spans", lambda: [decode_spans(r, d) for r, d in zip(requests, datas, strict=False)])
         timed("prepare", lambda: [prepare(x) for x in decoded if x.spans])
         timed("commit", lambda: [self.committer.commit([x]) for x in decoded])
         # What the receiver's checkpoint thread does for these spans (the WAL starts over after it).
@@ -144,20 +144,19 @@ def main() -> int:
         spans_per_round = sum(templates[i % len(templates)].spans for i in range(args.requests))
         timed = _timer(best if measuring else {}, spans_per_round)
         tracetui.stages(datas, timed)
-        timed("naive", lambda: [naive(d, None) for d in datas])
-        timed("minimal store", lambda: [minimal.store(d) for d in datas])
+        timed("naive", lambda datas=datas: [naive(d, None) for d in datas])
+        timed("minimal store", lambda datas=datas: [minimal.store(d) for d in datas])
         print(f"  round {round_no}{'' if measuring else ' (warm-up)'}: {spans_per_round:,} spans a stage", flush=True)
 
     total = sum(best[s] for s in TRACETUI_STAGES)
-    figures = [
-        Figure(f"tracetui: {s}", best[s], "us/span", best["naive"], "naive, whole") for s in TRACETUI_STAGES
-    ]
+    figures = [Figure(f"tracetui: {s}", best[s], "us/span", best["naive"], "naive, whole") for s in TRACETUI_STAGES]
     figures += [
         Figure("tracetui, all stages", total, "us/span", best["naive"], "naive, whole"),
         Figure("minimal store, whole", best["minimal store"], "us/span", best["naive"], "naive, whole"),
         Figure("tracetui, all stages", total, "us/span", best["minimal store"], "minimal store"),
-        Figure("tracetui beyond the minimal store", total - best["minimal store"], "us/span", best["naive"],
-               "naive, whole"),  # fmt: skip
+        Figure(
+            "tracetui beyond the minimal store", total - best["minimal store"], "us/span", best["naive"], "naive, whole"
+        ),  # fmt: skip
     ]
     print_table("CPU per span, in one process, no gRPC (best of each stage's rounds)", figures)
     shutil.rmtree(workdir, ignore_errors=True)

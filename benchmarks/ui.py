@@ -80,7 +80,9 @@ def _worker_init(seed: int, spans_per_request: int) -> None:
 
     for t in templates:
         req = ExportTraceServiceRequest.FromString(t.data)
-        starts.append(min(s.start_time_unix_nano for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans))
+        starts.append(
+            min(s.start_time_unix_nano for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans)
+        )
     _W.update(templates=templates, cur=cur, starts=starts, salt=os.urandom(4))
 
 
@@ -232,7 +234,7 @@ class Watch:
     async def wait(self, event: asyncio.Event, timeout: float) -> float | None:
         try:
             await asyncio.wait_for(event.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._pred = None
             return None
         return self.hit_at
@@ -438,7 +440,7 @@ async def child_measure(args) -> dict:
             stats.active = True
         cpu0 = time.process_time()
         t_keys = time.perf_counter()
-        for i in range(args.presses):
+        for _i in range(args.presses):
             expected = min(table.row_count - 1, table.cursor_row + 1)
             ev = watch.arm(lambda expected=expected: table.cursor_row == expected)
             t = time.perf_counter()
@@ -531,8 +533,12 @@ def main() -> int:
     ap.add_argument("--no-copy", action="store_true", help="let the traffic write into the cached database itself")
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--breakdown", action="store_true", help="time layouts / screen updates during the key presses")
-    ap.add_argument("--profile", metavar="FILE", help="py-spy the UI process during the key presses under traffic "
-                    "(FILE.txt: collapsed stacks, else speedscope JSON)")
+    ap.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="py-spy the UI process during the key presses under traffic "
+        "(FILE.txt: collapsed stacks, else speedscope JSON)",
+    )
     ap.add_argument("--json", help="write all results to this file")
     # child mode
     ap.add_argument("--child", choices=("empty", "measure"), help=argparse.SUPPRESS)
@@ -575,7 +581,21 @@ def main() -> int:
 
         def start_traffic() -> None:
             nonlocal receiver, load
-            receiver = ServerProc([PYTHON, "-m", "tracetui", "serve", "--headless", "--db", str(work), "--grpc-port", "0", "--http-port", "0"])
+            receiver = ServerProc(
+                [
+                    PYTHON,
+                    "-m",
+                    "tracetui",
+                    "serve",
+                    "--headless",
+                    "--db",
+                    str(work),
+                    "--grpc-port",
+                    "0",
+                    "--http-port",
+                    "0",
+                ]
+            )
             addr = receiver.wait_ready()
             load = Load(addr, clients=4, spans_per_request=512, rate=args.rate, duration=600, seed=3)
             load.wait_ready()
@@ -620,32 +640,84 @@ def report(args, info, empty, base, big, big_meta, small_meta, arrived) -> list[
           f"{big['data_changes']} data changes seen{traffic}; {big['placeholders']} presses drew a loading row first; "
           f"cursor ended on row {big['cursor_row']}")  # fmt: skip
     figs = [
-        Figure(f"first paint, {n:,} spans", big["first_paint_ms"] or math.nan, "ms", base["first_paint_ms"],
-               f"{small_meta['spans']:,} spans", "<= 1000 ms", (big["first_paint_ms"] or 1e9) <= 1000),  # fmt: skip
-        Figure("first paint incl. process start + imports", big.get("first_paint_from_exec_ms") or math.nan, "ms",
-               base.get("first_paint_from_exec_ms"), f"{small_meta['spans']:,} spans"),  # fmt: skip
-        Figure("key -> repaint p50" + (" (traffic)" if args.rate else ""), pct(big["repaint_ms"], 0.5), "ms",
-               pct(base["repaint_ms"], 0.5), "small db, no traffic"),  # fmt: skip
-        Figure("key -> repaint p99" + (" (traffic)" if args.rate else ""), pct(big["repaint_ms"], 0.99), "ms",
-               pct(base["repaint_ms"], 0.99), "small db, no traffic", "<= 50 ms",
-               pct(big["repaint_ms"], 0.99) <= 50),  # fmt: skip
-        Figure("key -> row content drawn p99", pct(big["content_ms"], 0.99), "ms", pct(base["content_ms"], 0.99),
-               "small db, no traffic"),  # fmt: skip
+        Figure(
+            f"first paint, {n:,} spans",
+            big["first_paint_ms"] or math.nan,
+            "ms",
+            base["first_paint_ms"],
+            f"{small_meta['spans']:,} spans",
+            "<= 1000 ms",
+            (big["first_paint_ms"] or 1e9) <= 1000,
+        ),  # fmt: skip
+        Figure(
+            "first paint incl. process start + imports",
+            big.get("first_paint_from_exec_ms") or math.nan,
+            "ms",
+            base.get("first_paint_from_exec_ms"),
+            f"{small_meta['spans']:,} spans",
+        ),  # fmt: skip
+        Figure(
+            "key -> repaint p50" + (" (traffic)" if args.rate else ""),
+            pct(big["repaint_ms"], 0.5),
+            "ms",
+            pct(base["repaint_ms"], 0.5),
+            "small db, no traffic",
+        ),  # fmt: skip
+        Figure(
+            "key -> repaint p99" + (" (traffic)" if args.rate else ""),
+            pct(big["repaint_ms"], 0.99),
+            "ms",
+            pct(base["repaint_ms"], 0.99),
+            "small db, no traffic",
+            "<= 50 ms",
+            pct(big["repaint_ms"], 0.99) <= 50,
+        ),  # fmt: skip
+        Figure(
+            "key -> row content drawn p99",
+            pct(big["content_ms"], 0.99),
+            "ms",
+            pct(base["content_ms"], 0.99),
+            "small db, no traffic",
+        ),  # fmt: skip
         Figure("key -> repaint max", max(big["repaint_ms"]), "ms", max(base["repaint_ms"]), "small db, no traffic"),
-        Figure(f"open a {BIG_TRACE_SPANS:,}-span trace", big.get("open_big_ms") or math.nan, "ms",
-               big.get("open_small_ms"), "10-span trace, same db", "<= 500 ms",
-               (big.get("open_big_ms") or 1e9) <= 500),  # fmt: skip
-        Figure("UI RSS after all steps", big["rss_mb"], "MB", empty["rss_mb"], "empty db", "<= 150 MB",
-               big["rss_mb"] <= 150),  # fmt: skip
-        Figure("UI peak RSS", big["peak_rss_mb"], "MB", base["peak_rss_mb"], "small db", "<= 150 MB",
-               big["peak_rss_mb"] <= 150),  # fmt: skip
+        Figure(
+            f"open a {BIG_TRACE_SPANS:,}-span trace",
+            big.get("open_big_ms") or math.nan,
+            "ms",
+            big.get("open_small_ms"),
+            "10-span trace, same db",
+            "<= 500 ms",
+            (big.get("open_big_ms") or 1e9) <= 500,
+        ),  # fmt: skip
+        Figure(
+            "UI RSS after all steps",
+            big["rss_mb"],
+            "MB",
+            empty["rss_mb"],
+            "empty db",
+            "<= 150 MB",
+            big["rss_mb"] <= 150,
+        ),  # fmt: skip
+        Figure(
+            "UI peak RSS",
+            big["peak_rss_mb"],
+            "MB",
+            base["peak_rss_mb"],
+            "small db",
+            "<= 150 MB",
+            big["peak_rss_mb"] <= 150,
+        ),  # fmt: skip
         Figure("UI RSS, small db", base["rss_mb"], "MB", empty["rss_mb"], "empty db"),
     ]
     for name, res in (("small db", base), ("big db", big)):
-        print(f"{name}: Python objects tracked by gc: {res['gc_objects_after_paint']:,} after first paint, "
-              f"{res['gc_objects_after_open']:,} after opening and closing trace(s), {res['gc_objects_end']:,} at the end")
-        print(f"{name}: key phase {res['keys_s']:.1f}s wall, {res['keys_cpu_s']:.1f}s CPU in the UI process"
-              + (f" ({res['keys_cpu_s'] / res['keys_s']:.0%} of one core)" if res["keys_s"] else ""))
+        print(
+            f"{name}: Python objects tracked by gc: {res['gc_objects_after_paint']:,} after first paint, "
+            f"{res['gc_objects_after_open']:,} after opening and closing trace(s), {res['gc_objects_end']:,} at the end"
+        )
+        print(
+            f"{name}: key phase {res['keys_s']:.1f}s wall, {res['keys_cpu_s']:.1f}s CPU in the UI process"
+            + (f" ({res['keys_cpu_s'] / res['keys_s']:.0%} of one core)" if res["keys_s"] else "")
+        )
         for k, v in (res.get("breakdown") or {}).items():
             if "n" not in v:
                 print(f"    {k}: {v}")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,6 @@ import signal
 from pathlib import Path
 
 import pytest
-
 from helpers import Receiver, fill_db, read_records, start_receiver, suite_fixture_files
 
 
@@ -54,4 +53,3 @@ def all_fixtures_db(tmp_path_factory) -> Path:
     db = tmp_path_factory.mktemp("fixtures-db") / "fixtures.db"
     fill_db(db, [record for path in suite_fixture_files() for record in read_records(path)])
     return db
-

@@ -42,7 +42,9 @@ def _flood_request(client: int, seq: int) -> bytes:
                           start_time_unix_nano=1_700_000_000_000_000_000 + i, end_time_unix_nano=1_700_000_000_000_001_000 + i,
                           attributes=[KeyValue(key="blob", value=AnyValue(string_value=blob))]))  # fmt: skip
     resource = Resource(attributes=[KeyValue(key="service.name", value=AnyValue(string_value="flood"))])
-    request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(resource=resource, scope_spans=[ScopeSpans(spans=spans)])])
+    request = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(resource=resource, scope_spans=[ScopeSpans(spans=spans)])]
+    )
     return request.SerializeToString()
 
 
@@ -118,7 +120,7 @@ def missing_acked_spans(db_path: Path, acked: list[tuple[int, int]]) -> int:
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
         stored: dict[tuple[int, int], int] = {}
-        for (trace_id, count) in conn.execute(
+        for trace_id, count in conn.execute(
             "SELECT trace_id, count(*) FROM spans WHERE service = 'flood' GROUP BY trace_id"
         ):
             key = (int.from_bytes(trace_id[4:8], "big"), int.from_bytes(trace_id[8:12], "big"))
@@ -130,7 +132,7 @@ def missing_acked_spans(db_path: Path, acked: list[tuple[int, int]]) -> int:
 
 # --- the polite app --------------------------------------------------------------------------------
 
-POLITE_APP = r'''
+POLITE_APP = r"""
 import json, sys, time
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -156,7 +158,7 @@ while time.monotonic() - start < seconds:
     time.sleep(max(0.0, start + created / rate - time.monotonic()))
 provider.shutdown()
 print(json.dumps({"created": created}), flush=True)
-'''
+"""
 
 
 def start_polite_app(protocol: str, endpoint: str, service: str, rate: float, seconds: float) -> subprocess.Popen:

@@ -227,7 +227,9 @@ def make_span(
     )
 
 
-def make_request(spans: Sequence[Span], service: str | None = "test-svc", **resource_attrs) -> ExportTraceServiceRequest:
+def make_request(
+    spans: Sequence[Span], service: str | None = "test-svc", **resource_attrs
+) -> ExportTraceServiceRequest:
     attrs = dict(resource_attrs)
     if service is not None:
         attrs["service.name"] = service
@@ -363,7 +365,9 @@ class Receiver:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-                raise AssertionError(f"receiver did not exit within {timeout}s after signal {sig}:\n{self.stderr}")
+                raise AssertionError(
+                    f"receiver did not exit within {timeout}s after signal {sig}:\n{self.stderr}"
+                ) from None
         self._done.wait(5)  # stderr fully drained
         return self.proc.returncode
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import resource
 import socket
 import threading
-import time
 
 
 def raise_open_files_limit(n: int) -> None:
@@ -34,7 +33,7 @@ class Slowloris:
     def __init__(self, host: str, port: int, count: int, interval: float = 1.0) -> None:
         raise_open_files_limit(count + 256)
         self.socks: list[socket.socket] = []
-        for i in range(count):
+        for _i in range(count):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.settimeout(1.0)
             if sock.connect_ex((host, port)) == 0:  # blocks while the server's backlog is full
@@ -92,7 +91,6 @@ class StalledGrpcExport:
 
     def __init__(self, port: int) -> None:
         import grpc
-
         from helpers import EXPORT_METHOD
 
         self._release = threading.Event()

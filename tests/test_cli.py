@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from helpers import (
     FIXTURES,
     comparable,
@@ -22,10 +21,11 @@ from helpers import (
     receiver_env,
     requests_of,
     sid,
-    tid,
     suite_fixture_files,
+    tid,
     trace_fixture_files,
 )
+
 from tracetui.cli import main
 
 STATUS = {0: "unset", 1: "ok", 2: "error"}
@@ -188,7 +188,7 @@ def test_spans_json_kind_follows_the_genai_operation(all_fixtures_db):
     # The official OTel instrumentation names the operation; chat calls are LLM spans.
     path = next(p for p in trace_fixture_files() if p.stem == "otel_v2_openai")
     by_operation: dict[str, set[str]] = {}
-    for trace_id, exp in expected_traces(requests_of(path)).items():
+    for trace_id, _exp in expected_traces(requests_of(path)).items():
         for span in run_json("spans", "--db", str(all_fixtures_db), "--trace", trace_id.hex()):
             operation = span["attributes"].get("gen_ai.operation.name")
             if operation:
@@ -238,13 +238,10 @@ def test_hostile_span_names_cannot_reach_the_terminal(tmp_path):
     assert span["name"] == name
 
 
-
 def test_an_ambiguous_prefix_says_so_and_names_the_candidates(all_fixtures_db, all_expected):
     ids = sorted(t.hex() for t in all_expected)
     # the longest prefix two traces share
-    shared = max(
-        (a[: next(i for i in range(32) if a[i] != b[i])] for a, b in zip(ids, ids[1:])), key=len
-    )
+    shared = max((a[: next(i for i in range(32) if a[i] != b[i])] for a, b in zip(ids, ids[1:], strict=False)), key=len)
     assert shared, "the fixtures have no two trace ids with a common first digit"
     for command in (["spans", "--trace", shared], ["export", shared]):
         result = run(*command, "--db", str(all_fixtures_db))

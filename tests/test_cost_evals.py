@@ -8,9 +8,20 @@ from pathlib import Path
 
 import pytest
 from genai_prices import Usage, calc_price
+from helpers import (
+    BASE_NS,
+    FIXTURES,
+    channel_to,
+    fill_db,
+    make_request,
+    make_span,
+    read_records,
+    sid,
+    start_receiver,
+    tid,
+)
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from helpers import BASE_NS, FIXTURES, channel_to, make_request, make_span, read_records, sid, start_receiver, tid, fill_db
 from tracetui import pricing
 from tracetui.store.reader import Reader
 
@@ -45,8 +56,10 @@ def no_user_prices():
     [
         ("gpt-4o", {"input_tokens": 1200, "output_tokens": 300}),
         ("gpt-4o-mini", {"input_tokens": 50_000, "output_tokens": 1, "cache_read_tokens": 40_000}),
-        ("claude-sonnet-4-20250514", {"input_tokens": 9000, "output_tokens": 700, "cache_read_tokens": 6000,
-                                      "cache_write_tokens": 2000}),  # fmt: skip
+        (
+            "claude-sonnet-4-20250514",
+            {"input_tokens": 9000, "output_tokens": 700, "cache_read_tokens": 6000, "cache_write_tokens": 2000},
+        ),  # fmt: skip
         ("o3-mini", {"input_tokens": 3000, "output_tokens": 2000, "output_reasoning_tokens": 1500}),
     ],
 )
@@ -144,11 +157,26 @@ def test_totals_count_leaf_calls_once(tmp_path: Path) -> None:
 
 def test_session_totals_add_up_runs_of_one_conversation(tmp_path: Path) -> None:
     def run(n: int, session: str) -> list[Span]:
-        root = make_span(tid(n), sid(1), name="agent", duration=10**9,
-                         attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.conversation.id": session})
-        call = make_span(tid(n), sid(2), sid(1), name="chat", duration=10**8,
-                         attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
-                                     "gen_ai.usage.input_tokens": 100 * n, "gen_ai.usage.output_tokens": 10})
+        root = make_span(
+            tid(n),
+            sid(1),
+            name="agent",
+            duration=10**9,
+            attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.conversation.id": session},
+        )
+        call = make_span(
+            tid(n),
+            sid(2),
+            sid(1),
+            name="chat",
+            duration=10**8,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": "gpt-4o",
+                "gen_ai.usage.input_tokens": 100 * n,
+                "gen_ai.usage.output_tokens": 10,
+            },
+        )
         return [root, call]  # fmt: skip
 
     reader = store(tmp_path / "s.db", make_request(run(1, "conv-a")), make_request(run(2, "conv-a")),

@@ -5,10 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
 from helpers import (
     FIXTURES,
     any_value,
@@ -23,6 +19,10 @@ from helpers import (
     tid,
     trace_fixture_files,
 )
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
 from tracetui.otlp.decode import (
     COL,
     DecodeError,
@@ -208,11 +208,17 @@ def test_malformed_parent_id_is_rejected():
 def test_logfire_pending_span_placeholders_are_not_stored():
     """Logfire sends a zero-length "pending span" when a span starts, as a child of it (its SDK's own tests)."""
     logfire = {"logfire.msg_template": "agent run", "logfire.msg": "agent run"}
-    real = make_span(tid(1), sid(1), name="agent run", duration=2_000_000_000,
-                     attributes={**logfire, "logfire.span_type": "span"})
-    pending = make_span(tid(1), sid(2), sid(1), name="agent run", duration=0,
-                        attributes={**logfire, "logfire.span_type": "pending_span",
-                                    "logfire.pending_parent_id": "0000000000000000"})
+    real = make_span(
+        tid(1), sid(1), name="agent run", duration=2_000_000_000, attributes={**logfire, "logfire.span_type": "span"}
+    )
+    pending = make_span(
+        tid(1),
+        sid(2),
+        sid(1),
+        name="agent run",
+        duration=0,
+        attributes={**logfire, "logfire.span_type": "pending_span", "logfire.pending_parent_id": "0000000000000000"},
+    )
     log = make_span(tid(1), sid(3), sid(1), name="hi", duration=0, attributes={"logfire.span_type": "log"})
     instant = make_span(tid(1), sid(4), sid(1), name="an instant", duration=0)
     decoded = decode(make_request([pending, real, log, instant]))  # fmt: skip

@@ -56,7 +56,9 @@ def is_error(span):
 
 
 def siblings(spans, span):
-    return [s for s in spans if s.parent is not None and span.parent is not None and s.parent.span_id == span.parent.span_id]
+    return [
+        s for s in spans if s.parent is not None and span.parent is not None and s.parent.span_id == span.parent.span_id
+    ]
 
 
 def test_one_trace_per_run_each_with_exactly_one_root(generated, by_trace):
@@ -144,7 +146,9 @@ def test_retry_is_a_rate_limited_call_followed_by_same_model_success(spans):
             continue
         assert any("429" in e.attributes.get("exception.message", "") for e in failed.events)
         later = [s for s in siblings(spans, failed) if s.start_time >= failed.end_time and not is_error(s)]
-        same_model = [s for s in later if s.attributes.get("gen_ai.request.model") == failed.attributes["gen_ai.request.model"]]
+        same_model = [
+            s for s in later if s.attributes.get("gen_ai.request.model") == failed.attributes["gen_ai.request.model"]
+        ]
         assert same_model, "a rate-limited call must be retried on the same model"
         retries += 1
     assert retries >= 1
@@ -202,11 +206,16 @@ def test_groundedness_results_as_span_events_and_log_records(generated, spans):
         evaluated = by_span[(record.trace_id, record.span_id)]
         assert record.trace_flags == evaluated.context.trace_flags
         matching = [
-            e for e in evaluated.events
+            e
+            for e in evaluated.events
             if e.name == "gen_ai.evaluation.result"
             and e.attributes["gen_ai.evaluation.name"] == record.attributes["gen_ai.evaluation.name"]
         ]
-        assert matching and matching[0].attributes["gen_ai.evaluation.score.value"] == record.attributes["gen_ai.evaluation.score.value"]
+        assert (
+            matching
+            and matching[0].attributes["gen_ai.evaluation.score.value"]
+            == record.attributes["gen_ai.evaluation.score.value"]
+        )
 
 
 def test_sessions_span_several_runs_and_services_differ(by_trace):

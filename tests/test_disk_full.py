@@ -19,7 +19,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from helpers import EXPORT_METHOD, channel_to, make_request, make_span, receiver_env, sid, start_receiver, tid
 
 DISK_MB = 24

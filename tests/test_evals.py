@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import any_value, kv_list
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from helpers import any_value, kv_list
 from tracetui import evals
 from tracetui.evals import Evaluation, from_log_record, from_span, is_groundedness, passed
 from tracetui.otlp.files import read_length_delimited
@@ -102,7 +102,9 @@ def ev(
     response_id=None,
     time_ns=EVENT_NS,
 ) -> Evaluation:
-    return Evaluation(TID if trace_id is None else trace_id, span_id, response_id, name, score, label, explanation, source, time_ns)
+    return Evaluation(
+        TID if trace_id is None else trace_id, span_id, response_id, name, score, label, explanation, source, time_ns
+    )
 
 
 def summary(evaluations: list[Evaluation]) -> list[tuple]:
@@ -226,7 +228,11 @@ EVAL_ATTR_CASES = [
         {"eval.groundedness": 0.3, "eval.groundedness.reason": "made up", "eval.groundedness.latency_ms": 812.0},
         [("groundedness", 0.3, None, "made up")],
     ),
-    ("legacy bare int / bool", {"eval.toxicity": 0, "eval.is_json": True}, [("toxicity", 0.0, None, None), ("is_json", 1.0, None, None)]),
+    (
+        "legacy bare int / bool",
+        {"eval.toxicity": 0, "eval.is_json": True},
+        [("toxicity", 0.0, None, None), ("is_json", 1.0, None, None)],
+    ),
     ("bare string is not a score", {"eval.tone": "friendly"}, []),
     (
         "metadata keys are not metrics",
@@ -305,11 +311,24 @@ OI_SKIP_CASES = [
     ("name only", {"evaluations.0.evaluation.name": "x", "evaluations.0.evaluation.annotator_kind": "LLM"}),
     ("non-numeric index", {"evaluations.a.evaluation.name": "x", "evaluations.a.evaluation.score": 1}),
     ("unicode digit index", {"evaluations.².evaluation.name": "x", "evaluations.².evaluation.score": 1}),
-    ("huge index", {"evaluations.99999999999999999999.evaluation.name": "x", "evaluations.99999999999999999999.evaluation.score": 1}),
+    (
+        "huge index",
+        {
+            "evaluations.99999999999999999999.evaluation.name": "x",
+            "evaluations.99999999999999999999.evaluation.score": 1,
+        },
+    ),
     ("wrong infix", {"evaluations.0.annotation.name": "x", "evaluations.0.annotation.score": 1}),
     ("no index", {"evaluations.evaluation.name": "x", "evaluations.evaluation.score": 1}),
     ("trace scope", {"trace.evaluations.0.evaluation.name": "x", "trace.evaluations.0.evaluation.score": 1}),
-    ("session scope", {"session.id": "s", "session.annotations.0.annotation.name": "x", "session.annotations.0.annotation.label": "ok"}),
+    (
+        "session scope",
+        {
+            "session.id": "s",
+            "session.annotations.0.annotation.name": "x",
+            "session.annotations.0.annotation.label": "ok",
+        },
+    ),
 ]
 
 
@@ -326,21 +345,46 @@ OI_RESULT = {"evaluations.0.evaluation.name": "hallucination", "evaluations.0.ev
 @pytest.mark.parametrize(
     "attrs,links,expected_target",
     [
-        ({"openinference.span.kind": "EVALUATOR", **OI_RESULT}, [link()], (OTHER_TID, OTHER_SID, "evaluator span link")),
+        (
+            {"openinference.span.kind": "EVALUATOR", **OI_RESULT},
+            [link()],
+            (OTHER_TID, OTHER_SID, "evaluator span link"),
+        ),
         ({"gen_ai.span.kind": "EVALUATOR", **ga()}, [link()], (OTHER_TID, OTHER_SID, "evaluator span link")),
         ({"fi.span.kind": "evaluator", **OI_RESULT}, [link()], (OTHER_TID, OTHER_SID, "evaluator span link")),
         # link within the same trace, or with a broken trace id: the carrier's trace
-        ({"openinference.span.kind": "EVALUATOR", **OI_RESULT}, [link(trace_id=b"")], (TID, OTHER_SID, "evaluator span link")),
+        (
+            {"openinference.span.kind": "EVALUATOR", **OI_RESULT},
+            [link(trace_id=b"")],
+            (TID, OTHER_SID, "evaluator span link"),
+        ),
         # no link (fi.evals' child EVALUATOR spans): the carrier stays the target
         ({"openinference.span.kind": "EVALUATOR", **OI_RESULT}, [], (TID, SID, "OpenInference evaluations")),
         # two links: ambiguous, the carrier stays the target
-        ({"openinference.span.kind": "EVALUATOR", **OI_RESULT}, [link(), link(span_id=b"\x01" * 8)], (TID, SID, "OpenInference evaluations")),
+        (
+            {"openinference.span.kind": "EVALUATOR", **OI_RESULT},
+            [link(), link(span_id=b"\x01" * 8)],
+            (TID, SID, "OpenInference evaluations"),
+        ),
         # a link with a bad span id
-        ({"openinference.span.kind": "EVALUATOR", **OI_RESULT}, [link(span_id=b"\x00" * 8)], (TID, SID, "OpenInference evaluations")),
+        (
+            {"openinference.span.kind": "EVALUATOR", **OI_RESULT},
+            [link(span_id=b"\x00" * 8)],
+            (TID, SID, "OpenInference evaluations"),
+        ),
         # not an EVALUATOR: a fallback span that links to the failed call keeps its own results
         ({"openinference.span.kind": "LLM", **OI_RESULT}, [link()], (TID, SID, "OpenInference evaluations")),
     ],
-    ids=["oi-kind", "gen_ai-kind", "fi-kind-lowercase", "same-trace-link", "no-link", "two-links", "zero-link", "not-evaluator"],
+    ids=[
+        "oi-kind",
+        "gen_ai-kind",
+        "fi-kind-lowercase",
+        "same-trace-link",
+        "no-link",
+        "two-links",
+        "zero-link",
+        "not-evaluator",
+    ],
 )
 def test_evaluator_carrier_targets_its_single_link(attrs, links, expected_target):
     got = from_span(span(attrs, links=links))
@@ -354,10 +398,14 @@ def test_evaluator_carrier_moves_span_events_too():
 
 def test_evaluator_explicit_target_span_id_wins_over_the_link():
     third = bytes.fromhex("1111222233334444")
-    s = span({"gen_ai.span.kind": "EVALUATOR", **ga(**{"gen_ai.evaluation.target_span_id": third.hex()})}, links=[link()])
+    s = span(
+        {"gen_ai.span.kind": "EVALUATOR", **ga(**{"gen_ai.evaluation.target_span_id": third.hex()})}, links=[link()]
+    )
     assert [(e.trace_id, e.span_id, e.source) for e in from_span(s)] == [(TID, third, "traceAI attributes")]
     # ... and when it names the linked span, it takes the link's trace.
-    s = span({"gen_ai.span.kind": "EVALUATOR", **ga(**{"gen_ai.evaluation.target_span_id": OTHER_SID.hex()})}, links=[link()])
+    s = span(
+        {"gen_ai.span.kind": "EVALUATOR", **ga(**{"gen_ai.evaluation.target_span_id": OTHER_SID.hex()})}, links=[link()]
+    )
     assert [(e.trace_id, e.span_id) for e in from_span(s)] == [(OTHER_TID, OTHER_SID)]
 
 
@@ -389,7 +437,10 @@ def test_same_result_in_several_shapes_is_kept_once_from_the_most_specific_sourc
         ({**ga(score=0.9), "eval.groundedness": 0.1}, 2),  # different scores
         ({**ga(label="grounded"), "eval.groundedness.score": 0.92, "eval.groundedness.label": "ungrounded"}, 2),
         ({**ga(), "eval.relevance": 0.92}, 2),  # different names
-        ({**ga(**{"gen_ai.evaluation.target_span_id": OTHER_SID.hex()}), "eval.groundedness": 0.92}, 2),  # different targets
+        (
+            {**ga(**{"gen_ai.evaluation.target_span_id": OTHER_SID.hex()}), "eval.groundedness": 0.92},
+            2,
+        ),  # different targets
         ({**ga(label="Grounded"), "eval.groundedness.score": 0.92, "eval.groundedness.label": "grounded"}, 1),
     ],
     ids=["scores", "labels", "names", "targets", "label-case"],
@@ -439,7 +490,13 @@ def test_malformed_scores_become_none_and_the_result_survives_on_its_label(score
     for s in (
         span(events=[event(ga(score=score))]),
         span(ga(score=score)),
-        span({"evaluations.0.evaluation.name": "groundedness", "evaluations.0.evaluation.score": any_value(score), "evaluations.0.evaluation.label": "grounded"}),
+        span(
+            {
+                "evaluations.0.evaluation.name": "groundedness",
+                "evaluations.0.evaluation.score": any_value(score),
+                "evaluations.0.evaluation.label": "grounded",
+            }
+        ),
         span({"eval.groundedness.score": any_value(score), "eval.groundedness.label": "grounded"}),
     ):
         (got,) = from_span(s)
@@ -473,7 +530,9 @@ def test_non_string_fields():
     assert from_span(span(ga(name={"n": "groundedness"}))) == []
 
 
-@pytest.mark.parametrize("trace_id", [b"", b"\x01" * 8, b"\x01" * 17, bytes(16)], ids=["empty", "short", "long", "zero"])
+@pytest.mark.parametrize(
+    "trace_id", [b"", b"\x01" * 8, b"\x01" * 17, bytes(16)], ids=["empty", "short", "long", "zero"]
+)
 def test_invalid_trace_id_gives_nothing(trace_id):
     assert from_span(span(ga(), events=[event(ga())], trace_id=trace_id)) == []
 
@@ -522,7 +581,7 @@ def test_hostile_mixtures_never_raise():
         "openinference.span.kind",
     ]
     count = 0
-    for i, value in enumerate(weird_values):
+    for i, _value in enumerate(weird_values):
         attrs = {key: weird_values[(i + j) % len(weird_values)] for j, key in enumerate(keys)}
         for links in ([], [link()], [link(b"", b"")]):
             result = evals._from_span(span(attrs, events=[event(attrs)], links=links))
@@ -586,7 +645,10 @@ def test_log_record_time_falls_back_to_observed_time():
 
 
 def test_log_record_body_kvlist_fills_missing_fields():
-    record = log_record({"gen_ai.evaluation.name": "groundedness"}, body={"gen_ai.evaluation.score.value": 0.5, "gen_ai.evaluation.name": "ignored"})
+    record = log_record(
+        {"gen_ai.evaluation.name": "groundedness"},
+        body={"gen_ai.evaluation.score.value": 0.5, "gen_ai.evaluation.name": "ignored"},
+    )
     (got,) = from_log_record(record)
     assert (got.name, got.score) == ("groundedness", 0.5)
 
@@ -731,7 +793,9 @@ def test_handmade_agent_log_records_match_the_spans(handmade_spans):
     by_response = {_attr(s, "gen_ai.response.id"): s.span_id for s in handmade_spans if _attr(s, "gen_ai.response.id")}
     assert all(by_response[e.response_id] == e.span_id for e in from_logs)
     # and the same times and explanations as the span events
-    assert sorted((e.time_ns, e.explanation) for e in from_logs) == sorted((e.time_ns, e.explanation) for e in from_spans)
+    assert sorted((e.time_ns, e.explanation) for e in from_logs) == sorted(
+        (e.time_ns, e.explanation) for e in from_spans
+    )
 
 
 @pytest.mark.parametrize("name", ["openinference_openai", "traceai_openai", "openllmetry_openai", "otel_v2_openai"])

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from helpers import EXPORT_METHOD, FIXTURES, READY_RE, channel_to, read_records, start_receiver
+
 from tracetui import timing
 from tracetui.messages import extract_messages
 from tracetui.store.reader import Reader
@@ -229,8 +229,9 @@ def test_vercel_ai_do_spans_are_the_calls_with_ttft_in_milliseconds(replayed: Re
             assert call["ttft_ms"] is None
         assert call["provider"] in ("openai", "fake.chat")  # "openai.chat" is openai; "fake" is the test server
     # the wrapping spans repeat the usage, in ai@5's new names where it has them (streamText)
-    wrapping = {s["provenance"].get("input_tokens")
-                for s in spans if s["name"] == "ai.streamText" and s["input_tokens"]}
+    wrapping = {
+        s["provenance"].get("input_tokens") for s in spans if s["name"] == "ai.streamText" and s["input_tokens"]
+    }
     assert wrapping == ({"ai.usage.inputTokens"} if capture == "vercel_ai_v5_node" else {"ai.usage.promptTokens"})
     (trace,) = replayed.traces[capture]
     assert trace.input_tokens == sum(r["usage"]["prompt_tokens"] for r in log if r.get("usage_sent"))

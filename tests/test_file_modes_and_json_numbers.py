@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import requests
-
 from helpers import channel_to, exporter_stub, make_request, make_span, receiver_env, sid, start_receiver, tid
 
 READY_HTTP = re.compile(r"http=(?P<addr>\S+)")

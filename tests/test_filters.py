@@ -16,10 +16,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from opentelemetry.proto.trace.v1.trace_pb2 import Status
-
 from helpers import (
     fill_db,
     iter_spans,
@@ -28,9 +24,13 @@ from helpers import (
     plain_attributes,
     requests_of,
     sid,
-    tid,
     suite_fixture_files,
+    tid,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
 from tracetui import filters
 from tracetui.filters import FIELDS, Filter, FilterError, Term, parse, register_sql_functions
 from tracetui.store.reader import Reader
@@ -635,15 +635,15 @@ def test_negation_is_the_complement_of_equality_on_every_span(fx):
 
 HOSTILE = [
     "'; DROP TABLE spans; --",
-    "\"; DROP TABLE spans; --\"",
-    "name~\"'; DROP TABLE spans; --\"",
+    '"; DROP TABLE spans; --"',
+    'name~"\'; DROP TABLE spans; --"',
     "model=x' OR '1'='1",
     "model=\"x' OR '1'='1\"",
     "model=x'--",
-    "name=\"a\\\" OR 1=1 --\"",
+    'name="a\\" OR 1=1 --"',
     "service='); DELETE FROM traces; --'",
-    "\"Robert'); DROP TABLE traces;--\"",
-    "attr.a\"b=1",
+    '"Robert\'); DROP TABLE traces;--"',
+    'attr.a"b=1',
     "attr.x;DROP=1",
     "attr.x');DROP TABLE spans;--=1",
     "attr.x=1);DROP",
@@ -669,11 +669,11 @@ HOSTILE = [
     "name~" + "a" * 4000,
     "a " * 64,
     " ".join(f"attr.k{i}>={i}" for i in range(64)),
-    "\"unbalanced",
+    '"unbalanced',
     "'unbalanced",
-    "name=\"unbalanced",
+    'name="unbalanced',
     "\\",
-    "\"\\",
+    '"\\',
     "",
     "     ",
     "duration>",

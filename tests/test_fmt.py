@@ -9,7 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracetui.fmt import fit, fmt_cost, fmt_counted, fmt_duration, fmt_elapsed, join_to_fit, safe_multiline, safe_text, short_name
+from tracetui.fmt import (
+    fit,
+    fmt_cost,
+    fmt_counted,
+    fmt_duration,
+    fmt_elapsed,
+    join_to_fit,
+    safe_multiline,
+    safe_text,
+    short_name,
+)
 
 #: Unicode's Bidi_Control characters: they reorder the text around them.
 BIDI_CONTROLS = {"\u061c", "\u200e", "\u200f", *map(chr, range(0x202A, 0x202F)), *map(chr, range(0x2066, 0x206A))}
@@ -213,7 +223,10 @@ def test_names_lose_their_operation_prefix_only_when_they_do_not_fit():
 def test_parts_are_joined_to_fit_dropping_the_least_useful_first():
     parts = [(0, "ticket-resolution agent"), (0, "34.1s"), (3, "5 spans"), (2, "2 LLM calls"), (0, "$0.0071"),
              (0, "1 error")]  # fmt: skip
-    assert join_to_fit(parts, 200) == "ticket-resolution agent  ·  34.1s  ·  5 spans  ·  2 LLM calls  ·  $0.0071  ·  1 error"
+    assert (
+        join_to_fit(parts, 200)
+        == "ticket-resolution agent  ·  34.1s  ·  5 spans  ·  2 LLM calls  ·  $0.0071  ·  1 error"
+    )
     assert join_to_fit(parts, 78) == "ticket-resolution agent · 34.1s · 5 spans · 2 LLM calls · $0.0071 · 1 error"
     assert join_to_fit(parts, 66) == "ticket-resolution agent · 34.1s · 2 LLM calls · $0.0071 · 1 error"
     assert join_to_fit(parts, 60) == "ticket-resolution agent · 34.1s · $0.0071 · 1 error"

@@ -30,15 +30,14 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from helpers import FIXTURES, read_records
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from helpers import FIXTURES, read_records
 from tracetui import evals, metric_stats, semconv
 from tracetui.otlp.decode import (
     COL,
@@ -333,8 +332,10 @@ TIMES = st.one_of(
 )
 EVENT_NAMES = st.one_of(
     st.just(evals.EVENT_NAME),
-    st.sampled_from(sorted(semconv._FIRST_TOKEN_EVENTS) + [evals.EVENT_NAME, "exception", "gen_ai.choice",
-                    "gen_ai.content.completion", "gen_ai.user.message"]),  # fmt: skip
+    st.sampled_from(
+        sorted(semconv._FIRST_TOKEN_EVENTS)
+        + [evals.EVENT_NAME, "exception", "gen_ai.choice", "gen_ai.content.completion", "gen_ai.user.message"]
+    ),  # fmt: skip
     st.text(max_size=12),
 )
 INT32 = st.integers(-(2**31), 2**31 - 1)

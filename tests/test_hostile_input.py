@@ -23,25 +23,25 @@ import grpc
 import pytest
 from click.testing import CliRunner
 from google.protobuf.message import DecodeError as ProtobufDecodeError
+from helpers import (
+    BASE_NS,
+    channel_to,
+    exporter_stub,
+    integrity,
+    ld,
+    make_request,
+    make_span,
+    sid,
+    span_with_deep_attribute,
+    stored_span_keys,
+    varint,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from helpers import (
-    BASE_NS,
-    channel_to,
-    ld,
-    span_with_deep_attribute,
-    varint,
-    exporter_stub,
-    integrity,
-    make_request,
-    make_span,
-    sid,
-    stored_span_keys,
-)
 from tracetui.cli import main
 from tracetui.store.reader import Reader
 from tracetui.tree import build_tree

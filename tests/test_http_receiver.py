@@ -21,22 +21,6 @@ import grpc
 import pytest
 import requests
 from google.rpc import status_pb2
-from opentelemetry.exporter.otlp.proto.http import Compression
-from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, set_span_in_context
-
 from helpers import (
     FIXTURES,
     channel_to,
@@ -55,11 +39,38 @@ from helpers import (
     trace_fixture_files,
     wait_until,
 )
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
+
 from tracetui.otlp.otlp_json import message_to_dict
 from tracetui.store.reader import Reader
 
 #: The ready line exactly as the issue specifies it.
-READY = re.compile(r"^tracetui: listening grpc=(?P<grpc>\S+):(?P<gport>\d+) http=(?P<host>\S+):(?P<port>\d+) db=(?P<db>.+)$")
+READY = re.compile(
+    r"^tracetui: listening grpc=(?P<grpc>\S+):(?P<gport>\d+) http=(?P<host>\S+):(?P<port>\d+) db=(?P<db>.+)$"
+)
 PB = "application/x-protobuf"
 JSON = "application/json"
 
@@ -69,7 +80,9 @@ def http_url(rcv) -> str:
     return f"http://{match['host']}:{match['port']}"
 
 
-def post(url: str, body: bytes, content_type: str | None = PB, path: str = "/v1/traces", **headers) -> requests.Response:
+def post(
+    url: str, body: bytes, content_type: str | None = PB, path: str = "/v1/traces", **headers
+) -> requests.Response:
     if content_type is not None:
         headers["Content-Type"] = content_type
     return requests.post(url + path, data=body, headers=headers, timeout=30)
@@ -215,7 +228,9 @@ def test_sdk_http_exporter_trace_is_stored_as_sent(shared, url, compression, cap
         detail = reader.span_detail(trace_id, failed_id)
         assert detail.attributes == {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
                                      "gen_ai.usage.input_tokens": 12, "gen_ai.response.finish_reasons": ["stop"]}  # fmt: skip
-        assert [(e["name"], e["attributes"]) for e in detail.events] == [("gen_ai.content.prompt", {"gen_ai.prompt": "hello"})]
+        assert [(e["name"], e["attributes"]) for e in detail.events] == [
+            ("gen_ai.content.prompt", {"gen_ai.prompt": "hello"})
+        ]
         assert (detail.scope["name"], detail.scope["version"]) == ("tests.http", "1.2")
         link = reader.span_detail(trace_id, spans["fallback"].span_id).links[0]
         assert (link["span_id"], link["attributes"]) == (failed_id.hex(), {"k": "v"})
@@ -246,7 +261,9 @@ def test_sdk_exporters_for_logs_and_metrics_succeed_without_errors(shared, url, 
     assert not [r for r in caplog.records if r.name.startswith("opentelemetry")], caplog.text
     conn = sqlite3.connect(f"file:{shared.db_path}?mode=ro", uri=True)
     try:
-        rows = conn.execute("SELECT event_name, service FROM logs WHERE trace_id = ? AND span_id = ?", (tid(950), sid(1))).fetchall()
+        rows = conn.execute(
+            "SELECT event_name, service FROM logs WHERE trace_id = ? AND span_id = ?", (tid(950), sid(1))
+        ).fetchall()
     finally:
         conn.close()
     assert rows == [("gen_ai.evaluation.result", "http-logs")]
@@ -405,7 +422,9 @@ def test_broken_http_and_vanishing_clients_leave_the_server_serving(shared, url,
         except OSError:
             answer = b""
     assert answer == b"" or answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n")[0]
-    assert post(url, make_request([make_span(tid(908), sid(len(raw) % 200 + 1))]).SerializeToString()).status_code == 200
+    assert (
+        post(url, make_request([make_span(tid(908), sid(len(raw) % 200 + 1))]).SerializeToString()).status_code == 200
+    )
 
 
 @pytest.mark.parametrize(
@@ -528,7 +547,12 @@ def test_token_is_required_on_http_and_grpc(start_rcv, how):
     url = http_url(rcv)
     body = make_request([make_span(tid(1), sid(1))]).SerializeToString()
 
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}, {"Authorization": f"Basic {token}"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": token},
+        {"Authorization": f"Basic {token}"},
+    ):
         answer = post(url, body, PB, **headers)
         assert answer.status_code == 401
         assert answer.headers["WWW-Authenticate"].startswith("Bearer")
@@ -556,7 +580,10 @@ def test_token_is_required_on_http_and_grpc(start_rcv, how):
     with provider.get_tracer("t").start_as_current_span("with token") as span:
         pass
     provider.shutdown()
-    assert (span.get_span_context().trace_id.to_bytes(16, "big"), span.get_span_context().span_id.to_bytes(8, "big")) in stored_span_keys(rcv.db_path)
+    assert (
+        span.get_span_context().trace_id.to_bytes(16, "big"),
+        span.get_span_context().span_id.to_bytes(8, "big"),
+    ) in stored_span_keys(rcv.db_path)
 
 
 # --- CORS ------------------------------------------------------------------------------------------------

@@ -10,9 +10,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from google.protobuf import json_format
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from helpers import (
     FIXTURES,
     channel_to,
@@ -34,6 +31,9 @@ from helpers import (
     tid,
     trace_fixture_files,
 )
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
 from tracetui.cli import main
 from tracetui.export import ExportError, span_attributes_json, trace_summary
 from tracetui.fmt import fmt_duration
@@ -97,7 +97,10 @@ def test_import_of_every_fixture_stores_every_span_and_log_record(tmp_path):
         assert raw[(span.trace_id, span.span_id)] == span.SerializeToString()
     n_logs = log_record_count(FIXTURES.glob("*.logs.otlp"))
     assert stored(db, "SELECT count(*) FROM logs") == [(n_logs,)]
-    assert f"imported {len(keys):,} new spans in {len(expected_traces(requests))} traces and {n_logs} log records" in result.stderr
+    assert (
+        f"imported {len(keys):,} new spans in {len(expected_traces(requests))} traces and {n_logs} log records"
+        in result.stderr
+    )
     assert integrity(db) == "ok"
 
 
@@ -281,7 +284,10 @@ def test_export_then_import_round_trips_every_fixture_exactly(imported, tmp_path
         for _service, span in iter_spans(r for p in trace_fixture_files() for r in requests_of(p)):
             detail = reader.span_detail(span.trace_id, span.span_id)
             assert detail is not None
-            assert (detail.row["start_ns"], detail.row["end_ns"]) == (span.start_time_unix_nano, span.end_time_unix_nano)
+            assert (detail.row["start_ns"], detail.row["end_ns"]) == (
+                span.start_time_unix_nano,
+                span.end_time_unix_nano,
+            )
             assert comparable(detail.attributes) == comparable(plain_attributes(span.attributes))
             assert comparable([e["attributes"] for e in detail.events]) == comparable(
                 [plain_attributes(e.attributes) for e in span.events]
@@ -364,17 +370,23 @@ def test_summary_of_the_agent_run(imported):
     assert lines[0] == f"Trace {trace_id.hex()}: ticket-resolution agent"
     root = by_name["ticket-resolution agent"]
     run_ns = max(s.end_time_unix_nano for s in spans) - min(s.start_time_unix_nano for s in spans)
-    assert f"duration {fmt_duration(run_ns)}" in lines[1] and f"{len(spans)} spans" in lines[1] and "1 error" in lines[1]
+    assert (
+        f"duration {fmt_duration(run_ns)}" in lines[1] and f"{len(spans)} spans" in lines[1] and "1 error" in lines[1]
+    )
     assert "cost $0.0071" in lines[2]  # fmt_cost, as on screen (never "$0.0000")
     assert "$0.0071" in next(line for line in lines if "chat claude-sonnet-4" in line)
     assert "tokens 1,432 in / 187 out" in text  # the leaf LLM calls, not the agent span repeating them
     assert "groundedness 0.92" in text
 
     tree = [line for line in lines if line.startswith("  ") and "@" in line]
-    assert tree[0].startswith("  ticket-resolution agent") and fmt_duration(root.end_time_unix_nano - root.start_time_unix_nano) in tree[0]
+    assert (
+        tree[0].startswith("  ticket-resolution agent")
+        and fmt_duration(root.end_time_unix_nano - root.start_time_unix_nano) in tree[0]
+    )
     children = sorted((s for s in spans if s.parent_span_id == root.span_id), key=lambda s: s.start_time_unix_nano)
     assert [line.split("  ")[1] for line in tree[1:]] == [
-        *(f"├ {s.name}" for s in children[:-1]), f"└ {children[-1].name}"
+        *(f"├ {s.name}" for s in children[:-1]),
+        f"└ {children[-1].name}",
     ]
     failed = by_name["chat gpt-4o"]
     failed_line = next(line for line in tree if "chat gpt-4o" in line)

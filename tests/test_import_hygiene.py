@@ -10,9 +10,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import receiver_env
 
 import tracetui
-from helpers import receiver_env
 
 PACKAGE = Path(tracetui.__file__).parent
 UI = PACKAGE / "ui"

@@ -22,8 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from helpers import receiver_env, start_receiver, wait_until
+
 from tracetui.store.reader import Reader
 
 RETRIED_MODEL = "gpt-4.1-mini"
@@ -66,8 +66,13 @@ class FakeOpenAI(BaseHTTPRequestHandler):
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
             self.wfile.flush()
             time.sleep(0.005)
-        last = {"id": "chatcmpl-live", "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": f"{model}-2025-04-14", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        last = {
+            "id": "chatcmpl-live",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": f"{model}-2025-04-14",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        }
         self.wfile.write(f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n".encode())
         self.wfile.flush()
         self.close_connection = True

@@ -12,8 +12,8 @@ import signal
 from pathlib import Path
 
 import pytest
-
 from helpers import FIXTURES, channel_to, read_records, start_receiver, trace_fixture_files
+
 from tracetui.store.reader import Reader
 
 LIBRARIES = ("traceai_openai", "openinference_openai", "openllmetry_openai", "otel_v2_openai")
@@ -133,9 +133,7 @@ def test_token_counts_agree_across_libraries(db: Path) -> None:
 
 def test_handmade_agent_timeout_then_fallback(db: Path) -> None:
     reader = Reader(db)
-    agent = next(
-        t for t in reader.traces(0, -1) if t.service == "harness-handmade-agent" and t.span_count == 5
-    )
+    agent = next(t for t in reader.traces(0, -1) if t.service == "harness-handmade-agent" and t.span_count == 5)
     spans = {s["name"]: s for s in reader.span_json(agent.trace_id)}
     failed, fallback = spans["chat gpt-4o"], spans["chat claude-sonnet-4"]
     assert failed["status"] == "error" and failed["kind"] == "llm"

@@ -69,7 +69,16 @@ REASSEMBLE_CASES = [
             "m.0.message.tool_calls.0.tool_call.id": "c0",
         },
         "m",
-        [{"message": {"tool_calls": [{"tool_call": {"function": {"name": "a"}, "id": "c0"}}, {"tool_call": {"function": {"name": "b"}}}]}}],
+        [
+            {
+                "message": {
+                    "tool_calls": [
+                        {"tool_call": {"function": {"name": "a"}, "id": "c0"}},
+                        {"tool_call": {"function": {"name": "b"}}},
+                    ]
+                }
+            }
+        ],
         id="nested-index-levels-become-lists",
     ),
     pytest.param(
@@ -144,14 +153,26 @@ OPENAI_REQUEST = {
     "model": "gpt-4o-mini",
     "messages": [
         {"role": "system", "content": SYS},
-        {"role": "user", "content": [{"type": "text", "text": USER}, {"type": "image_url", "image_url": {"url": "https://x/cat.png"}}]},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "calc", "arguments": '{"e":"2+2"}'}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": USER},
+                {"type": "image_url", "image_url": {"url": "https://x/cat.png"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "calc", "arguments": '{"e":"2+2"}'}}],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": "4"},
     ],
 }
 OPENAI_RESPONSE = {
     "id": "chatcmpl-1",
-    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": ANSWER, "refusal": None}}],
+    "choices": [
+        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": ANSWER, "refusal": None}}
+    ],
 }
 
 # (attributes, logs, expected summary)
@@ -159,8 +180,15 @@ SHAPE_CASES = [
     # 1. OTel parts schema
     pytest.param(
         {
-            "gen_ai.input.messages": J([{"role": "system", "parts": [{"type": "text", "content": SYS}]}, {"role": "user", "parts": [{"type": "text", "content": USER}]}]),
-            "gen_ai.output.messages": J([{"role": "assistant", "parts": [{"type": "text", "content": ANSWER}], "finish_reason": "stop"}]),
+            "gen_ai.input.messages": J(
+                [
+                    {"role": "system", "parts": [{"type": "text", "content": SYS}]},
+                    {"role": "user", "parts": [{"type": "text", "content": USER}]},
+                ]
+            ),
+            "gen_ai.output.messages": J(
+                [{"role": "assistant", "parts": [{"type": "text", "content": ANSWER}], "finish_reason": "stop"}]
+            ),
         },
         None,
         [
@@ -172,7 +200,9 @@ SHAPE_CASES = [
     ),
     pytest.param(
         {
-            "gen_ai.input.messages": [{"role": "user", "parts": [{"type": "text", "content": "a"}, {"type": "text", "content": "b"}]}],
+            "gen_ai.input.messages": [
+                {"role": "user", "parts": [{"type": "text", "content": "a"}, {"type": "text", "content": "b"}]}
+            ],
             "gen_ai.output.messages": [{"role": "assistant", "parts": [{"type": "text", "content": ANSWER}]}],
         },
         None,
@@ -189,7 +219,10 @@ SHAPE_CASES = [
         id="otel-system-instructions-json-first",
     ),
     pytest.param(
-        {"gen_ai.system_instructions": SYS, "gen_ai.input.messages": J([{"role": "user", "parts": [{"type": "text", "content": USER}]}])},
+        {
+            "gen_ai.system_instructions": SYS,
+            "gen_ai.input.messages": J([{"role": "user", "parts": [{"type": "text", "content": USER}]}]),
+        },
         None,
         [("input", "system", SYS, "gen_ai.system_instructions"), ("input", "user", USER, "gen_ai.input.messages")],
         id="otel-system-instructions-plain-string",
@@ -203,7 +236,12 @@ SHAPE_CASES = [
     pytest.param(
         {
             "gen_ai.system_instructions": J([{"type": "text", "content": SYS}]),
-            "gen_ai.input.messages": J([{"role": "system", "parts": [{"type": "text", "content": SYS}]}, {"role": "user", "parts": [{"type": "text", "content": USER}]}]),
+            "gen_ai.input.messages": J(
+                [
+                    {"role": "system", "parts": [{"type": "text", "content": SYS}]},
+                    {"role": "user", "parts": [{"type": "text", "content": USER}]},
+                ]
+            ),
         },
         None,
         [("input", "system", SYS, "gen_ai.input.messages"), ("input", "user", USER, "gen_ai.input.messages")],
@@ -213,16 +251,45 @@ SHAPE_CASES = [
         {
             "gen_ai.input.messages": J(
                 [
-                    {"role": "user", "parts": [{"type": "blob", "mime_type": "image/png", "modality": "image", "content": "iVBORw0KGgo" * 1000}, {"type": "uri", "modality": "image", "uri": "https://x/a.png"}, {"type": "file", "mime_type": "application/pdf", "file_id": "file-9"}, {"type": "text", "content": "describe"}]},
+                    {
+                        "role": "user",
+                        "parts": [
+                            {
+                                "type": "blob",
+                                "mime_type": "image/png",
+                                "modality": "image",
+                                "content": "iVBORw0KGgo" * 1000,
+                            },
+                            {"type": "uri", "modality": "image", "uri": "https://x/a.png"},
+                            {"type": "file", "mime_type": "application/pdf", "file_id": "file-9"},
+                            {"type": "text", "content": "describe"},
+                        ],
+                    },
                     {"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1", "response": {"temp": 20}}]},
                     {"role": "tool", "parts": [{"type": "tool_call_response", "id": "c2", "result": "sunny"}]},
                 ]
             ),
-            "gen_ai.output.messages": J([{"role": "assistant", "parts": [{"type": "reasoning", "content": "think"}, {"type": "text", "content": ANSWER}, {"type": "mystery"}]}]),
+            "gen_ai.output.messages": J(
+                [
+                    {
+                        "role": "assistant",
+                        "parts": [
+                            {"type": "reasoning", "content": "think"},
+                            {"type": "text", "content": ANSWER},
+                            {"type": "mystery"},
+                        ],
+                    }
+                ]
+            ),
         },
         None,
         [
-            ("input", "user", "[image/png blob]\n[image: https://x/a.png]\n[application/pdf file file-9]\ndescribe", "gen_ai.input.messages"),
+            (
+                "input",
+                "user",
+                "[image/png blob]\n[image: https://x/a.png]\n[application/pdf file file-9]\ndescribe",
+                "gen_ai.input.messages",
+            ),
             ("input", "tool", '{"temp": 20}', "gen_ai.input.messages"),
             ("input", "tool", "sunny", "gen_ai.input.messages"),
             ("output", "assistant", f"[reasoning] think\n{ANSWER}\n[mystery part]", "gen_ai.output.messages"),
@@ -294,7 +361,11 @@ SHAPE_CASES = [
         id="openinference-flattened-wins-over-input-value",
     ),
     pytest.param(
-        {"openinference.span.kind": "LLM", "llm.prompts.0.prompt.text": "Once upon", "llm.choices.0.completion.text": " a time"},
+        {
+            "openinference.span.kind": "LLM",
+            "llm.prompts.0.prompt.text": "Once upon",
+            "llm.choices.0.completion.text": " a time",
+        },
         None,
         [("input", "user", "Once upon", "llm.prompts.*"), ("output", "assistant", " a time", "llm.choices.*")],
         id="openinference-legacy-completions",
@@ -311,7 +382,12 @@ SHAPE_CASES = [
             "gen_ai.prompt.0.role": "system",
             "gen_ai.prompt.0.content": SYS,
             "gen_ai.prompt.1.role": "user",
-            "gen_ai.prompt.1.content": J([{"type": "text", "text": USER}, {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 5000}}]),
+            "gen_ai.prompt.1.content": J(
+                [
+                    {"type": "text", "text": USER},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 5000}},
+                ]
+            ),
             "gen_ai.prompt.2.role": "tool",
             "gen_ai.prompt.2.tool_call_id": "c1",
             "gen_ai.prompt.2.content": "4",
@@ -338,7 +414,9 @@ SHAPE_CASES = [
                 {
                     "gen_ai.system_instructions": [{"type": "text", "content": SYS}],
                     "gen_ai.input.messages": [{"role": "user", "parts": [{"type": "text", "content": USER}]}],
-                    "gen_ai.output.messages": [{"role": "assistant", "parts": [{"type": "text", "content": ANSWER}], "finish_reason": "stop"}],
+                    "gen_ai.output.messages": [
+                        {"role": "assistant", "parts": [{"type": "text", "content": ANSWER}], "finish_reason": "stop"}
+                    ],
                 },
             )
         ],
@@ -355,7 +433,10 @@ SHAPE_CASES = [
             log(
                 "gen_ai.client.inference.operation.details",
                 {},
-                {"gen_ai.input.messages": J([{"role": "user", "parts": [{"type": "text", "content": USER}]}]), "gen_ai.output.messages": [{"role": "assistant", "parts": [{"type": "text", "content": ANSWER}]}]},
+                {
+                    "gen_ai.input.messages": J([{"role": "user", "parts": [{"type": "text", "content": USER}]}]),
+                    "gen_ai.output.messages": [{"role": "assistant", "parts": [{"type": "text", "content": ANSWER}]}],
+                },
                 old_style=True,
             )
         ],
@@ -370,10 +451,22 @@ SHAPE_CASES = [
         [
             log("gen_ai.system.message", {"gen_ai.system": "openai"}, {"content": SYS}),
             log("gen_ai.user.message", {}, {"content": USER}),
-            log("gen_ai.assistant.message", {}, {"tool_calls": [{"id": "c1", "type": "function", "function": {"name": "calc", "arguments": '{"e":"2+2"}'}}]}),
+            log(
+                "gen_ai.assistant.message",
+                {},
+                {
+                    "tool_calls": [
+                        {"id": "c1", "type": "function", "function": {"name": "calc", "arguments": '{"e":"2+2"}'}}
+                    ]
+                },
+            ),
             log("gen_ai.tool.message", {}, {"content": "4", "id": "c1"}, old_style=True),
             log("gen_ai.choice", {}, {"index": 1, "finish_reason": "length", "message": {"content": "second"}}),
-            log("gen_ai.choice", {}, {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": ANSWER}}),
+            log(
+                "gen_ai.choice",
+                {},
+                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": ANSWER}},
+            ),
             log("gen_ai.evaluation.result", {"gen_ai.evaluation.name": "relevance"}),
         ],
         [
@@ -388,7 +481,12 @@ SHAPE_CASES = [
     ),
     # 6. opaque blobs
     pytest.param(
-        {"input.value": J(OPENAI_REQUEST), "input.mime_type": "application/json", "output.value": J(OPENAI_RESPONSE), "output.mime_type": "application/json"},
+        {
+            "input.value": J(OPENAI_REQUEST),
+            "input.mime_type": "application/json",
+            "output.value": J(OPENAI_RESPONSE),
+            "output.mime_type": "application/json",
+        },
         None,
         [
             ("input", "system", SYS, "input.value"),
@@ -418,7 +516,11 @@ SHAPE_CASES = [
         id="input-value-mime-json-but-garbage",
     ),
     pytest.param(
-        {"traceloop.span.kind": "task", "traceloop.entity.input": J({"args": [], "kwargs": {"messages": [{"role": "user", "content": USER}]}}), "traceloop.entity.output": J("done")},
+        {
+            "traceloop.span.kind": "task",
+            "traceloop.entity.input": J({"args": [], "kwargs": {"messages": [{"role": "user", "content": USER}]}}),
+            "traceloop.entity.output": J("done"),
+        },
         None,
         [("input", "user", USER, "traceloop.entity.input"), ("output", "assistant", "done", "traceloop.entity.output")],
         id="traceloop-entity-input-output",
@@ -426,42 +528,111 @@ SHAPE_CASES = [
     pytest.param(
         {
             "langsmith.span.kind": "llm",
-            "gen_ai.prompt": J({"messages": [[{"lc": 1, "type": "constructor", "id": ["langchain", "schema", "messages", "SystemMessage"], "kwargs": {"content": SYS, "type": "system"}}, {"lc": 1, "type": "constructor", "id": ["langchain", "schema", "messages", "HumanMessage"], "kwargs": {"content": USER}}]]}),
-            "gen_ai.completion": J({"generations": [[{"text": ANSWER, "generation_info": {"finish_reason": "stop"}, "message": {"lc": 1, "id": ["langchain", "schema", "messages", "AIMessage"], "kwargs": {"content": ANSWER, "tool_calls": [{"name": "calc", "args": {"e": "2+2"}, "id": "c1"}]}}}]]}),
+            "gen_ai.prompt": J(
+                {
+                    "messages": [
+                        [
+                            {
+                                "lc": 1,
+                                "type": "constructor",
+                                "id": ["langchain", "schema", "messages", "SystemMessage"],
+                                "kwargs": {"content": SYS, "type": "system"},
+                            },
+                            {
+                                "lc": 1,
+                                "type": "constructor",
+                                "id": ["langchain", "schema", "messages", "HumanMessage"],
+                                "kwargs": {"content": USER},
+                            },
+                        ]
+                    ]
+                }
+            ),
+            "gen_ai.completion": J(
+                {
+                    "generations": [
+                        [
+                            {
+                                "text": ANSWER,
+                                "generation_info": {"finish_reason": "stop"},
+                                "message": {
+                                    "lc": 1,
+                                    "id": ["langchain", "schema", "messages", "AIMessage"],
+                                    "kwargs": {
+                                        "content": ANSWER,
+                                        "tool_calls": [{"name": "calc", "args": {"e": "2+2"}, "id": "c1"}],
+                                    },
+                                },
+                            }
+                        ]
+                    ]
+                }
+            ),
         },
         None,
-        [("input", "system", SYS, "gen_ai.prompt"), ("input", "user", USER, "gen_ai.prompt"), ("output", "assistant", ANSWER, "gen_ai.completion")],
+        [
+            ("input", "system", SYS, "gen_ai.prompt"),
+            ("input", "user", USER, "gen_ai.prompt"),
+            ("output", "assistant", ANSWER, "gen_ai.completion"),
+        ],
         id="langsmith-prompt-completion-langchain-serialized",
     ),
     pytest.param(
-        {"gen_ai.prompt": J({"messages": [{"role": "user", "content": USER}]}), "gen_ai.completion": J({"choices": [{"message": {"role": "assistant", "content": ANSWER}}]})},
+        {
+            "gen_ai.prompt": J({"messages": [{"role": "user", "content": USER}]}),
+            "gen_ai.completion": J({"choices": [{"message": {"role": "assistant", "content": ANSWER}}]}),
+        },
         None,
         [("input", "user", USER, "gen_ai.prompt"), ("output", "assistant", ANSWER, "gen_ai.completion")],
         id="langsmith-prompt-completion-openai-shaped",
     ),
     pytest.param(
-        {"request_data": J({"model": "gpt-4o", "messages": [{"role": "user", "content": USER}]}), "response_data": J({"message": {"role": "assistant", "content": ANSWER}, "usage": {}})},
+        {
+            "request_data": J({"model": "gpt-4o", "messages": [{"role": "user", "content": USER}]}),
+            "response_data": J({"message": {"role": "assistant", "content": ANSWER}, "usage": {}}),
+        },
         None,
         [("input", "user", USER, "request_data"), ("output", "assistant", ANSWER, "response_data")],
         id="logfire-request-response-data",
     ),
     pytest.param(
-        {"request_data": {"messages": [{"role": "user", "content": USER}]}, "response_data": {"combined_chunk_content": ANSWER, "chunk_count": 3}},
+        {
+            "request_data": {"messages": [{"role": "user", "content": USER}]},
+            "response_data": {"combined_chunk_content": ANSWER, "chunk_count": 3},
+        },
         None,
         [("input", "user", USER, "request_data"), ("output", "assistant", ANSWER, "response_data")],
         id="logfire-structured-streamed",
     ),
     pytest.param(
-        {"output.value": J({"output": [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": ANSWER}]}, {"type": "function_call", "call_id": "c1", "name": "calc", "arguments": "{}"}]})},
+        {
+            "output.value": J(
+                {
+                    "output": [
+                        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": ANSWER}]},
+                        {"type": "function_call", "call_id": "c1", "name": "calc", "arguments": "{}"},
+                    ]
+                }
+            )
+        },
         None,
         [("output", "assistant", ANSWER, "output.value")],
         id="responses-api-output-joined",
     ),
     # tool execution spans
     pytest.param(
-        {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "calc", "gen_ai.tool.call.id": "c1", "gen_ai.tool.call.arguments": '{"e": "2+2"}', "gen_ai.tool.call.result": {"value": 4}},
+        {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": "calc",
+            "gen_ai.tool.call.id": "c1",
+            "gen_ai.tool.call.arguments": '{"e": "2+2"}',
+            "gen_ai.tool.call.result": {"value": 4},
+        },
         None,
-        [("input", "tool-call", '{"e": "2+2"}', "gen_ai.tool.call.*"), ("output", "tool-result", '{"value": 4}', "gen_ai.tool.call.*")],
+        [
+            ("input", "tool-call", '{"e": "2+2"}', "gen_ai.tool.call.*"),
+            ("output", "tool-result", '{"value": 4}', "gen_ai.tool.call.*"),
+        ],
         id="tool-execution-arguments-result",
     ),
     pytest.param(
@@ -471,7 +642,11 @@ SHAPE_CASES = [
         id="openinference-tool-span-is-not-a-conversation",
     ),
     pytest.param(
-        {"openinference.span.kind": "EMBEDDING", "input.value": J({"input": "text"}), "output.value": J({"data": [{"embedding": [0.1] * 10}]})},
+        {
+            "openinference.span.kind": "EMBEDDING",
+            "input.value": J({"input": "text"}),
+            "output.value": J({"data": [{"embedding": [0.1] * 10}]}),
+        },
         None,
         [],
         id="embedding-span-blobs-ignored",
@@ -491,7 +666,10 @@ SHAPE_CASES = [
         [
             log(
                 "gen_ai.client.inference.operation.details",
-                {"gen_ai.input.messages": [{"role": "user", "parts": [{"type": "text", "content": USER}]}], "gen_ai.output.messages": [{"role": "assistant", "parts": [{"type": "text", "content": ANSWER}]}]},
+                {
+                    "gen_ai.input.messages": [{"role": "user", "parts": [{"type": "text", "content": USER}]}],
+                    "gen_ai.output.messages": [{"role": "assistant", "parts": [{"type": "text", "content": ANSWER}]}],
+                },
             ),
             log("gen_ai.user.message", {}, {"content": USER}),
         ],
@@ -500,8 +678,16 @@ SHAPE_CASES = [
     ),
     pytest.param(
         {"gen_ai.input.messages": J([{"role": "user", "parts": [{"type": "text", "content": USER}]}])},
-        [log("gen_ai.client.inference.operation.details", {"gen_ai.output.messages": [{"role": "assistant", "parts": [{"type": "text", "content": ANSWER}]}]})],
-        [("input", "user", USER, "gen_ai.input.messages"), ("output", "assistant", ANSWER, "log:gen_ai.client.inference.operation.details")],
+        [
+            log(
+                "gen_ai.client.inference.operation.details",
+                {"gen_ai.output.messages": [{"role": "assistant", "parts": [{"type": "text", "content": ANSWER}]}]},
+            )
+        ],
+        [
+            ("input", "user", USER, "gen_ai.input.messages"),
+            ("output", "assistant", ANSWER, "log:gen_ai.client.inference.operation.details"),
+        ],
         id="direction-by-direction-choice",
     ),
     pytest.param(
@@ -512,8 +698,19 @@ SHAPE_CASES = [
     ),
     pytest.param(
         {"gen_ai.system_instructions": SYS},
-        [log("gen_ai.client.inference.operation.details", {"gen_ai.system_instructions": SYS, "gen_ai.input.messages": [{"role": "user", "parts": [{"type": "text", "content": USER}]}]})],
-        [("input", "system", SYS, "log:gen_ai.client.inference.operation.details"), ("input", "user", USER, "log:gen_ai.client.inference.operation.details")],
+        [
+            log(
+                "gen_ai.client.inference.operation.details",
+                {
+                    "gen_ai.system_instructions": SYS,
+                    "gen_ai.input.messages": [{"role": "user", "parts": [{"type": "text", "content": USER}]}],
+                },
+            )
+        ],
+        [
+            ("input", "system", SYS, "log:gen_ai.client.inference.operation.details"),
+            ("input", "user", USER, "log:gen_ai.client.inference.operation.details"),
+        ],
         id="system-instructions-on-span-and-log-once",
     ),
     pytest.param(
@@ -528,7 +725,9 @@ SHAPE_CASES = [
         id="content-and-contents-same-text-once",
     ),
     pytest.param({}, None, [], id="no-content"),
-    pytest.param({"gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 3}, [], [], id="no-content-empty-logs"),
+    pytest.param(
+        {"gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 3}, [], [], id="no-content-empty-logs"
+    ),
 ]
 
 
@@ -557,19 +756,48 @@ class Detail:
 
 DETAIL_CASES = [
     pytest.param(
-        {"gen_ai.output.messages": J([{"role": "assistant", "parts": [{"type": "tool_call", "id": "c1", "name": "calc", "arguments": {"e": "2+2"}}], "finish_reason": "tool_call"}])},
+        {
+            "gen_ai.output.messages": J(
+                [
+                    {
+                        "role": "assistant",
+                        "parts": [{"type": "tool_call", "id": "c1", "name": "calc", "arguments": {"e": "2+2"}}],
+                        "finish_reason": "tool_call",
+                    }
+                ]
+            )
+        },
         None,
         Detail(0, tool_calls=[("c1", "calc", '{"e": "2+2"}')], finish_reason="tool_call"),
         id="otel-tool-call-object-arguments-become-json-text",
     ),
     pytest.param(
-        {"gen_ai.output.messages": J([{"role": "assistant", "parts": [{"type": "tool_call", "id": "c1", "name": "calc", "arguments": '{"e":  "2+2"}'}]}])},
+        {
+            "gen_ai.output.messages": J(
+                [
+                    {
+                        "role": "assistant",
+                        "parts": [{"type": "tool_call", "id": "c1", "name": "calc", "arguments": '{"e":  "2+2"}'}],
+                    }
+                ]
+            )
+        },
         None,
         Detail(0, tool_calls=[("c1", "calc", '{"e":  "2+2"}')]),
         id="otel-tool-call-string-arguments-kept-as-is",
     ),
     pytest.param(
-        {"gen_ai.input.messages": J([{"role": "tool", "parts": [{"type": "tool_call_response", "id": "c9", "response": "ok"}], "name": "calc"}])},
+        {
+            "gen_ai.input.messages": J(
+                [
+                    {
+                        "role": "tool",
+                        "parts": [{"type": "tool_call_response", "id": "c9", "response": "ok"}],
+                        "name": "calc",
+                    }
+                ]
+            )
+        },
         None,
         Detail(0, tool_call_id="c9", name="calc"),
         id="otel-tool-call-response-id",
@@ -599,7 +827,12 @@ DETAIL_CASES = [
         id="openinference-tool-call-and-span-finish-reason",
     ),
     pytest.param(
-        {"llm.input_messages.0.message.role": "tool", "llm.input_messages.0.message.tool_call_id": "c1", "llm.input_messages.0.message.name": "calc", "llm.input_messages.0.message.content": "4"},
+        {
+            "llm.input_messages.0.message.role": "tool",
+            "llm.input_messages.0.message.tool_call_id": "c1",
+            "llm.input_messages.0.message.name": "calc",
+            "llm.input_messages.0.message.content": "4",
+        },
         None,
         Detail(0, tool_call_id="c1", name="calc"),
         id="openinference-tool-result",
@@ -624,19 +857,65 @@ DETAIL_CASES = [
     ),
     pytest.param(
         {},
-        [log("gen_ai.assistant.message", {}, {"tool_calls": [{"id": "c1", "type": "function", "function": {"name": "calc", "arguments": "{}"}}]})],
+        [
+            log(
+                "gen_ai.assistant.message",
+                {},
+                {"tool_calls": [{"id": "c1", "type": "function", "function": {"name": "calc", "arguments": "{}"}}]},
+            )
+        ],
         Detail(0, tool_calls=[("c1", "calc", "{}")]),
         id="log-assistant-message-tool-calls",
     ),
-    pytest.param({}, [log("gen_ai.tool.message", {}, {"content": "4", "id": "c1"})], Detail(0, tool_call_id="c1"), id="log-tool-message-id"),
     pytest.param(
         {},
-        [log("gen_ai.choice", {}, {"index": 0, "finish_reason": "tool_calls", "message": {"tool_calls": [{"id": "c1", "type": "function", "function": {"name": "calc", "arguments": "{}"}}]}})],
+        [log("gen_ai.tool.message", {}, {"content": "4", "id": "c1"})],
+        Detail(0, tool_call_id="c1"),
+        id="log-tool-message-id",
+    ),
+    pytest.param(
+        {},
+        [
+            log(
+                "gen_ai.choice",
+                {},
+                {
+                    "index": 0,
+                    "finish_reason": "tool_calls",
+                    "message": {
+                        "tool_calls": [
+                            {"id": "c1", "type": "function", "function": {"name": "calc", "arguments": "{}"}}
+                        ]
+                    },
+                },
+            )
+        ],
         Detail(0, tool_calls=[("c1", "calc", "{}")], finish_reason="tool_calls"),
         id="log-choice-tool-calls",
     ),
     pytest.param(
-        {"output.value": J({"choices": [{"finish_reason": "tool_calls", "message": {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "function": {"arguments": '{"e": 1}', "name": "calc"}, "type": "function"}]}}]})},
+        {
+            "output.value": J(
+                {
+                    "choices": [
+                        {
+                            "finish_reason": "tool_calls",
+                            "message": {
+                                "role": "assistant",
+                                "content": None,
+                                "tool_calls": [
+                                    {
+                                        "id": "c1",
+                                        "function": {"arguments": '{"e": 1}', "name": "calc"},
+                                        "type": "function",
+                                    }
+                                ],
+                            },
+                        }
+                    ]
+                }
+            )
+        },
         None,
         Detail(0, tool_calls=[("c1", "calc", '{"e": 1}')], finish_reason="tool_calls"),
         id="output-value-openai-tool-call",
@@ -648,19 +927,50 @@ DETAIL_CASES = [
         id="input-value-tool-result",
     ),
     pytest.param(
-        {"gen_ai.completion": J({"generations": [[{"message": {"lc": 1, "id": ["langchain", "schema", "messages", "AIMessage"], "kwargs": {"content": "", "tool_calls": [{"name": "calc", "args": {"e": 1}, "id": "c1"}]}}}]]})},
+        {
+            "gen_ai.completion": J(
+                {
+                    "generations": [
+                        [
+                            {
+                                "message": {
+                                    "lc": 1,
+                                    "id": ["langchain", "schema", "messages", "AIMessage"],
+                                    "kwargs": {
+                                        "content": "",
+                                        "tool_calls": [{"name": "calc", "args": {"e": 1}, "id": "c1"}],
+                                    },
+                                }
+                            }
+                        ]
+                    ]
+                }
+            )
+        },
         None,
         Detail(0, tool_calls=[("c1", "calc", '{"e": 1}')]),
         id="langchain-tool-call-args",
     ),
     pytest.param(
-        {"output.value": J({"output": [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "x"}]}, {"type": "function_call", "call_id": "c1", "name": "calc", "arguments": "{}"}]})},
+        {
+            "output.value": J(
+                {
+                    "output": [
+                        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "x"}]},
+                        {"type": "function_call", "call_id": "c1", "name": "calc", "arguments": "{}"},
+                    ]
+                }
+            )
+        },
         None,
         Detail(0, tool_calls=[("c1", "calc", "{}")]),
         id="responses-api-function-call",
     ),
     pytest.param(
-        {"gen_ai.output.messages": J([{"role": "assistant", "parts": []}, {"role": "assistant", "parts": []}]), "gen_ai.response.finish_reasons": ["stop", "length"]},
+        {
+            "gen_ai.output.messages": J([{"role": "assistant", "parts": []}, {"role": "assistant", "parts": []}]),
+            "gen_ai.response.finish_reasons": ["stop", "length"],
+        },
         None,
         Detail(1, finish_reason="length"),
         id="finish-reasons-filled-by-position",
@@ -696,9 +1006,16 @@ def test_details(attrs, logs, detail: Detail):
 
 def test_directions_are_ordered_input_then_output():
     attrs = {
-        "gen_ai.output.messages": J([{"role": "assistant", "parts": [{"type": "text", "content": "a1"}]}, {"role": "assistant", "parts": [{"type": "text", "content": "a2"}]}]),
+        "gen_ai.output.messages": J(
+            [
+                {"role": "assistant", "parts": [{"type": "text", "content": "a1"}]},
+                {"role": "assistant", "parts": [{"type": "text", "content": "a2"}]},
+            ]
+        ),
         "gen_ai.system_instructions": "s",
-        "gen_ai.input.messages": J([{"role": "user", "parts": [{"type": "text", "content": f"u{i}"}]} for i in range(3)]),
+        "gen_ai.input.messages": J(
+            [{"role": "user", "parts": [{"type": "text", "content": f"u{i}"}]} for i in range(3)]
+        ),
     }
     assert [(m.direction, m.content) for m in extract_messages(attrs)] == [
         ("input", "s"),
@@ -713,18 +1030,79 @@ def test_directions_are_ordered_input_then_output():
 # --- robustness ---------------------------------------------------------------------------
 
 ROBUST_CASES = [
-    pytest.param({"gen_ai.input.messages": "[{not json", "gen_ai.output.messages": "plain words"}, id="garbage-json-in-otel-keys"),
-    pytest.param({"gen_ai.input.messages": "null", "gen_ai.output.messages": "42", "gen_ai.system_instructions": "{}"}, id="json-of-wrong-type"),
-    pytest.param({"gen_ai.input.messages": J([1, None, "s", [], {}, {"role": None}, {"role": 5, "parts": "x"}, {"parts": [None, 3, {"type": 7}]}])}, id="odd-items"),
-    pytest.param({"gen_ai.input.messages": J([{"role": "user", "parts": [{"type": "text", "content": {"k": [1, 2]}}, {"type": "text", "content": 42}, {"type": "text", "content": True}]}])}, id="non-string-part-content"),
-    pytest.param({"gen_ai.prompt.0.content": 42, "gen_ai.prompt.1.content": ["a", 1], "gen_ai.prompt.2.content": None, "gen_ai.prompt.3.role": {"x": 1}}, id="non-string-flattened-content"),
-    pytest.param({"llm.input_messages.0.message": "not a dict", "llm.input_messages.1.message.tool_calls": "nope", "llm.input_messages.2.message.contents.0": 5}, id="flattened-wrong-types"),
-    pytest.param({"input.value": 12345, "output.value": ["list", "value"], "input.mime_type": "application/json"}, id="blob-non-string"),
-    pytest.param({"input.value": J({"messages": "not a list"}), "output.value": J({"choices": "nope"})}, id="blob-wrong-types"),
-    pytest.param({"input.value": J({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": None}, None, 4]}]})}, id="blob-odd-content-parts"),
-    pytest.param({"gen_ai.tool.call.arguments": None, "gen_ai.tool.call.result": {"deep": [[[[1]]]]}}, id="tool-execution-odd-values"),
+    pytest.param(
+        {"gen_ai.input.messages": "[{not json", "gen_ai.output.messages": "plain words"}, id="garbage-json-in-otel-keys"
+    ),
+    pytest.param(
+        {"gen_ai.input.messages": "null", "gen_ai.output.messages": "42", "gen_ai.system_instructions": "{}"},
+        id="json-of-wrong-type",
+    ),
+    pytest.param(
+        {
+            "gen_ai.input.messages": J(
+                [1, None, "s", [], {}, {"role": None}, {"role": 5, "parts": "x"}, {"parts": [None, 3, {"type": 7}]}]
+            )
+        },
+        id="odd-items",
+    ),
+    pytest.param(
+        {
+            "gen_ai.input.messages": J(
+                [
+                    {
+                        "role": "user",
+                        "parts": [
+                            {"type": "text", "content": {"k": [1, 2]}},
+                            {"type": "text", "content": 42},
+                            {"type": "text", "content": True},
+                        ],
+                    }
+                ]
+            )
+        },
+        id="non-string-part-content",
+    ),
+    pytest.param(
+        {
+            "gen_ai.prompt.0.content": 42,
+            "gen_ai.prompt.1.content": ["a", 1],
+            "gen_ai.prompt.2.content": None,
+            "gen_ai.prompt.3.role": {"x": 1},
+        },
+        id="non-string-flattened-content",
+    ),
+    pytest.param(
+        {
+            "llm.input_messages.0.message": "not a dict",
+            "llm.input_messages.1.message.tool_calls": "nope",
+            "llm.input_messages.2.message.contents.0": 5,
+        },
+        id="flattened-wrong-types",
+    ),
+    pytest.param(
+        {"input.value": 12345, "output.value": ["list", "value"], "input.mime_type": "application/json"},
+        id="blob-non-string",
+    ),
+    pytest.param(
+        {"input.value": J({"messages": "not a list"}), "output.value": J({"choices": "nope"})}, id="blob-wrong-types"
+    ),
+    pytest.param(
+        {
+            "input.value": J(
+                {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": None}, None, 4]}]}
+            )
+        },
+        id="blob-odd-content-parts",
+    ),
+    pytest.param(
+        {"gen_ai.tool.call.arguments": None, "gen_ai.tool.call.result": {"deep": [[[[1]]]]}},
+        id="tool-execution-odd-values",
+    ),
     pytest.param({"gen_ai.system_instructions": [None, 1, {"type": "blob"}]}, id="system-instructions-odd"),
-    pytest.param({"gen_ai.response.finish_reasons": [None, {"a": 1}], "gen_ai.completion.0.content": "x"}, id="finish-reasons-odd"),
+    pytest.param(
+        {"gen_ai.response.finish_reasons": [None, {"a": 1}], "gen_ai.completion.0.content": "x"},
+        id="finish-reasons-odd",
+    ),
 ]
 
 
@@ -742,9 +1120,22 @@ BAD_LOGS = [
     pytest.param([None, 1, "s", []], id="non-dicts"),
     pytest.param([{"event_name": 5, "attributes": "x", "body": object()}], id="wrong-field-types"),
     pytest.param([{"attributes": {"event.name": ["x"]}}], id="bad-old-name"),
-    pytest.param([log("gen_ai.client.inference.operation.details", {"gen_ai.input.messages": "garbage"}, "body string")], id="details-garbage"),
-    pytest.param([log("gen_ai.user.message", {}, None), log("gen_ai.user.message", {}, 42), log("gen_ai.choice", {}, "str body"), log("gen_ai.choice", {}, {"message": "x", "index": "0"})], id="per-message-odd-bodies"),
-    pytest.param([log("gen_ai.choice", {}, {"index": True, "message": {"content": [1, {"type": None}]}})], id="choice-odd-index"),
+    pytest.param(
+        [log("gen_ai.client.inference.operation.details", {"gen_ai.input.messages": "garbage"}, "body string")],
+        id="details-garbage",
+    ),
+    pytest.param(
+        [
+            log("gen_ai.user.message", {}, None),
+            log("gen_ai.user.message", {}, 42),
+            log("gen_ai.choice", {}, "str body"),
+            log("gen_ai.choice", {}, {"message": "x", "index": "0"}),
+        ],
+        id="per-message-odd-bodies",
+    ),
+    pytest.param(
+        [log("gen_ai.choice", {}, {"index": True, "message": {"content": [1, {"type": None}]}})], id="choice-odd-index"
+    ),
 ]
 
 
@@ -768,12 +1159,24 @@ def test_garbage_json_falls_back_to_raw_text():
 
 
 def test_non_string_content_is_rendered():
-    msgs = extract_messages({"gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": 42, "gen_ai.prompt.1.role": "user", "gen_ai.prompt.1.content": {"k": "v"}})
+    msgs = extract_messages(
+        {
+            "gen_ai.prompt.0.role": "user",
+            "gen_ai.prompt.0.content": 42,
+            "gen_ai.prompt.1.role": "user",
+            "gen_ai.prompt.1.content": {"k": "v"},
+        }
+    )
     assert [m.content for m in msgs] == ["42", '{"k": "v"}']
 
 
 def test_non_string_role_becomes_text_and_missing_role_defaults():
-    msgs = extract_messages({"gen_ai.input.messages": [{"role": 7, "parts": []}, {"parts": [{"type": "text", "content": "x"}]}], "gen_ai.output.messages": [{"parts": []}]})
+    msgs = extract_messages(
+        {
+            "gen_ai.input.messages": [{"role": 7, "parts": []}, {"parts": [{"type": "text", "content": "x"}]}],
+            "gen_ai.output.messages": [{"parts": []}],
+        }
+    )
     assert [(m.direction, m.role) for m in msgs] == [("input", "7"), ("input", "user"), ("output", "assistant")]
 
 
@@ -783,8 +1186,16 @@ BIG = 10 * 1024 * 1024
 @pytest.mark.parametrize(
     "make_attrs, prefix",
     [
-        pytest.param(lambda text: {"gen_ai.input.messages": J([{"role": "user", "parts": [{"type": "text", "content": text}]}])}, "", id="otel-json"),
-        pytest.param(lambda text: {"llm.input_messages.0.message.role": "user", "llm.input_messages.0.message.content": text}, "", id="flattened"),
+        pytest.param(
+            lambda text: {"gen_ai.input.messages": J([{"role": "user", "parts": [{"type": "text", "content": text}]}])},
+            "",
+            id="otel-json",
+        ),
+        pytest.param(
+            lambda text: {"llm.input_messages.0.message.role": "user", "llm.input_messages.0.message.content": text},
+            "",
+            id="flattened",
+        ),
         pytest.param(lambda text: {"input.value": text}, "", id="blob-plain"),
         pytest.param(lambda text: {"input.value": "{" + text}, "{", id="blob-broken-json"),
         pytest.param(lambda text: {"gen_ai.tool.call.arguments": text}, "", id="tool-arguments"),
@@ -800,7 +1211,16 @@ def test_ten_megabytes_of_content_is_truncated_quickly(make_attrs, prefix):
 
 
 def test_huge_tool_call_arguments_are_truncated():
-    attrs = {"gen_ai.output.messages": J([{"role": "assistant", "parts": [{"type": "tool_call", "name": "f", "arguments": "a" * (MAX_CONTENT_CHARS + 10)}]}])}
+    attrs = {
+        "gen_ai.output.messages": J(
+            [
+                {
+                    "role": "assistant",
+                    "parts": [{"type": "tool_call", "name": "f", "arguments": "a" * (MAX_CONTENT_CHARS + 10)}],
+                }
+            ]
+        )
+    }
     (msg,) = extract_messages(attrs)
     args = msg.tool_calls[0].arguments
     assert args.endswith(f"… ({MAX_CONTENT_CHARS + 10} chars)")
@@ -817,9 +1237,48 @@ def test_content_at_the_limit_is_not_truncated():
     [
         pytest.param({"gen_ai.input.messages": "[" * 200_000 + "]" * 200_000}, id="json-too-deep-to-parse"),
         pytest.param({"input.value": "{" + '"a":{' * 50_000 + "}" * 50_001}, id="blob-too-deep-to-parse"),
-        pytest.param({"gen_ai.input.messages": J([{"role": "user", "parts": [{"type": "text", "content": json.loads("[" * 900 + "]" * 900)}]}])}, id="deep-content-value"),
-        pytest.param({"gen_ai.input.messages": J([{"role": "tool", "parts": [json.loads('{"type": "tool_call_response", "response": ' * 300 + "1" + "}" * 300)]}])}, id="deep-nested-tool-responses"),
-        pytest.param({"gen_ai.output.messages": J([{"role": "assistant", "parts": [{"type": "tool_call", "name": "f", "arguments": json.loads('{"a":' * 900 + "1" + "}" * 900)}]}])}, id="deep-tool-arguments"),
+        pytest.param(
+            {
+                "gen_ai.input.messages": J(
+                    [{"role": "user", "parts": [{"type": "text", "content": json.loads("[" * 900 + "]" * 900)}]}]
+                )
+            },
+            id="deep-content-value",
+        ),
+        pytest.param(
+            {
+                "gen_ai.input.messages": J(
+                    [
+                        {
+                            "role": "tool",
+                            "parts": [
+                                json.loads('{"type": "tool_call_response", "response": ' * 300 + "1" + "}" * 300)
+                            ],
+                        }
+                    ]
+                )
+            },
+            id="deep-nested-tool-responses",
+        ),
+        pytest.param(
+            {
+                "gen_ai.output.messages": J(
+                    [
+                        {
+                            "role": "assistant",
+                            "parts": [
+                                {
+                                    "type": "tool_call",
+                                    "name": "f",
+                                    "arguments": json.loads('{"a":' * 900 + "1" + "}" * 900),
+                                }
+                            ],
+                        }
+                    ]
+                )
+            },
+            id="deep-tool-arguments",
+        ),
         pytest.param({"gen_ai.prompt.0." + ".".join(["content"] * 5000): "deep"}, id="deep-dotted-key"),
     ],
 )
@@ -849,23 +1308,79 @@ def test_indexes_with_gaps_and_non_numeric_indexes():
 
 
 _json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=20))
-_json = st.recursive(_json_leaf, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.sampled_from(["role", "parts", "content", "type", "tool_calls", "id", "name", "arguments", "message", "text", "response", "function", "choices", "messages", "x"]), kids, max_size=5), max_leaves=15)
+_json = st.recursive(
+    _json_leaf,
+    lambda kids: (
+        st.lists(kids, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "role",
+                    "parts",
+                    "content",
+                    "type",
+                    "tool_calls",
+                    "id",
+                    "name",
+                    "arguments",
+                    "message",
+                    "text",
+                    "response",
+                    "function",
+                    "choices",
+                    "messages",
+                    "x",
+                ]
+            ),
+            kids,
+            max_size=5,
+        )
+    ),
+    max_leaves=15,
+)
 _value = st.one_of(_json, _json.map(lambda v: json.dumps(v)), st.text(max_size=30))
 _keys = st.sampled_from(
     [
-        "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
-        "gen_ai.input.messages.0.message.content", "gen_ai.output.messages.1.message.tool_calls.0.tool_call.function",
-        "llm.input_messages.0.message.contents", "llm.output_messages.0.message", "llm.prompts", "llm.choices.0.completion",
-        "gen_ai.prompt.0.tool_calls", "gen_ai.completion.0", "gen_ai.completion.0.role", "input.value", "output.value",
-        "traceloop.entity.input", "gen_ai.prompt", "gen_ai.completion", "request_data", "response_data",
-        "gen_ai.tool.call.arguments", "gen_ai.response.finish_reasons", "openinference.span.kind",
+        "gen_ai.input.messages",
+        "gen_ai.output.messages",
+        "gen_ai.system_instructions",
+        "gen_ai.input.messages.0.message.content",
+        "gen_ai.output.messages.1.message.tool_calls.0.tool_call.function",
+        "llm.input_messages.0.message.contents",
+        "llm.output_messages.0.message",
+        "llm.prompts",
+        "llm.choices.0.completion",
+        "gen_ai.prompt.0.tool_calls",
+        "gen_ai.completion.0",
+        "gen_ai.completion.0.role",
+        "input.value",
+        "output.value",
+        "traceloop.entity.input",
+        "gen_ai.prompt",
+        "gen_ai.completion",
+        "request_data",
+        "response_data",
+        "gen_ai.tool.call.arguments",
+        "gen_ai.response.finish_reasons",
+        "openinference.span.kind",
     ]
 )
 _logs = st.lists(
     st.fixed_dictionaries(
         {
-            "event_name": st.sampled_from([None, "gen_ai.client.inference.operation.details", "gen_ai.user.message", "gen_ai.tool.message", "gen_ai.choice", "x"]),
-            "attributes": st.dictionaries(st.sampled_from(["gen_ai.input.messages", "gen_ai.output.messages", "event.name"]), _value, max_size=2),
+            "event_name": st.sampled_from(
+                [
+                    None,
+                    "gen_ai.client.inference.operation.details",
+                    "gen_ai.user.message",
+                    "gen_ai.tool.message",
+                    "gen_ai.choice",
+                    "x",
+                ]
+            ),
+            "attributes": st.dictionaries(
+                st.sampled_from(["gen_ai.input.messages", "gen_ai.output.messages", "event.name"]), _value, max_size=2
+            ),
             "body": _value,
         }
     ),
@@ -1078,7 +1593,11 @@ def _kind(attrs: dict) -> str | None:
 
 @pytest.mark.parametrize("lib", LIBRARIES, ids=lambda lib: lib.fixture)
 def test_fixture_failed_calls_have_input_only(lib: Library):
-    failed = [s for s in fixture_spans(lib.fixture) if lib.user(s.attrs) and not lib.assistant(s.attrs) and "output.value" not in s.attrs and not lib.tool(s.attrs)]
+    failed = [
+        s
+        for s in fixture_spans(lib.fixture)
+        if lib.user(s.attrs) and not lib.assistant(s.attrs) and "output.value" not in s.attrs and not lib.tool(s.attrs)
+    ]
     assert failed
     for span in failed:
         msgs = extract_messages(span.attrs)
@@ -1096,11 +1615,19 @@ def test_fixture_embedding_spans_are_not_conversations(fixture):
 
 def test_fixture_traceai_streaming_output_comes_from_output_value():
     """traceAI writes no flattened output for streamed calls, only a plain-text output.value."""
-    streamed = [s for s in fixture_spans("traceai_openai") if "output.value" in s.attrs and _kind(s.attrs) == "LLM" and not any(k.startswith("gen_ai.output.messages.") for k in s.attrs)]
+    streamed = [
+        s
+        for s in fixture_spans("traceai_openai")
+        if "output.value" in s.attrs
+        and _kind(s.attrs) == "LLM"
+        and not any(k.startswith("gen_ai.output.messages.") for k in s.attrs)
+    ]
     assert streamed
     for span in streamed:
         outputs = [m for m in extract_messages(span.attrs) if m.direction == "output"]
-        assert [(m.role, m.content, m.source) for m in outputs] == [("assistant", span.attrs["output.value"], "output.value")]
+        assert [(m.role, m.content, m.source) for m in outputs] == [
+            ("assistant", span.attrs["output.value"], "output.value")
+        ]
 
 
 def test_fixture_traceai_input_value_is_not_a_second_conversation():
@@ -1113,7 +1640,11 @@ def test_fixture_traceai_input_value_is_not_a_second_conversation():
 def test_fixture_otel_v2_log_records_yield_the_conversation():
     logs = fixture_logs("otel_v2_openai")
     spans = {s.span_id: s for s in fixture_spans("otel_v2_openai")}
-    details = {sid: recs for sid, recs in logs.items() if any(r["event_name"] == "gen_ai.client.inference.operation.details" for r in recs)}
+    details = {
+        sid: recs
+        for sid, recs in logs.items()
+        if any(r["event_name"] == "gen_ai.client.inference.operation.details" for r in recs)
+    }
     assert len(details) >= 5
     for span_id, records in details.items():
         span = spans[span_id]  # joined by span_id
@@ -1121,10 +1652,16 @@ def test_fixture_otel_v2_log_records_yield_the_conversation():
         from_span = extract_messages(span.attrs)
         assert from_logs, span.name
         assert {m.source for m in from_logs} == {"log:gen_ai.client.inference.operation.details"}
-        assert [(m.direction, m.role, m.content) for m in from_logs] == [(m.direction, m.role, m.content) for m in from_span]
+        assert [(m.direction, m.role, m.content) for m in from_logs] == [
+            (m.direction, m.role, m.content) for m in from_span
+        ]
         # input text computed from the raw log attributes
-        raw_inputs = next(r["attributes"]["gen_ai.input.messages"] for r in records if "gen_ai.input.messages" in r["attributes"])
-        assert [m.content for m in from_logs if m.direction == "input"] == [p["content"] for m in raw_inputs for p in m["parts"]]
+        raw_inputs = next(
+            r["attributes"]["gen_ai.input.messages"] for r in records if "gen_ai.input.messages" in r["attributes"]
+        )
+        assert [m.content for m in from_logs if m.direction == "input"] == [
+            p["content"] for m in raw_inputs for p in m["parts"]
+        ]
         # with both: the span's content is used and nothing is repeated
         both = extract_messages(span.attrs, records)
         assert summary(both) == summary(from_span)

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import receiver_env, spawn_receiver
 
 from tracetui.store.schema import MIGRATIONS, SCHEMA_VERSION

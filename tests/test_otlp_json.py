@@ -6,10 +6,10 @@ import base64
 import json
 
 import pytest
+from helpers import FIXTURES, iter_spans, plain_attributes, read_records, requests_of, trace_fixture_files
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from helpers import FIXTURES, iter_spans, plain_attributes, read_records, requests_of, trace_fixture_files
 from tracetui.otlp.decode import DecodeError
 from tracetui.otlp.otlp_json import message_from_dict, message_to_dict, parse_request, signal_of
 
@@ -132,7 +132,11 @@ def test_logs_request_ids_are_hex_too():
     assert isinstance(request, ExportLogsServiceRequest)
     record = request.resource_logs[0].scope_logs[0].log_records[0]
     assert record.trace_id == bytes.fromhex(TRACE_HEX) and record.span_id == bytes.fromhex(SPAN_HEX)
-    assert (record.time_unix_nano, record.severity_number, record.event_name) == (1700000000000000000, 9, "gen_ai.evaluation.result")
+    assert (record.time_unix_nano, record.severity_number, record.event_name) == (
+        1700000000000000000,
+        9,
+        "gen_ai.evaluation.result",
+    )
 
 
 @pytest.mark.parametrize(

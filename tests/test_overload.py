@@ -17,9 +17,8 @@ import grpc
 import psutil
 import pytest
 import requests
-from google.rpc import error_details_pb2
-
 from flood_clients import polite_flood
+from google.rpc import error_details_pb2
 from helpers import (
     READY_RE,
     channel_to,
@@ -34,6 +33,7 @@ from helpers import (
     tid,
     wait_until,
 )
+
 from tracetui.otlp import admission as admission_module
 from tracetui.otlp import decoder as decoder_module
 from tracetui.otlp.admission import Admission, OverBudget
@@ -160,7 +160,7 @@ def test_exports_waiting_for_memory_are_not_buffered_by_grpc(start_rcv):
     assert grown < 320 * MB, f"the receiver grew by {grown / MB:.0f} MB"
     stored = [i for i, o in outcomes.items() if o == "ok"]
     assert stored, outcomes
-    for i, outcome in outcomes.items():
+    for _i, outcome in outcomes.items():
         if outcome != "ok":
             assert outcome.code() == grpc.StatusCode.UNAVAILABLE, outcome
             assert retry_delay_of(outcome) >= admission_module.MIN_RETRY_S
@@ -355,7 +355,6 @@ def test_a_stalled_grpc_export_is_cancelled_and_a_new_sdk_exporter_gets_through(
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExportResult
-
     from slow_clients import StalledGrpcExport
 
     rcv = start_rcv("--grpc-body-timeout", "2")
@@ -441,7 +440,16 @@ def test_slow_connections_at_the_open_files_limit_are_closed_and_exporters_get_t
     from helpers import spawn_receiver
     from slow_clients import Slowloris, limit_open_files
 
-    args = ["--db", str(tmp_path / "x.db"), "--grpc-port", "0", "--http-header-timeout", "2", "--http-body-timeout", "4"]
+    args = [
+        "--db",
+        str(tmp_path / "x.db"),
+        "--grpc-port",
+        "0",
+        "--http-header-timeout",
+        "2",
+        "--http-body-timeout",
+        "4",
+    ]
     proc, lines, ready, _done = spawn_receiver(args, cwd=tmp_path, preexec_fn=limit_open_files(1024))
     try:
         assert ready.wait(30), "\n".join(lines)
@@ -477,6 +485,7 @@ def test_slow_connections_at_the_open_files_limit_are_closed_and_exporters_get_t
 
 def test_lean_json_parse_matches_the_whole_document_parse_on_every_fixture():
     from helpers import read_records, trace_fixture_files
+
     from tracetui.otlp.decode import DecodeError, parse_trace_request
     from tracetui.otlp.otlp_json import message_to_json, parse_request, parse_traces_lean
 

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import (
     channel_to,
     make_request,
@@ -236,7 +235,7 @@ def test_an_interrupted_reindex_leaves_a_consistent_database_that_a_rerun_finish
     conn = sqlite3.connect(copy)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     # Consistent: every trace row agrees with its spans, and the counters with the trace rows.
-    for trace_id, span_count, tokens, cost in conn.execute(
+    for trace_id, span_count, _tokens, _cost in conn.execute(
         "SELECT trace_id, span_count, input_tokens + output_tokens, cost_usd FROM traces"
     ).fetchall():
         spans = conn.execute("SELECT count(*) FROM spans WHERE trace_id = ?", (trace_id,)).fetchone()[0]

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import make_request, make_span, sid, tid
+
 from tracetui.otlp.decode import decode_spans
 from tracetui.store.reader import Reader
 from tracetui.store.retention import Retention, enforce, parse_age, purge, used_bytes
@@ -112,7 +112,9 @@ def test_purge_empties_everything(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("30m", 1800), ("12h", 43200), ("7d", 604800), ("1.5h", 5400)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("30m", 1800), ("12h", 43200), ("7d", 604800), ("1.5h", 5400)]
+)
 def test_parse_age(text: str, seconds: float) -> None:
     assert parse_age(text) == seconds
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from helpers import EXPORT_METHOD, channel_to, make_request, make_span
 
 MAX_SPANS = 2_000

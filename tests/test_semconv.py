@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import kv_list
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from helpers import kv_list
 from tracetui.semconv import NORMALIZED_COLUMNS, canonical_provider, normalize_span
 
 START = 1_700_000_000_000_000_000
@@ -61,17 +61,41 @@ CASES = {
             duration_ms=2250,
         ),
         {
-            "llm_kind": "llm", "provider": "openai", "request_model": "gpt-4o", "response_model": "gpt-4o-2024-08-06",
-            "input_tokens": 1200, "output_tokens": 300, "cache_read_tokens": 1000, "cache_write_tokens": 100,
-            "reasoning_tokens": 120, "streaming": 1, "ttft_ns": 250 * MS, "decode_ns": 2000 * MS,
-            "tokens_per_s": 150.0, "finish_reason": "stop", "session_id": "conv-1", "prompt_name": "triage",
+            "llm_kind": "llm",
+            "provider": "openai",
+            "request_model": "gpt-4o",
+            "response_model": "gpt-4o-2024-08-06",
+            "input_tokens": 1200,
+            "output_tokens": 300,
+            "cache_read_tokens": 1000,
+            "cache_write_tokens": 100,
+            "reasoning_tokens": 120,
+            "streaming": 1,
+            "ttft_ns": 250 * MS,
+            "decode_ns": 2000 * MS,
+            "tokens_per_s": 150.0,
+            "finish_reason": "stop",
+            "session_id": "conv-1",
+            "prompt_name": "triage",
         },
     ),
     "otel-genai-deprecated": (
-        span({"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4", "gen_ai.usage.prompt_tokens": 10,
-              "gen_ai.usage.completion_tokens": 5}),
-        {"llm_kind": "llm", "provider": "openai", "input_tokens": 10, "output_tokens": 5, "ttft_ns": None,
-         "streaming": None},
+        span(
+            {
+                "gen_ai.system": "openai",
+                "gen_ai.request.model": "gpt-4",
+                "gen_ai.usage.prompt_tokens": 10,
+                "gen_ai.usage.completion_tokens": 5,
+            }
+        ),
+        {
+            "llm_kind": "llm",
+            "provider": "openai",
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "ttft_ns": None,
+            "streaming": None,
+        },
     ),
     "openinference": (
         span(
@@ -93,10 +117,20 @@ CASES = {
             duration_ms=524,
         ),
         {
-            "llm_kind": "llm", "provider": "openai", "request_model": "gpt-4o-mini",
-            "response_model": "gpt-4o-mini-2024-07-18", "input_tokens": 50, "output_tokens": 37,
-            "cache_read_tokens": 0, "streaming": 1, "ttft_ns": 156 * MS, "decode_ns": 368 * MS,
-            "finish_reason": "stop", "session_id": "s-9", "user_id": "u-1", "prompt_version": "17",
+            "llm_kind": "llm",
+            "provider": "openai",
+            "request_model": "gpt-4o-mini",
+            "response_model": "gpt-4o-mini-2024-07-18",
+            "input_tokens": 50,
+            "output_tokens": 37,
+            "cache_read_tokens": 0,
+            "streaming": 1,
+            "ttft_ns": 156 * MS,
+            "decode_ns": 368 * MS,
+            "finish_reason": "stop",
+            "session_id": "s-9",
+            "user_id": "u-1",
+            "prompt_version": "17",
         },
     ),
     "traceai-current": (
@@ -115,9 +149,17 @@ CASES = {
             }
         ),
         {
-            "llm_kind": "llm", "provider": "azure.ai.openai", "request_model": "gpt-4o-mini",
-            "response_model": "gpt-4o-mini-2024-07-18", "input_tokens": 50, "output_tokens": 31,
-            "cache_read_tokens": 7, "reasoning_tokens": 3, "streaming": 0, "ttft_ns": None, "prompt_version": "v2",
+            "llm_kind": "llm",
+            "provider": "azure.ai.openai",
+            "request_model": "gpt-4o-mini",
+            "response_model": "gpt-4o-mini-2024-07-18",
+            "input_tokens": 50,
+            "output_tokens": 31,
+            "cache_read_tokens": 7,
+            "reasoning_tokens": 3,
+            "streaming": 0,
+            "ttft_ns": None,
+            "prompt_version": "v2",
         },
     ),
     "traceai-ttft-attribute-in-ms": (
@@ -146,8 +188,14 @@ CASES = {
             events=[("gen_ai.content.completion.chunk", 160, {}), ("gen_ai.content.completion.chunk", 170, {})],
             duration_ms=531,
         ),
-        {"llm_kind": "llm", "streaming": 1, "ttft_ns": 160 * MS, "session_id": "sess", "user_id": "me",
-         "prompt_version": "4"},
+        {
+            "llm_kind": "llm",
+            "streaming": 1,
+            "ttft_ns": 160 * MS,
+            "session_id": "sess",
+            "user_id": "me",
+            "prompt_version": "4",
+        },
     ),
     "openllmetry-pre-0.5": (
         span(
@@ -164,9 +212,17 @@ CASES = {
             },
             events=[("llm.content.completion.chunk", 300, {})],
         ),
-        {"llm_kind": "llm", "provider": "anthropic", "input_tokens": 80, "output_tokens": 20,
-         "cache_read_tokens": 64, "reasoning_tokens": 2, "streaming": 1, "ttft_ns": 300 * MS,
-         "finish_reason": "end_turn"},
+        {
+            "llm_kind": "llm",
+            "provider": "anthropic",
+            "input_tokens": 80,
+            "output_tokens": 20,
+            "cache_read_tokens": 64,
+            "reasoning_tokens": 2,
+            "streaming": 1,
+            "ttft_ns": 300 * MS,
+            "finish_reason": "end_turn",
+        },
     ),
     "openllmetry-decorator-workflow": (
         span({"traceloop.span.kind": "workflow", "traceloop.entity.name": "answer"}, name="answer.workflow"),
@@ -184,8 +240,15 @@ CASES = {
             name="llm_request",
             duration_ms=450,
         ),
-        {"llm_kind": "llm", "ttft_ns": 50 * MS, "input_tokens": 12, "output_tokens": 40, "finish_reason": "stop",
-         "decode_ns": 400 * MS, "tokens_per_s": 100.0},
+        {
+            "llm_kind": "llm",
+            "ttft_ns": 50 * MS,
+            "input_tokens": 12,
+            "output_tokens": 40,
+            "finish_reason": "stop",
+            "decode_ns": 400 * MS,
+            "tokens_per_s": 100.0,
+        },
     ),
     "pydantic-ai-model-request": (
         span(
@@ -203,8 +266,14 @@ CASES = {
         {"llm_kind": "llm", "ttft_ns": 300 * MS, "cost_usd": 0.0042, "cost_source": "reported"},
     ),
     "pydantic-ai-agent-run": (
-        span({"gen_ai.operation.name": "invoke_agent", "gen_ai.usage.input_tokens": 900,
-              "gen_ai.usage.output_tokens": 90, "gen_ai.agent.name": "support"}),
+        span(
+            {
+                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.usage.input_tokens": 900,
+                "gen_ai.usage.output_tokens": 90,
+                "gen_ai.agent.name": "support",
+            }
+        ),
         {"llm_kind": "agent", "input_tokens": 900},  # informational: never summed (only "llm" spans are)
     ),
     "langsmith": (
@@ -227,14 +296,20 @@ CASES = {
         {"error_type": "openai.APITimeoutError"},
     ),
     "error-type-from-exception-event": (
-        span({"openinference.span.kind": "LLM"}, status=2,
-             events=[("exception", 60, {"exception.type": "openai.InternalServerError"})]),
+        span(
+            {"openinference.span.kind": "LLM"},
+            status=2,
+            events=[("exception", 60, {"exception.type": "openai.InternalServerError"})],
+        ),
         {"error_type": "openai.InternalServerError"},
     ),
     "retried-inside-the-span": (
         span(
             {"gen_ai.operation.name": "chat", "gen_ai.request.stream": True, "gen_ai.usage.output_tokens": 30},
-            events=[("exception", 400, {"exception.type": "RateLimitError"}), ("gen_ai.content.completion.chunk", 550, {})],
+            events=[
+                ("exception", 400, {"exception.type": "RateLimitError"}),
+                ("gen_ai.content.completion.chunk", 550, {}),
+            ],
             duration_ms=850,
         ),
         # the first token is measured from the final attempt's start (at 400 ms), not the span's
@@ -278,7 +353,9 @@ def test_seconds_and_milliseconds_are_not_confused() -> None:
     ms_attr = normalized(span({"time_to_first_token_ms": 420}))
     assert otel["ttft_ns"] == traceai["ttft_ns"] == ms_attr["ttft_ns"] == 420 * MS
     # Outside traceAI the same name is an OTel *metric* in seconds: never read it as a span attribute.
-    assert normalized(span({"gen_ai.operation.name": "chat", "gen_ai.server.time_to_first_token": 420}))["ttft_ns"] is None
+    assert (
+        normalized(span({"gen_ai.operation.name": "chat", "gen_ai.server.time_to_first_token": 420}))["ttft_ns"] is None
+    )
 
 
 def test_first_chunk_event_with_dropped_events_is_flagged() -> None:

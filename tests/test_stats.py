@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-
 from helpers import (
     BASE_NS,
+    fill_db,
     iter_spans,
     kv_list,
     make_request,
@@ -26,10 +25,11 @@ from helpers import (
     plain_attributes,
     requests_of,
     sid,
-    tid,
     suite_fixture_files,
-    fill_db,
+    tid,
 )
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
 from tracetui import pricing
 from tracetui.cli import main
 from tracetui.stats import GROUPINGS, WINDOWS, GroupStats, compute, percentile
@@ -554,7 +554,13 @@ def test_fixture_database_by_model(all_fixtures_db: Path) -> None:
     assert {key: g.count for key, g in groups.items()} == expected
     assert all(g.runs == g.count for g in groups.values())  # every call in a run of its own
     assert {key: g.error_rate for key, g in groups.items()} == {
-        "gpt-4o-mini": 0, "gpt-4.1-mini": 0, "gpt-4.1-nano": 1, "gpt-4.1": 1, "gpt-4o": 0.5, "claude-sonnet-4": 0}
+        "gpt-4o-mini": 0,
+        "gpt-4.1-mini": 0,
+        "gpt-4.1-nano": 1,
+        "gpt-4.1": 1,
+        "gpt-4o": 0.5,
+        "claude-sonnet-4": 0,
+    }
     assert {key: g.fallback_rate for key, g in groups.items() if g.fallback_rate} == {"claude-sonnet-4": 1}
     # the SDK's own 429 retry is inside one span in every library: no call is a retry
     assert all(g.retry_rate == 0 for g in groups.values())
@@ -569,7 +575,7 @@ def test_fixture_database_by_model(all_fixtures_db: Path) -> None:
     handmade = {}
     suite = []
     for path in suite_fixture_files():
-        for service, span in iter_spans(requests_of(path)):
+        for _service, span in iter_spans(requests_of(path)):
             if path.stem == "handmade_agent":
                 if span.name.startswith("chat "):
                     handmade.setdefault(span.name.removeprefix("chat "), []).append(span)

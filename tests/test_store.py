@@ -8,8 +8,8 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from helpers import BASE_NS, make_request, make_span, sid, stored_span_keys, tid
+
 from tracetui.otlp.decode import decode_spans, parse_trace_request
 from tracetui.store.reader import Reader
 from tracetui.store.schema import SCHEMA_VERSION, SchemaTooNew
@@ -326,7 +326,11 @@ def test_raw_attributes_events_links_and_resource_are_kept(writer, db):
         "blob": "0102", "nested": {"k": "v"},
     }  # fmt: skip
     assert detail.events == [
-        {"name": "exception", "time_ns": span.start_time_unix_nano + 5, "attributes": {"exception.type": "TimeoutError"}}
+        {
+            "name": "exception",
+            "time_ns": span.start_time_unix_nano + 5,
+            "attributes": {"exception.type": "TimeoutError"},
+        }
     ]
     assert detail.links == [
         {"trace_id": tid(9).hex(), "span_id": sid(9).hex(), "attributes": {"link.reason": "fallback of"},
@@ -614,7 +618,9 @@ def test_a_source_whose_derived_id_is_taken_gets_another(writer, db):
     store(writer, make_span(tid(1), sid(1), name="mine"), service="svc-mine")
     conn = sqlite3.connect(db)
     try:
-        rows = conn.execute("SELECT s.name, src.service FROM spans s JOIN sources src ON src.id = s.source_id").fetchall()
+        rows = conn.execute(
+            "SELECT s.name, src.service FROM spans s JOIN sources src ON src.id = s.source_id"
+        ).fetchall()
     finally:
         conn.close()
     assert rows == [("mine", "svc-mine")]

@@ -51,7 +51,10 @@ def test_failed_sibling_same_model_makes_a_retry() -> None:
 
 
 def test_different_model_with_the_same_input_after_a_failure_is_a_fallback() -> None:
-    calls = [call(1, 0, 30_000, failed=True, input="q"), call(2, 30_010, 33_580, model="claude-sonnet-4", ttft_ms=820, input="q")]
+    calls = [
+        call(1, 0, 30_000, failed=True, input="q"),
+        call(2, 30_010, 33_580, model="claude-sonnet-4", ttft_ms=820, input="q"),
+    ]
     result = analyze(calls, 0 * MS, 34_000 * MS)
     timing = result.calls[bytes([2]) * 8]
     assert timing.is_fallback and not timing.is_retry
@@ -159,7 +162,7 @@ def test_newcomer_run_500_then_timeout_then_streamed_answer_has_one_fallback() -
         call(5, 2700, 3400, model="gpt-4o-mini", input="final answer", ttft_ms=150),  # streamed, next step
     ]
     result = analyze(calls, 0, 3400 * MS)
-    flags = {c.span_id[0]: (t.is_retry, t.is_fallback) for c, t in zip(calls, result.calls.values())}
+    flags = {c.span_id[0]: (t.is_retry, t.is_fallback) for c, t in zip(calls, result.calls.values(), strict=False)}
     assert flags == {1: (False, False), 2: (True, False), 3: (False, False), 4: (False, True), 5: (False, False)}
     assert result.calls[bytes([4]) * 8].retry_ns == 1050 * MS
     assert result.calls[bytes([4]) * 8].retry_source == "replaces a failed call with the same input"

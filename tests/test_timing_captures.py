@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from helpers import FIXTURES, READY_RE, channel_to, fill_db, read_records, start_receiver
+
 from tracetui.export import trace_summary
 from tracetui.store.reader import Reader
 
@@ -102,7 +102,7 @@ def run_of(db: Path, capture: str):
 def test_the_429_is_a_retry_of_about_the_servers_gap(db, capture):
     """Two POST children under one chat: the retry runs from the call's start to the attempt that succeeded."""
     row, calls, summary = run_of(db, capture)
-    by_label = dict(zip(CALLS, calls))
+    by_label = dict(zip(CALLS, calls, strict=False))
     summarize = by_label["summarize"]
     assert summarize["request_model"] == "gpt-4.1-mini"
     assert summarize["is_retry"] and not summarize["is_fallback"]
@@ -148,7 +148,7 @@ def test_official_openai_v2_first_token_is_not_reported(db):
 def test_a_stream_without_usage_leaves_the_run_incomplete(db):
     """The last call streamed without include_usage: no tokens anywhere, and the run says so."""
     row, calls, summary = run_of(db, "otel_v2_current")
-    answer = dict(zip(CALLS, calls))["answer"]
+    answer = dict(zip(CALLS, calls, strict=False))["answer"]
     assert client_calls("otel_v2_current")[4]["input_tokens"] is None
     assert answer["input_tokens"] is None and answer["output_tokens"] is None
     assert row.tokenless_calls == 1 and row.cost_incomplete
@@ -159,7 +159,7 @@ def test_a_stream_without_usage_leaves_the_run_incomplete(db):
 def test_tokens_equal_the_servers_where_reported(db):
     for capture in ("otel_v2_current", "node_manual_http_json"):
         _, calls, _ = run_of(db, capture)
-        for call, truth in zip(calls, client_calls(capture)):
+        for call, truth in zip(calls, client_calls(capture), strict=False):
             if truth["status"] == "ok" and truth.get("input_tokens") is not None:
                 assert (call["input_tokens"], call["output_tokens"]) == (truth["input_tokens"], truth["output_tokens"])
 
@@ -172,7 +172,7 @@ def test_children_before_their_parent_in_separate_exports(db):
     parent_export = next(i for i, t in enumerate(text) if "chat gpt-4.1-mini" in t)
     assert re.search("http.status_code", text[parent_export - 1])  # the attempts came first
     _, calls, _ = run_of(db, "otel_v2_current")
-    assert dict(zip(CALLS, calls))["summarize"]["is_retry"]
+    assert dict(zip(CALLS, calls, strict=False))["summarize"]["is_retry"]
 
 
 def test_spans_json_says_what_was_not_reported(db):
@@ -206,9 +206,8 @@ def test_stats_count_the_http_retries_and_no_fallback(db):
 
 def _attempts_run(n: int):
     """A run whose chat call has two HTTP attempts (429, then 200), as separate spans."""
-    from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-
     from helpers import make_span, sid, tid
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
     ms = 1_000_000
     trace = tid(700 + n)

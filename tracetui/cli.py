@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from tracetui import __version__
+from tracetui.cli_common import command_name, db_option, no_database, open_reader, open_writer, resolve_db
 from tracetui.config import (
     DEFAULT_GRPC_PORT,
     DEFAULT_HOST,
@@ -21,7 +22,6 @@ from tracetui.config import (
     ReceiverSettings,
     default_decode_workers,
 )
-from tracetui.cli_common import command_name, db_option, no_database, open_reader, open_writer, resolve_db
 from tracetui.fmt import fmt_clock, fmt_counted, fmt_duration, json_text, safe_text
 
 
@@ -56,7 +56,9 @@ prices_option = click.option(
 
 @main.command()
 @db_option
-@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on (loopback unless you say otherwise).")
+@click.option(
+    "--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on (loopback unless you say otherwise)."
+)
 @click.option("--grpc-port", type=click.IntRange(0, 65535), default=DEFAULT_GRPC_PORT, show_default=True,
               help="OTLP/gRPC port; 0 picks a free one.")  # fmt: skip
 @click.option("--http-port", type=click.IntRange(0, 65535), default=DEFAULT_HTTP_PORT, show_default=True,

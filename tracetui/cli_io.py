@@ -38,8 +38,8 @@ def import_command(db: Path | None, files: tuple[Path, ...]) -> None:
     if not report.spans and not report.logs:
         if report.rejected:
             raise click.ClickException(f"nothing imported: all {fmt_counted(report.rejected, 'item')} were invalid")
-        files = fmt_counted(report.files, "file")
-        click.echo(f"tracetui: nothing to import: {files} held no spans or log records", err=True)
+        files_read = fmt_counted(report.files, "file")
+        click.echo(f"tracetui: nothing to import: {files_read} held no spans or log records", err=True)
         return
     click.echo(f"tracetui: {report.summary(path)}", err=True)
 

@@ -16,6 +16,7 @@ from tracetui.cli_common import db_option, no_database
 from tracetui.fmt import json_text
 from tracetui.stats import GROUPINGS, WINDOWS, GroupStats
 
+
 @click.command("stats")
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per group.")

@@ -456,9 +456,9 @@ def _plan_tool(rng: random.Random, t: float, tool: str, call_id: str, arguments:
     }
     plan = SpanPlan(f"execute_tool {tool}", SpanKind.INTERNAL, t, end, attrs)
     if fail:
-        exc_type, message, frames = rng.choice(TOOL_FAILURES)
+        exc_type, message, template_frames = rng.choice(TOOL_FAILURES)
         message = message.format(tool=tool)
-        frames = [(file, line, function.format(tool=tool), source) for file, line, function, source in frames]
+        frames = [(file, line, function.format(tool=tool), source) for file, line, function, source in template_frames]
         attrs["error.type"] = exc_type
         plan.error = message
         plan.events.append(_exception_event(end, exc_type, message, frames))

@@ -92,9 +92,7 @@ _RANK = {
     SOURCE_EVAL_ATTRS: 3,
 }
 
-_PASS_LABELS = frozenset(
-    ("pass", "passed", "true", "yes", "grounded", "correct", "relevant", "faithful", "ok")
-)
+_PASS_LABELS = frozenset(("pass", "passed", "true", "yes", "grounded", "correct", "relevant", "faithful", "ok"))
 _FAIL_LABELS = frozenset(
     (
         "fail", "failed", "false", "no", "ungrounded", "not_grounded", "incorrect", "irrelevant",
@@ -530,11 +528,9 @@ def _same_result(a: Evaluation, b: Evaluation) -> bool:
         return False
     if (a.score is None) != (b.score is None):
         return False
-    if a.score is not None and abs(a.score - b.score) > 1e-9 * max(1.0, abs(a.score)):
+    if a.score is not None and b.score is not None and abs(a.score - b.score) > 1e-9 * max(1.0, abs(a.score)):
         return False
-    if a.label and b.label and a.label.casefold() != b.label.casefold():
-        return False
-    return True
+    return not (a.label and b.label and a.label.casefold() != b.label.casefold())
 
 
 def _valid_id(value, size: int) -> bytes | None:

@@ -440,10 +440,10 @@ def trace_summary(reader: Reader, trace_id: bytes, max_chars: int = DEFAULT_MAX_
     quoted = 0
     message_lines: list[str] = []
     for line in lines_in_tree:
-        span = raw.get(line.span.span_id)
-        if span is None or quoted >= MAX_MESSAGE_SPANS:
+        raw_span = raw.get(line.span.span_id)
+        if raw_span is None or quoted >= MAX_MESSAGE_SPANS:
             continue
-        messages = extract_messages(attributes_to_dict(span.attributes), logs.get(line.span.span_id))
+        messages = extract_messages(attributes_to_dict(raw_span.attributes), logs.get(line.span.span_id))
         if not messages:
             continue
         quoted += 1

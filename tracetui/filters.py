@@ -88,6 +88,7 @@ import math
 import re
 import sqlite3
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -342,14 +343,14 @@ def _value(name: str, spec: _FieldSpec, op: str, raw: str, pos: int) -> object:
             unit = "ns"
         return _checked_int(number * _DURATION_UNITS[unit], pos)
     if kind == "cost":
-        number = stripped
-        if number.startswith("$"):
-            number = number[1:]
-        elif number.endswith("$"):
-            number = number[:-1]
-        if not _NUMBER_RE.fullmatch(number) or number[0] in "+-":
+        amount = stripped
+        if amount.startswith("$"):
+            amount = amount[1:]
+        elif amount.endswith("$"):
+            amount = amount[:-1]
+        if not _NUMBER_RE.fullmatch(amount) or amount[0] in "+-":
             raise FilterError(f"{name} wants an amount in USD, e.g. 0.01 or $0.01", pos)
-        return _checked_float(number, pos)
+        return _checked_float(amount, pos)
     if kind == "score":
         if not _NUMBER_RE.fullmatch(stripped):
             raise FilterError(f"{name} wants a number, e.g. 0.5", pos)
@@ -440,19 +441,22 @@ def _as_number(value: Any) -> float | int | None:
 
 
 def _order(a: Any, op: str, b: Any) -> bool:
+    result: bool  # the comparisons of two Any values are Any to mypy
     if op == "=":
-        return a == b
-    if op == ">":
-        return a > b
-    if op == ">=":
-        return a >= b
-    if op == "<":
-        return a < b
-    if op == "<=":
-        return a <= b
-    if op == "!=":
-        return a != b
-    return False
+        result = a == b
+    elif op == ">":
+        result = a > b
+    elif op == ">=":
+        result = a >= b
+    elif op == "<":
+        result = a < b
+    elif op == "<=":
+        result = a <= b
+    elif op == "!=":
+        result = a != b
+    else:
+        result = False
+    return result
 
 
 def _eq(a: Any, b: str) -> bool | None:
@@ -508,9 +512,9 @@ def _text_of(parts: list[Any], attributes: dict[str, Any]) -> str:
     return _fold(_SEP.join(texts).replace("\x00", _SEP))
 
 
-def _safe(fn):
+def _safe(fn: Callable[..., object]) -> Callable[..., Any]:
     @functools.wraps(fn)
-    def wrapper(*args):
+    def wrapper(*args: object) -> Any:
         try:
             result = fn(*args)
         except Exception:
@@ -535,7 +539,7 @@ def _sql_text(raw: Any, *parts: Any) -> str | None:
 
 
 @functools.lru_cache(maxsize=128)
-def _span_text(raw: bytes, parts: tuple) -> str | None:
+def _span_text(raw: bytes, parts: tuple[Any, ...]) -> str | None:
     # Cached: each free-text word of a trace filter is its own EXISTS over the same spans.
     decoded = _decoded_attributes(raw)
     if decoded is None:
@@ -543,7 +547,7 @@ def _span_text(raw: bytes, parts: tuple) -> str | None:
     return _text_of(list(parts), decoded[0])
 
 
-def _sql_str2(fn):
+def _sql_str2(fn: Callable[[Any, str], bool | None]) -> Callable[[Any, Any], bool | None]:
     def call(a: Any, b: Any) -> bool | None:
         return fn(a, b) if isinstance(b, str) else None
 
@@ -636,7 +640,7 @@ def _trace_number_sql(name: str) -> str:
     }[name]
 
 
-def _positive_sql(term: Term, a: str | None) -> tuple[str, list]:
+def _positive_sql(term: Term, a: str | None) -> tuple[str, list[Any]]:
     """SQL for ``term`` with ``!=`` read as ``=``; over the span ``a``, or the ``traces`` row when ``a`` is None.
 
     May be NULL (no value): callers treat NULL as "does not match".
@@ -646,6 +650,7 @@ def _positive_sql(term: Term, a: str | None) -> tuple[str, list]:
     value = term.value
     if name is None:
         return f"instr(tt_text({a}.raw, {a}.name, {a}.service, {a}.status_message), ?) > 0", [_fold(str(value))]
+    assert op is not None  # only free text (above) has no operator
     if name.startswith("attr."):
         return f"tt_cmp(tt_attr({a}.raw, ?), ?, ?)", [name[5:], op, value]
     spec = _SPECS[name]
@@ -685,17 +690,17 @@ def _positive_sql(term: Term, a: str | None) -> tuple[str, list]:
     raise AssertionError(kind)
 
 
-def _term_sql(term: Term, a: str | None) -> tuple[str, list]:
+def _term_sql(term: Term, a: str | None) -> tuple[str, list[Any]]:
     sql, params = _positive_sql(term, a)
     if term.op == "!=":
         return f"NOT ifnull(({sql}), 0)", params
     return f"({sql})", params
 
 
-def _join(parts: list[tuple[str, list]]) -> tuple[str, list]:
+def _join(parts: list[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
     if not parts:
         return "1", []
-    params: list = []
+    params: list[Any] = []
     for _, p in parts:
         params.extend(p)
     return " AND ".join(sql for sql, _ in parts), params
@@ -714,15 +719,15 @@ class Filter:
     def is_empty(self) -> bool:
         return not self.terms
 
-    def trace_where(self) -> tuple[str, list]:
+    def trace_where(self) -> tuple[str, list[Any]]:
         """SQL boolean expression over the `traces` table (alias `traces`) + its parameters. "1" when empty.
 
         Trace-level terms compare the trace row; the other comparisons must hold for one
         and the same span (one EXISTS); a span-level != becomes NOT EXISTS of its =; each
         free-text word is an EXISTS of its own.
         """
-        parts: list[tuple[str, list]] = []
-        together: list[tuple[str, list]] = []
+        parts: list[tuple[str, list[Any]]] = []
+        together: list[tuple[str, list[Any]]] = []
         for term in self.terms:
             if term.field is None:
                 sql, params = _positive_sql(term, "tt_s")
@@ -739,13 +744,13 @@ class Filter:
             parts.append((f"EXISTS ({_SPANS_OF_TRACE} AND {sql})", params))
         return _join(parts)
 
-    def span_where(self, alias: str = "spans") -> tuple[str, list]:
+    def span_where(self, alias: str = "spans") -> tuple[str, list[Any]]:
         """SQL boolean expression over one span row (columns of `spans` under `alias`) + parameters."""
         if not isinstance(alias, str) or not _ALIAS_RE.fullmatch(alias):
             raise ValueError(f"not an SQL alias: {alias!r}")
         return _join([_term_sql(term, alias) for term in self.terms])
 
-    def matches_span(self, span: dict) -> bool:
+    def matches_span(self, span: dict[str, Any]) -> bool:
         """The same filter in Python over a span dict shaped like `tracetui spans --json` output.
 
         ``session`` falls back to ``span["trace_session_id"]`` when the span has none of its
@@ -761,7 +766,7 @@ def _ns(ms: Any) -> int | None:
     return None if ms is None else int(round(float(ms) * 1e6))
 
 
-def _span_number(name: str, span: dict) -> float | int | None:
+def _span_number(name: str, span: dict[str, Any]) -> float | int | None:
     if name == "duration":
         ns = _ns(span.get("duration_ms"))
         return None if ns is None else max(0, ns)
@@ -785,7 +790,7 @@ def _span_number(name: str, span: dict) -> float | int | None:
     raise AssertionError(name)
 
 
-def _positive_match(term: Term, span: dict) -> bool | None:
+def _positive_match(term: Term, span: dict[str, Any]) -> bool | None:
     op = "=" if term.op == "!=" else term.op
     name = term.field
     value = term.value
@@ -827,6 +832,6 @@ def _positive_match(term: Term, span: dict) -> bool | None:
     raise AssertionError(kind)
 
 
-def _term_matches(term: Term, span: dict) -> bool:
+def _term_matches(term: Term, span: dict[str, Any]) -> bool:
     result = bool(_positive_match(term, span))
     return not result if term.op == "!=" else result

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["ChatMessage", "ToolCall", "extract_messages", "reassemble", "MAX_CONTENT_CHARS"]
 
@@ -207,7 +208,7 @@ def reassemble(attributes: dict[str, object], prefix: str) -> list[dict]:
         node = roots.setdefault(int(index), _Node())
         segments = tail.split(".", _MAX_KEY_DEPTH - 1)
         for segment in segments[:-1]:
-            k = int(segment) if _is_index(segment) else segment
+            k: int | str = int(segment) if _is_index(segment) else segment
             child = node.get(k)
             if child is None:
                 child = node[k] = _Node()
@@ -219,8 +220,8 @@ def reassemble(attributes: dict[str, object], prefix: str) -> list[dict]:
             k = int(last) if _is_index(last) else last
             node.setdefault(k, value)
     out = []
-    for index in sorted(roots):
-        item = _finish(roots[index])
+    for root in sorted(roots):
+        item = _finish(roots[root])
         if isinstance(item, dict):
             out.append(item)
     return out
@@ -245,7 +246,7 @@ class _Acc:
             self.texts.append(text)
 
 
-def _tool_call(value: object) -> ToolCall | None:
+def _tool_call(value: Any) -> ToolCall | None:
     """OpenAI ``{id, function{name, arguments}}``, flat ``{id, name, arguments}``,
     OpenInference ``{tool_call: {...}}``, LangChain ``{id, name, args}``, Anthropic ``input``,
     Vercel AI SDK ``{toolCallId, toolName, args}`` (``input`` from ai@5)."""
@@ -303,7 +304,7 @@ def _url_of(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _part(part: object, acc: _Acc, depth: int = 0) -> None:
+def _part(part: Any, acc: _Acc, depth: int = 0) -> None:
     """One content part, from the OTel parts schema or an OpenAI / Anthropic / OpenInference
     content list."""
     if not isinstance(part, dict):
@@ -340,7 +341,11 @@ def _part(part: object, acc: _Acc, depth: int = 0) -> None:
         acc.texts.append(f"[{_media('uri', part)}: {_ref(part.get('uri'))}]")
     elif kind == "file":
         file_id = part.get("file_id", part.get("id"))
-        acc.texts.append(f"[{_media('file', part)} file {_ref(file_id)}]" if file_id is not None else f"[{_media('file', part)} file]")
+        acc.texts.append(
+            f"[{_media('file', part)} file {_ref(file_id)}]"
+            if file_id is not None
+            else f"[{_media('file', part)} file]"
+        )
     elif kind in ("image_url", "image", "input_image"):
         url = _url_of(part.get("image_url", part.get("image", part)))
         acc.texts.append(f"[image: {_ref(url)}]" if url else "[image]")
@@ -387,9 +392,22 @@ def _lc_unwrap(obj: dict) -> tuple[dict, str | None]:
 
 
 _KNOWN_MESSAGE_KEYS = (
-    "role", "parts", "content", "contents", "text", "tool_calls", "function_call",
-    "tool_call_id", "finish_reason", "refusal",
+    "role",
+    "parts",
+    "content",
+    "contents",
+    "text",
+    "tool_calls",
+    "function_call",
+    "tool_call_id",
+    "finish_reason",
+    "refusal",
 )
+
+
+def _bare_message(value: object, direction: str, source: str, role: str) -> ChatMessage:
+    """A message that is only a value (not a dict): its text, with the role the context gives."""
+    return ChatMessage(role, _clip(_text(value)), [], None, None, None, direction, source)
 
 
 def _message(obj: object, direction: str, source: str, default_role: str) -> ChatMessage | None:
@@ -398,9 +416,7 @@ def _message(obj: object, direction: str, source: str, default_role: str) -> Cha
     if isinstance(obj, dict) and isinstance(obj.get("message"), dict) and "role" not in obj:
         obj = obj["message"]  # OpenInference / traceAI: {i}.message.*
     if not isinstance(obj, dict):
-        if obj is None:
-            return None
-        return ChatMessage(default_role, _clip(_text(obj)), [], None, None, None, direction, source)
+        return None if obj is None else _bare_message(obj, direction, source, default_role)
     obj, lc_role = _lc_unwrap(obj)
     role = obj.get("role")
     if role is None and isinstance(obj.get("type"), str):
@@ -486,7 +502,11 @@ def _system_instructions(value: object, source: str) -> list[ChatMessage]:
     parsed = _structured(value)
     if isinstance(parsed, dict) and ("role" in parsed or "parts" in parsed):
         parsed = [parsed]
-    if isinstance(parsed, list) and parsed and all(isinstance(m, dict) and ("role" in m or "parts" in m) for m in parsed[:50]):
+    if (
+        isinstance(parsed, list)
+        and parsed
+        and all(isinstance(m, dict) and ("role" in m or "parts" in m) for m in parsed[:50])
+    ):
         return _messages(_items(parsed), "input", source, "system")
     acc = _Acc()
     _content(parsed, acc)
@@ -505,7 +525,9 @@ def _oi_legacy(attrs: dict, direction: str) -> list[ChatMessage]:
         prefix, inner, role = "llm.prompts", "prompt", "user"
         whole = attrs.get("llm.prompts")
         if isinstance(whole, list) and whole and all(isinstance(p, str) for p in whole):
-            return [ChatMessage(role, _clip(p), [], None, None, None, direction, "llm.prompts") for p in whole[:_MAX_ITEMS]]
+            return [
+                ChatMessage(role, _clip(p), [], None, None, None, direction, "llm.prompts") for p in whole[:_MAX_ITEMS]
+            ]
     else:
         prefix, inner, role = "llm.choices", "completion", "assistant"
     out = []
@@ -590,7 +612,7 @@ def _log_events(records: list, direction: str) -> list[ChatMessage]:
         elif direction == "output" and name == _LOG_CHOICE:
             if not isinstance(body, dict):
                 if body not in (None, ""):
-                    out.append((len(out), _message(body, direction, source, "assistant")))
+                    out.append((len(out), _bare_message(body, direction, source, "assistant")))
                 continue
             inner = body.get("message")
             msg = _message(inner if inner is not None else {}, direction, source, "assistant")
@@ -613,7 +635,7 @@ def _span_kind(attrs: dict) -> str | None:
     return None
 
 
-def _openai_request(parsed: object, source: str) -> list[ChatMessage]:
+def _openai_request(parsed: Any, source: str) -> list[ChatMessage]:
     """An LLM request body: ``{"messages": [...]}`` (+ Anthropic ``system``), a list of
     messages, a completions ``prompt``, LangSmith / traceloop ``kwargs`` wrappers."""
     if isinstance(parsed, dict):
@@ -637,12 +659,16 @@ def _openai_request(parsed: object, source: str) -> list[ChatMessage]:
         if isinstance(parsed.get("input"), list) and all(isinstance(m, dict) for m in parsed["input"]):
             return out + _messages(_items(parsed["input"]), "input", source, "user")  # Responses API
         return out
-    if isinstance(parsed, list) and parsed and all(isinstance(m, dict) and ("role" in m or "lc" in m) for m in parsed[:50]):
+    if (
+        isinstance(parsed, list)
+        and parsed
+        and all(isinstance(m, dict) and ("role" in m or "lc" in m) for m in parsed[:50])
+    ):
         return _messages(_items(parsed), "input", source, "user")
     return []
 
 
-def _openai_response(parsed: object, source: str) -> list[ChatMessage]:
+def _openai_response(parsed: Any, source: str) -> list[ChatMessage]:
     """An LLM response body: OpenAI ``choices``, Logfire ``message`` / ``combined_chunk_content``,
     Anthropic ``content``, LangChain ``generations``, a list of messages."""
     if isinstance(parsed, dict):
@@ -688,7 +714,11 @@ def _openai_response(parsed: object, source: str) -> list[ChatMessage]:
             msg = _message(parsed["message"], "output", source, "assistant")
             return [msg] if msg is not None else []
         if isinstance(parsed.get("combined_chunk_content"), str):  # old Logfire, streamed
-            return [ChatMessage("assistant", _clip(parsed["combined_chunk_content"]), [], None, None, None, "output", source)]
+            return [
+                ChatMessage(
+                    "assistant", _clip(parsed["combined_chunk_content"]), [], None, None, None, "output", source
+                )
+            ]
         if parsed.get("role") is not None and ("content" in parsed or "parts" in parsed):  # Anthropic / one message
             msg = _message(parsed, "output", source, "assistant")
             return [msg] if msg is not None else []
@@ -697,7 +727,11 @@ def _openai_response(parsed: object, source: str) -> list[ChatMessage]:
         if isinstance(parsed.get("output"), list):  # OpenAI Responses API
             return _responses_output(parsed["output"], source)
         return []
-    if isinstance(parsed, list) and parsed and all(isinstance(m, dict) and ("role" in m or "lc" in m) for m in parsed[:50]):
+    if (
+        isinstance(parsed, list)
+        and parsed
+        and all(isinstance(m, dict) and ("role" in m or "lc" in m) for m in parsed[:50])
+    ):
         return _messages(_items(parsed), "output", source, "assistant")
     return []
 
@@ -718,7 +752,11 @@ def _responses_output(items: list, source: str) -> list[ChatMessage]:
                 if acc.texts:
                     last.content = _clip("\n".join([t for t in (last.content, *acc.texts) if t]))
             else:
-                out.append(ChatMessage("assistant", _clip("\n".join(acc.texts)), acc.tool_calls, None, None, None, "output", source))
+                out.append(
+                    ChatMessage(
+                        "assistant", _clip("\n".join(acc.texts)), acc.tool_calls, None, None, None, "output", source
+                    )
+                )
         elif "role" in item or "content" in item:
             msg = _message(item, "output", source, "assistant")
             if msg is not None:
@@ -788,7 +826,7 @@ def _fill_finish_reasons(msgs: list[ChatMessage], attrs: dict) -> None:
     reasons = _finish_reasons(attrs)
     if len(reasons) != len(msgs):
         return
-    for msg, reason in zip(msgs, reasons):
+    for msg, reason in zip(msgs, reasons, strict=False):
         if msg.finish_reason is None:
             msg.finish_reason = reason
 

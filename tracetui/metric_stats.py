@@ -223,6 +223,5 @@ def _percentiles(name: str | None, metrics: dict[str, list[Piece]], counts: dict
     found = [quantile(metrics[name], q) for q in _PERCENTILES]
     if any(f is None for f in found):
         return None
-    values = [f[0] for f in found if f is not None]
-    error = max(f[1] for f in found if f is not None)
-    return Percentiles(name, counts[(model, name)], *values, max_error_ms=error)
+    (p50, e50), (p95, e95), (p99, e99) = (f for f in found if f is not None)
+    return Percentiles(name, counts[(model, name)], p50, p95, p99, max_error_ms=max(e50, e95, e99))

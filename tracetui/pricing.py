@@ -114,14 +114,14 @@ class PriceFileError(ValueError):
 def load_user_prices(path: Path) -> list[UserPrice]:
     """Read a price file::
 
-        [models."my-local-llama"]
-        input = 0.0          # USD per million input tokens
-        output = 0.0
-        [models."gpt-4o*"]   # glob patterns work too; user prices win over bundled ones
-        input = 2.0
-        output = 8.0
-        cache_read = 1.0     # optional (default: the input price)
-        cache_write = 2.5    # optional
+    [models."my-local-llama"]
+    input = 0.0          # USD per million input tokens
+    output = 0.0
+    [models."gpt-4o*"]   # glob patterns work too; user prices win over bundled ones
+    input = 2.0
+    output = 8.0
+    cache_read = 1.0     # optional (default: the input price)
+    cache_write = 2.5    # optional
     """
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -246,7 +246,7 @@ class Pricer:
 
         snapshot = data_snapshot.get_snapshot()
         prefix, bare = _split_prefix(model)
-        attempts = []
+        attempts: list[tuple[str, str | None]] = []
         for provider_name in (prefix, provider):
             if provider_name:
                 attempts.append((bare, _PROVIDER_IDS.get(provider_name, provider_name)))
@@ -359,6 +359,13 @@ class Pricer:
         return coefficients
 
 
+def _finite_exponent(value: Decimal) -> int:
+    """A finite Decimal's exponent (``as_tuple()`` gives 'n', 'N' or 'F' only for NaN and infinities)."""
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int), value
+    return exponent
+
+
 class _IntegerPrices:
     """The linear price of one set of usage keys, summed in integers: fast and exactly as in Decimal.
 
@@ -374,12 +381,11 @@ class _IntegerPrices:
 
     def __init__(self, coefficients: list[tuple[str, Decimal]]) -> None:
         """``coefficients``: (key of the counts, its finite Decimal price per token)."""
-        parts = [(k, c.as_tuple()) for k, c in coefficients]
-        exponent = min([0, *(t.exponent for _, t in parts)])
+        parts = [(k, c.as_tuple(), _finite_exponent(c)) for k, c in coefficients]
+        exponent = min([0, *(e for _, _, e in parts)])
         #: (counts key, coefficient * 10**-exponent, an exact int)
         self.terms = tuple(
-            (k, (-1 if t.sign else 1) * int("".join(map(str, t.digits))) * 10 ** (t.exponent - exponent))
-            for k, t in parts
+            (k, (-1 if t.sign else 1) * int("".join(map(str, t.digits))) * 10 ** (e - exponent)) for k, t, e in parts
         )
         self.scale = 10**-exponent
         # Every product and partial sum, scaled to integers, is at most

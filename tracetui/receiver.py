@@ -24,9 +24,9 @@ from typing import TextIO
 from tracetui import pricing
 from tracetui.config import TOKEN_ENV, ReceiverSettings
 from tracetui.hints import COMMAND_ENV, command_name, port_in_use_message, port_is_free
+from tracetui.otlp.admission import Admission, default_budget, return_freed_memory_promptly
 from tracetui.otlp.decoder import Decoder, InlineDecoder, WorkerPool, configure_pricing
 from tracetui.otlp.grpc_server import start_grpc_server
-from tracetui.otlp.admission import Admission, default_budget, return_freed_memory_promptly
 from tracetui.store.retention import Retention, parse_age
 from tracetui.store.writer import Writer, receiver_status_defaults
 

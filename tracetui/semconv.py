@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import ast
 import json
+from collections.abc import Callable
+from typing import Any
 
 from tracetui import evals
 
@@ -662,9 +664,13 @@ def _normalize(span, found: dict[str, object], events, links) -> tuple:
             elif first_event_ns is None and name in _FIRST_TOKEN_EVENTS:
                 first_event_ns = event.time_unix_nano
                 provenance["ttft"] = f"event:{name}"
-        if (failed or on_foreign_span) and row[_C_ERROR_TYPE] is None and isinstance(exception_type, str):
-            if exception_type:
-                row[_C_ERROR_TYPE], provenance["error_type"] = exception_type, "event:exception"
+        if (
+            (failed or on_foreign_span)
+            and row[_C_ERROR_TYPE] is None
+            and isinstance(exception_type, str)
+            and exception_type
+        ):
+            row[_C_ERROR_TYPE], provenance["error_type"] = exception_type, "event:exception"
         if attempt_offset:
             provenance["retry"] = "event:exception before success"
     attempt_start = start + attempt_offset
@@ -684,7 +690,7 @@ def _normalize(span, found: dict[str, object], events, links) -> tuple:
             ttft_ns = first_event_ns - attempt_start
             if span.dropped_events_count:
                 # The SDK dropped events: the first chunk we have may not be the first one sent.
-                provenance["ttft"] += f" ({span.dropped_events_count} events dropped: may be late)"
+                provenance["ttft"] = f"{provenance['ttft']} ({span.dropped_events_count} events dropped: may be late)"
         else:
             del provenance["ttft"]
 
@@ -755,7 +761,7 @@ def _normalize(span, found: dict[str, object], events, links) -> tuple:
     return tuple(row)
 
 
-def _server_ttft(found: dict[str, object], provenance: dict[str, str]) -> int | None:
+def _server_ttft(found: dict[str, object], provenance: dict[str, str | None]) -> int | None:
     """``gen_ai.server.time_to_first_token`` as a span attribute, in the unit of the family that wrote it.
 
     traceAI: milliseconds (its kind attribute ``gen_ai.span.kind`` marks its spans).
@@ -777,7 +783,7 @@ def _server_ttft(found: dict[str, object], provenance: dict[str, str]) -> int | 
     return int(value * factor)
 
 
-def _vercel_streaming(found: dict[str, object], provenance: dict[str, str]) -> bool | None:
+def _vercel_streaming(found: dict[str, object], provenance: dict[str, str | None]) -> bool | None:
     """Vercel AI SDK 3-6: ``doStream`` is a streamed call to the model, ``doGenerate`` is not.
 
     Each is one HTTP attempt (a 429 is a span of its own), so provenance ``attempts`` says that
@@ -801,7 +807,9 @@ def _vercel_streaming(found: dict[str, object], provenance: dict[str, str]) -> b
 _LITELLM_ESTIMATED = "'prompt_tokens_details': None"
 
 
-def _litellm(found: dict[str, object], row: list, provenance: dict[str, str], streaming, foreign, events) -> None:
+def _litellm(
+    found: dict[str, object], row: list, provenance: dict[str, str | None], streaming, foreign, events
+) -> None:
     """LiteLLM's OTel callback: calls written onto the app's span, merged calls, its own token estimates."""
     if foreign:
         # The span keeps its name (and the app's other attributes); it is also an LLM call of the run.
@@ -821,7 +829,7 @@ def _litellm(found: dict[str, object], row: list, provenance: dict[str, str], st
         note = " (estimated: LiteLLM counted them itself, the provider sent no usage)"
         for name in ("input_tokens", "output_tokens"):
             if row[_C[name]] is not None and name in provenance:
-                provenance[name] += note
+                provenance[name] = f"{provenance[name]}{note}"
                 provenance["tokens_estimated"] = _LITELLM_USAGE
 
 
@@ -904,7 +912,7 @@ _C_HTTP_STATUS = _C["http_status"]
 
 #: attribute key -> (field name, rank, converter) of the ranked field it is a source of:
 #: the kind, and every string and int field. Provenance names the kind "kind".
-_RANKED: dict[str, tuple[str, int, object]] = {}
+_RANKED: dict[str, tuple[str, int, Callable[[Any], object]]] = {}
 #: kind attribute -> the kind its value names (None: not one we know)
 _KIND_OF = {key: _kind_converter(mapping) for key, mapping in _KIND_SOURCES}
 _KIND_OF[_VERCEL_OPERATION_NAME] = _first_word(_KIND_OF[_VERCEL_OPERATION_NAME])
@@ -917,23 +925,25 @@ for _fields, _convert in ((_STRING_FIELDS, _as_text), (_INT_FIELDS, _as_int)):
                 raise RuntimeError(f"{_key} is a source of two fields")
             _RANKED[_key] = (_name, _rank, _convert)
 #: attribute key -> (bits of its groups, row position, name, rank and converter of its
-#: ranked field; position None when it feeds none).
-_INDEX: dict[str, tuple[int, int | None, str | None, int, object]] = {}
+#: ranked field; position None, name "" and converter None when it feeds none). The converter
+#: is Any: normalize_span calls it only once it has seen a position, which mypy cannot follow.
+_INDEX: dict[str, tuple[int, int | None, str, int, Any]] = {}
 for _key in _WANTED:
-    _name, _rank, _convert = _RANKED.get(_key, (None, 0, None))
+    _ranked = _RANKED.get(_key)
+    _ranked_name, _ranked_rank, _ranked_convert = ("", 0, None) if _ranked is None else _ranked
     _bits = 0
     for _keys, _bit, _field in _GROUPS:
         if _key in _keys:
             _bits |= _bit
     _INDEX[_key] = (
         _bits,
-        None if _name is None else _C["llm_kind" if _name == "kind" else _name],
-        _name,
-        _rank,
-        _convert,
+        None if _ranked is None else _C["llm_kind" if _ranked_name == "kind" else _ranked_name],
+        _ranked_name,
+        _ranked_rank,
+        _ranked_convert,
     )
 #: (kind key, value) -> the row of a span whose only known key it is (see normalize_span).
-_KIND_ONLY: dict[tuple[str, str], tuple] = {}
+_KIND_ONLY: dict[tuple[str, object], tuple] = {}
 _EVALUATION_PREFIXES = evals.ATTRIBUTE_PREFIXES
 #: attribute key -> how normalize_span treats it: the AnyValue field to read first (the
 #: keys of _READ_AS), or for the other keys seen so far whether they may carry an
@@ -946,7 +956,7 @@ _SCAN_NOTHING, _SCAN_EVENTS, _SCAN_KEYS = evals.SCAN_NOTHING, evals.SCAN_EVENTS,
 _PROVENANCE_CACHE: dict[tuple, str] = {}
 
 
-def _provenance_json(provenance: dict[str, str]) -> str:
+def _provenance_json(provenance: dict[str, str | None]) -> str:
     """JSON of a provenance map; the same few maps repeat for every span of a library, so cache them."""
     key = (*provenance, *provenance.values())  # names then sources: as unambiguous as the items, cheaper
     text = _PROVENANCE_CACHE.get(key)
@@ -957,19 +967,20 @@ def _provenance_json(provenance: dict[str, str]) -> str:
     return text
 
 
-def _models(found: dict[str, object], row: list, provenance: dict[str, str], groups: int) -> None:
+def _models(found: dict[str, object], row: list, provenance: dict[str, str | None], groups: int) -> None:
     """Request and response model, with each family's quirks."""
-    if "gen_ai.span.kind" in found or "fi.span.kind" in found:
-        # traceAI writes the *response* model into gen_ai.request.model (and
-        # omits it on streaming and failed calls); the request model is in the
-        # request parameters.
-        if row[_C_REQUEST_MODEL] and provenance.get("request_model") == "gen_ai.request.model":
-            if not row[_C_RESPONSE_MODEL]:
-                row[_C_RESPONSE_MODEL], provenance["response_model"] = row[_C_REQUEST_MODEL], (
-                    "gen_ai.request.model (traceAI: response model)"
-                )
-            row[_C_REQUEST_MODEL] = None
-            provenance.pop("request_model", None)
+    # traceAI writes the *response* model into gen_ai.request.model (and
+    # omits it on streaming and failed calls); the request model is in the
+    # request parameters.
+    traceai = "gen_ai.span.kind" in found or "fi.span.kind" in found
+    if traceai and row[_C_REQUEST_MODEL] and provenance.get("request_model") == "gen_ai.request.model":
+        if not row[_C_RESPONSE_MODEL]:
+            row[_C_RESPONSE_MODEL], provenance["response_model"] = (
+                row[_C_REQUEST_MODEL],
+                ("gen_ai.request.model (traceAI: response model)"),
+            )
+        row[_C_REQUEST_MODEL] = None
+        provenance.pop("request_model", None)
     if not row[_C_REQUEST_MODEL] and groups & _PARAMS:
         for key in _PARAM_SOURCES:
             model = _json_dict(found.get(key)).get("model") if '"model"' in str(found.get(key, "")) else None

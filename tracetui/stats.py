@@ -214,6 +214,7 @@ def compute(
 
 def _run(conn: sqlite3.Connection, sql: str, params: list, grounded: dict, attribute: str | None) -> list[GroupStats]:
     cursor = conn.execute(sql, params)
+    groups: dict[str | None, list[tuple]]
     if attribute is not None:
         groups = _group_by_attribute(conn, cursor, attribute)
         span_col = _KEY + 2
@@ -263,8 +264,8 @@ def _gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
-def _group_by_attribute(conn: sqlite3.Connection, cursor, attribute: str) -> dict[str, list[tuple]]:
-    groups: dict[str, list[tuple]] = {}
+def _group_by_attribute(conn: sqlite3.Connection, cursor, attribute: str) -> dict[str | None, list[tuple]]:
+    groups: dict[str | None, list[tuple]] = {}
     needle = attribute.encode("utf-8")
     root_values: dict[int, str | None] = {}  # root span's row id -> its value, decoded once per run
     for row in cursor:
@@ -337,10 +338,10 @@ def _figures(key: str, rows: list[tuple], grounded: _Grounded, span_col: int) ->
     costs = [v for v in columns[_COST] if v is not None]
     scores: list[float] = []
     if grounded:
-        for found in map(grounded.get, zip(trace_ids, columns[span_col])):
+        for found in map(grounded.get, zip(trace_ids, columns[span_col], strict=False)):
             if found:
                 scores += found
-    recent = sorted(zip(starts, durations))[-MAX_DURATIONS:]  # nearly sorted already (arrival order)
+    recent = sorted(zip(starts, durations, strict=False))[-MAX_DURATIONS:]  # nearly sorted already (arrival order)
     by_duration = sorted(durations)
     p = [_ms(percentile(by_duration, q)) for q in _PERCENTILES]
     t = [_ms(percentile(ttfts, q)) for q in _PERCENTILES]

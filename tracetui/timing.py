@@ -229,7 +229,7 @@ def _inside(call: Call, timing: CallTiming, attempts: list[Call] | None) -> None
 
 
 def _attempts_text(attempts: list[Call], resent: int) -> str:
-    """"2 HTTP attempts, first 429" (statuses of the failed ones), or what a resend count adds."""
+    """ "2 HTTP attempts, first 429" (statuses of the failed ones), or what a resend count adds."""
     failed = [a for a in attempts[:-1] if a.failed_attempt]
     if len(attempts) == 1:
         return f"1 HTTP attempt with http.request.resend_count = {resent} (earlier attempts not recorded)"
@@ -319,7 +319,7 @@ def first_token_at(
 def ttft_includes_retry(retry_offset_ns: int | None, attempt_offset_ns: int | None, provenance: str | None) -> bool:
     """The stored time to first token was measured from before the final attempt (see first_token_at)."""
     moved = (retry_offset_ns or 0) > (attempt_offset_ns or 0)
-    return moved and bool(provenance) and _EVENT_TTFT in provenance
+    return moved and provenance is not None and _EVENT_TTFT in provenance
 
 
 _P_RETRY, _P_FALLBACK, _P_TTFT, _P_DECODE, _P_RESPONSE, _P_TOOL = (_PRIORITY[k] for k in SPLIT_KEYS[:6])
@@ -382,7 +382,7 @@ def _split(calls: list[Call], analysis: Analysis, trace_start: int, trace_end: i
                     break
             previous = t
         active[priority] += delta
-    for key, ns in zip(SPLIT_KEYS, durations):
+    for key, ns in zip(SPLIT_KEYS, durations, strict=False):
         split[key] = ns
     split["other"] += total - sum(durations)
     return split
@@ -412,11 +412,15 @@ def _count(calls: list[Call], parents: dict[bytes, bytes | None], result: Analys
     leaves.sort(key=lambda c: (c.cost_source != "reported", c.start_ns))
     kept: list[Call] = []
     for c in leaves:
-        duplicate = c.input_tokens is not None and c.output_tokens is not None and any(
-            k.input_tokens == c.input_tokens
-            and k.output_tokens == c.output_tokens
-            and max(k.start_ns, c.start_ns) < min(k.end_ns, c.end_ns)
-            for k in kept
+        duplicate = (
+            c.input_tokens is not None
+            and c.output_tokens is not None
+            and any(
+                k.input_tokens == c.input_tokens
+                and k.output_tokens == c.output_tokens
+                and max(k.start_ns, c.start_ns) < min(k.end_ns, c.end_ns)
+                for k in kept
+            )
         )
         if not duplicate:
             kept.append(c)
@@ -519,7 +523,7 @@ def retry_note(retry_source: str | None, scope_name: str | None, provenance: dic
 
 
 def tokens_estimated_note(provenance: dict[str, str], scope_name: str | None) -> str | None:
-    """"estimated by litellm (per metadata.usage_object)" when the library counted a call's tokens itself.
+    """ "estimated by litellm (per metadata.usage_object)" when the library counted a call's tokens itself.
 
     The normalizer marks such counts with provenance ``tokens_estimated``, naming the
     attribute that shows it (LiteLLM counts a stream's tokens itself when the provider

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import fill_db as write_requests
+
 from tracetui.otlp.files import read_length_delimited
 from tracetui.store.reader import Reader
 from tracetui.store.writer import Writer

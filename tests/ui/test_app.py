@@ -188,13 +188,18 @@ async def test_trace_view_follows_spans_arriving_later(tmp_path: Path) -> None:
         waterfall = app.screen.query_one(Waterfall)
         assert [line.span.name for line in waterfall.lines] == ["child step"]
         assert waterfall.lines[0].span.orphan
-        await asyncio.to_thread(write_requests, db, [make_request(trace, [(root, None, "the agent run", base, base + 10**9)])])
+        await asyncio.to_thread(
+            write_requests, db, [make_request(trace, [(root, None, "the agent run", base, base + 10**9)])]
+        )
         for _ in range(100):
             await settle(pilot, 1)
             if len(waterfall.lines) == 2:
                 break
             await asyncio.sleep(0.05)
-        assert [(line.span.name, line.span.depth) for line in waterfall.lines] == [("the agent run", 0), ("child step", 1)]
+        assert [(line.span.name, line.span.depth) for line in waterfall.lines] == [
+            ("the agent run", 0),
+            ("child step", 1),
+        ]
         await pilot.press("escape")
         await settle(pilot)
         assert "the agent run" in table_lines(table)[1]

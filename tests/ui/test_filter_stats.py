@@ -56,7 +56,13 @@ async def test_malformed_filter_shows_an_error_and_changes_nothing(fixtures_db: 
         await settle(pilot)
         await type_filter(pilot, "model=gpt-4.1-nano")
         before = [t.trace_id for t in shown_traces(app)]
-        for bad in ("duration>fast", "cost>>1", 'name="unclosed', "'; DROP TABLE spans; --", '"x\'; DROP TABLE spans; --"'):
+        for bad in (
+            "duration>fast",
+            "cost>>1",
+            'name="unclosed',
+            "'; DROP TABLE spans; --",
+            '"x\'; DROP TABLE spans; --"',
+        ):
             await type_filter(pilot, bad)
             error = str(app.screen.query_one("#filter-error").render())
             if bad.startswith('"'):

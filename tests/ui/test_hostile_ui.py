@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import any_value
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from textual.widget import Widget
 
-from helpers import any_value
 from tests.ui.conftest import make_app, settle, write_requests
 from tracetui.drill import critical_path, run_of, slowest_spans
 from tracetui.store.reader import SpanRow
@@ -33,7 +33,13 @@ SECOND = 10**9
 YEAR_2200_NS = 7_258_118_400 * SECOND
 NASTY = "[bold red]boom[/] [link=https://evil.example]click[/link] \x1b[2J\x1b]0;pwned\x07\x1b[31mred\x1b[0m \u202eexe"
 #: How NASTY must look on screen: markup as written, controls as visible escapes.
-NASTY_SHOWN = ("[bold red]boom[/]", "[link=https://evil.example]click[/link]", "\\e[2J", "\\e]0;pwned\\x07", "\\u202eexe")
+NASTY_SHOWN = (
+    "[bold red]boom[/]",
+    "[link=https://evil.example]click[/link]",
+    "\\e[2J",
+    "\\e]0;pwned\\x07",
+    "\\u202eexe",
+)
 #: Spans in the big trace. 100,000 was measured by hand (see the test's docstring):
 #: TRACETUI_BIG_TRACE_SPANS=100000 pytest tests/ui/test_hostile_ui.py -k huge
 BIG_TRACE_SPANS = int(os.environ.get("TRACETUI_BIG_TRACE_SPANS", "20000"))
@@ -100,32 +106,78 @@ def hostile_requests() -> dict[str, bytes]:
     nasty_call.events.add(name=NASTY, time_unix_nano=t(11))
     return {
         "orphan": request([span(1, 2, 999, "child of nobody", t(1), t(1) + SECOND)]),
-        "cycles": request([
-            span(2, 1, 2, "two-cycle a", t(2), t(2) + SECOND),
-            span(2, 2, 1, "two-cycle b", t(2) + 1, t(2) + SECOND),
-            span(2, 3, 5, "three-cycle c", t(2) + 2, t(2) + SECOND),
-            span(2, 4, 3, "three-cycle d", t(2) + 3, t(2) + SECOND),
-            span(2, 5, 4, "three-cycle e", t(2) + 4, t(2) + SECOND),
-        ]),
-        "self-parent": request([span(3, 1, 1, "narcissus", t(3), t(3) + SECOND),
-                                span(3, 2, 1, "its child", t(3) + 1, t(3) + 2)]),  # fmt: skip
-        "end-before-start": request([span(4, 1, None, "inverted root", t(4) + SECOND, t(4)),
-                                     span(4, 2, 1, "inverted chat", t(4) + 2 * SECOND, t(4), attributes=CHAT)]),
-        "zero-duration": request([span(5, 1, None, "instant", t(5), t(5)),
-                                  span(5, 2, 1, "instant chat", t(5), t(5), attributes=CHAT)]),  # fmt: skip
-        "1970-2200": request([
-            span(6, 1, None, "epoch root", 0, 0),
-            span(6, 2, 1, "one ns", 1, 2),
-            span(6, 3, 1, "year 2200", YEAR_2200_NS, YEAR_2200_NS + SECOND),
-            span(6, 4, 1, "end of fixed64", t(6), 2**64 - 1, attributes=CHAT),
-        ]),
+        "cycles": request(
+            [
+                span(2, 1, 2, "two-cycle a", t(2), t(2) + SECOND),
+                span(2, 2, 1, "two-cycle b", t(2) + 1, t(2) + SECOND),
+                span(2, 3, 5, "three-cycle c", t(2) + 2, t(2) + SECOND),
+                span(2, 4, 3, "three-cycle d", t(2) + 3, t(2) + SECOND),
+                span(2, 5, 4, "three-cycle e", t(2) + 4, t(2) + SECOND),
+            ]
+        ),
+        "self-parent": request(
+            [span(3, 1, 1, "narcissus", t(3), t(3) + SECOND), span(3, 2, 1, "its child", t(3) + 1, t(3) + 2)]
+        ),  # fmt: skip
+        "end-before-start": request(
+            [
+                span(4, 1, None, "inverted root", t(4) + SECOND, t(4)),
+                span(4, 2, 1, "inverted chat", t(4) + 2 * SECOND, t(4), attributes=CHAT),
+            ]
+        ),
+        "zero-duration": request(
+            [span(5, 1, None, "instant", t(5), t(5)), span(5, 2, 1, "instant chat", t(5), t(5), attributes=CHAT)]
+        ),  # fmt: skip
+        "1970-2200": request(
+            [
+                span(6, 1, None, "epoch root", 0, 0),
+                span(6, 2, 1, "one ns", 1, 2),
+                span(6, 3, 1, "year 2200", YEAR_2200_NS, YEAR_2200_NS + SECOND),
+                span(6, 4, 1, "end of fixed64", t(6), 2**64 - 1, attributes=CHAT),
+            ]
+        ),
         "future": request([span(7, 1, None, "from 2200", YEAR_2200_NS, YEAR_2200_NS + SECOND)]),
-        "ten-megabytes": request([span(8, 1, None, "big values " + "n" * 1_000_000, t(8), t(8) + SECOND,
-                                       attributes={"gen_ai.prompt": TEN_MB, "blob": b"\x00\xff" * 1_000_000})]),
-        "binary": request([span(9, 1, None, "binary", t(9), t(9) + SECOND, attributes={
-            "payload": bytes(range(256)) + b"\xff\xfe\xc3(", "mixed": [b"\x00", "x", 1, {"raw": b"\x80"}]})]),
-        "deep": request([span(10, 1, None, "deeply nested", t(10), t(10) + SECOND, attributes={
-            "kvlist": deep_kvlist(30), "array": deep_array(45)})]),
+        "ten-megabytes": request(
+            [
+                span(
+                    8,
+                    1,
+                    None,
+                    "big values " + "n" * 1_000_000,
+                    t(8),
+                    t(8) + SECOND,
+                    attributes={"gen_ai.prompt": TEN_MB, "blob": b"\x00\xff" * 1_000_000},
+                )
+            ]
+        ),
+        "binary": request(
+            [
+                span(
+                    9,
+                    1,
+                    None,
+                    "binary",
+                    t(9),
+                    t(9) + SECOND,
+                    attributes={
+                        "payload": bytes(range(256)) + b"\xff\xfe\xc3(",
+                        "mixed": [b"\x00", "x", 1, {"raw": b"\x80"}],
+                    },
+                )
+            ]
+        ),
+        "deep": request(
+            [
+                span(
+                    10,
+                    1,
+                    None,
+                    "deeply nested",
+                    t(10),
+                    t(10) + SECOND,
+                    attributes={"kvlist": deep_kvlist(30), "array": deep_array(45)},
+                )
+            ]
+        ),
         "nasty": request([span(11, 1, None, NASTY, t(11), t(11) + 2 * SECOND), nasty_call], service=NASTY),
     }
 
@@ -230,10 +282,10 @@ async def test_every_hostile_trace_opens_and_draws(hostile_db: Path) -> None:
         await pilot.press("enter")  # the newest trace; `n` then walks the view through every older one
         await settle(pilot)
         seen: dict[str, dict] = {}
-        for i, trace_id in enumerate(listed):
+        for _i, trace_id in enumerate(listed):
             screen = app.screen
             assert isinstance(screen, TraceScreen)
-            await until(pilot, lambda: screen.trace_id == trace_id and screen.trace is not None
+            await until(pilot, lambda screen=screen, trace_id=trace_id: screen.trace_id == trace_id and screen.trace is not None
                         and screen.trace.trace_id == trace_id and bool(screen.waterfall.lines))  # fmt: skip
             names = waterfall_names(app)
             first = screen_text(app)

@@ -7,8 +7,8 @@ import sqlite3
 import time
 
 import pytest
-from tests.ui.conftest import FIXED_NOW_NS, settle
 
+from tests.ui.conftest import FIXED_NOW_NS, settle
 from tracetui.store.reader import Reader
 from tracetui.ui.widgets.status_header import StatusHeader
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from helpers import fill_db
+
 from tests.ui.conftest import fixture_requests, make_app, settle
 from tests.ui.test_hostile_ui import screen_text
 from tracetui.ui.screens.trace_view import TraceScreen
@@ -71,8 +72,9 @@ async def test_estimated_token_counts_are_shown_as_estimates(tmp_path: Path) -> 
     """A library's own estimate reads "~201": the normalizer marks it with provenance ``tokens_estimated``
     (LiteLLM's, naming the attribute that shows it); this is the display of that mark."""
     from helpers import make_request, make_span, sid, tid
-    from tracetui.ui.widgets.span_detail import detail_text
+
     from tracetui.store.reader import Reader
+    from tracetui.ui.widgets.span_detail import detail_text
 
     span = make_span(tid(5), sid(1), name="litellm_request", attributes={
         "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",

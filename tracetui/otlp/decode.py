@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,7 @@ _NO_NORMALIZED = (None,) * len(semconv.NORMALIZED_COLUMNS)
 #: a token count below zero is as much garbage as one of 2**62.
 _INT_LIMITS = tuple(
     (i, 0 if name.endswith("_tokens") else -limit, limit)
-    for i, (name, limit) in enumerate(zip(semconv.NORMALIZED_COLUMNS, _NORMALIZED_LIMITS))
+    for i, (name, limit) in enumerate(zip(semconv.NORMALIZED_COLUMNS, _NORMALIZED_LIMITS, strict=False))
     if name.endswith(("_tokens", "_ns", "_count"))
 )
 UNKNOWN_SERVICE = "unknown_service"
@@ -270,7 +271,7 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def _embedded(data: bytes, start: int, end: int, number: int, with_key: bool = False):
+def _embedded(data: bytes, start: int, end: int, number: int, with_key: bool = False) -> Iterator[tuple[int, int]]:
     """(start, end) of each length-delimited field ``number`` in the message ``data[start:end]``.
 
     ``with_key``: the whole field (its key and length too), else its contents.
@@ -540,7 +541,7 @@ def decode_logs(request: ExportLogsServiceRequest) -> Decoded:
     return out
 
 
-def attributes_to_dict(attributes: list[KeyValue] | object) -> dict[str, object]:
+def attributes_to_dict(attributes: Iterable[KeyValue]) -> dict[str, object]:
     """Attributes as plain Python values, for display and JSON output (not the hot path)."""
     return {kv.key: any_value_to_python(kv.value) for kv in attributes}
 

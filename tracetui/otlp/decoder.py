@@ -29,16 +29,19 @@ import signal as os_signal  # `signal` names the OTLP signal (traces, logs) here
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from pathlib import Path
-from collections.abc import Callable, Iterator
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from google.protobuf.message import Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tracetui import pricing
 from tracetui.fmt import fmt_counted
@@ -49,9 +52,9 @@ from tracetui.otlp.decode import (
     _embedded,
     _fields_except,
     decode_logs,
-    length_delimited,
     decode_spans,
     decode_trace_bytes,
+    length_delimited,
     parse_logs_request,
 )
 from tracetui.otlp.metrics import decode_metrics, parse_metrics_request
@@ -82,7 +85,9 @@ WORKER_CACHE_KIB = 2_000
 SLICE_IN_RECEIVER_BYTES = 8 * 1024 * 1024
 
 
-def request_slices(signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Iterator[bytes | Message]:
+def request_slices(
+    signal: Signal, payload: bytes | bytearray | memoryview | Message
+) -> Iterator[bytes | bytearray | memoryview | Message]:
     """The export as sub-requests of at most :data:`DECODE_SLICE_SPANS` spans (the payload itself when small).
 
     Large trace requests are cut at the byte level (each slice keeps its spans'
@@ -93,10 +98,11 @@ def request_slices(signal: Signal, payload: bytes | bytearray | memoryview | Mes
         yield payload
         return
     if isinstance(payload, Message):
-        if sum(len(ss.spans) for rs in payload.resource_spans for ss in rs.scope_spans) <= DECODE_SLICE_SPANS:
+        request = cast(ExportTraceServiceRequest, payload)  # the parsed payload of the traces signal
+        if sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans) <= DECODE_SLICE_SPANS:
             yield payload
             return
-        payload = payload.SerializeToString()
+        payload = request.SerializeToString()
     data = bytes(payload)
     try:
         small = _span_count(data, stop_after=DECODE_SLICE_SPANS) <= DECODE_SLICE_SPANS
@@ -108,7 +114,9 @@ def request_slices(signal: Signal, payload: bytes | bytearray | memoryview | Mes
     yield from _slices(data)
 
 
-def store_in_slices(signal: Signal, payload, store_one: Callable[[bytes | Message], Stored]) -> Stored:
+def store_in_slices(
+    signal: Signal, payload, store_one: Callable[[bytes | bytearray | memoryview | Message], Stored]
+) -> Stored:
     """Store an export a slice at a time (request_slices) through ``store_one``; the sum of what each stored.
 
     When an export was cut, a slice that does not decode (invalid UTF-8, say)
@@ -120,7 +128,7 @@ def store_in_slices(signal: Signal, payload, store_one: Callable[[bytes | Messag
         try:
             stored = store_one(part)
         except DecodeError as exc:
-            if part is payload:
+            if part is payload or not isinstance(part, bytes):  # only a cut export has slices (bytes)
                 raise
             count = _span_count(part, stop_after=DECODE_SLICE_SPANS)
             stored = Stored(0, count, f"{fmt_counted(count, 'span')} of one slice of the export: {exc}")
@@ -173,12 +181,15 @@ def _add_stored(total: Stored | None, part: Stored) -> Stored:
 def decode_request(signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Decoded:
     """Parse (unless already parsed) and decode one export request. Raises DecodeError."""
     data = bytes(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else None
+    # A parsed payload is the request message of its signal (the casts only tell mypy which).
     if signal == "logs":
-        return decode_logs(parse_logs_request(data) if data is not None else payload)
+        return decode_logs(parse_logs_request(data) if data is not None else cast(ExportLogsServiceRequest, payload))
     if signal == "metrics":
-        return decode_metrics(parse_metrics_request(data) if data is not None else payload)
+        return decode_metrics(
+            parse_metrics_request(data) if data is not None else cast(ExportMetricsServiceRequest, payload)
+        )
     # The bytes, when there are any, also give each span's raw copy (decode.span_bytes).
-    decoded = decode_trace_bytes(data) if data is not None else decode_spans(payload)
+    decoded = decode_trace_bytes(data) if data is not None else decode_spans(cast(ExportTraceServiceRequest, payload))
     if decoded.spans:
         prepare(decoded)
     return decoded
@@ -308,7 +319,7 @@ def _worker_store(signal: Signal, payload: bytes) -> tuple[Stored, int]:
     """
     written = 0
 
-    def store_one(part: bytes | Message) -> Stored:
+    def store_one(part: bytes | bytearray | memoryview | Message) -> Stored:
         nonlocal written
         stored, added = _worker_store_slice(signal, part)
         written += added
@@ -317,7 +328,7 @@ def _worker_store(signal: Signal, payload: bytes) -> tuple[Stored, int]:
     return store_in_slices(signal, payload, store_one), written
 
 
-def _worker_store_slice(signal: Signal, payload: bytes | Message) -> tuple[Stored, int]:
+def _worker_store_slice(signal: Signal, payload: bytes | bytearray | memoryview | Message) -> tuple[Stored, int]:
     assert _worker is not None, "worker not initialized"
     decoded = decode_request(signal, payload)
     written = 0

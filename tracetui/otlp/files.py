@@ -24,6 +24,8 @@ def read_length_delimited(path: Path) -> Iterator[bytes]:
         (size,) = struct.unpack_from(">I", data, offset)
         offset += 4
         if offset + size > len(data):
-            raise FramingError(f"{path}: record at byte {offset - 4} claims {size} bytes, only {len(data) - offset} left")
+            raise FramingError(
+                f"{path}: record at byte {offset - 4} claims {size} bytes, only {len(data) - offset} left"
+            )
         yield data[offset : offset + size]
         offset += size

@@ -54,7 +54,11 @@ TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
 #: Every service served, with the signal its exports carry.
-SERVICES = ((TRACE_SERVICE, "traces"), (LOGS_SERVICE, "logs"), (METRICS_SERVICE, "metrics"))
+SERVICES: tuple[tuple[str, Signal], ...] = (
+    (TRACE_SERVICE, "traces"),
+    (LOGS_SERVICE, "logs"),
+    (METRICS_SERVICE, "metrics"),
+)
 
 
 def _retryable_abort(context: grpc.ServicerContext, message: str, delay_s: float = RETRY_DELAY_S) -> None:
@@ -152,7 +156,9 @@ class ExportHandler:
         try:
             return next(requests, None)
         except grpc.RpcError:
-            context.abort(grpc.StatusCode.CANCELLED, f"the export's message did not arrive in {self.body_timeout_s:g} s")
+            context.abort(
+                grpc.StatusCode.CANCELLED, f"the export's message did not arrive in {self.body_timeout_s:g} s"
+            )
             raise  # not reached: abort raises
         finally:
             timer.cancel()

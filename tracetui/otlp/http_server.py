@@ -77,6 +77,12 @@ HEADER_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 30.0
 
 
+def _release_if_granted(waiting: asyncio.Future[Pass]) -> None:
+    """Give back a pass the admission line granted after its export was cancelled."""
+    if not (waiting.cancelled() or waiting.exception()):
+        waiting.result().release()
+
+
 class _ClientTrouble(logging.Filter):
     """Drop aiohttp's tracebacks for what clients do (disconnect mid-body, send malformed HTTP).
 
@@ -516,7 +522,7 @@ class HttpReceiver:
         try:
             return await asyncio.shield(waiting)
         except asyncio.CancelledError:  # shutting down: a pass granted later must still go back
-            waiting.add_done_callback(lambda f: f.cancelled() or f.exception() or f.result().release())
+            waiting.add_done_callback(_release_if_granted)
             raise
 
     def _too_large(self, size: int | None = None) -> Reply:

@@ -186,6 +186,7 @@ def _point_count(metric, kind: str | None) -> int:
 
 def _add_point(out: Decoded, found: DecodedMetrics, metric, kind, temporality, point, source_id, service) -> None:
     if kind != "sum":
+        bounds: tuple[float, ...] | None
         if kind == "histogram":
             bounds, counts = tuple(point.explicit_bounds), tuple(point.bucket_counts)
         else:

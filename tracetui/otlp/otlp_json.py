@@ -22,7 +22,7 @@ import base64
 import binascii
 import json
 import re
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from google.protobuf import json_format
@@ -32,7 +32,6 @@ from google.protobuf.message_factory import GetMessageClass
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from tracetui.otlp.decode import DecodeError, length_delimited
@@ -63,7 +62,7 @@ _QUOTE = 40
 # --- which fields lead to ids ---------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def _has_ids(descriptor: Descriptor) -> bool:
     """Whether ids can occur anywhere below this message type (skips attributes and values)."""
     return _has_ids_walk(descriptor, frozenset())
@@ -81,7 +80,7 @@ def _has_ids_walk(descriptor: Descriptor, seen: frozenset[str]) -> bool:
     return False
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fields_by_key(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
     """JSON key (lowerCamelCase or the proto field name) -> field, for the fields worth walking into."""
     out: dict[str, FieldDescriptor] = {}
@@ -98,7 +97,7 @@ def _is_repeated(field: FieldDescriptor) -> bool:
     flag = getattr(field, "is_repeated", None)
     if flag is not None:
         return bool(flag() if callable(flag) else flag)
-    return field.label == FieldDescriptor.LABEL_REPEATED
+    return field.label == FieldDescriptor.LABEL_REPEATED  # type: ignore[attr-defined]  # protobuf < 5; the stubs are 5.x
 
 
 def _quote(value: object) -> str:
@@ -119,6 +118,11 @@ def _hex_to_b64(value: object, where: str) -> str:
     return base64.b64encode(bytes.fromhex(value)).decode("ascii")
 
 
+# _DESCRIPTOR_STUBS: types-protobuf types a message's DESCRIPTOR as the pure-Python Descriptor or
+# upb's (google._upb._message.Descriptor, a private module), two implementations of one API; the
+# functions here take the public one, and the calls that pass a DESCRIPTOR say "type: ignore[arg-type]".
+
+
 def _ids_to_b64(obj: object, descriptor: Descriptor, where: str) -> object:
     """A copy of ``obj`` with its id fields rewritten from hex to base64 (what ParseDict wants)."""
     if not isinstance(obj, dict):
@@ -130,6 +134,7 @@ def _ids_to_b64(obj: object, descriptor: Descriptor, where: str) -> object:
         if field is None or value is None:
             continue
         path = f"{where}.{key}" if where else key
+        new: object
         if field.message_type is None:
             new = _hex_to_b64(value, path)
         elif _is_repeated(field):
@@ -189,17 +194,18 @@ def message_from_dict(obj: object, message_type: type[Message]) -> Message:
     descriptor = message_type.DESCRIPTOR
     if not isinstance(obj, dict):
         raise DecodeError(f"expected a JSON object, got {_quote(obj)}")
-    converted = _ids_to_b64(obj, descriptor, "")
+    converted = _ids_to_b64(obj, descriptor, "")  # type: ignore[arg-type]  # see _DESCRIPTOR_STUBS
+    assert isinstance(converted, dict)  # an object in, an object out
     try:
         return json_format.ParseDict(converted, message_type(), ignore_unknown_fields=True)
     except json_format.ParseError as exc:
-        located = _locate_error(converted, descriptor, "")
+        located = _locate_error(converted, descriptor, "")  # type: ignore[arg-type]  # see _DESCRIPTOR_STUBS
         raise DecodeError(located or _strip_parse_prefixes(str(exc))) from None
     except (ValueError, TypeError, RecursionError) as exc:
         raise DecodeError(f"not a valid {descriptor.name}: {exc}") from None
 
 
-def load_json(data: bytes | str) -> Any:
+def load_json(data: bytes | bytearray | str) -> Any:
     """``json.loads`` with errors that say where (line and column, or the path of the value)."""
     try:
         return json.loads(data)
@@ -227,7 +233,7 @@ def _parse_int(text: str) -> int | _TooLong:
         return _TooLong(len(text.lstrip("-")))
 
 
-def _too_long_number(data: bytes | str) -> str | None:
+def _too_long_number(data: bytes | bytearray | str) -> str | None:
     """``path: integer of N digits`` for the first over-long integer in ``data`` (the slow path, after a failure)."""
     try:
         obj = json.loads(data, parse_int=_parse_int)
@@ -245,7 +251,7 @@ def _too_long_number(data: bytes | str) -> str | None:
     return None
 
 
-def parse_request(data: bytes | str, signal: str) -> Message:
+def parse_request(data: bytes | bytearray | str, signal: str) -> Message:
     """An OTLP JSON request body -> the signal's Export*ServiceRequest; raises DecodeError."""
     return message_from_dict(load_json(data), REQUEST_TYPES[signal])
 
@@ -275,7 +281,7 @@ def _span_hook(obj: dict) -> object:
     return obj
 
 
-def parse_traces_lean(data: bytes | str) -> bytes | Message:
+def parse_traces_lean(data: bytes | bytearray | str) -> bytes | Message:
     """An OTLP JSON traces body -> the serialized ExportTraceServiceRequest, holding one span's objects at a time.
 
     ``json.loads`` then ``ParseDict`` hold the whole document as Python objects
@@ -300,7 +306,9 @@ def _encode_traces(doc: object) -> bytes:
         if key not in ("resourceSpans", "resource_spans"):
             continue  # unknown fields are ignored, as ParseDict does
         for group in _list_of_objects(groups):
-            out += length_delimited(1, _encode_group(group, ("scopeSpans", "scope_spans"), ResourceSpans, _encode_scope))
+            out += length_delimited(
+                1, _encode_group(group, ("scopeSpans", "scope_spans"), ResourceSpans, _encode_scope)
+            )
     return bytes(out)
 
 
@@ -379,7 +387,7 @@ def _ids_to_hex(obj: object, descriptor: Descriptor) -> object:
 def message_to_dict(message: Message) -> dict[str, Any]:
     """A message as OTLP JSON: lowerCamelCase keys, ids as hex, 64-bit integers as strings, enums as integers."""
     obj = json_format.MessageToDict(message, use_integers_for_enums=True, preserving_proto_field_name=False)
-    return _ids_to_hex(obj, message.DESCRIPTOR)  # type: ignore[return-value]
+    return _ids_to_hex(obj, message.DESCRIPTOR)  # type: ignore[return-value, arg-type]  # see _DESCRIPTOR_STUBS
 
 
 def message_to_json(message: Message, *, indent: int | None = None) -> str:

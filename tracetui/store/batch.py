@@ -18,7 +18,7 @@ database and corrects the rows it inserted (``writer.update_timing``).
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -220,11 +220,15 @@ class TimingResult:
     trace_values: dict[str, object]
 
 
-def timing_result(analysis, names: dict[bytes, str | None]) -> TimingResult:
+def timing_result(analysis, names: Mapping[bytes, str | None]) -> TimingResult:
     span_values = {
         span_id: (
-            int(t.is_retry), int(t.is_fallback), t.retry_ns, int(analysis.counted.get(span_id, True)),
-            t.retry_offset_ns, t.retry_source,
+            int(t.is_retry),
+            int(t.is_fallback),
+            t.retry_ns,
+            int(analysis.counted.get(span_id, True)),
+            t.retry_offset_ns,
+            t.retry_source,
         )  # fmt: skip
         for span_id, t in analysis.calls.items()
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,9 @@ class TraceRow:
             "tokenless_calls": self.tokenless_calls,
             "incomplete": self.incomplete,
             "session_id": self.session_id,
-            "slowest_span": None if self.slowest_span_id is None else {
+            "slowest_span": None
+            if self.slowest_span_id is None
+            else {
                 "span_id": self.slowest_span_id.hex(),
                 "name": self.slowest_name,
                 "duration_ms": (self.slowest_ns or 0) / 1e6,
@@ -286,11 +289,11 @@ class Reader:
         with self._lock:
             self._conn.close()
 
-    def _all(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
+    def _all(self, sql: str, params: Sequence | dict = ()) -> list[tuple]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
 
-    def _one(self, sql: str, params: tuple | dict = ()) -> tuple | None:
+    def _one(self, sql: str, params: Sequence | dict = ()) -> tuple | None:
         with self._lock:
             return self._conn.execute(sql, params).fetchone()
 
@@ -592,8 +595,11 @@ class Reader:
                         for e in span.events
                     ],
                     "links": [
-                        {"trace_id": k.trace_id.hex(), "span_id": k.span_id.hex(),
-                         "attributes": attributes_to_dict(k.attributes)}
+                        {
+                            "trace_id": k.trace_id.hex(),
+                            "span_id": k.span_id.hex(),
+                            "attributes": attributes_to_dict(k.attributes),
+                        }
                         for k in span.links
                     ],  # fmt: skip
                     "resource": attributes_to_dict(resource.attributes),

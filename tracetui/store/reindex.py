@@ -94,7 +94,8 @@ def _trace_batches(conn) -> Iterator[list[bytes]]:
     """Trace ids in arrival order, grouped to about BATCH_SPANS spans; read afresh after each batch."""
     last = 0
     while True:
-        batch, spans = [], 0
+        batch: list[bytes] = []
+        spans = 0
         for row_id, trace_id, span_count in conn.execute(
             "SELECT id, trace_id, span_count FROM traces WHERE id > ? ORDER BY id LIMIT ?", (last, BATCH_SPANS)
         ).fetchall():
@@ -159,6 +160,7 @@ def _reindex_log_evaluations(conn, trace_ids: list[bytes] | None) -> set[str]:
 
     Returns the response ids they name, for resolving.
     """
+    params: list[object]
     if trace_ids is None:
         sql, params = "SELECT raw FROM logs WHERE trace_id IS NULL AND event_name = ?", [evals.EVENT_NAME]
     else:

@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-
 SCHEMA_VERSION = 8
 
 _V1 = """
@@ -335,7 +334,8 @@ def _same(value: bytes) -> bytes:
 # of the cost of an insert. Registering identity adapters for the two types
 # makes the first lookup succeed (measured: 23 -> 9 µs for a 45-NULL row).
 # The values bound are the same; this is process-wide and harmless elsewhere.
-sqlite3.register_adapter(type(None), {}.get)  # a C function that returns None for any key
+# a C function that returns None for any key (typeshed's dict.get overloads do not match the adapter signature)
+sqlite3.register_adapter(type(None), {}.get)  # type: ignore[arg-type]
 sqlite3.register_adapter(bytes, _same)
 
 

@@ -67,7 +67,9 @@ _INSERT_SOURCE = (
 _INSERT_SPAN = "INSERT OR IGNORE INTO spans({}) VALUES ({})".format(
     ", ".join((*SPAN_COLUMNS, *ANALYSIS_COLUMNS)), ", ".join("?" * (len(SPAN_COLUMNS) + len(ANALYSIS_COLUMNS)))
 )
-_INSERT_LOG = "INSERT OR IGNORE INTO logs({}) VALUES ({})".format(", ".join(LOG_COLUMNS), ", ".join("?" * len(LOG_COLUMNS)))
+_INSERT_LOG = "INSERT OR IGNORE INTO logs({}) VALUES ({})".format(
+    ", ".join(LOG_COLUMNS), ", ".join("?" * len(LOG_COLUMNS))
+)
 _I_SOURCE, _I_LOG_SOURCE = COL["source_id"], LOG_COLUMNS.index("source_id")
 
 _I_RESPONSE = COL["response_id"]
@@ -119,6 +121,8 @@ UPDATE traces SET split_other_ns = max(0, (end_ns - start_ns) - (split_retry_ns 
                                       + split_decode_ns + split_response_ns + split_tool_ns))
 WHERE trace_id = ?
 """
+
+
 def add_meta(conn: sqlite3.Connection, **deltas: float) -> None:
     """Add to the running counters the UI shows (spans, traces, LLM calls, tokens, cost)."""
     conn.executemany(

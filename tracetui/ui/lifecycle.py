@@ -52,6 +52,6 @@ def forget_worker_when_done(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         finally:
-            active_worker.set(None)  # type: ignore[arg-type]  # nothing runs on this thread now
+            active_worker.set(None)  # nothing runs on this thread now
 
     return run  # type: ignore[return-value]

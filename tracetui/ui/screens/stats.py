@@ -8,11 +8,13 @@ latest request wins), so keys never wait on SQL.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Sparkline, Static
@@ -156,7 +158,9 @@ class StatsComputed(Message):
 class StatsScreen(Screen):
     BINDINGS = [
         Binding("escape", "back", "Back", show=True),
-        Binding("b", "cycle_grouping", "By model/route/prompt", show=True, tooltip="group by model, route or prompt version"),
+        Binding(
+            "b", "cycle_grouping", "By model/route/prompt", show=True, tooltip="group by model, route or prompt version"
+        ),
         Binding("w", "cycle_window", "Window", show=True, tooltip="time window: last 5 min, last hour, all"),
         Binding("o", "sort_next", "Sort", show=True, tooltip="sort by the next column"),
         Binding("O", "sort_previous", "Sort back", show=False, tooltip="sort by the previous column"),
@@ -183,7 +187,7 @@ class StatsScreen(Screen):
     def compose(self) -> ComposeResult:
         yield StatusHeader(self.app.listen, id="status")  # type: ignore[attr-defined]
         yield Static("", id="stats-title")
-        table = DataTable(id="stats-table", cursor_type="row", zebra_stripes=True)
+        table: DataTable[Any] = DataTable(id="stats-table", cursor_type="row", zebra_stripes=True)
         yield table
         yield Static("", id="stats-histogram-title")
         yield Sparkline([], id="stats-histogram")
@@ -292,7 +296,7 @@ class StatsScreen(Screen):
         table = self.query_one("#stats-table", DataTable)
         selected = None
         if table.row_count and 0 <= table.cursor_row < table.row_count:
-            selected = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+            selected = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
         table.clear()
         for group in self._sorted():
             columns = [COLUMNS[i][1] for i in self.shown]
@@ -344,7 +348,7 @@ class StatsScreen(Screen):
         table = self.query_one("#stats-table", DataTable)
         group = None
         if table.row_count and 0 <= table.cursor_row < table.row_count:
-            key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+            key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
             group = next((g for g in self.groups if g.key == key), None)
         sparkline = self.query_one(Sparkline)
         title = self.query_one("#stats-histogram-title", Static)

@@ -78,15 +78,34 @@ class TraceListScreen(Screen):
     BINDINGS = [
         Binding("enter", "open_trace", "Open", show=True, tooltip="open the trace under the cursor"),
         Binding("s", "open_slowest", "Slowest", show=True, tooltip="open the run at its slowest LLM or tool call"),
-        Binding("g", "follow", "Top / follow", show=True, key_display="g",
-                tooltip="back to the newest traces and follow new arrivals"),
-        Binding("slash", "filter", "Filter", show=True, key_display="/",
-                tooltip="filter: free text and field op value terms, e.g. model=gpt-4o duration>2s"),
-        Binding("y", "copy_summary", "Copy summary", show=False,
-                tooltip="copy the run's summary (tree, timings, cost, prompts) to the clipboard"),
+        Binding(
+            "g",
+            "follow",
+            "Top / follow",
+            show=True,
+            key_display="g",
+            tooltip="back to the newest traces and follow new arrivals",
+        ),
+        Binding(
+            "slash",
+            "filter",
+            "Filter",
+            show=True,
+            key_display="/",
+            tooltip="filter: free text and field op value terms, e.g. model=gpt-4o duration>2s",
+        ),
+        Binding(
+            "y",
+            "copy_summary",
+            "Copy summary",
+            show=False,
+            tooltip="copy the run's summary (tree, timings, cost, prompts) to the clipboard",
+        ),
         Binding("x", "toggle_errors", "Errors only", show=False, tooltip="quick toggle: runs with errors only"),
         Binding("m", "toggle_llm", "LLM only", show=False, tooltip="quick toggle: runs with LLM calls only"),
-        Binding("w", "toggle_slow", "Slow only", show=False, tooltip="quick toggle: runs slower than the slow threshold"),
+        Binding(
+            "w", "toggle_slow", "Slow only", show=False, tooltip="quick toggle: runs slower than the slow threshold"
+        ),
     ]
 
     def __init__(self) -> None:
@@ -185,7 +204,11 @@ class TraceListScreen(Screen):
             if self._open_pending is not None:
                 show_slowest, self._open_pending = self._open_pending, None
                 self.action_open_trace(show_slowest)
-        if self._pending_offset is not None or message.horizon != self.horizon or message.filter_text != self.filter.text:
+        if (
+            self._pending_offset is not None
+            or message.horizon != self.horizon
+            or message.filter_text != self.filter.text
+        ):
             offset = self._pending_offset if self._pending_offset is not None else self._window_offset()
             self._pending_offset = None
             self.request_window(offset)
@@ -225,7 +248,9 @@ class TraceListScreen(Screen):
         if not self.filter.is_empty():
             text.append(f" filter: {safe_text(self.filter.text, 80)}", style="bold")
             count = self.table.row_count
-            text.append(f"  ({fmt_counted(count, 'run')} {'matches' if count == 1 else 'match'}; / to edit)", style="dim")
+            text.append(
+                f"  ({fmt_counted(count, 'run')} {'matches' if count == 1 else 'match'}; / to edit)", style="dim"
+            )
         if self.newer and not self.following:
             text.append(f" ↑ {self.newer:,} new — press g to jump to the newest", style="bold")
         if text != self._banner_text:

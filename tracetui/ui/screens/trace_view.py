@@ -142,25 +142,63 @@ class TraceScreen(Screen):
 
     BINDINGS = [
         Binding("escape", "back", "Back", show=True, tooltip="back to the trace list"),
-        Binding("s", "slowest", "Slowest", show=True,
-                tooltip="jump to the run's slowest LLM or tool call; again for the next slowest"),
-        Binding("c", "critical_path", "Critical path", show=True,
-                tooltip="show / hide the critical path of the run, with its total"),
+        Binding(
+            "s",
+            "slowest",
+            "Slowest",
+            show=True,
+            tooltip="jump to the run's slowest LLM or tool call; again for the next slowest",
+        ),
+        Binding(
+            "c",
+            "critical_path",
+            "Critical path",
+            show=True,
+            tooltip="show / hide the critical path of the run, with its total",
+        ),
         Binding("e", "next_error", "Next error", show=True, tooltip="next error span"),
         Binding("E", "previous_error", "Prev error", show=False, tooltip="previous error span"),
         Binding("n", "next_trace", "Next trace", show=True, tooltip="next (older) trace without leaving this view"),
         Binding("p", "previous_trace", "Prev trace", show=False, tooltip="previous (newer) trace"),
         Binding("tab", "toggle_pane", "Switch pane", show=True, tooltip="switch between the tree and the details"),
-        Binding("y", "copy_summary", "Copy summary", show=False,
-                tooltip="copy the run's summary (tree, timings, cost, prompts) to the clipboard"),
-        Binding("Y", "copy_attributes", "Copy attributes", show=False,
-                tooltip="copy the selected span's raw attributes as JSON"),
-        Binding("slash", "filter", "Filter", show=True, key_display="/",
-                tooltip="show only the spans that match a filter (and their parents)"),
-        Binding("left,h,left_square_bracket", "collapse", "Collapse", show=False, key_display="[ ← h",
-                tooltip="collapse the subtree under the cursor"),
-        Binding("right,l,right_square_bracket", "expand", "Expand", show=False, key_display="] → l",
-                tooltip="expand the subtree under the cursor (Enter on a collapsed span too)"),
+        Binding(
+            "y",
+            "copy_summary",
+            "Copy summary",
+            show=False,
+            tooltip="copy the run's summary (tree, timings, cost, prompts) to the clipboard",
+        ),
+        Binding(
+            "Y",
+            "copy_attributes",
+            "Copy attributes",
+            show=False,
+            tooltip="copy the selected span's raw attributes as JSON",
+        ),
+        Binding(
+            "slash",
+            "filter",
+            "Filter",
+            show=True,
+            key_display="/",
+            tooltip="show only the spans that match a filter (and their parents)",
+        ),
+        Binding(
+            "left,h,left_square_bracket",
+            "collapse",
+            "Collapse",
+            show=False,
+            key_display="[ ← h",
+            tooltip="collapse the subtree under the cursor",
+        ),
+        Binding(
+            "right,l,right_square_bracket",
+            "expand",
+            "Expand",
+            show=False,
+            key_display="] → l",
+            tooltip="expand the subtree under the cursor (Enter on a collapsed span too)",
+        ),
     ]
 
     def __init__(self, trace_id: bytes, *, show_slowest: bool = False, horizon: int | None = None) -> None:
@@ -277,7 +315,8 @@ class TraceScreen(Screen):
         keep: set[bytes] = set()
         parents = {s.span_id: s.parent_span_id for r in self.roots for s in walk(r)}
         for span_id in self.matches:
-            node, hops = span_id, 0
+            node: bytes | None = span_id
+            hops = 0
             while node is not None and node not in keep and hops < 100_000:
                 keep.add(node)
                 node, hops = parents.get(node), hops + 1

@@ -198,7 +198,9 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float 
         # a narrow pane (80 columns) gives the parent a line of its own rather than wrapping it after "parent"
         ids += ("  " if len(ids) + 2 + len(parent) <= width else "\n") + parent
     text.append(ids + "\n", style="dim")
-    dropped = [f"{row[k]} {k.split('_')[1]}" for k in ("dropped_attributes", "dropped_events", "dropped_links") if row[k]]
+    dropped = [
+        f"{row[k]} {k.split('_')[1]}" for k in ("dropped_attributes", "dropped_events", "dropped_links") if row[k]
+    ]
     if dropped:
         text.append(
             "⚠ the SDK dropped " + ", ".join(dropped) + " (limits hit; a 'first chunk' event may not be the first)\n",
@@ -274,7 +276,9 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float 
     for event in detail.events[:200]:
         offset = event["time_ns"] - row["start_ns"]
         text.append(f"  +{fmt_duration(offset)} ", style="dim")
-        text.append(safe_text(event["name"], 200) + "\n", style="bold yellow" if event["name"] == "exception" else "bold")
+        text.append(
+            safe_text(event["name"], 200) + "\n", style="bold yellow" if event["name"] == "exception" else "bold"
+        )
         if event["attributes"]:
             _pairs(text, event["attributes"], key_style="cyan", indent="      ")
     if len(detail.events) > 200:

@@ -80,10 +80,12 @@ class StatusHeader(Widget):
             return "✗ the database reached the file size limit (ulimit -f): exports are refused (retryable)", "bold red"
         beat = status.get("heartbeat_ns")
         silent_s = time.time() - beat / 1e9 if beat else None
-        if self.receiver_alive is None:
-            # `tracetui view`: judge from what the receiver wrote into the file.
-            if not (status.get("state") in ("listening", "overloaded") and silent_s is not None) or silent_s > STALE_HEARTBEAT_S:
-                return "○ no receiver writing", "dim"
+        # `tracetui view` (receiver_alive is None): judge from what the receiver wrote into the file.
+        if self.receiver_alive is None and (
+            not (status.get("state") in ("listening", "overloaded") and silent_s is not None)
+            or silent_s > STALE_HEARTBEAT_S
+        ):
+            return "○ no receiver writing", "dim"
         http = getattr(self.app, "http", None) or status.get("http")
         where = f"{address} grpc" + (f"  :{http.rsplit(':', 1)[-1]} http" if http else "")
         live = status.get("state") in ("listening", "overloaded")

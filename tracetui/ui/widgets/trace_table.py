@@ -264,9 +264,12 @@ class TraceTable(CursorList):
             style = base
             if column.key == "errors" and row.error_count:
                 style = base + error + Style(bold=True)
-            elif column.key in ("time", "service") or (column.key == "run" and not row.has_root):
-                style = base + dim
-            elif column.key == "cost" and row.cost_usd is None:
+            elif (
+                column.key in ("time", "service")
+                or (column.key == "run" and not row.has_root)
+                or column.key == "cost"
+                and row.cost_usd is None
+            ):
                 style = base + dim
             elif column.key == "grounded" and (row.groundedness is not None or row.evals_total):
                 worst_fails = row.groundedness is not None and row.groundedness < threshold

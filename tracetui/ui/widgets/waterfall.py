@@ -112,9 +112,7 @@ SEGMENT_CHARS = {
 _SOLID = frozenset({"█", "▆"})
 
 
-def draw_bar(
-    pieces: list[tuple[int, int, str]], t0: int, t1: int, width: int
-) -> list[tuple[int, str, str]]:
+def draw_bar(pieces: list[tuple[int, int, str]], t0: int, t1: int, width: int) -> list[tuple[int, str, str]]:
     """Cells (column, character, component) for a bar in ``width`` cells spanning [t0, t1]."""
     if width <= 0 or not pieces:
         return []
@@ -129,7 +127,7 @@ def draw_bar(
     for col in range(first, last + 1):
         mid = t0 + (col + 0.5) / scale
         component = pieces[-1][2]
-        for p_start, p_end, p_component in pieces:
+        for _p_start, p_end, p_component in pieces:
             if mid < p_end:
                 component = p_component
                 break
@@ -243,7 +241,9 @@ class Waterfall(CursorList):
             name = short_name(name, room - len(label) - len(marks))
         segments.append(pad(label + name + marks, room, text_style))
         used = max(used, name_w)
-        segments.append(pad(fmt_duration(span.duration_ns), DURATION_WIDTH, base + partial("waterfall--dim"), right=True))
+        segments.append(
+            pad(fmt_duration(span.duration_ns), DURATION_WIDTH, base + partial("waterfall--dim"), right=True)
+        )
         segments.append(Segment("  ", base))
         used += DURATION_WIDTH + 2
         info_w = INFO_WIDTH if width >= INFO_MIN_WIDTH else 0
