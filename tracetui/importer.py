@@ -160,12 +160,15 @@ def _read_json(path: Path, data: bytes, report: ImportReport) -> list[_Request]:
     return out
 
 
-def _read_protobuf(path: Path) -> list[_Request]:
-    signal = "logs" if ".logs." in path.name else "traces"
+def _read_protobuf(path: Path, report: ImportReport) -> list[_Request]:
+    signal = "metrics" if ".metrics." in path.name else "logs" if ".logs." in path.name else "traces"
     parse = parse_logs_request if signal == "logs" else parse_trace_request
     out = []
     try:
         for n, record in enumerate(read_length_delimited(path), 1):
+            if signal == "metrics":  # skipped, as metrics in JSON files are
+                report.skipped_metrics += 1
+                continue
             try:
                 out.append(_Request(f"{path}: record {n}", signal, parse(record)))
             except DecodeError as exc:
@@ -187,13 +190,7 @@ def read_file(path: Path, report: ImportReport | None = None) -> list[_Request]:
         raise DecodeError(f"{path}: the file is empty")
     if _looks_like_json(data):
         return _read_json(Path(path), data, report)
-    if ".metrics." in Path(path).name:  # skipped, as metrics in JSON files are
-        try:
-            report.skipped_metrics += sum(1 for _ in read_length_delimited(Path(path)))
-        except FramingError as exc:
-            raise DecodeError(f"{exc} (not a length-delimited OTLP protobuf file, nor JSON)") from None
-        return []
-    return _read_protobuf(Path(path))
+    return _read_protobuf(Path(path), report)
 
 
 def _merge(into: Decoded, decoded: Decoded, where: str, report: ImportReport) -> None:

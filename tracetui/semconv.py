@@ -363,7 +363,7 @@ _GROUPS: tuple[tuple[tuple[str, ...], int, str], ...] = (
     (tuple(key for key, _ in _DETAIL_SOURCES), _DETAILS, "string_value"),
     (_MODEL_NAMES, _MODEL, "string_value"),
     ((_SERVER_TTFT,), _SERVER_TTFT_BIT, "double_value"),
-    ((_SDK_NAME,), _SERVER_TTFT_BIT, "string_value"),
+    ((_SDK_NAME,), 0, "string_value"),  # read where OpenLIT's units or zeros matter
     ((_RESEND,), _RESEND_BIT, "int_value"),
     (_HTTP_STATUS_KEYS, _HTTP, "int_value"),
     (_HTTP_METHOD_KEYS, _HTTP, "string_value"),
@@ -683,7 +683,7 @@ def _normalize(span, found: dict[str, object], events, links) -> tuple:
             if value is not None and 0 <= value * factor < _MAX_NS:  # 1e300 s is garbage, not a span's worth
                 ttft_ns, provenance["ttft"] = int(value * factor), key
                 break
-    if ttft_ns is None and groups & _SERVER_TTFT_BIT and _SERVER_TTFT in found:
+    if ttft_ns is None and groups & _SERVER_TTFT_BIT:
         ttft_ns = _server_ttft(found, provenance)
     if ttft_ns is None and first_event_ns is not None:  # "ttft" in provenance is the event's
         if first_event_ns >= attempt_start:
@@ -972,8 +972,7 @@ def _models(found: dict[str, object], row: list, provenance: dict[str, str | Non
     # traceAI writes the *response* model into gen_ai.request.model (and
     # omits it on streaming and failed calls); the request model is in the
     # request parameters.
-    traceai = "gen_ai.span.kind" in found or "fi.span.kind" in found
-    if traceai and row[_C_REQUEST_MODEL] and provenance.get("request_model") == "gen_ai.request.model":
+    if groups & _TRACEAI and row[_C_REQUEST_MODEL] and provenance.get("request_model") == "gen_ai.request.model":
         if not row[_C_RESPONSE_MODEL]:
             row[_C_RESPONSE_MODEL], provenance["response_model"] = (
                 row[_C_REQUEST_MODEL],

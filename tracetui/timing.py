@@ -192,7 +192,7 @@ def _attempts_by_parent(calls: list[Call]) -> dict[bytes, list[Call]]:
     """HTTP attempt spans by the span they sit under, oldest first."""
     found: dict[bytes, list[Call]] = {}
     for c in calls:
-        if c.http_status is not None and c.kind is None and c.parent_span_id is not None:  # c.is_http_attempt
+        if c.is_http_attempt and c.parent_span_id is not None:
             found.setdefault(c.parent_span_id, []).append(c)
     for group in found.values():
         group.sort(key=lambda a: (a.start_ns, a.end_ns))
