@@ -20,8 +20,14 @@ or refused export costs no more than grpc's flow-control window.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import logging
 import threading
+import time
+from collections.abc import Callable
 from concurrent import futures
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -49,6 +55,7 @@ BODY_TIMEOUT_S = 10.0
 #: Seconds kept from an exporter's deadline for decoding and committing, when waiting in line.
 COMMIT_RESERVE_S = 2.0
 
+log = logging.getLogger(__name__)
 
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
@@ -80,6 +87,61 @@ def _retryable_abort(context: grpc.ServicerContext, message: str, delay_s: float
         )
     )
     context.abort(grpc.StatusCode.UNAVAILABLE, message)
+
+
+class _Deadlines:
+    """One daemon thread that runs each action due at its time, unless cancelled before.
+
+    The body timeout of every gRPC export goes through it: a ``threading.Timer``
+    per export started (and ended) a thread per export. Like ``Timer.cancel``,
+    cancelling an action as it falls due may not stop it.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        #: [when, seq, action or None once cancelled], soonest first.
+        self._heap: list[list[Any]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def after(self, delay_s: float, action: Callable[[], object]) -> list[Any]:
+        """Run ``action`` in ``delay_s`` seconds; returns what :meth:`cancel` takes."""
+        entry: list[Any] = [time.monotonic() + delay_s, next(self._seq), action]
+        with self._cond:
+            heapq.heappush(self._heap, entry)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="grpc-body-timeout", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return entry
+
+    @staticmethod
+    def cancel(entry: list[Any]) -> None:
+        entry[2] = None  # dropped from the heap when it comes up
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][2] is None:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                wait = self._heap[0][0] - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                action = heapq.heappop(self._heap)[2]
+                self._cond.release()
+                try:
+                    action()
+                except Exception:  # one failed action must not stop the others'
+                    log.exception("body timeout action failed")
+                finally:
+                    self._cond.acquire()
+
+
+_DEADLINES = _Deadlines()
 
 
 class ExportHandler:
@@ -150,9 +212,7 @@ class ExportHandler:
         core) wakes the waiting ``next`` with an RpcError; the client sees
         CANCELLED, which OTLP exporters retry.
         """
-        timer = threading.Timer(self.body_timeout_s, context.cancel)
-        timer.daemon = True
-        timer.start()
+        timer = _DEADLINES.after(self.body_timeout_s, context.cancel)
         try:
             return next(requests, None)
         except grpc.RpcError:
@@ -161,7 +221,7 @@ class ExportHandler:
             )
             raise  # not reached: abort raises
         finally:
-            timer.cancel()
+            _DEADLINES.cancel(timer)
 
     def _admit(self, context: grpc.ServicerContext) -> Pass | None:
         """A pass for this export's memory, before its body is read (aborts with a retry delay when refused)."""
