@@ -142,19 +142,6 @@ def apply_exemplars(conn: sqlite3.Connection, trace_ids: Iterable[bytes]) -> set
     return {trace_id for trace_id, _ in changed}
 
 
-def reapply_exemplars(conn: sqlite3.Connection) -> None:
-    """After ``tracetui reindex`` rebuilt the spans' columns from their raw bytes: exemplar values again."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("UPDATE metric_exemplars SET applied = 0")
-        trace_ids = [t for (t,) in conn.execute("SELECT DISTINCT trace_id FROM metric_exemplars")]
-        apply_exemplars(conn, trace_ids)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
 def pending_exemplars(conn: sqlite3.Connection, trace_ids: Iterable[bytes]) -> list[bytes]:
     """Which of these traces have exemplars waiting for a span (the spans path asks on every batch).
 
