@@ -44,6 +44,7 @@ import sqlite3
 from collections.abc import Callable, Iterable
 
 from tracetui.otlp.metrics import CUMULATIVE, DecodedMetrics, MetricPoint
+from tracetui.store.schema import add_meta
 
 _INSERT_SERIES = (
     "INSERT INTO metric_series(id, digest, name, unit, kind, source_id, service, attributes, model, provider, "
@@ -120,7 +121,7 @@ def write_metrics(conn: sqlite3.Connection, parts: Iterable[DecodedMetrics], rem
                     points += 1
                     dropped += point.dropped
         exemplars += [(e.trace_id, e.span_id, e.metric, round(e.value_s * 1e9), e.time_ns) for e in part.exemplars]
-    _count(conn, metric_points=points, metric_attributes_dropped=dropped)
+    add_meta(conn, metric_points=points, metric_attributes_dropped=dropped)
     if not exemplars:
         return set()
     conn.executemany(_INSERT_EXEMPLAR, exemplars)
@@ -233,13 +234,6 @@ def rebucket(old_bounds: list[float], old_counts: list[int], new_bounds: tuple[f
             return None
         out[j] += count
     return out
-
-
-def _count(conn: sqlite3.Connection, **deltas: int) -> None:
-    conn.executemany(
-        "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
-        [(key, value) for key, value in deltas.items() if value],
-    )
 
 
 # --- retention (the hook tracetui.store.retention.enforce calls) ---------------------------------

@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass
 
 from tracetui.store.metrics import METRIC_TABLES, enforce_metric_retention
+from tracetui.store.schema import add_meta
 
 #: Spans one commit may evict at least (more when it added more: twice what it added).
 MIN_EVICT_SPANS = 5_000
@@ -136,10 +137,7 @@ def delete_traces(conn: sqlite3.Connection, trace_ids: list[bytes]) -> int:
             "UPDATE meta SET value = max(0, value - ?) WHERE key = ?",
             [(spans, "span_count"), (len(trace_ids), "trace_count")],
         )
-        conn.executemany(
-            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
-            [("evicted_traces", len(trace_ids)), ("evicted_spans", spans)],
-        )
+        add_meta(conn, evicted_traces=len(trace_ids), evicted_spans=spans)
     return spans
 
 
