@@ -63,6 +63,12 @@ def _request(n: int) -> bytes:
     return make_request(spans).SerializeToString()
 
 
+def _status(db: Path) -> subprocess.CompletedProcess:
+    """``tracetui status --json`` on ``db``, as a user would run it beside the receiver."""
+    return subprocess.run([sys.executable, "-m", "tracetui", "status", "--json", "--db", str(db)],
+                          capture_output=True, text=True, env=receiver_env(), timeout=60, check=False)  # fmt: skip
+
+
 def test_a_full_disk_is_named_shown_and_survived(small_disk: Path) -> None:
     from tests.ui.test_status_header import header_text
 
@@ -100,8 +106,7 @@ def test_a_full_disk_is_named_shown_and_survived(small_disk: Path) -> None:
         assert "full" in first.details() and "disk" in first.details(), first.details()
         assert "rollback" not in first.details()
 
-        status = subprocess.run([sys.executable, "-m", "tracetui", "status", "--json", "--db", str(db)],
-                                capture_output=True, text=True, env=receiver_env(), timeout=60, check=False)  # fmt: skip
+        status = _status(db)
         assert status.returncode == 0, status.stderr
         problem = json.loads(status.stdout)["store_problem"]
         assert problem and problem["problem"] == "disk full", problem
@@ -172,8 +177,7 @@ def test_a_file_size_limit_is_named_and_loses_nothing(tmp_path: Path) -> None:
         assert failures, "the file size limit never refused an export"
         assert failures[0].code() == grpc.StatusCode.UNAVAILABLE
         assert "file size limit" in failures[0].details(), failures[0].details()
-        status = subprocess.run([sys.executable, "-m", "tracetui", "status", "--json", "--db", str(db)],
-                                capture_output=True, text=True, env=receiver_env(), timeout=60, check=False)  # fmt: skip
+        status = _status(db)
         assert json.loads(status.stdout)["store_problem"]["problem"] == "file size limit", status.stdout
     finally:
         proc.send_signal(signal.SIGTERM)
