@@ -245,21 +245,18 @@ POINTS_PER_TRANSACTION = 2_000
 MAX_TRANSACTIONS_PER_ROUND = 10
 
 
-def enforce_metric_retention(
-    conn: sqlite3.Connection, now_ns: int, max_age_s: float | None, over_size: Callable[[], bool]
-) -> int:
+def enforce_metric_retention(conn: sqlite3.Connection, cutoff_ns: int | None, over_size: Callable[[], bool]) -> int:
     """``--max-age`` and ``--max-db-mb`` for metrics; returns the points deleted. Outside any transaction.
 
-    Age: points, baselines and exemplars last touched before the cutoff go.
+    Age (``cutoff_ns``, None without ``--max-age``): points, baselines and exemplars last touched before it go.
     Size (``over_size()``: the database is still over its limit after the
     traces' own eviction): first the points older than the oldest trace still
     kept, so metrics and traces cover about the same time; then, while still
     over, the oldest points, a transaction's worth at a time (bounded per round).
     """
     deleted = 0
-    if max_age_s is not None:
-        cutoff = now_ns - int(max_age_s * 1e9)
-        deleted += _delete(conn, "DELETE FROM metric_points WHERE time_ns < ?", cutoff, extra=True)
+    if cutoff_ns is not None:
+        deleted += _delete(conn, "DELETE FROM metric_points WHERE time_ns < ?", cutoff_ns, extra=True)
     if not over_size():
         return deleted
     oldest = conn.execute("SELECT min(start_ns) FROM traces").fetchone()[0]

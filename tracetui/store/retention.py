@@ -69,6 +69,15 @@ class Retention:
     def active(self) -> bool:
         return any(v is not None for v in (self.max_spans, self.max_db_bytes, self.max_age_s))
 
+    def age_cutoff_ns(self, now_ns: int) -> int | None:
+        """What ended before this is older than ``max_age_s`` (None: no age limit). Traces and metrics alike."""
+        return None if self.max_age_s is None else now_ns - int(self.max_age_s * 1e9)
+
+    @property
+    def size_target(self) -> int | None:
+        """The bytes eviction brings a database over ``max_db_bytes`` back down to (HYSTERESIS)."""
+        return None if self.max_db_bytes is None else int(self.max_db_bytes * HYSTERESIS)
+
 
 def _meta_int(conn: sqlite3.Connection, key: str) -> int:
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -180,8 +189,8 @@ def evict_over_limits(
         evicted.spans += spans
         budget = max(0, budget - spans)
 
-    if policy.max_age_s is not None:
-        cutoff = now_ns - int(policy.max_age_s * 1e9)
+    cutoff = policy.age_cutoff_ns(now_ns)
+    if cutoff is not None:
         oldest = conn.execute("SELECT min(start_ns) FROM traces").fetchone()[0]
         if oldest is not None and oldest < cutoff:  # (a trace ends after it starts)
             take(budget, before_ns=cutoff)
@@ -189,11 +198,11 @@ def evict_over_limits(
         count = _meta_int(conn, "span_count")
         if count > policy.max_spans:
             take(count - int(policy.max_spans * HYSTERESIS))
-    if policy.max_db_bytes is not None and budget:
+    target = policy.size_target
+    if policy.max_db_bytes is not None and target is not None and budget:
         used = used_bytes(conn)
         if used > policy.max_db_bytes:
             spans = max(1, _meta_int(conn, "span_count"))
-            target = int(policy.max_db_bytes * HYSTERESIS)
             take(max(1, int((used - target) / (used / spans))))  # at the average bytes per span
     return evicted
 
@@ -223,10 +232,9 @@ def enforce_on_metrics(conn: sqlite3.Connection, policy: Retention, now_ns: int 
 
     Outside any transaction (it makes its own); the receiver's writer thread runs it after each status heartbeat.
     """
-    limit = policy.max_db_bytes
-    target = None if limit is None else int(limit * HYSTERESIS)
+    target = policy.size_target
     enforce_metric_retention(
-        conn, now_ns or time.time_ns(), policy.max_age_s, lambda: target is not None and used_bytes(conn) > target
+        conn, policy.age_cutoff_ns(now_ns or time.time_ns()), lambda: target is not None and used_bytes(conn) > target
     )
 
 
