@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,7 +18,18 @@ from pathlib import Path
 
 import grpc
 import pytest
-from helpers import EXPORT_METHOD, channel_to, make_request, make_span, receiver_env, sid, start_receiver, tid
+from helpers import (
+    EXPORT_METHOD,
+    channel_to,
+    integrity,
+    make_request,
+    make_span,
+    receiver_env,
+    sid,
+    start_receiver,
+    stored_counts,
+    tid,
+)
 
 DISK_MB = 24
 
@@ -131,11 +141,9 @@ def test_a_full_disk_is_named_shown_and_survived(small_disk: Path) -> None:
         channel.close()
         code = receiver.stop(signal.SIGTERM)
     assert code == 0, receiver.stderr
-    conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    stored = conn.execute("SELECT count(*) FROM spans").fetchone()[0]
+    assert integrity(db) == "ok"
+    stored = stored_counts(db)[0]
     assert stored == 200 * len(set(acked)), "every acknowledged span is stored, once"
-    conn.close()
     # A few lines for a few seconds of failures (per process: the receiver, its two ingest workers),
     # not one per failed commit or checkpoint poll.
     complaints = [line for line in receiver.lines if "full" in line or "checkpoint" in line]
@@ -182,8 +190,6 @@ def test_a_file_size_limit_is_named_and_loses_nothing(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
-    conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 200 * len(acked), "every acknowledged span"
-    conn.close()
+    assert integrity(db) == "ok"
+    assert stored_counts(db)[0] == 200 * len(acked), "every acknowledged span"
     assert len([line for line in lines if "limit" in line or "checkpoint" in line]) <= 12, "\n".join(lines)
