@@ -150,12 +150,6 @@ def delete_traces(conn: sqlite3.Connection, trace_ids: list[bytes]) -> int:
     return spans
 
 
-@dataclass(slots=True)
-class Evicted:
-    traces: int = 0
-    spans: int = 0
-
-
 def evict_over_limits(
     conn: sqlite3.Connection,
     policy: Retention,
@@ -163,30 +157,29 @@ def evict_over_limits(
     protect: set[bytes] | frozenset[bytes] = frozenset(),
     added_spans: int = 0,
     now_ns: int | None = None,
-) -> Evicted:
-    """Inside the caller's write transaction: evict what the limits no longer allow.
+) -> int:
+    """Inside the caller's write transaction: evict what the limits no longer allow; returns the traces evicted.
 
     ``protect`` are the traces the caller's transaction wrote into (never
     evicted by it); ``added_spans`` how many spans it added, which sets how
     much this call may evict (at least ``MIN_EVICT_SPANS``, at least twice what
     was added), so a transaction stays short even when the database starts far over a limit.
     """
-    evicted = Evicted()
     if not policy.active:
-        return evicted
+        return 0
+    evicted = 0
     now_ns = now_ns or time.time_ns()
     budget = max(MIN_EVICT_SPANS, 2 * added_spans)
     keep: set[bytes] | None = None
 
     def take(spans_needed: int, before_ns: int | None = None) -> None:
-        nonlocal keep, budget
+        nonlocal keep, budget, evicted
         if keep is None:
             keep = _pinned(conn, now_ns) | set(protect)
         ids = _oldest(conn, keep, min(spans_needed, budget), before_ns=before_ns)
         spans = delete_traces(conn, ids)
         keep.update(ids)  # gone: a later pass must not count them again
-        evicted.traces += len(ids)
-        evicted.spans += spans
+        evicted += len(ids)
         budget = max(0, budget - spans)
 
     cutoff = policy.age_cutoff_ns(now_ns)
@@ -221,8 +214,8 @@ def enforce(conn: sqlite3.Connection, policy: Retention, now_ns: int | None = No
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        total += evicted.traces
-        if not evicted.traces:
+        total += evicted
+        if not evicted:
             enforce_on_metrics(conn, policy, now_ns)
             return total
 
