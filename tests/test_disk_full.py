@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,7 +18,18 @@ from pathlib import Path
 
 import grpc
 import pytest
-from helpers import EXPORT_METHOD, channel_to, make_request, make_span, receiver_env, sid, start_receiver, tid
+from helpers import (
+    EXPORT_METHOD,
+    channel_to,
+    integrity,
+    make_request,
+    make_span,
+    receiver_env,
+    sid,
+    start_receiver,
+    stored_counts,
+    tid,
+)
 
 DISK_MB = 24
 
@@ -63,6 +73,12 @@ def _request(n: int) -> bytes:
     return make_request(spans).SerializeToString()
 
 
+def _status(db: Path) -> subprocess.CompletedProcess:
+    """``tracetui status --json`` on ``db``, as a user would run it beside the receiver."""
+    return subprocess.run([sys.executable, "-m", "tracetui", "status", "--json", "--db", str(db)],
+                          capture_output=True, text=True, env=receiver_env(), timeout=60, check=False)  # fmt: skip
+
+
 def test_a_full_disk_is_named_shown_and_survived(small_disk: Path) -> None:
     from tests.ui.test_status_header import header_text
 
@@ -100,8 +116,7 @@ def test_a_full_disk_is_named_shown_and_survived(small_disk: Path) -> None:
         assert "full" in first.details() and "disk" in first.details(), first.details()
         assert "rollback" not in first.details()
 
-        status = subprocess.run([sys.executable, "-m", "tracetui", "status", "--json", "--db", str(db)],
-                                capture_output=True, text=True, env=receiver_env(), timeout=60, check=False)  # fmt: skip
+        status = _status(db)
         assert status.returncode == 0, status.stderr
         problem = json.loads(status.stdout)["store_problem"]
         assert problem and problem["problem"] == "disk full", problem
@@ -126,11 +141,9 @@ def test_a_full_disk_is_named_shown_and_survived(small_disk: Path) -> None:
         channel.close()
         code = receiver.stop(signal.SIGTERM)
     assert code == 0, receiver.stderr
-    conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    stored = conn.execute("SELECT count(*) FROM spans").fetchone()[0]
+    assert integrity(db) == "ok"
+    stored = stored_counts(db)[0]
     assert stored == 200 * len(set(acked)), "every acknowledged span is stored, once"
-    conn.close()
     # A few lines for a few seconds of failures (per process: the receiver, its two ingest workers),
     # not one per failed commit or checkpoint poll.
     complaints = [line for line in receiver.lines if "full" in line or "checkpoint" in line]
@@ -172,14 +185,11 @@ def test_a_file_size_limit_is_named_and_loses_nothing(tmp_path: Path) -> None:
         assert failures, "the file size limit never refused an export"
         assert failures[0].code() == grpc.StatusCode.UNAVAILABLE
         assert "file size limit" in failures[0].details(), failures[0].details()
-        status = subprocess.run([sys.executable, "-m", "tracetui", "status", "--json", "--db", str(db)],
-                                capture_output=True, text=True, env=receiver_env(), timeout=60, check=False)  # fmt: skip
+        status = _status(db)
         assert json.loads(status.stdout)["store_problem"]["problem"] == "file size limit", status.stdout
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
-    conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 200 * len(acked), "every acknowledged span"
-    conn.close()
+    assert integrity(db) == "ok"
+    assert stored_counts(db)[0] == 200 * len(acked), "every acknowledged span"
     assert len([line for line in lines if "limit" in line or "checkpoint" in line]) <= 12, "\n".join(lines)

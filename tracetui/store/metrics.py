@@ -44,6 +44,7 @@ import sqlite3
 from collections.abc import Callable, Iterable
 
 from tracetui.otlp.metrics import CUMULATIVE, DecodedMetrics, MetricPoint
+from tracetui.store.schema import add_meta
 
 _INSERT_SERIES = (
     "INSERT INTO metric_series(id, digest, name, unit, kind, source_id, service, attributes, model, provider, "
@@ -120,7 +121,7 @@ def write_metrics(conn: sqlite3.Connection, parts: Iterable[DecodedMetrics], rem
                     points += 1
                     dropped += point.dropped
         exemplars += [(e.trace_id, e.span_id, e.metric, round(e.value_s * 1e9), e.time_ns) for e in part.exemplars]
-    _count(conn, metric_points=points, metric_attributes_dropped=dropped)
+    add_meta(conn, metric_points=points, metric_attributes_dropped=dropped)
     if not exemplars:
         return set()
     conn.executemany(_INSERT_EXEMPLAR, exemplars)
@@ -140,19 +141,6 @@ def apply_exemplars(conn: sqlite3.Connection, trace_ids: Iterable[bytes]) -> set
         [(t,) for t in trace_ids],
     )
     return {trace_id for trace_id, _ in changed}
-
-
-def reapply_exemplars(conn: sqlite3.Connection) -> None:
-    """After ``tracetui reindex`` rebuilt the spans' columns from their raw bytes: exemplar values again."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("UPDATE metric_exemplars SET applied = 0")
-        trace_ids = [t for (t,) in conn.execute("SELECT DISTINCT trace_id FROM metric_exemplars")]
-        apply_exemplars(conn, trace_ids)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def pending_exemplars(conn: sqlite3.Connection, trace_ids: Iterable[bytes]) -> list[bytes]:
@@ -248,13 +236,6 @@ def rebucket(old_bounds: list[float], old_counts: list[int], new_bounds: tuple[f
     return out
 
 
-def _count(conn: sqlite3.Connection, **deltas: int) -> None:
-    conn.executemany(
-        "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
-        [(key, value) for key, value in deltas.items() if value],
-    )
-
-
 # --- retention (the hook tracetui.store.retention.enforce calls) ---------------------------------
 
 #: Every metric table (``tracetui purge`` empties them; series last, the others refer to it).
@@ -264,21 +245,18 @@ POINTS_PER_TRANSACTION = 2_000
 MAX_TRANSACTIONS_PER_ROUND = 10
 
 
-def enforce_metric_retention(
-    conn: sqlite3.Connection, now_ns: int, max_age_s: float | None, over_size: Callable[[], bool]
-) -> int:
+def enforce_metric_retention(conn: sqlite3.Connection, cutoff_ns: int | None, over_size: Callable[[], bool]) -> int:
     """``--max-age`` and ``--max-db-mb`` for metrics; returns the points deleted. Outside any transaction.
 
-    Age: points, baselines and exemplars last touched before the cutoff go.
+    Age (``cutoff_ns``, None without ``--max-age``): points, baselines and exemplars last touched before it go.
     Size (``over_size()``: the database is still over its limit after the
     traces' own eviction): first the points older than the oldest trace still
     kept, so metrics and traces cover about the same time; then, while still
     over, the oldest points, a transaction's worth at a time (bounded per round).
     """
     deleted = 0
-    if max_age_s is not None:
-        cutoff = now_ns - int(max_age_s * 1e9)
-        deleted += _delete(conn, "DELETE FROM metric_points WHERE time_ns < ?", cutoff, extra=True)
+    if cutoff_ns is not None:
+        deleted += _delete(conn, "DELETE FROM metric_points WHERE time_ns < ?", cutoff_ns, extra=True)
     if not over_size():
         return deleted
     oldest = conn.execute("SELECT min(start_ns) FROM traces").fetchone()[0]

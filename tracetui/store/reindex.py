@@ -33,10 +33,9 @@ from tracetui.otlp.decode import Decoded, add_evaluations, normalized_fields
 from tracetui.semconv import NORMALIZED_COLUMNS
 from tracetui.store.lock import WriteLock
 from tracetui.store.metrics import apply_exemplars, pending_exemplars
-from tracetui.store.schema import connect_writer
+from tracetui.store.schema import add_meta, connect_writer
 from tracetui.store.writer import (
     INSERT_EVALUATION,
-    add_meta,
     recompute_traces,
     resolve_evaluations,
     trace_totals,

@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass
 
 from tracetui.store.metrics import METRIC_TABLES, enforce_metric_retention
+from tracetui.store.schema import add_meta
 
 #: Spans one commit may evict at least (more when it added more: twice what it added).
 MIN_EVICT_SPANS = 5_000
@@ -67,6 +68,15 @@ class Retention:
     @property
     def active(self) -> bool:
         return any(v is not None for v in (self.max_spans, self.max_db_bytes, self.max_age_s))
+
+    def age_cutoff_ns(self, now_ns: int) -> int | None:
+        """What ended before this is older than ``max_age_s`` (None: no age limit). Traces and metrics alike."""
+        return None if self.max_age_s is None else now_ns - int(self.max_age_s * 1e9)
+
+    @property
+    def size_target(self) -> int | None:
+        """The bytes eviction brings a database over ``max_db_bytes`` back down to (HYSTERESIS)."""
+        return None if self.max_db_bytes is None else int(self.max_db_bytes * HYSTERESIS)
 
 
 def _meta_int(conn: sqlite3.Connection, key: str) -> int:
@@ -136,17 +146,8 @@ def delete_traces(conn: sqlite3.Connection, trace_ids: list[bytes]) -> int:
             "UPDATE meta SET value = max(0, value - ?) WHERE key = ?",
             [(spans, "span_count"), (len(trace_ids), "trace_count")],
         )
-        conn.executemany(
-            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
-            [("evicted_traces", len(trace_ids)), ("evicted_spans", spans)],
-        )
+        add_meta(conn, evicted_traces=len(trace_ids), evicted_spans=spans)
     return spans
-
-
-@dataclass(slots=True)
-class Evicted:
-    traces: int = 0
-    spans: int = 0
 
 
 def evict_over_limits(
@@ -156,34 +157,33 @@ def evict_over_limits(
     protect: set[bytes] | frozenset[bytes] = frozenset(),
     added_spans: int = 0,
     now_ns: int | None = None,
-) -> Evicted:
-    """Inside the caller's write transaction: evict what the limits no longer allow.
+) -> int:
+    """Inside the caller's write transaction: evict what the limits no longer allow; returns the traces evicted.
 
     ``protect`` are the traces the caller's transaction wrote into (never
     evicted by it); ``added_spans`` how many spans it added, which sets how
     much this call may evict (at least ``MIN_EVICT_SPANS``, at least twice what
     was added), so a transaction stays short even when the database starts far over a limit.
     """
-    evicted = Evicted()
     if not policy.active:
-        return evicted
+        return 0
+    evicted = 0
     now_ns = now_ns or time.time_ns()
     budget = max(MIN_EVICT_SPANS, 2 * added_spans)
     keep: set[bytes] | None = None
 
     def take(spans_needed: int, before_ns: int | None = None) -> None:
-        nonlocal keep, budget
+        nonlocal keep, budget, evicted
         if keep is None:
             keep = _pinned(conn, now_ns) | set(protect)
         ids = _oldest(conn, keep, min(spans_needed, budget), before_ns=before_ns)
         spans = delete_traces(conn, ids)
         keep.update(ids)  # gone: a later pass must not count them again
-        evicted.traces += len(ids)
-        evicted.spans += spans
+        evicted += len(ids)
         budget = max(0, budget - spans)
 
-    if policy.max_age_s is not None:
-        cutoff = now_ns - int(policy.max_age_s * 1e9)
+    cutoff = policy.age_cutoff_ns(now_ns)
+    if cutoff is not None:
         oldest = conn.execute("SELECT min(start_ns) FROM traces").fetchone()[0]
         if oldest is not None and oldest < cutoff:  # (a trace ends after it starts)
             take(budget, before_ns=cutoff)
@@ -191,11 +191,11 @@ def evict_over_limits(
         count = _meta_int(conn, "span_count")
         if count > policy.max_spans:
             take(count - int(policy.max_spans * HYSTERESIS))
-    if policy.max_db_bytes is not None and budget:
+    target = policy.size_target
+    if policy.max_db_bytes is not None and target is not None and budget:
         used = used_bytes(conn)
         if used > policy.max_db_bytes:
             spans = max(1, _meta_int(conn, "span_count"))
-            target = int(policy.max_db_bytes * HYSTERESIS)
             take(max(1, int((used - target) / (used / spans))))  # at the average bytes per span
     return evicted
 
@@ -214,8 +214,8 @@ def enforce(conn: sqlite3.Connection, policy: Retention, now_ns: int | None = No
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        total += evicted.traces
-        if not evicted.traces:
+        total += evicted
+        if not evicted:
             enforce_on_metrics(conn, policy, now_ns)
             return total
 
@@ -225,10 +225,9 @@ def enforce_on_metrics(conn: sqlite3.Connection, policy: Retention, now_ns: int 
 
     Outside any transaction (it makes its own); the receiver's writer thread runs it after each status heartbeat.
     """
-    limit = policy.max_db_bytes
-    target = None if limit is None else int(limit * HYSTERESIS)
+    target = policy.size_target
     enforce_metric_retention(
-        conn, now_ns or time.time_ns(), policy.max_age_s, lambda: target is not None and used_bytes(conn) > target
+        conn, policy.age_cutoff_ns(now_ns or time.time_ns()), lambda: target is not None and used_bytes(conn) > target
     )
 
 

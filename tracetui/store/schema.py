@@ -339,6 +339,14 @@ sqlite3.register_adapter(type(None), {}.get)  # type: ignore[arg-type]
 sqlite3.register_adapter(bytes, _same)
 
 
+def add_meta(conn: sqlite3.Connection, **deltas: float) -> None:
+    """Add to the running counters in ``meta`` (spans, traces, LLM calls, tokens, cost, evictions, metric points)."""
+    conn.executemany(
+        "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+        [(key, value) for key, value in deltas.items() if value],
+    )
+
+
 def connect_writer(path: Path) -> sqlite3.Connection:
     """Open the single read-write connection and bring the schema up to date."""
     path = Path(path)

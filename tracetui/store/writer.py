@@ -45,7 +45,7 @@ from tracetui.store.health import HealthFile, ThrottledLog, describe_failure, no
 from tracetui.store.lock import WriteLock
 from tracetui.store.metrics import apply_exemplars, pending_exemplars, write_metrics
 from tracetui.store.retention import Retention, enforce_on_metrics, evict_over_limits
-from tracetui.store.schema import connect_writer
+from tracetui.store.schema import add_meta, connect_writer
 from tracetui.timing import SPLIT_KEYS, Call, analyze
 
 log = logging.getLogger(__name__)
@@ -121,14 +121,6 @@ UPDATE traces SET split_other_ns = max(0, (end_ns - start_ns) - (split_retry_ns 
                                       + split_decode_ns + split_response_ns + split_tool_ns))
 WHERE trace_id = ?
 """
-
-
-def add_meta(conn: sqlite3.Connection, **deltas: float) -> None:
-    """Add to the running counters the UI shows (spans, traces, LLM calls, tokens, cost)."""
-    conn.executemany(
-        "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
-        [(key, value) for key, value in deltas.items() if value],
-    )
 
 
 def trace_totals(conn: sqlite3.Connection, trace_ids: list[bytes]) -> dict[bytes, tuple[int, int, float]]:
