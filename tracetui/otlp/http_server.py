@@ -25,7 +25,6 @@ import math
 import re
 import socket
 import threading
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from tracetui.otlp.decode import DecodeError
 from tracetui.otlp.decoder import Decoder, InlineDecoder
 from tracetui.otlp.ingest import Outcome, ingest
 from tracetui.otlp.otlp_json import message_to_json, parse_request, parse_traces_lean
+from tracetui.store.health import ThrottledLog
 from tracetui.store.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -116,21 +116,18 @@ class _OutOfDescriptors:
     INTERVAL_S = 10.0
 
     def __init__(self) -> None:
-        self.last = -math.inf
-        self.count = 0
+        self._log = ThrottledLog(log, self.INTERVAL_S)
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
         if context.get("message") != "socket.accept() out of system resource":
             loop.default_exception_handler(context)
             return
-        self.count += 1
-        now = time.monotonic()
-        if now - self.last >= self.INTERVAL_S:
-            log.warning(
-                "OTLP/HTTP cannot accept connections: %s (%d attempts); waiting for connections to close",
-                context.get("exception"), self.count,
-            )  # fmt: skip
-            self.last, self.count = now, 0
+        self._log.log(
+            logging.WARNING,
+            "emfile",
+            "OTLP/HTTP cannot accept connections: %s; waiting for connections to close",
+            context.get("exception"),
+        )
 
 
 def local_origin(origin: str) -> bool:
