@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from tracetui import __version__
-from tracetui.cli_common import command_name, db_option, no_database, open_reader, open_writer, resolve_db
+from tracetui.cli_common import command_name, db_option, open_reader, open_writer, resolve_db
 from tracetui.config import (
     DEFAULT_GRPC_PORT,
     DEFAULT_HOST,
@@ -163,9 +163,7 @@ def serve(
 def view(db: Path | None, threshold: float, route_attribute: str | None) -> None:
     """Open the UI over an existing database; follows it live while a receiver writes."""
     path = resolve_db(db)
-    if not path.exists():
-        raise no_database(path)
-    open_reader(path).close()  # a file this tracetui cannot read is said so here, not with a traceback
+    open_reader(path).close()  # a missing or unreadable file is said so here (no_database), not with a traceback
     from tracetui.ui.app import run_app
 
     run_app(path, threshold=threshold, route_attribute=route_attribute, command=command_name())

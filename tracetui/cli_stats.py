@@ -152,14 +152,17 @@ def _print_table(groups: list[GroupStats], by: str) -> None:
     if not groups:
         click.echo("no LLM calls match", err=True)
         return
-    title = by.upper().replace("_", " ")
-    keys = [safe_text(g.key, 48) for g in groups]
-    rows = [_cells(g) for g in groups]
+    _echo_table(
+        by.upper().replace("_", " "), _HEADERS, [safe_text(g.key, 48) for g in groups], [_cells(g) for g in groups]
+    )
+
+
+def _echo_table(title: str, headers: tuple[str, ...], keys: list[str], rows: list[tuple[str, ...]]) -> None:
+    """A header line and one line per key: keys left-aligned under ``title``, cells right-aligned under ``headers``."""
     key_width = max(len(title), *(len(k) for k in keys))
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(_HEADERS)]
-    click.echo(f"{title:<{key_width}}  " + " ".join(f"{h:>{w}}" for h, w in zip(_HEADERS, widths, strict=True)))
-    for key, row in zip(keys, rows, strict=True):
-        click.echo(f"{key:<{key_width}}  " + " ".join(f"{c:>{w}}" for c, w in zip(row, widths, strict=True)))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    for key, cells in [(title, headers), *zip(keys, rows, strict=True)]:
+        click.echo(f"{key:<{key_width}}  " + " ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True)))
 
 
 _METRIC_HEADERS = ("CALLS", "P50", "P95", "P99", "TTFT50", "TTFT95", "TTFT99", "TPOT50", "TPOT95", "±MAX")
@@ -184,13 +187,6 @@ def _print_metrics_table(metrics: dict[str, metric_stats.ModelMetrics]) -> None:
     if not metrics:
         return
     keys = sorted(metrics)
-    rows = [_metric_cells(metrics[k]) for k in keys]
-    shown = [safe_text(k, 48) for k in keys]
-    key_width = max(len("MODEL"), *(len(k) for k in shown))
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(_METRIC_HEADERS)]
     click.echo("")
     click.echo(f"from metrics ({metric_stats.METHOD}, ±MAX)")
-    headers = " ".join(f"{h:>{w}}" for h, w in zip(_METRIC_HEADERS, widths, strict=True))
-    click.echo(f"{'MODEL':<{key_width}}  {headers}")
-    for key, row in zip(shown, rows, strict=True):
-        click.echo(f"{key:<{key_width}}  " + " ".join(f"{c:>{w}}" for c, w in zip(row, widths, strict=True)))
+    _echo_table("MODEL", _METRIC_HEADERS, [safe_text(k, 48) for k in keys], [_metric_cells(metrics[k]) for k in keys])

@@ -225,7 +225,7 @@ def _finite(value: object) -> object:
     return value
 
 
-def json_text(value: object, indent: int | None = 2, ensure_ascii: bool = True) -> str:
+def json_text(value: object, ensure_ascii: bool = True) -> str:
     """JSON for scripts and the clipboard (``--json``, ``Y``): NaN and infinities become ``null``.
 
     OTLP carries IEEE doubles, and libraries do send NaN (the Vercel AI SDK 4 and 5 report
@@ -234,4 +234,4 @@ def json_text(value: object, indent: int | None = 2, ensure_ascii: bool = True) 
     stored span keeps the original value (``export --format otlp-json`` writes ``"NaN"`` as
     the protobuf JSON mapping does); only this text says "no number".
     """
-    return json.dumps(_finite(value), indent=indent, ensure_ascii=ensure_ascii, allow_nan=False, default=str)
+    return json.dumps(_finite(value), indent=2, ensure_ascii=ensure_ascii, allow_nan=False, default=str)

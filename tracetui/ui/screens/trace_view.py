@@ -35,7 +35,7 @@ from tracetui.ui.widgets.status_header import StatusHeader
 from tracetui.ui.widgets.waterfall import SEGMENT_CHARS, Waterfall
 
 #: (bar component, colour, label, short label): the legend, in the order the pieces appear in a bar.
-#: The "response" label is filled per trace by legend(): what a one-piece bar means there.
+#: The "response" label is filled per trace by response_label(): what a one-piece bar means there.
 LEGEND_ITEMS = (
     ("waterfall--retry", "$error", "retry", "retry"),
     ("waterfall--ttft", "$warning", "first token", "1st token"),
@@ -58,14 +58,14 @@ def response_label(spans: list) -> str:
     return "response" + (f" ({'; '.join(notes)})" if notes else "")
 
 
-def legend(spans: list, width: int = 200) -> Content:
+def legend(response: str = "response", width: int = 200) -> Content:
     """The bar legend: a sample of each piece's own glyph (waterfall.SEGMENT_CHARS) in its colour, fitted to ``width``.
 
     Glyphs differ as well as colours, so it reads on a monochrome terminal. Narrower
     terminals get one-cell samples and short labels, then lose the ↻ / ⤷ marks. The
-    "response" label may hold a library's name (data), so labels are plain text, never markup.
+    "response" label (``response_label``) may hold a library's name (data), so labels are plain
+    text, never markup.
     """
-    response = response_label(spans)
     for sample, short, marks in ((2, False, True), (1, False, True), (1, True, True), (1, True, False)):
         items = [(SEGMENT_CHARS[c] * sample, colour,
                   response if c == "waterfall--response" and not short else (short_label if short else label))
@@ -216,8 +216,8 @@ class TraceScreen(Screen):
         self._slow_cursor: tuple[bytes, int] | None = None
         self.critical: bool = False
         self._critical_text = ""
-        #: The spans on screen, whose model calls the legend's "response" label describes.
-        self._legend_spans: list = []
+        #: The legend's "response" label for the spans on screen (response_label), kept for resizes.
+        self._legend_response = "response"
         #: Totals of the conversation this run belongs to (Reader.session_totals), if any.
         self.session: dict | None = None
         self.span_filter: Filter = parse("")
@@ -234,7 +234,7 @@ class TraceScreen(Screen):
         yield StatusHeader(self.app.listen, id="status")  # type: ignore[attr-defined]
         yield Static("", id="trace-summary")
         yield Waterfall(id="waterfall")
-        yield Static(legend([]), id="legend")
+        yield Static(legend(), id="legend")
         yield SpanDetailPane(id="detail")
         yield FilterBar(id="filter-bar")
         yield KeyFooter()
@@ -331,8 +331,8 @@ class TraceScreen(Screen):
         if trace is None:
             return
         waterfall.set_lines(lines, trace.start_ns, trace.end_ns)
-        self._legend_spans = [line.span for line in lines]
-        self.query_one("#legend", Static).update(legend(self._legend_spans, self.size.width))
+        self._legend_response = response_label([line.span for line in lines])
+        self.query_one("#legend", Static).update(legend(self._legend_response, self.size.width))
         if selected_id is not None:
             for i, line in enumerate(lines):
                 if line.span.span_id == selected_id:
@@ -395,7 +395,7 @@ class TraceScreen(Screen):
 
     def on_resize(self) -> None:
         """The summary lines and the legend are fitted to the width."""
-        self.query_one("#legend", Static).update(legend(self._legend_spans, self.size.width))
+        self.query_one("#legend", Static).update(legend(self._legend_response, self.size.width))
         self._update_summary()
 
     # --- detail --------------------------------------------------------------

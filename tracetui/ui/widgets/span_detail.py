@@ -17,10 +17,9 @@ from textual.widgets import Static
 from tracetui.fmt import fmt_clock, fmt_cost, fmt_duration, fmt_elapsed, safe_multiline, safe_text
 from tracetui.store.reader import SPAN_KIND_NAMES, STATUS_NAMES, SpanDetail
 from tracetui.timing import (
-    NO_RETRY_SEEN,
-    attempts_spanned,
     first_token_note,
     library_name,
+    retry_note,
     tokens_estimated_note,
     ttft_includes_retry,
 )
@@ -61,18 +60,19 @@ def _not_reported(row: dict[str, Any]) -> dict[str, str]:
     """Column -> what to show for a model call's fact its library did not report ("not reported" is not "no").
 
     The field's label already names the fact ("time to first token", "retries"), so the value
-    says only what became of it: "not reported by OpenLIT", "not streamed".
+    says only what became of it: "not reported by OpenLIT", "not streamed" (timing's notes without
+    their lead words, so the decision and wording stay timing's).
     """
     if row.get("llm_kind") != "llm":
         return {}
     library = library_name(row.get("library"))
-    out = {"retry_source": NO_RETRY_SEEN if attempts_spanned(row.get("provenance")) else f"not reported by {library}"}
+    out = {"retry_source": retry_note(None, row.get("library"), row.get("provenance")).removeprefix("retry ")}
     if row["status_code"] == 2:
         return out  # a failed call has no first token or usage to report
     out["streaming"] = f"not reported by {library}"
     note = first_token_note(row.get("streaming"), row.get("ttft_ns"), row.get("library"))
     if note:
-        out["ttft_ns"] = note if note == "not streamed" else f"not reported by {library}"
+        out["ttft_ns"] = note.removeprefix("first token ")
     for col in ("input_tokens", "output_tokens"):
         out[col] = f"not reported by {library} (the run's tokens and cost are incomplete)"
     return out
