@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import READY_RE, query_ro, receiver_env, wait_until
+from helpers import query_ro, receiver_env, wait_until
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
@@ -41,8 +41,7 @@ def metric_exporter(rcv, transport: str):
     if transport == "grpc":
         return GrpcMetricExporter(endpoint=f"127.0.0.1:{rcv.port}", insecure=True, timeout=10,
                                   preferred_temporality={Histogram: AggregationTemporality.CUMULATIVE})  # fmt: skip
-    ready = next(m for m in map(READY_RE.match, rcv.lines) if m and m["http"])
-    return HttpMetricExporter(endpoint=f"http://{ready['http']}/v1/metrics", timeout=10,
+    return HttpMetricExporter(endpoint=f"http://{rcv.http}/v1/metrics", timeout=10,
                               preferred_temporality={Histogram: AggregationTemporality.CUMULATIVE})  # fmt: skip
 
 
