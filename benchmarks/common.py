@@ -655,6 +655,12 @@ class Load:
 _READY_RE = re.compile(r"listening grpc=(?P<addr>\S+)")
 
 
+def tracetui_serve_cmd(db: Path, *extra: str) -> list[str]:
+    """``tracetui serve --headless`` over ``db``, gRPC and OTLP/HTTP on ephemeral ports, then ``extra``."""
+    return [PYTHON, "-m", "tracetui", "serve", "--headless", "--db", str(db), "--grpc-port", "0", "--http-port", "0",
+            *extra]  # fmt: skip
+
+
 class ServerProc:
     """A server under test in its own process; parses its ready line from stderr."""
 

@@ -42,7 +42,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the flood clients of the tests
-from common import EXPORT_METHOD, PYTHON, ProcSampler  # noqa: E402
+from common import EXPORT_METHOD, ProcSampler, tracetui_serve_cmd  # noqa: E402
 from flood_clients import polite_flood  # noqa: E402
 
 READY = re.compile(r"listening grpc=(?P<grpc>\S+) http=(?P<http>\S+) db=")
@@ -58,8 +58,7 @@ class Server:
         env.pop("TRACETUI_TOKEN", None)
         if source:
             env["PYTHONPATH"] = source
-        cmd = [PYTHON, "-m", "tracetui", "serve", "--headless", "--db", str(db), "--grpc-port", "0",
-               "--http-port", "0", *args]  # fmt: skip
+        cmd = tracetui_serve_cmd(db, *args)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True, cwd="/", env=env, start_new_session=True,
                                      preexec_fn=preexec_fn)  # fmt: skip

@@ -53,6 +53,7 @@ from common import (  # noqa: E402
     median,
     pct,
     print_table,
+    tracetui_serve_cmd,
 )
 
 SERVERS = ("discard", "tracetui", "naive")
@@ -64,19 +65,7 @@ def server_cmd(name: str, db: Path) -> list[str]:
     if name == "naive":
         return [PYTHON, str(BENCH_DIR / "servers.py"), "naive", "--port", "0", "--db", str(db)]
     if name == "tracetui":
-        return [
-            PYTHON,
-            "-m",
-            "tracetui",
-            "serve",
-            "--headless",
-            "--db",
-            str(db),
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-        ]
+        return tracetui_serve_cmd(db)
     raise ValueError(name)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PYTHON, Load, ProcSampler, ServerProc, machine_info
+from common import Load, ProcSampler, ServerProc, machine_info, tracetui_serve_cmd
 
 WORKDIR = Path("/tmp/bench-retention")
 
@@ -68,10 +68,7 @@ def run_one(label: str, spans_per_trace: int, max_spans: int | None, args) -> di
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
     db = d / "traces.db"
-    cmd = [PYTHON, "-m", "tracetui", "serve", "--headless", "--db", str(db), "--grpc-port", "0", "--http-port", "0"]
-    if max_spans:
-        cmd += ["--max-spans", str(max_spans)]
-    server = ServerProc(cmd)
+    server = ServerProc(tracetui_serve_cmd(db, *(["--max-spans", str(max_spans)] if max_spans else [])))
     try:
         addr = server.wait_ready()
         load = Load(addr, clients=args.clients, spans_per_request=args.spans_per_request, duration=args.duration,

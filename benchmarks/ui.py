@@ -60,6 +60,7 @@ from common import (  # noqa: E402
     nonce,
     pct,
     print_table,
+    tracetui_serve_cmd,
 )
 
 BUILDER_VERSION = 1
@@ -581,21 +582,7 @@ def main() -> int:
 
         def start_traffic() -> None:
             nonlocal receiver, load
-            receiver = ServerProc(
-                [
-                    PYTHON,
-                    "-m",
-                    "tracetui",
-                    "serve",
-                    "--headless",
-                    "--db",
-                    str(work),
-                    "--grpc-port",
-                    "0",
-                    "--http-port",
-                    "0",
-                ]
-            )
+            receiver = ServerProc(tracetui_serve_cmd(work))
             addr = receiver.wait_ready()
             load = Load(addr, clients=4, spans_per_request=512, rate=args.rate, duration=600, seed=3)
             load.wait_ready()

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from helpers import exporter_stub, query_ro
 
 #: 16-byte trace ids: marker(4) + client(4) + request(4) + trace-in-request(4).
 FLOOD_MARKER = b"FLD!"
@@ -61,8 +62,7 @@ def _flood_process(address: str, first_client: int, clients: int, until: float, 
 
     def client(n: int) -> None:
         channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", -1)])
-        export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-                                     request_serializer=lambda b: b, response_deserializer=lambda b: b)  # fmt: skip
+        export = exporter_stub(channel)
         seq = 0
         while time.time() < until:
             body = template.replace(marker0, FLOOD_MARKER + n.to_bytes(4, "big") + seq.to_bytes(4, "big"))
@@ -117,16 +117,12 @@ def run_flood(address: str, clients: int, seconds: float, processes: int = 4):
 
 def missing_acked_spans(db_path: Path, acked: list[tuple[int, int]]) -> int:
     """Spans of acknowledged flood requests that are not in the database."""
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        stored: dict[tuple[int, int], int] = {}
-        for trace_id, count in conn.execute(
-            "SELECT trace_id, count(*) FROM spans WHERE service = 'flood' GROUP BY trace_id"
-        ):
-            key = (int.from_bytes(trace_id[4:8], "big"), int.from_bytes(trace_id[8:12], "big"))
-            stored[key] = stored.get(key, 0) + count
-    finally:
-        conn.close()
+    stored: dict[tuple[int, int], int] = {}
+    for trace_id, count in query_ro(
+        db_path, "SELECT trace_id, count(*) FROM spans WHERE service = 'flood' GROUP BY trace_id"
+    ):
+        key = (int.from_bytes(trace_id[4:8], "big"), int.from_bytes(trace_id[8:12], "big"))
+        stored[key] = stored.get(key, 0) + count
     return sum(max(0, SPANS_PER_FLOOD_REQUEST - stored.get(key, 0)) for key in acked)
 
 
@@ -173,11 +169,7 @@ def polite_result(proc: subprocess.Popen, db_path: Path, service: str, timeout: 
     lines = [line for line in out.splitlines() if line.startswith("{")]
     assert lines, f"the polite app failed:\n{err[-3000:]}"
     created = json.loads(lines[-1])["created"]
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        stored = conn.execute("SELECT count(*) FROM spans WHERE service = ?", (service,)).fetchone()[0]
-    finally:
-        conn.close()
+    stored = query_ro(db_path, "SELECT count(*) FROM spans WHERE service = ?", (service,))[0][0]
     failures = err.count("Failed to export")
     return {"created": created, "stored": stored, "lost": created - stored, "failed_exports": failures}
 

@@ -348,6 +348,8 @@ class Receiver:
     db_path: Path
     lines: list[str]
     _done: threading.Event
+    #: ``HOST:PORT`` of the OTLP/HTTP listener (the ready line's ``http=``), None when not served.
+    http: str | None = None
 
     @property
     def stderr(self) -> str:
@@ -445,7 +447,7 @@ def start_receiver(
         proc.wait()
         done.wait(5)
         raise RuntimeError(f"receiver did not become ready (exit {proc.returncode}):\n" + "\n".join(lines))
-    return Receiver(proc, match["host"], int(match["port"]), Path(match["db"]), lines, done)
+    return Receiver(proc, match["host"], int(match["port"]), Path(match["db"]), lines, done, match["http"])
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import EXPORT_METHOD, FIXTURES, READY_RE, channel_to, read_records, start_receiver
+from helpers import EXPORT_METHOD, FIXTURES, channel_to, read_records, start_receiver
 
 from tracetui import timing
 from tracetui.messages import extract_messages
@@ -76,7 +76,7 @@ def replayed(tmp_path_factory) -> Replayed:
     tmp = tmp_path_factory.mktemp("families")
     receiver = start_receiver(tmp / "families.db", cwd=tmp)
     try:
-        http = "http://" + next(m for m in map(READY_RE.match, receiver.lines) if m)["http"]
+        http = f"http://{receiver.http}"
         channel = channel_to(receiver.port)
         for capture in (*GRPC, *OLDER):
             for method, suffix in ((EXPORT_METHOD, ".otlp"), (LOGS_METHOD, ".logs.otlp")):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import stat
 import subprocess
@@ -16,9 +15,6 @@ from pathlib import Path
 
 import requests
 from helpers import channel_to, exporter_stub, make_request, make_span, receiver_env, sid, start_receiver, tid
-
-READY_HTTP = re.compile(r"http=(?P<addr>\S+)")
-
 
 UNDER_UMASK_000 = (
     "import os, sys, runpy; os.umask(0); sys.argv = ['tracetui', *sys.argv[1:]]; "
@@ -64,7 +60,7 @@ def test_every_file_with_span_data_is_owner_only_even_under_umask_000(tmp_path: 
 def test_a_json_number_too_long_to_convert_is_a_400_naming_its_path(tmp_path: Path) -> None:
     receiver = start_receiver(tmp_path / "n.db", cwd=tmp_path)
     try:
-        url = "http://" + next(m["addr"] for m in map(READY_HTTP.search, receiver.lines) if m)
+        url = f"http://{receiver.http}"
         body = (
             '{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10",'
             '"spanId":"0102030405060708","name":"s","attributes":[{"key":"n","value":{"intValue":'

@@ -16,7 +16,7 @@ import grpc
 import pytest
 import requests
 from click.testing import CliRunner
-from helpers import FIXTURES, READY_RE, channel_to, query_ro, read_records
+from helpers import FIXTURES, channel_to, query_ro, read_records
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
@@ -59,8 +59,7 @@ def metric_records(capture: str) -> list[bytes]:
 
 
 def http_url(rcv) -> str:
-    ready = next(m for m in map(READY_RE.match, rcv.lines) if m and m["http"])
-    return f"http://{ready['http']}"
+    return f"http://{rcv.http}"
 
 
 def send_grpc(rcv, record: bytes, **kwargs) -> ExportMetricsServiceResponse:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -20,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import READY_RE, query_ro, receiver_env, wait_until
+from helpers import connect_ro, query_ro, receiver_env, wait_until
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
@@ -41,8 +40,7 @@ def metric_exporter(rcv, transport: str):
     if transport == "grpc":
         return GrpcMetricExporter(endpoint=f"127.0.0.1:{rcv.port}", insecure=True, timeout=10,
                                   preferred_temporality={Histogram: AggregationTemporality.CUMULATIVE})  # fmt: skip
-    ready = next(m for m in map(READY_RE.match, rcv.lines) if m and m["http"])
-    return HttpMetricExporter(endpoint=f"http://{ready['http']}/v1/metrics", timeout=10,
+    return HttpMetricExporter(endpoint=f"http://{rcv.http}/v1/metrics", timeout=10,
                               preferred_temporality={Histogram: AggregationTemporality.CUMULATIVE})  # fmt: skip
 
 
@@ -75,7 +73,7 @@ def test_cumulative_histogram_over_several_intervals_counts_each_measurement_onc
         receiver.db_path, "SELECT count(*) FROM metric_series WHERE service = ?", (f"sdk-{transport}",)
     ) == [(1,)]
 
-    conn = sqlite3.connect(f"file:{receiver.db_path}?mode=ro", uri=True)
+    conn = connect_ro(receiver.db_path)
     try:
         figures = metric_stats.compute(conn)["sdk-model"].duration
     finally:
@@ -209,7 +207,7 @@ def test_exponential_histograms_that_rescale_between_exports_count_each_measurem
         "WHERE s.service = 'exp' ORDER BY p.time_ns",
     )
     assert rows == [(2, 0.61), (1, 0.32), (2, 40.001), (1, 5.0)]
-    conn = sqlite3.connect(f"file:{receiver.db_path}?mode=ro", uri=True)
+    conn = connect_ro(receiver.db_path)
     try:
         figures = metric_stats.compute(conn)["sdk-model"].ttft
     finally:

@@ -70,10 +70,6 @@ class TreePeak(threading.Thread):
         return self.peak
 
 
-def http_address(rcv) -> str:
-    return next(m for m in map(READY_RE.match, rcv.lines) if m)["http"]
-
-
 def small_spans_request(n_spans: int, first: int = 0, trace: int = 1):
     return make_request([make_span(tid(trace + (first + i) // 100), sid(first + i + 1), name=f"s{i % 7}")
                          for i in range(n_spans)])  # fmt: skip
@@ -212,7 +208,7 @@ def export_over(rcv, transport: str, data: bytes):
     if transport == "grpc":
         with channel_to(rcv.port) as channel:
             return ExportTraceServiceResponse.FromString(exporter_stub(channel)(data, timeout=120))
-    answer = requests.post(f"http://{http_address(rcv)}/v1/traces", data=data,
+    answer = requests.post(f"http://{rcv.http}/v1/traces", data=data,
                            headers={"Content-Type": "application/x-protobuf"}, timeout=120)  # fmt: skip
     assert answer.status_code == 200, answer.text
     return ExportTraceServiceResponse.FromString(answer.content)
@@ -297,7 +293,7 @@ def json_spans_body(n: int, first: int) -> bytes:
 
 def test_concurrent_json_bodies_are_admitted_by_their_parsed_size(start_rcv):
     rcv = start_rcv()
-    url = f"http://{http_address(rcv)}/v1/traces"
+    url = f"http://{rcv.http}/v1/traces"
     bodies = [json_spans_body(12_000, i * 12_000) for i in range(6)]  # ~3 MB each, ~30 MB each once parsed
     tree = TreePeak(rcv.proc.pid)
     idle = tree.sample()
@@ -323,7 +319,7 @@ def test_concurrent_json_bodies_are_admitted_by_their_parsed_size(start_rcv):
 
 
 def flood_with_polite_apps(rcv, clients: int, seconds: float) -> None:
-    result = polite_flood(f"127.0.0.1:{rcv.port}", http_address(rcv), rcv.db_path, clients, seconds)
+    result = polite_flood(f"127.0.0.1:{rcv.port}", rcv.http, rcv.db_path, clients, seconds)
     for name, app in result["polite"].items():
         assert app["created"] > 0
         assert app["lost"] == 0, f"the polite {name} app lost spans: {result}"
@@ -503,7 +499,7 @@ def test_a_body_slower_than_the_body_timeout_gets_408_and_the_connection_closes(
     import socket
 
     rcv = start_rcv("--http-body-timeout", "1")
-    host, port = http_address(rcv).rsplit(":", 1)
+    host, port = rcv.http.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=20) as sock:
         sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
                      b"Content-Length: 1000\r\n\r\n" + b"\x00" * 10)  # fmt: skip
@@ -518,7 +514,7 @@ def test_a_connection_that_never_finishes_its_headers_is_closed(start_rcv):
     import socket
 
     rcv = start_rcv("--http-header-timeout", "1")
-    host, port = http_address(rcv).rsplit(":", 1)
+    host, port = rcv.http.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=20) as sock:
         sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n")
         assert sock.recv(65536) == b""  # closed by the server, not answered

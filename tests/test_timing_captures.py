@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import FIXTURES, READY_RE, channel_to, fill_db, read_records, start_receiver
+from helpers import FIXTURES, channel_to, fill_db, read_records, start_receiver
 
 from tracetui.export import trace_summary
 from tracetui.store.reader import Reader
@@ -60,8 +60,7 @@ def replay(rcv, capture: str) -> None:
             export(record, timeout=10)
         channel.close()
         return
-    http = next(m for m in map(READY_RE.match, rcv.lines) if m)["http"]
-    url = f"http://{http}"
+    url = f"http://{rcv.http}"
     if capture == "node_manual_http_json":
         for line in (FIXTURES / f"{capture}.http.jsonl").read_bytes().splitlines():
             if line.strip():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from helpers import fill_db as write_requests
+from helpers import suite_fixture_files
 
 from tracetui.otlp.files import read_length_delimited
 from tracetui.store.reader import Reader
@@ -16,10 +17,7 @@ from tracetui.store.writer import Writer
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 #: The captures the UI tests (and their snapshots) are drawn from: the first five. Later captures
 #: (tests/test_families.py) are left out so that adding one does not change every screen.
-TRACE_FIXTURES = [
-    FIXTURES / f"{name}.otlp"
-    for name in ("handmade_agent", "openinference_openai", "openllmetry_openai", "otel_v2_openai", "traceai_openai")
-]
+TRACE_FIXTURES = suite_fixture_files()
 #: "Now" for the UI in tests: a minute after the last fixture span, so times are shown as clock times.
 FIXED_NOW_NS = 1_795_483_750_000_000_000
 
