@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Figure, build_templates, machine_info, materialize, print_table  # noqa: E402
 from servers import Naive  # noqa: E402
 
+from tracetui.ingest.workers import configure_pricing  # noqa: E402
 from tracetui.otlp.decode import decode_spans, parse_trace_request, span_bytes  # noqa: E402
-from tracetui.otlp.decoder import configure_pricing  # noqa: E402
 from tracetui.store.batch import prepare  # noqa: E402
 from tracetui.store.writer import Committer  # noqa: E402
 

@@ -17,10 +17,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tracetui.config import ReceiverSettings  # noqa: E402
-from tracetui.demo import run_demo  # noqa: E402
-from tracetui.receiver import ReceiverProcess  # noqa: E402
-from tracetui.store.reader import Counters, Reader  # noqa: E402
+from tracetui.cli.demo import run_demo  # noqa: E402
+from tracetui.ingest.receiver import ReceiverProcess  # noqa: E402
+from tracetui.model.config import ReceiverSettings  # noqa: E402
+from tracetui.model.views import Counters  # noqa: E402
+from tracetui.store.reader import Reader  # noqa: E402
 from tracetui.ui.app import TraceTuiApp  # noqa: E402
 from tracetui.ui.messages import CountersUpdated  # noqa: E402
 

@@ -46,7 +46,7 @@ def trace_fixture_files() -> list[Path]:
 
 #: The first captures: the "openai suite" of four libraries and the hand-made agent. The tests
 #: whose expectations are written per call of these (filters, stats, the CLI over the shared
-#: fixture database) use only them; later captures have their own tests (test_families.py).
+#: fixture database) use only them; later captures have their own tests (llm/test_families.py).
 SUITE_CAPTURES = ("handmade_agent", "openinference_openai", "openllmetry_openai", "otel_v2_openai", "traceai_openai")
 
 
@@ -376,7 +376,7 @@ class Receiver:
 
 def extra_port_options() -> list[str]:
     """Port options of `tracetui serve` besides --grpc-port (e.g. --http-port)."""
-    from tracetui.cli import serve
+    from tracetui.cli.main import serve
 
     return [
         opt

@@ -16,7 +16,7 @@ from tracetui.store.writer import Writer
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 #: The captures the UI tests (and their snapshots) are drawn from: the first five. Later captures
-#: (tests/test_families.py) are left out so that adding one does not change every screen.
+#: (tests/llm/test_families.py) are left out so that adding one does not change every screen.
 TRACE_FIXTURES = suite_fixture_files()
 #: "Now" for the UI in tests: a minute after the last fixture span, so times are shown as clock times.
 FIXED_NOW_NS = 1_795_483_750_000_000_000

@@ -21,7 +21,7 @@ from textual.widget import Widget
 from tests.ui.conftest import make_app, settle, write_requests
 from tests.ui.test_app import make_request
 from tests.ui.test_repaint import runs
-from tracetui.cli_common import command_name
+from tracetui.cli.common import command_name
 from tracetui.ui.screens.help import HelpScreen, binding_groups, key_label
 from tracetui.ui.screens.stats import StatsScreen
 from tracetui.ui.screens.trace_list import TraceListScreen, empty_state_text

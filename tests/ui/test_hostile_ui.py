@@ -20,9 +20,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from textual.widget import Widget
 
 from tests.ui.conftest import make_app, settle, write_requests
-from tracetui.drill import critical_path, run_of, slowest_spans
-from tracetui.store.reader import SpanRow
-from tracetui.tree import MAX_GUIDE_DEPTH, build_tree, flatten
+from tracetui.model.views import SpanRow
+from tracetui.query.drill import critical_path, run_of, slowest_spans
+from tracetui.query.tree import MAX_GUIDE_DEPTH, build_tree, flatten
 from tracetui.ui.screens.trace_list import TraceListScreen
 from tracetui.ui.screens.trace_view import TraceScreen
 from tracetui.ui.widgets.trace_table import TraceTable

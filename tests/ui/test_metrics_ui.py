@@ -9,7 +9,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 
 from tests.ui.conftest import FIXTURES, make_app, settle
 from tests.ui.test_hostile_ui import screen_text
-from tracetui.otlp.ingest import Outcome, ingest
+from tracetui.ingest.ack import Outcome, ingest
 from tracetui.store.writer import Writer
 from tracetui.ui.screens.stats import StatsScreen
 from tracetui.ui.widgets.waterfall import Waterfall

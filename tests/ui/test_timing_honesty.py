@@ -94,7 +94,7 @@ async def test_estimated_token_counts_are_shown_as_estimates(tmp_path: Path) -> 
 
 
 def test_waterfall_marks_estimated_token_counts() -> None:
-    from tracetui.store.reader import SpanRow
+    from tracetui.model.views import SpanRow
     from tracetui.ui.widgets.waterfall import span_info
 
     span = SpanRow(b"s" * 8, None, "litellm_request", 3, "svc", 0, 10**9, 1, "", llm_kind="llm",

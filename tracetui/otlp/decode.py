@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterator
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tracetui import evals, pricing, semconv
+from tracetui.llm import evals, pricing, semconv
+from tracetui.model.anyvalue import any_value_str
+from tracetui.model.rows import NORMALIZED_COLUMNS, Decoded, Source
 
 log = logging.getLogger(__name__)
 
@@ -29,101 +28,22 @@ INT64_MAX = (1 << 63) - 1
 #: Token counts above this are garbage; a handful of int64-sized ones summed into a
 #: trace row would overflow SQLite's integers and fail the whole commit.
 MAX_TOKENS = 1 << 40
-_NORMALIZED_LIMITS = tuple(MAX_TOKENS if c.endswith("_tokens") else INT64_MAX for c in semconv.NORMALIZED_COLUMNS)
-_NO_NORMALIZED = (None,) * len(semconv.NORMALIZED_COLUMNS)
+_NORMALIZED_LIMITS = tuple(MAX_TOKENS if c.endswith("_tokens") else INT64_MAX for c in NORMALIZED_COLUMNS)
+_NO_NORMALIZED = (None,) * len(NORMALIZED_COLUMNS)
 #: (index, lowest, highest) of the normalized columns that can hold integers (checked for every span):
 #: a token count below zero is as much garbage as one of 2**62.
 _INT_LIMITS = tuple(
     (i, 0 if name.endswith("_tokens") else -limit, limit)
-    for i, (name, limit) in enumerate(zip(semconv.NORMALIZED_COLUMNS, _NORMALIZED_LIMITS, strict=False))
+    for i, (name, limit) in enumerate(zip(NORMALIZED_COLUMNS, _NORMALIZED_LIMITS, strict=False))
     if name.endswith(("_tokens", "_ns", "_count"))
 )
 UNKNOWN_SERVICE = "unknown_service"
 _ZERO_TRACE_ID = bytes(16)
 _ZERO_SPAN_ID = bytes(8)
-#: At most this many distinct reasons are quoted in a partial-success message.
-_MAX_REASONS = 5
 
 
 class DecodeError(ValueError):
     """The request bytes are not a valid OTLP message."""
-
-
-@dataclass(slots=True)
-class Source:
-    """A resource + instrumentation scope pair, stored once per distinct value."""
-
-    #: The row id it is stored under: derived from the digest, so span rows can
-    #: carry it from the decoder (see Writer._store_sources for older databases).
-    id: int
-    digest: bytes
-    service: str
-    resource: bytes
-    scope_name: str
-    scope_version: str
-    scope: bytes
-    schema_url: str
-
-
-@dataclass(slots=True)
-class Decoded:
-    """What one export request (traces or logs) holds, ready for the writer."""
-
-    sources: dict[bytes, Source] = field(default_factory=dict)
-    #: One tuple per accepted span, in ``SPAN_COLUMNS`` order (then the
-    #: analysis columns, once tracetui.store.batch.prepare has run).
-    spans: list[tuple] = field(default_factory=list)
-    #: One tuple per accepted log record, in ``LOG_COLUMNS`` order.
-    logs: list[tuple] = field(default_factory=list)
-    #: Evaluation results found in spans or log records (see ``EVALUATION_COLUMNS``).
-    evaluations: list[tuple] = field(default_factory=list)
-    #: Per trace: the summary of its spans here, as trace-row parameters
-    #: (tracetui.store.batch.prepare fills it, and the analysis columns of each row).
-    traces: dict[bytes, dict] = field(default_factory=dict)
-    #: Per trace whose spans all arrived here: its timing analysis, as trace-row fields.
-    timing: dict[bytes, dict] = field(default_factory=dict)
-    rejected: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
-    #: What the rows are, for messages: "span(s)", "log record(s)" or "metric data point(s)".
-    unit: str = "span(s)"
-    #: GenAI metric series, points and exemplars (tracetui.otlp.metrics.DecodedMetrics), for metric exports.
-    metrics: Any = None
-
-    @property
-    def count(self) -> int:
-        return len(self.spans) + len(self.logs) + (len(self.metrics.points) if self.metrics is not None else 0)
-
-    def reject(self, reason: str) -> None:
-        self.rejected += 1
-        self.reasons[reason] = self.reasons.get(reason, 0) + 1
-
-    @property
-    def rejection_message(self) -> str:
-        """Human-readable summary for OTLP ``partial_success.error_message``."""
-        parts = [f"{n} {self.unit}: {reason}" for reason, n in list(self.reasons.items())[:_MAX_REASONS]]
-        return "rejected " + "; ".join(parts) if parts else ""
-
-
-#: Column order of a span row (the writer's INSERT uses the same order).
-SPAN_COLUMNS: tuple[str, ...] = (
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "name",
-    "kind",
-    "source_id",
-    "service",
-    "start_ns",
-    "end_ns",
-    "status_code",
-    "status_message",
-    "dropped_attributes",
-    "dropped_events",
-    "dropped_links",
-    "raw",
-    *semconv.NORMALIZED_COLUMNS,
-)
-COL = {name: i for i, name in enumerate(SPAN_COLUMNS)}
 
 
 class NestedTooDeep(DecodeError):
@@ -212,11 +132,6 @@ def _span_refusal(exc: Exception) -> str:
     """Why one span protobuf could not parse is refused, for partial_success."""
     failure = _parse_failure("Span", exc)
     return TOO_DEEP if isinstance(failure, NestedTooDeep) else str(failure)
-
-
-def any_value_str(value: AnyValue) -> str | None:
-    """The string held by an AnyValue, or None for other kinds."""
-    return value.string_value if value.WhichOneof("value") == "string_value" else None
 
 
 def service_name(resource: Resource) -> str:
@@ -452,7 +367,7 @@ def _clamped(values: tuple) -> tuple:
     return tuple(out)
 
 
-_N = {name: i for i, name in enumerate(semconv.NORMALIZED_COLUMNS)}
+_N = {name: i for i, name in enumerate(NORMALIZED_COLUMNS)}
 _USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
 
 
@@ -468,22 +383,6 @@ def _priced(values: tuple, start_ns: int) -> tuple:
         return values
     i = _N["cost_usd"]
     return (*values[:i], cost, source, *values[i + 2 :])
-
-
-#: Column order of a log record row.
-LOG_COLUMNS: tuple[str, ...] = (
-    "digest",
-    "trace_id",
-    "span_id",
-    "time_ns",
-    "observed_ns",
-    "severity_number",
-    "severity_text",
-    "event_name",
-    "source_id",
-    "service",
-    "raw",
-)
 
 
 def parse_logs_request(data: bytes) -> ExportLogsServiceRequest:
@@ -539,35 +438,3 @@ def decode_logs(request: ExportLogsServiceRequest) -> Decoded:
                 )
             )
     return out
-
-
-def attributes_to_dict(attributes: Iterable[KeyValue]) -> dict[str, object]:
-    """Attributes as plain Python values, for display and JSON output (not the hot path)."""
-    return {kv.key: any_value_to_python(kv.value) for kv in attributes}
-
-
-def any_value_to_python(value: AnyValue, _depth: int = 0) -> object:
-    """AnyValue -> str/int/float/bool/list/dict/None. Bytes become hex strings.
-
-    Nesting deeper than 32 levels is cut off (hostile kvlist chains).
-    """
-    kind = value.WhichOneof("value")
-    if kind is None:
-        return None
-    if kind == "string_value":
-        return value.string_value
-    if kind == "int_value":
-        return value.int_value
-    if kind == "double_value":
-        return value.double_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "bytes_value":
-        return value.bytes_value.hex()
-    if _depth >= 32:
-        return "…(nested too deep)"
-    if kind == "array_value":
-        return [any_value_to_python(v, _depth + 1) for v in value.array_value.values]
-    if kind == "kvlist_value":
-        return {kv.key: any_value_to_python(kv.value, _depth + 1) for kv in value.kvlist_value.values}
-    return None

@@ -38,7 +38,9 @@ from itertools import pairwise
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
-from tracetui.otlp.decode import INT64_MAX, Decoded, _by_source, _clamp_ns, _parse_failure, any_value_to_python
+from tracetui.model.anyvalue import any_value_to_python
+from tracetui.model.rows import Decoded
+from tracetui.otlp.decode import INT64_MAX, _by_source, _clamp_ns, _parse_failure
 
 #: The metrics stored; all others are accepted and dropped.
 STORED_METRICS = frozenset(

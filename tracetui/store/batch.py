@@ -1,7 +1,7 @@
 """What one export adds to the store, computed before it reaches the writer.
 
 Everything here is pure Python over decoded span rows, so it runs where the
-request is decoded (a decode worker process, see tracetui.otlp.decoder)
+request is decoded (a decode worker process, see tracetui.ingest.workers)
 rather than on the single writer thread, which only has to insert:
 
 * each row gets its timing-analysis columns (``ANALYSIS_COLUMNS``);
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tracetui.otlp.decode import COL, SPAN_COLUMNS, Decoded
-from tracetui.timing import SPLIT_KEYS, Call, analyze
+from tracetui.llm.timing import Call, analyze
+from tracetui.model.rows import COL, SPAN_COLUMNS, SPLIT_KEYS, Decoded
 
 #: Columns the timing analysis fills, appended to each decoded row.
 ANALYSIS_COLUMNS = ("is_retry", "is_fallback", "retry_ns", "counted", "retry_offset_ns", "retry_source")
@@ -59,7 +59,7 @@ def call_from_row(row: tuple) -> Call:
     return Call(*_call_fields(row))
 
 
-#: Attributes that hold what a model call was asked, in every dialect tracetui.messages reads
+#: Attributes that hold what a model call was asked, in every dialect tracetui.llm.chat reads
 #: (flattened ones start with these too).
 _INPUT_PREFIXES = (
     "gen_ai.input.messages", "gen_ai.system_instructions", "gen_ai.prompt", "llm.input_messages", "llm.prompts",
@@ -73,7 +73,7 @@ class CallInput:
     Two calls recorded by one library (the same input keys) are compared by the
     attributes' bytes, which costs next to nothing. Calls recorded differently
     (another provider's instrumentation puts the system prompt elsewhere) are
-    compared by their input messages as tracetui.messages reads them.
+    compared by their input messages as tracetui.llm.chat reads them.
     """
 
     __slots__ = ("_keys", "_parts", "_attributes")
@@ -97,8 +97,8 @@ class CallInput:
     __hash__ = None  # type: ignore[assignment]
 
     def _messages(self) -> tuple:
-        from tracetui.messages import extract_messages  # only when two libraries' records are compared
-        from tracetui.otlp.decode import attributes_to_dict
+        from tracetui.llm.chat import extract_messages  # only when two libraries' records are compared
+        from tracetui.model.anyvalue import attributes_to_dict
 
         messages = extract_messages(attributes_to_dict(self._attributes))
         return tuple((m.role, " ".join(m.content.split())) for m in messages if m.direction == "input")
@@ -167,7 +167,7 @@ class TraceSummary:
         elif row[_I_HTTP] is not None:
             self.attempts += 1
         # Only model calls count: agent spans often repeat their children's usage.
-        # (tracetui.timing refines this to leaf calls, each request once.)
+        # (tracetui.llm.timing refines this to leaf calls, each request once.)
         if kind == "llm" or kind == "embedding":
             if kind == "llm":
                 self.llm_calls += 1

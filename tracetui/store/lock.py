@@ -1,7 +1,7 @@
 """The receiver's write lock: one write transaction at a time, across its processes.
 
 The receiver writes from several processes (its ingest workers, see
-tracetui.otlp.decoder, and its own writer thread for status, retention and
+tracetui.ingest.workers, and its own writer thread for status, retention and
 checkpoints). SQLite serializes writers itself, but a writer that finds the
 database locked sleeps in its busy handler (1, 2, 5, 10... ms) and retries:
 the lock sits free while writers sleep, and who gets it next is luck. An

@@ -24,7 +24,7 @@ things happened, not to when a series began.
   deduplicated by the ``metric_points_once`` index.
 * Min and max of a delta computed from two cumulative points are the series'
   own (an interval's extremes are not exported): they bound the interval's
-  values, which is all the percentiles use them for (tracetui.metric_stats).
+  values, which is all the percentiles use them for (tracetui.query.metric_stats).
 
 **Exemplars.** An exemplar of a time-to-first-token metric that names a span
 gives that span its TTFT when the span has none of its own (and is not a call its
@@ -70,7 +70,7 @@ _INSERT_EXEMPLAR = (
 )
 # A span takes an exemplar's TTFT only if it has none of its own and its library did not say the call
 # was not streamed (a non-streamed call has no first token: OpenLIT's TTFT metric records the whole
-# call for one); decode time and speed follow from it as the normalizer computes them (tracetui.semconv).
+# call for one); decode time and speed follow from it as the normalizer computes them (tracetui.llm.semconv).
 _APPLY_TTFT = """
 UPDATE spans SET
     ttft_ns = e.value_ns,

@@ -28,9 +28,9 @@ from pathlib import Path
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tracetui import evals, pricing
-from tracetui.otlp.decode import Decoded, add_evaluations, normalized_fields
-from tracetui.semconv import NORMALIZED_COLUMNS
+from tracetui.llm import evals, pricing
+from tracetui.model.rows import NORMALIZED_COLUMNS, Decoded
+from tracetui.otlp.decode import add_evaluations, normalized_fields
 from tracetui.store.lock import WriteLock
 from tracetui.store.metrics import apply_exemplars, pending_exemplars
 from tracetui.store.schema import add_meta, connect_writer

@@ -59,7 +59,7 @@ CREATE TABLE spans (
     dropped_events     INTEGER NOT NULL DEFAULT 0,
     dropped_links      INTEGER NOT NULL DEFAULT 0,
     raw                BLOB NOT NULL,     -- serialized opentelemetry.proto.trace.v1.Span
-    -- normalized LLM fields (tracetui.semconv); NULL when not applicable
+    -- normalized LLM fields (tracetui.llm.semconv); NULL when not applicable
     llm_kind           TEXT,
     provider           TEXT,
     request_model      TEXT,
@@ -133,7 +133,7 @@ CREATE INDEX logs_by_span ON logs(trace_id, span_id);
 
 
 # v3: the timing model (DESIGN.md section 6). Span-local facts from the
-# normalizer, cross-span ones (retry, fallback) from tracetui.timing, and the
+# normalizer, cross-span ones (retry, fallback) from tracetui.llm.timing, and the
 # trace's wall-clock split into where the time went.
 _V3 = """
 ALTER TABLE spans ADD COLUMN link_span_id BLOB;

@@ -3,7 +3,7 @@
 :class:`Committer` is one read-write connection that commits decoded
 exports, each transaction under the receiver's write lock
 (tracetui.store.lock). Each ingest worker process has one
-(tracetui.otlp.decoder), and so does the receiver's :class:`Writer`.
+(tracetui.ingest.workers), and so does the receiver's :class:`Writer`.
 
 :class:`Writer` is the receiver's writer thread. Handler threads that decoded
 an export in the receiver process call :meth:`Writer.submit` and wait on the
@@ -28,7 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tracetui.otlp.decode import COL, LOG_COLUMNS, SPAN_COLUMNS, Decoded, Source
+from tracetui.llm.timing import Call, analyze
+from tracetui.model.rows import COL, LOG_COLUMNS, SPAN_COLUMNS, SPLIT_KEYS, Decoded, Source
 from tracetui.store.batch import (
     ANALYSIS_COLUMNS,
     MAX_ANALYZED_SPANS,
@@ -46,7 +47,6 @@ from tracetui.store.lock import WriteLock
 from tracetui.store.metrics import apply_exemplars, pending_exemplars, write_metrics
 from tracetui.store.retention import Retention, enforce_on_metrics, evict_over_limits
 from tracetui.store.schema import add_meta, connect_writer
-from tracetui.timing import SPLIT_KEYS, Call, analyze
 
 log = logging.getLogger(__name__)
 #: Failed commits repeat (a full disk fails every one): one log line every few seconds says it.
@@ -316,7 +316,7 @@ class Committer:
     """One read-write connection that commits decoded exports, a transaction at a time.
 
     The receiver's writer thread has one (:class:`Writer`), and so does each
-    ingest worker process (tracetui.otlp.decoder). Every transaction runs
+    ingest worker process (tracetui.ingest.workers). Every transaction runs
     under the write lock (tracetui.store.lock), which keeps their
     transactions apart without SQLite's sleeping busy handler.
 
@@ -574,7 +574,7 @@ class Writer:
 
     Exports decoded in the receiver process (``--decode-workers 0``, imports,
     tests) are written here; the ingest workers write their own
-    (tracetui.otlp.decoder). Either way this thread also records the
+    (tracetui.ingest.workers). Either way this thread also records the
     receiver's status (its heartbeat commits evict by age while nothing
     arrives) and owns the checkpoint thread.
 
@@ -635,7 +635,7 @@ class Writer:
     def submit(self, decoded: Decoded) -> Ticket:
         """Queue a decoded request. Raises Overloaded when the queue is full."""
         if decoded.spans and not decoded.traces:
-            prepare(decoded)  # decoded in place rather than by tracetui.otlp.decoder
+            prepare(decoded)  # decoded in place rather than by tracetui.ingest.workers
         ticket = Ticket(decoded)
         n = decoded.count
         with self._cond:

@@ -18,7 +18,8 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.reactive import var
 
-from tracetui.store.reader import Counters, Reader
+from tracetui.model.views import Counters
+from tracetui.store.reader import Reader
 from tracetui.ui.messages import CopyReady, CountersUpdated, DataChanged
 from tracetui.ui.screens.help import HelpScreen
 from tracetui.ui.screens.trace_list import TraceListScreen
@@ -161,7 +162,7 @@ class TraceTuiApp(App[None]):
 
     @work(thread=True, group="copy", exit_on_error=False, description="summarize a trace for the clipboard")
     def copy_trace_summary(self, trace_id: bytes) -> None:
-        from tracetui.export import trace_summary
+        from tracetui.query.export import trace_summary
 
         try:
             text = trace_summary(self.reader, trace_id)
@@ -172,7 +173,7 @@ class TraceTuiApp(App[None]):
 
     @work(thread=True, group="copy", exit_on_error=False, description="copy span attributes")
     def copy_span_attributes(self, trace_id: bytes, span_id: bytes) -> None:
-        from tracetui.export import span_attributes_json
+        from tracetui.query.export import span_attributes_json
 
         try:
             text = span_attributes_json(self.reader, trace_id, span_id)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from tracetui.store.reader import Counters
+from tracetui.model.views import Counters
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """`S`: latency percentiles, speed, error/retry/fallback rates, cost and groundedness by model, route or prompt version.
 
-Computed by tracetui.stats in a thread worker over the current filter and a
+Computed by tracetui.query.stats in a thread worker over the current filter and a
 time window; refreshed when new data arrives (one computation in flight, the
 latest request wins), so keys never wait on SQL.
 """
@@ -19,9 +19,9 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Sparkline, Static
 
-from tracetui import metric_stats
-from tracetui.fmt import fit, fmt_cost, fmt_duration, join_to_fit, safe_text
-from tracetui.stats import GROUPINGS, WINDOWS, GroupStats, compute
+from tracetui.model.fmt import fit, fmt_cost, fmt_duration, join_to_fit, safe_text
+from tracetui.query import metric_stats
+from tracetui.query.stats import GROUPINGS, WINDOWS, GroupStats, compute
 from tracetui.ui.lifecycle import forget_worker_when_done, unwatch_app
 from tracetui.ui.widgets.key_footer import KeyFooter
 from tracetui.ui.widgets.status_header import StatusHeader
@@ -243,9 +243,10 @@ class StatsScreen(Screen):
     @forget_worker_when_done
     def _compute(self, by: str, window: str, filter_text: str) -> None:
         try:
-            from tracetui import filters
+            from tracetui.model.filter import parse
+            from tracetui.store.filter_sql import span_where
 
-            where = filters.parse(filter_text).span_where("spans") if filter_text.strip() else ("1", [])
+            where = span_where(parse(filter_text), "spans") if filter_text.strip() else ("1", [])
             reader = self.app.reader  # type: ignore[attr-defined]
             groups = reader.run(
                 lambda conn: compute(

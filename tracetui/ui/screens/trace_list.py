@@ -12,9 +12,9 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Static
 
-from tracetui.filters import Filter, parse
-from tracetui.fmt import fmt_counted, safe_text
-from tracetui.store.reader import TraceRow
+from tracetui.model.filter import Filter, parse
+from tracetui.model.fmt import fmt_counted, safe_text
+from tracetui.model.views import TraceRow
 from tracetui.ui.lifecycle import forget_worker_when_done, set_display, unwatch_app
 from tracetui.ui.widgets.cursor_list import CursorList
 from tracetui.ui.widgets.filter_bar import FilterBar, toggle_term
@@ -161,25 +161,24 @@ class TraceListScreen(Screen):
             self._pending_offset = offset
             return
         self._loading = True
-        where = None if self.filter.is_empty() else self.filter.trace_where()
-        self._load_window(offset, self.horizon, where, self.filter.text)
+        self._load_window(offset, self.horizon, self.filter)
 
     @work(thread=True, group="trace-list", exit_on_error=False, description="load trace list window")
     @forget_worker_when_done
-    def _load_window(self, offset: int, horizon: int | None, where, filter_text: str) -> None:
+    def _load_window(self, offset: int, horizon: int | None, flt: Filter) -> None:
         reader = self.app.reader  # type: ignore[attr-defined]
         try:
             if horizon is None:
                 max_seq = reader.max_seq()
-                total, newer = reader.count_traces(None, where), 0
+                total, newer = reader.count_traces(None, flt), 0
             else:
                 max_seq = horizon
-                total, newer = reader.count_traces(horizon, where), reader.count_newer(horizon, where)
-            rows = reader.traces(offset, WINDOW, horizon, where)
+                total, newer = reader.count_traces(horizon, flt), reader.count_newer(horizon, flt)
+            rows = reader.traces(offset, WINDOW, horizon, flt)
         except Exception as exc:  # a locked or damaged file: say so, keep drawing
             self.post_message(WindowFailed(str(exc)))
             return
-        self.post_message(WindowLoaded(offset, rows, total, newer, max_seq, horizon, filter_text))
+        self.post_message(WindowLoaded(offset, rows, total, newer, max_seq, horizon, flt.text))
 
     @on(WindowFailed)
     def _window_failed(self, message: WindowFailed) -> None:

@@ -13,7 +13,11 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Static
 
-from tracetui.drill import (
+from tracetui.llm.timing import first_token_note
+from tracetui.model.filter import Filter, parse
+from tracetui.model.fmt import fit, fmt_cost, fmt_counted, fmt_duration, fmt_elapsed, join_to_fit, safe_text, short_name
+from tracetui.model.views import SpanDetail, TraceRow
+from tracetui.query.drill import (
     critical_path,
     path_summary,
     run_of,
@@ -21,11 +25,7 @@ from tracetui.drill import (
     slowest_spans,
     walk,
 )
-from tracetui.filters import Filter, parse
-from tracetui.fmt import fit, fmt_cost, fmt_counted, fmt_duration, fmt_elapsed, join_to_fit, safe_text, short_name
-from tracetui.store.reader import SpanDetail, TraceRow
-from tracetui.timing import first_token_note
-from tracetui.tree import TreeLine, build_tree, flatten
+from tracetui.query.tree import TreeLine, build_tree, flatten
 from tracetui.ui.lifecycle import forget_worker_when_done, unwatch_app
 from tracetui.ui.widgets.cursor_list import CursorList
 from tracetui.ui.widgets.filter_bar import FilterBar
@@ -599,7 +599,7 @@ class TraceScreen(Screen):
     @forget_worker_when_done
     def _match_spans(self, trace_id: bytes, flt: Filter) -> None:
         try:
-            ids = self.app.reader.matching_span_ids(trace_id, flt.span_where("spans"))  # type: ignore[attr-defined]
+            ids = self.app.reader.matching_span_ids(trace_id, flt)  # type: ignore[attr-defined]
         except Exception as exc:
             self.post_message(LoadFailed(str(exc)))
             return

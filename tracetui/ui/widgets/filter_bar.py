@@ -11,7 +11,7 @@ from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import Input, Static
 
-from tracetui.filters import Filter, FilterError, parse
+from tracetui.model.filter import Filter, FilterError, parse
 
 PLACEHOLDER = "filter: model=gpt-4o duration>2s ttft>500ms status=error cost>0.01 groundedness<0.5 attr.key=value text…"
 #: Typing pauses this long before the filter is applied (keeps keys instant on big databases).

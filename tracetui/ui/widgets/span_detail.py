@@ -14,15 +14,9 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from tracetui.fmt import fmt_clock, fmt_cost, fmt_duration, fmt_elapsed, safe_multiline, safe_text
-from tracetui.store.reader import SPAN_KIND_NAMES, STATUS_NAMES, SpanDetail
-from tracetui.timing import (
-    first_token_note,
-    library_name,
-    retry_note,
-    tokens_estimated_note,
-    ttft_includes_retry,
-)
+from tracetui.llm.timing import first_token_note, library_name, retry_note, tokens_estimated_note, ttft_includes_retry
+from tracetui.model.fmt import fmt_clock, fmt_cost, fmt_duration, fmt_elapsed, safe_multiline, safe_text
+from tracetui.model.views import SPAN_KIND_NAMES, STATUS_NAMES, SpanDetail
 
 #: Longest value shown in full in the pane; longer ones are cut with a note.
 MAX_VALUE_CHARS = 4_000
@@ -118,7 +112,7 @@ ROLE_STYLES = {"system": "bold magenta", "user": "bold cyan", "assistant": "bold
 
 
 def _messages(text: Text, detail: SpanDetail) -> None:
-    from tracetui.messages import extract_messages
+    from tracetui.llm.chat import extract_messages
 
     messages = extract_messages(detail.attributes, detail.logs)
     if not messages:
@@ -149,7 +143,7 @@ def _messages(text: Text, detail: SpanDetail) -> None:
 
 def evaluation_badge(score: float | None, label: str | None, threshold: float) -> tuple[str, str]:
     """(text, style) of a pass/fail badge, e.g. ("● 0.92 pass", "bold green")."""
-    from tracetui.evals import passed
+    from tracetui.llm.evals import passed
 
     verdict = passed(score, label, threshold)
     shown = f"{score:.2f}" if score is not None else safe_text(label or "?", 20)

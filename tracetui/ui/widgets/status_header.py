@@ -9,8 +9,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from tracetui.fmt import fmt_bytes, fmt_cost, fmt_count, safe_text
-from tracetui.store.reader import Counters
+from tracetui.model.fmt import fmt_bytes, fmt_cost, fmt_count, safe_text
+from tracetui.model.views import Counters
 from tracetui.ui.lifecycle import unwatch_app
 
 #: A receiver whose heartbeat is older than this is shown as not running.

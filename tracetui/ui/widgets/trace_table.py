@@ -17,8 +17,8 @@ from rich.style import Style
 from textual.message import Message
 from textual.strip import Strip
 
-from tracetui.fmt import fit, fmt_clock, fmt_cost, fmt_count, fmt_duration, safe_text, short_name
-from tracetui.store.reader import TraceRow
+from tracetui.model.fmt import fit, fmt_clock, fmt_cost, fmt_count, fmt_duration, safe_text, short_name
+from tracetui.model.views import TraceRow
 from tracetui.ui.widgets.cursor_list import CursorList, pad
 
 #: Rows fetched per window; several screens' worth.

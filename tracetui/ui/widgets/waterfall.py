@@ -15,10 +15,10 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
 
-from tracetui.fmt import fmt_cost, fmt_count, fmt_duration, safe_text, short_name
-from tracetui.store.reader import SpanRow
-from tracetui.timing import first_token_at
-from tracetui.tree import TreeLine
+from tracetui.llm.timing import first_token_at
+from tracetui.model.fmt import fmt_cost, fmt_count, fmt_duration, safe_text, short_name
+from tracetui.model.views import SpanRow
+from tracetui.query.tree import TreeLine
 from tracetui.ui.widgets.cursor_list import CursorList, pad
 
 KIND_ICONS = {
@@ -44,7 +44,7 @@ def bar_segments(span: SpanRow) -> list[tuple[int, int, str]]:
     token, then decode. A call without a known first token is one "response"
     piece: no invented split. The retry runs from the call's start to the
     start of the attempt that succeeded (HTTP attempt children, exception
-    events: ``retry_offset_ns`` from tracetui.timing).
+    events: ``retry_offset_ns`` from tracetui.llm.timing).
     """
     start, end = span.start_ns, max(span.start_ns, span.end_ns)
     if span.is_error:

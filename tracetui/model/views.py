@@ -1,0 +1,230 @@
+"""What a reader returns: the rows of the trace list, the spans of one trace, one span in full, the counters.
+
+Plain data shared by every backend (tracetui.store.reader for SQLite) and every
+consumer (the UI, the commands, the queries in tracetui.query). No I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tracetui.model.fmt import fmt_counted
+from tracetui.model.rows import SPLIT_KEYS
+
+NO_ROOT = "no root yet"
+SPAN_KIND_NAMES = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+STATUS_NAMES = {0: "unset", 1: "ok", 2: "error"}
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRow:
+    """One row of the trace list."""
+
+    seq: int
+    trace_id: bytes
+    root_name: str | None
+    first_name: str
+    service: str
+    start_ns: int
+    end_ns: int
+    span_count: int
+    error_count: int
+    llm_calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    retries: int = 0
+    fallbacks: int = 0
+    split_retry_ns: int = 0
+    split_fallback_ns: int = 0
+    split_ttft_ns: int = 0
+    split_decode_ns: int = 0
+    split_response_ns: int = 0
+    split_tool_ns: int = 0
+    split_other_ns: int = 0
+    unpriced_calls: int = 0
+    session_id: str | None = None
+    slowest_span_id: bytes | None = None
+    slowest_name: str | None = None
+    slowest_ns: int | None = None
+    #: Successful model calls without token counts: tokens and cost are incomplete.
+    tokenless_calls: int = 0
+    # evaluations, filled in by Reader.traces()/trace() for a given pass threshold
+    groundedness: float | None = None
+    evals_passed: int = 0
+    evals_total: int = 0
+
+    @property
+    def split(self) -> dict[str, int]:
+        """Where the run's wall-clock went (ns), parts adding up to its duration."""
+        return {key: getattr(self, f"split_{key}_ns") for key in SPLIT_KEYS}
+
+    @property
+    def name(self) -> str:
+        return self.root_name if self.root_name is not None else self.first_name
+
+    @property
+    def has_root(self) -> bool:
+        return self.root_name is not None
+
+    @property
+    def duration_ns(self) -> int:
+        return max(0, self.end_ns - self.start_ns)
+
+    @property
+    def cost_incomplete(self) -> bool:
+        """Some calls add nothing to the cost: no price for their model, or no token counts."""
+        return bool(self.unpriced_calls or self.tokenless_calls)
+
+    @property
+    def incomplete(self) -> list[str]:
+        """What the run's totals lack, in words ("2 calls without token counts")."""
+        notes = []
+        if self.tokenless_calls:
+            notes.append(fmt_counted(self.tokenless_calls, "call") + " without token counts")
+        if self.unpriced_calls:
+            notes.append(fmt_counted(self.unpriced_calls, "unpriced call"))
+        return notes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "trace_id": self.trace_id.hex(),
+            "name": self.name,
+            "has_root": self.has_root,
+            "service": self.service,
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns,
+            "duration_ms": self.duration_ns / 1e6,
+            "span_count": self.span_count,
+            "errors": self.error_count,
+            "llm_calls": self.llm_calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": self.cost_usd,
+            "unpriced_calls": self.unpriced_calls,
+            "tokenless_calls": self.tokenless_calls,
+            "incomplete": self.incomplete,
+            "session_id": self.session_id,
+            "slowest_span": None
+            if self.slowest_span_id is None
+            else {
+                "span_id": self.slowest_span_id.hex(),
+                "name": self.slowest_name,
+                "duration_ms": (self.slowest_ns or 0) / 1e6,
+                "share": (self.slowest_ns or 0) / self.duration_ns if self.duration_ns else None,
+            },
+            "groundedness": self.groundedness,
+            "evals_passed": self.evals_passed,
+            "evals_total": self.evals_total,
+            "retries": self.retries,
+            "fallbacks": self.fallbacks,
+            "time_split_ms": {key: ns / 1e6 for key, ns in self.split.items()},
+        }
+
+
+@dataclass(slots=True)
+class SpanRow:
+    """One span of an open trace, without its raw payload."""
+
+    span_id: bytes
+    parent_span_id: bytes | None
+    name: str
+    span_kind: int
+    service: str
+    start_ns: int
+    end_ns: int
+    status_code: int
+    status_message: str
+    llm_kind: str | None = None
+    provider: str | None = None
+    request_model: str | None = None
+    response_model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    streaming: int | None = None
+    ttft_ns: int | None = None
+    cost_usd: float | None = None
+    dropped: int = 0
+    decode_ns: int | None = None
+    tokens_per_s: float | None = None
+    attempt_offset_ns: int | None = None
+    is_retry: int = 0
+    is_fallback: int = 0
+    retry_ns: int | None = None
+    #: Where in the span the final attempt started (retries inside it), and what showed the retry.
+    retry_offset_ns: int | None = None
+    retry_source: str | None = None
+    #: An HTTP client span's status (an attempt of the model call above it).
+    http_status: int | None = None
+    #: The instrumentation scope that sent the span (the library, for "not reported by ...").
+    library: str | None = None
+    #: The normalizer's provenance JSON (where each LLM field came from).
+    provenance: str | None = None
+    # filled by Reader.spans from the evaluations table
+    groundedness: float | None = None
+    # filled by tree building
+    depth: int = 0
+    children: list[SpanRow] = field(default_factory=list)
+    orphan: bool = False
+
+    @property
+    def duration_ns(self) -> int:
+        return max(0, self.end_ns - self.start_ns)
+
+    @property
+    def is_error(self) -> bool:
+        return self.status_code == 2
+
+    @property
+    def model(self) -> str | None:
+        return self.response_model or self.request_model
+
+
+@dataclass(slots=True)
+class SpanDetail:
+    """Everything about one span, decoded for display."""
+
+    row: dict[str, Any]
+    attributes: dict[str, Any]
+    events: list[dict[str, Any]]
+    links: list[dict[str, Any]]
+    resource: dict[str, Any]
+    scope: dict[str, Any]
+    trace_state: str
+    flags: int
+    #: Log records tied to the span: {"event_name", "time_ns", "attributes", "body"}.
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    #: Evaluations of the span: {"name", "score", "label", "explanation", "source"}.
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    span_count: int
+    trace_count: int
+    receiver: dict[str, Any] | None
+    db_bytes: int
+    llm_calls: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    #: Traces and spans retention removed (tracetui.store.retention) since the database was created or purged.
+    evicted_traces: int = 0
+    evicted_spans: int = 0
+    #: The receiver's last write failure, if recent (tracetui.store.health): {"problem", "message", ...}.
+    store_problem: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """For ``tracetui status --json``."""
+        return {
+            "span_count": self.span_count,
+            "trace_count": self.trace_count,
+            "evicted_traces": self.evicted_traces,
+            "evicted_spans": self.evicted_spans,
+            "llm_calls": self.llm_calls,
+            "tokens": self.tokens,
+            "cost_usd": self.cost_usd,
+            "db_bytes": self.db_bytes,
+            "receiver": self.receiver,
+            "store_problem": self.store_problem,
+        }

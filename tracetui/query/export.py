@@ -1,0 +1,455 @@
+"""A stored trace, out: as an OTLP request, as OTLP JSON, or as a compact text summary.
+
+* :func:`trace_request` / :func:`trace_otlp_json` rebuild the OTLP request
+  from what was stored (``spans.raw`` + ``sources``), so ``tracetui import``
+  or any OTLP JSON consumer reads back exactly the same spans.
+* :func:`trace_summary` is a few dozen lines to paste into an LLM prompt or an
+  issue: the tree with timings, the slowest span, the time split, errors,
+  tokens, cost, groundedness, and the prompts and answers cut to ``max_chars``.
+* :func:`span_attributes_json` is one span's raw attributes as JSON.
+
+Everything reads through :class:`~tracetui.store.reader.Reader`; no Textual.
+Missing traces or spans raise :class:`ExportError`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from tracetui.llm.chat import ChatMessage, extract_messages
+from tracetui.llm.timing import attempts_spanned, first_token_note, retry_note
+from tracetui.model.anyvalue import any_value_to_python, attributes_to_dict
+from tracetui.model.fmt import fmt_cost, fmt_counted, fmt_duration, json_text, safe_text
+from tracetui.model.views import NO_ROOT, SpanRow, TraceRow
+from tracetui.otlp.otlp_json import message_to_json
+from tracetui.query.tree import build_tree, flatten
+from tracetui.store.reader import Reader
+
+#: Default length of each prompt / answer in a summary.
+DEFAULT_MAX_CHARS = 500
+#: Tree lines in a summary before the rest is counted as "... N more spans".
+MAX_TREE_LINES = 150
+#: Spans whose messages are quoted in a summary.
+MAX_MESSAGE_SPANS = 12
+#: Errors listed in a summary.
+MAX_ERRORS = 20
+#: How tool executions' messages are labelled.
+_TOOL_LABELS = {"tool-call": "tool call", "tool-result": "tool result"}
+
+
+class ExportError(LookupError):
+    """The trace or span is not in the database."""
+
+
+def resolve_trace_id(reader: Reader, text: str) -> bytes:
+    """A stored trace id from its full hex form or a unique prefix; raises ExportError."""
+    found = reader.trace_ids_starting(text, limit=3)
+    if not found:
+        raise ExportError(f"no trace matches {text!r} (give the full hex id or a unique prefix)")
+    if len(found) > 1:
+        some = ", ".join(t.hex() for t in found[:2]) + (", ..." if len(found) > 2 else "")
+        raise ExportError(f"{text!r} matches several traces ({some}): give more of the id")
+    return found[0]
+
+
+def _raw_rows(reader: Reader, trace_id: bytes) -> list[tuple]:
+    """(span_id, raw span, resource, scope, schema_url) for every span of a trace, in start order.
+
+    Reader has no public query returning the raw payloads; this is the one
+    place that uses its private helper.
+    """
+    return reader._all(  # noqa: SLF001
+        "SELECT s.span_id, s.raw, src.resource, src.scope, src.schema_url "
+        "FROM spans s JOIN sources src ON src.id = s.source_id "
+        "WHERE s.trace_id = ? ORDER BY s.start_ns, s.id",
+        (trace_id,),
+    )
+
+
+# --- OTLP ------------------------------------------------------------------------------------
+
+
+def _grouped(request, rows: list[tuple], resource_items: str, scope_items: str, item_field: str) -> None:
+    """Add (raw item, resource, scope, schema_url) rows to a request, grouped by resource and scope."""
+    resources: dict[bytes, Any] = {}
+    scopes: dict[tuple[bytes, bytes, str], Any] = {}
+    for raw, resource, scope, schema_url in rows:
+        resource = resource or b""
+        scope = scope or b""
+        group = resources.get(resource)
+        if group is None:
+            group = resources[resource] = getattr(request, resource_items).add()
+            group.resource.CopyFrom(Resource.FromString(resource))
+        key = (resource, scope, schema_url or "")
+        scoped = scopes.get(key)
+        if scoped is None:
+            scoped = scopes[key] = getattr(group, scope_items).add()
+            scoped.scope.CopyFrom(InstrumentationScope.FromString(scope))
+            scoped.schema_url = schema_url or ""
+        getattr(scoped, item_field).add().MergeFromString(raw)
+
+
+def trace_request(reader: Reader, trace_id: bytes) -> ExportTraceServiceRequest:
+    """The stored spans of one trace as one ExportTraceServiceRequest, grouped by resource and scope."""
+    rows = _raw_rows(reader, trace_id)
+    if not rows:
+        raise ExportError(f"no trace {trace_id.hex()}")
+    request = ExportTraceServiceRequest()
+    _grouped(request, [row[1:] for row in rows], "resource_spans", "scope_spans", "spans")
+    return request
+
+
+def logs_request(reader: Reader, trace_id: bytes) -> ExportLogsServiceRequest | None:
+    """The log records stored with one trace (evaluation results, message content), or None."""
+    rows = reader._all(  # noqa: SLF001
+        "SELECT l.raw, src.resource, src.scope, src.schema_url "
+        "FROM logs l JOIN sources src ON src.id = l.source_id "
+        "WHERE l.trace_id = ? ORDER BY l.time_ns, l.id",
+        (trace_id,),
+    )
+    if not rows:
+        return None
+    request = ExportLogsServiceRequest()
+    _grouped(request, rows, "resource_logs", "scope_logs", "log_records")
+    return request
+
+
+def trace_otlp_json(reader: Reader, trace_id: bytes, *, indent: int | None = 2) -> str:
+    """One trace as OTLP JSON (hex ids, 64-bit integers as strings), as `tracetui import` reads it back.
+
+    A trace without log records is one pretty-printed ExportTraceServiceRequest.
+    With log records it is JSON Lines, as the Collector's file exporter writes:
+    the spans request on the first line, the log records request on the second.
+    """
+    spans = trace_request(reader, trace_id)
+    logs = logs_request(reader, trace_id)
+    if logs is None:
+        return message_to_json(spans, indent=indent)
+    return message_to_json(spans, indent=None) + "\n" + message_to_json(logs, indent=None)
+
+
+def span_attributes_json(reader: Reader, trace_id: bytes, span_id: bytes) -> str:
+    """One span's attributes as a JSON object (bytes values as hex), for the clipboard."""
+    detail = reader.span_detail(trace_id, span_id)
+    if detail is None:
+        raise ExportError(f"no span {span_id.hex()} in trace {trace_id.hex()}")
+    return json_text(detail.attributes, ensure_ascii=False)
+
+
+# --- text helpers -------------------------------------------------------------------------------
+
+
+def clip(text: str, max_chars: int) -> str:
+    """At most ``max_chars`` characters of ``text``, saying how much was cut."""
+    if max_chars >= 0 and len(text) > max_chars:
+        return f"{text[:max_chars]}… [+{len(text) - max_chars:,} chars]"
+    return text
+
+
+def _block(text: str, indent: str) -> str:
+    """Multi-line user text, control characters made visible, continuation lines indented."""
+    lines = [safe_text(line).replace("\\t", "  ") for line in text.strip("\n").split("\n")]
+    return ("\n" + indent).join(lines)
+
+
+def _iso(ns: int) -> str:
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ns / 1e9))
+    except (OverflowError, OSError, ValueError):
+        return "?"
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.0f}%" if whole > 0 else "n/a"
+
+
+def _num(n: int | None) -> str:
+    return "?" if n is None else f"{n:,}"
+
+
+# --- hooks for columns other issues add --------------------------------------------------------------
+
+
+def _hook_cost(row: TraceRow) -> str | None:
+    """``cost $X`` when the trace row has a cost (and says how many calls had no price), else None."""
+    cost = getattr(row, "cost_usd", None)
+    unpriced = getattr(row, "unpriced_calls", 0) or 0
+    if cost is None:
+        return f"cost unknown ({fmt_counted(unpriced, 'unpriced call')})" if unpriced else None
+    return f"cost {fmt_cost(cost)}" + (f" (+{fmt_counted(unpriced, 'unpriced call')})" if unpriced else "")
+
+
+def _hook_retries(row: TraceRow) -> list[str]:
+    """Retry and fallback counts when the trace row has them."""
+    out = []
+    for name, one, many in (("retries", "retry", "retries"), ("fallbacks", "fallback", "fallbacks")):
+        value = getattr(row, name, 0) or 0
+        if value:
+            out.append(f"{value} {one if value == 1 else many}")
+    return out
+
+
+def _hook_groundedness(row: TraceRow, evaluations: list[dict[str, Any]]) -> float | None:
+    """Worst groundedness of the trace: the trace row's when the store has it, else from the evaluations."""
+    for name in ("groundedness", "worst_groundedness"):
+        value = getattr(row, name, None)
+        if isinstance(value, (int, float)):
+            return float(value)
+    scores = [e["score"] for e in evaluations
+              if str(e["name"]).lower() == "groundedness" and isinstance(e["score"], (int, float))]  # fmt: skip
+    return min(scores) if scores else None
+
+
+#: Readable names of the time-split parts (tracetui.model.rows.SPLIT_KEYS); unknown keys are shown as they are.
+SPLIT_LABELS = {
+    "retry": "retry delay",
+    "fallback": "fallback delay",
+    "ttft": "first token",
+    "decode": "decode",
+    "response": "response",
+    "tool": "tools",
+    "other": "other",
+}
+
+
+def _hook_time_split(reader: Reader, row: TraceRow) -> dict[str, int] | None:
+    """Where the run's time went (part -> ns): the trace row's split when the store has one, else None."""
+    split = getattr(row, "split", None)
+    if split is None and callable(getattr(reader, "time_split", None)):
+        try:
+            split = reader.time_split(row.trace_id)  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - a summary never fails on an optional section
+            split = None
+    if not isinstance(split, dict):
+        return None
+    parts = {str(k): int(v) for k, v in split.items() if isinstance(v, (int, float)) and v > 0}
+    return parts or None
+
+
+def _evaluations(reader: Reader, trace_id: bytes, spans: list[tuple[SpanRow, Span]]) -> list[dict[str, Any]]:
+    """Evaluation results per span: from the store when it keeps them, else ``gen_ai.evaluation.result`` span events."""
+    out: list[dict[str, Any]] = []
+    stored = getattr(reader, "span_evaluations", None)
+    for row, span in spans:
+        if callable(stored):
+            try:
+                found = stored(trace_id, row.span_id)
+            except Exception:  # noqa: BLE001 - e.g. a database from before evaluations were stored
+                stored, found = None, None
+            if found:  # the store's results include log records; none stored -> read the span's events
+                out += [{"span": row.name, **e} for e in found]
+                continue
+        for event in span.events:
+            if event.name == "gen_ai.evaluation.result":
+                values = attributes_to_dict(event.attributes)
+                out.append(
+                    {
+                        "span": row.name,
+                        "name": str(values.get("gen_ai.evaluation.name", "?")),
+                        "score": values.get("gen_ai.evaluation.score.value"),
+                        "label": values.get("gen_ai.evaluation.score.label"),
+                        "explanation": values.get("gen_ai.evaluation.explanation"),
+                    }
+                )
+    return out
+
+
+# --- the summary --------------------------------------------------------------------------------------
+
+
+def _span_line(span: SpanRow, guides: str, trace_start: int) -> str:
+    kind = span.llm_kind or ""
+    model = span.model if span.llm_kind in ("llm", "embedding") else None
+    tag = " ".join(x for x in (kind, safe_text(model, 60) if model else "") if x)
+    parts = [f"{guides}{safe_text(span.name, 80)}"]
+    if tag:
+        parts.append(f"[{tag}]")
+    if span.is_error:
+        parts.append("ERROR")
+    if span.orphan:
+        parts.append("(parent missing)")
+    parts.append(fmt_duration(span.duration_ns))
+    offset = max(0, span.start_ns - trace_start)
+    parts.append(f"@{fmt_duration(offset)}" if offset else "@0")
+    if span.llm_kind == "llm":
+        if span.ttft_ns is not None:
+            parts.append(f"ttft {fmt_duration(span.ttft_ns)}")
+        elif not span.is_error:
+            parts.append(first_token_note(span.streaming, span.ttft_ns, span.library) or "")
+        if span.is_retry or span.is_fallback:
+            what = "fallback after" if span.is_fallback else "retry"
+            lost = f" {fmt_duration(span.retry_ns)}" if span.retry_ns else ""
+            parts.append(f"{what}{lost}" + (f" ({span.retry_source})" if span.retry_source else ""))
+        if span.input_tokens is not None or span.output_tokens is not None:
+            parts.append(f"tokens {_num(span.input_tokens)} in / {_num(span.output_tokens)} out")
+        elif not span.is_error:
+            parts.append("no token counts")
+    if getattr(span, "cost_usd", None) is not None:
+        parts.append(fmt_cost(span.cost_usd))
+    return "  ".join(parts)
+
+
+def _attempt_outcome(attempt: SpanRow, by_id: dict[bytes, SpanRow]) -> str:
+    """What became of the model call an HTTP attempt belongs to ("" when it is not under one)."""
+    call = by_id.get(attempt.parent_span_id) if attempt.parent_span_id else None
+    if call is None or call.llm_kind not in ("llm", "embedding"):
+        return ""
+    if call.is_error:
+        return f" (an attempt of {safe_text(call.name, 60)}, which failed)"
+    return f" (an attempt of {safe_text(call.name, 60)}, retried: the call succeeded)"
+
+
+def _unreported_retries(spans: list[SpanRow]) -> str | None:
+    """One line naming the libraries whose calls could not show a retry (no HTTP attempt spans)."""
+    # a library that spans every attempt showed that its calls without a failed one had none
+    calls = [s for s in spans if s.llm_kind == "llm" and not s.retry_source and not attempts_spanned(s.provenance)]
+    if not calls:
+        return None
+    notes = sorted({retry_note(None, s.library) for s in calls})
+    return (f"Retries: {'; '.join(notes)} for {fmt_counted(len(calls), 'call')} "
+            "(no HTTP attempt spans; opentelemetry-instrumentation-httpx records one per attempt)")  # fmt: skip
+
+
+def _span_logs(reader: Reader, trace_id: bytes) -> dict[bytes, list[dict[str, Any]]]:
+    """Log records of the trace by span, in the shape tracetui.llm.chat reads (GenAI content events)."""
+    out: dict[bytes, list[dict[str, Any]]] = {}
+    rows = reader._all(  # noqa: SLF001 - see _raw_rows
+        "SELECT span_id, event_name, raw FROM logs WHERE trace_id = ? AND span_id IS NOT NULL ORDER BY time_ns, id",
+        (trace_id,),
+    )
+    for span_id, event_name, data in rows:
+        record = LogRecord.FromString(data)
+        out.setdefault(span_id, []).append(
+            {
+                "event_name": event_name,
+                "attributes": attributes_to_dict(record.attributes),
+                "body": any_value_to_python(record.body),
+            }
+        )
+    return out
+
+
+def _message_line(message: ChatMessage, max_chars: int) -> str:
+    """One message of a conversation: ``prompt (user): text``, tool calls appended."""
+    text = message.content
+    for call in message.tool_calls:
+        text += f"\n[tool call] {call.name or '?'}({call.arguments or ''})"
+    label = _TOOL_LABELS.get(message.role)
+    if label is None:
+        label = "prompt" if message.direction == "input" else "answer"
+        if message.role:
+            label += f" ({safe_text(message.role, 30)})"
+    return f"{label}: {_block(clip(text.strip(chr(10)), max_chars), '    ')}"
+
+
+def trace_summary(reader: Reader, trace_id: bytes, max_chars: int = DEFAULT_MAX_CHARS) -> str:
+    """A compact plain-text account of one trace, for an LLM prompt or an issue."""
+    row = reader.trace(trace_id)
+    spans = reader.spans(trace_id)
+    if row is None or not spans:
+        raise ExportError(f"no trace {trace_id.hex()}")
+    raw = {span_id: Span.FromString(data) for span_id, data, *_ in _raw_rows(reader, trace_id)}
+    roots = build_tree(spans)
+    lines_in_tree = flatten(roots)
+    start, duration = row.start_ns, row.duration_ns
+    name = row.name if row.has_root else f"{row.name} ({NO_ROOT})"
+
+    out: list[str] = [f"Trace {trace_id.hex()}: {safe_text(name, 120)}"]
+    facts = [
+        f"service {safe_text(row.service, 60)}",
+        f"started {_iso(start)}",
+        f"duration {fmt_duration(duration)}",
+        fmt_counted(row.span_count, "span"),
+        fmt_counted(row.llm_calls, "LLM call"),
+        fmt_counted(row.error_count, "error"),
+    ]
+    facts += _hook_retries(row)
+    out.append(" · ".join(facts))
+    totals = []
+    if row.llm_calls or row.input_tokens or row.output_tokens:
+        totals.append(f"tokens {row.input_tokens:,} in / {row.output_tokens:,} out")
+    cost = _hook_cost(row)
+    if cost is not None:
+        totals.append(cost)
+    if row.tokenless_calls:
+        totals.append(fmt_counted(row.tokenless_calls, "call") + " without token counts (tokens and cost incomplete)")
+    evaluations = _evaluations(reader, trace_id, [(s, raw[s.span_id]) for s in spans if s.span_id in raw])
+    grounded = _hook_groundedness(row, evaluations)
+    if grounded is not None:
+        totals.append(f"groundedness {grounded:.2f} (worst)")
+    if totals:
+        out.append(" · ".join(totals))
+
+    out += ["", "Spans (name [kind model], duration, @start offset):"]
+    for line in lines_in_tree[:MAX_TREE_LINES]:
+        out.append("  " + _span_line(line.span, line.guides, start))
+    if len(lines_in_tree) > MAX_TREE_LINES:
+        out.append(f"  … {fmt_counted(len(lines_in_tree) - MAX_TREE_LINES, 'more span')}")
+
+    non_roots = [s for s in spans if s.depth > 0] or spans
+    slowest = max(non_roots, key=lambda s: (s.duration_ns, -s.start_ns))
+    out += ["", f"Slowest span: {safe_text(slowest.name, 80)} {fmt_duration(slowest.duration_ns)} "
+                f"({_pct(slowest.duration_ns, duration)} of the trace)"]  # fmt: skip
+
+    unreported = _unreported_retries(spans)
+    if unreported:
+        out.append(unreported)
+
+    split = _hook_time_split(reader, row)
+    if split:
+        out.append(
+            "Time split: "
+            + " · ".join(f"{SPLIT_LABELS.get(k, k)} {fmt_duration(v)} ({_pct(v, duration)})" for k, v in split.items())
+        )
+
+    errors = [s for s in spans if s.is_error]
+    if errors:
+        out += ["", "Errors:"]
+        by_id = {s.span_id: s for s in spans}
+        for span in errors[:MAX_ERRORS]:
+            message = span.status_message or "(no status message)"
+            if span.http_status is not None:
+                status = f"HTTP {span.http_status or 'request without a response'}"
+                message = status + (f": {span.status_message}" if span.status_message else "")
+                message += _attempt_outcome(span, by_id)
+            error_type = None
+            if span.span_id in raw:
+                attrs = attributes_to_dict(raw[span.span_id].attributes)
+                error_type = attrs.get("error.type")
+            suffix = f" [{safe_text(error_type, 80)}]" if error_type else ""
+            out.append(f"- {safe_text(span.name, 80)}: {safe_text(clip(message, max_chars))}{suffix}")
+        if len(errors) > MAX_ERRORS:
+            out.append(f"- … {len(errors) - MAX_ERRORS} more")
+
+    if evaluations:
+        out += ["", "Evaluations:"]
+        for e in evaluations:
+            score = f"{e['score']:.2f}" if isinstance(e["score"], (int, float)) else "?"
+            label = f" ({safe_text(e['label'], 40)})" if e["label"] else ""
+            why = f": {safe_text(clip(str(e['explanation']), max_chars))}" if e["explanation"] else ""
+            out.append(f"- {safe_text(e['span'], 60)}: {safe_text(e['name'], 40)} {score}{label}{why}")
+
+    logs = _span_logs(reader, trace_id)
+    quoted = 0
+    message_lines: list[str] = []
+    for line in lines_in_tree:
+        raw_span = raw.get(line.span.span_id)
+        if raw_span is None or quoted >= MAX_MESSAGE_SPANS:
+            continue
+        messages = extract_messages(attributes_to_dict(raw_span.attributes), logs.get(line.span.span_id))
+        if not messages:
+            continue
+        quoted += 1
+        message_lines += ["", f"## {safe_text(line.span.name, 80)}"]
+        message_lines += [_message_line(m, max_chars) for m in messages]
+    if message_lines:
+        out += ["", f"Messages (each cut to {max_chars} characters):", *message_lines[1:]]
+    return "\n".join(out) + "\n"
