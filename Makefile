@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	@$(BIN)/tracetui serve
 
-# The static checks first: formatting, lints, types. Each names what fails; `make fmt` fixes the first two.
+# The static checks first: formatting, lints, types, the import layers. Each names what fails; `make fmt` fixes the first two.
 CHECKED := tracetui tests benchmarks scripts
 
 test: lint
@@ -34,6 +34,8 @@ lint: $(STAMP)
 	@$(BIN)/ruff format --check $(CHECKED) || { echo "Formatting differs: run 'make fmt'."; exit 1; }
 	@$(BIN)/ruff check $(CHECKED) || { echo "Lint errors above ('make fmt' fixes the ones marked [*])."; exit 1; }
 	@$(BIN)/mypy tracetui || { echo "Type errors above (configuration: [tool.mypy] in pyproject.toml)."; exit 1; }
+	@$(BIN)/lint-imports --no-cache > $(VENV)/lint-imports.log 2>&1 || { cat $(VENV)/lint-imports.log; \
+	    echo "An import crosses the layers (README 'Layout'; contracts: [tool.importlinter] in pyproject.toml)."; exit 1; }
 
 # Apply the formatter and the lint fixes ruff can make safely.
 fmt: $(STAMP)

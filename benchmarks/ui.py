@@ -348,14 +348,14 @@ class RenderStats:
 
 
 async def child_measure(args) -> dict:
-    from tracetui.store.reader import Reader
+    from tracetui.store.reader import SqliteReader
     from tracetui.ui.app import TraceTuiApp
 
     stats = RenderStats() if args.breakdown else None
     out: dict = {"rss_start_mb": _rss_mb()[0]}
     t0 = time.perf_counter()
-    reader = Reader(Path(args.db))
-    app = TraceTuiApp(reader, poll_interval=0.2)
+    reader = SqliteReader(Path(args.db))
+    app = TraceTuiApp(reader, open_reader=lambda: SqliteReader(Path(args.db)), poll_interval=0.2)
     watch = Watch(app)
 
     def list_loaded() -> bool:

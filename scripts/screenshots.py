@@ -21,7 +21,7 @@ from tracetui.cli.demo import run_demo  # noqa: E402
 from tracetui.ingest.receiver import ReceiverProcess  # noqa: E402
 from tracetui.model.config import ReceiverSettings  # noqa: E402
 from tracetui.model.views import Counters  # noqa: E402
-from tracetui.store.reader import Reader  # noqa: E402
+from tracetui.store.reader import SqliteReader  # noqa: E402
 from tracetui.ui.app import TraceTuiApp  # noqa: E402
 from tracetui.ui.messages import CountersUpdated  # noqa: E402
 
@@ -39,7 +39,7 @@ def fill_database(db: Path, runs: int = 14) -> None:
 
 
 async def render(db: Path, listen: str) -> None:
-    app = TraceTuiApp(Reader(db), listen=listen, poll_interval=None)
+    app = TraceTuiApp(SqliteReader(db), listen=listen, poll_interval=None)
     async with app.run_test(size=SIZE) as pilot:
 
         async def settle() -> None:

@@ -122,3 +122,31 @@ def test_entry_point_help_does_not_load_textual(args):
     assert proc.returncode == 0, proc.stderr
     assert "Usage:" in proc.stdout
     assert proc.stdout.strip().splitlines()[-1] == "CLEAN"
+
+
+# --- the layers (README "Layout"; contracts in pyproject.toml [tool.importlinter]) -------------------
+
+
+def _contracts() -> list[dict]:
+    import tomllib
+
+    pyproject = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    return pyproject["tool"]["importlinter"]["contracts"]
+
+
+def test_the_import_contracts_hold():
+    """No import points up the layers, the UI never reaches the store, only the UI imports Textual."""
+    lint_imports = Path(sys.executable).with_name("lint-imports")
+    done = subprocess.run(
+        [str(lint_imports), "--no-cache"], cwd=PACKAGE.parent, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"Contracts: {len(_contracts())} kept, 0 broken." in done.stdout
+
+
+def test_every_package_has_its_place_in_the_layers():
+    """A new package cannot escape the rule: each one under tracetui/ is named in the layers contract."""
+    (layers,) = [c for c in _contracts() if c["type"] == "layers"]
+    named = {name.strip() for layer in layers["layers"] for name in layer.split("|")}
+    packages = {f"tracetui.{p.name}" for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert packages == named

@@ -279,12 +279,12 @@ def test_spans_json_is_valid_json_when_a_library_sent_nan(tmp_path):
 
 def test_span_attributes_copied_with_Y_are_valid_json(tmp_path):
     from tracetui.query.export import span_attributes_json
-    from tracetui.store.reader import Reader
+    from tracetui.store.reader import SqliteReader
 
     db = tmp_path / "nan.db"
     attributes = {"x": float("nan"), "y": float("inf"), "z": 1.5}
     fill_db(db, [make_request([make_span(tid(1), sid(1), attributes=attributes)])])
-    reader = Reader(db)
+    reader = SqliteReader(db)
     try:
         copied = _strict_json(span_attributes_json(reader, tid(1), sid(1)))
     finally:

@@ -38,7 +38,7 @@ from tracetui.cli.main import main
 from tracetui.model.fmt import fmt_duration
 from tracetui.otlp.otlp_json import message_to_dict
 from tracetui.query.export import ExportError, span_attributes_json, trace_summary
-from tracetui.store.reader import Reader
+from tracetui.store.reader import SqliteReader
 
 AGENT = FIXTURES / "handmade_agent.otlp"
 
@@ -242,7 +242,7 @@ def test_import_beside_a_running_receiver(start_rcv):
     expected = expected_span_keys(requests_of(AGENT)) | {(tid(1), sid(1)), (tid(2), sid(1))}
     assert stored_span_keys(rcv.db_path) == expected
     assert stored_counts(rcv.db_path)[1] == len(expected_traces(requests_of(AGENT))) + 2
-    reader = Reader(rcv.db_path)
+    reader = SqliteReader(rcv.db_path)
     try:
         counters = reader.counters()
         assert (counters.span_count, counters.trace_count) == stored_counts(rcv.db_path)
@@ -279,7 +279,7 @@ def test_export_then_import_round_trips_every_fixture_exactly(imported, tmp_path
     assert stored(again, evaluations_sql) == stored(imported, evaluations_sql)
 
     # and against the captures themselves: same ids, times, attributes, events, status
-    reader = Reader(again)
+    reader = SqliteReader(again)
     try:
         for _service, span in iter_spans(r for p in trace_fixture_files() for r in requests_of(p)):
             detail = reader.span_detail(span.trace_id, span.span_id)
@@ -431,7 +431,7 @@ def test_summary_is_safe_to_print_and_shows_cost_when_the_spans_have_it(tmp_path
                               "gen_ai.usage.cost": 0.0123, "input.value": "say \x07hi\nplease"}),
     ]  # fmt: skip
     fill_db(db, [make_request(spans).SerializeToString()])
-    reader = Reader(db)
+    reader = SqliteReader(db)
     try:
         text = trace_summary(reader, tid(1))
     finally:
@@ -445,7 +445,7 @@ def test_summary_is_safe_to_print_and_shows_cost_when_the_spans_have_it(tmp_path
 
 def test_functions_for_the_ui(imported):
     trace_id, spans = agent_trace()
-    reader = Reader(imported)
+    reader = SqliteReader(imported)
     try:
         text = trace_summary(reader, trace_id, max_chars=10)
         assert text.startswith(f"Trace {trace_id.hex()}")

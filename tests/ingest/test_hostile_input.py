@@ -43,8 +43,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracetui.cli.main import main
+from tracetui.query.export import span_json
 from tracetui.query.tree import build_tree
-from tracetui.store.reader import Reader
+from tracetui.store.reader import SqliteReader
 
 INT64_MAX = (1 << 63) - 1
 #: 2200-01-01T00:00:00Z in nanoseconds (still below SQLite's int64 ceiling).
@@ -121,7 +122,7 @@ def trace_text_line(receiver, trace: bytes) -> str:
 
 def tree_of(receiver, trace: bytes):
     """The span tree the trace view draws (Reader + tracetui.query.tree), as (name, depth, orphan) per span."""
-    reader = Reader(receiver.db_path)
+    reader = SqliteReader(receiver.db_path)
     try:
         spans = reader.spans(trace)
     finally:
@@ -329,9 +330,9 @@ def test_ten_megabyte_attribute_values(shared_receiver):
     acknowledged(shared_receiver, make_request([span]))
     assert_still_serving(shared_receiver)
 
-    reader = Reader(shared_receiver.db_path)
+    reader = SqliteReader(shared_receiver.db_path)
     try:
-        (row,) = reader.span_json(trace)
+        (row,) = span_json(reader, trace)
         detail = reader.span_detail(trace, sid(1))
     finally:
         reader.close()

@@ -65,7 +65,7 @@ from opentelemetry.trace import (
 )
 
 from tracetui.otlp.otlp_json import message_to_dict
-from tracetui.store.reader import Reader
+from tracetui.store.reader import SqliteReader
 
 #: The ready line exactly as the issue specifies it.
 READY = re.compile(
@@ -216,7 +216,7 @@ def test_sdk_http_exporter_trace_is_stored_as_sent(shared, url, compression, cap
     assert not [r for r in caplog.records if r.name.startswith("opentelemetry")], caplog.text
 
     trace_id = root.get_span_context().trace_id.to_bytes(16, "big")
-    reader = Reader(shared.db_path)
+    reader = SqliteReader(shared.db_path)
     try:  # acknowledged means committed: readable at once
         row = reader.trace(trace_id)
         assert (row.name, row.service, row.span_count, row.error_count) == ("agent run", "http-agent", 3, 1)
@@ -300,7 +300,7 @@ def test_json_body_with_hex_ids_and_string_integers_is_stored(shared, url):
     assert answer.headers["Content-Type"].startswith(JSON)
     assert answer.json() == {}  # full success: partial_success unset
     trace_id, span_id = bytes.fromhex(trace_hex), bytes.fromhex(span_hex)
-    reader = Reader(shared.db_path)
+    reader = SqliteReader(shared.db_path)
     try:
         (span,) = reader.spans(trace_id)
         assert span.span_id == span_id and span.parent_span_id is None

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import connect_ro, query_ro, receiver_env, wait_until
+from helpers import query_ro, receiver_env, wait_until
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from tracetui.query import metric_stats
+from tracetui.store.reader import SqliteReader
 
 MODEL = {"gen_ai.request.model": "sdk-model", "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai"}
 
@@ -73,7 +74,7 @@ def test_cumulative_histogram_over_several_intervals_counts_each_measurement_onc
         receiver.db_path, "SELECT count(*) FROM metric_series WHERE service = ?", (f"sdk-{transport}",)
     ) == [(1,)]
 
-    conn = connect_ro(receiver.db_path)
+    conn = SqliteReader(receiver.db_path)
     try:
         figures = metric_stats.compute(conn)["sdk-model"].duration
     finally:
@@ -207,7 +208,7 @@ def test_exponential_histograms_that_rescale_between_exports_count_each_measurem
         "WHERE s.service = 'exp' ORDER BY p.time_ns",
     )
     assert rows == [(2, 0.61), (1, 0.32), (2, 40.001), (1, 5.0)]
-    conn = connect_ro(receiver.db_path)
+    conn = SqliteReader(receiver.db_path)
     try:
         figures = metric_stats.compute(conn)["sdk-model"].ttft
     finally:

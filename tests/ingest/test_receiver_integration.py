@@ -43,7 +43,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from tracetui.store.reader import Reader
+from tracetui.store.reader import SqliteReader
 
 
 def export(port: int, payload: bytes, **kwargs) -> ExportTraceServiceResponse:
@@ -241,7 +241,7 @@ def test_sdk_exporter_trace_is_stored_as_sent(shared_receiver, compression):
         name: span.get_span_context().span_id.to_bytes(8, "big")
         for name, span in (("root", root), ("failed", failed), ("fallback", fallback))
     }
-    reader = Reader(receiver.db_path)
+    reader = SqliteReader(receiver.db_path)
     try:
         row = reader.trace(trace_id)
         assert row is not None and row.has_root
@@ -303,7 +303,7 @@ def test_fixture_replay_stores_every_span_and_trace(shared_receiver, path):
 
     # (The fixtures' trace ids are their own: other tests on this receiver never use them.)
     assert stored_span_keys(receiver.db_path, expected) == expected_keys
-    reader = Reader(receiver.db_path)
+    reader = SqliteReader(receiver.db_path)
     try:
         for trace_id, exp in expected.items():
             row = reader.trace(trace_id)
@@ -363,7 +363,7 @@ def test_replaying_every_fixture_twice_stores_each_span_once(receiver):
         t.join(30)
 
     assert stored_counts(receiver.db_path) == (n_spans, len(expected))
-    reader = Reader(receiver.db_path)
+    reader = SqliteReader(receiver.db_path)
     try:
         for trace_id, exp in expected.items():
             row = reader.trace(trace_id)
@@ -415,7 +415,7 @@ def test_absurd_numbers_are_stored_not_refused(shared_receiver):
         response = export(receiver.port, request)
         assert response.partial_success.rejected_spans == 0
     assert len(stored_span_keys(receiver.db_path, [tid(106)])) == 3
-    reader = Reader(receiver.db_path)
+    reader = SqliteReader(receiver.db_path)
     try:
         assert reader.trace(tid(106)).span_count == 3
     finally:

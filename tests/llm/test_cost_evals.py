@@ -23,12 +23,13 @@ from helpers import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracetui.llm import pricing
-from tracetui.store.reader import Reader
+from tracetui.query.export import span_json
+from tracetui.store.reader import SqliteReader
 
 
-def store(db: Path, *requests) -> Reader:
+def store(db: Path, *requests) -> SqliteReader:
     fill_db(db, requests)
-    return Reader(db)
+    return SqliteReader(db)
 
 
 def chat(n: int, model: str, *, parent: int | None = 1, start: int = 0, duration: int = 10**9, **attributes) -> Span:
@@ -72,7 +73,7 @@ def test_cost_equals_what_genai_prices_computes(tmp_path: Path, model: str, usag
     if "output_reasoning_tokens" in usage:
         attrs["gen_ai.usage.reasoning.output_tokens"] = usage["output_reasoning_tokens"]
     reader = store(tmp_path / "c.db", make_request([chat(2, model, parent=None, **attrs)]))
-    (span,) = reader.span_json(tid(1))
+    (span,) = span_json(reader, tid(1))
     assert span["cost_source"] == "priced"
     assert span["cost_usd"] == pytest.approx(expected_price(model, BASE_NS, **usage), rel=1e-12)
     assert reader.trace(tid(1)).cost_usd == pytest.approx(span["cost_usd"])
@@ -81,14 +82,14 @@ def test_cost_equals_what_genai_prices_computes(tmp_path: Path, model: str, usag
 def test_provider_prefixed_model_names_are_priced(tmp_path: Path) -> None:
     reader = store(tmp_path / "p.db", make_request([chat(2, "openai/gpt-4o", parent=None,
                    **{"gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 100})]))  # fmt: skip
-    (span,) = reader.span_json(tid(1))
+    (span,) = span_json(reader, tid(1))
     assert span["cost_usd"] == pytest.approx(expected_price("gpt-4o", BASE_NS, input_tokens=1000, output_tokens=100))
 
 
 def test_reported_cost_wins(tmp_path: Path) -> None:
     reader = store(tmp_path / "r.db", make_request([chat(2, "gpt-4o", parent=None, **{
         "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 100, "llm.cost.total": 0.5})]))  # fmt: skip
-    (span,) = reader.span_json(tid(1))
+    (span,) = span_json(reader, tid(1))
     assert (span["cost_usd"], span["cost_source"]) == (0.5, "reported")
     assert span["provenance"]["cost"] == "llm.cost.total"
 
@@ -96,7 +97,7 @@ def test_reported_cost_wins(tmp_path: Path) -> None:
 def test_unknown_model_is_unpriced_never_zero(tmp_path: Path) -> None:
     reader = store(tmp_path / "u.db", make_request([chat(2, "my-local-llama-3", parent=None, **{
         "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 100})]))  # fmt: skip
-    (span,) = reader.span_json(tid(1))
+    (span,) = span_json(reader, tid(1))
     assert span["cost_usd"] is None and span["cost_source"] is None
     trace = reader.trace(tid(1))
     assert trace.cost_usd is None and trace.unpriced_calls == 1
@@ -118,7 +119,7 @@ def test_user_price_file_covers_local_models_and_overrides_bundled_prices(tmp_pa
                                               "gen_ai.usage.cache_read.input_tokens": 400_000}),
         ]),
     )  # fmt: skip
-    spans = {s["request_model"]: s for s in reader.span_json(tid(1))}
+    spans = {s["request_model"]: s for s in span_json(reader, tid(1))}
     assert spans["my-local-llama-3"]["cost_usd"] == pytest.approx(0.3)
     assert spans["gpt-4o"]["cost_usd"] == pytest.approx(0.6 * 1.0 + 0.4 * 0.5)
     assert {s["cost_source"] for s in spans.values()} == {"user price"}
@@ -146,7 +147,7 @@ def test_totals_count_leaf_calls_once(tmp_path: Path) -> None:
     reader = store(tmp_path / "t.db", make_request([agent, framework, sdk, wrapper, inner]))
     trace = reader.trace(tid(1))
     assert (trace.llm_calls, trace.input_tokens, trace.output_tokens) == (2, 2000, 200)
-    spans = {s["span_id"]: s for s in reader.span_json(tid(1))}
+    spans = {s["span_id"]: s for s in span_json(reader, tid(1))}
     assert sum(1 for s in spans.values() if s["counted"]) == 2
     assert spans[sid(5).hex()]["counted"] and not spans[sid(4).hex()]["counted"]
     counted = [s for s in spans.values() if s["counted"]]
@@ -211,29 +212,29 @@ def agent_db(tmp_path_factory) -> Path:
 
 
 def test_groundedness_lands_on_the_right_span_once(agent_db: Path) -> None:
-    reader = Reader(agent_db)
+    reader = SqliteReader(agent_db)
     runs = [t for t in reader.traces(0, -1) if t.service == "harness-handmade-agent"]
     by_grounding = {t.groundedness: t for t in runs}
     assert set(by_grounding) == {0.92, 0.18}
     fallback_run, bad_run = by_grounding[0.92], by_grounding[0.18]
-    spans = {s["name"]: s for s in reader.span_json(fallback_run.trace_id)}
+    spans = {s["name"]: s for s in span_json(reader, fallback_run.trace_id)}
     (ev,) = spans["chat claude-sonnet-4"]["evaluations"]  # span event + log record -> one
     assert (ev["name"], ev["score"], ev["label"]) == ("groundedness", 0.92, "grounded")
     assert set(ev["source"].split(" + ")) == {"span event", "log record"}  # both routes named
     assert all(not s["evaluations"] for name, s in spans.items() if name != "chat claude-sonnet-4")
     assert (fallback_run.evals_passed, fallback_run.evals_total) == (1, 1)
-    bad = {s["name"]: s for s in reader.span_json(bad_run.trace_id)}
+    bad = {s["name"]: s for s in span_json(reader, bad_run.trace_id)}
     names = sorted((e["name"], e["score"]) for e in bad["chat gpt-4o"]["evaluations"])
     assert names == [("groundedness", 0.18), ("relevance", 0.74)]
     assert (bad_run.evals_passed, bad_run.evals_total) == (1, 2)
-    strict = Reader(agent_db, threshold=0.95)
+    strict = SqliteReader(agent_db, threshold=0.95)
     assert strict.trace(fallback_run.trace_id).evals_passed == 0
 
 
 def test_message_content_log_records_appear_with_their_spans(agent_db: Path) -> None:
     from tracetui.llm.chat import extract_messages
 
-    reader = Reader(agent_db)
+    reader = SqliteReader(agent_db)
     runs = [t for t in reader.traces(0, -1) if t.service == "harness-otel-v2-openai"]
     shown = 0
     for run in runs:

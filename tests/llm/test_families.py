@@ -27,7 +27,8 @@ from helpers import EXPORT_METHOD, FIXTURES, channel_to, read_records, start_rec
 
 from tracetui.llm import timing
 from tracetui.llm.chat import extract_messages
-from tracetui.store.reader import Reader
+from tracetui.query.export import span_json
+from tracetui.store.reader import SqliteReader
 
 SERVER_TTFT_MS = 150
 LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
@@ -98,7 +99,7 @@ def replayed(tmp_path_factory) -> Replayed:
                 assert answer.status_code == 200, answer.text
     finally:
         assert receiver.stop(signal.SIGTERM) == 0, receiver.stderr
-    reader = Reader(tmp / "families.db")
+    reader = SqliteReader(tmp / "families.db")
     try:
         traces, spans = {}, {}
         for capture in (*GRPC, *HTTP_PROTOBUF, *HTTP_JSON, *OLDER):
@@ -106,7 +107,7 @@ def replayed(tmp_path_factory) -> Replayed:
             rows = sorted((t for t in reader.traces(0, -1) if t.service == service), key=lambda t: t.start_ns)
             traces[capture] = rows
             spans[capture] = sorted(
-                (s for t in rows for s in reader.span_json(t.trace_id)), key=lambda s: (s["start_ns"], s["name"])
+                (s for t in rows for s in span_json(reader, t.trace_id)), key=lambda s: (s["start_ns"], s["name"])
             )
     finally:
         reader.close()
@@ -399,7 +400,7 @@ def shows_retry(spans: list[dict]) -> bool:
 def observed(db: Path, spans: list[dict]) -> dict[str, str]:
     """What tracetui reads from one capture, per column of the README's table: "yes", "partly" or "no"."""
     calls = [s for s in spans if s["kind"] == "llm"]
-    reader = Reader(db)
+    reader = SqliteReader(db)
     try:
         content = any(
             extract_messages(c["attributes"], reader.span_detail(bytes.fromhex(c["trace_id"]),

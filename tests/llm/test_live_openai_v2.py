@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 from helpers import receiver_env, start_receiver, wait_until
 
-from tracetui.store.reader import Reader
+from tracetui.query.export import span_json
+from tracetui.store.reader import SqliteReader
 
 RETRIED_MODEL = "gpt-4.1-mini"
 FIRST_TOKEN_S = 0.05
@@ -132,7 +133,7 @@ def test_sdk_retry_and_unreported_first_token_through_the_real_receiver(tmp_path
         assert app.stdout.strip() == "".join(WORDS)
 
         def stored() -> bool:
-            reader = Reader(rcv.db_path)
+            reader = SqliteReader(rcv.db_path)
             try:
                 return any(t.span_count >= 4 and t.llm_calls for t in reader.traces(0, -1))
             finally:
@@ -148,10 +149,10 @@ def test_sdk_retry_and_unreported_first_token_through_the_real_receiver(tmp_path
     assert 190 <= gap_ms < 1000
 
     # what `tracetui traces --json` / `spans --json` print, read from the receiver's database
-    reader = Reader(rcv.db_path)
+    reader = SqliteReader(rcv.db_path)
     try:
         (row,) = reader.traces(0, -1)
-        run, spans = row.to_json(), reader.span_json(row.trace_id)
+        run, spans = row.to_json(), span_json(reader, row.trace_id)
     finally:
         reader.close()
     (call,) = [s for s in spans if s["kind"] == "llm"]

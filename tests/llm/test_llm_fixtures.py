@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from helpers import FIXTURES, channel_to, read_records, start_receiver, trace_fixture_files
 
-from tracetui.store.reader import Reader
+from tracetui.query.export import span_json
+from tracetui.store.reader import SqliteReader
 
 LIBRARIES = ("traceai_openai", "openinference_openai", "openllmetry_openai", "otel_v2_openai")
 #: The openai suite, one top-level span per call, in the order the harness ran them (fixtures README).
@@ -56,10 +57,10 @@ def db(tmp_path_factory) -> Path:
 
 def suite_calls(db: Path, library: str) -> list[dict]:
     """The library's eight top-level spans, in start order, as `tracetui spans --json` objects."""
-    reader = Reader(db)
+    reader = SqliteReader(db)
     service = "unknown_service" if library == "traceai_openai" else f"harness-{library.replace('_', '-')}"
     traces = sorted((t for t in reader.traces(0, -1) if t.service == service), key=lambda t: t.start_ns)
-    calls = [reader.span_json(t.trace_id)[0] for t in traces]
+    calls = [span_json(reader, t.trace_id)[0] for t in traces]
     reader.close()
     return calls
 
@@ -132,9 +133,9 @@ def test_token_counts_agree_across_libraries(db: Path) -> None:
 
 
 def test_handmade_agent_timeout_then_fallback(db: Path) -> None:
-    reader = Reader(db)
+    reader = SqliteReader(db)
     agent = next(t for t in reader.traces(0, -1) if t.service == "harness-handmade-agent" and t.span_count == 5)
-    spans = {s["name"]: s for s in reader.span_json(agent.trace_id)}
+    spans = {s["name"]: s for s in span_json(reader, agent.trace_id)}
     failed, fallback = spans["chat gpt-4o"], spans["chat claude-sonnet-4"]
     assert failed["status"] == "error" and failed["kind"] == "llm"
     assert failed["error_type"] == "openai.APITimeoutError"

@@ -20,8 +20,8 @@ import pytest
 import requests
 from helpers import FIXTURES, channel_to, fill_db, read_records, start_receiver
 
-from tracetui.query.export import trace_summary
-from tracetui.store.reader import Reader
+from tracetui.query.export import span_json, trace_summary
+from tracetui.store.reader import SqliteReader
 
 #: The five calls of every run, in order, with their model (fixtures README, "What every run did").
 CALLS = ("plan", "research", "summarize", "verify", "answer")
@@ -84,12 +84,12 @@ def db(tmp_path_factory) -> Path:
 
 def run_of(db: Path, capture: str):
     """(trace row, LLM calls in start order as `spans --json` objects, summary text) of a capture's run."""
-    reader = Reader(db)
+    reader = SqliteReader(db)
     try:
         rows = [t for t in reader.traces(0, -1) if t.service == "harness-" + capture.replace("_", "-")]
         assert len(rows) == 1, [t.service for t in reader.traces(0, -1)]
         row = rows[0]
-        spans = reader.span_json(row.trace_id)
+        spans = span_json(reader, row.trace_id)
         calls = sorted((s for s in spans if s["kind"] == "llm" and s["name"].startswith("chat")),
                        key=lambda s: s["start_ns"])  # fmt: skip
         return row, calls, trace_summary(reader, row.trace_id)
@@ -190,9 +190,8 @@ def test_spans_json_says_what_was_not_reported(db):
 def test_stats_count_the_http_retries_and_no_fallback(db):
     """gpt-4.1-mini ran once per capture: retried where HTTP attempt spans show it (2 of the 3)."""
     from tracetui.query.stats import compute
-    from tracetui.store.schema import connect_reader
 
-    conn = connect_reader(db)
+    conn = SqliteReader(db)
     try:
         groups = {g.key: g for g in compute(conn, "model")}
     finally:
@@ -234,10 +233,10 @@ def test_attempts_and_their_call_in_any_export_order(tmp_path, order):
     parts = {"parent first": [calls, attempts], "attempts first": [attempts, calls], "one export": [calls + attempts]}
     db = tmp_path / "order.db"
     fill_db(db, [make_request(spans) for spans in parts[order]])
-    reader = Reader(db)
+    reader = SqliteReader(db)
     try:
         row = reader.trace(trace)
-        (chat,) = [s for s in reader.span_json(trace) if s["kind"] == "llm"]
+        (chat,) = [s for s in span_json(reader, trace) if s["kind"] == "llm"]
     finally:
         reader.close()
     assert chat["is_retry"] and chat["retry_source"] == "2 HTTP attempts, first 429"
@@ -248,14 +247,14 @@ def test_attempts_and_their_call_in_any_export_order(tmp_path, order):
 def test_a_library_that_spans_every_attempt_reports_no_retry_as_none(tmp_path):
     """ai@4/5 give each HTTP attempt its own ``doGenerate`` / ``doStream`` span (the 429 is one): a call
     without a failed attempt before it had no retry, which the library did report, by omission."""
-    from tracetui.store.reader import Reader
+    from tracetui.store.reader import SqliteReader
 
     db = tmp_path / "v4.db"
     fill_db(db, read_records(FIXTURES / "vercel_ai_v4_node.otlp"))
-    reader = Reader(db)
+    reader = SqliteReader(db)
     try:
         (run,) = reader.traces(0, -1)
-        calls = [s for s in reader.span_json(run.trace_id) if s["kind"] == "llm"]
+        calls = [s for s in span_json(reader, run.trace_id) if s["kind"] == "llm"]
         summary = trace_summary(reader, run.trace_id)
     finally:
         reader.close()

@@ -33,9 +33,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from tracetui.model import filter as filters
 from tracetui.model.filter import FIELDS, Filter, FilterError, Term, parse
+from tracetui.query.export import span_json
 from tracetui.query.filter_match import matches_span
 from tracetui.store.filter_sql import register_sql_functions, span_where, trace_where
-from tracetui.store.reader import Reader
+from tracetui.store.reader import SqliteReader
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -574,12 +575,12 @@ AGREEMENT_FILTERS = (
 
 def span_dicts(db: Path) -> list[dict]:
     """Every span as `tracetui spans --json` shows it, plus its trace's session (see matches_span)."""
-    reader = Reader(db)
+    reader = SqliteReader(db)
     try:
         sessions = dict(reader._all("SELECT trace_id, session_id FROM traces"))
         out = []
         for (trace_id,) in reader._all("SELECT trace_id FROM traces"):
-            for span in reader.span_json(trace_id):
+            for span in span_json(reader, trace_id):
                 span["trace_session_id"] = sessions[trace_id]
                 out.append(span)
         return out
@@ -831,7 +832,7 @@ def test_tt_attr_and_tt_text_read_the_raw_span(hand):
 
 def test_filters_run_on_a_reader_connection(all_fixtures_db):
     """How the UI uses it: register the functions on the Reader's connection, add the WHERE to its query."""
-    reader = Reader(all_fixtures_db)
+    reader = SqliteReader(all_fixtures_db)
     try:
         register_sql_functions(reader._conn)
         where, params = trace_where(parse("model=claude-sonnet-4 ttft>500ms"))

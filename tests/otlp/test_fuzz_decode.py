@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -44,8 +43,9 @@ from tracetui.model.rows import COL, Decoded
 from tracetui.otlp.decode import DecodeError, decode_logs, decode_spans, parse_logs_request, parse_trace_request
 from tracetui.otlp.metrics import decode_metrics, parse_metrics_request
 from tracetui.query import metric_stats
+from tracetui.query.export import span_json
 from tracetui.query.tree import build_tree, flatten
-from tracetui.store.reader import Reader
+from tracetui.store.reader import SqliteReader
 from tracetui.store.writer import Writer
 
 _EXPLORE = int(os.environ.get("TRACETUI_FUZZ_EXAMPLES", "0"))
@@ -92,7 +92,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.writer = Writer(path)
         self.writer.start()
-        self.reader = Reader(path)
+        self.reader = SqliteReader(path)
 
     def write_and_read(self, decoded: Decoded) -> None:
         ticket = self.writer.submit(decoded)
@@ -104,7 +104,7 @@ class Store:
             accepted.setdefault(row[COL["trace_id"]], set()).add(row[COL["span_id"]])
         for trace_id, span_ids in accepted.items():
             assert reader.trace(trace_id) is not None
-            rows = reader.span_json(trace_id)
+            rows = span_json(reader, trace_id)
             json.dumps(rows, default=str)  # what `tracetui spans --json` prints
             assert span_ids <= {bytes.fromhex(r["span_id"]) for r in rows}, "an accepted span was not stored"
             spans = reader.spans(trace_id)
@@ -120,8 +120,7 @@ class Store:
             json.dumps(row.to_json())
         reader.counters()
         if decoded.metrics is not None:
-            with sqlite3.connect(f"file:{self.writer.path}?mode=ro", uri=True) as conn:
-                metric_stats.compute(conn)  # what the Stats screen shows of them
+            metric_stats.compute(self.reader)  # what the Stats screen shows of them
 
     def close(self) -> None:
         self.reader.close()

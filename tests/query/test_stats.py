@@ -32,8 +32,7 @@ from tracetui.cli.main import main
 from tracetui.llm import pricing
 from tracetui.model.filter import FilterError, parse
 from tracetui.query.stats import GROUPINGS, WINDOWS, GroupStats, compute, percentile
-from tracetui.store.filter_sql import register_sql_functions, span_where
-from tracetui.store.schema import connect_reader
+from tracetui.store.reader import SqliteReader
 
 MS = 10**6
 S = 10**9
@@ -186,7 +185,7 @@ def hand_db(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def conn(hand_db: Path):
-    c = connect_reader(hand_db)
+    c = SqliteReader(hand_db)
     yield c
     c.close()
 
@@ -211,7 +210,7 @@ def assert_groups(actual: list[GroupStats], expected: list[GroupStats]) -> None:
                 assert a == pytest.approx(b, rel=1e-9, abs=1e-9), f"{want.key}: {name} = {a!r}, expected {b!r}"
 
 
-def test_by_model(conn: sqlite3.Connection) -> None:
+def test_by_model(conn: SqliteReader) -> None:
     # gpt-4o: 100 (error), 200 (retry), 300 (error), 400 ms in 3 runs. Sorted [100, 200, 300, 400]:
     #   p50 = 200 + 0.5 * 100 = 250, p95 = 300 + 0.85 * 100 = 385, p99 = 300 + 0.97 * 100 = 397.
     #   TTFT [20, 40]: p50 30, p95 20 + 0.95 * 20 = 39, p99 39.8.
@@ -233,7 +232,7 @@ def test_by_model(conn: sqlite3.Connection) -> None:
     )  # fmt: skip
 
 
-def test_by_route_service_and_run_name(conn: sqlite3.Connection) -> None:
+def test_by_route_service_and_run_name(conn: SqliteReader) -> None:
     # shop / checkout: T1 100 (error), 200 (retry); T2 300 (error), 1000 (fallback). Sorted [100, 200, 300, 1000]:
     #   p50 250, p95 = 300 + 0.85 * 700 = 895, p99 = 300 + 0.97 * 700 = 979. TTFT [20, 100]: 60, 96, 99.2.
     #   tokens/s 500 and 500; cost (0.01 + 0.05) / 2 runs; groundedness 0.8.
@@ -249,7 +248,7 @@ def test_by_route_service_and_run_name(conn: sqlite3.Connection) -> None:
     )  # fmt: skip
 
 
-def test_by_route_attribute_on_the_span_else_its_root(conn: sqlite3.Connection) -> None:
+def test_by_route_attribute_on_the_span_else_its_root(conn: SqliteReader) -> None:
     # T1: the failed call has no app.route -> the root's "/checkout"; the retry has its own "/api/chat".
     # T2: neither the calls nor the root have one -> (none). T3: root "/triage". T4: root 7 (an int).
     # (none) [300, 1000]: p50 650, p95 965, p99 993. "7" [10, 50]: p50 30, p95 48, p99 49.6.
@@ -265,7 +264,7 @@ def test_by_route_attribute_on_the_span_else_its_root(conn: sqlite3.Connection) 
     )  # fmt: skip
 
 
-def test_by_prompt_version(conn: sqlite3.Connection) -> None:
+def test_by_prompt_version(conn: SqliteReader) -> None:
     # checkout@v1: [100 (error), 200 (retry)]: p50 150, p95 195, p99 199; one run.
     # checkout@v2: [300 (error), 1000 (fallback)]: p50 650, p95 965, p99 993; one run.
     # "3": the version alone (no prompt name), sent as a number. fallback-prompt@(none): a name without a version.
@@ -285,7 +284,7 @@ def counts(groups: list[GroupStats]) -> dict[str, int]:
     return {g.key: g.count for g in groups}
 
 
-def test_window_keeps_calls_started_since_now_minus_window(conn: sqlite3.Connection) -> None:
+def test_window_keeps_calls_started_since_now_minus_window(conn: SqliteReader) -> None:
     assert WINDOWS == {"5m": 300, "1h": 3600, "all": None}
     after_t4 = BASE_NS + T4 + 1 * S
     # 5 minutes before T4 + 1 s is after T3 (120 s): only T4's calls.
@@ -303,26 +302,26 @@ def test_window_keeps_calls_started_since_now_minus_window(conn: sqlite3.Connect
     assert sum(counts(compute(conn, "model", window_s=None, now_ns=BASE_NS)).values()) == 7
 
 
-def test_span_where_is_applied_with_its_parameters(conn: sqlite3.Connection) -> None:
+def test_span_where_is_applied_with_its_parameters(conn: SqliteReader) -> None:
     # The shop's calls that did not fail: 200 (retry) and 1000 ms (fallback) in two runs.
     # p50 = 200 + 0.5 * 800 = 600, p95 = 200 + 0.95 * 800 = 960, p99 = 992; cost (0.01 + 0.05) / 2.
-    only_shop = ("spans.service = ? AND spans.status_code != ?", ["shop", 2])
+    only_shop = parse("service=shop status!=error")
     assert_groups(
-        compute(conn, "route", span_where=only_shop),
+        compute(conn, "route", flt=only_shop),
         [group("shop / checkout", 2, 2, (600, 960, 992), (60, 96, 99.2), 500, 0, 0.5, 0.5, 0.03, 0.8, (200, 1000))],
     )  # fmt: skip
     # parameters of the window come before the filter's: both apply
-    assert counts(compute(conn, "model", window_s=300, now_ns=BASE_NS + T2 + 300 * S, span_where=only_shop)) == {
+    assert counts(compute(conn, "model", window_s=300, now_ns=BASE_NS + T2 + 300 * S, flt=only_shop)) == {
         "claude-sonnet-4": 1}  # fmt: skip
 
 
-def test_unknown_grouping_is_refused(conn: sqlite3.Connection) -> None:
+def test_unknown_grouping_is_refused(conn: SqliteReader) -> None:
     assert GROUPINGS == ("model", "route", "prompt_version")
     with pytest.raises(ValueError, match="service"):
         compute(conn, "service")
 
 
-def test_to_json_has_every_figure_and_durations_on_request(conn: sqlite3.Connection) -> None:
+def test_to_json_has_every_figure_and_durations_on_request(conn: SqliteReader) -> None:
     gpt4o = compute(conn, "model")[0]
     data = gpt4o.to_json()
     assert set(data) == {
@@ -333,9 +332,9 @@ def test_to_json_has_every_figure_and_durations_on_request(conn: sqlite3.Connect
     assert gpt4o.to_json(durations=True)["durations_ms"] == pytest.approx([100, 200, 300, 400])
 
 
-def store(db: Path, *requests) -> sqlite3.Connection:
+def store(db: Path, *requests) -> SqliteReader:
     fill_db(db, requests)
-    return connect_reader(db)
+    return SqliteReader(db)
 
 
 def test_durations_keep_the_most_recent(tmp_path: Path) -> None:
@@ -368,7 +367,7 @@ def test_route_of_a_run_without_its_root_yet_is_named_by_its_first_span(tmp_path
         c.close()
 
 
-def test_the_garbage_collector_is_left_as_it_was(conn: sqlite3.Connection) -> None:
+def test_the_garbage_collector_is_left_as_it_was(conn: SqliteReader, hand_db: Path) -> None:
     import gc
 
     assert gc.isenabled()
@@ -380,12 +379,14 @@ def test_the_garbage_collector_is_left_as_it_was(conn: sqlite3.Connection) -> No
         assert not gc.isenabled()
     finally:
         gc.enable()
-    with pytest.raises(sqlite3.OperationalError):
-        compute(conn, "model", span_where=("no_such_column = 1", []))
+    closed = SqliteReader(hand_db)
+    closed.close()
+    with pytest.raises(sqlite3.ProgrammingError):  # a query that fails half-way gives the collector back
+        compute(closed, "model")
     assert gc.isenabled()
 
 
-def test_a_huge_window_is_everything(conn: sqlite3.Connection) -> None:
+def test_a_huge_window_is_everything(conn: SqliteReader) -> None:
     assert compute(conn, "model", window_s=1e30, now_ns=BASE_NS) == compute(conn, "model")
 
 
@@ -397,7 +398,7 @@ def run(*args: str):
 
 
 @pytest.mark.parametrize("by", GROUPINGS)
-def test_cli_json_equals_compute(hand_db: Path, conn: sqlite3.Connection, by: str) -> None:
+def test_cli_json_equals_compute(hand_db: Path, conn: SqliteReader, by: str) -> None:
     result = run("--db", str(hand_db), "--json", "--by", by)
     assert result.exit_code == 0, result.output
     # by model, each group also says what the GenAI metrics give (none were sent here)
@@ -405,7 +406,7 @@ def test_cli_json_equals_compute(hand_db: Path, conn: sqlite3.Connection, by: st
     assert json.loads(result.stdout) == [{**g.to_json(), **extra} for g in compute(conn, by)]
 
 
-def test_cli_route_attribute_and_window(hand_db: Path, conn: sqlite3.Connection) -> None:
+def test_cli_route_attribute_and_window(hand_db: Path, conn: SqliteReader) -> None:
     result = run("--db", str(hand_db), "--json", "--by", "route", "--route-attribute", "app.route")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == [g.to_json() for g in compute(conn, "route", route_attribute="app.route")]
@@ -440,7 +441,7 @@ def test_cli_bad_choice_is_a_usage_error(hand_db: Path) -> None:
     assert run("--db", str(hand_db), "--window", "2d").exit_code == 2
 
 
-def test_cli_filter_with_the_real_filter_module(hand_db: Path, conn: sqlite3.Connection) -> None:
+def test_cli_filter_with_the_real_filter_module(hand_db: Path, conn: SqliteReader) -> None:
     # model=gpt-4o: the four gpt-4o calls (the dated response model too), figures as in test_by_model.
     result = run("--db", str(hand_db), "--json", "--filter", "model=gpt-4o")
     assert result.exit_code == 0, result.output
@@ -457,9 +458,8 @@ def test_cli_filter_with_the_real_filter_module(hand_db: Path, conn: sqlite3.Con
     )  # fmt: skip
     # the command's figures are compute()'s with the filter's own SQL
     flt = parse("duration>150ms duration<1s")
-    register_sql_functions(conn)
     result = run("--db", str(hand_db), "--json", "--filter", "duration>150ms duration<1s")
-    expected = [{**g.to_json(), "from_metrics": None} for g in compute(conn, "model", span_where=span_where(flt))]
+    expected = [{**g.to_json(), "from_metrics": None} for g in compute(conn, "model", flt=flt)]
     assert json.loads(result.stdout) == expected
     assert [g["count"] for g in json.loads(result.stdout)] == [3]  # 200, 300 and 400 ms
     # a bad filter: usage error (exit 2) that names --filter and shows where the problem is
@@ -488,7 +488,7 @@ def _ms(span: Span) -> float:
 
 
 def test_fixture_database_by_model(all_fixtures_db: Path) -> None:
-    conn = connect_reader(all_fixtures_db)
+    conn = SqliteReader(all_fixtures_db)
     try:
         groups = {g.key: g for g in compute(conn, "model")}
     finally:
@@ -563,12 +563,13 @@ def test_newcomer_run_counts_one_fallback_in_ten_calls(tmp_path: Path) -> None:
               for i in range(6)]  # fmt: skip
     db = tmp_path / "newcomer.db"
     fill_db(db, [make_request(spans, service="newcomer")])
-    conn = connect_reader(db)
+    reader = SqliteReader(db)
     try:
-        groups = {g.key: g for g in compute(conn, "model")}
-        run = conn.execute("SELECT retries, fallbacks, tokenless_calls FROM traces").fetchone()
+        groups = {g.key: g for g in compute(reader, "model")}
+        (trace,) = reader.traces()
+        run = (trace.retries, trace.fallbacks, trace.tokenless_calls)
     finally:
-        conn.close()
+        reader.close()
     assert groups[mini].count == 10
     assert (groups[mini].fallback_rate, groups[mini].retry_rate) == (0.1, 0.1)
     assert run == (1, 1, 1)  # the streamed answer reported no usage

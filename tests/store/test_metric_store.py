@@ -3,7 +3,6 @@ retention, and the bucket percentiles against hand-computed values."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
 from tracetui.ingest.ack import Outcome, ingest
+from tracetui.jobs.reindex import reindex
 from tracetui.query import metric_stats
 from tracetui.query.metric_stats import pieces, quantile
-from tracetui.store.reindex import reindex
+from tracetui.store.reader import SqliteReader
 from tracetui.store.retention import Retention, enforce, purge, used_bytes
 from tracetui.store.schema import connect_writer
 from tracetui.store.writer import Writer
@@ -194,7 +194,7 @@ def test_model_percentiles_prefer_the_client_metric_and_say_which(writer):
     send(writer, histogram_request([(100, 110, [0, 2, 0, 0], 0.6)], DELTA))
     send(writer, histogram_request([(100, 110, [1, 0, 0, 0], 0.05)], DELTA, name="gen_ai.server.request.duration"))
     send(writer, histogram_request([(100, 110, [0, 0, 0, 1], 3.0)], DELTA, name="gen_ai.server.time_to_first_token"))
-    conn = sqlite3.connect(f"file:{writer.path}?mode=ro", uri=True)
+    conn = SqliteReader(writer.path)
     try:
         found = metric_stats.compute(conn)["m"]
         windowed = metric_stats.compute(conn, window_s=60, now_ns=200 * S)

@@ -10,7 +10,7 @@ import pytest
 from helpers import make_request, make_span, sid, tid
 
 from tracetui.otlp.decode import decode_spans
-from tracetui.store.reader import Reader
+from tracetui.store.reader import SqliteReader
 from tracetui.store.retention import Retention, enforce, parse_age, purge, used_bytes
 from tracetui.store.schema import connect_writer
 from tracetui.store.writer import Writer
@@ -37,7 +37,7 @@ def fill(db: Path, traces: int, spans_per_trace: int = 5, *, age_s: float = 0, b
 
 
 def remaining(db: Path) -> list[bytes]:
-    return sorted(t.trace_id for t in Reader(db).traces(0, -1))
+    return sorted(t.trace_id for t in SqliteReader(db).traces(0, -1))
 
 
 def test_max_spans_evicts_whole_oldest_traces(tmp_path: Path) -> None:
@@ -48,7 +48,7 @@ def test_max_spans_evicts_whole_oldest_traces(tmp_path: Path) -> None:
     kept = remaining(db)
     assert evicted == len(set(tid(n) for n in range(20)) - set(kept))
     assert kept == [tid(n) for n in range(20 - len(kept), 20)]  # the newest survive
-    reader = Reader(db)
+    reader = SqliteReader(db)
     assert reader.counters().span_count == sum(t.span_count for t in reader.traces(0, -1)) <= 50
     assert all(t.span_count == 5 for t in reader.traces(0, -1))  # never half a trace
     assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == reader.counters().span_count
@@ -107,7 +107,7 @@ def test_purge_empties_everything(tmp_path: Path) -> None:
     fill(db, 10)
     conn = connect_writer(db)
     assert purge(conn) == 50
-    reader = Reader(db)
+    reader = SqliteReader(db)
     assert reader.traces(0, -1) == [] and reader.counters().span_count == 0
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
@@ -144,7 +144,7 @@ def test_a_commit_never_evicts_what_it_writes(tmp_path: Path) -> None:
     fill(db, 20)
     _commit_trace(db, 100, Retention(max_spans=10), start=-(10**15))  # older than everything stored
     assert remaining(db) == [tid(100)]
-    assert Reader(db).counters().evicted_traces == 20
+    assert SqliteReader(db).counters().evicted_traces == 20
     _commit_trace(db, 101, Retention(max_spans=8))  # the next commit may evict it
     assert remaining(db) == [tid(101)]
 
@@ -159,7 +159,7 @@ def test_a_limit_far_below_the_database_is_reached_over_commits(tmp_path: Path, 
     counts = []
     for n in range(100, 110):
         _commit_trace(db, n, Retention(max_spans=10))
-        counts.append(Reader(db).counters().span_count)
+        counts.append(SqliteReader(db).counters().span_count)
     assert counts[0] == 100 + 5 - 20  # 4 traces of 5 spans: the budget
     assert all(b <= a - 15 for a, b in itertools.pairwise(counts) if b > 10)  # shrinking by budget - added
     assert counts[-1] <= 10

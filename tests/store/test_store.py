@@ -11,7 +11,7 @@ import pytest
 from helpers import BASE_NS, make_request, make_span, sid, stored_span_keys, tid
 
 from tracetui.otlp.decode import decode_spans, parse_trace_request
-from tracetui.store.reader import Reader
+from tracetui.store.reader import SqliteReader
 from tracetui.store.schema import SCHEMA_VERSION, SchemaTooNew
 from tracetui.store.writer import Overloaded, StoreUnavailable, Writer
 
@@ -22,12 +22,12 @@ def decoded(*spans, service="test-svc"):
     return decode_spans(parse_trace_request(make_request(list(spans), service=service).SerializeToString()))
 
 
-_readers: list[Reader] = []
+_readers: list[SqliteReader] = []
 
 
-def reader_for(db: Path) -> Reader:
+def reader_for(db: Path) -> SqliteReader:
     """A Reader that is closed when the test ends."""
-    reader = Reader(db)
+    reader = SqliteReader(db)
     _readers.append(reader)
     return reader
 
@@ -159,7 +159,7 @@ def test_a_database_from_a_newer_tracetui_is_refused(db):
 def test_reader_never_creates_a_missing_database(tmp_path):
     missing = tmp_path / "nope.db"
     with pytest.raises(FileNotFoundError):
-        Reader(missing)
+        SqliteReader(missing)
     assert not missing.exists()
 
 

@@ -11,7 +11,9 @@ from helpers import fill_db as write_requests
 from helpers import suite_fixture_files
 
 from tracetui.otlp.files import read_length_delimited
-from tracetui.store.reader import Reader
+from tracetui.query.memory import MemoryReader
+from tracetui.store.pins import SqlitePins
+from tracetui.store.reader import SqliteReader
 from tracetui.store.writer import Writer
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -62,12 +64,43 @@ def agent_db(tmp_path: Path) -> Path:
     return db
 
 
-def make_app(db: Path, poll_interval: float | None = None):
+# In-memory readers, filled from the same captures through the same decode and analysis: the tests
+# that only drive navigation run over them (the UI cannot tell), the ones that check data over SQLite.
+
+
+@pytest.fixture
+def empty_mem() -> MemoryReader:
+    return MemoryReader()
+
+
+@pytest.fixture
+def fixtures_mem() -> MemoryReader:
+    return MemoryReader.of(fixture_requests())
+
+
+@pytest.fixture
+def agent_mem() -> MemoryReader:
+    return MemoryReader.of(fixture_requests("handmade_agent.otlp"))
+
+
+def make_app(source: Path | MemoryReader, poll_interval: float | None = None):
+    """The app over a database file (its watcher polls it when ``poll_interval`` is set) or an in-memory reader."""
     from tracetui.ui.app import TraceTuiApp
 
+    if isinstance(source, MemoryReader):
+        reader, open_reader, pins = source, None, None
+    else:
+        db = source
+        reader, open_reader, pins = SqliteReader(db), (lambda: SqliteReader(db)), SqlitePins(db)
     # freeze_gc=False: gc.freeze() is process-wide; the test process runs many apps.
     return TraceTuiApp(
-        Reader(db), listen="127.0.0.1:4317", poll_interval=poll_interval, clock=lambda: FIXED_NOW_NS, freeze_gc=False
+        reader,
+        open_reader=open_reader,
+        pins=pins,
+        listen="127.0.0.1:4317",
+        poll_interval=poll_interval,
+        clock=lambda: FIXED_NOW_NS,
+        freeze_gc=False,
     )
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.ui.conftest import TRACE_FIXTURES, fixture_requests, make_app, settle, write_requests
-from tracetui.store.reader import Reader
+from tracetui.query.memory import MemoryReader
+from tracetui.store.reader import SqliteReader
 from tracetui.ui.screens.help import HelpScreen
 from tracetui.ui.screens.trace_list import TraceListScreen
 from tracetui.ui.screens.trace_view import TraceScreen
@@ -49,7 +50,7 @@ async def test_empty_database_shows_how_to_send_traces(empty_db: Path) -> None:
 
 
 async def test_list_shows_every_trace_newest_first(fixtures_db: Path) -> None:
-    reader = Reader(fixtures_db)
+    reader = SqliteReader(fixtures_db)
     stored = reader.traces(0, -1)
     app = make_app(fixtures_db)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -67,8 +68,8 @@ async def test_list_shows_every_trace_newest_first(fixtures_db: Path) -> None:
         assert "$0.0071 " in agent and "● 0.92 1/1" in agent and "chat gpt-4o 88%" in agent
 
 
-async def test_navigation_and_opening_a_trace(fixtures_db: Path) -> None:
-    app = make_app(fixtures_db)
+async def test_navigation_and_opening_a_trace(fixtures_mem: MemoryReader) -> None:
+    app = make_app(fixtures_mem)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         table = app.screen.query_one(TraceTable)
@@ -227,8 +228,8 @@ async def test_hostile_names_are_drawn_literally(tmp_path: Path) -> None:
         assert "[bold red]boom[/]" in body and "\x1b" not in body
 
 
-async def test_help_lists_keys_and_closes(empty_db: Path) -> None:
-    app = make_app(empty_db)
+async def test_help_lists_keys_and_closes(empty_mem: MemoryReader) -> None:
+    app = make_app(empty_mem)
     async with app.run_test(size=(100, 40)) as pilot:
         await settle(pilot)
         await pilot.press("question_mark")
@@ -237,8 +238,8 @@ async def test_help_lists_keys_and_closes(empty_db: Path) -> None:
         assert isinstance(app.screen, TraceListScreen)
 
 
-async def test_usable_at_80x24(fixtures_db: Path) -> None:
-    app = make_app(fixtures_db)
+async def test_usable_at_80x24(fixtures_mem: MemoryReader) -> None:
+    app = make_app(fixtures_mem)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         header = table_lines(app.screen.query_one(TraceTable))[0].split()
@@ -265,3 +266,32 @@ def test_fixture_files_are_the_shared_ones() -> None:
         if shared.exists():
             assert data == (shared / path.name).read_bytes()
     assert fixture_requests()
+
+
+async def test_the_trace_on_screen_is_pinned_against_retention_until_the_user_leaves_it(agent_db: Path) -> None:
+    """The UI's one write (a PinBoard): the receiver's retention keeps a pinned trace while it is looked at."""
+    import sqlite3
+
+    def pins() -> list[bytes]:
+        with sqlite3.connect(agent_db) as conn:
+            return [row[0] for row in conn.execute("SELECT trace_id FROM pins")]
+
+    async def until(condition) -> None:
+        for _ in range(100):
+            if condition():
+                return
+            await asyncio.sleep(0.02)
+
+    app = make_app(agent_db, poll_interval=0.02)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert pins() == []
+        opened = app.screen.query_one(TraceTable).row_at(0).trace_id
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, TraceScreen)
+        await until(lambda: pins() == [opened])
+        assert pins() == [opened]
+        await pilot.press("escape")
+        await until(lambda: pins() == [])
+        assert pins() == []

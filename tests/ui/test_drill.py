@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tests.ui.conftest import make_app, settle
+from tracetui.query.memory import MemoryReader
 from tracetui.ui.screens.trace_list import TraceListScreen
 from tracetui.ui.screens.trace_view import TraceScreen
 from tracetui.ui.widgets.trace_table import TraceTable
@@ -30,8 +29,8 @@ async def enter_timeout_run(pilot) -> None:
     await settle(pilot)
 
 
-async def test_s_in_the_list_lands_on_the_30s_call_then_the_next_slowest(agent_db: Path) -> None:
-    app = make_app(agent_db)
+async def test_s_in_the_list_lands_on_the_30s_call_then_the_next_slowest(agent_mem: MemoryReader) -> None:
+    app = make_app(agent_mem)
     async with app.run_test(size=(130, 36)) as pilot:
         await settle(pilot)
         await open_timeout_run(pilot)
@@ -49,8 +48,8 @@ async def test_s_in_the_list_lands_on_the_30s_call_then_the_next_slowest(agent_d
         assert cursor_name(app) == "retrieval kb-billing"
 
 
-async def test_c_marks_the_critical_path_with_its_total(agent_db: Path) -> None:
-    app = make_app(agent_db)
+async def test_c_marks_the_critical_path_with_its_total(agent_mem: MemoryReader) -> None:
+    app = make_app(agent_mem)
     async with app.run_test(size=(130, 36)) as pilot:
         await settle(pilot)
         await enter_timeout_run(pilot)
@@ -68,8 +67,8 @@ async def test_c_marks_the_critical_path_with_its_total(agent_db: Path) -> None:
         assert waterfall.critical == frozenset()
 
 
-async def test_e_walks_the_errors_and_n_p_change_trace(fixtures_db: Path) -> None:
-    app = make_app(fixtures_db)
+async def test_e_walks_the_errors_and_n_p_change_trace(fixtures_mem: MemoryReader) -> None:
+    app = make_app(fixtures_mem)
     async with app.run_test(size=(130, 36)) as pilot:
         await settle(pilot)
         await enter_timeout_run(pilot)
@@ -92,8 +91,8 @@ async def test_e_walks_the_errors_and_n_p_change_trace(fixtures_db: Path) -> Non
         assert isinstance(app.screen, TraceScreen)
 
 
-async def test_brackets_fold_and_enter_unfolds(agent_db: Path) -> None:
-    app = make_app(agent_db)
+async def test_brackets_fold_and_enter_unfolds(agent_mem: MemoryReader) -> None:
+    app = make_app(agent_mem)
     async with app.run_test(size=(130, 36)) as pilot:
         await settle(pilot)
         await enter_timeout_run(pilot)
@@ -111,8 +110,8 @@ async def test_brackets_fold_and_enter_unfolds(agent_db: Path) -> None:
         assert cursor_name(app) == "chat gpt-4o"
 
 
-async def test_escape_returns_to_the_list(agent_db: Path) -> None:
-    app = make_app(agent_db)
+async def test_escape_returns_to_the_list(agent_mem: MemoryReader) -> None:
+    app = make_app(agent_mem)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         await pilot.press("s")
@@ -121,8 +120,8 @@ async def test_escape_returns_to_the_list(agent_db: Path) -> None:
         assert isinstance(app.screen, TraceListScreen)
 
 
-async def test_y_copies_the_run_summary_and_Y_the_span_attributes(agent_db: Path) -> None:
-    app = make_app(agent_db)
+async def test_y_copies_the_run_summary_and_Y_the_span_attributes(agent_mem: MemoryReader) -> None:
+    app = make_app(agent_mem)
     async with app.run_test(size=(130, 36)) as pilot:
         await settle(pilot)
         await open_timeout_run(pilot)

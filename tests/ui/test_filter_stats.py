@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.ui.conftest import make_app, settle
-from tracetui.store.reader import Reader
+from tracetui.query.export import span_json
+from tracetui.store.reader import SqliteReader
 from tracetui.ui.screens.stats import StatsScreen
 from tracetui.ui.screens.trace_list import TraceListScreen
 from tracetui.ui.screens.trace_view import TraceScreen
@@ -21,8 +22,8 @@ def shown_traces(app) -> list:
 
 def traces_with(db: Path, predicate) -> set[bytes]:
     """Expected rows, computed from the stored spans (not through the filter code)."""
-    reader = Reader(db)
-    return {t.trace_id for t in reader.traces(0, -1) if any(predicate(s) for s in reader.span_json(t.trace_id))}
+    reader = SqliteReader(db)
+    return {t.trace_id for t in reader.traces(0, -1) if any(predicate(s) for s in span_json(reader, t.trace_id))}
 
 
 async def type_filter(pilot, text: str) -> None:
@@ -44,7 +45,7 @@ async def test_filter_narrows_the_list_live(fixtures_db: Path) -> None:
         assert "filter: model=gpt-4.1-nano" in str(app.screen.query_one("#new-banner").render())
         await type_filter(pilot, "duration>1s status=error")
         assert {t.trace_id for t in shown_traces(app)} == {
-            t.trace_id for t in Reader(fixtures_db).traces(0, -1) if t.duration_ns > 10**9 and t.error_count
+            t.trace_id for t in SqliteReader(fixtures_db).traces(0, -1) if t.duration_ns > 10**9 and t.error_count
         }
         await type_filter(pilot, "")
         assert len(shown_traces(app)) == everything
@@ -71,7 +72,7 @@ async def test_malformed_filter_shows_an_error_and_changes_nothing(fixtures_db: 
             else:
                 assert error.strip(), bad
                 assert [t.trace_id for t in shown_traces(app)] == before
-        assert Reader(fixtures_db).count_traces() > 0
+        assert SqliteReader(fixtures_db).count_traces() > 0
 
 
 async def test_quick_toggle_errors_only(fixtures_db: Path) -> None:
@@ -83,10 +84,10 @@ async def test_quick_toggle_errors_only(fixtures_db: Path) -> None:
         await settle(pilot)
         rows = shown_traces(app)
         assert rows and all(t.error_count for t in rows)
-        assert len(rows) == sum(1 for t in Reader(fixtures_db).traces(0, -1) if t.error_count)
+        assert len(rows) == sum(1 for t in SqliteReader(fixtures_db).traces(0, -1) if t.error_count)
         await pilot.press("x")
         await settle(pilot)
-        assert len(shown_traces(app)) == Reader(fixtures_db).count_traces()
+        assert len(shown_traces(app)) == SqliteReader(fixtures_db).count_traces()
 
 
 async def test_filter_in_the_trace_view_keeps_matches_and_their_parents(agent_db: Path) -> None:
@@ -112,11 +113,11 @@ async def test_stats_screen_groups_sorts_and_shows_a_histogram(fixtures_db: Path
         screen = app.screen
         assert isinstance(screen, StatsScreen)
         keys = [g.key for g in screen.groups]
-        reader = Reader(fixtures_db)
+        reader = SqliteReader(fixtures_db)
         models = {
             s["request_model"] or s["response_model"]
             for t in reader.traces(0, -1)
-            for s in reader.span_json(t.trace_id)
+            for s in span_json(reader, t.trace_id)
             if s["kind"] == "llm"
         }
         assert set(keys) == models

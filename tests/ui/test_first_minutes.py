@@ -22,6 +22,7 @@ from tests.ui.conftest import make_app, settle, write_requests
 from tests.ui.test_app import make_request
 from tests.ui.test_repaint import runs
 from tracetui.cli.common import command_name
+from tracetui.query.memory import MemoryReader
 from tracetui.ui.screens.help import HelpScreen, binding_groups, key_label
 from tracetui.ui.screens.stats import StatsScreen
 from tracetui.ui.screens.trace_list import TraceListScreen, empty_state_text
@@ -52,8 +53,8 @@ async def open_agent_run(pilot) -> None:
 
 @pytest.mark.parametrize("size", [(80, 24), (250, 60)])
 @pytest.mark.parametrize("where", ["list", "trace", "stats"])
-async def test_help_shows_every_key_of_the_screen_it_was_opened_on(agent_db: Path, size, where) -> None:
-    app = make_app(agent_db)
+async def test_help_shows_every_key_of_the_screen_it_was_opened_on(agent_mem: MemoryReader, size, where) -> None:
+    app = make_app(agent_mem)
     async with app.run_test(size=size) as pilot:
         await settle(pilot)
         if where == "trace":
@@ -87,8 +88,8 @@ async def test_help_shows_every_key_of_the_screen_it_was_opened_on(agent_db: Pat
         assert app.screen is under
 
 
-async def test_help_of_the_trace_list_names_its_keys_in_words(agent_db: Path) -> None:
-    app = make_app(agent_db)
+async def test_help_of_the_trace_list_names_its_keys_in_words(agent_mem: MemoryReader) -> None:
+    app = make_app(agent_mem)
     async with app.run_test(size=(160, 45)) as pilot:
         await settle(pilot)
         await pilot.press("question_mark")
@@ -225,8 +226,8 @@ async def test_s_after_a_new_filter_opens_a_run_that_matches(tmp_path: Path) -> 
         (250, ["TIME", "RUN", "SERVICE", "DURATION", "SPANS", "LLM", "TOKENS", "COST", "GROUNDED", "SLOWEST", "ERR"]),
     ],
 )
-async def test_the_list_is_designed_for_each_width(agent_db: Path, width: int, columns: list[str]) -> None:
-    app = make_app(agent_db)
+async def test_the_list_is_designed_for_each_width(agent_mem: MemoryReader, width: int, columns: list[str]) -> None:
+    app = make_app(agent_mem)
     async with app.run_test(size=(width, 36)) as pilot:
         await settle(pilot)
         lines = screen_lines(app)
@@ -252,9 +253,9 @@ async def test_the_run_name_loses_its_operation_prefix_before_it_is_cut(tmp_path
                 assert "invoke_agent" not in row
 
 
-async def test_extra_width_goes_to_the_columns_that_were_cut(agent_db: Path) -> None:
+async def test_extra_width_goes_to_the_columns_that_were_cut(agent_mem: MemoryReader) -> None:
     """At 250 columns the slowest call and the service are shown whole, not only a wider RUN."""
-    app = make_app(agent_db)
+    app = make_app(agent_mem)
     async with app.run_test(size=(250, 60)) as pilot:
         await settle(pilot)
         text = "\n".join(screen_lines(app))
@@ -382,9 +383,9 @@ async def test_the_filter_line_has_room_when_open(fixtures_db: Path) -> None:
         assert region_of(error)[1] >= 1 and "^" in "\n".join(screen_lines(app))
 
 
-async def test_the_command_palette_lists_the_screens_actions(agent_db: Path) -> None:
+async def test_the_command_palette_lists_the_screens_actions(agent_mem: MemoryReader) -> None:
     """Ctrl+P (Textual's own modal): its input and its list have room, and our actions are in it."""
-    app = make_app(agent_db)
+    app = make_app(agent_mem)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await pilot.press("ctrl+p")

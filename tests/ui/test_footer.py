@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from textual.widgets._footer import FooterKey
 
 from tests.ui.conftest import make_app, settle
 from tests.ui.test_drill import enter_timeout_run
+from tracetui.query.memory import MemoryReader
 from tracetui.ui.screens.trace_view import TraceScreen
 
 
@@ -15,8 +14,8 @@ def footer_keys(app) -> list[tuple[str, str]]:
     return [(key.key, key.description) for key in app.screen.query(FooterKey)]
 
 
-async def test_the_footer_follows_the_focused_pane_and_is_not_rebuilt_otherwise(agent_db: Path) -> None:
-    app = make_app(agent_db)
+async def test_the_footer_follows_the_focused_pane_and_is_not_rebuilt_otherwise(agent_mem: MemoryReader) -> None:
+    app = make_app(agent_mem)
     async with app.run_test(size=(130, 36)) as pilot:
         await settle(pilot)
         await enter_timeout_run(pilot)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.ui.conftest import FIXED_NOW_NS, settle
-from tracetui.store.reader import Reader
+from tracetui.store.reader import SqliteReader
 from tracetui.ui.widgets.status_header import StatusHeader
 
 
@@ -28,7 +28,7 @@ async def header_text(db, receiver_alive, width: int = 160) -> str:
     from tracetui.ui.app import TraceTuiApp
 
     app = TraceTuiApp(
-        Reader(db), listen="127.0.0.1:4317", poll_interval=0.05, clock=lambda: FIXED_NOW_NS, freeze_gc=False,
+        SqliteReader(db), open_reader=lambda: SqliteReader(db), listen="127.0.0.1:4317", poll_interval=0.05, clock=lambda: FIXED_NOW_NS, freeze_gc=False,
         receiver_alive=receiver_alive,
     )  # fmt: skip
     async with app.run_test(size=(width, 30)) as pilot:

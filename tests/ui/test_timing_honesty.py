@@ -14,6 +14,7 @@ from helpers import fill_db
 
 from tests.ui.conftest import fixture_requests, make_app, settle
 from tests.ui.test_hostile_ui import screen_text
+from tracetui.query.export import span_json
 from tracetui.ui.screens.trace_view import TraceScreen
 from tracetui.ui.widgets.waterfall import Waterfall, bar_segments
 
@@ -73,7 +74,7 @@ async def test_estimated_token_counts_are_shown_as_estimates(tmp_path: Path) -> 
     (LiteLLM's, naming the attribute that shows it); this is the display of that mark."""
     from helpers import make_request, make_span, sid, tid
 
-    from tracetui.store.reader import Reader
+    from tracetui.store.reader import SqliteReader
     from tracetui.ui.widgets.span_detail import detail_text
 
     span = make_span(tid(5), sid(1), name="litellm_request", attributes={
@@ -81,7 +82,7 @@ async def test_estimated_token_counts_are_shown_as_estimates(tmp_path: Path) -> 
         "gen_ai.usage.input_tokens": 201, "gen_ai.usage.output_tokens": 24})  # fmt: skip
     db = tmp_path / "est.db"
     fill_db(db, [make_request([span])])
-    reader = Reader(db)
+    reader = SqliteReader(db)
     try:
         detail = reader.span_detail(tid(5), sid(1))
         assert "estimated" not in str(detail_text(detail))
@@ -129,17 +130,17 @@ async def test_a_streamed_call_without_a_first_token_is_not_called_not_streamed(
 async def test_a_call_litellm_wrote_onto_the_apps_span_is_litellms_not_the_apps(tmp_path: Path) -> None:
     """LiteLLM's default: the call's attributes land on the app's own span, whose scope is the app's
     tracer (``tracetui.harness.agent``); what LiteLLM did not report is LiteLLM's to say."""
-    from tracetui.store.reader import Reader
+    from tracetui.store.reader import SqliteReader
 
     db = tmp_path / "litellm.db"
     # the oldest run: the app's span
     detail = await litellm_detail(db, ("end", "enter"), "invoke_agent support")
     assert "retries             not reported by LiteLLM" in detail
     assert "tracetui.harness.agent" not in detail.split("Attributes (")[0]
-    reader = Reader(db)
+    reader = SqliteReader(db)
     try:
         (run,) = [t for t in reader.traces(0, -1) if t.name == "invoke_agent support"]
-        (parent,) = [s for s in reader.span_json(run.trace_id) if s["name"] == "invoke_agent support"]
+        (parent,) = [s for s in span_json(reader, run.trace_id) if s["name"] == "invoke_agent support"]
     finally:
         reader.close()
     assert parent["kind"] == "llm" and parent["retry_note"] == "retry not reported by LiteLLM"

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from tracetui.ingest.hints import command_name, hint
 from tracetui.model.config import DB_ENV, default_db_path
+
+if TYPE_CHECKING:  # the commands import what they use when they run: `tracetui --help` stays fast
+    from tracetui.model.reader import Reader
 
 __all__ = ["command_name", "db_option", "hint", "no_database", "open_reader", "resolve_db"]
 
@@ -31,17 +35,26 @@ def resolve_db(db: Path | None) -> Path:
     return (db or default_db_path()).expanduser().resolve()
 
 
-def open_reader(db: Path | None, threshold: float = 0.5):
-    """A read-only Reader, or a click error a user can act on."""
-    from tracetui.store.reader import Reader
+def open_reader(db: Path | None, threshold: float = 0.5) -> Reader:
+    """A read-only Reader of the SQLite file, or a click error a user can act on."""
+    from tracetui.store.reader import SqliteReader
 
     path = resolve_db(db)
     try:
-        return Reader(path, threshold=threshold)
+        return SqliteReader(path, threshold=threshold)
     except FileNotFoundError:
         raise no_database(path) from None
     except Exception as exc:
         raise click.ClickException(f"cannot open {path}: {exc}") from None
+
+
+def run_ui(path: Path, *, threshold: float = 0.5, **options: Any) -> None:
+    """The UI over the SQLite file at ``path``: its readers, and its pins for the trace on screen."""
+    from tracetui.store.pins import SqlitePins
+    from tracetui.store.reader import SqliteReader
+    from tracetui.ui.app import run_app
+
+    run_app(lambda: SqliteReader(path, threshold=threshold), pins=SqlitePins(path), threshold=threshold, **options)
 
 
 def open_writer(path: Path):

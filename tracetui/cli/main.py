@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from tracetui import __version__
-from tracetui.cli.common import command_name, db_option, open_reader, open_writer, resolve_db
+from tracetui.cli.common import command_name, db_option, open_reader, open_writer, resolve_db, run_ui
 from tracetui.model.config import (
     DEFAULT_GRPC_PORT,
     DEFAULT_HOST,
@@ -140,11 +140,9 @@ def serve(
         ready = receiver.start()
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
-    from tracetui.ui.app import run_app
-
     try:
-        run_app(settings.db_path, receiver=receiver, listen=ready.grpc, http=ready.http, threshold=threshold,
-                route_attribute=route_attribute, command=command_name())  # fmt: skip
+        run_ui(settings.db_path, receiver=receiver, listen=ready.grpc, http=ready.http, threshold=threshold,
+               route_attribute=route_attribute, command=command_name())  # fmt: skip
     finally:
         code = receiver.stop()
         lines = [line for line in receiver.lines if not line.startswith("tracetui: listening")]
@@ -164,9 +162,7 @@ def view(db: Path | None, threshold: float, route_attribute: str | None) -> None
     """Open the UI over an existing database; follows it live while a receiver writes."""
     path = resolve_db(db)
     open_reader(path).close()  # a missing or unreadable file is said so here (no_database), not with a traceback
-    from tracetui.ui.app import run_app
-
-    run_app(path, threshold=threshold, route_attribute=route_attribute, command=command_name())
+    run_ui(path, threshold=threshold, route_attribute=route_attribute, command=command_name())
 
 
 @main.command()
@@ -218,14 +214,14 @@ def traces(db: Path | None, as_json: bool, limit: int | None, threshold: float) 
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 def spans(db: Path | None, trace_id: str, as_json: bool) -> None:
     """List the spans of one trace."""
-    from tracetui.query.export import ExportError, resolve_trace_id
+    from tracetui.query.export import ExportError, resolve_trace_id, span_json
 
     reader = open_reader(db)
     try:
         full = resolve_trace_id(reader, trace_id)
     except ExportError as exc:
         raise click.ClickException(str(exc)) from None
-    rows = reader.span_json(full)
+    rows = span_json(reader, full)
     if as_json:
         click.echo(json_text(rows))
         return
@@ -286,8 +282,8 @@ def reindex(db: Path | None, prices: Path | None) -> None:
     batches of whole traces: an interrupted reindex leaves a consistent
     database, and running it again finishes it.
     """
+    from tracetui.jobs.reindex import reindex as run_reindex
     from tracetui.llm.pricing import PriceFileError
-    from tracetui.store.reindex import reindex as run_reindex
 
     path = resolve_db(db)
     open_writer(path).close()  # a missing or newer file is said so here, not with a traceback

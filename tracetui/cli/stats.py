@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from tracetui.cli.common import db_option, no_database
+from tracetui.cli.common import db_option
 from tracetui.model.fmt import json_text
 from tracetui.query import metric_stats
 from tracetui.query.stats import GROUPINGS, WINDOWS, GroupStats
@@ -39,11 +39,9 @@ def stats_command(
     model, the GenAI metrics' percentiles follow, labelled "from metrics"
     (``from_metrics`` in --json; none while --filter is on).
     """
-    from tracetui.cli.common import resolve_db
+    from tracetui.cli.common import open_reader
     from tracetui.query.stats import compute
-    from tracetui.store.schema import connect_reader
 
-    where: tuple[str, list] = ("1", [])
     flt = None
     if filter_text is not None and filter_text.strip():
         from tracetui.model import filter as filters
@@ -53,25 +51,13 @@ def stats_command(
         except filters.FilterError as exc:
             raise click.BadParameter(_filter_problem(filter_text, exc), param_hint="'--filter'") from None
 
-    path = resolve_db(db)
+    reader = open_reader(db)
     try:
-        conn = connect_reader(path)
-    except FileNotFoundError:
-        raise no_database(path) from None
-    except Exception as exc:
-        raise click.ClickException(f"cannot open {path}: {exc}") from None
-    try:
-        if flt is not None:
-            from tracetui.store.filter_sql import register_sql_functions
-            from tracetui.store.filter_sql import span_where as span_where_sql
-
-            register_sql_functions(conn)
-            where = span_where_sql(flt, "spans")
-        groups = compute(conn, by, window_s=WINDOWS[window], span_where=where, route_attribute=route_attribute)
+        groups = compute(reader, by, window_s=WINDOWS[window], flt=flt, route_attribute=route_attribute)
         # Metrics carry no span attributes: no figures from them while a filter is on.
-        metrics = metric_stats.compute(conn, window_s=WINDOWS[window]) if by == "model" and flt is None else {}
+        metrics = metric_stats.compute(reader, window_s=WINDOWS[window]) if by == "model" and flt is None else {}
     finally:
-        conn.close()
+        reader.close()
 
     if as_json:
         click.echo(json_text(_json_groups(groups, metrics) if by == "model" else [g.to_json() for g in groups]))

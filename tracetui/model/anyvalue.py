@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 
 def any_value_str(value: AnyValue) -> str | None:
@@ -47,4 +49,31 @@ def any_value_to_python(value: AnyValue, _depth: int = 0, *, scalars_only: bool 
         return [any_value_to_python(v, _depth + 1) for v in value.array_value.values]
     if kind == "kvlist_value":
         return {kv.key: any_value_to_python(kv.value, _depth + 1) for kv in value.kvlist_value.values}
+    return None
+
+
+def span_attribute_text(raw: bytes | None, key: str) -> str | None:
+    """One attribute of a serialized span as a line of text (the stats' route key); None when absent or empty.
+
+    Strings as they are, booleans as ``true``/``false``, numbers as Python prints them,
+    arrays and maps as sorted JSON. A span that does not parse has no attributes.
+    """
+    if raw is None:
+        return None
+    try:
+        span = Span.FromString(raw)
+    except Exception:
+        return None
+    for kv in span.attributes:
+        if kv.key == key:
+            value = any_value_to_python(kv.value)
+            if value is None or value == "":
+                return None
+            if isinstance(value, str):
+                return value
+            if isinstance(value, bool):
+                return "true" if value else "false"
+            if isinstance(value, (int, float)):
+                return str(value)
+            return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
     return None

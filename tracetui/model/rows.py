@@ -80,16 +80,17 @@ class Decoded:
     sources: dict[bytes, Source] = field(default_factory=dict)
     #: One tuple per accepted span, in ``SPAN_COLUMNS`` order (then the
     #: analysis columns, once tracetui.store.batch.prepare has run).
-    spans: list[tuple] = field(default_factory=list)
+    spans: list[tuple[Any, ...]] = field(default_factory=list)
     #: One tuple per accepted log record, in ``LOG_COLUMNS`` order.
-    logs: list[tuple] = field(default_factory=list)
-    #: Evaluation results found in spans or log records (see ``EVALUATION_COLUMNS``).
-    evaluations: list[tuple] = field(default_factory=list)
+    logs: list[tuple[Any, ...]] = field(default_factory=list)
+    #: Evaluation results found in spans or log records: (trace id, span id, response id, name, score,
+    #: label, explanation, source, time ns), as tracetui.otlp.decode.add_evaluations appends them.
+    evaluations: list[tuple[Any, ...]] = field(default_factory=list)
     #: Per trace: the summary of its spans here, as trace-row parameters
     #: (tracetui.store.batch.prepare fills it, and the analysis columns of each row).
-    traces: dict[bytes, dict] = field(default_factory=dict)
+    traces: dict[bytes, dict[str, Any]] = field(default_factory=dict)
     #: Per trace whose spans all arrived here: its timing analysis, as trace-row fields.
-    timing: dict[bytes, dict] = field(default_factory=dict)
+    timing: dict[bytes, dict[str, Any]] = field(default_factory=dict)
     rejected: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     #: What the rows are, for messages: "span(s)", "log record(s)" or "metric data point(s)".

@@ -9,6 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from tracetui.model.anyvalue import any_value_to_python, attributes_to_dict
 from tracetui.model.fmt import fmt_counted
 from tracetui.model.rows import SPLIT_KEYS
 
@@ -197,6 +203,59 @@ class SpanDetail:
     logs: list[dict[str, Any]] = field(default_factory=list)
     #: Evaluations of the span: {"name", "score", "label", "explanation", "source"}.
     evaluations: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def decode(
+        cls,
+        row: dict[str, Any],
+        raw: bytes,
+        resource: bytes,
+        scope: bytes,
+        logs: list[dict[str, Any]],
+        evaluations: list[dict[str, Any]],
+    ) -> SpanDetail:
+        """The detail of a stored span: its columns, and the serialized span, resource and scope decoded."""
+        span = Span.FromString(raw)
+        decoded_scope = InstrumentationScope.FromString(scope)
+        return cls(
+            logs=logs,
+            evaluations=evaluations,
+            row=row,
+            attributes=attributes_to_dict(span.attributes),
+            events=[
+                {"name": e.name, "time_ns": e.time_unix_nano, "attributes": attributes_to_dict(e.attributes)}
+                for e in span.events
+            ],
+            links=[
+                {
+                    "trace_id": link.trace_id.hex(),
+                    "span_id": link.span_id.hex(),
+                    "attributes": attributes_to_dict(link.attributes),
+                    "trace_state": link.trace_state,
+                }
+                for link in span.links
+            ],
+            resource=attributes_to_dict(Resource.FromString(resource).attributes),
+            scope={
+                "name": decoded_scope.name,
+                "version": decoded_scope.version,
+                "attributes": {kv.key: any_value_to_python(kv.value) for kv in decoded_scope.attributes},
+            },
+            trace_state=span.trace_state,
+            flags=span.flags,
+        )
+
+
+def log_entry(event_name: str | None, time_ns: int, raw: bytes) -> dict[str, Any]:
+    """A stored log record as SpanDetail.logs holds it (GenAI content and evaluation events)."""
+    record = LogRecord.FromString(raw)
+    return {
+        "event_name": event_name,
+        "time_ns": time_ns,
+        "severity": record.severity_text or record.severity_number,
+        "attributes": attributes_to_dict(record.attributes),
+        "body": any_value_to_python(record.body),
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,13 +32,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
 from itertools import pairwise
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
 from tracetui.model.anyvalue import any_value_to_python
+from tracetui.model.metrics import (
+    CUMULATIVE,
+    DELTA,
+    SECONDS_PER_UNIT,
+    DecodedMetrics,
+    Exemplar,
+    MetricPoint,
+    MetricSeries,
+)
 from tracetui.model.rows import Decoded
 from tracetui.otlp.decode import INT64_MAX, _by_source, _clamp_ns, _parse_failure
 
@@ -75,14 +82,8 @@ _PER_CALL = frozenset(
 )
 #: A kept attribute's value longer than this is per-call data, not a dimension.
 MAX_VALUE_CHARS = 256
-#: Unit -> factor to seconds, for the time metrics (the conventions say "s").
-SECONDS_PER_UNIT = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
-
 #: A sum point's histogram fields.
 _NO_HISTOGRAM = dict.fromkeys(("count", "sum", "min", "max", "bounds", "counts"))
-
-DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
-CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 
 
 def kept_attribute(key: str, value: object) -> bool:
@@ -92,66 +93,6 @@ def kept_attribute(key: str, value: object) -> bool:
     if key.startswith("gen_ai."):
         return key not in _PER_CALL
     return key == "error.type" or key.startswith("server.")
-
-
-@dataclass(slots=True)
-class MetricSeries:
-    """One stored series: metric + source + kept attributes (its id derived from the digest)."""
-
-    id: int
-    digest: bytes
-    name: str
-    unit: str
-    kind: str  # "histogram" or "sum"
-    source_id: int
-    service: str
-    attributes: str  # the kept attributes, JSON, keys sorted
-    model: str | None
-    provider: str | None
-    operation: str | None
-    error_type: str | None
-    token_type: str | None
-
-
-@dataclass(slots=True)
-class MetricPoint:
-    """One data point of a stored series, as exported (deltas are computed by the writer)."""
-
-    series_id: int
-    #: Tells apart the exporter's own series that fold into one stored series once
-    #: attributes are dropped (LiteLLM: one per call): a hash of all the point's attributes.
-    stream: int
-    temporality: int
-    start_ns: int
-    time_ns: int
-    count: int | None  # histograms
-    sum: float | None
-    min: float | None
-    max: float | None
-    bounds: tuple[float, ...] | None
-    counts: tuple[int, ...] | None
-    value: float | None  # sums
-    dropped: int
-
-
-@dataclass(slots=True)
-class Exemplar:
-    """A measurement that names its span: (trace id, span id, metric, value in seconds, time)."""
-
-    trace_id: bytes
-    span_id: bytes
-    metric: str
-    value_s: float
-    time_ns: int
-
-
-@dataclass(slots=True)
-class DecodedMetrics:
-    series: dict[bytes, MetricSeries] = field(default_factory=dict)
-    points: list[MetricPoint] = field(default_factory=list)
-    exemplars: list[Exemplar] = field(default_factory=list)
-    #: Points of metrics tracetui does not store (accepted, not rejected).
-    ignored: int = 0
 
 
 def parse_metrics_request(data: bytes) -> ExportMetricsServiceRequest:

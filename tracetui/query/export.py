@@ -8,12 +8,13 @@
   tokens, cost, groundedness, and the prompts and answers cut to ``max_chars``.
 * :func:`span_attributes_json` is one span's raw attributes as JSON.
 
-Everything reads through :class:`~tracetui.store.reader.Reader`; no Textual.
+Everything reads through the :class:`~tracetui.model.reader.Reader` protocol; no Textual.
 Missing traces or spans raise :class:`ExportError`.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -25,13 +26,13 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracetui.llm.chat import ChatMessage, extract_messages
-from tracetui.llm.timing import attempts_spanned, first_token_note, retry_note
+from tracetui.llm.timing import attempts_spanned, first_token_note, retry_note, tokens_estimated_note
 from tracetui.model.anyvalue import any_value_to_python, attributes_to_dict
 from tracetui.model.fmt import fmt_cost, fmt_counted, fmt_duration, json_text, safe_text
-from tracetui.model.views import NO_ROOT, SpanRow, TraceRow
+from tracetui.model.reader import Reader
+from tracetui.model.views import NO_ROOT, SPAN_KIND_NAMES, STATUS_NAMES, SpanDetail, SpanRow, TraceRow
 from tracetui.otlp.otlp_json import message_to_json
 from tracetui.query.tree import build_tree, flatten
-from tracetui.store.reader import Reader
 
 #: Default length of each prompt / answer in a summary.
 DEFAULT_MAX_CHARS = 500
@@ -60,20 +61,6 @@ def resolve_trace_id(reader: Reader, text: str) -> bytes:
     return found[0]
 
 
-def _raw_rows(reader: Reader, trace_id: bytes) -> list[tuple]:
-    """(span_id, raw span, resource, scope, schema_url) for every span of a trace, in start order.
-
-    Reader has no public query returning the raw payloads; this is the one
-    place that uses its private helper.
-    """
-    return reader._all(  # noqa: SLF001
-        "SELECT s.span_id, s.raw, src.resource, src.scope, src.schema_url "
-        "FROM spans s JOIN sources src ON src.id = s.source_id "
-        "WHERE s.trace_id = ? ORDER BY s.start_ns, s.id",
-        (trace_id,),
-    )
-
-
 # --- OTLP ------------------------------------------------------------------------------------
 
 
@@ -99,22 +86,19 @@ def _grouped(request, rows: list[tuple], resource_items: str, scope_items: str, 
 
 def trace_request(reader: Reader, trace_id: bytes) -> ExportTraceServiceRequest:
     """The stored spans of one trace as one ExportTraceServiceRequest, grouped by resource and scope."""
-    rows = _raw_rows(reader, trace_id)
+    rows = reader.stored_spans(trace_id)
     if not rows:
         raise ExportError(f"no trace {trace_id.hex()}")
     request = ExportTraceServiceRequest()
-    _grouped(request, [row[1:] for row in rows], "resource_spans", "scope_spans", "spans")
+    _grouped(
+        request, [(r.raw, r.resource, r.scope, r.schema_url) for r in rows], "resource_spans", "scope_spans", "spans"
+    )
     return request
 
 
 def logs_request(reader: Reader, trace_id: bytes) -> ExportLogsServiceRequest | None:
     """The log records stored with one trace (evaluation results, message content), or None."""
-    rows = reader._all(  # noqa: SLF001
-        "SELECT l.raw, src.resource, src.scope, src.schema_url "
-        "FROM logs l JOIN sources src ON src.id = l.source_id "
-        "WHERE l.trace_id = ? ORDER BY l.time_ns, l.id",
-        (trace_id,),
-    )
+    rows = [(r.raw, r.resource, r.scope, r.schema_url) for r in reader.stored_logs(trace_id)]
     if not rows:
         return None
     request = ExportLogsServiceRequest()
@@ -220,33 +204,20 @@ SPLIT_LABELS = {
 }
 
 
-def _hook_time_split(reader: Reader, row: TraceRow) -> dict[str, int] | None:
-    """Where the run's time went (part -> ns): the trace row's split when the store has one, else None."""
-    split = getattr(row, "split", None)
-    if split is None and callable(getattr(reader, "time_split", None)):
-        try:
-            split = reader.time_split(row.trace_id)  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001 - a summary never fails on an optional section
-            split = None
-    if not isinstance(split, dict):
-        return None
-    parts = {str(k): int(v) for k, v in split.items() if isinstance(v, (int, float)) and v > 0}
+def _hook_time_split(row: TraceRow) -> dict[str, int] | None:
+    """Where the run's time went (part -> ns), the parts that took any; None when none did."""
+    parts = {key: int(ns) for key, ns in row.split.items() if isinstance(ns, (int, float)) and ns > 0}
     return parts or None
 
 
 def _evaluations(reader: Reader, trace_id: bytes, spans: list[tuple[SpanRow, Span]]) -> list[dict[str, Any]]:
     """Evaluation results per span: from the store when it keeps them, else ``gen_ai.evaluation.result`` span events."""
     out: list[dict[str, Any]] = []
-    stored = getattr(reader, "span_evaluations", None)
     for row, span in spans:
-        if callable(stored):
-            try:
-                found = stored(trace_id, row.span_id)
-            except Exception:  # noqa: BLE001 - e.g. a database from before evaluations were stored
-                stored, found = None, None
-            if found:  # the store's results include log records; none stored -> read the span's events
-                out += [{"span": row.name, **e} for e in found]
-                continue
+        found = reader.span_evaluations(trace_id, row.span_id)
+        if found:  # the store's results include log records; none stored -> read the span's events
+            out += [{"span": row.name, **e} for e in found]
+            continue
         for event in span.events:
             if event.name == "gen_ai.evaluation.result":
                 values = attributes_to_dict(event.attributes)
@@ -321,12 +292,10 @@ def _unreported_retries(spans: list[SpanRow]) -> str | None:
 def _span_logs(reader: Reader, trace_id: bytes) -> dict[bytes, list[dict[str, Any]]]:
     """Log records of the trace by span, in the shape tracetui.llm.chat reads (GenAI content events)."""
     out: dict[bytes, list[dict[str, Any]]] = {}
-    rows = reader._all(  # noqa: SLF001 - see _raw_rows
-        "SELECT span_id, event_name, raw FROM logs WHERE trace_id = ? AND span_id IS NOT NULL ORDER BY time_ns, id",
-        (trace_id,),
-    )
-    for span_id, event_name, data in rows:
-        record = LogRecord.FromString(data)
+    for log in reader.stored_logs(trace_id):
+        if log.span_id is None:
+            continue
+        span_id, event_name, record = log.span_id, log.event_name, LogRecord.FromString(log.raw)
         out.setdefault(span_id, []).append(
             {
                 "event_name": event_name,
@@ -356,7 +325,7 @@ def trace_summary(reader: Reader, trace_id: bytes, max_chars: int = DEFAULT_MAX_
     spans = reader.spans(trace_id)
     if row is None or not spans:
         raise ExportError(f"no trace {trace_id.hex()}")
-    raw = {span_id: Span.FromString(data) for span_id, data, *_ in _raw_rows(reader, trace_id)}
+    raw = {stored.span_id: Span.FromString(stored.raw) for stored in reader.stored_spans(trace_id)}
     roots = build_tree(spans)
     lines_in_tree = flatten(roots)
     start, duration = row.start_ns, row.duration_ns
@@ -403,7 +372,7 @@ def trace_summary(reader: Reader, trace_id: bytes, max_chars: int = DEFAULT_MAX_
     if unreported:
         out.append(unreported)
 
-    split = _hook_time_split(reader, row)
+    split = _hook_time_split(row)
     if split:
         out.append(
             "Time split: "
@@ -453,3 +422,93 @@ def trace_summary(reader: Reader, trace_id: bytes, max_chars: int = DEFAULT_MAX_
     if message_lines:
         out += ["", f"Messages (each cut to {max_chars} characters):", *message_lines[1:]]
     return "\n".join(out) + "\n"
+
+
+# --- tracetui spans --json ----------------------------------------------------------------------------
+
+
+def span_json(reader: Reader, trace_id: bytes) -> list[dict[str, Any]]:
+    """The spans of one trace for ``tracetui spans --json``, in start order."""
+    out = []
+    for span in reader.spans(trace_id):
+        detail = reader.span_detail(trace_id, span.span_id)
+        if detail is not None:
+            out.append(_span_json(detail))
+    return out
+
+
+def _ms(ns: int | None) -> float | None:
+    return None if ns is None else ns / 1e6
+
+
+def _span_json(detail: SpanDetail) -> dict[str, Any]:
+    r = detail.row
+    provenance = json.loads(r["provenance"]) if r["provenance"] else {}
+    return {
+        "trace_id": r["trace_id"].hex(),
+        "span_id": r["span_id"].hex(),
+        "parent_span_id": r["parent_span_id"].hex() if r["parent_span_id"] else None,
+        "name": r["name"],
+        "kind": r["llm_kind"] or "other",
+        "span_kind": SPAN_KIND_NAMES.get(r["kind"], str(r["kind"])),
+        "service": r["service"],
+        "start_ns": r["start_ns"],
+        "end_ns": r["end_ns"],
+        "duration_ms": max(0, r["end_ns"] - r["start_ns"]) / 1e6,
+        "status": STATUS_NAMES.get(r["status_code"], str(r["status_code"])),
+        "status_message": r["status_message"],
+        "attributes": detail.attributes,
+        "events": detail.events,
+        "links": [{key: link[key] for key in ("trace_id", "span_id", "attributes")} for link in detail.links],
+        "resource": detail.resource,
+        "dropped": {
+            "attributes": r["dropped_attributes"],
+            "events": r["dropped_events"],
+            "links": r["dropped_links"],
+        },
+        "provider": r["provider"],
+        "request_model": r["request_model"],
+        "response_model": r["response_model"],
+        "input_tokens": r["input_tokens"],
+        "output_tokens": r["output_tokens"],
+        "cache_read_tokens": r["cache_read_tokens"],
+        "cache_write_tokens": r["cache_write_tokens"],
+        "reasoning_tokens": r["reasoning_tokens"],
+        "streaming": None if r["streaming"] is None else bool(r["streaming"]),
+        "ttft_ms": _ms(r["ttft_ns"]),
+        "decode_ms": _ms(r["decode_ns"]),
+        "tokens_per_s": r["tokens_per_s"],
+        "retry_ms": _ms(r["retry_ns"]),
+        "retry_source": r["retry_source"],
+        "is_retry": bool(r["is_retry"]),
+        "is_fallback": bool(r["is_fallback"]),
+        "finish_reason": r["finish_reason"],
+        "error_type": r["error_type"],
+        "session_id": r["session_id"],
+        "user_id": r["user_id"],
+        "prompt_name": r["prompt_name"],
+        "prompt_version": r["prompt_version"],
+        "cost_usd": r["cost_usd"],
+        "cost_source": r["cost_source"],
+        "evaluations": detail.evaluations,
+        "counted": None if r["counted"] is None else bool(r["counted"]),
+        "provenance": provenance,
+        **_not_reported(r, provenance),
+    }
+
+
+def _not_reported(r: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
+    """What a model call's library did not report, in words; {} for other spans."""
+    if r["llm_kind"] != "llm":
+        return {}
+    tokens_note = None
+    if r["input_tokens"] is None or r["output_tokens"] is None:  # as tracetui.llm.timing counts tokenless calls
+        if r["status_code"] != 2:
+            tokens_note = "no token counts" if r["input_tokens"] == r["output_tokens"] else "token counts incomplete"
+    else:
+        tokens_note = tokens_estimated_note(provenance, r["library"])
+    return {
+        "first_token_note": first_token_note(r["streaming"], r["ttft_ns"], r["library"]),
+        "retry_note": retry_note(r["retry_source"], r["library"], provenance),
+        "tokens_note": tokens_note,
+    }

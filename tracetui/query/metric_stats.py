@@ -38,13 +38,12 @@ attributes), so callers show no metric figures while filtering.
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from tracetui.otlp.metrics import SECONDS_PER_UNIT
+from tracetui.model.metrics import SECONDS_PER_UNIT
+from tracetui.model.reader import Reader
 
 METHOD = "histogram buckets, linear interpolation within a bucket; error at most one bucket's width"
 #: figure -> metrics that can give it, in order of preference
@@ -63,7 +62,6 @@ FIGURES: dict[str, tuple[str, ...]] = {
 #: Operations whose duration is a model call's (agents and tools are timed by the same metric).
 _CALL_OPERATIONS = ("chat", "text_completion", "generate_content")
 _PERCENTILES = (50, 95, 99)
-_INT64 = (1 << 63) - 1
 
 #: A piece of a histogram: (low, high, count), values taken as spread evenly over [low, high].
 Piece = tuple[float, float, int]
@@ -171,42 +169,25 @@ class ModelMetrics:
         }
 
 
-_QUERY = """
-SELECT s.model, s.name, s.unit, s.operation, p.bounds, p.counts, p.min, p.max, p.count, p.dropped
-FROM metric_points p JOIN metric_series s ON s.id = p.series_id
-WHERE s.kind = 'histogram' AND s.model IS NOT NULL AND s.name IN ({names}) AND p.time_ns >= ?
-"""
-
-
-def compute(
-    conn: sqlite3.Connection, *, window_s: float | None = None, now_ns: int | None = None
-) -> dict[str, ModelMetrics]:
+def compute(reader: Reader, *, window_s: float | None = None, now_ns: int | None = None) -> dict[str, ModelMetrics]:
     """Metric-derived percentiles per model, for the points whose interval ended within the window."""
-    try:
-        conn.execute("SELECT 1 FROM metric_points LIMIT 1")
-    except sqlite3.OperationalError:  # a database from before metrics (read-only, not migrated)
-        return {}
-    cutoff = -_INT64
-    if window_s is not None:
-        cutoff = max(-_INT64, (time.time_ns() if now_ns is None else now_ns) - int(window_s * 1e9))
+    since = None if window_s is None else (time.time_ns() if now_ns is None else now_ns) - int(window_s * 1e9)
     names = [name for metrics in FIGURES.values() for name in metrics]
     by_model: dict[str, dict[str, list[Piece]]] = {}
     counts: dict[tuple[str, str], int] = {}
     dropped: dict[str, int] = {}
-    sql = _QUERY.format(names=",".join("?" * len(names)))
-    for model, name, unit, operation, bounds, bucket_counts, low, high, count, lost in conn.execute(
-        sql, [*names, cutoff]
-    ):
-        factor = SECONDS_PER_UNIT.get(unit)
-        if factor is None or not bucket_counts or not count:
+    for point in reader.histogram_points(names, since):
+        factor = SECONDS_PER_UNIT.get(point.unit) if point.unit is not None else None
+        if factor is None:
             continue
-        if name == "gen_ai.client.operation.duration" and operation not in (None, *_CALL_OPERATIONS):
+        if point.name == "gen_ai.client.operation.duration" and point.operation not in (None, *_CALL_OPERATIONS):
             continue
         ms = factor * 1000
-        found = pieces(json.loads(bounds), json.loads(bucket_counts), low, high)
+        model, name = point.model, point.name
+        found = pieces(point.bounds, point.counts, point.min, point.max)
         by_model.setdefault(model, {}).setdefault(name, []).extend((lo * ms, hi * ms, c) for lo, hi, c in found)
-        counts[(model, name)] = counts.get((model, name), 0) + count
-        dropped[model] = dropped.get(model, 0) + (lost or 0)
+        counts[(model, name)] = counts.get((model, name), 0) + point.total
+        dropped[model] = dropped.get(model, 0) + point.dropped_attributes
     out: dict[str, ModelMetrics] = {}
     for model, metrics in by_model.items():
         figures = {

@@ -43,7 +43,7 @@ import math
 import sqlite3
 from collections.abc import Callable, Iterable
 
-from tracetui.otlp.metrics import CUMULATIVE, DecodedMetrics, MetricPoint
+from tracetui.model.metrics import CUMULATIVE, DecodedMetrics, MetricPoint
 from tracetui.store.schema import add_meta
 
 _INSERT_SERIES = (

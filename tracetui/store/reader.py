@@ -1,4 +1,4 @@
-"""Read-only queries: everything the UI and the scripting commands ask.
+"""The SQLite implementation of :class:`tracetui.model.reader.Reader`.
 
 Every method is blocking SQL: the UI calls them from thread workers only.
 One connection is shared under a lock (Textual's thread workers run on a pool,
@@ -14,17 +14,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
 from tracetui.llm.evals import is_groundedness, passed
-from tracetui.llm.timing import first_token_note, retry_note, tokens_estimated_note
-from tracetui.model.anyvalue import any_value_to_python, attributes_to_dict
 from tracetui.model.filter import Filter
+from tracetui.model.reader import CallFacts, HistogramPoint, StoredLog, StoredSpan
 from tracetui.model.rows import SPLIT_KEYS
-from tracetui.model.views import SPAN_KIND_NAMES, STATUS_NAMES, Counters, SpanDetail, SpanRow, TraceRow
+from tracetui.model.views import Counters, SpanDetail, SpanRow, TraceRow, log_entry
+from tracetui.store import stats_sql
 from tracetui.store.filter_sql import register_sql_functions, span_where, trace_where
 from tracetui.store.health import read_problem
 from tracetui.store.schema import connect_reader
@@ -54,12 +49,8 @@ _SPAN_COLS = (
 )
 
 
-def _ms(ns: int | None) -> float | None:
-    return None if ns is None else ns / 1e6
-
-
-class Reader:
-    """Read-only access to a tracetui database."""
+class SqliteReader:
+    """Read-only access to a tracetui database (implements tracetui.model.reader.Reader)."""
 
     def __init__(self, path: Path, threshold: float = 0.5) -> None:
         self.path = Path(path)
@@ -81,11 +72,6 @@ class Reader:
     def _one(self, sql: str, params: Sequence | dict = ()) -> tuple | None:
         with self._lock:
             return self._conn.execute(sql, params).fetchone()
-
-    def run(self, fn):
-        """Run ``fn(connection)`` under the reader's lock (for modules that build their own SQL)."""
-        with self._lock:
-            return fn(self._conn)
 
     def _ensure_functions(self) -> None:
         """The SQL functions compiled filters call (attribute lookups on the raw spans)."""
@@ -282,55 +268,17 @@ class Reader:
         if not found:
             return None
         record = found[0]
-        span = Span.FromString(record.pop("raw"))
-        resource = Resource.FromString(record.pop("resource") or b"")
-        scope = InstrumentationScope.FromString(record.pop("scope") or b"")
-        return SpanDetail(
-            logs=self.span_logs(trace_id, span_id),
-            evaluations=self.span_evaluations(trace_id, span_id),
-            row=record,
-            attributes=attributes_to_dict(span.attributes),
-            events=[
-                {"name": e.name, "time_ns": e.time_unix_nano, "attributes": attributes_to_dict(e.attributes)}
-                for e in span.events
-            ],
-            links=[
-                {
-                    "trace_id": link.trace_id.hex(),
-                    "span_id": link.span_id.hex(),
-                    "attributes": attributes_to_dict(link.attributes),
-                    "trace_state": link.trace_state,
-                }
-                for link in span.links
-            ],
-            resource=attributes_to_dict(resource.attributes),
-            scope={
-                "name": scope.name,
-                "version": scope.version,
-                "attributes": {kv.key: any_value_to_python(kv.value) for kv in scope.attributes},
-            },
-            trace_state=span.trace_state,
-            flags=span.flags,
-        )
+        raw, resource, scope = record.pop("raw"), record.pop("resource") or b"", record.pop("scope") or b""
+        logs, evaluations = self.span_logs(trace_id, span_id), self.span_evaluations(trace_id, span_id)
+        return SpanDetail.decode(record, raw, resource, scope, logs, evaluations)
 
     def span_logs(self, trace_id: bytes, span_id: bytes) -> list[dict[str, Any]]:
         """Log records that belong to a span (GenAI events: content, evaluations), oldest first."""
-        out = []
-        for row in self._all(
+        rows = self._all(
             "SELECT event_name, time_ns, raw FROM logs WHERE trace_id = ? AND span_id = ? ORDER BY time_ns, id",
             (trace_id, span_id),
-        ):
-            record = LogRecord.FromString(row[2])
-            out.append(
-                {
-                    "event_name": row[0],
-                    "time_ns": row[1],
-                    "severity": record.severity_text or record.severity_number,
-                    "attributes": attributes_to_dict(record.attributes),
-                    "body": any_value_to_python(record.body),
-                }
-            )
-        return out
+        )
+        return [log_entry(event_name, time_ns, raw) for event_name, time_ns, raw in rows]
 
     def span_evaluations(self, trace_id: bytes, span_id: bytes) -> list[dict[str, Any]]:
         return [
@@ -343,97 +291,40 @@ class Reader:
             )
         ]
 
-    def span_json(self, trace_id: bytes) -> list[dict[str, Any]]:
-        """The spans of one trace for ``tracetui spans --json``."""
-        rows = self._dicts(
-            f"SELECT s.*, src.resource, {library_sql('s.provenance', 'src.scope_name')} "
+    def stored_spans(self, trace_id: bytes) -> list[StoredSpan]:
+        rows = self._all(
+            "SELECT s.span_id, s.raw, src.resource, src.scope, src.schema_url "
             "FROM spans s JOIN sources src ON src.id = s.source_id "
             "WHERE s.trace_id = ? ORDER BY s.start_ns, s.id",
             (trace_id,),
         )
-        out = []
-        for r in rows:
-            span = Span.FromString(r["raw"])
-            resource = Resource.FromString(r["resource"] or b"")
-            out.append(
-                {
-                    "trace_id": r["trace_id"].hex(),
-                    "span_id": r["span_id"].hex(),
-                    "parent_span_id": r["parent_span_id"].hex() if r["parent_span_id"] else None,
-                    "name": r["name"],
-                    "kind": r["llm_kind"] or "other",
-                    "span_kind": SPAN_KIND_NAMES.get(r["kind"], str(r["kind"])),
-                    "service": r["service"],
-                    "start_ns": r["start_ns"],
-                    "end_ns": r["end_ns"],
-                    "duration_ms": max(0, r["end_ns"] - r["start_ns"]) / 1e6,
-                    "status": STATUS_NAMES.get(r["status_code"], str(r["status_code"])),
-                    "status_message": r["status_message"],
-                    "attributes": attributes_to_dict(span.attributes),
-                    "events": [
-                        {"name": e.name, "time_ns": e.time_unix_nano, "attributes": attributes_to_dict(e.attributes)}
-                        for e in span.events
-                    ],
-                    "links": [
-                        {
-                            "trace_id": k.trace_id.hex(),
-                            "span_id": k.span_id.hex(),
-                            "attributes": attributes_to_dict(k.attributes),
-                        }
-                        for k in span.links
-                    ],  # fmt: skip
-                    "resource": attributes_to_dict(resource.attributes),
-                    "dropped": {
-                        "attributes": r["dropped_attributes"],
-                        "events": r["dropped_events"],
-                        "links": r["dropped_links"],
-                    },
-                    "provider": r["provider"],
-                    "request_model": r["request_model"],
-                    "response_model": r["response_model"],
-                    "input_tokens": r["input_tokens"],
-                    "output_tokens": r["output_tokens"],
-                    "cache_read_tokens": r["cache_read_tokens"],
-                    "cache_write_tokens": r["cache_write_tokens"],
-                    "reasoning_tokens": r["reasoning_tokens"],
-                    "streaming": None if r["streaming"] is None else bool(r["streaming"]),
-                    "ttft_ms": _ms(r["ttft_ns"]),
-                    "decode_ms": _ms(r["decode_ns"]),
-                    "tokens_per_s": r["tokens_per_s"],
-                    "retry_ms": _ms(r["retry_ns"]),
-                    "retry_source": r["retry_source"],
-                    "is_retry": bool(r["is_retry"]),
-                    "is_fallback": bool(r["is_fallback"]),
-                    "finish_reason": r["finish_reason"],
-                    "error_type": r["error_type"],
-                    "session_id": r["session_id"],
-                    "user_id": r["user_id"],
-                    "prompt_name": r["prompt_name"],
-                    "prompt_version": r["prompt_version"],
-                    "cost_usd": r["cost_usd"],
-                    "cost_source": r["cost_source"],
-                    "evaluations": self.span_evaluations(r["trace_id"], r["span_id"]),
-                    "counted": None if r["counted"] is None else bool(r["counted"]),
-                    "provenance": json.loads(r["provenance"]) if r["provenance"] else {},
-                    **_not_reported(r),
-                }
-            )
-        return out
+        return [
+            StoredSpan(span_id, raw, resource or b"", scope or b"", url or "")
+            for span_id, raw, resource, scope, url in rows
+        ]
 
+    def stored_logs(self, trace_id: bytes) -> list[StoredLog]:
+        rows = self._all(
+            "SELECT l.span_id, l.event_name, l.raw, src.resource, src.scope, src.schema_url "
+            "FROM logs l JOIN sources src ON src.id = l.source_id "
+            "WHERE l.trace_id = ? ORDER BY l.time_ns, l.id",
+            (trace_id,),
+        )
+        return [StoredLog(span_id, event, raw, resource or b"", scope or b"", url or "")
+                for span_id, event, raw, resource, scope, url in rows]  # fmt: skip
 
-def _not_reported(r: dict[str, Any]) -> dict[str, Any]:
-    """What a model call's library did not report, in words (``spans --json``); {} for other spans."""
-    if r["llm_kind"] != "llm":
-        return {}
-    provenance = json.loads(r["provenance"]) if r["provenance"] else {}
-    tokens_note = None
-    if r["input_tokens"] is None or r["output_tokens"] is None:  # as tracetui.llm.timing counts tokenless calls
-        if r["status_code"] != 2:
-            tokens_note = "no token counts" if r["input_tokens"] == r["output_tokens"] else "token counts incomplete"
-    else:
-        tokens_note = tokens_estimated_note(provenance, r["library"])
-    return {
-        "first_token_note": first_token_note(r["streaming"], r["ttft_ns"], r["library"]),
-        "retry_note": retry_note(r["retry_source"], r["library"], provenance),
-        "tokens_note": tokens_note,
-    }
+    # --- statistics (tracetui.store.stats_sql) ---------------------------------------------
+
+    def llm_calls(
+        self, by: str, *, since_ns: int | None = None, flt: Filter | None = None, route_attribute: str | None = None
+    ) -> dict[str, list[CallFacts]]:
+        with self._lock:
+            return stats_sql.llm_calls(self._conn, by, since_ns=since_ns, flt=flt, route_attribute=route_attribute)
+
+    def groundedness_scores(self) -> dict[tuple[bytes, bytes], list[float]]:
+        with self._lock:
+            return stats_sql.groundedness_scores(self._conn)
+
+    def histogram_points(self, names: list[str], since_ns: int | None = None) -> list[HistogramPoint]:
+        with self._lock:
+            return stats_sql.histogram_points(self._conn, names, since_ns)

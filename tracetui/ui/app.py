@@ -1,8 +1,9 @@
 """The Textual application: a thin shell around the screens.
 
-The app owns the read-only Reader (handed in, so tests can build an app over
-a seeded file) and the watcher thread that notices commits. Screens watch
-``data_version`` and ``counters`` and re-query only what they show.
+The app owns a :class:`~tracetui.model.reader.Reader` (handed in: the CLI opens
+the SQLite one, tests also build apps over a seeded file or an in-memory reader;
+the UI never learns which) and the watcher thread that notices new data. Screens
+watch ``data_version`` and ``counters`` and re-query only what they show.
 """
 
 from __future__ import annotations
@@ -11,15 +12,14 @@ import gc
 import time
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.reactive import var
 
+from tracetui.model.reader import PinBoard, Reader
 from tracetui.model.views import Counters
-from tracetui.store.reader import Reader
 from tracetui.ui.messages import CopyReady, CountersUpdated, DataChanged
 from tracetui.ui.screens.help import HelpScreen
 from tracetui.ui.screens.trace_list import TraceListScreen
@@ -83,6 +83,8 @@ class TraceTuiApp(App[None]):
         self,
         reader: Reader,
         *,
+        open_reader: Callable[[], Reader] | None = None,
+        pins: PinBoard | None = None,
         listen: str | None = None,
         receiver_alive=None,
         poll_interval: float | None = 0.2,
@@ -92,7 +94,10 @@ class TraceTuiApp(App[None]):
     ) -> None:
         """
         Args:
-            reader: read-only access to the database.
+            reader: read access to the traces, shared by the screens' thread workers.
+            open_reader: opens another reader of the same store, for the watcher thread
+                (needed when ``poll_interval`` is set).
+            pins: where the trace on screen is pinned against retention (None: nowhere).
             listen: where the receiver listens (shown in the header).
             receiver_alive: callable telling whether our child receiver still runs.
             poll_interval: seconds between change checks; None disables the
@@ -105,6 +110,8 @@ class TraceTuiApp(App[None]):
         """
         super().__init__()
         self.reader = reader
+        self._open_reader = open_reader
+        self._pins = pins
         self.listen = listen
         #: Where the receiver's OTLP/HTTP listens, when known (shown in the header).
         self.http: str | None = None
@@ -124,8 +131,10 @@ class TraceTuiApp(App[None]):
 
     def on_mount(self) -> None:
         self.push_screen(TraceListScreen())
-        if self._poll_interval is not None:
-            self._watcher = DbWatcher(self.reader.path, self.post_message, self._poll_interval, self._receiver_alive)
+        if self._poll_interval is not None and self._open_reader is not None:
+            self._watcher = DbWatcher(
+                self._open_reader, self.post_message, self._poll_interval, self._receiver_alive, self._pins
+            )
             self._watcher.start()
 
     def on_unmount(self) -> None:
@@ -216,8 +225,9 @@ class TraceTuiApp(App[None]):
 
 
 def run_app(
-    db_path: Path,
+    open_reader: Callable[[], Reader],
     *,
+    pins: PinBoard | None = None,
     receiver=None,
     listen: str | None = None,
     http: str | None = None,
@@ -225,11 +235,16 @@ def run_app(
     route_attribute: str | None = None,
     command: str = "tracetui",
 ) -> None:
-    """Run the UI over ``db_path`` until the user quits; ``command`` is how hints spell tracetui."""
-    reader = Reader(db_path, threshold=threshold)
+    """Run the UI over what ``open_reader`` opens until the user quits; ``command`` is how hints spell tracetui."""
+    reader = open_reader()
     try:
         app = TraceTuiApp(
-            reader, listen=listen, receiver_alive=receiver.alive if receiver else None, threshold=threshold
+            reader,
+            open_reader=open_reader,
+            pins=pins,
+            listen=listen,
+            receiver_alive=receiver.alive if receiver else None,
+            threshold=threshold,
         )
         app.http = http
         app.command = command

@@ -1,8 +1,10 @@
-"""Notices new commits without touching the event loop.
+"""Notices new data without touching the event loop.
 
-A plain thread polls ``PRAGMA data_version`` (a few microseconds; changes
-whenever another connection commits) and posts one replaceable message when
-it moves. It also samples the counters for the header once a second.
+A plain thread polls its own reader's ``data_version`` (for SQLite, ``PRAGMA
+data_version``: a few microseconds, and it changes whenever another connection
+commits) and posts one replaceable message when it moves. It also samples the
+counters for the header once a second, and keeps the pin of the trace on screen
+fresh (the UI's one write, tracetui.model.reader.PinBoard).
 ``post_message`` is thread-safe; nothing here waits on the UI.
 """
 
@@ -10,15 +12,13 @@ from __future__ import annotations
 
 import os
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from textual.message import Message
 
-from tracetui.store.reader import Reader
+from tracetui.model.reader import PinBoard, Reader
 from tracetui.ui.messages import CountersUpdated, DataChanged
 
 COUNTER_PERIOD_S = 1.0
@@ -29,13 +29,17 @@ PIN_REFRESH_S = 60.0
 class DbWatcher(threading.Thread):
     def __init__(
         self,
-        db_path: Path,
+        open_reader: Callable[[], Reader],
         post: Callable[[Message], object],
         interval: float = 0.2,
         receiver_alive: Callable[[], bool] | None = None,
+        pins: PinBoard | None = None,
     ) -> None:
+        """``open_reader`` gives the watcher a reader of its own (opened on its thread, reopened after
+        an error), so that polling never waits behind a long query of the screens."""
         super().__init__(name="tracetui-db-watcher", daemon=True)
-        self._path = db_path
+        self._open_reader = open_reader
+        self._pins = pins
         self._post = post
         self._interval = interval
         self._receiver_alive = receiver_alive
@@ -56,7 +60,7 @@ class DbWatcher(threading.Thread):
         while not self._stop.is_set():
             try:
                 if reader is None:
-                    reader = Reader(self._path)
+                    reader = self._open_reader()
                 version = reader.data_version()
                 if version != last_version:
                     last_version = version
@@ -83,19 +87,6 @@ class DbWatcher(threading.Thread):
             self._write_pin(None)
 
     def _write_pin(self, trace_id: bytes | None) -> None:
-        """Tell the receiver's retention which trace is on screen (best effort: the file may be read-only)."""
-        try:
-            conn = sqlite3.connect(self._path, timeout=1.0, isolation_level=None)
-            try:
-                if trace_id is None:
-                    conn.execute("DELETE FROM pins WHERE owner = ?", (self._owner,))
-                else:
-                    conn.execute(
-                        "INSERT INTO pins(owner, trace_id, updated_ns) VALUES (?, ?, ?) ON CONFLICT(owner) "
-                        "DO UPDATE SET trace_id = excluded.trace_id, updated_ns = excluded.updated_ns",
-                        (self._owner, trace_id, time.time_ns()),
-                    )
-            finally:
-                conn.close()
-        except sqlite3.Error:
-            pass
+        """Tell the receiver's retention which trace is on screen (best effort)."""
+        if self._pins is not None:
+            self._pins.pin(self._owner, trace_id)

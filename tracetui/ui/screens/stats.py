@@ -19,9 +19,11 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Sparkline, Static
 
+from tracetui.model.filter import parse
 from tracetui.model.fmt import fit, fmt_cost, fmt_duration, join_to_fit, safe_text
 from tracetui.query import metric_stats
 from tracetui.query.stats import GROUPINGS, WINDOWS, GroupStats, compute
+from tracetui.ui.context import tui
 from tracetui.ui.lifecycle import forget_worker_when_done, unwatch_app
 from tracetui.ui.widgets.key_footer import KeyFooter
 from tracetui.ui.widgets.status_header import StatusHeader
@@ -185,7 +187,7 @@ class StatsScreen(Screen):
         self._again = False
 
     def compose(self) -> ComposeResult:
-        yield StatusHeader(self.app.listen, id="status")  # type: ignore[attr-defined]
+        yield StatusHeader(tui(self).listen, id="status")
         yield Static("", id="stats-title")
         table: DataTable[Any] = DataTable(id="stats-table", cursor_type="row", zebra_stripes=True)
         yield table
@@ -243,23 +245,12 @@ class StatsScreen(Screen):
     @forget_worker_when_done
     def _compute(self, by: str, window: str, filter_text: str) -> None:
         try:
-            from tracetui.model.filter import parse
-            from tracetui.store.filter_sql import span_where
-
-            where = span_where(parse(filter_text), "spans") if filter_text.strip() else ("1", [])
-            reader = self.app.reader  # type: ignore[attr-defined]
-            groups = reader.run(
-                lambda conn: compute(
-                    conn,
-                    by,
-                    window_s=WINDOWS[window],
-                    now_ns=self.app.clock(),  # type: ignore[attr-defined]
-                    span_where=where,
-                    route_attribute=getattr(self.app, "route_attribute", None),
-                )
+            flt = parse(filter_text) if filter_text.strip() else None
+            reader, now = tui(self).reader, tui(self).clock()
+            groups = compute(
+                reader, by, window_s=WINDOWS[window], now_ns=now, flt=flt, route_attribute=tui(self).route_attribute
             )
-            now = self.app.clock()  # type: ignore[attr-defined]
-            metrics = reader.run(lambda conn: metric_stats.compute(conn, window_s=WINDOWS[window], now_ns=now))
+            metrics = metric_stats.compute(reader, window_s=WINDOWS[window], now_ns=now)
         except Exception as exc:
             self.post_message(StatsComputed([], str(exc)))
             return

@@ -15,6 +15,7 @@ from textual.widgets import Static
 from tracetui.model.filter import Filter, parse
 from tracetui.model.fmt import fmt_counted, safe_text
 from tracetui.model.views import TraceRow
+from tracetui.ui.context import tui
 from tracetui.ui.lifecycle import forget_worker_when_done, set_display, unwatch_app
 from tracetui.ui.widgets.cursor_list import CursorList
 from tracetui.ui.widgets.filter_bar import FilterBar, toggle_term
@@ -123,11 +124,10 @@ class TraceListScreen(Screen):
         self._open_pending: bool | None = None
 
     def compose(self) -> ComposeResult:
-        yield StatusHeader(self.app.listen, id="status")  # type: ignore[attr-defined]
+        yield StatusHeader(tui(self).listen, id="status")
         yield Static("", id="new-banner")
         yield TraceTable(id="traces")
-        app = self.app
-        yield Static(empty_state_text(app.listen, app.http, app.command), id="empty")  # type: ignore[attr-defined]
+        yield Static(empty_state_text(tui(self).listen, tui(self).http, tui(self).command), id="empty")
         yield FilterBar(id="filter-bar")
         yield KeyFooter()
 
@@ -166,7 +166,7 @@ class TraceListScreen(Screen):
     @work(thread=True, group="trace-list", exit_on_error=False, description="load trace list window")
     @forget_worker_when_done
     def _load_window(self, offset: int, horizon: int | None, flt: Filter) -> None:
-        reader = self.app.reader  # type: ignore[attr-defined]
+        reader = tui(self).reader
         try:
             if horizon is None:
                 max_seq = reader.max_seq()
@@ -199,7 +199,7 @@ class TraceListScreen(Screen):
             empty = message.total == 0 and self.following and self.filter.is_empty()
             set_display(self.query_one("#empty"), empty)
             set_display(table, not empty)
-            self.app.startup_done()  # type: ignore[attr-defined]
+            tui(self).startup_done()
             if self._open_pending is not None:
                 show_slowest, self._open_pending = self._open_pending, None
                 self.action_open_trace(show_slowest)
@@ -267,7 +267,7 @@ class TraceListScreen(Screen):
         if message.filter.text == self.filter.text:
             return
         self.filter = message.filter
-        self.app.filter_text = message.text  # type: ignore[attr-defined]
+        tui(self).filter_text = message.text
         self._stale = True
         self.horizon = None
         self.newer = 0
@@ -316,7 +316,7 @@ class TraceListScreen(Screen):
     def action_copy_summary(self) -> None:
         row = self.table.row_at(self.table.cursor_row)
         if row is not None:
-            self.app.copy_trace_summary(row.trace_id)  # type: ignore[attr-defined]
+            tui(self).copy_trace_summary(row.trace_id)
 
     def action_open_slowest(self) -> None:
         """Open the selected run at its slowest LLM or tool call."""

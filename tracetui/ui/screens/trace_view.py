@@ -26,6 +26,7 @@ from tracetui.query.drill import (
     walk,
 )
 from tracetui.query.tree import TreeLine, build_tree, flatten
+from tracetui.ui.context import tui
 from tracetui.ui.lifecycle import forget_worker_when_done, unwatch_app
 from tracetui.ui.widgets.cursor_list import CursorList
 from tracetui.ui.widgets.filter_bar import FilterBar
@@ -231,7 +232,7 @@ class TraceScreen(Screen):
         self._reload_pending = False
 
     def compose(self) -> ComposeResult:
-        yield StatusHeader(self.app.listen, id="status")  # type: ignore[attr-defined]
+        yield StatusHeader(tui(self).listen, id="status")
         yield Static("", id="trace-summary")
         yield Waterfall(id="waterfall")
         yield Static(legend(), id="legend")
@@ -240,11 +241,11 @@ class TraceScreen(Screen):
         yield KeyFooter()
 
     def on_unmount(self) -> None:
-        self.app.pin(None)  # type: ignore[attr-defined]
+        tui(self).pin(None)
         unwatch_app(self)  # else the app's watcher lists keep this screen (and its spans) alive
 
     def on_mount(self) -> None:
-        self.app.pin(self.trace_id)  # type: ignore[attr-defined]
+        tui(self).pin(self.trace_id)
         self.watch(self.app, "data_version", self._data_changed, init=False)
         self.query_one(Waterfall).focus()
         self.reload()
@@ -268,7 +269,7 @@ class TraceScreen(Screen):
     @work(thread=True, group="trace", exit_on_error=False, description="load trace")
     @forget_worker_when_done
     def _load_trace(self, trace_id: bytes, collapsed: frozenset[bytes], known: TraceRow | None) -> None:
-        reader = self.app.reader  # type: ignore[attr-defined]
+        reader = tui(self).reader
         try:
             trace = reader.trace(trace_id)
             if known is not None and trace is not None and _fingerprint(trace) == _fingerprint(known):
@@ -415,7 +416,7 @@ class TraceScreen(Screen):
     @forget_worker_when_done
     def _load_detail(self, trace_id: bytes, span_id: bytes) -> None:
         try:
-            detail = self.app.reader.span_detail(trace_id, span_id)  # type: ignore[attr-defined]
+            detail = tui(self).reader.span_detail(trace_id, span_id)
         except Exception as exc:
             self.post_message(LoadFailed(str(exc)))
             return
@@ -570,12 +571,12 @@ class TraceScreen(Screen):
         self.notify(f"Error {errors.index(target) + 1} of {len(errors)}", markup=False, timeout=2)
 
     def action_copy_summary(self) -> None:
-        self.app.copy_trace_summary(self.trace_id)  # type: ignore[attr-defined]
+        tui(self).copy_trace_summary(self.trace_id)
 
     def action_copy_attributes(self) -> None:
         span = self._cursor_span()
         if span is not None:
-            self.app.copy_span_attributes(self.trace_id, span.span_id)  # type: ignore[attr-defined]
+            tui(self).copy_span_attributes(self.trace_id, span.span_id)
 
     # --- filter ---------------------------------------------------------------
 
@@ -599,7 +600,7 @@ class TraceScreen(Screen):
     @forget_worker_when_done
     def _match_spans(self, trace_id: bytes, flt: Filter) -> None:
         try:
-            ids = self.app.reader.matching_span_ids(trace_id, flt)  # type: ignore[attr-defined]
+            ids = tui(self).reader.matching_span_ids(trace_id, flt)
         except Exception as exc:
             self.post_message(LoadFailed(str(exc)))
             return
@@ -623,7 +624,7 @@ class TraceScreen(Screen):
     @work(thread=True, group="neighbor", exit_on_error=False, description="find the next trace")
     @forget_worker_when_done
     def _find_neighbor(self, trace_id: bytes, newer: bool) -> None:
-        found = self.app.reader.neighbor_trace(trace_id, newer=newer, horizon=self.horizon)  # type: ignore[attr-defined]
+        found = tui(self).reader.neighbor_trace(trace_id, newer=newer, horizon=self.horizon)
         self.post_message(NeighborFound(found, newer))
 
     @on(NeighborFound)
@@ -632,7 +633,7 @@ class TraceScreen(Screen):
             self.notify("No newer trace." if message.newer else "No older trace.", markup=False, timeout=2)
             return
         self.trace_id = message.trace_id
-        self.app.pin(self.trace_id)  # type: ignore[attr-defined]
+        tui(self).pin(self.trace_id)
         self.trace = None
         self.roots = []
         self.collapsed.clear()

@@ -17,6 +17,7 @@ from textual.widgets import Static
 from tracetui.llm.timing import first_token_note, library_name, retry_note, tokens_estimated_note, ttft_includes_retry
 from tracetui.model.fmt import fmt_clock, fmt_cost, fmt_duration, fmt_elapsed, safe_multiline, safe_text
 from tracetui.model.views import SPAN_KIND_NAMES, STATUS_NAMES, SpanDetail
+from tracetui.ui.context import tui
 
 #: Longest value shown in full in the pane; longer ones are cut with a note.
 MAX_VALUE_CHARS = 4_000
@@ -319,10 +320,9 @@ class SpanDetailPane(VerticalScroll, can_focus=True):
         if detail is None:
             body.update(Text("This span is no longer in the database.", style="dim"))
         else:
-            app = self.app
-            threshold = getattr(app, "threshold", 0.5)
+            app = tui(self)
             width = self.scrollable_content_region.width or 200  # the padding and the scroll bar taken off
-            body.update(detail_text(detail, app.clock(), threshold, width))  # type: ignore[attr-defined]
+            body.update(detail_text(detail, app.clock(), app.threshold, width))
         self.scroll_home(animate=False)
 
     def show_message(self, message: str) -> None:

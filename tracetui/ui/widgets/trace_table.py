@@ -19,6 +19,7 @@ from textual.strip import Strip
 
 from tracetui.model.fmt import fit, fmt_clock, fmt_cost, fmt_count, fmt_duration, safe_text, short_name
 from tracetui.model.views import TraceRow
+from tracetui.ui.context import tui
 from tracetui.ui.widgets.cursor_list import CursorList, pad
 
 #: Rows fetched per window; several screens' worth.
@@ -189,7 +190,7 @@ class TraceTable(CursorList):
         self._rows = {offset + i: row for i, row in enumerate(rows)}
         self._loaded = range(offset, offset + len(rows))
         self._requested = None
-        now = time.localtime(self.app.clock() / 1e9)  # type: ignore[attr-defined]
+        now = time.localtime(tui(self).clock() / 1e9)
         today = (now.tm_year, now.tm_yday)
         same_day = today == self._day
         self._day = today
@@ -256,7 +257,7 @@ class TraceTable(CursorList):
         error = self.component_style("trace-table--error", partial=True)
         dim = self.component_style("trace-table--dim", partial=True)
         app = self.app
-        now_ns = app.clock()  # type: ignore[attr-defined]
+        now_ns = tui(self).clock()
         threshold = getattr(app, "threshold", 0.5)
         good = self.component_style("trace-table--good", partial=True)
         segments = [Segment(" ", base)]

@@ -211,7 +211,7 @@ def test_reindex_clamps_what_an_older_tracetui_stored_unclamped(ingested, tmp_pa
 def test_an_interrupted_reindex_leaves_a_consistent_database_that_a_rerun_finishes(
     ingested, tmp_path: Path, monkeypatch
 ) -> None:
-    from tracetui.store import reindex as reindex_module
+    from tracetui.jobs import reindex as reindex_module
 
     db, prices, expected = ingested
     copy = _copy(db, tmp_path / "copy.db")

@@ -1,0 +1,188 @@
+"""The seam between where traces are kept and everything that shows them.
+
+:class:`Reader` is everything the UI and the commands read; :class:`PinBoard`
+is the one thing the UI writes. ``tracetui.store.reader.SqliteReader`` is the
+SQLite implementation, ``tracetui.query.memory.MemoryReader`` an in-memory one
+filled through the receiver's own decode and normalize code. A new backend (a
+ClickHouse reader, say) implements these two protocols and the UI does not
+change: ``tracetui/ui`` may import ``tracetui.model`` and ``tracetui.query`` but
+never ``tracetui.store`` (an import-linter contract, pyproject.toml).
+
+Rules every implementation keeps:
+
+* Every method may block (SQL, network): the UI calls them from thread
+  workers only, never on the event loop. Calls may come from several threads
+  at once.
+* The filter arrives parsed (:class:`~tracetui.model.filter.Filter`); each
+  backend compiles it to its own query language and must give the same
+  answer as :func:`tracetui.query.filter_match.matches_span` on every span.
+* The trace list is ordered newest first by start time, then by arrival
+  (``seq``, which only grows). A *horizon* is a ``seq``: the list shows traces
+  that arrived at or before it, so rows do not shift under the user's cursor
+  while new traces keep arriving; ``count_newer`` says how many wait above it.
+* Ids are raw bytes (16 for a trace, 8 for a span), as OTLP sends them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol
+
+from tracetui.model.filter import Filter
+from tracetui.model.views import Counters, SpanDetail, SpanRow, TraceRow
+
+#: Key of the group of calls that have no model / route / prompt version.
+NONE_KEY = "(none)"
+#: The stats groupings: model (request model, else response model), route, prompt version.
+GROUPINGS = ("model", "route", "prompt_version")
+
+#: One LLM call as :meth:`Reader.llm_calls` returns it, positions named by these constants. A plain
+#: tuple, not a class: the stats screen reads 100,000s of them at once and tuples cost least to build.
+CALL_TRACE, CALL_START, CALL_DURATION, CALL_ERROR, CALL_TTFT, CALL_RATE, CALL_RETRY, CALL_FALLBACK, CALL_COST = range(9)
+#: The last position: the call's span id (evaluations are keyed by trace id and span id).
+CALL_SPAN = 9
+#: (trace id, start ns, duration ns, is error, ttft ns | None, decode tokens/s | None, is retry,
+#: is fallback, cost USD | None, span id)
+CallFacts = tuple[bytes, int, int, int, int | None, float | None, int, int, float | None, bytes]
+
+
+class StoredSpan(NamedTuple):
+    """A span as it arrived (serialized ``opentelemetry.proto.trace.v1.Span``) with its resource and scope."""
+
+    span_id: bytes
+    raw: bytes
+    resource: bytes  # serialized Resource (b"" when none)
+    scope: bytes  # serialized InstrumentationScope (b"" when none)
+    schema_url: str
+
+
+class StoredLog(NamedTuple):
+    """A log record as it arrived (serialized ``LogRecord``) with its resource and scope."""
+
+    span_id: bytes | None
+    event_name: str | None
+    raw: bytes
+    resource: bytes
+    scope: bytes
+    schema_url: str
+
+
+class HistogramPoint(NamedTuple):
+    """One point of a GenAI histogram metric (explicit bounds), for the metric-derived percentiles."""
+
+    model: str
+    name: str
+    unit: str | None
+    operation: str | None
+    bounds: list[float]
+    counts: list[int]
+    min: float | None
+    max: float | None
+    total: int  # values counted (the point's count)
+    dropped_attributes: int
+
+
+class Reader(Protocol):
+    """Read-only access to stored traces: everything the UI and the commands ask."""
+
+    #: Evaluation score at or above which a result passes (groundedness badges, "x/y passed").
+    threshold: float
+
+    def close(self) -> None: ...
+
+    # --- change detection and the header ----------------------------------------------------
+
+    def data_version(self) -> int:
+        """A number that changes whenever new data is committed (cheap: the UI polls it)."""
+        ...
+
+    def counters(self) -> Counters:
+        """Totals for the header, the receiver's published status, and the store's size and health."""
+        ...
+
+    # --- the trace list -----------------------------------------------------------------------
+
+    def max_seq(self) -> int:
+        """The newest trace's arrival number (0 when empty): the horizon of a fresh list."""
+        ...
+
+    def count_traces(self, horizon: int | None = None, flt: Filter | None = None) -> int: ...
+
+    def count_newer(self, horizon: int, flt: Filter | None = None) -> int:
+        """Traces matching ``flt`` that arrived after ``horizon``."""
+        ...
+
+    def traces(
+        self, offset: int = 0, limit: int = 100, horizon: int | None = None, flt: Filter | None = None
+    ) -> list[TraceRow]:
+        """One window of the list (newest first; ``limit`` -1 for all), with each trace's evaluations."""
+        ...
+
+    def trace(self, trace_id: bytes) -> TraceRow | None: ...
+
+    def neighbor_trace(self, trace_id: bytes, *, newer: bool, horizon: int | None = None) -> bytes | None:
+        """The trace next to ``trace_id`` in the list's order, or None at either end."""
+        ...
+
+    def trace_ids_starting(self, prefix_hex: str, limit: int = 2) -> list[bytes]:
+        """Up to ``limit`` trace ids that start with these hex digits (none for non-hex text)."""
+        ...
+
+    def session_totals(self, session_id: str) -> dict[str, Any]:
+        """Runs, LLM calls, tokens, cost and unpriced calls of one conversation."""
+        ...
+
+    # --- one trace ----------------------------------------------------------------------------
+
+    def spans(self, trace_id: bytes) -> list[SpanRow]:
+        """The trace's spans in start order, each with its worst groundedness score."""
+        ...
+
+    def span_detail(self, trace_id: bytes, span_id: bytes) -> SpanDetail | None:
+        """One span in full: its normalized columns (``row``: the names of tracetui.model.rows.SPAN_COLUMNS
+        without ``raw``, the analysis columns, ``scope_version`` and ``library``), attributes, events, links,
+        resource, scope, log records and evaluations."""
+        ...
+
+    def span_evaluations(self, trace_id: bytes, span_id: bytes) -> list[dict[str, Any]]:
+        """The span's evaluation results (name, score, label, explanation, source), oldest first, each once."""
+        ...
+
+    def matching_span_ids(self, trace_id: bytes, flt: Filter) -> set[bytes]:
+        """Spans of one trace that match the filter (the filter's span-level reading)."""
+        ...
+
+    def stored_spans(self, trace_id: bytes) -> list[StoredSpan]:
+        """The trace's spans as they arrived, in start order (export, copy as text)."""
+        ...
+
+    def stored_logs(self, trace_id: bytes) -> list[StoredLog]:
+        """The trace's log records as they arrived, oldest first."""
+        ...
+
+    # --- statistics ---------------------------------------------------------------------------
+
+    def llm_calls(
+        self, by: str, *, since_ns: int | None = None, flt: Filter | None = None, route_attribute: str | None = None
+    ) -> dict[str, list[CallFacts]]:
+        """Counted LLM calls started at or after ``since_ns`` that match ``flt``, grouped by ``by``.
+
+        ``by`` is one of :data:`GROUPINGS`; calls without a key are grouped under :data:`NONE_KEY`
+        (the figures are computed by ``tracetui.query.stats``, the same for every backend).
+        """
+        ...
+
+    def groundedness_scores(self) -> dict[tuple[bytes, bytes], list[float]]:
+        """(trace id, span id) -> the finite scores of that span's groundedness-style evaluations."""
+        ...
+
+    def histogram_points(self, names: list[str], since_ns: int | None = None) -> list[HistogramPoint]:
+        """Points of these histogram metrics with a model, whose interval ended at or after ``since_ns``."""
+        ...
+
+
+class PinBoard(Protocol):
+    """The UI's only write: which trace is on screen, so that retention keeps it while it is looked at."""
+
+    def pin(self, owner: str, trace_id: bytes | None) -> None:
+        """Set (or with None, clear) ``owner``'s pin; best effort, may block (call it off the event loop)."""
+        ...

@@ -1,0 +1,164 @@
+"""The rows behind the statistics, read from SQLite: LLM calls by group, groundedness, histogram points.
+
+The figures themselves (percentiles, rates, cost per run) are computed by
+``tracetui.query.stats`` and ``tracetui.query.metric_stats`` from what these
+return, the same way for every backend; the decisions behind the groupings are
+documented there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from typing import Any
+
+from tracetui.llm.evals import is_groundedness
+from tracetui.model.anyvalue import span_attribute_text
+from tracetui.model.filter import Filter
+from tracetui.model.reader import CALL_SPAN, GROUPINGS, NONE_KEY, CallFacts, HistogramPoint
+from tracetui.store.filter_sql import span_where
+
+_INT64 = (1 << 63) - 1
+
+# Row layout: the call's figures (tracetui.model.reader.CallFacts), then the group key column(s).
+# Durations and flags are computed by SQLite, which is cheaper than Python.
+_COLS = (
+    "spans.trace_id, spans.start_ns, max(spans.end_ns - spans.start_ns, 0), spans.status_code = 2, "
+    "spans.ttft_ns, spans.tokens_per_s, spans.is_retry != 0, spans.is_fallback != 0, spans.cost_usd, spans.span_id"
+)
+_KEY = CALL_SPAN + 1
+_MODEL_KEY = "coalesce(nullif(spans.request_model, ''), nullif(spans.response_model, ''))"
+_PROMPT_KEY = (
+    "CASE WHEN nullif(spans.prompt_name, '') IS NOT NULL "
+    f"THEN spans.prompt_name || '@' || coalesce(nullif(spans.prompt_version, ''), '{NONE_KEY}') "
+    "ELSE nullif(spans.prompt_version, '') END"
+)
+# The run: the trace's service and its root span's name (the earliest span's while rootless).
+_RUN_JOIN = " LEFT JOIN traces AS stats_run ON stats_run.trace_id = spans.trace_id"
+_ROUTE_KEY = "stats_run.service || ' / ' || coalesce(stats_run.root_name, stats_run.first_name)"
+# With a route attribute: the call's raw span, and its root span's row id (that one is read
+# once per run, and only for calls without the attribute). Python's bytes search for the key
+# skips decoding the spans that cannot hold it (cheaper than SQLite's instr(), measured).
+_ROOT_JOIN = (
+    _RUN_JOIN + " LEFT JOIN spans AS stats_root"
+    " ON stats_root.trace_id = spans.trace_id AND stats_root.span_id = stats_run.root_span_id"
+)
+_ATTR_KEY = "spans.raw, stats_root.id"
+# A window reaches the spans through their runs: a span that started at or after the cutoff
+# belongs to a run that ends at or after it, and the (trace_id, span_id) index then finds the
+# run's spans without reading the whole spans table (its rows hold the raw span, so a full scan
+# reads everything ever received).
+_WINDOW = "spans.start_ns >= ? AND spans.trace_id IN (SELECT trace_id FROM traces WHERE end_ns >= ?)"
+
+
+def llm_calls(
+    conn: sqlite3.Connection,
+    by: str,
+    *,
+    since_ns: int | None = None,
+    flt: Filter | None = None,
+    route_attribute: str | None = None,
+) -> dict[str, list[CallFacts]]:
+    """Counted LLM calls started at or after ``since_ns`` that match ``flt``, grouped (Reader.llm_calls).
+
+    The filter's SQL calls functions that ``register_sql_functions`` put on ``conn``.
+    """
+    if by not in GROUPINGS:
+        raise ValueError(f"cannot group by {by!r} (one of: {', '.join(GROUPINGS)})")
+    by_attribute = by == "route" and bool(route_attribute)
+    join = ""
+    if by == "model":
+        key_cols = _MODEL_KEY
+    elif by == "prompt_version":
+        key_cols = _PROMPT_KEY
+    elif by_attribute:
+        key_cols, join = _ATTR_KEY, _ROOT_JOIN
+    else:
+        key_cols, join = _ROUTE_KEY, _RUN_JOIN
+
+    conditions = ["spans.llm_kind = 'llm'", "(spans.counted IS NULL OR spans.counted != 0)"]
+    params: list[Any] = []
+    if since_ns is not None:
+        cutoff = max(-_INT64, min(_INT64, since_ns))  # SQLite integers are 64-bit
+        conditions.append(_WINDOW)
+        params += [cutoff, cutoff]
+    if flt is not None and not flt.is_empty():
+        where_sql, where_params = span_where(flt, "spans")
+        conditions.append(f"({where_sql})")
+        params += where_params
+    sql = f"SELECT {_COLS}, {key_cols} FROM spans AS spans{join} WHERE {' AND '.join(conditions)}"
+    cursor = conn.execute(sql, params)
+    if by_attribute:
+        return _group_by_attribute(conn, cursor, str(route_attribute))
+    groups: dict[Any, list[Any]] = {}
+    for row in cursor:
+        found = groups.get(row[_KEY])
+        if found is None:
+            groups[row[_KEY]] = [row]
+        else:
+            found.append(row)
+    if None in groups:  # a real key spelled "(none)" and missing keys are one group
+        groups.setdefault(NONE_KEY, []).extend(groups.pop(None))
+    return groups
+
+
+def _group_by_attribute(conn: sqlite3.Connection, cursor: sqlite3.Cursor, attribute: str) -> dict[str, list[Any]]:
+    groups: dict[str, list[Any]] = {}
+    needle = attribute.encode("utf-8")
+    root_values: dict[int, str | None] = {}  # root span's row id -> its value, decoded once per run
+    for row in cursor:
+        raw = row[_KEY]
+        key = span_attribute_text(raw, attribute) if needle in raw else None
+        root_id = row[_KEY + 1]
+        if key is None and root_id is not None:
+            if root_id in root_values:
+                key = root_values[root_id]
+            else:
+                found = conn.execute("SELECT raw FROM spans WHERE id = ?", (root_id,)).fetchone()
+                root_raw = found[0] if found else None
+                key = span_attribute_text(root_raw, attribute) if root_raw and needle in root_raw else None
+                root_values[root_id] = key
+        # the row keeps its figures only: dropping the raw span frees memory as the rows stream by
+        groups.setdefault(NONE_KEY if key is None else key, []).append(row[:_KEY])
+    return groups
+
+
+def groundedness_scores(conn: sqlite3.Connection) -> dict[tuple[bytes, bytes], list[float]]:
+    """(trace id, span id) -> groundedness scores of that span's evaluations."""
+    names = [name for (name,) in conn.execute("SELECT DISTINCT name FROM evaluations") if is_groundedness(name)]
+    found: dict[tuple[bytes, bytes], list[float]] = {}
+    for i in range(0, len(names), 500):
+        chunk = names[i : i + 500]
+        for trace_id, span_id, score in conn.execute(
+            "SELECT trace_id, span_id, score FROM evaluations WHERE span_id IS NOT NULL AND score IS NOT NULL "
+            f"AND name IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ):
+            if isinstance(score, (int, float)) and math.isfinite(score):
+                found.setdefault((trace_id, span_id), []).append(float(score))
+    return found
+
+
+_HISTOGRAMS = """
+SELECT s.model, s.name, s.unit, s.operation, p.bounds, p.counts, p.min, p.max, p.count, p.dropped
+FROM metric_points p JOIN metric_series s ON s.id = p.series_id
+WHERE s.kind = 'histogram' AND s.model IS NOT NULL AND s.name IN ({names}) AND p.time_ns >= ?
+"""
+
+
+def histogram_points(conn: sqlite3.Connection, names: list[str], since_ns: int | None = None) -> list[HistogramPoint]:
+    """Histogram points of these metrics with a model, whose interval ended at or after ``since_ns``."""
+    try:
+        conn.execute("SELECT 1 FROM metric_points LIMIT 1")
+    except sqlite3.OperationalError:  # a database from before metrics (read-only, not migrated)
+        return []
+    cutoff = -_INT64 if since_ns is None else max(-_INT64, min(_INT64, since_ns))
+    sql = _HISTOGRAMS.format(names=",".join("?" * len(names)))
+    return [
+        HistogramPoint(
+            model, name, unit, operation, json.loads(bounds), json.loads(counts), low, high, count, lost or 0
+        )
+        for model, name, unit, operation, bounds, counts, low, high, count, lost in conn.execute(sql, [*names, cutoff])
+        if counts and count  # a point without counts says nothing
+    ]
