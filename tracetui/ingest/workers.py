@@ -76,7 +76,7 @@ DECODE_SLICE_SPANS = 4_000
 
 #: Each ingest worker's SQLite page cache, in KiB. The receiver's own connection keeps
 #: schema.connect_writer's 32 MB; with two workers each filling 32 MB as the database grew,
-#: the receiver's process tree went past its 300 MB budget (DESIGN.md section 9) under a
+#: the receiver's process tree went past its 300 MB budget (docs/budgets.md) under a
 #: sustained flood. See benchmarks/README.md ("Worker page caches") for what a smaller one costs.
 WORKER_CACHE_KIB = 2_000
 

@@ -5,7 +5,7 @@ the receiver's hot path for every span, so a span without evaluations costs one 
 its attribute keys and event names and nothing else; given what ``semconv.read_span`` saw
 of the same span, not even that pass.
 
-Shapes understood (see shared/reference/semconv.md, row 30 and section A.2):
+Shapes understood (``docs/semconv.md``, "Evaluation results"):
 
 - OTel GenAI event ``gen_ai.evaluation.result``, as a span event (``from_span``) or as a
   log record (``from_log_record``; event name in ``event_name`` or the older ``event.name``

@@ -1,7 +1,7 @@
 """One model of an LLM call, from every instrumentation dialect.
 
 Instrumentation libraries disagree on attribute names, units and shapes (see
-``shared/reference/semconv.md``). This module maps them to the canonical
+``docs/semconv.md``). This module maps them to the canonical
 columns of the ``spans`` table. Rules:
 
 * For each canonical field a list of sources is tried in order; the first
