@@ -99,6 +99,8 @@ class _StartupFailed(Exception):
 
 
 class _Servers(NamedTuple):
+    """The two listening OTLP servers and their ports (asked for 0, the system picks)."""
+
     grpc: grpc.Server
     grpc_port: int
     http: HttpReceiver

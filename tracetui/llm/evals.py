@@ -227,6 +227,7 @@ def passed(score: float | None, label: str | None, threshold: float = 0.5) -> bo
 
 
 def _from_span(span) -> list[Evaluation]:
+    """from_span once it is known that some key or event may carry an evaluation."""
     trace_id = _valid_id(span.trace_id, 16)
     if trace_id is None:
         return []
