@@ -317,6 +317,10 @@ _LITELLM = 4096
 _HTTP = 1 << 20  # far from the other bits: the families add theirs after _TRACEAI
 #: What _models() reads: request parameters, model names and traceAI's kind keys.
 _MODEL_STEP = _PARAMS | _MODEL | _TRACEAI
+#: What _time_to_first_token() reads besides the first chunk event.
+_TTFT_STEP = _TTFT | _SERVER_TTFT_BIT
+#: What _streaming() reads besides the time to first token.
+_STREAM_STEP = _STREAM | _PARAMS | _VERCEL
 
 #: (keys, group bit, the AnyValue field their values usually arrive in).
 _GROUPS: tuple[tuple[tuple[str, ...], int, str], ...] = (
@@ -574,8 +578,11 @@ def _normalize(span, found: dict[str, object], events, links) -> tuple:
         first_event_ns = _failed_attempts_and_first_chunk(span, events, row, provenance, on_foreign_span)
     # Timing counts from the start of the attempt that succeeded (the span's start without a retry).
     attempt_start = span.start_time_unix_nano + (row[_C_ATTEMPT_OFFSET_NS] or 0)
-    ttft_ns = _time_to_first_token(span, found, provenance, groups, first_event_ns, attempt_start)
-    streaming = _streaming(found, provenance, groups, ttft_ns)
+    ttft_ns = streaming = None
+    if groups & _TTFT_STEP or first_event_ns is not None:
+        ttft_ns = _time_to_first_token(span, found, provenance, groups, first_event_ns, attempt_start)
+    if groups & _STREAM_STEP or ttft_ns is not None:
+        streaming = _streaming(found, provenance, groups, ttft_ns)
 
     if groups & _FINISH:
         _finish_reason(found, row, provenance)
