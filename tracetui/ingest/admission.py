@@ -62,7 +62,7 @@ MAX_RETRY_S = 5.0
 
 
 #: Estimated memory that exports in flight may hold together (beyond the receiver's own ~175 MB,
-#: under the 300 MB budget of DESIGN.md section 9).
+#: under the receiver's 300 MB budget, docs/budgets.md).
 DEFAULT_BUDGET = 64 * 1024 * 1024
 
 

@@ -24,14 +24,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from google.protobuf.message import Message
 
 from tracetui.model.fmt import fmt_counted
 from tracetui.model.rows import Decoded
-from tracetui.otlp.decode import DecodeError, decode_logs, decode_spans, parse_logs_request, parse_trace_request
+from tracetui.otlp.decode import DecodeError, parse_logs_request, parse_trace_request
 from tracetui.otlp.files import FramingError, read_length_delimited
 from tracetui.otlp.otlp_json import REQUEST_TYPES, load_json, message_from_dict, signal_of
+
+if TYPE_CHECKING:
+    from tracetui.ingest.workers import Signal
 
 #: Errors listed before the rest are summarized as "... and N more".
 MAX_ERRORS_SHOWN = 20
@@ -95,7 +99,7 @@ class ImportReport:
 @dataclass
 class _Request:
     where: str  # "FILE:LINE" or "FILE: record N"
-    signal: str
+    signal: str  # "traces" or "logs": metrics requests are skipped as they are read
     message: Message
 
 
@@ -199,6 +203,9 @@ def _merge(into: Decoded, decoded: Decoded, where: str, report: ImportReport) ->
 
 def load(paths: Iterable[Path]) -> tuple[Decoded, ImportReport]:
     """Read and decode every file; raises ImportFailed listing every bad file (nothing is written)."""
+    # The receivers' one decode entry point; imported on use, as Writer is below.
+    from tracetui.ingest.workers import decode_request
+
     report = ImportReport()
     merged = Decoded()
     errors: list[str] = []
@@ -207,8 +214,8 @@ def load(paths: Iterable[Path]) -> tuple[Decoded, ImportReport]:
         try:
             requests = read_file(Path(path), report)
             for request in requests:
-                decode = decode_spans if request.signal == "traces" else decode_logs
-                _merge(merged, decode(request.message), request.where, report)  # type: ignore[arg-type]
+                decoded = decode_request(cast("Signal", request.signal), request.message)
+                _merge(merged, decoded, request.where, report)
             report.requests += len(requests)
         except DecodeError as exc:
             errors.append(str(exc))

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 from tracetui.ingest.admission import Admission, default_budget, return_freed_memory_promptly
 from tracetui.ingest.grpc_server import start_grpc_server
@@ -29,6 +29,11 @@ from tracetui.llm import pricing
 from tracetui.model.config import TOKEN_ENV, ReceiverSettings
 from tracetui.store.retention import Retention, parse_age
 from tracetui.store.writer import Writer, receiver_status_defaults
+
+if TYPE_CHECKING:
+    import grpc
+
+    from tracetui.ingest.http_server import HttpReceiver
 
 READY_PREFIX = "tracetui: listening "
 _READY_RE = re.compile(r"^tracetui: listening grpc=(?P<grpc>\S+) http=(?P<http>\S+) db=(?P<db>.+)$")
@@ -51,6 +56,58 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
     """Run until SIGINT/SIGTERM (or ``stop`` is set). Returns the exit code."""
     stop = stop or threading.Event()
     return_freed_memory_promptly()
+    _warn_if_reachable_from_other_machines(settings, err)
+    if not _prices_load(settings, err):
+        return 1
+    retention = _retention(settings)
+    created = not settings.db_path.exists()
+    writer = _open_writer(settings, retention, err)
+    if writer is None:
+        return 1
+    writer.start()
+    decoder: Decoder = InlineDecoder()
+    try:
+        if settings.decode_workers:
+            decoder = _start_worker_pool(settings, retention)
+            writer.backlog = decoder.backlog
+        servers = _start_servers(settings, writer, decoder)
+    except _StartupFailed as failure:
+        # Startup failed after the database was opened: close it, and remove it if this run created it.
+        decoder.close()
+        writer.stop()
+        if created:
+            remove_database(settings.db_path)
+        print(f"tracetui: {failure}", file=err, flush=True)
+        return 1
+    writer.set_status(
+        **receiver_status_defaults(settings.host, servers.grpc_port), http=f"{settings.host}:{servers.http_port}"
+    )
+    _stop_on_signals(stop, err)
+    print(
+        f"{READY_PREFIX}grpc={settings.host}:{servers.grpc_port} http={settings.host}:{servers.http_port} "
+        f"db={settings.db_path}",
+        file=err,
+        flush=True,
+    )
+    _wait_for_stop(settings, stop)
+    _shut_down(servers, decoder, writer, err)
+    return 0
+
+
+class _StartupFailed(Exception):
+    """The receiver cannot start; the message says why (printed after "tracetui: ")."""
+
+
+class _Servers(NamedTuple):
+    """The two listening OTLP servers and their ports (asked for 0, the system picks)."""
+
+    grpc: grpc.Server
+    grpc_port: int
+    http: HttpReceiver
+    http_port: int
+
+
+def _warn_if_reachable_from_other_machines(settings: ReceiverSettings, err: TextIO) -> None:
     if not settings.is_loopback:
         print(
             f"tracetui: warning: listening on {settings.host}, reachable from other machines; "
@@ -58,6 +115,10 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
             file=err,
             flush=True,
         )
+
+
+def _prices_load(settings: ReceiverSettings, err: TextIO) -> bool:
+    """Load the price data before anything else starts; False (said on ``err``) for a bad price file."""
     try:
         if settings.decode_workers:
             pricing.configure(settings.prices_path)  # only to report a bad price file now; workers price
@@ -65,48 +126,54 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
             configure_pricing(settings.prices_path)
     except pricing.PriceFileError as exc:
         print(f"tracetui: {exc}", file=err, flush=True)
-        return 1
-    retention = Retention(
+        return False
+    return True
+
+
+def _retention(settings: ReceiverSettings) -> Retention:
+    return Retention(
         max_spans=settings.max_spans,
         max_db_bytes=settings.max_db_mb * 1024 * 1024 if settings.max_db_mb else None,
         max_age_s=parse_age(settings.max_age) if settings.max_age else None,
     )
-    created = not settings.db_path.exists()
+
+
+def _open_writer(settings: ReceiverSettings, retention: Retention, err: TextIO) -> Writer | None:
+    """The database's writer, not started yet; None (said on ``err``) when the database cannot be opened."""
     try:
-        writer = Writer(settings.db_path, max_pending_spans=settings.max_pending_spans, retention=retention)
+        return Writer(settings.db_path, max_pending_spans=settings.max_pending_spans, retention=retention)
     except Exception as exc:  # sqlite3.Error, OSError, SchemaTooNew
         print(f"tracetui: cannot open database {settings.db_path}: {exc}", file=err, flush=True)
-        return 1
-    writer.start()
-    decoder: Decoder = InlineDecoder()
+        return None
 
-    def give_up(message: str) -> int:
-        """Startup failed after the database was opened: close it, and remove it if this run created it."""
-        decoder.close()
-        writer.stop()
-        if created:
-            remove_database(settings.db_path)
-        print(f"tracetui: {message}", file=err, flush=True)
-        return 1
 
-    if settings.decode_workers:
-        try:
-            pool = WorkerPool(
-                settings.decode_workers,
-                settings.db_path,
-                settings.prices_path,
-                settings.max_pending_spans,
-                retention=retention,
-            )
-            decoder = pool
-            pool.warm()
-        except Exception as exc:
-            return give_up(f"cannot start the ingest workers: {exc}")
-        writer.backlog = pool.backlog
+def _start_worker_pool(settings: ReceiverSettings, retention: Retention) -> WorkerPool:
+    """The ingest worker processes, started and warm. Raises _StartupFailed (with the pool closed)."""
+    try:
+        pool = WorkerPool(
+            settings.decode_workers,
+            settings.db_path,
+            settings.prices_path,
+            settings.max_pending_spans,
+            retention=retention,
+        )
+    except Exception as exc:
+        raise _StartupFailed(f"cannot start the ingest workers: {exc}") from exc
+    try:
+        pool.warm()
+    except Exception as exc:
+        pool.close()
+        raise _StartupFailed(f"cannot start the ingest workers: {exc}") from exc
+    return pool
+
+
+def _start_servers(settings: ReceiverSettings, writer: Writer, decoder: Decoder) -> _Servers:
+    """The OTLP/gRPC and OTLP/HTTP servers, listening and sharing one admission budget. Raises _StartupFailed."""
     busy = _busy_ports(settings)
     if busy:
-        return give_up(port_in_use_message(settings.host, busy))
+        raise _StartupFailed(port_in_use_message(settings.host, busy))
     try:
+        admission = Admission(default_budget(settings.max_request_bytes))  # shared by gRPC and HTTP
         server, port = start_grpc_server(
             writer,
             settings.host,
@@ -115,11 +182,11 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
             workers=settings.grpc_workers,
             token=settings.token,
             decoder=decoder,
-            admission=(admission := Admission(default_budget(settings.max_request_bytes))),  # shared with HTTP
+            admission=admission,
             body_timeout_s=settings.grpc_body_timeout_s,
         )
     except OSError as exc:
-        return give_up(str(exc))
+        raise _StartupFailed(str(exc)) from exc
     from tracetui.ingest.http_server import HttpReceiver  # aiohttp only where it is needed
 
     http = HttpReceiver(
@@ -139,8 +206,12 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
         http_port = http.start()
     except OSError as exc:
         server.stop(grace=None).wait()
-        return give_up(str(exc))
-    writer.set_status(**receiver_status_defaults(settings.host, port), http=f"{settings.host}:{http_port}")
+        raise _StartupFailed(str(exc)) from exc
+    return _Servers(server, port, http, http_port)
+
+
+def _stop_on_signals(stop: threading.Event, err: TextIO) -> None:
+    """SIGINT/SIGTERM set ``stop`` (a graceful stop); a second one exits at once."""
 
     def on_signal(signum: int, _frame) -> None:
         if not stop.is_set():
@@ -155,27 +226,29 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, on_signal)
-    print(
-        f"{READY_PREFIX}grpc={settings.host}:{port} http={settings.host}:{http_port} db={settings.db_path}",
-        file=err,
-        flush=True,
-    )
 
+
+def _wait_for_stop(settings: ReceiverSettings, stop: threading.Event) -> None:
+    """Until ``stop`` is set, or (``exit_with_parent``) the UI that started this process is gone."""
     parent = os.getppid()
     while not stop.wait(0.5):
         if settings.exit_with_parent and os.getppid() != parent:
-            break  # the UI that started us is gone
+            break
 
-    # Both servers stop accepting and finish the exports in flight (each waits
-    # for its commit), then the writer flushes what is queued and closes.
-    grpc_stopped = server.stop(grace=SHUTDOWN_GRACE_S)
-    http.stop()
+
+def _shut_down(servers: _Servers, decoder: Decoder, writer: Writer, err: TextIO) -> None:
+    """Stop in order, so that nothing acknowledged is lost, and say how many spans were written.
+
+    Both servers stop accepting and finish the exports in flight (each waits for its
+    commit), then the writer flushes what is queued and closes.
+    """
+    grpc_stopped = servers.grpc.stop(grace=SHUTDOWN_GRACE_S)
+    servers.http.stop()
     grpc_stopped.wait()
     decoder.close()
     writer.stop()
     written = writer.spans_written + (decoder.spans_written if isinstance(decoder, WorkerPool) else 0)
     print(f"tracetui: stopped ({written} spans written)", file=err, flush=True)
-    return 0
 
 
 def remove_database(path: Path) -> None:

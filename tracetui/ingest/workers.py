@@ -76,7 +76,7 @@ DECODE_SLICE_SPANS = 4_000
 
 #: Each ingest worker's SQLite page cache, in KiB. The receiver's own connection keeps
 #: schema.connect_writer's 32 MB; with two workers each filling 32 MB as the database grew,
-#: the receiver's process tree went past its 300 MB budget (DESIGN.md section 9) under a
+#: the receiver's process tree went past its 300 MB budget (docs/budgets.md) under a
 #: sustained flood. See benchmarks/README.md ("Worker page caches") for what a smaller one costs.
 WORKER_CACHE_KIB = 2_000
 
@@ -179,7 +179,11 @@ def _add_stored(total: Stored | None, part: Stored) -> Stored:
 
 
 def decode_request(signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Decoded:
-    """Parse (unless already parsed) and decode one export request. Raises DecodeError."""
+    """Parse (unless already parsed) and decode one export request. Raises DecodeError.
+
+    The rows are as decoded, not yet prepared: ``Writer.submit`` prepares what it queues, and
+    an ingest worker prepares before it commits (tracetui.store.batch.prepare).
+    """
     data = bytes(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else None
     # A parsed payload is the request message of its signal (the casts only tell mypy which).
     if signal == "logs":
@@ -189,10 +193,7 @@ def decode_request(signal: Signal, payload: bytes | bytearray | memoryview | Mes
             parse_metrics_request(data) if data is not None else cast(ExportMetricsServiceRequest, payload)
         )
     # The bytes, when there are any, also give each span's raw copy (decode.span_bytes).
-    decoded = decode_trace_bytes(data) if data is not None else decode_spans(cast(ExportTraceServiceRequest, payload))
-    if decoded.spans:
-        prepare(decoded)
-    return decoded
+    return decode_trace_bytes(data) if data is not None else decode_spans(cast(ExportTraceServiceRequest, payload))
 
 
 #: How long an export waits for its commit before the client is told to retry.
@@ -331,6 +332,8 @@ def _worker_store(signal: Signal, payload: bytes) -> tuple[Stored, int]:
 def _worker_store_slice(signal: Signal, payload: bytes | bytearray | memoryview | Message) -> tuple[Stored, int]:
     assert _worker is not None, "worker not initialized"
     decoded = decode_request(signal, payload)
+    if decoded.spans:
+        prepare(decoded)  # before the write lock: the workers prepare in parallel
     written = 0
     if decoded.count:
         w = _worker

@@ -1,7 +1,7 @@
 """Span attributes (and the log records attached to a span) -> a readable conversation.
 
 Pure functions, no UI imports. LLM instrumentation libraries record prompts and
-completions in many shapes (see ``shared/reference/semconv.md``, section 0 item 4):
+completions in many shapes (``docs/semconv.md``, "Messages"):
 
 1. OTel parts schema: ``gen_ai.input.messages`` / ``gen_ai.output.messages`` (JSON
    string or structured list) plus ``gen_ai.system_instructions``;

@@ -5,7 +5,7 @@ the receiver's hot path for every span, so a span without evaluations costs one 
 its attribute keys and event names and nothing else; given what ``semconv.read_span`` saw
 of the same span, not even that pass.
 
-Shapes understood (see shared/reference/semconv.md, row 30 and section A.2):
+Shapes understood (``docs/semconv.md``, "Evaluation results"):
 
 - OTel GenAI event ``gen_ai.evaluation.result``, as a span event (``from_span``) or as a
   log record (``from_log_record``; event name in ``event_name`` or the older ``event.name``
@@ -227,17 +227,39 @@ def passed(score: float | None, label: str | None, threshold: float = 0.5) -> bo
 
 
 def _from_span(span) -> list[Evaluation]:
+    """from_span once it is known that some key or event may carry an evaluation."""
     trace_id = _valid_id(span.trace_id, 16)
     if trace_id is None:
         return []
     own_span_id = _valid_id(span.span_id, 8)
     span_time = _clamp_ns(span.end_time_unix_nano or span.start_time_unix_nano)
 
-    # One pass over the attributes, sorting the interesting ones by shape.
     ga: dict[str, object] = {}  # gen_ai.evaluation.<field> -> AnyValue
     per_metric: dict[str, dict[str, object]] = {}  # eval.<name>.<field>
     single: dict[str, object] = {}  # eval.name / eval.score / ...
     oi: dict[tuple[int, int], dict[str, object]] = {}  # (0 evaluations | 1 annotations, index)
+    kind = _sort_attributes_by_shape(span, ga, per_metric, single, oi)
+
+    # (evaluation, shape it was read from, explicitly targeted elsewhere?). Shapes are read
+    # most specific first (the order of _RANK): MAX_PER_SPAN keeps the first ones read,
+    # and _dedupe keeps the first of equal results within one shape.
+    found: list[tuple[Evaluation, str, bool]] = []
+    _read_span_events(span, trace_id, own_span_id, span_time, found)
+    if oi:
+        _read_openinference(oi, trace_id, own_span_id, span_time, found)
+    if ga:
+        _read_traceai(ga, trace_id, own_span_id, span_time, found)
+    if single or per_metric:
+        _read_eval_attributes(single, per_metric, trace_id, own_span_id, span_time, found)
+    if not found:
+        return []
+    if kind is not None and kind.upper() == "EVALUATOR" and len(span.links) == 1:
+        found = _retarget_to_linked_span(span.links[0], trace_id, found)
+    return _dedupe(found)
+
+
+def _sort_attributes_by_shape(span, ga: dict, per_metric: dict, single: dict, oi: dict) -> str | None:
+    """One pass over the attributes, sorting the interesting ones into the shape they belong to; returns the span kind."""
     kind = None
     for kv in span.attributes:
         key = kv.key
@@ -251,22 +273,25 @@ def _from_span(span) -> list[Evaluation]:
             _collect_oi_attr(key[12:], "annotation.", 1, kv.value, oi)
         elif key in _KIND_KEYS and kind is None:
             kind = _text(kv.value, 64)
+    return kind
 
-    # (evaluation, shape it was read from, explicitly targeted elsewhere?)
-    found: list[tuple[Evaluation, str, bool]] = []
 
-    def add(evaluation: Evaluation | None, explicit: bool = False) -> None:
-        if evaluation is not None and len(found) < MAX_PER_SPAN:
-            found.append((evaluation, evaluation.source, explicit))
+def _add(found: list, evaluation: Evaluation | None, explicit: bool = False) -> None:
+    """Keep one result read from a span, up to MAX_PER_SPAN of them."""
+    if evaluation is not None and len(found) < MAX_PER_SPAN:
+        found.append((evaluation, evaluation.source, explicit))
 
-    # 1. span events
+
+def _read_span_events(span, trace_id: bytes, own_span_id, span_time: int, found: list) -> None:
+    """Rank 0: ``gen_ai.evaluation.result`` span events, each at its own time."""
     for event in span.events:
         if len(found) >= MAX_PER_SPAN:
             break
         if event.name != EVENT_NAME:
             continue
         fields, response = _ga_fields(event.attributes)
-        add(
+        _add(
+            found,
             _build(
                 trace_id,
                 own_span_id,
@@ -277,14 +302,17 @@ def _from_span(span) -> list[Evaluation]:
                 response,
                 SOURCE_SPAN_EVENT,
                 _clamp_ns(event.time_unix_nano) or span_time,
-            )
+            ),
         )
 
-    # 4. OpenInference evaluations / annotations, in index order
+
+def _read_openinference(oi: dict, trace_id: bytes, own_span_id, span_time: int, found: list) -> None:
+    """Rank 1: OpenInference ``evaluations.{i}`` then ``annotations.{i}``, each in index order."""
     for (form, _index), obj in sorted(oi.items(), key=lambda item: item[0]):
         if len(found) >= MAX_PER_SPAN:
             break
-        add(
+        _add(
+            found,
             _build(
                 trace_id,
                 own_span_id,
@@ -295,36 +323,43 @@ def _from_span(span) -> list[Evaluation]:
                 None,
                 SOURCE_OI_ANNOTATIONS if form else SOURCE_OI_EVALUATIONS,
                 span_time,
-            )
-        )
-
-    # 2. traceAI / ai-evaluation gen_ai.evaluation.* span attributes
-    if ga:
-        target = own_span_id
-        explicit = False
-        raw_target = ga.get("target_span_id")
-        if raw_target is not None:
-            parsed = _span_id_value(raw_target)
-            if parsed is not None:
-                target, explicit = parsed, True
-        add(
-            _build(
-                trace_id,
-                target,
-                ga.get("name"),
-                _score(ga.get("score.value")),
-                ga.get("score.label"),
-                ga.get("explanation"),
-                None,
-                SOURCE_TRACEAI,
-                span_time,
             ),
-            explicit,
         )
 
-    # 3. eval.* attributes
+
+def _read_traceai(ga: dict, trace_id: bytes, own_span_id, span_time: int, found: list) -> None:
+    """Rank 2: traceAI / ai-evaluation ``gen_ai.evaluation.*`` span attributes, which may name their target span."""
+    target = own_span_id
+    explicit = False
+    raw_target = ga.get("target_span_id")
+    if raw_target is not None:
+        parsed = _span_id_value(raw_target)
+        if parsed is not None:
+            target, explicit = parsed, True
+    _add(
+        found,
+        _build(
+            trace_id,
+            target,
+            ga.get("name"),
+            _score(ga.get("score.value")),
+            ga.get("score.label"),
+            ga.get("explanation"),
+            None,
+            SOURCE_TRACEAI,
+            span_time,
+        ),
+        explicit,
+    )
+
+
+def _read_eval_attributes(
+    single: dict, per_metric: dict, trace_id: bytes, own_span_id, span_time: int, found: list
+) -> None:
+    """Rank 3: ``eval.*`` attributes: the one unnamed-prefix result, then one result per metric."""
     if single:
-        add(
+        _add(
+            found,
             _build(
                 trace_id,
                 own_span_id,
@@ -335,7 +370,7 @@ def _from_span(span) -> list[Evaluation]:
                 None,
                 SOURCE_EVAL_ATTRS,
                 span_time,
-            )
+            ),
         )
     for metric, fields in per_metric.items():
         if len(found) >= MAX_PER_SPAN:
@@ -343,10 +378,13 @@ def _from_span(span) -> list[Evaluation]:
         if "score" in fields:
             score = _score(fields["score"])
         elif "" in fields:
-            score = _score(fields[""], allow_text=False)
+            score = _score(
+                fields[""], allow_text=False
+            )  # bare eval.<name>: only a number value is a score, not a numeric string
         else:
             score = None
-        add(
+        _add(
+            found,
             _build(
                 trace_id,
                 own_span_id,
@@ -357,29 +395,28 @@ def _from_span(span) -> list[Evaluation]:
                 None,
                 SOURCE_EVAL_ATTRS,
                 span_time,
-            )
+            ),
         )
 
-    if not found:
-        return []
 
-    # 5. EVALUATOR carrier: results describe the single linked span.
-    if kind is not None and kind.upper() == "EVALUATOR" and len(span.links) == 1:
-        link = span.links[0]
-        link_span = _valid_id(link.span_id, 8)
-        if link_span is not None:
-            link_trace = _valid_id(link.trace_id, 16) or trace_id
-            moved = []
-            for evaluation, shape, explicit in found:
-                if not explicit:
-                    evaluation = replace(
-                        evaluation, trace_id=link_trace, span_id=link_span, source=SOURCE_EVALUATOR_LINK
-                    )
-                elif evaluation.span_id == link_span:
-                    evaluation = replace(evaluation, trace_id=link_trace)
-                moved.append((evaluation, shape, explicit))
-            found = moved  # dedupe ranks still follow the shape each result was read from
-    return _dedupe(found)
+def _retarget_to_linked_span(link, trace_id: bytes, found: list) -> list:
+    """An EVALUATOR carrier's results describe the one span it links to, unless a result names its own target.
+
+    Without a valid link span id the carrier stays the target (OpenInference: parentage
+    must not identify the target).
+    """
+    link_span = _valid_id(link.span_id, 8)
+    if link_span is None:
+        return found
+    link_trace = _valid_id(link.trace_id, 16) or trace_id
+    moved = []
+    for evaluation, shape, explicit in found:
+        if not explicit:
+            evaluation = replace(evaluation, trace_id=link_trace, span_id=link_span, source=SOURCE_EVALUATOR_LINK)
+        elif evaluation.span_id == link_span:
+            evaluation = replace(evaluation, trace_id=link_trace)
+        moved.append((evaluation, shape, explicit))
+    return moved  # dedupe ranks still follow the shape each result was read from
 
 
 def _collect_eval_attr(rest: str, value, per_metric: dict, single: dict) -> None:

@@ -1,6 +1,7 @@
 """What an LLM call cost: reported by the span, else priced, else honestly unknown.
 
-Order (DESIGN.md section 5, issue 4):
+Order (issue 4; the source is kept in ``cost_source``: ``reported``, ``user price``,
+``priced``):
 
 1. a cost the span carries (``llm.cost.total``, ``gen_ai.cost.total``,
    ``operation.cost``...) wins — the normalizer reads those;

@@ -1,7 +1,7 @@
 """One model of an LLM call, from every instrumentation dialect.
 
 Instrumentation libraries disagree on attribute names, units and shapes (see
-``shared/reference/semconv.md``). This module maps them to the canonical
+``docs/semconv.md``). This module maps them to the canonical
 columns of the ``spans`` table. Rules:
 
 * For each canonical field a list of sources is tried in order; the first
@@ -317,6 +317,10 @@ _LITELLM = 4096
 _HTTP = 1 << 20  # far from the other bits: the families add theirs after _TRACEAI
 #: What _models() reads: request parameters, model names and traceAI's kind keys.
 _MODEL_STEP = _PARAMS | _MODEL | _TRACEAI
+#: What _time_to_first_token() reads besides the first chunk event.
+_TTFT_STEP = _TTFT | _SERVER_TTFT_BIT
+#: What _streaming() reads besides the time to first token.
+_STREAM_STEP = _STREAM | _PARAMS | _VERCEL
 
 #: (keys, group bit, the AnyValue field their values usually arrive in).
 _GROUPS: tuple[tuple[tuple[str, ...], int, str], ...] = (
@@ -546,14 +550,70 @@ def _array(value) -> object:
 
 
 def _normalize(span, found: dict[str, object], events, links) -> tuple:
-    """normalize_span once the known keys are read: ``found`` maps each to its value."""
+    """normalize_span once the known keys are read: ``found`` maps each to its value.
+
+    The steps run in a fixed order: each reads what the earlier ones decided (the
+    kind fallback reads the token counts, streaming reads the first token, decode
+    time reads both), and provenance is stored as JSON in the order its entries
+    were made. A step whose source keys are absent (``groups``) is skipped, which
+    changes nothing, since an absent key reads as None.
+    """
     row: list = [None] * _WIDTH
     # "kind" comes first in the provenance, as before the keys below are looked at;
     # the placeholder keeps its place and is dropped if no kind is found.
     provenance: dict[str, str | None] = {"kind": None}
-    # One pass over the keys present: note which groups of sources are there, and
-    # let each key feed its ranked field (kind, strings, token counts); the
-    # best-ranked source with a usable value wins (first non-empty, in order).
+    groups = _rank_sources(found, row, provenance)
+    _identify_call(span, found, row, provenance, groups)
+    if groups & _DETAILS:
+        _token_details(found, row, provenance)
+    if row[_C_KIND] is None:
+        _kind_from_token_counts(row, provenance)
+    # LiteLLM's callback writes a call onto the app's current span when there is one
+    # (litellm >= 1.81 unless USE_OTEL_LITELLM_REQUEST_SPAN=true): an exception event there
+    # belongs to one of those calls, not to an earlier attempt of this one.
+    on_foreign_span = groups & _LITELLM and _LITELLM_CALL_ID in found and span.name != LITELLM_SPAN
+
+    first_event_ns = None
+    if events:
+        first_event_ns = _failed_attempts_and_first_chunk(span, events, row, provenance, on_foreign_span)
+    # Timing counts from the start of the attempt that succeeded (the span's start without a retry).
+    attempt_start = span.start_time_unix_nano + (row[_C_ATTEMPT_OFFSET_NS] or 0)
+    ttft_ns = streaming = None
+    if groups & _TTFT_STEP or first_event_ns is not None:
+        ttft_ns = _time_to_first_token(span, found, provenance, groups, first_event_ns, attempt_start)
+    if groups & _STREAM_STEP or ttft_ns is not None:
+        streaming = _streaming(found, provenance, groups, ttft_ns)
+
+    if groups & _FINISH:
+        _finish_reason(found, row, provenance)
+    if groups & _COST:
+        _reported_cost(found, row, provenance)
+    if groups & _RESEND_BIT:
+        _resend_count(found, row)
+    if groups & _LITELLM:
+        _litellm(found, row, provenance, streaming, on_foreign_span, events)
+    if groups & _HTTP:
+        row[_C_HTTP_STATUS] = _http_status(span, found)
+    if links:
+        _link_span_id(links, row)
+
+    if ttft_ns is not None:
+        _decode_speed(span, row, ttft_ns, attempt_start)
+    row[_C_TTFT_NS] = ttft_ns
+    if streaming is not None:
+        row[_C_STREAMING] = int(streaming)
+    if provenance:
+        row[_C_PROVENANCE] = _provenance_json(provenance)
+    return tuple(row)
+
+
+def _rank_sources(found: dict[str, object], row: list, provenance: dict[str, str | None]) -> int:
+    """Fill the ranked fields (kind, strings, token counts) from their best source; returns the groups present.
+
+    One pass over the keys present: each key notes its groups of sources (which later
+    steps run) and feeds its field; the best-ranked source with a usable value wins
+    (first non-empty, in order), whatever order the keys arrived in.
+    """
     groups = 0
     ranks = [_UNRANKED] * _WIDTH
     for key, raw in found.items():
@@ -566,7 +626,11 @@ def _normalize(span, found: dict[str, object], events, links) -> tuple:
             ranks[slot] = rank
             row[slot] = value
             provenance[name] = key
+    return groups
 
+
+def _identify_call(span, found: dict[str, object], row: list, provenance: dict[str, str | None], groups: int) -> None:
+    """The kind a span name implies, the canonical provider, the models, the bare error type."""
     if row[_C_KIND] is None:
         if span.name == "llm_request":  # vLLM's server span
             row[_C_KIND], provenance["kind"] = "llm", "name:llm_request"
@@ -582,54 +646,68 @@ def _normalize(span, found: dict[str, object], events, links) -> tuple:
     if error_type and error_type.startswith("<class '") and error_type.endswith("'>"):
         row[_C_ERROR_TYPE] = error_type[8:-2]
 
-    if groups & _DETAILS:
-        for key, detail_fields in _DETAIL_SOURCES:
-            details = _json_dict(found.get(key))
-            for detail_key, name in detail_fields.items():
-                value = _as_int(details.get(detail_key))
-                if row[_C[name]] is None and value is not None:
-                    row[_C[name]], provenance[name] = value, f"{key}.{detail_key}"
 
-    if row[_C_KIND] is None and (row[_C_INPUT_TOKENS] is not None or row[_C_OUTPUT_TOKENS] is not None):
+def _token_details(found: dict[str, object], row: list, provenance: dict[str, str | None]) -> None:
+    """Cache and reasoning token counts from LangSmith's usage-detail dicts, where no attribute gave them."""
+    for key, detail_fields in _DETAIL_SOURCES:
+        details = _json_dict(found.get(key))
+        for detail_key, name in detail_fields.items():
+            value = _as_int(details.get(detail_key))
+            if row[_C[name]] is None and value is not None:
+                row[_C[name]], provenance[name] = value, f"{key}.{detail_key}"
+
+
+def _kind_from_token_counts(row: list, provenance: dict[str, str | None]) -> None:
+    """A span of no known kind that counts tokens is a call to a model."""
+    if row[_C_INPUT_TOKENS] is not None or row[_C_OUTPUT_TOKENS] is not None:
         row[_C_KIND], provenance["kind"] = "llm", "heuristic:token counts"
-    # LiteLLM's callback writes a call onto the app's current span when there is one
-    # (litellm >= 1.81 unless USE_OTEL_LITELLM_REQUEST_SPAN=true): an exception event there
-    # belongs to one of those calls, not to an earlier attempt of this one.
-    on_foreign_span = groups & _LITELLM and _LITELLM_CALL_ID in found and span.name != LITELLM_SPAN
 
-    # Exception events before a successful end: earlier attempts failed inside this span.
+
+def _failed_attempts_and_first_chunk(
+    span, events, row: list, provenance: dict[str, str | None], on_foreign_span
+) -> int | None:
+    """Read the span's events: the retry offset (into the row), the error type they name; returns the first chunk's time.
+
+    Exception events before a successful end mean earlier attempts failed inside this
+    span: the last one's offset from the span's start is where the final attempt began.
+    """
     start = span.start_time_unix_nano
     attempt_offset = 0
     first_event_ns = None
-    if events:
-        failed = None  # read from the status at the first exception event only
-        exception_type = None
-        for event in events:
-            name = event.name
-            if name == _EXCEPTION_EVENT:
-                if failed is None:
-                    failed = span.status.code == 2
-                if exception_type is None:
-                    for kv in event.attributes:
-                        if kv.key == "exception.type":
-                            exception_type = _scalar(kv.value)
-                            break
-                if not failed and not on_foreign_span:
-                    attempt_offset = max(attempt_offset, event.time_unix_nano - start)
-            elif first_event_ns is None and name in _FIRST_TOKEN_EVENTS:
-                first_event_ns = event.time_unix_nano
-                provenance["ttft"] = f"event:{name}"
-        if (
-            (failed or on_foreign_span)
-            and row[_C_ERROR_TYPE] is None
-            and isinstance(exception_type, str)
-            and exception_type
-        ):
-            row[_C_ERROR_TYPE], provenance["error_type"] = exception_type, "event:exception"
-        if attempt_offset:
-            provenance["retry"] = "event:exception before success"
-    attempt_start = start + attempt_offset
+    failed = None  # read from the status at the first exception event only
+    exception_type = None
+    for event in events:
+        name = event.name
+        if name == _EXCEPTION_EVENT:
+            if failed is None:
+                failed = span.status.code == 2
+            if exception_type is None:
+                for kv in event.attributes:
+                    if kv.key == "exception.type":
+                        exception_type = _scalar(kv.value)
+                        break
+            if not failed and not on_foreign_span:
+                attempt_offset = max(attempt_offset, event.time_unix_nano - start)
+        elif first_event_ns is None and name in _FIRST_TOKEN_EVENTS:
+            first_event_ns = event.time_unix_nano
+            provenance["ttft"] = f"event:{name}"
+    if (
+        (failed or on_foreign_span)
+        and row[_C_ERROR_TYPE] is None
+        and isinstance(exception_type, str)
+        and exception_type
+    ):
+        row[_C_ERROR_TYPE], provenance["error_type"] = exception_type, "event:exception"
+    if attempt_offset:
+        provenance["retry"] = "event:exception before success"
+        row[_C_ATTEMPT_OFFSET_NS] = attempt_offset
+    return first_event_ns
 
+
+def _time_to_first_token(
+    span, found: dict[str, object], provenance: dict[str, str | None], groups: int, first_event_ns, attempt_start: int
+) -> int | None:
+    """Nanoseconds to the first token: a reported figure first, else the first chunk event after the attempt's start."""
     ttft_ns = None
     if groups & _TTFT:
         for key, factor in _TTFT_SOURCES:
@@ -648,7 +726,11 @@ def _normalize(span, found: dict[str, object], events, links) -> tuple:
                 provenance["ttft"] = f"{provenance['ttft']} ({span.dropped_events_count} events dropped: may be late)"
         else:
             del provenance["ttft"]
+    return ttft_ns
 
+
+def _streaming(found: dict[str, object], provenance: dict[str, str | None], groups: int, ttft_ns) -> bool | None:
+    """Whether the call was streamed: a flag, the request parameters, Vercel's operation, else a first token seen."""
     streaming = None
     if groups & _STREAM:
         for key in _STREAM_FLAGS:
@@ -667,53 +749,53 @@ def _normalize(span, found: dict[str, object], events, links) -> tuple:
         streaming = _vercel_streaming(found, provenance)
     if streaming is None and ttft_ns is not None:
         streaming, provenance["streaming"] = True, provenance["ttft"]
+    return streaming
 
-    if groups & _FINISH:
-        for key in _FINISH_KEYS:
-            raw = found.get(key)
-            finish = None if raw is None else _first_finish_reason(raw)
-            if finish:
-                row[_C_FINISH_REASON], provenance["finish_reason"] = finish, key
-                break
 
-    if groups & _COST:
-        for key in _COST_SOURCES:
-            raw = found.get(key)
-            value = None if raw is None else _as_float(raw)
-            if value == 0 and key == "gen_ai.usage.cost" and found.get(_SDK_NAME) == "openlit":
-                continue  # OpenLIT writes 0 for a model missing from its price list (get_chat_model_cost)
-            if value is not None and value >= 0:
-                row[_C_COST_USD], row[_C_COST_SOURCE], provenance["cost"] = value, "reported", key
-                break
+def _finish_reason(found: dict[str, object], row: list, provenance: dict[str, str | None]) -> None:
+    """The first finish reason of the first source that has one."""
+    for key in _FINISH_KEYS:
+        raw = found.get(key)
+        finish = None if raw is None else _first_finish_reason(raw)
+        if finish:
+            row[_C_FINISH_REASON], provenance["finish_reason"] = finish, key
+            break
 
-    if groups & _RESEND_BIT:
-        resend = _as_int(found[_RESEND])
-        if resend and resend > 0:
-            row[_C_RESEND_COUNT] = resend
-    if groups & _LITELLM:
-        _litellm(found, row, provenance, streaming, on_foreign_span, events)
-    if groups & _HTTP:
-        row[_C_HTTP_STATUS] = _http_status(span, found)
-    if links:
-        link_span_id = links[0].span_id
-        if len(link_span_id) == 8:
-            row[_C_LINK_SPAN_ID] = link_span_id
 
-    if ttft_ns is not None:
-        end = span.end_time_unix_nano
-        if end >= attempt_start + ttft_ns:
-            decode_ns = row[_C_DECODE_NS] = end - attempt_start - ttft_ns
-            output = row[_C_OUTPUT_TOKENS]
-            if output and decode_ns > 0:
-                row[_C_TOKENS_PER_S] = output / (decode_ns / 1e9)
-    row[_C_TTFT_NS] = ttft_ns
-    if streaming is not None:
-        row[_C_STREAMING] = int(streaming)
-    if attempt_offset:
-        row[_C_ATTEMPT_OFFSET_NS] = attempt_offset
-    if provenance:
-        row[_C_PROVENANCE] = _provenance_json(provenance)
-    return tuple(row)
+def _reported_cost(found: dict[str, object], row: list, provenance: dict[str, str | None]) -> None:
+    """A cost the span reports itself (pricing fills the others later)."""
+    for key in _COST_SOURCES:
+        raw = found.get(key)
+        value = None if raw is None else _as_float(raw)
+        if value == 0 and key == "gen_ai.usage.cost" and found.get(_SDK_NAME) == "openlit":
+            continue  # OpenLIT writes 0 for a model missing from its price list (get_chat_model_cost)
+        if value is not None and value >= 0:
+            row[_C_COST_USD], row[_C_COST_SOURCE], provenance["cost"] = value, "reported", key
+            break
+
+
+def _resend_count(found: dict[str, object], row: list) -> None:
+    """How many times an HTTP client resent the request (only a positive count is kept)."""
+    resend = _as_int(found[_RESEND])
+    if resend and resend > 0:
+        row[_C_RESEND_COUNT] = resend
+
+
+def _link_span_id(links, row: list) -> None:
+    """The span the first link points at (an evaluator's target, a fallback's failed call)."""
+    link_span_id = links[0].span_id
+    if len(link_span_id) == 8:
+        row[_C_LINK_SPAN_ID] = link_span_id
+
+
+def _decode_speed(span, row: list, ttft_ns: int, attempt_start: int) -> None:
+    """Decode time (first token to end) and output tokens per second, when the span ends after its first token."""
+    end = span.end_time_unix_nano
+    if end >= attempt_start + ttft_ns:
+        decode_ns = row[_C_DECODE_NS] = end - attempt_start - ttft_ns
+        output = row[_C_OUTPUT_TOKENS]
+        if output and decode_ns > 0:
+            row[_C_TOKENS_PER_S] = output / (decode_ns / 1e9)
 
 
 def _server_ttft(found: dict[str, object], provenance: dict[str, str | None]) -> int | None:

@@ -1,6 +1,6 @@
 """Where the time of a run went: retries, fallbacks and the wall-clock split.
 
-Pure functions over a trace's LLM and tool calls (DESIGN.md section 6):
+Pure functions over a trace's LLM and tool calls (the timing model: ``docs/timing.md``):
 
 * Retry: an earlier failed call to the same model under the same parent (the
   LangChain agent pattern; not when both inputs are known and differ),
@@ -390,7 +390,7 @@ def _split(calls: list[Call], analysis: Analysis, trace_start: int, trace_end: i
 
 
 def _count(calls: list[Call], parents: dict[bytes, bytes | None], result: Analysis) -> None:
-    """Leaf model calls count once each (DESIGN.md section 5: no double counting).
+    """Leaf model calls count once each: no usage is counted twice (``docs/timing.md``, "Counting").
 
     * A model call with another model call below it (a framework's span around
       the provider SDK's) is not a leaf: only the inner call counts.
@@ -488,7 +488,7 @@ def first_token_note(streaming: int | bool | None, ttft_ns: int | None, scope_na
     """Why a model call's bar is one "response" segment; None when its first token is known.
 
     Streaming is yes, no or not reported (None): only a library that says the call
-    was not streamed makes it "not streamed" (DESIGN.md section 6).
+    was not streamed makes it "not streamed": not reported is not "no" (``docs/timing.md``).
     """
     if ttft_ns is not None:
         return None

@@ -39,7 +39,7 @@ NORMALIZED_COLUMNS: tuple[str, ...] = (
     "cost_usd",
     "cost_source",
     "provenance",
-    # span-local timing (DESIGN.md section 6); cross-span facts (retry, fallback) come later
+    # span-local timing (docs/timing.md); cross-span facts (retry, fallback) come later
     "link_span_id",
     "resend_count",
     "attempt_offset_ns",

@@ -16,8 +16,8 @@ dropped, and each point counts how many it lost (``MetricPoint.dropped``, the
 ``metric_attributes_dropped`` counter of the status).
 
 Names followed: the GenAI metrics of the OpenTelemetry semantic conventions
-(semantic-conventions ``docs/gen-ai/gen-ai-metrics.md``, 1.37-1.38 era; see
-/work/shared/reference/semconv.md), ``gen_ai.workflow.duration`` from
+(semantic-conventions ``docs/gen-ai/gen-ai-metrics.md``, 1.37-1.38 era; listed in
+docs/semconv.md, "Metrics"), ``gen_ai.workflow.duration`` from
 semantic-conventions-genai (#126), ``gen_ai.agent.duration`` as
 opentelemetry-util-genai's emitters record it, ``gen_ai.usage.cost`` as
 LiteLLM 1.110 records it and ``gen_ai.client.inference.duration`` as

@@ -132,7 +132,7 @@ CREATE INDEX logs_by_span ON logs(trace_id, span_id);
 """
 
 
-# v3: the timing model (DESIGN.md section 6). Span-local facts from the
+# v3: the timing model (docs/timing.md). Span-local facts from the
 # normalizer, cross-span ones (retry, fallback) from tracetui.llm.timing, and the
 # trace's wall-clock split into where the time went.
 _V3 = """

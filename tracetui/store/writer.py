@@ -633,9 +633,15 @@ class Writer:
         self._thread.start()
 
     def submit(self, decoded: Decoded) -> Ticket:
-        """Queue a decoded request. Raises Overloaded when the queue is full."""
-        if decoded.spans and not decoded.traces:
-            prepare(decoded)  # decoded in place rather than by tracetui.ingest.workers
+        """Prepare and queue a batch as decoded (``decode_request``). Raises Overloaded when the queue is full.
+
+        The one place a batch bound for the writer thread is prepared (summaries and timing
+        analysis, tracetui.store.batch.prepare): in the caller's thread, before it queues, so
+        the writer thread only writes. The ingest workers, which commit without a Writer,
+        prepare theirs before they take the write lock.
+        """
+        if decoded.spans:
+            prepare(decoded)
         ticket = Ticket(decoded)
         n = decoded.count
         with self._cond:

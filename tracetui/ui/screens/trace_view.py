@@ -52,7 +52,7 @@ def response_label(spans: list) -> str:
     """What a one-piece "response" bar means in these spans: why their model calls have no first token.
 
     "not streamed" only where the library said so; "first token not reported by
-    <library>" where it said nothing (DESIGN.md section 6).
+    <library>" where it said nothing: not reported is not "no" (docs/timing.md).
     """
     notes = sorted({note for s in spans if s.llm_kind == "llm" and not s.is_error
                     and (note := first_token_note(s.streaming, s.ttft_ns, s.library))})  # fmt: skip

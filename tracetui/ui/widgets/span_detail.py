@@ -172,6 +172,24 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float 
     """Build the pane's content for one span, for a pane ``width`` cells wide."""
     row = detail.row
     text = Text(no_wrap=False)
+    _title_and_status(text, row)
+    _duration_and_origin(text, row, now_ns)
+    _ids(text, row, width)
+    _dropped_by_sdk(text, row)
+    _llm_call(text, row)
+    _evaluations(text, detail, threshold)
+    _messages(text, detail)
+    _section(text, f"Attributes ({len(detail.attributes)})")
+    _pairs(text, detail.attributes)
+    _events(text, detail.events, row["start_ns"])
+    _links(text, detail.links)
+    _log_records(text, detail.logs, row["start_ns"])
+    _resource_and_scope(text, detail)
+    return text
+
+
+def _title_and_status(text: Text, row: dict[str, Any]) -> None:
+    """The span's name, then its status when it is set (OK, ERROR) or has a message."""
     text.append(safe_text(row["name"], 300), style="bold")
     status = row["status_code"]
     status_style = {2: "bold red", 1: "green"}.get(status, "dim")
@@ -180,6 +198,10 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float 
     if row["status_message"]:
         text.append(f": {safe_text(row['status_message'], 500)}", style=status_style)
     text.append("\n")
+
+
+def _duration_and_origin(text: Text, row: dict[str, Any], now_ns: int | None) -> None:
+    """How long the span took, when it started, its kind and its service."""
     elapsed = fmt_elapsed(row["start_ns"], row["end_ns"])  # the words the trace summary uses for the same span
     duration, _, note = elapsed.partition(" ")
     text.append(duration, style="bold")
@@ -187,12 +209,20 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float 
         text.append(f" {note}", style="bold red")
     text.append(f"  from {fmt_clock(row['start_ns'], now_ns)}  ·  {SPAN_KIND_NAMES.get(row['kind'], row['kind'])}")
     text.append(f"  ·  {safe_text(row['service'], 60)}\n", style="dim")
+
+
+def _ids(text: Text, row: dict[str, Any], width: int) -> None:
+    """Span, trace and parent ids; the parent on a line of its own when one line would wrap."""
     ids = f"span {row['span_id'].hex()}  trace {row['trace_id'].hex()}"
     if row["parent_span_id"]:
         parent = f"parent {row['parent_span_id'].hex()}"
         # a narrow pane (80 columns) gives the parent a line of its own rather than wrapping it after "parent"
         ids += ("  " if len(ids) + 2 + len(parent) <= width else "\n") + parent
     text.append(ids + "\n", style="dim")
+
+
+def _dropped_by_sdk(text: Text, row: dict[str, Any]) -> None:
+    """A warning when the SDK dropped attributes, events or links: what is shown is not all there was."""
     dropped = [
         f"{row[k]} {k.split('_')[1]}" for k in ("dropped_attributes", "dropped_events", "dropped_links") if row[k]
     ]
@@ -202,106 +232,133 @@ def detail_text(detail: SpanDetail, now_ns: int | None = None, threshold: float 
             style="yellow",
         )
 
+
+def _llm_call(text: Text, row: dict[str, Any]) -> None:
+    """The LLM section: each known fact of the call with where it came from, and what its library did not report."""
     provenance = json.loads(row["provenance"]) if row.get("provenance") else {}
     llm = {label: row[col] for col, label in _LLM_FIELDS if row.get(col) is not None}
-    if llm:
-        _section(text, "LLM")
-        if row.get("is_fallback"):
-            text.append("  ⤷ fallback: replaces a failed call to another model\n", style="bold yellow")
-        elif row.get("is_retry"):
-            text.append("  ↻ retried: earlier attempts failed\n", style="bold yellow")
-        if provenance.get("merged"):  # semconv: LiteLLM wrote several calls onto this one span
-            text.append(
-                "  ⚠ attributes of several LiteLLM calls merged: the fields and messages below may come from "
-                "different calls\n",
-                style="bold yellow",
-            )
-        missing = _not_reported(row)
-        estimated = tokens_estimated_note(provenance, row.get("library"))
-        for col, label in _LLM_FIELDS:
-            value = row.get(col)
-            if col == "retry_source" and row.get("is_fallback"):
-                label = "fallback"  # what showed that this call replaces a failed one
-            if value is None:
-                if col in missing:
-                    text.append(f"  {label:<20}", style="bold")
-                    text.append(safe_text(missing[col], 200) + "\n", style="italic")
-                continue
-            if col in ("input_tokens", "output_tokens") and estimated:
+    if not llm:
+        return
+    _section(text, "LLM")
+    _llm_warnings(text, row, provenance)
+    missing = _not_reported(row)
+    estimated = tokens_estimated_note(provenance, row.get("library"))
+    for col, label in _LLM_FIELDS:
+        value = row.get(col)
+        if col == "retry_source" and row.get("is_fallback"):
+            label = "fallback"  # what showed that this call replaces a failed one
+        if value is None:
+            if col in missing:
                 text.append(f"  {label:<20}", style="bold")
-                text.append(f"~{value}")
-                text.append(f"   ← {safe_text(estimated, 120)}\n", style="dim")
-                continue
-            if col in ("ttft_ns", "decode_ns"):
-                shown = fmt_duration(value)
-                if col == "ttft_ns" and ttft_includes_retry(row.get("retry_offset_ns"), row.get("attempt_offset_ns"),
-                                                            row.get("provenance")):  # fmt: skip
-                    shown += " (from the call's start: includes the retry)"
-            elif col == "tokens_per_s":
-                shown = f"{value:.1f} tokens/s"
-            elif col == "retry_ns":
-                what = "the fallback" if row.get("is_fallback") else "the final attempt"
-                shown = f"{fmt_duration(value)} before {what} (failed attempts and backoff)"
-            elif col == "streaming":
-                shown = "yes" if value else "no"
-            elif col == "cost_usd":
-                shown = fmt_cost(value)  # the string the tree shows for this span
-            else:
-                shown = safe_text(value, 200)
+                text.append(safe_text(missing[col], 200) + "\n", style="italic")
+            continue
+        if col in ("input_tokens", "output_tokens") and estimated:
             text.append(f"  {label:<20}", style="bold")
-            text.append(shown)
-            source = provenance.get(_PROVENANCE_KEYS.get(col, col)) or _DERIVED.get(col)
-            if col == "cost_usd":
-                source = {
-                    "reported": f"reported by the span ({provenance.get('cost', '?')})",
-                    "priced": "genai-prices bundled data, at the call's start time",
-                    "user price": "your price file",
-                }.get(row.get("cost_source") or "", source)
-            if source:
-                text.append(f"   ← {safe_text(source, 80)}", style="dim")
-            text.append("\n")
+            text.append(f"~{value}")
+            text.append(f"   ← {safe_text(estimated, 120)}\n", style="dim")
+            continue
+        text.append(f"  {label:<20}", style="bold")
+        text.append(_llm_value(row, col, value))
+        source = _llm_source(row, col, provenance)
+        if source:
+            text.append(f"   ← {safe_text(source, 80)}", style="dim")
+        text.append("\n")
 
-    _evaluations(text, detail, threshold)
-    _messages(text, detail)
-    _section(text, f"Attributes ({len(detail.attributes)})")
-    _pairs(text, detail.attributes)
-    _section(text, f"Events ({len(detail.events)})")
-    if not detail.events:
+
+def _llm_warnings(text: Text, row: dict[str, Any], provenance: dict[str, Any]) -> None:
+    """Above the fields: whether the call is a fallback or was retried, and whether its attributes are several calls'."""
+    if row.get("is_fallback"):
+        text.append("  ⤷ fallback: replaces a failed call to another model\n", style="bold yellow")
+    elif row.get("is_retry"):
+        text.append("  ↻ retried: earlier attempts failed\n", style="bold yellow")
+    if provenance.get("merged"):  # semconv: LiteLLM wrote several calls onto this one span
+        text.append(
+            "  ⚠ attributes of several LiteLLM calls merged: the fields and messages below may come from "
+            "different calls\n",
+            style="bold yellow",
+        )
+
+
+def _llm_value(row: dict[str, Any], col: str, value: Any) -> str:
+    """One LLM field's value, in the words and units the rest of the UI uses."""
+    if col in ("ttft_ns", "decode_ns"):
+        shown = fmt_duration(value)
+        if col == "ttft_ns" and ttft_includes_retry(row.get("retry_offset_ns"), row.get("attempt_offset_ns"),
+                                                    row.get("provenance")):  # fmt: skip
+            shown += " (from the call's start: includes the retry)"
+        return shown
+    if col == "tokens_per_s":
+        return f"{value:.1f} tokens/s"
+    if col == "retry_ns":
+        what = "the fallback" if row.get("is_fallback") else "the final attempt"
+        return f"{fmt_duration(value)} before {what} (failed attempts and backoff)"
+    if col == "streaming":
+        return "yes" if value else "no"
+    if col == "cost_usd":
+        return fmt_cost(value)  # the string the tree shows for this span
+    return safe_text(value, 200)
+
+
+def _llm_source(row: dict[str, Any], col: str, provenance: dict[str, Any]) -> str | None:
+    """Where one LLM field came from: the attribute that gave it, how it was derived, or who priced it."""
+    source = provenance.get(_PROVENANCE_KEYS.get(col, col)) or _DERIVED.get(col)
+    if col == "cost_usd":
+        source = {
+            "reported": f"reported by the span ({provenance.get('cost', '?')})",
+            "priced": "genai-prices bundled data, at the call's start time",
+            "user price": "your price file",
+        }.get(row.get("cost_source") or "", source)
+    return source
+
+
+def _events(text: Text, events: list[dict[str, Any]], start_ns: int) -> None:
+    """The span's events (the first 200), each at its offset from the span's start."""
+    _section(text, f"Events ({len(events)})")
+    if not events:
         text.append("  (none)\n", style="dim")
-    for event in detail.events[:200]:
-        offset = event["time_ns"] - row["start_ns"]
+    for event in events[:200]:
+        offset = event["time_ns"] - start_ns
         text.append(f"  +{fmt_duration(offset)} ", style="dim")
         text.append(
             safe_text(event["name"], 200) + "\n", style="bold yellow" if event["name"] == "exception" else "bold"
         )
         if event["attributes"]:
             _pairs(text, event["attributes"], key_style="cyan", indent="      ")
-    if len(detail.events) > 200:
-        text.append(f"  … {len(detail.events) - 200} more events\n", style="dim")
-    _section(text, f"Links ({len(detail.links)})")
-    if not detail.links:
+    if len(events) > 200:
+        text.append(f"  … {len(events) - 200} more events\n", style="dim")
+
+
+def _links(text: Text, links: list[dict[str, Any]]) -> None:
+    _section(text, f"Links ({len(links)})")
+    if not links:
         text.append("  (none)\n", style="dim")
-    for link in detail.links:
+    for link in links:
         text.append(f"  → span {link['span_id']} in trace {link['trace_id'][:8]}…\n")
         if link["attributes"]:
             _pairs(text, link["attributes"], key_style="cyan", indent="      ")
-    if detail.logs:
-        _section(text, f"Log records ({len(detail.logs)})")
-        for record in detail.logs[:100]:
-            offset = record["time_ns"] - row["start_ns"]
+
+
+def _log_records(text: Text, logs: list[dict[str, Any]], start_ns: int) -> None:
+    """The log records of the span (the first 100), when there are any."""
+    if logs:
+        _section(text, f"Log records ({len(logs)})")
+        for record in logs[:100]:
+            offset = record["time_ns"] - start_ns
             text.append(f"  +{fmt_duration(offset)} ", style="dim")
             text.append(safe_text(record["event_name"] or "log record", 120) + "\n", style="bold")
             if record["body"] not in (None, "", {}, []):
                 text.append("      body = " + format_value(record["body"]).replace("\n", "\n      ") + "\n")
             if record["attributes"]:
                 _pairs(text, record["attributes"], key_style="cyan", indent="      ")
+
+
+def _resource_and_scope(text: Text, detail: SpanDetail) -> None:
     _section(text, "Resource")
     _pairs(text, detail.resource)
     scope = detail.scope
     if scope.get("name"):
         _section(text, "Instrumentation scope")
         text.append(f"  {safe_text(scope['name'], 200)} {safe_text(scope.get('version') or '', 40)}\n")
-    return text
 
 
 class SpanDetailPane(VerticalScroll, can_focus=True):
