@@ -41,8 +41,8 @@ CALL_TRACE, CALL_START, CALL_DURATION, CALL_ERROR, CALL_TTFT, CALL_RATE, CALL_RE
 #: The last position: the call's span id (evaluations are keyed by trace id and span id).
 CALL_SPAN = 9
 #: (trace id, start ns, duration ns, is error, ttft ns | None, decode tokens/s | None, is retry,
-#: is fallback, cost USD | None, span id)
-CallFacts = tuple[bytes, int, int, int, int | None, float | None, int, int, float | None, bytes]
+#: is fallback, cost USD | None, span id | None)
+CallFacts = tuple[bytes, int, int, int, int | None, float | None, int, int, float | None, bytes | None]
 
 
 class StoredSpan(NamedTuple):
@@ -162,12 +162,20 @@ class Reader(Protocol):
     # --- statistics ---------------------------------------------------------------------------
 
     def llm_calls(
-        self, by: str, *, since_ns: int | None = None, flt: Filter | None = None, route_attribute: str | None = None
+        self,
+        by: str,
+        *,
+        since_ns: int | None = None,
+        flt: Filter | None = None,
+        route_attribute: str | None = None,
+        span_ids: bool = True,
     ) -> dict[str, list[CallFacts]]:
         """Counted LLM calls started at or after ``since_ns`` that match ``flt``, grouped by ``by``.
 
         ``by`` is one of :data:`GROUPINGS`; calls without a key are grouped under :data:`NONE_KEY`
         (the figures are computed by ``tracetui.query.stats``, the same for every backend).
+        ``span_ids=False``: the caller does not need them (no evaluations to join), and a backend
+        may leave that position None.
         """
         ...
 

@@ -235,7 +235,13 @@ class MemoryReader:
     # --- statistics ---------------------------------------------------------------------------
 
     def llm_calls(
-        self, by: str, *, since_ns: int | None = None, flt: Filter | None = None, route_attribute: str | None = None
+        self,
+        by: str,
+        *,
+        since_ns: int | None = None,
+        flt: Filter | None = None,
+        route_attribute: str | None = None,
+        span_ids: bool = True,  # always given: they cost nothing here
     ) -> dict[str, list[CallFacts]]:
         if by not in GROUPINGS:
             raise ValueError(f"cannot group by {by!r} (one of: {', '.join(GROUPINGS)})")

@@ -158,7 +158,7 @@ def compute(
     since = None if window_s is None else (time.time_ns() if now_ns is None else now_ns) - int(window_s * 1e9)
     with _gc_paused():
         grounded = reader.groundedness_scores()
-        groups = reader.llm_calls(by, since_ns=since, flt=flt, route_attribute=route_attribute)
+        groups = reader.llm_calls(by, since_ns=since, flt=flt, route_attribute=route_attribute, span_ids=bool(grounded))
         out = [_figures(str(key), rows, grounded) for key, rows in groups.items()]
     out.sort(key=lambda g: (-g.count, g.key))
     return out

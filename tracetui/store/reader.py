@@ -316,10 +316,18 @@ class SqliteReader:
     # --- statistics (tracetui.store.stats_sql) ---------------------------------------------
 
     def llm_calls(
-        self, by: str, *, since_ns: int | None = None, flt: Filter | None = None, route_attribute: str | None = None
+        self,
+        by: str,
+        *,
+        since_ns: int | None = None,
+        flt: Filter | None = None,
+        route_attribute: str | None = None,
+        span_ids: bool = True,
     ) -> dict[str, list[CallFacts]]:
         with self._lock:
-            return stats_sql.llm_calls(self._conn, by, since_ns=since_ns, flt=flt, route_attribute=route_attribute)
+            return stats_sql.llm_calls(
+                self._conn, by, since_ns=since_ns, flt=flt, route_attribute=route_attribute, span_ids=span_ids
+            )
 
     def groundedness_scores(self) -> dict[tuple[bytes, bytes], list[float]]:
         with self._lock:

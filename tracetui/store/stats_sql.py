@@ -25,7 +25,7 @@ _INT64 = (1 << 63) - 1
 # Durations and flags are computed by SQLite, which is cheaper than Python.
 _COLS = (
     "spans.trace_id, spans.start_ns, max(spans.end_ns - spans.start_ns, 0), spans.status_code = 2, "
-    "spans.ttft_ns, spans.tokens_per_s, spans.is_retry != 0, spans.is_fallback != 0, spans.cost_usd, spans.span_id"
+    "spans.ttft_ns, spans.tokens_per_s, spans.is_retry != 0, spans.is_fallback != 0, spans.cost_usd"
 )
 _KEY = CALL_SPAN + 1
 _MODEL_KEY = "coalesce(nullif(spans.request_model, ''), nullif(spans.response_model, ''))"
@@ -59,6 +59,7 @@ def llm_calls(
     since_ns: int | None = None,
     flt: Filter | None = None,
     route_attribute: str | None = None,
+    span_ids: bool = True,
 ) -> dict[str, list[CallFacts]]:
     """Counted LLM calls started at or after ``since_ns`` that match ``flt``, grouped (Reader.llm_calls).
 
@@ -87,7 +88,9 @@ def llm_calls(
         where_sql, where_params = span_where(flt, "spans")
         conditions.append(f"({where_sql})")
         params += where_params
-    sql = f"SELECT {_COLS}, {key_cols} FROM spans AS spans{join} WHERE {' AND '.join(conditions)}"
+    # Without span ids the column is NULL: 8 fewer bytes per row to copy out (about 7% of the query).
+    span_id = "spans.span_id" if span_ids else "NULL"
+    sql = f"SELECT {_COLS}, {span_id}, {key_cols} FROM spans AS spans{join} WHERE {' AND '.join(conditions)}"
     cursor = conn.execute(sql, params)
     if by_attribute:
         return _group_by_attribute(conn, cursor, str(route_attribute))
