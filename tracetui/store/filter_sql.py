@@ -4,7 +4,7 @@
 parameters. The semantics (what each field means for a trace and for a span) are
 those written in tracetui.model.filter's docstring.
 
-odule; every value, and
+Security: compiled SQL contains only fixed text from this module; every value, and
 every attribute key, is a ``?`` parameter. Call ``register_sql_functions`` on each
 connection that runs compiled filters.
 """
@@ -35,6 +35,11 @@ from tracetui.model.filter import (
     text_has,
     text_of,
 )
+
+#: Operators as they appear in SQL (the parser only produces these keys).
+_SQL_OPS = {"=": "=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
+#: A trace's spans, for the EXISTS of span-level terms (``tt_s``: the alias the terms compile against).
+_SPANS_OF_TRACE = "SELECT 1 FROM spans tt_s WHERE tt_s.trace_id = traces.trace_id"
 
 
 def trace_where(flt: Filter) -> tuple[str, list[Any]]:
@@ -272,8 +277,3 @@ def _join(parts: list[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
     for _, p in parts:
         params.extend(p)
     return " AND ".join(sql for sql, _ in parts), params
-
-
-#: Operators as they appear in SQL (the parser only produces these keys).
-_SQL_OPS = {"=": "=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
-_SPANS_OF_TRACE = "SELECT 1 FROM spans tt_s WHERE tt_s.trace_id = traces.trace_id"
