@@ -143,6 +143,10 @@ class Reader(Protocol):
         resource, scope, log records and evaluations."""
         ...
 
+    def span_details(self, trace_id: bytes) -> list[SpanDetail]:
+        """Every span of the trace in full, in start order (``tracetui spans --json``, in one go)."""
+        ...
+
     def span_evaluations(self, trace_id: bytes, span_id: bytes) -> list[dict[str, Any]]:
         """The span's evaluation results (name, score, label, explanation, source), oldest first, each once."""
         ...

@@ -429,12 +429,7 @@ def trace_summary(reader: Reader, trace_id: bytes, max_chars: int = DEFAULT_MAX_
 
 def span_json(reader: Reader, trace_id: bytes) -> list[dict[str, Any]]:
     """The spans of one trace for ``tracetui spans --json``, in start order."""
-    out = []
-    for span in reader.spans(trace_id):
-        detail = reader.span_detail(trace_id, span.span_id)
-        if detail is not None:
-            out.append(_span_json(detail))
-    return out
+    return [_span_json(detail) for detail in reader.span_details(trace_id)]
 
 
 def _ms(ns: int | None) -> float | None:

@@ -208,6 +208,10 @@ class MemoryReader:
         evaluations = self.span_evaluations(trace_id, span_id)
         return SpanDetail.decode(record, found["raw"], source.resource, source.scope, logs, evaluations)
 
+    def span_details(self, trace_id: bytes) -> list[SpanDetail]:
+        found = (self.span_detail(trace_id, row["span_id"]) for row in self._spans(trace_id))
+        return [detail for detail in found if detail is not None]
+
     def span_evaluations(self, trace_id: bytes, span_id: bytes) -> list[dict[str, Any]]:
         mine = [e for e in self._held.evaluations if e.trace_id == trace_id and e.span_id == span_id]
         return [{"name": e.name, "score": e.score, "label": e.label, "explanation": e.explanation, "source": e.source}

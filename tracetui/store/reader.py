@@ -49,6 +49,13 @@ _SPAN_COLS = (
 )
 
 
+def _one_span(trace_id: bytes, span_id: bytes | None, prefix: str = "") -> tuple[str, tuple[bytes, ...]]:
+    """The condition (after ``trace_id = ?``) and parameters for one span of a trace, or for all its spans."""
+    if span_id is None:
+        return f" AND {prefix}span_id IS NOT NULL", (trace_id,)
+    return f" AND {prefix}span_id = ?", (trace_id, span_id)
+
+
 class SqliteReader:
     """Read-only access to a tracetui database (implements tracetui.model.reader.Reader)."""
 
@@ -260,36 +267,60 @@ class SqliteReader:
         return spans
 
     def span_detail(self, trace_id: bytes, span_id: bytes) -> SpanDetail | None:
-        found = self._dicts(
+        found = self._details(trace_id, span_id)
+        return found[0] if found else None
+
+    def span_details(self, trace_id: bytes) -> list[SpanDetail]:
+        return self._details(trace_id, None)
+
+    def _details(self, trace_id: bytes, span_id: bytes | None) -> list[SpanDetail]:
+        """One span's detail, or (``span_id`` None) every span's: three queries either way."""
+        one, params = _one_span(trace_id, span_id, "s.")
+        records = self._dicts(
             f"SELECT s.*, src.resource, src.scope, src.scope_version, {library_sql('s.provenance', 'src.scope_name')} "
-            "FROM spans s JOIN sources src ON src.id = s.source_id WHERE s.trace_id = ? AND s.span_id = ?",
-            (trace_id, span_id),
+            f"FROM spans s JOIN sources src ON src.id = s.source_id WHERE s.trace_id = ?{one} ORDER BY s.start_ns, s.id",
+            params,
         )
-        if not found:
-            return None
-        record = found[0]
-        raw, resource, scope = record.pop("raw"), record.pop("resource") or b"", record.pop("scope") or b""
-        logs, evaluations = self.span_logs(trace_id, span_id), self.span_evaluations(trace_id, span_id)
-        return SpanDetail.decode(record, raw, resource, scope, logs, evaluations)
+        if not records:
+            return []
+        logs, evaluations = self._logs_by_span(trace_id, span_id), self._evaluations_by_span(trace_id, span_id)
+        out = []
+        for record in records:
+            raw, resource, scope = record.pop("raw"), record.pop("resource") or b"", record.pop("scope") or b""
+            found = record["span_id"]
+            out.append(SpanDetail.decode(record, raw, resource, scope, logs.get(found, []), evaluations.get(found, [])))
+        return out
 
     def span_logs(self, trace_id: bytes, span_id: bytes) -> list[dict[str, Any]]:
         """Log records that belong to a span (GenAI events: content, evaluations), oldest first."""
-        rows = self._all(
-            "SELECT event_name, time_ns, raw FROM logs WHERE trace_id = ? AND span_id = ? ORDER BY time_ns, id",
-            (trace_id, span_id),
-        )
-        return [log_entry(event_name, time_ns, raw) for event_name, time_ns, raw in rows]
+        return self._logs_by_span(trace_id, span_id).get(span_id, [])
+
+    def _logs_by_span(self, trace_id: bytes, span_id: bytes | None) -> dict[bytes, list[dict[str, Any]]]:
+        one, params = _one_span(trace_id, span_id)
+        out: dict[bytes, list[dict[str, Any]]] = {}
+        for found, event_name, time_ns, raw in self._all(
+            f"SELECT span_id, event_name, time_ns, raw FROM logs WHERE trace_id = ?{one} ORDER BY time_ns, id", params
+        ):
+            out.setdefault(found, []).append(log_entry(event_name, time_ns, raw))
+        return out
 
     def span_evaluations(self, trace_id: bytes, span_id: bytes) -> list[dict[str, Any]]:
-        return [
-            {"name": r[0], "score": r[1], "label": r[2], "explanation": r[3], "source": r[4]}
-            for r in self._all(
-                "SELECT name, score, label, explanation, group_concat(source, ' + ') FROM ("
-                "SELECT * FROM evaluations WHERE trace_id = ? AND span_id = ? ORDER BY time_ns, id) "
-                "GROUP BY name, score, label ORDER BY min(time_ns)",
-                (trace_id, span_id),
+        return self._evaluations_by_span(trace_id, span_id).get(span_id, [])
+
+    def _evaluations_by_span(self, trace_id: bytes, span_id: bytes | None) -> dict[bytes, list[dict[str, Any]]]:
+        """Each result once (one may arrive as a span event and as a log record), its routes joined."""
+        one, params = _one_span(trace_id, span_id)
+        out: dict[bytes, list[dict[str, Any]]] = {}
+        for found, name, score, label, explanation, source in self._all(
+            "SELECT span_id, name, score, label, explanation, group_concat(source, ' + ') FROM ("
+            f"SELECT * FROM evaluations WHERE trace_id = ?{one} ORDER BY time_ns, id) "
+            "GROUP BY span_id, name, score, label ORDER BY min(time_ns)",
+            params,
+        ):
+            out.setdefault(found, []).append(
+                {"name": name, "score": score, "label": label, "explanation": explanation, "source": source}
             )
-        ]
+        return out
 
     def stored_spans(self, trace_id: bytes) -> list[StoredSpan]:
         rows = self._all(
