@@ -37,11 +37,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tracetui.ingest.workers import decode_request as decode_export
 from tracetui.llm import evals, semconv
 from tracetui.model.rows import COL, Decoded
 from tracetui.otlp.decode import DecodeError, decode_logs, decode_spans, parse_logs_request, parse_trace_request
 from tracetui.otlp.metrics import decode_metrics, parse_metrics_request
+from tracetui.otlp.signals import decode_request as decode_export
 from tracetui.query import metric_stats
 from tracetui.query.export import span_json
 from tracetui.query.tree import build_tree, flatten

@@ -29,8 +29,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from tracetui.ingest.workers import Decoder, InlineDecoder, Signal
+from tracetui.ingest.workers import Decoder, InlineDecoder
 from tracetui.otlp.decode import DecodeError
+from tracetui.otlp.signals import Signal
 from tracetui.store.writer import Overloaded, StoreUnavailable, Writer
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from tracetui.otlp.files import FramingError, read_length_delimited
 from tracetui.otlp.otlp_json import REQUEST_TYPES, load_json, message_from_dict, signal_of
 
 if TYPE_CHECKING:
-    from tracetui.ingest.workers import Signal
+    from tracetui.otlp.signals import Signal
 
 #: Errors listed before the rest are summarized as "... and N more".
 MAX_ERRORS_SHOWN = 20
@@ -204,7 +204,7 @@ def _merge(into: Decoded, decoded: Decoded, where: str, report: ImportReport) ->
 def load(paths: Iterable[Path]) -> tuple[Decoded, ImportReport]:
     """Read and decode every file; raises ImportFailed listing every bad file (nothing is written)."""
     # The receivers' one decode entry point; imported on use, as Writer is below.
-    from tracetui.ingest.workers import decode_request
+    from tracetui.otlp.signals import decode_request
 
     report = ImportReport()
     merged = Decoded()

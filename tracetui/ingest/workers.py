@@ -36,36 +36,27 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Protocol, cast
 
 from google.protobuf.message import Message
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tracetui.ingest.admission import return_freed_memory_promptly
 from tracetui.llm import pricing
 from tracetui.model.fmt import fmt_counted
-from tracetui.model.rows import Decoded
 from tracetui.otlp.decode import (
     DecodeError,
     _embedded,
     _fields_except,
-    decode_logs,
-    decode_spans,
-    decode_trace_bytes,
     length_delimited,
-    parse_logs_request,
 )
-from tracetui.otlp.metrics import decode_metrics, parse_metrics_request
+from tracetui.otlp.signals import Signal, decode_request
 from tracetui.store.batch import prepare
 from tracetui.store.checkpoint import WAL_BYTES
 from tracetui.store.retention import Retention
 from tracetui.store.writer import Committer, Overloaded, StoreUnavailable, Writer
 
 log = logging.getLogger(__name__)
-
-Signal = Literal["traces", "logs", "metrics"]
 
 
 #: Spans decoded (and written) at a time from one trace export. Decoded rows weigh
@@ -176,24 +167,6 @@ def _add_stored(total: Stored | None, part: Stored) -> Stored:
         return part
     return Stored(total.count + part.count, total.rejected + part.rejected,
                   total.rejection_message or part.rejection_message)  # fmt: skip
-
-
-def decode_request(signal: Signal, payload: bytes | bytearray | memoryview | Message) -> Decoded:
-    """Parse (unless already parsed) and decode one export request. Raises DecodeError.
-
-    The rows are as decoded, not yet prepared: ``Writer.submit`` prepares what it queues, and
-    an ingest worker prepares before it commits (tracetui.store.batch.prepare).
-    """
-    data = bytes(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else None
-    # A parsed payload is the request message of its signal (the casts only tell mypy which).
-    if signal == "logs":
-        return decode_logs(parse_logs_request(data) if data is not None else cast(ExportLogsServiceRequest, payload))
-    if signal == "metrics":
-        return decode_metrics(
-            parse_metrics_request(data) if data is not None else cast(ExportMetricsServiceRequest, payload)
-        )
-    # The bytes, when there are any, also give each span's raw copy (decode.span_bytes).
-    return decode_trace_bytes(data) if data is not None else decode_spans(cast(ExportTraceServiceRequest, payload))
 
 
 #: How long an export waits for its commit before the client is told to retry.

@@ -29,7 +29,7 @@ from tracetui.model.filter import Filter
 from tracetui.model.reader import GROUPINGS, NONE_KEY, CallFacts, HistogramPoint, StoredLog, StoredSpan
 from tracetui.model.rows import LOG_COLUMNS, SPAN_COLUMNS, Decoded, Source
 from tracetui.model.views import Counters, SpanDetail, SpanRow, TraceRow, log_entry
-from tracetui.otlp.decode import decode_logs, decode_trace_bytes, parse_logs_request
+from tracetui.otlp.signals import decode_request
 from tracetui.query.filter_match import matches_span
 from tracetui.store.batch import ANALYSIS_COLUMNS, no_timing, prepare
 
@@ -86,7 +86,7 @@ class MemoryReader:
 
     def add(self, traces: Iterable[bytes] = (), logs: Iterable[bytes] = ()) -> None:
         """Decode and hold more requests (raises tracetui.otlp.decode.DecodeError on a bad one)."""
-        parts = [decode_trace_bytes(data) for data in traces] + [decode_logs(parse_logs_request(d)) for d in logs]
+        parts = [decode_request("traces", data) for data in traces] + [decode_request("logs", d) for d in logs]
         with self._lock:
             for part in parts:
                 self._decoded.sources.update(part.sources)
