@@ -640,7 +640,7 @@ class Writer:
         the writer thread only writes. The ingest workers, which commit without a Writer,
         prepare theirs before they take the write lock.
         """
-        if decoded.spans:
+        if decoded.spans and not decoded.traces:  # prepared already: submitted again after Overloaded
             prepare(decoded)
         ticket = Ticket(decoded)
         n = decoded.count
