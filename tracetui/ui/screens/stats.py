@@ -246,9 +246,10 @@ class StatsScreen(Screen):
     def _compute(self, by: str, window: str, filter_text: str) -> None:
         try:
             flt = parse(filter_text) if filter_text.strip() else None
-            reader, now = tui(self).reader, tui(self).clock()
+            app = tui(self)
+            reader, now = app.reader, app.clock()
             groups = compute(
-                reader, by, window_s=WINDOWS[window], now_ns=now, flt=flt, route_attribute=tui(self).route_attribute
+                reader, by, window_s=WINDOWS[window], now_ns=now, flt=flt, route_attribute=app.route_attribute
             )
             metrics = metric_stats.compute(reader, window_s=WINDOWS[window], now_ns=now)
         except Exception as exc:

@@ -124,10 +124,11 @@ class TraceListScreen(Screen):
         self._open_pending: bool | None = None
 
     def compose(self) -> ComposeResult:
-        yield StatusHeader(tui(self).listen, id="status")
+        app = tui(self)
+        yield StatusHeader(app.listen, id="status")
         yield Static("", id="new-banner")
         yield TraceTable(id="traces")
-        yield Static(empty_state_text(tui(self).listen, tui(self).http, tui(self).command), id="empty")
+        yield Static(empty_state_text(app.listen, app.http, app.command), id="empty")
         yield FilterBar(id="filter-bar")
         yield KeyFooter()
 

@@ -256,9 +256,9 @@ class TraceTable(CursorList):
             return Strip([Segment("  …", loading)])
         error = self.component_style("trace-table--error", partial=True)
         dim = self.component_style("trace-table--dim", partial=True)
-        app = self.app
-        now_ns = tui(self).clock()
-        threshold = getattr(app, "threshold", 0.5)
+        app = tui(self)
+        now_ns = app.clock()
+        threshold = app.threshold
         good = self.component_style("trace-table--good", partial=True)
         segments = [Segment(" ", base)]
         for column, w in layout(width - 1):
