@@ -64,7 +64,7 @@ class _Held:
     spans: dict[bytes, list[dict[str, Any]]] = field(default_factory=dict)  # trace -> span rows, start order
     sources: dict[int, Source] = field(default_factory=dict)
     logs: dict[bytes, list[dict[str, Any]]] = field(default_factory=dict)  # trace -> log rows, time order
-    evaluations: list[_Evaluation] = field(default_factory=list)
+    evaluations: dict[bytes, list[_Evaluation]] = field(default_factory=dict)  # trace -> its results
 
 
 class MemoryReader:
@@ -172,7 +172,7 @@ class MemoryReader:
                 "unpriced_calls": sum(t.unpriced_calls for t in runs)}  # fmt: skip
 
     def _with_evaluations(self, row: TraceRow) -> TraceRow:
-        results = _deduplicated([e for e in self._held.evaluations if e.trace_id == row.trace_id])
+        results = _deduplicated(self._held.evaluations.get(row.trace_id, []))
         if not results:
             return row
         grounded = [e.score for e in results if e.score is not None and is_groundedness(e.name)]
@@ -184,8 +184,8 @@ class MemoryReader:
 
     def spans(self, trace_id: bytes) -> list[SpanRow]:
         grounded: dict[bytes, float] = {}
-        for e in self._held.evaluations:
-            if e.trace_id == trace_id and e.span_id is not None and e.score is not None and is_groundedness(e.name):
+        for e in self._held.evaluations.get(trace_id, []):
+            if e.span_id is not None and e.score is not None and is_groundedness(e.name):
                 grounded[e.span_id] = min(e.score, grounded.get(e.span_id, e.score))
         return [_span_row(row, self._held.sources, grounded.get(row["span_id"])) for row in self._spans(trace_id)]
 
@@ -213,7 +213,7 @@ class MemoryReader:
         return [detail for detail in found if detail is not None]
 
     def span_evaluations(self, trace_id: bytes, span_id: bytes) -> list[dict[str, Any]]:
-        mine = [e for e in self._held.evaluations if e.trace_id == trace_id and e.span_id == span_id]
+        mine = [e for e in self._held.evaluations.get(trace_id, []) if e.span_id == span_id]
         return [{"name": e.name, "score": e.score, "label": e.label, "explanation": e.explanation, "source": e.source}
                 for e in _deduplicated(mine)]  # fmt: skip
 
@@ -280,7 +280,7 @@ class MemoryReader:
 
     def groundedness_scores(self) -> dict[tuple[bytes, bytes], list[float]]:
         found: dict[tuple[bytes, bytes], list[float]] = {}
-        for e in _deduplicated(self._held.evaluations):
+        for e in _deduplicated([e for results in self._held.evaluations.values() for e in results]):
             if e.span_id is not None and e.score is not None and math.isfinite(e.score) and is_groundedness(e.name):
                 found.setdefault((e.trace_id, e.span_id), []).append(float(e.score))
         return found
@@ -320,7 +320,9 @@ def _build(decoded: Decoded) -> _Held:
         held.logs.setdefault(log["trace_id"], []).append(log)
     for logs in held.logs.values():
         logs.sort(key=lambda log: log["time_ns"])
-    held.evaluations = [_resolved(_Evaluation(*values), held) for values in decoded.evaluations]
+    for values in decoded.evaluations:
+        evaluation = _resolved(_Evaluation(*values), held)
+        held.evaluations.setdefault(evaluation.trace_id, []).append(evaluation)
     return held
 
 
