@@ -1036,3 +1036,32 @@ def _models(found: dict[str, object], row: list, provenance: dict[str, str | Non
 
 
 _EMPTY: tuple = (None,) * len(NORMALIZED_COLUMNS)
+
+
+# --- where each field is read from, for backends that query attributes where they are stored ------
+
+
+def attribute_sources(field: str) -> tuple[str, ...]:
+    """The span attributes a canonical string or integer field is read from, first non-empty first
+    (``request_model``, ``session_id``, ``input_tokens``...; KeyError for a field read otherwise)."""
+    found = _STRING_FIELDS.get(field)
+    return found if found is not None else _INT_FIELDS[field]
+
+
+#: JSON request parameters that may name the model, and OpenInference's model name attributes
+#: (``llm.model_name``: the response model when known, else the request model).
+PARAM_SOURCES = _PARAM_SOURCES
+MODEL_NAMES = _MODEL_NAMES
+#: Time-to-first-token attributes and the factor from their unit to nanoseconds, in priority order.
+TTFT_SOURCES = _TTFT_SOURCES
+#: Span events whose time is the first token's arrival.
+FIRST_TOKEN_EVENTS = _FIRST_TOKEN_EVENTS
+#: ``gen_ai.server.time_to_first_token``: milliseconds from traceAI (spans with ``gen_ai.span.kind``),
+#: seconds from OpenLIT (``telemetry.sdk.name = "openlit"``), unread from anyone else.
+SERVER_TTFT = _SERVER_TTFT
+#: Attributes whose value names an LLM kind (model call, tool, agent...), and the HTTP client keys.
+KIND_KEYS = tuple(key for key, _ in _KIND_SOURCES)
+#: (attribute, value -> kind) in priority order (a value is looked up as is, upper-cased, lower-cased;
+#: ``operation.name`` by its first word).
+KIND_SOURCES = _KIND_SOURCES
+HTTP_KEYS = _HTTP_KEYS

@@ -189,6 +189,10 @@ class MemoryReader:
                 grounded[e.span_id] = min(e.score, grounded.get(e.span_id, e.score))
         return [_span_row(row, self._held.sources, grounded.get(row["span_id"])) for row in self._spans(trace_id)]
 
+    def decoded_rows(self, trace_id: bytes) -> list[tuple]:
+        """The trace's spans as decoded rows (``SPAN_COLUMNS`` order), for an analysis of one's own."""
+        return [tuple(row[name] for name in SPAN_COLUMNS) for row in self._spans(trace_id)]
+
     def _spans(self, trace_id: bytes) -> list[dict[str, Any]]:
         return self._held.spans.get(trace_id, [])
 

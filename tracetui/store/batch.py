@@ -263,26 +263,35 @@ def no_timing(start_ns: int, end_ns: int) -> dict[str, object]:
 
 def _analyze(rows: list[tuple], summaries: dict[bytes, TraceSummary]) -> dict[bytes, TimingResult]:
     """Analyze each trace from ``rows`` alone, as if none of its spans were stored before."""
-    grouped: dict[bytes, tuple[list[Call], dict[bytes, bytes | None], dict[bytes, str], list[tuple]]] = {}
+    grouped: dict[bytes, tuple[list[tuple], dict[bytes, bytes | None]]] = {}
     for row in rows:
         trace_id = row[_I_TRACE]
         if not summaries[trace_id].calls:
             continue
         entry = grouped.get(trace_id)
         if entry is None:
-            entry = grouped[trace_id] = ([], {}, {}, [])
+            entry = grouped[trace_id] = ([], {})
         entry[1][row[_I_SPAN]] = row[_I_PARENT]
-        if row[_I_KIND] is not None or row[_I_HTTP] is not None:
-            entry[0].append(call_from_row(row))
-            entry[2][row[_I_SPAN]] = row[_I_NAME]
-            entry[3].append(row)
+        entry[0].append(row)
     results = {}
-    for trace_id, (calls, parents, names, call_rows) in grouped.items():
+    for trace_id, (trace_rows, parents) in grouped.items():
         summary = summaries[trace_id]
         if summary.span_count <= MAX_ANALYZED_SPANS:
-            analysis = analyze(calls, summary.start_ns, summary.end_ns, parents, _raw_inputs(call_rows))
-            results[trace_id] = timing_result(analysis, names)
+            results[trace_id] = analyze_rows(trace_rows, summary.start_ns, summary.end_ns, parents)
     return results
+
+
+def analyze_rows(rows: list[tuple], start_ns: int, end_ns: int, parents: dict[bytes, bytes | None]) -> TimingResult:
+    """The timing analysis of one trace whose wall clock and span tree are known.
+
+    ``rows`` are decoded rows of the trace (those without an LLM kind or an HTTP
+    status are skipped, so a backend may pass only the calls); ``parents`` maps
+    every span of the trace to its parent, calls or not.
+    """
+    call_rows = [row for row in rows if row[_I_KIND] is not None or row[_I_HTTP] is not None]
+    calls = [call_from_row(row) for row in call_rows]
+    names = {row[_I_SPAN]: row[_I_NAME] for row in call_rows}
+    return timing_result(analyze(calls, start_ns, end_ns, parents, _raw_inputs(call_rows)), names)
 
 
 def _raw_inputs(call_rows: list[tuple]) -> Callable[[Call], CallInput | None]:

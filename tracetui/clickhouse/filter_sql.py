@@ -1,0 +1,567 @@
+"""The filter language (tracetui.model.filter) and the LLM fields as ClickHouse SQL.
+
+Everything a user types reaches ClickHouse as a bound parameter (``{p3:String}``),
+never as SQL text. What is ours (attribute keys, kind names) is written as quoted
+literals by :func:`lit`.
+
+The exporter keeps attributes as strings in ``SpanAttributes``; each LLM field
+is read from the keys tracetui's normalizer reads it from, for every family
+(tracetui.llm.semconv: :func:`~tracetui.llm.semconv.attribute_sources`,
+``TTFT_SOURCES``, ``KIND_SOURCES``), first non-empty key first:
+
+* **model**, **provider**, **session**, **user**, **prompt**, **error type**,
+  **tokens**: those keys;
+* **ttft**: the reported attributes in their units, traceAI's and OpenLIT's
+  ``gen_ai.server.time_to_first_token``, else the first chunk event after the
+  start of the last attempt (exception events before a successful end);
+* **kind**: the kind attributes through the same value tables, then vLLM's span
+  name, then token counts (a span that counts tokens is a model call);
+* **groundedness**: OTel's ``gen_ai.evaluation.result`` events and log records
+  whose ``gen_ai.evaluation.name`` is a groundedness name (the SQL twin of
+  :func:`tracetui.llm.evals.is_groundedness`), worst score per span or trace.
+
+What only Python decides, because it needs prices or the comparison of calls
+with each other (**cost**, **retry**, **fallback**), is left out of the SQL:
+:func:`residual` returns those terms, and the reader applies them to the rows
+of the page it returns (the UI says so: ``Reader.filter_note``).
+
+Trace-level readings (tracetui.model.filter) are those of the SQLite backend,
+except that a trace's ``duration`` and ``service`` are its root span's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from tracetui.llm.evals import EVENT_NAME as EVALUATION_EVENT
+from tracetui.llm.semconv import (
+    FIRST_TOKEN_EVENTS,
+    KIND_SOURCES,
+    MODEL_NAMES,
+    PARAM_SOURCES,
+    PROVIDER_ALIASES,
+    SERVER_TTFT,
+    TTFT_SOURCES,
+    attribute_sources,
+)
+from tracetui.model.filter import Filter, Term, as_number, fold
+from tracetui.model.reader import NONE_KEY
+from tracetui.model.views import TraceRow
+from tracetui.otlp.decode import UNKNOWN_SERVICE
+
+#: Terms no SQL decides (prices, and comparisons of calls with each other).
+PYTHON_ONLY = frozenset(("cost", "retry", "fallback"))
+
+
+class Tables(NamedTuple):
+    traces: str  # qualified, quoted: `db`.`otel_traces`
+    logs: str | None
+
+
+class Query(NamedTuple):
+    sql: str
+    params: dict[str, Any]
+    columns: tuple[str, ...] = ()
+
+
+def lit(text: str) -> str:
+    """A ClickHouse string literal for text of ours (keys, names), never for user input."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _attr(key: str, column: str = "SpanAttributes") -> str:
+    return f"{column}[{lit(key)}]"
+
+
+def first_of(keys: tuple[str, ...], column: str = "SpanAttributes") -> str:
+    """The first non-empty of these attributes (NULL when none is)."""
+    return "coalesce(" + ", ".join(f"nullIf({_attr(k, column)}, '')" for k in keys) + ", NULL)"
+
+
+def to_int(expr: str) -> str:
+    """A number as Int64 (truncated, as Python's int()), NULL for NaN, infinities and what does not fit:
+    never an error, whatever a span holds."""
+    return f"accurateCastOrNull(trunc({expr}), 'Int64')"
+
+
+def _int_of(keys: tuple[str, ...]) -> str:
+    values = ", ".join(f"toInt64OrNull({_attr(k)}), {to_int(f'toFloat64OrNull({_attr(k)})')}" for k in keys)
+    return f"coalesce({values}, NULL)"
+
+
+def text_sql(field: str) -> str:
+    return first_of(attribute_sources(field))
+
+
+def tokens_sql(which: str = "tokens") -> str:
+    """Input, output or (``tokens``) input + output tokens of a span; NULL when it counts none."""
+    if which != "tokens":
+        return _int_of(attribute_sources(which))
+    tin, tout = tokens_sql("input_tokens"), tokens_sql("output_tokens")
+    return f"if(isNull({tin}) AND isNull({tout}), NULL, ifNull({tin}, 0) + ifNull({tout}, 0))"
+
+
+def service_sql() -> str:
+    """The span's service as the decoder names it (the exporter writes "" when there is none)."""
+    return f"if(ServiceName = '', {lit(UNKNOWN_SERVICE)}, ServiceName)"
+
+
+def _param_model(key: str) -> str:
+    return f"nullIf(JSONExtractString({_attr(key)}, 'model'), '')"
+
+
+def request_model_sql() -> str:
+    """The request model as tracetui.llm.semconv reads it (traceAI's ``gen_ai.request.model`` is the
+    response model), then the request parameters' ``model``, then OpenInference's model name."""
+    sources = attribute_sources("request_model")
+    plain = [f"nullIf({_attr(k)}, '')" for k in sources]
+    traceai = [f"nullIf({_attr(k)}, '')" for k in sources if k != "gen_ai.request.model"]
+    rest = [_param_model(k) for k in PARAM_SOURCES] + [f"nullIf({_attr(k)}, '')" for k in MODEL_NAMES]
+    return (f"if(mapContains(SpanAttributes, 'gen_ai.span.kind'), coalesce({', '.join([*traceai, *rest])}), "
+            f"coalesce({', '.join([*plain, *rest])}))")  # fmt: skip
+
+
+def response_model_sql() -> str:
+    sources = [f"nullIf({_attr(k)}, '')" for k in attribute_sources("response_model")]
+    traceai = (
+        "if(mapContains(SpanAttributes, 'gen_ai.span.kind'), nullIf(SpanAttributes['gen_ai.request.model'], ''), NULL)"
+    )
+    return f"coalesce({', '.join(sources)}, {traceai}, nullIf({_attr('llm.model_name')}, ''))"
+
+
+def provider_sql() -> str:
+    """The provider in OTel's spelling (tracetui.llm.semconv.canonical_provider)."""
+    keys = "[" + ", ".join(lit(k) for k in PROVIDER_ALIASES) + "]"
+    values = "[" + ", ".join(lit(v) for v in PROVIDER_ALIASES.values()) + "]"
+    raw = text_sql("provider")
+    k = f"lowerUTF8(trimBoth({raw}))"
+    return (f"if(isNull({raw}), NULL, transform({k}, {keys}, {values}, if(position({k}, '.') > 0, "
+            f"transform(splitByChar('.', {k})[1], {keys}, {values}, {k}), {k})))")  # fmt: skip
+
+
+def error_type_sql() -> str:
+    """``error.type``, else (on a failed span) its first exception event's ``exception.type``; the
+    official OpenAI instrumentation's ``<class 'openai.APIError'>`` read as ``openai.APIError``."""
+    from_event = ("if(StatusCode IN ('Error', 'STATUS_CODE_ERROR'), nullIf(arrayFirst((a, n) -> n = 'exception', "
+                  "`Events.Attributes`, `Events.Name`)['exception.type'], ''), NULL)")  # fmt: skip
+    found = f"coalesce({text_sql('error_type')}, {from_event})"
+    return f"replaceRegexpOne({found}, '^<class \\'(.*)\\'>$', '\\1')"
+
+
+def session_sql() -> str:
+    return text_sql("session_id")
+
+
+def kind_sql() -> str:
+    """The span's LLM kind (``llm``, ``tool``, ``agent``...), NULL for other spans."""
+    parts = []
+    for key, mapping in KIND_SOURCES:
+        keys = "[" + ", ".join(lit(k) for k in mapping) + "]"
+        values = "[" + ", ".join(lit(v) for v in mapping.values()) + "]"
+        value = _attr(key)
+        if key == "operation.name":
+            value = f"splitByChar(' ', {value})[1]"
+        looked = (f"transform({value}, {keys}, {values}, transform(upper({value}), {keys}, {values}, "
+                  f"transform(lower({value}), {keys}, {values}, '')))")  # fmt: skip
+        parts.append(f"nullIf({looked}, '')")
+    parts.append("if(SpanName = 'llm_request', 'llm', NULL)")
+    parts.append(f"if(isNotNull({tokens_sql()}), 'llm', NULL)")
+    return "coalesce(" + ", ".join(parts) + ")"
+
+
+def is_model_call_sql() -> str:
+    return f"ifNull({kind_sql()} = 'llm', 0)"
+
+
+def _event_times() -> str:
+    return "arrayMap(t -> toUnixTimestamp64Nano(t), `Events.Timestamp`)"
+
+
+def attempt_start_sql() -> str:
+    """Start (ns) of the span's last attempt: after its last exception event, when the span then succeeded."""
+    last_exception = f"arrayMax(arrayFilter((t, n) -> n = 'exception', {_event_times()}, `Events.Name`))"
+    return (f"if(StatusCode NOT IN ('Error', 'STATUS_CODE_ERROR') AND has(`Events.Name`, 'exception'), "
+            f"greatest({last_exception}, toUnixTimestamp64Nano(Timestamp)), toUnixTimestamp64Nano(Timestamp))")  # fmt: skip
+
+
+def ttft_sql() -> str:
+    """Time to first token (ns), as tracetui.llm.semconv reads it; NULL when the span has none."""
+    parts = [to_int(f"toFloat64OrNull({_attr(key)}) * {factor!r}") for key, factor in TTFT_SOURCES]
+    server = _attr(SERVER_TTFT)
+    parts.append(
+        f"if(mapContains(SpanAttributes, 'gen_ai.span.kind'), {to_int(f'toFloat64OrNull({server}) * 1e6')}, NULL)"
+    )
+    parts.append(f"if({_attr('telemetry.sdk.name')} = 'openlit' AND lower({_attr('gen_ai.request.stream')}) != 'false' "
+                 f"AND toFloat64OrNull({server}) > 0, {to_int(f'toFloat64OrNull({server}) * 1e9')}, NULL)")  # fmt: skip
+    names = "[" + ", ".join(lit(n) for n in sorted(FIRST_TOKEN_EVENTS)) + "]"
+    first = f"arrayFirst((t, n) -> has({names}, n), {_event_times()}, `Events.Name`)"
+    parts.append(f"if(hasAny(`Events.Name`, {names}) AND {first} >= {attempt_start_sql()}, "
+                 f"toInt64({first}) - toInt64({attempt_start_sql()}), NULL)")  # fmt: skip
+    parts = [f"if({p} >= 0, {p}, NULL)" for p in parts]
+    return "coalesce(" + ", ".join(parts) + ")"
+
+
+def decode_rate_sql() -> str:
+    """Output tokens per second after the first token (NULL without both)."""
+    decode_ns = (
+        f"(toInt64(toUnixTimestamp64Nano(Timestamp) + Duration) - toInt64({attempt_start_sql()}) - {ttft_sql()})"
+    )
+    output = tokens_sql("output_tokens")
+    return f"if({output} > 0 AND {decode_ns} > 0, {output} / ({decode_ns} / 1e9), NULL)"
+
+
+#: Attribute key prefixes that make a span worth decoding for the list: LLM families, HTTP, evaluations.
+_CALL_PREFIXES = (
+    "gen_ai.", "llm.", "ai.", "traceloop.", "openinference.", "langsmith.", "litellm.", "fi.", "http.", "eval.",
+    "evaluations.", "annotations.", "embedding.", "operation.name", "input.", "output.", "request_data",
+    "metadata.", "pydantic_ai.", "autogen.", "claude_agent.", "time_to_first_token", "telemetry.sdk.name",
+)  # fmt: skip
+
+
+def call_span_sql() -> str:
+    """A superset of the spans the normalizer gives a kind or an HTTP status, and of evaluation spans."""
+    tests = " OR ".join(f"startsWith(k, {lit(p)})" for p in _CALL_PREFIXES)
+    return f"(arrayExists(k -> {tests}, mapKeys(SpanAttributes)) OR SpanName = 'llm_request' OR has(`Events.Name`, {lit(EVALUATION_EVENT)}))"
+
+
+def is_groundedness_sql(name: str) -> str:
+    """SQL twin of tracetui.llm.evals.is_groundedness over a name expression."""
+    n = f"replaceAll(replaceAll(lowerUTF8({name}), '-', '_'), ' ', '_')"
+    inverse = ("unground", "not_ground", "nonground", "non_ground", "unfaithful", "hallucinat")
+    return (f"((position({n}, 'grounded') > 0 OR position({n}, 'faithful') > 0) AND NOT multiSearchAny({n}, "
+            f"[{', '.join(lit(p) for p in inverse)}]))")  # fmt: skip
+
+
+def evaluation_scores_sql(tables: Tables) -> str:
+    """(TraceId, SpanId, name, score) of every OTel evaluation result: span events and log records."""
+    ga = "gen_ai.evaluation."
+    events = (
+        f"SELECT TraceId, SpanId, ev['{ga}name'] AS name, toFloat64OrNull(ev['{ga}score.value']) AS score "
+        f"FROM {tables.traces} ARRAY JOIN `Events.Name` AS en, `Events.Attributes` AS ev WHERE en = {lit(EVALUATION_EVENT)}"
+    )
+    if tables.logs is None:
+        return events
+    logs = (
+        f"SELECT TraceId, SpanId, LogAttributes['{ga}name'], toFloat64OrNull(LogAttributes['{ga}score.value']) "
+        f"FROM {tables.logs} WHERE EventName = {lit(EVALUATION_EVENT)} OR LogAttributes['event.name'] = "
+        f"{lit(EVALUATION_EVENT)}"
+    )
+    return f"{events} UNION ALL {logs}"
+
+
+def groundedness_query(tables: Tables) -> Query:
+    return Query(
+        f"SELECT TraceId, SpanId, score FROM ({evaluation_scores_sql(tables)}) "
+        f"WHERE {is_groundedness_sql('name')} AND isNotNull(score) AND isFinite(score)",
+        {},
+    )
+
+
+# --- compiling a filter ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Params:
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def bind(self, value: Any, kind: str) -> str:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return f"{{{name}:{kind}}}"
+
+
+class Compiled(NamedTuple):
+    sql: str  # "" when nothing compiles
+    params: dict[str, Any]
+
+
+#: Trace totals only Python counts (each request once, across families): decided on the page, like cost.
+_TRACE_TOTALS = frozenset(("tokens", "input_tokens", "output_tokens"))
+
+
+def residual(flt: Filter, trace_level: bool = True) -> Filter | None:
+    """The terms the reader applies in Python to the page (None when SQL decides every term)."""
+    python = PYTHON_ONLY | _TRACE_TOTALS if trace_level else PYTHON_ONLY
+    terms = tuple(t for t in flt.terms if t.field in python)
+    return Filter(" ".join(_term_text(t) for t in terms), terms) if terms else None
+
+
+def _term_text(term: Term) -> str:
+    return f"{term.field}{term.op}{term.value}"
+
+
+_ORDER = {">": ">", ">=": ">=", "<": "<", "<=": "<=", "=": "=", "!=": "="}
+
+
+def _model_match(column: str, value: str, op: str, p: _Params) -> str:
+    folded = f"lowerUTF8({column})"
+    bound = p.bind(fold(value), "String")
+    if op == "~":
+        return f"position({folded}, {bound}) > 0"
+    suffix = f"substring({folded}, lengthUTF8({bound}) + 1)"
+    return (f"({folded} = {bound} OR (startsWith({folded}, {bound}) AND {bound} != '' AND "
+            f"match({suffix}, '^-(?:\\\\d{{4}}-\\\\d{{2}}-\\\\d{{2}}|\\\\d{{8}}|\\\\d{{4}})$')))")  # fmt: skip
+
+
+def _text_match(column: str, value: str, op: str, p: _Params) -> str:
+    bound = p.bind(fold(str(value)), "String")
+    if op == "~":
+        return f"position(lowerUTF8({column}), {bound}) > 0"
+    return f"lowerUTF8({column}) = {bound}"
+
+
+def _generic(column: str, op: str, value: str, p: _Params) -> str:
+    """tracetui.model.filter.compare: numeric when both are numbers, else casefolded text."""
+    if op == "~":
+        return f"position(lowerUTF8({column}), {p.bind(fold(value), 'String')}) > 0"
+    number = as_number(value)
+    text = f"lowerUTF8({column}) {_ORDER[op]} {p.bind(fold(value), 'String')}"
+    if number is None:
+        return text
+    numeric = f"toFloat64OrNull({column}) {_ORDER[op]} {p.bind(float(number), 'Float64')}"
+    fallback = text if op in ("=", "!=") else "0"
+    return f"if(isNotNull(toFloat64OrNull({column})), {numeric}, {fallback})"
+
+
+def _number(expr: str, op: str, value: Any, p: _Params, kind: str = "Float64") -> str:
+    return f"{expr} {_ORDER[op]} {p.bind(value, kind)}"
+
+
+_STATUS = {"error": "('Error', 'STATUS_CODE_ERROR')", "ok": "('Ok', 'STATUS_CODE_OK')",
+           "unset": "('Unset', 'STATUS_CODE_UNSET', '')"}  # fmt: skip
+
+
+def _span_positive(term: Term, p: _Params, tables: Tables) -> str | None:
+    """SQL that holds when the span matches ``term`` read with ``=`` for ``!=`` (NULL reads as no match)."""
+    name, op, value = term.field, "=" if term.op == "!=" else str(term.op), term.value
+    if name is None:
+        haystack = ("concat(SpanName, ' ', ServiceName, ' ', StatusMessage, ' ', "
+                    "arrayStringConcat(mapValues(SpanAttributes), ' '))")  # fmt: skip
+        return f"positionCaseInsensitiveUTF8({haystack}, {p.bind(str(value), 'String')}) > 0"
+    if name.startswith("attr."):
+        key = p.bind(name[5:], "String")
+        return f"(mapContains(SpanAttributes, {key}) AND {_generic(f'SpanAttributes[{key}]', op, str(value), p)})"
+    if name in PYTHON_ONLY:
+        return None
+    if name == "model":
+        request, response = request_model_sql(), response_model_sql()
+        return f"({_model_match(request, str(value), op, p)} OR {_model_match(response, str(value), op, p)})"
+    if name == "service":
+        return _text_match(service_sql(), str(value), op, p)
+    if name == "provider":
+        return _text_match(provider_sql(), str(value), op, p)
+    if name == "name":
+        return _text_match("SpanName", str(value), op, p)
+    if name == "session":  # the span's own, else its trace's
+        own = session_sql()
+        traces = f"TraceId IN (SELECT TraceId FROM {tables.traces} WHERE {_text_match(own, str(value), op, p)})"
+        return f"if(isNotNull({own}), {_text_match(own, str(value), op, p)}, {traces})"
+    if name == "error_type":
+        return _text_match(error_type_sql(), str(value), op, p)
+    if name in ("user", "prompt"):
+        return _text_match(text_sql("user_id" if name == "user" else "prompt_name"), str(value), op, p)
+    if name == "prompt.version":
+        return _generic(text_sql("prompt_version"), op, str(value), p)
+    if name == "status":
+        return f"StatusCode IN {_STATUS[str(value)]}"
+    if name == "kind":
+        return f"ifNull({kind_sql()}, 'other') = {p.bind(str(value), 'String')}"
+    if name == "duration":
+        return _number("Duration", op, int(value), p, "Int64")  # type: ignore[call-overload]
+    if name == "ttft":
+        return _number(ttft_sql(), op, int(value), p, "Int64")  # type: ignore[call-overload]
+    if name in ("tokens", "input_tokens", "output_tokens"):
+        return _number(tokens_sql(name), op, int(value), p, "Int64")  # type: ignore[call-overload]
+    if name == "groundedness":
+        scores = (f"SELECT TraceId, SpanId FROM ({evaluation_scores_sql(tables)}) WHERE {is_groundedness_sql('name')} "
+                  f"AND isNotNull(score) AND NOT isNaN(score) GROUP BY TraceId, SpanId "
+                  f"HAVING {_number('min(score)', op, float(value), p)}")  # type: ignore[arg-type]  # fmt: skip
+        return f"(TraceId, SpanId) IN ({scores})"
+    if name == "trace":
+        bound = p.bind(str(value).lower(), "String")
+        return f"position(TraceId, {bound}) > 0" if op == "~" else f"startsWith(TraceId, {bound})"
+    raise AssertionError(name)
+
+
+def _span_term(term: Term, p: _Params, tables: Tables) -> str | None:
+    positive = _span_positive(term, p, tables)
+    if positive is None:
+        return None
+    return f"NOT ifNull({positive}, 0)" if term.op == "!=" else f"ifNull({positive}, 0)"
+
+
+def span_condition(flt: Filter, tables: Tables, p: _Params | None = None) -> Compiled:
+    """The filter's span-level reading (every term on the span itself) as a WHERE condition on spans;
+    Python-only terms are left out."""
+    p = p or _Params()
+    parts = [sql for sql in (_span_term(t, p, tables) for t in flt.terms) if sql is not None]
+    return Compiled(" AND ".join(parts), p.values)
+
+
+_TRACE_LEVEL = frozenset(("duration", "service", "status", "trace", "session", "groundedness"))
+
+
+def trace_condition(flt: Filter, tables: Tables) -> Compiled:
+    """The filter's trace-level reading as a condition on root spans (``TraceId IN`` subqueries)."""
+    p = _Params()
+    parts: list[str] = []
+    together: list[str] = []  # span-level terms that must hold on one span
+    for term in flt.terms:
+        name, negated = term.field, term.op == "!="
+        if name in PYTHON_ONLY or name in ("tokens", "input_tokens", "output_tokens"):
+            continue  # trace totals count each request once: only Python knows (residual)
+        if name in _TRACE_LEVEL:
+            parts.append(_trace_term(term, p, tables))
+        elif name is None:
+            parts.append(f"TraceId IN (SELECT TraceId FROM {tables.traces} WHERE {_span_term(term, p, tables)})")
+        elif negated:
+            positive = replace_op(term, "=")
+            condition = _span_term(positive, p, tables)
+            parts.append(f"TraceId NOT IN (SELECT TraceId FROM {tables.traces} WHERE {condition})")
+        elif name in ("retry", "fallback"):
+            continue
+        else:
+            sql = _span_term(term, p, tables)
+            if sql is not None:
+                together.append(sql)
+    if together:
+        parts.append(f"TraceId IN (SELECT TraceId FROM {tables.traces} WHERE {' AND '.join(together)})")
+    return Compiled(" AND ".join(parts), p.values)
+
+
+def replace_op(term: Term, op: str) -> Term:
+    return Term(term.field, op, term.value)
+
+
+def _trace_term(term: Term, p: _Params, tables: Tables) -> str:
+    """A trace-level term on the root span row (its own columns, or a subquery over the trace's spans)."""
+    name, op = term.field, "=" if term.op == "!=" else str(term.op)
+    value = term.value
+    if name == "duration":
+        positive = _number("Duration", op, int(value), p, "Int64")  # type: ignore[call-overload]
+    elif name == "service":
+        positive = _text_match(service_sql(), str(value), op, p)
+    elif name == "trace":
+        bound = p.bind(str(value).lower(), "String")
+        positive = f"position(TraceId, {bound}) > 0" if op == "~" else f"startsWith(TraceId, {bound})"
+    elif name == "session":
+        positive = (f"TraceId IN (SELECT TraceId FROM {tables.traces} WHERE "
+                    f"{_text_match(session_sql(), str(value), op, p)})")  # fmt: skip
+    elif name == "status":
+        failed = f"TraceId IN (SELECT TraceId FROM {tables.traces} WHERE StatusCode IN {_STATUS['error']})"
+        positive = failed if value == "error" else f"NOT {failed}"
+    else:  # groundedness: the trace's worst score
+        scores = (f"SELECT TraceId FROM ({evaluation_scores_sql(tables)}) WHERE {is_groundedness_sql('name')} "
+                  f"AND isNotNull(score) AND NOT isNaN(score) GROUP BY TraceId "
+                  f"HAVING {_number('min(score)', op, float(value), p)}")  # type: ignore[arg-type]  # fmt: skip
+        positive = f"TraceId IN ({scores})"
+    return f"NOT ifNull({positive}, 0)" if term.op == "!=" else f"ifNull({positive}, 0)"
+
+
+# --- the Python-only terms, on the rows of one page -------------------------------------------------
+
+
+def matches_trace_row(flt: Filter, row: TraceRow, calls_of: Callable[[bytes], list[dict[str, Any]]]) -> bool:
+    """Python-only terms of the trace-level reading: ``cost`` on the trace's total, ``retry`` / ``fallback``
+    on its calls (``calls_of``: the trace's call spans as ``spans --json`` dicts)."""
+    from tracetui.query.filter_match import matches_span
+
+    for term in flt.terms:
+        if term.field == "cost" or term.field in _TRACE_TOTALS:
+            if term.field == "cost":
+                total: float | None = row.cost_usd
+            else:
+                total = {"tokens": row.input_tokens + row.output_tokens, "input_tokens": row.input_tokens,
+                         "output_tokens": row.output_tokens}[term.field]  # fmt: skip
+            hit = total is not None and not math.isnan(total) and _compare(total, str(term.op), float(term.value))  # type: ignore[arg-type]
+            if not (not hit if term.op == "!=" else hit):
+                return False
+        else:
+            positive = any(matches_span(Filter("", (replace_op(term, "="),)), s) for s in calls_of(row.trace_id))
+            if positive == (term.op == "!="):
+                return False
+    return True
+
+
+def _compare(a: float, op: str, b: float) -> bool:
+    op = "=" if op == "!=" else op
+    return {"=": a == b, ">": a > b, ">=": a >= b, "<": a < b, "<=": a <= b}[op]
+
+
+# --- statistics ----------------------------------------------------------------------------------
+
+
+def _group_key(by: str, route_attribute: str | None, p: _Params) -> str:
+    if by == "model":
+        return f"ifNull(coalesce({text_sql('request_model')}, {text_sql('response_model')}), {lit(NONE_KEY)})"
+    if by == "prompt_version":
+        name, version = text_sql("prompt_name"), text_sql("prompt_version")
+        return (f"multiIf(isNotNull({name}), concat({name}, '@', ifNull({version}, {lit(NONE_KEY)})), "
+                f"ifNull({version}, {lit(NONE_KEY)}))")  # fmt: skip
+    if route_attribute:
+        return f"if(mapContains(SpanAttributes, {p.bind(route_attribute, 'String')}), SpanAttributes[{p.bind(route_attribute, 'String')}], {lit(NONE_KEY)})"
+    return "concat(ServiceName, ' / ', SpanName)"
+
+
+def _calls_where(tables: Tables, since_ns: int | None, flt: Filter | None, p: _Params) -> str:
+    """Counted model calls: kind llm, and no model call below them (a framework's span over the provider's)."""
+    clauses = [is_model_call_sql()]
+    if since_ns is not None:
+        clauses.append(f"Timestamp >= fromUnixTimestamp64Nano({p.bind(since_ns, 'Int64')})")
+    window = clauses[1] if len(clauses) > 1 else "1"
+    clauses.append(
+        f"(TraceId, SpanId) NOT IN (SELECT TraceId, ParentSpanId FROM {tables.traces} "
+        f"WHERE {window} AND {is_model_call_sql()})"
+    )
+    if flt is not None and not flt.is_empty():
+        compiled = span_condition(flt, tables, p)
+        if compiled.sql:
+            clauses.append(compiled.sql)
+    return " AND ".join(clauses)
+
+
+def calls_query(tables: Tables, by: str, since_ns: int | None, flt: Filter | None, route: str | None) -> Query:
+    p = _Params()
+    where = _calls_where(tables, since_ns, flt, p)
+    key = _group_key(by, route, p)
+    sql = (f"SELECT {key}, TraceId, toUnixTimestamp64Nano(Timestamp), Duration, "
+           f"StatusCode IN ('Error', 'STATUS_CODE_ERROR'), {ttft_sql()}, {decode_rate_sql()}, SpanId "
+           f"FROM {tables.traces} WHERE {where} LIMIT 1 BY TraceId, SpanId")  # fmt: skip
+    return Query(sql, p.values)
+
+
+FIGURE_COLUMNS = (
+    "key", "count", "runs", "p50_ns", "p95_ns", "p99_ns", "ttft_p50_ns", "ttft_p95_ns", "ttft_p99_ns",
+    "tokens_per_s", "errors", "groundedness",
+)  # fmt: skip
+
+
+def figures_query(tables: Tables, by: str, since_ns: int | None, flt: Filter | None, route: str | None) -> Query:
+    """Per group: counts, ``quantiles`` of duration and TTFT, mean decode rate, errors, mean groundedness,
+    and (model, input tokens, output tokens, reported cost) sums for pricing in Python."""
+    p = _Params()
+    where = _calls_where(tables, since_ns, flt, p)
+    key = _group_key(by, route, p)
+    model = f"ifNull(coalesce({text_sql('request_model')}, {text_sql('response_model')}), '')"
+    provider = f"ifNull({text_sql('provider')}, '')"
+    cost = "coalesce(" + ", ".join(f"toFloat64OrNull({_attr(k)})" for k in
+                                   ("llm.cost.total", "gen_ai.cost.total", "operation.cost", "gen_ai.usage.cost",
+                                    "gen_ai.cost.total_cost")) + ", NULL)"  # fmt: skip
+    scores = (f"SELECT TraceId, SpanId, groupArray(score) AS scores FROM ({evaluation_scores_sql(tables)}) "
+              f"WHERE {is_groundedness_sql('name')} AND isNotNull(score) AND isFinite(score) GROUP BY TraceId, SpanId")  # fmt: skip
+    calls = (f"SELECT {key} AS key, TraceId, SpanId, Duration AS duration, {ttft_sql()} AS ttft, "
+             f"{decode_rate_sql()} AS rate, StatusCode IN ('Error', 'STATUS_CODE_ERROR') AS failed, "
+             f"{model} AS model, {provider} AS provider, ifNull({tokens_sql('input_tokens')}, 0) AS tin, "
+             f"ifNull({tokens_sql('output_tokens')}, 0) AS tout, {cost} AS reported "
+             f"FROM {tables.traces} WHERE {where} LIMIT 1 BY TraceId, SpanId")  # fmt: skip
+    sql = (
+        "SELECT c.key, count(), uniqExact(c.TraceId), quantilesExactInclusive(0.5, 0.95, 0.99)(c.duration), "
+        "quantilesExactInclusiveIf(0.5, 0.95, 0.99)(c.ttft, isNotNull(c.ttft)), avgIf(c.rate, isNotNull(c.rate)), "
+        "sum(c.failed), if(sum(length(e.scores)) > 0, sum(arraySum(e.scores)) / sum(length(e.scores)), NULL) "
+        f"FROM ({calls}) AS c LEFT JOIN ({scores}) AS e ON c.TraceId = e.TraceId AND c.SpanId = e.SpanId "
+        "GROUP BY c.key"
+    )
+    return Query(sql, p.values, FIGURE_COLUMNS)

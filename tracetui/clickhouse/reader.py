@@ -1,0 +1,452 @@
+"""A :class:`~tracetui.model.reader.Reader` over the ClickHouse exporter's tables.
+
+The database does the heavy work, Python only what is on screen:
+
+* **The list** is one query over root spans (``ParentSpanId = ''``), newest
+  first, the filter compiled to parameterized SQL (tracetui.clickhouse.filter_sql).
+  For the page it returns, the trace-id table (``<traces>_trace_id_ts``, filled
+  by the exporter's materialized view) gives each trace's time range, so the
+  queries that follow read only the partitions those traces live in:
+  aggregates per trace (span count, errors, bounds, first span) computed by
+  ClickHouse, then the page's *call* spans (model, tool, agent, HTTP and
+  evaluation spans, found by their attribute keys) and every span's parent id,
+  which go through tracetui's own decoder, normalizer and timing analysis for
+  tokens, cost, the time split, retries, fallbacks and badges.
+* **One trace** is read whole (its spans and log records) and held in a
+  :class:`~tracetui.query.memory.MemoryReader`, so the trace view, the detail
+  pane, export and ``spans --json`` are computed exactly as for spans received
+  over OTLP. The last few traces opened are kept until new data arrives.
+* **Statistics** are ClickHouse ``quantiles`` per group over the window
+  (:meth:`ClickHouseReader.call_figures`); only the evaluations are joined in Python.
+
+Arrival order: ClickHouse keeps none, so a trace's ``seq`` is its root span's
+start (ns). The list's horizon is therefore a time: runs that arrive late with
+an older start appear in their place rather than above the horizon.
+
+Every query goes through one lock: the HTTP client keeps one session, which
+ClickHouse does not let two queries use at once.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from tracetui.clickhouse import filter_sql
+from tracetui.clickhouse.convert import ERROR_CODES, LOG_COLUMNS, TRACE_COLUMNS, logs_request, spans_request
+from tracetui.clickhouse.schema import TableShape, quote_identifier
+from tracetui.llm.evals import EVENT_NAME as EVALUATION_EVENT
+from tracetui.model.filter import Filter
+from tracetui.model.reader import GROUPINGS, CallFacts, HistogramPoint, StoredLog, StoredSpan
+from tracetui.model.rows import COL
+from tracetui.model.views import Counters, SpanDetail, SpanRow, TraceRow
+from tracetui.query.memory import MemoryReader
+from tracetui.store.batch import analyze_rows, no_timing
+
+if TYPE_CHECKING:
+    from tracetui.clickhouse.connect import Connection
+
+#: The span columns read back for decoding, in TRACE_COLUMNS order (times as integer nanoseconds).
+SPAN_SELECT = ", ".join(
+    "toUnixTimestamp64Nano(Timestamp)" if name == "Timestamp"
+    else "arrayMap(t -> toUnixTimestamp64Nano(t), `Events.Timestamp`)" if name == "Events.Timestamp"
+    else f"`{name}`"
+    for name in TRACE_COLUMNS
+)  # fmt: skip
+#: Traces kept decoded in memory (the one on screen, and the ones just left).
+_CACHED_TRACES = 4
+#: Seconds added on each side of the trace-id table's range: it holds whole seconds, and the
+#: start of the last span, not its end (the exporter's materialized view).
+_PAD_NS = 1_000_000_000
+
+
+def _qualified(database: str, table: str) -> str:
+    return f"{quote_identifier(database)}.{quote_identifier(table)}"
+
+
+def _hex(trace_id: bytes) -> str:
+    return trace_id.hex()
+
+
+class ClickHouseReader:
+    """Read-only access to the exporter's tables (implements tracetui.model.reader.Reader)."""
+
+    def __init__(self, conn: Connection, shape: TableShape, threshold: float = 0.5) -> None:
+        self.threshold = threshold
+        self._conn = conn
+        self._client = conn.client
+        self._shape = shape
+        self._lock = threading.Lock()
+        self._traces = _qualified(shape.database, shape.traces_table)
+        self._ids = _qualified(shape.database, shape.trace_id_table) if shape.trace_id_table else None
+        self._logs = _qualified(shape.database, shape.logs_table) if shape.logs_table else None
+        self._log_columns = [name for name in LOG_COLUMNS if name in shape.log_columns]
+        self._log_select = ", ".join(
+            "toUnixTimestamp64Nano(Timestamp)" if name == "Timestamp" else f"`{name}`" for name in self._log_columns
+        )
+        self._tables = filter_sql.Tables(self._traces, self._logs)
+        self._cache: OrderedDict[bytes, MemoryReader] = OrderedDict()
+        self._cache_version: int | None = None
+        self._counters: tuple[int, Counters] | None = None
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # --- queries ------------------------------------------------------------------------------
+
+    def _rows(self, sql: str, params: dict[str, Any] | None = None) -> Sequence[Sequence[Any]]:
+        with self._lock:
+            return self._client.query(sql, parameters=params or {}).result_rows
+
+    def _value(self, sql: str, params: dict[str, Any] | None = None) -> Any:
+        rows = self._rows(sql, params)
+        return rows[0][0] if rows else None
+
+    # --- change detection and the header ------------------------------------------------------
+
+    def data_version(self) -> int:
+        """Rows in the tables: a trivial count, answered from the parts' metadata."""
+        logs = f" + (SELECT count() FROM {self._logs})" if self._logs else ""
+        return int(self._value(f"SELECT (SELECT count() FROM {self._traces}){logs}") or 0)
+
+    def counters(self) -> Counters:
+        version = self.data_version()
+        if self._counters is not None and self._counters[0] == version:
+            return self._counters[1]
+        tokens = filter_sql.tokens_sql()
+        row = self._rows(
+            f"SELECT count(), countIf(ParentSpanId = ''), countIf({filter_sql.is_model_call_sql()}), "
+            f"sum(ifNull({tokens}, 0)) FROM {self._traces}"
+        )[0]
+        size = self._value(
+            "SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = {db:String} "
+            "AND table IN {tables:Array(String)}",
+            {
+                "db": self._shape.database,
+                "tables": [t for t in (self._shape.traces_table, self._shape.logs_table) if t],
+            },
+        )
+        counters = Counters(span_count=int(row[0]), trace_count=int(row[1]), receiver=None, db_bytes=int(size or 0),
+                            llm_calls=int(row[2]), tokens=int(row[3]))  # fmt: skip
+        self._counters = (version, counters)
+        return counters
+
+    # --- the trace list -----------------------------------------------------------------------
+
+    def _list_where(self, horizon: int | None, flt: Filter | None, newer: bool = False) -> tuple[str, dict[str, Any]]:
+        clauses, params = ["ParentSpanId = ''"], {}
+        if horizon is not None:
+            clauses.append(f"Timestamp {'>' if newer else '<='} fromUnixTimestamp64Nano({{horizon:Int64}})")
+            params["horizon"] = horizon
+        if flt is not None and not flt.is_empty():
+            compiled = filter_sql.trace_condition(flt, self._tables)
+            if compiled.sql:
+                clauses.append(compiled.sql)
+                params.update(compiled.params)
+        return " AND ".join(clauses), params
+
+    def max_seq(self) -> int:
+        found = self._value(f"SELECT toUnixTimestamp64Nano(max(Timestamp)) FROM {self._traces} WHERE ParentSpanId = ''")
+        return int(found or 0) if self.count_traces() else 0
+
+    def count_traces(self, horizon: int | None = None, flt: Filter | None = None) -> int:
+        where, params = self._list_where(horizon, flt)
+        return int(self._value(f"SELECT uniqExact(TraceId) FROM {self._traces} WHERE {where}", params) or 0)
+
+    def count_newer(self, horizon: int, flt: Filter | None = None) -> int:
+        where, params = self._list_where(horizon, flt, newer=True)
+        return int(self._value(f"SELECT uniqExact(TraceId) FROM {self._traces} WHERE {where}", params) or 0)
+
+    def traces(
+        self, offset: int = 0, limit: int = 100, horizon: int | None = None, flt: Filter | None = None
+    ) -> list[TraceRow]:
+        """One page of roots, newest first. Terms only Python can decide (``filter_sql.residual``) are
+        applied to the rows of this page after the fact: a page may come back shorter than ``limit``."""
+        where, params = self._list_where(horizon, flt)
+        page = "" if limit < 0 else f" LIMIT {int(limit)} OFFSET {int(offset)}"
+        roots = self._rows(
+            f"SELECT TraceId, toUnixTimestamp64Nano(Timestamp) FROM {self._traces} WHERE {where} "
+            f"ORDER BY Timestamp DESC, TraceId DESC LIMIT 1 BY TraceId{page}",
+            params,
+        )
+        residual = filter_sql.residual(flt) if flt is not None else None
+        return self._trace_rows([(bytes.fromhex(t), int(ts)) for t, ts in roots if t], residual)
+
+    def trace(self, trace_id: bytes) -> TraceRow | None:
+        held = self._held(trace_id)
+        row = held.trace(trace_id) if held is not None else None
+        if row is None:
+            return None
+        root = self._root_start(trace_id)
+        return replace(row, seq=root if root is not None else row.start_ns)
+
+    def _root_start(self, trace_id: bytes) -> int | None:
+        found = self._value(
+            f"SELECT toUnixTimestamp64Nano(min(Timestamp)) FROM {self._traces} "
+            "WHERE TraceId = {t:String} AND ParentSpanId = ''" + self._range_clause(trace_id),
+            {"t": _hex(trace_id)},
+        )
+        return int(found) if found else None
+
+    def neighbor_trace(self, trace_id: bytes, *, newer: bool, horizon: int | None = None) -> bytes | None:
+        start = self._root_start(trace_id)
+        if start is None:
+            return None
+        params: dict[str, Any] = {"ts": start, "t": _hex(trace_id)}
+        beyond = ""
+        if horizon is not None:
+            beyond, params["horizon"] = " AND Timestamp <= fromUnixTimestamp64Nano({horizon:Int64})", horizon
+        at = "fromUnixTimestamp64Nano({ts:Int64})"
+        if newer:
+            cond, order = f"(Timestamp > {at} OR (Timestamp = {at} AND TraceId > {{t:String}}))", "ASC"
+        else:
+            cond, order = f"(Timestamp < {at} OR (Timestamp = {at} AND TraceId < {{t:String}}))", "DESC"
+        found = self._value(
+            f"SELECT TraceId FROM {self._traces} WHERE ParentSpanId = '' AND {cond}{beyond} "
+            f"ORDER BY Timestamp {order}, TraceId {order} LIMIT 1",
+            params,
+        )
+        return bytes.fromhex(found) if found else None
+
+    def trace_ids_starting(self, prefix_hex: str, limit: int = 2) -> list[bytes]:
+        text = prefix_hex.strip().lower()
+        if not text or len(text) > 32 or any(c not in "0123456789abcdef" for c in text):
+            return []
+        table = self._ids or self._traces
+        found = self._rows(
+            f"SELECT DISTINCT TraceId FROM {table} WHERE startsWith(TraceId, {{p:String}}) ORDER BY TraceId LIMIT {int(limit)}",
+            {"p": text},
+        )
+        return [bytes.fromhex(t) for (t,) in found if t]
+
+    def session_totals(self, session_id: str) -> dict[str, Any]:
+        session = filter_sql.session_sql()
+        roots = self._rows(
+            f"SELECT TraceId, toUnixTimestamp64Nano(min(Timestamp)) FROM {self._traces} "
+            f"WHERE ParentSpanId = '' AND {session} = {{s:String}} GROUP BY TraceId LIMIT 10000",
+            {"s": session_id},
+        )
+        runs = self._trace_rows([(bytes.fromhex(t), int(ts)) for t, ts in roots if t])
+        costs = [t.cost_usd for t in runs if t.cost_usd is not None]
+        return {"session_id": session_id, "runs": len(runs), "llm_calls": sum(t.llm_calls for t in runs),
+                "tokens": sum(t.input_tokens + t.output_tokens for t in runs),
+                "cost_usd": math.fsum(costs) if costs else None,
+                "unpriced_calls": sum(t.unpriced_calls for t in runs)}  # fmt: skip
+
+    # --- the rows of a page -------------------------------------------------------------------
+
+    def _bounds(self, ids: list[str], earliest_root: int) -> tuple[int, int | None]:
+        """Nanosecond range holding every span of these traces, from the trace-id table (padded)."""
+        if self._ids is None:
+            return earliest_root - 3600 * _PAD_NS, None  # no lookup table: an hour of clock skew, no end
+        found = self._rows(
+            f"SELECT toUnixTimestamp(min(Start)), toUnixTimestamp(max(End)) FROM {self._ids} "
+            "WHERE TraceId IN {ids:Array(String)}",
+            {"ids": ids},
+        )
+        if not found or found[0][0] is None or found[0][1] == 0:
+            return earliest_root - 3600 * _PAD_NS, None
+        return int(found[0][0]) * _PAD_NS - _PAD_NS, int(found[0][1]) * _PAD_NS + 2 * _PAD_NS
+
+    def _range_clause(self, trace_id: bytes) -> str:
+        """``AND Timestamp BETWEEN ...`` for one trace, from the trace-id table (no clause without one)."""
+        if self._ids is None:
+            return ""
+        found = self._rows(
+            f"SELECT toUnixTimestamp(min(Start)), toUnixTimestamp(max(End)) FROM {self._ids} WHERE TraceId = {{t:String}}",
+            {"t": _hex(trace_id)},
+        )
+        if not found or found[0][1] == 0:
+            return ""
+        lo, hi = int(found[0][0]) - 1, int(found[0][1]) + 2
+        return f" AND Timestamp BETWEEN toDateTime64({lo}, 9) AND toDateTime64({hi}, 9)"
+
+    def _trace_rows(self, roots: list[tuple[bytes, int]], residual: Filter | None = None) -> list[TraceRow]:
+        """The list rows of these traces (root start ns each), in the order given; with ``residual``, only
+        the rows whose trace matches those (Python-only) terms."""
+        if not roots:
+            return []
+        ids = [_hex(trace_id) for trace_id, _ in roots]
+        lo, hi = self._bounds(ids, min(ts for _, ts in roots))
+        window = "Timestamp >= fromUnixTimestamp64Nano({lo:Int64})" + (
+            "" if hi is None else " AND Timestamp <= fromUnixTimestamp64Nano({hi:Int64})"
+        )
+        params = {"ids": ids, "lo": lo, "hi": hi}
+        within = f"TraceId IN {{ids:Array(String)}} AND {window}"
+        errors = ", ".join(f"'{code}'" for code in ERROR_CODES)
+        aggregates = {
+            row[0]: row[1:]
+            for row in self._rows(
+                "SELECT TraceId, toUnixTimestamp64Nano(min(Timestamp)), max(toUnixTimestamp64Nano(Timestamp) + Duration), "
+                f"uniqExact(SpanId), uniqExactIf(SpanId, StatusCode IN ({errors})), argMin(SpanName, Timestamp) "
+                f"FROM {self._traces} WHERE {within} GROUP BY TraceId",
+                params,
+            )
+        }
+        calls = self._rows(
+            f"SELECT {SPAN_SELECT} FROM {self._traces} WHERE {within} "
+            f"AND (ParentSpanId = '' OR {filter_sql.call_span_sql()}) LIMIT 1 BY TraceId, SpanId",
+            params,
+        )
+        parents: dict[str, dict[bytes, bytes | None]] = {}
+        for trace_hex, span_hex, parent_hex in self._rows(
+            f"SELECT TraceId, SpanId, ParentSpanId FROM {self._traces} WHERE {within} LIMIT 1 BY TraceId, SpanId",
+            params,
+        ):
+            parents.setdefault(trace_hex, {})[bytes.fromhex(span_hex)] = (
+                bytes.fromhex(parent_hex) if parent_hex else None
+            )
+        logs = self._evaluation_logs(within, params)
+        page = MemoryReader(self.threshold)
+        page.add(
+            [spans_request([dict(zip(TRACE_COLUMNS, r, strict=True)) for r in calls]).SerializeToString()],
+            [logs_request(logs).SerializeToString()] if logs else [],
+        )
+        out = []
+        for trace_id, root_start in roots:
+            hexed = _hex(trace_id)
+            found = aggregates.get(hexed)
+            if found is None:
+                continue
+            start, end, span_count, errors_found, first_name = found
+            held = page.trace(trace_id)
+            rows = page.decoded_rows(trace_id)
+            has_calls = any(r[COL["llm_kind"]] is not None or r[COL["http_status"]] is not None for r in rows)
+            timing: dict[str, Any] = (analyze_rows(rows, int(start), int(end), parents.get(hexed, {})).trace_values if has_calls
+                      else no_timing(int(start), int(end)))  # fmt: skip
+            base = held if held is not None else TraceRow(0, trace_id, None, first_name, "", 0, 0, 0, 0, 0, 0, 0, None)
+            row = replace(
+                base, seq=root_start, first_name=first_name, start_ns=int(start), end_ns=int(end),
+                span_count=int(span_count), error_count=int(errors_found), **timing,
+            )  # fmt: skip
+            if residual is None or filter_sql.matches_trace_row(residual, row, lambda t: _call_dicts(page, t)):
+                out.append(row)
+        return out
+
+    def _evaluation_logs(self, within: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Log records of these traces that carry evaluation results (OTel's ``gen_ai.evaluation.result``)."""
+        if self._logs is None:
+            return []
+        named = "EventName = {ev:String} OR " if "EventName" in self._log_columns else ""
+        rows = self._rows(
+            f"SELECT {self._log_select} FROM {self._logs} WHERE TraceId IN {{ids:Array(String)}} AND "
+            f"({named}LogAttributes['event.name'] = {{ev:String}} OR LogAttributes['event_name'] = {{ev:String}})",
+            {**params, "ev": EVALUATION_EVENT},
+        )
+        return [dict(zip(self._log_columns, r, strict=True)) for r in rows]
+
+    # --- one trace ----------------------------------------------------------------------------
+
+    def _held(self, trace_id: bytes) -> MemoryReader | None:
+        """The whole trace, decoded (cached until new data arrives)."""
+        version = self.data_version()
+        if version != self._cache_version:
+            self._cache.clear()
+            self._cache_version = version
+        held = self._cache.get(trace_id)
+        if held is not None:
+            self._cache.move_to_end(trace_id)
+            return held
+        params = {"t": _hex(trace_id)}
+        within = "TraceId = {t:String}" + self._range_clause(trace_id)
+        spans = self._rows(f"SELECT {SPAN_SELECT} FROM {self._traces} WHERE {within} LIMIT 1 BY SpanId", params)
+        if not spans:
+            return None
+        logs = []
+        if self._logs is not None:
+            logs = [dict(zip(self._log_columns, r, strict=True)) for r in self._rows(
+                f"SELECT {self._log_select} FROM {self._logs} WHERE TraceId = {{t:String}} ORDER BY Timestamp", params
+            )]  # fmt: skip
+        held = MemoryReader(self.threshold)
+        held.add(
+            [spans_request([dict(zip(TRACE_COLUMNS, r, strict=True)) for r in spans]).SerializeToString()],
+            [logs_request(logs).SerializeToString()] if logs else [],
+        )
+        self._cache[trace_id] = held
+        while len(self._cache) > _CACHED_TRACES:
+            self._cache.popitem(last=False)
+        return held
+
+    def spans(self, trace_id: bytes) -> list[SpanRow]:
+        held = self._held(trace_id)
+        return held.spans(trace_id) if held is not None else []
+
+    def span_detail(self, trace_id: bytes, span_id: bytes) -> SpanDetail | None:
+        held = self._held(trace_id)
+        return held.span_detail(trace_id, span_id) if held is not None else None
+
+    def span_details(self, trace_id: bytes) -> list[SpanDetail]:
+        held = self._held(trace_id)
+        return held.span_details(trace_id) if held is not None else []
+
+    def span_evaluations(self, trace_id: bytes, span_id: bytes) -> list[dict[str, Any]]:
+        held = self._held(trace_id)
+        return held.span_evaluations(trace_id, span_id) if held is not None else []
+
+    def matching_span_ids(self, trace_id: bytes, flt: Filter) -> set[bytes]:
+        held = self._held(trace_id)
+        return held.matching_span_ids(trace_id, flt) if held is not None else set()
+
+    def stored_spans(self, trace_id: bytes) -> list[StoredSpan]:
+        held = self._held(trace_id)
+        return held.stored_spans(trace_id) if held is not None else []
+
+    def stored_logs(self, trace_id: bytes) -> list[StoredLog]:
+        held = self._held(trace_id)
+        return held.stored_logs(trace_id) if held is not None else []
+
+    # --- statistics ---------------------------------------------------------------------------
+
+    def llm_calls(
+        self,
+        by: str,
+        *,
+        since_ns: int | None = None,
+        flt: Filter | None = None,
+        route_attribute: str | None = None,
+        span_ids: bool = True,
+    ) -> dict[str, list[CallFacts]]:
+        """Every call's facts, read with SQL (no Python normalization); the Stats screen uses
+        :meth:`call_figures` instead, which leaves the percentiles to ClickHouse."""
+        if by not in GROUPINGS:
+            raise ValueError(f"cannot group by {by!r} (one of: {', '.join(GROUPINGS)})")
+        query = filter_sql.calls_query(self._tables, by, since_ns, flt, route_attribute)
+        groups: dict[str, list[CallFacts]] = {}
+        for key, *facts in self._rows(query.sql, query.params):
+            trace_id, start, duration, error, ttft, rate, span_id = facts
+            groups.setdefault(key, []).append((bytes.fromhex(trace_id), int(start), int(duration), int(error),
+                                               None if ttft is None else int(ttft), rate, 0, 0, None,
+                                               bytes.fromhex(span_id) if span_ids else None))  # fmt: skip
+        return groups
+
+    def call_figures(
+        self, by: str, *, since_ns: int | None = None, flt: Filter | None = None, route_attribute: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Per group: calls, runs, duration and TTFT quantiles, decode rate, error rate, computed by ClickHouse."""
+        if by not in GROUPINGS:
+            raise ValueError(f"cannot group by {by!r} (one of: {', '.join(GROUPINGS)})")
+        query = filter_sql.figures_query(self._tables, by, since_ns, flt, route_attribute)
+        names = query.columns
+        return [dict(zip(names, row, strict=True)) for row in self._rows(query.sql, query.params)]
+
+    def groundedness_scores(self) -> dict[tuple[bytes, bytes], list[float]]:
+        found: dict[tuple[bytes, bytes], list[float]] = {}
+        query = filter_sql.groundedness_query(self._tables)
+        for trace_hex, span_hex, score in self._rows(query.sql, query.params):
+            if trace_hex and span_hex and score is not None and math.isfinite(score):
+                found.setdefault((bytes.fromhex(trace_hex), bytes.fromhex(span_hex)), []).append(float(score))
+        return found
+
+    def histogram_points(self, names: list[str], since_ns: int | None = None) -> list[HistogramPoint]:
+        return []  # the exporter's metric tables are not read (yet)
+
+
+def _call_dicts(page: MemoryReader, trace_id: bytes) -> list[dict[str, Any]]:
+    """The page's call spans of one trace as ``spans --json`` dicts (for terms applied in Python)."""
+    from tracetui.query.export import span_json
+
+    return [s for s in span_json(page, trace_id) if s.get("kind")]
