@@ -100,7 +100,9 @@ def _ms(value: float | None) -> str:
     return "—" if value is None else fmt_duration(round(value * 1e6))
 
 
-def _pct(value: float) -> str:
+def _pct(value: float | None) -> str:
+    if value is None:
+        return "—"
     return "0%" if value == 0 else f"{value * 100:.1f}%"
 
 

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from tracetui.llm.evals import ATTRIBUTE_PREFIXES
 from tracetui.llm.evals import EVENT_NAME as EVALUATION_EVENT
 from tracetui.llm.semconv import (
     FIRST_TOKEN_EVENTS,
@@ -59,6 +60,13 @@ PYTHON_ONLY = frozenset(("cost", "retry", "fallback"))
 class Tables(NamedTuple):
     traces: str  # qualified, quoted: `db`.`otel_traces`
     logs: str | None
+    #: Evaluation results only Python reads (attribute forms: traceAI, OpenInference, ``eval.*``, evaluator
+    #: spans): (trace id hex, span id hex, name, score), found by the reader and bound as one parameter.
+    extra_scores: tuple[tuple[str, str, str, float], ...] = ()
+
+
+#: Attribute key prefixes of the evaluation forms Python reads (tracetui.llm.evals.ATTRIBUTE_PREFIXES).
+EVALUATION_PREFIXES = ATTRIBUTE_PREFIXES
 
 
 class Query(NamedTuple):
@@ -235,28 +243,40 @@ def is_groundedness_sql(name: str) -> str:
             f"[{', '.join(lit(p) for p in inverse)}]))")  # fmt: skip
 
 
-def evaluation_scores_sql(tables: Tables) -> str:
-    """(TraceId, SpanId, name, score) of every OTel evaluation result: span events and log records."""
+def evaluation_attributes_sql() -> str:
+    """Spans that may carry evaluation results as attributes (or, as evaluator spans, point at their target)."""
+    tests = " OR ".join(f"startsWith(k, {lit(prefix)})" for prefix in EVALUATION_PREFIXES)
+    return f"(arrayExists(k -> {tests}, mapKeys(SpanAttributes)) OR upper(SpanAttributes['openinference.span.kind']) = 'EVALUATOR')"
+
+
+def evaluation_scores_sql(tables: Tables, p: _Params | None = None) -> str:
+    """(TraceId, SpanId, name, score) of every evaluation result, each once (one sent both as a span event
+    and as a log record is one result, as in the SQLite backend): OTel's span events and log records in
+    SQL, then the ones Python read from attributes (``tables.extra_scores``, bound through ``p``)."""
     ga = "gen_ai.evaluation."
-    events = (
-        f"SELECT TraceId, SpanId, ev['{ga}name'] AS name, toFloat64OrNull(ev['{ga}score.value']) AS score "
-        f"FROM {tables.traces} ARRAY JOIN `Events.Name` AS en, `Events.Attributes` AS ev WHERE en = {lit(EVALUATION_EVENT)}"
-    )
-    if tables.logs is None:
-        return events
-    logs = (
-        f"SELECT TraceId, SpanId, LogAttributes['{ga}name'], toFloat64OrNull(LogAttributes['{ga}score.value']) "
-        f"FROM {tables.logs} WHERE EventName = {lit(EVALUATION_EVENT)} OR LogAttributes['event.name'] = "
-        f"{lit(EVALUATION_EVENT)}"
-    )
-    return f"{events} UNION ALL {logs}"
+    parts = [
+        f"SELECT TraceId, SpanId, ev['{ga}name'] AS name, toFloat64OrNull(ev['{ga}score.value']) AS score, "
+        f"ev['{ga}score.label'] AS label FROM {tables.traces} ARRAY JOIN `Events.Name` AS en, `Events.Attributes` AS ev "
+        f"WHERE en = {lit(EVALUATION_EVENT)}"
+    ]
+    if tables.logs is not None:
+        parts.append(
+            f"SELECT TraceId, SpanId, LogAttributes['{ga}name'], toFloat64OrNull(LogAttributes['{ga}score.value']), "
+            f"LogAttributes['{ga}score.label'] FROM {tables.logs} WHERE EventName = {lit(EVALUATION_EVENT)} "
+            f"OR LogAttributes['event.name'] = {lit(EVALUATION_EVENT)}"
+        )
+    if tables.extra_scores and p is not None:
+        bound = p.bind(list(tables.extra_scores), "Array(Tuple(String, String, String, Float64))")
+        parts.append(f"SELECT x.1, x.2, x.3, x.4, '' FROM (SELECT arrayJoin({bound}) AS x)")
+    return "SELECT DISTINCT TraceId, SpanId, name, score, label FROM (" + " UNION ALL ".join(parts) + ")"
 
 
 def groundedness_query(tables: Tables) -> Query:
+    p = _Params()
     return Query(
-        f"SELECT TraceId, SpanId, score FROM ({evaluation_scores_sql(tables)}) "
+        f"SELECT TraceId, SpanId, score FROM ({evaluation_scores_sql(tables, p)}) "
         f"WHERE {is_groundedness_sql('name')} AND isNotNull(score) AND isFinite(score)",
-        {},
+        p.values,
     )
 
 
@@ -376,7 +396,7 @@ def _span_positive(term: Term, p: _Params, tables: Tables) -> str | None:
     if name in ("tokens", "input_tokens", "output_tokens"):
         return _number(tokens_sql(name), op, int(value), p, "Int64")  # type: ignore[call-overload]
     if name == "groundedness":
-        scores = (f"SELECT TraceId, SpanId FROM ({evaluation_scores_sql(tables)}) WHERE {is_groundedness_sql('name')} "
+        scores = (f"SELECT TraceId, SpanId FROM ({evaluation_scores_sql(tables, p)}) WHERE {is_groundedness_sql('name')} "
                   f"AND isNotNull(score) AND NOT isNaN(score) GROUP BY TraceId, SpanId "
                   f"HAVING {_number('min(score)', op, float(value), p)}")  # type: ignore[arg-type]  # fmt: skip
         return f"(TraceId, SpanId) IN ({scores})"
@@ -454,7 +474,7 @@ def _trace_term(term: Term, p: _Params, tables: Tables) -> str:
         failed = f"TraceId IN (SELECT TraceId FROM {tables.traces} WHERE StatusCode IN {_STATUS['error']})"
         positive = failed if value == "error" else f"NOT {failed}"
     else:  # groundedness: the trace's worst score
-        scores = (f"SELECT TraceId FROM ({evaluation_scores_sql(tables)}) WHERE {is_groundedness_sql('name')} "
+        scores = (f"SELECT TraceId FROM ({evaluation_scores_sql(tables, p)}) WHERE {is_groundedness_sql('name')} "
                   f"AND isNotNull(score) AND NOT isNaN(score) GROUP BY TraceId "
                   f"HAVING {_number('min(score)', op, float(value), p)}")  # type: ignore[arg-type]  # fmt: skip
         positive = f"TraceId IN ({scores})"
@@ -495,15 +515,19 @@ def _compare(a: float, op: str, b: float) -> bool:
 
 
 def _group_key(by: str, route_attribute: str | None, p: _Params) -> str:
+    """The group of a call; ``route`` reads the run's root (``root_service``, ``root_name``, ``root_attributes``
+    of the join in :func:`_calls`)."""
     if by == "model":
-        return f"ifNull(coalesce({text_sql('request_model')}, {text_sql('response_model')}), {lit(NONE_KEY)})"
+        return f"ifNull(coalesce({request_model_sql()}, {response_model_sql()}), {lit(NONE_KEY)})"
     if by == "prompt_version":
         name, version = text_sql("prompt_name"), text_sql("prompt_version")
         return (f"multiIf(isNotNull({name}), concat({name}, '@', ifNull({version}, {lit(NONE_KEY)})), "
                 f"ifNull({version}, {lit(NONE_KEY)}))")  # fmt: skip
     if route_attribute:
-        return f"if(mapContains(SpanAttributes, {p.bind(route_attribute, 'String')}), SpanAttributes[{p.bind(route_attribute, 'String')}], {lit(NONE_KEY)})"
-    return "concat(ServiceName, ' / ', SpanName)"
+        key = p.bind(route_attribute, "String")
+        return (f"multiIf(mapContains(SpanAttributes, {key}), SpanAttributes[{key}], "
+                f"mapContains(root_attributes, {key}), root_attributes[{key}], {lit(NONE_KEY)})")  # fmt: skip
+    return f"concat(if(root_name = '', {service_sql()}, root_service), ' / ', if(root_name = '', SpanName, root_name))"
 
 
 def _calls_where(tables: Tables, since_ns: int | None, flt: Filter | None, p: _Params) -> str:
@@ -523,45 +547,79 @@ def _calls_where(tables: Tables, since_ns: int | None, flt: Filter | None, p: _P
     return " AND ".join(clauses)
 
 
-def calls_query(tables: Tables, by: str, since_ns: int | None, flt: Filter | None, route: str | None) -> Query:
-    p = _Params()
+def _calls(tables: Tables, by: str, since_ns: int | None, flt: Filter | None, route: str | None, p: _Params) -> str:
+    """One row per counted call in the window that matches ``flt`` (each span once), the facts as columns."""
     where = _calls_where(tables, since_ns, flt, p)
-    key = _group_key(by, route, p)
-    sql = (f"SELECT {key}, TraceId, toUnixTimestamp64Nano(Timestamp), Duration, "
-           f"StatusCode IN ('Error', 'STATUS_CODE_ERROR'), {ttft_sql()}, {decode_rate_sql()}, SpanId "
-           f"FROM {tables.traces} WHERE {where} LIMIT 1 BY TraceId, SpanId")  # fmt: skip
-    return Query(sql, p.values)
+    usage = ", ".join(f"ifNull({tokens_sql(name)}, 0) AS {name}" for name in USAGE)
+    reported = "coalesce(" + ", ".join(_reported(k) for k in REPORTED_COST) + ", NULL)"
+    roots = ""
+    if by == "route":  # the run's service and name, or the attribute on its root span
+        roots = (f" LEFT JOIN (SELECT TraceId, argMin({service_sql()}, Timestamp) AS root_service, "
+                 f"argMin(SpanName, Timestamp) AS root_name, argMin(SpanAttributes, Timestamp) AS root_attributes "
+                 f"FROM {tables.traces} WHERE ParentSpanId = '' AND TraceId IN (SELECT TraceId FROM {tables.traces} "
+                 f"WHERE {where}) GROUP BY TraceId) AS roots USING (TraceId)")  # fmt: skip
+    return (f"SELECT {_group_key(by, route, p)} AS key, TraceId, SpanId, toUnixTimestamp64Nano(Timestamp) AS start, "
+            f"Duration AS duration, {ttft_sql()} AS ttft, {decode_rate_sql()} AS rate, "
+            f"StatusCode IN ('Error', 'STATUS_CODE_ERROR') AS failed, ifNull({request_model_sql()}, '') AS request, "
+            f"ifNull({response_model_sql()}, '') AS response, ifNull({provider_sql()}, '') AS provider, {usage}, "
+            f"{reported} AS reported FROM {tables.traces}{roots} WHERE {where} LIMIT 1 BY TraceId, SpanId")  # fmt: skip
 
 
+#: Token counts the pricer reads, and the attributes where a library reports a call's cost itself.
+USAGE = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
+REPORTED_COST = ("llm.cost.total", "gen_ai.cost.total", "operation.cost", "gen_ai.usage.cost", "gen_ai.cost.total_cost")
+
+
+def _reported(key: str) -> str:
+    """A cost the span reports itself (tracetui.llm.semconv._reported_cost): not negative, and OpenLIT's 0
+    for a model missing from its price list is no cost."""
+    value = f"toFloat64OrNull({_attr(key)})"
+    if key == "gen_ai.usage.cost":
+        return f"if({value} >= 0 AND NOT ({value} = 0 AND {_attr('telemetry.sdk.name')} = 'openlit'), {value}, NULL)"
+    return f"if({value} >= 0, {value}, NULL)"
+
+
+def calls_query(tables: Tables, by: str, since_ns: int | None, flt: Filter | None, route: str | None) -> Query:
+    """Every call's facts: key, trace, start, duration, failed, ttft, rate, span."""
+    p = _Params()
+    calls = _calls(tables, by, since_ns, flt, route, p)
+    return Query(f"SELECT key, TraceId, start, duration, failed, ttft, rate, SpanId FROM ({calls})", p.values)
+
+
+#: Most recent calls' durations per group (the Stats screen's latency histogram).
+RECENT = 2000
 FIGURE_COLUMNS = (
-    "key", "count", "runs", "p50_ns", "p95_ns", "p99_ns", "ttft_p50_ns", "ttft_p95_ns", "ttft_p99_ns",
-    "tokens_per_s", "errors", "groundedness",
+    "key", "count", "runs", "durations", "ttfts", "tokens_per_s", "errors", "groundedness", "recent",
 )  # fmt: skip
 
 
 def figures_query(tables: Tables, by: str, since_ns: int | None, flt: Filter | None, route: str | None) -> Query:
-    """Per group: counts, ``quantiles`` of duration and TTFT, mean decode rate, errors, mean groundedness,
-    and (model, input tokens, output tokens, reported cost) sums for pricing in Python."""
+    """Per group: counts, exact duration and TTFT percentiles (linear interpolation, as tracetui.query.stats),
+    mean decode rate, errors, mean groundedness of the calls' scores, the most recent durations."""
     p = _Params()
-    where = _calls_where(tables, since_ns, flt, p)
-    key = _group_key(by, route, p)
-    model = f"ifNull(coalesce({text_sql('request_model')}, {text_sql('response_model')}), '')"
-    provider = f"ifNull({text_sql('provider')}, '')"
-    cost = "coalesce(" + ", ".join(f"toFloat64OrNull({_attr(k)})" for k in
-                                   ("llm.cost.total", "gen_ai.cost.total", "operation.cost", "gen_ai.usage.cost",
-                                    "gen_ai.cost.total_cost")) + ", NULL)"  # fmt: skip
-    scores = (f"SELECT TraceId, SpanId, groupArray(score) AS scores FROM ({evaluation_scores_sql(tables)}) "
+    calls = _calls(tables, by, since_ns, flt, route, p)
+    scores = (f"SELECT TraceId, SpanId, groupArray(score) AS scores FROM ({evaluation_scores_sql(tables, p)}) "
               f"WHERE {is_groundedness_sql('name')} AND isNotNull(score) AND isFinite(score) GROUP BY TraceId, SpanId")  # fmt: skip
-    calls = (f"SELECT {key} AS key, TraceId, SpanId, Duration AS duration, {ttft_sql()} AS ttft, "
-             f"{decode_rate_sql()} AS rate, StatusCode IN ('Error', 'STATUS_CODE_ERROR') AS failed, "
-             f"{model} AS model, {provider} AS provider, ifNull({tokens_sql('input_tokens')}, 0) AS tin, "
-             f"ifNull({tokens_sql('output_tokens')}, 0) AS tout, {cost} AS reported "
-             f"FROM {tables.traces} WHERE {where} LIMIT 1 BY TraceId, SpanId")  # fmt: skip
     sql = (
         "SELECT c.key, count(), uniqExact(c.TraceId), quantilesExactInclusive(0.5, 0.95, 0.99)(c.duration), "
         "quantilesExactInclusiveIf(0.5, 0.95, 0.99)(c.ttft, isNotNull(c.ttft)), avgIf(c.rate, isNotNull(c.rate)), "
-        "sum(c.failed), if(sum(length(e.scores)) > 0, sum(arraySum(e.scores)) / sum(length(e.scores)), NULL) "
+        "sum(c.failed), if(sum(length(e.scores)) > 0, sum(arraySum(e.scores)) / sum(length(e.scores)), NULL), "
+        f"arrayReverse(arrayMap(x -> x.2, groupArraySorted({RECENT})((-c.start, c.duration)))) "
         f"FROM ({calls}) AS c LEFT JOIN ({scores}) AS e ON c.TraceId = e.TraceId AND c.SpanId = e.SpanId "
         "GROUP BY c.key"
     )
     return Query(sql, p.values, FIGURE_COLUMNS)
+
+
+USAGE_COLUMNS = ("key", "response", "request", "provider", "reported", "calls", *USAGE, "reported_usd")
+
+
+def usage_query(tables: Tables, by: str, since_ns: int | None, flt: Filter | None, route: str | None) -> Query:
+    """Token sums per group, model and provider, for pricing in Python (prices are linear in tokens), apart
+    from the calls whose library reported their cost."""
+    p = _Params()
+    calls = _calls(tables, by, since_ns, flt, route, p)
+    sums = ", ".join(f"sum({name})" for name in USAGE)
+    sql = (f"SELECT key, response, request, provider, isNotNull(reported) AS has_reported, count(), {sums}, "
+           f"sumIf(reported, isNotNull(reported)) FROM ({calls}) GROUP BY key, response, request, provider, has_reported")  # fmt: skip
+    return Query(sql, p.values, USAGE_COLUMNS)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
@@ -39,11 +40,14 @@ from typing import TYPE_CHECKING, Any
 from tracetui.clickhouse import filter_sql
 from tracetui.clickhouse.convert import ERROR_CODES, LOG_COLUMNS, TRACE_COLUMNS, logs_request, spans_request
 from tracetui.clickhouse.schema import TableShape, quote_identifier
+from tracetui.llm import pricing
 from tracetui.llm.evals import EVENT_NAME as EVALUATION_EVENT
+from tracetui.llm.evals import SOURCE_SPAN_EVENT
 from tracetui.model.filter import Filter
-from tracetui.model.reader import GROUPINGS, CallFacts, HistogramPoint, StoredLog, StoredSpan
+from tracetui.model.reader import GROUPINGS, CallFacts, GroupFigures, HistogramPoint, StoredLog, StoredSpan
 from tracetui.model.rows import COL
 from tracetui.model.views import Counters, SpanDetail, SpanRow, TraceRow
+from tracetui.otlp.signals import decode_request
 from tracetui.query.memory import MemoryReader
 from tracetui.store.batch import analyze_rows, no_timing
 
@@ -57,6 +61,13 @@ SPAN_SELECT = ", ".join(
     else f"`{name}`"
     for name in TRACE_COLUMNS
 )  # fmt: skip
+#: With terms only Python decides (cost, retry, fallback, trace token totals), the newest runs matching the
+#: rest of the filter that are read and decided (their rows built in pages of RESIDUAL_PAGE).
+RESIDUAL_SCAN = 1000
+RESIDUAL_PAGE = 200
+#: Most spans read for evaluation results kept in attributes (evaluator spans): those forms are rare beside
+#: OTel's events and log records, which SQL reads whatever their number.
+EXTRA_EVALUATION_SPANS = 100_000
 #: Traces kept decoded in memory (the one on screen, and the ones just left).
 _CACHED_TRACES = 4
 #: Seconds added on each side of the trace-id table's range: it holds whole seconds, and the
@@ -92,6 +103,8 @@ class ClickHouseReader:
         self._cache: OrderedDict[bytes, MemoryReader] = OrderedDict()
         self._cache_version: int | None = None
         self._counters: tuple[int, Counters] | None = None
+        self._decided_cache: dict[tuple, list[TraceRow]] = {}
+        self._extra: tuple[int, filter_sql.Tables] | None = None
 
     def close(self) -> None:
         self._conn.close()
@@ -105,6 +118,27 @@ class ClickHouseReader:
     def _value(self, sql: str, params: dict[str, Any] | None = None) -> Any:
         rows = self._rows(sql, params)
         return rows[0][0] if rows else None
+
+    def _query_tables(self) -> filter_sql.Tables:
+        """The tables, with the evaluation results only Python reads (found again when data arrives)."""
+        version = self.data_version()
+        with self._lock:
+            if self._extra is not None and self._extra[0] == version:
+                return self._extra[1]
+        found = []
+        spans = self._rows(
+            f"SELECT {SPAN_SELECT} FROM {self._traces} WHERE {filter_sql.evaluation_attributes_sql()} "
+            f"LIMIT 1 BY TraceId, SpanId LIMIT {EXTRA_EVALUATION_SPANS}"
+        )
+        if spans:
+            decoded = decode_request("traces", spans_request([dict(zip(TRACE_COLUMNS, r, strict=True)) for r in spans]))
+            for trace_id, span_id, _response, name, score, _label, _text, source, _time in decoded.evaluations:
+                if source != SOURCE_SPAN_EVENT and span_id and score is not None and math.isfinite(score):
+                    found.append((trace_id.hex(), span_id.hex(), name, float(score)))
+        tables = self._tables._replace(extra_scores=tuple(found))
+        with self._lock:
+            self._extra = (version, tables)
+        return tables
 
     # --- change detection and the header ------------------------------------------------------
 
@@ -143,7 +177,7 @@ class ClickHouseReader:
             clauses.append(f"Timestamp {'>' if newer else '<='} fromUnixTimestamp64Nano({{horizon:Int64}})")
             params["horizon"] = horizon
         if flt is not None and not flt.is_empty():
-            compiled = filter_sql.trace_condition(flt, self._tables)
+            compiled = filter_sql.trace_condition(flt, self._query_tables())
             if compiled.sql:
                 clauses.append(compiled.sql)
                 params.update(compiled.params)
@@ -154,27 +188,60 @@ class ClickHouseReader:
         return int(found or 0) if self.count_traces() else 0
 
     def count_traces(self, horizon: int | None = None, flt: Filter | None = None) -> int:
+        decided = self._decided(horizon, flt)
+        if decided is not None:
+            return len(decided)
         where, params = self._list_where(horizon, flt)
         return int(self._value(f"SELECT uniqExact(TraceId) FROM {self._traces} WHERE {where}", params) or 0)
 
     def count_newer(self, horizon: int, flt: Filter | None = None) -> int:
+        decided = self._decided(horizon, flt, newer=True)
+        if decided is not None:
+            return len(decided)
         where, params = self._list_where(horizon, flt, newer=True)
         return int(self._value(f"SELECT uniqExact(TraceId) FROM {self._traces} WHERE {where}", params) or 0)
 
-    def traces(
-        self, offset: int = 0, limit: int = 100, horizon: int | None = None, flt: Filter | None = None
-    ) -> list[TraceRow]:
-        """One page of roots, newest first. Terms only Python can decide (``filter_sql.residual``) are
-        applied to the rows of this page after the fact: a page may come back shorter than ``limit``."""
-        where, params = self._list_where(horizon, flt)
+    def _roots(self, where: str, params: dict[str, Any], offset: int, limit: int) -> list[tuple[bytes, int]]:
+        """(trace id, root start ns) of one page of the list, newest first."""
         page = "" if limit < 0 else f" LIMIT {int(limit)} OFFSET {int(offset)}"
-        roots = self._rows(
+        found = self._rows(
             f"SELECT TraceId, toUnixTimestamp64Nano(Timestamp) FROM {self._traces} WHERE {where} "
             f"ORDER BY Timestamp DESC, TraceId DESC LIMIT 1 BY TraceId{page}",
             params,
         )
+        return [(bytes.fromhex(t), int(ts)) for t, ts in found if t]
+
+    def _decided(self, horizon: int | None, flt: Filter | None, newer: bool = False) -> list[TraceRow] | None:
+        """With Python-only terms in ``flt``: the matching rows among the newest RESIDUAL_SCAN runs that match
+        the rest of it (kept until new data arrives); None without such terms."""
         residual = filter_sql.residual(flt) if flt is not None else None
-        return self._trace_rows([(bytes.fromhex(t), int(ts)) for t, ts in roots if t], residual)
+        if residual is None:
+            return None
+        key = (self.data_version(), horizon, newer, flt.text if flt is not None else "")
+        with self._lock:
+            found = self._decided_cache.get(key)
+        if found is not None:
+            return found
+        where, params = self._list_where(horizon, flt, newer)
+        roots = self._roots(where, params, 0, RESIDUAL_SCAN)
+        found = []
+        for i in range(0, len(roots), RESIDUAL_PAGE):
+            found += self._trace_rows(roots[i : i + RESIDUAL_PAGE], residual)
+        with self._lock:
+            if len(self._decided_cache) >= 8:
+                self._decided_cache.clear()
+            self._decided_cache[key] = found
+        return found
+
+    def traces(
+        self, offset: int = 0, limit: int = 100, horizon: int | None = None, flt: Filter | None = None
+    ) -> list[TraceRow]:
+        """One page of the list, newest first (with Python-only terms: a page of :meth:`_decided`)."""
+        decided = self._decided(horizon, flt)
+        if decided is not None:
+            return decided[offset:] if limit < 0 else decided[offset : offset + limit]
+        where, params = self._list_where(horizon, flt)
+        return self._trace_rows(self._roots(where, params, offset, limit))
 
     def trace(self, trace_id: bytes) -> TraceRow | None:
         held = self._held(trace_id)
@@ -414,7 +481,7 @@ class ClickHouseReader:
         :meth:`call_figures` instead, which leaves the percentiles to ClickHouse."""
         if by not in GROUPINGS:
             raise ValueError(f"cannot group by {by!r} (one of: {', '.join(GROUPINGS)})")
-        query = filter_sql.calls_query(self._tables, by, since_ns, flt, route_attribute)
+        query = filter_sql.calls_query(self._query_tables(), by, since_ns, flt, route_attribute)
         groups: dict[str, list[CallFacts]] = {}
         for key, *facts in self._rows(query.sql, query.params):
             trace_id, start, duration, error, ttft, rate, span_id = facts
@@ -425,17 +492,55 @@ class ClickHouseReader:
 
     def call_figures(
         self, by: str, *, since_ns: int | None = None, flt: Filter | None = None, route_attribute: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Per group: calls, runs, duration and TTFT quantiles, decode rate, error rate, computed by ClickHouse."""
+    ) -> list[GroupFigures]:
+        """Per group, computed by ClickHouse: exact percentiles, rates and means; the cost is priced here
+        from token sums per model (prices are linear in tokens). Retries and fallbacks are not known (None):
+        telling them needs the calls compared with each other."""
         if by not in GROUPINGS:
             raise ValueError(f"cannot group by {by!r} (one of: {', '.join(GROUPINGS)})")
-        query = filter_sql.figures_query(self._tables, by, since_ns, flt, route_attribute)
-        names = query.columns
-        return [dict(zip(names, row, strict=True)) for row in self._rows(query.sql, query.params)]
+        query = filter_sql.figures_query(self._query_tables(), by, since_ns, flt, route_attribute)
+        rows = self._rows(query.sql, query.params)
+        costs = self._group_costs(by, since_ns, flt, route_attribute)
+        out = []
+        for key, count, runs, durations, ttfts, rate, errors, grounded, recent in rows:
+            out.append(GroupFigures(
+                key=str(key), calls=int(count), runs=int(runs), durations_ns=_three(durations, count),
+                ttfts_ns=_three(ttfts, count), tokens_per_s=_finite(rate), errors=int(errors), retries=None,
+                fallbacks=None, cost_usd=costs.get(key), groundedness=_finite(grounded),
+                recent_ns=tuple(int(d) for d in recent),
+            ))  # fmt: skip
+        return out
+
+    def _group_costs(self, by: str, since_ns: int | None, flt: Filter | None, route: str | None) -> dict[str, float]:
+        """Each group's priced total: reported costs as reported, the rest priced from its token sums."""
+        query = filter_sql.usage_query(self._query_tables(), by, since_ns, flt, route)
+        pricer, now = pricing.pricer(), time.time_ns()
+        costs: dict[str, float] = {}
+        for key, response, request, provider, reported, _calls, *usage, reported_usd in self._rows(
+            query.sql, query.params
+        ):
+            if reported:
+                cost: float | None = float(reported_usd)
+            else:
+                counts = {name: int(n) for name, n in zip(filter_sql.USAGE, usage, strict=True)}
+                cost, _ = pricer.price((response or None, request or None), provider or None, counts, now)  # type: ignore[arg-type]
+            if cost is not None:
+                costs[key] = costs.get(key, 0.0) + cost
+        return costs
+
+    def filter_note(self, flt: Filter) -> str | None:
+        residual = filter_sql.residual(flt)
+        if residual is None:
+            return None
+        names = ", ".join(dict.fromkeys(str(t.field) for t in residual.terms))
+        return (
+            f"{names}: computed in Python, so decided among the newest {RESIDUAL_SCAN:,} runs "
+            "that match the rest of the filter"
+        )
 
     def groundedness_scores(self) -> dict[tuple[bytes, bytes], list[float]]:
         found: dict[tuple[bytes, bytes], list[float]] = {}
-        query = filter_sql.groundedness_query(self._tables)
+        query = filter_sql.groundedness_query(self._query_tables())
         for trace_hex, span_hex, score in self._rows(query.sql, query.params):
             if trace_hex and span_hex and score is not None and math.isfinite(score):
                 found.setdefault((bytes.fromhex(trace_hex), bytes.fromhex(span_hex)), []).append(float(score))
@@ -443,6 +548,16 @@ class ClickHouseReader:
 
     def histogram_points(self, names: list[str], since_ns: int | None = None) -> list[HistogramPoint]:
         return []  # the exporter's metric tables are not read (yet)
+
+
+def _three(values: Sequence[float], count: int) -> tuple[float | None, float | None, float | None]:
+    """p50, p95, p99 from ClickHouse's ``quantiles`` (NaN, or nothing, when no value was counted)."""
+    found = [_finite(v) for v in values] if count else []
+    return (found[0], found[1], found[2]) if len(found) == 3 else (None, None, None)
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def _call_dicts(page: MemoryReader, trace_id: bytes) -> list[dict[str, Any]]:

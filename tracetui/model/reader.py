@@ -81,6 +81,24 @@ class HistogramPoint(NamedTuple):
     dropped_attributes: int
 
 
+class GroupFigures(NamedTuple):
+    """One group's figures computed where the calls are stored (:meth:`Reader.call_figures`)."""
+
+    key: str
+    calls: int
+    runs: int
+    durations_ns: tuple[float | None, float | None, float | None]  # p50, p95, p99
+    ttfts_ns: tuple[float | None, float | None, float | None]
+    tokens_per_s: float | None
+    errors: int
+    #: Calls that were retries / fallbacks; None where the backend cannot tell (they compare calls).
+    retries: int | None
+    fallbacks: int | None
+    cost_usd: float | None  # the priced calls' total
+    groundedness: float | None  # mean of the calls' groundedness scores
+    recent_ns: tuple[int, ...]  # durations of the most recent calls, oldest first
+
+
 class Reader(Protocol):
     """Read-only access to stored traces: everything the UI and the commands ask."""
 
@@ -181,6 +199,17 @@ class Reader(Protocol):
         ``span_ids=False``: the caller does not need them (no evaluations to join), and a backend
         may leave that position None.
         """
+        ...
+
+    def call_figures(
+        self, by: str, *, since_ns: int | None = None, flt: Filter | None = None, route_attribute: str | None = None
+    ) -> list[GroupFigures] | None:
+        """The figures of :meth:`llm_calls`' groups computed by the backend itself (percentiles in the
+        database), or None: the caller computes them from :meth:`llm_calls` (tracetui.query.stats)."""
+        ...
+
+    def filter_note(self, flt: Filter) -> str | None:
+        """What the user should know about how this backend applies ``flt`` (None: nothing to add)."""
         ...
 
     def groundedness_scores(self) -> dict[tuple[bytes, bytes], list[float]]:

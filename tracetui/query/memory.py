@@ -26,7 +26,7 @@ from typing import Any
 from tracetui.llm.evals import is_groundedness, passed
 from tracetui.model.anyvalue import span_attribute_text
 from tracetui.model.filter import Filter
-from tracetui.model.reader import GROUPINGS, NONE_KEY, CallFacts, HistogramPoint, StoredLog, StoredSpan
+from tracetui.model.reader import GROUPINGS, NONE_KEY, CallFacts, GroupFigures, HistogramPoint, StoredLog, StoredSpan
 from tracetui.model.rows import LOG_COLUMNS, SPAN_COLUMNS, Decoded, Source
 from tracetui.model.views import Counters, SpanDetail, SpanRow, TraceRow, log_entry
 from tracetui.otlp.signals import decode_request
@@ -281,6 +281,14 @@ class MemoryReader:
             root = self._span(trace.trace_id, _root_id(self._spans(trace.trace_id))) if value is None else None
             return value if root is None else span_attribute_text(root["raw"], attribute)
         return f"{trace.service} / {trace.name}"
+
+    def call_figures(
+        self, by: str, *, since_ns: int | None = None, flt: Filter | None = None, route_attribute: str | None = None
+    ) -> list[GroupFigures] | None:
+        return None  # tracetui.query.stats computes them from llm_calls
+
+    def filter_note(self, flt: Filter) -> str | None:
+        return None  # every term is decided over every trace
 
     def groundedness_scores(self) -> dict[tuple[bytes, bytes], list[float]]:
         found: dict[tuple[bytes, bytes], list[float]] = {}

@@ -75,6 +75,7 @@ from tracetui.model.reader import (
     GROUPINGS,
     NONE_KEY,
     CallFacts,
+    GroupFigures,
     Reader,
 )
 
@@ -123,8 +124,8 @@ class GroupStats:
     ttft_p99_ms: float | None
     tokens_per_s: float | None
     error_rate: float
-    retry_rate: float
-    fallback_rate: float
+    retry_rate: float | None  # None: the backend cannot tell (ClickHouse: it compares calls in Python only)
+    fallback_rate: float | None
     cost_per_run: float | None
     groundedness: float | None
     #: Durations (ms) of the most recent calls, oldest first, at most MAX_DURATIONS.
@@ -156,6 +157,11 @@ def compute(
     if by not in GROUPINGS:
         raise ValueError(f"cannot group by {by!r} (one of: {', '.join(GROUPINGS)})")
     since = None if window_s is None else (time.time_ns() if now_ns is None else now_ns) - int(window_s * 1e9)
+    figures = reader.call_figures(by, since_ns=since, flt=flt, route_attribute=route_attribute)
+    if figures is not None:
+        out = [_from_figures(f) for f in figures]
+        out.sort(key=lambda g: (-g.count, g.key))
+        return out
     with _gc_paused():
         grounded = reader.groundedness_scores()
         groups = reader.llm_calls(by, since_ns=since, flt=flt, route_attribute=route_attribute, span_ids=bool(grounded))
@@ -231,6 +237,28 @@ def _figures(key: str, rows: list[CallFacts], grounded: _Grounded) -> GroupStats
         cost_per_run=math.fsum(costs) / runs if costs else None,
         groundedness=math.fsum(scores) / len(scores) if scores else None,
         durations_ms=tuple([d / 1e6 for _, d in recent]),
+    )
+
+
+def _from_figures(f: GroupFigures) -> GroupStats:
+    """A group whose figures the backend computed (Reader.call_figures)."""
+    return GroupStats(
+        key=f.key,
+        count=f.calls,
+        runs=f.runs,
+        p50_ms=_ms(f.durations_ns[0]),
+        p95_ms=_ms(f.durations_ns[1]),
+        p99_ms=_ms(f.durations_ns[2]),
+        ttft_p50_ms=_ms(f.ttfts_ns[0]),
+        ttft_p95_ms=_ms(f.ttfts_ns[1]),
+        ttft_p99_ms=_ms(f.ttfts_ns[2]),
+        tokens_per_s=f.tokens_per_s,
+        error_rate=f.errors / f.calls if f.calls else 0.0,
+        retry_rate=None if f.retries is None or not f.calls else f.retries / f.calls,
+        fallback_rate=None if f.fallbacks is None or not f.calls else f.fallbacks / f.calls,
+        cost_per_run=None if f.cost_usd is None or not f.runs else f.cost_usd / f.runs,
+        groundedness=f.groundedness,
+        durations_ms=tuple(d / 1e6 for d in f.recent_ns),
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from tracetui.llm.evals import is_groundedness, passed
 from tracetui.model.filter import Filter
-from tracetui.model.reader import CallFacts, HistogramPoint, StoredLog, StoredSpan
+from tracetui.model.reader import CallFacts, GroupFigures, HistogramPoint, StoredLog, StoredSpan
 from tracetui.model.rows import SPLIT_KEYS
 from tracetui.model.views import Counters, SpanDetail, SpanRow, TraceRow, log_entry
 from tracetui.store import stats_sql
@@ -359,6 +359,14 @@ class SqliteReader:
             return stats_sql.llm_calls(
                 self._conn, by, since_ns=since_ns, flt=flt, route_attribute=route_attribute, span_ids=span_ids
             )
+
+    def call_figures(
+        self, by: str, *, since_ns: int | None = None, flt: Filter | None = None, route_attribute: str | None = None
+    ) -> list[GroupFigures] | None:
+        return None  # tracetui.query.stats computes them from llm_calls
+
+    def filter_note(self, flt: Filter) -> str | None:
+        return None  # every term is decided over every trace
 
     def groundedness_scores(self) -> dict[tuple[bytes, bytes], list[float]]:
         with self._lock:
