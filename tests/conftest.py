@@ -53,3 +53,14 @@ def all_fixtures_db(tmp_path_factory) -> Path:
     db = tmp_path_factory.mktemp("fixtures-db") / "fixtures.db"
     fill_db(db, [record for path in suite_fixture_files() for record in read_records(path)])
     return db
+
+
+@pytest.fixture(scope="session")
+def chdb(tmp_path_factory):
+    """The session's embedded ClickHouse: our chdb server subprocess on a temporary directory, reached
+    over HTTP by clickhouse-connect (chdb allows one process per directory; each test uses its own database)."""
+    from tracetui.clickhouse.connect import connect, parse_source
+
+    conn = connect(parse_source(f"chdb:{tmp_path_factory.mktemp('chdb')}"))
+    yield conn
+    conn.close()

@@ -512,3 +512,43 @@ def span_with_deep_attribute(trace: bytes, span_id: bytes, name: str, levels: in
     """A serialized Span whose attribute "deep" nests ``levels`` kvlists."""
     span = make_span(trace, span_id, name=name).SerializeToString()
     return span + ld(9, ld(1, b"deep") + ld(2, nested_kvlist(levels)))  # one more attributes entry
+
+
+# --- ClickHouse: the exporter's tables in chdb, served by our chdb server over HTTP ---------------------
+
+
+class SharedConnection:
+    """One database of the session's chdb server (tests/conftest.py ``chdb``), for a reader that must not
+    stop the server when it is closed."""
+
+    def __init__(self, conn, database: str) -> None:
+        import dataclasses
+
+        self.client = conn.client
+        self.spec = dataclasses.replace(conn.spec, database=database)
+
+    def close(self) -> None:
+        pass
+
+
+_databases = iter(range(1, 1_000_000))
+
+
+def clickhouse_reader(conn, traces: Iterable[bytes] = (), logs: Iterable[bytes] = (), threshold: float = 0.5):
+    """A ClickHouseReader over a new database holding these serialized requests, written as the
+    Collector's exporter writes them (its DDL, its value mapping: tracetui.clickhouse.convert)."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    from tracetui.clickhouse.load import insert_requests
+    from tracetui.clickhouse.reader import ClickHouseReader
+    from tracetui.clickhouse.schema import check_shape, ensure_schema
+
+    shared = SharedConnection(conn, f"t{os.getpid()}_{next(_databases)}")
+    ensure_schema(shared.client, shared.spec.database)
+    insert_requests(
+        shared,  # type: ignore[arg-type]
+        [ExportTraceServiceRequest.FromString(data) for data in traces],
+        [ExportLogsServiceRequest.FromString(data) for data in logs],
+    )
+    shape = check_shape(shared.client, shared.spec.database, "otel_traces", "otel_logs")
+    return ClickHouseReader(shared, shape, threshold=threshold)  # type: ignore[arg-type]

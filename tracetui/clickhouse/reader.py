@@ -68,6 +68,10 @@ RESIDUAL_PAGE = 200
 #: Most spans read for evaluation results kept in attributes (evaluator spans): those forms are rare beside
 #: OTel's events and log records, which SQL reads whatever their number.
 EXTRA_EVALUATION_SPANS = 100_000
+#: Seconds a data version is taken as current (the UI's watcher polls every 0.2 s with a reader of its own).
+VERSION_TTL = 0.2
+#: List rows kept built (a few screens' worth, and the traces a filter scanned).
+_CACHED_ROWS = 5000
 #: Traces kept decoded in memory (the one on screen, and the ones just left).
 _CACHED_TRACES = 4
 #: Seconds added on each side of the trace-id table's range: it holds whole seconds, and the
@@ -104,7 +108,10 @@ class ClickHouseReader:
         self._cache_version: int | None = None
         self._counters: tuple[int, Counters] | None = None
         self._decided_cache: dict[tuple, list[TraceRow]] = {}
+        self._version: tuple[float, int] | None = None
         self._extra: tuple[int, filter_sql.Tables] | None = None
+        #: trace id hex -> (what the row was built from, the row): see _trace_rows.
+        self._rows_cache: dict[str, tuple[tuple, TraceRow]] = {}
 
     def close(self) -> None:
         self._conn.close()
@@ -143,9 +150,17 @@ class ClickHouseReader:
     # --- change detection and the header ------------------------------------------------------
 
     def data_version(self) -> int:
-        """Rows in the tables: a trivial count, answered from the parts' metadata."""
+        """Rows in the tables: a trivial count, answered from the parts' metadata. Asked again at most every
+        VERSION_TTL seconds: the methods that read one trace ask it on each call, a cursor move each."""
+        now = time.monotonic()
+        with self._lock:
+            if self._version is not None and now - self._version[0] < VERSION_TTL:
+                return self._version[1]
         logs = f" + (SELECT count() FROM {self._logs})" if self._logs else ""
-        return int(self._value(f"SELECT (SELECT count() FROM {self._traces}){logs}") or 0)
+        version = int(self._value(f"SELECT (SELECT count() FROM {self._traces}){logs}") or 0)
+        with self._lock:
+            self._version = (now, version)
+        return version
 
     def counters(self) -> Counters:
         version = self.data_version()
@@ -334,7 +349,12 @@ class ClickHouseReader:
 
     def _trace_rows(self, roots: list[tuple[bytes, int]], residual: Filter | None = None) -> list[TraceRow]:
         """The list rows of these traces (root start ns each), in the order given; with ``residual``, only
-        the rows whose trace matches those (Python-only) terms."""
+        the rows whose trace matches those (Python-only) terms.
+
+        A row built once is kept while its trace's span count, bounds and evaluation log records stay
+        the same (they are read for every page anyway): scrolling back, refiltering and the live list
+        rebuild only the runs that changed.
+        """
         if not roots:
             return []
         ids = [_hex(trace_id) for trace_id, _ in roots]
@@ -354,45 +374,80 @@ class ClickHouseReader:
                 params,
             )
         }
+        logs = self._evaluation_logs(within, params)
+        log_counts: dict[str, int] = {}
+        for log in logs:
+            log_counts[log["TraceId"]] = log_counts.get(log["TraceId"], 0) + 1
+        keys = {t: (*found, log_counts.get(t, 0)) for t, found in aggregates.items()}
+        with self._lock:
+            built = {
+                t: self._rows_cache[t][1]
+                for t in ids
+                if t in self._rows_cache and self._rows_cache[t][0] == keys.get(t)
+            }
+        missing = [t for t in ids if t in aggregates and t not in built]
+        page = None
+        if missing or residual is not None:
+            page = self._page(
+                missing if residual is None else [t for t in ids if t in aggregates], window, params, logs
+            )
+            for hexed in missing:
+                built[hexed] = self._row(page, bytes.fromhex(hexed), aggregates[hexed])
+            with self._lock:
+                if len(self._rows_cache) > _CACHED_ROWS:
+                    self._rows_cache.clear()
+                self._rows_cache.update((t, (keys[t], built[t])) for t in missing)
+        out = []
+        for trace_id, root_start in roots:
+            row = built.get(_hex(trace_id))
+            if row is None:
+                continue
+            row = replace(row, seq=root_start)
+            if residual is None or filter_sql.matches_trace_row(residual, row, lambda t: _call_dicts(page, t)):  # type: ignore[arg-type]
+                out.append(row)
+        return out
+
+    def _page(self, ids: list[str], window: str, params: dict[str, Any], logs: list[dict[str, Any]]) -> MemoryReader:
+        """The call spans (and roots) of these traces, with their evaluation log records, decoded; the parent
+        of every span of theirs is kept for the timing analysis (``_parents``)."""
+        params = {**params, "ids": ids}
+        within = f"TraceId IN {{ids:Array(String)}} AND {window}"
         calls = self._rows(
             f"SELECT {SPAN_SELECT} FROM {self._traces} WHERE {within} "
             f"AND (ParentSpanId = '' OR {filter_sql.call_span_sql()}) LIMIT 1 BY TraceId, SpanId",
             params,
         )
-        parents: dict[str, dict[bytes, bytes | None]] = {}
+        parents: dict[bytes, dict[bytes, bytes | None]] = {}
         for trace_hex, span_hex, parent_hex in self._rows(
             f"SELECT TraceId, SpanId, ParentSpanId FROM {self._traces} WHERE {within} LIMIT 1 BY TraceId, SpanId",
             params,
         ):
-            parents.setdefault(trace_hex, {})[bytes.fromhex(span_hex)] = (
+            parents.setdefault(bytes.fromhex(trace_hex), {})[bytes.fromhex(span_hex)] = (
                 bytes.fromhex(parent_hex) if parent_hex else None
             )
-        logs = self._evaluation_logs(within, params)
+        wanted = set(ids)
         page = MemoryReader(self.threshold)
         page.add(
             [spans_request([dict(zip(TRACE_COLUMNS, r, strict=True)) for r in calls]).SerializeToString()],
-            [logs_request(logs).SerializeToString()] if logs else [],
+            [logs_request([log for log in logs if log["TraceId"] in wanted]).SerializeToString()] if logs else [],
         )
-        out = []
-        for trace_id, root_start in roots:
-            hexed = _hex(trace_id)
-            found = aggregates.get(hexed)
-            if found is None:
-                continue
-            start, end, span_count, errors_found, first_name = found
-            held = page.trace(trace_id)
-            rows = page.decoded_rows(trace_id)
-            has_calls = any(r[COL["llm_kind"]] is not None or r[COL["http_status"]] is not None for r in rows)
-            timing: dict[str, Any] = (analyze_rows(rows, int(start), int(end), parents.get(hexed, {})).trace_values if has_calls
-                      else no_timing(int(start), int(end)))  # fmt: skip
-            base = held if held is not None else TraceRow(0, trace_id, None, first_name, "", 0, 0, 0, 0, 0, 0, 0, None)
-            row = replace(
-                base, seq=root_start, first_name=first_name, start_ns=int(start), end_ns=int(end),
-                span_count=int(span_count), error_count=int(errors_found), **timing,
-            )  # fmt: skip
-            if residual is None or filter_sql.matches_trace_row(residual, row, lambda t: _call_dicts(page, t)):
-                out.append(row)
-        return out
+        page.parents = parents  # type: ignore[attr-defined]
+        return page
+
+    def _row(self, page: MemoryReader, trace_id: bytes, aggregates: Sequence[Any]) -> TraceRow:
+        """One list row: ClickHouse's aggregates, our analysis of the trace's calls, the evaluations' badges."""
+        start, end, span_count, errors_found, first_name = aggregates
+        held = page.trace(trace_id)
+        rows = page.decoded_rows(trace_id)
+        has_calls = any(r[COL["llm_kind"]] is not None or r[COL["http_status"]] is not None for r in rows)
+        parents = page.parents.get(trace_id, {})  # type: ignore[attr-defined]
+        timing: dict[str, Any] = (analyze_rows(rows, int(start), int(end), parents).trace_values if has_calls
+                                  else no_timing(int(start), int(end)))  # fmt: skip
+        base = held if held is not None else TraceRow(0, trace_id, None, first_name, "", 0, 0, 0, 0, 0, 0, 0, None)
+        return replace(
+            base, first_name=first_name, start_ns=int(start), end_ns=int(end),
+            span_count=int(span_count), error_count=int(errors_found), **timing,
+        )  # fmt: skip
 
     def _evaluation_logs(self, within: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Log records of these traces that carry evaluation results (OTel's ``gen_ai.evaluation.result``)."""

@@ -1,0 +1,259 @@
+"""The ClickHouse reader answers as the SQLite one, over every capture, from the exporter's tables.
+
+The captures are written into chdb the way the OpenTelemetry Collector's ClickHouse
+exporter writes them (its DDL verbatim, every attribute value flattened to a string),
+and read back over HTTP by clickhouse-connect from our chdb server process. The SQLite
+database is filled from the same bytes by the real writer. Whatever the UI or a command
+asks is compared: the list, each trace, every span, the filters (both readings), the
+statistics. The ground-truth suites (tests/llm/test_llm_fixtures.py,
+tests/llm/test_timing_captures.py) also run on both backends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+from helpers import FIXTURES, clickhouse_reader, fill_db, read_records, trace_fixture_files
+
+from tracetui.clickhouse import filter_sql
+from tracetui.clickhouse.convert import format_double
+from tracetui.clickhouse.reader import RESIDUAL_SCAN
+from tracetui.model.filter import parse
+from tracetui.model.reader import GROUPINGS, Reader
+from tracetui.otlp.decode import decode_logs, parse_logs_request
+from tracetui.query import stats
+from tracetui.query.export import span_json
+from tracetui.store.reader import SqliteReader
+from tracetui.store.writer import Writer
+
+TRACES = [record for path in trace_fixture_files() for record in read_records(path)]
+LOGS = [record for path in sorted(FIXTURES.glob("*.logs.otlp")) for record in read_records(path)]
+
+
+@pytest.fixture(scope="module")
+def readers(tmp_path_factory: pytest.TempPathFactory, chdb):
+    db = tmp_path_factory.mktemp("clickhouse-parity") / "same.db"
+    fill_db(db, TRACES)
+    writer = Writer(db)
+    writer.start()
+    try:
+        for data in LOGS:
+            ticket = writer.submit(decode_logs(parse_logs_request(data)))
+            assert ticket.wait(30) and ticket.error is None
+    finally:
+        writer.stop()
+    sqlite = SqliteReader(db)
+    clickhouse = clickhouse_reader(chdb, TRACES, LOGS)
+    yield sqlite, clickhouse
+    sqlite.close()
+    clickhouse.close()
+
+
+def test_implements_every_method_of_the_protocol(readers) -> None:
+    _, clickhouse = readers
+    names = [name for name, value in vars(Reader).items() if not name.startswith("_") and callable(value)]
+    assert [name for name in names if not callable(getattr(clickhouse, name, None))] == []
+
+
+def _unseq(row):
+    return dataclasses.replace(row, seq=0)
+
+
+def test_the_trace_list_is_the_same(readers) -> None:
+    """Every field of every row (tokens, cost, the time split, retries, fallbacks, slowest span, badges), in order."""
+    sqlite, clickhouse = readers
+    listed = sqlite.traces(0, -1)
+    assert len(listed) > 20
+    assert [_unseq(r) for r in clickhouse.traces(0, -1)] == [_unseq(r) for r in listed]
+    assert clickhouse.count_traces() == sqlite.count_traces()
+    window = clickhouse.traces(3, 7)
+    assert [r.trace_id for r in window] == [r.trace_id for r in listed[3:10]]
+    # The horizon is the newest root start: everything at or before it, nothing newer.
+    horizon = clickhouse.max_seq()
+    assert clickhouse.count_traces(horizon) == len(listed) and clickhouse.count_newer(horizon) == 0
+    middle = listed[len(listed) // 2]
+    older = clickhouse.traces(0, -1, middle.start_ns)
+    assert older and all(r.start_ns <= middle.start_ns for r in older)
+    assert clickhouse.count_newer(middle.start_ns) == len(listed) - len(older)
+    counters, expected = clickhouse.counters(), sqlite.counters()
+    assert (counters.span_count, counters.trace_count) == (expected.span_count, expected.trace_count)
+    assert counters.db_bytes > 0
+
+
+def test_neighbours_prefixes_and_sessions(readers) -> None:
+    sqlite, clickhouse = readers
+    listed = sqlite.traces(0, -1)
+    for i in (1, len(listed) // 2):
+        trace_id = listed[i].trace_id
+        assert clickhouse.neighbor_trace(trace_id, newer=True) == listed[i - 1].trace_id
+        assert clickhouse.neighbor_trace(trace_id, newer=False) == listed[i + 1].trace_id
+    assert clickhouse.neighbor_trace(listed[0].trace_id, newer=True) is None
+    prefix = listed[5].trace_id.hex()[:6]
+    assert clickhouse.trace_ids_starting(prefix) == sqlite.trace_ids_starting(prefix)
+    assert clickhouse.trace_ids_starting("not hex") == []
+    sessions = {r.session_id for r in listed if r.session_id}
+    assert sessions
+    for session in sessions:
+        assert clickhouse.session_totals(session) == pytest.approx(sqlite.session_totals(session))
+
+
+def _as_exporter_wrote(value: Any) -> str:
+    """What the exporter makes of a typed attribute value (``AsString``), to compare the two backends' JSON."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return format_double(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    return str(value)
+
+
+def _flattened(span: dict[str, Any]) -> dict[str, Any]:
+    out = dict(span)
+    for key in ("attributes", "resource"):
+        if out.get(key) is not None:
+            out[key] = {k: _as_exporter_wrote(v) for k, v in out[key].items()}
+    out["events"] = [{**e, "attributes": {k: _as_exporter_wrote(v) for k, v in (e.get("attributes") or {}).items()}}
+                     for e in out.get("events") or ()]  # fmt: skip
+    return out
+
+
+def _floats_close(a: Any, b: Any) -> bool:
+    """JSON numbers inside attribute values: the exporter writes the shortest form, json.dumps its repr."""
+    if a == b:
+        return True
+    try:
+        return json.loads(a) == json.loads(b)
+    except (TypeError, ValueError):
+        return a == b
+
+
+def test_each_trace_reads_the_same(readers) -> None:
+    """The trace view and `spans --json`: every span's LLM fields, provenance, events, logs and evaluations."""
+    sqlite, clickhouse = readers
+    for row in sqlite.traces(0, -1):
+        trace_id = row.trace_id
+        assert _unseq(clickhouse.trace(trace_id)) == _unseq(row)
+        assert sorted(clickhouse.spans(trace_id), key=lambda s: s.span_id) == sorted(
+            sqlite.spans(trace_id), key=lambda s: s.span_id
+        ), row.name
+        got = sorted(span_json(clickhouse, trace_id), key=lambda s: s["span_id"])
+        want = sorted(span_json(sqlite, trace_id), key=lambda s: s["span_id"])
+        assert len(got) == len(want)
+        for mine, theirs in zip(got, want, strict=True):
+            mine, theirs = _flattened(mine), _flattened(theirs)
+            for key in theirs:
+                if key in ("attributes", "resource"):
+                    assert mine[key].keys() == theirs[key].keys()
+                    for k in theirs[key]:
+                        assert _floats_close(mine[key][k], theirs[key][k]), (row.name, key, k, mine[key][k][:200])
+                else:
+                    assert mine[key] == theirs[key], (row.name, theirs["name"], key)
+        assert len(clickhouse.stored_spans(trace_id)) == row.span_count
+        assert len(clickhouse.stored_logs(trace_id)) == len(sqlite.stored_logs(trace_id))
+
+
+def test_attribute_values_are_strings_as_the_exporter_wrote_them(readers) -> None:
+    """No guessing types back: "512" stays the string the table holds, and is read as 512 tokens."""
+    _, clickhouse = readers
+    row = next(r for r in clickhouse.traces(0, -1) if r.input_tokens)
+    call = next(s for s in span_json(clickhouse, row.trace_id) if s["input_tokens"])
+    assert all(isinstance(v, str) for v in call["attributes"].values())
+    assert isinstance(call["input_tokens"], int)
+
+
+#: The filters tests/model/test_filter.py checks SQL and Python agree on, plus Python-only ones.
+def _agreement_filters() -> list[str]:
+    from model.test_filter import AGREEMENT_FILTERS  # tests/ is on sys.path (pytest rootdir conftest)
+
+    return list(AGREEMENT_FILTERS)
+
+
+def test_every_filter_lists_the_same_runs_and_marks_the_same_spans(readers) -> None:
+    sqlite, clickhouse = readers
+    everything = sqlite.traces(0, -1)
+    checked = 0
+    for text in _agreement_filters():
+        flt = parse(text)
+        want = [r.trace_id for r in sqlite.traces(0, -1, None, flt)]
+        assert [r.trace_id for r in clickhouse.traces(0, -1, None, flt)] == want, text
+        assert clickhouse.count_traces(None, flt) == len(want), text
+        checked += bool(want)
+    assert checked > 100
+    for row in everything[:: max(1, len(everything) // 8)]:  # trace by trace: the open trace is held decoded
+        for text in _agreement_filters():
+            flt = parse(text)
+            assert clickhouse.matching_span_ids(row.trace_id, flt) == sqlite.matching_span_ids(row.trace_id, flt), text
+
+
+def test_the_span_level_sql_agrees_with_sqlite_on_every_span(readers) -> None:
+    """The statistics' reading of a filter (each span on its own) compiled to ClickHouse SQL."""
+    sqlite, clickhouse = readers
+    traces = [r.trace_id for r in sqlite.traces(0, -1)]
+    tables = clickhouse._query_tables()
+    for text in _agreement_filters():
+        flt = parse(text)
+        if filter_sql.residual(flt, trace_level=False) is not None:
+            continue
+        compiled = filter_sql.span_condition(flt, tables)
+        found = {(bytes.fromhex(t), bytes.fromhex(s)) for t, s in clickhouse._rows(
+            f"SELECT TraceId, SpanId FROM {tables.traces} WHERE {compiled.sql or '1'}", compiled.params)}  # fmt: skip
+        assert found == {(t, s) for t in traces for s in sqlite.matching_span_ids(t, flt)}, text
+
+
+def test_user_text_reaches_clickhouse_as_parameters_only(readers) -> None:
+    _, clickhouse = readers
+    for text in ('name="\'; DROP TABLE otel_traces; --"', "attr.a\\b}{x:String}=1", "model~%_", '"\') OR 1=1 --"'):
+        flt = parse(text)
+        compiled = filter_sql.trace_condition(flt, clickhouse._query_tables())
+        assert "DROP" not in compiled.sql and "OR 1=1" not in compiled.sql
+        assert clickhouse.traces(0, -1, None, flt) == []
+    assert clickhouse.count_traces() > 20  # the table is still there
+
+
+def test_python_only_terms_are_decided_on_the_newest_runs_and_said_so(readers) -> None:
+    sqlite, clickhouse = readers
+    for text in ("cost>0.0001", "fallback=true", "retry=true kind=llm", "tokens>1000", "cost!=0 model~mini"):
+        flt = parse(text)
+        assert [r.trace_id for r in clickhouse.traces(0, -1, None, flt)] == [
+            r.trace_id for r in sqlite.traces(0, -1, None, flt)
+        ], text
+        note = clickhouse.filter_note(flt)
+        assert note is not None and f"{RESIDUAL_SCAN:,}" in note
+    assert clickhouse.filter_note(parse("model=gpt-4o ttft>100ms groundedness<0.5")) is None
+    assert sqlite.filter_note(parse("cost>0.0001")) is None
+
+
+@pytest.mark.parametrize("by", GROUPINGS)
+@pytest.mark.parametrize("text", ["", "status=ok", "model~mini", "groundedness<0.9"])
+def test_statistics_are_the_same_computed_by_clickhouse(readers, by: str, text: str) -> None:
+    """Counts, runs, exact p50/p95/p99 of duration and TTFT, decode rate, error rate, cost per run and
+    groundedness: ClickHouse's ``quantilesExactInclusive`` interpolates as tracetui.query.stats does."""
+    sqlite, clickhouse = readers
+    flt = parse(text) if text else None
+    want = {g.key: g.to_json(durations=True) for g in stats.compute(sqlite, by, flt=flt)}
+    got = {g.key: g.to_json(durations=True) for g in stats.compute(clickhouse, by, flt=flt)}
+    assert got.keys() == want.keys()
+    for key, figures in want.items():
+        mine = got[key]
+        assert mine["retry_rate"] is None and mine["fallback_rate"] is None  # only Python compares calls
+        for name, value in figures.items():
+            if name in ("retry_rate", "fallback_rate"):
+                continue
+            if name == "durations_ms":
+                assert sorted(mine[name]) == pytest.approx(sorted(value)), (key, name)
+            elif isinstance(value, float):
+                assert mine[name] == pytest.approx(value, rel=1e-9), (key, name)
+            else:
+                assert mine[name] == value, (key, name)
+
+
+def test_the_llm_calls_of_the_protocol_match_in_keys_and_counts(readers) -> None:
+    sqlite, clickhouse = readers
+    for by in GROUPINGS:
+        want = {k: sorted(c[1] for c in v) for k, v in sqlite.llm_calls(by).items()}
+        got = {k: sorted(c[1] for c in v) for k, v in clickhouse.llm_calls(by).items()}
+        assert got == want, by
