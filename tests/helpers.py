@@ -552,3 +552,29 @@ def clickhouse_reader(conn, traces: Iterable[bytes] = (), logs: Iterable[bytes] 
     )
     shape = check_shape(shared.client, shared.spec.database, "otel_traces", "otel_logs")
     return ClickHouseReader(shared, shape, threshold=threshold)  # type: ignore[arg-type]
+
+
+def stored_requests(reader) -> tuple[list[bytes], list[bytes]]:
+    """Every stored trace's spans and log records as export requests, byte for byte what the receiver got
+    (to load another backend with exactly what a SQLite database holds)."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+    traces, logs = [], []
+    for row in reader.traces(0, -1):
+        request = ExportTraceServiceRequest(resource_spans=[
+            ResourceSpans(resource=Resource.FromString(s.resource), schema_url=s.schema_url, scope_spans=[
+                ScopeSpans(scope=InstrumentationScope.FromString(s.scope), spans=[Span.FromString(s.raw)])])
+            for s in reader.stored_spans(row.trace_id)
+        ])  # fmt: skip
+        traces.append(request.SerializeToString())
+        records = reader.stored_logs(row.trace_id)
+        if records:
+            logs.append(ExportLogsServiceRequest(resource_logs=[
+                ResourceLogs(resource=Resource.FromString(r.resource), schema_url=r.schema_url, scope_logs=[
+                    ScopeLogs(scope=InstrumentationScope.FromString(r.scope), log_records=[LogRecord.FromString(r.raw)])])
+                for r in records
+            ]).SerializeToString())  # fmt: skip
+    return traces, logs

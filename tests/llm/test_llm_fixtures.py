@@ -3,6 +3,9 @@
 Ground truth comes from tests/fixtures/README.md (the test server's behaviour and
 the order of the "openai suite" calls) and the server's request log
 (``*.server_requests.json``), never from tracetui's own output.
+
+Every expectation holds on both backends: the SQLite database the receiver wrote, and
+the same spans as the Collector's ClickHouse exporter writes them, read from chdb.
 """
 
 from __future__ import annotations
@@ -12,7 +15,15 @@ import signal
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES, channel_to, read_records, start_receiver, trace_fixture_files
+from helpers import (
+    FIXTURES,
+    channel_to,
+    clickhouse_reader,
+    read_records,
+    start_receiver,
+    stored_requests,
+    trace_fixture_files,
+)
 
 from tracetui.query.export import span_json
 from tracetui.store.reader import SqliteReader
@@ -55,14 +66,24 @@ def db(tmp_path_factory) -> Path:
     return tmp / "llm.db"
 
 
-def suite_calls(db: Path, library: str) -> list[dict]:
+@pytest.fixture(scope="module", params=["sqlite", "clickhouse"])
+def reader(request, db: Path):
+    """The receiver's database, or the same spans in the ClickHouse exporter's tables."""
+    sqlite = SqliteReader(db)
+    if request.param == "sqlite":
+        yield sqlite
+    else:
+        other = clickhouse_reader(request.getfixturevalue("chdb"), *stored_requests(sqlite))
+        yield other
+        other.close()
+    sqlite.close()
+
+
+def suite_calls(reader, library: str) -> list[dict]:
     """The library's eight top-level spans, in start order, as `tracetui spans --json` objects."""
-    reader = SqliteReader(db)
     service = "unknown_service" if library == "traceai_openai" else f"harness-{library.replace('_', '-')}"
     traces = sorted((t for t in reader.traces(0, -1) if t.service == service), key=lambda t: t.start_ns)
-    calls = [span_json(reader, t.trace_id)[0] for t in traces]
-    reader.close()
-    return calls
+    return [span_json(reader, t.trace_id)[0] for t in traces]
 
 
 def test_server_log_agrees_with_the_suite_table() -> None:
@@ -75,8 +96,8 @@ def test_server_log_agrees_with_the_suite_table() -> None:
 
 
 @pytest.mark.parametrize("library", LIBRARIES)
-def test_kinds_models_and_errors(db: Path, library: str) -> None:
-    calls = suite_calls(db, library)
+def test_kinds_models_and_errors(reader, library: str) -> None:
+    calls = suite_calls(reader, library)
     assert len(calls) == len(SUITE)
     for call, (name, model, kind) in zip(calls, SUITE, strict=True):
         assert call["kind"] == kind, name
@@ -93,8 +114,8 @@ def test_kinds_models_and_errors(db: Path, library: str) -> None:
 
 
 @pytest.mark.parametrize("library", LIBRARIES)
-def test_time_to_first_token_only_where_it_exists(db: Path, library: str) -> None:
-    by_name = dict(zip((n for n, _, _ in SUITE), suite_calls(db, library), strict=True))
+def test_time_to_first_token_only_where_it_exists(reader, library: str) -> None:
+    by_name = dict(zip((n for n, _, _ in SUITE), suite_calls(reader, library), strict=True))
     for streamed in ("chat_stream", "chat_stream_nousage"):
         call = by_name[streamed]
         if library in TTFT_LIBRARIES:
@@ -115,9 +136,9 @@ def test_time_to_first_token_only_where_it_exists(db: Path, library: str) -> Non
         assert streamed["tokens_per_s"] > streamed["output_tokens"] / (streamed["duration_ms"] / 1000)
 
 
-def test_token_counts_agree_across_libraries(db: Path) -> None:
+def test_token_counts_agree_across_libraries(reader) -> None:
     """The test server is deterministic, so every library that reports usage reports the same numbers."""
-    tables = {library: suite_calls(db, library) for library in LIBRARIES}
+    tables = {library: suite_calls(reader, library) for library in LIBRARIES}
     for index, (name, _, _) in enumerate(SUITE):
         seen = {
             (calls[index]["input_tokens"], calls[index]["output_tokens"])
@@ -132,8 +153,7 @@ def test_token_counts_agree_across_libraries(db: Path) -> None:
             assert tokens[0] > 0
 
 
-def test_handmade_agent_timeout_then_fallback(db: Path) -> None:
-    reader = SqliteReader(db)
+def test_handmade_agent_timeout_then_fallback(reader) -> None:
     agent = next(t for t in reader.traces(0, -1) if t.service == "harness-handmade-agent" and t.span_count == 5)
     spans = {s["name"]: s for s in span_json(reader, agent.trace_id)}
     failed, fallback = spans["chat gpt-4o"], spans["chat claude-sonnet-4"]
@@ -153,4 +173,3 @@ def test_handmade_agent_timeout_then_fallback(db: Path) -> None:
     assert split["fallback"] >= 30 * 10**9 - 10**6
     assert split["ttft"] == 820 * 10**6
     assert split["decode"] == pytest.approx(fallback["decode_ms"] * 1e6, abs=1)
-    reader.close()

@@ -6,7 +6,8 @@ OTLP/HTTP protobuf, ``node_manual_http_json`` as the exporter's own OTLP/HTTP JS
 bodies. Expectations come from the ground truth beside each capture: the app's
 ``*.client.log`` (one ``CALL {...}`` line per call, in order) and the test server's
 ``*.server_requests.json`` (arrival time and status of every HTTP request), never
-from tracetui's output.
+from tracetui's output. The captures' expectations hold on both backends: the receiver's
+SQLite database, and the same spans in the Collector's ClickHouse exporter tables (chdb).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import FIXTURES, channel_to, fill_db, read_records, start_receiver
+from helpers import FIXTURES, channel_to, clickhouse_reader, fill_db, read_records, start_receiver, stored_requests
 
+from tracetui.model.reader import Reader
 from tracetui.query.export import span_json, trace_summary
 from tracetui.store.reader import SqliteReader
 
@@ -82,25 +84,34 @@ def db(tmp_path_factory) -> Path:
     return tmp / "t.db"
 
 
-def run_of(db: Path, capture: str):
+@pytest.fixture(scope="module", params=["sqlite", "clickhouse"])
+def reader(request, db: Path):
+    """The receiver's database, or the same spans in the ClickHouse exporter's tables."""
+    sqlite = SqliteReader(db)
+    if request.param == "sqlite":
+        yield sqlite
+    else:
+        other = clickhouse_reader(request.getfixturevalue("chdb"), *stored_requests(sqlite))
+        yield other
+        other.close()
+    sqlite.close()
+
+
+def run_of(reader: Reader, capture: str):
     """(trace row, LLM calls in start order as `spans --json` objects, summary text) of a capture's run."""
-    reader = SqliteReader(db)
-    try:
-        rows = [t for t in reader.traces(0, -1) if t.service == "harness-" + capture.replace("_", "-")]
-        assert len(rows) == 1, [t.service for t in reader.traces(0, -1)]
-        row = rows[0]
-        spans = span_json(reader, row.trace_id)
-        calls = sorted((s for s in spans if s["kind"] == "llm" and s["name"].startswith("chat")),
-                       key=lambda s: s["start_ns"])  # fmt: skip
-        return row, calls, trace_summary(reader, row.trace_id)
-    finally:
-        reader.close()
+    rows = [t for t in reader.traces(0, -1) if t.service == "harness-" + capture.replace("_", "-")]
+    assert len(rows) == 1, [t.service for t in reader.traces(0, -1)]
+    row = rows[0]
+    spans = span_json(reader, row.trace_id)
+    calls = sorted((s for s in spans if s["kind"] == "llm" and s["name"].startswith("chat")),
+                   key=lambda s: s["start_ns"])  # fmt: skip
+    return row, calls, trace_summary(reader, row.trace_id)
 
 
 @pytest.mark.parametrize("capture", ["otel_v2_current", "node_manual_http_json"])
-def test_the_429_is_a_retry_of_about_the_servers_gap(db, capture):
+def test_the_429_is_a_retry_of_about_the_servers_gap(reader, capture):
     """Two POST children under one chat: the retry runs from the call's start to the attempt that succeeded."""
-    row, calls, summary = run_of(db, capture)
+    row, calls, summary = run_of(reader, capture)
     by_label = dict(zip(CALLS, calls, strict=False))
     summarize = by_label["summarize"]
     assert summarize["request_model"] == "gpt-4.1-mini"
@@ -118,8 +129,8 @@ def test_the_429_is_a_retry_of_about_the_servers_gap(db, capture):
 
 
 @pytest.mark.parametrize("capture", ["otel_v2_current", "node_manual_http_json", "vercel_ai_node"])
-def test_the_500_is_an_error_and_the_next_step_is_no_fallback(db, capture):
-    row, calls, _ = run_of(db, capture)
+def test_the_500_is_an_error_and_the_next_step_is_no_fallback(reader, capture):
+    row, calls, _ = run_of(reader, capture)
     verify = next(c for c in calls if c["request_model"] == "gpt-4.1-nano")
     assert verify["status"] == "error"
     after = [c for c in calls if c["start_ns"] > verify["start_ns"]]
@@ -127,26 +138,26 @@ def test_the_500_is_an_error_and_the_next_step_is_no_fallback(db, capture):
     assert row.fallbacks == 0
 
 
-def test_vercel_retry_is_not_reported(db):
+def test_vercel_retry_is_not_reported(reader):
     """The AI SDK leaves no span for the failed attempt: no retry is invented, and the pane says why."""
-    row, calls, summary = run_of(db, "vercel_ai_node")
+    row, calls, summary = run_of(reader, "vercel_ai_node")
     summarize = next(c for c in calls if c["request_model"] == "gpt-4.1-mini")
     assert not summarize["is_retry"] and summarize["retry_source"] is None
     assert row.retries == 0
     assert "retry not reported" in summary
 
 
-def test_official_openai_v2_first_token_is_not_reported(db):
+def test_official_openai_v2_first_token_is_not_reported(reader):
     """openai-v2 records no streaming flag and no first token: "not reported", never "not streamed"."""
-    _, calls, summary = run_of(db, "otel_v2_current")
+    _, calls, summary = run_of(reader, "otel_v2_current")
     assert all(c["streaming"] is None and c["ttft_ms"] is None for c in calls)
     assert "first token not reported by the OpenTelemetry GenAI instrumentation" in summary
     assert "not streamed" not in summary
 
 
-def test_a_stream_without_usage_leaves_the_run_incomplete(db):
+def test_a_stream_without_usage_leaves_the_run_incomplete(reader):
     """The last call streamed without include_usage: no tokens anywhere, and the run says so."""
-    row, calls, summary = run_of(db, "otel_v2_current")
+    row, calls, summary = run_of(reader, "otel_v2_current")
     answer = dict(zip(CALLS, calls, strict=False))["answer"]
     assert client_calls("otel_v2_current")[4]["input_tokens"] is None
     assert answer["input_tokens"] is None and answer["output_tokens"] is None
@@ -155,51 +166,53 @@ def test_a_stream_without_usage_leaves_the_run_incomplete(db):
     assert "1 call without token counts" in summary
 
 
-def test_tokens_equal_the_servers_where_reported(db):
+def test_tokens_equal_the_servers_where_reported(reader):
     for capture in ("otel_v2_current", "node_manual_http_json"):
-        _, calls, _ = run_of(db, capture)
+        _, calls, _ = run_of(reader, capture)
         for call, truth in zip(calls, client_calls(capture), strict=False):
             if truth["status"] == "ok" and truth.get("input_tokens") is not None:
                 assert (call["input_tokens"], call["output_tokens"]) == (truth["input_tokens"], truth["output_tokens"])
 
 
-def test_children_before_their_parent_in_separate_exports(db):
+def test_children_before_their_parent_in_separate_exports(reader):
     """otel_v2_current sends the 429 attempt one export before its chat span: the retry is still found."""
     requests_ = read_records(FIXTURES / "otel_v2_current.otlp")
     assert len(requests_) > 1
     text = [r.decode("latin-1") for r in requests_]
     parent_export = next(i for i, t in enumerate(text) if "chat gpt-4.1-mini" in t)
     assert re.search("http.status_code", text[parent_export - 1])  # the attempts came first
-    _, calls, _ = run_of(db, "otel_v2_current")
+    _, calls, _ = run_of(reader, "otel_v2_current")
     assert dict(zip(CALLS, calls, strict=False))["summarize"]["is_retry"]
 
 
-def test_spans_json_says_what_was_not_reported(db):
-    _, calls, _ = run_of(db, "otel_v2_current")
+def test_spans_json_says_what_was_not_reported(reader):
+    _, calls, _ = run_of(reader, "otel_v2_current")
     answer = calls[4]
     assert answer["first_token_note"] == "first token not reported by the OpenTelemetry GenAI instrumentation"
     assert answer["tokens_note"] == "no token counts"
     assert answer["retry_note"] == "1 HTTP attempt"
     assert calls[2]["retry_note"] == "2 HTTP attempts, first 429"
-    _, vercel, _ = run_of(db, "vercel_ai_node")
+    _, vercel, _ = run_of(reader, "vercel_ai_node")
     streamed = next(c for c in vercel if c["request_model"] == "gpt-4.1-mini")
     assert streamed["first_token_note"] is None and streamed["ttft_ms"] > 0
     assert streamed["retry_note"] == "retry not reported by tracer 'gen_ai' (the Vercel AI SDK's default)"
 
 
-def test_stats_count_the_http_retries_and_no_fallback(db):
-    """gpt-4.1-mini ran once per capture: retried where HTTP attempt spans show it (2 of the 3)."""
+def test_stats_count_the_http_retries_and_no_fallback(reader):
+    """gpt-4.1-mini ran once per capture: retried where HTTP attempt spans show it (2 of the 3).
+
+    ClickHouse computes the figures itself and cannot tell retries (they compare calls in Python):
+    its rates are None, shown as "—", never a wrong 0."""
     from tracetui.query.stats import compute
 
-    conn = SqliteReader(db)
-    try:
-        groups = {g.key: g for g in compute(conn, "model")}
-    finally:
-        conn.close()
+    groups = {g.key: g for g in compute(reader, "model")}
     assert groups["gpt-4.1-mini"].count == 3
-    assert groups["gpt-4.1-mini"].retry_rate == pytest.approx(2 / 3)
-    assert all(g.fallback_rate == 0 for g in groups.values())
-    assert all(g.retry_rate == 0 for key, g in groups.items() if key != "gpt-4.1-mini")
+    if isinstance(reader, SqliteReader):
+        assert groups["gpt-4.1-mini"].retry_rate == pytest.approx(2 / 3)
+        assert all(g.fallback_rate == 0 for g in groups.values())
+        assert all(g.retry_rate == 0 for key, g in groups.items() if key != "gpt-4.1-mini")
+    else:
+        assert all(g.retry_rate is None and g.fallback_rate is None for g in groups.values())
 
 
 def _attempts_run(n: int):
