@@ -12,7 +12,17 @@ from pathlib import Path
 import click
 
 from tracetui import __version__
-from tracetui.cli.common import command_name, db_option, open_reader, open_writer, resolve_db, run_ui
+from tracetui.cli.common import (
+    SourceChoice,
+    command_name,
+    db_option,
+    open_reader,
+    open_writer,
+    resolve_db,
+    run_source_ui,
+    run_ui,
+    source_options,
+)
 from tracetui.model.config import (
     DEFAULT_GRPC_PORT,
     DEFAULT_HOST,
@@ -154,12 +164,19 @@ def serve(
 
 @main.command()
 @db_option
+@source_options
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Evaluation score at or above which a result passes.")  # fmt: skip
 @click.option("--route-attribute", default=None, metavar="KEY",
               help="Span attribute naming the route on the stats screen (default: service / run name).")  # fmt: skip
-def view(db: Path | None, threshold: float, route_attribute: str | None) -> None:
-    """Open the UI over an existing database; follows it live while a receiver writes."""
+def view(db: Path | None, source: SourceChoice | None, threshold: float, route_attribute: str | None) -> None:
+    """Open the UI over an existing database; follows it live while a receiver writes.
+
+    With --source, over a team's traces in ClickHouse (new runs appear as the Collector flushes them).
+    """
+    if source is not None:
+        run_source_ui(source, threshold=threshold, route_attribute=route_attribute, command=command_name())
+        return
     path = resolve_db(db)
     open_reader(path).close()  # a missing or unreadable file is said so here (no_database), not with a traceback
     run_ui(path, threshold=threshold, route_attribute=route_attribute, command=command_name())
@@ -187,13 +204,14 @@ def demo(endpoint: str, count: int | None, interval: float, seed: int | None, to
 
 @main.command()
 @db_option
+@source_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Newest N traces only.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Evaluation score at or above which a result passes.")  # fmt: skip
-def traces(db: Path | None, as_json: bool, limit: int | None, threshold: float) -> None:
+def traces(db: Path | None, source: SourceChoice | None, as_json: bool, limit: int | None, threshold: float) -> None:
     """List traces, newest first."""
-    reader = open_reader(db, threshold)
+    reader = open_reader(db, threshold, source)
     rows = reader.traces(0, limit if limit is not None else -1)
     if as_json:
         click.echo(json_text([row.to_json() for row in rows]))
@@ -210,13 +228,14 @@ def traces(db: Path | None, as_json: bool, limit: int | None, threshold: float) 
 
 @main.command()
 @db_option
+@source_options
 @click.option("--trace", "trace_id", required=True, help="Trace id (hex, or a unique prefix).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
-def spans(db: Path | None, trace_id: str, as_json: bool) -> None:
+def spans(db: Path | None, source: SourceChoice | None, trace_id: str, as_json: bool) -> None:
     """List the spans of one trace."""
     from tracetui.query.export import ExportError, resolve_trace_id, span_json
 
-    reader = open_reader(db)
+    reader = open_reader(db, source=source)
     try:
         full = resolve_trace_id(reader, trace_id)
     except ExportError as exc:
@@ -234,10 +253,11 @@ def spans(db: Path | None, trace_id: str, as_json: bool) -> None:
 
 @main.command()
 @db_option
+@source_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
-def status(db: Path | None, as_json: bool) -> None:
+def status(db: Path | None, source: SourceChoice | None, as_json: bool) -> None:
     """What is stored, what retention evicted, the database size and what the receiver reported last."""
-    reader = open_reader(db)
+    reader = open_reader(db, source=source)
     try:
         counters = reader.counters()
     finally:
@@ -247,6 +267,9 @@ def status(db: Path | None, as_json: bool) -> None:
         return
     receiver = counters.receiver or {}
     click.echo(f"spans    {counters.span_count:,} in {counters.trace_count:,} traces")
+    if source is not None:  # ClickHouse: the Collector writes, the table's TTL evicts; no receiver of ours
+        click.echo(f"tables   {counters.db_bytes:,} bytes on disk (compressed, as ClickHouse reports its parts)")
+        return
     click.echo(f"evicted  {counters.evicted_spans:,} spans in {counters.evicted_traces:,} traces (retention limits)")
     click.echo(f"database {counters.db_bytes:,} bytes (with its WAL)")
     click.echo(f"receiver {safe_text(str(receiver.get('state', 'never started')))}")

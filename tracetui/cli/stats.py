@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from tracetui.cli.common import db_option
+from tracetui.cli.common import SourceChoice, db_option, source_options
 from tracetui.model.fmt import json_text
 from tracetui.query import metric_stats
 from tracetui.query.stats import GROUPINGS, WINDOWS, GroupStats
@@ -19,6 +19,7 @@ from tracetui.query.stats import GROUPINGS, WINDOWS, GroupStats
 
 @click.command("stats")
 @db_option
+@source_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per group.")
 @click.option("--by", type=click.Choice(GROUPINGS), default="model", show_default=True,
               help="Group the LLM calls by model, route or prompt version.")  # fmt: skip
@@ -30,7 +31,13 @@ from tracetui.query.stats import GROUPINGS, WINDOWS, GroupStats
               help="With --by route: group by this span attribute (else the root span's) "
               "instead of service / run name.")  # fmt: skip
 def stats_command(
-    db: Path | None, as_json: bool, by: str, filter_text: str | None, window: str, route_attribute: str | None
+    db: Path | None,
+    source: SourceChoice | None,
+    as_json: bool,
+    by: str,
+    filter_text: str | None,
+    window: str,
+    route_attribute: str | None,
 ) -> None:
     """Latency percentiles, time to first token, error/retry/fallback rates, cost and groundedness.
 
@@ -51,7 +58,7 @@ def stats_command(
         except filters.FilterError as exc:
             raise click.BadParameter(_filter_problem(filter_text, exc), param_hint="'--filter'") from None
 
-    reader = open_reader(db)
+    reader = open_reader(db, source=source)
     try:
         groups = compute(reader, by, window_s=WINDOWS[window], flt=flt, route_attribute=route_attribute)
         # Metrics carry no span attributes: no figures from them while a filter is on.

@@ -35,7 +35,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from tracetui.clickhouse import filter_sql
 from tracetui.clickhouse.convert import ERROR_CODES, LOG_COLUMNS, TRACE_COLUMNS, logs_request, spans_request
@@ -51,8 +51,15 @@ from tracetui.otlp.signals import decode_request
 from tracetui.query.memory import MemoryReader
 from tracetui.store.batch import analyze_rows, no_timing
 
-if TYPE_CHECKING:
-    from tracetui.clickhouse.connect import Connection
+
+class Connection(Protocol):
+    """What the reader needs of a connection (tracetui.clickhouse.connect.Connection, or one borrowed)."""
+
+    @property
+    def client(self) -> Any: ...
+
+    def close(self) -> None: ...
+
 
 #: The span columns read back for decoding, in TRACE_COLUMNS order (times as integer nanoseconds).
 SPAN_SELECT = ", ".join(
@@ -90,12 +97,15 @@ def _hex(trace_id: bytes) -> str:
 class ClickHouseReader:
     """Read-only access to the exporter's tables (implements tracetui.model.reader.Reader)."""
 
-    def __init__(self, conn: Connection, shape: TableShape, threshold: float = 0.5) -> None:
+    def __init__(
+        self, conn: Connection, shape: TableShape, threshold: float = 0.5, lock: threading.Lock | None = None
+    ) -> None:
         self.threshold = threshold
         self._conn = conn
         self._client = conn.client
         self._shape = shape
-        self._lock = threading.Lock()
+        #: Readers of one connection share its lock (one HTTP session: one query at a time).
+        self._lock = lock or threading.Lock()
         self._traces = _qualified(shape.database, shape.traces_table)
         self._ids = _qualified(shape.database, shape.trace_id_table) if shape.trace_id_table else None
         self._logs = _qualified(shape.database, shape.logs_table) if shape.logs_table else None
@@ -104,6 +114,10 @@ class ClickHouseReader:
             "toUnixTimestamp64Nano(Timestamp)" if name == "Timestamp" else f"`{name}`" for name in self._log_columns
         )
         self._tables = filter_sql.Tables(self._traces, self._logs)
+        spec = getattr(conn, "spec", None)
+        where = spec.display() if spec is not None and hasattr(spec, "display") else "ClickHouse"
+        #: What the header says: the table and where it is (never the password).
+        self._label = f"{shape.database}.{shape.traces_table} @ {where}"
         self._cache: OrderedDict[bytes, MemoryReader] = OrderedDict()
         self._cache_version: int | None = None
         self._counters: tuple[int, Counters] | None = None
@@ -180,7 +194,7 @@ class ClickHouseReader:
             },
         )
         counters = Counters(span_count=int(row[0]), trace_count=int(row[1]), receiver=None, db_bytes=int(size or 0),
-                            llm_calls=int(row[2]), tokens=int(row[3]))  # fmt: skip
+                            llm_calls=int(row[2]), tokens=int(row[3]), source=self._label, costed=False)  # fmt: skip
         self._counters = (version, counters)
         return counters
 
@@ -588,10 +602,7 @@ class ClickHouseReader:
         if residual is None:
             return None
         names = ", ".join(dict.fromkeys(str(t.field) for t in residual.terms))
-        return (
-            f"{names}: computed in Python, so decided among the newest {RESIDUAL_SCAN:,} runs "
-            "that match the rest of the filter"
-        )
+        return f"{names}: decided in Python, among the newest {RESIDUAL_SCAN:,} runs"
 
     def groundedness_scores(self) -> dict[tuple[bytes, bytes], list[float]]:
         found: dict[tuple[bytes, bytes], list[float]] = {}

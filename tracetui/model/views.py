@@ -272,6 +272,10 @@ class Counters:
     evicted_spans: int = 0
     #: The receiver's last write failure, if recent (tracetui.store.health): {"problem", "message", ...}.
     store_problem: dict[str, Any] | None = None
+    #: Where the traces are read from when no receiver of ours writes them (a ClickHouse table), for the header.
+    source: str | None = None
+    #: False when ``cost_usd`` is not counted (a backend that prices only the calls on screen).
+    costed: bool = True
 
     def to_json(self) -> dict[str, Any]:
         """For ``tracetui status --json``."""

@@ -35,6 +35,8 @@ class WindowLoaded(Message):
     max_seq: int
     horizon: int | None
     filter_text: str = ""
+    #: What the backend says about how it applied the filter (Reader.filter_note), shown in the banner.
+    filter_note: str | None = None
 
 
 @dataclass
@@ -120,6 +122,8 @@ class TraceListScreen(Screen):
         self._banner_text: Text | None = None
         #: The rows drawn belong to an older horizon or filter (after g or a new filter, until the reload lands).
         self._stale = False
+        #: Reader.filter_note for the filter on screen (a backend that decides some terms on recent runs only).
+        self._filter_note: str | None = None
         #: Enter (False) or s (True) pressed while the rows were stale: opened once the right rows are in.
         self._open_pending: bool | None = None
 
@@ -176,10 +180,11 @@ class TraceListScreen(Screen):
                 max_seq = horizon
                 total, newer = reader.count_traces(horizon, flt), reader.count_newer(horizon, flt)
             rows = reader.traces(offset, WINDOW, horizon, flt)
+            note = None if flt.is_empty() else reader.filter_note(flt)
         except Exception as exc:  # a locked or damaged file: say so, keep drawing
             self.post_message(WindowFailed(str(exc)))
             return
-        self.post_message(WindowLoaded(offset, rows, total, newer, max_seq, horizon, flt.text))
+        self.post_message(WindowLoaded(offset, rows, total, newer, max_seq, horizon, flt.text, note))
 
     @on(WindowFailed)
     def _window_failed(self, message: WindowFailed) -> None:
@@ -194,6 +199,7 @@ class TraceListScreen(Screen):
             if self.following:
                 self._max_seq = message.max_seq
             self.newer = message.newer
+            self._filter_note = message.filter_note
             table = self.table
             table.set_window(message.offset, message.rows, message.total)
             self._update_banner()
@@ -251,6 +257,8 @@ class TraceListScreen(Screen):
             text.append(
                 f"  ({fmt_counted(count, 'run')} {'matches' if count == 1 else 'match'}; / to edit)", style="dim"
             )
+            if self._filter_note:
+                text.append(f"  {safe_text(self._filter_note, 120)}", style="yellow")
         if self.newer and not self.following:
             text.append(f" ↑ {self.newer:,} new — press g to jump to the newest", style="bold")
         if text != self._banner_text:

@@ -69,6 +69,8 @@ class StatusHeader(Widget):
     def receiver_state(self) -> tuple[str, str]:
         """(label, style) describing the receiver."""
         status = (self.counters.receiver if self.counters else None) or {}
+        if self.counters is not None and self.counters.source:  # another system writes (the Collector)
+            return f"◆ {self.counters.source}", "bold cyan"
         address = self.listen or status.get("grpc")
         if self.receiver_alive is False:
             return "✗ receiver stopped", "bold red"
@@ -123,6 +125,8 @@ class StatusHeader(Widget):
         calls, tokens = c.llm_calls - base.llm_calls, c.tokens - base.tokens
         cost = c.cost_usd - base.cost_usd
         text = Text("   since start: ", style="dim")
-        text.append(fmt_cost(max(0.0, cost)) if calls else "$0", style="bold")
-        text.append(f"  {fmt_count(max(0, tokens))} tok  {max(0, calls):,} LLM calls")
+        if c.costed:
+            text.append(fmt_cost(max(0.0, cost)) if calls else "$0", style="bold")
+            text.append("  ")
+        text.append(f"{fmt_count(max(0, tokens))} tok  {max(0, calls):,} LLM calls")
         return text
