@@ -97,7 +97,9 @@ class ImportReport:
 
 
 @dataclass
-class _Request:
+class FileRequest:
+    """One export request read from a file, with where it was (for messages)."""
+
     where: str  # "FILE:LINE" or "FILE: record N"
     signal: str  # "traces" or "logs": metrics requests are skipped as they are read
     message: Message
@@ -135,7 +137,7 @@ def _json_requests(path: Path, data: bytes) -> Iterator[tuple[str, object]]:
             raise DecodeError(f"{path}:{n}: {str(exc).replace(' at line 1 column', ' at column')}") from None
 
 
-def _read_json(path: Path, data: bytes, report: ImportReport) -> list[_Request]:
+def _read_json(path: Path, data: bytes, report: ImportReport) -> list[FileRequest]:
     out = []
     for where, obj in _json_requests(path, data):
         if not isinstance(obj, dict):
@@ -152,13 +154,13 @@ def _read_json(path: Path, data: bytes, report: ImportReport) -> list[_Request]:
             report.skipped_metrics += 1
             continue
         try:
-            out.append(_Request(where, signal, message_from_dict(obj, REQUEST_TYPES[signal])))
+            out.append(FileRequest(where, signal, message_from_dict(obj, REQUEST_TYPES[signal])))
         except DecodeError as exc:
             raise DecodeError(f"{where}: {exc}") from None
     return out
 
 
-def _read_protobuf(path: Path, report: ImportReport) -> list[_Request]:
+def _read_protobuf(path: Path, report: ImportReport) -> list[FileRequest]:
     signal = "metrics" if ".metrics." in path.name else "logs" if ".logs." in path.name else "traces"
     parse = parse_logs_request if signal == "logs" else parse_trace_request
     out = []
@@ -168,7 +170,7 @@ def _read_protobuf(path: Path, report: ImportReport) -> list[_Request]:
                 report.skipped_metrics += 1
                 continue
             try:
-                out.append(_Request(f"{path}: record {n}", signal, parse(record)))
+                out.append(FileRequest(f"{path}: record {n}", signal, parse(record)))
             except DecodeError as exc:
                 hint = "" if signal == "logs" else " (a logs file must be named *.logs.otlp)"
                 raise DecodeError(f"{path}: record {n}: {exc}{hint}") from None
@@ -177,7 +179,7 @@ def _read_protobuf(path: Path, report: ImportReport) -> list[_Request]:
     return out
 
 
-def read_file(path: Path, report: ImportReport | None = None) -> list[_Request]:
+def read_file(path: Path, report: ImportReport | None = None) -> list[FileRequest]:
     """Every request in one file; raises DecodeError naming the file and the line or record."""
     report = report if report is not None else ImportReport()
     try:
@@ -189,6 +191,31 @@ def read_file(path: Path, report: ImportReport | None = None) -> list[_Request]:
     if _looks_like_json(data):
         return _read_json(Path(path), data, report)
     return _read_protobuf(Path(path), report)
+
+
+def read_requests(paths: Iterable[Path], report: ImportReport | None = None) -> list[FileRequest]:
+    """Every traces and logs request in these files, in order, all read before the caller writes anything.
+
+    Raises ImportFailed listing every bad file (the first problem in each). Counts files,
+    requests and skipped metrics requests into ``report``. For writers that take the
+    requests as they are (``tracetui import --into clickhouse://...``); :func:`load`
+    also decodes them for the SQLite store.
+    """
+    report = report if report is not None else ImportReport()
+    out: list[FileRequest] = []
+    errors: list[str] = []
+    for path in paths:
+        report.files += 1
+        try:
+            requests = read_file(Path(path), report)
+        except DecodeError as exc:
+            errors.append(str(exc))
+            continue
+        out.extend(requests)
+        report.requests += len(requests)
+    if errors:
+        raise ImportFailed(errors)
+    return out
 
 
 def _merge(into: Decoded, decoded: Decoded, where: str, report: ImportReport) -> None:
