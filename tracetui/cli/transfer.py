@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from tracetui.cli.common import db_option, open_reader, resolve_db, write_private
+from tracetui.cli.common import SourceChoice, db_option, open_reader, resolve_db, source_options, write_private
 from tracetui.model.fmt import fmt_counted
 
 
@@ -90,6 +90,7 @@ def _import_into(into: str, traces_table: str | None, logs_table: str | None, fi
 
 @click.command("export")
 @db_option
+@source_options
 @click.argument("trace_id")
 @click.option("--format", "fmt", type=click.Choice(["otlp-json", "summary"]), default="summary", show_default=True,
               help="otlp-json: OTLP JSON that `tracetui import` reads back (JSON Lines, spans then log "
@@ -99,11 +100,13 @@ def _import_into(into: str, traces_table: str | None, logs_table: str | None, fi
               help="Summary: cut each prompt, answer and error message to N characters (default 500).")  # fmt: skip
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write to this file instead of standard output.")  # fmt: skip
-def export_command(db: Path | None, trace_id: str, fmt: str, max_chars: int | None, output: Path | None) -> None:
+def export_command(
+    db: Path | None, source: SourceChoice | None, trace_id: str, fmt: str, max_chars: int | None, output: Path | None
+) -> None:
     """Write one trace (full hex id or a unique prefix) as OTLP JSON or as a text summary."""
     from tracetui.query.export import DEFAULT_MAX_CHARS, ExportError, resolve_trace_id, trace_otlp_json, trace_summary
 
-    reader = open_reader(db)
+    reader = open_reader(db, source=source)
     try:
         full = resolve_trace_id(reader, trace_id)
         if fmt == "otlp-json":

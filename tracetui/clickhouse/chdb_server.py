@@ -58,6 +58,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -67,6 +68,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from tracetui.clickhouse.schema import quote_identifier
 
+#: Seconds to wait for another process to release the directory before saying it is taken.
+LOCK_WAIT_S = 3.0
 #: Exit status for "cannot start" (chdb missing, directory locked or unusable, bad arguments).
 EXIT_CANNOT_START = 2
 #: The environment variable holding the password every request must carry (unset: no authentication).
@@ -331,8 +334,12 @@ def _open_session(path: Path) -> Any:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SystemExit(_fail(f"cannot create {path}: {exc.strerror or exc}")) from None
-    if _directory_locked(path):
-        raise SystemExit(_fail(locked))
+    # A tracetui that just quit may still be closing its session (a fraction of a second): wait for it a little.
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while _directory_locked(path):
+        if time.monotonic() > deadline:
+            raise SystemExit(_fail(locked))
+        time.sleep(0.1)
     try:
         from chdb import session
     except ImportError:
