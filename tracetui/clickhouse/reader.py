@@ -213,8 +213,10 @@ class ClickHouseReader:
         return " AND ".join(clauses), params
 
     def max_seq(self) -> int:
-        found = self._value(f"SELECT toUnixTimestamp64Nano(max(Timestamp)) FROM {self._traces} WHERE ParentSpanId = ''")
-        return int(found or 0) if self.count_traces() else 0
+        found = self._rows(
+            f"SELECT toUnixTimestamp64Nano(max(Timestamp)), count() FROM {self._traces} WHERE ParentSpanId = ''"
+        )
+        return int(found[0][0]) if found and found[0][1] else 0
 
     def count_traces(self, horizon: int | None = None, flt: Filter | None = None) -> int:
         decided = self._decided(horizon, flt)
