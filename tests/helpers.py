@@ -463,18 +463,19 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool
 # --- filling a database through the real decoder and writer ----------------------------
 
 
-def fill_db(db_path: Path, requests: Iterable[bytes | ExportTraceServiceRequest]) -> None:
-    """Store export requests (serialized or parsed) with tracetui's own decoder and writer, one commit each."""
-    from tracetui.otlp.decode import decode_spans, parse_trace_request
+def fill_db(db_path: Path, requests: Iterable[bytes | ExportTraceServiceRequest], logs: Iterable[bytes] = ()) -> None:
+    """Store export requests (serialized or parsed) with tracetui's own decoder and writer, one commit each;
+    then the serialized log export requests ``logs``."""
+    from tracetui.otlp.decode import decode_logs, decode_spans, parse_logs_request, parse_trace_request
     from tracetui.store.writer import Writer
 
     writer = Writer(db_path)
     writer.start()
     try:
-        for request in requests:
-            if isinstance(request, bytes):
-                request = parse_trace_request(request)
-            ticket = writer.submit(decode_spans(request))
+        decoded = [decode_spans(parse_trace_request(r) if isinstance(r, bytes) else r) for r in requests]
+        decoded += [decode_logs(parse_logs_request(data)) for data in logs]
+        for batch in decoded:
+            ticket = writer.submit(batch)
             assert ticket.wait(30), "writer did not commit"
             assert ticket.error is None, ticket.error
     finally:
@@ -517,20 +518,6 @@ def span_with_deep_attribute(trace: bytes, span_id: bytes, name: str, levels: in
 # --- ClickHouse: the exporter's tables in chdb, served by our chdb server over HTTP ---------------------
 
 
-class SharedConnection:
-    """One database of the session's chdb server (tests/conftest.py ``chdb``), for a reader that must not
-    stop the server when it is closed."""
-
-    def __init__(self, conn, database: str) -> None:
-        import dataclasses
-
-        self.client = conn.client
-        self.spec = dataclasses.replace(conn.spec, database=database)
-
-    def close(self) -> None:
-        pass
-
-
 _databases = iter(range(1, 1_000_000))
 
 
@@ -543,15 +530,30 @@ def clickhouse_reader(conn, traces: Iterable[bytes] = (), logs: Iterable[bytes] 
     from tracetui.clickhouse.reader import ClickHouseReader
     from tracetui.clickhouse.schema import check_shape, ensure_schema
 
-    shared = SharedConnection(conn, f"t{os.getpid()}_{next(_databases)}")
+    shared = conn.borrowed(f"t{os.getpid()}_{next(_databases)}")  # the session's server outlives this reader
     ensure_schema(shared.client, shared.spec.database)
     insert_requests(
-        shared,  # type: ignore[arg-type]
+        shared,
         [ExportTraceServiceRequest.FromString(data) for data in traces],
         [ExportLogsServiceRequest.FromString(data) for data in logs],
     )
     shape = check_shape(shared.client, shared.spec.database, "otel_traces", "otel_logs")
     return ClickHouseReader(shared, shape, threshold=threshold)  # type: ignore[arg-type]
+
+
+def both_backends(request, db_path: Path):
+    """A module fixture's body for ``params=["sqlite", "clickhouse"]``: a reader of the SQLite file, or one of
+    the same stored bytes in the ClickHouse exporter's tables (the session's ``chdb``)."""
+    from tracetui.store.reader import SqliteReader
+
+    sqlite = SqliteReader(db_path)
+    if request.param == "sqlite":
+        yield sqlite
+    else:
+        other = clickhouse_reader(request.getfixturevalue("chdb"), *stored_requests(sqlite))
+        yield other
+        other.close()
+    sqlite.close()
 
 
 def stored_requests(reader) -> tuple[list[bytes], list[bytes]]:

@@ -28,11 +28,10 @@ def _record_count(requests: list[ExportLogsServiceRequest]) -> int:
     return sum(len(sl.log_records) for r in requests for rl in r.resource_logs for sl in rl.scope_logs)
 
 
-@pytest.fixture(scope="module")
-def conn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connection]:
-    connection = connect(parse_source(f"chdb:{tmp_path_factory.mktemp('chdb-load') / 'db'}"))
-    yield connection
-    connection.close()
+@pytest.fixture
+def conn(chdb: Connection) -> Connection:
+    """The session's chdb server (tests/conftest.py); each test works in a database of its own."""
+    return chdb
 
 
 @pytest.fixture

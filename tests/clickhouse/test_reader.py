@@ -23,11 +23,9 @@ from tracetui.clickhouse.convert import format_double
 from tracetui.clickhouse.reader import RESIDUAL_SCAN
 from tracetui.model.filter import parse
 from tracetui.model.reader import GROUPINGS, Reader
-from tracetui.otlp.decode import decode_logs, parse_logs_request
 from tracetui.query import stats
 from tracetui.query.export import span_json
 from tracetui.store.reader import SqliteReader
-from tracetui.store.writer import Writer
 
 TRACES = [record for path in trace_fixture_files() for record in read_records(path)]
 LOGS = [record for path in sorted(FIXTURES.glob("*.logs.otlp")) for record in read_records(path)]
@@ -36,15 +34,7 @@ LOGS = [record for path in sorted(FIXTURES.glob("*.logs.otlp")) for record in re
 @pytest.fixture(scope="module")
 def readers(tmp_path_factory: pytest.TempPathFactory, chdb):
     db = tmp_path_factory.mktemp("clickhouse-parity") / "same.db"
-    fill_db(db, TRACES)
-    writer = Writer(db)
-    writer.start()
-    try:
-        for data in LOGS:
-            ticket = writer.submit(decode_logs(parse_logs_request(data)))
-            assert ticket.wait(30) and ticket.error is None
-    finally:
-        writer.stop()
+    fill_db(db, TRACES, LOGS)
     sqlite = SqliteReader(db)
     clickhouse = clickhouse_reader(chdb, TRACES, LOGS)
     yield sqlite, clickhouse

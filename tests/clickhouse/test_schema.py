@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tracetui.clickhouse import convert
-from tracetui.clickhouse.connect import Connection, connect, parse_source
+from tracetui.clickhouse.connect import Connection
 from tracetui.clickhouse.schema import (
     LOG_COLUMNS_OPTIONAL,
     LOG_COLUMNS_REQUIRED,
@@ -21,11 +21,10 @@ from tracetui.clickhouse.schema import (
 )
 
 
-@pytest.fixture(scope="module")
-def conn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connection]:
-    connection = connect(parse_source(f"chdb:{tmp_path_factory.mktemp('chdb-schema') / 'db'}"))
-    yield connection
-    connection.close()
+@pytest.fixture
+def conn(chdb: Connection) -> Connection:
+    """The session's chdb server (tests/conftest.py); each test works in a database of its own."""
+    return chdb
 
 
 @pytest.fixture

@@ -15,18 +15,9 @@ import signal
 from pathlib import Path
 
 import pytest
-from helpers import (
-    FIXTURES,
-    channel_to,
-    clickhouse_reader,
-    read_records,
-    start_receiver,
-    stored_requests,
-    trace_fixture_files,
-)
+from helpers import FIXTURES, both_backends, channel_to, read_records, start_receiver, trace_fixture_files
 
 from tracetui.query.export import span_json
-from tracetui.store.reader import SqliteReader
 
 LIBRARIES = ("traceai_openai", "openinference_openai", "openllmetry_openai", "otel_v2_openai")
 #: The openai suite, one top-level span per call, in the order the harness ran them (fixtures README).
@@ -69,14 +60,7 @@ def db(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module", params=["sqlite", "clickhouse"])
 def reader(request, db: Path):
     """The receiver's database, or the same spans in the ClickHouse exporter's tables."""
-    sqlite = SqliteReader(db)
-    if request.param == "sqlite":
-        yield sqlite
-    else:
-        other = clickhouse_reader(request.getfixturevalue("chdb"), *stored_requests(sqlite))
-        yield other
-        other.close()
-    sqlite.close()
+    yield from both_backends(request, db)
 
 
 def suite_calls(reader, library: str) -> list[dict]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import FIXTURES, channel_to, clickhouse_reader, fill_db, read_records, start_receiver, stored_requests
+from helpers import FIXTURES, both_backends, channel_to, fill_db, read_records, start_receiver
 
 from tracetui.model.reader import Reader
 from tracetui.query.export import span_json, trace_summary
@@ -87,14 +87,7 @@ def db(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module", params=["sqlite", "clickhouse"])
 def reader(request, db: Path):
     """The receiver's database, or the same spans in the ClickHouse exporter's tables."""
-    sqlite = SqliteReader(db)
-    if request.param == "sqlite":
-        yield sqlite
-    else:
-        other = clickhouse_reader(request.getfixturevalue("chdb"), *stored_requests(sqlite))
-        yield other
-        other.close()
-    sqlite.close()
+    yield from both_backends(request, db)
 
 
 def run_of(reader: Reader, capture: str):

@@ -17,13 +17,11 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracetui.model.filter import parse
 from tracetui.model.reader import GROUPINGS, PinBoard, Reader
-from tracetui.otlp.decode import decode_logs, parse_logs_request
 from tracetui.query import stats
 from tracetui.query.export import span_json, trace_summary
 from tracetui.query.memory import MemoryReader
 from tracetui.store.pins import SqlitePins
 from tracetui.store.reader import SqliteReader
-from tracetui.store.writer import Writer
 
 TRACES = [record for path in trace_fixture_files() for record in read_records(path)]
 LOGS = [record for path in sorted(FIXTURES.glob("*.logs.otlp")) for record in read_records(path)]
@@ -32,15 +30,7 @@ LOGS = [record for path in sorted(FIXTURES.glob("*.logs.otlp")) for record in re
 @pytest.fixture(scope="module")
 def readers(tmp_path_factory: pytest.TempPathFactory):
     db = tmp_path_factory.mktemp("memory") / "same.db"
-    fill_db(db, TRACES)
-    writer = Writer(db)
-    writer.start()
-    try:
-        for data in LOGS:
-            ticket = writer.submit(decode_logs(parse_logs_request(data)))
-            assert ticket.wait(30) and ticket.error is None
-    finally:
-        writer.stop()
+    fill_db(db, TRACES, LOGS)
     sqlite = SqliteReader(db)
     memory = MemoryReader.of(TRACES, LOGS)
     yield sqlite, memory

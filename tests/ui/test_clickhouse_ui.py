@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from helpers import SharedConnection, clickhouse_reader
+from helpers import clickhouse_reader
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.ui.conftest import FIXED_NOW_NS, fixture_requests, settle
@@ -108,7 +108,7 @@ async def test_new_runs_appear_as_the_collector_writes_them(chdb) -> None:
         await settle(pilot)
         table = app.screen.query_one(TraceTable)
         before = table.row_count
-        conn = SharedConnection(chdb, reader._shape.database)
+        conn = chdb.borrowed(reader._shape.database)
         written = threading.Thread(
             target=insert_requests, args=(conn, [ExportTraceServiceRequest.FromString(d) for d in rest], [])
         )

@@ -136,19 +136,9 @@ def clickhouse_readers(source: SourceChoice, threshold: float = 0.5):
     lock = threading.Lock()
 
     def open_one(owner: bool = False) -> Reader:
-        return ClickHouseReader(conn if owner else _Borrowed(conn), shape, threshold=threshold, lock=lock)
+        return ClickHouseReader(conn if owner else conn.borrowed(), shape, threshold=threshold, lock=lock)
 
     return open_one, conn
-
-
-class _Borrowed:
-    """A connection another reader owns: closing the borrower leaves it open."""
-
-    def __init__(self, conn: Any) -> None:
-        self.client, self.spec = conn.client, conn.spec
-
-    def close(self) -> None:
-        pass
 
 
 def run_source_ui(source: SourceChoice, *, threshold: float = 0.5, **options: Any) -> None:

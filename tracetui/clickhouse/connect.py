@@ -22,6 +22,7 @@ The password is never shown: :class:`SourceSpec` hides it from ``repr`` and ever
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -243,6 +244,23 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"Connection({self.spec.display()})"
+
+    def borrowed(self, database: str | None = None) -> Borrowed:
+        """This connection's client for a second user (another reader, or another ``database``), which closing
+        leaves open: the owner closes it, and stops the chdb server, once."""
+        spec = self.spec if database is None else dataclasses.replace(self.spec, database=database)
+        return Borrowed(self.client, spec)
+
+
+class Borrowed:
+    """A :class:`Connection`'s client used by someone who does not own it: ``close()`` does nothing."""
+
+    def __init__(self, client: Client, spec: SourceSpec) -> None:
+        self.client = client
+        self.spec = spec
+
+    def close(self) -> None:
+        pass
 
 
 def connect(spec: SourceSpec, *, create_database: bool = False) -> Connection:

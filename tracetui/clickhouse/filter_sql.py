@@ -249,7 +249,7 @@ def evaluation_attributes_sql() -> str:
     return f"(arrayExists(k -> {tests}, mapKeys(SpanAttributes)) OR upper(SpanAttributes['openinference.span.kind']) = 'EVALUATOR')"
 
 
-def evaluation_scores_sql(tables: Tables, p: _Params | None = None) -> str:
+def evaluation_scores_sql(tables: Tables, p: _Params) -> str:
     """(TraceId, SpanId, name, score) of every evaluation result, each once (one sent both as a span event
     and as a log record is one result, as in the SQLite backend): OTel's span events and log records in
     SQL, then the ones Python read from attributes (``tables.extra_scores``, bound through ``p``)."""
@@ -265,7 +265,7 @@ def evaluation_scores_sql(tables: Tables, p: _Params | None = None) -> str:
             f"LogAttributes['{ga}score.label'] FROM {tables.logs} WHERE EventName = {lit(EVALUATION_EVENT)} "
             f"OR LogAttributes['event.name'] = {lit(EVALUATION_EVENT)}"
         )
-    if tables.extra_scores and p is not None:
+    if tables.extra_scores:
         bound = p.bind(list(tables.extra_scores), "Array(Tuple(String, String, String, Float64))")
         parts.append(f"SELECT x.1, x.2, x.3, x.4, '' FROM (SELECT arrayJoin({bound}) AS x)")
     return "SELECT DISTINCT TraceId, SpanId, name, score, label FROM (" + " UNION ALL ".join(parts) + ")"
@@ -431,7 +431,7 @@ def trace_condition(flt: Filter, tables: Tables) -> Compiled:
     together: list[str] = []  # span-level terms that must hold on one span
     for term in flt.terms:
         name, negated = term.field, term.op == "!="
-        if name in PYTHON_ONLY or name in ("tokens", "input_tokens", "output_tokens"):
+        if name in PYTHON_ONLY or name in _TRACE_TOTALS:
             continue  # trace totals count each request once: only Python knows (residual)
         if name in _TRACE_LEVEL:
             parts.append(_trace_term(term, p, tables))
@@ -441,8 +441,6 @@ def trace_condition(flt: Filter, tables: Tables) -> Compiled:
             positive = replace_op(term, "=")
             condition = _span_term(positive, p, tables)
             parts.append(f"TraceId NOT IN (SELECT TraceId FROM {tables.traces} WHERE {condition})")
-        elif name in ("retry", "fallback"):
-            continue
         else:
             sql = _span_term(term, p, tables)
             if sql is not None:

@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tracetui.clickhouse.connect import Connection, SourceSpec, connect
+from tracetui.clickhouse.connect import Borrowed, Connection, SourceSpec, connect
 from tracetui.clickhouse.convert import LOG_COLUMNS, TRACE_COLUMNS, log_rows, trace_rows
 from tracetui.clickhouse.schema import SchemaMismatch, check_shape, ensure_schema, quote_identifier
 from tracetui.ingest.importer import ImportReport, read_requests
@@ -40,7 +40,7 @@ class LoadError(Exception):
 
 
 def insert_requests(
-    conn: Connection,
+    conn: Connection | Borrowed,
     traces: Iterable[ExportTraceServiceRequest],
     logs: Iterable[ExportLogsServiceRequest],
     *,
@@ -82,7 +82,7 @@ def _chain(first: list[tuple], rest: Iterator[list[tuple]]) -> Iterator[list[tup
 
 
 def _insert(
-    conn: Connection, table: str, columns: Sequence[str], row_lists: Iterable[list[tuple]], batch_rows: int
+    conn: Connection | Borrowed, table: str, columns: Sequence[str], row_lists: Iterable[list[tuple]], batch_rows: int
 ) -> int:
     """Insert the rows in batches of ``batch_rows``; how many were written."""
     target = f"{quote_identifier(conn.spec.database)}.{quote_identifier(table)}"

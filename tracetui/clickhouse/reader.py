@@ -277,10 +277,11 @@ class ClickHouseReader:
     def trace(self, trace_id: bytes) -> TraceRow | None:
         held = self._held(trace_id)
         row = held.trace(trace_id) if held is not None else None
-        if row is None:
+        if row is None or held is None:
             return None
-        root = self._root_start(trace_id)
-        return replace(row, seq=root if root is not None else row.start_ns)
+        # seq is the root's start, as in the list (the held trace has it: no second look-up)
+        roots = [span.start_ns for span in held.spans(trace_id) if span.parent_span_id is None]
+        return replace(row, seq=min(roots) if roots else row.start_ns)
 
     def _root_start(self, trace_id: bytes) -> int | None:
         found = self._value(
@@ -404,11 +405,12 @@ class ClickHouseReader:
         missing = [t for t in ids if t in aggregates and t not in built]
         page = None
         if missing or residual is not None:
-            page = self._page(
+            page, parents = self._page(
                 missing if residual is None else [t for t in ids if t in aggregates], window, params, logs
             )
             for hexed in missing:
-                built[hexed] = self._row(page, bytes.fromhex(hexed), aggregates[hexed])
+                trace_id = bytes.fromhex(hexed)
+                built[hexed] = self._row(page, parents.get(trace_id, {}), trace_id, aggregates[hexed])
             with self._lock:
                 if len(self._rows_cache) > _CACHED_ROWS:
                     self._rows_cache.clear()
@@ -423,9 +425,11 @@ class ClickHouseReader:
                 out.append(row)
         return out
 
-    def _page(self, ids: list[str], window: str, params: dict[str, Any], logs: list[dict[str, Any]]) -> MemoryReader:
-        """The call spans (and roots) of these traces, with their evaluation log records, decoded; the parent
-        of every span of theirs is kept for the timing analysis (``_parents``)."""
+    def _page(
+        self, ids: list[str], window: str, params: dict[str, Any], logs: list[dict[str, Any]]
+    ) -> tuple[MemoryReader, dict[bytes, dict[bytes, bytes | None]]]:
+        """The call spans (and roots) of these traces, with their evaluation log records, decoded; and the parent
+        of every span of theirs, by trace (the timing analysis needs the whole tree)."""
         params = {**params, "ids": ids}
         within = f"TraceId IN {{ids:Array(String)}} AND {window}"
         calls = self._rows(
@@ -447,16 +451,16 @@ class ClickHouseReader:
             [spans_request([dict(zip(TRACE_COLUMNS, r, strict=True)) for r in calls]).SerializeToString()],
             [logs_request([log for log in logs if log["TraceId"] in wanted]).SerializeToString()] if logs else [],
         )
-        page.parents = parents  # type: ignore[attr-defined]
-        return page
+        return page, parents
 
-    def _row(self, page: MemoryReader, trace_id: bytes, aggregates: Sequence[Any]) -> TraceRow:
+    def _row(
+        self, page: MemoryReader, parents: dict[bytes, bytes | None], trace_id: bytes, aggregates: Sequence[Any]
+    ) -> TraceRow:
         """One list row: ClickHouse's aggregates, our analysis of the trace's calls, the evaluations' badges."""
         start, end, span_count, errors_found, first_name = aggregates
         held = page.trace(trace_id)
         rows = page.decoded_rows(trace_id)
         has_calls = any(r[COL["llm_kind"]] is not None or r[COL["http_status"]] is not None for r in rows)
-        parents = page.parents.get(trace_id, {})  # type: ignore[attr-defined]
         timing: dict[str, Any] = (analyze_rows(rows, int(start), int(end), parents).trace_values if has_calls
                                   else no_timing(int(start), int(end)))  # fmt: skip
         base = held if held is not None else TraceRow(0, trace_id, None, first_name, "", 0, 0, 0, 0, 0, 0, 0, None)
