@@ -201,6 +201,15 @@ _INT_FIELDS: dict[str, tuple[str, ...]] = {
         "gen_ai.usage.output_tokens.reasoning",
         "ai.usage.reasoningTokens",
     ),
+    # The output cap the call was made with (compare: equal caps make a fair comparison).
+    # OpenInference keeps it inside llm.invocation_parameters: read in _max_tokens().
+    "max_tokens": (
+        "gen_ai.request.max_tokens",
+        "gen_ai.request.max_completion_tokens",
+        "llm.request.max_tokens",
+        "ai.settings.maxOutputTokens",  # Vercel AI SDK 5-6
+        "ai.settings.maxTokens",  # Vercel AI SDK 3-4
+    ),
 }
 #: Time to first token attributes and the factor that turns them into nanoseconds.
 _TTFT_SOURCES: tuple[tuple[str, float], ...] = (
@@ -641,6 +650,8 @@ def _identify_call(span, found: dict[str, object], row: list, provenance: dict[s
         row[_C_PROVIDER] = PROVIDER_ALIASES.get(provider) or canonical_provider(provider)
     if groups & _MODEL_STEP:
         _models(found, row, provenance, groups)
+        if row[_C_MAX_TOKENS] is None and groups & _PARAMS:
+            _max_tokens(found, row, provenance)
     error_type = row[_C_ERROR_TYPE]
     # The official OpenAI instrumentation writes "<class 'openai.APIError'>".
     if error_type and error_type.startswith("<class '") and error_type.endswith("'>"):
@@ -946,6 +957,7 @@ _C_ATTEMPT_OFFSET_NS = _C["attempt_offset_ns"]
 _C_DECODE_NS = _C["decode_ns"]
 _C_TOKENS_PER_S = _C["tokens_per_s"]
 _C_HTTP_STATUS = _C["http_status"]
+_C_MAX_TOKENS = _C["max_tokens"]
 
 #: attribute key -> (field name, rank, converter) of the ranked field it is a source of:
 #: the kind, and every string and int field. Provenance names the kind "kind".
@@ -1033,6 +1045,20 @@ def _models(found: dict[str, object], row: list, provenance: dict[str, str | Non
                 if not row[_C_REQUEST_MODEL]:
                     row[_C_REQUEST_MODEL], provenance["request_model"] = model, key
                 break
+
+
+def _max_tokens(found: dict[str, object], row: list, provenance: dict[str, str | None]) -> None:
+    """The output cap from the request parameters' JSON (OpenInference, some OpenLLMetry versions)."""
+    for key in _PARAM_SOURCES:
+        text = found.get(key)
+        if not isinstance(text, str) or "max_" not in text:
+            continue
+        params = _json_dict(text)
+        for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+            value = params.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= _INT64:
+                row[_C_MAX_TOKENS], provenance["max_tokens"] = value, f"{key}.{name}"
+                return
 
 
 _EMPTY: tuple = (None,) * len(NORMALIZED_COLUMNS)

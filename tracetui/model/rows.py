@@ -49,6 +49,8 @@ NORMALIZED_COLUMNS: tuple[str, ...] = (
     "response_id",
     # an HTTP client span's status (0: no response): one attempt of the model call above it
     "http_status",
+    # the output cap the call was made with (gen_ai.request.max_tokens and its aliases)
+    "max_tokens",
 )
 
 KINDS = ("llm", "embedding", "tool", "retriever", "agent", "chain", "evaluator", "other")

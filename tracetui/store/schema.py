@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 _V1 = """
 CREATE TABLE sources (
@@ -277,6 +277,11 @@ ALTER TABLE spans ADD COLUMN retry_offset_ns INTEGER;
 ALTER TABLE spans ADD COLUMN retry_source TEXT;
 ALTER TABLE traces ADD COLUMN tokenless_calls INTEGER NOT NULL DEFAULT 0
 """
+# v9: the output cap of each call (issue 18: cohorts compare fairly only with equal caps).
+# Rows stored before it keep NULL until `tracetui reindex` reads their raw spans again.
+_V9 = """
+ALTER TABLE spans ADD COLUMN max_tokens INTEGER
+"""
 
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
@@ -305,6 +310,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     5: lambda conn: _run_script(conn, _V6),
     6: add_metric_tables,
     7: lambda conn: _run_script(conn, _V8),
+    8: lambda conn: _run_script(conn, _V9),
 }
 
 
