@@ -326,6 +326,9 @@ main.add_command(export_command)
 from tracetui.cli.stats import stats_command  # noqa: E402
 
 main.add_command(stats_command)
+from tracetui.cli.compare import compare_command  # noqa: E402
+
+main.add_command(compare_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -44,7 +44,16 @@ from tracetui.llm import pricing
 from tracetui.llm.evals import EVENT_NAME as EVALUATION_EVENT
 from tracetui.llm.evals import SOURCE_SPAN_EVENT
 from tracetui.model.filter import Filter
-from tracetui.model.reader import GROUPINGS, CallFacts, GroupFigures, HistogramPoint, StoredLog, StoredSpan
+from tracetui.model.reader import (
+    GROUPINGS,
+    CallFacts,
+    CohortCall,
+    EvaluationResult,
+    GroupFigures,
+    HistogramPoint,
+    StoredLog,
+    StoredSpan,
+)
 from tracetui.model.rows import COL
 from tracetui.model.views import Counters, SpanDetail, SpanRow, TraceRow
 from tracetui.otlp.signals import decode_request
@@ -602,6 +611,14 @@ class ClickHouseReader:
             if cost is not None:
                 costs[key] = costs.get(key, 0.0) + cost
         return costs
+
+    def cohort_calls(
+        self, *, since_ns: int | None = None, until_ns: int | None = None, flt: Filter | None = None
+    ) -> list[CohortCall] | None:
+        return None  # not yet: compare says it needs a SQLite database
+
+    def evaluation_results(self, trace_ids: set[bytes]) -> list[EvaluationResult]:
+        return []
 
     def filter_note(self, flt: Filter) -> str | None:
         residual = filter_sql.residual(flt)

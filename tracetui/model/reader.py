@@ -45,6 +45,36 @@ CALL_SPAN = 9
 CallFacts = tuple[bytes, int, int, int, int | None, float | None, int, int, float | None, bytes | None]
 
 
+class CohortCall(NamedTuple):
+    """One counted LLM call with what a compare of two cohorts needs (:meth:`Reader.cohort_calls`)."""
+
+    trace_id: bytes
+    span_id: bytes
+    start_ns: int
+    duration_ns: int
+    error: bool
+    ttft_ns: int | None
+    tokens_per_s: float | None  # decode rate (output tokens over the time after the first token)
+    output_tokens: int | None
+    max_tokens: int | None  # the cap the call was made with
+    retry: bool
+    fallback: bool
+    cost_usd: float | None
+    run_ns: int  # wall clock of the call's run (its trace)
+
+
+class EvaluationResult(NamedTuple):
+    """One stored evaluation or feedback result (:meth:`Reader.evaluation_results`)."""
+
+    trace_id: bytes
+    span_id: bytes | None  # None: about the whole run
+    name: str
+    score: float | None
+    label: str | None
+    source: str
+    time_ns: int
+
+
 class StoredSpan(NamedTuple):
     """A span as it arrived (serialized ``opentelemetry.proto.trace.v1.Span``) with its resource and scope."""
 
@@ -206,6 +236,17 @@ class Reader(Protocol):
     ) -> list[GroupFigures] | None:
         """The figures of :meth:`llm_calls`' groups computed by the backend itself (percentiles in the
         database), or None: the caller computes them from :meth:`llm_calls` (tracetui.query.stats)."""
+        ...
+
+    def cohort_calls(
+        self, *, since_ns: int | None = None, until_ns: int | None = None, flt: Filter | None = None
+    ) -> list[CohortCall] | None:
+        """Counted LLM calls started in [since_ns, until_ns) that match ``flt`` (span-level, as in
+        :meth:`llm_calls`), oldest first; None when this backend cannot list them (compare says so)."""
+        ...
+
+    def evaluation_results(self, trace_ids: set[bytes]) -> list[EvaluationResult]:
+        """Every evaluation and feedback result stored for these traces."""
         ...
 
     def filter_note(self, flt: Filter) -> str | None:

@@ -26,7 +26,17 @@ from typing import Any
 from tracetui.llm.evals import is_groundedness, passed
 from tracetui.model.anyvalue import span_attribute_text
 from tracetui.model.filter import Filter
-from tracetui.model.reader import GROUPINGS, NONE_KEY, CallFacts, GroupFigures, HistogramPoint, StoredLog, StoredSpan
+from tracetui.model.reader import (
+    GROUPINGS,
+    NONE_KEY,
+    CallFacts,
+    CohortCall,
+    EvaluationResult,
+    GroupFigures,
+    HistogramPoint,
+    StoredLog,
+    StoredSpan,
+)
 from tracetui.model.rows import LOG_COLUMNS, SPAN_COLUMNS, Decoded, Source
 from tracetui.model.views import Counters, SpanDetail, SpanRow, TraceRow, log_entry
 from tracetui.otlp.signals import decode_request
@@ -286,6 +296,38 @@ class MemoryReader:
         self, by: str, *, since_ns: int | None = None, flt: Filter | None = None, route_attribute: str | None = None
     ) -> list[GroupFigures] | None:
         return None  # tracetui.query.stats computes them from llm_calls
+
+    def cohort_calls(
+        self, *, since_ns: int | None = None, until_ns: int | None = None, flt: Filter | None = None
+    ) -> list[CohortCall]:
+        found: list[CohortCall] = []
+        for trace in self._held.traces:
+            if since_ns is not None and trace.end_ns < since_ns:
+                continue
+            matching = self.matching_span_ids(trace.trace_id, flt) if flt is not None and not flt.is_empty() else None
+            run_ns = max(trace.end_ns - trace.start_ns, 0)
+            for row in self._spans(trace.trace_id):
+                start = row["start_ns"]
+                if row["llm_kind"] != "llm" or row["counted"] == 0:
+                    continue
+                if (since_ns is not None and start < since_ns) or (until_ns is not None and start >= until_ns):
+                    continue
+                if matching is not None and row["span_id"] not in matching:
+                    continue
+                found.append(CohortCall(
+                    row["trace_id"], row["span_id"], start, max(row["end_ns"] - start, 0), row["status_code"] == 2,
+                    row["ttft_ns"], row["tokens_per_s"], row["output_tokens"], row["max_tokens"],
+                    row["is_retry"] != 0, row["is_fallback"] != 0, row["cost_usd"], run_ns,
+                ))  # fmt: skip
+        found.sort(key=lambda call: call.start_ns)
+        return found
+
+    def evaluation_results(self, trace_ids: set[bytes]) -> list[EvaluationResult]:
+        held = [e for trace_id in trace_ids for e in self._held.evaluations.get(trace_id, [])]
+        return [
+            EvaluationResult(e.trace_id, e.span_id, e.name, e.score, e.label, e.source, e.time_ns)
+            for e in _deduplicated(held)
+        ]
 
     def filter_note(self, flt: Filter) -> str | None:
         return None  # every term is decided over every trace

@@ -16,7 +16,15 @@ from typing import Any
 
 from tracetui.llm.evals import is_groundedness, passed
 from tracetui.model.filter import Filter
-from tracetui.model.reader import CallFacts, GroupFigures, HistogramPoint, StoredLog, StoredSpan
+from tracetui.model.reader import (
+    CallFacts,
+    CohortCall,
+    EvaluationResult,
+    GroupFigures,
+    HistogramPoint,
+    StoredLog,
+    StoredSpan,
+)
 from tracetui.model.rows import SPLIT_KEYS
 from tracetui.model.views import Counters, SpanDetail, SpanRow, TraceRow, log_entry
 from tracetui.store import stats_sql
@@ -364,6 +372,16 @@ class SqliteReader:
         self, by: str, *, since_ns: int | None = None, flt: Filter | None = None, route_attribute: str | None = None
     ) -> list[GroupFigures] | None:
         return None  # tracetui.query.stats computes them from llm_calls
+
+    def cohort_calls(
+        self, *, since_ns: int | None = None, until_ns: int | None = None, flt: Filter | None = None
+    ) -> list[CohortCall]:
+        with self._lock:
+            return stats_sql.cohort_calls(self._conn, since_ns=since_ns, until_ns=until_ns, flt=flt)
+
+    def evaluation_results(self, trace_ids: set[bytes]) -> list[EvaluationResult]:
+        with self._lock:
+            return stats_sql.evaluation_results(self._conn, trace_ids)
 
     def filter_note(self, flt: Filter) -> str | None:
         return None  # every term is decided over every trace

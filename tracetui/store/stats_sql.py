@@ -16,7 +16,15 @@ from typing import Any
 from tracetui.llm.evals import is_groundedness
 from tracetui.model.anyvalue import span_attribute_text
 from tracetui.model.filter import Filter
-from tracetui.model.reader import CALL_SPAN, GROUPINGS, NONE_KEY, CallFacts, HistogramPoint
+from tracetui.model.reader import (
+    CALL_SPAN,
+    GROUPINGS,
+    NONE_KEY,
+    CallFacts,
+    CohortCall,
+    EvaluationResult,
+    HistogramPoint,
+)
 from tracetui.store.filter_sql import span_where
 
 _INT64 = (1 << 63) - 1
@@ -125,6 +133,56 @@ def _group_by_attribute(conn: sqlite3.Connection, cursor: sqlite3.Cursor, attrib
         # the row keeps its figures only: dropping the raw span frees memory as the rows stream by
         groups.setdefault(NONE_KEY if key is None else key, []).append(row[:_KEY])
     return groups
+
+
+_COHORT = (
+    "SELECT spans.trace_id, spans.span_id, spans.start_ns, max(spans.end_ns - spans.start_ns, 0), "
+    "spans.status_code = 2, spans.ttft_ns, spans.tokens_per_s, spans.output_tokens, spans.max_tokens, "
+    "spans.is_retry != 0, spans.is_fallback != 0, spans.cost_usd, max(run.end_ns - run.start_ns, 0) "
+    "FROM spans AS spans JOIN traces AS run ON run.trace_id = spans.trace_id WHERE {where} "
+    "ORDER BY spans.start_ns"
+)
+
+
+def cohort_calls(
+    conn: sqlite3.Connection, *, since_ns: int | None, until_ns: int | None, flt: Filter | None
+) -> list[CohortCall]:
+    """Counted LLM calls started in [since_ns, until_ns) matching ``flt`` (Reader.cohort_calls)."""
+    conditions = ["spans.llm_kind = 'llm'", "(spans.counted IS NULL OR spans.counted != 0)"]
+    params: list[Any] = []
+    if since_ns is not None:
+        cutoff = max(-_INT64, min(_INT64, since_ns))
+        conditions.append(_WINDOW)
+        params += [cutoff, cutoff]
+    if until_ns is not None:
+        conditions.append("spans.start_ns < ?")
+        params.append(max(-_INT64, min(_INT64, until_ns)))
+    if flt is not None and not flt.is_empty():
+        where_sql, where_params = span_where(flt, "spans")
+        conditions.append(f"({where_sql})")
+        params += where_params
+    sql = _COHORT.format(where=" AND ".join(conditions))
+    return [
+        CohortCall(t, s, start, dur, bool(err), ttft, rate, out, cap, bool(retry), bool(fb), cost, run)
+        for t, s, start, dur, err, ttft, rate, out, cap, retry, fb, cost, run in conn.execute(sql, params)
+    ]
+
+
+def evaluation_results(conn: sqlite3.Connection, trace_ids: set[bytes]) -> list[EvaluationResult]:
+    """Every evaluation and feedback result of these traces (Reader.evaluation_results)."""
+    ids = list(trace_ids)
+    found: list[EvaluationResult] = []
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        found += [
+            EvaluationResult(*row)
+            for row in conn.execute(
+                "SELECT trace_id, span_id, name, score, label, source, time_ns FROM evaluations "
+                f"WHERE trace_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+        ]
+    return found
 
 
 def groundedness_scores(conn: sqlite3.Connection) -> dict[tuple[bytes, bytes], list[float]]:

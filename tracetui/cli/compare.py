@@ -1,0 +1,210 @@
+"""``tracetui compare``: two cohorts side by side, a verdict, and a CI gate (``--fail-on``).
+
+Registered on the main group by :mod:`tracetui.cli.main` (imported at its end).
+The figures and the rule are :mod:`tracetui.query.compare`'s, the same as the
+compare screen's.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from tracetui.cli.common import SourceChoice, db_option, source_options
+from tracetui.model.fmt import json_text, safe_text
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_time(text: str, now_ns: int) -> int:
+    """``now``, a duration meaning that long ago (``2h``, ``7d``), or an ISO 8601 time (local unless it says)."""
+    text = text.strip()
+    if text.casefold() == "now":
+        return now_ns
+    m = _DURATION.match(text)
+    if m:
+        return now_ns - int(float(m.group(1)) * _UNIT_S[m.group(2)] * 1e9)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time: write now, a duration ago (2h, 7d) or ISO 8601") from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # the local time zone, as the user reads their clock
+    return int(moment.timestamp() * 1e9)
+
+
+def parse_range(text: str, now_ns: int) -> tuple[int | None, int | None]:
+    """``START..END`` (either side may be empty); a bare ``START`` runs to now."""
+    start, sep, end = text.partition("..")
+    since = parse_time(start, now_ns) if start.strip() else None
+    until = parse_time(end, now_ns) if sep and end.strip() else None
+    if since is not None and until is not None and until <= since:
+        raise ValueError(f"{text!r}: the end is not after the start")
+    return since, until
+
+
+def _percent_or_number(text: str, name: str) -> float:
+    value = text.strip()
+    try:
+        return float(value[:-1]) / 100 if value.endswith("%") else float(value)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a number or a percentage", param_hint=name) from None
+
+
+@click.command("compare")
+@db_option
+@source_options
+@click.option("--a", "a_expr", metavar="EXPR", default="", help="Cohort A: a filter expression (empty: every call).")
+@click.option("--b", "b_expr", metavar="EXPR", default="", help="Cohort B: a filter expression (empty: every call).")
+@click.option("--window", metavar="DURATION", default=None,
+              help="Both cohorts: only calls started in the last DURATION (30m, 24h, 7d).")  # fmt: skip
+@click.option("--a-window", metavar="START..END", default=None,
+              help="Cohort A's time range: ISO 8601 times or durations ago (e.g. 7d..1d); either end may be empty.")  # fmt: skip
+@click.option("--b-window", metavar="START..END", default=None, help="Cohort B's time range, as --a-window.")
+@click.option("--change", metavar="TIME", default=None,
+              help="Before and after a change: A = calls before TIME, B = at or after it (ISO 8601 or 2h).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print every figure, the verdict and the rule as JSON.")
+@click.option("--fail-on", metavar="RULES", default=None,
+              help="Exit 1 when a rule holds, e.g. 'groundedness<-0.05,p99_ttft>+10%'. Deltas are B - A; "
+              "a bare number is absolute, a % is relative to A.")  # fmt: skip
+@click.option("--min-gain", default="10%", show_default=True,
+              help="Verdict: p99 must improve by this much to accept (and worsen by as much to reject).")  # fmt: skip
+@click.option("--max-quality-drop", default="0.05", show_default=True,
+              help="Verdict: reject when mean groundedness drops by more than this.")  # fmt: skip
+@click.option("--max-error-rise", default="2%", show_default=True,
+              help="Verdict: reject when the error rate rises by more than this many points.")  # fmt: skip
+def compare_command(
+    db: Path | None,
+    source: SourceChoice | None,
+    a_expr: str,
+    b_expr: str,
+    window: str | None,
+    a_window: str | None,
+    b_window: str | None,
+    change: str | None,
+    as_json: bool,
+    fail_on: str | None,
+    min_gain: str,
+    max_quality_drop: str,
+    max_error_rise: str,
+) -> None:
+    """Compare two cohorts of LLM calls (prompt versions, models, routes, before/after a change).
+
+    Prints, for A and B, the p50/p95/p99 of call duration, run duration, TTFT and
+    decode speed, output tokens with the max_tokens caps, error/retry/fallback
+    rates, cost per run, groundedness and every other evaluation, user feedback,
+    each delta (B - A) with whether its sample can tell it from noise, and a
+    verdict. With --fail-on it exits 1 when a rule holds (for CI).
+    """
+    from tracetui.cli.common import open_reader
+    from tracetui.query import compare as cmp
+
+    now = time.time_ns()
+    try:
+        rule = cmp.Rule(
+            min_gain=_percent_or_number(min_gain, "'--min-gain'"),
+            max_quality_drop=_percent_or_number(max_quality_drop, "'--max-quality-drop'"),
+            max_error_rise=_percent_or_number(max_error_rise, "'--max-error-rise'"),
+        )
+        rules = cmp.parse_fail_on(fail_on) if fail_on is not None else []
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--fail-on'") from None
+    a, b = _cohorts(a_expr, b_expr, window, a_window, b_window, change, now)
+    reader = open_reader(db, source=source)
+    try:
+        comparison = cmp.compare(reader, a, b, rule)
+    except cmp.CohortError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        reader.close()
+    results = [r.check(comparison) for r in rules]
+    if as_json:
+        out = comparison.to_json()
+        out["fail_on"] = [
+            {"rule": r.text, "failed": failed, "message": m} for r, (failed, m) in zip(rules, results, strict=True)
+        ]
+        click.echo(json_text(out))
+    else:
+        _print(comparison)
+        for failed, message in results:
+            click.echo(("FAIL " if failed else "ok   ") + message)
+    if any(failed for failed, _ in results):
+        raise SystemExit(1)
+
+
+def _cohorts(
+    a_expr: str, b_expr: str, window: str | None, a_window: str | None, b_window: str | None, change: str | None,
+    now: int,
+) -> tuple:  # fmt: skip
+    from tracetui.model import filter as filters
+    from tracetui.query.compare import Cohort
+
+    for name, text in (("--a", a_expr), ("--b", b_expr)):
+        if text.strip():
+            try:
+                filters.parse(text)
+            except filters.FilterError as exc:
+                raise click.BadParameter(str(exc), param_hint=f"'{name}'") from None
+    try:
+        since = parse_time(window, now) if window else None
+        a_range: tuple[int | None, int | None] = (since, None)
+        b_range: tuple[int | None, int | None] = (since, None)
+        if change is not None:
+            if a_window or b_window:
+                raise ValueError("--change sets both windows: leave out --a-window and --b-window")
+            moment = parse_time(change, now)
+            a_range, b_range = (since, moment), (moment, None)
+        if a_window:
+            a_range = parse_range(a_window, now)
+        if b_window:
+            b_range = parse_range(b_window, now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if not a_expr.strip() and not b_expr.strip() and a_range == b_range:
+        raise click.UsageError("A and B are the same calls: give --a / --b filters, windows or --change")
+    return Cohort("A", a_expr, *a_range), Cohort("B", b_expr, *b_range)
+
+
+def _describe(cohort) -> str:
+    from tracetui.model.fmt import fmt_clock
+
+    text = safe_text(cohort.describe(), 60)
+    if cohort.since_ns is not None or cohort.until_ns is not None:
+        start = "…" if cohort.since_ns is None else fmt_clock(cohort.since_ns)
+        end = "now" if cohort.until_ns is None else fmt_clock(cohort.until_ns)
+        text += f"  [{start} → {end})"
+    return text
+
+
+def _print(c) -> None:
+    from tracetui.query.compare import caps_text, format_change, format_value, format_verdict_word
+
+    click.echo(f"A: {_describe(c.a)}")
+    click.echo(f"B: {_describe(c.b)}")
+    rows = [("", "A", "B", "Δ B − A", "")]
+    rows += [
+        (d.title, format_value(d, d.a), format_value(d, d.b), format_change(d), format_verdict_word(d))
+        for d in c.deltas
+    ]
+    rows += [
+        (d.title, format_value(d, d.a), format_value(d, d.b), format_change(d), format_verdict_word(d))
+        for _, d in c.thumbs_by_ttft
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        click.echo(
+            f"{safe_text(r[0], 48):<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}  {r[4]}"
+        )
+    click.echo(f"max_tokens caps  A: {caps_text(c.caps_a)}   B: {caps_text(c.caps_b)}")
+    click.echo("")
+    click.echo(f"verdict: {c.verdict.line}")
+    for warning in c.verdict.warnings:
+        click.echo(f"warning: {warning}")
+    for note in c.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"method: {c.method}")
