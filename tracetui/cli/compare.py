@@ -208,3 +208,71 @@ def _print(c) -> None:
     for note in c.notes:
         click.echo(f"note: {note}")
     click.echo(f"method: {c.method}")
+
+
+@click.command("cohort")
+@db_option
+@source_options
+@click.option("--filter", "filter_text", metavar="EXPR", required=True,
+              help="The calls to export, e.g. 'groundedness<0.5' or 'model=gpt-4o prompt.version=7'.")  # fmt: skip
+@click.option("-o", "--output", metavar="FILE", required=True,
+              help="Where to write the JSON lines ('-' for standard output). Created readable by you only.")  # fmt: skip
+@click.option("--format", "shape", type=click.Choice(("tracetui", "openai-evals")), default="tracetui",
+              show_default=True, help="tracetui: our records (docs/cohort.md); openai-evals: the OpenAI Evals "
+              "API's JSONL data source, {\"item\": ..., \"sample\": ...} per line.")  # fmt: skip
+@click.option("--window", metavar="DURATION", default=None, help="Only calls started in the last DURATION (24h, 7d).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many calls (the newest).")
+def cohort_command(
+    db: Path | None,
+    source: SourceChoice | None,
+    filter_text: str,
+    output: str,
+    shape: str,
+    window: str | None,
+    limit: int | None,
+) -> None:
+    """Export the LLM calls matching a filter as a regression evaluation set, one JSON object per line.
+
+    Each line holds the input messages, system prompt and output, the run's
+    retrieval context, model and parameters, evaluations and user feedback,
+    and the trace and span ids.
+    """
+    import os
+    import sys
+
+    from tracetui.cli.common import open_reader
+    from tracetui.model import filter as filters
+    from tracetui.query.cohort import cohort_lines, cohort_records
+
+    try:
+        flt = filters.parse(filter_text) if filter_text.strip() else None
+    except filters.FilterError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--filter'") from None
+    try:
+        since = parse_time(window, time.time_ns()) if window else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--window'") from None
+    reader = open_reader(db, source=source)
+    written = 0
+    try:
+        lines = cohort_lines(cohort_records(reader, flt, since_ns=since, limit=limit), shape)
+        if output == "-":
+            for line in lines:
+                sys.stdout.write(line + "\n")
+                written += 1
+        else:
+            # prompts inside: owner-only, also when the file already existed with wider permissions
+            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                for line in lines:
+                    out.write(line + "\n")
+                    written += 1
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
+    finally:
+        reader.close()
+    where = "standard output" if output == "-" else output
+    click.echo(f"wrote {written:,} call{'s' if written != 1 else ''} ({shape}) to {where}", err=True)

@@ -326,9 +326,10 @@ main.add_command(export_command)
 from tracetui.cli.stats import stats_command  # noqa: E402
 
 main.add_command(stats_command)
-from tracetui.cli.compare import compare_command  # noqa: E402
+from tracetui.cli.compare import cohort_command, compare_command  # noqa: E402
 
 main.add_command(compare_command)
+main.add_command(cohort_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
