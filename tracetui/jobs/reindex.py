@@ -160,12 +160,14 @@ def _reindex_log_evaluations(conn, trace_ids: list[bytes] | None) -> set[str]:
     Returns the response ids they name, for resolving.
     """
     params: list[object]
+    names = [evals.EVENT_NAME, *sorted(evals.FEEDBACK_EVENTS)]
+    named = f"event_name IN ({','.join('?' * len(names))})"
     if trace_ids is None:
-        sql, params = "SELECT raw FROM logs WHERE trace_id IS NULL AND event_name = ?", [evals.EVENT_NAME]
+        sql, params = f"SELECT raw FROM logs WHERE trace_id IS NULL AND {named}", list(names)
     else:
         marks = ",".join("?" * len(trace_ids))
-        sql = f"SELECT raw FROM logs WHERE trace_id IN ({marks}) AND event_name = ?"
-        params = [*trace_ids, evals.EVENT_NAME]
+        sql = f"SELECT raw FROM logs WHERE trace_id IN ({marks}) AND {named}"
+        params = [*trace_ids, *names]
     found = Decoded()
     for (raw,) in conn.execute(sql, params).fetchall():
         add_evaluations(found, evals.from_log_record(LogRecord.FromString(raw)))

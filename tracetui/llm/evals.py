@@ -48,6 +48,7 @@ SOURCE_EVAL_ATTRS = "eval attributes"
 SOURCE_OI_EVALUATIONS = "OpenInference evaluations"
 SOURCE_OI_ANNOTATIONS = "OpenInference annotations"
 SOURCE_EVALUATOR_LINK = "evaluator span link"
+SOURCE_FEEDBACK_RECORD = "feedback log record"
 
 #: Longest explanation kept (the cut one ends with "…" and is exactly this long).
 MAX_EXPLANATION = 4000
@@ -163,23 +164,24 @@ def from_span(span, scan: int | None = None) -> list[Evaluation]:
 def from_log_record(record, trace_id_fallback: bytes | None = None) -> list[Evaluation]:
     """Evaluations carried by one OTLP LogRecord proto (opentelemetry.proto.logs.v1.logs_pb2.LogRecord).
 
-    Only ``gen_ai.evaluation.result`` events (event name in ``record.event_name`` or the older
-    ``event.name`` attribute). Target span = ``record.span_id`` (8 bytes, non-zero); otherwise
-    ``span_id`` is None and the caller finds the target later via ``response_id``.
+    ``gen_ai.evaluation.result`` events (event name in ``record.event_name`` or the older
+    ``event.name`` attribute), and user feedback records named like ``user_feedback``,
+    ``thumbs`` or ``abandoned`` (:data:`FEEDBACK_EVENTS`, read by ``_from_feedback_record``).
+    Target span = ``record.span_id`` (8 bytes, non-zero); otherwise ``span_id`` is None and
+    the caller finds the target later via ``response_id`` (a feedback record without a span
+    is about its whole run).
     """
     event_name = record.event_name
-    if event_name:
-        if event_name != EVENT_NAME:
-            return []
-    else:
+    if not event_name:
         for kv in record.attributes:
             if kv.key == _EVENT_NAME_ATTR:
-                if _text(kv.value, MAX_SHORT_TEXT) == EVENT_NAME:
-                    break
-                return []
-        else:
-            return []
+                event_name = _text(kv.value, MAX_SHORT_TEXT)
+                break
+    if event_name != EVENT_NAME and not is_feedback_event(event_name):
+        return []
     try:
+        if event_name != EVENT_NAME:
+            return _from_feedback_record(record, str(event_name), trace_id_fallback)
         return _from_log_record(record, trace_id_fallback)
     except Exception:
         log.debug("could not read an evaluation from a log record", exc_info=True)
@@ -490,6 +492,61 @@ def _from_log_record(record, trace_id_fallback: bytes | None) -> list[Evaluation
         fields.get("explanation"),
         response,
         SOURCE_LOG_RECORD,
+        _clamp_ns(record.time_unix_nano or record.observed_time_unix_nano),
+    )
+    return [evaluation] if evaluation is not None else []
+
+
+#: Log record event names that carry user feedback (tracetui.llm.feedback reads their meaning).
+FEEDBACK_EVENTS = frozenset(
+    ("user_feedback", "feedback", "thumbs", "thumb", "thumbs_up", "thumbs_down", "user_rating", "rating",
+     "abandoned", "user_abandoned")
+)  # fmt: skip
+_FEEDBACK_SCORE_KEYS = ("score", "value", "rating", "feedback.score", "user_feedback.score")
+_FEEDBACK_LABEL_KEYS = ("label", "value", "thumb", "thumbs", "feedback", "rating", "sentiment", "feedback.value")
+_FEEDBACK_NOTE_KEYS = ("comment", "note", "reason", "text", "feedback.comment", "user_feedback.comment")
+
+
+def is_feedback_event(name: object) -> bool:
+    """A log record event name that carries user feedback (:data:`FEEDBACK_EVENTS`, case and dashes ignored)."""
+    return _feedback_key(name) in FEEDBACK_EVENTS
+
+
+def _feedback_key(name: object) -> str:
+    return name.strip().casefold().replace("-", "_").replace(" ", "_") if isinstance(name, str) else ""
+
+
+def _from_feedback_record(record, event_name: str, trace_id_fallback: bytes | None) -> list[Evaluation]:
+    """A feedback log record: its name is the result's name; score, label and note from the usual keys.
+
+    Attributes first, then a kvlist body; a plain string body is the note.
+    """
+    trace_id = _valid_id(record.trace_id, 16)
+    if trace_id is None and isinstance(trace_id_fallback, bytes | bytearray):
+        trace_id = _valid_id(bytes(trace_id_fallback), 16)
+    if trace_id is None:
+        return []
+    values: dict[str, object] = {kv.key: kv.value for kv in record.attributes}
+    body = record.body
+    note = None
+    if body.WhichOneof("value") == "kvlist_value":
+        for kv in body.kvlist_value.values:
+            values.setdefault(kv.key, kv.value)
+    elif body.WhichOneof("value") == "string_value":
+        note = body
+    score = next((s for s in (_score(values.get(k), allow_text=False) for k in _FEEDBACK_SCORE_KEYS) if s is not None),
+                 None)  # fmt: skip
+    label = next((values[k] for k in _FEEDBACK_LABEL_KEYS if k in values and _score(values[k]) is None), None)
+    note = next((values[k] for k in _FEEDBACK_NOTE_KEYS if k in values), note)
+    evaluation = _build(
+        trace_id,
+        _valid_id(record.span_id, 8),
+        _feedback_key(event_name),
+        score,
+        label,
+        note,
+        values.get(_RESPONSE_ID),
+        SOURCE_FEEDBACK_RECORD,
         _clamp_ns(record.time_unix_nano or record.observed_time_unix_nano),
     )
     return [evaluation] if evaluation is not None else []

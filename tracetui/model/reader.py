@@ -71,6 +71,7 @@ class EvaluationResult(NamedTuple):
     name: str
     score: float | None
     label: str | None
+    explanation: str | None  # for feedback: the user's note
     source: str
     time_ns: int
 

@@ -420,7 +420,7 @@ def decode_logs(request: ExportLogsServiceRequest) -> Decoded:
                     if kv.key in _EVENT_NAME_ATTRIBUTES:
                         event_name = any_value_str(kv.value) or ""
                         break
-            if event_name == evals.EVENT_NAME:
+            if event_name == evals.EVENT_NAME or evals.is_feedback_event(event_name):
                 add_evaluations(out, evals.from_log_record(record))
             out.logs.append(
                 (

@@ -325,7 +325,7 @@ class MemoryReader:
     def evaluation_results(self, trace_ids: set[bytes]) -> list[EvaluationResult]:
         held = [e for trace_id in trace_ids for e in self._held.evaluations.get(trace_id, [])]
         return [
-            EvaluationResult(e.trace_id, e.span_id, e.name, e.score, e.label, e.source, e.time_ns)
+            EvaluationResult(e.trace_id, e.span_id, e.name, e.score, e.label, e.explanation, e.source, e.time_ns)
             for e in _deduplicated(held)
         ]
 

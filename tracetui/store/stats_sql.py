@@ -177,7 +177,7 @@ def evaluation_results(conn: sqlite3.Connection, trace_ids: set[bytes]) -> list[
         found += [
             EvaluationResult(*row)
             for row in conn.execute(
-                "SELECT trace_id, span_id, name, score, label, source, time_ns FROM evaluations "
+                "SELECT trace_id, span_id, name, score, label, explanation, source, time_ns FROM evaluations "
                 f"WHERE trace_id IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
