@@ -7,45 +7,14 @@ compare screen's.
 
 from __future__ import annotations
 
-import re
 import time
-from datetime import datetime
 from pathlib import Path
 
 import click
 
 from tracetui.cli.common import SourceChoice, db_option, source_options
 from tracetui.model.fmt import json_text, safe_text
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_time(text: str, now_ns: int) -> int:
-    """``now``, a duration meaning that long ago (``2h``, ``7d``), or an ISO 8601 time (local unless it says)."""
-    text = text.strip()
-    if text.casefold() == "now":
-        return now_ns
-    m = _DURATION.match(text)
-    if m:
-        return now_ns - int(float(m.group(1)) * _UNIT_S[m.group(2)] * 1e9)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a time: write now, a duration ago (2h, 7d) or ISO 8601") from None
-    if moment.tzinfo is None:
-        moment = moment.astimezone()  # the local time zone, as the user reads their clock
-    return int(moment.timestamp() * 1e9)
-
-
-def parse_range(text: str, now_ns: int) -> tuple[int | None, int | None]:
-    """``START..END`` (either side may be empty); a bare ``START`` runs to now."""
-    start, sep, end = text.partition("..")
-    since = parse_time(start, now_ns) if start.strip() else None
-    until = parse_time(end, now_ns) if sep and end.strip() else None
-    if since is not None and until is not None and until <= since:
-        raise ValueError(f"{text!r}: the end is not after the start")
-    return since, until
+from tracetui.query.compare import parse_range, parse_time
 
 
 def _percent_or_number(text: str, name: str) -> float:

@@ -61,6 +61,10 @@ class CohortCall(NamedTuple):
     fallback: bool
     cost_usd: float | None
     run_ns: int  # wall clock of the call's run (its trace)
+    #: The call's Stats groups (None: no key): model, prompt version and route as tracetui.query.stats groups them.
+    model: str | None = None
+    prompt_version: str | None = None
+    route: str | None = None
 
 
 class EvaluationResult(NamedTuple):

@@ -42,13 +42,14 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from tracetui.llm.evals import is_groundedness
 from tracetui.llm.feedback import abandoned, is_feedback, thumb
 from tracetui.model.filter import Filter, parse
 from tracetui.model.fmt import fmt_cost, fmt_duration
-from tracetui.model.reader import CohortCall, EvaluationResult, Reader
+from tracetui.model.reader import NONE_KEY, CohortCall, EvaluationResult, Reader
 
 __all__ = [
     "MIN_SAMPLES",
@@ -90,13 +91,28 @@ class Cohort:
     expression: str = ""
     since_ns: int | None = None
     until_ns: int | None = None
+    #: A row of the Stats screen: (grouping, key), e.g. ("model", "gpt-4o"); NONE_KEY for calls without one.
+    group: tuple[str, str] | None = None
 
     @property
     def filter(self) -> Filter | None:
         return parse(self.expression) if self.expression.strip() else None
 
     def describe(self) -> str:
-        return self.expression.strip() or "all calls"
+        parts = []
+        if self.group is not None:
+            parts.append(f"{self.group[0].replace('_', ' ')} {self.group[1]}")
+        if self.expression.strip() or not parts:
+            parts.append(self.expression.strip() or "all calls")
+        return " · ".join(parts)
+
+    def takes(self, call: CohortCall) -> bool:
+        """The call is in this cohort's Stats group (always, without a group)."""
+        if self.group is None:
+            return True
+        by, key = self.group
+        value = {"model": call.model, "prompt_version": call.prompt_version, "route": call.route}[by]
+        return (value or NONE_KEY) == key
 
 
 @dataclass(frozen=True)
@@ -254,6 +270,8 @@ def _read(reader: Reader, cohort: Cohort) -> _Side:
     calls = reader.cohort_calls(since_ns=cohort.since_ns, until_ns=cohort.until_ns, flt=flt)
     if calls is None:
         raise CohortError("this source cannot list calls for a compare yet (use a SQLite database)")
+    if cohort.group is not None:
+        calls = [call for call in calls if cohort.takes(call)]
     runs: dict[bytes, int] = {}
     first_ttft: dict[bytes, int | None] = {}
     keys: set[tuple[bytes, bytes]] = set()
@@ -539,6 +557,39 @@ def _signed(value: float, digits: int) -> str:
 
 def _signed_percent(value: float) -> str:
     return f"{_signed(value * 100, 0)} %"
+
+
+# --- times -------------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_time(text: str, now_ns: int) -> int:
+    """``now``, a duration meaning that long ago (``2h``, ``7d``), or an ISO 8601 time (local unless it says)."""
+    text = text.strip()
+    if text.casefold() == "now":
+        return now_ns
+    m = _DURATION.match(text)
+    if m:
+        return now_ns - int(float(m.group(1)) * _UNIT_S[m.group(2)] * 1e9)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time: write now, a duration ago (2h, 7d) or ISO 8601") from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # the local time zone, as the user reads their clock
+    return int(moment.timestamp() * 1e9)
+
+
+def parse_range(text: str, now_ns: int) -> tuple[int | None, int | None]:
+    """``START..END`` (either side may be empty); a bare ``START`` runs to now."""
+    start, sep, end = text.partition("..")
+    since = parse_time(start, now_ns) if start.strip() else None
+    until = parse_time(end, now_ns) if sep and end.strip() else None
+    if since is not None and until is not None and until <= since:
+        raise ValueError(f"{text!r}: the end is not after the start")
+    return since, until
 
 
 # --- --fail-on -----------------------------------------------------------------------------------

@@ -318,6 +318,7 @@ class MemoryReader:
                     row["trace_id"], row["span_id"], start, max(row["end_ns"] - start, 0), row["status_code"] == 2,
                     row["ttft_ns"], row["tokens_per_s"], row["output_tokens"], row["max_tokens"],
                     row["is_retry"] != 0, row["is_fallback"] != 0, row["cost_usd"], run_ns,
+                    *(self._group_key(by, row, trace, None) for by in ("model", "prompt_version", "route")),
                 ))  # fmt: skip
         found.sort(key=lambda call: call.start_ns)
         return found

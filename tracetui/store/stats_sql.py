@@ -138,7 +138,8 @@ def _group_by_attribute(conn: sqlite3.Connection, cursor: sqlite3.Cursor, attrib
 _COHORT = (
     "SELECT spans.trace_id, spans.span_id, spans.start_ns, max(spans.end_ns - spans.start_ns, 0), "
     "spans.status_code = 2, spans.ttft_ns, spans.tokens_per_s, spans.output_tokens, spans.max_tokens, "
-    "spans.is_retry != 0, spans.is_fallback != 0, spans.cost_usd, max(run.end_ns - run.start_ns, 0) "
+    "spans.is_retry != 0, spans.is_fallback != 0, spans.cost_usd, max(run.end_ns - run.start_ns, 0), "
+    f"{_MODEL_KEY}, {_PROMPT_KEY}, run.service || ' / ' || coalesce(run.root_name, run.first_name) "
     "FROM spans AS spans JOIN traces AS run ON run.trace_id = spans.trace_id WHERE {where} "
     "ORDER BY spans.start_ns"
 )
@@ -163,8 +164,8 @@ def cohort_calls(
         params += where_params
     sql = _COHORT.format(where=" AND ".join(conditions))
     return [
-        CohortCall(t, s, start, dur, bool(err), ttft, rate, out, cap, bool(retry), bool(fb), cost, run)
-        for t, s, start, dur, err, ttft, rate, out, cap, retry, fb, cost, run in conn.execute(sql, params)
+        CohortCall(t, s, start, dur, bool(err), ttft, rate, out, cap, bool(retry), bool(fb), cost, run, *keys)
+        for t, s, start, dur, err, ttft, rate, out, cap, retry, fb, cost, run, *keys in conn.execute(sql, params)
     ]
 
 
