@@ -161,6 +161,13 @@ class TraceScreen(Screen):
         Binding("E", "previous_error", "Prev error", show=False, tooltip="previous error span"),
         Binding("n", "next_trace", "Next trace", show=True, tooltip="next (older) trace without leaving this view"),
         Binding("p", "previous_trace", "Prev trace", show=False, tooltip="previous (newer) trace"),
+        Binding(
+            "d",
+            "diff",
+            "Diff",
+            show=True,
+            tooltip="diff this run (B) with the run marked with space in the trace list (A)",
+        ),
         Binding("tab", "toggle_pane", "Switch pane", show=True, tooltip="switch between the tree and the details"),
         Binding(
             "y",
@@ -572,6 +579,12 @@ class TraceScreen(Screen):
 
     def action_copy_summary(self) -> None:
         tui(self).copy_trace_summary(self.trace_id)
+
+    def action_diff(self) -> None:
+        """Diff this run (B) with the marked one (A)."""
+        from tracetui.ui.screens.run_diff import open_diff
+
+        open_diff(self, self.trace_id)
 
     def action_copy_attributes(self) -> None:
         span = self._cursor_span()
