@@ -161,13 +161,6 @@ class TraceScreen(Screen):
         Binding("E", "previous_error", "Prev error", show=False, tooltip="previous error span"),
         Binding("n", "next_trace", "Next trace", show=True, tooltip="next (older) trace without leaving this view"),
         Binding("p", "previous_trace", "Prev trace", show=False, tooltip="previous (newer) trace"),
-        Binding(
-            "d",
-            "diff",
-            "Diff",
-            show=True,
-            tooltip="diff this run (B) with the run marked with space in the trace list (A)",
-        ),
         Binding("tab", "toggle_pane", "Switch pane", show=True, tooltip="switch between the tree and the details"),
         Binding(
             "y",
@@ -190,6 +183,13 @@ class TraceScreen(Screen):
             show=True,
             key_display="/",
             tooltip="show only the spans that match a filter (and their parents)",
+        ),
+        Binding(
+            "d",
+            "diff",
+            "Diff",
+            show=True,
+            tooltip="diff this run (B) with the run marked with space in the trace list (A)",
         ),
         Binding(
             "left,h,left_square_bracket",
