@@ -33,6 +33,10 @@ def list_line(app, row: int) -> str:
     return table.render_line(row - table.scroll_offset.y + table.HEADER_LINES).text
 
 
+def footer_keys(app) -> list[tuple[str, str]]:
+    return [(key.key_display, key.description) for key in app.screen.query(FooterKey)]
+
+
 def diff_text(app) -> list[str]:
     """The diff screen's rows as drawn (header line first)."""
     table = app.screen.query_one(DiffTable)
@@ -94,8 +98,9 @@ async def test_mark_open_the_other_run_and_diff_it(agent_db: Path) -> None:
         assert line("response model") == "response model — gpt-4o-2024-08-06 B only"
         assert line("chat claude-sonnet-4") == "− ◆ chat claude-sonnet-4 ⤷ 3.57s − removed (A only)"
 
-        footer = [(key.key_display, key.description) for key in app.screen.query(FooterKey)]
+        footer = footer_keys(app)
         assert ("esc", "Back") in footer and ("t ⏎", "Text diff") in footer
+        assert ("tab", "Switch pane") not in footer
         await pilot.press("escape")
         await settle(pilot)
         assert isinstance(app.screen, TraceScreen)
@@ -169,6 +174,7 @@ async def test_the_text_diff_of_two_calls_shows_the_changed_lines(agent_mem: Mem
         await settle(pilot)
         pane = app.screen.query_one("#text-diff")
         assert pane.display
+        assert ("tab", "Switch pane") in footer_keys(app)  # offered only while the text diff is open
         body = str(app.screen.query_one("#text-diff-body").render())
         assert "Text diff of chat gpt-4o" in body
         assert "[system]" in body and "You are ACME's billing support agent." in body  # context: the same in both
@@ -179,6 +185,7 @@ async def test_the_text_diff_of_two_calls_shows_the_changed_lines(agent_mem: Mem
         await pilot.press("escape")  # closes the text diff only
         await settle(pilot)
         assert not pane.display and isinstance(app.screen, RunDiffScreen)
+        assert ("tab", "Switch pane") not in footer_keys(app)
 
 
 async def test_help_lists_the_diff_keys(agent_mem: MemoryReader) -> None:

@@ -224,7 +224,7 @@ class RunDiffScreen(Screen):
             "tab",
             "toggle_pane",
             "Switch pane",
-            show=False,
+            show=True,
             tooltip="switch between the rows and the text diff (to scroll it)",
         ),
     ]
@@ -328,7 +328,7 @@ class RunDiffScreen(Screen):
         self._text_for = index
         body = self.query_one("#text-diff-body", Static)
         body.update(Text("Reading both calls' messages…", style="dim"))
-        set_display(self.query_one("#text-diff"), True)
+        self._show_text_pane(True)
         self._load_text_diff(index, row.span.name, row.a.span_id, row.b.span_id)
 
     @work(thread=True, group="text-diff", exit_on_error=False, description="diff two calls' messages")
@@ -351,6 +351,17 @@ class RunDiffScreen(Screen):
         self.query_one("#text-diff-body", Static).update(message.text)
         self.query_one("#text-diff").scroll_home(animate=False)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Tab (switch pane) is offered only while the text diff is open."""
+        if action == "toggle_pane":
+            panes = self.query("#text-diff")  # empty until composed
+            return bool(panes) and bool(panes.first().display)
+        return True
+
+    def _show_text_pane(self, show: bool) -> None:
+        set_display(self.query_one("#text-diff"), show)
+        self.refresh_bindings()
+
     def action_toggle_pane(self) -> None:
         pane = self.query_one("#text-diff")
         if not pane.display:
@@ -364,7 +375,7 @@ class RunDiffScreen(Screen):
         pane = self.query_one("#text-diff")
         if pane.display:
             self._text_for = None
-            set_display(pane, False)
+            self._show_text_pane(False)
             self.table.focus()
             return
         self.app.pop_screen()

@@ -281,7 +281,7 @@ class TraceListScreen(Screen):
         mark = tui(self).run_mark
         if mark is not None:
             text.append(f" {MARK_GLYPH} marked: {mark.label()}", style="bold")
-            text.append("  (d on another run diffs it; space unmarks)", style="dim")
+            text.append("  (d: diff a run with it)", style="dim")
         if text != self._banner_text:
             self._banner_text = text
             banner.update(text, layout=False)
