@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from tracetui.model.views import SpanRow, TraceRow
-from tracetui.query.drill import CALL_KINDS, walk
+from tracetui.query.drill import CALL_KINDS
 from tracetui.query.tree import build_tree
 
 #: Kinds compared as model calls (timing, tokens, cost, model, retries, fallbacks).
@@ -320,7 +320,3 @@ def diff_trees(roots_a: list[SpanRow], roots_b: list[SpanRow]) -> RunDiff:
 def diff_runs(spans_a: list[SpanRow], spans_b: list[SpanRow]) -> RunDiff:
     """Align two runs' spans (as ``Reader.spans`` returns them; their trees are built here)."""
     return diff_trees(build_tree(spans_a), build_tree(spans_b))
-
-
-def count_spans(roots: list[SpanRow]) -> int:
-    return sum(1 for root in roots for _ in walk(root))
