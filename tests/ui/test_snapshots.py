@@ -113,3 +113,19 @@ class TestWidths:
             await settle(pilot)
 
         assert snap_compare(make_app(fixtures_db), terminal_size=size, run_before=run_before)
+
+
+class TestRunDiff:
+    def test_diff_of_the_two_agent_runs(self, snap_compare, agent_db: Path) -> None:
+        """The 34 s run marked (A), the clean 2.7 s run open (B), `d`: summary, aligned rows, B − A."""
+
+        async def run_before(pilot) -> None:
+            await settle(pilot)
+            await pilot.press("G", "space", "g", "enter")
+            await settle(pilot)
+            await pilot.press("d")
+            await settle(pilot)
+            pilot.app.clear_notifications()  # the "Marked ..." toast
+            await settle(pilot)
+
+        assert snap_compare(make_app(agent_db), terminal_size=(120, 36), run_before=run_before)

@@ -20,6 +20,7 @@ from textual.reactive import var
 
 from tracetui.model.reader import PinBoard, Reader
 from tracetui.model.views import Counters
+from tracetui.ui.marks import RunMark
 from tracetui.ui.messages import CopyReady, CountersUpdated, DataChanged
 from tracetui.ui.screens.help import HelpScreen
 from tracetui.ui.screens.trace_list import TraceListScreen
@@ -78,6 +79,8 @@ class TraceTuiApp(App[None]):
     #: The filter typed with `/`, shared by the trace list and the stats screen.
     filter_text: var[str] = var("")
     counters: var[CountersUpdated | None] = var(None)
+    #: The run marked with space in the trace list (run A of a diff, `d`); one at a time.
+    run_mark: var[RunMark | None] = var(None)
 
     def __init__(
         self,

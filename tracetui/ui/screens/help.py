@@ -43,6 +43,12 @@ TABLE_KEYS = [
 ]
 
 
+#: The text diff of two calls is a scroll view too.
+TEXT_DIFF_KEYS = [
+    Binding("up,down", "scroll", "Scroll the text diff (after Tab)", key_display="↑ ↓ PgUp PgDn"),
+]
+
+
 def key_label(binding: Binding) -> str:
     if binding.key_display:
         return binding.key_display
@@ -78,6 +84,7 @@ def _everywhere() -> list[Binding]:
 
 def binding_groups(screen: Screen | None = None) -> list[tuple[str, list[Binding]]]:
     """(group title, bindings) for the keys that work on ``screen``; every screen's when None."""
+    from tracetui.ui.screens.run_diff import RunDiffScreen
     from tracetui.ui.screens.stats import StatsScreen
     from tracetui.ui.screens.trace_list import TraceListScreen
     from tracetui.ui.screens.trace_view import TraceScreen
@@ -95,11 +102,15 @@ def binding_groups(screen: Screen | None = None) -> list[tuple[str, list[Binding
                 filter_line, everywhere]  # fmt: skip
     if isinstance(screen, StatsScreen):
         return [("Stats", _of(StatsScreen)), ("Move", TABLE_KEYS), everywhere]
+    if isinstance(screen, RunDiffScreen):
+        own = _of(RunDiffScreen)
+        return [("Run diff", own), (move[0], _minus(move[1], _keys(own))), ("Text diff", TEXT_DIFF_KEYS), everywhere]
     return [
         move,
         ("Trace list", _of(TraceListScreen)),
         ("Trace view", _of(TraceScreen)),
         ("Stats", _of(StatsScreen)),
+        ("Run diff", _of(RunDiffScreen)),
         filter_line,
         everywhere,
     ]
@@ -122,11 +133,13 @@ def help_table(screen: Screen | None = None) -> Group:
 
 
 def screen_title(screen: Screen | None) -> str:
+    from tracetui.ui.screens.run_diff import RunDiffScreen
     from tracetui.ui.screens.stats import StatsScreen
     from tracetui.ui.screens.trace_list import TraceListScreen
     from tracetui.ui.screens.trace_view import TraceScreen
 
-    names = {TraceListScreen: "the trace list", TraceScreen: "the trace view", StatsScreen: "the stats screen"}
+    names = {TraceListScreen: "the trace list", TraceScreen: "the trace view", StatsScreen: "the stats screen",
+             RunDiffScreen: "the run diff"}  # fmt: skip
     return next((f"Keys of {name}" for cls, name in names.items() if isinstance(screen, cls)), "tracetui keys")
 
 

@@ -17,6 +17,7 @@ from tracetui.model.fmt import fmt_counted, safe_text
 from tracetui.model.views import TraceRow
 from tracetui.ui.context import tui
 from tracetui.ui.lifecycle import forget_worker_when_done, set_display, unwatch_app
+from tracetui.ui.marks import MARK_GLYPH, RunMark
 from tracetui.ui.widgets.cursor_list import CursorList
 from tracetui.ui.widgets.filter_bar import FilterBar, toggle_term
 from tracetui.ui.widgets.key_footer import KeyFooter
@@ -104,6 +105,21 @@ class TraceListScreen(Screen):
             show=False,
             tooltip="copy the run's summary (tree, timings, cost, prompts) to the clipboard",
         ),
+        Binding(
+            "space",
+            "toggle_mark",
+            "Mark",
+            show=True,
+            key_display="space",
+            tooltip="mark (or unmark) the run under the cursor as run A of a diff; one mark at a time",
+        ),
+        Binding(
+            "d",
+            "diff",
+            "Diff",
+            show=True,
+            tooltip="diff the run under the cursor (B) with the marked run (A)",
+        ),
         Binding("x", "toggle_errors", "Errors only", show=False, tooltip="quick toggle: runs with errors only"),
         Binding("m", "toggle_llm", "LLM only", show=False, tooltip="quick toggle: runs with LLM calls only"),
         Binding(
@@ -138,6 +154,7 @@ class TraceListScreen(Screen):
 
     def on_mount(self) -> None:
         self.watch(self.app, "data_version", self._data_changed, init=False)
+        self.watch(self.app, "run_mark", self._mark_changed, init=False)
         self.query_one("#new-banner").display = False
         self.request_window(0)
 
@@ -261,10 +278,45 @@ class TraceListScreen(Screen):
                 text.append(f"  {safe_text(self._filter_note, 120)}", style="yellow")
         if self.newer and not self.following:
             text.append(f" ↑ {self.newer:,} new — press g to jump to the newest", style="bold")
+        mark = tui(self).run_mark
+        if mark is not None:
+            text.append(f" {MARK_GLYPH} marked: {mark.label()}", style="bold")
+            text.append("  (d: diff a run with it)", style="dim")
         if text != self._banner_text:
             self._banner_text = text
             banner.update(text, layout=False)
         set_display(banner, bool(text.plain))
+
+    # --- mark and diff -------------------------------------------------------
+
+    def _mark_changed(self, _mark: RunMark | None) -> None:
+        self.table.clear_cache()
+        self._update_banner()
+
+    def action_toggle_mark(self) -> None:
+        """Mark the run under the cursor as run A of a diff (it replaces any other mark); again: unmark it."""
+        row = self.table.row_at(self.table.cursor_row)
+        if row is None:
+            return
+        app = tui(self)
+        if app.run_mark is not None and app.run_mark.trace_id == row.trace_id:
+            app.run_mark = None
+            self.notify("Mark removed.", markup=False, timeout=2)
+        else:
+            app.run_mark = RunMark(row.trace_id, row.name)
+            self.notify(
+                f"Marked {app.run_mark.label()} as run A: open another run and press d to diff them.",
+                markup=False,
+                timeout=4,
+            )
+
+    def action_diff(self) -> None:
+        """Diff the run under the cursor (B) with the marked run (A)."""
+        row = self.table.row_at(self.table.cursor_row)
+        if row is not None:
+            from tracetui.ui.screens.run_diff import open_diff
+
+            open_diff(self, row.trace_id)
 
     # --- filtering -----------------------------------------------------------
 

@@ -185,6 +185,13 @@ class TraceScreen(Screen):
             tooltip="show only the spans that match a filter (and their parents)",
         ),
         Binding(
+            "d",
+            "diff",
+            "Diff",
+            show=True,
+            tooltip="diff this run (B) with the run marked with space in the trace list (A)",
+        ),
+        Binding(
             "left,h,left_square_bracket",
             "collapse",
             "Collapse",
@@ -572,6 +579,12 @@ class TraceScreen(Screen):
 
     def action_copy_summary(self) -> None:
         tui(self).copy_trace_summary(self.trace_id)
+
+    def action_diff(self) -> None:
+        """Diff this run (B) with the marked one (A)."""
+        from tracetui.ui.screens.run_diff import open_diff
+
+        open_diff(self, self.trace_id)
 
     def action_copy_attributes(self) -> None:
         span = self._cursor_span()

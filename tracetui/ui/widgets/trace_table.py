@@ -20,6 +20,7 @@ from textual.strip import Strip
 from tracetui.model.fmt import fit, fmt_clock, fmt_cost, fmt_count, fmt_duration, safe_text, short_name
 from tracetui.model.views import TraceRow
 from tracetui.ui.context import tui
+from tracetui.ui.marks import MARK_GLYPH
 from tracetui.ui.widgets.cursor_list import CursorList, pad
 
 #: Rows fetched per window; several screens' worth.
@@ -149,6 +150,7 @@ class TraceTable(CursorList):
         "trace-table--dim",
         "trace-table--loading",
         "trace-table--good",
+        "trace-table--mark",
     }
     DEFAULT_CSS = """
     TraceTable > .trace-table--header { text-style: bold; color: $text-muted; background: $boost; }
@@ -158,6 +160,7 @@ class TraceTable(CursorList):
     TraceTable > .trace-table--dim { color: $text-muted; }
     TraceTable > .trace-table--loading { color: $text-disabled; }
     TraceTable > .trace-table--good { color: $success; }
+    TraceTable > .trace-table--mark { color: $accent; text-style: bold; }
     """
 
     class WindowNeeded(Message):
@@ -216,10 +219,14 @@ class TraceTable(CursorList):
         if row is None:
             return (index, None)
         # Everything a row shows: lines are reused across window reloads.
-        return (index, row.trace_id, row.span_count, row.start_ns, row.end_ns, row.error_count, row.root_name,
+        return (index, row.trace_id, row.trace_id == self._marked_id(), row.span_count, row.start_ns, row.end_ns, row.error_count, row.root_name,
                 row.first_name, row.service, row.llm_calls, row.input_tokens, row.output_tokens, row.cost_usd,
                 row.unpriced_calls, row.tokenless_calls, row.groundedness, row.evals_passed, row.evals_total, row.slowest_name,
                 row.slowest_ns)  # fmt: skip
+
+    def _marked_id(self) -> bytes | None:
+        mark = tui(self).run_mark
+        return mark.trace_id if mark is not None else None
 
     def _need(self, index: int) -> None:
         offset = max(0, index - WINDOW // 2)
@@ -260,7 +267,11 @@ class TraceTable(CursorList):
         now_ns = app.clock()
         threshold = app.threshold
         good = self.component_style("trace-table--good", partial=True)
-        segments = [Segment(" ", base)]
+        # The first cell (blank on other rows, and in the header) marks run A of a diff: the columns do not move.
+        if row.trace_id == self._marked_id():
+            segments = [Segment(MARK_GLYPH, base + self.component_style("trace-table--mark", partial=True))]
+        else:
+            segments = [Segment(" ", base)]
         for column, w in layout(width - 1):
             style = base
             if column.key == "errors" and row.error_count:
