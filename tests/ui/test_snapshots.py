@@ -129,3 +129,26 @@ class TestRunDiff:
             await settle(pilot)
 
         assert snap_compare(make_app(agent_db), terminal_size=(120, 36), run_before=run_before)
+
+
+class TestCompare:
+    def test_compare_two_models(self, snap_compare, fixtures_db: Path) -> None:
+        """`S`, space on gpt-4o-mini (A) and gpt-4.1-mini (B), `C`: every figure, B − A, the verdict and its rule."""
+
+        async def run_before(pilot) -> None:
+            from textual.widgets import DataTable
+
+            await settle(pilot)
+            await pilot.press("S")
+            await settle(pilot)
+            table = pilot.app.screen.query_one("#stats-table", DataTable)
+            for model in ("gpt-4o-mini", "gpt-4.1-mini"):
+                table.move_cursor(row=table.get_row_index(model))
+                await pilot.press("space")
+                await settle(pilot)
+            await pilot.press("C")
+            await settle(pilot)
+            pilot.app.clear_notifications()  # the "Two rows marked" toast
+            await settle(pilot)
+
+        assert snap_compare(make_app(fixtures_db), terminal_size=(120, 36), run_before=run_before)

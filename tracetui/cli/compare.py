@@ -206,12 +206,11 @@ def cohort_command(
     retrieval context, model and parameters, evaluations and user feedback,
     and the trace and span ids.
     """
-    import os
     import sys
 
     from tracetui.cli.common import open_reader
     from tracetui.model import filter as filters
-    from tracetui.query.cohort import cohort_lines, cohort_records
+    from tracetui.query.cohort import cohort_lines, cohort_records, write_private
 
     try:
         flt = filters.parse(filter_text) if filter_text.strip() else None
@@ -230,13 +229,7 @@ def cohort_command(
                 sys.stdout.write(line + "\n")
                 written += 1
         else:
-            # prompts inside: owner-only, also when the file already existed with wider permissions
-            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                for line in lines:
-                    out.write(line + "\n")
-                    written += 1
+            written = write_private(output, lines)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:

@@ -21,17 +21,18 @@ Calls are read through the Reader protocol: the cohort's calls from
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from tracetui.llm.chat import extract_messages, reassemble
 from tracetui.llm.feedback import is_feedback, thumb
 from tracetui.model.filter import Filter
-from tracetui.model.reader import Reader
+from tracetui.model.reader import CohortCall, Reader
 from tracetui.model.views import SpanDetail
 
-__all__ = ["FORMATS", "OPENAI_ITEM_SCHEMA", "cohort_lines", "cohort_records"]
+__all__ = ["FORMATS", "OPENAI_ITEM_SCHEMA", "cohort_lines", "cohort_records", "write_private"]
 
 FORMATS = ("tracetui", "openai-evals")
 
@@ -70,11 +71,14 @@ def cohort_records(
     since_ns: int | None = None,
     until_ns: int | None = None,
     limit: int | None = None,
+    keep: Callable[[CohortCall], bool] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """One record (our shape) per counted LLM call matching ``flt``, oldest first."""
+    """One record (our shape) per counted LLM call matching ``flt`` (and ``keep``), oldest first."""
     calls = reader.cohort_calls(since_ns=since_ns, until_ns=until_ns, flt=flt)
     if calls is None:
         raise ValueError("this source cannot list calls for a cohort yet (use a SQLite database)")
+    if keep is not None:
+        calls = [call for call in calls if keep(call)]
     if limit is not None:
         calls = calls[-limit:]  # the newest
     by_trace: dict[bytes, list[bytes]] = {}
@@ -237,3 +241,16 @@ def cohort_lines(records: Iterator[dict[str, Any]], shape: str) -> Iterator[str]
     for record in records:
         out = openai_evals_line(record) if shape == "openai-evals" else record
         yield json.dumps(out, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def write_private(path: str, lines: Iterable[str]) -> int:
+    """Write ``lines`` to ``path``, readable by its owner only (prompts inside), also when it existed; returns
+    how many were written."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    written = 0
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        for line in lines:
+            out.write(line + "\n")
+            written += 1
+    return written

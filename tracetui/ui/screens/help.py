@@ -41,6 +41,10 @@ DETAIL_KEYS = [
 TABLE_KEYS = [
     Binding("up,down", "cursor", "Move between rows (the histogram follows)", key_display="↑ ↓ PgUp PgDn"),
 ]
+#: The compare screen is one scroll view.
+SCROLL_KEYS = [
+    Binding("up,down", "scroll", "Scroll the figures", key_display="↑ ↓ PgUp PgDn"),
+]
 
 
 #: The text diff of two calls is a scroll view too.
@@ -84,6 +88,7 @@ def _everywhere() -> list[Binding]:
 
 def binding_groups(screen: Screen | None = None) -> list[tuple[str, list[Binding]]]:
     """(group title, bindings) for the keys that work on ``screen``; every screen's when None."""
+    from tracetui.ui.screens.compare import CompareScreen
     from tracetui.ui.screens.run_diff import RunDiffScreen
     from tracetui.ui.screens.stats import StatsScreen
     from tracetui.ui.screens.trace_list import TraceListScreen
@@ -102,6 +107,8 @@ def binding_groups(screen: Screen | None = None) -> list[tuple[str, list[Binding
                 filter_line, everywhere]  # fmt: skip
     if isinstance(screen, StatsScreen):
         return [("Stats", _of(StatsScreen)), ("Move", TABLE_KEYS), everywhere]
+    if isinstance(screen, CompareScreen):
+        return [("Compare", _of(CompareScreen)), ("Move", SCROLL_KEYS), everywhere]
     if isinstance(screen, RunDiffScreen):
         own = _of(RunDiffScreen)
         return [("Run diff", own), (move[0], _minus(move[1], _keys(own))), ("Text diff", TEXT_DIFF_KEYS), everywhere]
@@ -111,6 +118,7 @@ def binding_groups(screen: Screen | None = None) -> list[tuple[str, list[Binding
         ("Trace view", _of(TraceScreen)),
         ("Stats", _of(StatsScreen)),
         ("Run diff", _of(RunDiffScreen)),
+        ("Compare", _of(CompareScreen)),
         filter_line,
         everywhere,
     ]
@@ -133,13 +141,14 @@ def help_table(screen: Screen | None = None) -> Group:
 
 
 def screen_title(screen: Screen | None) -> str:
+    from tracetui.ui.screens.compare import CompareScreen
     from tracetui.ui.screens.run_diff import RunDiffScreen
     from tracetui.ui.screens.stats import StatsScreen
     from tracetui.ui.screens.trace_list import TraceListScreen
     from tracetui.ui.screens.trace_view import TraceScreen
 
     names = {TraceListScreen: "the trace list", TraceScreen: "the trace view", StatsScreen: "the stats screen",
-             RunDiffScreen: "the run diff"}  # fmt: skip
+             RunDiffScreen: "the run diff", CompareScreen: "the compare screen"}  # fmt: skip
     return next((f"Keys of {name}" for cls, name in names.items() if isinstance(screen, cls)), "tracetui keys")
 
 

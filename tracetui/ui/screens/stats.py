@@ -160,13 +160,19 @@ class StatsComputed(Message):
 class StatsScreen(Screen):
     BINDINGS = [
         Binding("escape", "back", "Back", show=True),
-        Binding(
-            "b", "cycle_grouping", "By model/route/prompt", show=True, tooltip="group by model, route or prompt version"
-        ),
+        Binding("b", "cycle_grouping", "Group by", show=True, tooltip="group by model, route or prompt version"),
         Binding("w", "cycle_window", "Window", show=True, tooltip="time window: last 5 min, last hour, all"),
         Binding("o", "sort_next", "Sort", show=True, tooltip="sort by the next column"),
         Binding("O", "sort_previous", "Sort back", show=False, tooltip="sort by the previous column"),
-        Binding("r", "sort_reverse", "Reverse", show=True, tooltip="reverse the sort order"),
+        Binding("r", "sort_reverse", "Reverse", show=False, tooltip="reverse the sort order"),
+        Binding("space", "mark", "Mark", show=True, tooltip="mark this row as cohort A, then another as B"),
+        Binding(
+            "C",
+            "compare",
+            "Compare",
+            show=True,
+            tooltip="compare the two marked rows side by side (without two marks: type two filters)",
+        ),  # fmt: skip
     ]
 
     def __init__(self, filter_text: str = "") -> None:
@@ -185,6 +191,8 @@ class StatsScreen(Screen):
         self._metric_shown: tuple[int, ...] = ()
         self._computing = False
         self._again = False
+        #: Keys of the rows marked for a compare, A first (at most two).
+        self.marked: list[str] = []
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(tui(self).listen, id="status")
@@ -293,8 +301,12 @@ class StatsScreen(Screen):
         table.clear()
         for group in self._sorted():
             columns = [COLUMNS[i][1] for i in self.shown]
-            cells = [cell(attr, getattr(group, attr)) for attr in columns]
-            cells[0] = fit(cells[0], self._key_width)
+            cells: list[str | Text] = [cell(attr, getattr(group, attr)) for attr in columns]
+            if group.key in self.marked:
+                label = "AB"[self.marked.index(group.key)]
+                cells[0] = Text.assemble((f"{label}▸", "bold reverse"), fit(str(cells[0]), self._key_width - 2))
+            else:
+                cells[0] = fit(str(cells[0]), self._key_width)
             table.add_row(*cells, key=group.key)
         if selected is not None:
             try:
@@ -386,7 +398,55 @@ class StatsScreen(Screen):
 
     def action_cycle_grouping(self) -> None:
         self.by = GROUPINGS[(GROUPINGS.index(self.by) + 1) % len(GROUPINGS)]
+        self.marked = []  # the marks named rows of the other grouping
         self.recompute()
+
+    def _cursor_key(self) -> str | None:
+        table = self.query_one("#stats-table", DataTable)
+        if not table.row_count or not 0 <= table.cursor_row < table.row_count:
+            return None
+        return table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
+
+    def action_mark(self) -> None:
+        """Mark the row under the cursor (A, then B; a third mark replaces A); again on a marked row unmarks it."""
+        key = self._cursor_key()
+        if key is None:
+            return
+        if key in self.marked:
+            self.marked.remove(key)
+        else:
+            self.marked = [*self.marked[-1:], key] if len(self.marked) == 2 else [*self.marked, key]
+        self._fill()
+        if len(self.marked) == 2:
+            self.notify("Two rows marked: press C to compare them.", markup=False, timeout=3)
+
+    def _since(self) -> int | None:
+        window = WINDOWS[self.window]
+        return None if window is None else tui(self).clock() - int(window * 1e9)
+
+    def action_compare(self) -> None:
+        from tracetui.query.compare import Cohort
+        from tracetui.ui.screens.compare import CompareDialog, CompareScreen
+
+        if len(self.marked) == 2:
+            if self.by == "route" and tui(self).route_attribute:
+                self.notify("Compare by route uses service / run name, not --route-attribute: compare by filters "
+                            "instead (C without marks).", markup=False, severity="warning", timeout=6)  # fmt: skip
+                return
+            since = self._since()
+            a, b = (
+                Cohort(label, self.filter_text, since, None, (self.by, key))
+                for label, key in zip("AB", self.marked, strict=True)
+            )
+            self.app.push_screen(CompareScreen(a, b))
+            return
+        start = f"model={self.marked[0]}" if self.marked and self.by == "model" else ""
+
+        def chosen(cohorts) -> None:
+            if cohorts is not None:
+                self.app.push_screen(CompareScreen(*cohorts))
+
+        self.app.push_screen(CompareDialog(start, "", self.filter_text, self._since()), chosen)
 
     def action_cycle_window(self) -> None:
         names = list(WINDOWS)
