@@ -268,8 +268,14 @@ class Reader(Protocol):
 
 
 class PinBoard(Protocol):
-    """The UI's only write: which trace is on screen, so that retention keeps it while it is looked at."""
+    """What the UI writes: which trace is on screen (so that retention keeps it while it is looked at),
+    and the user's own feedback on a run or a call."""
 
     def pin(self, owner: str, trace_id: bytes | None) -> None:
         """Set (or with None, clear) ``owner``'s pin; best effort, may block (call it off the event loop)."""
+        ...
+
+    def record_feedback(self, trace_id: bytes, span_id: bytes | None, thumb: int, note: str | None) -> None:
+        """Store the user's thumbs up (+1) or down (-1) on a call (``span_id``) or a whole run (None), with an
+        optional note, as an evaluation result from source "you"; raises OSError saying why it could not."""
         ...

@@ -21,7 +21,7 @@ from textual.reactive import var
 from tracetui.model.reader import PinBoard, Reader
 from tracetui.model.views import Counters
 from tracetui.ui.marks import RunMark
-from tracetui.ui.messages import CopyReady, CountersUpdated, DataChanged
+from tracetui.ui.messages import CopyReady, CountersUpdated, DataChanged, FeedbackRecorded
 from tracetui.ui.screens.help import HelpScreen
 from tracetui.ui.screens.trace_list import TraceListScreen
 from tracetui.ui.watcher import DbWatcher
@@ -193,6 +193,30 @@ class TraceTuiApp(App[None]):
             self.post_message(CopyReady("", f"could not read the span: {exc}"))
             return
         self.post_message(CopyReady(text, f"Copied the span's attributes as JSON ({len(text):,} characters)"))
+
+    # --- the user's feedback (+ / -) ------------------------------------------
+
+    @property
+    def can_record_feedback(self) -> bool:
+        """Feedback is written to the local database; a ClickHouse source or in-memory traces have none."""
+        return self._pins is not None
+
+    @work(thread=True, group="feedback", exit_on_error=False, description="record feedback")
+    def record_feedback(self, trace_id: bytes, span_id: bytes | None, thumb: int, note: str | None, what: str) -> None:
+        try:
+            if self._pins is None:
+                raise OSError("no local database to write to")
+            self._pins.record_feedback(trace_id, span_id, thumb, note)
+        except Exception as exc:
+            self.post_message(FeedbackRecorded(f"Could not record the feedback: {exc}", error=True))
+            return
+        self.post_message(FeedbackRecorded(f"Recorded {'👍' if thumb > 0 else '👎'} on {what}" +
+                                           (" with your note." if note else ".")))  # fmt: skip
+
+    def on_feedback_recorded(self, message: FeedbackRecorded) -> None:
+        self.notify(message.text, severity="error" if message.error else "information", markup=False, timeout=4)
+        if not message.error:
+            self.check_now()  # the lists and badges read it back
 
     def on_copy_ready(self, message: CopyReady) -> None:
         if not message.text:

@@ -37,3 +37,11 @@ class CopyReady(Message):
 
     text: str
     note: str
+
+
+@dataclass
+class FeedbackRecorded(Message):
+    """The user's feedback was stored (or could not be: ``error``)."""
+
+    text: str
+    error: bool = False

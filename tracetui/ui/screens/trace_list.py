@@ -120,6 +120,29 @@ class TraceListScreen(Screen):
             show=True,
             tooltip="diff the run under the cursor (B) with the marked run (A)",
         ),
+        Binding(
+            "plus",
+            "feedback(1)",
+            "👍",
+            show=False,
+            key_display="+",
+            tooltip="thumbs up on the run under the cursor, with an optional note",
+        ),
+        Binding(
+            "minus",
+            "feedback(-1)",
+            "👎",
+            show=False,
+            key_display="-",
+            tooltip="thumbs down on the run under the cursor, with an optional note",
+        ),
+        Binding(
+            "X",
+            "export_cohort",
+            "Export cohort",
+            show=False,
+            tooltip="write the LLM calls matching the filter (e.g. groundedness<0.5) as a regression set (JSON lines)",
+        ),
         Binding("x", "toggle_errors", "Errors only", show=False, tooltip="quick toggle: runs with errors only"),
         Binding("m", "toggle_llm", "LLM only", show=False, tooltip="quick toggle: runs with LLM calls only"),
         Binding(
@@ -373,6 +396,41 @@ class TraceListScreen(Screen):
             from tracetui.ui.screens.trace_view import TraceScreen
 
             self.app.push_screen(TraceScreen(row.trace_id, show_slowest=show_slowest, horizon=self.horizon))
+
+    def action_feedback(self, thumb: int) -> None:
+        from tracetui.ui.screens.feedback import ask_feedback
+
+        row = self.table.row_at(self.table.cursor_row)
+        if row is not None:
+            ask_feedback(self, thumb, row.trace_id, None, f"the run {row.root_name or row.first_name}")
+
+    def action_export_cohort(self) -> None:
+        """The LLM calls matching the list's filter, as a regression set in the current directory."""
+        import time
+        from pathlib import Path
+
+        if self.filter.is_empty():
+            self.notify("Filter the list first (/, e.g. groundedness<0.5): X exports the calls that match.",
+                        severity="warning", markup=False, timeout=5)  # fmt: skip
+            return
+        self._export_cohort(self.filter, str(Path.cwd() / time.strftime("tracetui-cohort-%Y%m%d-%H%M%S.jsonl")))
+
+    @work(thread=True, group="cohort-export", exit_on_error=False, description="export a cohort")
+    @forget_worker_when_done
+    def _export_cohort(self, flt: Filter, path: str) -> None:
+        from tracetui.query.cohort import cohort_lines, cohort_records, write_private
+
+        try:
+            count = write_private(path, cohort_lines(cohort_records(tui(self).reader, flt), "tracetui"))
+        except Exception as exc:
+            self.app.call_from_thread(self.notify, f"Could not export: {exc}", severity="error", markup=False)
+            return
+        self.app.call_from_thread(
+            self.notify,
+            f"Wrote {count} call{'s' if count != 1 else ''} matching {flt.text} to {path} (readable by you only).",
+            markup=False,
+            timeout=8,
+        )
 
     def action_copy_summary(self) -> None:
         row = self.table.row_at(self.table.cursor_row)

@@ -192,6 +192,22 @@ class TraceScreen(Screen):
             tooltip="diff this run (B) with the run marked with space in the trace list (A)",
         ),
         Binding(
+            "plus",
+            "feedback(1)",
+            "👍",
+            show=False,
+            key_display="+",
+            tooltip="thumbs up on the selected LLM call (else on the run), with an optional note",
+        ),
+        Binding(
+            "minus",
+            "feedback(-1)",
+            "👎",
+            show=False,
+            key_display="-",
+            tooltip="thumbs down on the selected LLM call (else on the run), with an optional note",
+        ),
+        Binding(
             "left,h,left_square_bracket",
             "collapse",
             "Collapse",
@@ -298,6 +314,8 @@ class TraceScreen(Screen):
         if message.trace is None:
             self.query_one("#trace-summary", Static).update(" This trace is no longer in the database.")
         elif message.lines or first_load:
+            if not first_load:
+                self._detail_for = None  # the trace changed: its selected span's evaluations may have too
             self.trace = message.trace
             self.roots = message.roots
             self.session = message.session
@@ -585,6 +603,17 @@ class TraceScreen(Screen):
         from tracetui.ui.screens.run_diff import open_diff
 
         open_diff(self, self.trace_id)
+
+    def action_feedback(self, thumb: int) -> None:
+        """Thumbs up / down on the LLM call under the cursor, or on the whole run for any other span."""
+        from tracetui.ui.screens.feedback import ask_feedback
+
+        span = self._cursor_span()
+        run = (self.trace.root_name or self.trace.first_name) if self.trace is not None else self.trace_id.hex()[:8]
+        if span is not None and span.llm_kind == "llm":
+            ask_feedback(self, thumb, self.trace_id, span.span_id, f"the call {span.name} of {run}")
+        else:
+            ask_feedback(self, thumb, self.trace_id, None, f"the run {run}")
 
     def action_copy_attributes(self) -> None:
         span = self._cursor_span()

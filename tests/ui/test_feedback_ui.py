@@ -1,0 +1,116 @@
+"""`+` / `-` record the user's thumbs on a run (list) or a call (trace view), with a note; `X` exports a cohort.
+
+The feedback is read back from the database the app wrote, by the same reader the commands use,
+and shows on screen like any other evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+from textual.widgets import Input
+
+from tests.ui.conftest import make_app, settle
+from tests.ui.test_hostile_ui import record_notifications, screen_text
+from tests.ui.test_snapshots import open_fallback_call
+from tracetui.llm.feedback import thumb
+from tracetui.store.reader import SqliteReader
+from tracetui.ui.screens.feedback import FeedbackDialog
+from tracetui.ui.screens.trace_list import TraceListScreen
+from tracetui.ui.widgets.trace_table import TraceTable
+
+SIZE = (120, 36)
+
+
+def feedback_rows(db: Path) -> list:
+    reader = SqliteReader(db)
+    try:
+        ids = {t.trace_id for t in reader.traces(limit=100)}
+        return [r for r in reader.evaluation_results(ids) if r.source == "you"]
+    finally:
+        reader.close()
+
+
+async def test_thumbs_down_on_a_run_with_a_note(agent_db: Path) -> None:
+    app = make_app(agent_db)
+    seen = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one(TraceTable)
+        row = table.row_at(table.cursor_row)
+        await pilot.press("minus")
+        await settle(pilot)
+        assert isinstance(app.screen, FeedbackDialog)
+        assert f"👎 Thumbs down on the run {row.root_name}" in screen_text(app)
+        app.screen.query_one(Input).value = "answered a different invoice"
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, TraceListScreen)
+        assert any(f"Recorded 👎 on the run {row.root_name} with your note." in s for s in seen)
+    [stored] = feedback_rows(agent_db)
+    assert (stored.trace_id, stored.span_id, stored.name) == (row.trace_id, None, "user_feedback")
+    assert thumb(stored.name, stored.score, stored.label) == -1
+    assert stored.explanation == "answered a different invoice"
+
+
+async def test_thumbs_up_on_the_selected_call_shows_in_its_details(agent_db: Path) -> None:
+    app = make_app(agent_db)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_fallback_call(pilot)  # the cursor on chat claude-sonnet-4
+        await pilot.press("plus")
+        await settle(pilot)
+        assert "👍 Thumbs up on the call chat claude-sonnet-4 of ticket-resolution agent" in screen_text(app)
+        await pilot.press("enter")  # no note
+        await settle(pilot)
+        await settle(pilot)
+        assert "user_feedback" in screen_text(app)  # the detail pane lists it with the other evaluations
+    [stored] = feedback_rows(agent_db)
+    assert thumb(stored.name, stored.score, stored.label) == 1 and stored.explanation is None
+    assert stored.span_id is not None
+
+
+async def test_escape_records_nothing(agent_db: Path) -> None:
+    app = make_app(agent_db)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("plus")
+        await settle(pilot)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert isinstance(app.screen, TraceListScreen)
+    assert feedback_rows(agent_db) == []
+
+
+async def test_without_a_local_database_the_key_says_so(agent_mem) -> None:
+    app = make_app(agent_mem)
+    seen = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("minus")
+        await settle(pilot)
+        assert isinstance(app.screen, TraceListScreen)
+    assert any("Feedback is stored in the local database" in s for s in seen)
+
+
+async def test_x_exports_the_calls_matching_the_list_filter(agent_db: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    app = make_app(agent_db)
+    seen = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("X")  # no filter yet: says how
+        await settle(pilot)
+        assert any("Filter the list first" in s for s in seen)
+        await pilot.press("slash")
+        await pilot.press(*"groundedness<0.5", "enter")
+        await settle(pilot)
+        await pilot.press("X")
+        await settle(pilot)
+    [written] = list(tmp_path.glob("tracetui-cohort-*.jsonl"))
+    assert stat.S_IMODE(os.stat(written).st_mode) == 0o600
+    [record] = [json.loads(line) for line in written.read_text().splitlines()]
+    assert [e["score"] for e in record["evaluations"] if e["name"] == "groundedness"] == [0.18]
+    assert any(f"Wrote 1 call matching groundedness<0.5 to {written}" in s for s in seen)
