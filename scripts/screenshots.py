@@ -29,7 +29,7 @@ OUT = ROOT / "screenshots"
 SIZE = (120, 34)
 
 
-def fill_database(db: Path, runs: int = 14) -> None:
+def fill_database(db: Path, runs: int = 40) -> None:
     receiver = ReceiverProcess(ReceiverSettings(db_path=db, grpc_port=0))
     ready = receiver.start()
     try:
@@ -70,6 +70,40 @@ async def render(db: Path, listen: str) -> None:
             await settle()
         app.save_screenshot("trace-view.svg", str(OUT))
 
+        # The run diff: that run marked (A), another run of the same name (B), d.
+        await pilot.press("escape")
+        await settle()
+        table = app.screen.query_one("#traces")
+        marked = table.row_at(table.cursor_row)
+        await pilot.press("space")
+        other = next(
+            (i for i in range(table.row_count)
+             if table.row_at(i).root_name == marked.root_name and table.row_at(i).trace_id != marked.trace_id),
+            None,
+        )  # fmt: skip
+        if other is not None:
+            table.cursor_row = other
+            await pilot.press("d")
+            await settle()
+            app.clear_notifications()
+            await settle()
+            app.save_screenshot("run-diff.svg", str(OUT))
+            await pilot.press("escape")
+            await settle()
+
+        # Compare: the stats screen, the two busiest models marked, C.
+        await pilot.press("S")
+        await settle()
+        stats = app.screen.query_one("#stats-table")
+        for row in (0, 1):
+            stats.move_cursor(row=row)
+            await pilot.press("space")
+        await pilot.press("C")
+        await settle()
+        app.clear_notifications()
+        await settle()
+        app.save_screenshot("compare.svg", str(OUT))
+
 
 def main() -> None:
     OUT.mkdir(exist_ok=True)
@@ -77,7 +111,7 @@ def main() -> None:
         db = Path(tmp) / "demo.db"
         fill_database(db)
         asyncio.run(render(db, "127.0.0.1:4317"))  # the address a user would see
-    print(f"wrote {OUT / 'trace-list.svg'} and {OUT / 'trace-view.svg'}")
+    print(f"wrote trace-list.svg, trace-view.svg, run-diff.svg and compare.svg into {OUT}")
 
 
 if __name__ == "__main__":

@@ -52,13 +52,13 @@ class CohortCall(NamedTuple):
     span_id: bytes
     start_ns: int
     duration_ns: int
-    error: bool
+    error: int  # 1 or 0 (flags stay ints: backends return them so, and sums count them)
     ttft_ns: int | None
     tokens_per_s: float | None  # decode rate (output tokens over the time after the first token)
     output_tokens: int | None
     max_tokens: int | None  # the cap the call was made with
-    retry: bool
-    fallback: bool
+    retry: int
+    fallback: int
     cost_usd: float | None
     run_ns: int  # wall clock of the call's run (its trace)
     #: The call's Stats groups (None: no key): model, prompt version and route as tracetui.query.stats groups them.

@@ -262,12 +262,15 @@ class _Side:
     first_ttft: dict[bytes, int | None]  # run -> TTFT of its first call in the cohort
 
 
-def _read(reader: Reader, cohort: Cohort) -> _Side:
+def _read(reader: Reader, cohort: Cohort, read: list[CohortCall] | None = None) -> _Side:
+    """The cohort's values; ``read``: its calls before the group is applied, when already read."""
     try:
         flt = cohort.filter
     except ValueError as exc:
         raise CohortError(f"cohort {cohort.label}: {exc}") from exc
-    calls = reader.cohort_calls(since_ns=cohort.since_ns, until_ns=cohort.until_ns, flt=flt)
+    calls = (
+        read if read is not None else reader.cohort_calls(since_ns=cohort.since_ns, until_ns=cohort.until_ns, flt=flt)
+    )
     if calls is None:
         raise CohortError("this source cannot list calls for a compare yet (use a SQLite database)")
     if cohort.group is not None:
@@ -391,7 +394,18 @@ def _rate_delta(metric: str, title: str, better: int, hits_a: int, n_a: int, hit
 def compare(reader: Reader, a: Cohort, b: Cohort, rule: Rule | None = None) -> Comparison:
     """Every figure of the two cohorts, their deltas (B − A) and the verdict."""
     rule = rule or Rule()
-    side_a, side_b = _read(reader, a), _read(reader, b)
+    if (
+        a.group is not None
+        and b.group is not None
+        and (a.expression, a.since_ns, a.until_ns) == (b.expression, b.since_ns, b.until_ns)
+    ):  # two rows of one Stats table: one read of the calls, split by group
+        try:
+            shared = reader.cohort_calls(since_ns=a.since_ns, until_ns=a.until_ns, flt=a.filter)
+        except ValueError as exc:
+            raise CohortError(f"cohort A: {exc}") from exc
+        side_a, side_b = _read(reader, a, shared), _read(reader, b, shared)
+    else:
+        side_a, side_b = _read(reader, a), _read(reader, b)
     deltas: list[Delta] = [
         Delta("calls", "LLM calls", "n", 0, len(side_a.calls), len(side_b.calls), 1, 1),
         Delta("runs", "runs", "n", 0, len(side_a.runs), len(side_b.runs), 1, 1),

@@ -315,9 +315,9 @@ class MemoryReader:
                 if matching is not None and row["span_id"] not in matching:
                     continue
                 found.append(CohortCall(
-                    row["trace_id"], row["span_id"], start, max(row["end_ns"] - start, 0), row["status_code"] == 2,
+                    row["trace_id"], row["span_id"], start, max(row["end_ns"] - start, 0), int(row["status_code"] == 2),
                     row["ttft_ns"], row["tokens_per_s"], row["output_tokens"], row["max_tokens"],
-                    row["is_retry"] != 0, row["is_fallback"] != 0, row["cost_usd"], run_ns,
+                    int(row["is_retry"] != 0), int(row["is_fallback"] != 0), row["cost_usd"], run_ns,
                     *(self._group_key(by, row, trace, None) for by in ("model", "prompt_version", "route")),
                 ))  # fmt: skip
         found.sort(key=lambda call: call.start_ns)

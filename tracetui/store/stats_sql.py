@@ -163,10 +163,7 @@ def cohort_calls(
         conditions.append(f"({where_sql})")
         params += where_params
     sql = _COHORT.format(where=" AND ".join(conditions))
-    return [
-        CohortCall(t, s, start, dur, bool(err), ttft, rate, out, cap, bool(retry), bool(fb), cost, run, *keys)
-        for t, s, start, dur, err, ttft, rate, out, cap, retry, fb, cost, run, *keys in conn.execute(sql, params)
-    ]
+    return list(map(CohortCall._make, conn.execute(sql, params)))  # the columns are the fields, in order
 
 
 def evaluation_results(conn: sqlite3.Connection, trace_ids: set[bytes]) -> list[EvaluationResult]:
