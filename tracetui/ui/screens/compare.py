@@ -81,9 +81,15 @@ def figures_table(c: cmp.Comparison) -> Table:
 
 
 def verdict_text(c: cmp.Comparison) -> Group:
+    """The verdict and its warnings: on top, always in view."""
     lines = [Text.assemble(("verdict: ", "bold"), (c.verdict.line, _DECISION_STYLE.get(c.verdict.decision, "bold")))]
     lines += [Text(f"⚠ {w}", style="yellow") for w in c.verdict.warnings]
-    lines.append(Text(f"max_tokens caps  A: {cmp.caps_text(c.caps_a)}   B: {cmp.caps_text(c.caps_b)}", style="dim"))
+    return Group(*lines)
+
+
+def notes_text(c: cmp.Comparison) -> Group:
+    """Under the figures: the caps each side used, notes, the rule and the method."""
+    lines = [Text(f"max_tokens caps  A: {cmp.caps_text(c.caps_a)}   B: {cmp.caps_text(c.caps_b)}", style="dim")]
     lines += [Text(f"note: {n}", style="dim") for n in c.notes]
     rule = c.rule
     lines.append(
@@ -122,9 +128,10 @@ class CompareScreen(Screen):
     def compose(self) -> ComposeResult:
         yield StatusHeader(tui(self).listen, id="status")
         yield Static("", id="compare-title")
+        yield Static(Text("Comparing…", style="dim"), id="compare-verdict")
         with VerticalScroll(id="compare-body"):
-            yield Static(Text("Comparing…", style="dim"), id="compare-table")
-            yield Static("", id="compare-verdict")
+            yield Static("", id="compare-table")
+            yield Static("", id="compare-notes")
         yield KeyFooter()
 
     def on_mount(self) -> None:
@@ -163,11 +170,12 @@ class CompareScreen(Screen):
     def _computed(self, message: CompareComputed) -> None:
         self._computing = False
         if message.error or message.comparison is None:
-            self.query_one("#compare-table", Static).update(Text(f"Could not compare: {message.error}", style="red"))
+            self.query_one("#compare-verdict", Static).update(Text(f"Could not compare: {message.error}", style="red"))
         else:
             self.comparison = message.comparison
-            self.query_one("#compare-table", Static).update(figures_table(message.comparison))
             self.query_one("#compare-verdict", Static).update(verdict_text(message.comparison))
+            self.query_one("#compare-table", Static).update(figures_table(message.comparison))
+            self.query_one("#compare-notes", Static).update(notes_text(message.comparison))
         if self._again:
             self._again = False
             self.recompute()
