@@ -81,6 +81,11 @@ VERSION_TTL = 0.2
 _CACHED_ROWS = 5000
 #: Traces kept decoded in memory (the one on screen, and the ones just left).
 _CACHED_TRACES = 4
+#: How late a span may reach the table (the Collector's batches, clocks) and still be counted in the header's
+#: LLM calls and tokens: they count from this long before the reader's first look, and a minute is final this
+#: long after it ends.
+TOTALS_LAG_NS = 10 * 60 * 1_000_000_000
+_MINUTE_NS = 60 * 1_000_000_000
 #: Seconds added on each side of the trace-id table's range: it holds whole seconds, and the
 #: start of the last span, not its end (the exporter's materialized view).
 _PAD_NS = 1_000_000_000
@@ -121,6 +126,10 @@ class ClickHouseReader:
         self._cache: OrderedDict[bytes, MemoryReader] = OrderedDict()
         self._cache_version: int | None = None
         self._counters: tuple[int, Counters] | None = None
+        #: The header's LLM calls and tokens count from here (ns; set on the first counters()), and
+        #: (counted up to, calls, tokens) of the minutes already final.
+        self._totals_since: int | None = None
+        self._totals_closed: tuple[int, int, int] = (0, 0, 0)
         self._decided_cache: dict[tuple, list[TraceRow]] = {}
         self._version: tuple[float, int] | None = None
         self._extra: tuple[int, filter_sql.Tables] | None = None
@@ -177,14 +186,17 @@ class ClickHouseReader:
         return version
 
     def counters(self) -> Counters:
+        """Spans and runs in the table (both answered from a count over one column or the parts' metadata), its
+        size, and the LLM calls and tokens of the spans that started since TOTALS_LAG_NS before this reader's
+        first call (``Counters.totals_since_ns``): the header shows what arrived since the UI started, and
+        counting those over the whole table is a scan of every span's attributes (9 s at 10M spans)."""
         version = self.data_version()
         if self._counters is not None and self._counters[0] == version:
             return self._counters[1]
-        tokens = filter_sql.tokens_sql()
-        row = self._rows(
-            f"SELECT count(), countIf(ParentSpanId = ''), countIf({filter_sql.is_model_call_sql()}), "
-            f"sum(ifNull({tokens}, 0)) FROM {self._traces}"
+        spans, roots = self._rows(
+            f"SELECT (SELECT count() FROM {self._traces}), (SELECT count() FROM {self._traces} WHERE ParentSpanId = '')"
         )[0]
+        calls, tokens = self._recent_totals()
         size = self._value(
             "SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = {db:String} "
             "AND table IN {tables:Array(String)}",
@@ -193,10 +205,35 @@ class ClickHouseReader:
                 "tables": [t for t in (self._shape.traces_table, self._shape.logs_table) if t],
             },
         )
-        counters = Counters(span_count=int(row[0]), trace_count=int(row[1]), receiver=None, db_bytes=int(size or 0),
-                            llm_calls=int(row[2]), tokens=int(row[3]), source=self._label, costed=False)  # fmt: skip
+        counters = Counters(span_count=int(spans), trace_count=int(roots), receiver=None, db_bytes=int(size or 0),
+                            llm_calls=calls, tokens=tokens, source=self._label, costed=False,
+                            totals_since_ns=self._totals_since)  # fmt: skip
         self._counters = (version, counters)
         return counters
+
+    def _recent_totals(self) -> tuple[int, int]:
+        """(LLM calls, tokens) of the spans that started at or after ``_totals_since``, per minute: the minutes
+        that ended more than TOTALS_LAG_NS ago are counted once and kept, only the rest is read again."""
+        now = time.time_ns()
+        if self._totals_since is None:
+            self._totals_since = now - TOTALS_LAG_NS
+            self._totals_closed = (self._totals_since, 0, 0)
+        since, calls, tokens = self._totals_closed
+        found = self._rows(
+            f"SELECT intDiv(toUnixTimestamp64Nano(Timestamp), {_MINUTE_NS}) AS m, "
+            f"countIf({filter_sql.is_model_call_sql()}), sum(ifNull({filter_sql.tokens_sql()}, 0)) "
+            f"FROM {self._traces} WHERE Timestamp >= fromUnixTimestamp64Nano({{since:Int64}}) GROUP BY m ORDER BY m",
+            {"since": since},
+        )
+        closed_before = (now - TOTALS_LAG_NS) // _MINUTE_NS * _MINUTE_NS
+        open_calls = open_tokens = 0
+        for minute, n, t in found:
+            if (int(minute) + 1) * _MINUTE_NS <= closed_before:
+                calls, tokens, since = calls + int(n), tokens + int(t), (int(minute) + 1) * _MINUTE_NS
+            else:
+                open_calls, open_tokens = open_calls + int(n), open_tokens + int(t)
+        self._totals_closed = (max(since, closed_before), calls, tokens)
+        return calls + open_calls, tokens + open_tokens
 
     # --- the trace list -----------------------------------------------------------------------
 
