@@ -292,3 +292,19 @@ def test_the_header_counts_calls_and_tokens_from_shortly_before_its_first_look(r
     assert later.tokens > 0 and 2 * later.tokens == whole
     assert later.span_count == 2 * first.span_count and later.trace_count == 2 * first.trace_count
     reader.close()
+
+
+def test_the_list_page_leaves_out_message_content_only() -> None:
+    """CONTENT_KEYS (read by ClickHouse's RE2; the same in Python's re for this pattern): what it drops from the
+    list's page holds prompts and completions, nothing a list figure reads (the parity tests above check those)."""
+    import re
+
+    from tracetui.clickhouse.reader import CONTENT_KEYS
+
+    dropped = ("gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions", "gen_ai.prompt",
+               "gen_ai.prompt.0.content", "gen_ai.completion.1.content", "llm.input_messages.0.message.content",
+               "input.value", "output.value", "traceloop.entity.input", "ai.prompt.messages", "gen_ai.tool.call.result")  # fmt: skip
+    kept = ("gen_ai.prompt.name", "gen_ai.prompt.version", "gen_ai.completion.0.finish_reason", "gen_ai.request.model",
+            "llm.input_messages.0.message.role", "gen_ai.usage.input_tokens", "input.mime_type", "gen_ai.tool.name")  # fmt: skip
+    assert [k for k in dropped if not re.match(CONTENT_KEYS, k)] == []
+    assert [k for k in kept if re.match(CONTENT_KEYS, k)] == []

@@ -49,7 +49,7 @@ from tracetui.model.rows import COL
 from tracetui.model.views import Counters, SpanDetail, SpanRow, TraceRow
 from tracetui.otlp.signals import decode_request
 from tracetui.query.memory import MemoryReader
-from tracetui.store.batch import analyze_rows, no_timing
+from tracetui.store.batch import MAX_ANALYZED_SPANS, analyze_rows, no_timing
 
 
 class Connection(Protocol):
@@ -62,12 +62,21 @@ class Connection(Protocol):
 
 
 #: The span columns read back for decoding, in TRACE_COLUMNS order (times as integer nanoseconds).
-SPAN_SELECT = ", ".join(
+SPAN_COLUMNS = tuple(
     "toUnixTimestamp64Nano(Timestamp)" if name == "Timestamp"
     else "arrayMap(t -> toUnixTimestamp64Nano(t), `Events.Timestamp`)" if name == "Events.Timestamp"
     else f"`{name}`"
     for name in TRACE_COLUMNS
 )  # fmt: skip
+SPAN_SELECT = ", ".join(SPAN_COLUMNS)
+#: Attributes that hold message content (prompts, completions, tool arguments and results), which no list figure
+#: reads (tracetui.llm.semconv reads scalar fields only; the analysis compares inputs only after a failed call):
+#: left out of the list's page (ClickHouse ``match``, RE2).
+CONTENT_KEYS = (
+    r"^(gen_ai\.(input|output)\.messages|gen_ai\.system_instructions|gen_ai\.(prompt|completion)(\.\d+\.content)?"
+    r"|llm\.(input|output)_messages\.\d+\.message\.content|input\.value|output\.value"
+    r"|traceloop\.entity\.(input|output)|ai\.prompt(\.messages)?|ai\.response\.text|gen_ai\.tool\.call\.(arguments|result))$"
+)
 #: With terms only Python decides (cost, retry, fallback, trace token totals), the newest runs matching the
 #: rest of the filter that are read and decided (their rows built in pages of RESIDUAL_PAGE).
 RESIDUAL_SCAN = 1000
@@ -442,9 +451,9 @@ class ClickHouseReader:
         missing = [t for t in ids if t in aggregates and t not in built]
         page = None
         if missing or residual is not None:
-            page, parents = self._page(
-                missing if residual is None else [t for t in ids if t in aggregates], window, params, logs
-            )
+            failed = [t for t, found in aggregates.items() if found[3]]
+            wanted = missing if residual is None else [t for t in ids if t in aggregates]
+            page, parents = self._page(wanted, window, params, logs, failed)
             for hexed in missing:
                 trace_id = bytes.fromhex(hexed)
                 built[hexed] = self._row(page, parents.get(trace_id, {}), trace_id, aggregates[hexed])
@@ -463,29 +472,39 @@ class ClickHouseReader:
         return out
 
     def _page(
-        self, ids: list[str], window: str, params: dict[str, Any], logs: list[dict[str, Any]]
+        self, ids: list[str], window: str, params: dict[str, Any], logs: list[dict[str, Any]], full: list[str]
     ) -> tuple[MemoryReader, dict[bytes, dict[bytes, bytes | None]]]:
-        """The call spans (and roots) of these traces, with their evaluation log records, decoded; and the parent
-        of every span of theirs, by trace (the timing analysis needs the whole tree)."""
-        params = {**params, "ids": ids}
+        """Every span of these traces, decoded with their evaluation log records: the call spans (and roots) whole
+        but for their message content (kept in the traces of ``full``, those with a failed span, where the
+        analysis compares the inputs of a failed call and the next one), the other spans without attributes,
+        events or links (the analysis needs them in the tree only). So the page's own analysis is the trace's,
+        done once. Also the parent of every span, by trace."""
+        params = {**params, "ids": ids, "full": full}
         within = f"TraceId IN {{ids:Array(String)}} AND {window}"
-        calls = self._rows(
-            f"SELECT {SPAN_SELECT} FROM {self._traces} WHERE {within} "
-            f"AND (ParentSpanId = '' OR {filter_sql.call_span_sql()}) LIMIT 1 BY TraceId, SpanId",
-            params,
-        )
+        call = f"(ParentSpanId = '' OR {filter_sql.call_span_sql()})"
+        content = f"mapFilter((k, v) -> NOT match(k, {filter_sql.lit(CONTENT_KEYS)}), SpanAttributes)"
+        kept = {
+            "SpanAttributes": f"if({call}, if(TraceId IN {{full:Array(String)}}, SpanAttributes, {content}), map())",
+            **{name: f"if({call}, `{name}`, [])" for name in TRACE_COLUMNS if name.startswith(("Events.", "Links."))},
+            "Events.Timestamp": f"if({call}, arrayMap(t -> toUnixTimestamp64Nano(t), `Events.Timestamp`), [])",
+        }
+        select = ", ".join(kept.get(name, column) for name, column in zip(TRACE_COLUMNS, SPAN_COLUMNS, strict=True))
+        spans = self._rows(f"SELECT {select} FROM {self._traces} WHERE {within} LIMIT 1 BY TraceId, SpanId", params)
         parents: dict[bytes, dict[bytes, bytes | None]] = {}
-        for trace_hex, span_hex, parent_hex in self._rows(
-            f"SELECT TraceId, SpanId, ParentSpanId FROM {self._traces} WHERE {within} LIMIT 1 BY TraceId, SpanId",
-            params,
-        ):
-            parents.setdefault(bytes.fromhex(trace_hex), {})[bytes.fromhex(span_hex)] = (
-                bytes.fromhex(parent_hex) if parent_hex else None
+        trace_at, span_at, parent_at = (TRACE_COLUMNS.index(n) for n in ("TraceId", "SpanId", "ParentSpanId"))
+        for row in spans:
+            parents.setdefault(bytes.fromhex(row[trace_at]), {})[bytes.fromhex(row[span_at])] = (
+                bytes.fromhex(row[parent_at]) if row[parent_at] else None
             )
         wanted = set(ids)
+        # each form let go as soon as the next is made: the page's peak memory is the decoded page, not all of them
+        request = spans_request([dict(zip(TRACE_COLUMNS, r, strict=True)) for r in spans])
+        del spans
+        data = request.SerializeToString()
+        del request
         page = MemoryReader(self.threshold)
         page.add(
-            [spans_request([dict(zip(TRACE_COLUMNS, r, strict=True)) for r in calls]).SerializeToString()],
+            [data],
             [logs_request([log for log in logs if log["TraceId"] in wanted]).SerializeToString()] if logs else [],
         )
         return page, parents
@@ -497,9 +516,12 @@ class ClickHouseReader:
         start, end, span_count, errors_found, first_name = aggregates
         held = page.trace(trace_id)
         rows = page.decoded_rows(trace_id)
-        has_calls = any(r[COL["llm_kind"]] is not None or r[COL["http_status"]] is not None for r in rows)
-        timing: dict[str, Any] = (analyze_rows(rows, int(start), int(end), parents).trace_values if has_calls
-                                  else no_timing(int(start), int(end)))  # fmt: skip
+        has_kinds = any(r[COL["llm_kind"]] is not None for r in rows)
+        has_calls = has_kinds or any(r[COL["http_status"]] is not None for r in rows)
+        timing: dict[str, Any] = {}
+        if held is None or not has_kinds or len(rows) > MAX_ANALYZED_SPANS:  # the page analyzed none of it
+            timing = (analyze_rows(rows, int(start), int(end), parents).trace_values if has_calls
+                      else no_timing(int(start), int(end)))  # fmt: skip
         base = held if held is not None else TraceRow(0, trace_id, None, first_name, "", 0, 0, 0, 0, 0, 0, 0, None)
         return replace(
             base, first_name=first_name, start_ns=int(start), end_ns=int(end),
