@@ -166,7 +166,8 @@ class ClickHouseReader:
                 return self._extra[1]
         found = []
         spans = self._rows(
-            f"SELECT {SPAN_SELECT} FROM {self._traces} WHERE {filter_sql.evaluation_attributes_sql()} "
+            f"SELECT {SPAN_SELECT} FROM {self._traces} PREWHERE {filter_sql.evaluation_keys_sql()} "
+            f"WHERE {filter_sql.evaluation_attributes_sql()} "
             f"LIMIT 1 BY TraceId, SpanId LIMIT {EXTRA_EVALUATION_SPANS}"
         )
         if spans:
@@ -633,34 +634,17 @@ class ClickHouseReader:
         if by not in GROUPINGS:
             raise ValueError(f"cannot group by {by!r} (one of: {', '.join(GROUPINGS)})")
         query = filter_sql.figures_query(self._query_tables(), by, since_ns, flt, route_attribute)
-        rows = self._rows(query.sql, query.params)
-        costs = self._group_costs(by, since_ns, flt, route_attribute)
         out = []
-        for key, count, runs, durations, ttfts, rate, errors, grounded, recent in rows:
+        for key, count, runs, durations, ttfts, rate, errors, grounded, recent, usage in self._rows(
+            query.sql, query.params
+        ):
             out.append(GroupFigures(
                 key=str(key), calls=int(count), runs=int(runs), durations_ns=_three(durations, count),
                 ttfts_ns=_three(ttfts, count), tokens_per_s=_finite(rate), errors=int(errors), retries=None,
-                fallbacks=None, cost_usd=costs.get(key), groundedness=_finite(grounded),
+                fallbacks=None, cost_usd=_priced(usage), groundedness=_finite(grounded),
                 recent_ns=tuple(int(d) for d in recent),
             ))  # fmt: skip
         return out
-
-    def _group_costs(self, by: str, since_ns: int | None, flt: Filter | None, route: str | None) -> dict[str, float]:
-        """Each group's priced total: reported costs as reported, the rest priced from its token sums."""
-        query = filter_sql.usage_query(self._query_tables(), by, since_ns, flt, route)
-        pricer, now = pricing.pricer(), time.time_ns()
-        costs: dict[str, float] = {}
-        for key, response, request, provider, reported, _calls, *usage, reported_usd in self._rows(
-            query.sql, query.params
-        ):
-            if reported:
-                cost: float | None = float(reported_usd)
-            else:
-                counts = {name: int(n) for name, n in zip(filter_sql.USAGE, usage, strict=True)}
-                cost, _ = pricer.price((response or None, request or None), provider or None, counts, now)  # type: ignore[arg-type]
-            if cost is not None:
-                costs[key] = costs.get(key, 0.0) + cost
-        return costs
 
     def filter_note(self, flt: Filter) -> str | None:
         residual = filter_sql.residual(flt)
@@ -679,6 +663,22 @@ class ClickHouseReader:
 
     def histogram_points(self, names: list[str], since_ns: int | None = None) -> list[HistogramPoint]:
         return []  # the exporter's metric tables are not read (yet)
+
+
+def _priced(usage: Sequence[Sequence[Any]]) -> float | None:
+    """A group's priced total from its ``usage`` (filter_sql.USAGE_COLUMNS): reported costs as reported, the rest
+    priced from its token sums per model and provider (None when nothing could be priced)."""
+    pricer, now = pricing.pricer(), time.time_ns()
+    total: float | None = None
+    for response, request, provider, reported, _calls, *counts, reported_usd in usage:
+        if reported:
+            cost: float | None = float(reported_usd)
+        else:
+            tokens = {name: int(n) for name, n in zip(filter_sql.USAGE, counts, strict=True)}
+            cost, _ = pricer.price((response or None, request or None), provider or None, tokens, now)  # type: ignore[arg-type]
+        if cost is not None:
+            total = (total or 0.0) + cost
+    return total
 
 
 def _three(values: Sequence[float], count: int) -> tuple[float | None, float | None, float | None]:
