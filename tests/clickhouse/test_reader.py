@@ -247,3 +247,64 @@ def test_the_llm_calls_of_the_protocol_match_in_keys_and_counts(readers) -> None
         want = {k: sorted(c[1] for c in v) for k, v in sqlite.llm_calls(by).items()}
         got = {k: sorted(c[1] for c in v) for k, v in clickhouse.llm_calls(by).items()}
         assert got == want, by
+
+
+def _shifted(data: bytes, delta_ns: int):
+    """A trace request with every time moved by ``delta_ns``."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest.FromString(data)
+    for resource in request.resource_spans:
+        for scope in resource.scope_spans:
+            for span in scope.spans:
+                span.start_time_unix_nano += delta_ns
+                span.end_time_unix_nano += delta_ns
+                for event in span.events:
+                    event.time_unix_nano += delta_ns
+    return request
+
+
+def test_the_header_counts_calls_and_tokens_from_shortly_before_its_first_look(readers, chdb) -> None:
+    """Spans and runs: the whole table. LLM calls and tokens: the spans that started since TOTALS_LAG_NS before
+    the reader's first counters() (the captures are older: none), then each one that arrives."""
+    import time
+
+    from tracetui.clickhouse.load import insert_requests
+    from tracetui.clickhouse.reader import TOTALS_LAG_NS, VERSION_TTL
+
+    sqlite, _ = readers
+    reader = clickhouse_reader(chdb, TRACES)
+    first = reader.counters()
+    assert first.totals_since_ns is not None and (first.llm_calls, first.tokens) == (0, 0)
+    assert (first.span_count, first.trace_count) == (sqlite.counters().span_count, sqlite.counters().trace_count)
+    assert first.to_json()["llm_calls_and_tokens_since_ns"] == first.totals_since_ns
+    oldest = min(s.start_time_unix_nano for data in TRACES for r in _shifted(data, 0).resource_spans
+                 for sc in r.scope_spans for s in sc.spans)  # fmt: skip
+    delta = first.totals_since_ns + TOTALS_LAG_NS // 2 - oldest  # all of them after the mark, none in the future
+    insert_requests(reader._conn, [_shifted(data, delta) for data in TRACES], [])  # type: ignore[arg-type]
+    time.sleep(VERSION_TTL)  # the data version is asked again after this long
+    later, expected = reader.counters(), sqlite.counters()
+    assert later.totals_since_ns == first.totals_since_ns
+    assert later.llm_calls == expected.llm_calls
+    # tokens summed over spans in SQL (SQLite's count each request once across families: a trace total only
+    # Python knows): half of the table's sum, which holds the captures twice
+    whole = reader._value(f"SELECT sum(ifNull({filter_sql.tokens_sql()}, 0)) FROM {reader._traces}")
+    assert later.tokens > 0 and 2 * later.tokens == whole
+    assert later.span_count == 2 * first.span_count and later.trace_count == 2 * first.trace_count
+    reader.close()
+
+
+def test_the_list_page_leaves_out_message_content_only() -> None:
+    """CONTENT_KEYS (read by ClickHouse's RE2; the same in Python's re for this pattern): what it drops from the
+    list's page holds prompts and completions, nothing a list figure reads (the parity tests above check those)."""
+    import re
+
+    from tracetui.clickhouse.reader import CONTENT_KEYS
+
+    dropped = ("gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions", "gen_ai.prompt",
+               "gen_ai.prompt.0.content", "gen_ai.completion.1.content", "llm.input_messages.0.message.content",
+               "input.value", "output.value", "traceloop.entity.input", "ai.prompt.messages", "gen_ai.tool.call.result")  # fmt: skip
+    kept = ("gen_ai.prompt.name", "gen_ai.prompt.version", "gen_ai.completion.0.finish_reason", "gen_ai.request.model",
+            "llm.input_messages.0.message.role", "gen_ai.usage.input_tokens", "input.mime_type", "gen_ai.tool.name")  # fmt: skip
+    assert [k for k in dropped if not re.match(CONTENT_KEYS, k)] == []
+    assert [k for k in kept if re.match(CONTENT_KEYS, k)] == []

@@ -58,7 +58,7 @@ from tracetui.model.rows import COL
 from tracetui.model.views import Counters, SpanDetail, SpanRow, TraceRow
 from tracetui.otlp.signals import decode_request
 from tracetui.query.memory import MemoryReader
-from tracetui.store.batch import analyze_rows, no_timing
+from tracetui.store.batch import MAX_ANALYZED_SPANS, analyze_rows, no_timing
 
 
 class Connection(Protocol):
@@ -71,12 +71,21 @@ class Connection(Protocol):
 
 
 #: The span columns read back for decoding, in TRACE_COLUMNS order (times as integer nanoseconds).
-SPAN_SELECT = ", ".join(
+SPAN_COLUMNS = tuple(
     "toUnixTimestamp64Nano(Timestamp)" if name == "Timestamp"
     else "arrayMap(t -> toUnixTimestamp64Nano(t), `Events.Timestamp`)" if name == "Events.Timestamp"
     else f"`{name}`"
     for name in TRACE_COLUMNS
 )  # fmt: skip
+SPAN_SELECT = ", ".join(SPAN_COLUMNS)
+#: Attributes that hold message content (prompts, completions, tool arguments and results), which no list figure
+#: reads (tracetui.llm.semconv reads scalar fields only; the analysis compares inputs only after a failed call):
+#: left out of the list's page (ClickHouse ``match``, RE2).
+CONTENT_KEYS = (
+    r"^(gen_ai\.(input|output)\.messages|gen_ai\.system_instructions|gen_ai\.(prompt|completion)(\.\d+\.content)?"
+    r"|llm\.(input|output)_messages\.\d+\.message\.content|input\.value|output\.value"
+    r"|traceloop\.entity\.(input|output)|ai\.prompt(\.messages)?|ai\.response\.text|gen_ai\.tool\.call\.(arguments|result))$"
+)
 #: With terms only Python decides (cost, retry, fallback, trace token totals), the newest runs matching the
 #: rest of the filter that are read and decided (their rows built in pages of RESIDUAL_PAGE).
 RESIDUAL_SCAN = 1000
@@ -90,6 +99,11 @@ VERSION_TTL = 0.2
 _CACHED_ROWS = 5000
 #: Traces kept decoded in memory (the one on screen, and the ones just left).
 _CACHED_TRACES = 4
+#: How late a span may reach the table (the Collector's batches, clocks) and still be counted in the header's
+#: LLM calls and tokens: they count from this long before the reader's first look, and a minute is final this
+#: long after it ends.
+TOTALS_LAG_NS = 10 * 60 * 1_000_000_000
+_MINUTE_NS = 60 * 1_000_000_000
 #: Seconds added on each side of the trace-id table's range: it holds whole seconds, and the
 #: start of the last span, not its end (the exporter's materialized view).
 _PAD_NS = 1_000_000_000
@@ -129,7 +143,13 @@ class ClickHouseReader:
         self._label = f"{shape.database}.{shape.traces_table} @ {where}"
         self._cache: OrderedDict[bytes, MemoryReader] = OrderedDict()
         self._cache_version: int | None = None
+        #: trace id -> its root's start, for the traces in _cache (see trace()).
+        self._seqs: dict[bytes, int] = {}
         self._counters: tuple[int, Counters] | None = None
+        #: The header's LLM calls and tokens count from here (ns; set on the first counters()), and
+        #: (counted up to, calls, tokens) of the minutes already final.
+        self._totals_since: int | None = None
+        self._totals_closed: tuple[int, int, int] = (0, 0, 0)
         self._decided_cache: dict[tuple, list[TraceRow]] = {}
         self._version: tuple[float, int] | None = None
         self._extra: tuple[int, filter_sql.Tables] | None = None
@@ -157,7 +177,8 @@ class ClickHouseReader:
                 return self._extra[1]
         found = []
         spans = self._rows(
-            f"SELECT {SPAN_SELECT} FROM {self._traces} WHERE {filter_sql.evaluation_attributes_sql()} "
+            f"SELECT {SPAN_SELECT} FROM {self._traces} PREWHERE {filter_sql.evaluation_keys_sql()} "
+            f"WHERE {filter_sql.evaluation_attributes_sql()} "
             f"LIMIT 1 BY TraceId, SpanId LIMIT {EXTRA_EVALUATION_SPANS}"
         )
         if spans:
@@ -186,14 +207,17 @@ class ClickHouseReader:
         return version
 
     def counters(self) -> Counters:
+        """Spans and runs in the table (both answered from a count over one column or the parts' metadata), its
+        size, and the LLM calls and tokens of the spans that started since TOTALS_LAG_NS before this reader's
+        first call (``Counters.totals_since_ns``): the header shows what arrived since the UI started, and
+        counting those over the whole table is a scan of every span's attributes (9 s at 10M spans)."""
         version = self.data_version()
         if self._counters is not None and self._counters[0] == version:
             return self._counters[1]
-        tokens = filter_sql.tokens_sql()
-        row = self._rows(
-            f"SELECT count(), countIf(ParentSpanId = ''), countIf({filter_sql.is_model_call_sql()}), "
-            f"sum(ifNull({tokens}, 0)) FROM {self._traces}"
+        spans, roots = self._rows(
+            f"SELECT (SELECT count() FROM {self._traces}), (SELECT count() FROM {self._traces} WHERE ParentSpanId = '')"
         )[0]
+        calls, tokens = self._recent_totals()
         size = self._value(
             "SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = {db:String} "
             "AND table IN {tables:Array(String)}",
@@ -202,10 +226,35 @@ class ClickHouseReader:
                 "tables": [t for t in (self._shape.traces_table, self._shape.logs_table) if t],
             },
         )
-        counters = Counters(span_count=int(row[0]), trace_count=int(row[1]), receiver=None, db_bytes=int(size or 0),
-                            llm_calls=int(row[2]), tokens=int(row[3]), source=self._label, costed=False)  # fmt: skip
+        counters = Counters(span_count=int(spans), trace_count=int(roots), receiver=None, db_bytes=int(size or 0),
+                            llm_calls=calls, tokens=tokens, source=self._label, costed=False,
+                            totals_since_ns=self._totals_since)  # fmt: skip
         self._counters = (version, counters)
         return counters
+
+    def _recent_totals(self) -> tuple[int, int]:
+        """(LLM calls, tokens) of the spans that started at or after ``_totals_since``, per minute: the minutes
+        that ended more than TOTALS_LAG_NS ago are counted once and kept, only the rest is read again."""
+        now = time.time_ns()
+        if self._totals_since is None:
+            self._totals_since = now - TOTALS_LAG_NS
+            self._totals_closed = (self._totals_since, 0, 0)
+        since, calls, tokens = self._totals_closed
+        found = self._rows(
+            f"SELECT intDiv(toUnixTimestamp64Nano(Timestamp), {_MINUTE_NS}) AS m, "
+            f"countIf({filter_sql.is_model_call_sql()}), sum(ifNull({filter_sql.tokens_sql()}, 0)) "
+            f"FROM {self._traces} WHERE Timestamp >= fromUnixTimestamp64Nano({{since:Int64}}) GROUP BY m ORDER BY m",
+            {"since": since},
+        )
+        closed_before = (now - TOTALS_LAG_NS) // _MINUTE_NS * _MINUTE_NS
+        open_calls = open_tokens = 0
+        for minute, n, t in found:
+            if (int(minute) + 1) * _MINUTE_NS <= closed_before:
+                calls, tokens, since = calls + int(n), tokens + int(t), (int(minute) + 1) * _MINUTE_NS
+            else:
+                open_calls, open_tokens = open_calls + int(n), open_tokens + int(t)
+        self._totals_closed = (max(since, closed_before), calls, tokens)
+        return calls + open_calls, tokens + open_tokens
 
     # --- the trace list -----------------------------------------------------------------------
 
@@ -288,9 +337,13 @@ class ClickHouseReader:
         row = held.trace(trace_id) if held is not None else None
         if row is None or held is None:
             return None
-        # seq is the root's start, as in the list (the held trace has it: no second look-up)
-        roots = [span.start_ns for span in held.spans(trace_id) if span.parent_span_id is None]
-        return replace(row, seq=min(roots) if roots else row.start_ns)
+        seq = self._seqs.get(trace_id)
+        if seq is None:
+            # seq is the root's start, as in the list (the held trace has it: no second look-up); found once
+            # per held trace (10,000 spans as rows take ~30 ms, and the UI asks again on each data change)
+            roots = [span.start_ns for span in held.spans(trace_id) if span.parent_span_id is None]
+            seq = self._seqs[trace_id] = min(roots) if roots else row.start_ns
+        return replace(row, seq=seq)
 
     def _root_start(self, trace_id: bytes) -> int | None:
         found = self._value(
@@ -414,9 +467,9 @@ class ClickHouseReader:
         missing = [t for t in ids if t in aggregates and t not in built]
         page = None
         if missing or residual is not None:
-            page, parents = self._page(
-                missing if residual is None else [t for t in ids if t in aggregates], window, params, logs
-            )
+            failed = [t for t, found in aggregates.items() if found[3]]
+            wanted = missing if residual is None else [t for t in ids if t in aggregates]
+            page, parents = self._page(wanted, window, params, logs, failed)
             for hexed in missing:
                 trace_id = bytes.fromhex(hexed)
                 built[hexed] = self._row(page, parents.get(trace_id, {}), trace_id, aggregates[hexed])
@@ -435,29 +488,39 @@ class ClickHouseReader:
         return out
 
     def _page(
-        self, ids: list[str], window: str, params: dict[str, Any], logs: list[dict[str, Any]]
+        self, ids: list[str], window: str, params: dict[str, Any], logs: list[dict[str, Any]], full: list[str]
     ) -> tuple[MemoryReader, dict[bytes, dict[bytes, bytes | None]]]:
-        """The call spans (and roots) of these traces, with their evaluation log records, decoded; and the parent
-        of every span of theirs, by trace (the timing analysis needs the whole tree)."""
-        params = {**params, "ids": ids}
+        """Every span of these traces, decoded with their evaluation log records: the call spans (and roots) whole
+        but for their message content (kept in the traces of ``full``, those with a failed span, where the
+        analysis compares the inputs of a failed call and the next one), the other spans without attributes,
+        events or links (the analysis needs them in the tree only). So the page's own analysis is the trace's,
+        done once. Also the parent of every span, by trace."""
+        params = {**params, "ids": ids, "full": full}
         within = f"TraceId IN {{ids:Array(String)}} AND {window}"
-        calls = self._rows(
-            f"SELECT {SPAN_SELECT} FROM {self._traces} WHERE {within} "
-            f"AND (ParentSpanId = '' OR {filter_sql.call_span_sql()}) LIMIT 1 BY TraceId, SpanId",
-            params,
-        )
+        call = f"(ParentSpanId = '' OR {filter_sql.call_span_sql()})"
+        content = f"mapFilter((k, v) -> NOT match(k, {filter_sql.lit(CONTENT_KEYS)}), SpanAttributes)"
+        kept = {
+            "SpanAttributes": f"if({call}, if(TraceId IN {{full:Array(String)}}, SpanAttributes, {content}), map())",
+            **{name: f"if({call}, `{name}`, [])" for name in TRACE_COLUMNS if name.startswith(("Events.", "Links."))},
+            "Events.Timestamp": f"if({call}, arrayMap(t -> toUnixTimestamp64Nano(t), `Events.Timestamp`), [])",
+        }
+        select = ", ".join(kept.get(name, column) for name, column in zip(TRACE_COLUMNS, SPAN_COLUMNS, strict=True))
+        spans = self._rows(f"SELECT {select} FROM {self._traces} WHERE {within} LIMIT 1 BY TraceId, SpanId", params)
         parents: dict[bytes, dict[bytes, bytes | None]] = {}
-        for trace_hex, span_hex, parent_hex in self._rows(
-            f"SELECT TraceId, SpanId, ParentSpanId FROM {self._traces} WHERE {within} LIMIT 1 BY TraceId, SpanId",
-            params,
-        ):
-            parents.setdefault(bytes.fromhex(trace_hex), {})[bytes.fromhex(span_hex)] = (
-                bytes.fromhex(parent_hex) if parent_hex else None
+        trace_at, span_at, parent_at = (TRACE_COLUMNS.index(n) for n in ("TraceId", "SpanId", "ParentSpanId"))
+        for row in spans:
+            parents.setdefault(bytes.fromhex(row[trace_at]), {})[bytes.fromhex(row[span_at])] = (
+                bytes.fromhex(row[parent_at]) if row[parent_at] else None
             )
         wanted = set(ids)
+        # each form let go as soon as the next is made: the page's peak memory is the decoded page, not all of them
+        request = spans_request([dict(zip(TRACE_COLUMNS, r, strict=True)) for r in spans])
+        del spans
+        data = request.SerializeToString()
+        del request
         page = MemoryReader(self.threshold)
         page.add(
-            [spans_request([dict(zip(TRACE_COLUMNS, r, strict=True)) for r in calls]).SerializeToString()],
+            [data],
             [logs_request([log for log in logs if log["TraceId"] in wanted]).SerializeToString()] if logs else [],
         )
         return page, parents
@@ -469,9 +532,12 @@ class ClickHouseReader:
         start, end, span_count, errors_found, first_name = aggregates
         held = page.trace(trace_id)
         rows = page.decoded_rows(trace_id)
-        has_calls = any(r[COL["llm_kind"]] is not None or r[COL["http_status"]] is not None for r in rows)
-        timing: dict[str, Any] = (analyze_rows(rows, int(start), int(end), parents).trace_values if has_calls
-                                  else no_timing(int(start), int(end)))  # fmt: skip
+        has_kinds = any(r[COL["llm_kind"]] is not None for r in rows)
+        has_calls = has_kinds or any(r[COL["http_status"]] is not None for r in rows)
+        timing: dict[str, Any] = {}
+        if held is None or not has_kinds or len(rows) > MAX_ANALYZED_SPANS:  # the page analyzed none of it
+            timing = (analyze_rows(rows, int(start), int(end), parents).trace_values if has_calls
+                      else no_timing(int(start), int(end)))  # fmt: skip
         base = held if held is not None else TraceRow(0, trace_id, None, first_name, "", 0, 0, 0, 0, 0, 0, 0, None)
         return replace(
             base, first_name=first_name, start_ns=int(start), end_ns=int(end),
@@ -497,6 +563,7 @@ class ClickHouseReader:
         version = self.data_version()
         if version != self._cache_version:
             self._cache.clear()
+            self._seqs.clear()
             self._cache_version = version
         held = self._cache.get(trace_id)
         if held is not None:
@@ -512,14 +579,17 @@ class ClickHouseReader:
             logs = [dict(zip(self._log_columns, r, strict=True)) for r in self._rows(
                 f"SELECT {self._log_select} FROM {self._logs} WHERE TraceId = {{t:String}} ORDER BY Timestamp", params
             )]  # fmt: skip
+        # each form let go as soon as the next is made (a 10,000-span trace: ~60 MB less at the peak)
+        request = spans_request([dict(zip(TRACE_COLUMNS, r, strict=True)) for r in spans])
+        del spans
+        data = request.SerializeToString()
+        del request
         held = MemoryReader(self.threshold)
-        held.add(
-            [spans_request([dict(zip(TRACE_COLUMNS, r, strict=True)) for r in spans]).SerializeToString()],
-            [logs_request(logs).SerializeToString()] if logs else [],
-        )
+        held.add([data], [logs_request(logs).SerializeToString()] if logs else [])
+        del data
         self._cache[trace_id] = held
         while len(self._cache) > _CACHED_TRACES:
-            self._cache.popitem(last=False)
+            self._seqs.pop(self._cache.popitem(last=False)[0], None)
         return held
 
     def spans(self, trace_id: bytes) -> list[SpanRow]:
@@ -583,34 +653,17 @@ class ClickHouseReader:
         if by not in GROUPINGS:
             raise ValueError(f"cannot group by {by!r} (one of: {', '.join(GROUPINGS)})")
         query = filter_sql.figures_query(self._query_tables(), by, since_ns, flt, route_attribute)
-        rows = self._rows(query.sql, query.params)
-        costs = self._group_costs(by, since_ns, flt, route_attribute)
         out = []
-        for key, count, runs, durations, ttfts, rate, errors, grounded, recent in rows:
+        for key, count, runs, durations, ttfts, rate, errors, grounded, recent, usage in self._rows(
+            query.sql, query.params
+        ):
             out.append(GroupFigures(
                 key=str(key), calls=int(count), runs=int(runs), durations_ns=_three(durations, count),
                 ttfts_ns=_three(ttfts, count), tokens_per_s=_finite(rate), errors=int(errors), retries=None,
-                fallbacks=None, cost_usd=costs.get(key), groundedness=_finite(grounded),
+                fallbacks=None, cost_usd=_priced(usage), groundedness=_finite(grounded),
                 recent_ns=tuple(int(d) for d in recent),
             ))  # fmt: skip
         return out
-
-    def _group_costs(self, by: str, since_ns: int | None, flt: Filter | None, route: str | None) -> dict[str, float]:
-        """Each group's priced total: reported costs as reported, the rest priced from its token sums."""
-        query = filter_sql.usage_query(self._query_tables(), by, since_ns, flt, route)
-        pricer, now = pricing.pricer(), time.time_ns()
-        costs: dict[str, float] = {}
-        for key, response, request, provider, reported, _calls, *usage, reported_usd in self._rows(
-            query.sql, query.params
-        ):
-            if reported:
-                cost: float | None = float(reported_usd)
-            else:
-                counts = {name: int(n) for name, n in zip(filter_sql.USAGE, usage, strict=True)}
-                cost, _ = pricer.price((response or None, request or None), provider or None, counts, now)  # type: ignore[arg-type]
-            if cost is not None:
-                costs[key] = costs.get(key, 0.0) + cost
-        return costs
 
     def cohort_calls(
         self, *, since_ns: int | None = None, until_ns: int | None = None, flt: Filter | None = None
@@ -637,6 +690,22 @@ class ClickHouseReader:
 
     def histogram_points(self, names: list[str], since_ns: int | None = None) -> list[HistogramPoint]:
         return []  # the exporter's metric tables are not read (yet)
+
+
+def _priced(usage: Sequence[Sequence[Any]]) -> float | None:
+    """A group's priced total from its ``usage`` (filter_sql.USAGE_COLUMNS): reported costs as reported, the rest
+    priced from its token sums per model and provider (None when nothing could be priced)."""
+    pricer, now = pricing.pricer(), time.time_ns()
+    total: float | None = None
+    for response, request, provider, reported, _calls, *counts, reported_usd in usage:
+        if reported:
+            cost: float | None = float(reported_usd)
+        else:
+            tokens = {name: int(n) for name, n in zip(filter_sql.USAGE, counts, strict=True)}
+            cost, _ = pricer.price((response or None, request or None), provider or None, tokens, now)  # type: ignore[arg-type]
+        if cost is not None:
+            total = (total or 0.0) + cost
+    return total
 
 
 def _three(values: Sequence[float], count: int) -> tuple[float | None, float | None, float | None]:

@@ -276,6 +276,10 @@ class Counters:
     source: str | None = None
     #: False when ``cost_usd`` is not counted (a backend that prices only the calls on screen).
     costed: bool = True
+    #: When set, ``llm_calls`` and ``tokens`` count only the spans that started at or after this time (ns): a
+    #: backend whose whole-table totals cost too much counts from shortly before the reader's first look on
+    #: (what the header's "since start" needs). None: every span stored.
+    totals_since_ns: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """For ``tracetui status --json``."""
@@ -290,4 +294,4 @@ class Counters:
             "db_bytes": self.db_bytes,
             "receiver": self.receiver,
             "store_problem": self.store_problem,
-        }
+        } | ({} if self.totals_since_ns is None else {"llm_calls_and_tokens_since_ns": self.totals_since_ns})
