@@ -165,6 +165,17 @@ def test_thumbs_down_rate_by_ttft_cohort(tmp_path):
     assert bands["1–3 s"].n_a == bands["1–3 s"].n_b == 0
     assert c.get("thumbs_down").a == pytest.approx(0.1) and c.get("thumbs_down").b == pytest.approx(0.6)
     assert c.get("feedback_rate").a == pytest.approx(0.5)
+    # the Stats screen's line over every call: 7 of 20 rated runs down, by band 1 of 10 and 6 of 10
+    reader = SqliteReader(db)
+    try:
+        felt = cmp.feelings(reader, cmp.Cohort("all"))
+    finally:
+        reader.close()
+    assert (felt.down, felt.rated, felt.runs, felt.abandoned) == (7, 20, 40, 0)
+    assert felt.bands == [("TTFT < 1 s", 1, 10), ("1–3 s", 0, 0), ("> 3 s", 6, 10)]
+    assert felt.text() == (
+        "thumbs down 35% of 20 rated runs · TTFT < 1 s 10% (10) · > 3 s 60% (10) · abandoned 0% of 40 runs"
+    )
 
 
 def test_newcombe_interval_matches_the_published_example():

@@ -50,6 +50,9 @@ async def test_thumbs_down_on_a_run_with_a_note(agent_db: Path) -> None:
         await settle(pilot)
         assert isinstance(app.screen, TraceListScreen)
         assert any(f"Recorded 👎 on the run {row.root_name} with your note." in s for s in seen)
+        await pilot.press("S")  # the stats screen counts it: thumbs down by the TTFT of the run's first call
+        await settle(pilot)
+        assert "users: thumbs down 100% of 1 rated runs" in screen_text(app)
     [stored] = feedback_rows(agent_db)
     assert (stored.trace_id, stored.span_id, stored.name) == (row.trace_id, None, "user_feedback")
     assert thumb(stored.name, stored.score, stored.label) == -1

@@ -57,9 +57,11 @@ __all__ = [
     "Cohort",
     "Comparison",
     "Delta",
+    "Feelings",
     "FailRule",
     "Rule",
     "compare",
+    "feelings",
     "parse_fail_on",
 ]
 
@@ -511,6 +513,41 @@ def _thumbs_by_ttft(side_a: _Side, side_b: _Side) -> list[tuple[str, Delta]]:
             counts += [sum(1 for v in rated if v < 0), len(rated)]
         out.append((band, _rate_delta("thumbs_down", f"thumbs down, {band}", -1, *counts)))
     return out
+
+
+@dataclass(frozen=True)
+class Feelings:
+    """What users felt about one cohort's runs: thumbs down per TTFT band, and abandonment."""
+
+    bands: list[tuple[str, int, int]]  # (band, thumbs down, rated runs), in TTFT_BANDS order
+    rated: int  # runs with a thumb (with or without a TTFT)
+    down: int
+    abandoned: int
+    runs: int
+
+    def text(self) -> str | None:
+        """One line for the Stats screen; None when no run was rated or abandoned."""
+        if not self.rated and not self.abandoned:
+            return None
+        parts = [f"thumbs down {_share(self.down, self.rated)} of {self.rated} rated runs"]
+        parts += [f"{band} {_share(down, rated)} ({rated})" for band, down, rated in self.bands if rated]
+        parts.append(f"abandoned {_share(self.abandoned, self.runs)} of {self.runs} runs")
+        return " · ".join(parts)
+
+
+def _share(part: int, whole: int) -> str:
+    return "—" if not whole else f"{part / whole:.0%}"
+
+
+def feelings(reader: Reader, cohort: Cohort) -> Feelings:
+    """Thumbs down by the TTFT of each rated run's first call, and abandoned runs, over one cohort."""
+    side = _read(reader, cohort)
+    bands = []
+    for band, _ in TTFT_BANDS:
+        rated = [v for t, v in side.thumbs.items() if band_of(side.first_ttft.get(t)) == band]
+        bands.append((band, sum(1 for v in rated if v < 0), len(rated)))
+    down = sum(1 for v in side.thumbs.values() if v < 0)
+    return Feelings(bands, len(side.thumbs), down, len(side.abandoned & set(side.runs)), len(side.runs))
 
 
 def _has_changed_caps(caps_a: dict[str, int], caps_b: dict[str, int]) -> bool:

@@ -155,6 +155,8 @@ class StatsComputed(Message):
     error: str | None = None
     #: Metric-derived figures per model.
     metrics: dict[str, metric_stats.ModelMetrics] | None = None
+    #: What users felt (thumbs down by TTFT band, abandonment) over the same calls; None: nothing said.
+    feelings: str | None = None
 
 
 class StatsScreen(Screen):
@@ -199,6 +201,7 @@ class StatsScreen(Screen):
         yield Static("", id="stats-title")
         table: DataTable[Any] = DataTable(id="stats-table", cursor_type="row", zebra_stripes=True)
         yield table
+        yield Static("", id="stats-feelings")
         yield Static("", id="stats-histogram-title")
         yield Sparkline([], id="stats-histogram")
         yield Static("", id="stats-metrics-title")
@@ -212,6 +215,7 @@ class StatsScreen(Screen):
         metrics_table = self.query_one("#stats-metrics", DataTable)
         metrics_table.display = False
         self.query_one("#stats-metrics-title", Static).display = False
+        self.query_one("#stats-feelings", Static).display = False
         self.watch(self.app, "data_version", lambda _v: self.recompute(), init=False)
         self.recompute()
 
@@ -260,10 +264,22 @@ class StatsScreen(Screen):
                 reader, by, window_s=WINDOWS[window], now_ns=now, flt=flt, route_attribute=app.route_attribute
             )
             metrics = metric_stats.compute(reader, window_s=WINDOWS[window], now_ns=now)
+            felt = self._feelings(reader, filter_text, window, now)
         except Exception as exc:
             self.post_message(StatsComputed([], str(exc)))
             return
-        self.post_message(StatsComputed(groups, metrics=metrics))
+        self.post_message(StatsComputed(groups, metrics=metrics, feelings=felt))
+
+    @staticmethod
+    def _feelings(reader, filter_text: str, window: str, now: int) -> str | None:
+        from tracetui.query.compare import Cohort, CohortError, feelings
+
+        span = WINDOWS[window]
+        try:
+            found = feelings(reader, Cohort("all", filter_text, None if span is None else now - int(span * 1e9)))
+        except CohortError:  # a backend that cannot list calls (ClickHouse, for now)
+            return None
+        return found.text()
 
     @on(StatsComputed)
     def _computed(self, message: StatsComputed) -> None:
@@ -273,6 +289,9 @@ class StatsScreen(Screen):
         else:
             self.groups = message.groups
             self.metrics = message.metrics or {}
+            feelings = self.query_one("#stats-feelings", Static)
+            feelings.update(Text(f" users: {message.feelings}", style="dim") if message.feelings else "")
+            feelings.display = bool(message.feelings)
             self._fill()
             self._fill_metrics()
         if self._again:
