@@ -29,6 +29,7 @@ ClickHouse does not let two queries use at once.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -42,7 +43,7 @@ from tracetui.clickhouse.convert import ERROR_CODES, LOG_COLUMNS, TRACE_COLUMNS,
 from tracetui.clickhouse.schema import TableShape, quote_identifier
 from tracetui.llm import pricing
 from tracetui.llm.evals import EVENT_NAME as EVALUATION_EVENT
-from tracetui.llm.evals import FEEDBACK_EVENTS, SOURCE_SPAN_EVENT
+from tracetui.llm.evals import FEEDBACK_EVENTS, FEEDBACK_SCORE_KEYS, SOURCE_SPAN_EVENT
 from tracetui.llm.semconv import attribute_sources
 from tracetui.model.filter import Filter
 from tracetui.model.reader import (
@@ -756,7 +757,7 @@ class ClickHouseReader:
         held = MemoryReader(self.threshold)
         held.add(
             [spans_request([dict(zip(TRACE_COLUMNS, r, strict=True)) for r in spans]).SerializeToString()] if spans else [],
-            [logs_request(logs).SerializeToString()] if logs else [],
+            [_results_as_sent(logs_request(logs)).SerializeToString()] if logs else [],
         )  # fmt: skip
         return held.evaluation_results({bytes.fromhex(t) for t in ids})
 
@@ -817,6 +818,50 @@ class ClickHouseReader:
 
     def histogram_points(self, names: list[str], since_ns: int | None = None) -> list[HistogramPoint]:
         return []  # the exporter's metric tables are not read (yet)
+
+
+def _results_as_sent(request: Any) -> Any:
+    """The request's evaluation and feedback records closer to what the app sent, where the exporter's flattening
+    would change what tracetui.llm.evals reads: a structured (kvlist) body, which the exporter writes as JSON
+    text, read back as one (else the feedback's thumb is lost and the JSON read as its note); and the feedback
+    score attributes (tracetui.llm.evals.FEEDBACK_SCORE_KEYS) that hold a number's text read as numbers (apps send
+    a number; as text, the readers take it for no score, as a SQLite store does for a score sent as text)."""
+    for resource_logs in request.resource_logs:
+        for scope_logs in resource_logs.scope_logs:
+            for record in scope_logs.log_records:
+                for kv in record.attributes:
+                    if kv.key in FEEDBACK_SCORE_KEYS and kv.value.WhichOneof("value") == "string_value":
+                        try:
+                            number = float(kv.value.string_value.strip())
+                        except ValueError:
+                            continue
+                        if math.isfinite(number):
+                            kv.value.double_value = number
+                text = record.body.string_value if record.body.WhichOneof("value") == "string_value" else ""
+                if text.startswith("{") and text.endswith("}"):
+                    try:
+                        body = json.loads(text)
+                    except ValueError:
+                        continue
+                    if isinstance(body, dict):
+                        record.body.kvlist_value.SetInParent()
+                        for key, value in body.items():
+                            _json_value(record.body.kvlist_value.values.add(key=str(key)).value, value)
+    return request
+
+
+def _json_value(target: Any, value: Any) -> None:
+    """An AnyValue from a JSON value of a body the exporter wrote (nested values as their JSON text)."""
+    if isinstance(value, bool):
+        target.bool_value = value
+    elif isinstance(value, int) and -(1 << 63) <= value < (1 << 63):
+        target.int_value = value
+    elif isinstance(value, float):
+        target.double_value = value
+    elif isinstance(value, str):
+        target.string_value = value
+    else:
+        target.string_value = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _priced(usage: Sequence[Sequence[Any]]) -> float | None:
