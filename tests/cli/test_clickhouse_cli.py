@@ -97,3 +97,38 @@ def test_the_password_never_shows(tmp_path: Path) -> None:
                     env={"CLICKHOUSE_PASSWORD": "env-s3cret"})  # fmt: skip
     assert done.returncode == 1 and "127.0.0.1:1" in done.stderr
     assert "s3cret" not in done.stderr + done.stdout
+
+
+def test_compare_and_cohort_over_clickhouse(stores, tmp_path: Path) -> None:
+    """`compare --json` gives SQLite's figures (retry and fallback rates unknown: ClickHouse compares no calls), and
+    `cohort` exports the same calls."""
+    source, db = stores
+    cohorts = ("--a", "model=gpt-4o-mini", "--b", "model=gpt-4.1-mini", "--json")
+    mine = json.loads(tracetui("compare", *cohorts, "--source", source).stdout)
+    theirs = json.loads(tracetui("compare", *cohorts, "--db", str(db)).stdout)
+    figures = {f["metric"]: f for f in theirs["figures"]}
+    assert figures["calls"]["a"] > 40 and figures["calls"]["b"] > 10
+    for got in mine["figures"]:
+        if got["metric"] in ("retry_rate", "fallback_rate"):
+            assert (got["a"], got["b"], got["direction"]) == (None, None, "")
+        else:
+            assert got == pytest.approx(figures[got["metric"]]), got["metric"]
+    assert (mine["verdict"], mine["a"]["max_tokens"], mine["b"]["max_tokens"]) == (
+        theirs["verdict"], theirs["a"]["max_tokens"], theirs["b"]["max_tokens"],
+    )  # fmt: skip
+    assert any("retry rate and fallback rate: not known" in note for note in mine["notes"])
+    shown = tracetui("compare", *cohorts[:-1], "--source", source).stdout
+    assert "verdict: " in shown and "note: retry rate and fallback rate: not known" in shown
+    lines = {}
+    for where in (("--source", source), ("--db", str(db))):
+        out = tmp_path / f"{where[0][2:]}.jsonl"
+        done = tracetui("cohort", "--filter", "groundedness<0.5", "-o", str(out), *where)
+        assert "wrote 2 calls" in done.stderr
+        lines[where[0]] = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    keys = ("trace_id", "span_id", "run", "model", "system", "input", "output", "context", "evaluations", "figures")
+    for record in (r for found in lines.values() for r in found):  # the routes of a result in arrival order,
+        for e in record["evaluations"]:  # which ClickHouse does not keep (SQLite got the log records first)
+            e["source"] = " + ".join(sorted(e["source"].split(" + ")))
+    assert [{k: r[k] for k in keys} for r in lines["--source"]] == [{k: r[k] for k in keys} for r in lines["--db"]]
+    refused = tracetui("cohort", "--filter", "retry=true", "-o", "-", "--source", source, check=False)
+    assert refused.returncode == 1 and "cannot tell retries" in refused.stderr

@@ -308,3 +308,129 @@ def test_the_list_page_leaves_out_message_content_only() -> None:
             "llm.input_messages.0.message.role", "gen_ai.usage.input_tokens", "input.mime_type", "gen_ai.tool.name")  # fmt: skip
     assert [k for k in dropped if not re.match(CONTENT_KEYS, k)] == []
     assert [k for k in kept if re.match(CONTENT_KEYS, k)] == []
+
+
+# --- compare, regression cohorts, what users felt ---------------------------------------------------------
+
+
+def _calls_match(got, want, label: str) -> None:
+    """Every field of every call, in order; retries and fallbacks are unknown over ClickHouse (None)."""
+    assert [(c.trace_id, c.span_id) for c in got] == [(c.trace_id, c.span_id) for c in want], label
+    for mine, theirs in zip(got, want, strict=True):
+        assert mine.retry is None and mine.fallback is None, label
+        for name in theirs._fields:
+            if name in ("retry", "fallback"):
+                continue
+            value = getattr(theirs, name)
+            if isinstance(value, float):
+                assert getattr(mine, name) == pytest.approx(value, rel=1e-9), (label, name)
+            else:
+                assert getattr(mine, name) == value, (label, name)
+
+
+@pytest.mark.parametrize("text", ["", "model~mini", "status=ok", "cost>0.0001", "groundedness<0.9", "ttft>100ms"])
+def test_cohort_calls_are_the_calls_sqlite_lists(readers, text: str) -> None:
+    """The calls of a compare or a regression set: ids, times, error, TTFT, decode rate, output tokens, max_tokens
+    cap, cost (reported, else priced from the call's tokens), the run's wall clock and the three Stats keys."""
+    sqlite, clickhouse = readers
+    flt = parse(text) if text else None
+    want = sqlite.cohort_calls(flt=flt)
+    assert want or text == "cost>0.0001"
+    _calls_match(clickhouse.cohort_calls(flt=flt), want, text)
+    starts = sorted(c.start_ns for c in sqlite.cohort_calls())
+    since, until = starts[len(starts) // 4], starts[3 * len(starts) // 4]
+    _calls_match(
+        clickhouse.cohort_calls(since_ns=since, until_ns=until, flt=flt),
+        sqlite.cohort_calls(since_ns=since, until_ns=until, flt=flt),
+        f"{text} in a window",
+    )
+
+
+def test_cohort_calls_read_the_caps_and_keys_the_fixtures_hold(readers) -> None:
+    _, clickhouse = readers
+    calls = clickhouse.cohort_calls()
+    assert {c.max_tokens for c in calls} >= {None, 120, 200, 512}
+    assert {c.model for c in calls} >= {"gpt-4o-mini", "gpt-4.1-mini"}
+    assert all(c.route and " / " in c.route for c in calls)
+    assert any(c.cost_usd for c in calls)
+
+
+def test_a_retry_or_fallback_term_is_refused_not_ignored(readers) -> None:
+    from tracetui.query import compare as cmp
+
+    _, clickhouse = readers
+    with pytest.raises(ValueError, match="retry"):
+        clickhouse.cohort_calls(flt=parse("retry=true"))
+    with pytest.raises(cmp.CohortError, match="cohort B: fallback"):
+        cmp.compare(clickhouse, cmp.Cohort("A", "model~mini"), cmp.Cohort("B", "fallback=true"))
+
+
+def test_evaluation_results_are_the_same(readers) -> None:
+    sqlite, clickhouse = readers
+    runs = {r.trace_id for r in sqlite.traces(0, -1)}
+    want = sorted(sqlite.evaluation_results(runs))
+    assert len(want) >= 4 and any("log record" in e.source for e in want)
+    assert sorted(clickhouse.evaluation_results(runs)) == want
+    one = want[0].trace_id
+    assert sorted(clickhouse.evaluation_results({one})) == sorted(sqlite.evaluation_results({one}))
+    assert clickhouse.evaluation_results(set()) == []
+
+
+def _figures(comparison) -> dict[str, Any]:
+    out = comparison.to_json()
+    out["figures"] = {f.pop("metric"): f for f in out["figures"]}
+    return out
+
+
+def _same_comparison(got, want) -> None:
+    """The same figures, intervals, verdict and caps; retry and fallback rates unknown over ClickHouse."""
+    mine, theirs = _figures(got), _figures(want)
+    assert mine["figures"].keys() == theirs["figures"].keys()
+    for metric, figure in theirs["figures"].items():
+        if metric in ("retry_rate", "fallback_rate"):
+            assert (mine["figures"][metric]["a"], mine["figures"][metric]["b"]) == (None, None)
+            assert figure["a"] is not None  # SQLite knows them
+            continue
+        assert mine["figures"][metric] == pytest.approx(figure), metric
+    assert mine["thumbs_down_by_ttft"] == theirs["thumbs_down_by_ttft"]
+    assert (mine["verdict"], mine["a"], mine["b"]) == (theirs["verdict"], theirs["a"], theirs["b"])
+    assert mine["notes"] == [*theirs["notes"], "retry rate and fallback rate: not known over this source (it does "
+                             "not compare calls)"]  # fmt: skip
+
+
+def test_compare_gives_the_same_figures_on_both_backends(readers) -> None:
+    from tracetui.query import compare as cmp
+
+    sqlite, clickhouse = readers
+    a, b = cmp.Cohort("A", "model=gpt-4o-mini"), cmp.Cohort("B", "model=gpt-4.1-mini")
+    want = cmp.compare(sqlite, a, b)
+    assert want.get("calls").a > 40 and want.get("calls").b > 10 and want.caps_b
+    _same_comparison(cmp.compare(clickhouse, a, b), want)
+    # two rows of the Stats table (one read of the calls, split by group)
+    rows = cmp.Cohort("A", group=("model", "gpt-4o-mini")), cmp.Cohort("B", group=("model", "gpt-4.1-nano"))
+    _same_comparison(cmp.compare(clickhouse, *rows), cmp.compare(sqlite, *rows))
+    route = next(iter({c.route for c in sqlite.cohort_calls()}))
+    rows = cmp.Cohort("A", group=("route", route)), cmp.Cohort("B", group=("prompt_version", "(none)"))
+    _same_comparison(cmp.compare(clickhouse, *rows), cmp.compare(sqlite, *rows))
+
+
+def _record(record: dict[str, Any]) -> dict[str, Any]:
+    """A regression-set record with its request parameters as the exporter flattens them (strings)."""
+    return {**record, "parameters": {k: _as_exporter_wrote(v) for k, v in record["parameters"].items()}}
+
+
+def test_cohort_records_and_feelings_are_the_same(readers) -> None:
+    """Each record whole (messages, context, evaluations, feedback, figures), the request parameters read back as
+    the strings the exporter wrote."""
+    from tracetui.query import compare as cmp
+    from tracetui.query.cohort import cohort_records
+
+    sqlite, clickhouse = readers
+    for text in ("groundedness<0.5", "model~mini"):
+        flt = parse(text)
+        want = list(cohort_records(sqlite, flt))
+        assert want, text
+        got = list(cohort_records(clickhouse, flt))
+        assert [_record(r) for r in got] == [_record(r) for r in want], text
+    everything = cmp.Cohort("all")
+    assert cmp.feelings(clickhouse, everything) == cmp.feelings(sqlite, everything)

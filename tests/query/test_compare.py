@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from helpers import fill_db, kv_list, make_request, make_span, sid, tid
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tracetui.cli.main import main
@@ -243,3 +245,79 @@ def test_windows_before_and_after_a_change(tmp_path):
         reader.close()
     assert (c.get("calls").a, c.get("calls").b) == (40, 40)
     assert (c.get("p50").a, c.get("p50").b) == (400.0, 100.0)
+
+
+# --- the same on every backend: SQLite, and the ClickHouse exporter's tables ---------------------------
+
+
+def _feedback_record(n: int, name: str, *, as_attribute: bool = False, body: dict | None = None, **attrs) -> LogRecord:
+    """A feedback log record about run ``n`` as a whole (no span id), sent after the run (gap_ms 10,000)."""
+    from helpers import BASE_NS, any_value
+
+    if as_attribute:  # older SDKs: the event name as an attribute
+        attrs = {"event.name": name, **attrs}
+    record = LogRecord(
+        time_unix_nano=BASE_NS + n * 10_000 * MS + 9_000 * MS, trace_id=tid(n),
+        event_name="" if as_attribute else name, attributes=kv_list(attrs),
+    )  # fmt: skip
+    if body is not None:
+        record.body.CopyFrom(any_value(body))
+    return record
+
+
+@pytest.fixture(scope="module", params=["sqlite", "clickhouse"])
+def felt(request, tmp_path_factory):
+    """Fast runs 0-19 (model m-fast, TTFT 0.4 s): 10 rated by span events (1 down), runs 15 and 16 down by log
+    records (attributes; a structured body).
+    Slow runs 100-119 (m-slow, TTFT 3.5 s): 10 rated (6 down), run 115 down by an older-style log record,
+    runs 118 and 119 abandoned."""
+    from helpers import both_backends
+
+    fast = cohort_runs(
+        0, "m-fast", [800.0] * 20, ttft_ms=400, thumbs={i: "thumbs_up" if i else "thumbs_down" for i in range(10)}
+    )
+    slow = cohort_runs(
+        100, "m-slow", [5000.0] * 20, ttft_ms=3500, max_tokens=512,
+        thumbs={i: "thumbs_down" if i < 6 else "thumbs_up" for i in range(10)},
+    )  # fmt: skip
+    records = [
+        _feedback_record(15, "user_feedback", thumb="down", comment="too slow"),
+        _feedback_record(16, "feedback", body={"rating": 0, "comment": "wrong invoice"}),
+        _feedback_record(115, "Thumbs-Down", as_attribute=True, score=1.0),
+        _feedback_record(118, "abandoned", label="true"),
+        _feedback_record(119, "abandoned", label="true"),
+    ]
+    logs = ExportLogsServiceRequest(
+        resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(log_records=records)])]
+    ).SerializeToString()
+    db = tmp_path_factory.mktemp("felt") / "felt.db"
+    fill_db(db, [*fast, *slow], [logs])
+    yield from both_backends(request, db)
+
+
+def test_feelings_and_compare_read_feedback_the_same_on_every_backend(felt) -> None:
+    """Span events, log records named as feedback (event name field or attribute, any case) and abandonment:
+    the Stats screen's line and the compare figures; retry and fallback rates are unknown over ClickHouse."""
+    line = cmp.feelings(felt, cmp.Cohort("all"))
+    assert (line.down, line.rated, line.runs, line.abandoned) == (10, 23, 40, 2)
+    assert line.text() == (
+        "thumbs down 43% of 23 rated runs · TTFT < 1 s 25% (12) · > 3 s 64% (11) · abandoned 5% of 40 runs"
+    )
+    notes = {r.explanation for r in felt.evaluation_results({tid(15), tid(16)})}
+    assert notes == {"too slow", "wrong invoice"}
+    c = cmp.compare(felt, cmp.Cohort("A", "model=m-fast"), cmp.Cohort("B", "model=m-slow"))
+    assert (c.get("calls").a, c.get("runs").b) == (20, 20)
+    assert (c.get("thumbs_down").a, c.get("thumbs_down").b) == (pytest.approx(3 / 12), pytest.approx(7 / 11))
+    assert (c.get("abandoned").a, c.get("abandoned").b) == (0, pytest.approx(0.1))
+    assert (c.get("p50_ttft").a, c.get("p50_ttft").b) == (pytest.approx(400.0), pytest.approx(3500.0))
+    assert c.get("p50_run").a == pytest.approx(802.0) and c.get("cost_per_run").a is None  # model m-* has no price
+    assert c.caps_a == {"256": 20} and c.caps_b == {"512": 20}
+    retries = c.get("retry_rate")
+    if isinstance(felt, SqliteReader):
+        assert (retries.a, retries.b) == (0, 0) and c.notes == []
+    else:
+        assert (retries.a, retries.b) == (None, None) and cmp.format_value(retries, retries.a) == "—"
+        assert c.notes == ["retry rate and fallback rate: not known over this source (it does not compare calls)"]
+    assert (
+        c.verdict.line == "p99 +525 % (n too small), groundedness: no scores → no clear change: too few calls to tell"
+    )

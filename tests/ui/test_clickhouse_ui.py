@@ -119,3 +119,40 @@ async def test_new_runs_appear_as_the_collector_writes_them(chdb) -> None:
             if table.row_count > before:
                 break
         assert table.row_count > before
+
+
+async def test_two_marked_stats_rows_compare_over_clickhouse(chdb) -> None:
+    """Space, space, C: the compare screen over ClickHouse shows the figures compare computes from the reader,
+    retry and fallback rates as "—" and a note saying why."""
+    from tests.ui.test_compare_ui import mark_rows, open_stats
+    from tests.ui.test_hostile_ui import screen_text
+    from tracetui.query import compare as cmp
+    from tracetui.ui.screens.compare import CompareScreen
+
+    reader = clickhouse_reader(chdb, fixture_requests())
+    app = app_over(reader)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await open_stats(pilot)
+        await mark_rows(pilot, "gpt-4o-mini", "gpt-4.1-mini")
+        await pilot.press("C")
+        for _ in range(40):
+            await settle(pilot)
+            if isinstance(app.screen, CompareScreen) and "verdict:" in screen_text(app):
+                break
+        assert isinstance(app.screen, CompareScreen)
+        text = screen_text(app)
+        expected = cmp.compare(
+            reader, cmp.Cohort("A", group=("model", "gpt-4o-mini")), cmp.Cohort("B", group=("model", "gpt-4.1-mini"))
+        )
+        assert f"verdict: {expected.verdict.line}" in " ".join(text.split())
+        p50 = expected.get("p50")
+        row = next(line for line in text.splitlines() if line.strip().startswith("call duration p50"))
+        assert cmp.format_value(p50, p50.a) in row and cmp.format_value(p50, p50.b) in row
+        retries = next(line for line in text.splitlines() if line.strip().startswith("retry rate"))
+        assert "—" in retries and "%" not in retries
+        assert app.screen.comparison is not None
+        assert "retry rate and fallback rate: not known over this source" in " ".join(app.screen.comparison.notes)
+        app.screen.query_one("#compare-body").scroll_end(animate=False)  # the notes, under the figures
+        await settle(pilot)
+        assert "not known over this source" in " ".join(screen_text(app).split())
+    reader.close()

@@ -545,15 +545,18 @@ def _compare(a: float, op: str, b: float) -> bool:
 # --- statistics ----------------------------------------------------------------------------------
 
 
-def _group_key(by: str, route_attribute: str | None, p: _Params) -> str:
+def _group_key(by: str, route_attribute: str | None, p: _Params, missing: str | None = NONE_KEY) -> str:
     """The group of a call; ``route`` reads the run's root (``root_service``, ``root_name``, ``root_attributes``
-    of the join in :func:`_calls`)."""
+    of the join in :func:`_calls`). ``missing``: the key of calls without one (None: NULL, as SQLite's columns)."""
     if by == "model":
-        return f"ifNull(coalesce({request_model_sql()}, {response_model_sql()}), {lit(NONE_KEY)})"
+        found = f"coalesce({request_model_sql()}, {response_model_sql()})"
+        return found if missing is None else f"ifNull({found}, {lit(missing)})"
     if by == "prompt_version":
         name, version = text_sql("prompt_name"), text_sql("prompt_version")
+        if missing is None:
+            return f"multiIf(isNotNull({name}), concat({name}, '@', ifNull({version}, {lit(NONE_KEY)})), {version})"
         return (f"multiIf(isNotNull({name}), concat({name}, '@', ifNull({version}, {lit(NONE_KEY)})), "
-                f"ifNull({version}, {lit(NONE_KEY)}))")  # fmt: skip
+                f"ifNull({version}, {lit(missing)}))")  # fmt: skip
     if route_attribute:
         key = p.bind(route_attribute, "String")
         return (f"multiIf(has(SpanAttributes.keys, {key}), SpanAttributes.values[indexOf(SpanAttributes.keys, {key})], "
@@ -565,25 +568,40 @@ def _window(since_ns: int | None, p: _Params) -> str:
     return "1" if since_ns is None else f"Timestamp >= fromUnixTimestamp64Nano({p.bind(since_ns, 'Int64')})"
 
 
-def _calls(tables: Tables, by: str, since_ns: int | None, flt: Filter | None, route: str | None, p: _Params) -> str:
+def _calls(
+    tables: Tables, by: str, since_ns: int | None, flt: Filter | None, route: str | None, p: _Params,
+    until_ns: int | None = None, cohort: bool = False,
+) -> str:  # fmt: skip
     """One row per counted call in the window that matches ``flt`` (each span once), the facts as columns.
 
     Counted: kind llm, and no model call of the window below it (a framework's span over the provider's).
     One scan: the model calls of the window are read once, and each trace's parents of model calls are
-    gathered over them (a window function), rather than found again by a second scan (``NOT IN``)."""
+    gathered over them (a window function), rather than found again by a second scan (``NOT IN``).
+    ``until_ns``: calls that started before it only (applied after the parents are gathered, so a call
+    whose model call below it starts later is still not counted). ``cohort``: every group key (``key`` is
+    the route, ``model_key`` and ``prompt_key`` NULL where a call has none), the cap and the output tokens
+    as counted (:func:`cohort_query`)."""
     window = _window(since_ns, p)
     matched = span_condition(flt, tables, p).sql if flt is not None and not flt.is_empty() else ""
     usage = ", ".join(f"ifNull({tokens_sql(name)}, 0) AS {name}" for name in USAGE)
     reported = "coalesce(" + ", ".join(_reported(k) for k in REPORTED_COST) + ", NULL)"
     roots = ""
+    if cohort:
+        by, route = "route", None
     if by == "route":  # the run's service and name, or the attribute on its root span
         roots = (f" LEFT JOIN (SELECT TraceId, argMin({service_sql()}, Timestamp) AS root_service, "
                  f"argMin(SpanName, Timestamp) AS root_name, argMin(SpanAttributes, Timestamp) AS root_attributes "
                  f"FROM {tables.traces} WHERE ParentSpanId = '' AND TraceId IN (SELECT TraceId FROM {tables.traces} "
                  f"WHERE {model_call_keys_sql()} AND {window} AND {is_model_call_sql()}) GROUP BY TraceId) AS roots "
                  "USING (TraceId)")  # fmt: skip
+    key = f"{_group_key(by, route, p)} AS key"
+    if cohort:
+        output = tokens_sql("output_tokens")
+        key += (f", {_group_key('model', None, p, None)} AS model_key, {_group_key('prompt_version', None, p, None)} "
+                f"AS prompt_key, {max_tokens_sql()} AS max_tokens, if({output} >= 0, {output}, NULL) AS output_count")  # fmt: skip
+    until = "" if until_ns is None else f" AND start < {p.bind(_clamp64(until_ns), 'Int64')}"
     model_calls = (
-        f"SELECT {_group_key(by, route, p)} AS key, TraceId, SpanId, ParentSpanId, toUnixTimestamp64Nano(Timestamp) AS start, "
+        f"SELECT {key}, TraceId, SpanId, ParentSpanId, toUnixTimestamp64Nano(Timestamp) AS start, "
         f"Duration AS duration, {attempt_start_sql()} AS _attempt, {first_token_sql()} AS _first, "
         f"{ttft_sql('_attempt', '_first')} AS ttft, {decode_rate_sql('_attempt', 'ttft', 'output_tokens')} AS rate, "
         f"StatusCode IN ('Error', 'STATUS_CODE_ERROR') AS failed, ifNull({request_model_sql()}, '') AS request, "
@@ -592,7 +610,7 @@ def _calls(tables: Tables, by: str, since_ns: int | None, flt: Filter | None, ro
         f"WHERE {model_call_keys_sql()} AND {window} AND {is_model_call_sql()} LIMIT 1 BY TraceId, SpanId"
     )  # fmt: skip
     return (f"SELECT * EXCEPT (ParentSpanId, _attempt, _first, matched, below) FROM (SELECT *, groupArray(ParentSpanId) OVER "
-            f"(PARTITION BY TraceId) AS below FROM ({model_calls})) WHERE matched AND NOT has(below, SpanId)")  # fmt: skip
+            f"(PARTITION BY TraceId) AS below FROM ({model_calls})) WHERE matched AND NOT has(below, SpanId){until}")  # fmt: skip
 
 
 #: Token counts the pricer reads, and the attributes where a library reports a call's cost itself.
@@ -657,3 +675,58 @@ def figures_query(tables: Tables, by: str, since_ns: int | None, flt: Filter | N
         f"FROM ({fine}) GROUP BY key"
     )
     return Query(sql, p.values, FIGURE_COLUMNS)
+
+
+# --- cohorts (compare, regression sets) ----------------------------------------------------------
+
+_INT64 = (1 << 63) - 1
+
+
+def _clamp64(value: int) -> int:
+    return max(-_INT64, min(_INT64, value))
+
+
+def max_tokens_sql() -> str:
+    """The output cap a call was made with, as tracetui.llm.semconv reads it: the ``max_tokens`` attributes, first
+    non-empty first (a negative one is no cap, as the decoder's range check makes it), else ``max_tokens`` /
+    ``max_completion_tokens`` / ``max_output_tokens`` of the request parameters' JSON when it is a positive
+    integer there (not a float, not a string)."""
+    found = _int_of(attribute_sources("max_tokens"))
+    in_json = []
+    for key in PARAM_SOURCES:
+        value = _attr(key)
+        for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+            number = f"JSONExtractInt({value}, {lit(name)})"
+            in_json.append(
+                f"if(JSONType({value}, {lit(name)}) IN ('Int64', 'UInt64') AND {number} > 0, {number}, NULL)"
+            )
+    return f"if(isNull({found}), coalesce({', '.join(in_json)}, NULL), if({found} >= 0, {found}, NULL))"
+
+
+#: A cohort row (:func:`cohort_query`): the call's facts, the token counts and reported cost to price it, its
+#: run's wall clock and its Stats keys (model, prompt version: NULL where it has none; route).
+COHORT_COLUMNS = (
+    "TraceId", "SpanId", "start", "duration", "failed", "ttft", "rate", "output_count", "max_tokens", "reported",
+    "response", "request", "provider", *USAGE, "run", "model_key", "prompt_key", "key",
+)  # fmt: skip
+
+
+def cohort_query(
+    tables: Tables, since_ns: int | None, until_ns: int | None, flt: Filter | None, runs_from_ns: int | None = None
+) -> Query:
+    """Counted calls started in [since_ns, until_ns) matching ``flt``'s SQL terms, oldest first, each with its
+    run's wall clock: the spread of every span of the run, read over the runs that have a model call in the
+    window (``runs_from_ns``: no span of those runs starts earlier, from the trace-id table)."""
+    p = _Params()
+    calls = _calls(tables, "route", since_ns, flt, None, p, until_ns=until_ns, cohort=True)
+    runs_from = "" if runs_from_ns is None else (
+        f" AND Timestamp >= fromUnixTimestamp64Nano({p.bind(_clamp64(runs_from_ns), 'Int64')})")  # fmt: skip
+    runs = (
+        "SELECT TraceId, greatest(max(toUnixTimestamp64Nano(Timestamp) + toInt64(Duration)) - "
+        f"min(toUnixTimestamp64Nano(Timestamp)), 0) AS run FROM {tables.traces} WHERE TraceId IN (SELECT TraceId "
+        f"FROM {tables.traces} WHERE {model_call_keys_sql()} AND {_window(since_ns, p)}){runs_from} GROUP BY TraceId"
+    )
+    columns = ", ".join("r.run" if name == "run" else f"c.{name}" for name in COHORT_COLUMNS)
+    sql = (f"SELECT {columns} FROM ({calls}) AS c LEFT JOIN ({runs}) AS r ON c.TraceId = r.TraceId "
+           "ORDER BY c.start, c.TraceId, c.SpanId")  # fmt: skip
+    return Query(sql, p.values, COHORT_COLUMNS)

@@ -29,6 +29,7 @@ ClickHouse does not let two queries use at once.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -42,7 +43,8 @@ from tracetui.clickhouse.convert import ERROR_CODES, LOG_COLUMNS, TRACE_COLUMNS,
 from tracetui.clickhouse.schema import TableShape, quote_identifier
 from tracetui.llm import pricing
 from tracetui.llm.evals import EVENT_NAME as EVALUATION_EVENT
-from tracetui.llm.evals import SOURCE_SPAN_EVENT
+from tracetui.llm.evals import FEEDBACK_EVENTS, FEEDBACK_SCORE_KEYS, SOURCE_SPAN_EVENT
+from tracetui.llm.semconv import attribute_sources
 from tracetui.model.filter import Filter
 from tracetui.model.reader import (
     GROUPINGS,
@@ -57,6 +59,7 @@ from tracetui.model.reader import (
 from tracetui.model.rows import COL
 from tracetui.model.views import Counters, SpanDetail, SpanRow, TraceRow
 from tracetui.otlp.signals import decode_request
+from tracetui.query.filter_match import matches_span
 from tracetui.query.memory import MemoryReader
 from tracetui.store.batch import MAX_ANALYZED_SPANS, analyze_rows, no_timing
 
@@ -93,6 +96,12 @@ RESIDUAL_PAGE = 200
 #: Most spans read for evaluation results kept in attributes (evaluator spans): those forms are rare beside
 #: OTel's events and log records, which SQL reads whatever their number.
 EXTRA_EVALUATION_SPANS = 100_000
+#: Traces whose evaluation results one query reads (their ids are one bound parameter: ~70 KB).
+EVALUATION_CHUNK = 2000
+#: Where a cohort row's token counts start (filter_sql.COHORT_COLUMNS).
+_USAGE_AT = filter_sql.COHORT_COLUMNS.index(filter_sql.USAGE[0])
+#: Log record names that carry evaluation results or user feedback (tracetui.llm.evals.from_log_record).
+_RESULT_LOG_NAMES = [EVALUATION_EVENT, *sorted(FEEDBACK_EVENTS)]
 #: Seconds a data version is taken as current (the UI's watcher polls every 0.2 s with a reader of its own).
 VERSION_TTL = 0.2
 #: List rows kept built (a few screens' worth, and the traces a filter scanned).
@@ -153,6 +162,7 @@ class ClickHouseReader:
         self._decided_cache: dict[tuple, list[TraceRow]] = {}
         self._version: tuple[float, int] | None = None
         self._extra: tuple[int, filter_sql.Tables] | None = None
+        self._evaluated: tuple[int, set[str]] | None = None
         #: trace id hex -> (what the row was built from, the row): see _trace_rows.
         self._rows_cache: dict[str, tuple[tuple, TraceRow]] = {}
 
@@ -667,11 +677,129 @@ class ClickHouseReader:
 
     def cohort_calls(
         self, *, since_ns: int | None = None, until_ns: int | None = None, flt: Filter | None = None
-    ) -> list[CohortCall] | None:
-        return None  # not yet: compare says it needs a SQLite database
+    ) -> list[CohortCall]:
+        """The calls of the Stats query (tracetui.clickhouse.filter_sql.cohort_query), each with its cap, output
+        tokens, keys and run; the cost is the reported one, else priced here from the call's tokens (as the
+        decoder prices a span). Retries and fallbacks are not known (None): telling them needs the calls compared
+        with each other. A ``cost`` term is decided here on each call; ``retry`` / ``fallback`` terms cannot be
+        (ValueError)."""
+        residual = filter_sql.residual(flt, trace_level=False) if flt is not None else None
+        if residual is not None and any(t.field != "cost" for t in residual.terms):
+            names = ", ".join(dict.fromkeys(str(t.field) for t in residual.terms if t.field != "cost"))
+            raise ValueError(f"{names}: this source cannot tell retries and fallbacks apart from other calls")
+        query = filter_sql.cohort_query(self._query_tables(), since_ns, until_ns, flt, self._runs_from(since_ns))
+        pricer = pricing.pricer()
+        found = []
+        for row in self._rows(query.sql, query.params):
+            trace, span, start, duration, failed, ttft, rate, output, cap, reported, response, request, provider = row[
+                :_USAGE_AT
+            ]
+            usage = row[_USAGE_AT : _USAGE_AT + len(filter_sql.USAGE)]
+            run, model, prompt, route = row[_USAGE_AT + len(filter_sql.USAGE) :]
+            cost = _finite(reported)
+            if cost is None:
+                tokens = {name: int(n) for name, n in zip(filter_sql.USAGE, usage, strict=True)}
+                cost, _ = pricer.price((response or None, request or None), provider or None, tokens, int(start))  # type: ignore[arg-type]
+            call = CohortCall(
+                bytes.fromhex(trace), bytes.fromhex(span), int(start), int(duration), int(failed),
+                None if ttft is None else int(ttft), _finite(rate), None if output is None else int(output),
+                None if cap is None else int(cap), None, None, cost, int(run or 0), model, prompt, route,
+            )  # fmt: skip
+            if residual is None or matches_span(residual, {"cost_usd": cost}):
+                found.append(call)
+        return found
+
+    def _runs_from(self, since_ns: int | None) -> int | None:
+        """With a window: no span of a run with a span in it starts before this (ns, from the trace-id table)."""
+        if since_ns is None or self._ids is None:
+            return None
+        found = self._value(
+            f"SELECT toUnixTimestamp(min(Start)) FROM {self._ids} WHERE toUnixTimestamp(End) >= {{s:Int64}}",
+            {"s": since_ns // _PAD_NS - 1},
+        )
+        return None if not found else int(found) * _PAD_NS - _PAD_NS
 
     def evaluation_results(self, trace_ids: set[bytes]) -> list[EvaluationResult]:
-        return []
+        """Every evaluation and feedback result of these traces, read as the other backends read them: their
+        spans that may carry results (events, attributes, evaluator spans) and their evaluation and feedback log
+        records, decoded by tracetui's own readers (results that name only the response they judged are attached
+        to the span that gave it), EVALUATION_CHUNK traces a query."""
+        evaluated = self._evaluated_traces()
+        ids = sorted(t for t in map(_hex, trace_ids) if t in evaluated)
+        found: list[EvaluationResult] = []
+        for i in range(0, len(ids), EVALUATION_CHUNK):
+            found += self._evaluation_results(ids[i : i + EVALUATION_CHUNK])
+        return found
+
+    def _evaluation_results(self, ids: list[str]) -> list[EvaluationResult]:
+        params: dict[str, Any] = {"ids": ids}
+        window = ""
+        if self._ids is not None:
+            lo, hi = self._bounds(ids, 0)
+            if hi is not None:
+                window, params["lo"], params["hi"] = (
+                    " AND Timestamp BETWEEN fromUnixTimestamp64Nano({lo:Int64}) AND fromUnixTimestamp64Nano({hi:Int64})",
+                    lo, hi,
+                )  # fmt: skip
+        logs = self._feedback_logs(params)
+        # a record that names only the response it judged is attached to the span with that response id
+        answering = sorted({log["TraceId"] for log in logs if not log.get("SpanId")})
+        keys = "[" + ", ".join(filter_sql.lit(k) for k in attribute_sources("response_id")) + "]"
+        answered = f" OR (TraceId IN {{answering:Array(String)}} AND hasAny(SpanAttributes.keys, {keys}))"
+        spans = self._rows(
+            f"SELECT {SPAN_SELECT} FROM {self._traces} WHERE TraceId IN {{ids:Array(String)}}{window} AND "
+            f"({filter_sql.evaluation_attributes_sql()} OR has(`Events.Name`, {filter_sql.lit(EVALUATION_EVENT)})"
+            f"{answered if answering else ''}) LIMIT 1 BY TraceId, SpanId",
+            {**params, "answering": answering} if answering else params,
+        )
+        if not spans and not logs:
+            return []
+        held = MemoryReader(self.threshold)
+        held.add(
+            [spans_request([dict(zip(TRACE_COLUMNS, r, strict=True)) for r in spans]).SerializeToString()] if spans else [],
+            [_results_as_sent(logs_request(logs)).SerializeToString()] if logs else [],
+        )  # fmt: skip
+        return held.evaluation_results({bytes.fromhex(t) for t in ids})
+
+    def _feedback_logs(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Log records of these traces named as evaluation results or user feedback."""
+        if self._logs is None:
+            return []
+        rows = self._rows(
+            f"SELECT {self._log_select} FROM {self._logs} WHERE TraceId IN {{ids:Array(String)}} AND "
+            f"{self._feedback_named()} ORDER BY Timestamp",
+            {"ids": params["ids"], "names": _RESULT_LOG_NAMES},
+        )
+        return [dict(zip(self._log_columns, r, strict=True)) for r in rows]
+
+    def _feedback_named(self) -> str:
+        """Log records named as evaluation results or user feedback (a superset: the names as tracetui.llm.evals
+        compares them, case, dashes and spaces aside; ``{names:Array(String)}``: _RESULT_LOG_NAMES)."""
+        folded = "replaceAll(replaceAll(lowerUTF8(trimBoth({})), '-', '_'), ' ', '_') IN {{names:Array(String)}}"
+        sources = ["LogAttributes['event.name']", "LogAttributes['event_name']"]
+        if "EventName" in self._log_columns:
+            sources.insert(0, "EventName")
+        return "(" + " OR ".join(folded.format(s) for s in sources) + ")"
+
+    def _evaluated_traces(self) -> set[str]:
+        """Ids (hex) of the traces that may hold evaluation or feedback results (found again when data arrives):
+        a compare over 100,000s of runs reads the results of these only."""
+        version = self.data_version()
+        with self._lock:
+            if self._evaluated is not None and self._evaluated[0] == version:
+                return self._evaluated[1]
+        event = filter_sql.lit(EVALUATION_EVENT)
+        found = {t for (t,) in self._rows(
+            f"SELECT DISTINCT TraceId FROM {self._traces} PREWHERE {filter_sql.evaluation_keys_sql()} OR "
+            f"has(`Events.Name`, {event}) WHERE {filter_sql.evaluation_attributes_sql()} OR has(`Events.Name`, {event})"
+        )}  # fmt: skip
+        if self._logs is not None:
+            found.update(t for (t,) in self._rows(
+                f"SELECT DISTINCT TraceId FROM {self._logs} WHERE {self._feedback_named()}", {"names": _RESULT_LOG_NAMES}
+            ))  # fmt: skip
+        with self._lock:
+            self._evaluated = (version, found)
+        return found
 
     def filter_note(self, flt: Filter) -> str | None:
         residual = filter_sql.residual(flt)
@@ -690,6 +818,50 @@ class ClickHouseReader:
 
     def histogram_points(self, names: list[str], since_ns: int | None = None) -> list[HistogramPoint]:
         return []  # the exporter's metric tables are not read (yet)
+
+
+def _results_as_sent(request: Any) -> Any:
+    """The request's evaluation and feedback records closer to what the app sent, where the exporter's flattening
+    would change what tracetui.llm.evals reads: a structured (kvlist) body, which the exporter writes as JSON
+    text, read back as one (else the feedback's thumb is lost and the JSON read as its note); and the feedback
+    score attributes (tracetui.llm.evals.FEEDBACK_SCORE_KEYS) that hold a number's text read as numbers (apps send
+    a number; as text, the readers take it for no score, as a SQLite store does for a score sent as text)."""
+    for resource_logs in request.resource_logs:
+        for scope_logs in resource_logs.scope_logs:
+            for record in scope_logs.log_records:
+                for kv in record.attributes:
+                    if kv.key in FEEDBACK_SCORE_KEYS and kv.value.WhichOneof("value") == "string_value":
+                        try:
+                            number = float(kv.value.string_value.strip())
+                        except ValueError:
+                            continue
+                        if math.isfinite(number):
+                            kv.value.double_value = number
+                text = record.body.string_value if record.body.WhichOneof("value") == "string_value" else ""
+                if text.startswith("{") and text.endswith("}"):
+                    try:
+                        body = json.loads(text)
+                    except ValueError:
+                        continue
+                    if isinstance(body, dict):
+                        record.body.kvlist_value.SetInParent()
+                        for key, value in body.items():
+                            _json_value(record.body.kvlist_value.values.add(key=str(key)).value, value)
+    return request
+
+
+def _json_value(target: Any, value: Any) -> None:
+    """An AnyValue from a JSON value of a body the exporter wrote (nested values as their JSON text)."""
+    if isinstance(value, bool):
+        target.bool_value = value
+    elif isinstance(value, int) and -(1 << 63) <= value < (1 << 63):
+        target.int_value = value
+    elif isinstance(value, float):
+        target.double_value = value
+    elif isinstance(value, str):
+        target.string_value = value
+    else:
+        target.string_value = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _priced(usage: Sequence[Sequence[Any]]) -> float | None:

@@ -502,7 +502,9 @@ FEEDBACK_EVENTS = frozenset(
     ("user_feedback", "feedback", "thumbs", "thumb", "thumbs_up", "thumbs_down", "user_rating", "rating",
      "abandoned", "user_abandoned")
 )  # fmt: skip
-_FEEDBACK_SCORE_KEYS = ("score", "value", "rating", "feedback.score", "user_feedback.score")
+#: Where a feedback record keeps its score (a number; text there is no score).
+FEEDBACK_SCORE_KEYS = ("score", "value", "rating", "feedback.score", "user_feedback.score")
+_FEEDBACK_SCORE_KEYS = FEEDBACK_SCORE_KEYS
 _FEEDBACK_LABEL_KEYS = ("label", "value", "thumb", "thumbs", "feedback", "rating", "sentiment", "feedback.value")
 _FEEDBACK_NOTE_KEYS = ("comment", "note", "reason", "text", "feedback.comment", "user_feedback.comment")
 

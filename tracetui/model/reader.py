@@ -57,8 +57,8 @@ class CohortCall(NamedTuple):
     tokens_per_s: float | None  # decode rate (output tokens over the time after the first token)
     output_tokens: int | None
     max_tokens: int | None  # the cap the call was made with
-    retry: int
-    fallback: int
+    retry: int | None  # None: the backend cannot tell (ClickHouse: it compares no calls with each other)
+    fallback: int | None
     cost_usd: float | None
     run_ns: int  # wall clock of the call's run (its trace)
     #: The call's Stats groups (None: no key): model, prompt version and route as tracetui.query.stats groups them.

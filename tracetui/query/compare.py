@@ -270,9 +270,12 @@ def _read(reader: Reader, cohort: Cohort, read: list[CohortCall] | None = None) 
         flt = cohort.filter
     except ValueError as exc:
         raise CohortError(f"cohort {cohort.label}: {exc}") from exc
-    calls = (
-        read if read is not None else reader.cohort_calls(since_ns=cohort.since_ns, until_ns=cohort.until_ns, flt=flt)
-    )
+    try:
+        calls = read
+        if calls is None:
+            calls = reader.cohort_calls(since_ns=cohort.since_ns, until_ns=cohort.until_ns, flt=flt)
+    except ValueError as exc:  # a term this backend cannot decide
+        raise CohortError(f"cohort {cohort.label}: {exc}") from exc
     if calls is None:
         raise CohortError("this source cannot list calls for a compare yet (use a SQLite database)")
     if cohort.group is not None:
@@ -429,13 +432,18 @@ def compare(reader: Reader, a: Cohort, b: Cohort, rule: Rule | None = None) -> C
     out_a, out_b = both(lambda s: [float(c.output_tokens) for c in s.calls if c.output_tokens is not None])
     deltas.append(_mean_delta("output_tokens", "output tokens, mean", "tokens", 0, out_a, out_b))
     deltas.append(_percentile_delta("output_tokens_p95", "output tokens p95", "tokens", 0, out_a, out_b, 0.95))
+    unknown: list[str] = []
+    flag: Callable[[CohortCall], int | None]
     for metric, title, flag in (
         ("error_rate", "error rate", lambda c: c.error),
         ("retry_rate", "retry rate", lambda c: c.retry),
         ("fallback_rate", "fallback rate", lambda c: c.fallback),
     ):
-        hits_a, hits_b = sum(map(flag, side_a.calls)), sum(map(flag, side_b.calls))
-        deltas.append(_rate_delta(metric, title, -1, hits_a, len(side_a.calls), hits_b, len(side_b.calls)))
+        flags_a, flags_b = list(map(flag, side_a.calls)), list(map(flag, side_b.calls))
+        if None in flags_a or None in flags_b:  # the backend cannot tell: no rate ("—"), rather than 0 %
+            unknown.append(title)
+            flags_a, flags_b = ([] if None in flags_a else flags_a), ([] if None in flags_b else flags_b)
+        deltas.append(_rate_delta(metric, title, -1, sum(flags_a), len(flags_a), sum(flags_b), len(flags_b)))
     deltas.append(_mean_delta("cost_per_run", "cost per run", "$", -1, *both(_run_costs)))
     deltas.append(_mean_delta("groundedness", "groundedness, mean", "", 1, side_a.grounded, side_b.grounded))
     below_a = sum(1 for s in side_a.grounded if s < rule.threshold)
@@ -473,6 +481,8 @@ def compare(reader: Reader, a: Cohort, b: Cohort, rule: Rule | None = None) -> C
         Verdict("", "", ""),
     )  # fmt: skip
     comparison.verdict = verdict(comparison)
+    if unknown:
+        comparison.notes.append(f"{' and '.join(unknown)}: not known over this source (it does not compare calls)")
     if not side_a.calls or not side_b.calls:
         comparison.notes.append(
             f"cohort {'A' if not side_a.calls else 'B'} has no LLM calls: check its filter and window"

@@ -277,7 +277,7 @@ class StatsScreen(Screen):
         span = WINDOWS[window]
         try:
             found = feelings(reader, Cohort("all", filter_text, None if span is None else now - int(span * 1e9)))
-        except CohortError:  # a backend that cannot list calls (ClickHouse, for now)
+        except CohortError:  # a backend that cannot list calls, or a filter term it cannot decide (ClickHouse: retry)
             return None
         return found.text()
 
