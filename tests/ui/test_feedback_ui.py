@@ -117,3 +117,14 @@ async def test_x_exports_the_calls_matching_the_list_filter(agent_db: Path, tmp_
     [record] = [json.loads(line) for line in written.read_text().splitlines()]
     assert [e["score"] for e in record["evaluations"] if e["name"] == "groundedness"] == [0.18]
     assert any(f"Wrote 1 call matching groundedness<0.5 to {written}" in s for s in seen)
+
+
+async def test_the_users_line_is_bounded_and_says_so(agent_db: Path, monkeypatch) -> None:
+    monkeypatch.setattr("tracetui.ui.screens.stats.FEELINGS_MAX_CALLS", 2)  # the agent fixture has 3 calls
+    app = make_app(agent_db)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("S")
+        await settle(pilot)
+        text = " ".join(screen_text(app).split())
+        assert "thumbs down by TTFT not counted over 3 calls (more than 2)" in text

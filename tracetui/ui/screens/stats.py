@@ -47,6 +47,9 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("GROUND", "groundedness"),
 )
 HISTOGRAM_BUCKETS = 40
+#: The "users:" line (thumbs down by TTFT, abandonment) reads the calls again; above this many it is not
+#: computed (about 1 s of SQLite at 200,000 calls: benchmarks/compare.py).
+FEELINGS_MAX_CALLS = 200_000
 #: The "from metrics" table: (column title, ModelMetrics figure, percentile attribute).
 METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("P50", "duration", "p50_ms"),
@@ -264,7 +267,14 @@ class StatsScreen(Screen):
                 reader, by, window_s=WINDOWS[window], now_ns=now, flt=flt, route_attribute=app.route_attribute
             )
             metrics = metric_stats.compute(reader, window_s=WINDOWS[window], now_ns=now)
-            felt = self._feelings(reader, filter_text, window, now)
+            calls = sum(g.count for g in groups)
+            if calls > FEELINGS_MAX_CALLS:  # it reads every call again: bounded, and said so
+                felt: str | None = (
+                    f"thumbs down by TTFT not counted over {calls:,} calls (more than {FEELINGS_MAX_CALLS:,}): "
+                    "narrow the window or the filter, or compare two cohorts (C)"
+                )
+            else:
+                felt = self._feelings(reader, filter_text, window, now)
         except Exception as exc:
             self.post_message(StatsComputed([], str(exc)))
             return
