@@ -109,9 +109,13 @@ async def test_new_runs_appear_as_the_collector_writes_them(chdb) -> None:
         table = app.screen.query_one(TraceTable)
         before = table.row_count
         conn = chdb.borrowed(reader._shape.database)
-        written = threading.Thread(
-            target=insert_requests, args=(conn, [ExportTraceServiceRequest.FromString(d) for d in rest], [])
-        )
+        requests = [ExportTraceServiceRequest.FromString(d) for d in rest]
+
+        def write() -> None:  # the Collector's insert, on the reader's HTTP session: one query at a time
+            with reader._lock:
+                insert_requests(conn, requests, [])
+
+        written = threading.Thread(target=write)
         written.start()
         written.join(30)
         for _ in range(100):
