@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -164,14 +163,3 @@ def open_writer(path: Path):
         return connect_writer(path)
     except (sqlite3.Error, OSError, SchemaTooNew) as exc:
         raise click.ClickException(f"cannot open {path}: {exc}") from None
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path``, a new file readable by its owner only (0600, whatever the umask): it holds prompts.
-
-    An existing file keeps its permissions (the user chose them); a device such as
-    /dev/stdout works as usual.
-    """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
-    with open(fd, "w", encoding="utf-8") as f:
-        f.write(text)

@@ -139,22 +139,11 @@ def _cohorts(
     return Cohort("A", a_expr, *a_range), Cohort("B", b_expr, *b_range)
 
 
-def _describe(cohort) -> str:
-    from tracetui.model.fmt import fmt_clock
-
-    text = safe_text(cohort.describe(), 60)
-    if cohort.since_ns is not None or cohort.until_ns is not None:
-        start = "…" if cohort.since_ns is None else fmt_clock(cohort.since_ns)
-        end = "now" if cohort.until_ns is None else fmt_clock(cohort.until_ns)
-        text += f"  [{start} → {end})"
-    return text
-
-
 def _print(c) -> None:
     from tracetui.query.compare import caps_text, format_change, format_value, format_verdict_word
 
-    click.echo(f"A: {_describe(c.a)}")
-    click.echo(f"B: {_describe(c.b)}")
+    click.echo(f"A: {c.a.describe_window()}")
+    click.echo(f"B: {c.b.describe_window()}")
     rows = [("", "A", "B", "Δ B − A", "")]
     rows += [
         (d.title, format_value(d, d.a), format_value(d, d.b), format_change(d), format_verdict_word(d))
@@ -210,7 +199,7 @@ def cohort_command(
 
     from tracetui.cli.common import open_reader
     from tracetui.model import filter as filters
-    from tracetui.query.cohort import cohort_lines, cohort_records, write_private
+    from tracetui.query.cohort import cohort_lines, cohort_records, write_cohort
 
     try:
         flt = filters.parse(filter_text) if filter_text.strip() else None
@@ -223,13 +212,12 @@ def cohort_command(
     reader = open_reader(db, source=source)
     written = 0
     try:
-        lines = cohort_lines(cohort_records(reader, flt, since_ns=since, limit=limit), shape)
         if output == "-":
-            for line in lines:
+            for line in cohort_lines(cohort_records(reader, flt, since_ns=since, limit=limit), shape):
                 sys.stdout.write(line + "\n")
                 written += 1
         else:
-            written = write_private(output, lines)
+            written = write_cohort(reader, output, flt, shape=shape, since_ns=since, limit=limit)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:

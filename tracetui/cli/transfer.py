@@ -10,8 +10,9 @@ from pathlib import Path
 
 import click
 
-from tracetui.cli.common import SourceChoice, db_option, open_reader, resolve_db, source_options, write_private
+from tracetui.cli.common import SourceChoice, db_option, open_reader, resolve_db, source_options
 from tracetui.model.fmt import fmt_counted
+from tracetui.query.export import write_private
 
 
 @click.command("import")

@@ -37,6 +37,8 @@ import logging
 import math
 from dataclasses import dataclass, replace
 
+from tracetui.llm.feedback import name_key
+
 log = logging.getLogger(__name__)
 
 EVENT_NAME = "gen_ai.evaluation.result"
@@ -504,18 +506,13 @@ FEEDBACK_EVENTS = frozenset(
 )  # fmt: skip
 #: Where a feedback record keeps its score (a number; text there is no score).
 FEEDBACK_SCORE_KEYS = ("score", "value", "rating", "feedback.score", "user_feedback.score")
-_FEEDBACK_SCORE_KEYS = FEEDBACK_SCORE_KEYS
 _FEEDBACK_LABEL_KEYS = ("label", "value", "thumb", "thumbs", "feedback", "rating", "sentiment", "feedback.value")
 _FEEDBACK_NOTE_KEYS = ("comment", "note", "reason", "text", "feedback.comment", "user_feedback.comment")
 
 
 def is_feedback_event(name: object) -> bool:
     """A log record event name that carries user feedback (:data:`FEEDBACK_EVENTS`, case and dashes ignored)."""
-    return _feedback_key(name) in FEEDBACK_EVENTS
-
-
-def _feedback_key(name: object) -> str:
-    return name.strip().casefold().replace("-", "_").replace(" ", "_") if isinstance(name, str) else ""
+    return name_key(name) in FEEDBACK_EVENTS
 
 
 def _from_feedback_record(record, event_name: str, trace_id_fallback: bytes | None) -> list[Evaluation]:
@@ -536,14 +533,14 @@ def _from_feedback_record(record, event_name: str, trace_id_fallback: bytes | No
             values.setdefault(kv.key, kv.value)
     elif body.WhichOneof("value") == "string_value":
         note = body
-    score = next((s for s in (_score(values.get(k), allow_text=False) for k in _FEEDBACK_SCORE_KEYS) if s is not None),
+    score = next((s for s in (_score(values.get(k), allow_text=False) for k in FEEDBACK_SCORE_KEYS) if s is not None),
                  None)  # fmt: skip
     label = next((values[k] for k in _FEEDBACK_LABEL_KEYS if k in values and _score(values[k]) is None), None)
     note = next((values[k] for k in _FEEDBACK_NOTE_KEYS if k in values), note)
     evaluation = _build(
         trace_id,
         _valid_id(record.span_id, 8),
-        _feedback_key(event_name),
+        name_key(event_name),
         score,
         label,
         note,

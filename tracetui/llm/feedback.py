@@ -50,22 +50,23 @@ _ABANDONED = frozenset(("abandoned", "user_abandoned", "abandonment", "abandon")
 _TRUE = frozenset(("true", "yes", "1", "abandoned"))
 
 
-def _key(text: str) -> str:
-    return text.strip().casefold().replace("-", "_").replace(" ", "_")
+def name_key(text: object) -> str:
+    """A name or label as compared here: case, spaces and dashes ignored ("User-Feedback" -> "user_feedback")."""
+    return text.strip().casefold().replace("-", "_").replace(" ", "_") if isinstance(text, str) else ""
 
 
 def is_feedback(name: str) -> bool:
     """A thumbs / rating style name (see the module docstring)."""
-    return isinstance(name, str) and _key(name) in _FEEDBACK_NAMES
+    return isinstance(name, str) and name_key(name) in _FEEDBACK_NAMES
 
 
 def thumb(name: str, score: float | None, label: str | None) -> int | None:
     """+1 (thumbs up), -1 (thumbs down) or None (not feedback, or it does not say)."""
     if not is_feedback(name):
         return None
-    key = _key(name)
+    key = name_key(name)
     if label:
-        said = _key(label)
+        said = name_key(label)
         if said in _UP:
             return -1 if key == "thumbs_down" else 1
         if said in _DOWN:
@@ -81,8 +82,8 @@ def thumb(name: str, score: float | None, label: str | None) -> int | None:
 
 def abandoned(name: str, score: float | None, label: str | None) -> bool:
     """The result says the user abandoned the run (see the module docstring)."""
-    if not isinstance(name, str) or _key(name) not in _ABANDONED:
+    if not isinstance(name, str) or name_key(name) not in _ABANDONED:
         return False
-    if label and _key(label) in _TRUE:
+    if label and name_key(label) in _TRUE:
         return True
     return score is not None and math.isfinite(score) and score > 0.5

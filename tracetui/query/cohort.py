@@ -21,9 +21,10 @@ Calls are read through the Reader protocol: the cohort's calls from
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from tracetui.llm.chat import extract_messages, reassemble
@@ -31,8 +32,9 @@ from tracetui.llm.feedback import is_feedback, thumb
 from tracetui.model.filter import Filter
 from tracetui.model.reader import CohortCall, Reader
 from tracetui.model.views import SpanDetail
+from tracetui.query.export import write_private
 
-__all__ = ["FORMATS", "OPENAI_ITEM_SCHEMA", "cohort_lines", "cohort_records", "write_private"]
+__all__ = ["FORMATS", "OPENAI_ITEM_SCHEMA", "cohort_lines", "cohort_records", "default_path", "write_cohort"]
 
 FORMATS = ("tracetui", "openai-evals")
 
@@ -243,14 +245,23 @@ def cohort_lines(records: Iterator[dict[str, Any]], shape: str) -> Iterator[str]
         yield json.dumps(out, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def write_private(path: str, lines: Iterable[str]) -> int:
-    """Write ``lines`` to ``path``, readable by its owner only (prompts inside), also when it existed; returns
-    how many were written."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    written = 0
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        for line in lines:
-            out.write(line + "\n")
-            written += 1
-    return written
+def default_path() -> str:
+    """Where the UI writes a regression set: ``tracetui-cohort-YYYYmmdd-HHMMSS.jsonl`` in the current directory."""
+    return str(Path.cwd() / time.strftime("tracetui-cohort-%Y%m%d-%H%M%S.jsonl"))
+
+
+def write_cohort(
+    reader: Reader,
+    path: str,
+    flt: Filter | None,
+    *,
+    shape: str = "tracetui",
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    limit: int | None = None,
+    keep: Callable[[CohortCall], bool] | None = None,
+) -> int:
+    """The calls of :func:`cohort_records` as JSON lines in ``path``, owner-only even when it existed; returns
+    how many calls were written."""
+    records = cohort_records(reader, flt, since_ns=since_ns, until_ns=until_ns, limit=limit, keep=keep)
+    return write_private(path, (line + "\n" for line in cohort_lines(records, shape)), tighten=True)

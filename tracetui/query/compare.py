@@ -48,8 +48,9 @@ from typing import Any
 from tracetui.llm.evals import is_groundedness
 from tracetui.llm.feedback import abandoned, is_feedback, thumb
 from tracetui.model.filter import Filter, parse
-from tracetui.model.fmt import fmt_cost, fmt_duration
+from tracetui.model.fmt import fmt_clock, fmt_cost, fmt_duration, safe_text
 from tracetui.model.reader import NONE_KEY, CohortCall, EvaluationResult, Reader
+from tracetui.query.stats import percentile
 
 __all__ = [
     "MIN_SAMPLES",
@@ -107,6 +108,15 @@ class Cohort:
         if self.expression.strip() or not parts:
             parts.append(self.expression.strip() or "all calls")
         return " · ".join(parts)
+
+    def describe_window(self, width: int = 60) -> str:
+        """The description (made safe, cut to ``width``) and, when set, the time range: ``[start → end)``."""
+        text = safe_text(self.describe(), width)
+        if self.since_ns is not None or self.until_ns is not None:
+            start = "…" if self.since_ns is None else fmt_clock(self.since_ns)
+            end = "now" if self.until_ns is None else fmt_clock(self.until_ns)
+            text += f"  [{start} → {end})"
+        return text
 
     def takes(self, call: CohortCall) -> bool:
         """The call is in this cohort's Stats group (always, without a group)."""
@@ -319,18 +329,6 @@ def _results(reader: Reader, trace_ids: set[bytes]) -> list[EvaluationResult]:
 # --- statistics ----------------------------------------------------------------------------------
 
 
-def _rank_value(values: Sequence[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (tracetui.query.stats.percentile)."""
-    n = len(values)
-    if n == 0:
-        return None
-    h = (n - 1) * q
-    lo = math.floor(h)
-    if lo >= n - 1:
-        return float(values[-1])
-    return float(values[lo] + (h - lo) * (values[lo + 1] - values[lo]))
-
-
 def _quantile_interval(values: Sequence[float], q: float) -> tuple[float, float] | None:
     n = len(values)
     if n == 0:
@@ -350,7 +348,7 @@ def _percentile_delta(
     low = high = None
     if ia is not None and ib is not None:
         low, high = ib[0] - ia[1], ib[1] - ia[0]
-    return Delta(metric, title, unit, better, _rank_value(a, q), _rank_value(b, q), len(a), len(b), low, high)
+    return Delta(metric, title, unit, better, percentile(a, q * 100), percentile(b, q * 100), len(a), len(b), low, high)
 
 
 def _mean_var(values: Sequence[float]) -> tuple[float | None, float]:

@@ -15,7 +15,10 @@ Missing traces or spans raise :class:`ExportError`.
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -507,3 +510,22 @@ def _not_reported(r: dict[str, Any], provenance: dict[str, Any]) -> dict[str, An
         "retry_note": retry_note(r["retry_source"], r["library"], provenance),
         "tokens_note": tokens_note,
     }
+
+
+def write_private(path: str | Path, chunks: str | Iterable[str], *, tighten: bool = False) -> int:
+    """Write ``chunks`` to ``path``, a new file readable by its owner only (0600, whatever the umask): it holds
+    prompts. Returns how many chunks were written.
+
+    An existing file keeps its permissions (the user chose them) unless ``tighten``: then it is made 0600 too
+    (a regression set written again over a file someone left readable). A device such as /dev/stdout works as
+    usual without ``tighten``.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+    if tighten:
+        os.fchmod(fd, 0o600)
+    written = 0
+    with open(fd, "w", encoding="utf-8") as out:
+        for chunk in [chunks] if isinstance(chunks, str) else chunks:
+            out.write(chunk)
+            written += 1
+    return written

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -264,20 +264,27 @@ class MemoryReader:
         if by not in GROUPINGS:
             raise ValueError(f"cannot group by {by!r} (one of: {', '.join(GROUPINGS)})")
         groups: dict[str, list[CallFacts]] = {}
+        for trace, row in self._counted_calls(since_ns, None, flt):
+            key = self._group_key(by, row, trace, route_attribute)
+            groups.setdefault(NONE_KEY if key is None else key, []).append(_call_facts(row))
+        return groups
+
+    def _counted_calls(
+        self, since_ns: int | None, until_ns: int | None, flt: Filter | None
+    ) -> Iterator[tuple[TraceRow, dict[str, Any]]]:
+        """(run, call row) of the counted LLM calls started in [since_ns, until_ns) matching ``flt``."""
         for trace in self._held.traces:
             if since_ns is not None and trace.end_ns < since_ns:
                 continue
             matching = self.matching_span_ids(trace.trace_id, flt) if flt is not None and not flt.is_empty() else None
             for row in self._spans(trace.trace_id):
+                start = row["start_ns"]
                 if row["llm_kind"] != "llm" or row["counted"] == 0:
                     continue
-                if (since_ns is not None and row["start_ns"] < since_ns) or (
-                    matching is not None and row["span_id"] not in matching
-                ):
+                if (since_ns is not None and start < since_ns) or (until_ns is not None and start >= until_ns):
                     continue
-                key = self._group_key(by, row, trace, route_attribute)
-                groups.setdefault(NONE_KEY if key is None else key, []).append(_call_facts(row))
-        return groups
+                if matching is None or row["span_id"] in matching:
+                    yield trace, row
 
     def _group_key(self, by: str, row: dict[str, Any], trace: TraceRow, attribute: str | None) -> str | None:
         if by == "model":
@@ -301,25 +308,15 @@ class MemoryReader:
         self, *, since_ns: int | None = None, until_ns: int | None = None, flt: Filter | None = None
     ) -> list[CohortCall]:
         found: list[CohortCall] = []
-        for trace in self._held.traces:
-            if since_ns is not None and trace.end_ns < since_ns:
-                continue
-            matching = self.matching_span_ids(trace.trace_id, flt) if flt is not None and not flt.is_empty() else None
-            run_ns = max(trace.end_ns - trace.start_ns, 0)
-            for row in self._spans(trace.trace_id):
-                start = row["start_ns"]
-                if row["llm_kind"] != "llm" or row["counted"] == 0:
-                    continue
-                if (since_ns is not None and start < since_ns) or (until_ns is not None and start >= until_ns):
-                    continue
-                if matching is not None and row["span_id"] not in matching:
-                    continue
-                found.append(CohortCall(
-                    row["trace_id"], row["span_id"], start, max(row["end_ns"] - start, 0), int(row["status_code"] == 2),
-                    row["ttft_ns"], row["tokens_per_s"], row["output_tokens"], row["max_tokens"],
-                    int(row["is_retry"] != 0), int(row["is_fallback"] != 0), row["cost_usd"], run_ns,
-                    *(self._group_key(by, row, trace, None) for by in ("model", "prompt_version", "route")),
-                ))  # fmt: skip
+        for trace, row in self._counted_calls(since_ns, until_ns, flt):
+            start = row["start_ns"]
+            found.append(CohortCall(
+                row["trace_id"], row["span_id"], start, max(row["end_ns"] - start, 0), int(row["status_code"] == 2),
+                row["ttft_ns"], row["tokens_per_s"], row["output_tokens"], row["max_tokens"],
+                int(row["is_retry"] != 0), int(row["is_fallback"] != 0), row["cost_usd"],
+                max(trace.end_ns - trace.start_ns, 0),
+                *(self._group_key(by, row, trace, None) for by in ("model", "prompt_version", "route")),
+            ))  # fmt: skip
         found.sort(key=lambda call: call.start_ns)
         return found
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from rich.console import Group
 from rich.table import Table
@@ -24,9 +23,8 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Input, Static
 
 from tracetui.model.filter import FilterError, parse
-from tracetui.model.fmt import fmt_clock, safe_text
 from tracetui.query import compare as cmp
-from tracetui.query.cohort import cohort_lines, cohort_records, write_private
+from tracetui.query.cohort import default_path, write_cohort
 from tracetui.ui.context import tui
 from tracetui.ui.lifecycle import forget_worker_when_done, unwatch_app
 from tracetui.ui.widgets.key_footer import KeyFooter
@@ -47,15 +45,6 @@ class CohortWritten(Message):
     path: str | None
     count: int
     error: str | None = None
-
-
-def describe(cohort: cmp.Cohort) -> str:
-    text = safe_text(cohort.describe(), 80)
-    if cohort.since_ns is not None or cohort.until_ns is not None:
-        start = "…" if cohort.since_ns is None else fmt_clock(cohort.since_ns)
-        end = "now" if cohort.until_ns is None else fmt_clock(cohort.until_ns)
-        text += f"  [{start} → {end})"
-    return text
 
 
 def figures_table(c: cmp.Comparison) -> Table:
@@ -146,7 +135,7 @@ class CompareScreen(Screen):
 
     def _show_title(self) -> None:
         title = Text.assemble(
-            (" A ", "bold reverse"), " ", describe(self.a), "\n", (" B ", "bold reverse"), " ", describe(self.b),
+            (" A ", "bold reverse"), " ", self.a.describe_window(80), "\n", (" B ", "bold reverse"), " ", self.b.describe_window(80),
             ("   deltas are B − A", "dim"),
         )  # fmt: skip
         self.query_one("#compare-title", Static).update(title)
@@ -198,19 +187,17 @@ class CompareScreen(Screen):
         if grounded is not None and not grounded.n_b:
             self.notify("B has no groundedness scores: no failing calls to export.", markup=False, timeout=4)
             return
-        path = str(Path.cwd() / time.strftime("tracetui-cohort-%Y%m%d-%H%M%S.jsonl"))
-        self._export(self.b, self.rule.threshold, path)
+        self._export(self.b, self.rule.threshold, default_path())
 
     @work(thread=True, group="compare-export", exit_on_error=False, description="export a cohort")
     @forget_worker_when_done
     def _export(self, cohort: cmp.Cohort, threshold: float, path: str) -> None:
         try:
             failing = f"{cohort.expression} groundedness<{threshold:g}".strip()
-            records = cohort_records(
-                tui(self).reader, parse(failing), since_ns=cohort.since_ns, until_ns=cohort.until_ns,
+            count = write_cohort(
+                tui(self).reader, path, parse(failing), since_ns=cohort.since_ns, until_ns=cohort.until_ns,
                 keep=cohort.takes,
             )  # fmt: skip
-            count = write_private(path, cohort_lines(records, "tracetui"))
         except Exception as exc:
             self.post_message(CohortWritten(None, 0, str(exc) or type(exc).__name__))
             return

@@ -406,22 +406,21 @@ class TraceListScreen(Screen):
 
     def action_export_cohort(self) -> None:
         """The LLM calls matching the list's filter, as a regression set in the current directory."""
-        import time
-        from pathlib import Path
+        from tracetui.query.cohort import default_path
 
         if self.filter.is_empty():
             self.notify("Filter the list first (/, e.g. groundedness<0.5): X exports the calls that match.",
                         severity="warning", markup=False, timeout=5)  # fmt: skip
             return
-        self._export_cohort(self.filter, str(Path.cwd() / time.strftime("tracetui-cohort-%Y%m%d-%H%M%S.jsonl")))
+        self._export_cohort(self.filter, default_path())
 
     @work(thread=True, group="cohort-export", exit_on_error=False, description="export a cohort")
     @forget_worker_when_done
     def _export_cohort(self, flt: Filter, path: str) -> None:
-        from tracetui.query.cohort import cohort_lines, cohort_records, write_private
+        from tracetui.query.cohort import write_cohort
 
         try:
-            count = write_private(path, cohort_lines(cohort_records(tui(self).reader, flt), "tracetui"))
+            count = write_cohort(tui(self).reader, path, flt)
         except Exception as exc:
             self.app.call_from_thread(self.notify, f"Could not export: {exc}", severity="error", markup=False)
             return
