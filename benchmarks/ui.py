@@ -392,8 +392,9 @@ async def child_measure(args) -> dict:
             table.cursor_row = row
             await pilot.pause(0.2)
             target = table.row_at(row)
-            if trace_id_hex and (target is None or target.trace_id.hex() != trace_id_hex):
-                out.setdefault("warnings", []).append(f"row {row} is not trace {trace_id_hex}")
+            by_id = bool(trace_id_hex) and (target is None or target.trace_id.hex() != trace_id_hex)
+            if by_id:  # newer traffic sits above it (a database the traffic was written into): open it by id
+                out.setdefault("warnings", []).append(f"row {row} is not trace {trace_id_hex}: opened by its id")
             n = expected or (target.span_count if target else 1)
 
             def first_screen() -> bool:
@@ -406,7 +407,12 @@ async def child_measure(args) -> dict:
 
             ev = watch.arm(first_screen)
             t = time.perf_counter()
-            _key(app, "enter", "\r")
+            if by_id and trace_id_hex:
+                from tracetui.ui.screens.trace_view import TraceScreen
+
+                app.push_screen(TraceScreen(bytes.fromhex(trace_id_hex)))
+            else:
+                _key(app, "enter", "\r")
             hit = await watch.wait(ev, 30)
             first_ms = (hit - t) * 1000 if hit else None
             first_rows = _waterfall(app).row_count if hit else None
