@@ -2,13 +2,14 @@
 
     .venv/bin/python benchmarks/ui.py --spans 100000      # quick: < 1 minute once the DB is cached
     .venv/bin/python benchmarks/ui.py                     # 1,000,000 spans (first build takes a few minutes)
+    .venv/bin/python benchmarks/ui.py --spans 1000000,10000000   # side by side (10M: ~13 min, 21 GB to build)
 
 Steps:
 
 1. Build (once, cached under /tmp/bench-ui/ keyed by size and schema version)
    a database of N realistic agent spans (the same traffic as ingest.py,
-   spread over the last 24 hours) plus one trace of 10,000 spans, the
-   newest. The real ``decode_spans`` and the real ``Writer`` write it (the
+   spread over the last 24 hours) plus one trace of 100,000 spans, the
+   newest but one. The real ``decode_spans`` and the real ``Writer`` write it (the
    decoding runs in worker processes so the build uses both cores).
 2. Baseline children, each a fresh process, same run: the app over an empty
    database (memory) and over a small database (first paint, key presses,
@@ -19,7 +20,10 @@ Steps:
    * first paint: from creating the Reader until the first screen update
      that shows loaded trace rows;
    * opening a trace: Enter on a ~10-span trace (baseline) and on the
-     10,000-span trace, until the first screen update showing all its rows;
+     100,000-span trace, until the first screen update showing its first rows,
+     and until all its rows are drawn;
+   * the list filter (FILTER: its first rows and its count), the Stats screen
+     over "all" and "1h", and ``tracetui spans --json`` on the big trace;
    * key press -> repaint: ``j`` pressed ``--presses`` times (traffic
      arriving), each timed from posting the key event to the first screen
      update with the cursor on the new row (and, separately, until that
