@@ -130,6 +130,12 @@ def test_each_trace_reads_the_same(readers) -> None:
         assert sorted(clickhouse.spans(trace_id), key=lambda s: s.span_id) == sorted(
             sqlite.spans(trace_id), key=lambda s: s.span_id
         ), row.name
+        # The trace view's pages and the streamed details: the same spans as the whole-trace reads.
+        paged = [span for page in clickhouse.span_pages(trace_id, 2, 3) for span in page]
+        assert paged == clickhouse.spans(trace_id)
+        assert [d.row["span_id"] for d in clickhouse.iter_span_details(trace_id)] == [
+            d.row["span_id"] for d in clickhouse.span_details(trace_id)
+        ]
         got = sorted(span_json(clickhouse, trace_id), key=lambda s: s["span_id"])
         want = sorted(span_json(sqlite, trace_id), key=lambda s: s["span_id"])
         assert len(got) == len(want)

@@ -7,6 +7,7 @@ and the scripting commands never load Textual.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -233,22 +234,32 @@ def traces(db: Path | None, source: SourceChoice | None, as_json: bool, limit: i
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 def spans(db: Path | None, source: SourceChoice | None, trace_id: str, as_json: bool) -> None:
     """List the spans of one trace."""
-    from tracetui.query.export import ExportError, resolve_trace_id, span_json
+    from tracetui.query.export import ExportError, iter_span_json, resolve_trace_id
 
     reader = open_reader(db, source=source)
     try:
         full = resolve_trace_id(reader, trace_id)
     except ExportError as exc:
         raise click.ClickException(str(exc)) from None
-    rows = span_json(reader, full)
+    rows = iter_span_json(reader, full)
     if as_json:
-        click.echo(json_text(rows))
+        _echo_json_array(rows)
         return
     for span in rows:
         click.echo(
             f"{span['span_id']}  {span['parent_span_id'] or '—':<16}  {fmt_duration(int(span['duration_ms'] * 1e6)):>8}"
             f"  {span['status']:<5}  {safe_text(span['name'], 60)}"
         )
+
+
+def _echo_json_array(items: Iterator[object]) -> None:
+    """The text ``json_text(list(items))`` prints, written an item at a time (constant memory, first bytes fast)."""
+    first = True
+    for item in items:
+        body = json_text(item).replace("\n", "\n  ")
+        click.echo(("[\n  " if first else ",\n  ") + body, nl=False)
+        first = False
+    click.echo("[]" if first else "\n]")
 
 
 @main.command()

@@ -34,7 +34,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -47,7 +47,9 @@ from tracetui.llm.evals import FEEDBACK_EVENTS, FEEDBACK_SCORE_KEYS, SOURCE_SPAN
 from tracetui.llm.semconv import attribute_sources
 from tracetui.model.filter import Filter
 from tracetui.model.reader import (
+    FIRST_PAGE,
     GROUPINGS,
+    PAGE,
     CallFacts,
     CohortCall,
     EvaluationResult,
@@ -55,6 +57,7 @@ from tracetui.model.reader import (
     HistogramPoint,
     StoredLog,
     StoredSpan,
+    pages_of,
 )
 from tracetui.model.rows import COL
 from tracetui.model.views import Counters, SpanDetail, SpanRow, TraceRow
@@ -606,6 +609,10 @@ class ClickHouseReader:
         held = self._held(trace_id)
         return held.spans(trace_id) if held is not None else []
 
+    def span_pages(self, trace_id: bytes, first: int = FIRST_PAGE, size: int = PAGE) -> Iterator[list[SpanRow]]:
+        """The trace read whole (one query), then cut into the protocol's pages."""
+        return pages_of(self.spans(trace_id), first, size)
+
     def span_detail(self, trace_id: bytes, span_id: bytes) -> SpanDetail | None:
         held = self._held(trace_id)
         return held.span_detail(trace_id, span_id) if held is not None else None
@@ -613,6 +620,10 @@ class ClickHouseReader:
     def span_details(self, trace_id: bytes) -> list[SpanDetail]:
         held = self._held(trace_id)
         return held.span_details(trace_id) if held is not None else []
+
+    def iter_span_details(self, trace_id: bytes) -> Iterator[SpanDetail]:
+        """The trace's details read whole (the ClickHouse path reads a trace in one go)."""
+        return iter(self.span_details(trace_id))
 
     def span_evaluations(self, trace_id: bytes, span_id: bytes) -> list[dict[str, Any]]:
         held = self._held(trace_id)

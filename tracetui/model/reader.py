@@ -25,6 +25,7 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, NamedTuple, Protocol
 
 from tracetui.model.filter import Filter
@@ -43,6 +44,20 @@ CALL_SPAN = 9
 #: (trace id, start ns, duration ns, is error, ttft ns | None, decode tokens/s | None, is retry,
 #: is fallback, cost USD | None, span id | None)
 CallFacts = tuple[bytes, int, int, int, int | None, float | None, int, int, float | None, bytes | None]
+
+
+#: :meth:`Reader.span_pages`' first page: more than a screenful of the tree's top.
+FIRST_PAGE = 1_000
+#: Its later pages: few enough round trips, small enough to report progress ("loading 40,000 of 100,000").
+PAGE = 20_000
+
+
+def pages_of(spans: list[SpanRow], first: int = FIRST_PAGE, size: int = PAGE) -> Iterator[list[SpanRow]]:
+    """:meth:`Reader.span_pages` for a backend that reads a trace whole: the list cut as the protocol pages it."""
+    start, limit = 0, first
+    while start < len(spans):
+        yield spans[start : start + limit]
+        start, limit = start + limit, size
 
 
 class CohortCall(NamedTuple):
@@ -190,6 +205,15 @@ class Reader(Protocol):
         """The trace's spans in start order, each with its worst groundedness score."""
         ...
 
+    def span_pages(self, trace_id: bytes, first: int = FIRST_PAGE, size: int = PAGE) -> Iterator[list[SpanRow]]:
+        """:meth:`spans` a page at a time: ``first`` spans, then pages of ``size``, never an empty page.
+
+        The trace view draws the first page (the top of the tree) while the rest load, so a
+        100,000-span trace opens as fast as a small one. A backend that reads a trace whole
+        may yield it as one page.
+        """
+        ...
+
     def span_detail(self, trace_id: bytes, span_id: bytes) -> SpanDetail | None:
         """One span in full: its normalized columns (``row``: the names of tracetui.model.rows.SPAN_COLUMNS
         without ``raw``, the analysis columns, ``scope_version`` and ``library``), attributes, events, links,
@@ -198,6 +222,11 @@ class Reader(Protocol):
 
     def span_details(self, trace_id: bytes) -> list[SpanDetail]:
         """Every span of the trace in full, in start order (``tracetui spans --json``, in one go)."""
+        ...
+
+    def iter_span_details(self, trace_id: bytes) -> Iterator[SpanDetail]:
+        """:meth:`span_details` one span at a time, in memory that does not grow with the trace where the
+        backend can (``tracetui spans --json`` streams a 100,000-span trace)."""
         ...
 
     def span_evaluations(self, trace_id: bytes, span_id: bytes) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -433,6 +433,11 @@ def trace_summary(reader: Reader, trace_id: bytes, max_chars: int = DEFAULT_MAX_
 def span_json(reader: Reader, trace_id: bytes) -> list[dict[str, Any]]:
     """The spans of one trace for ``tracetui spans --json``, in start order."""
     return [_span_json(detail) for detail in reader.span_details(trace_id)]
+
+
+def iter_span_json(reader: Reader, trace_id: bytes) -> Iterator[dict[str, Any]]:
+    """:func:`span_json` one span at a time (``tracetui spans`` streams a 100,000-span trace)."""
+    return (_span_json(detail) for detail in reader.iter_span_details(trace_id))
 
 
 def _ms(ns: int | None) -> float | None:

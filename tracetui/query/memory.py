@@ -27,8 +27,10 @@ from tracetui.llm.evals import is_groundedness, passed
 from tracetui.model.anyvalue import span_attribute_text
 from tracetui.model.filter import Filter
 from tracetui.model.reader import (
+    FIRST_PAGE,
     GROUPINGS,
     NONE_KEY,
+    PAGE,
     CallFacts,
     CohortCall,
     EvaluationResult,
@@ -36,6 +38,7 @@ from tracetui.model.reader import (
     HistogramPoint,
     StoredLog,
     StoredSpan,
+    pages_of,
 )
 from tracetui.model.rows import LOG_COLUMNS, SPAN_COLUMNS, Decoded, Source
 from tracetui.model.views import Counters, SpanDetail, SpanRow, TraceRow, log_entry
@@ -199,6 +202,9 @@ class MemoryReader:
                 grounded[e.span_id] = min(e.score, grounded.get(e.span_id, e.score))
         return [_span_row(row, self._held.sources, grounded.get(row["span_id"])) for row in self._spans(trace_id)]
 
+    def span_pages(self, trace_id: bytes, first: int = FIRST_PAGE, size: int = PAGE) -> Iterator[list[SpanRow]]:
+        return pages_of(self.spans(trace_id), first, size)
+
     def decoded_rows(self, trace_id: bytes) -> list[tuple]:
         """The trace's spans as decoded rows (``SPAN_COLUMNS`` order), for an analysis of one's own."""
         return [tuple(row[name] for name in SPAN_COLUMNS) for row in self._spans(trace_id)]
@@ -225,6 +231,9 @@ class MemoryReader:
     def span_details(self, trace_id: bytes) -> list[SpanDetail]:
         found = (self.span_detail(trace_id, row["span_id"]) for row in self._spans(trace_id))
         return [detail for detail in found if detail is not None]
+
+    def iter_span_details(self, trace_id: bytes) -> Iterator[SpanDetail]:
+        return iter(self.span_details(trace_id))
 
     def span_evaluations(self, trace_id: bytes, span_id: bytes) -> list[dict[str, Any]]:
         mine = [e for e in self._held.evaluations.get(trace_id, []) if e.span_id == span_id]

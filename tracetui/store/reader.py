@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Iterator, Sequence
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from tracetui.llm.evals import is_groundedness, passed
 from tracetui.model.filter import Filter
 from tracetui.model.reader import (
+    FIRST_PAGE,
+    PAGE,
     CallFacts,
     CohortCall,
     EvaluationResult,
@@ -57,11 +59,36 @@ _SPAN_COLS = (
 )
 
 
-def _one_span(trace_id: bytes, span_id: bytes | None, prefix: str = "") -> tuple[str, tuple[bytes, ...]]:
-    """The condition (after ``trace_id = ?``) and parameters for one span of a trace, or for all its spans."""
-    if span_id is None:
+#: Positions of SpanRow's text fields: a trace's rows repeat the same names, services, models and provenance,
+#: and one string object for each distinct value halves what an open 100,000-span trace holds (123 -> 68 MB).
+_TEXT_FIELDS = tuple(i for i, f in enumerate(fields(SpanRow)) if f.type in ("str", "str | None"))
+
+
+def _span_row(values: Sequence[Any], texts: dict[str, str]) -> SpanRow:
+    """A SpanRow whose repeated texts are the objects already in ``texts`` (one dict for a whole trace)."""
+    row = list(values)
+    for i in _TEXT_FIELDS:
+        text = row[i]
+        if text is not None:
+            row[i] = texts.setdefault(text, text)
+    return SpanRow(*row)
+
+
+def _some_spans(trace_id: bytes, span_ids: Sequence[bytes] | None, prefix: str = "") -> tuple[str, tuple[bytes, ...]]:
+    """The condition (after ``trace_id = ?``) and parameters for some spans of a trace (None: all its spans)."""
+    if span_ids is None:
         return f" AND {prefix}span_id IS NOT NULL", (trace_id,)
-    return f" AND {prefix}span_id = ?", (trace_id, span_id)
+    return f" AND {prefix}span_id IN ({','.join('?' * len(span_ids))})", (trace_id, *span_ids)
+
+
+#: A page's place in a trace's start order: (start_ns, id) of the previous page's last span.
+_SpanKey = tuple[int, int]
+
+
+def _after(key: _SpanKey | None, prefix: str = "") -> tuple[str, tuple[int, ...]]:
+    """The keyset condition for the spans after ``key`` in (start_ns, id) order (a page costs its own rows,
+    not an OFFSET's)."""
+    return ("", ()) if key is None else (f" AND ({prefix}start_ns, {prefix}id) > (?, ?)", key)
 
 
 class SqliteReader:
@@ -261,37 +288,80 @@ class SqliteReader:
     # --- one trace -----------------------------------------------------------
 
     def spans(self, trace_id: bytes) -> list[SpanRow]:
-        rows = self._all(f"SELECT {_SPAN_COLS} FROM spans WHERE trace_id = ? ORDER BY start_ns, id", (trace_id,))
-        spans = [SpanRow(*r) for r in rows]
+        return self._span_rows(trace_id, None, -1, self._groundedness(trace_id), {})[0]
+
+    def span_pages(self, trace_id: bytes, first: int = FIRST_PAGE, size: int = PAGE) -> Iterator[list[SpanRow]]:
+        """Keyset pages in (start_ns, id) order: each page's query reads the trace's index entries, not an OFFSET."""
+        grounded = self._groundedness(trace_id)
+        texts: dict[str, str] = {}
+        page, key = self._span_rows(trace_id, None, first, grounded, texts)
+        limit = first
+        while page:
+            yield page
+            if len(page) < limit:
+                return
+            limit = size
+            page, key = self._span_rows(trace_id, key, size, grounded, texts)
+
+    def _span_rows(
+        self, trace_id: bytes, after: _SpanKey | None, limit: int, grounded: dict[bytes, float], texts: dict[str, str]
+    ) -> tuple[list[SpanRow], _SpanKey | None]:
+        """Up to ``limit`` (-1: all) spans after ``after`` in start order, and the key of the last one."""
+        cond, params = _after(after)
+        rows = self._all(
+            f"SELECT {_SPAN_COLS}, start_ns, id FROM spans WHERE trace_id = ?{cond} ORDER BY start_ns, id LIMIT ?",
+            (trace_id, *params, limit),
+        )
+        spans = [_span_row(r[:-2], texts) for r in rows]
+        if grounded:
+            for span in spans:
+                span.groundedness = grounded.get(span.span_id)
+        return spans, ((rows[-1][-2], rows[-1][-1]) if rows else None)
+
+    def _groundedness(self, trace_id: bytes) -> dict[bytes, float]:
+        """Span id -> its worst groundedness score in this trace."""
         grounded: dict[bytes, float] = {}
         for span_id, name, score in self._all(
             "SELECT span_id, name, score FROM evaluations WHERE trace_id = ? AND score IS NOT NULL", (trace_id,)
         ):
             if is_groundedness(name):
                 grounded[span_id] = min(score, grounded.get(span_id, score))
-        if grounded:
-            for span in spans:
-                span.groundedness = grounded.get(span.span_id)
-        return spans
+        return grounded
 
     def span_detail(self, trace_id: bytes, span_id: bytes) -> SpanDetail | None:
-        found = self._details(trace_id, span_id)
+        found = self._details(trace_id, [span_id])
         return found[0] if found else None
 
     def span_details(self, trace_id: bytes) -> list[SpanDetail]:
         return self._details(trace_id, None)
 
-    def _details(self, trace_id: bytes, span_id: bytes | None) -> list[SpanDetail]:
-        """One span's detail, or (``span_id`` None) every span's: three queries either way."""
-        one, params = _one_span(trace_id, span_id, "s.")
+    def iter_span_details(self, trace_id: bytes, size: int = 2_000) -> Iterator[SpanDetail]:
+        """Pages of ``size`` spans (keyset on start_ns, id), each with its own logs and evaluations."""
+        key: _SpanKey | None = None
+        while True:
+            page = self._details(trace_id, None, after=key, limit=size)
+            yield from page
+            if len(page) < size:
+                return
+            key = (page[-1].row["start_ns"], page[-1].row["id"])
+
+    def _details(
+        self, trace_id: bytes, span_ids: Sequence[bytes] | None, *, after: _SpanKey | None = None, limit: int = -1
+    ) -> list[SpanDetail]:
+        """Some spans' details (None: every span's, or a page of ``limit`` after ``after``): three queries."""
+        some, params = _some_spans(trace_id, span_ids, "s.")
+        cond, key = _after(after, "s.")
         records = self._dicts(
             f"SELECT s.*, src.resource, src.scope, src.scope_version, {library_sql('s.provenance', 'src.scope_name')} "
-            f"FROM spans s JOIN sources src ON src.id = s.source_id WHERE s.trace_id = ?{one} ORDER BY s.start_ns, s.id",
-            params,
+            f"FROM spans s JOIN sources src ON src.id = s.source_id WHERE s.trace_id = ?{some}{cond} "
+            "ORDER BY s.start_ns, s.id LIMIT ?",
+            (*params, *key, limit),
         )
         if not records:
             return []
-        logs, evaluations = self._logs_by_span(trace_id, span_id), self._evaluations_by_span(trace_id, span_id)
+        if span_ids is None and (after is not None or len(records) == limit):
+            span_ids = [record["span_id"] for record in records]  # a page: its own logs and evaluations
+        logs, evaluations = self._logs_by_span(trace_id, span_ids), self._evaluations_by_span(trace_id, span_ids)
         out = []
         for record in records:
             raw, resource, scope = record.pop("raw"), record.pop("resource") or b"", record.pop("scope") or b""
@@ -301,27 +371,29 @@ class SqliteReader:
 
     def span_logs(self, trace_id: bytes, span_id: bytes) -> list[dict[str, Any]]:
         """Log records that belong to a span (GenAI events: content, evaluations), oldest first."""
-        return self._logs_by_span(trace_id, span_id).get(span_id, [])
+        return self._logs_by_span(trace_id, [span_id]).get(span_id, [])
 
-    def _logs_by_span(self, trace_id: bytes, span_id: bytes | None) -> dict[bytes, list[dict[str, Any]]]:
-        one, params = _one_span(trace_id, span_id)
+    def _logs_by_span(self, trace_id: bytes, span_ids: Sequence[bytes] | None) -> dict[bytes, list[dict[str, Any]]]:
+        some, params = _some_spans(trace_id, span_ids)
         out: dict[bytes, list[dict[str, Any]]] = {}
         for found, event_name, time_ns, raw in self._all(
-            f"SELECT span_id, event_name, time_ns, raw FROM logs WHERE trace_id = ?{one} ORDER BY time_ns, id", params
+            f"SELECT span_id, event_name, time_ns, raw FROM logs WHERE trace_id = ?{some} ORDER BY time_ns, id", params
         ):
             out.setdefault(found, []).append(log_entry(event_name, time_ns, raw))
         return out
 
     def span_evaluations(self, trace_id: bytes, span_id: bytes) -> list[dict[str, Any]]:
-        return self._evaluations_by_span(trace_id, span_id).get(span_id, [])
+        return self._evaluations_by_span(trace_id, [span_id]).get(span_id, [])
 
-    def _evaluations_by_span(self, trace_id: bytes, span_id: bytes | None) -> dict[bytes, list[dict[str, Any]]]:
+    def _evaluations_by_span(
+        self, trace_id: bytes, span_ids: Sequence[bytes] | None
+    ) -> dict[bytes, list[dict[str, Any]]]:
         """Each result once (one may arrive as a span event and as a log record), its routes joined."""
-        one, params = _one_span(trace_id, span_id)
+        some, params = _some_spans(trace_id, span_ids)
         out: dict[bytes, list[dict[str, Any]]] = {}
         for found, name, score, label, explanation, source in self._all(
             "SELECT span_id, name, score, label, explanation, group_concat(source, ' + ') FROM ("
-            f"SELECT * FROM evaluations WHERE trace_id = ?{one} ORDER BY time_ns, id) "
+            f"SELECT * FROM evaluations WHERE trace_id = ?{some} ORDER BY time_ns, id) "
             "GROUP BY span_id, name, score, label ORDER BY min(time_ns)",
             params,
         ):

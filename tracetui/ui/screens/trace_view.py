@@ -1,7 +1,15 @@
-"""One trace: the span tree with waterfall bars above, the selected span's details below."""
+"""One trace: the span tree with waterfall bars above, the selected span's details below.
+
+A big trace opens a screenful first: the reader pages the spans in start order
+(``Reader.span_pages``), the first page's tree is drawn at once, and the rest
+arrive in the background ("loading 40,000 of 100,000 spans…" in the summary).
+What needs the whole trace (the slowest call, the critical path, the error
+count) waits for the last page: ``s`` and ``c`` are applied then, ``e`` says so.
+"""
 
 from __future__ import annotations
 
+from copy import copy
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -16,7 +24,7 @@ from textual.widgets import Static
 from tracetui.llm.timing import first_token_note
 from tracetui.model.filter import Filter, parse
 from tracetui.model.fmt import fit, fmt_cost, fmt_counted, fmt_duration, fmt_elapsed, join_to_fit, safe_text, short_name
-from tracetui.model.views import SpanDetail, TraceRow
+from tracetui.model.views import SpanDetail, SpanRow, TraceRow
 from tracetui.query.drill import (
     critical_path,
     path_summary,
@@ -112,10 +120,25 @@ class NeighborFound(Message):
 
 @dataclass
 class TraceLoaded(Message):
+    """The trace's tree, or its first page (``loading``: (spans read, spans in all)), or nothing new."""
+
+    trace_id: bytes
     trace: TraceRow | None
     roots: list
     lines: list[TreeLine]
     session: dict | None = None
+    loading: tuple[int, int] | None = None
+    #: The collapsed subtrees ``lines`` were flattened with.
+    collapsed: frozenset[bytes] = frozenset()
+
+
+@dataclass
+class SpansLoading(Message):
+    """Progress of a big trace's later pages."""
+
+    trace_id: bytes
+    loaded: int
+    total: int
 
 
 @dataclass
@@ -253,6 +276,8 @@ class TraceScreen(Screen):
         self._detail_for: bytes | None = None
         self._loading = False
         self._reload_pending = False
+        #: (spans read, spans in all) while a big trace's later pages load; None once the tree is whole.
+        self.partial: tuple[int, int] | None = None
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(tui(self).listen, id="status")
@@ -296,38 +321,80 @@ class TraceScreen(Screen):
         try:
             trace = reader.trace(trace_id)
             if known is not None and trace is not None and _fingerprint(trace) == _fingerprint(known):
-                self.post_message(TraceLoaded(trace, [], []))  # nothing new: keep what is drawn
+                self.post_message(TraceLoaded(trace_id, trace, [], []))  # nothing new: keep what is drawn
                 return
-            spans = reader.spans(trace_id)
+            session = reader.session_totals(trace.session_id) if trace is not None and trace.session_id else None
+            spans: list[SpanRow] = []
+            for page in reader.span_pages(trace_id):
+                if trace_id != self.trace_id:  # n / p moved on: stop reading this one
+                    self.post_message(TraceLoaded(trace_id, None, [], []))
+                    return
+                spans.extend(page)
+                total = max(trace.span_count if trace is not None else 0, len(spans))
+                if len(spans) == len(page) and len(spans) < total and known is None:
+                    # The first page of a big trace: draw its tree now (over copies: the whole tree,
+                    # built below from the same rows, must not change what is on screen meanwhile).
+                    roots = build_tree([copy(span) for span in spans])
+                    lines = flatten(roots, collapsed)
+                    self.post_message(
+                        TraceLoaded(trace_id, trace, roots, lines, session, (len(spans), total), collapsed)
+                    )
+                elif len(spans) < total and known is None:
+                    self.post_message(SpansLoading(trace_id, len(spans), total))
             roots = build_tree(spans)
             lines = flatten(roots, collapsed)
-            session = reader.session_totals(trace.session_id) if trace is not None and trace.session_id else None
         except Exception as exc:
             self.post_message(LoadFailed(str(exc)))
             return
-        self.post_message(TraceLoaded(trace, roots, lines, session))
+        self.post_message(TraceLoaded(trace_id, trace, roots, lines, session, None, collapsed))
 
     @on(TraceLoaded)
     def _trace_loaded(self, message: TraceLoaded) -> None:
-        self._loading = False
-        first_load = self.trace is None
-        if message.trace is None:
+        if message.loading is None:
+            self._loading = False
+        if message.trace_id != self.trace_id:
+            pass  # an earlier trace's (n / p moved on)
+        elif message.trace is None:
             self.query_one("#trace-summary", Static).update(" This trace is no longer in the database.")
-        elif message.lines or first_load:
-            if not first_load:
-                self._detail_for = None  # the trace changed: its selected span's evaluations may have too
-            self.trace = message.trace
-            self.roots = message.roots
-            self.session = message.session
-            self._show_lines(message.lines)
-            if self._show_slowest:
-                self._show_slowest = False
-                self.action_slowest()
-            elif self.critical:
-                self._mark_critical_path()
-        if self._reload_pending:
+        elif message.lines or self.trace is None or self.partial is not None:
+            self._apply(message)
+        if self._reload_pending and not self._loading:
             self._reload_pending = False
             self.reload()
+
+    def _apply(self, message: TraceLoaded) -> None:
+        """Show a loaded tree (a first page, or the whole trace) and what waited for the whole of it."""
+        if self.trace is not None and self.partial is None:
+            self._detail_for = None  # the trace changed: its selected span's evaluations may have too
+        self.trace = message.trace
+        self.roots = message.roots
+        self.session = message.session
+        self.partial = message.loading
+        lines = message.lines
+        if message.collapsed != self.collapsed:  # collapsed or expanded while the rest loaded
+            lines = flatten(self.roots, self.collapsed)
+        self._show_lines(lines)
+        if self.partial is not None:
+            return
+        if self._show_slowest:
+            self._show_slowest = False
+            self.action_slowest()
+        elif self.critical:
+            self._mark_critical_path()
+
+    @on(SpansLoading)
+    def _spans_loading(self, message: SpansLoading) -> None:
+        if message.trace_id == self.trace_id and self.partial is not None:
+            self.partial = (message.loaded, message.total)
+            self._update_summary()
+
+    def _still_loading(self, what: str) -> bool:
+        """While the rest of a big trace loads: say that ``what`` waits for it (True), else False."""
+        if self.partial is None:
+            return False
+        loaded, total = self.partial
+        self.notify(f"Loading {loaded:,} of {total:,} spans: {what} once all are in.", markup=False, timeout=3)
+        return True
 
     @on(LoadFailed)
     def _load_failed(self, message: LoadFailed) -> None:
@@ -399,7 +466,10 @@ class TraceScreen(Screen):
                               f"{fmt_cost(self.session['cost_usd'])}"))  # fmt: skip
         text = Text(" " + join_to_fit([(0, name), *first], width))
         text.append("\n " + join_to_fit(second, width), style="not bold")
-        if self.critical and self._critical_text:
+        if self.partial is not None:
+            loaded, total = self.partial
+            text.append("\n " + fit(f"loading {loaded:,} of {total:,} spans…", width), style="not bold")
+        elif self.critical and self._critical_text:
             text.append("\n ◆ " + fit(self._critical_text, width - 2), style="bold")
         elif trace.llm_calls and (split := self._time_split(width)):
             text.append("\n " + split, style="not bold")
@@ -526,6 +596,9 @@ class TraceScreen(Screen):
 
     def action_slowest(self) -> None:
         """Jump to the slowest LLM or tool call of this run; again for the next slowest."""
+        if self._still_loading("the slowest call is shown"):
+            self._show_slowest = True
+            return
         run = self._current_run()
         if run is None:
             return
@@ -550,6 +623,8 @@ class TraceScreen(Screen):
     def action_critical_path(self) -> None:
         """Highlight the chain of work the run's end waited for (toggle)."""
         self.critical = not self.critical
+        if self.critical and self._still_loading("the critical path is marked"):
+            return
         if self.critical:
             self._mark_critical_path()
         else:
@@ -579,6 +654,8 @@ class TraceScreen(Screen):
         self._jump_error(-1)
 
     def _jump_error(self, step: int) -> None:
+        if self._still_loading("errors can be walked"):
+            return
         # Look through collapsed subtrees too: errors must not hide.
         if self.collapsed and not any(
             s.is_error for line in self.waterfall.lines for s in [line.span]
@@ -655,6 +732,8 @@ class TraceScreen(Screen):
         self.matches = message.span_ids
         self._relayout()
         total = sum(1 for r in self.roots for _ in walk(r))
+        if self.partial is not None:
+            total = self.partial[1]
         self.notify(f"{len(message.span_ids)} of {total} spans match", markup=False, timeout=2)
 
     def action_next_trace(self) -> None:
@@ -677,6 +756,7 @@ class TraceScreen(Screen):
         self.trace_id = message.trace_id
         tui(self).pin(self.trace_id)
         self.trace = None
+        self.partial = None
         self.roots = []
         self.collapsed.clear()
         self._slow_cursor = None
