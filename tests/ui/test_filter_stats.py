@@ -51,6 +51,35 @@ async def test_filter_narrows_the_list_live(fixtures_db: Path) -> None:
         assert len(shown_traces(app)) == everything
 
 
+async def test_a_filtered_count_stops_at_the_cap_and_says_so(fixtures_db: Path, monkeypatch) -> None:
+    """Counting every match checks each run's spans (seconds at 10M spans): the list counts up to a cap."""
+    from tracetui.ui.screens import trace_list
+
+    expected = traces_with(fixtures_db, lambda s: s["kind"] == "llm")
+    assert len(expected) > 3
+    monkeypatch.setattr(trace_list, "FILTER_COUNT_CAP", 3)
+    app = make_app(fixtures_db)
+    async with app.run_test(size=(130, 36)) as pilot:
+        await settle(pilot)
+        await type_filter(pilot, "kind=llm")
+        banner = str(app.screen.query_one("#new-banner").render())
+        assert "3+ runs match, the newest listed" in banner
+        newest = sorted(SqliteReader(fixtures_db).traces(0, -1), key=lambda t: -t.start_ns)
+        assert [t.trace_id for t in shown_traces(app)] == [t.trace_id for t in newest if t.trace_id in expected][:3]
+    monkeypatch.setattr(trace_list, "FILTER_COUNT_CAP", len(expected))
+    app = make_app(fixtures_db)
+    async with app.run_test(size=(130, 36)) as pilot:
+        await settle(pilot)
+        await type_filter(pilot, "kind=llm")
+        assert f"{len(expected)}+ runs match" in str(app.screen.query_one("#new-banner").render())
+    monkeypatch.setattr(trace_list, "FILTER_COUNT_CAP", len(expected) + 1)
+    app = make_app(fixtures_db)
+    async with app.run_test(size=(130, 36)) as pilot:
+        await settle(pilot)
+        await type_filter(pilot, "kind=llm")
+        assert f"({len(expected)} runs match;" in str(app.screen.query_one("#new-banner").render())
+
+
 async def test_malformed_filter_shows_an_error_and_changes_nothing(fixtures_db: Path) -> None:
     app = make_app(fixtures_db)
     async with app.run_test(size=(130, 36)) as pilot:

@@ -289,12 +289,14 @@ class ClickHouseReader:
         )
         return int(found[0][0]) if found and found[0][1] else 0
 
-    def count_traces(self, horizon: int | None = None, flt: Filter | None = None) -> int:
+    def count_traces(self, horizon: int | None = None, flt: Filter | None = None, cap: int | None = None) -> int:
         decided = self._decided(horizon, flt)
         if decided is not None:
-            return len(decided)
-        where, params = self._list_where(horizon, flt)
-        return int(self._value(f"SELECT uniqExact(TraceId) FROM {self._traces} WHERE {where}", params) or 0)
+            count = len(decided)
+        else:
+            where, params = self._list_where(horizon, flt)
+            count = int(self._value(f"SELECT uniqExact(TraceId) FROM {self._traces} WHERE {where}", params) or 0)
+        return count if cap is None else min(count, cap)
 
     def count_newer(self, horizon: int, flt: Filter | None = None) -> int:
         decided = self._decided(horizon, flt, newer=True)

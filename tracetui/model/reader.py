@@ -173,7 +173,10 @@ class Reader(Protocol):
         """The newest trace's arrival number (0 when empty): the horizon of a fresh list."""
         ...
 
-    def count_traces(self, horizon: int | None = None, flt: Filter | None = None) -> int: ...
+    def count_traces(self, horizon: int | None = None, flt: Filter | None = None, cap: int | None = None) -> int:
+        """Traces matching ``flt`` with seq <= ``horizon``; with ``cap``, at most ``cap`` (a filtered count
+        checks each trace's spans, so the list counts no further than it can show quickly)."""
+        ...
 
     def count_newer(self, horizon: int, flt: Filter | None = None) -> int:
         """Traces matching ``flt`` that arrived after ``horizon``."""

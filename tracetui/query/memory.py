@@ -142,8 +142,9 @@ class MemoryReader:
     def max_seq(self) -> int:
         return len(self._held.traces)
 
-    def count_traces(self, horizon: int | None = None, flt: Filter | None = None) -> int:
-        return len(self._listed(horizon, flt))
+    def count_traces(self, horizon: int | None = None, flt: Filter | None = None, cap: int | None = None) -> int:
+        count = len(self._listed(horizon, flt))
+        return count if cap is None else min(count, cap)
 
     def count_newer(self, horizon: int, flt: Filter | None = None) -> int:
         return len(self._listed(horizon, flt, newer=True))

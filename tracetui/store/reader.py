@@ -176,9 +176,12 @@ class SqliteReader:
             params += values
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
-    def count_traces(self, horizon: int | None = None, flt: Filter | None = None) -> int:
+    def count_traces(self, horizon: int | None = None, flt: Filter | None = None, cap: int | None = None) -> int:
         clause, params = self._where(horizon, flt)
-        row = self._one(f"SELECT count(*) FROM traces{clause}", params)
+        if cap is None:
+            row = self._one(f"SELECT count(*) FROM traces{clause}", params)
+        else:  # stops at the cap: 10,000 traces checked against their spans, not the whole table
+            row = self._one(f"SELECT count(*) FROM (SELECT 1 FROM traces{clause} LIMIT ?)", (*params, cap))
         return int(row[0]) if row else 0
 
     def count_newer(self, horizon: int, flt: Filter | None = None) -> int:
