@@ -180,7 +180,7 @@ class SqliteReader:
         clause, params = self._where(horizon, flt)
         if cap is None:
             row = self._one(f"SELECT count(*) FROM traces{clause}", params)
-        else:  # stops at the cap: 10,000 traces checked against their spans, not the whole table
+        else:  # stops at the cap: the first traces checked against their spans, not the whole table
             row = self._one(f"SELECT count(*) FROM (SELECT 1 FROM traces{clause} LIMIT ?)", (*params, cap))
         return int(row[0]) if row else 0
 
