@@ -243,7 +243,22 @@ class SqliteReader:
         )
         worst = self._worst_groundedness([r[0] for r in rows])
         out = []
-        for sid, runs, first, last, end, duration, calls, tokens, cost, unpriced, tokenless, errors, failed, named in rows:
+        for (
+            sid,
+            runs,
+            first,
+            last,
+            end,
+            duration,
+            calls,
+            tokens,
+            cost,
+            unpriced,
+            tokenless,
+            errors,
+            failed,
+            named,
+        ) in rows:
             name, _, service = (named or "").partition("\0")
             out.append(SessionRow(sid, runs, first, last, end, duration, calls, tokens, cost, unpriced, tokenless,
                                   errors, failed, worst.get(sid), name, service))  # fmt: skip
@@ -264,9 +279,7 @@ class SqliteReader:
         return worst
 
     def session_runs(self, session_id: str) -> list[TraceRow]:
-        rows = self._all(
-            f"SELECT {_TRACE_COLS} FROM traces WHERE session_id = ? ORDER BY start_ns, id", (session_id,)
-        )
+        rows = self._all(f"SELECT {_TRACE_COLS} FROM traces WHERE session_id = ? ORDER BY start_ns, id", (session_id,))
         return self._with_evaluations([TraceRow(*r) for r in rows])
 
     def neighbor_trace(self, trace_id: bytes, *, newer: bool, horizon: int | None = None) -> bytes | None:

@@ -32,7 +32,9 @@ from tracetui.ui.widgets.status_header import StatusHeader
 from tracetui.ui.widgets.trace_table import TraceTable
 
 #: The attributes a session id is read from, as the empty screen names them (the first few of semconv's list).
-SESSION_KEYS_HINT = "gen_ai.conversation.id, session.id, langfuse.session.id, traceloop…session_id, Vercel metadata.sessionId"
+SESSION_KEYS_HINT = (
+    "gen_ai.conversation.id, session.id, langfuse.session.id, traceloop…session_id, Vercel metadata.sessionId"
+)
 
 
 @dataclass
@@ -91,9 +93,10 @@ class _Followed(Screen):
             self._reload_pending = True
             return
         self._loading = True
-        self._load()
+        self._read()
 
-    def _load(self) -> None:
+    def _read(self) -> None:
+        """Start the thread worker that reads what the screen shows (it posts a message when done)."""
         raise NotImplementedError
 
     def _loaded(self) -> None:
@@ -131,9 +134,12 @@ class SessionsScreen(_Followed):
         super().on_mount()
         self.query_one(SessionTable).focus()
 
+    def _read(self) -> None:
+        self._read_sessions()
+
     @work(thread=True, group="sessions", exit_on_error=False, description="load sessions")
     @forget_worker_when_done
-    def _load(self) -> None:
+    def _read_sessions(self) -> None:
         try:
             rows = tui(self).reader.sessions(DEFAULT_LIMIT)
         except Exception as exc:
@@ -199,9 +205,12 @@ class SessionRunsScreen(_Followed):
         super().on_mount()
         self.query_one(TraceTable).focus()
 
+    def _read(self) -> None:
+        self._read_runs()
+
     @work(thread=True, group="session-runs", exit_on_error=False, description="load a session's runs")
     @forget_worker_when_done
-    def _load(self) -> None:
+    def _read_runs(self) -> None:
         try:
             runs = tui(self).reader.session_runs(self.session_id)
         except Exception as exc:
