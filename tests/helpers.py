@@ -142,7 +142,9 @@ def with_session_ids(
             for ss in rs.scope_spans:
                 for span in ss.spans:
                     if span.trace_id in session_of:
-                        span.attributes.append(KeyValue(key=key, value=AnyValue(string_value=session_of[span.trace_id])))
+                        span.attributes.append(
+                            KeyValue(key=key, value=AnyValue(string_value=session_of[span.trace_id]))
+                        )
         out.append(copy.SerializeToString())
     return out
 

@@ -53,8 +53,9 @@ class SessionsFailed(Message):
     error: str
 
 
-def session_summary(row: SessionRow, threshold: float, width: int) -> str:
-    """One line about a conversation, fitted to ``width``: runs, time, tokens, cost, groundedness, errors."""
+def session_summary(row: SessionRow, threshold: float, width: int, note: str = "") -> str:
+    """One line about a conversation, fitted to ``width``: runs, time, tokens, cost, groundedness, errors
+    (and ``note``, the first to go)."""
     grounded = ""
     if row.groundedness is not None:
         grounded = f"worst groundedness {row.groundedness:.2f}" + (" ✗" if row.groundedness < threshold else "")
@@ -69,6 +70,7 @@ def session_summary(row: SessionRow, threshold: float, width: int) -> str:
         (1, cost),
         (2, grounded),
         (0, fmt_counted(row.errors, "error") if row.errors else ""),
+        (4, note),
     ]
     return join_to_fit(parts, width)
 
@@ -231,7 +233,7 @@ class SessionRunsScreen(_Followed):
         if self.session is None:
             text = f"session {safe_text(self.session_id, 60)}: no runs left (retention removed them)"
         else:
-            text = session_summary(self.session, tui(self).threshold, width - 15) + " · oldest first"
+            text = session_summary(self.session, tui(self).threshold, width, "runs oldest first")
         self.query_one("#session-summary", Static).update(Text(" " + text))
 
     def on_resize(self) -> None:

@@ -17,11 +17,11 @@ from tracetui.ui.context import tui
 from tracetui.ui.widgets.cursor_list import CursorList, pad
 from tracetui.ui.widgets.trace_table import Column, layout
 
-#: At 80 columns: last run, session, runs, duration, cost, groundedness, errors and the first run's name;
-#: from 120 also tokens and the service.
+#: At 80 columns: last run, session (ids are long: conv_ and 16 hex digits, UUIDs), runs, duration, cost,
+#: groundedness and errors; from 120 also tokens, the first run's name and the service.
 SESSION_COLUMNS: tuple[Column, ...] = (
     Column("last", "LAST RUN", 11, priority=1),
-    Column("session", "SESSION", 12, priority=0, grow=2, max_width=40),
+    Column("session", "SESSION", 20, priority=0, grow=1, max_width=40),
     Column("runs", "RUNS", 4, right=True, priority=1),
     Column("duration", "DURATION", 8, right=True, priority=2),
     Column("tokens", "TOKENS", 6, right=True, priority=5),
