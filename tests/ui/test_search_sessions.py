@@ -244,3 +244,27 @@ async def test_the_sessions_view_says_how_runs_get_a_session_when_there_is_none(
         await settle(pilot)
         drawn = "\n".join(screen_lines(app))
         assert "No sessions yet" in drawn and "gen_ai.conversation.id" in drawn
+
+
+async def test_help_names_the_new_keys(sessions_db: Path) -> None:
+    app = make_app(sessions_db)
+    async with app.run_test(size=(120, 50)) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await settle(pilot)
+        text = "\n".join(screen_lines(app))
+        assert "runs grouped by conversation" in text  # v in the trace list's keys
+        await pilot.press("escape", "enter")
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await settle(pilot)
+        lines = screen_lines(app)
+        row = {key: next(line for line in lines if f" {key} " in line and what in line)
+               for key, what in (("/", "search this run"), ("f", "only the spans that match"),
+                                 ("n", "next span that matches"), (">", "next (older) run"))}  # fmt: skip
+        assert len(row) == 4
+        await pilot.press("escape", "escape", "v")
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await settle(pilot)
+        assert any("Keys of the sessions view" in line for line in screen_lines(app))
