@@ -104,6 +104,14 @@ async def render(db: Path, listen: str) -> None:
         await settle()
         app.save_screenshot("compare.svg", str(OUT))
 
+        # Sessions: back to the list, v (the demo's runs come in conversations of 2 to 4).
+        while len(app.screen_stack) > 2:
+            app.pop_screen()
+            await settle()
+        await pilot.press("v")
+        await settle()
+        app.save_screenshot("sessions.svg", str(OUT))
+
 
 def main() -> None:
     OUT.mkdir(exist_ok=True)
@@ -111,7 +119,7 @@ def main() -> None:
         db = Path(tmp) / "demo.db"
         fill_database(db)
         asyncio.run(render(db, "127.0.0.1:4317"))  # the address a user would see
-    print(f"wrote trace-list.svg, trace-view.svg, run-diff.svg and compare.svg into {OUT}")
+    print(f"wrote trace-list.svg, trace-view.svg, run-diff.svg, compare.svg and sessions.svg into {OUT}")
 
 
 if __name__ == "__main__":

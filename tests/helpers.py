@@ -128,6 +128,33 @@ def expected_traces(requests: Iterable[ExportTraceServiceRequest]) -> dict[bytes
     return out
 
 
+def with_session_ids(
+    requests: Iterable[ExportTraceServiceRequest], key: str, session_of: dict[bytes, str]
+) -> list[bytes]:
+    """Serialized copies of ``requests`` whose spans of each trace in ``session_of`` carry ``key`` = its session
+    id, on every span, as a library that puts the conversation in context does (OpenInference's
+    ``using_session``, Traceloop's association properties, the Vercel AI SDK's telemetry metadata)."""
+    out = []
+    for request in requests:
+        copy = ExportTraceServiceRequest()
+        copy.CopyFrom(request)
+        for rs in copy.resource_spans:
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    if span.trace_id in session_of:
+                        span.attributes.append(
+                            KeyValue(key=key, value=AnyValue(string_value=session_of[span.trace_id]))
+                        )
+        out.append(copy.SerializeToString())
+    return out
+
+
+def sessions_in_turn(traces: dict[bytes, ExpectedTrace], names: Sequence[str]) -> dict[bytes, str]:
+    """Trace id -> session: the traces in start order dealt out to ``names`` in turn (a, b, a, b, ...)."""
+    ordered = sorted(traces.values(), key=lambda t: (t.start_ns, t.trace_id))
+    return {t.trace_id: names[i % len(names)] for i, t in enumerate(ordered)}
+
+
 def expected_span_keys(requests: Iterable[ExportTraceServiceRequest]) -> set[tuple[bytes, bytes]]:
     return {(s.trace_id, s.span_id) for _, s in iter_spans(requests)}
 

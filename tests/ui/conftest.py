@@ -64,6 +64,30 @@ def agent_db(tmp_path: Path) -> Path:
     return db
 
 
+#: The conversations of sessions_db: the OpenInference capture's runs dealt out to them in start order.
+CONVERSATIONS = ("support-chat-1", "support-chat-2", "support-chat-3")
+
+
+def session_requests() -> tuple[list[bytes], list[bytes]]:
+    """Traces and logs with conversations: the OpenInference capture's eight runs dealt to CONVERSATIONS
+    (``session.id`` on every span, as its ``using_session`` puts it), and the hand-made agent's two tickets
+    (``gen_ai.conversation.id``, groundedness 0.92 and 0.18), its evaluation log records included."""
+    from helpers import expected_traces, requests_of, sessions_in_turn, with_session_ids
+
+    oi = requests_of(FIXTURES / "openinference_openai.otlp")
+    dealt = sessions_in_turn(expected_traces(oi), CONVERSATIONS)
+    traces = [*with_session_ids(oi, "session.id", dealt), *fixture_requests("handmade_agent.otlp")]
+    return traces, fixture_requests("handmade_agent.logs.otlp")
+
+
+@pytest.fixture
+def sessions_db(tmp_path: Path) -> Path:
+    db = tmp_path / "sessions.db"
+    traces, logs = session_requests()
+    write_requests(db, traces, logs)
+    return db
+
+
 # In-memory readers, filled from the same captures through the same decode and analysis: the tests
 # that only drive navigation run over them (the UI cannot tell), the ones that check data over SQLite.
 

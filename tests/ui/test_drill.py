@@ -67,7 +67,7 @@ async def test_c_marks_the_critical_path_with_its_total(agent_mem: MemoryReader)
         assert waterfall.critical == frozenset()
 
 
-async def test_e_walks_the_errors_and_n_p_change_trace(fixtures_mem: MemoryReader) -> None:
+async def test_e_walks_the_errors_and_angle_brackets_change_run(fixtures_mem: MemoryReader) -> None:
     app = make_app(fixtures_mem)
     async with app.run_test(size=(130, 36)) as pilot:
         await settle(pilot)
@@ -78,14 +78,14 @@ async def test_e_walks_the_errors_and_n_p_change_trace(fixtures_mem: MemoryReade
         assert app.screen.query_one(Waterfall).lines[app.screen.query_one(Waterfall).cursor_row].span.is_error
         await pilot.press("E")  # only one error: stays on it
         assert cursor_name(app) == "chat gpt-4o"
-        await pilot.press("n")  # the oldest trace: nothing older, it stays
+        await pilot.press("greater_than_sign")  # the oldest trace: nothing older, it stays
         await settle(pilot)
         assert app.screen.trace_id == first
-        await pilot.press("p")  # the next newer one in the list
+        await pilot.press("less_than_sign")  # the next newer one in the list
         await settle(pilot)
         table_order = [row.trace_id for row in app.reader.traces(0, -1)]
         assert app.screen.trace_id == table_order[table_order.index(first) - 1]
-        await pilot.press("n")
+        await pilot.press("greater_than_sign")
         await settle(pilot)
         assert app.screen.trace_id == first
         assert isinstance(app.screen, TraceScreen)

@@ -152,3 +152,41 @@ class TestCompare:
             await settle(pilot)
 
         assert snap_compare(make_app(fixtures_db), terminal_size=(120, 36), run_before=run_before)
+
+
+class TestSearchAndSessions:
+    """Issue 21: a search inside the run, and the sessions view, at the three designed widths."""
+
+    @WIDTHS
+    def test_trace_view_with_a_search(self, snap_compare, agent_db: Path, size) -> None:
+        """`/ INV-2291` in the 34 s run: matches marked », the count, the first match's detail highlighted."""
+
+        async def run_before(pilot) -> None:
+            await open_fallback_call(pilot)
+            await pilot.press("slash", *"INV-2291", "enter")
+            await settle(pilot)
+
+        assert snap_compare(make_app(agent_db), terminal_size=size, run_before=run_before)
+
+    @WIDTHS
+    def test_sessions_view(self, snap_compare, sessions_db: Path, size) -> None:
+        """`v`: the OpenInference runs dealt to three conversations and the agent's two tickets."""
+
+        async def run_before(pilot) -> None:
+            await settle(pilot)
+            await pilot.press("v")
+            await settle(pilot)
+
+        assert snap_compare(make_app(sessions_db), terminal_size=size, run_before=run_before)
+
+    def test_one_session(self, snap_compare, sessions_db: Path) -> None:
+        """Enter on a conversation: its totals, then its runs oldest first."""
+
+        async def run_before(pilot) -> None:
+            await settle(pilot)
+            await pilot.press("v")
+            await settle(pilot)
+            await pilot.press("enter")
+            await settle(pilot)
+
+        assert snap_compare(make_app(sessions_db), terminal_size=(120, 36), run_before=run_before)

@@ -1,4 +1,4 @@
-"""Command line: ``tracetui serve | view | demo | traces | spans``.
+"""Command line: ``tracetui serve | view | demo | traces | sessions | spans``.
 
 The UI is imported lazily inside the commands that show it, so the receiver
 and the scripting commands never load Textual.
@@ -33,7 +33,7 @@ from tracetui.model.config import (
     ReceiverSettings,
     default_decode_workers,
 )
-from tracetui.model.fmt import fmt_clock, fmt_counted, fmt_duration, json_text, safe_text
+from tracetui.model.fmt import fmt_clock, fmt_cost, fmt_counted, fmt_duration, json_text, safe_text
 
 
 def _check_age(_ctx, _param, value: str | None) -> str | None:
@@ -225,6 +225,52 @@ def traces(db: Path | None, source: SourceChoice | None, as_json: bool, limit: i
             f"{safe_text(row.service, 18):<18} {fmt_duration(row.duration_ns):>9} {row.span_count:>6} "
             f"{row.error_count or '':>4}"
         )
+
+
+@main.command()
+@db_option
+@source_options
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.option("--session", "session_id", default=None, metavar="ID",
+              help="The runs of this session instead, in the order they started.")  # fmt: skip
+@click.option("--limit", type=click.IntRange(1), default=None, help="The N most recently active sessions only.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Evaluation score at or above which a result passes.")  # fmt: skip
+def sessions(
+    db: Path | None, source: SourceChoice | None, as_json: bool, session_id: str | None, limit: int | None,
+    threshold: float,
+) -> None:  # fmt: skip
+    """List conversations (runs sharing a session / conversation id), most recently active first."""
+    reader = open_reader(db, threshold, source)
+    if session_id is not None:
+        runs = reader.session_runs(session_id)
+        if not runs:
+            raise click.ClickException(f"no runs with session id {safe_text(session_id, 80)}")
+        click.echo(json_text([row.to_json() for row in runs]) if as_json else "\n".join(_run_lines(runs)))
+        return
+    rows = reader.sessions(limit)
+    if as_json:
+        click.echo(json_text([row.to_json() for row in rows]))
+        return
+    click.echo(f"{'LAST':<11} {'SESSION':<24} {'RUNS':>5} {'DURATION':>9} {'TOKENS':>8} {'COST':>10} "
+               f"{'GROUNDED':>8} {'ERR':>4}  FIRST RUN")  # fmt: skip
+    for row in rows:
+        grounded = f"{row.groundedness:.2f}" if row.groundedness is not None else ""
+        click.echo(
+            f"{fmt_clock(row.last_start_ns):<11} {safe_text(row.session_id, 24):<24} {row.runs:>5} "
+            f"{fmt_duration(row.duration_ns):>9} {row.tokens or '':>8} {fmt_cost(row.cost_usd) if row.cost_usd is not None else '':>10} "
+            f"{grounded:>8} {row.errors or '':>4}  {safe_text(row.first_name, 40)}"
+        )
+
+
+def _run_lines(runs: list) -> list[str]:
+    """`tracetui sessions --session ID`: one line per run, in the order they started."""
+    lines = [f"{'TIME':<11} {'TRACE':<10} {'RUN':<32} {'DURATION':>9} {'COST':>10} {'ERR':>4}"]
+    for row in runs:
+        cost = fmt_cost(row.cost_usd) if row.cost_usd is not None else ""
+        lines.append(f"{fmt_clock(row.start_ns):<11} {row.trace_id.hex()[:8]:<10} {safe_text(row.name, 32):<32} "
+                     f"{fmt_duration(row.duration_ns):>9} {cost:>10} {row.error_count or '':>4}")  # fmt: skip
+    return lines
 
 
 @main.command()

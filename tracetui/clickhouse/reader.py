@@ -60,10 +60,11 @@ from tracetui.model.reader import (
     pages_of,
 )
 from tracetui.model.rows import COL
-from tracetui.model.views import Counters, SpanDetail, SpanRow, TraceRow
+from tracetui.model.views import Counters, SessionRow, SpanDetail, SpanRow, TraceRow
 from tracetui.otlp.signals import decode_request
 from tracetui.query.filter_match import matches_span
 from tracetui.query.memory import MemoryReader
+from tracetui.query.sessions import group_runs
 from tracetui.store.batch import MAX_ANALYZED_SPANS, analyze_rows, no_timing
 
 
@@ -101,6 +102,9 @@ RESIDUAL_PAGE = 200
 EXTRA_EVALUATION_SPANS = 100_000
 #: Traces whose evaluation results one query reads (their ids are one bound parameter: ~70 KB).
 EVALUATION_CHUNK = 2000
+#: Runs the sessions view reads at most (their rows are built as the list's are: tokens and cost come from
+#: our own analysis of each run's calls, not from SQL); the most recently active sessions come first.
+SESSION_RUN_SCAN = 5000
 #: Where a cohort row's token counts start (filter_sql.COHORT_COLUMNS).
 _USAGE_AT = filter_sql.COHORT_COLUMNS.index(filter_sql.USAGE[0])
 #: Log record names that carry evaluation results or user feedback (tracetui.llm.evals.from_log_record).
@@ -412,6 +416,41 @@ class ClickHouseReader:
                 "tokens": sum(t.input_tokens + t.output_tokens for t in runs),
                 "cost_usd": math.fsum(costs) if costs else None,
                 "unpriced_calls": sum(t.unpriced_calls for t in runs)}  # fmt: skip
+
+    def sessions(self, limit: int | None = 1000) -> list[SessionRow]:
+        """The most recently active sessions (by their root spans' session id), added up from the rows of
+        their runs: at most SESSION_RUN_SCAN runs are read, so the oldest sessions of a long list may be left
+        out or short of runs."""
+        session = filter_sql.session_sql()
+        page = "" if limit is None else f" LIMIT {int(limit)}"
+        picked = self._rows(
+            f"SELECT {session} AS s FROM {self._traces} WHERE ParentSpanId = '' AND isNotNull(s) "
+            f"GROUP BY s ORDER BY max(Timestamp) DESC, s DESC{page}"
+        )
+        ids = [sid for (sid,) in picked]
+        if not ids:
+            return []
+        runs = self._session_roots(f"{session} IN {{ids:Array(String)}}", {"ids": ids})
+        return group_runs(runs, limit)
+
+    def session_runs(self, session_id: str) -> list[TraceRow]:
+        return self._session_roots(f"{filter_sql.session_sql()} = {{s:String}}", {"s": session_id})
+
+    def _session_roots(self, condition: str, params: dict[str, Any]) -> list[TraceRow]:
+        """The runs whose root span meets ``condition`` (a session id test), oldest first, each with its session."""
+        session = filter_sql.session_sql()
+        found = self._rows(
+            f"SELECT TraceId, toUnixTimestamp64Nano(min(Timestamp)), any({session}) FROM {self._traces} "
+            f"WHERE ParentSpanId = '' AND {condition} GROUP BY TraceId "
+            f"ORDER BY min(Timestamp), TraceId LIMIT {SESSION_RUN_SCAN}",
+            params,
+        )
+        roots = [(bytes.fromhex(t), int(ts)) for t, ts, _ in found if t]
+        sessions = {bytes.fromhex(t): sid for t, _, sid in found if t}
+        rows: list[TraceRow] = []
+        for i in range(0, len(roots), RESIDUAL_PAGE):
+            rows += self._trace_rows(roots[i : i + RESIDUAL_PAGE])
+        return [replace(row, session_id=sessions[row.trace_id]) for row in rows]
 
     # --- the rows of a page -------------------------------------------------------------------
 

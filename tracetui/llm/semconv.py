@@ -145,6 +145,8 @@ _STRING_FIELDS: dict[str, tuple[str, ...]] = {
         "langsmith.metadata.session_id",
         "langsmith.metadata.thread_id",
         "langsmith.metadata.conversation_id",
+        "langfuse.session.id",  # Langfuse's OTel attribute (its SDKs, and what its docs tell others to set)
+        "ai.telemetry.metadata.sessionId",  # Vercel AI SDK: experimental_telemetry.metadata.sessionId (Langfuse docs)
     ),
     "user_id": ("user.id", "traceloop.association.properties.user_id", "gen_ai.user", "llm.user"),
     "prompt_name": (

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple, Protocol
 
 from tracetui.model.filter import Filter
-from tracetui.model.views import Counters, SpanDetail, SpanRow, TraceRow
+from tracetui.model.views import Counters, SessionRow, SpanDetail, SpanRow, TraceRow
 
 #: Key of the group of calls that have no model / route / prompt version.
 NONE_KEY = "(none)"
@@ -200,6 +200,15 @@ class Reader(Protocol):
 
     def session_totals(self, session_id: str) -> dict[str, Any]:
         """Runs, LLM calls, tokens, cost and unpriced calls of one conversation."""
+        ...
+
+    def sessions(self, limit: int | None = 1000) -> list[SessionRow]:
+        """Conversations (runs that share a session id), the most recently active first (``limit`` None:
+        all), each added up as tracetui.query.sessions.session_row adds up its runs."""
+        ...
+
+    def session_runs(self, session_id: str) -> list[TraceRow]:
+        """The runs of one conversation in the order they started, each with its evaluations."""
         ...
 
     # --- one trace ----------------------------------------------------------------------------

@@ -129,6 +129,59 @@ class TraceRow:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """One conversation: the runs (traces) that share a session / conversation id, added up.
+
+    Sums are over the runs; ``duration_ns`` is the runs' own time added (not the wall clock from
+    the first run's start to the last one's end: a user who waits a day between two questions
+    did not make the agent slower), ``first_start_ns`` / ``last_end_ns`` give that span of time.
+    """
+
+    session_id: str
+    runs: int
+    first_start_ns: int
+    last_start_ns: int  # the latest run's start: the list is ordered by it, most recent first
+    last_end_ns: int
+    duration_ns: int
+    llm_calls: int
+    tokens: int
+    cost_usd: float | None  # None: no run could be priced
+    unpriced_calls: int
+    tokenless_calls: int
+    errors: int  # error spans over all runs
+    error_runs: int  # runs with at least one error
+    #: The lowest groundedness score of any of its runs (None: none was evaluated).
+    groundedness: float | None
+    #: What the conversation started with: its first run's name, and that run's service.
+    first_name: str
+    service: str
+
+    @property
+    def cost_incomplete(self) -> bool:
+        return bool(self.unpriced_calls or self.tokenless_calls)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "runs": self.runs,
+            "first_run": self.first_name,
+            "service": self.service,
+            "first_start_ns": self.first_start_ns,
+            "last_start_ns": self.last_start_ns,
+            "last_end_ns": self.last_end_ns,
+            "duration_ms": self.duration_ns / 1e6,
+            "llm_calls": self.llm_calls,
+            "tokens": self.tokens,
+            "cost_usd": self.cost_usd,
+            "unpriced_calls": self.unpriced_calls,
+            "tokenless_calls": self.tokenless_calls,
+            "errors": self.errors,
+            "error_runs": self.error_runs,
+            "groundedness": self.groundedness,
+        }
+
+
 @dataclass(slots=True)
 class SpanRow:
     """One span of an open trace, without its raw payload."""

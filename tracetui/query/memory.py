@@ -41,9 +41,10 @@ from tracetui.model.reader import (
     pages_of,
 )
 from tracetui.model.rows import LOG_COLUMNS, SPAN_COLUMNS, Decoded, Source
-from tracetui.model.views import Counters, SpanDetail, SpanRow, TraceRow, log_entry
+from tracetui.model.views import Counters, SessionRow, SpanDetail, SpanRow, TraceRow, log_entry
 from tracetui.otlp.signals import decode_request
 from tracetui.query.filter_match import matches_span
+from tracetui.query.sessions import group_runs
 from tracetui.store.batch import ANALYSIS_COLUMNS, no_timing, prepare
 
 _SPAN_FIELDS = (*SPAN_COLUMNS, *ANALYSIS_COLUMNS)
@@ -184,6 +185,13 @@ class MemoryReader:
                 "tokens": sum(t.input_tokens + t.output_tokens for t in runs),
                 "cost_usd": math.fsum(costs) if costs else None,
                 "unpriced_calls": sum(t.unpriced_calls for t in runs)}  # fmt: skip
+
+    def sessions(self, limit: int | None = 1000) -> list[SessionRow]:
+        return group_runs((self._with_evaluations(t) for t in self._held.traces if t.session_id), limit)
+
+    def session_runs(self, session_id: str) -> list[TraceRow]:
+        runs = [self._with_evaluations(t) for t in self._held.traces if t.session_id == session_id]
+        return sorted(runs, key=lambda r: (r.start_ns, r.seq))
 
     def _with_evaluations(self, row: TraceRow) -> TraceRow:
         results = _deduplicated(self._held.evaluations.get(row.trace_id, []))

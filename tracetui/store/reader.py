@@ -28,7 +28,7 @@ from tracetui.model.reader import (
     StoredSpan,
 )
 from tracetui.model.rows import SPLIT_KEYS
-from tracetui.model.views import Counters, SpanDetail, SpanRow, TraceRow, log_entry
+from tracetui.model.views import Counters, SessionRow, SpanDetail, SpanRow, TraceRow, log_entry
 from tracetui.store import stats_sql
 from tracetui.store.filter_sql import register_sql_functions, span_where, trace_where
 from tracetui.store.health import read_problem
@@ -257,6 +257,60 @@ class SqliteReader:
         runs, calls, tokens, cost, unpriced = row if row else (0, 0, 0, None, 0)
         return {"session_id": session_id, "runs": runs, "llm_calls": calls or 0, "tokens": tokens or 0,
                 "cost_usd": cost, "unpriced_calls": unpriced or 0}  # fmt: skip
+
+    def sessions(self, limit: int | None = 1000) -> list[SessionRow]:
+        """Conversations added up in SQL over the whole table (the partial index traces_by_session), then
+        the worst groundedness of the sessions listed (one query over their runs' evaluations)."""
+        rows = self._all(
+            "SELECT session_id, count(*), min(start_ns), max(start_ns), max(end_ns), sum(max(end_ns - start_ns, 0)), "
+            "sum(llm_calls), sum(input_tokens + output_tokens), sum(cost_usd), sum(unpriced_calls), "
+            "sum(tokenless_calls), sum(error_count), sum(error_count > 0), "
+            "(SELECT coalesce(f.root_name, f.first_name) || char(0) || f.service FROM traces f "
+            " WHERE f.session_id = traces.session_id ORDER BY f.start_ns, f.id LIMIT 1) "
+            "FROM traces WHERE session_id IS NOT NULL GROUP BY session_id "
+            "ORDER BY max(start_ns) DESC, session_id DESC LIMIT ?",
+            (-1 if limit is None else limit,),
+        )
+        worst = self._worst_groundedness([r[0] for r in rows])
+        out = []
+        for (
+            sid,
+            runs,
+            first,
+            last,
+            end,
+            duration,
+            calls,
+            tokens,
+            cost,
+            unpriced,
+            tokenless,
+            errors,
+            failed,
+            named,
+        ) in rows:
+            name, _, service = (named or "").partition("\0")
+            out.append(SessionRow(sid, runs, first, last, end, duration, calls, tokens, cost, unpriced, tokenless,
+                                  errors, failed, worst.get(sid), name, service))  # fmt: skip
+        return out
+
+    def _worst_groundedness(self, session_ids: list[str]) -> dict[str, float]:
+        """Session id -> the lowest groundedness score of its runs' evaluations (sessions with one)."""
+        worst: dict[str, float] = {}
+        for i in range(0, len(session_ids), 500):
+            chunk = session_ids[i : i + 500]
+            for sid, name, score in self._all(
+                "SELECT t.session_id, e.name, e.score FROM traces t JOIN evaluations e ON e.trace_id = t.trace_id "
+                f"WHERE t.session_id IN ({','.join('?' * len(chunk))}) AND e.score IS NOT NULL",
+                chunk,
+            ):
+                if is_groundedness(name) and (sid not in worst or score < worst[sid]):
+                    worst[sid] = score
+        return worst
+
+    def session_runs(self, session_id: str) -> list[TraceRow]:
+        rows = self._all(f"SELECT {_TRACE_COLS} FROM traces WHERE session_id = ? ORDER BY start_ns, id", (session_id,))
+        return self._with_evaluations([TraceRow(*r) for r in rows])
 
     def neighbor_trace(self, trace_id: bytes, *, newer: bool, horizon: int | None = None) -> bytes | None:
         """The trace next to ``trace_id`` in the list's order (newest first), or None at either end."""

@@ -90,6 +90,7 @@ def binding_groups(screen: Screen | None = None) -> list[tuple[str, list[Binding
     """(group title, bindings) for the keys that work on ``screen``; every screen's when None."""
     from tracetui.ui.screens.compare import CompareScreen
     from tracetui.ui.screens.run_diff import RunDiffScreen
+    from tracetui.ui.screens.sessions import SessionRunsScreen, SessionsScreen
     from tracetui.ui.screens.stats import StatsScreen
     from tracetui.ui.screens.trace_list import TraceListScreen
     from tracetui.ui.screens.trace_view import TraceScreen
@@ -105,6 +106,10 @@ def binding_groups(screen: Screen | None = None) -> list[tuple[str, list[Binding
         own = _of(TraceScreen)
         return [("Trace view", own), (move[0], _minus(move[1], _keys(own))), ("Detail pane", DETAIL_KEYS),
                 filter_line, everywhere]  # fmt: skip
+    if isinstance(screen, (SessionsScreen, SessionRunsScreen)):
+        own = _of(type(screen))
+        title = "Sessions" if isinstance(screen, SessionsScreen) else "Session"
+        return [(title, own), (move[0], _minus(move[1], _keys(own))), everywhere]
     if isinstance(screen, StatsScreen):
         return [("Stats", _of(StatsScreen)), ("Move", TABLE_KEYS), everywhere]
     if isinstance(screen, CompareScreen):
@@ -116,6 +121,8 @@ def binding_groups(screen: Screen | None = None) -> list[tuple[str, list[Binding
         move,
         ("Trace list", _of(TraceListScreen)),
         ("Trace view", _of(TraceScreen)),
+        ("Sessions", _of(SessionsScreen)),
+        ("Session", _of(SessionRunsScreen)),
         ("Stats", _of(StatsScreen)),
         ("Run diff", _of(RunDiffScreen)),
         ("Compare", _of(CompareScreen)),
@@ -143,12 +150,14 @@ def help_table(screen: Screen | None = None) -> Group:
 def screen_title(screen: Screen | None) -> str:
     from tracetui.ui.screens.compare import CompareScreen
     from tracetui.ui.screens.run_diff import RunDiffScreen
+    from tracetui.ui.screens.sessions import SessionRunsScreen, SessionsScreen
     from tracetui.ui.screens.stats import StatsScreen
     from tracetui.ui.screens.trace_list import TraceListScreen
     from tracetui.ui.screens.trace_view import TraceScreen
 
     names = {TraceListScreen: "the trace list", TraceScreen: "the trace view", StatsScreen: "the stats screen",
-             RunDiffScreen: "the run diff", CompareScreen: "the compare screen"}  # fmt: skip
+             RunDiffScreen: "the run diff", CompareScreen: "the compare screen", SessionsScreen: "the sessions view",
+             SessionRunsScreen: "a session"}  # fmt: skip
     return next((f"Keys of {name}" for cls, name in names.items() if isinstance(screen, cls)), "tracetui keys")
 
 

@@ -109,6 +109,13 @@ class TraceListScreen(Screen):
             tooltip="filter: free text and field op value terms, e.g. model=gpt-4o duration>2s",
         ),
         Binding(
+            "v",
+            "sessions",
+            "Sessions",
+            show=True,
+            tooltip="runs grouped by conversation (session id): totals, worst groundedness, errors; Enter: its runs",
+        ),
+        Binding(
             "y",
             "copy_summary",
             "Copy summary",
@@ -451,6 +458,11 @@ class TraceListScreen(Screen):
         row = self.table.row_at(self.table.cursor_row)
         if row is not None:
             tui(self).copy_trace_summary(row.trace_id)
+
+    def action_sessions(self) -> None:
+        from tracetui.ui.screens.sessions import SessionsScreen
+
+        self.app.push_screen(SessionsScreen())
 
     def action_open_slowest(self) -> None:
         """Open the selected run at its slowest LLM or tool call."""

@@ -33,12 +33,14 @@ from tracetui.query.drill import (
     slowest_spans,
     walk,
 )
+from tracetui.query.search import matching_spans, search_index
 from tracetui.query.tree import TreeLine, build_tree, flatten
 from tracetui.ui.context import tui
 from tracetui.ui.lifecycle import forget_worker_when_done, unwatch_app
 from tracetui.ui.widgets.cursor_list import CursorList
 from tracetui.ui.widgets.filter_bar import FilterBar
 from tracetui.ui.widgets.key_footer import KeyFooter
+from tracetui.ui.widgets.search_bar import SearchBar
 from tracetui.ui.widgets.span_detail import SpanDetailPane
 from tracetui.ui.widgets.status_header import StatusHeader
 from tracetui.ui.widgets.waterfall import SEGMENT_CHARS, Waterfall
@@ -113,6 +115,15 @@ class SpansMatched(Message):
 
 
 @dataclass
+class SearchDone(Message):
+    trace_id: bytes
+    text: str
+    index: dict[bytes, str]
+    hits: set[bytes]
+    move: bool  # typed: go to the first match; after a reload: stay where the cursor is
+
+
+@dataclass
 class NeighborFound(Message):
     trace_id: bytes | None
     newer: bool
@@ -165,7 +176,7 @@ class TraceScreen(Screen):
     """Tree + waterfall + detail for one trace; reloads when new spans of it arrive."""
 
     BINDINGS = [
-        Binding("escape", "back", "Back", show=True, tooltip="back to the trace list"),
+        Binding("escape", "back", "Back", show=True, tooltip="clear the search, else go back to the list"),
         Binding(
             "s",
             "slowest",
@@ -182,8 +193,22 @@ class TraceScreen(Screen):
         ),
         Binding("e", "next_error", "Next error", show=True, tooltip="next error span"),
         Binding("E", "previous_error", "Prev error", show=False, tooltip="previous error span"),
-        Binding("n", "next_trace", "Next trace", show=True, tooltip="next (older) trace without leaving this view"),
-        Binding("p", "previous_trace", "Prev trace", show=False, tooltip="previous (newer) trace"),
+        Binding(
+            "greater_than_sign",
+            "next_trace",
+            "Next run",
+            show=True,
+            key_display=">",
+            tooltip="next (older) run without leaving this view",
+        ),
+        Binding(
+            "less_than_sign",
+            "previous_trace",
+            "Prev run",
+            show=False,
+            key_display="<",
+            tooltip="previous (newer) run without leaving this view",
+        ),
         Binding("tab", "toggle_pane", "Switch pane", show=True, tooltip="switch between the tree and the details"),
         Binding(
             "y",
@@ -201,10 +226,19 @@ class TraceScreen(Screen):
         ),
         Binding(
             "slash",
+            "search",
+            "Search",
+            show=True,
+            key_display="/",
+            tooltip="search this run's span names, attributes and messages; matches are marked » and highlighted",
+        ),
+        Binding("n", "next_match", "Next match", show=False, tooltip="next span that matches the search"),
+        Binding("N", "previous_match", "Prev match", show=False, tooltip="previous span that matches the search"),
+        Binding(
+            "f",
             "filter",
             "Filter",
             show=True,
-            key_display="/",
             tooltip="show only the spans that match a filter (and their parents)",
         ),
         Binding(
@@ -278,6 +312,11 @@ class TraceScreen(Screen):
         self._reload_pending = False
         #: (spans read, spans in all) while a big trace's later pages load; None once the tree is whole.
         self.partial: tuple[int, int] | None = None
+        #: The `/` search: its text ("" : none), the spans that hold it, and the run's searchable text
+        #: (tracetui.query.search, built on the first search; None until then or after new spans arrive).
+        self.search_text = ""
+        self.search_hits: set[bytes] = set()
+        self._search_index: dict[bytes, str] | None = None
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(tui(self).listen, id="status")
@@ -285,6 +324,7 @@ class TraceScreen(Screen):
         yield Waterfall(id="waterfall")
         yield Static(legend(), id="legend")
         yield SpanDetailPane(id="detail")
+        yield SearchBar(id="search-bar")
         yield FilterBar(id="filter-bar")
         yield KeyFooter()
 
@@ -366,14 +406,18 @@ class TraceScreen(Screen):
         """Show a loaded tree (a first page, or the whole trace) and what waited for the whole of it."""
         if self.trace is not None and self.partial is None:
             self._detail_for = None  # the trace changed: its selected span's evaluations may have too
+        first_load = self.trace is None
         self.trace = message.trace
         self.roots = message.roots
         self.session = message.session
         self.partial = message.loading
+        self._search_index = None  # new spans (or another run): the search reads the run again
         lines = message.lines
         if message.collapsed != self.collapsed:  # collapsed or expanded while the rest loaded
             lines = flatten(self.roots, self.collapsed)
         self._show_lines(lines)
+        if self.search_text:
+            self._run_search(move=first_load)
         if self.partial is not None:
             return
         if self._show_slowest:
@@ -499,6 +543,8 @@ class TraceScreen(Screen):
     @on(CursorList.Highlighted, "#waterfall")
     def _span_highlighted(self, _message: CursorList.Highlighted) -> None:
         self._request_detail()
+        if self.search_text:
+            self._show_search_count()
 
     def _request_detail(self) -> None:
         line = self.waterfall.line_at(self.waterfall.cursor_row)
@@ -520,7 +566,7 @@ class TraceScreen(Screen):
     @on(DetailLoaded)
     def _detail_loaded(self, message: DetailLoaded) -> None:
         if message.span_id == self._detail_for:  # a later selection wins
-            self.query_one(SpanDetailPane).show(message.detail)
+            self.query_one(SpanDetailPane).show(message.detail, self.search_text)
 
     # --- keys ----------------------------------------------------------------
 
@@ -533,7 +579,10 @@ class TraceScreen(Screen):
             self.query_one(SpanDetailPane).focus()
 
     def action_back(self) -> None:
-        self.app.pop_screen()
+        if self.search_text:
+            self.query_one(SearchBar).action_clear()
+        else:
+            self.app.pop_screen()
 
     def action_toggle_pane(self) -> None:
         if self.waterfall.has_focus:
@@ -735,6 +784,101 @@ class TraceScreen(Screen):
         if self.partial is not None:
             total = self.partial[1]
         self.notify(f"{len(message.span_ids)} of {total} spans match", markup=False, timeout=2)
+
+    # --- search inside the run --------------------------------------------------
+
+    def action_search(self) -> None:
+        self.query_one(SearchBar).open()
+
+    @on(SearchBar.Changed)
+    def _search_changed(self, message: SearchBar.Changed) -> None:
+        self.search_text = message.text
+        if message.text:
+            self._run_search(move=True)
+            return
+        self.search_hits = set()
+        self.waterfall.set_search("", frozenset())
+        self.query_one(SpanDetailPane).set_search("")
+
+    @on(SearchBar.Closed)
+    def _search_closed(self, _message: SearchBar.Closed) -> None:
+        self.waterfall.focus()
+
+    def _run_search(self, move: bool) -> None:
+        self._search(self.trace_id, self.search_text, self._search_index, move)
+
+    @work(thread=True, group="search", exclusive=True, exit_on_error=False, description="search the run")
+    @forget_worker_when_done
+    def _search(self, trace_id: bytes, text: str, index: dict[bytes, str] | None, move: bool) -> None:
+        try:
+            if index is None:
+                index = search_index(tui(self).reader.span_details(trace_id))
+        except Exception as exc:
+            self.post_message(LoadFailed(str(exc)))
+            return
+        self.post_message(SearchDone(trace_id, text, index, matching_spans(index, text), move))
+
+    @on(SearchDone)
+    def _search_done(self, message: SearchDone) -> None:
+        if message.trace_id != self.trace_id:
+            return  # another run is on screen now
+        self._search_index = message.index
+        if message.text != self.search_text:
+            return  # a later search wins
+        self.search_hits = message.hits
+        self.waterfall.set_search(message.text, frozenset(message.hits))
+        self.query_one(SpanDetailPane).set_search(message.text)
+        if message.move and message.hits and self._cursor_span_id() not in message.hits:
+            self._jump_match(+1)
+        self._show_search_count()
+
+    def _cursor_span_id(self) -> bytes | None:
+        span = self._cursor_span()
+        return span.span_id if span is not None else None
+
+    def _ordered_hits(self) -> list[bytes]:
+        """The matching spans in tree order (top to bottom, collapsed subtrees included)."""
+        return [s.span_id for r in self.roots for s in walk(r) if s.span_id in self.search_hits]
+
+    def _show_search_count(self) -> None:
+        """'match 2 of 5 · n / N' when the cursor is on a match, else how many spans match."""
+        bar = self.query_one(SearchBar)
+        hits = self._ordered_hits()
+        if not self.search_text:
+            bar.set_count("")
+        elif not hits:
+            bar.set_count(Text("no span matches", style="bold"))
+        else:
+            here = self._cursor_span_id()
+            where = f"match {hits.index(here) + 1} of {len(hits)}" if here in hits else fmt_counted(len(hits), "match")
+            text = Text(where, style="bold")
+            text.append("  n next · N previous", style="dim")
+            bar.set_count(text)
+
+    def action_next_match(self) -> None:
+        self._jump_match(+1)
+
+    def action_previous_match(self) -> None:
+        self._jump_match(-1)
+
+    def _jump_match(self, step: int) -> None:
+        """Move to the next / previous matching span in tree order (wrapping), opening collapsed subtrees."""
+        if not self.search_text:
+            self.notify("No search: press / to search this run.", markup=False, timeout=3)
+            return
+        order = {span_id: i for i, span_id in enumerate(s.span_id for r in self.roots for s in walk(r))}
+        hits = [span_id for span_id in order if span_id in self.search_hits]
+        if self.matches is not None:  # the span filter (f) hides some: move between the ones shown
+            hits = [span_id for span_id in hits if span_id in self.matches]
+        if not hits:
+            self.notify("No span matches the search.", markup=False, timeout=2)
+            return
+        here = self._cursor_span_id()
+        position = order.get(here, -1) if here is not None else -1
+        after = [h for h in hits if (order[h] > position if step > 0 else order[h] < position)]
+        target = (after[0] if step > 0 else after[-1]) if after else (hits[0] if step > 0 else hits[-1])
+        self.select_span(target)
+        self._show_search_count()
 
     def action_next_trace(self) -> None:
         self._find_neighbor(self.trace_id, newer=False)

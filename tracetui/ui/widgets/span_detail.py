@@ -8,6 +8,7 @@ escape sequences in names or values are drawn as the characters they are.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from rich.text import Text
@@ -361,6 +362,25 @@ def _resource_and_scope(text: Text, detail: SpanDetail) -> None:
         text.append(f"  {safe_text(scope['name'], 200)} {safe_text(scope.get('version') or '', 40)}\n")
 
 
+def highlight_matches(text: Text, search: str, style: str) -> int | None:
+    """Style every case-insensitive occurrence of ``search`` in ``text``; the offset of the first one in the
+    conversation (the Messages section) if there is one there, else of the first anywhere (None: none).
+
+    Works on the text as drawn: data was made literal by safe_text before it got here, so
+    markup and escapes in it stay characters, and a regex of the escaped search cannot match markup.
+    """
+    needle = search.strip()
+    if not needle:
+        return None
+    pattern = re.compile(re.escape(needle), re.IGNORECASE)
+    if not text.highlight_regex(pattern, style):
+        return None
+    plain = text.plain
+    conversation = plain.find("\nMessages (")
+    found = pattern.search(plain, conversation) if conversation >= 0 else None
+    return (found or pattern.search(plain)).start()  # type: ignore[union-attr]
+
+
 class SpanDetailPane(VerticalScroll, can_focus=True):
     """Scrollable pane holding one span's details."""
 
@@ -372,15 +392,36 @@ class SpanDetailPane(VerticalScroll, can_focus=True):
     def compose(self):
         yield Static(Text("Select a span to see its details.", style="dim"), id="detail-body")
 
-    def show(self, detail: SpanDetail | None) -> None:
+    #: The `/` search's matches in the pane: reverse video, bold (reads on a monochrome terminal too).
+    MATCH_STYLE = "reverse bold"
+
+    def __init__(self, *children, **options) -> None:
+        super().__init__(*children, **options)
+        self._detail: SpanDetail | None = None
+        self._search = ""
+
+    def show(self, detail: SpanDetail | None, search: str = "") -> None:
+        """Show one span; with ``search``, its occurrences highlighted and the first one scrolled into view."""
+        self._detail, self._search = detail, search
         body = self.query_one("#detail-body", Static)
         if detail is None:
             body.update(Text("This span is no longer in the database.", style="dim"))
-        else:
-            app = tui(self)
-            width = self.scrollable_content_region.width or 200  # the padding and the scroll bar taken off
-            body.update(detail_text(detail, app.clock(), app.threshold, width))
-        self.scroll_home(animate=False)
+            self.scroll_home(animate=False)
+            return
+        app = tui(self)
+        width = self.scrollable_content_region.width or 200  # the padding and the scroll bar taken off
+        text = detail_text(detail, app.clock(), app.threshold, width)
+        first = highlight_matches(text, search, self.MATCH_STYLE)
+        body.update(text)
+        if first is None:
+            self.scroll_home(animate=False)
+        else:  # the line of the first match (counting newlines: wrapped lines may put it a little lower)
+            self.call_after_refresh(self.scroll_to, y=max(0, text.plain.count("\n", 0, first) - 2), animate=False)
+
+    def set_search(self, search: str) -> None:
+        """Highlight another search in the span already shown."""
+        if search != self._search and self._detail is not None:
+            self.show(self._detail, search)
 
     def show_message(self, message: str) -> None:
         self.query_one("#detail-body", Static).update(Text(message, style="dim"))

@@ -86,12 +86,15 @@ def _share(columns: list[Column], spare: int) -> dict[str, int]:
     return extra
 
 
-@lru_cache(maxsize=16)
-def layout(width: int) -> tuple[tuple[Column, int], ...]:
-    """Which columns fit in ``width`` cells and how wide each is (cached: drawn for every row)."""
-    shown = list(COLUMNS)
+@lru_cache(maxsize=32)
+def layout(width: int, columns: tuple[Column, ...] = COLUMNS, keep: str = "run") -> tuple[tuple[Column, int], ...]:
+    """Which of ``columns`` fit in ``width`` cells and how wide each is (cached: drawn for every row).
+
+    Columns go highest ``priority`` first; the one named ``keep`` never goes.
+    """
+    shown = list(columns)
     while _needed(shown) > width and len(shown) > 2:
-        shown.remove(max((c for c in shown if c.key != "run"), key=lambda c: c.priority))
+        shown.remove(max((c for c in shown if c.key != keep), key=lambda c: c.priority))
     extra = _share(shown, max(0, width - _needed(shown)))
     return tuple((c, c.width + extra.get(c.key, 0)) for c in shown)
 

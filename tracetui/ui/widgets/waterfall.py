@@ -144,6 +144,28 @@ def draw_bar(pieces: list[tuple[int, int, str]], t0: int, t1: int, width: int) -
     return cells
 
 
+def highlighted(text: str, needle: str, style: Style, match_style: Style) -> list[Segment]:
+    """``text`` as segments, each occurrence of ``needle`` (lower case; case-insensitive) in ``match_style``.
+
+    The text is drawn as the characters it holds (segments are never parsed as markup).
+    When lower-casing changes the text's length (rare letters), positions would not line up:
+    the text is then drawn without highlights.
+    """
+    lowered = text.lower()
+    if not needle or len(lowered) != len(text):
+        return [Segment(text, style)]
+    out: list[Segment] = []
+    start = 0
+    while (found := lowered.find(needle, start)) >= 0:
+        if found > start:
+            out.append(Segment(text[start:found], style))
+        out.append(Segment(text[found : found + len(needle)], match_style))
+        start = found + len(needle)
+    if start < len(text):
+        out.append(Segment(text[start:], style))
+    return out
+
+
 class Waterfall(CursorList):
     """The span tree and its bars. Rows are TreeLines set by the trace screen."""
 
@@ -160,6 +182,8 @@ class Waterfall(CursorList):
         "waterfall--guide",
         "waterfall--good",
         "waterfall--critical",
+        "waterfall--match",
+        "waterfall--hit",
     }
     DEFAULT_CSS = """
     Waterfall > .waterfall--cursor { background: $block-cursor-blurred-background; }
@@ -175,6 +199,8 @@ class Waterfall(CursorList):
     Waterfall > .waterfall--guide { color: $text-disabled; }
     Waterfall > .waterfall--good { color: $success; text-style: bold; }
     Waterfall > .waterfall--critical { color: $accent; text-style: bold; }
+    Waterfall > .waterfall--match { background: $warning 70%; color: $text; text-style: bold; }
+    Waterfall > .waterfall--hit { color: $warning; text-style: bold; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -185,6 +211,14 @@ class Waterfall(CursorList):
         self._generation = 0
         #: Span ids on the highlighted critical path (empty: not shown).
         self.critical: frozenset[bytes] = frozenset()
+        #: The `/` search: its text (lower case) and the spans that hold it (marked, their names highlighted).
+        self.search = ""
+        self.hits: frozenset[bytes] = frozenset()
+
+    def set_search(self, text: str, hits: frozenset[bytes]) -> None:
+        self.search, self.hits = text.lower(), hits
+        self._generation += 1
+        self.clear_cache()
 
     def set_critical(self, span_ids: frozenset[bytes]) -> None:
         self.critical = span_ids
@@ -215,7 +249,8 @@ class Waterfall(CursorList):
         partial = lambda name: self.component_style(name, partial=True)  # noqa: E731
 
         name_w = self.name_width(width)
-        segments: list[Segment] = [Segment(" ", base)]
+        hit = span.span_id in self.hits
+        segments: list[Segment] = [Segment("»", base + partial("waterfall--hit")) if hit else Segment(" ", base)]
         used = 1
         guides = line.guides
         if guides:
@@ -239,7 +274,11 @@ class Waterfall(CursorList):
         room = max(1, name_w - used)
         if icon:  # the icon already says what the operation prefix says ("● invoke_agent x" -> "● x")
             name = short_name(name, room - len(label) - len(marks))
-        segments.append(pad(label + name + marks, room, text_style))
+        cell = pad(label + name + marks, room, text_style)
+        if hit and self.search:
+            segments += highlighted(cell.text, self.search, text_style, text_style + partial("waterfall--match"))
+        else:
+            segments.append(cell)
         used = max(used, name_w)
         segments.append(
             pad(fmt_duration(span.duration_ns), DURATION_WIDTH, base + partial("waterfall--dim"), right=True)
