@@ -12,8 +12,13 @@ on the same traffic (benchmarks/common.py), and reports CPU time per span of
   analysis), ``commit`` (the ingest workers' ``Committer``: spans, trace rows,
   counters, one transaction per request) and ``checkpoint`` (copying the WAL
   into the database, which the receiver's checkpoint thread does);
-* ``naive``: benchmarks/servers.py's naive receiver, whole (flatten to JSON,
-  insert, commit, SQLite's own checkpoints);
+* ``naive``: the baseline of every ingest figure (issue 19), whole: one row
+  per span with binary ids, parent, name, kind, service, scope, times, status
+  code and message, and attributes, events, links and resource as JSON; one
+  ``executemany`` per request, committed, WAL with synchronous=NORMAL,
+  ``UNIQUE(trace_id, span_id)`` with ``INSERT OR IGNORE`` and no other index,
+  SQLite's own checkpoints. It stores the same information durably, with no
+  LLM awareness;
 * ``minimal store``: the least any durable SQLite receiver does, with no LLM
   awareness at all: parse, then ids, name, times and the span's bytes into a
   7-column table with the same unique (trace_id, span_id) index, one
@@ -22,11 +27,16 @@ on the same traffic (benchmarks/common.py), and reports CPU time per span of
 Every stage has its own database and sees the same requests, with fresh trace
 ids each round. Stages are interleaved within a round, so a slow moment of
 this shared machine hits all of them; a stage's figure is its best round.
+
+To compare two versions of tracetui, run this file once with each on
+``PYTHONPATH`` (e.g. an exported older commit) and compare their ratios to the
+naive store of the same run: the absolute figures move with the machine's load.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sqlite3
 import sys
@@ -38,9 +48,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Figure, build_templates, machine_info, materialize, print_table  # noqa: E402
-from servers import Naive  # noqa: E402
 
 from tracetui.ingest.workers import configure_pricing  # noqa: E402
+from tracetui.model.anyvalue import attributes_to_dict  # noqa: E402
 from tracetui.otlp.decode import decode_spans, parse_trace_request, span_bytes  # noqa: E402
 from tracetui.store.batch import prepare  # noqa: E402
 from tracetui.store.writer import Committer  # noqa: E402
@@ -59,6 +69,53 @@ _MINIMAL_INSERT = (
     "INSERT OR IGNORE INTO spans(trace_id, span_id, parent_span_id, name, start_ns, end_ns, raw) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+_NAIVE_SCHEMA = """
+CREATE TABLE spans (
+    id INTEGER PRIMARY KEY, trace_id BLOB NOT NULL, span_id BLOB NOT NULL, parent_span_id BLOB,
+    name TEXT NOT NULL, kind INTEGER NOT NULL, service TEXT NOT NULL, scope TEXT NOT NULL,
+    start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, status_code INTEGER NOT NULL, status_message TEXT NOT NULL,
+    attributes TEXT NOT NULL, events TEXT NOT NULL, links TEXT NOT NULL, resource TEXT NOT NULL
+);
+CREATE UNIQUE INDEX spans_by_trace ON spans(trace_id, span_id);
+"""
+_NAIVE_INSERT = (
+    "INSERT OR IGNORE INTO spans(trace_id, span_id, parent_span_id, name, kind, service, scope, start_ns, end_ns, "
+    "status_code, status_message, attributes, events, links, resource) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+class NaiveStore:
+    """The baseline: every span's information as one JSON-flattened row, committed per request."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(_NAIVE_SCHEMA)
+
+    def store(self, data: bytes) -> None:
+        request = parse_trace_request(data)
+        rows = []
+        for resource_spans in request.resource_spans:
+            resource = json.dumps(attributes_to_dict(resource_spans.resource.attributes))
+            service = next((kv.value.string_value for kv in resource_spans.resource.attributes
+                            if kv.key == "service.name"), "")  # fmt: skip
+            for scope_spans in resource_spans.scope_spans:
+                scope = scope_spans.scope.name
+                for s in scope_spans.spans:
+                    events = [{"name": e.name, "time_ns": e.time_unix_nano, "attributes": attributes_to_dict(e.attributes)}
+                              for e in s.events]  # fmt: skip
+                    links = [{"trace_id": k.trace_id.hex(), "span_id": k.span_id.hex(),
+                              "attributes": attributes_to_dict(k.attributes)} for k in s.links]  # fmt: skip
+                    rows.append((s.trace_id, s.span_id, s.parent_span_id or None, s.name, s.kind, service, scope,
+                                 s.start_time_unix_nano, s.end_time_unix_nano, s.status.code, s.status.message,
+                                 json.dumps(attributes_to_dict(s.attributes)), json.dumps(events), json.dumps(links),
+                                 resource))  # fmt: skip
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.executemany(_NAIVE_INSERT, rows)
+        self.conn.execute("COMMIT")
 
 
 class MinimalStore:
@@ -132,7 +189,7 @@ def main() -> int:
     templates, cur, prev = build_templates(args.seed, 8, 512)
     workdir = Path(tempfile.mkdtemp(prefix="tracetui-stages-"))
     tracetui = Tracetui(workdir / "tracetui.db")
-    naive = Naive(str(workdir / "naive.db"))
+    naive = NaiveStore(workdir / "naive.db")
     minimal = MinimalStore(workdir / "minimal.db")
 
     best: dict[str, float] = {}
@@ -144,8 +201,9 @@ def main() -> int:
         spans_per_round = sum(templates[i % len(templates)].spans for i in range(args.requests))
         timed = _timer(best if measuring else {}, spans_per_round)
         tracetui.stages(datas, timed)
-        timed("naive", lambda datas=datas: [naive(d, None) for d in datas])
+        timed("naive", lambda datas=datas: [naive.store(d) for d in datas])
         timed("minimal store", lambda datas=datas: [minimal.store(d) for d in datas])
+        timed("parse and discard", lambda datas=datas: [parse_trace_request(d) for d in datas])
         print(f"  round {round_no}{'' if measuring else ' (warm-up)'}: {spans_per_round:,} spans a stage", flush=True)
 
     total = sum(best[s] for s in TRACETUI_STAGES)
@@ -153,12 +211,14 @@ def main() -> int:
     figures += [
         Figure("tracetui, all stages", total, "us/span", best["naive"], "naive, whole"),
         Figure("minimal store, whole", best["minimal store"], "us/span", best["naive"], "naive, whole"),
+        Figure("parse and discard", best["parse and discard"], "us/span", best["naive"], "naive, whole"),
         Figure("tracetui, all stages", total, "us/span", best["minimal store"], "minimal store"),
         Figure(
             "tracetui beyond the minimal store", total - best["minimal store"], "us/span", best["naive"], "naive, whole"
         ),  # fmt: skip
     ]
     print_table("CPU per span, in one process, no gRPC (best of each stage's rounds)", figures)
+    print("load average at the end:", Path("/proc/loadavg").read_text().split()[:3], flush=True)
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

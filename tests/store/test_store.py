@@ -8,9 +8,12 @@ import stat
 from pathlib import Path
 
 import pytest
-from helpers import BASE_NS, make_request, make_span, sid, stored_span_keys, tid
+from helpers import BASE_NS, kv_list, make_request, make_span, query_ro, sid, stored_span_keys, tid
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
-from tracetui.otlp.decode import decode_spans, parse_trace_request
+from tracetui.model.rows import Decoded
+from tracetui.otlp.decode import decode_logs, decode_spans, parse_trace_request
 from tracetui.store.reader import SqliteReader
 from tracetui.store.schema import SCHEMA_VERSION, SchemaTooNew
 from tracetui.store.writer import Overloaded, StoreUnavailable, Writer
@@ -644,3 +647,58 @@ def test_an_evaluation_known_first_by_response_id_merges_into_the_span_events_co
     finally:
         conn.close()
     assert rows == [(tid(5), sid(1), "groundedness", 0.9, "span event + log record")]
+
+
+def _evaluation_log(trace_id: bytes, response_id: str, score: float) -> Decoded:
+    """A groundedness result sent as a log record that names the trace and the call's response id, not its span."""
+    record = LogRecord(
+        time_unix_nano=BASE_NS + 9_000_000_000, trace_id=trace_id, event_name="gen_ai.evaluation.result",
+        attributes=kv_list({"gen_ai.evaluation.name": "groundedness", "gen_ai.evaluation.score.value": score,
+                            "gen_ai.response.id": response_id}),
+    )  # fmt: skip
+    return decode_logs(
+        ExportLogsServiceRequest(resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(log_records=[record])])])
+    )
+
+
+def _calls(trace_id: bytes, *response_ids: str) -> list:
+    return [
+        make_span(trace_id, sid(n + 2), sid(1), name=f"chat {n}", start=n * 1_000_000,
+                  attributes={"gen_ai.operation.name": "chat", "gen_ai.response.id": r})
+        for n, r in enumerate(response_ids)
+    ]  # fmt: skip
+
+
+def _results(db: Path) -> list[tuple]:
+    return query_ro(db, "SELECT trace_id, span_id, response_id, score FROM evaluations ORDER BY score")
+
+
+@pytest.mark.parametrize("order", ["evaluation first", "span first"])
+def test_an_evaluation_by_response_id_lands_on_its_call_whichever_arrives_first(writer, db, order):
+    spans = [make_span(tid(8), sid(1), name="agent"), *_calls(tid(8), "resp-a", "resp-b")]
+    other_trace = _calls(tid(9), "resp-b")  # another run that happens to reuse the id: not this result's call
+    parts = [decoded(*spans, *other_trace), _evaluation_log(tid(8), "resp-b", 0.3)]
+    for part in parts if order == "span first" else reversed(parts):
+        ticket = writer.submit(part)
+        assert ticket.wait(10) and ticket.error is None
+    assert _results(db) == [(tid(8), sid(3), "resp-b", 0.3)]
+    result = reader_for(db).span_evaluations(tid(8), sid(3))
+    assert [(e["name"], e["score"]) for e in result] == [("groundedness", 0.3)]
+
+
+def test_an_evaluation_whose_call_never_arrives_waits_without_being_lost(writer, db):
+    for part in (_evaluation_log(tid(8), "resp-z", 0.7), decoded(*_calls(tid(9), "resp-z"))):
+        ticket = writer.submit(part)
+        assert ticket.wait(10) and ticket.error is None
+    assert _results(db) == [(tid(8), None, "resp-z", 0.7)]  # the only call that returned resp-z is in another run
+    ticket = writer.submit(decoded(*_calls(tid(8), "resp-z")))
+    assert ticket.wait(10) and ticket.error is None
+    assert _results(db) == [(tid(8), sid(2), "resp-z", 0.7)]
+
+
+def test_an_evaluation_that_names_no_trace_finds_a_call_stored_before_it(writer, db):
+    store(writer, *_calls(tid(6), "resp-1", "resp-2"))
+    loose = Decoded(evaluations=[(b"", None, "resp-2", "groundedness", 0.8, None, None, "log record", BASE_NS)])
+    ticket = writer.submit(loose)
+    assert ticket.wait(10) and ticket.error is None
+    assert _results(db) == [(tid(6), sid(3), "resp-2", 0.8)]

@@ -133,7 +133,7 @@ def _reindex_traces(conn, trace_ids: list[bytes]) -> int:
         conn.executemany(INSERT_EVALUATION, found.evaluations)
     response_ids.update(_reindex_log_evaluations(conn, trace_ids))
     if response_ids and conn.execute("SELECT 1 FROM evaluations WHERE span_id IS NULL LIMIT 1").fetchone():
-        resolve_evaluations(conn, response_ids)
+        resolve_evaluations(conn, response_ids, trace_ids)
 
     # The trace rows, rebuilt from their spans; their change time moves only where something changed.
     rows_before = _trace_rows(conn, marks, trace_ids)

@@ -317,12 +317,24 @@ def prepare(decoded: Decoded) -> Decoded:
     summaries = summarize(rows)
     # A span twice in one export: which copy is stored is up to the database, so
     # nothing is analyzed from memory (the writer rebuilds such traces from what it stored).
-    unique = len({(r[_I_TRACE], r[_I_SPAN]) for r in rows}) == len(rows)
-    results = _analyze(rows, summaries) if unique else {}
-    extra: dict[tuple[bytes, bytes], tuple] = {}
-    for trace_id, result in results.items():
-        extra.update(((trace_id, span_id), values) for span_id, values in result.span_values.items())
-    decoded.spans = [(*row, *extra.get((row[_I_TRACE], row[_I_SPAN]), NO_ANALYSIS)) for row in rows]
+    results = _analyze(rows, summaries) if _unique(rows) else {}
+    decoded.spans = _with_analysis(rows, {trace_id: r.span_values for trace_id, r in results.items()})
     decoded.traces = {trace_id: s.params(trace_id) for trace_id, s in summaries.items()}
     decoded.timing = {trace_id: r.trace_values for trace_id, r in results.items()}
     return decoded
+
+
+def _unique(rows: list[tuple]) -> bool:
+    """No span twice among ``rows`` (span ids alone first: distinct, as they nearly always are, they settle it)."""
+    if len({row[_I_SPAN] for row in rows}) == len(rows):
+        return True
+    return len({(row[_I_TRACE], row[_I_SPAN]) for row in rows}) == len(rows)
+
+
+def _with_analysis(rows: list[tuple], span_values: dict[bytes, dict[bytes, tuple]]) -> list[tuple]:
+    """Each row with its analysis columns appended (``NO_ANALYSIS`` where its trace or span has none)."""
+    out = []
+    for row in rows:
+        values = span_values.get(row[_I_TRACE])
+        out.append(row + (values.get(row[_I_SPAN], NO_ANALYSIS) if values is not None else NO_ANALYSIS))
+    return out

@@ -91,24 +91,25 @@ INSERT_EVALUATION = (
     "ON CONFLICT(trace_id, ifnull(span_id, ifnull(response_id, '')), name, ifnull(score, 'none'), ifnull(label, '')) "
     "DO UPDATE SET source = source || ' + ' || excluded.source WHERE instr(source, excluded.source) = 0"
 )
-_MERGE_RESOLVED_SOURCES = """
-UPDATE evaluations AS kept SET source = kept.source || ' + ' || gone.source
-FROM evaluations AS gone JOIN spans s ON s.response_id = gone.response_id
-     AND (gone.trace_id = s.trace_id OR gone.trace_id = x'')
-WHERE gone.span_id IS NULL AND gone.response_id = ?
-  AND kept.trace_id = s.trace_id AND kept.span_id = s.span_id AND kept.name = gone.name
-  AND ifnull(kept.score, 'none') = ifnull(gone.score, 'none') AND ifnull(kept.label, '') = ifnull(gone.label, '')
-  AND instr(kept.source, gone.source) = 0
-"""
-_RESOLVE_EVALUATIONS = """
-UPDATE OR IGNORE evaluations SET
-    span_id = (SELECT s.span_id FROM spans s WHERE s.response_id = evaluations.response_id
-               AND (evaluations.trace_id = s.trace_id OR evaluations.trace_id = x'') LIMIT 1),
-    trace_id = (SELECT s.trace_id FROM spans s WHERE s.response_id = evaluations.response_id
-                AND (evaluations.trace_id = s.trace_id OR evaluations.trace_id = x'') LIMIT 1)
-WHERE span_id IS NULL AND response_id = ?
-  AND EXISTS (SELECT 1 FROM spans s WHERE s.response_id = evaluations.response_id
-              AND (evaluations.trace_id = s.trace_id OR evaluations.trace_id = x''))
+# Evaluations that name only a response id (gen_ai.response.id) wait, unresolved, for the span
+# that produced it. spans.response_id has no index (it cost every LLM span ~9 % of ingest
+# throughput for a look-up that is rarely needed): the span is looked for in the evaluation's
+# own trace (by the trace index), and for an evaluation that names no trace among the traces
+# just written, then in the whole table (a scan, once, when such an evaluation arrives).
+_UNRESOLVED = (
+    "SELECT id, trace_id, response_id, name, score, label, source FROM evaluations "
+    "WHERE span_id IS NULL AND response_id IN ({})"
+)
+_PRODUCER_IN_TRACE = "SELECT span_id FROM spans WHERE trace_id = ? AND response_id = ? ORDER BY id LIMIT 1"
+_PRODUCER_IN_TRACES = (
+    "SELECT trace_id, span_id FROM spans WHERE trace_id IN ({}) AND response_id = ? ORDER BY id LIMIT 1"
+)
+_PRODUCER_ANYWHERE = "SELECT trace_id, span_id FROM spans WHERE response_id = ? ORDER BY id LIMIT 1"
+# The attached copy of a result that also came by another route names that route too.
+_MERGE_SOURCE = """
+UPDATE evaluations SET source = source || ' + ' || :source
+WHERE trace_id = :trace_id AND span_id = :span_id AND name = :name AND ifnull(score, 'none') = ifnull(:score, 'none')
+  AND ifnull(label, '') = ifnull(:label, '') AND instr(source, :source) = 0
 """
 _UPDATE_TRACE_TIMING = (
     "UPDATE traces SET retries = :retries, fallbacks = :fallbacks, llm_calls = :llm_calls, "
@@ -137,21 +138,48 @@ def trace_totals(conn: sqlite3.Connection, trace_ids: list[bytes]) -> dict[bytes
     return totals
 
 
-def resolve_evaluations(conn: sqlite3.Connection, response_ids) -> None:
+def resolve_evaluations(conn: sqlite3.Connection, response_ids, near=()) -> None:
     """Attach evaluations that named only a response id to the span that produced it.
 
-    One result can arrive twice (a span event and a log record): when the
-    resolved row would duplicate one already attached, the unresolved copy goes
-    and its source is added to the attached one's.
+    ``response_ids``: those to try (of new evaluations, and of spans just
+    written); ``near``: the traces of those spans, where an evaluation that
+    names no trace looks first. One result can arrive twice (a span event and
+    a log record): when the resolved row would duplicate one already attached,
+    the unresolved copy goes and its source is added to the attached one's.
     """
-    params = [(r,) for r in response_ids]
-    conn.executemany(_RESOLVE_EVALUATIONS, params)
-    conn.executemany(_MERGE_RESOLVED_SOURCES, params)  # what stays unresolved duplicates an attached row
-    conn.executemany(
-        "DELETE FROM evaluations WHERE span_id IS NULL AND response_id = ? "
-        "AND EXISTS (SELECT 1 FROM spans s WHERE s.response_id = evaluations.response_id)",
-        params,
-    )
+    ids = list(response_ids)
+    traces = list(dict.fromkeys(near))
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        for row_id, trace_id, response_id, name, score, label, source in conn.execute(
+            _UNRESOLVED.format(",".join("?" * len(chunk))), chunk
+        ).fetchall():
+            producer = _producer(conn, trace_id, response_id, traces)
+            if producer is None:
+                continue  # its span has not arrived yet
+            if conn.execute(
+                "UPDATE OR IGNORE evaluations SET trace_id = ?, span_id = ? WHERE id = ?", (*producer, row_id)
+            ).rowcount:
+                continue
+            # the same result is attached already (it came by another route too)
+            conn.execute(_MERGE_SOURCE, {"source": source, "trace_id": producer[0], "span_id": producer[1],
+                                         "name": name, "score": score, "label": label})  # fmt: skip
+            conn.execute("DELETE FROM evaluations WHERE id = ?", (row_id,))
+
+
+def _producer(
+    conn: sqlite3.Connection, trace_id: bytes, response_id: str, near: list[bytes]
+) -> tuple[bytes, bytes] | None:
+    """(trace id, span id) of the span that returned ``response_id``: in ``trace_id``, or anywhere when that is empty."""
+    if trace_id:
+        found = conn.execute(_PRODUCER_IN_TRACE, (trace_id, response_id)).fetchone()
+        return (trace_id, found[0]) if found else None
+    for i in range(0, len(near), 500):
+        chunk = near[i : i + 500]
+        found = conn.execute(_PRODUCER_IN_TRACES.format(",".join("?" * len(chunk))), (*chunk, response_id)).fetchone()
+        if found:
+            return found
+    return conn.execute(_PRODUCER_ANYWHERE, (response_id,)).fetchone()
 
 
 def recompute_traces(
@@ -447,9 +475,10 @@ class Committer:
         # most batches have none waiting, and then this costs one indexed lookup.
         if conn.execute("SELECT 1 FROM evaluations WHERE span_id IS NULL LIMIT 1").fetchone():
             response_ids = {e[2] for e in evaluations if e[1] is None and e[2]}
+            near = {row[_I_TRACE] for row in rows if row[_I_RESPONSE] is not None}
             response_ids.update(row[_I_RESPONSE] for row in rows if row[_I_RESPONSE] is not None)
             if response_ids:
-                resolve_evaluations(conn, response_ids)
+                resolve_evaluations(conn, response_ids, near)
         return inserted
 
     def _write_metrics(self, conn: sqlite3.Connection, parts: list[Decoded], rows: list[tuple], remap) -> None:
