@@ -99,6 +99,8 @@ class Decoded:
     unit: str = "span(s)"
     #: GenAI metric series, points and exemplars (tracetui.otlp.metrics.DecodedMetrics), for metric exports.
     metrics: Any = None
+    #: Long strings cut out of the spans' raw bytes, by digest (tracetui.store.blobs.compact_rows).
+    blobs: dict[bytes, bytes] = field(default_factory=dict)
 
     @property
     def count(self) -> int:

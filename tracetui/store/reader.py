@@ -28,6 +28,7 @@ from tracetui.model.reader import (
 from tracetui.model.rows import SPLIT_KEYS
 from tracetui.model.views import Counters, SpanDetail, SpanRow, TraceRow, log_entry
 from tracetui.store import stats_sql
+from tracetui.store.blobs import Blobs
 from tracetui.store.filter_sql import register_sql_functions, span_where, trace_where
 from tracetui.store.health import read_problem
 from tracetui.store.schema import connect_reader
@@ -73,6 +74,8 @@ class SqliteReader:
         self.threshold = threshold
         self._conn = connect_reader(self.path)
         self._lock = threading.Lock()
+        #: Rebuilds the spans' raw bytes (tracetui.store.blobs); used under ``_lock``.
+        self._blobs = Blobs(self._conn)
         self._functions = False
         self._ensure_functions()
 
@@ -91,8 +94,13 @@ class SqliteReader:
     def _ensure_functions(self) -> None:
         """The SQL functions compiled filters call (attribute lookups on the raw spans)."""
         if not self._functions:
-            register_sql_functions(self._conn)
+            register_sql_functions(self._conn, self._blobs)
             self._functions = True
+
+    def _expand(self, raws: list[bytes]) -> list[bytes]:
+        """The spans' original bytes (tracetui.store.blobs)."""
+        with self._lock:
+            return self._blobs.expand_all(raws)
 
     def _dicts(self, sql: str, params: tuple | dict = ()) -> list[dict[str, Any]]:
         with self._lock:
@@ -292,9 +300,10 @@ class SqliteReader:
         if not records:
             return []
         logs, evaluations = self._logs_by_span(trace_id, span_id), self._evaluations_by_span(trace_id, span_id)
+        raws = self._expand([record.pop("raw") for record in records])
         out = []
-        for record in records:
-            raw, resource, scope = record.pop("raw"), record.pop("resource") or b"", record.pop("scope") or b""
+        for record, raw in zip(records, raws, strict=True):
+            resource, scope = record.pop("resource") or b"", record.pop("scope") or b""
             found = record["span_id"]
             out.append(SpanDetail.decode(record, raw, resource, scope, logs.get(found, []), evaluations.get(found, [])))
         return out
@@ -337,9 +346,10 @@ class SqliteReader:
             "WHERE s.trace_id = ? ORDER BY s.start_ns, s.id",
             (trace_id,),
         )
+        raws = self._expand([row[1] for row in rows])
         return [
             StoredSpan(span_id, raw, resource or b"", scope or b"", url or "")
-            for span_id, raw, resource, scope, url in rows
+            for (span_id, _, resource, scope, url), raw in zip(rows, raws, strict=True)
         ]
 
     def stored_logs(self, trace_id: bytes) -> list[StoredLog]:

@@ -35,6 +35,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from tracetui.store import blobs
 from tracetui.store.metrics import METRIC_TABLES, enforce_metric_retention
 from tracetui.store.schema import add_meta
 
@@ -147,6 +148,7 @@ def delete_traces(conn: sqlite3.Connection, trace_ids: list[bytes]) -> int:
             [(spans, "span_count"), (len(trace_ids), "trace_count")],
         )
         add_meta(conn, evicted_traces=len(trace_ids), evicted_spans=spans)
+        blobs.collect(conn)  # the long strings only those spans used
     return spans
 
 
@@ -236,7 +238,7 @@ def purge(conn: sqlite3.Connection) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
         spans = conn.execute("SELECT count(*) FROM spans").fetchone()[0]
-        for table in ("spans", "logs", "evaluations", "traces", "pins", *METRIC_TABLES, "sources"):
+        for table in ("spans", "blobs", "logs", "evaluations", "traces", "pins", *METRIC_TABLES, "sources"):
             conn.execute(f"DELETE FROM {table}")  # table names are constants, not input
         conn.execute(
             "DELETE FROM meta WHERE key IN ('span_count', 'trace_count', 'log_count', 'evicted_traces', "

@@ -15,6 +15,13 @@ Storage choices worth knowing before changing anything here:
   (``tracetui reindex`` can recompute those from ``raw``).
 * Resource and instrumentation scope repeat for every span of a request, so
   they are stored once in ``sources`` and referenced by id.
+* Long JSON strings inside a span (system prompts, tool definitions, earlier
+  turns of a conversation: agents re-send them with every call) are stored
+  once, in ``blobs``, keyed by digest; the span's ``raw`` then holds its bytes
+  with those strings replaced by their digests (a *compact raw*, see
+  tracetui.store.blobs), from which the exact original bytes are rebuilt by
+  concatenation. Read ``raw`` only through ``blobs.Blobs.expand``. Retention
+  deletes the blobs no span uses any more.
 * ``traces`` holds one row per trace, maintained by the writer in the same
   transaction as the spans it summarizes.
 """
@@ -28,7 +35,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 _V1 = """
 CREATE TABLE sources (
@@ -283,6 +290,21 @@ _V9 = """
 ALTER TABLE spans ADD COLUMN max_tokens INTEGER
 """
 
+# v10: long repeated strings stored once (tracetui.store.blobs). A span's raw may now be a
+# compact raw (it starts with blobs.MARK) naming blobs by digest; rows stored before keep
+# their plain serialized Span and read as they are. A rowid table, not WITHOUT ROWID: blobs
+# of 1-4 KB fit a rowid table's leaf pages, where an index-ordered table would spill them
+# to overflow pages of their own.
+_V10 = """
+CREATE TABLE blobs (
+    id         INTEGER PRIMARY KEY,
+    digest     BLOB NOT NULL UNIQUE,   -- blake2b-128 of bytes
+    bytes      BLOB NOT NULL,
+    last_span  INTEGER NOT NULL        -- spans.id at least as high as its users' (less blobs.SLACK)
+);
+CREATE INDEX blobs_by_last_span ON blobs(last_span)
+"""
+
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     """Run DDL statements inside the caller's transaction.
@@ -311,6 +333,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     6: add_metric_tables,
     7: lambda conn: _run_script(conn, _V8),
     8: lambda conn: _run_script(conn, _V9),
+    9: lambda conn: _run_script(conn, _V10),
 }
 
 

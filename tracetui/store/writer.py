@@ -30,6 +30,7 @@ from pathlib import Path
 
 from tracetui.llm.timing import Call, analyze
 from tracetui.model.rows import COL, LOG_COLUMNS, SPAN_COLUMNS, SPLIT_KEYS, Decoded, Source
+from tracetui.store import blobs
 from tracetui.store.batch import (
     ANALYSIS_COLUMNS,
     MAX_ANALYZED_SPANS,
@@ -219,7 +220,7 @@ def _stored_inputs(conn: sqlite3.Connection, trace_id: bytes):
     def input_of(call: Call) -> CallInput | None:
         found = conn.execute("SELECT raw FROM spans WHERE trace_id = ? AND span_id = ?", (trace_id, call.span_id))
         row = found.fetchone()
-        return input_of_raw(row[0]) if row else None
+        return input_of_raw(blobs.Blobs(conn).expand(row[0])) if row else None
 
     return input_of
 
@@ -440,6 +441,7 @@ class Committer:
         inserted = 0
         if rows:
             inserted = self._write_spans(conn, rows, [d for d in parts if d.spans])
+            blobs.store(conn, parts)
         self._write_metrics(conn, parts, rows, remap)
         if evaluations:
             conn.executemany(INSERT_EVALUATION, evaluations)
@@ -642,6 +644,7 @@ class Writer:
         """
         if decoded.spans and not decoded.traces:  # prepared already: submitted again after Overloaded
             prepare(decoded)
+            blobs.compact_rows(decoded)  # after prepare, which reads the spans' original bytes
         ticket = Ticket(decoded)
         n = decoded.count
         with self._cond:
