@@ -53,7 +53,7 @@ MIN_CUT = 256
 #: Spans smaller than this are never scanned (they cannot hold a literal worth cutting and a reference).
 MIN_SCAN = 2 * MIN_CUT
 #: How far (in spans row ids) a blob's ``last_span`` may lag behind its newest use.
-SLACK = 50_000
+SLACK = 10_000
 DIGEST_BYTES = 16
 
 _I_RAW = COL["raw"]
