@@ -36,8 +36,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 SCHEMA_VERSION = 10
-#: Page size of a new database file (an existing file keeps its own).
-PAGE_SIZE = 8192
 
 _V1 = """
 CREATE TABLE sources (
@@ -387,10 +385,6 @@ def connect_writer(path: Path) -> sqlite3.Connection:
     # First, so that everything below waits for a process starting at the same
     # moment (switching a fresh file to WAL takes an exclusive lock) instead of failing.
     conn.execute("PRAGMA busy_timeout=5000")
-    # Before anything is written (a no-op on an existing file). A span row with its LLM attributes
-    # is 1-3 KB: 4 KB pages left a quarter of every leaf page unused (measured: 460 B a span on
-    # benchmarks/disk.py's traffic; 117 B with 8 KB pages).
-    conn.execute(f"PRAGMA page_size={PAGE_SIZE:d}")
     _use_wal(conn)
     # NORMAL in WAL mode: a commit survives the process being killed (the WAL is
     # written before COMMIT returns); only a power cut can lose the last commits.
