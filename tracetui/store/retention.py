@@ -25,6 +25,9 @@ Traces pinned by a running UI (the `pins` table, refreshed by the UI's
 watcher) are skipped. Evicted traces and spans are counted in ``meta``
 (``evicted_traces``, ``evicted_spans``) for the header and ``tracetui status``.
 
+Long strings stored once (tracetui.store.blobs) that no stored span uses any
+more are deleted in the transaction that deletes the spans (``blobs.collect``).
+
 ``purge`` empties everything (``tracetui purge``).
 """
 
