@@ -165,14 +165,15 @@ def compact_rows(decoded: Decoded) -> None:
             spans[n] = (*row[:_I_RAW], compact, *row[_I_RAW + 1 :])
 
 
-def store(conn: sqlite3.Connection, parts: Iterable[Decoded]) -> None:
-    """Insert the blobs of a batch, in the transaction that inserts its spans (after them)."""
+def store(conn: sqlite3.Connection, parts: Iterable[Decoded], spans: int) -> None:
+    """Insert the blobs of a batch of ``spans`` spans, in the transaction that inserts them (before them)."""
     found: dict[bytes, bytes] = {}
     for decoded in parts:
         found.update(decoded.blobs)
     if not found:
         return
-    newest = conn.execute("SELECT max(id) FROM spans").fetchone()[0] or 0
+    # the highest row id the batch's spans can get (new rows take max(id) + 1, + 2...)
+    newest = (conn.execute("SELECT max(id) FROM spans").fetchone()[0] or 0) + spans
     conn.executemany(_UPSERT, [(digest, value, newest) for digest, value in found.items()])
 
 

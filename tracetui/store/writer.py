@@ -440,8 +440,8 @@ class Committer:
             add_meta(conn, log_count=conn.total_changes - before)
         inserted = 0
         if rows:
+            blobs.store(conn, parts, len(rows))  # first: writing spans may read some back (timing analysis)
             inserted = self._write_spans(conn, rows, [d for d in parts if d.spans])
-            blobs.store(conn, parts)
         self._write_metrics(conn, parts, rows, remap)
         if evaluations:
             conn.executemany(INSERT_EVALUATION, evaluations)
