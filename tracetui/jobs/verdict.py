@@ -90,14 +90,14 @@ def read_completion(body: Any) -> Verdict:
     """The verdict in an OpenAI-compatible ``/chat/completions`` response body (parsed JSON)."""
     if not isinstance(body, dict) or not isinstance(body.get("choices"), list) or not body["choices"]:
         raise VerdictError(MALFORMED, "the response has no choices")
-    choice = body["choices"][0] if isinstance(body["choices"][0], dict) else {}
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    choice = _dict(body["choices"][0])
+    message = _dict(choice.get("message"))
     if message.get("refusal") or choice.get("finish_reason") == "content_filter":
         raise VerdictError(REFUSED, str(message.get("refusal") or "content filter")[:_MAX_TEXT])
     content = message.get("content")
     if not isinstance(content, str) or not content.strip():
         raise VerdictError(MALFORMED, "the response has no text")
-    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    usage = _dict(body.get("usage"))
     claims = read_claims(content)
     return Verdict(claims, _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")))
 
@@ -143,6 +143,10 @@ def _first_json_object(text: str) -> dict | None:
             return value
         start = text.find("{", start + 1)
     return None
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _int(value: object) -> int | None:
