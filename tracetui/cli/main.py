@@ -330,6 +330,9 @@ from tracetui.cli.compare import cohort_command, compare_command  # noqa: E402
 
 main.add_command(compare_command)
 main.add_command(cohort_command)
+from tracetui.cli.judge import judge_command  # noqa: E402
+
+main.add_command(judge_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,82 @@
+"""`tracetui judge`: groundedness of the stored LLM calls (tracetui.jobs.judge), by a model or the lexical estimate."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import click
+
+from tracetui.cli.common import db_option, open_writer, resolve_db
+
+#: The judge endpoint's API key, when it needs one (hosted APIs).
+KEY_ENV = "TRACETUI_JUDGE_API_KEY"
+
+
+def is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command("judge")
+@db_option
+@click.option("--judge", "endpoint", default="lexical", show_default=True, metavar="URL|lexical",
+              help="An OpenAI-compatible endpoint (e.g. http://localhost:11434/v1 for Ollama), or `lexical` for the "
+                   "model-free estimate.")  # fmt: skip
+@click.option("--judge-model", default=None, metavar="NAME", help="The judge model (required with a URL).")
+@click.option(
+    "--judge-allow-remote", is_flag=True, help="Allow a URL that is not loopback (prompts leave the machine)."
+)
+@click.option("--since", default=None, metavar="AGE", help="Only calls that started within this age (e.g. 1h, 7d).")
+@click.option("--filter", "expr", default=None, metavar="EXPR", help="Only the calls matching this filter.")
+def judge_command(
+    db: Path | None, endpoint: str, judge_model: str | None, judge_allow_remote: bool, since: str | None,
+    expr: str | None,
+) -> None:  # fmt: skip
+    """Judge the groundedness of stored LLM calls that this judge has not judged yet."""
+    from tracetui.jobs.judge import judge_stored
+    from tracetui.model.filter import FilterError, parse
+    from tracetui.store.retention import parse_age
+
+    judge = _judge(endpoint, judge_model, judge_allow_remote)
+    try:
+        flt = parse(expr) if expr else None
+        since_ns = time.time_ns() - int(parse_age(since) * 1e9) if since else None
+    except (FilterError, ValueError) as exc:
+        raise click.BadParameter(str(exc)) from None
+    path = resolve_db(db)
+    open_writer(path).close()
+    tally = judge_stored(
+        path, judge, since_ns=since_ns, flt=flt, progress=lambda line: click.echo(f"judge: {line}", err=True)
+    )
+    click.echo(
+        f"judge: {tally.judged:,} calls judged, {tally.not_judged:,} not judged (no context, no answer or no claims), "
+        f"{tally.failed:,} failed (a rerun tries them again) — source {judge.source!r}",
+        err=True,
+    )
+
+
+def _judge(endpoint: str, model: str | None, allow_remote: bool):
+    from tracetui.jobs.judge import Judge
+
+    if endpoint == "lexical":
+        return Judge()
+    if urlparse(endpoint).scheme not in ("http", "https"):
+        raise click.BadParameter(f"{endpoint!r}: an http(s) URL or `lexical`", param_hint="--judge")
+    if not model:
+        raise click.UsageError("--judge URL needs --judge-model NAME")
+    if not is_loopback(endpoint):
+        if not allow_remote:
+            raise click.UsageError(
+                f"{endpoint} is not on this machine: pass --judge-allow-remote to send prompts there"
+            )
+        click.echo(f"tracetui: warning: the judge sends your prompts and answers to {endpoint}", err=True)
+    return Judge(endpoint, model, os.environ.get(KEY_ENV))
