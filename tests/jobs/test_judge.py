@@ -124,3 +124,23 @@ def test_a_remote_url_needs_allow_remote():
     done = subprocess.run([sys.executable, "-m", "tracetui", "judge", "--judge", "https://api.example.com/v1",
                            "--judge-model", "m"], capture_output=True, text=True, env=receiver_env(), timeout=60)  # fmt: skip
     assert done.returncode != 0 and "--judge-allow-remote" in done.stderr
+
+
+def test_the_estimate_is_labelled_on_the_list_badge_and_a_judged_score_wins(receiver, fake_judge):
+    from tracetui.store.reader import SqliteReader
+    from tracetui.ui.widgets.trace_table import COLUMNS, cell_text
+
+    send(receiver, run_request(1, "Refunds are possible within 30 days of purchase."))
+    assert judge_cli(receiver.db_path).returncode == 0
+    grounded = next(c for c in COLUMNS if c.key == "grounded")
+    reader = SqliteReader(receiver.db_path)
+    try:
+        (row,) = reader.traces()
+        assert row.groundedness == 1.0 and row.groundedness_estimated
+        assert "≈1.00" in cell_text(grounded, row)
+        assert judge_cli(receiver.db_path, "--judge", fake_judge, "--judge-model", "fake-7b").returncode == 0
+        (row,) = reader.traces()
+        assert row.groundedness == 0.5 and not row.groundedness_estimated  # the model's verdict, not the estimate
+        assert "≈" not in cell_text(grounded, row)
+    finally:
+        reader.close()

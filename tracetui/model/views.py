@@ -58,6 +58,8 @@ class TraceRow:
     tokenless_calls: int = 0
     # evaluations, filled in by Reader.traces()/trace() for a given pass threshold
     groundedness: float | None = None
+    #: The groundedness shown is only an estimate (tracetui judge --judge lexical): shown with "≈".
+    groundedness_estimated: bool = False
     evals_passed: int = 0
     evals_total: int = 0
 
@@ -169,6 +171,7 @@ class SpanRow:
     provenance: str | None = None
     # filled by Reader.spans from the evaluations table
     groundedness: float | None = None
+    groundedness_estimated: bool = False
     # filled by tree building
     depth: int = 0
     children: list[SpanRow] = field(default_factory=list)

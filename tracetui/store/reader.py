@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tracetui.llm.evals import is_groundedness, passed
+from tracetui.llm.evals import is_groundedness, passed, worst_groundedness
 from tracetui.model.filter import Filter
 from tracetui.model.reader import (
     CallFacts,
@@ -204,13 +204,16 @@ class SqliteReader:
             if not results:
                 out.append(row)
                 continue
-            grounded = [score for name, score, _ in results if score is not None and is_groundedness(name)]
+            grounded, estimated = worst_groundedness(
+                [(score, label) for name, score, label in results if score is not None and is_groundedness(name)]
+            )
             verdicts = [passed(score, label, self.threshold) for _, score, label in results]
             decided = [v for v in verdicts if v is not None]
             out.append(
                 replace(
                     row,
-                    groundedness=min(grounded) if grounded else None,
+                    groundedness=grounded,
+                    groundedness_estimated=estimated,
                     evals_passed=sum(decided),
                     evals_total=len(decided),
                 )
@@ -263,15 +266,15 @@ class SqliteReader:
     def spans(self, trace_id: bytes) -> list[SpanRow]:
         rows = self._all(f"SELECT {_SPAN_COLS} FROM spans WHERE trace_id = ? ORDER BY start_ns, id", (trace_id,))
         spans = [SpanRow(*r) for r in rows]
-        grounded: dict[bytes, float] = {}
-        for span_id, name, score in self._all(
-            "SELECT span_id, name, score FROM evaluations WHERE trace_id = ? AND score IS NOT NULL", (trace_id,)
+        grounded: dict[bytes, list[tuple[float, str | None]]] = {}
+        for span_id, name, score, label in self._all(
+            "SELECT span_id, name, score, label FROM evaluations WHERE trace_id = ? AND score IS NOT NULL", (trace_id,)
         ):
             if is_groundedness(name):
-                grounded[span_id] = min(score, grounded.get(span_id, score))
+                grounded.setdefault(span_id, []).append((score, label))
         if grounded:
             for span in spans:
-                span.groundedness = grounded.get(span.span_id)
+                span.groundedness, span.groundedness_estimated = worst_groundedness(grounded.get(span.span_id, []))
         return spans
 
     def span_detail(self, trace_id: bytes, span_id: bytes) -> SpanDetail | None:
