@@ -116,7 +116,7 @@ def test_model_judge_scores_claims_and_never_records_a_broken_verdict(receiver, 
 def test_endpoint_down_is_said_and_nothing_recorded(receiver):
     send(receiver, run_request(1, "Refunds are possible within 30 days."))
     done = judge_cli(receiver.db_path, "--judge", "http://127.0.0.1:9/v1", "--judge-model", "m")
-    assert "endpoint down" in done.stderr
+    assert "endpoint down" in done.stderr and "stopped: the endpoint" in done.stderr
     assert results(receiver.db_path) == {}
 
 

@@ -57,6 +57,8 @@ def judge_command(
     tally = judge_stored(
         path, judge, since_ns=since_ns, flt=flt, progress=lambda line: click.echo(f"judge: {line}", err=True)
     )
+    if tally.stopped:
+        click.echo(f"judge: stopped: the endpoint {endpoint} is down; run again once it answers", err=True)
     click.echo(
         f"judge: {tally.judged:,} calls judged, {tally.not_judged:,} not judged (no context, no answer or no claims), "
         f"{tally.failed:,} failed (a rerun tries them again) — source {judge.source!r}",

@@ -100,6 +100,8 @@ class Tally:
     judged: int = 0
     not_judged: int = 0
     failed: int = 0
+    #: The pass stopped at an endpoint that is down (the calls after it were not tried).
+    stopped: bool = False
 
 
 def judge_stored(
@@ -121,7 +123,9 @@ def judge_stored(
             for detail in run:
                 if detail.row["span_id"] not in span_ids:
                     continue
-                _judge_one(judge, detail, run, trace_id, writer, lock, tally, progress)
+                if not _judge_one(judge, detail, run, trace_id, writer, lock, tally, progress):
+                    tally.stopped = True  # the endpoint is down: the other calls would fail the same way
+                    return tally
     finally:
         lock.close()
         writer.close()
@@ -129,7 +133,8 @@ def judge_stored(
     return tally
 
 
-def _judge_one(judge: Judge, detail, run, trace_id: bytes, writer, lock, tally: Tally, progress) -> None:
+def _judge_one(judge: Judge, detail, run, trace_id: bytes, writer, lock, tally: Tally, progress) -> bool:
+    """Judge one call and store the result; False when the endpoint is down (nothing stored)."""
     context = call_context(detail, run)
     span_id = detail.row["span_id"]
     reason = context.not_judged
@@ -144,13 +149,14 @@ def _judge_one(judge: Judge, detail, run, trace_id: bytes, writer, lock, tally: 
             tally.failed += 1
             if progress:
                 progress(f"{span_id.hex()}: {exc} (not recorded; a rerun tries again)")
-            return
+            return not (isinstance(exc, EndpointError) and exc.kind == "endpoint down")
         row = (score, "estimate" if judge.url is None else None, explanation) if score is not None else (
             None, "not judged: no claims", explanation)  # fmt: skip
         tally.judged += score is not None
         tally.not_judged += score is None
     with lock:
         writer.execute(INSERT_EVALUATION, (trace_id, span_id, None, NAME, *row, judge.source, time.time_ns()))
+    return True
 
 
 def _pending(reader: SqliteReader, source: str, since_ns: int | None, flt: Filter | None) -> dict[bytes, set[bytes]]:
