@@ -144,3 +144,16 @@ def test_the_estimate_is_labelled_on_the_list_badge_and_a_judged_score_wins(rece
         assert "≈" not in cell_text(grounded, row)
     finally:
         reader.close()
+
+
+def test_serve_judge_runs_as_its_own_process_and_judges_new_calls(start_rcv):
+    from helpers import wait_until
+
+    receiver = start_rcv("--judge", "lexical")
+    send(receiver, run_request(1, "Refunds are possible within 30 days of purchase."))
+    assert wait_until(lambda: tid(1) in results(receiver.db_path), timeout=30), receiver.stderr
+    assert results(receiver.db_path)[tid(1)][3] == "tracetui judge (lexical estimate)"
+    jobs = subprocess.run(["ps", "-o", "args=", "--ppid", str(receiver.proc.pid)], capture_output=True, text=True)
+    assert " job judge " in jobs.stdout
+    send(receiver, run_request(2, "Refunds are possible within 45 days."))  # a new call, judged while serving
+    assert wait_until(lambda: tid(2) in results(receiver.db_path), timeout=30), receiver.stderr

@@ -82,3 +82,85 @@ def _judge(endpoint: str, model: str | None, allow_remote: bool):
             )
         click.echo(f"tracetui: warning: the judge sends your prompts and answers to {endpoint}", err=True)
     return Judge(endpoint, model, os.environ.get(KEY_ENV))
+
+
+# --- beside `serve`: the judge as its own process -------------------------------------------
+
+#: Seconds between two passes of the judge running beside `serve`.
+FOLLOW_INTERVAL_S = 2.0
+
+
+def serve_judge_options(command):
+    """`--judge`, `--judge-model`, `--judge-allow-remote`, `--judge-filter` for `serve` (none: no judge)."""
+    for option in reversed((
+        click.option("--judge", "judge_endpoint", default=None, metavar="URL|lexical",
+                     help="Judge the groundedness of new LLM calls in a process of its own (docs/judge.md)."),
+        click.option("--judge-model", default=None, metavar="NAME", help="With --judge URL: the judge model."),
+        click.option("--judge-allow-remote", is_flag=True, help="Allow a --judge URL that is not loopback."),
+        click.option("--judge-filter", default=None, metavar="EXPR", help="Judge only the calls matching this filter."),
+    )):  # fmt: skip
+        command = option(command)
+    return command
+
+
+def start_judge(db_path: Path, endpoint: str | None, model: str | None, allow_remote: bool, flt: str | None,
+                quiet: bool):  # fmt: skip
+    """Start `python -m tracetui job judge` for ``serve`` (None without --judge); it exits with its parent."""
+    import subprocess
+    import sys
+
+    if endpoint is None:
+        return None
+    _judge(endpoint, model, allow_remote)  # a bad URL or a missing model is said before anything starts
+    args = [sys.executable, "-m", "tracetui", "job", "judge", "--db", str(db_path), "--judge", endpoint]
+    args += ["--judge-model", model] if model else []
+    args += ["--judge-allow-remote"] if allow_remote else []
+    args += ["--filter", flt] if flt else []
+    return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL if quiet else None)  # fmt: skip
+
+
+def stop_judge(proc) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except Exception:
+            proc.kill()
+
+
+@click.group("job", hidden=True)
+def job_group() -> None:
+    """Background jobs `serve` starts as processes of their own (told apart by " job " in their command line)."""
+
+
+@job_group.command("judge")
+@db_option
+@click.option("--judge", "endpoint", default="lexical")
+@click.option("--judge-model", default=None)
+@click.option("--judge-allow-remote", is_flag=True)
+@click.option("--filter", "expr", default=None)
+def job_judge(
+    db: Path | None, endpoint: str, judge_model: str | None, judge_allow_remote: bool, expr: str | None
+) -> None:
+    """Judge new LLM calls every few seconds until the parent (`serve`) is gone or SIGTERM."""
+    import signal
+
+    from tracetui.jobs.judge import judge_stored
+    from tracetui.model.filter import parse
+
+    judge = _judge(endpoint, judge_model, judge_allow_remote)
+    flt = parse(expr) if expr else None
+    path = resolve_db(db)
+    parent = os.getppid()
+    signal.signal(signal.SIGTERM, lambda *_: sys_exit())
+    while os.getppid() == parent:
+        if path.exists():
+            tally = judge_stored(path, judge, flt=flt, progress=lambda line: click.echo(f"judge: {line}", err=True))
+            if tally.stopped:
+                time.sleep(10 * FOLLOW_INTERVAL_S)  # the endpoint is down: try again later
+        time.sleep(FOLLOW_INTERVAL_S)
+
+
+def sys_exit() -> None:
+    raise SystemExit(0)
