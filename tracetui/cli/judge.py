@@ -146,7 +146,7 @@ def job_judge(
     """Judge new LLM calls every few seconds until the parent (`serve`) is gone or SIGTERM."""
     import signal
 
-    from tracetui.jobs.judge import judge_stored
+    from tracetui.jobs.judge import Tally, judge_stored, publish_state
     from tracetui.model.filter import parse
 
     judge = _judge(endpoint, judge_model, judge_allow_remote)
@@ -154,9 +154,13 @@ def job_judge(
     path = resolve_db(db)
     parent = os.getppid()
     signal.signal(signal.SIGTERM, lambda *_: sys_exit())
+    totals = Tally()
     while os.getppid() == parent:
         if path.exists():
             tally = judge_stored(path, judge, flt=flt, progress=lambda line: click.echo(f"judge: {line}", err=True))
+            totals.judged, totals.not_judged = totals.judged + tally.judged, totals.not_judged + tally.not_judged
+            totals.failed += tally.failed
+            publish_state(path, judge, tally, totals)
             if tally.stopped:
                 time.sleep(10 * FOLLOW_INTERVAL_S)  # the endpoint is down: try again later
         time.sleep(FOLLOW_INTERVAL_S)

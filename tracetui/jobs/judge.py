@@ -102,6 +102,33 @@ class Tally:
     failed: int = 0
     #: The pass stopped at an endpoint that is down (the calls after it were not tried).
     stopped: bool = False
+    #: Calls waiting for this judge when the pass began, and the last failure seen.
+    pending: int = 0
+    last_failure: str | None = None
+
+
+#: The ``meta`` key holding the judge's state for the header and `tracetui status` (JSON).
+META_KEY = "judge"
+
+
+def publish_state(path: Path, judge: Judge, tally: Tally, totals: Tally) -> None:
+    """Write the judge's state into ``meta`` (one tiny transaction under the write lock)."""
+    behind = max(0, tally.pending - tally.judged - tally.not_judged)
+    state = "endpoint down" if tally.stopped else "judging" if behind or tally.judged or tally.not_judged else "idle"
+    value = {"state": state, "source": judge.source, "behind": behind, "judged": totals.judged,
+             "not_judged": totals.not_judged, "failed": totals.failed, "last_failure": tally.last_failure,
+             "heartbeat_ns": time.time_ns()}  # fmt: skip
+    conn = connect_writer(path)
+    lock = WriteLock(path)
+    try:
+        with lock:
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (META_KEY, json.dumps(value)),
+            )
+    finally:
+        lock.close()
+        conn.close()
 
 
 def judge_stored(
@@ -118,7 +145,9 @@ def judge_stored(
     lock = WriteLock(path)
     tally = Tally()
     try:
-        for trace_id, span_ids in _pending(reader, judge.source, since_ns, flt).items():
+        pending = _pending(reader, judge.source, since_ns, flt)
+        tally.pending = sum(len(s) for s in pending.values())
+        for trace_id, span_ids in pending.items():
             run = reader.span_details(trace_id)
             for detail in run:
                 if detail.row["span_id"] not in span_ids:
@@ -147,6 +176,7 @@ def _judge_one(judge: Judge, detail, run, trace_id: bytes, writer, lock, tally: 
             score, explanation = judge.score(context.answer, context.documents, context.conversation)
         except (EndpointError, VerdictError) as exc:
             tally.failed += 1
+            tally.last_failure = str(exc)[:200]
             if progress:
                 progress(f"{span_id.hex()}: {exc} (not recorded; a rerun tries again)")
             return not (isinstance(exc, EndpointError) and exc.kind == "endpoint down")

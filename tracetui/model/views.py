@@ -283,6 +283,8 @@ class Counters:
     #: backend whose whole-table totals cost too much counts from shortly before the reader's first look on
     #: (what the header's "since start" needs). None: every span stored.
     totals_since_ns: int | None = None
+    #: The groundedness judge's last state (tracetui.jobs.judge.publish_state), when one runs beside the receiver.
+    judge: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """For ``tracetui status --json``."""
@@ -297,4 +299,5 @@ class Counters:
             "db_bytes": self.db_bytes,
             "receiver": self.receiver,
             "store_problem": self.store_problem,
+            "judge": self.judge,
         } | ({} if self.totals_since_ns is None else {"llm_calls_and_tokens_since_ns": self.totals_since_ns})

@@ -64,6 +64,14 @@ def _one_span(trace_id: bytes, span_id: bytes | None, prefix: str = "") -> tuple
     return f" AND {prefix}span_id = ?", (trace_id, span_id)
 
 
+def _json_object(text: object) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 class SqliteReader:
     """Read-only access to a tracetui database (implements tracetui.model.reader.Reader)."""
 
@@ -129,6 +137,7 @@ class SqliteReader:
             evicted_traces=int(meta.get("evicted_traces") or 0),
             evicted_spans=int(meta.get("evicted_spans") or 0),
             store_problem=read_problem(self.path),
+            judge=_json_object(meta.get("judge")),
         )
 
     # --- trace list ----------------------------------------------------------
