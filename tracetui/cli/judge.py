@@ -152,6 +152,8 @@ def job_judge(
     judge = _judge(endpoint, judge_model, judge_allow_remote)
     flt = parse(expr) if expr else None
     path = resolve_db(db)
+    if hasattr(os, "nice"):
+        os.nice(10)  # background work: the receiver's processes go first on a busy machine
     parent = os.getppid()
     signal.signal(signal.SIGTERM, lambda *_: sys_exit())
     totals = Tally()
