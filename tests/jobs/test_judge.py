@@ -157,3 +157,14 @@ def test_serve_judge_runs_as_its_own_process_and_judges_new_calls(start_rcv):
     assert " job judge " in jobs.stdout
     send(receiver, run_request(2, "Refunds are possible within 45 days."))  # a new call, judged while serving
     assert wait_until(lambda: tid(2) in results(receiver.db_path), timeout=30), receiver.stderr
+
+
+def test_sampling_judges_the_same_share_on_every_run(receiver):
+    send(receiver, *(run_request(n, "Refunds are possible within 30 days of purchase.") for n in range(1, 41)))
+    assert judge_cli(receiver.db_path, "--judge-sample", "0").returncode == 0
+    assert results(receiver.db_path) == {}
+    assert judge_cli(receiver.db_path, "--judge-sample", "0.5").returncode == 0
+    first = set(results(receiver.db_path))
+    assert 5 < len(first) < 35
+    assert judge_cli(receiver.db_path, "--judge-sample", "0.5").returncode == 0
+    assert set(results(receiver.db_path)) == first  # the same calls: nothing new on a rerun

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -35,18 +36,22 @@ def is_loopback(url: str) -> bool:
 @click.option(
     "--judge-allow-remote", is_flag=True, help="Allow a URL that is not loopback (prompts leave the machine)."
 )
+@click.option("--judge-rate", type=click.FloatRange(0), default=30.0, show_default=True, metavar="CALLS_PER_MIN",
+              help="Most calls a minute sent to the judge model (0: no limit).")  # fmt: skip
+@click.option("--judge-sample", type=click.FloatRange(0, 1), default=1.0, show_default=True, metavar="FRACTION",
+              help="Judge this share of the calls (chosen by span id: the same ones on every run).")  # fmt: skip
 @click.option("--since", default=None, metavar="AGE", help="Only calls that started within this age (e.g. 1h, 7d).")
 @click.option("--filter", "expr", default=None, metavar="EXPR", help="Only the calls matching this filter.")
 def judge_command(
-    db: Path | None, endpoint: str, judge_model: str | None, judge_allow_remote: bool, since: str | None,
-    expr: str | None,
+    db: Path | None, endpoint: str, judge_model: str | None, judge_allow_remote: bool, judge_rate: float,
+    judge_sample: float, since: str | None, expr: str | None,
 ) -> None:  # fmt: skip
     """Judge the groundedness of stored LLM calls that this judge has not judged yet."""
     from tracetui.jobs.judge import judge_stored
     from tracetui.model.filter import FilterError, parse
     from tracetui.store.retention import parse_age
 
-    judge = _judge(endpoint, judge_model, judge_allow_remote)
+    judge = replace(_judge(endpoint, judge_model, judge_allow_remote), rate_per_min=judge_rate, sample=judge_sample)
     try:
         flt = parse(expr) if expr else None
         since_ns = time.time_ns() - int(parse_age(since) * 1e9) if since else None

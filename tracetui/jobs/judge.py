@@ -22,6 +22,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,13 @@ class Judge:
     url: str | None = None
     model: str | None = None
     api_key: str | None = None
+    #: Most calls a minute sent to the model (0: no limit); the lexical estimate is not limited.
+    rate_per_min: float = 0.0
+    #: The share of calls judged (1: all), chosen by span id, so a rerun samples the same calls.
+    sample: float = 1.0
+
+    def sampled(self, trace_id: bytes, span_id: bytes) -> bool:
+        return self.sample >= 1 or zlib.crc32(trace_id + span_id) / 2**32 < self.sample
 
     @property
     def source(self) -> str:
@@ -150,8 +158,10 @@ def judge_stored(
         for trace_id, span_ids in pending.items():
             run = reader.span_details(trace_id)
             for detail in run:
-                if detail.row["span_id"] not in span_ids:
+                if detail.row["span_id"] not in span_ids or not judge.sampled(trace_id, detail.row["span_id"]):
                     continue
+                if judge.url is not None and judge.rate_per_min > 0:
+                    _wait_for_rate(judge.rate_per_min)
                 if not _judge_one(judge, detail, run, trace_id, writer, lock, tally, progress):
                     tally.stopped = True  # the endpoint is down: the other calls would fail the same way
                     return tally
@@ -187,6 +197,17 @@ def _judge_one(judge: Judge, detail, run, trace_id: bytes, writer, lock, tally: 
     with lock:
         writer.execute(INSERT_EVALUATION, (trace_id, span_id, None, NAME, *row, judge.source, time.time_ns()))
     return True
+
+
+_last_call = [0.0]
+
+
+def _wait_for_rate(per_min: float) -> None:
+    """Sleep until a call is allowed: at most ``per_min`` calls a minute, evenly spaced."""
+    wait = _last_call[0] + 60.0 / per_min - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)
+    _last_call[0] = time.monotonic()
 
 
 def _pending(reader: SqliteReader, source: str, since_ns: int | None, flt: Filter | None) -> dict[bytes, set[bytes]]:
