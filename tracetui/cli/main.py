@@ -24,6 +24,7 @@ from tracetui.cli.common import (
     run_ui,
     source_options,
 )
+from tracetui.cli.judge import serve_judge_options, start_judge, stop_judge
 from tracetui.model.config import (
     DEFAULT_GRPC_PORT,
     DEFAULT_HOST,
@@ -99,6 +100,7 @@ prices_option = click.option(
 @click.option("--grpc-body-timeout", type=click.FloatRange(0.1), default=10.0, show_default=True, metavar="SECONDS",
               help="OTLP/gRPC: cancel an export whose message takes longer to arrive once it was let in.")  # fmt: skip
 @click.option("--exit-with-parent", is_flag=True, hidden=True)
+@serve_judge_options
 def serve(
     db: Path | None,
     host: str,
@@ -119,8 +121,13 @@ def serve(
     http_body_timeout: float,
     grpc_body_timeout: float,
     exit_with_parent: bool,
+    judge_endpoint: str | None,
+    judge_model: str | None,
+    judge_allow_remote: bool,
+    judge_filter: str | None,
 ) -> None:
     """Receive OTLP traces and show them live (the receiver runs in its own process)."""
+    judge = (judge_endpoint, judge_model, judge_allow_remote, judge_filter)
     settings = ReceiverSettings(
         db_path=resolve_db(db),
         host=host,
@@ -142,7 +149,12 @@ def serve(
     if headless:
         from tracetui.ingest.receiver import run_receiver
 
-        sys.exit(run_receiver(settings))
+        judging = start_judge(settings.db_path, *judge, quiet=False)
+        try:
+            exit_code = run_receiver(settings)
+        finally:
+            stop_judge(judging)
+        sys.exit(exit_code)
 
     from tracetui.ingest.receiver import ReceiverProcess
 
@@ -151,10 +163,12 @@ def serve(
         ready = receiver.start()
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
+    judging = start_judge(settings.db_path, *judge, quiet=True)
     try:
         run_ui(settings.db_path, receiver=receiver, listen=ready.grpc, http=ready.http, threshold=threshold,
                route_attribute=route_attribute, command=command_name())  # fmt: skip
     finally:
+        stop_judge(judging)
         code = receiver.stop()
         lines = [line for line in receiver.lines if not line.startswith("tracetui: listening")]
         for line in lines[-3:]:
@@ -387,6 +401,10 @@ from tracetui.cli.compare import cohort_command, compare_command  # noqa: E402
 
 main.add_command(compare_command)
 main.add_command(cohort_command)
+from tracetui.cli.judge import job_group, judge_command  # noqa: E402
+
+main.add_command(judge_command)
+main.add_command(job_group)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

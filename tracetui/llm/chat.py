@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ChatMessage", "ToolCall", "extract_messages", "reassemble", "MAX_CONTENT_CHARS"]
+__all__ = ["ChatMessage", "ToolCall", "extract_messages", "reassemble", "retrieval_documents", "MAX_CONTENT_CHARS"]
 
 #: Longer message contents (and tool-call arguments) are cut here, with a note of the size.
 MAX_CONTENT_CHARS = 100_000
@@ -949,3 +949,29 @@ def extract_messages(attributes: dict[str, object], logs: list[dict] | None = No
         except Exception:
             return []
     return inputs + outputs
+
+
+def retrieval_documents(attributes: dict[str, Any]) -> list[str]:
+    """The texts of the documents a retrieval span returned, in order (ids when it sent no content).
+
+    OTel ``gen_ai.retrieval.documents`` (a JSON array of ``{id, score, content?}``) and OpenInference's
+    flattened ``retrieval.documents.{i}.document.*``.
+    """
+    found: list[str] = []
+    blob = attributes.get("gen_ai.retrieval.documents")
+    if isinstance(blob, str):
+        try:
+            blob = json.loads(blob)
+        except ValueError:
+            blob = [blob]
+    if isinstance(blob, list):
+        for doc in blob:
+            text = doc.get("content") or doc.get("text") or doc.get("id") if isinstance(doc, dict) else doc
+            if text:
+                found.append(text if isinstance(text, str) else json.dumps(text))
+    for doc in reassemble(attributes, "retrieval.documents"):
+        inner = doc.get("document", doc)
+        text = inner.get("content") or inner.get("id") if isinstance(inner, dict) else None
+        if text:
+            found.append(str(text))
+    return found

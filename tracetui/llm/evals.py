@@ -205,6 +205,23 @@ def is_groundedness(name: str) -> bool:
     return not any(part in n for part in _INVERSE_NAME_PARTS)
 
 
+#: The label of a groundedness *estimate* (tracetui's lexical judge), shown as "≈" beside the score.
+ESTIMATE_LABEL = "estimate"
+
+
+def worst_groundedness(results: list[tuple[float, str | None]]) -> tuple[float | None, bool]:
+    """(the lowest score, whether it is an estimate) of (score, label) groundedness results.
+
+    A judged score wins over an estimate: the estimate is used only when nothing else scored the call or run.
+    """
+    judged = [score for score, label in results if label != ESTIMATE_LABEL]
+    if judged:
+        return min(judged), False
+    if results:
+        return min(score for score, _ in results), True
+    return None, False
+
+
 def passed(score: float | None, label: str | None, threshold: float = 0.5) -> bool | None:
     """Pass/fail: ``score >= threshold`` when there is a (finite) score, else by label; None when unknown.
 

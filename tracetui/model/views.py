@@ -58,6 +58,8 @@ class TraceRow:
     tokenless_calls: int = 0
     # evaluations, filled in by Reader.traces()/trace() for a given pass threshold
     groundedness: float | None = None
+    #: The groundedness shown is only an estimate (tracetui judge --judge lexical): shown with "≈".
+    groundedness_estimated: bool = False
     evals_passed: int = 0
     evals_total: int = 0
 
@@ -222,6 +224,7 @@ class SpanRow:
     provenance: str | None = None
     # filled by Reader.spans from the evaluations table
     groundedness: float | None = None
+    groundedness_estimated: bool = False
     # filled by tree building
     depth: int = 0
     children: list[SpanRow] = field(default_factory=list)
@@ -333,6 +336,8 @@ class Counters:
     #: backend whose whole-table totals cost too much counts from shortly before the reader's first look on
     #: (what the header's "since start" needs). None: every span stored.
     totals_since_ns: int | None = None
+    #: The groundedness judge's last state (tracetui.jobs.judge.publish_state), when one runs beside the receiver.
+    judge: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """For ``tracetui status --json``."""
@@ -347,4 +352,5 @@ class Counters:
             "db_bytes": self.db_bytes,
             "receiver": self.receiver,
             "store_problem": self.store_problem,
+            "judge": self.judge,
         } | ({} if self.totals_since_ns is None else {"llm_calls_and_tokens_since_ns": self.totals_since_ns})

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tracetui.llm.chat import extract_messages, reassemble
+from tracetui.llm.chat import extract_messages, retrieval_documents
 from tracetui.llm.feedback import is_feedback, thumb
 from tracetui.model.filter import Filter
 from tracetui.model.reader import CohortCall, Reader
@@ -194,29 +194,8 @@ def _context(run: list[SpanDetail], before_ns: int) -> list[str]:
     for d in run:
         if d.row.get("llm_kind") != "retriever" or int(d.row["end_ns"]) > before_ns:
             continue
-        texts += _documents(d.attributes)
+        texts += retrieval_documents(d.attributes)
     return texts
-
-
-def _documents(attrs: dict[str, Any]) -> list[str]:
-    found: list[str] = []
-    blob = attrs.get("gen_ai.retrieval.documents")  # OTel: a JSON array of {id, score, content?...}
-    if isinstance(blob, str):
-        try:
-            blob = json.loads(blob)
-        except ValueError:
-            blob = [blob]
-    if isinstance(blob, list):
-        for doc in blob:
-            text = doc.get("content") or doc.get("text") or doc.get("id") if isinstance(doc, dict) else doc
-            if text:
-                found.append(text if isinstance(text, str) else json.dumps(text))
-    for doc in reassemble(attrs, "retrieval.documents"):  # OpenInference flattened
-        inner = doc.get("document", doc)
-        text = inner.get("content") or inner.get("id") if isinstance(inner, dict) else None
-        if text:
-            found.append(str(text))
-    return found
 
 
 def openai_evals_line(record: dict[str, Any]) -> dict[str, Any]:

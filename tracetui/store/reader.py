@@ -14,7 +14,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from tracetui.llm.evals import is_groundedness, passed
+from tracetui.llm.evals import is_groundedness, passed, worst_groundedness
 from tracetui.model.filter import Filter
 from tracetui.model.reader import (
     FIRST_PAGE,
@@ -81,6 +81,9 @@ def _some_spans(trace_id: bytes, span_ids: Sequence[bytes] | None, prefix: str =
     return f" AND {prefix}span_id IN ({','.join('?' * len(span_ids))})", (trace_id, *span_ids)
 
 
+#: Span id -> its groundedness results in a trace, (score, label) each (llm.evals.worst_groundedness picks one).
+_Grounded = dict[bytes, list[tuple[float, str | None]]]
+
 #: A page's place in a trace's start order: (start_ns, id) of the previous page's last span.
 _SpanKey = tuple[int, int]
 
@@ -89,6 +92,14 @@ def _after(key: _SpanKey | None, prefix: str = "") -> tuple[str, tuple[int, ...]
     """The keyset condition for the spans after ``key`` in (start_ns, id) order (a page costs its own rows,
     not an OFFSET's)."""
     return ("", ()) if key is None else (f" AND ({prefix}start_ns, {prefix}id) > (?, ?)", key)
+
+
+def _json_object(text: object) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 class SqliteReader:
@@ -156,6 +167,7 @@ class SqliteReader:
             evicted_traces=int(meta.get("evicted_traces") or 0),
             evicted_spans=int(meta.get("evicted_spans") or 0),
             store_problem=read_problem(self.path),
+            judge=_json_object(meta.get("judge")),
         )
 
     # --- trace list ----------------------------------------------------------
@@ -234,13 +246,16 @@ class SqliteReader:
             if not results:
                 out.append(row)
                 continue
-            grounded = [score for name, score, _ in results if score is not None and is_groundedness(name)]
+            grounded, estimated = worst_groundedness(
+                [(score, label) for name, score, label in results if score is not None and is_groundedness(name)]
+            )
             verdicts = [passed(score, label, self.threshold) for _, score, label in results]
             decided = [v for v in verdicts if v is not None]
             out.append(
                 replace(
                     row,
-                    groundedness=min(grounded) if grounded else None,
+                    groundedness=grounded,
+                    groundedness_estimated=estimated,
                     evals_passed=sum(decided),
                     evals_total=len(decided),
                 )
@@ -361,7 +376,7 @@ class SqliteReader:
             page, key = self._span_rows(trace_id, key, size, grounded, texts)
 
     def _span_rows(
-        self, trace_id: bytes, after: _SpanKey | None, limit: int, grounded: dict[bytes, float], texts: dict[str, str]
+        self, trace_id: bytes, after: _SpanKey | None, limit: int, grounded: _Grounded, texts: dict[str, str]
     ) -> tuple[list[SpanRow], _SpanKey | None]:
         """Up to ``limit`` (-1: all) spans after ``after`` in start order, and the key of the last one."""
         cond, params = _after(after)
@@ -372,17 +387,17 @@ class SqliteReader:
         spans = [_span_row(r[:-2], texts) for r in rows]
         if grounded:
             for span in spans:
-                span.groundedness = grounded.get(span.span_id)
+                span.groundedness, span.groundedness_estimated = worst_groundedness(grounded.get(span.span_id, []))
         return spans, ((rows[-1][-2], rows[-1][-1]) if rows else None)
 
-    def _groundedness(self, trace_id: bytes) -> dict[bytes, float]:
-        """Span id -> its worst groundedness score in this trace."""
-        grounded: dict[bytes, float] = {}
-        for span_id, name, score in self._all(
-            "SELECT span_id, name, score FROM evaluations WHERE trace_id = ? AND score IS NOT NULL", (trace_id,)
+    def _groundedness(self, trace_id: bytes) -> _Grounded:
+        """Span id -> its groundedness results (score, label) in this trace (worst_groundedness picks one)."""
+        grounded: _Grounded = {}
+        for span_id, name, score, label in self._all(
+            "SELECT span_id, name, score, label FROM evaluations WHERE trace_id = ? AND score IS NOT NULL", (trace_id,)
         ):
             if is_groundedness(name):
-                grounded[span_id] = min(score, grounded.get(span_id, score))
+                grounded.setdefault(span_id, []).append((score, label))
         return grounded
 
     def span_detail(self, trace_id: bytes, span_id: bytes) -> SpanDetail | None:

@@ -503,7 +503,8 @@ class TraceScreen(Screen):
             name = short_name(name, 0)  # "invoke_agent ticket-resolution" -> "ticket-resolution"
         second = [(0, safe_text(trace.service, 40))]
         if trace.evals_total:
-            grounded = f"groundedness {trace.groundedness:.2f}, " if trace.groundedness is not None else ""
+            estimate = " (estimate)" if trace.groundedness_estimated else ""
+            grounded = f"groundedness {trace.groundedness:.2f}{estimate}, " if trace.groundedness is not None else ""
             second.append((1, f"{grounded}{trace.evals_passed}/{trace.evals_total} evals passed"))
         if self.session and self.session["runs"] > 1:
             second.append((2, f"session {safe_text(self.session['session_id'], 30)}: {self.session['runs']} runs, "

@@ -114,7 +114,13 @@ class StatusHeader(Widget):
             width = self.size.width or None
             # Retention at work: evicted traces were removed on purpose, not lost.
             evicted = Text(f"  evicted {fmt_count(c.evicted_traces)} traces" if c.evicted_traces else "", style="dim")
-            for section in (self._since_start(c), Text(f"   db {fmt_bytes(c.db_bytes)}", style="dim"), evicted):
+            sections = (
+                judge_section(c.judge),
+                self._since_start(c),
+                Text(f"   db {fmt_bytes(c.db_bytes)}", style="dim"),
+                evicted,
+            )
+            for section in sections:
                 if width is None or text.cell_len + section.cell_len <= width:
                     text.append_text(section)
         return text
@@ -130,3 +136,24 @@ class StatusHeader(Widget):
             text.append("  ")
         text.append(f"{fmt_count(max(0, tokens))} tok  {max(0, calls):,} LLM calls")
         return text
+
+
+#: A judge whose last state is older than this is shown as not running.
+STALE_JUDGE_S = 30.0
+
+
+def judge_section(judge: dict | None) -> Text:
+    """The groundedness judge's state: "   judge: judging, 3 behind, 12 judged" (empty when none runs)."""
+    if not judge:
+        return Text("")
+    beat = judge.get("heartbeat_ns")
+    if not isinstance(beat, int) or time.time() - beat / 1e9 > STALE_JUDGE_S:
+        return Text("   judge stopped", style="dim")
+    state = str(judge.get("state", ""))
+    style = "bold red" if state == "endpoint down" else "bold yellow" if judge.get("behind") else "green"
+    text = Text("   judge: ", style="dim")
+    text.append(safe_text(state, 30), style=style)
+    if judge.get("behind"):
+        text.append(f", {fmt_count(int(judge['behind']))} behind")
+    text.append(f", {fmt_count(int(judge.get('judged') or 0))} judged")
+    return text

@@ -127,7 +127,8 @@ def cell_text(
     if key == "grounded":
         parts = []
         if row.groundedness is not None:
-            parts.append(f"{'●' if row.groundedness >= threshold else '✗'} {row.groundedness:.2f}")
+            mark = "≈" if row.groundedness_estimated else " "  # an estimate (the lexical judge), never a judged score
+            parts.append(f"{'●' if row.groundedness >= threshold else '✗'}{mark}{row.groundedness:.2f}")
         if row.evals_total:
             parts.append(f"{row.evals_passed}/{row.evals_total}")
         return " ".join(parts)
@@ -224,7 +225,7 @@ class TraceTable(CursorList):
         # Everything a row shows: lines are reused across window reloads.
         return (index, row.trace_id, row.trace_id == self._marked_id(), row.span_count, row.start_ns, row.end_ns, row.error_count, row.root_name,
                 row.first_name, row.service, row.llm_calls, row.input_tokens, row.output_tokens, row.cost_usd,
-                row.unpriced_calls, row.tokenless_calls, row.groundedness, row.evals_passed, row.evals_total, row.slowest_name,
+                row.unpriced_calls, row.tokenless_calls, row.groundedness, row.groundedness_estimated, row.evals_passed, row.evals_total, row.slowest_name,
                 row.slowest_ns)  # fmt: skip
 
     def _marked_id(self) -> bytes | None:

@@ -301,7 +301,7 @@ class Waterfall(CursorList):
             badge = ""
             if span.groundedness is not None:
                 ok = span.groundedness >= getattr(self.app, "threshold", 0.5)
-                badge = f" {'●' if ok else '✗'}{span.groundedness:.2f}"
+                badge = f" {'●' if ok else '✗'}{'≈' if span.groundedness_estimated else ''}{span.groundedness:.2f}"
             info = span_info(span, info_w - len(badge))
             segments.append(pad(info, info_w - len(badge), base + partial("waterfall--dim"), right=True))
             if badge:

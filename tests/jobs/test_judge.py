@@ -1,0 +1,170 @@
+"""`tracetui judge` over spans the real receiver stored: lexical estimate, a fake OpenAI-compatible judge, failures.
+
+The fake judge is an http.server on 127.0.0.1:0 answering /v1/chat/completions with deterministic
+verdicts chosen by a word in the answer it is asked about (including broken ones).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from helpers import channel_to, exporter_stub, make_request, make_span, query_ro, receiver_env, sid, tid
+
+DOCS = json.dumps([{"id": "kb-1", "content": "Refunds are possible within 30 days of purchase."}])
+
+
+def _messages(text: str) -> str:
+    return json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": text}]}])
+
+
+def run_request(n: int, answer: str, with_docs: bool = True):
+    chat = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o", "gen_ai.system": "openai",
+            "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 5,
+            "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": "Refund?"}]}]),
+            "gen_ai.output.messages": _messages(answer)}  # fmt: skip
+    spans = [make_span(tid(n), sid(1), None, name="invoke_agent support", start=0, duration=100)]
+    if with_docs:
+        spans.append(make_span(tid(n), sid(2), sid(1), name="retrieval kb", start=1, duration=5, attributes={
+            "gen_ai.operation.name": "retrieval", "gen_ai.retrieval.documents": DOCS}))  # fmt: skip
+    spans.append(make_span(tid(n), sid(3), sid(1), name="chat gpt-4o", start=10, duration=50, attributes=chat))
+    return make_request(spans).SerializeToString()
+
+
+def send(receiver, *payloads: bytes) -> None:
+    with channel_to(receiver.port) as channel:
+        for payload in payloads:
+            exporter_stub(channel)(payload, timeout=20)
+
+
+def judge_cli(db: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tracetui", "judge", "--db", str(db), *args],
+                          capture_output=True, text=True, env=receiver_env(), timeout=60)  # fmt: skip
+
+
+def results(db: Path) -> dict[bytes, tuple]:
+    rows = query_ro(db, "SELECT trace_id, score, label, explanation, source FROM evaluations WHERE name='groundedness'")
+    return {row[0]: row[1:] for row in rows}
+
+
+def test_lexical_estimate_through_the_receiver_once_per_call(receiver):
+    send(receiver, run_request(1, "Refunds are possible within 30 days of purchase."),
+         run_request(2, "Refunds are possible within 45 days."), run_request(3, "Hi there, refunds!", with_docs=False))  # fmt: skip
+    done = judge_cli(receiver.db_path)
+    assert done.returncode == 0, done.stderr
+    found = results(receiver.db_path)
+    assert found[tid(1)][0] == 1.0 and found[tid(1)][1] == "estimate"
+    assert found[tid(1)][3] == "tracetui judge (lexical estimate)"
+    assert found[tid(2)][0] < 0.7 and "45" in found[tid(2)][2]
+    assert found[tid(3)][0] is None and found[tid(3)][1] == "not judged: no context"
+    again = judge_cli(receiver.db_path)
+    assert again.returncode == 0 and "0 calls judged, 0 not judged" in again.stderr
+    assert len(query_ro(receiver.db_path, "SELECT * FROM evaluations")) == 3
+
+
+class FakeJudge(BaseHTTPRequestHandler):
+    """Verdicts by a word in the answer: 'broken' -> non-JSON, 'refuse' -> a refusal, else claim-level JSON."""
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        answer = body["messages"][-1]["content"].rsplit("ANSWER:\n", 1)[-1]
+        if "broken" in answer:
+            content = "I think it is fine."
+        elif "refuse" in answer:
+            content = "I'm sorry, I can't help with that."
+        else:
+            content = json.dumps({"claims": [{"claim": answer, "verdict": "supported", "reason": "kb-1"},
+                                             {"claim": "extra", "verdict": "unsupported", "reason": "absent"}]})  # fmt: skip
+        out = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                          "usage": {"prompt_tokens": 50, "completion_tokens": 20}}).encode()  # fmt: skip
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_judge():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeJudge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_model_judge_scores_claims_and_never_records_a_broken_verdict(receiver, fake_judge):
+    send(receiver, run_request(1, "Refunds are possible within 30 days."), run_request(2, "broken answer"),
+         run_request(3, "please refuse"))  # fmt: skip
+    done = judge_cli(receiver.db_path, "--judge", fake_judge, "--judge-model", "fake-7b")
+    assert done.returncode == 0, done.stderr
+    found = results(receiver.db_path)
+    assert found[tid(1)][0] == 0.5 and found[tid(1)][3] == "tracetui judge (fake-7b)"
+    assert "1 of 2 claims supported" in found[tid(1)][2]
+    assert tid(2) not in found and tid(3) not in found  # nothing recorded, never a 0
+    assert "non-JSON verdict" in done.stderr and "refused" in done.stderr
+
+
+def test_endpoint_down_is_said_and_nothing_recorded(receiver):
+    send(receiver, run_request(1, "Refunds are possible within 30 days."))
+    done = judge_cli(receiver.db_path, "--judge", "http://127.0.0.1:9/v1", "--judge-model", "m")
+    assert "endpoint down" in done.stderr and "stopped: the endpoint" in done.stderr
+    assert results(receiver.db_path) == {}
+
+
+def test_a_remote_url_needs_allow_remote():
+    done = subprocess.run([sys.executable, "-m", "tracetui", "judge", "--judge", "https://api.example.com/v1",
+                           "--judge-model", "m"], capture_output=True, text=True, env=receiver_env(), timeout=60)  # fmt: skip
+    assert done.returncode != 0 and "--judge-allow-remote" in done.stderr
+
+
+def test_the_estimate_is_labelled_on_the_list_badge_and_a_judged_score_wins(receiver, fake_judge):
+    from tracetui.store.reader import SqliteReader
+    from tracetui.ui.widgets.trace_table import COLUMNS, cell_text
+
+    send(receiver, run_request(1, "Refunds are possible within 30 days of purchase."))
+    assert judge_cli(receiver.db_path).returncode == 0
+    grounded = next(c for c in COLUMNS if c.key == "grounded")
+    reader = SqliteReader(receiver.db_path)
+    try:
+        (row,) = reader.traces()
+        assert row.groundedness == 1.0 and row.groundedness_estimated
+        assert "≈1.00" in cell_text(grounded, row)
+        assert judge_cli(receiver.db_path, "--judge", fake_judge, "--judge-model", "fake-7b").returncode == 0
+        (row,) = reader.traces()
+        assert row.groundedness == 0.5 and not row.groundedness_estimated  # the model's verdict, not the estimate
+        assert "≈" not in cell_text(grounded, row)
+    finally:
+        reader.close()
+
+
+def test_serve_judge_runs_as_its_own_process_and_judges_new_calls(start_rcv):
+    from helpers import wait_until
+
+    receiver = start_rcv("--judge", "lexical")
+    send(receiver, run_request(1, "Refunds are possible within 30 days of purchase."))
+    assert wait_until(lambda: tid(1) in results(receiver.db_path), timeout=30), receiver.stderr
+    assert results(receiver.db_path)[tid(1)][3] == "tracetui judge (lexical estimate)"
+    jobs = subprocess.run(["ps", "-o", "args=", "--ppid", str(receiver.proc.pid)], capture_output=True, text=True)
+    assert " job judge " in jobs.stdout
+    send(receiver, run_request(2, "Refunds are possible within 45 days."))  # a new call, judged while serving
+    assert wait_until(lambda: tid(2) in results(receiver.db_path), timeout=30), receiver.stderr
+
+
+def test_sampling_judges_the_same_share_on_every_run(receiver):
+    send(receiver, *(run_request(n, "Refunds are possible within 30 days of purchase.") for n in range(1, 41)))
+    assert judge_cli(receiver.db_path, "--judge-sample", "0").returncode == 0
+    assert results(receiver.db_path) == {}
+    assert judge_cli(receiver.db_path, "--judge-sample", "0.5").returncode == 0
+    first = set(results(receiver.db_path))
+    assert 5 < len(first) < 35
+    assert judge_cli(receiver.db_path, "--judge-sample", "0.5").returncode == 0
+    assert set(results(receiver.db_path)) == first  # the same calls: nothing new on a rerun

@@ -1,0 +1,177 @@
+"""`tracetui judge`: groundedness of the stored LLM calls (tracetui.jobs.judge), by a model or the lexical estimate."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import urlparse
+
+import click
+
+from tracetui.cli.common import db_option, open_writer, resolve_db
+
+#: The judge endpoint's API key, when it needs one (hosted APIs).
+KEY_ENV = "TRACETUI_JUDGE_API_KEY"
+
+
+def is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command("judge")
+@db_option
+@click.option("--judge", "endpoint", default="lexical", show_default=True, metavar="URL|lexical",
+              help="An OpenAI-compatible endpoint (e.g. http://localhost:11434/v1 for Ollama), or `lexical` for the "
+                   "model-free estimate.")  # fmt: skip
+@click.option("--judge-model", default=None, metavar="NAME", help="The judge model (required with a URL).")
+@click.option(
+    "--judge-allow-remote", is_flag=True, help="Allow a URL that is not loopback (prompts leave the machine)."
+)
+@click.option("--judge-rate", type=click.FloatRange(0), default=30.0, show_default=True, metavar="CALLS_PER_MIN",
+              help="Most calls a minute sent to the judge model (0: no limit).")  # fmt: skip
+@click.option("--judge-sample", type=click.FloatRange(0, 1), default=1.0, show_default=True, metavar="FRACTION",
+              help="Judge this share of the calls (chosen by span id: the same ones on every run).")  # fmt: skip
+@click.option("--since", default=None, metavar="AGE", help="Only calls that started within this age (e.g. 1h, 7d).")
+@click.option("--filter", "expr", default=None, metavar="EXPR", help="Only the calls matching this filter.")
+def judge_command(
+    db: Path | None, endpoint: str, judge_model: str | None, judge_allow_remote: bool, judge_rate: float,
+    judge_sample: float, since: str | None, expr: str | None,
+) -> None:  # fmt: skip
+    """Judge the groundedness of stored LLM calls that this judge has not judged yet."""
+    from tracetui.jobs.judge import judge_stored
+    from tracetui.model.filter import FilterError, parse
+    from tracetui.store.retention import parse_age
+
+    judge = replace(_judge(endpoint, judge_model, judge_allow_remote), rate_per_min=judge_rate, sample=judge_sample)
+    try:
+        flt = parse(expr) if expr else None
+        since_ns = time.time_ns() - int(parse_age(since) * 1e9) if since else None
+    except (FilterError, ValueError) as exc:
+        raise click.BadParameter(str(exc)) from None
+    path = resolve_db(db)
+    open_writer(path).close()
+    tally = judge_stored(
+        path, judge, since_ns=since_ns, flt=flt, progress=lambda line: click.echo(f"judge: {line}", err=True)
+    )
+    if tally.stopped:
+        click.echo(f"judge: stopped: the endpoint {endpoint} is down; run again once it answers", err=True)
+    click.echo(
+        f"judge: {tally.judged:,} calls judged, {tally.not_judged:,} not judged (no context, no answer or no claims), "
+        f"{tally.failed:,} failed (a rerun tries them again) — source {judge.source!r}",
+        err=True,
+    )
+
+
+def _judge(endpoint: str, model: str | None, allow_remote: bool):
+    from tracetui.jobs.judge import Judge
+
+    if endpoint == "lexical":
+        return Judge()
+    if urlparse(endpoint).scheme not in ("http", "https"):
+        raise click.BadParameter(f"{endpoint!r}: an http(s) URL or `lexical`", param_hint="--judge")
+    if not model:
+        raise click.UsageError("--judge URL needs --judge-model NAME")
+    if not is_loopback(endpoint):
+        if not allow_remote:
+            raise click.UsageError(
+                f"{endpoint} is not on this machine: pass --judge-allow-remote to send prompts there"
+            )
+        click.echo(f"tracetui: warning: the judge sends your prompts and answers to {endpoint}", err=True)
+    return Judge(endpoint, model, os.environ.get(KEY_ENV))
+
+
+# --- beside `serve`: the judge as its own process -------------------------------------------
+
+#: Seconds between two passes of the judge running beside `serve`.
+FOLLOW_INTERVAL_S = 2.0
+
+
+def serve_judge_options(command):
+    """`--judge`, `--judge-model`, `--judge-allow-remote`, `--judge-filter` for `serve` (none: no judge)."""
+    for option in reversed((
+        click.option("--judge", "judge_endpoint", default=None, metavar="URL|lexical",
+                     help="Judge the groundedness of new LLM calls in a process of its own (docs/judge.md)."),
+        click.option("--judge-model", default=None, metavar="NAME", help="With --judge URL: the judge model."),
+        click.option("--judge-allow-remote", is_flag=True, help="Allow a --judge URL that is not loopback."),
+        click.option("--judge-filter", default=None, metavar="EXPR", help="Judge only the calls matching this filter."),
+    )):  # fmt: skip
+        command = option(command)
+    return command
+
+
+def start_judge(db_path: Path, endpoint: str | None, model: str | None, allow_remote: bool, flt: str | None,
+                quiet: bool):  # fmt: skip
+    """Start `python -m tracetui job judge` for ``serve`` (None without --judge); it exits with its parent."""
+    import subprocess
+    import sys
+
+    if endpoint is None:
+        return None
+    _judge(endpoint, model, allow_remote)  # a bad URL or a missing model is said before anything starts
+    args = [sys.executable, "-m", "tracetui", "job", "judge", "--db", str(db_path), "--judge", endpoint]
+    args += ["--judge-model", model] if model else []
+    args += ["--judge-allow-remote"] if allow_remote else []
+    args += ["--filter", flt] if flt else []
+    return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL if quiet else None)  # fmt: skip
+
+
+def stop_judge(proc) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except Exception:
+            proc.kill()
+
+
+@click.group("job", hidden=True)
+def job_group() -> None:
+    """Background jobs `serve` starts as processes of their own (told apart by " job " in their command line)."""
+
+
+@job_group.command("judge")
+@db_option
+@click.option("--judge", "endpoint", default="lexical")
+@click.option("--judge-model", default=None)
+@click.option("--judge-allow-remote", is_flag=True)
+@click.option("--filter", "expr", default=None)
+def job_judge(
+    db: Path | None, endpoint: str, judge_model: str | None, judge_allow_remote: bool, expr: str | None
+) -> None:
+    """Judge new LLM calls every few seconds until the parent (`serve`) is gone or SIGTERM."""
+    import signal
+
+    from tracetui.jobs.judge import Tally, judge_stored, publish_state
+    from tracetui.model.filter import parse
+
+    judge = _judge(endpoint, judge_model, judge_allow_remote)
+    flt = parse(expr) if expr else None
+    path = resolve_db(db)
+    if hasattr(os, "nice"):
+        os.nice(10)  # background work: the receiver's processes go first on a busy machine
+    parent = os.getppid()
+    signal.signal(signal.SIGTERM, lambda *_: sys_exit())
+    totals = Tally()
+    while os.getppid() == parent:
+        if path.exists():
+            tally = judge_stored(path, judge, flt=flt, progress=lambda line: click.echo(f"judge: {line}", err=True))
+            totals.judged, totals.not_judged = totals.judged + tally.judged, totals.not_judged + tally.not_judged
+            totals.failed += tally.failed
+            publish_state(path, judge, tally, totals)
+            if tally.stopped:
+                time.sleep(10 * FOLLOW_INTERVAL_S)  # the endpoint is down: try again later
+        time.sleep(FOLLOW_INTERVAL_S)
+
+
+def sys_exit() -> None:
+    raise SystemExit(0)

@@ -1,0 +1,87 @@
+"""What a judge reads about one LLM call: its answer, and the context the answer should rest on.
+
+The context of a call is what its run had found out before the call started:
+
+* the documents of the run's retrieval spans that ended before it (OTel
+  ``gen_ai.retrieval.documents``, OpenInference ``retrieval.documents``), read by
+  ``tracetui.llm.chat.retrieval_documents``;
+* the outputs of the run's tool spans that ended before it (``gen_ai.tool.call.result``,
+  Vercel ``ai.toolCall.result``, or the span's output messages), and tool results
+  among the call's own input messages;
+* the conversation: the call's input messages (system, user, earlier turns), in
+  whichever shape the library recorded them (``tracetui.llm.chat.extract_messages``).
+
+A call whose run holds no retrieval result and no tool output has **no context**:
+it is "not judged: no context", never "ungrounded" (a chat answer from the model's
+own knowledge is not a grounding failure). A call whose output has no text (tool
+calls only, or content capture off) is "not judged: no answer".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tracetui.llm.chat import extract_messages, retrieval_documents
+from tracetui.model.views import SpanDetail
+
+NO_CONTEXT = "not judged: no context"
+NO_ANSWER = "not judged: no answer"
+#: Context texts longer than this are cut (a judge prompt is not a database dump).
+MAX_TEXT_CHARS = 8_000
+#: At most this many context texts per call (the latest ones are kept).
+MAX_TEXTS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    answer: str
+    documents: list[str]  # retrieval results and tool outputs, oldest first
+    conversation: list[str]  # "role: text" lines of the call's input
+
+    @property
+    def not_judged(self) -> str | None:
+        """Why the call cannot be judged (NO_ANSWER, NO_CONTEXT), or None."""
+        if not self.answer.strip():
+            return NO_ANSWER
+        if not self.documents:
+            return NO_CONTEXT
+        return None
+
+
+def call_context(call: SpanDetail, run: list[SpanDetail]) -> CallContext:
+    """The answer of ``call`` and the context it had, from the spans of its run."""
+    start = int(call.row["start_ns"])
+    documents: list[str] = []
+    for span in sorted(run, key=lambda d: int(d.row["end_ns"])):
+        if span is call or int(span.row["end_ns"]) > start:
+            continue
+        kind = span.row.get("llm_kind")
+        if kind == "retriever":
+            documents += retrieval_documents(span.attributes)
+        elif kind == "tool":
+            documents += _tool_outputs(span)
+    messages = extract_messages(call.attributes, call.logs)
+    conversation = []
+    for m in messages:
+        if m.direction != "input" or not m.content:
+            continue
+        if m.role in ("tool", "tool-result", "function"):
+            documents.append(m.content)
+        conversation.append(f"{m.role}: {_cut(m.content)}")
+    answer = "\n".join(m.content for m in messages if m.direction == "output" and m.content)
+    return CallContext(answer, [_cut(d) for d in documents if d.strip()][-MAX_TEXTS:], conversation[-MAX_TEXTS:])
+
+
+def _tool_outputs(span: SpanDetail) -> list[str]:
+    found = [m.content for m in extract_messages(span.attributes, span.logs) if m.direction == "output" and m.content]
+    if not found:
+        for key in ("output.value", "traceloop.entity.output"):
+            value = span.attributes.get(key)
+            if isinstance(value, str) and value:
+                found.append(value)
+                break
+    return found
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_TEXT_CHARS else text[: MAX_TEXT_CHARS - 1] + "…"

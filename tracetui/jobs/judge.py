@@ -1,0 +1,236 @@
+"""`tracetui judge`: groundedness of stored LLM calls, judged off the hot path.
+
+It reads committed spans through its own read connection and writes each result
+in a small transaction of its own under the receiver's write lock
+(``tracetui.store.lock.WriteLock``), so a running receiver waits at most one
+tiny insert. Results are ordinary ``evaluations`` rows named ``groundedness``
+from the source ``tracetui judge (MODEL)`` (or ``tracetui judge (lexical
+estimate)``): badges, stats, filters, compare and export read them like any
+evaluation an app sent. A call that cannot be judged is stored with no score and
+the reason as its label ("not judged: no context", "not judged: no answer").
+
+Idempotent per judge: a call that already has a result from this judge's source
+is skipped, so a rerun (or a restart) continues where the last one stopped.
+
+Not done yet (issue 20): running beside `serve` as its own process, the limits
+(concurrency, rate, budget, sampling), the header state and retries with backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tracetui.jobs import lexical
+from tracetui.jobs.context import call_context
+from tracetui.jobs.verdict import VerdictError, judge_messages, read_completion
+from tracetui.model.filter import Filter
+from tracetui.store.filter_sql import span_where
+from tracetui.store.lock import WriteLock
+from tracetui.store.reader import SqliteReader
+from tracetui.store.schema import connect_writer
+from tracetui.store.writer import INSERT_EVALUATION
+
+NAME = "groundedness"
+LEXICAL = "lexical"
+LEXICAL_SOURCE = "tracetui judge (lexical estimate)"
+#: Seconds a judge model may take to answer.
+TIMEOUT_S = 60.0
+
+
+class EndpointError(RuntimeError):
+    """The judge endpoint could not be used (down, timeout, HTTP error); ``kind`` says which."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Judge:
+    """``url`` None: the lexical estimate; else an OpenAI-compatible endpoint (…/v1) and its model."""
+
+    url: str | None = None
+    model: str | None = None
+    api_key: str | None = None
+    #: Most calls a minute sent to the model (0: no limit); the lexical estimate is not limited.
+    rate_per_min: float = 0.0
+    #: The share of calls judged (1: all), chosen by span id, so a rerun samples the same calls.
+    sample: float = 1.0
+
+    def sampled(self, trace_id: bytes, span_id: bytes) -> bool:
+        return self.sample >= 1 or zlib.crc32(trace_id + span_id) / 2**32 < self.sample
+
+    @property
+    def source(self) -> str:
+        return LEXICAL_SOURCE if self.url is None else f"tracetui judge ({self.model})"
+
+    def score(self, answer: str, documents: list[str], conversation: list[str]) -> tuple[float | None, str]:
+        """(score, explanation); raises EndpointError or VerdictError for a model that could not answer."""
+        if self.url is None:
+            found = lexical.estimate(answer, documents + conversation)
+            return found.score, found.explanation
+        body = {"model": self.model, "temperature": 0, "messages": judge_messages(answer, documents, conversation)}
+        verdict = read_completion(self._post(body))
+        return verdict.score, verdict.explanation
+
+    def _post(self, body: dict) -> object:
+        assert self.url is not None
+        headers = {"content-type": "application/json"}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(
+            self.url.rstrip("/") + "/chat/completions", json.dumps(body).encode(), headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise EndpointError(f"HTTP {exc.code}", exc.read(300).decode("utf-8", "replace")) from None
+        except TimeoutError:
+            raise EndpointError("timeout", f"no answer within {TIMEOUT_S:g}s") from None
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):
+                raise EndpointError("timeout", f"no answer within {TIMEOUT_S:g}s") from None
+            raise EndpointError("endpoint down", str(exc.reason)) from None
+        except ValueError as exc:
+            raise VerdictError("non-JSON verdict", f"the endpoint's body is not JSON: {exc}") from None
+
+
+@dataclass
+class Tally:
+    judged: int = 0
+    not_judged: int = 0
+    failed: int = 0
+    #: The pass stopped at an endpoint that is down (the calls after it were not tried).
+    stopped: bool = False
+    #: Calls waiting for this judge when the pass began, and the last failure seen.
+    pending: int = 0
+    last_failure: str | None = None
+
+
+#: The ``meta`` key holding the judge's state for the header and `tracetui status` (JSON).
+META_KEY = "judge"
+
+
+def publish_state(path: Path, judge: Judge, tally: Tally, totals: Tally) -> None:
+    """Write the judge's state into ``meta`` (one tiny transaction under the write lock)."""
+    behind = max(0, tally.pending - tally.judged - tally.not_judged)
+    state = "endpoint down" if tally.stopped else "judging" if behind or tally.judged or tally.not_judged else "idle"
+    value = {"state": state, "source": judge.source, "behind": behind, "judged": totals.judged,
+             "not_judged": totals.not_judged, "failed": totals.failed, "last_failure": tally.last_failure,
+             "heartbeat_ns": time.time_ns()}  # fmt: skip
+    conn = connect_writer(path)
+    lock = WriteLock(path)
+    try:
+        with lock:
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (META_KEY, json.dumps(value)),
+            )
+    finally:
+        lock.close()
+        conn.close()
+
+
+def judge_stored(
+    path: Path,
+    judge: Judge,
+    *,
+    since_ns: int | None = None,
+    flt: Filter | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Tally:
+    """Judge every LLM call of the database at ``path`` that this judge has no result for yet (one pass)."""
+    reader = SqliteReader(path)
+    writer = connect_writer(path)
+    lock = WriteLock(path)
+    tally = Tally()
+    try:
+        pending = _pending(reader, judge.source, since_ns, flt)
+        tally.pending = sum(len(s) for s in pending.values())
+        for trace_id, span_ids in pending.items():
+            run = reader.span_details(trace_id)
+            for detail in run:
+                if detail.row["span_id"] not in span_ids or not judge.sampled(trace_id, detail.row["span_id"]):
+                    continue
+                if judge.url is not None and judge.rate_per_min > 0:
+                    _wait_for_rate(judge.rate_per_min)
+                if not _judge_one(judge, detail, run, trace_id, writer, lock, tally, progress):
+                    tally.stopped = True  # the endpoint is down: the other calls would fail the same way
+                    return tally
+    finally:
+        lock.close()
+        writer.close()
+        reader.close()
+    return tally
+
+
+def _judge_one(judge: Judge, detail, run, trace_id: bytes, writer, lock, tally: Tally, progress) -> bool:
+    """Judge one call and store the result; False when the endpoint is down (nothing stored)."""
+    context = call_context(detail, run)
+    span_id = detail.row["span_id"]
+    reason = context.not_judged
+    row: tuple[float | None, str | None, str | None]  # score, label, explanation
+    if reason is not None:
+        row = (None, reason, "no retrieval result or tool output before this call" if "context" in reason else None)
+        tally.not_judged += 1
+    else:
+        try:
+            score, explanation = judge.score(context.answer, context.documents, context.conversation)
+        except (EndpointError, VerdictError) as exc:
+            tally.failed += 1
+            tally.last_failure = str(exc)[:200]
+            if progress:
+                progress(f"{span_id.hex()}: {exc} (not recorded; a rerun tries again)")
+            return not (isinstance(exc, EndpointError) and exc.kind == "endpoint down")
+        row = (score, "estimate" if judge.url is None else None, explanation) if score is not None else (
+            None, "not judged: no claims", explanation)  # fmt: skip
+        tally.judged += score is not None
+        tally.not_judged += score is None
+    with lock:
+        writer.execute(INSERT_EVALUATION, (trace_id, span_id, None, NAME, *row, judge.source, time.time_ns()))
+    return True
+
+
+_last_call = [0.0]
+
+
+def _wait_for_rate(per_min: float) -> None:
+    """Sleep until a call is allowed: at most ``per_min`` calls a minute, evenly spaced."""
+    wait = _last_call[0] + 60.0 / per_min - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)
+    _last_call[0] = time.monotonic()
+
+
+def _pending(reader: SqliteReader, source: str, since_ns: int | None, flt: Filter | None) -> dict[bytes, set[bytes]]:
+    """Trace id -> span ids of the counted LLM calls without a result from ``source`` (oldest runs first)."""
+    where = ["spans.llm_kind = 'llm'", "(spans.counted IS NULL OR spans.counted != 0)"]
+    params: list[object] = []
+    if since_ns is not None:
+        where.append("spans.start_ns >= ?")
+        params.append(since_ns)
+    if flt is not None and not flt.is_empty():
+        sql, values = span_where(flt, "spans")
+        where.append(f"({sql})")
+        params += values
+    where.append(
+        "NOT EXISTS (SELECT 1 FROM evaluations e WHERE e.trace_id = spans.trace_id AND e.span_id = spans.span_id "
+        "AND e.name = ? AND instr(e.source, ?) > 0)"
+    )
+    params += [NAME, source]
+    rows = reader._all(  # noqa: SLF001  (the reader's connection has the filter's SQL functions)
+        f"SELECT spans.trace_id, spans.span_id FROM spans AS spans WHERE {' AND '.join(where)} ORDER BY spans.id",
+        params,
+    )
+    out: dict[bytes, set[bytes]] = {}
+    for trace_id, span_id in rows:
+        out.setdefault(trace_id, set()).add(span_id)
+    return out
