@@ -292,7 +292,10 @@ def print_summary(title: str, summ: dict[str, dict]) -> None:
         print("  ".join(c.rjust(w[i]) if i else c.ljust(w[i]) for i, c in enumerate(r)))
 
 
-def verdicts(summ: dict[str, dict]) -> list[str]:
+ACK_P99_BUDGET_MS = 100.0
+
+
+def verdicts(summ: dict[str, dict], rate_summ: dict[str, dict] | None = None, rate: float = 0.0) -> list[str]:
     """The budgets of DESIGN.md section 9 that this benchmark judges, against the same-run naive."""
     lines = []
     for name, m in summ.items():
@@ -305,6 +308,12 @@ def verdicts(summ: dict[str, dict]) -> list[str]:
         lines.append(f"{name}: CPU per span {m['cpu_us_per_span']:.1f} us (receiver {m['receiver_us_per_span']:.1f}"
                      f" + jobs {m['jobs_us_per_span']:.1f}) = {m['cpu_ratio']:.2f}x naive's "
                      f"{summ[BASELINE]['cpu_us_per_span']:.1f} us (budget <= 1x): " + ("PASS" if ok else "FAIL"))  # fmt: skip
+    for name, m in (rate_summ or {}).items():
+        if name.startswith("tracetui"):
+            ok = m["p99_ms"] <= ACK_P99_BUDGET_MS
+            lines.append(f"{name}: ack p99 at {rate:,.0f} spans/s offered {m['p99_ms']:.1f} ms (naive "
+                         f"{rate_summ[BASELINE]['p99_ms']:.1f} ms; budget <= {ACK_P99_BUDGET_MS:.0f} ms at 10k/s): "
+                         + ("PASS" if ok else "FAIL"))  # fmt: skip
     lines.append("receiver RSS under the red-team flood (<= 300 MB): measured by benchmarks/flood.py, not here")
     return lines
 
@@ -347,12 +356,13 @@ def main() -> int:
     summ = summary(results, targets, "max")
     loads = [r["load"] for r in results if r["target"] == BASELINE and r["phase"] == "max"]
     print_summary(f"closed loop, medians of {args.rounds} round(s); ratios to the same round's naive", summ)
-    if args.rate:
-        print_summary(f"open loop at {args.rate:,.0f} spans/s", summary(results, targets, "rate"))
+    rate_summ = summary(results, targets, "rate") if args.rate else None
+    if rate_summ:
+        print_summary(f"open loop at {args.rate:,.0f} spans/s", rate_summ)
     print(f"\nload average: {start_load:.2f} at the start, per round {loads}, "
           f"{os.getloadavg()[0]:.2f} at the end; rounds rejected and repeated: {rejected}")  # fmt: skip
     print("\nbudgets (DESIGN.md section 9, against this run's naive):")
-    for line in verdicts(summ):
+    for line in verdicts(summ, rate_summ, args.rate):
         print("  " + line)
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": info, "args": vars(args), "start_load": start_load,
