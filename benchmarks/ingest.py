@@ -343,6 +343,7 @@ def main() -> int:
     ap.add_argument("--profile-format", default="speedscope", choices=("speedscope", "flamegraph", "raw"))
     args = ap.parse_args()
 
+    start_load = wait_for_quiet(max_wait=args.max_wait, no_wait=args.no_wait)
     workdir = Path(args.workdir) / time.strftime("%Y%m%d-%H%M%S")
     workdir.mkdir(parents=True, exist_ok=True)
     targets = targets_from_args(args, workdir)
@@ -351,7 +352,6 @@ def main() -> int:
     print(f"targets: {', '.join(t.name + (f' ({t.source})' if t.source else '') for t in targets)}")
     print(f"traffic: {args.clients} clients x {args.spans_per_request} spans/request, {args.duration:g} s a target"
           + (f"; rate phase {args.rate:,.0f} spans/s" if args.rate else ""), flush=True)  # fmt: skip
-    start_load = wait_for_quiet(max_wait=args.max_wait, no_wait=args.no_wait)
     results, rejected = run_rounds(targets, args, workdir)
     summ = summary(results, targets, "max")
     loads = [r["load"] for r in results if r["target"] == BASELINE and r["phase"] == "max"]
