@@ -712,6 +712,15 @@ class ServerProc:
         return self.proc.returncode
 
 
+def is_job_process(cmdline: list[str]) -> bool:
+    """A tracetui background job (``python -m tracetui job NAME ...``), not the receiver or a decode worker.
+
+    The rule the ingest figures split a receiver's CPU by: a process of the tree whose command
+    line contains the word ``job`` as an argument of its own.
+    """
+    return " job " in f" {' '.join(cmdline)} "
+
+
 class ProcSampler(threading.Thread):
     """Samples a process tree's memory (peak) and CPU time.
 
@@ -733,7 +742,10 @@ class ProcSampler(threading.Thread):
         self.peak_by_pid: dict[int, tuple[str, int]] = {}
         self.stop_ev = threading.Event()
         self._cpu_by_pid: dict[int, float] = {}
+        #: pid -> whether it is a background job (see ``is_job_process``), decided once per pid.
+        self._is_job: dict[int, bool] = {}
         self.cpu0 = self._cpu()
+        self._cpu0_by_pid = dict(self._cpu_by_pid)
         self._main0 = self._cpu_by_pid.get(pid, 0.0)
         self.cpu1 = self.cpu0
         self.t0 = time.monotonic()
@@ -750,6 +762,8 @@ class ProcSampler(threading.Thread):
             try:
                 c = proc.cpu_times()
                 self._cpu_by_pid[proc.pid] = c.user + c.system
+                if proc.pid not in self._is_job:
+                    self._is_job[proc.pid] = is_job_process(proc.cmdline())
             except Exception:
                 pass
         return sum(self._cpu_by_pid.values())
@@ -757,6 +771,7 @@ class ProcSampler(threading.Thread):
     def reset(self) -> None:
         self.cpu0 = self._cpu()
         self._main0 = self._cpu_by_pid.get(self.p.pid, 0.0)
+        self._cpu0_by_pid = dict(self._cpu_by_pid)
         self.t0 = time.monotonic()
         self.peak_rss = 0
         self.peak_by_pid = {}
@@ -796,6 +811,12 @@ class ProcSampler(threading.Thread):
         return self.cpu1 - self.cpu0
 
     @property
+    def job_cpu_seconds(self) -> float:
+        """CPU of the tree's background job processes (``is_job_process``) since ``reset``."""
+        return sum(cpu - self._cpu0_by_pid.get(pid, 0.0) for pid, cpu in self._cpu_by_pid.items()
+                   if self._is_job.get(pid))  # fmt: skip
+
+    @property
     def main_cpu_seconds(self) -> float:
         """CPU of the top process alone (tracetui: gRPC, status, checkpoints; not its workers)."""
         return self._cpu_by_pid.get(self.p.pid, self._main0) - self._main0
@@ -816,6 +837,29 @@ def pct(values: list[float], q: float) -> float:
 def median(values: list[float]) -> float:
     values = [v for v in values if v == v]
     return statistics.median(values) if values else float("nan")
+
+
+def wait_for_quiet(threshold: float = 0.5, max_wait: float = 600.0, *, no_wait: bool = False) -> float:
+    """Wait until the 1-minute load average is below ``threshold``; return the load the run starts at.
+
+    Exits with a clear message when it is still higher after ``max_wait`` seconds. ``no_wait``
+    (smoke runs) starts at once, whatever the load.
+    """
+    deadline = time.monotonic() + max_wait
+    load = os.getloadavg()[0]
+    if not no_wait and load >= threshold:
+        print(f"waiting for the 1-minute load average ({load:.2f}) to fall below {threshold} "
+              f"(at most {max_wait:.0f} s; --no-wait starts at once)...", flush=True)  # fmt: skip
+        while load >= threshold:
+            if time.monotonic() >= deadline:
+                raise SystemExit(f"the 1-minute load average is still {load:.2f} after {max_wait:.0f} s "
+                                 f"(other work on this machine); try later, raise --max-wait, or use "
+                                 f"--no-wait for a smoke run whose figures mean less")  # fmt: skip
+            time.sleep(5)
+            load = os.getloadavg()[0]
+    print(f"load average at the start: {load:.2f}" + ("" if load < threshold else f" (not below {threshold})"),
+          flush=True)  # fmt: skip
+    return load
 
 
 def db_bytes(path: Path) -> int:

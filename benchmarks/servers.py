@@ -1,20 +1,28 @@
-"""The two reference receivers that ``ingest.py`` measures tracetui against.
+"""The reference receivers that ``ingest.py`` measures tracetui against (issue 19's yardstick).
 
     python benchmarks/servers.py discard --port 0
     python benchmarks/servers.py naive --port 0 --db /tmp/bench-x/naive.db
+    python benchmarks/servers.py minimal --port 0 --db /tmp/bench-x/minimal.db
 
-``discard``: parses every request (``ExportTraceServiceRequest.FromString``),
-counts its spans and answers. The ceiling a Python gRPC receiver can reach on
-this machine.
+``naive`` (the baseline of every ingest budget): one process, the upb parse,
+one row per span holding the same information tracetui keeps: binary trace,
+span and parent ids, name, kind, service, scope, start and end times, status
+code and message, and attributes, events, links and resource as JSON. One
+``executemany`` per request, committed before the answer, WAL with
+synchronous=NORMAL, ``UNIQUE(trace_id, span_id)`` with ``INSERT OR IGNORE``
+and no other index.
 
-``naive``: what a straightforward receiver does: flatten every span's
-attributes, events and resource to JSON, insert the request's spans with one
-``executemany`` in one transaction, COMMIT, then answer. Same SQLite
-durability settings as tracetui (WAL, synchronous=NORMAL) and the same
-uniqueness rule (trace_id, span_id), so the comparison is about design, not
-about fsync.
+``naive-v1``: the naive receiver as it was before issue 19 (the same plus an
+index on start time), kept so that older README figures can be compared.
 
-Both use grpcio's ThreadPoolExecutor server with tracetui's options (8
+``minimal``: the minimal lossless store, an upper reference: ids, times and
+each span's own protobuf bytes (cut from the request, not re-serialized), the
+same unique index, one transaction per request.
+
+``discard``: parses every request, counts its spans and answers: the ceiling
+a Python gRPC receiver can reach on this machine.
+
+All use grpcio's ThreadPoolExecutor server with tracetui's options (8
 workers, 64 MiB requests) and print ``bench-server: listening grpc=HOST:PORT``
 on stderr when ready.
 """
@@ -49,10 +57,7 @@ class Discard:
         self.lock = threading.Lock()
 
     def __call__(self, data: bytes, context) -> bytes:
-        try:
-            req = ExportTraceServiceRequest.FromString(data)
-        except Exception as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        req = _parse(data, context)
         n = sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
         with self.lock:
             self.spans += n
@@ -89,23 +94,48 @@ CREATE TABLE IF NOT EXISTS spans (
     attributes TEXT, events TEXT, links TEXT, resource TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS spans_by_trace ON spans(trace_id, span_id);
-CREATE INDEX IF NOT EXISTS spans_by_start ON spans(start_ns);
 """
+#: What the naive receiver had before issue 19 defined the baseline: one more index.
+NAIVE_V1_EXTRA = "CREATE INDEX IF NOT EXISTS spans_by_start ON spans(start_ns);"
+
+
+def _open(db: str, schema: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(schema)
+    return conn
+
+
+def _commit_rows(conn: sqlite3.Connection, lock: threading.Lock, sql: str, rows: list) -> None:
+    """One transaction per request, committed before the caller answers."""
+    with lock:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(sql, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def _parse(data: bytes, context) -> ExportTraceServiceRequest:
+    try:
+        return ExportTraceServiceRequest.FromString(data)
+    except Exception as exc:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        raise
 
 
 class Naive:
-    def __init__(self, db: str) -> None:
-        self.conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(NAIVE_SCHEMA)
+    """The baseline: the same information as tracetui, flattened to JSON, one transaction per request."""
+
+    def __init__(self, db: str, *, v1: bool = False) -> None:
+        self.conn = _open(db, NAIVE_SCHEMA + (NAIVE_V1_EXTRA if v1 else ""))
         self.lock = threading.Lock()
 
     def __call__(self, data: bytes, context) -> bytes:
-        try:
-            req = ExportTraceServiceRequest.FromString(data)
-        except Exception as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        req = _parse(data, context)
         rows = []
         for rs in req.resource_spans:
             resource = flatten(rs.resource.attributes)
@@ -133,31 +163,68 @@ class Naive:
                         s.start_time_unix_nano, s.end_time_unix_nano, s.status.code, s.status.message,
                         flatten(s.attributes), events, links, resource,
                     ))  # fmt: skip
-        with self.lock:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                self.conn.executemany(
-                    "INSERT OR IGNORE INTO spans(trace_id, span_id, parent_span_id, name, kind, service, scope, "
-                    "start_ns, end_ns, status_code, status_message, attributes, events, links, resource) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    rows,
-                )
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
+        _commit_rows(self.conn, self.lock, NAIVE_INSERT, rows)
         return EMPTY_RESPONSE
+
+
+NAIVE_INSERT = (
+    "INSERT OR IGNORE INTO spans(trace_id, span_id, parent_span_id, name, kind, service, scope, "
+    "start_ns, end_ns, status_code, status_message, attributes, events, links, resource) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+MINIMAL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spans (
+    id INTEGER PRIMARY KEY, trace_id BLOB NOT NULL, span_id BLOB NOT NULL,
+    start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, raw BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS spans_by_trace ON spans(trace_id, span_id);
+"""
+MINIMAL_INSERT = "INSERT OR IGNORE INTO spans(trace_id, span_id, start_ns, end_ns, raw) VALUES (?,?,?,?,?)"
+
+
+class Minimal:
+    """The minimal lossless store: ids, times and each span's own bytes, same unique index."""
+
+    def __init__(self, db: str) -> None:
+        from tracetui.otlp.decode import span_bytes  # cuts each span's bytes out of the request
+
+        self.span_bytes = span_bytes
+        self.conn = _open(db, MINIMAL_SCHEMA)
+        self.lock = threading.Lock()
+
+    def __call__(self, data: bytes, context) -> bytes:
+        req = _parse(data, context)
+        raw = self.span_bytes(data)
+        spans = [s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+        rows = [(s.trace_id, s.span_id, s.start_time_unix_nano, s.end_time_unix_nano, b)
+                for s, b in zip(spans, raw, strict=True)]  # fmt: skip
+        _commit_rows(self.conn, self.lock, MINIMAL_INSERT, rows)
+        return EMPTY_RESPONSE
+
+
+MODES = ("discard", "naive", "naive-v1", "minimal")
+
+
+def make_handler(mode: str, db: str | None) -> Discard | Naive | Minimal:
+    if mode == "discard":
+        return Discard()
+    if db is None:
+        raise SystemExit(f"{mode} needs --db")
+    if mode == "minimal":
+        return Minimal(db)
+    return Naive(db, v1=mode == "naive-v1")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=("discard", "naive"))
+    ap.add_argument("mode", choices=MODES)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--db")
     ap.add_argument("--workers", type=int, default=8)
     args = ap.parse_args()
-    handler = Discard() if args.mode == "discard" else Naive(args.db)
+    handler = make_handler(args.mode, args.db)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=args.workers),
         options=[
@@ -187,7 +254,7 @@ def main() -> int:
     while not stop.wait(0.5):
         pass
     server.stop(grace=5).wait()
-    if isinstance(handler, Naive):
+    if isinstance(handler, (Naive, Minimal)):
         handler.conn.close()
     return 0
 
