@@ -284,19 +284,53 @@ class SqliteReader:
     def _details(self, trace_id: bytes, span_id: bytes | None) -> list[SpanDetail]:
         """One span's detail, or (``span_id`` None) every span's: three queries either way."""
         one, params = _one_span(trace_id, span_id, "s.")
-        records = self._dicts(
-            f"SELECT s.*, src.resource, src.scope, src.scope_version, {library_sql('s.provenance', 'src.scope_name')} "
-            f"FROM spans s JOIN sources src ON src.id = s.source_id WHERE s.trace_id = ?{one} ORDER BY s.start_ns, s.id",
-            params,
-        )
+        records = self._span_records(f"s.trace_id = ?{one} ORDER BY s.start_ns, s.id", params)
         if not records:
             return []
         logs, evaluations = self._logs_by_span(trace_id, span_id), self._evaluations_by_span(trace_id, span_id)
+        return [self._decoded(record, logs, evaluations) for record in records]
+
+    def _span_records(self, where: str, params: Sequence) -> list[dict[str, Any]]:
+        """Stored spans as rows (``raw`` still encoded) with their resource and scope, ``where`` on ``spans s``."""
+        return self._dicts(
+            f"SELECT s.*, src.resource, src.scope, src.scope_version, {library_sql('s.provenance', 'src.scope_name')} "
+            f"FROM spans s JOIN sources src ON src.id = s.source_id WHERE {where}",
+            tuple(params),
+        )
+
+    @staticmethod
+    def _decoded(record: dict[str, Any], logs: dict, evaluations: dict) -> SpanDetail:
+        raw, resource, scope = record.pop("raw"), record.pop("resource") or b"", record.pop("scope") or b""
+        found = record["span_id"]
+        return SpanDetail.decode(record, raw, resource, scope, logs.get(found, []), evaluations.get(found, []))
+
+    def span_details_after(self, after_id: int, limit: int) -> list[SpanDetail]:
+        """The next ``limit`` spans in storage order (``spans.id`` > ``after_id``), with their log records.
+
+        For the background indexer (tracetui.jobs.indexer); ``detail.row["id"]`` is the span's ``spans.id``.
+        """
+        return self.span_details_by_id(f"s.id > ? ORDER BY s.id LIMIT {int(limit)}", (after_id,))
+
+    def span_details_by_id(self, where: str, params: Sequence) -> list[SpanDetail]:
+        """Details of the spans ``where`` selects (on ``spans s``), with their log records; no evaluations."""
+        records = self._span_records(where, params)
+        if not records:
+            return []
+        keys = [(r["trace_id"], r["span_id"]) for r in records]
+        logs: dict[tuple[bytes, bytes], list[dict[str, Any]]] = {}
+        for i in range(0, len(keys), 400):  # two parameters a span, under SQLite's 999
+            chunk = keys[i : i + 400]
+            marks = ",".join("(?, ?)" for _ in chunk)
+            for trace_id, span_id, event_name, time_ns, raw in self._all(
+                "SELECT trace_id, span_id, event_name, time_ns, raw FROM logs "
+                f"WHERE (trace_id, span_id) IN (VALUES {marks}) ORDER BY time_ns, id",
+                [value for key in chunk for value in key],
+            ):
+                logs.setdefault((trace_id, span_id), []).append(log_entry(event_name, time_ns, raw))
         out = []
         for record in records:
-            raw, resource, scope = record.pop("raw"), record.pop("resource") or b"", record.pop("scope") or b""
-            found = record["span_id"]
-            out.append(SpanDetail.decode(record, raw, resource, scope, logs.get(found, []), evaluations.get(found, [])))
+            own = {record["span_id"]: logs.get((record["trace_id"], record["span_id"]), [])}
+            out.append(self._decoded(record, own, {}))
         return out
 
     def span_logs(self, trace_id: bytes, span_id: bytes) -> list[dict[str, Any]]:
