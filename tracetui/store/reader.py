@@ -27,7 +27,7 @@ from tracetui.model.reader import (
 )
 from tracetui.model.rows import SPLIT_KEYS
 from tracetui.model.views import Counters, SpanDetail, SpanRow, TraceRow, log_entry
-from tracetui.store import stats_sql
+from tracetui.store import stats_sql, text_index
 from tracetui.store.filter_sql import register_sql_functions, span_where, trace_where
 from tracetui.store.health import read_problem
 from tracetui.store.schema import connect_reader
@@ -129,7 +129,15 @@ class SqliteReader:
             evicted_traces=int(meta.get("evicted_traces") or 0),
             evicted_spans=int(meta.get("evicted_spans") or 0),
             store_problem=read_problem(self.path),
+            index_behind=self._index_behind(meta.get(text_index.CURSOR_KEY)),
         )
+
+    def _index_behind(self, cursor: object) -> int | None:
+        if cursor is None:  # no indexer ever ran on this file
+            return None
+        row = self._one("SELECT count(*) FROM (SELECT 1 FROM spans WHERE id > ? LIMIT ?)",
+                        (int(cursor), text_index.MAX_BEHIND_COUNT))  # type: ignore[call-overload]  # fmt: skip
+        return int(row[0]) if row else 0
 
     # --- trace list ----------------------------------------------------------
 

@@ -77,18 +77,6 @@ def meta_value(conn: sqlite3.Connection, key: str) -> Any:
     return row[0] if row else None
 
 
-def behind(conn: sqlite3.Connection) -> int | None:
-    """Spans stored but not indexed yet (at most MAX_BEHIND_COUNT); None where no indexer ever ran."""
-    cursor = meta_value(conn, CURSOR_KEY)
-    if cursor is None:
-        return None
-    return int(
-        conn.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM spans WHERE id > ? LIMIT ?)", (int(cursor), MAX_BEHIND_COUNT)
-        ).fetchone()[0]
-    )
-
-
 _FTS_ERROR = re.compile(r"^(?:fts5: )?(.*)$")
 
 

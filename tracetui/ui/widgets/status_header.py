@@ -114,7 +114,11 @@ class StatusHeader(Widget):
             width = self.size.width or None
             # Retention at work: evicted traces were removed on purpose, not lost.
             evicted = Text(f"  evicted {fmt_count(c.evicted_traces)} traces" if c.evicted_traces else "", style="dim")
-            for section in (self._since_start(c), Text(f"   db {fmt_bytes(c.db_bytes)}", style="dim"), evicted):
+            # The full-text index lags during a burst (tracetui.jobs.indexer); a batch or so behind is normal.
+            lag = c.index_behind or 0
+            behind = Text(f"  indexing {fmt_count(lag)}{'+' if lag >= 100_000 else ''} behind" if lag >= 1_000 else "",
+                          style="yellow")  # fmt: skip
+            for section in (behind, self._since_start(c), Text(f"   db {fmt_bytes(c.db_bytes)}", style="dim"), evicted):
                 if width is None or text.cell_len + section.cell_len <= width:
                     text.append_text(section)
         return text
