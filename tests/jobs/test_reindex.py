@@ -93,7 +93,9 @@ def snapshot(db: Path) -> dict[str, object]:
         UPDATED_NS = [r[1] for r in conn.execute("PRAGMA table_info(traces)")].index("updated_ns")
         cols = [r[1] for r in conn.execute("PRAGMA table_info(evaluations)") if r[1] != "id"]
         evaluations = sorted(conn.execute(f"SELECT {', '.join(cols)} FROM evaluations").fetchall(), key=repr)
-        meta = dict(conn.execute("SELECT key, value FROM meta WHERE key != 'receiver'"))
+        # the full-text indexer's own progress (index_*, content_policy) is not derived from the spans
+        meta = dict(conn.execute("SELECT key, value FROM meta WHERE key != 'receiver' "
+                                 "AND key NOT IN ('index_cursor', 'index_cleaned', 'content_policy')"))  # fmt: skip
     finally:
         conn.close()
     return {"spans": spans, "traces": traces, "evaluations": evaluations, "meta": meta}

@@ -99,6 +99,11 @@ prices_option = click.option(
               help="OTLP/HTTP: answer 408 and close when a request's body takes longer to arrive.")  # fmt: skip
 @click.option("--grpc-body-timeout", type=click.FloatRange(0.1), default=10.0, show_default=True, metavar="SECONDS",
               help="OTLP/gRPC: cancel an export whose message takes longer to arrive once it was let in.")  # fmt: skip
+@click.option("--no-content", is_flag=True,
+              help="Keep message content out of the search index, the JSON attributes, exports and the judge.")  # fmt: skip
+@click.option("--redact", multiple=True, metavar="PATTERN",
+              help="Replace matches with [redacted] wherever content is copied: 'keys', 'emails' or a regex. Repeatable.")  # fmt: skip
+@click.option("--no-index", is_flag=True, help="Do not build the full-text index (no text: searches).")
 @click.option("--exit-with-parent", is_flag=True, hidden=True)
 @serve_judge_options
 def serve(
@@ -120,6 +125,9 @@ def serve(
     http_header_timeout: float,
     http_body_timeout: float,
     grpc_body_timeout: float,
+    no_content: bool,
+    redact: tuple[str, ...],
+    no_index: bool,
     exit_with_parent: bool,
     judge_endpoint: str | None,
     judge_model: str | None,
@@ -128,7 +136,11 @@ def serve(
 ) -> None:
     """Receive OTLP traces and show them live (the receiver runs in its own process)."""
     judge = (judge_endpoint, judge_model, judge_allow_remote, judge_filter)
+    from tracetui.cli.search import content_policy, start_indexer, stop_indexer
+
     settings = ReceiverSettings(
+        index=not no_index,
+        content=content_policy(no_content, redact),
         db_path=resolve_db(db),
         host=host,
         grpc_port=grpc_port,
@@ -146,6 +158,7 @@ def serve(
         grpc_body_timeout_s=grpc_body_timeout,
         exit_with_parent=exit_with_parent,
     )
+    indexer = start_indexer(settings.db_path, settings.content) if settings.index else None
     if headless:
         from tracetui.ingest.receiver import run_receiver
 
@@ -154,6 +167,7 @@ def serve(
             exit_code = run_receiver(settings)
         finally:
             stop_judge(judging)
+            stop_indexer(indexer)
         sys.exit(exit_code)
 
     from tracetui.ingest.receiver import ReceiverProcess
@@ -162,6 +176,7 @@ def serve(
     try:
         ready = receiver.start()
     except RuntimeError as exc:
+        stop_indexer(indexer)
         raise click.ClickException(str(exc)) from None
     judging = start_judge(settings.db_path, *judge, quiet=True)
     try:
@@ -175,6 +190,7 @@ def serve(
             click.echo(line, err=True)
         if code not in (0, None):
             click.echo(f"tracetui: the receiver exited with status {code}", err=True)
+        stop_indexer(indexer)
 
 
 @main.command()
@@ -388,6 +404,10 @@ def reindex(db: Path | None, prices: Path | None) -> None:
     except PriceFileError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"reindexed {spans_done:,} spans in {traces_done:,} traces", err=True)
+    from tracetui.jobs.indexer import reindex as rebuild_text_index
+
+    rebuild_text_index(path)
+    click.echo("rebuilt the full-text index", err=True)
 
 
 from tracetui.cli.transfer import export_command, import_command  # noqa: E402  (registered after the group exists)
@@ -400,6 +420,10 @@ main.add_command(stats_command)
 from tracetui.cli.compare import cohort_command, compare_command  # noqa: E402
 
 main.add_command(compare_command)
+from tracetui.cli.search import job_command, search_command  # noqa: E402
+
+main.add_command(search_command)
+main.add_command(job_command)
 main.add_command(cohort_command)
 from tracetui.cli.judge import job_group, judge_command  # noqa: E402
 

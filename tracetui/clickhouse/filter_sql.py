@@ -48,7 +48,7 @@ from tracetui.llm.semconv import (
     TTFT_SOURCES,
     attribute_sources,
 )
-from tracetui.model.filter import Filter, Term, as_number, fold
+from tracetui.model.filter import TEXT_FIELD, Filter, FilterError, Term, as_number, fold
 from tracetui.model.reader import NONE_KEY
 from tracetui.model.views import TraceRow
 from tracetui.otlp.decode import UNKNOWN_SERVICE
@@ -446,9 +446,19 @@ def _span_term(term: Term, p: _Params, tables: Tables) -> str | None:
     return f"NOT ifNull({positive}, 0)" if term.op == "!=" else f"ifNull({positive}, 0)"
 
 
+def refuse_text_search(flt: Filter) -> None:
+    """ClickHouse has no copy of the full-text index: a ``text:`` term is refused with a clear error."""
+    if any(term.field == TEXT_FIELD for term in flt.terms):
+        raise FilterError(
+            "text: searches need the full-text index of a local database (tracetui serve / view --db); "
+            'ClickHouse sources do not have one: use free text ("refund policy") instead'
+        )
+
+
 def span_condition(flt: Filter, tables: Tables, p: _Params | None = None) -> Compiled:
     """The filter's span-level reading (every term on the span itself) as a WHERE condition on spans;
     Python-only terms are left out."""
+    refuse_text_search(flt)
     p = p or _Params()
     parts = [sql for sql in (_span_term(t, p, tables) for t in flt.terms) if sql is not None]
     return Compiled(" AND ".join(parts), p.values)
@@ -459,6 +469,7 @@ _TRACE_LEVEL = frozenset(("duration", "service", "status", "trace", "session", "
 
 def trace_condition(flt: Filter, tables: Tables) -> Compiled:
     """The filter's trace-level reading as a condition on root spans (``TraceId IN`` subqueries)."""
+    refuse_text_search(flt)
     p = _Params()
     parts: list[str] = []
     together: list[str] = []  # span-level terms that must hold on one span

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,8 +72,94 @@ class ReceiverSettings:
     grpc_body_timeout_s: float = 10.0
     #: Exit when the parent process goes away (used by `tracetui serve`).
     exit_with_parent: bool = False
+    #: Build the full-text index and the JSON attributes in a background process (tracetui.jobs.indexer).
+    index: bool = True
+    #: What of the message content the index, the JSON attributes, exports and the judge may copy.
+    content: ContentPolicy = field(default_factory=lambda: ContentPolicy())
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_loopback(self) -> bool:
         return self.host in LOOPBACK_HOSTS
+
+
+# --- where prompts may be copied ---------------------------------------------------------
+
+#: Named redaction patterns for ``--redact`` (anything else given is a regular expression).
+REDACTION_PRESETS: dict[str, str] = {
+    # API keys and tokens: OpenAI/Anthropic "sk-...", AWS access key ids, GitHub and Slack tokens,
+    # Google API keys, and the value after "Bearer ".
+    "keys": (
+        r"\bsk-[A-Za-z0-9_\-]{16,}|\bAKIA[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{20,}"
+        r"|\bxox[abpr]-[A-Za-z0-9\-]{10,}|\bAIza[0-9A-Za-z_\-]{30,}|(?<=Bearer )[A-Za-z0-9._~+/\-]{16,}=*"
+    ),
+    "emails": r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}",
+}
+REDACTED = "[redacted]"
+#: What stands for a message's content when content is not kept (``--no-content``).
+CONTENT_OMITTED = "[content not kept]"
+
+
+class RedactionError(ValueError):
+    """A ``--redact`` value that is neither a preset name nor a valid regular expression."""
+
+
+@dataclass(frozen=True)
+class ContentPolicy:
+    """Where message content (prompts, completions, tool arguments and results) may be copied.
+
+    The stored spans always keep what the app sent (raw OTLP). Every *copy* honours
+    this policy: the full-text index and the JSON attributes the indexer writes
+    (tracetui.jobs.indexer), exports, and the judge (which sends content to a model).
+    ``serve --no-content`` / ``--redact`` set it; the indexer records it in the
+    database (meta ``content_policy``) so that later readers of the file follow it.
+    """
+
+    #: False: no message content is copied at all (``--no-content``).
+    keep_content: bool = True
+    #: Preset names (REDACTION_PRESETS) or regular expressions; matches become "[redacted]".
+    redact: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.pattern()  # a bad expression fails here, at startup, not in the indexer later
+
+    def pattern(self) -> re.Pattern[str] | None:
+        """One compiled alternation of every redaction, or None when there are none."""
+        if not self.redact:
+            return None
+        return _compile_redactions(self.redact)
+
+    def clean(self, text: str) -> str:
+        """Message content as it may be copied: "" without content, else with every redaction applied."""
+        return self.redacted(text) if self.keep_content else ""
+
+    def redacted(self, text: str) -> str:
+        """``text`` with every redaction applied (for what is copied even without content: names, errors)."""
+        pattern = self.pattern()
+        return pattern.sub(REDACTED, text) if pattern is not None and text else text
+
+    def to_json(self) -> str:
+        return json.dumps({"keep_content": self.keep_content, "redact": list(self.redact)})
+
+    @classmethod
+    def from_json(cls, text: str | None) -> ContentPolicy:
+        """The policy recorded in a database; the default (keep everything) when none was."""
+        if not text:
+            return cls()
+        data = json.loads(text)
+        return cls(bool(data.get("keep_content", True)), tuple(str(p) for p in data.get("redact", ())))
+
+
+@functools.lru_cache(maxsize=8)
+def _compile_redactions(redact: tuple[str, ...]) -> re.Pattern[str]:
+    parts = []
+    for item in redact:
+        expression = REDACTION_PRESETS.get(item, item)
+        try:
+            re.compile(expression)
+        except re.error as exc:
+            raise RedactionError(
+                f"--redact {item!r}: not a preset ({', '.join(REDACTION_PRESETS)}) nor a regular expression: {exc}"
+            ) from None
+        parts.append(f"(?:{expression})")
+    return re.compile("|".join(parts))

@@ -215,7 +215,10 @@ def parse(text: str) -> Filter:
             break
         start = i
         ch = text[i]
-        if ch in _QUOTES:
+        if text.startswith(TEXT_PREFIX, i) or text[i : i + len(TEXT_PREFIX)].lower() == TEXT_PREFIX:
+            term, i = _text_search(text, i + len(TEXT_PREFIX))
+            terms.append(term)
+        elif ch in _QUOTES:
             value, i = _quoted(text, i)
             if value:
                 terms.append(Term(None, None, value))
@@ -242,6 +245,191 @@ def parse(text: str) -> Filter:
         if len(terms) > MAX_TERMS:
             raise FilterError(f"too many terms (at most {MAX_TERMS})", start)
     return Filter(text, tuple(terms))
+
+
+def _text_search(text: str, k: int) -> tuple[Term, int]:
+    """The ``text:`` term whose value starts at ``k`` (quoted, or one bare word), and the index after it."""
+    if k >= len(text) or text[k].isspace():
+        raise FilterError('missing search after text: (e.g. text:"refund policy")', k)
+    if text[k] in _QUOTES:
+        query, end = _quoted(text, k)
+        offset = k + 1
+    else:
+        end = k
+        while end < len(text) and not text[end].isspace():
+            end += 1
+        query, offset = text[k:end], k
+    problem = fts_problem(query)
+    if problem is not None:
+        message, at = problem
+        raise FilterError(f"text: {message}", min(offset + at, max(end - 1, k)))
+    return Term(TEXT_FIELD, TEXT_OP, query), end
+
+
+# --- text: searches (SQLite FTS5 query syntax) -------------------------------------------
+
+#: The term ``text:"..."``: a full-text search of conversations (field TEXT_FIELD, operator TEXT_OP).
+TEXT_PREFIX = "text:"
+TEXT_FIELD = "text"
+TEXT_OP = "match"
+#: The one column of the index, for FTS5 column filters (``content:word``).
+_FTS_COLUMNS = frozenset({"content"})
+_FTS_TOKEN = re.compile(r'\s+|"(?:[^"]|"")*"|"|[\w\x1a\u0080-\U0010ffff]+|[()*:^+,{}-]|.', re.DOTALL)
+_FTS_BARE = re.compile(r"[\w\x1a\u0080-\U0010ffff]+")
+
+
+class _FtsSyntax(Exception):
+    def __init__(self, message: str, at: int) -> None:
+        self.message, self.at = message, at
+
+
+class _FtsParser:
+    """Recursive descent over FTS5's query grammar (https://sqlite.org/fts5.html, section 3).
+
+    query := or; or := and (OR and)*; and := not ([AND] not)*; not := unit (NOT unit)*;
+    unit := [-][column :] ( "(" query ")" | NEAR "(" phrase... [, N] ")" | [^] phrase );
+    phrase := word [*] (+ word [*])*; word := "quoted" | bareword.
+    """
+
+    def __init__(self, query: str) -> None:
+        self.tokens = [(m.group(), m.start()) for m in _FTS_TOKEN.finditer(query) if not m.group().isspace()]
+        self.i = 0
+        self.end = len(query)
+
+    def peek(self) -> str | None:
+        return self.tokens[self.i][0] if self.i < len(self.tokens) else None
+
+    def at(self) -> int:
+        return self.tokens[self.i][1] if self.i < len(self.tokens) else self.end
+
+    def take(self) -> str:
+        token = self.tokens[self.i][0]
+        self.i += 1
+        return token
+
+    def fail(self, message: str) -> _FtsSyntax:
+        return _FtsSyntax(message, self.at())
+
+    def query(self) -> None:
+        self.conjunction()
+        while self.peek() == "OR":
+            self.take()
+            self.conjunction()
+
+    def conjunction(self) -> None:
+        self.negation()
+        while (token := self.peek()) is not None and token not in ("OR", ")"):
+            if token == "AND":
+                self.take()
+            elif token == "(" or self.tokens[self.i - 1][0] == ")":
+                # FTS5 joins a group to its neighbour only with an explicit AND
+                raise self.fail("write AND (or OR) between a group in ( ) and what is next to it")
+            self.negation()
+
+    def negation(self) -> None:
+        self.unit()
+        while self.peek() == "NOT":
+            self.take()
+            self.unit()
+
+    def unit(self) -> None:
+        token = self.peek()
+        if token is None:
+            raise self.fail("the search ends where a word was expected")
+        if token in ("-", "{") or (self.i + 1 < len(self.tokens) and self.tokens[self.i + 1][0] == ":"):
+            self.column_filter()
+            token = self.peek()
+        if token == "(":
+            self.take()
+            self.query()
+            if self.peek() != ")":
+                raise self.fail('missing ")"')
+            self.take()
+        elif token == "NEAR" and self.i + 1 < len(self.tokens) and self.tokens[self.i + 1][0] == "(":
+            self.near()
+        else:
+            if token == "^":
+                self.take()
+            self.phrase()
+
+    def column_filter(self) -> None:
+        if self.peek() == "-":
+            self.take()
+        if self.peek() == "{":
+            self.take()
+            while self.peek() not in ("}", None):
+                self.column()
+            if self.peek() != "}":
+                raise self.fail('missing "}"')
+            self.take()
+        else:
+            self.column()
+        if self.peek() != ":":
+            raise self.fail('expected ":" after a column name')
+        self.take()
+
+    def column(self) -> None:
+        token = self.peek()
+        if token is None or token.strip('"').replace('""', '"') not in _FTS_COLUMNS:
+            raise self.fail(
+                f"{token!r} is not a column (the index has one: content); put words with -, : or . "
+                'in double quotes, e.g. "gpt-4o"'
+            )
+        self.take()
+
+    def near(self) -> None:
+        self.take()
+        self.take()  # NEAR (
+        self.phrase()
+        while self.peek() not in (")", ",", None):
+            self.phrase()
+        if self.peek() == ",":
+            self.take()
+            distance = self.peek()
+            if distance is None or not distance.isdigit():
+                raise self.fail("NEAR(... , N) needs a number")
+            self.take()
+        if self.peek() != ")":
+            raise self.fail('missing ")" after NEAR(')
+        self.take()
+
+    def phrase(self) -> None:
+        self.word()
+        while self.peek() == "+":
+            self.take()
+            self.word()
+
+    def word(self) -> None:
+        token = self.peek()
+        if token is None:
+            raise self.fail("the search ends where a word was expected")
+        if token == '"':
+            raise self.fail('unterminated " quote')
+        if token in ("AND", "OR", "NOT"):
+            raise self.fail(f"{token} needs a word before and after it")
+        if not (token.startswith('"') or _FTS_BARE.fullmatch(token)):
+            raise self.fail(f'{token!r} must be inside double quotes (e.g. "gpt-4o")')
+        self.take()
+        if self.peek() == "*":
+            self.take()
+
+
+def fts_problem(query: str) -> tuple[str, int] | None:
+    """What is wrong with an FTS5 query (message, offset in ``query``), or None when SQLite will accept it.
+
+    Checked here, as the user types, so the filter line can put a caret under the
+    problem; the SQLite backend reports anything this misses when it runs the search.
+    """
+    if not query.strip():
+        return "the search is empty", 0
+    parser = _FtsParser(query)
+    try:
+        parser.query()
+        if parser.peek() is not None:
+            raise parser.fail(f"unexpected {parser.peek()!r}")
+    except _FtsSyntax as exc:
+        return exc.message, exc.at
+    return None
 
 
 def _op_at(text: str, i: int) -> str | None:

@@ -330,6 +330,8 @@ class Counters:
     store_problem: dict[str, Any] | None = None
     #: Where the traces are read from when no receiver of ours writes them (a ClickHouse table), for the header.
     source: str | None = None
+    #: Spans the full-text indexer has not reached yet (at most 100,000 counted); None: no index on this source.
+    index_behind: int | None = None
     #: False when ``cost_usd`` is not counted (a backend that prices only the calls on screen).
     costed: bool = True
     #: When set, ``llm_calls`` and ``tokens`` count only the spans that started at or after this time (ns): a

@@ -12,7 +12,9 @@ from typing import Any
 from tracetui.llm.evals import is_groundedness
 from tracetui.model.filter import (
     SPECS,
+    TEXT_FIELD,
     Filter,
+    FilterError,
     Term,
     compare,
     fold,
@@ -70,6 +72,8 @@ def _positive_match(term: Term, span: dict[str, Any]) -> bool | None:
     name = term.field
     value = term.value
     attributes = span.get("attributes") or {}
+    if name == TEXT_FIELD:
+        raise FilterError("text: searches need the full-text index of a local database (tracetui serve / view --db)")
     if name is None:
         parts = [span.get("name"), span.get("service"), span.get("status_message")]
         return fold(str(value)) in text_of(parts, {k: normalize_value(v) for k, v in attributes.items()})

@@ -25,6 +25,7 @@ from tracetui.model.filter import (
     ALL_OPS,
     SPECS,
     STATUS_CODES,
+    TEXT_FIELD,
     Filter,
     Term,
     compare,
@@ -35,6 +36,7 @@ from tracetui.model.filter import (
     text_has,
     text_of,
 )
+from tracetui.store.text_index import match_sql, trace_match_sql
 
 #: Operators as they appear in SQL (the parser only produces these keys).
 _SQL_OPS = {"=": "=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
@@ -52,7 +54,9 @@ def trace_where(flt: Filter) -> tuple[str, list[Any]]:
     parts: list[tuple[str, list[Any]]] = []
     together: list[tuple[str, list[Any]]] = []
     for term in flt.terms:
-        if term.field is None:
+        if term.field == TEXT_FIELD:  # a full-text search: any span of the trace
+            parts.append((trace_match_sql(), [term.value]))
+        elif term.field is None:
             sql, params = _positive_sql(term, "tt_s")
             parts.append((f"EXISTS ({_SPANS_OF_TRACE} AND {sql})", params))
         elif not term.field.startswith("attr.") and SPECS[term.field].trace_level:
@@ -221,6 +225,8 @@ def _positive_sql(term: Term, a: str | None) -> tuple[str, list[Any]]:
     op = "=" if term.op == "!=" else term.op
     name = term.field
     value = term.value
+    if name == TEXT_FIELD:
+        return match_sql(a or "tt_s"), [value]
     if name is None:
         return f"instr(tt_text({a}.raw, {a}.name, {a}.service, {a}.status_message), ?) > 0", [fold(str(value))]
     assert op is not None  # only free text (above) has no operator

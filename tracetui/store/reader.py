@@ -29,7 +29,7 @@ from tracetui.model.reader import (
 )
 from tracetui.model.rows import SPLIT_KEYS
 from tracetui.model.views import Counters, SessionRow, SpanDetail, SpanRow, TraceRow, log_entry
-from tracetui.store import stats_sql
+from tracetui.store import stats_sql, text_index
 from tracetui.store.filter_sql import register_sql_functions, span_where, trace_where
 from tracetui.store.health import read_problem
 from tracetui.store.schema import connect_reader
@@ -168,7 +168,15 @@ class SqliteReader:
             evicted_spans=int(meta.get("evicted_spans") or 0),
             store_problem=read_problem(self.path),
             judge=_json_object(meta.get("judge")),
+            index_behind=self._index_behind(meta.get(text_index.CURSOR_KEY)),
         )
+
+    def _index_behind(self, cursor: object) -> int | None:
+        if cursor is None:  # no indexer ever ran on this file
+            return None
+        row = self._one("SELECT count(*) FROM (SELECT 1 FROM spans WHERE id > ? LIMIT ?)",
+                        (int(cursor), text_index.MAX_BEHIND_COUNT))  # type: ignore[call-overload]  # fmt: skip
+        return int(row[0]) if row else 0
 
     # --- trace list ----------------------------------------------------------
 
@@ -423,22 +431,57 @@ class SqliteReader:
         """Some spans' details (None: every span's, or a page of ``limit`` after ``after``): three queries."""
         some, params = _some_spans(trace_id, span_ids, "s.")
         cond, key = _after(after, "s.")
-        records = self._dicts(
-            f"SELECT s.*, src.resource, src.scope, src.scope_version, {library_sql('s.provenance', 'src.scope_name')} "
-            f"FROM spans s JOIN sources src ON src.id = s.source_id WHERE s.trace_id = ?{some}{cond} "
-            "ORDER BY s.start_ns, s.id LIMIT ?",
-            (*params, *key, limit),
+        records = self._span_records(
+            f"s.trace_id = ?{some}{cond} ORDER BY s.start_ns, s.id LIMIT ?", (*params, *key, limit)
         )
         if not records:
             return []
         if span_ids is None and (after is not None or len(records) == limit):
             span_ids = [record["span_id"] for record in records]  # a page: its own logs and evaluations
         logs, evaluations = self._logs_by_span(trace_id, span_ids), self._evaluations_by_span(trace_id, span_ids)
+        return [self._decoded(record, logs, evaluations) for record in records]
+
+    def _span_records(self, where: str, params: Sequence) -> list[dict[str, Any]]:
+        """Stored spans as rows (``raw`` still encoded) with their resource and scope, ``where`` on ``spans s``."""
+        return self._dicts(
+            f"SELECT s.*, src.resource, src.scope, src.scope_version, {library_sql('s.provenance', 'src.scope_name')} "
+            f"FROM spans s JOIN sources src ON src.id = s.source_id WHERE {where}",
+            tuple(params),
+        )
+
+    @staticmethod
+    def _decoded(record: dict[str, Any], logs: dict, evaluations: dict) -> SpanDetail:
+        raw, resource, scope = record.pop("raw"), record.pop("resource") or b"", record.pop("scope") or b""
+        found = record["span_id"]
+        return SpanDetail.decode(record, raw, resource, scope, logs.get(found, []), evaluations.get(found, []))
+
+    def span_details_after(self, after_id: int, limit: int) -> list[SpanDetail]:
+        """The next ``limit`` spans in storage order (``spans.id`` > ``after_id``), with their log records.
+
+        For the background indexer (tracetui.jobs.indexer); ``detail.row["id"]`` is the span's ``spans.id``.
+        """
+        return self.span_details_by_id(f"s.id > ? ORDER BY s.id LIMIT {int(limit)}", (after_id,))
+
+    def span_details_by_id(self, where: str, params: Sequence) -> list[SpanDetail]:
+        """Details of the spans ``where`` selects (on ``spans s``), with their log records; no evaluations."""
+        records = self._span_records(where, params)
+        if not records:
+            return []
+        keys = [(r["trace_id"], r["span_id"]) for r in records]
+        logs: dict[tuple[bytes, bytes], list[dict[str, Any]]] = {}
+        for i in range(0, len(keys), 400):  # two parameters a span, under SQLite's 999
+            chunk = keys[i : i + 400]
+            marks = ",".join("(?, ?)" for _ in chunk)
+            for trace_id, span_id, event_name, time_ns, raw in self._all(
+                "SELECT trace_id, span_id, event_name, time_ns, raw FROM logs "
+                f"WHERE (trace_id, span_id) IN (VALUES {marks}) ORDER BY time_ns, id",
+                [value for key in chunk for value in key],
+            ):
+                logs.setdefault((trace_id, span_id), []).append(log_entry(event_name, time_ns, raw))
         out = []
         for record in records:
-            raw, resource, scope = record.pop("raw"), record.pop("resource") or b"", record.pop("scope") or b""
-            found = record["span_id"]
-            out.append(SpanDetail.decode(record, raw, resource, scope, logs.get(found, []), evaluations.get(found, [])))
+            own = {record["span_id"]: logs.get((record["trace_id"], record["span_id"]), [])}
+            out.append(self._decoded(record, own, {}))
         return out
 
     def span_logs(self, trace_id: bytes, span_id: bytes) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 _V1 = """
 CREATE TABLE sources (
@@ -289,6 +289,28 @@ _V10 = """
 DROP INDEX IF EXISTS spans_by_response_id
 """
 
+# v11: the text of each span for full-text search, and its attributes as JSON (issue 21).
+# Filled off the acknowledgement path by the background indexer (tracetui.jobs.indexer), which
+# creates the FTS5 table and its triggers on `span_text` with sqlite-utils (never on `spans`).
+# `id` is the span's `spans.id`; a row whose span is gone (evicted, purged, the id reused) is
+# skipped by every search (joined on id *and* span_id) and removed by the indexer.
+# `spans_json` is for sqlite-utils / Datasette users: hex ids, the main columns, attributes as JSON.
+_V11 = """
+CREATE TABLE span_text (
+    id          INTEGER PRIMARY KEY,   -- spans.id
+    trace_id    BLOB NOT NULL,
+    span_id     BLOB NOT NULL,
+    content     TEXT NOT NULL,         -- messages, tool arguments and results, documents, errors
+    attributes  TEXT NOT NULL          -- the span's attributes, JSON (content per the content policy)
+);
+CREATE VIEW spans_json AS
+SELECT s.id, hex(s.trace_id) AS trace_id, hex(s.span_id) AS span_id, hex(s.parent_span_id) AS parent_span_id,
+       s.name, s.service, s.start_ns, s.end_ns, (s.end_ns - s.start_ns) / 1e6 AS duration_ms,
+       s.status_code, s.status_message, s.llm_kind, s.provider, s.request_model, s.response_model,
+       s.input_tokens, s.output_tokens, s.cost_usd, s.session_id, t.attributes
+FROM spans s JOIN span_text t ON t.id = s.id AND t.span_id = s.span_id
+"""
+
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     """Run DDL statements inside the caller's transaction.
@@ -318,6 +340,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     7: lambda conn: _run_script(conn, _V8),
     8: lambda conn: _run_script(conn, _V9),
     9: lambda conn: _run_script(conn, _V10),
+    10: lambda conn: _run_script(conn, _V11),
 }
 
 
@@ -376,6 +399,9 @@ def connect_writer(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute("PRAGMA cache_size=-32000")  # 32 MB
     migrate(conn)
+    from tracetui.store.text_index import ensure_text_index  # imports this module
+
+    ensure_text_index(conn)
     return conn
 
 

@@ -114,8 +114,13 @@ class StatusHeader(Widget):
             width = self.size.width or None
             # Retention at work: evicted traces were removed on purpose, not lost.
             evicted = Text(f"  evicted {fmt_count(c.evicted_traces)} traces" if c.evicted_traces else "", style="dim")
+            # The full-text index lags during a burst (tracetui.jobs.indexer); a batch or so behind is normal.
+            lag = c.index_behind or 0
+            behind = Text(f"  indexing {fmt_count(lag)}{'+' if lag >= 100_000 else ''} behind" if lag >= 1_000 else "",
+                          style="yellow")  # fmt: skip
             sections = (
                 judge_section(c.judge),
+                behind,
                 self._since_start(c),
                 Text(f"   db {fmt_bytes(c.db_bytes)}", style="dim"),
                 evicted,

@@ -1,0 +1,111 @@
+"""``tracetui search``, the hidden ``tracetui job NAME`` and the indexer ``serve`` starts beside its receiver."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from tracetui.cli.common import db_option, open_writer, resolve_db
+from tracetui.model.config import ContentPolicy, RedactionError
+from tracetui.model.fmt import fmt_clock, json_text, safe_text
+
+#: ``tracetui job NAME ARGS...``: background jobs, each a module with ``main(argv) -> int``.
+JOBS = {"indexer": "tracetui.jobs.indexer"}
+
+
+@click.command(name="job", hidden=True, context_settings={"ignore_unknown_options": True})
+@click.argument("name", type=click.Choice(sorted(JOBS)))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def job_command(name: str, args: tuple[str, ...]) -> None:
+    """Run a background job (started by `tracetui serve`)."""
+    sys.exit(importlib.import_module(JOBS[name]).main(list(args)))
+
+
+def content_policy(no_content: bool, redact: tuple[str, ...]) -> ContentPolicy:
+    try:
+        return ContentPolicy(not no_content, redact)
+    except RedactionError as exc:
+        raise click.BadParameter(str(exc), param_hint="--redact") from None
+
+
+def start_indexer(db_path: Path, policy: ContentPolicy) -> subprocess.Popen:
+    """The indexer process of ``serve`` (it exits when this process does)."""
+    argv = [sys.executable, "-m", "tracetui", "job", "indexer", "--db", str(db_path)]
+    if not policy.keep_content:
+        argv.append("--no-content")
+    for pattern in policy.redact:
+        argv += ["--redact", pattern]
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+
+
+def stop_indexer(process: subprocess.Popen | None) -> None:
+    if process is None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _highlighted(snippet: str) -> str:
+    """The snippet on one safe line, its matches in bold."""
+    from tracetui.store.text_index import MARK_CLOSE, MARK_OPEN
+
+    out, bold = [], False
+    for piece in re.split(f"({MARK_OPEN}|{MARK_CLOSE})", snippet):
+        if piece in (MARK_OPEN, MARK_CLOSE):
+            bold = piece == MARK_OPEN
+        elif piece:
+            text = safe_text(piece.replace("\n", " "))
+            out.append(click.style(text, bold=True) if bold else text)
+    return "".join(out)
+
+
+@click.command(name="search")
+@db_option
+@click.argument("query")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per match (ids in hex).")
+def search_command(db: Path | None, query: str, limit: int, as_json: bool) -> None:
+    """Find LLM calls by what was said: prompts, completions, tool calls, documents, errors.
+
+    QUERY uses SQLite FTS5 syntax: words (all must appear), "a phrase", prefix*,
+    OR, NOT, parentheses. Newest matches first.
+    """
+    from tracetui.model.filter import FilterError
+    from tracetui.store.text_index import MARK_CLOSE, MARK_OPEN, search
+
+    conn = open_writer(resolve_db(db))
+    try:
+        rows = search(conn, query, limit)
+    except FilterError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        conn.close()
+    if as_json:
+        click.echo(json_text([{
+            "trace_id": row["trace_id"].hex(),
+            "span_id": row["span_id"].hex(),
+            "run": row["run"],
+            "name": row["name"],
+            "service": row["service"],
+            "model": row["request_model"],
+            "start_ns": row["start_ns"],
+            "snippet": row["snippet"].replace(MARK_OPEN, "[").replace(MARK_CLOSE, "]"),
+        } for row in rows], ensure_ascii=False))  # fmt: skip
+        return
+    for row in rows:
+        click.echo(
+            f"{fmt_clock(row['start_ns'])}  {safe_text(row['run'] or '', 40)}  ›  {safe_text(row['name'], 40)}  "
+            f"trace {row['trace_id'].hex()} span {row['span_id'].hex()}"
+        )
+        click.echo(f"    {_highlighted(row['snippet'])}")
+    if not rows:
+        click.echo("no match", err=True)
