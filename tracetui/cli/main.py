@@ -420,14 +420,14 @@ main.add_command(stats_command)
 from tracetui.cli.compare import cohort_command, compare_command  # noqa: E402
 
 main.add_command(compare_command)
-from tracetui.cli.search import job_command, search_command  # noqa: E402
+from tracetui.cli.search import indexer_job, search_command  # noqa: E402
 
 main.add_command(search_command)
-main.add_command(job_command)
 main.add_command(cohort_command)
 from tracetui.cli.judge import job_group, judge_command  # noqa: E402
 
 main.add_command(judge_command)
+job_group.add_command(indexer_job)  # `tracetui job indexer` beside `tracetui job judge`
 main.add_command(job_group)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 import subprocess
 import sys
@@ -14,16 +13,14 @@ from tracetui.cli.common import db_option, open_writer, resolve_db
 from tracetui.model.config import ContentPolicy, RedactionError
 from tracetui.model.fmt import fmt_clock, json_text, safe_text
 
-#: ``tracetui job NAME ARGS...``: background jobs, each a module with ``main(argv) -> int``.
-JOBS = {"indexer": "tracetui.jobs.indexer"}
 
-
-@click.command(name="job", hidden=True, context_settings={"ignore_unknown_options": True})
-@click.argument("name", type=click.Choice(sorted(JOBS)))
+@click.command(name="indexer", context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def job_command(name: str, args: tuple[str, ...]) -> None:
-    """Run a background job (started by `tracetui serve`)."""
-    sys.exit(importlib.import_module(JOBS[name]).main(list(args)))
+def indexer_job(args: tuple[str, ...]) -> None:
+    """The full-text indexer (`tracetui job indexer`, started by `tracetui serve`)."""
+    from tracetui.jobs import indexer
+
+    sys.exit(indexer.main(list(args)))
 
 
 def content_policy(no_content: bool, redact: tuple[str, ...]) -> ContentPolicy:
