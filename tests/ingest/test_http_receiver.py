@@ -688,3 +688,31 @@ def test_serve_passes_ports_and_token_to_its_receiver_child(tmp_path):
         assert stored_span_keys(settings.db_path) == {(tid(1), sid(1))}
     finally:
         assert child.stop() == 0
+
+
+def test_the_receiver_child_starts_one_indexer_with_the_users_content_policy(tmp_path):
+    """`tracetui serve` (UI mode): the receiver child starts the full-text indexer, with --no-content / --redact."""
+    import psutil
+
+    from tracetui.ingest.receiver import ReceiverProcess
+    from tracetui.model.config import ContentPolicy, ReceiverSettings
+
+    settings = ReceiverSettings(db_path=tmp_path / "ui.db", grpc_port=0, http_port=0,
+                                content=ContentPolicy(False, ("emails",)))  # fmt: skip
+    child = ReceiverProcess(settings)
+    ready = child.start()
+    try:
+        assert child.proc is not None
+
+        def indexers() -> list[list[str]]:
+            kids = psutil.Process(child.proc.pid).children(recursive=True)  # type: ignore[union-attr]
+            return [p.cmdline() for p in kids if " job indexer " in " ".join(p.cmdline()) + " "]
+
+        assert wait_until(lambda: len(indexers()) == 1, timeout=20), indexers()
+        (argv,) = indexers()
+        assert "--no-content" in argv and argv[argv.index("--redact") + 1] == "emails"
+        assert ready.db == str(settings.db_path)
+    finally:
+        assert child.stop() == 0
+    off = ReceiverProcess(ReceiverSettings(db_path=tmp_path / "off.db", index=False))
+    assert "--no-index" in off.command()

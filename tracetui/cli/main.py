@@ -158,9 +158,10 @@ def serve(
         grpc_body_timeout_s=grpc_body_timeout,
         exit_with_parent=exit_with_parent,
     )
-    indexer = start_indexer(settings.db_path, settings.content) if settings.index else None
-    if headless:
+    if headless:  # the receiver process (alone, or the UI's child): it starts the indexer beside itself
         from tracetui.ingest.receiver import run_receiver
+
+        indexer = start_indexer(settings.db_path, settings.content) if settings.index else None
 
         judging = start_judge(settings.db_path, *judge, quiet=False)
         try:
@@ -176,7 +177,6 @@ def serve(
     try:
         ready = receiver.start()
     except RuntimeError as exc:
-        stop_indexer(indexer)
         raise click.ClickException(str(exc)) from None
     judging = start_judge(settings.db_path, *judge, quiet=True)
     try:
@@ -190,7 +190,6 @@ def serve(
             click.echo(line, err=True)
         if code not in (0, None):
             click.echo(f"tracetui: the receiver exited with status {code}", err=True)
-        stop_indexer(indexer)
 
 
 @main.command()

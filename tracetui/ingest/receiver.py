@@ -301,6 +301,13 @@ class ReceiverProcess:
                               ("--prices", s.prices_path)):  # fmt: skip
             if value is not None:
                 cmd += [option, str(value)]
+        # The child starts the full-text indexer beside itself, with the user's content policy.
+        if not s.index:
+            cmd.append("--no-index")
+        if not s.content.keep_content:
+            cmd.append("--no-content")
+        for pattern in s.content.redact:
+            cmd += ["--redact", pattern]
         return cmd
 
     def start(self, timeout: float = 20.0) -> ReadyInfo:
