@@ -168,3 +168,40 @@ def test_sampling_judges_the_same_share_on_every_run(receiver):
     assert 5 < len(first) < 35
     assert judge_cli(receiver.db_path, "--judge-sample", "0.5").returncode == 0
     assert set(results(receiver.db_path)) == first  # the same calls: nothing new on a rerun
+
+
+def _judge_state(db: Path) -> dict:
+    rows = query_ro(db, "SELECT value FROM meta WHERE key = 'judge'")
+    return json.loads(rows[0][0]) if rows else {}
+
+
+def _passes_after_now(db: Path, n: int = 2, timeout: float = 30) -> bool:
+    """Wait until the judge beside `serve` has published ``n`` states after this moment (so a whole pass ran)."""
+    import time
+
+    from helpers import wait_until
+
+    seen: set[int] = set()
+    since = time.time_ns()
+
+    def enough() -> bool:
+        beat = _judge_state(db).get("heartbeat_ns", 0)
+        if beat > since:
+            seen.add(beat)
+        return len(seen) >= n
+
+    return wait_until(enough, timeout=timeout, interval=0.1)
+
+
+def test_serve_passes_the_limits_to_its_judge(start_rcv, fake_judge):
+    receiver = start_rcv("--judge", fake_judge, "--judge-model", "fake-7b", "--judge-sample", "0",
+                         "--judge-rate", "600", "--judge-timeout", "5")  # fmt: skip
+    send(receiver, run_request(1, "Refunds are possible within 30 days of purchase."))
+    assert _passes_after_now(receiver.db_path), receiver.stderr
+    assert results(receiver.db_path) == {}  # sampled out: never sent to the judge
+    state = _judge_state(receiver.db_path)
+    assert state["state"] == "idle" and state["behind"] == 0
+    jobs = subprocess.run(
+        ["ps", "-ww", "-o", "args=", "--ppid", str(receiver.proc.pid)], capture_output=True, text=True
+    )
+    assert "--judge-rate 600" in jobs.stdout and "--judge-timeout 5" in jobs.stdout

@@ -27,6 +27,16 @@ def is_loopback(url: str) -> bool:
         return False
 
 
+#: The limits, shared by `judge`, `serve` and `job judge` (serve passes them on to its job).
+RATE_OPTION = click.option("--judge-rate", type=click.FloatRange(0), default=30.0, show_default=True,
+                           metavar="CALLS_PER_MIN", help="Most calls a minute sent to the judge model (0: no limit).")  # fmt: skip
+SAMPLE_OPTION = click.option("--judge-sample", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+                             metavar="FRACTION",
+                             help="Judge this share of the calls (chosen by span id: the same ones on every run).")  # fmt: skip
+TIMEOUT_OPTION = click.option("--judge-timeout", type=click.FloatRange(0.1), default=60.0, show_default=True,
+                              metavar="SECONDS", help="Seconds the judge model may take to answer one call.")  # fmt: skip
+
+
 @click.command("judge")
 @db_option
 @click.option("--judge", "endpoint", default="lexical", show_default=True, metavar="URL|lexical",
@@ -36,22 +46,22 @@ def is_loopback(url: str) -> bool:
 @click.option(
     "--judge-allow-remote", is_flag=True, help="Allow a URL that is not loopback (prompts leave the machine)."
 )
-@click.option("--judge-rate", type=click.FloatRange(0), default=30.0, show_default=True, metavar="CALLS_PER_MIN",
-              help="Most calls a minute sent to the judge model (0: no limit).")  # fmt: skip
-@click.option("--judge-sample", type=click.FloatRange(0, 1), default=1.0, show_default=True, metavar="FRACTION",
-              help="Judge this share of the calls (chosen by span id: the same ones on every run).")  # fmt: skip
+@RATE_OPTION
+@SAMPLE_OPTION
+@TIMEOUT_OPTION
 @click.option("--since", default=None, metavar="AGE", help="Only calls that started within this age (e.g. 1h, 7d).")
 @click.option("--filter", "expr", default=None, metavar="EXPR", help="Only the calls matching this filter.")
 def judge_command(
     db: Path | None, endpoint: str, judge_model: str | None, judge_allow_remote: bool, judge_rate: float,
-    judge_sample: float, since: str | None, expr: str | None,
+    judge_sample: float, judge_timeout: float, since: str | None, expr: str | None,
 ) -> None:  # fmt: skip
     """Judge the groundedness of stored LLM calls that this judge has not judged yet."""
     from tracetui.jobs.judge import judge_stored
     from tracetui.model.filter import FilterError, parse
     from tracetui.store.retention import parse_age
 
-    judge = replace(_judge(endpoint, judge_model, judge_allow_remote), rate_per_min=judge_rate, sample=judge_sample)
+    judge = replace(_judge(endpoint, judge_model, judge_allow_remote), rate_per_min=judge_rate, sample=judge_sample,
+                    timeout_s=judge_timeout)  # fmt: skip
     try:
         flt = parse(expr) if expr else None
         since_ns = time.time_ns() - int(parse_age(since) * 1e9) if since else None
@@ -96,20 +106,21 @@ FOLLOW_INTERVAL_S = 2.0
 
 
 def serve_judge_options(command):
-    """`--judge`, `--judge-model`, `--judge-allow-remote`, `--judge-filter` for `serve` (none: no judge)."""
+    """`--judge`, `--judge-model`, `--judge-allow-remote`, `--judge-filter` and the limits for `serve` (none: no judge)."""
     for option in reversed((
         click.option("--judge", "judge_endpoint", default=None, metavar="URL|lexical",
                      help="Judge the groundedness of new LLM calls in a process of its own (docs/judge.md)."),
         click.option("--judge-model", default=None, metavar="NAME", help="With --judge URL: the judge model."),
         click.option("--judge-allow-remote", is_flag=True, help="Allow a --judge URL that is not loopback."),
         click.option("--judge-filter", default=None, metavar="EXPR", help="Judge only the calls matching this filter."),
+        RATE_OPTION, SAMPLE_OPTION, TIMEOUT_OPTION,
     )):  # fmt: skip
         command = option(command)
     return command
 
 
 def start_judge(db_path: Path, endpoint: str | None, model: str | None, allow_remote: bool, flt: str | None,
-                quiet: bool):  # fmt: skip
+                rate: float, sample: float, timeout: float, *, quiet: bool):  # fmt: skip
     """Start `python -m tracetui job judge` for ``serve`` (None without --judge); it exits with its parent."""
     import subprocess
     import sys
@@ -121,6 +132,7 @@ def start_judge(db_path: Path, endpoint: str | None, model: str | None, allow_re
     args += ["--judge-model", model] if model else []
     args += ["--judge-allow-remote"] if allow_remote else []
     args += ["--filter", flt] if flt else []
+    args += ["--judge-rate", f"{rate:g}", "--judge-sample", f"{sample:g}", "--judge-timeout", f"{timeout:g}"]
     return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL if quiet else None)  # fmt: skip
 
@@ -145,16 +157,21 @@ def job_group() -> None:
 @click.option("--judge-model", default=None)
 @click.option("--judge-allow-remote", is_flag=True)
 @click.option("--filter", "expr", default=None)
+@RATE_OPTION
+@SAMPLE_OPTION
+@TIMEOUT_OPTION
 def job_judge(
-    db: Path | None, endpoint: str, judge_model: str | None, judge_allow_remote: bool, expr: str | None
-) -> None:
+    db: Path | None, endpoint: str, judge_model: str | None, judge_allow_remote: bool, expr: str | None,
+    judge_rate: float, judge_sample: float, judge_timeout: float,
+) -> None:  # fmt: skip
     """Judge new LLM calls every few seconds until the parent (`serve`) is gone or SIGTERM."""
     import signal
 
     from tracetui.jobs.judge import Tally, judge_stored, publish_state
     from tracetui.model.filter import parse
 
-    judge = _judge(endpoint, judge_model, judge_allow_remote)
+    judge = replace(_judge(endpoint, judge_model, judge_allow_remote), rate_per_min=judge_rate, sample=judge_sample,
+                    timeout_s=judge_timeout)  # fmt: skip
     flt = parse(expr) if expr else None
     path = resolve_db(db)
     if hasattr(os, "nice"):

@@ -124,9 +124,12 @@ def serve(
     judge_model: str | None,
     judge_allow_remote: bool,
     judge_filter: str | None,
+    judge_rate: float,
+    judge_sample: float,
+    judge_timeout: float,
 ) -> None:
     """Receive OTLP traces and show them live (the receiver runs in its own process)."""
-    judge = (judge_endpoint, judge_model, judge_allow_remote, judge_filter)
+    judge = (judge_endpoint, judge_model, judge_allow_remote, judge_filter, judge_rate, judge_sample, judge_timeout)
     settings = ReceiverSettings(
         db_path=resolve_db(db),
         host=host,

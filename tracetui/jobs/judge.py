@@ -12,8 +12,8 @@ the reason as its label ("not judged: no context", "not judged: no answer").
 Idempotent per judge: a call that already has a result from this judge's source
 is skipped, so a rerun (or a restart) continues where the last one stopped.
 
-Not done yet (issue 20): running beside `serve` as its own process, the limits
-(concurrency, rate, budget, sampling), the header state and retries with backoff.
+Not done yet (issue 20): the limits --judge-concurrency and --judge-budget, and
+retries with backoff inside the process (docs/judge.md, "Not done yet").
 """
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ class Judge:
     rate_per_min: float = 0.0
     #: The share of calls judged (1: all), chosen by span id, so a rerun samples the same calls.
     sample: float = 1.0
+    #: Seconds the model may take to answer one call.
+    timeout_s: float = TIMEOUT_S
 
     def sampled(self, trace_id: bytes, span_id: bytes) -> bool:
         return self.sample >= 1 or zlib.crc32(trace_id + span_id) / 2**32 < self.sample
@@ -89,15 +91,15 @@ class Judge:
             self.url.rstrip("/") + "/chat/completions", json.dumps(body).encode(), headers, method="POST"
         )
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
             raise EndpointError(f"HTTP {exc.code}", exc.read(300).decode("utf-8", "replace")) from None
         except TimeoutError:
-            raise EndpointError("timeout", f"no answer within {TIMEOUT_S:g}s") from None
+            raise EndpointError("timeout", f"no answer within {self.timeout_s:g}s") from None
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, TimeoutError):
-                raise EndpointError("timeout", f"no answer within {TIMEOUT_S:g}s") from None
+                raise EndpointError("timeout", f"no answer within {self.timeout_s:g}s") from None
             raise EndpointError("endpoint down", str(exc.reason)) from None
         except ValueError as exc:
             raise VerdictError("non-JSON verdict", f"the endpoint's body is not JSON: {exc}") from None
@@ -153,12 +155,16 @@ def judge_stored(
     lock = WriteLock(path)
     tally = Tally()
     try:
-        pending = _pending(reader, judge.source, since_ns, flt)
+        pending = {
+            trace_id: chosen
+            for trace_id, span_ids in _pending(reader, judge.source, since_ns, flt).items()
+            if (chosen := {s for s in span_ids if judge.sampled(trace_id, s)})
+        }
         tally.pending = sum(len(s) for s in pending.values())
         for trace_id, span_ids in pending.items():
             run = reader.span_details(trace_id)
             for detail in run:
-                if detail.row["span_id"] not in span_ids or not judge.sampled(trace_id, detail.row["span_id"]):
+                if detail.row["span_id"] not in span_ids:
                     continue
                 if judge.url is not None and judge.rate_per_min > 0:
                     _wait_for_rate(judge.rate_per_min)
