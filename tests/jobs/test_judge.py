@@ -205,3 +205,23 @@ def test_serve_passes_the_limits_to_its_judge(start_rcv, fake_judge):
         ["ps", "-ww", "-o", "args=", "--ppid", str(receiver.proc.pid)], capture_output=True, text=True
     )
     assert "--judge-rate 600" in jobs.stdout and "--judge-timeout 5" in jobs.stdout
+
+
+def test_a_token_budget_pauses_the_judge_and_nothing_is_recorded_for_the_rest(receiver, fake_judge):
+    send(receiver, *(run_request(n, "Refunds are possible within 30 days.") for n in (1, 2, 3)))
+    # The fake judge reports 70 tokens a call: the second call reaches the budget of 100.
+    done = judge_cli(receiver.db_path, "--judge", fake_judge, "--judge-model", "fake-7b", "--judge-budget", "100")
+    assert done.returncode == 0, done.stderr
+    assert len(results(receiver.db_path)) == 2
+    assert "paused for budget (100 tokens/h)" in done.stderr
+
+
+def test_a_dollar_budget_is_priced_and_needs_a_price(receiver, fake_judge):
+    send(receiver, *(run_request(n, "Refunds are possible within 30 days.") for n in (1, 2)))
+    unpriced = judge_cli(receiver.db_path, "--judge", fake_judge, "--judge-model", "fake-7b", "--judge-budget", "$1")
+    assert unpriced.returncode != 0 and "no price for 'fake-7b'" in unpriced.stderr
+    assert "in tokens" in unpriced.stderr
+    done = judge_cli(receiver.db_path, "--judge", fake_judge, "--judge-model", "gpt-4o-mini",
+                     "--judge-budget", "$0.000001")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert len(results(receiver.db_path)) == 1 and "paused for budget ($1e-06/h)" in done.stderr

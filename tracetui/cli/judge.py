@@ -36,6 +36,31 @@ SAMPLE_OPTION = click.option("--judge-sample", type=click.FloatRange(0, 1), defa
 TIMEOUT_OPTION = click.option("--judge-timeout", type=click.FloatRange(0.1), default=60.0, show_default=True,
                               metavar="SECONDS", help="Seconds the judge model may take to answer one call.")  # fmt: skip
 
+BUDGET_OPTION = click.option("--judge-budget", default=None, metavar="TOKENS|$USD",
+                             help="Most the judge model may use an hour: tokens (200000) or dollars ($0.50, priced "
+                                  "with tracetui's pricing); then the judge pauses.")  # fmt: skip
+
+
+def _budget(text: str | None, model: str | None):
+    """The ``--judge-budget`` value: tokens an hour, or ``$N`` (needs a price for the judge model)."""
+    from tracetui.jobs.judge import Budget, priced
+
+    if text is None:
+        return None
+    usd = text.strip().startswith("$")
+    try:
+        limit = float(text.strip().lstrip("$").replace(",", "").replace("_", ""))
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: tokens an hour (200000) or dollars ($0.50)", param_hint="--judge-budget"
+        ) from None
+    if not limit > 0:
+        raise click.BadParameter(f"{text!r}: a budget above 0", param_hint="--judge-budget")
+    if usd and model and not priced(model):
+        raise click.BadParameter(f"tracetui has no price for {model!r}: give the budget in tokens (e.g. 200000)",
+                                 param_hint="--judge-budget")  # fmt: skip
+    return Budget(limit, usd)
+
 
 @click.command("judge")
 @db_option
@@ -49,11 +74,12 @@ TIMEOUT_OPTION = click.option("--judge-timeout", type=click.FloatRange(0.1), def
 @RATE_OPTION
 @SAMPLE_OPTION
 @TIMEOUT_OPTION
+@BUDGET_OPTION
 @click.option("--since", default=None, metavar="AGE", help="Only calls that started within this age (e.g. 1h, 7d).")
 @click.option("--filter", "expr", default=None, metavar="EXPR", help="Only the calls matching this filter.")
 def judge_command(
     db: Path | None, endpoint: str, judge_model: str | None, judge_allow_remote: bool, judge_rate: float,
-    judge_sample: float, judge_timeout: float, since: str | None, expr: str | None,
+    judge_sample: float, judge_timeout: float, judge_budget: str | None, since: str | None, expr: str | None,
 ) -> None:  # fmt: skip
     """Judge the groundedness of stored LLM calls that this judge has not judged yet."""
     from tracetui.jobs.judge import judge_stored
@@ -61,7 +87,7 @@ def judge_command(
     from tracetui.store.retention import parse_age
 
     judge = replace(_judge(endpoint, judge_model, judge_allow_remote), rate_per_min=judge_rate, sample=judge_sample,
-                    timeout_s=judge_timeout)  # fmt: skip
+                    timeout_s=judge_timeout, budget=_budget(judge_budget, judge_model))  # fmt: skip
     try:
         flt = parse(expr) if expr else None
         since_ns = time.time_ns() - int(parse_age(since) * 1e9) if since else None
@@ -74,6 +100,8 @@ def judge_command(
     )
     if tally.stopped:
         click.echo(f"judge: stopped: the endpoint {endpoint} is down; run again once it answers", err=True)
+    if tally.paused:
+        click.echo(f"judge: paused for budget ({judge.budget}); the other calls wait for a later run", err=True)
     click.echo(
         f"judge: {tally.judged:,} calls judged, {tally.not_judged:,} not judged (no context, no answer or no claims), "
         f"{tally.failed:,} failed (a rerun tries them again) — source {judge.source!r}",
@@ -113,26 +141,28 @@ def serve_judge_options(command):
         click.option("--judge-model", default=None, metavar="NAME", help="With --judge URL: the judge model."),
         click.option("--judge-allow-remote", is_flag=True, help="Allow a --judge URL that is not loopback."),
         click.option("--judge-filter", default=None, metavar="EXPR", help="Judge only the calls matching this filter."),
-        RATE_OPTION, SAMPLE_OPTION, TIMEOUT_OPTION,
+        RATE_OPTION, SAMPLE_OPTION, TIMEOUT_OPTION, BUDGET_OPTION,
     )):  # fmt: skip
         command = option(command)
     return command
 
 
 def start_judge(db_path: Path, endpoint: str | None, model: str | None, allow_remote: bool, flt: str | None,
-                rate: float, sample: float, timeout: float, *, quiet: bool):  # fmt: skip
+                rate: float, sample: float, timeout: float, budget: str | None, *, quiet: bool):  # fmt: skip
     """Start `python -m tracetui job judge` for ``serve`` (None without --judge); it exits with its parent."""
     import subprocess
     import sys
 
     if endpoint is None:
         return None
-    _judge(endpoint, model, allow_remote)  # a bad URL or a missing model is said before anything starts
+    _judge(endpoint, model, allow_remote)  # a bad URL, a missing model or budget is said before anything starts
+    _budget(budget, model)
     args = [sys.executable, "-m", "tracetui", "job", "judge", "--db", str(db_path), "--judge", endpoint]
     args += ["--judge-model", model] if model else []
     args += ["--judge-allow-remote"] if allow_remote else []
     args += ["--filter", flt] if flt else []
     args += ["--judge-rate", f"{rate:g}", "--judge-sample", f"{sample:g}", "--judge-timeout", f"{timeout:g}"]
+    args += ["--judge-budget", budget] if budget else []
     return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL if quiet else None)  # fmt: skip
 
@@ -160,9 +190,10 @@ def job_group() -> None:
 @RATE_OPTION
 @SAMPLE_OPTION
 @TIMEOUT_OPTION
+@BUDGET_OPTION
 def job_judge(
     db: Path | None, endpoint: str, judge_model: str | None, judge_allow_remote: bool, expr: str | None,
-    judge_rate: float, judge_sample: float, judge_timeout: float,
+    judge_rate: float, judge_sample: float, judge_timeout: float, judge_budget: str | None,
 ) -> None:  # fmt: skip
     """Judge new LLM calls every few seconds until the parent (`serve`) is gone or SIGTERM."""
     import signal
@@ -171,7 +202,7 @@ def job_judge(
     from tracetui.model.filter import parse
 
     judge = replace(_judge(endpoint, judge_model, judge_allow_remote), rate_per_min=judge_rate, sample=judge_sample,
-                    timeout_s=judge_timeout)  # fmt: skip
+                    timeout_s=judge_timeout, budget=_budget(judge_budget, judge_model))  # fmt: skip
     flt = parse(expr) if expr else None
     path = resolve_db(db)
     if hasattr(os, "nice"):

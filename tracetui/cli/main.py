@@ -127,9 +127,19 @@ def serve(
     judge_rate: float,
     judge_sample: float,
     judge_timeout: float,
+    judge_budget: str | None,
 ) -> None:
     """Receive OTLP traces and show them live (the receiver runs in its own process)."""
-    judge = (judge_endpoint, judge_model, judge_allow_remote, judge_filter, judge_rate, judge_sample, judge_timeout)
+    judge = (
+        judge_endpoint,
+        judge_model,
+        judge_allow_remote,
+        judge_filter,
+        judge_rate,
+        judge_sample,
+        judge_timeout,
+        judge_budget,
+    )
     settings = ReceiverSettings(
         db_path=resolve_db(db),
         host=host,

@@ -12,8 +12,7 @@ the reason as its label ("not judged: no context", "not judged: no answer").
 Idempotent per judge: a call that already has a result from this judge's source
 is skipped, so a rerun (or a restart) continues where the last one stopped.
 
-Not done yet (issue 20): the limits --judge-concurrency and --judge-budget, and
-retries with backoff inside the process (docs/judge.md, "Not done yet").
+Not done yet (issue 20): --judge-concurrency and retries with backoff inside the process (docs/judge.md, "Not done yet").
 """
 
 from __future__ import annotations
@@ -24,12 +23,13 @@ import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tracetui.jobs import lexical
 from tracetui.jobs.context import call_context
-from tracetui.jobs.verdict import VerdictError, judge_messages, read_completion
+from tracetui.jobs.verdict import VerdictError, judge_messages, read_completion, reported_usage
+from tracetui.llm import pricing
 from tracetui.model.filter import Filter
 from tracetui.store.filter_sql import span_where
 from tracetui.store.lock import WriteLock
@@ -52,6 +52,47 @@ class EndpointError(RuntimeError):
         self.kind = kind
 
 
+#: The window a ``--judge-budget`` is counted over.
+BUDGET_WINDOW_S = 3600.0
+
+
+@dataclass
+class Budget:
+    """At most ``limit`` tokens (or US dollars, ``usd``) spent on the judge model in any hour.
+
+    Counted from the usage each response reports (a response without usage counts 0), in this
+    process: a restart starts a new hour. Dollars are priced with tracetui's own pricing.
+    """
+
+    limit: float
+    usd: bool = False
+    spent: list[tuple[float, float]] = field(default_factory=list)  # (time.monotonic(), amount)
+
+    def used(self) -> float:
+        horizon = time.monotonic() - BUDGET_WINDOW_S
+        self.spent = [(t, amount) for t, amount in self.spent if t > horizon]
+        return sum(amount for _, amount in self.spent)
+
+    def exhausted(self) -> bool:
+        return self.used() >= self.limit
+
+    def add(self, model: str | None, tokens: tuple[int | None, int | None]) -> None:
+        usage = {"input_tokens": tokens[0] or 0, "output_tokens": tokens[1] or 0}
+        amount = float(sum(usage.values()))
+        if self.usd:
+            amount = pricing.pricer().price((model,), None, dict(usage), time.time_ns())[0] or 0.0
+        self.spent.append((time.monotonic(), amount))
+
+    def __str__(self) -> str:
+        return f"${self.limit:g}/h" if self.usd else f"{self.limit:,.0f} tokens/h"
+
+
+def priced(model: str) -> bool:
+    """Whether tracetui's pricing knows ``model`` (a dollar budget needs a price)."""
+    usage: dict[str, int | None] = {"input_tokens": 1000, "output_tokens": 1000}
+    return pricing.pricer().price((model,), None, usage, time.time_ns())[0] is not None
+
+
 @dataclass(frozen=True)
 class Judge:
     """``url`` None: the lexical estimate; else an OpenAI-compatible endpoint (…/v1) and its model."""
@@ -65,6 +106,8 @@ class Judge:
     sample: float = 1.0
     #: Seconds the model may take to answer one call.
     timeout_s: float = TIMEOUT_S
+    #: Tokens or dollars an hour the model may use (None: no budget); the lexical estimate uses none.
+    budget: Budget | None = None
 
     def sampled(self, trace_id: bytes, span_id: bytes) -> bool:
         return self.sample >= 1 or zlib.crc32(trace_id + span_id) / 2**32 < self.sample
@@ -79,8 +122,14 @@ class Judge:
             found = lexical.estimate(answer, documents + conversation)
             return found.score, found.explanation
         body = {"model": self.model, "temperature": 0, "messages": judge_messages(answer, documents, conversation)}
-        verdict = read_completion(self._post(body))
+        response = self._post(body)
+        if self.budget is not None:
+            self.budget.add(self.model, reported_usage(response))  # spent even when the verdict is unusable
+        verdict = read_completion(response)
         return verdict.score, verdict.explanation
+
+    def over_budget(self) -> bool:
+        return self.url is not None and self.budget is not None and self.budget.exhausted()
 
     def _post(self, body: dict) -> object:
         assert self.url is not None
@@ -112,6 +161,8 @@ class Tally:
     failed: int = 0
     #: The pass stopped at an endpoint that is down (the calls after it were not tried).
     stopped: bool = False
+    #: The pass stopped because the model used its hourly ``--judge-budget``.
+    paused: bool = False
     #: Calls waiting for this judge when the pass began, and the last failure seen.
     pending: int = 0
     last_failure: str | None = None
@@ -124,8 +175,12 @@ META_KEY = "judge"
 def publish_state(path: Path, judge: Judge, tally: Tally, totals: Tally) -> None:
     """Write the judge's state into ``meta`` (one tiny transaction under the write lock)."""
     behind = max(0, tally.pending - tally.judged - tally.not_judged)
-    state = "endpoint down" if tally.stopped else "judging" if behind or tally.judged or tally.not_judged else "idle"
+    state = (
+        "endpoint down" if tally.stopped else "paused for budget" if tally.paused
+        else "judging" if behind or tally.judged or tally.not_judged else "idle"
+    )  # fmt: skip
     value = {"state": state, "source": judge.source, "behind": behind, "judged": totals.judged,
+             "budget": None if judge.budget is None else str(judge.budget),
              "not_judged": totals.not_judged, "failed": totals.failed, "last_failure": tally.last_failure,
              "heartbeat_ns": time.time_ns()}  # fmt: skip
     conn = connect_writer(path)
@@ -166,6 +221,9 @@ def judge_stored(
             for detail in run:
                 if detail.row["span_id"] not in span_ids:
                     continue
+                if judge.over_budget():
+                    tally.paused = True  # the calls wait for the budget's hour to roll on
+                    return tally
                 if judge.url is not None and judge.rate_per_min > 0:
                     _wait_for_rate(judge.rate_per_min)
                 if not _judge_one(judge, detail, run, trace_id, writer, lock, tally, progress):
