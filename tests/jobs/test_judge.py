@@ -10,11 +10,12 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from helpers import channel_to, exporter_stub, make_request, make_span, query_ro, receiver_env, sid, tid
+from helpers import channel_to, exporter_stub, make_request, make_span, query_ro, receiver_env, sid, tid, wait_until
 
 DOCS = json.dumps([{"id": "kb-1", "content": "Refunds are possible within 30 days of purchase."}])
 
@@ -73,6 +74,9 @@ class FakeJudge(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
         answer = body["messages"][-1]["content"].rsplit("ANSWER:\n", 1)[-1]
+        if "slow" in answer:
+            time.sleep(2)  # past the tests' short --judge-timeout: no answer
+            return
         if "broken" in answer:
             content = "I think it is fine."
         elif "refuse" in answer:
@@ -147,8 +151,6 @@ def test_the_estimate_is_labelled_on_the_list_badge_and_a_judged_score_wins(rece
 
 
 def test_serve_judge_runs_as_its_own_process_and_judges_new_calls(start_rcv):
-    from helpers import wait_until
-
     receiver = start_rcv("--judge", "lexical")
     send(receiver, run_request(1, "Refunds are possible within 30 days of purchase."))
     assert wait_until(lambda: tid(1) in results(receiver.db_path), timeout=30), receiver.stderr
@@ -177,10 +179,6 @@ def _judge_state(db: Path) -> dict:
 
 def _passes_after_now(db: Path, n: int = 2, timeout: float = 30) -> bool:
     """Wait until the judge beside `serve` has published ``n`` states after this moment (so a whole pass ran)."""
-    import time
-
-    from helpers import wait_until
-
     seen: set[int] = set()
     since = time.time_ns()
 
@@ -225,3 +223,15 @@ def test_a_dollar_budget_is_priced_and_needs_a_price(receiver, fake_judge):
                      "--judge-budget", "$0.000001")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert len(results(receiver.db_path)) == 1 and "paused for budget ($1e-06/h)" in done.stderr
+
+
+def test_serve_judge_retries_a_timed_out_call_with_backoff_and_records_no_score(start_rcv, fake_judge):
+    receiver = start_rcv("--judge", fake_judge, "--judge-model", "fake-7b", "--judge-timeout", "0.3",
+                         "--judge-rate", "0")  # fmt: skip
+    send(receiver, run_request(1, "a slow answer"), run_request(2, "Refunds are possible within 30 days."))
+    retrying = lambda: _judge_state(receiver.db_path).get("retrying") == 1  # noqa: E731
+    assert wait_until(retrying, timeout=30), receiver.stderr
+    assert wait_until(lambda: tid(2) in results(receiver.db_path), timeout=30)
+    assert "timeout" in _judge_state(receiver.db_path)["last_failure"]
+    assert _passes_after_now(receiver.db_path, n=3)  # it keeps trying (with backoff): never a score
+    assert tid(1) not in results(receiver.db_path) and _judge_state(receiver.db_path)["retrying"] == 1

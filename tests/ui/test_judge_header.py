@@ -55,3 +55,16 @@ async def test_the_header_says_the_judge_is_paused_for_budget(tmp_path, fake_jud
         assert len(results(receiver.db_path)) == 1  # one call spent the budget; the other waits, no score
     finally:
         assert receiver.stop(signal.SIGTERM) == 0, receiver.stderr
+
+
+async def test_the_header_counts_the_calls_waiting_to_retry(tmp_path, fake_judge):  # noqa: F811
+    receiver = start_receiver(tmp_path / "j.db", "--judge", fake_judge, "--judge-model", "fake-7b",
+                              "--judge-timeout", "0.3", "--judge-rate", "0", cwd=tmp_path)  # fmt: skip
+    try:
+        send(receiver, run_request(1, "a slow answer"))
+        assert wait_until(lambda: (_judge_state(receiver.db_path) or {}).get("retrying") == 1, timeout=30)
+        shown = await header_text(receiver.db_path, lambda: True, width=250)
+        assert "1 retrying" in shown
+        assert results(receiver.db_path) == {}
+    finally:
+        assert receiver.stop(signal.SIGTERM) == 0, receiver.stderr

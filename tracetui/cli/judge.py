@@ -198,7 +198,7 @@ def job_judge(
     """Judge new LLM calls every few seconds until the parent (`serve`) is gone or SIGTERM."""
     import signal
 
-    from tracetui.jobs.judge import Tally, judge_stored, publish_state
+    from tracetui.jobs.judge import Retries, Tally, judge_stored, publish_state
     from tracetui.model.filter import parse
 
     judge = replace(_judge(endpoint, judge_model, judge_allow_remote), rate_per_min=judge_rate, sample=judge_sample,
@@ -209,10 +209,11 @@ def job_judge(
         os.nice(10)  # background work: the receiver's processes go first on a busy machine
     parent = os.getppid()
     signal.signal(signal.SIGTERM, lambda *_: sys_exit())
-    totals = Tally()
+    totals, retries = Tally(), Retries()
     while os.getppid() == parent:
         if path.exists():
-            tally = judge_stored(path, judge, flt=flt, progress=lambda line: click.echo(f"judge: {line}", err=True))
+            tally = judge_stored(path, judge, flt=flt, progress=lambda line: click.echo(f"judge: {line}", err=True),
+                                 retries=retries)  # fmt: skip
             totals.judged, totals.not_judged = totals.judged + tally.judged, totals.not_judged + tally.not_judged
             totals.failed += tally.failed
             publish_state(path, judge, tally, totals)

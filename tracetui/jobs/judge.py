@@ -12,7 +12,7 @@ the reason as its label ("not judged: no context", "not judged: no answer").
 Idempotent per judge: a call that already has a result from this judge's source
 is skipped, so a rerun (or a restart) continues where the last one stopped.
 
-Not done yet (issue 20): --judge-concurrency and retries with backoff inside the process (docs/judge.md, "Not done yet").
+Not done yet (issue 20): --judge-concurrency (docs/judge.md, "Not done yet").
 """
 
 from __future__ import annotations
@@ -155,6 +155,31 @@ class Judge:
 
 
 @dataclass
+class Retries:
+    """The calls whose judging failed and when each may be tried again: exponential backoff per
+    call, ``first_s`` doubling up to ``most_s``. Kept by the judge beside `serve` across passes."""
+
+    first_s: float = 2.0
+    most_s: float = 300.0
+    #: (trace id, span id) -> (failures so far, time.monotonic() when it may be tried again)
+    due: dict[tuple[bytes, bytes], tuple[int, float]] = field(default_factory=dict)
+
+    def failed(self, key: tuple[bytes, bytes]) -> float:
+        """Schedule the next try of ``key``; the seconds until then."""
+        failures = self.due.get(key, (0, 0.0))[0] + 1
+        delay = min(self.most_s, self.first_s * 2 ** (failures - 1))
+        self.due[key] = (failures, time.monotonic() + delay)
+        return delay
+
+    def waiting(self, key: tuple[bytes, bytes]) -> bool:
+        return key in self.due and self.due[key][1] > time.monotonic()
+
+    def keep_only(self, pending: dict[bytes, set[bytes]]) -> None:
+        """Forget the calls that no longer wait (judged meanwhile, or gone)."""
+        self.due = {k: v for k, v in self.due.items() if k[1] in pending.get(k[0], ())}
+
+
+@dataclass
 class Tally:
     judged: int = 0
     not_judged: int = 0
@@ -166,6 +191,8 @@ class Tally:
     #: Calls waiting for this judge when the pass began, and the last failure seen.
     pending: int = 0
     last_failure: str | None = None
+    #: Failed calls waiting for their next try (with ``Retries``).
+    retrying: int = 0
 
 
 #: The ``meta`` key holding the judge's state for the header and `tracetui status` (JSON).
@@ -179,7 +206,7 @@ def publish_state(path: Path, judge: Judge, tally: Tally, totals: Tally) -> None
         "endpoint down" if tally.stopped else "paused for budget" if tally.paused
         else "judging" if behind or tally.judged or tally.not_judged else "idle"
     )  # fmt: skip
-    value = {"state": state, "source": judge.source, "behind": behind, "judged": totals.judged,
+    value = {"state": state, "source": judge.source, "behind": behind, "judged": totals.judged, "retrying": tally.retrying,
              "budget": None if judge.budget is None else str(judge.budget),
              "not_judged": totals.not_judged, "failed": totals.failed, "last_failure": tally.last_failure,
              "heartbeat_ns": time.time_ns()}  # fmt: skip
@@ -203,8 +230,12 @@ def judge_stored(
     since_ns: int | None = None,
     flt: Filter | None = None,
     progress: Callable[[str], None] | None = None,
+    retries: Retries | None = None,
 ) -> Tally:
-    """Judge every LLM call of the database at ``path`` that this judge has no result for yet (one pass)."""
+    """Judge every LLM call of the database at ``path`` that this judge has no result for yet (one pass).
+
+    With ``retries``, a call that failed is skipped until its backoff has passed.
+    """
     reader = SqliteReader(path)
     writer = connect_writer(path)
     lock = WriteLock(path)
@@ -216,27 +247,33 @@ def judge_stored(
             if (chosen := {s for s in span_ids if judge.sampled(trace_id, s)})
         }
         tally.pending = sum(len(s) for s in pending.values())
+        if retries is not None:
+            retries.keep_only(pending)
         for trace_id, span_ids in pending.items():
             run = reader.span_details(trace_id)
             for detail in run:
-                if detail.row["span_id"] not in span_ids:
+                if detail.row["span_id"] not in span_ids or (
+                    retries and retries.waiting((trace_id, detail.row["span_id"]))
+                ):
                     continue
                 if judge.over_budget():
                     tally.paused = True  # the calls wait for the budget's hour to roll on
                     return tally
                 if judge.url is not None and judge.rate_per_min > 0:
                     _wait_for_rate(judge.rate_per_min)
-                if not _judge_one(judge, detail, run, trace_id, writer, lock, tally, progress):
+                if not _judge_one(judge, detail, run, trace_id, writer, lock, tally, progress, retries):
                     tally.stopped = True  # the endpoint is down: the other calls would fail the same way
                     return tally
     finally:
+        tally.retrying = len(retries.due) if retries is not None else 0
         lock.close()
         writer.close()
         reader.close()
     return tally
 
 
-def _judge_one(judge: Judge, detail, run, trace_id: bytes, writer, lock, tally: Tally, progress) -> bool:
+def _judge_one(judge: Judge, detail, run, trace_id: bytes, writer, lock, tally: Tally, progress,
+               retries: Retries | None) -> bool:  # fmt: skip
     """Judge one call and store the result; False when the endpoint is down (nothing stored)."""
     context = call_context(detail, run)
     span_id = detail.row["span_id"]
@@ -251,9 +288,16 @@ def _judge_one(judge: Judge, detail, run, trace_id: bytes, writer, lock, tally: 
         except (EndpointError, VerdictError) as exc:
             tally.failed += 1
             tally.last_failure = str(exc)[:200]
+            down = isinstance(exc, EndpointError) and exc.kind == "endpoint down"
+            if retries is not None and not down:  # a down endpoint stops the pass: the job waits for it
+                then = f"tried again in {retries.failed((trace_id, span_id)):g}s"
+            else:
+                then = "a rerun tries again"
             if progress:
-                progress(f"{span_id.hex()}: {exc} (not recorded; a rerun tries again)")
-            return not (isinstance(exc, EndpointError) and exc.kind == "endpoint down")
+                progress(f"{span_id.hex()}: {exc} (not recorded; {then})")
+            return not down
+        if retries is not None:
+            retries.due.pop((trace_id, span_id), None)
         row = (score, "estimate" if judge.url is None else None, explanation) if score is not None else (
             None, "not judged: no claims", explanation)  # fmt: skip
         tally.judged += score is not None

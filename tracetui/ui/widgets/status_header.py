@@ -158,4 +158,6 @@ def judge_section(judge: dict | None) -> Text:
     if judge.get("behind"):
         text.append(f", {fmt_count(int(judge['behind']))} behind")
     text.append(f", {fmt_count(int(judge.get('judged') or 0))} judged")
+    if judge.get("retrying"):
+        text.append(f", {fmt_count(int(judge['retrying']))} retrying", style="yellow")
     return text
