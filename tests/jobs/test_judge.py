@@ -69,11 +69,20 @@ def test_lexical_estimate_through_the_receiver_once_per_call(receiver):
 
 
 class FakeJudge(BaseHTTPRequestHandler):
-    """Verdicts by a word in the answer: 'broken' -> non-JSON, 'refuse' -> a refusal, else claim-level JSON."""
+    """Verdicts by a word in the answer: 'broken' -> non-JSON, 'refuse' -> a refusal, 'slow' -> no answer
+    within 2 s, 'patient' -> a verdict after 0.5 s (counting the requests in flight), else claim-level JSON."""
+
+    in_flight = 0
+    most_in_flight = 0
+    counting = threading.Lock()
 
     def do_POST(self) -> None:  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
         answer = body["messages"][-1]["content"].rsplit("ANSWER:\n", 1)[-1]
+        if "patient" in answer:
+            self._count(+1)
+            time.sleep(0.5)
+            self._count(-1)
         if "slow" in answer:
             time.sleep(2)  # past the tests' short --judge-timeout: no answer
             return
@@ -91,6 +100,12 @@ class FakeJudge(BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(out)))
         self.end_headers()
         self.wfile.write(out)
+
+    @classmethod
+    def _count(cls, step: int) -> None:
+        with cls.counting:
+            cls.in_flight += step
+            cls.most_in_flight = max(cls.most_in_flight, cls.in_flight)
 
     def log_message(self, *args) -> None:
         pass
@@ -208,7 +223,8 @@ def test_serve_passes_the_limits_to_its_judge(start_rcv, fake_judge):
 def test_a_token_budget_pauses_the_judge_and_nothing_is_recorded_for_the_rest(receiver, fake_judge):
     send(receiver, *(run_request(n, "Refunds are possible within 30 days.") for n in (1, 2, 3)))
     # The fake judge reports 70 tokens a call: the second call reaches the budget of 100.
-    done = judge_cli(receiver.db_path, "--judge", fake_judge, "--judge-model", "fake-7b", "--judge-budget", "100")
+    done = judge_cli(receiver.db_path, "--judge", fake_judge, "--judge-model", "fake-7b", "--judge-budget", "100",
+                     "--judge-concurrency", "1")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert len(results(receiver.db_path)) == 2
     assert "paused for budget (100 tokens/h)" in done.stderr
@@ -220,7 +236,7 @@ def test_a_dollar_budget_is_priced_and_needs_a_price(receiver, fake_judge):
     assert unpriced.returncode != 0 and "no price for 'fake-7b'" in unpriced.stderr
     assert "in tokens" in unpriced.stderr
     done = judge_cli(receiver.db_path, "--judge", fake_judge, "--judge-model", "gpt-4o-mini",
-                     "--judge-budget", "$0.000001")  # fmt: skip
+                     "--judge-budget", "$0.000001", "--judge-concurrency", "1")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert len(results(receiver.db_path)) == 1 and "paused for budget ($1e-06/h)" in done.stderr
 
@@ -235,3 +251,14 @@ def test_serve_judge_retries_a_timed_out_call_with_backoff_and_records_no_score(
     assert "timeout" in _judge_state(receiver.db_path)["last_failure"]
     assert _passes_after_now(receiver.db_path, n=3)  # it keeps trying (with backoff): never a score
     assert tid(1) not in results(receiver.db_path) and _judge_state(receiver.db_path)["retrying"] == 1
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_concurrency_is_the_number_of_calls_in_flight(receiver, fake_judge, concurrency):
+    send(receiver, *(run_request(n, "A patient answer: refunds within 30 days.") for n in range(1, 7)))
+    FakeJudge.most_in_flight = 0
+    done = judge_cli(receiver.db_path, "--judge", fake_judge, "--judge-model", "fake-7b", "--judge-rate", "0",
+                     "--judge-concurrency", str(concurrency))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert FakeJudge.most_in_flight == concurrency
+    assert len(results(receiver.db_path)) == 6 and "6 calls judged" in done.stderr

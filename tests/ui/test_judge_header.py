@@ -45,7 +45,8 @@ async def test_the_header_says_the_judge_endpoint_is_down(tmp_path):
 
 async def test_the_header_says_the_judge_is_paused_for_budget(tmp_path, fake_judge):  # noqa: F811
     receiver = start_receiver(tmp_path / "j.db", "--judge", fake_judge, "--judge-model", "fake-7b",
-                              "--judge-budget", "50", "--judge-rate", "0", cwd=tmp_path)  # fmt: skip
+                              "--judge-budget", "50", "--judge-rate", "0", "--judge-concurrency", "1",
+                              cwd=tmp_path)  # fmt: skip
     try:
         send(receiver, *(run_request(n, "Refunds are possible within 30 days.") for n in (1, 2)))
         paused = lambda: (_judge_state(receiver.db_path) or {}).get("state") == "paused for budget"  # noqa: E731

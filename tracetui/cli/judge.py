@@ -36,6 +36,8 @@ SAMPLE_OPTION = click.option("--judge-sample", type=click.FloatRange(0, 1), defa
 TIMEOUT_OPTION = click.option("--judge-timeout", type=click.FloatRange(0.1), default=60.0, show_default=True,
                               metavar="SECONDS", help="Seconds the judge model may take to answer one call.")  # fmt: skip
 
+CONCURRENCY_OPTION = click.option("--judge-concurrency", type=click.IntRange(1, 64), default=2, show_default=True,
+                                  metavar="N", help="Calls to the judge model in flight at once.")  # fmt: skip
 BUDGET_OPTION = click.option("--judge-budget", default=None, metavar="TOKENS|$USD",
                              help="Most the judge model may use an hour: tokens (200000) or dollars ($0.50, priced "
                                   "with tracetui's pricing); then the judge pauses.")  # fmt: skip
@@ -75,11 +77,13 @@ def _budget(text: str | None, model: str | None):
 @SAMPLE_OPTION
 @TIMEOUT_OPTION
 @BUDGET_OPTION
+@CONCURRENCY_OPTION
 @click.option("--since", default=None, metavar="AGE", help="Only calls that started within this age (e.g. 1h, 7d).")
 @click.option("--filter", "expr", default=None, metavar="EXPR", help="Only the calls matching this filter.")
 def judge_command(
     db: Path | None, endpoint: str, judge_model: str | None, judge_allow_remote: bool, judge_rate: float,
-    judge_sample: float, judge_timeout: float, judge_budget: str | None, since: str | None, expr: str | None,
+    judge_sample: float, judge_timeout: float, judge_budget: str | None, judge_concurrency: int, since: str | None,
+    expr: str | None,
 ) -> None:  # fmt: skip
     """Judge the groundedness of stored LLM calls that this judge has not judged yet."""
     from tracetui.jobs.judge import judge_stored
@@ -87,7 +91,8 @@ def judge_command(
     from tracetui.store.retention import parse_age
 
     judge = replace(_judge(endpoint, judge_model, judge_allow_remote), rate_per_min=judge_rate, sample=judge_sample,
-                    timeout_s=judge_timeout, budget=_budget(judge_budget, judge_model))  # fmt: skip
+                    timeout_s=judge_timeout, budget=_budget(judge_budget, judge_model),
+                    concurrency=judge_concurrency)  # fmt: skip
     try:
         flt = parse(expr) if expr else None
         since_ns = time.time_ns() - int(parse_age(since) * 1e9) if since else None
@@ -141,14 +146,15 @@ def serve_judge_options(command):
         click.option("--judge-model", default=None, metavar="NAME", help="With --judge URL: the judge model."),
         click.option("--judge-allow-remote", is_flag=True, help="Allow a --judge URL that is not loopback."),
         click.option("--judge-filter", default=None, metavar="EXPR", help="Judge only the calls matching this filter."),
-        RATE_OPTION, SAMPLE_OPTION, TIMEOUT_OPTION, BUDGET_OPTION,
+        RATE_OPTION, SAMPLE_OPTION, TIMEOUT_OPTION, BUDGET_OPTION, CONCURRENCY_OPTION,
     )):  # fmt: skip
         command = option(command)
     return command
 
 
 def start_judge(db_path: Path, endpoint: str | None, model: str | None, allow_remote: bool, flt: str | None,
-                rate: float, sample: float, timeout: float, budget: str | None, *, quiet: bool):  # fmt: skip
+                rate: float, sample: float, timeout: float, budget: str | None, concurrency: int, *,
+                quiet: bool):  # fmt: skip
     """Start `python -m tracetui job judge` for ``serve`` (None without --judge); it exits with its parent."""
     import subprocess
     import sys
@@ -163,6 +169,7 @@ def start_judge(db_path: Path, endpoint: str | None, model: str | None, allow_re
     args += ["--filter", flt] if flt else []
     args += ["--judge-rate", f"{rate:g}", "--judge-sample", f"{sample:g}", "--judge-timeout", f"{timeout:g}"]
     args += ["--judge-budget", budget] if budget else []
+    args += ["--judge-concurrency", str(concurrency)]
     return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL if quiet else None)  # fmt: skip
 
@@ -191,9 +198,11 @@ def job_group() -> None:
 @SAMPLE_OPTION
 @TIMEOUT_OPTION
 @BUDGET_OPTION
+@CONCURRENCY_OPTION
 def job_judge(
     db: Path | None, endpoint: str, judge_model: str | None, judge_allow_remote: bool, expr: str | None,
     judge_rate: float, judge_sample: float, judge_timeout: float, judge_budget: str | None,
+    judge_concurrency: int,
 ) -> None:  # fmt: skip
     """Judge new LLM calls every few seconds until the parent (`serve`) is gone or SIGTERM."""
     import signal
@@ -202,7 +211,8 @@ def job_judge(
     from tracetui.model.filter import parse
 
     judge = replace(_judge(endpoint, judge_model, judge_allow_remote), rate_per_min=judge_rate, sample=judge_sample,
-                    timeout_s=judge_timeout, budget=_budget(judge_budget, judge_model))  # fmt: skip
+                    timeout_s=judge_timeout, budget=_budget(judge_budget, judge_model),
+                    concurrency=judge_concurrency)  # fmt: skip
     flt = parse(expr) if expr else None
     path = resolve_db(db)
     if hasattr(os, "nice"):

@@ -128,6 +128,7 @@ def serve(
     judge_sample: float,
     judge_timeout: float,
     judge_budget: str | None,
+    judge_concurrency: int,
 ) -> None:
     """Receive OTLP traces and show them live (the receiver runs in its own process)."""
     judge = (
@@ -139,6 +140,7 @@ def serve(
         judge_sample,
         judge_timeout,
         judge_budget,
+        judge_concurrency,
     )
     settings = ReceiverSettings(
         db_path=resolve_db(db),

@@ -12,17 +12,19 @@ the reason as its label ("not judged: no context", "not judged: no answer").
 Idempotent per judge: a call that already has a result from this judge's source
 is skipped, so a rerun (or a restart) continues where the last one stopped.
 
-Not done yet (issue 20): --judge-concurrency (docs/judge.md, "Not done yet").
+Not done yet (issue 20): following new calls by a watermark (docs/judge.md, "Not done yet").
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,11 +69,13 @@ class Budget:
     limit: float
     usd: bool = False
     spent: list[tuple[float, float]] = field(default_factory=list)  # (time.monotonic(), amount)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # calls end in threads
 
     def used(self) -> float:
         horizon = time.monotonic() - BUDGET_WINDOW_S
-        self.spent = [(t, amount) for t, amount in self.spent if t > horizon]
-        return sum(amount for _, amount in self.spent)
+        with self._lock:
+            self.spent = [(t, amount) for t, amount in self.spent if t > horizon]
+            return sum(amount for _, amount in self.spent)
 
     def exhausted(self) -> bool:
         return self.used() >= self.limit
@@ -81,7 +85,8 @@ class Budget:
         amount = float(sum(usage.values()))
         if self.usd:
             amount = pricing.pricer().price((model,), None, dict(usage), time.time_ns())[0] or 0.0
-        self.spent.append((time.monotonic(), amount))
+        with self._lock:
+            self.spent.append((time.monotonic(), amount))
 
     def __str__(self) -> str:
         return f"${self.limit:g}/h" if self.usd else f"{self.limit:,.0f} tokens/h"
@@ -106,6 +111,8 @@ class Judge:
     sample: float = 1.0
     #: Seconds the model may take to answer one call.
     timeout_s: float = TIMEOUT_S
+    #: Calls to the model in flight at once (threads); results are still written one by one.
+    concurrency: int = 2
     #: Tokens or dollars an hour the model may use (None: no budget); the lexical estimate uses none.
     budget: Budget | None = None
 
@@ -240,6 +247,7 @@ def judge_stored(
     writer = connect_writer(path)
     lock = WriteLock(path)
     tally = Tally()
+    calls = _Calls(judge, writer, lock, tally, progress, retries)
     try:
         pending = {
             trace_id: chosen
@@ -256,15 +264,15 @@ def judge_stored(
                     retries and retries.waiting((trace_id, detail.row["span_id"]))
                 ):
                     continue
-                if judge.over_budget():
-                    tally.paused = True  # the calls wait for the budget's hour to roll on
-                    return tally
-                if judge.url is not None and judge.rate_per_min > 0:
-                    _wait_for_rate(judge.rate_per_min)
-                if not _judge_one(judge, detail, run, trace_id, writer, lock, tally, progress, retries):
+                calls.start(trace_id, detail, run)
+                if tally.paused:
+                    return tally  # the calls wait for the budget's hour to roll on
+                if calls.down:
                     tally.stopped = True  # the endpoint is down: the other calls would fail the same way
                     return tally
     finally:
+        calls.close()
+        tally.stopped = tally.stopped or calls.down
         tally.retrying = len(retries.due) if retries is not None else 0
         lock.close()
         writer.close()
@@ -272,39 +280,85 @@ def judge_stored(
     return tally
 
 
-def _judge_one(judge: Judge, detail, run, trace_id: bytes, writer, lock, tally: Tally, progress,
-               retries: Retries | None) -> bool:  # fmt: skip
-    """Judge one call and store the result; False when the endpoint is down (nothing stored)."""
-    context = call_context(detail, run)
-    span_id = detail.row["span_id"]
-    reason = context.not_judged
-    row: tuple[float | None, str | None, str | None]  # score, label, explanation
-    if reason is not None:
-        row = (None, reason, "no retrieval result or tool output before this call" if "context" in reason else None)
-        tally.not_judged += 1
-    else:
+class _Calls:
+    """One pass's calls: up to ``judge.concurrency`` calls to the model in flight (threads). Every
+    result is written by the pass's own thread, each in a small transaction under the write lock."""
+
+    def __init__(self, judge: Judge, writer, lock, tally: Tally, progress, retries: Retries | None) -> None:
+        self.judge, self.writer, self.lock, self.tally = judge, writer, lock, tally
+        self.progress, self.retries = progress, retries
+        threaded = judge.url is not None and judge.concurrency > 1
+        self.pool = ThreadPoolExecutor(judge.concurrency, "judge") if threaded else None
+        self.in_flight: dict[Future, tuple[bytes, bytes]] = {}
+        #: A call found the endpoint down (nothing stored for it).
+        self.down = False
+
+    def start(self, trace_id: bytes, detail, run) -> None:
+        """Judge one call (in a thread when concurrent), or store why it is not judged."""
+        context = call_context(detail, run)
+        key = (trace_id, detail.row["span_id"])
+        reason = context.not_judged
+        if reason is not None:
+            self.tally.not_judged += 1
+            self._store(
+                key,
+                (None, reason, "no retrieval result or tool output before this call" if "context" in reason else None),
+            )
+            return
+        if self.pool is not None and len(self.in_flight) >= self.judge.concurrency:
+            self.wait(FIRST_COMPLETED)
+        if self.judge.over_budget():  # counted when a call ends: the calls in flight may pass it a little
+            self.tally.paused = True
+            return
+        if self.judge.url is not None and self.judge.rate_per_min > 0:
+            _wait_for_rate(self.judge.rate_per_min)
+        args = (context.answer, context.documents, context.conversation)
+        if self.pool is None:
+            self._finish(key, lambda: self.judge.score(*args))
+            return
+        self.in_flight[self.pool.submit(self.judge.score, *args)] = key
+
+    def wait(self, return_when: str = ALL_COMPLETED) -> None:
+        done, _ = wait(self.in_flight, return_when=return_when)
+        for future in done:
+            self._finish(self.in_flight.pop(future), future.result)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.wait()
+            self.pool.shutdown()
+
+    def _finish(self, key: tuple[bytes, bytes], result: Callable[[], tuple[float | None, str]]) -> None:
         try:
-            score, explanation = judge.score(context.answer, context.documents, context.conversation)
+            score, explanation = result()
         except (EndpointError, VerdictError) as exc:
-            tally.failed += 1
-            tally.last_failure = str(exc)[:200]
-            down = isinstance(exc, EndpointError) and exc.kind == "endpoint down"
-            if retries is not None and not down:  # a down endpoint stops the pass: the job waits for it
-                then = f"tried again in {retries.failed((trace_id, span_id)):g}s"
-            else:
-                then = "a rerun tries again"
-            if progress:
-                progress(f"{span_id.hex()}: {exc} (not recorded; {then})")
-            return not down
-        if retries is not None:
-            retries.due.pop((trace_id, span_id), None)
-        row = (score, "estimate" if judge.url is None else None, explanation) if score is not None else (
+            self._failed(key, exc)
+            return
+        if self.retries is not None:
+            self.retries.due.pop(key, None)
+        row = (score, "estimate" if self.judge.url is None else None, explanation) if score is not None else (
             None, "not judged: no claims", explanation)  # fmt: skip
-        tally.judged += score is not None
-        tally.not_judged += score is None
-    with lock:
-        writer.execute(INSERT_EVALUATION, (trace_id, span_id, None, NAME, *row, judge.source, time.time_ns()))
-    return True
+        self.tally.judged += score is not None
+        self.tally.not_judged += score is None
+        self._store(key, row)
+
+    def _failed(self, key: tuple[bytes, bytes], exc: Exception) -> None:
+        """Nothing is stored (never a 0): say so, and schedule a retry when the job keeps ``retries``."""
+        self.tally.failed += 1
+        self.tally.last_failure = str(exc)[:200]
+        down = isinstance(exc, EndpointError) and exc.kind == "endpoint down"
+        self.down = self.down or down
+        if self.retries is not None and not down:  # a down endpoint stops the pass: the job waits for it
+            then = f"tried again in {self.retries.failed(key):g}s"
+        else:
+            then = "a rerun tries again"
+        if self.progress:
+            self.progress(f"{key[1].hex()}: {exc} (not recorded; {then})")
+
+    def _store(self, key: tuple[bytes, bytes], row: tuple[float | None, str | None, str | None]) -> None:
+        """Write one result (score, label, explanation) in a transaction of its own."""
+        with self.lock:
+            self.writer.execute(INSERT_EVALUATION, (*key, None, NAME, *row, self.judge.source, time.time_ns()))
 
 
 _last_call = [0.0]
