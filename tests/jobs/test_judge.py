@@ -251,6 +251,9 @@ def test_serve_judge_retries_a_timed_out_call_with_backoff_and_records_no_score(
     assert "timeout" in _judge_state(receiver.db_path)["last_failure"]
     assert _passes_after_now(receiver.db_path, n=3)  # it keeps trying (with backoff): never a score
     assert tid(1) not in results(receiver.db_path) and _judge_state(receiver.db_path)["retrying"] == 1
+    status = subprocess.run([sys.executable, "-m", "tracetui", "status", "--json", "--db", str(receiver.db_path)],
+                            capture_output=True, text=True, env=receiver_env(), timeout=60)  # fmt: skip
+    assert json.loads(status.stdout)["judge"]["retrying"] == 1, status.stderr
 
 
 @pytest.mark.parametrize("concurrency", [1, 3])
