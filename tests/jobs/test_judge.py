@@ -10,11 +10,12 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from helpers import channel_to, exporter_stub, make_request, make_span, query_ro, receiver_env, sid, tid
+from helpers import channel_to, exporter_stub, make_request, make_span, query_ro, receiver_env, sid, tid, wait_until
 
 DOCS = json.dumps([{"id": "kb-1", "content": "Refunds are possible within 30 days of purchase."}])
 
@@ -68,11 +69,23 @@ def test_lexical_estimate_through_the_receiver_once_per_call(receiver):
 
 
 class FakeJudge(BaseHTTPRequestHandler):
-    """Verdicts by a word in the answer: 'broken' -> non-JSON, 'refuse' -> a refusal, else claim-level JSON."""
+    """Verdicts by a word in the answer: 'broken' -> non-JSON, 'refuse' -> a refusal, 'slow' -> no answer
+    within 2 s, 'patient' -> a verdict after 0.5 s (counting the requests in flight), else claim-level JSON."""
+
+    in_flight = 0
+    most_in_flight = 0
+    counting = threading.Lock()
 
     def do_POST(self) -> None:  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
         answer = body["messages"][-1]["content"].rsplit("ANSWER:\n", 1)[-1]
+        if "patient" in answer:
+            self._count(+1)
+            time.sleep(0.5)
+            self._count(-1)
+        if "slow" in answer:
+            time.sleep(2)  # past the tests' short --judge-timeout: no answer
+            return
         if "broken" in answer:
             content = "I think it is fine."
         elif "refuse" in answer:
@@ -87,6 +100,12 @@ class FakeJudge(BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(out)))
         self.end_headers()
         self.wfile.write(out)
+
+    @classmethod
+    def _count(cls, step: int) -> None:
+        with cls.counting:
+            cls.in_flight += step
+            cls.most_in_flight = max(cls.most_in_flight, cls.in_flight)
 
     def log_message(self, *args) -> None:
         pass
@@ -147,8 +166,6 @@ def test_the_estimate_is_labelled_on_the_list_badge_and_a_judged_score_wins(rece
 
 
 def test_serve_judge_runs_as_its_own_process_and_judges_new_calls(start_rcv):
-    from helpers import wait_until
-
     receiver = start_rcv("--judge", "lexical")
     send(receiver, run_request(1, "Refunds are possible within 30 days of purchase."))
     assert wait_until(lambda: tid(1) in results(receiver.db_path), timeout=30), receiver.stderr
@@ -168,3 +185,83 @@ def test_sampling_judges_the_same_share_on_every_run(receiver):
     assert 5 < len(first) < 35
     assert judge_cli(receiver.db_path, "--judge-sample", "0.5").returncode == 0
     assert set(results(receiver.db_path)) == first  # the same calls: nothing new on a rerun
+
+
+def _judge_state(db: Path) -> dict:
+    rows = query_ro(db, "SELECT value FROM meta WHERE key = 'judge'")
+    return json.loads(rows[0][0]) if rows else {}
+
+
+def _passes_after_now(db: Path, n: int = 2, timeout: float = 30) -> bool:
+    """Wait until the judge beside `serve` has published ``n`` states after this moment (so a whole pass ran)."""
+    seen: set[int] = set()
+    since = time.time_ns()
+
+    def enough() -> bool:
+        beat = _judge_state(db).get("heartbeat_ns", 0)
+        if beat > since:
+            seen.add(beat)
+        return len(seen) >= n
+
+    return wait_until(enough, timeout=timeout, interval=0.1)
+
+
+def test_serve_passes_the_limits_to_its_judge(start_rcv, fake_judge):
+    receiver = start_rcv("--judge", fake_judge, "--judge-model", "fake-7b", "--judge-sample", "0",
+                         "--judge-rate", "600", "--judge-timeout", "5")  # fmt: skip
+    send(receiver, run_request(1, "Refunds are possible within 30 days of purchase."))
+    assert _passes_after_now(receiver.db_path), receiver.stderr
+    assert results(receiver.db_path) == {}  # sampled out: never sent to the judge
+    state = _judge_state(receiver.db_path)
+    assert state["state"] == "idle" and state["behind"] == 0
+    jobs = subprocess.run(
+        ["ps", "-ww", "-o", "args=", "--ppid", str(receiver.proc.pid)], capture_output=True, text=True
+    )
+    assert "--judge-rate 600" in jobs.stdout and "--judge-timeout 5" in jobs.stdout
+
+
+def test_a_token_budget_pauses_the_judge_and_nothing_is_recorded_for_the_rest(receiver, fake_judge):
+    send(receiver, *(run_request(n, "Refunds are possible within 30 days.") for n in (1, 2, 3)))
+    # The fake judge reports 70 tokens a call: the second call reaches the budget of 100.
+    done = judge_cli(receiver.db_path, "--judge", fake_judge, "--judge-model", "fake-7b", "--judge-budget", "100",
+                     "--judge-concurrency", "1")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert len(results(receiver.db_path)) == 2
+    assert "paused for budget (100 tokens/h)" in done.stderr
+
+
+def test_a_dollar_budget_is_priced_and_needs_a_price(receiver, fake_judge):
+    send(receiver, *(run_request(n, "Refunds are possible within 30 days.") for n in (1, 2)))
+    unpriced = judge_cli(receiver.db_path, "--judge", fake_judge, "--judge-model", "fake-7b", "--judge-budget", "$1")
+    assert unpriced.returncode != 0 and "no price for 'fake-7b'" in unpriced.stderr
+    assert "in tokens" in unpriced.stderr
+    done = judge_cli(receiver.db_path, "--judge", fake_judge, "--judge-model", "gpt-4o-mini",
+                     "--judge-budget", "$0.000001", "--judge-concurrency", "1")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert len(results(receiver.db_path)) == 1 and "paused for budget ($1e-06/h)" in done.stderr
+
+
+def test_serve_judge_retries_a_timed_out_call_with_backoff_and_records_no_score(start_rcv, fake_judge):
+    receiver = start_rcv("--judge", fake_judge, "--judge-model", "fake-7b", "--judge-timeout", "0.3",
+                         "--judge-rate", "0")  # fmt: skip
+    send(receiver, run_request(1, "a slow answer"), run_request(2, "Refunds are possible within 30 days."))
+    retrying = lambda: _judge_state(receiver.db_path).get("retrying") == 1  # noqa: E731
+    assert wait_until(retrying, timeout=30), receiver.stderr
+    assert wait_until(lambda: tid(2) in results(receiver.db_path), timeout=30)
+    assert "timeout" in _judge_state(receiver.db_path)["last_failure"]
+    assert _passes_after_now(receiver.db_path, n=3)  # it keeps trying (with backoff): never a score
+    assert tid(1) not in results(receiver.db_path) and _judge_state(receiver.db_path)["retrying"] == 1
+    status = subprocess.run([sys.executable, "-m", "tracetui", "status", "--json", "--db", str(receiver.db_path)],
+                            capture_output=True, text=True, env=receiver_env(), timeout=60)  # fmt: skip
+    assert json.loads(status.stdout)["judge"]["retrying"] == 1, status.stderr
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_concurrency_is_the_number_of_calls_in_flight(receiver, fake_judge, concurrency):
+    send(receiver, *(run_request(n, "A patient answer: refunds within 30 days.") for n in range(1, 7)))
+    FakeJudge.most_in_flight = 0
+    done = judge_cli(receiver.db_path, "--judge", fake_judge, "--judge-model", "fake-7b", "--judge-rate", "0",
+                     "--judge-concurrency", str(concurrency))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert FakeJudge.most_in_flight == concurrency
+    assert len(results(receiver.db_path)) == 6 and "6 calls judged" in done.stderr

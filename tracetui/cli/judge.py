@@ -27,6 +27,43 @@ def is_loopback(url: str) -> bool:
         return False
 
 
+#: The limits, shared by `judge`, `serve` and `job judge` (serve passes them on to its job).
+RATE_OPTION = click.option("--judge-rate", type=click.FloatRange(0), default=30.0, show_default=True,
+                           metavar="CALLS_PER_MIN", help="Most calls a minute sent to the judge model (0: no limit).")  # fmt: skip
+SAMPLE_OPTION = click.option("--judge-sample", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+                             metavar="FRACTION",
+                             help="Judge this share of the calls (chosen by span id: the same ones on every run).")  # fmt: skip
+TIMEOUT_OPTION = click.option("--judge-timeout", type=click.FloatRange(0.1), default=60.0, show_default=True,
+                              metavar="SECONDS", help="Seconds the judge model may take to answer one call.")  # fmt: skip
+
+CONCURRENCY_OPTION = click.option("--judge-concurrency", type=click.IntRange(1, 64), default=2, show_default=True,
+                                  metavar="N", help="Calls to the judge model in flight at once.")  # fmt: skip
+BUDGET_OPTION = click.option("--judge-budget", default=None, metavar="TOKENS|$USD",
+                             help="Most the judge model may use an hour: tokens (200000) or dollars ($0.50, priced "
+                                  "with tracetui's pricing); then the judge pauses.")  # fmt: skip
+
+
+def _budget(text: str | None, model: str | None):
+    """The ``--judge-budget`` value: tokens an hour, or ``$N`` (needs a price for the judge model)."""
+    from tracetui.jobs.judge import Budget, priced
+
+    if text is None:
+        return None
+    usd = text.strip().startswith("$")
+    try:
+        limit = float(text.strip().lstrip("$").replace(",", "").replace("_", ""))
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: tokens an hour (200000) or dollars ($0.50)", param_hint="--judge-budget"
+        ) from None
+    if not limit > 0:
+        raise click.BadParameter(f"{text!r}: a budget above 0", param_hint="--judge-budget")
+    if usd and model and not priced(model):
+        raise click.BadParameter(f"tracetui has no price for {model!r}: give the budget in tokens (e.g. 200000)",
+                                 param_hint="--judge-budget")  # fmt: skip
+    return Budget(limit, usd)
+
+
 @click.command("judge")
 @db_option
 @click.option("--judge", "endpoint", default="lexical", show_default=True, metavar="URL|lexical",
@@ -36,22 +73,26 @@ def is_loopback(url: str) -> bool:
 @click.option(
     "--judge-allow-remote", is_flag=True, help="Allow a URL that is not loopback (prompts leave the machine)."
 )
-@click.option("--judge-rate", type=click.FloatRange(0), default=30.0, show_default=True, metavar="CALLS_PER_MIN",
-              help="Most calls a minute sent to the judge model (0: no limit).")  # fmt: skip
-@click.option("--judge-sample", type=click.FloatRange(0, 1), default=1.0, show_default=True, metavar="FRACTION",
-              help="Judge this share of the calls (chosen by span id: the same ones on every run).")  # fmt: skip
+@RATE_OPTION
+@SAMPLE_OPTION
+@TIMEOUT_OPTION
+@BUDGET_OPTION
+@CONCURRENCY_OPTION
 @click.option("--since", default=None, metavar="AGE", help="Only calls that started within this age (e.g. 1h, 7d).")
 @click.option("--filter", "expr", default=None, metavar="EXPR", help="Only the calls matching this filter.")
 def judge_command(
     db: Path | None, endpoint: str, judge_model: str | None, judge_allow_remote: bool, judge_rate: float,
-    judge_sample: float, since: str | None, expr: str | None,
+    judge_sample: float, judge_timeout: float, judge_budget: str | None, judge_concurrency: int, since: str | None,
+    expr: str | None,
 ) -> None:  # fmt: skip
     """Judge the groundedness of stored LLM calls that this judge has not judged yet."""
     from tracetui.jobs.judge import judge_stored
     from tracetui.model.filter import FilterError, parse
     from tracetui.store.retention import parse_age
 
-    judge = replace(_judge(endpoint, judge_model, judge_allow_remote), rate_per_min=judge_rate, sample=judge_sample)
+    judge = replace(_judge(endpoint, judge_model, judge_allow_remote), rate_per_min=judge_rate, sample=judge_sample,
+                    timeout_s=judge_timeout, budget=_budget(judge_budget, judge_model),
+                    concurrency=judge_concurrency)  # fmt: skip
     try:
         flt = parse(expr) if expr else None
         since_ns = time.time_ns() - int(parse_age(since) * 1e9) if since else None
@@ -64,6 +105,8 @@ def judge_command(
     )
     if tally.stopped:
         click.echo(f"judge: stopped: the endpoint {endpoint} is down; run again once it answers", err=True)
+    if tally.paused:
+        click.echo(f"judge: paused for budget ({judge.budget}); the other calls wait for a later run", err=True)
     click.echo(
         f"judge: {tally.judged:,} calls judged, {tally.not_judged:,} not judged (no context, no answer or no claims), "
         f"{tally.failed:,} failed (a rerun tries them again) — source {judge.source!r}",
@@ -96,19 +139,21 @@ FOLLOW_INTERVAL_S = 2.0
 
 
 def serve_judge_options(command):
-    """`--judge`, `--judge-model`, `--judge-allow-remote`, `--judge-filter` for `serve` (none: no judge)."""
+    """`--judge`, `--judge-model`, `--judge-allow-remote`, `--judge-filter` and the limits for `serve` (none: no judge)."""
     for option in reversed((
         click.option("--judge", "judge_endpoint", default=None, metavar="URL|lexical",
                      help="Judge the groundedness of new LLM calls in a process of its own (docs/judge.md)."),
         click.option("--judge-model", default=None, metavar="NAME", help="With --judge URL: the judge model."),
         click.option("--judge-allow-remote", is_flag=True, help="Allow a --judge URL that is not loopback."),
         click.option("--judge-filter", default=None, metavar="EXPR", help="Judge only the calls matching this filter."),
+        RATE_OPTION, SAMPLE_OPTION, TIMEOUT_OPTION, BUDGET_OPTION, CONCURRENCY_OPTION,
     )):  # fmt: skip
         command = option(command)
     return command
 
 
 def start_judge(db_path: Path, endpoint: str | None, model: str | None, allow_remote: bool, flt: str | None,
+                rate: float, sample: float, timeout: float, budget: str | None, concurrency: int, *,
                 quiet: bool):  # fmt: skip
     """Start `python -m tracetui job judge` for ``serve`` (None without --judge); it exits with its parent."""
     import subprocess
@@ -116,11 +161,15 @@ def start_judge(db_path: Path, endpoint: str | None, model: str | None, allow_re
 
     if endpoint is None:
         return None
-    _judge(endpoint, model, allow_remote)  # a bad URL or a missing model is said before anything starts
+    _judge(endpoint, model, allow_remote)  # a bad URL, a missing model or budget is said before anything starts
+    _budget(budget, model)
     args = [sys.executable, "-m", "tracetui", "job", "judge", "--db", str(db_path), "--judge", endpoint]
     args += ["--judge-model", model] if model else []
     args += ["--judge-allow-remote"] if allow_remote else []
     args += ["--filter", flt] if flt else []
+    args += ["--judge-rate", f"{rate:g}", "--judge-sample", f"{sample:g}", "--judge-timeout", f"{timeout:g}"]
+    args += ["--judge-budget", budget] if budget else []
+    args += ["--judge-concurrency", str(concurrency)]
     return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL if quiet else None)  # fmt: skip
 
@@ -145,26 +194,36 @@ def job_group() -> None:
 @click.option("--judge-model", default=None)
 @click.option("--judge-allow-remote", is_flag=True)
 @click.option("--filter", "expr", default=None)
+@RATE_OPTION
+@SAMPLE_OPTION
+@TIMEOUT_OPTION
+@BUDGET_OPTION
+@CONCURRENCY_OPTION
 def job_judge(
-    db: Path | None, endpoint: str, judge_model: str | None, judge_allow_remote: bool, expr: str | None
-) -> None:
+    db: Path | None, endpoint: str, judge_model: str | None, judge_allow_remote: bool, expr: str | None,
+    judge_rate: float, judge_sample: float, judge_timeout: float, judge_budget: str | None,
+    judge_concurrency: int,
+) -> None:  # fmt: skip
     """Judge new LLM calls every few seconds until the parent (`serve`) is gone or SIGTERM."""
     import signal
 
-    from tracetui.jobs.judge import Tally, judge_stored, publish_state
+    from tracetui.jobs.judge import Retries, Tally, judge_stored, publish_state
     from tracetui.model.filter import parse
 
-    judge = _judge(endpoint, judge_model, judge_allow_remote)
+    judge = replace(_judge(endpoint, judge_model, judge_allow_remote), rate_per_min=judge_rate, sample=judge_sample,
+                    timeout_s=judge_timeout, budget=_budget(judge_budget, judge_model),
+                    concurrency=judge_concurrency)  # fmt: skip
     flt = parse(expr) if expr else None
     path = resolve_db(db)
     if hasattr(os, "nice"):
         os.nice(10)  # background work: the receiver's processes go first on a busy machine
     parent = os.getppid()
     signal.signal(signal.SIGTERM, lambda *_: sys_exit())
-    totals = Tally()
+    totals, retries = Tally(), Retries()
     while os.getppid() == parent:
         if path.exists():
-            tally = judge_stored(path, judge, flt=flt, progress=lambda line: click.echo(f"judge: {line}", err=True))
+            tally = judge_stored(path, judge, flt=flt, progress=lambda line: click.echo(f"judge: {line}", err=True),
+                                 retries=retries)  # fmt: skip
             totals.judged, totals.not_judged = totals.judged + tally.judged, totals.not_judged + tally.not_judged
             totals.failed += tally.failed
             publish_state(path, judge, tally, totals)

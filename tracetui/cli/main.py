@@ -133,9 +133,24 @@ def serve(
     judge_model: str | None,
     judge_allow_remote: bool,
     judge_filter: str | None,
+    judge_rate: float,
+    judge_sample: float,
+    judge_timeout: float,
+    judge_budget: str | None,
+    judge_concurrency: int,
 ) -> None:
     """Receive OTLP traces and show them live (the receiver runs in its own process)."""
-    judge = (judge_endpoint, judge_model, judge_allow_remote, judge_filter)
+    judge = (
+        judge_endpoint,
+        judge_model,
+        judge_allow_remote,
+        judge_filter,
+        judge_rate,
+        judge_sample,
+        judge_timeout,
+        judge_budget,
+        judge_concurrency,
+    )
     from tracetui.cli.search import content_policy, start_indexer, stop_indexer
 
     settings = ReceiverSettings(

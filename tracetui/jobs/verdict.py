@@ -97,9 +97,14 @@ def read_completion(body: Any) -> Verdict:
     content = message.get("content")
     if not isinstance(content, str) or not content.strip():
         raise VerdictError(MALFORMED, "the response has no text")
-    usage = _dict(body.get("usage"))
     claims = read_claims(content)
-    return Verdict(claims, _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")))
+    return Verdict(claims, *reported_usage(body))
+
+
+def reported_usage(body: Any) -> tuple[int | None, int | None]:
+    """(prompt tokens, completion tokens) the response reports (None: not reported)."""
+    usage = _dict(body.get("usage")) if isinstance(body, dict) else {}
+    return _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
 
 
 def read_claims(content: str) -> tuple[ClaimVerdict, ...]:

@@ -158,7 +158,11 @@ def judge_section(judge: dict | None) -> Text:
     style = "bold red" if state == "endpoint down" else "bold yellow" if judge.get("behind") else "green"
     text = Text("   judge: ", style="dim")
     text.append(safe_text(state, 30), style=style)
+    if state == "paused for budget" and judge.get("budget"):
+        text.append(f" ({safe_text(str(judge['budget']), 30)})")
     if judge.get("behind"):
         text.append(f", {fmt_count(int(judge['behind']))} behind")
     text.append(f", {fmt_count(int(judge.get('judged') or 0))} judged")
+    if judge.get("retrying"):
+        text.append(f", {fmt_count(int(judge['retrying']))} retrying", style="yellow")
     return text
