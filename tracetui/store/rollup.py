@@ -90,7 +90,10 @@ _UPSERT = (
     f"INSERT OR REPLACE INTO stats_bins(grouping, level, bin, key, {_FIELDS}, durations, ttfts) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_ROW = f"SELECT {_FIELDS}, durations, ttfts FROM stats_bins WHERE grouping = ? AND level = ? AND bin = ? AND key = ?"
+_RANGE = (
+    f"SELECT bin, key, {_FIELDS}, durations, ttfts FROM stats_bins "
+    "WHERE grouping = ? AND level = ? AND bin BETWEEN ? AND ?"
+)
 
 Entry = list[Any]  # the figures above
 Contribution = dict[tuple[str, int, str], Entry]  # (grouping, 10 s bin, key) -> figures
@@ -217,7 +220,7 @@ def refresh(conn: sqlite3.Connection, trace_ids: Iterable[bytes]) -> None:
         return
     new = contributions(conn, ids)
     old = _stored(conn, ids)
-    delta: dict[tuple[str, int, int, str], Entry] = {}
+    fine: Contribution = {}  # the commit's change in 10 s entries, summed over its traces first
     writes: list[tuple[bytes, str]] = []
     gone: list[tuple[bytes]] = []
     for trace_id in ids:
@@ -226,9 +229,9 @@ def refresh(conn: sqlite3.Connection, trace_ids: Iterable[bytes]) -> None:
         if before == text:
             continue
         if before is not None:
-            _spread(delta, decode(before), -1)
+            _sum(fine, decode(before), -1)
         if after:
-            _spread(delta, after, 1)
+            _sum(fine, after, 1)
             writes.append((trace_id, text or ""))
         else:
             gone.append((trace_id,))
@@ -236,7 +239,9 @@ def refresh(conn: sqlite3.Connection, trace_ids: Iterable[bytes]) -> None:
         conn.executemany("DELETE FROM stats_contrib WHERE trace_id = ?", gone)
     if writes:
         conn.executemany("INSERT OR REPLACE INTO stats_contrib(trace_id, contrib) VALUES (?, ?)", writes)
-    if delta:
+    if fine:
+        delta: dict[tuple[str, int, int, str], Entry] = {}
+        _spread(delta, fine, 1)
         _apply(conn, delta)
 
 
@@ -250,6 +255,14 @@ def _stored(conn: sqlite3.Connection, ids: list[bytes]) -> dict[bytes, str]:
             )
         )
     return found
+
+
+def _sum(total: Contribution, contribution: Contribution, sign: int) -> None:
+    for key, entry in contribution.items():
+        target = total.get(key)
+        if target is None:
+            target = total[key] = _empty()
+        _merge(target, entry, sign)
 
 
 def _spread(delta: dict[tuple[str, int, int, str], Entry], contribution: Contribution, sign: int) -> None:
@@ -274,8 +287,9 @@ def _merge(target: Entry, entry: Entry, sign: int = 1) -> None:
 def _apply(conn: sqlite3.Connection, delta: dict[tuple[str, int, int, str], Entry]) -> None:
     upserts: list[tuple] = []
     deletes: list[tuple] = []
+    stored = _stored_bins(conn, delta)
     for key, change in delta.items():
-        row = conn.execute(_ROW, key).fetchone()
+        row = stored.get(key)
         entry = _empty() if row is None else [*row[:DURATIONS], _counts(json.loads(row[DURATIONS])),
                                                 _counts(json.loads(row[TTFTS]))]  # fmt: skip
         _merge(entry, change)
@@ -289,6 +303,22 @@ def _apply(conn: sqlite3.Connection, delta: dict[tuple[str, int, int, str], Entr
         conn.executemany("DELETE FROM stats_bins WHERE grouping = ? AND level = ? AND bin = ? AND key = ?", deletes)
     if upserts:
         conn.executemany(_UPSERT, upserts)
+
+
+def _stored_bins(conn: sqlite3.Connection, delta: dict[tuple[str, int, int, str], Entry]) -> dict[tuple, tuple]:
+    """The stored rows of the bins in ``delta``: one range read per grouping and size (a commit's bins are near)."""
+    ranges: dict[tuple[str, int], list[int]] = {}
+    for grouping, level, b, _ in delta:
+        found = ranges.get((grouping, level))
+        if found is None:
+            ranges[(grouping, level)] = [b, b]
+        else:
+            found[0], found[1] = min(found[0], b), max(found[1], b)
+    out: dict[tuple, tuple] = {}
+    for (grouping, level), (low, high) in ranges.items():
+        for row in conn.execute(_RANGE, (grouping, level, low, high)):
+            out[(grouping, level, row[0], row[1])] = row[2:]
+    return out
 
 
 def clear(conn: sqlite3.Connection) -> None:
