@@ -151,7 +151,7 @@ def stats(db: Path) -> dict:
     for r in range(2):
         for mode in ("scan", "rollup") if r == 0 else ("rollup", "scan"):
             for window in ("all", "1h"):
-                found = subprocess.run([sys.executable, __file__, "child", "--db", str(db), mode, window],
+                found = subprocess.run([sys.executable, __file__, "--db", str(db), "child", mode, window],
                                        capture_output=True, text=True, check=True)  # fmt: skip
                 result = json.loads(found.stdout)
                 out.setdefault(f"{mode}_{window}", []).append(result)

@@ -345,10 +345,10 @@ CREATE TABLE stats_bins (
 ) WITHOUT ROWID
 """,
     """
-CREATE TABLE stats_contrib (
+CREATE TABLE stats_contrib (  -- a rowid table: rows of ~1 KB pack badly WITHOUT ROWID (SQLite's advice)
     trace_id  BLOB PRIMARY KEY,
     contrib   TEXT NOT NULL
-) WITHOUT ROWID
+)
 """,
     """
 CREATE TABLE stats_dirty (
