@@ -24,6 +24,7 @@ from helpers import channel_to, read_records, start_receiver, trace_fixture_file
 from tracetui.jobs.indexer import Indexer
 from tracetui.llm.chat import extract_messages
 from tracetui.model.filter import FilterError, parse
+from tracetui.store import text_index
 from tracetui.store.reader import SqliteReader
 from tracetui.store.retention import delete_traces
 from tracetui.store.schema import connect_writer
@@ -126,6 +127,34 @@ def test_text_term_combines_with_other_terms(db: Path) -> None:
         none = reader.traces(flt=parse(f"text:'\"{prompt}\"' service=no-such-service"), limit=1000)
         assert none == []
         assert reader.matching_span_ids(hits[0].trace_id, parse(f"text:'\"{prompt}\"'"))
+    finally:
+        reader.close()
+
+
+def test_a_dense_search_lists_the_same_runs_checked_newest_first(db: Path, monkeypatch) -> None:
+    """A word in many spans is checked run by run among the newest runs (fast for the first page); the
+    pages and the capped count must be exactly those of collecting every match, whatever the window."""
+    import tracetui.store.reader as reader_module
+
+    reader = SqliteReader(db)
+    try:
+        newest_first = [t.trace_id for t in reader.traces(limit=10_000)]
+        conn = sqlite3.connect(db)
+        text = " ".join(row[0] for row in conn.execute("SELECT content FROM span_text"))
+        conn.close()
+        words = sorted(set(re.findall(r"\b[a-z]{4,12}\b", text)))[:300]
+        expected = {w: [t.trace_id for t in reader.traces(flt=parse(f"text:{w}"), limit=10_000)] for w in words}
+        # a word in a few runs, none of them the newest: a window can hold fewer matches than a page
+        # needs while older runs match
+        word = next(w for w in words if len(expected[w]) >= 3 and newest_first[0] not in expected[w])
+        monkeypatch.setattr(text_index, "DENSE_MATCHES", 1)  # every search checks runs one by one first
+        for window in range(2, len(newest_first) + 4):
+            monkeypatch.setattr(reader_module, "TEXT_WINDOW_RUNS", window)
+            for offset, limit in ((0, 1), (0, 2), (1, 1), (0, 3)):
+                page = [t.trace_id for t in reader.traces(offset, limit, flt=parse(f"text:{word}"))]
+                assert page == expected[word][offset : offset + limit], (window, offset, limit)
+            for cap in (1, 2, 3):
+                assert reader.count_traces(flt=parse(f"text:{word}"), cap=cap) == min(cap, len(expected[word]))
     finally:
         reader.close()
 

@@ -44,18 +44,19 @@ _SQL_OPS = {"=": "=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
 _SPANS_OF_TRACE = "SELECT 1 FROM spans tt_s WHERE tt_s.trace_id = traces.trace_id"
 
 
-def trace_where(flt: Filter) -> tuple[str, list[Any]]:
+def trace_where(flt: Filter, text_per_run: bool = False) -> tuple[str, list[Any]]:
     """SQL boolean expression over the `traces` table (alias `traces`) + its parameters. "1" when empty.
 
     Trace-level terms compare the trace row; the other comparisons must hold for one
     and the same span (one EXISTS); a span-level != becomes NOT EXISTS of its =; each
-    free-text word is an EXISTS of its own.
+    free-text word is an EXISTS of its own. ``text_per_run``: ``text:`` terms look each
+    run up in the index (tracetui.store.text_index.trace_match_sql), same result.
     """
     parts: list[tuple[str, list[Any]]] = []
     together: list[tuple[str, list[Any]]] = []
     for term in flt.terms:
         if term.field == TEXT_FIELD:  # a full-text search: any span of the trace
-            parts.append((trace_match_sql(), [term.value]))
+            parts.append((trace_match_sql(text_per_run), [term.value]))
         elif term.field is None:
             sql, params = _positive_sql(term, "tt_s")
             parts.append((f"EXISTS ({_SPANS_OF_TRACE} AND {sql})", params))
