@@ -653,7 +653,7 @@ def run_child(mode: str, db: Path, meta: dict | None, args, *, traffic: bool, on
 # --- full-text search (issue 21) -------------------------------------------------------------
 
 #: The search step's query mix (FTS5 syntax, as typed in ``text:"…"`` or ``tracetui search``); RARE is
-#: replaced by a tool-call id read from the database (one span has it).
+#: replaced by a tool call's order id read from the database (a number in one or two spans).
 SEARCH_QUERIES = (("rare word", "RARE"), ("common word", "refund"), ("phrase", '"refund policy"'),
                   ("prefix", "pass*"), ("two words AND", "refund AND timeout"), ("absent word", "zyzzyva"))  # fmt: skip
 SEARCH_RUNS = 20
@@ -690,9 +690,9 @@ def search_times(db: Path, runs: int = SEARCH_RUNS) -> dict:
     from tracetui.store.reader import SqliteReader
 
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    text = conn.execute("SELECT content FROM span_text WHERE content LIKE '%call_%' "
+    text = conn.execute("SELECT content FROM span_text WHERE content LIKE '%\"order_id\": %' "
                         "AND id >= (SELECT max(id) / 2 FROM span_text) LIMIT 1").fetchone()  # fmt: skip
-    rare = re.search(r"call_([0-9a-f]{6,})", text[0] if text else "")
+    rare = re.search(r'"order_id": (\d+)', text[0] if text else "")
     reader = SqliteReader(db)
     horizon = reader.max_seq()
     out: dict = {"spans": conn.execute("SELECT count(*) FROM span_text").fetchone()[0], "queries": {}}
