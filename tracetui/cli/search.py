@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -20,6 +21,10 @@ def indexer_job(args: tuple[str, ...]) -> None:
     """The full-text indexer (`tracetui job indexer`, started by `tracetui serve`)."""
     from tracetui.jobs import indexer
 
+    # Background work, like the judge: on a saturated machine the receiver's processes go first (without
+    # it, indexing cost 55 % of ingest throughput at load 2-4: 7,676 vs 17,116 spans/s, same run).
+    if hasattr(os, "nice"):
+        os.nice(10)
     sys.exit(indexer.main(list(args)))
 
 
