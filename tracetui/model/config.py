@@ -161,5 +161,13 @@ def _compile_redactions(redact: tuple[str, ...]) -> re.Pattern[str]:
             raise RedactionError(
                 f"--redact {item!r}: not a preset ({', '.join(REDACTION_PRESETS)}) nor a regular expression: {exc}"
             ) from None
-        parts.append(f"(?:{expression})")
-    return re.compile("|".join(parts))
+        flags = _LEADING_FLAGS.match(expression)  # "(?i)word" alone is fine, not inside an alternation: scope it
+        parts.append(f"(?{flags[1]}:{expression[flags.end() :]})" if flags else f"(?:{expression})")
+    try:
+        return re.compile("|".join(parts))
+    except re.error as exc:
+        raise RedactionError(f"--redact {' '.join(redact)!r}: these expressions do not combine: {exc}") from None
+
+
+#: Global inline flags at the start of a regular expression, e.g. "(?i)".
+_LEADING_FLAGS = re.compile(r"^\(\?([imsx]+)\)")
