@@ -335,6 +335,10 @@ def spans(db: Path | None, source: SourceChoice | None, trace_id: str, as_json: 
         raise click.ClickException(str(exc)) from None
     rows = iter_span_json(reader, full)
     if as_json:
+        from tracetui.query.scrub import policy_note
+
+        if note := policy_note(reader.content_policy()):
+            click.echo(f"tracetui: {note}", err=True)
         _echo_json_array(rows)
         return
     for span in rows:

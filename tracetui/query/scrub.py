@@ -40,6 +40,15 @@ def is_default(policy: ContentPolicy) -> bool:
     return policy.keep_content and not policy.redact
 
 
+def policy_note(policy: ContentPolicy) -> str:
+    """What a copy under ``policy`` leaves out, as a sentence for the user ("" when nothing)."""
+    if not policy.keep_content:
+        return "Message content not kept (this database's content policy, --no-content)."
+    if policy.redact:
+        return f"Redacted: {', '.join(policy.redact)} (this database's content policy)."
+    return ""
+
+
 def _event_content_key(key: str) -> bool:
     return _EVENT_CONTENT_KEY.match(key) is not None or is_content_key(key)
 
