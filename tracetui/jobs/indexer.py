@@ -99,13 +99,17 @@ class Indexer:
         return int(value or 0)
 
     def step(self) -> bool:
-        """Index the next batch of spans and of late log records, or clean up after evictions; False when there
+        """Index the next batch of late log records and of spans, or clean up after evictions; False when there
         was nothing to do."""
         if self._clean():
             return True
+        # Log records up to `logs_top` are read with every span indexed from here on; the spans indexed before
+        # already account for those up to the log cursor. So the late ones are those in between, on spans
+        # indexed before: no span is indexed twice for a log record it was read with.
+        logs_top = self.conn.execute("SELECT ifnull(max(id), 0) FROM logs").fetchone()[0]
+        late = self._index_late_logs(logs_top)
         spans = self._index_spans()
-        late = self._index_late_logs()
-        return spans or late
+        return late or spans
 
     def _index_spans(self) -> bool:
         cursor = self._meta_int(text_index.CURSOR_KEY)
@@ -115,23 +119,28 @@ class Indexer:
         self._commit([_row(detail, self.policy) for detail in details], text_index.CURSOR_KEY, details[-1].row["id"])
         return True
 
-    def _index_late_logs(self) -> bool:
-        """Index again the already indexed spans of the log records that arrived since the last look."""
+    def _index_late_logs(self, logs_top: int) -> bool:
+        """Index again the spans indexed before whose log records arrived since (up to ``logs_top``)."""
         after = self._meta_int(text_index.LOG_CURSOR_KEY)
-        found = self.conn.execute(
-            "SELECT l.id, s.id FROM (SELECT id, trace_id, span_id FROM logs WHERE id > ? ORDER BY id LIMIT ?) l "
-            "LEFT JOIN spans s ON s.trace_id = l.trace_id AND s.span_id = l.span_id AND s.id <= ? ORDER BY l.id",
-            (after, self.batch, self._meta_int(text_index.CURSOR_KEY)),
-        ).fetchall()
-        if not found:
-            top = self.conn.execute("SELECT ifnull(max(id), 0) FROM logs").fetchone()[0]
-            if after > top:  # after a purge (ids start again): follow from the start
-                self._commit([], text_index.LOG_CURSOR_KEY, top, grow=False)
+        if after > logs_top:  # after a purge (ids start again): follow from the start
+            self._commit([], text_index.LOG_CURSOR_KEY, logs_top, grow=False)
             return False
+        if after == logs_top:
+            return False
+        found = self.conn.execute(
+            "SELECT l.id, s.id FROM (SELECT id, trace_id, span_id FROM logs WHERE id > ? AND id <= ? ORDER BY id "
+            "LIMIT ?) l LEFT JOIN spans s ON s.trace_id = l.trace_id AND s.span_id = l.span_id AND s.id <= ? "
+            "ORDER BY l.id",
+            (after, logs_top, self.batch, self._meta_int(text_index.CURSOR_KEY)),
+        ).fetchall()
+        # all of them read: the cursor goes to logs_top (records deleted meanwhile need no look)
+        cursor = found[-1][0] if len(found) == self.batch else logs_top
         span_ids = sorted({span for _, span in found if span is not None})
-        details = self.reader.span_details_by_id(f"s.id IN ({','.join('?' * len(span_ids))})", span_ids)
-        self._commit([_row(detail, self.policy) for detail in details], text_index.LOG_CURSOR_KEY, found[-1][0])
-        return True
+        details = (
+            self.reader.span_details_by_id(f"s.id IN ({','.join('?' * len(span_ids))})", span_ids) if span_ids else []
+        )
+        self._commit([_row(detail, self.policy) for detail in details], text_index.LOG_CURSOR_KEY, cursor)
+        return bool(found)
 
     def _commit(self, rows: list[tuple], cursor_key: str, cursor: int, grow: bool = True) -> None:
         """Replace ``rows`` in `span_text` and move the cursor ``cursor_key`` to ``cursor``, in one transaction."""

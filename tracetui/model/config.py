@@ -111,8 +111,9 @@ class ContentPolicy:
     The stored spans always keep what the app sent (raw OTLP). Every *copy* honours
     this policy: the full-text index and the JSON attributes the indexer writes
     (tracetui.jobs.indexer), exports, and the judge (which sends content to a model).
-    ``serve --no-content`` / ``--redact`` set it; the indexer records it in the
-    database (meta ``content_policy``) so that later readers of the file follow it.
+    ``serve --no-content`` / ``--redact`` set it; the receiver records it in the
+    database (meta ``content_policy``) so that later readers of the file follow it
+    (``Reader.content_policy``; tracetui.query.scrub makes the exports' copies).
     """
 
     #: False: no message content is copied at all (``--no-content``).
