@@ -219,3 +219,25 @@ def test_resume_after_kill_9_and_eviction(db: Path, tmp_path: Path) -> None:
     indexer.close()
     assert conn.execute("SELECT count(*) FROM span_text WHERE trace_id = ?", (victim,)).fetchone()[0] == 0
     conn.close()
+
+
+def test_search_skips_a_match_whose_span_was_evicted(db: Path, tmp_path: Path) -> None:
+    """Between an eviction and the indexer's clean-up the index still holds the run's text: search skips it."""
+    copy = tmp_path / "e.db"
+    src = sqlite3.connect(db)
+    src.execute(f"VACUUM INTO '{copy}'")
+    src.close()
+    library, (span_id, prompt, _) = next(iter(_conversations(copy).items()))
+    before = json.loads(_search(copy, f'"{prompt}"', "--json", "--limit", "10000").stdout)
+    victim = next(bytes.fromhex(row["trace_id"]) for row in before if row["span_id"] == span_id.hex())
+    conn = connect_writer(copy)
+    conn.execute("BEGIN IMMEDIATE")
+    delete_traces(conn, [victim])  # as retention does; no indexer runs on the copy
+    conn.execute("COMMIT")
+    assert conn.execute("SELECT count(*) FROM span_text WHERE trace_id = ?", (victim,)).fetchone()[0] > 0
+    conn.close()
+    result = _search(copy, f'"{prompt}"', "--json", "--limit", "10000")
+    assert result.returncode == 0, result.stderr
+    after = json.loads(result.stdout)
+    assert not any(row["trace_id"] == victim.hex() for row in after), library
+    assert len(after) == len([row for row in before if row["trace_id"] != victim.hex()])

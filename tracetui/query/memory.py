@@ -25,6 +25,7 @@ from typing import Any
 
 from tracetui.llm.evals import is_groundedness, passed
 from tracetui.model.anyvalue import span_attribute_text
+from tracetui.model.config import ContentPolicy
 from tracetui.model.filter import Filter
 from tracetui.model.reader import (
     FIRST_PAGE,
@@ -117,6 +118,10 @@ class MemoryReader:
 
     def data_version(self) -> int:
         return self._version
+
+    def content_policy(self) -> ContentPolicy:
+        """Nothing records a policy here: the data is kept and copied as it was sent."""
+        return ContentPolicy()
 
     def counters(self) -> Counters:
         held = self._held

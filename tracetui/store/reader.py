@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tracetui.llm.evals import is_groundedness, passed, worst_groundedness
+from tracetui.model.config import ContentPolicy
 from tracetui.model.filter import TEXT_FIELD, Filter
 from tracetui.model.reader import (
     FIRST_PAGE,
@@ -148,6 +149,10 @@ class SqliteReader:
         """Changes whenever another connection commits (cheap; poll it)."""
         row = self._one("PRAGMA data_version")
         return int(row[0]) if row else 0
+
+    def content_policy(self) -> ContentPolicy:
+        row = self._one("SELECT value FROM meta WHERE key = ?", (text_index.POLICY_KEY,))
+        return ContentPolicy.from_json(row[0] if row else None)
 
     def counters(self) -> Counters:
         meta = dict(self._all("SELECT key, value FROM meta"))

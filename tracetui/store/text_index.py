@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from tracetui.model.config import ContentPolicy
 from tracetui.model.filter import FilterError
+from tracetui.store.lock import WriteLock
+from tracetui.store.schema import connect_reader, connect_writer
 
 TABLE = "span_text"
 FTS = "span_text_fts"
@@ -32,6 +36,9 @@ FTS = "span_text_fts"
 CURSOR_KEY = "index_cursor"
 CLEANED_KEY = "index_cleaned"
 POLICY_KEY = "content_policy"
+#: meta keys: the last logs.id looked at for late log records, and the policy `span_text` was built under.
+LOG_CURSOR_KEY = "index_log_cursor"
+INDEX_POLICY_KEY = "index_policy"
 #: Snippet markers: the match is highlighted between these (the CLI draws them bold, --json keeps them).
 MARK_OPEN, MARK_CLOSE = "\x02", "\x03"
 #: "indexing N behind" counts at most this far (a count is a scan of the rows behind).
@@ -64,7 +71,9 @@ def rebuild(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(f"DELETE FROM {TABLE}")
-        conn.execute("DELETE FROM meta WHERE key IN (?, ?)", (CURSOR_KEY, CLEANED_KEY))
+        conn.execute(
+            "DELETE FROM meta WHERE key IN (?, ?, ?, ?)", (CURSOR_KEY, CLEANED_KEY, LOG_CURSOR_KEY, INDEX_POLICY_KEY)
+        )
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -75,6 +84,49 @@ def rebuild(conn: sqlite3.Connection) -> None:
 def meta_value(conn: sqlite3.Connection, key: str) -> Any:
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return row[0] if row else None
+
+
+def set_meta(conn: sqlite3.Connection, key: str, value: object) -> None:
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value)
+    )
+
+
+def recorded_policy(conn: sqlite3.Connection) -> ContentPolicy | None:
+    """The content policy the database records (its receiver's ``--no-content`` / ``--redact``), None if none."""
+    text = meta_value(conn, POLICY_KEY)
+    return ContentPolicy.from_json(text) if text else None
+
+
+def record_policy(conn: sqlite3.Connection, policy: ContentPolicy) -> None:
+    """Record the policy every copy of this database's data follows (the caller holds the write lock)."""
+    set_meta(conn, POLICY_KEY, policy.to_json())
+
+
+def record_policy_at(path: Path, policy: ContentPolicy) -> None:
+    """Record ``policy`` in the database at ``path`` (the receiver, as it starts), under the write lock."""
+    conn = connect_writer(path)
+    try:
+        with WriteLock(path):
+            record_policy(conn, policy)
+    finally:
+        conn.close()
+
+
+def policy_of(path: Path) -> ContentPolicy | None:
+    """The policy the database at ``path`` records; None when it records none or cannot be read (yet)."""
+    if not path.exists():
+        return None
+    try:
+        conn = connect_reader(path)
+    except (sqlite3.Error, OSError, RuntimeError):  # a bad or newer file: the receiver says so when it opens it
+        return None
+    try:
+        return recorded_policy(conn)
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
 
 
 _FTS_ERROR = re.compile(r"^(?:fts5: )?(.*)$")
