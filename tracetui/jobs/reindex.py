@@ -31,6 +31,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from tracetui.llm import evals, pricing
 from tracetui.model.rows import NORMALIZED_COLUMNS, Decoded
 from tracetui.otlp.decode import add_evaluations, normalized_fields
+from tracetui.store.blobs import Blobs
 from tracetui.store.lock import WriteLock
 from tracetui.store.metrics import apply_exemplars, pending_exemplars
 from tracetui.store.schema import add_meta, connect_writer
@@ -115,7 +116,9 @@ def _reindex_traces(conn, trace_ids: list[bytes]) -> int:
     found = Decoded()
     updates = []
     response_ids: set[str] = set()
-    for span_id, raw in conn.execute(f"SELECT id, raw FROM spans WHERE trace_id IN ({marks})", trace_ids).fetchall():
+    rows = conn.execute(f"SELECT id, raw FROM spans WHERE trace_id IN ({marks})", trace_ids).fetchall()
+    raws = Blobs(conn).expand_all([raw for _, raw in rows])
+    for (span_id, _), raw in zip(rows, raws, strict=True):
         span = Span.FromString(raw)
         values, scan = normalized_fields(span)  # clamped and priced exactly as at ingest
         updates.append((*values, span_id))
