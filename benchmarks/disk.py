@@ -1,4 +1,4 @@
-"""Disk benchmark: database bytes per span, with and without long strings stored once (tracetui.store.blobs).
+"""Disk benchmark: database bytes per span, with and without values stored once (tracetui.store.blobs).
 
     .venv/bin/python benchmarks/disk.py                       # 100,000 spans of each traffic, 1 round
     .venv/bin/python benchmarks/disk.py --spans 20000 --rounds 2
@@ -7,16 +7,21 @@ Two kinds of traffic, each written twice in the same run, in fresh child
 processes, rounds interleaved:
 
 * ``bench``: ingest.py's traffic (benchmarks/common.py TraceFactory, 512-span
-  requests): agent runs of ~10 spans, three LLM calls each with ~2 KB of input
+  requests): agent runs of ~10 spans, 4-5 LLM calls each with ~2 KB of input
   messages (a system prompt from 4, a user text from 32, a tool call and a tool
-  response that never repeat) and an answer from 32.
+  response) and an answer from 32. Like ingest.py, it sends 8 pre-built
+  requests again and again with new ids, so every value repeats every 4,096
+  spans: stored once, the repeats cost nothing.
+* ``fresh``: the same kind of runs, every request built anew: only the system
+  prompts, user texts and answers (drawn from their pools) repeat.
 * ``agent``: multi-turn agent conversations (:class:`Conversations`): each call
   sends the same system prompt and tool definitions again, and every message
   of the conversation so far, the way chat agents do; tool calls in between.
 
-Modes: ``whole`` stores each span's raw bytes as they arrived (the previous
-store; ``compact_rows`` switched off in the child), ``blobs`` cuts the long
-strings out. Each child writes the traffic through the real path (
+Modes: ``whole`` is the store before tracetui.store.blobs (each span's raw
+bytes and provenance as they arrived: ``compact_rows`` switched off in the
+child, 4 KB pages), ``blobs`` the store now (repeated parts cut out,
+provenance interned, 8 KB pages). Each child writes the traffic through the real path (
 ``decode_trace_bytes``, ``Writer.submit``: prepare and the cutting in the
 caller's thread, the writer thread inserting, the checkpointer thread), and
 reports:
@@ -60,6 +65,7 @@ from common import (  # noqa: E402
 WORK = Path("/tmp/bench-disk")
 #: whole: each span's raw bytes stored as they arrived (before); blobs: long strings stored once (now).
 MODES = ("whole", "blobs")
+TRAFFIC = ("bench", "fresh", "agent")
 SPANS_PER_REQUEST = 512
 
 # --- multi-turn agent traffic ----------------------------------------------------------------------
@@ -169,9 +175,11 @@ def traffic(kind: str, n_spans: int, seed: int = 7):
     if kind == "agent":
         yield from Conversations(seed).requests(n_spans)
         return
-    templates, cur, prev = build_templates(1, 8, SPANS_PER_REQUEST)  # as benchmarks/ingest.py sends
+    requests = max(1, n_spans // SPANS_PER_REQUEST)
+    # bench: ingest.py's 8 requests, sent again and again (new ids each time); fresh: every request its own
+    templates, cur, prev = build_templates(1, 8 if kind == "bench" else requests, SPANS_PER_REQUEST)
     salt = os.urandom(4)
-    for i in range(max(1, n_spans // SPANS_PER_REQUEST)):
+    for i in range(requests):
         yield materialize(templates[i % len(templates)], cur, prev, salt, 0, i)
 
 
@@ -193,6 +201,10 @@ def child(mode: str, kind: str, n_spans: int, db: Path, verify: bool) -> dict:
         cut_s += time.thread_time() - t0
 
     blobs.compact_rows = timed_compact if mode == "blobs" else (lambda decoded: None)  # type: ignore[assignment]
+    if mode == "whole":
+        from tracetui.store import schema
+
+        schema.PAGE_SIZE = 4096  # the page size before
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     requests = traffic(kind, n_spans)
@@ -327,7 +339,7 @@ def main() -> int:
     parser.add_argument("--spans", type=int, default=100_000)
     parser.add_argument("--agent-spans", type=int, default=None, help="spans of agent traffic (default: --spans / 3)")
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--traffic", choices=("bench", "agent", "both"), default="both")
+    parser.add_argument("--traffic", choices=(*TRAFFIC, "all"), default="all")
     parser.add_argument("--verify", action="store_true", help="read every span back and compare (slower)")
     parser.add_argument("--child", choices=MODES)
     parser.add_argument("--db", type=Path)
@@ -337,11 +349,11 @@ def main() -> int:
         return 0
     info = machine_info()
     print(f"machine: {info.get('cpu')} x{info.get('nproc')}, load {info.get('loadavg')}, {info.get('tracetui')}")
-    kinds = ("bench", "agent") if args.traffic == "both" else (args.traffic,)
+    kinds = TRAFFIC if args.traffic == "all" else (args.traffic,)
     results = []
     for r in range(args.rounds):
         for kind in kinds:
-            n = args.spans if kind == "bench" else (args.agent_spans or args.spans // 3)
+            n = (args.agent_spans or args.spans // 3) if kind == "agent" else args.spans
             for mode in MODES if r % 2 == 0 else MODES[::-1]:
                 results.append(run_child(mode, kind, n, args.verify))
                 print(f"  round {r + 1} {kind}/{mode}: {results[-1]['file_bytes'] / results[-1]['spans']:,.0f} B/span, "

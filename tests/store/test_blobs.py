@@ -28,7 +28,7 @@ from tracetui.otlp.decode import decode_trace_bytes, parse_trace_request, span_b
 from tracetui.query.export import trace_request
 from tracetui.store import blobs
 from tracetui.store.reader import SqliteReader
-from tracetui.store.retention import delete_traces
+from tracetui.store.retention import delete_traces, purge
 from tracetui.store.schema import MIGRATIONS
 from tracetui.store.writer import Writer
 
@@ -169,22 +169,84 @@ def test_eviction_deletes_the_blobs_no_span_uses_any_more(tmp_path: Path) -> Non
 def test_a_database_from_before_the_blobs_still_reads(tmp_path: Path) -> None:
     db = tmp_path / "old.db"
     conn = sqlite3.connect(db, isolation_level=None)
-    for n in range(9):  # the schema before blobs
+    for n in range(11):  # the schema before blobs and interned provenance
         MIGRATIONS[n](conn)
-    conn.execute("PRAGMA user_version=9")
+    conn.execute("PRAGMA user_version=11")
     conn.close()
     span = make_span(tid(7), sid(1), name="old call", attributes={"gen_ai.input.messages": "x" * 5000})
     raw = span.SerializeToString()
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("INSERT INTO sources(id, digest, service, resource) VALUES (1, x'01', 'svc', x'')")
     conn.execute(
-        "INSERT INTO spans(trace_id, span_id, name, kind, source_id, service, start_ns, end_ns, status_code, raw) "
-        "VALUES (?, ?, 'old call', 1, 1, 'svc', ?, ?, 0, ?)",
-        (tid(7), sid(1), BASE_NS, BASE_NS + 1, raw),
+        "INSERT INTO spans(trace_id, span_id, name, kind, source_id, service, start_ns, end_ns, status_code, raw, "
+        "llm_kind, provenance) VALUES (?, ?, 'old call', 1, 1, 'svc', ?, ?, 0, ?, 'llm', ?)",
+        (tid(7), sid(1), BASE_NS, BASE_NS + 1, raw, '{"kind": "gen_ai.operation.name", "library": "openlit"}'),
     )
     conn.close()
     assert _read_back(db, [tid(7)]) == {(tid(7), sid(1)): raw}
-    assert sqlite3.connect(db).execute("SELECT count(*) FROM blobs").fetchone() == (0,)  # migrated, nothing rewritten
+    reader = SqliteReader(db)
+    try:
+        row = reader.span_details(tid(7))[0].row
+        assert row["library"] == "openlit"  # the provenance stored inline, as before
+        assert json.loads(row["provenance"])["kind"] == "gen_ai.operation.name"
+    finally:
+        reader.close()
+    conn = sqlite3.connect(db)
+    # migrated, nothing rewritten
+    assert conn.execute("SELECT count(*) FROM blobs").fetchone() == (0,)
+    assert conn.execute("SELECT typeof(provenance), length(raw) FROM spans").fetchone() == ("text", len(raw))
+    conn.close()
+
+
+def test_provenance_is_stored_once_and_reads_as_the_normalizer_wrote_it(tmp_path: Path) -> None:
+    db = tmp_path / "provenance.db"
+    _write(db, _agent_requests(traces=3))
+    conn = sqlite3.connect(db)
+    kinds = conn.execute("SELECT DISTINCT typeof(provenance) FROM spans").fetchall()
+    interned = conn.execute("SELECT count(*) FROM provenances").fetchone()[0]
+    conn.close()
+    assert kinds == [("blob",)]
+    assert interned == 1  # 18 calls recorded alike
+    reader = SqliteReader(db)
+    try:
+        for detail in reader.span_details(tid(2)):
+            provenance = json.loads(detail.row["provenance"])
+            assert provenance["kind"] == "gen_ai.operation.name"
+            assert provenance["request_model"] == "gen_ai.request.model"
+    finally:
+        reader.close()
+
+
+def test_tool_definitions_sent_with_every_call_are_stored_once(tmp_path: Path) -> None:
+    db = tmp_path / "tools.db"
+    rng = random.Random(5)
+    tools = json.dumps([{"type": "function", "name": f"tool{n}", "description": _text(rng, 100)} for n in range(8)])
+    spans = [
+        make_span(tid(1), sid(n + 1), name="chat", attributes={"gen_ai.tool.definitions": tools, "n": n})
+        for n in range(10)
+    ]
+    sent = _write(db, [make_request(spans).SerializeToString()])
+    assert _read_back(db, [tid(1)]) == sent
+    conn = sqlite3.connect(db)
+    whole = conn.execute("SELECT count(*) FROM blobs WHERE bytes = ?", (tools.encode(),)).fetchone()[0]
+    stored = conn.execute("SELECT max(length(raw)) FROM spans").fetchone()[0]
+    conn.close()
+    assert whole == 1
+    assert stored < 200 < len(tools)
+
+
+def test_purge_leaves_no_blob_or_provenance(tmp_path: Path) -> None:
+    db = tmp_path / "purge.db"
+    _write(db, _agent_requests(traces=2))
+    conn = sqlite3.connect(db, isolation_level=None)
+    purge(conn)
+    counts = [
+        conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in ("spans", "blobs", "provenances")
+    ]
+    conn.close()
+    assert counts == [0, 0, 0]
+    sent = _write(db, _agent_requests(traces=1, seed=9))  # the writer stores them again after a purge
+    assert _read_back(db, [tid(1)]) == sent
 
 
 @pytest.mark.parametrize("size", [0, 1, 255, 256, 5000])

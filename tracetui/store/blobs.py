@@ -56,7 +56,11 @@ MARK = b"\x00\x01"
 #: A reference costs ~18 bytes in the span, a new blob ~70 bytes of table and indexes:
 #: shorter strings (tool-call ids, short answers) rarely repeat enough to pay for it.
 MIN_CUT = 256
-#: Spans smaller than this are never scanned (they cannot hold a literal worth cutting and a reference).
+#: Chat messages followed by another (re-sent with every later call of the conversation) are stored once
+#: from this size: each later call then saves the message for a 16-byte digest.
+MIN_MESSAGE = 128
+#: Spans smaller than this are never scanned: a span's own fields (ids, times, name, a few attributes) take
+#: a few hundred bytes, so a smaller one holds no literal worth cutting nor two messages.
 MIN_SCAN = 2 * MIN_CUT
 #: How far (in spans row ids) a blob's ``last_span`` may lag behind its newest use.
 SLACK = 10_000
@@ -117,7 +121,7 @@ def cut(raw: bytes, found: dict[bytes, bytes]) -> bytes:
       (:data:`WHOLE_VALUES`: its tool definitions, its system instructions);
     * chat messages: a JSON array of messages (``[{"role": ...}, {"role": ...}]``, the OTel GenAI and
       OpenAI shapes) is cut before each ``{"role"``; every message followed by another, and at least
-      :data:`MIN_CUT` bytes long, is one part. An agent re-sends its whole conversation with each call,
+      :data:`MIN_MESSAGE` bytes long, is one part. An agent re-sends its whole conversation with each call,
       so each message is stored once however many calls repeat it, and only the newest stays in the span
       (the bytes of re-sent messages are hashed, never scanned);
     * the long JSON string literals (:data:`MIN_CUT` bytes or more) in what is left: a system prompt, a
@@ -169,7 +173,7 @@ def _cut_messages(
     _cut_literals(pieces[0], found, pending, entries)
     for piece in pieces[1:-1]:
         message = _MESSAGE + piece
-        if len(message) >= MIN_CUT:
+        if len(message) >= MIN_MESSAGE:
             entries.append((b"".join(pending), _stored(message, found)))
             pending.clear()
         else:
@@ -288,10 +292,15 @@ def provenance_sql(column: str) -> str:
 
 
 def store_provenances(
-    conn: sqlite3.Connection, parts: Iterable[Decoded], rows: list[tuple], known: set[bytes]
+    conn: sqlite3.Connection,
+    parts: Iterable[Decoded],
+    rows: list[tuple],
+    known: set[bytes],
+    column: int = _I_PROVENANCE,
 ) -> list[tuple]:
-    """Insert the batch's new provenances (``known``: ids this connection stored or saw); returns ``rows``,
-    with the provenance inline again in the rare row whose id is taken by another JSON."""
+    """Insert the batch's new provenances (``known``: ids this connection stored or saw); returns ``rows``
+    (the provenance at index ``column``), with the provenance inline again in the rare row whose id is taken
+    by another JSON."""
     wanted: dict[bytes, str] = {}
     for decoded in parts:
         wanted.update(decoded.provenances)
@@ -311,8 +320,8 @@ def store_provenances(
                 taken[pid] = wanted[pid]
     if not taken:
         return rows
-    return [(*row[:_I_PROVENANCE], taken[row[_I_PROVENANCE]], *row[_I_PROVENANCE + 1 :])
-            if row[_I_PROVENANCE] in taken else row for row in rows]  # fmt: skip
+    return [(*row[:column], taken[row[column]], *row[column + 1 :]) if row[column] in taken else row
+            for row in rows]  # fmt: skip
 
 
 def store(conn: sqlite3.Connection, parts: Iterable[Decoded], spans: int) -> None:
