@@ -69,6 +69,8 @@ DIGEST_BYTES = 16
 _I_RAW, _I_PROVENANCE = COL["raw"], COL["provenance"]
 #: Where a chat message starts in a JSON array of messages (``json.dumps`` and compact JSON alike).
 _MESSAGE = b'{"role"'
+#: How a message ends when another follows it in the array (``json.dumps`` and compact JSON).
+_SEPARATORS = (b"}, ", b"},")
 #: Attributes whose whole value an agent sends again, unchanged, with every call.
 WHOLE_VALUES = ("gen_ai.tool.definitions", "gen_ai.system_instructions")
 #: Each as it starts in a serialized KeyValue: key (field 1, its length), then the value (field 2) follows.
@@ -173,11 +175,13 @@ def _cut_messages(
     _cut_literals(pieces[0], found, pending, entries)
     for piece in pieces[1:-1]:
         message = _MESSAGE + piece
-        if len(message) >= MIN_MESSAGE:
+        # Only a message followed by the next in its array (it ends with the separator): the last one of
+        # an array runs on into the span's other fields (attribute keys stay in the span: readers look for them).
+        if len(message) >= MIN_MESSAGE and message.endswith(_SEPARATORS):
             entries.append((b"".join(pending), _stored(message, found)))
             pending.clear()
         else:
-            pending.append(message)
+            _cut_literals(message, found, pending, entries)
     _cut_literals(_MESSAGE + pieces[-1], found, pending, entries)
 
 
