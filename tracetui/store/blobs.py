@@ -204,8 +204,23 @@ def _cut_literals(
     pending.append(data[pos:] if pos else data)
 
 
+#: Digests of the values this process cut lately (a re-sent message is looked up, not hashed again:
+#: Python's own hash of the bytes costs less than blake2b), at most _RECENT_BYTES of values.
+_recent: dict[bytes, bytes] = {}
+_recent_bytes = 0
+_RECENT_BYTES = 8 * 1024 * 1024
+
+
 def _stored(value: bytes, found: dict[bytes, bytes]) -> bytes:
-    digest = hashlib.blake2b(value, digest_size=DIGEST_BYTES).digest()
+    global _recent_bytes
+    digest = _recent.get(value)
+    if digest is None:
+        digest = hashlib.blake2b(value, digest_size=DIGEST_BYTES).digest()
+        if _recent_bytes > _RECENT_BYTES:
+            _recent.clear()
+            _recent_bytes = 0
+        _recent[value] = digest
+        _recent_bytes += len(value)
     found[digest] = value
     return digest
 
