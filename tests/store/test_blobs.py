@@ -28,8 +28,8 @@ from tracetui.otlp.decode import decode_trace_bytes, parse_trace_request, span_b
 from tracetui.query.export import trace_request
 from tracetui.store import blobs
 from tracetui.store.reader import SqliteReader
-from tracetui.store.retention import delete_traces, purge
-from tracetui.store.schema import MIGRATIONS
+from tracetui.store.retention import Retention, delete_traces, enforce, purge, used_bytes
+from tracetui.store.schema import MIGRATIONS, connect_writer
 from tracetui.store.writer import Writer
 
 WORDS = "the order refund agent tool answer customer policy billing shipping invoice".split()
@@ -164,6 +164,20 @@ def test_eviction_deletes_the_blobs_no_span_uses_any_more(tmp_path: Path) -> Non
     assert held == used  # nothing unused is kept, nothing used is gone
     kept = {key: raw for key, raw in sent.items() if key[0] in {tid(100), tid(101), tid(102)}}
     assert _read_back(db, {tid(100), tid(101), tid(102)}) == kept
+
+
+def test_the_size_limit_holds_with_values_stored_once(tmp_path: Path) -> None:
+    db = tmp_path / "size.db"
+    requests = [data.replace(tid(1), tid(k + 1)) for k in range(400) for data in _agent_requests(1, seed=k)]
+    sent = _write(db, requests)  # 2,400 calls, each conversation its own prompt and messages
+    conn = connect_writer(db)
+    limit = used_bytes(conn) // 2
+    enforce(conn, Retention(max_db_bytes=limit))
+    assert used_bytes(conn) <= limit
+    left = {row[0] for row in conn.execute("SELECT trace_id FROM traces")}
+    conn.close()
+    assert 100 < len(left) < 400  # about half, not everything: the values of evicted spans went with them
+    assert _read_back(db, left) == {key: raw for key, raw in sent.items() if key[0] in left}
 
 
 def test_a_database_from_before_the_blobs_still_reads(tmp_path: Path) -> None:
