@@ -271,3 +271,22 @@ def test_cut_then_expand_is_the_identity(size: int) -> None:
     compact = blobs.cut(raw, found)
     assert blobs.expand_with(compact, found) == raw
     assert (compact is raw) == (2 * size < blobs.MIN_CUT)  # (ü: 2 bytes)
+
+
+@pytest.mark.parametrize("separators", [(", ", ": "), (",", ":")], ids=["json.dumps", "compact"])
+def test_re_sent_messages_are_cut_and_attribute_keys_stay_in_the_span(separators) -> None:
+    rng = random.Random(1)
+    messages = [{"role": "user", "content": _text(rng, 200)}, {"role": "assistant", "content": _text(rng, 200)},
+                {"role": "user", "content": _text(rng, 200)}]  # fmt: skip
+    attributes = {
+        "gen_ai.input.messages": json.dumps(messages, separators=separators),
+        "route": "billing",
+        "gen_ai.output.messages": json.dumps([{"role": "assistant", "content": "ok"}], separators=separators),
+    }
+    raw = make_span(tid(1), sid(1), attributes=attributes).SerializeToString()
+    found: dict[bytes, bytes] = {}
+    compact = blobs.cut(raw, found)
+    assert blobs.expand_with(compact, found) == raw
+    assert len(found) == 2  # the two messages another follows; the newest stays in the span
+    for key in attributes:
+        assert key.encode() in compact  # readers look for attribute keys in the stored bytes
