@@ -36,6 +36,7 @@ from tracetui.model.filter import (
     text_has,
     text_of,
 )
+from tracetui.store.blobs import Blobs
 from tracetui.store.text_index import match_sql, trace_match_sql
 
 #: Operators as they appear in SQL (the parser only produces these keys).
@@ -153,8 +154,11 @@ _SQL_FUNCTIONS: tuple[tuple[str, int, Any], ...] = (
 )
 
 
-def register_sql_functions(conn: sqlite3.Connection) -> None:
+def register_sql_functions(conn: sqlite3.Connection, blobs: Blobs | None = None) -> None:
     """Define the SQL functions the compiled filters use, on ``conn``.
+
+    ``blobs`` rebuilds the raw spans stored compact (tracetui.store.blobs) before they are read
+    (one made on ``conn`` when not given).
 
     * ``tt_attr(raw, key)``: the attribute ``key`` of a serialized Span (bools as
       'true'/'false', lists and maps as JSON, NaN as NULL);
@@ -167,8 +171,22 @@ def register_sql_functions(conn: sqlite3.Connection) -> None:
 
     All are deterministic and return NULL instead of raising on garbage.
     """
+    expand = (blobs or Blobs(conn)).expand
     for name, nargs, fn in _SQL_FUNCTIONS:
+        if name in _RAW_FIRST:
+            fn = _expanding(fn, expand)
         conn.create_function(name, nargs, _safe(fn), deterministic=True)
+
+
+#: The functions whose first argument is a span's ``raw`` column.
+_RAW_FIRST = ("tt_attr", "tt_text")
+
+
+def _expanding(fn: Callable[..., Any], expand: Callable[[bytes], bytes]) -> Callable[..., Any]:
+    def call(raw: Any, *args: Any) -> Any:
+        return fn(expand(raw) if isinstance(raw, bytes) else raw, *args)
+
+    return call
 
 
 # --- compiling ----------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from tracetui.model.reader import (
 from tracetui.model.rows import SPLIT_KEYS
 from tracetui.model.views import Counters, SessionRow, SpanDetail, SpanRow, TraceRow, log_entry
 from tracetui.store import stats_sql, text_index
+from tracetui.store.blobs import Blobs, provenance_sql
 from tracetui.store.filter_sql import register_sql_functions, span_where, trace_where
 from tracetui.store.health import read_problem
 from tracetui.store.schema import connect_reader
@@ -50,13 +51,18 @@ def library_sql(provenance: str, scope_name: str) -> str:
             f"{scope_name}) AS library")  # fmt: skip
 
 
+_PROVENANCE = provenance_sql("s.provenance")
+
 _SPAN_COLS = (
     "span_id, parent_span_id, name, kind, service, start_ns, end_ns, status_code, status_message, "
     "llm_kind, provider, request_model, response_model, input_tokens, output_tokens, streaming, ttft_ns, "
     "cost_usd, dropped_attributes + dropped_events + dropped_links, decode_ns, tokens_per_s, attempt_offset_ns, "
     "is_retry, is_fallback, retry_ns, retry_offset_ns, retry_source, http_status, "
-    + library_sql("spans.provenance", "(SELECT scope_name FROM sources WHERE sources.id = spans.source_id)")
-    + ", provenance"
+    + library_sql(
+        provenance_sql("spans.provenance"), "(SELECT scope_name FROM sources WHERE sources.id = spans.source_id)"
+    )
+    + ", "
+    + provenance_sql("spans.provenance")
 )
 
 
@@ -116,6 +122,8 @@ class SqliteReader:
         self.threshold = threshold
         self._conn = connect_reader(self.path)
         self._lock = threading.Lock()
+        #: Rebuilds the spans' raw bytes (tracetui.store.blobs); used under ``_lock``.
+        self._blobs = Blobs(self._conn)
         self._functions = False
         self._ensure_functions()
 
@@ -134,8 +142,13 @@ class SqliteReader:
     def _ensure_functions(self) -> None:
         """The SQL functions compiled filters call (attribute lookups on the raw spans)."""
         if not self._functions:
-            register_sql_functions(self._conn)
+            register_sql_functions(self._conn, self._blobs)
             self._functions = True
+
+    def _expand(self, raws: list[bytes]) -> list[bytes]:
+        """The spans' original bytes (tracetui.store.blobs)."""
+        with self._lock:
+            return self._blobs.expand_all(raws)
 
     def _dicts(self, sql: str, params: tuple | dict = ()) -> list[dict[str, Any]]:
         with self._lock:
@@ -487,12 +500,17 @@ class SqliteReader:
         return [self._decoded(record, logs, evaluations) for record in records]
 
     def _span_records(self, where: str, params: Sequence) -> list[dict[str, Any]]:
-        """Stored spans as rows (``raw`` still encoded) with their resource and scope, ``where`` on ``spans s``."""
-        return self._dicts(
-            f"SELECT s.*, src.resource, src.scope, src.scope_version, {library_sql('s.provenance', 'src.scope_name')} "
+        """Stored spans as rows (``raw`` the span's original bytes) with their resource and scope, ``where`` on ``spans s``."""
+        records = self._dicts(
+            # (the second "provenance" column, the JSON of an interned one, replaces the first in each record)
+            f"SELECT s.*, src.resource, src.scope, src.scope_version, {library_sql(_PROVENANCE, 'src.scope_name')}, "
+            f"{_PROVENANCE} AS provenance "
             f"FROM spans s JOIN sources src ON src.id = s.source_id WHERE {where}",
             tuple(params),
         )
+        for record, raw in zip(records, self._expand([r["raw"] for r in records]), strict=True):
+            record["raw"] = raw
+        return records
 
     @staticmethod
     def _decoded(record: dict[str, Any], logs: dict, evaluations: dict) -> SpanDetail:
@@ -569,9 +587,10 @@ class SqliteReader:
             "WHERE s.trace_id = ? ORDER BY s.start_ns, s.id",
             (trace_id,),
         )
+        raws = self._expand([row[1] for row in rows])
         return [
             StoredSpan(span_id, raw, resource or b"", scope or b"", url or "")
-            for span_id, raw, resource, scope, url in rows
+            for (span_id, _, resource, scope, url), raw in zip(rows, raws, strict=True)
         ]
 
     def stored_logs(self, trace_id: bytes) -> list[StoredLog]:
