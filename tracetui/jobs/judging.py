@@ -11,9 +11,9 @@ Two kinds of calls are kept apart from the watermark, by key:
 
 * **waiting for context**: a call whose run holds no retrieval result or tool output
   *yet*. Spans of a run arrive in many batches, so its context may come after it;
-  the call waits until its run has received nothing for :data:`SETTLE_S`
-  (``traces.updated_ns``), and is then looked at again: judged if context came,
-  else "not judged: no context". Context that comes later still is not looked for
+  the call waits, and is looked at again each time its run receives spans
+  (``traces.updated_ns`` changed): judged as soon as context came; once the run has
+  received nothing for :data:`SETTLE_S`, "not judged: no context". Context that comes later still is not looked for
   (`tracetui judge` over the database does not either: the call has a result).
 * **waiting for a retry**: a call whose judging failed (endpoint down, timeout, a
   malformed verdict), with its backoff (tracetui.jobs.judge.Retries).
@@ -74,13 +74,14 @@ class Progress:
     made_for: str = ""
     cursor: int = 0
     retries: Retries = field(default_factory=Retries)
-    waiting: dict[Key, None] = field(default_factory=dict)  # an ordered set, oldest first
+    #: call -> its run's ``traces.updated_ns`` when last looked at (oldest first)
+    waiting: dict[Key, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps({
             "made_for": self.made_for, "cursor": self.cursor,
             "retries": [[_hex(k), n, when] for k, (n, when) in self.retries.due.items()],
-            "waiting": [_hex(k) for k in self.waiting],
+            "waiting": [[_hex(k), seen] for k, seen in self.waiting.items()],
         })  # fmt: skip
 
     @classmethod
@@ -92,7 +93,7 @@ class Progress:
             return progress
         progress.cursor = int(data.get("cursor") or 0)
         progress.retries.due = {_key(k): (int(n), float(when)) for k, n, when in data.get("retries", ())}
-        progress.waiting = dict.fromkeys(_key(k) for k in data.get("waiting", ()))
+        progress.waiting = {_key(k): int(seen) for k, seen in data.get("waiting", ())}
         return progress
 
 
@@ -214,15 +215,17 @@ class _Pass:
 
     def settle_waiting(self) -> None:
         now = time.time_ns()
-        for key in list(self.progress.waiting):
+        for key, seen in list(self.progress.waiting.items()):
             updated = self._one("SELECT updated_ns FROM traces WHERE trace_id = ?", (key[0],))
-            if updated is not None and now - updated < self.settle_s * 1e9:
-                continue  # its run is still receiving spans
-            if updated is not None and not self.judged(key):
-                self.look(key, final=True)
-                if self.tally.paused:
-                    break  # it waits on, for the budget now
+            quiet = updated is None or now - updated >= self.settle_s * 1e9
+            if updated == seen and not quiet:
+                continue  # nothing new in its run yet
             del self.progress.waiting[key]
+            if updated is not None and not self.judged(key):
+                self.look(key, final=quiet)  # new spans in its run: its context may have come
+                if self.tally.paused:
+                    self.progress.waiting[key] = seen  # it waits on, for the budget now
+                    break
             if self.calls.down:
                 break
 
@@ -264,8 +267,10 @@ class _Pass:
         if detail is None:
             return False
         context = call_context(detail, run)
-        if context.not_judged == NO_CONTEXT and not final and self.keep and not self._settled(key[0]):
-            self.progress.waiting[key] = None
+        updated = self._one("SELECT updated_ns FROM traces WHERE trace_id = ?", (key[0],))
+        settled = updated is None or time.time_ns() - updated >= self.settle_s * 1e9
+        if context.not_judged == NO_CONTEXT and not final and self.keep and not settled:
+            self.progress.waiting[key] = updated
             if len(self.progress.waiting) > MAX_WAITING:
                 oldest = next(iter(self.progress.waiting))
                 del self.progress.waiting[oldest]
@@ -316,10 +321,6 @@ class _Pass:
             self.lock.close()
             self.writer.close()
             self.reader.close()
-
-    def _settled(self, trace_id: bytes) -> bool:
-        updated = self._one("SELECT updated_ns FROM traces WHERE trace_id = ?", (trace_id,))
-        return updated is None or time.time_ns() - updated >= self.settle_s * 1e9
 
     def _one(self, sql: str, params: tuple | list = ()):
         rows = self.reader._all(sql, list(params))  # noqa: SLF001
