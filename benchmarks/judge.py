@@ -4,7 +4,8 @@ Same run, interleaved rounds (off, on, off, on ...): each round starts `tracetui
 fresh database, sends RAG-shaped runs (a retrieval span with documents, then a chat call with its
 messages) from CLIENTS threads over gRPC for ROUND_S seconds, one export at a time per client, and
 records spans acknowledged per second and each export's ack latency. With the judge on, `serve`
-starts `job judge` against a fake OpenAI-compatible judge (a thread here answering a fixed verdict),
+starts `job judge` (2 calls in flight, no rate limit: its busiest) against a fake OpenAI-compatible judge
+(a thread here answering a fixed verdict),
 so no model shares the CPU: what is measured is the judge process itself (reading spans, writing
 results under the write lock) beside the receiver. The load average is printed with the figures.
 
@@ -96,7 +97,8 @@ def _request(client: int, seq: int) -> bytes:
 def _round(judge_url: str | None, seconds: float, workdir: Path) -> dict:
     db = workdir / f"r{time.monotonic_ns()}.db"
     cmd = [sys.executable, "-m", "tracetui", "serve", "--headless", "--db", str(db), "--grpc-port", "0",
-           "--http-port", "0"] + (["--judge", judge_url, "--judge-model", "fake"] if judge_url else [])  # fmt: skip
+           "--http-port", "0"] + (["--judge", judge_url, "--judge-model", "fake", "--judge-concurrency", "2", "--judge-rate", "0"]
+                 if judge_url else [])  # fmt: skip
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, stdout=subprocess.DEVNULL)
     assert proc.stderr is not None
     port = None

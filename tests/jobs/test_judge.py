@@ -166,6 +166,8 @@ def test_the_estimate_is_labelled_on_the_list_badge_and_a_judged_score_wins(rece
         (row,) = reader.traces()
         assert row.groundedness == 0.5 and not row.groundedness_estimated  # the model's verdict, not the estimate
         assert "≈" not in cell_text(grounded, row)
+        # Stats and compare average the model's score alone, not the model's and the estimate's (0.75).
+        assert reader.groundedness_scores() == {(tid(1), sid(3)): [0.5]}
     finally:
         reader.close()
 

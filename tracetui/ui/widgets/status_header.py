@@ -165,4 +165,6 @@ def judge_section(judge: dict | None) -> Text:
     text.append(f", {fmt_count(int(judge.get('judged') or 0))} judged")
     if judge.get("retrying"):
         text.append(f", {fmt_count(int(judge['retrying']))} retrying", style="yellow")
+    if judge.get("waiting"):
+        text.append(f", {fmt_count(int(judge['waiting']))} waiting for context", style="dim")
     return text
