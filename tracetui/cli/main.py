@@ -24,7 +24,7 @@ from tracetui.cli.common import (
     run_ui,
     source_options,
 )
-from tracetui.cli.judge import serve_judge_options, start_judge, stop_judge
+from tracetui.cli.judge import judge_job_args, serve_judge_options, start_judge, stop_judge
 from tracetui.model.config import (
     DEFAULT_GRPC_PORT,
     DEFAULT_HOST,
@@ -175,12 +175,13 @@ def serve(
         grpc_body_timeout_s=grpc_body_timeout,
         exit_with_parent=exit_with_parent,
     )
+    judge_job = judge_job_args(settings.db_path, settings.content, *judge)  # said before anything starts
     if headless:  # the receiver process (alone, or the UI's child): it starts the indexer beside itself
         from tracetui.ingest.receiver import run_receiver
 
         indexer = start_indexer(settings.db_path, settings.content) if settings.index else None
 
-        judging = start_judge(settings.db_path, *judge, quiet=False)
+        judging = start_judge(judge_job, quiet=False)
         try:
             exit_code = run_receiver(settings)
         finally:
@@ -195,7 +196,7 @@ def serve(
         ready = receiver.start()
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
-    judging = start_judge(settings.db_path, *judge, quiet=True)
+    judging = start_judge(judge_job, quiet=True)
     try:
         run_ui(settings.db_path, receiver=receiver, listen=ready.grpc, http=ready.http, threshold=threshold,
                route_attribute=route_attribute, command=command_name())  # fmt: skip

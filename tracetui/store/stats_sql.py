@@ -13,7 +13,7 @@ import math
 import sqlite3
 from typing import Any
 
-from tracetui.llm.evals import is_groundedness
+from tracetui.llm.evals import is_groundedness, preferred_scores
 from tracetui.model.anyvalue import span_attribute_text
 from tracetui.model.filter import Filter
 from tracetui.model.reader import (
@@ -183,19 +183,20 @@ def evaluation_results(conn: sqlite3.Connection, trace_ids: set[bytes]) -> list[
 
 
 def groundedness_scores(conn: sqlite3.Connection) -> dict[tuple[bytes, bytes], list[float]]:
-    """(trace id, span id) -> groundedness scores of that span's evaluations."""
+    """(trace id, span id) -> groundedness scores of that span's evaluations (estimates only where nothing else
+    scored the span: ``preferred_scores``)."""
     names = [name for (name,) in conn.execute("SELECT DISTINCT name FROM evaluations") if is_groundedness(name)]
-    found: dict[tuple[bytes, bytes], list[float]] = {}
+    found: dict[tuple[bytes, bytes], list[tuple[float, str | None]]] = {}
     for i in range(0, len(names), 500):
         chunk = names[i : i + 500]
-        for trace_id, span_id, score in conn.execute(
-            "SELECT trace_id, span_id, score FROM evaluations WHERE span_id IS NOT NULL AND score IS NOT NULL "
+        for trace_id, span_id, score, label in conn.execute(
+            "SELECT trace_id, span_id, score, label FROM evaluations WHERE span_id IS NOT NULL AND score IS NOT NULL "
             f"AND name IN ({','.join('?' * len(chunk))})",
             chunk,
         ):
             if isinstance(score, (int, float)) and math.isfinite(score):
-                found.setdefault((trace_id, span_id), []).append(float(score))
-    return found
+                found.setdefault((trace_id, span_id), []).append((float(score), label))
+    return {key: preferred_scores(results) for key, results in found.items()}
 
 
 _HISTOGRAMS = """
