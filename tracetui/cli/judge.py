@@ -110,10 +110,12 @@ def judge_command(
         since_ns = time.time_ns() - int(parse_age(since) * 1e9) if since else None
     except (FilterError, ValueError) as exc:
         raise click.BadParameter(str(exc)) from None
+    from tracetui.store.text_index import policy_of
+
     path = resolve_db(db)
     open_writer(path).close()
     try:  # the database's own policy (its receiver's --no-content / --redact) holds too
-        judge = replace(judge, policy=_strictest(given, recorded_policy(path)))
+        judge = replace(judge, policy=_strictest(given, policy_of(path) or ContentPolicy()))
     except ValueError as exc:
         raise click.UsageError(f"--judge {endpoint}: {exc} (the database records --no-content)") from None
     tally = judge_stored(
@@ -148,18 +150,6 @@ def _judge(endpoint: str, model: str | None, allow_remote: bool, policy: Content
             )
         click.echo(f"tracetui: warning: the judge sends your prompts and answers to {endpoint}", err=True)
     return Judge(endpoint, model, os.environ.get(KEY_ENV), policy=policy)
-
-
-def recorded_policy(path: Path) -> ContentPolicy:
-    """The content policy the database records (the receiver's ``--no-content`` / ``--redact``), or the default."""
-    from tracetui.store.schema import connect_writer
-    from tracetui.store.text_index import POLICY_KEY, meta_value
-
-    conn = connect_writer(path)
-    try:
-        return ContentPolicy.from_json(meta_value(conn, POLICY_KEY))
-    finally:
-        conn.close()
 
 
 def _strictest(given: ContentPolicy, recorded: ContentPolicy) -> ContentPolicy:

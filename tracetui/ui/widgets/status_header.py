@@ -170,7 +170,7 @@ def judge_section(judge: dict | None) -> Text:
 
 
 def judge_waiting(judge: dict | None) -> Text:
-    """", 3 waiting for context": calls whose run may still bring their context (a section of its own, left out
+    """The section ", 3 waiting for context": calls whose run may still bring their context (a section of its own, left out
     before the judge's state when the header is narrow)."""
     waiting = (judge or {}).get("waiting")
     if not waiting or not judge_section(judge).plain.startswith("   judge:"):
