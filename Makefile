@@ -27,8 +27,12 @@ run: $(STAMP)
 # The static checks first: formatting, lints, types, the import layers. Each names what fails; `make fmt` fixes the first two.
 CHECKED := tracetui tests benchmarks scripts
 
+# Two test processes (pytest-xdist): most tests wait on sockets, subprocesses and timers, so two
+# workers finish sooner even on 2 cores. TEST_WORKERS=0 runs them in this one process.
+TEST_WORKERS ?= 2
+
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	@$(BIN)/ruff format --check $(CHECKED) || { echo "Formatting differs: run 'make fmt'."; exit 1; }

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/ingest.py --no-wait                 # smoke: about 1 minute
     .venv/bin/python benchmarks/ingest.py --rounds 3 --duration 8   # the README figures
     .venv/bin/python benchmarks/ingest.py --tracetui-ref main --tracetui-ref HEAD   # two versions, one run
+    .venv/bin/python benchmarks/ingest.py --variant no-index=--no-index      # indexing on vs off, one run
 
 Traffic: realistic agent traces (common.TraceFactory) in pre-serialized
 ExportTraceServiceRequests of 512 spans, sent over real gRPC by 4 client
@@ -125,6 +126,11 @@ def targets_from_args(args, workdir: Path) -> list[Target]:
     for spec in args.tracetui_source or []:
         label, _, path = spec.rpartition("=")
         targets.append(Target(f"tracetui@{label or Path(path).name}", str(Path(path).resolve()), extra))
+    for spec in args.variant or []:
+        label, sep, serve_args = spec.partition("=")
+        if not sep or not label:
+            raise SystemExit(f"--variant {spec!r}: expected LABEL=ARGS, e.g. no-index=--no-index")
+        targets.append(Target(f"tracetui[{label}]", extra=[*extra, *serve_args.split()]))
     if BASELINE not in [t.name for t in targets]:
         raise SystemExit("the naive baseline must be one of the targets: every figure is a ratio to it")
     return targets
@@ -328,6 +334,9 @@ def main() -> int:
     ap.add_argument("--tracetui-ref", action="append", metavar="REF",
                     help="git archive REF of this repository, measured as tracetui@REF (repeatable)")  # fmt: skip
     ap.add_argument("--serve-arg", action="append", help="an extra argument of every `tracetui serve` (repeatable)")
+    ap.add_argument("--variant", action="append", metavar="LABEL=ARGS",
+                    help="also this tree's tracetui with these serve arguments, as target tracetui[LABEL] "
+                         "(repeatable; e.g. no-index=--no-index)")  # fmt: skip
     ap.add_argument("--rate", type=float, default=0.0,
                     help="also an open-loop phase at this many spans/s for tracetui and naive (ack latency)")  # fmt: skip
     ap.add_argument("--clients", type=int, default=4)

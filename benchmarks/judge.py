@@ -4,11 +4,21 @@ Same run, interleaved rounds (off, on, off, on ...): each round starts `tracetui
 fresh database, sends RAG-shaped runs (a retrieval span with documents, then a chat call with its
 messages) from CLIENTS threads over gRPC for ROUND_S seconds, one export at a time per client, and
 records spans acknowledged per second and each export's ack latency. With the judge on, `serve`
-starts `job judge` against a fake OpenAI-compatible judge (a thread here answering a fixed verdict),
+starts `job judge` (2 calls in flight, no rate limit: its busiest) against a fake OpenAI-compatible judge
+(a thread here answering a fixed verdict),
 so no model shares the CPU: what is measured is the judge process itself (reading spans, writing
 results under the write lock) beside the receiver. The load average is printed with the figures.
 
     PYTHONPATH=. python benchmarks/judge.py [--rounds 2] [--seconds 8]
+
+`--pass-cost COPY.sqlite` measures instead what one pass of the judge beside `serve` costs on a big
+database (give it a *copy*: it writes judge results into it). Every LLM call is first given a lexical
+result (the steady state: all judged), then, same run: the full scan the judge made before the
+watermark (one query for the calls without a result, `_full_scan_sql` below) against a watermark pass
+(`tracetui.jobs.judging.judge_pass`) with 0, 1,000 and 10,000 spans after the watermark, first all
+already judged (finding them is the whole cost), then with their results deleted (judged again).
+
+    PYTHONPATH=. python benchmarks/judge.py --pass-cost /tmp/copy-of-1M.sqlite
 """
 
 from __future__ import annotations
@@ -87,7 +97,8 @@ def _request(client: int, seq: int) -> bytes:
 def _round(judge_url: str | None, seconds: float, workdir: Path) -> dict:
     db = workdir / f"r{time.monotonic_ns()}.db"
     cmd = [sys.executable, "-m", "tracetui", "serve", "--headless", "--db", str(db), "--grpc-port", "0",
-           "--http-port", "0"] + (["--judge", judge_url, "--judge-model", "fake"] if judge_url else [])  # fmt: skip
+           "--http-port", "0"] + (["--judge", judge_url, "--judge-model", "fake", "--judge-concurrency", "2", "--judge-rate", "0"]
+                 if judge_url else [])  # fmt: skip
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, stdout=subprocess.DEVNULL)
     assert proc.stderr is not None
     port = None
@@ -135,11 +146,61 @@ def _round(judge_url: str | None, seconds: float, workdir: Path) -> dict:
             "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))], "judged": judged}  # fmt: skip
 
 
+#: The judge's pass before the watermark: every LLM call without a result from the judge's source (a full scan).
+_full_scan_sql = (
+    "SELECT spans.trace_id, spans.span_id FROM spans AS spans WHERE spans.llm_kind = 'llm' "
+    "AND (spans.counted IS NULL OR spans.counted != 0) AND NOT EXISTS (SELECT 1 FROM evaluations e "
+    "WHERE e.trace_id = spans.trace_id AND e.span_id = spans.span_id AND e.name = 'groundedness' "
+    "AND instr(e.source, ?) > 0) ORDER BY spans.id"
+)
+
+
+def pass_cost(db: Path) -> None:
+    import sqlite3
+
+    from tracetui.jobs.judge import LEXICAL_SOURCE, Judge
+    from tracetui.jobs.judging import Progress, judge_pass
+
+    conn = sqlite3.connect(db, isolation_level=None)
+    last, calls = conn.execute("SELECT max(id), count(*) FROM spans WHERE llm_kind = 'llm'").fetchone()
+    print(f"{db}: {conn.execute('SELECT max(id) FROM spans').fetchone()[0]:,} spans, {calls:,} LLM calls")
+    print(f"load average: {Path('/proc/loadavg').read_text().strip()}  (cores: {os.cpu_count()})")
+    t0 = time.perf_counter()
+    conn.execute(
+        "INSERT OR IGNORE INTO evaluations(trace_id, span_id, name, score, label, source, time_ns) "
+        "SELECT trace_id, span_id, 'groundedness', 1.0, 'estimate', ?, 0 FROM spans WHERE llm_kind = 'llm'",
+        (LEXICAL_SOURCE,),
+    )
+    print(f"setup: every call given a result in {time.perf_counter() - t0:.1f} s")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        left = conn.execute(_full_scan_sql, (LEXICAL_SOURCE,)).fetchall()
+        print(f"full scan (before the watermark): {1000 * (time.perf_counter() - t0):8.1f} ms, {len(left)} to judge")
+    top = conn.execute("SELECT max(id) FROM spans").fetchone()[0]
+    for new_spans in (0, 1_000, 10_000):
+        for rejudge in (False, True):
+            if rejudge:
+                conn.execute(
+                    "DELETE FROM evaluations WHERE source = ? AND (trace_id, span_id) IN "
+                    "(SELECT trace_id, span_id FROM spans WHERE id > ?)",
+                    (LEXICAL_SOURCE, top - new_spans),
+                )
+            t0 = time.perf_counter()
+            tally = judge_pass(db, Judge(), Progress(cursor=top - new_spans), settle_s=0.0)
+            print(f"watermark pass, {new_spans:6,} spans after it, {tally.judged + tally.not_judged:5,} calls judged: "
+                  f"{1000 * (time.perf_counter() - t0):8.1f} ms")  # fmt: skip
+    print(f"load average after: {Path('/proc/loadavg').read_text().strip()}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--pass-cost", type=Path, default=None, metavar="COPY.sqlite")
     args = parser.parse_args()
+    if args.pass_cost:
+        pass_cost(args.pass_cost)
+        return 0
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeJudge)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/v1"

@@ -56,7 +56,9 @@ def ingest(rounds: int, batches: int, scratch: Path) -> dict:
         for mode in ("off", "on") if r % 2 else ("on", "off"):
             parts = []
             for i in range(batches):
-                decoded = decode_spans(parse_trace_request(templates[i % len(templates)].data.replace(cur, nonce(os.urandom(4), r, i))))
+                decoded = decode_spans(
+                    parse_trace_request(templates[i % len(templates)].data.replace(cur, nonce(os.urandom(4), r, i)))
+                )
                 prepare(decoded)
                 parts.append(decoded)
             db = scratch / f"ingest-{mode}-{r}.sqlite"

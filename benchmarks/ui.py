@@ -184,6 +184,13 @@ def ensure_db(n_spans: int, *, big_trace: bool) -> tuple[Path, dict]:
     meta_file = Path(str(path) + ".json")
     if path.exists() and meta_file.exists():
         return path, json.loads(meta_file.read_text())
+    older = sorted(
+        (p for p in CACHE.glob(f"db-{n_spans}-s*-b{BUILDER_VERSION}.sqlite") if Path(f"{p}.json").exists()),
+        key=lambda p: int(p.name.split("-s")[1].split("-")[0]),
+    )  # by schema version
+    if older:  # written by an older schema: opened, it is upgraded as a user's database would be
+        print(f"using {older[-1]} (an older schema's build, upgraded when opened)", flush=True)
+        return older[-1], json.loads(Path(f"{older[-1]}.json").read_text())
     print(f"building a database of {n_spans:,} spans at {path} (cached for later runs)...", flush=True)
     return path, build_db(path, n_spans, big_trace=big_trace)
 
@@ -643,6 +650,112 @@ def run_child(mode: str, db: Path, meta: dict | None, args, *, traffic: bool, on
     return result
 
 
+# --- full-text search (issue 21) -------------------------------------------------------------
+
+#: The search step's query mix (FTS5 syntax, as typed in ``text:"…"`` or ``tracetui search``); RARE is
+#: replaced by a tool call's order id read from the database (a number in one or two spans).
+SEARCH_QUERIES = (("rare word", "RARE"), ("common word", "refund"), ("phrase", '"refund policy"'),
+                  ("prefix", "pass*"), ("two words AND", "refund AND timeout"), ("absent word", "zyzzyva"))  # fmt: skip
+SEARCH_RUNS = 20
+
+
+def ensure_text_indexed(db: Path) -> tuple[Path, float | None]:
+    """A copy of the cached database with its full-text index built by the real indexer (cached too)."""
+    from tracetui.jobs.indexer import reindex
+
+    path = db.with_name(db.stem + "-fts.sqlite")
+    if path.exists():
+        return path, None
+    building = path.with_name(path.name + ".building")
+    shutil.copyfile(db, building)
+    print(f"  indexing a copy of {db.name} with the real indexer (cached as {path.name})...", flush=True)
+    t = time.monotonic()
+    reindex(building)
+    took = time.monotonic() - t
+    for suffix in ("-wal", "-shm", "-health", "-lock"):
+        Path(str(building) + suffix).unlink(missing_ok=True)
+    os.replace(building, path)
+    print(f"  indexed in {took:.0f}s", flush=True)
+    return path, took
+
+
+def search_times(db: Path, runs: int = SEARCH_RUNS) -> dict:
+    """Per query of SEARCH_QUERIES: ``tracetui search``'s query (the newest 50 matches with run and
+    snippet) and the list's ``text:"…"`` filter (its first 100 rows), p50 / p95 over ``runs``."""
+    import re
+    import sqlite3
+
+    from tracetui.model.filter import parse
+    from tracetui.store import text_index
+    from tracetui.store.reader import SqliteReader
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    text = conn.execute("SELECT content FROM span_text WHERE content LIKE '%\"order_id\": %' "
+                        "AND id >= (SELECT max(id) / 2 FROM span_text) LIMIT 1").fetchone()  # fmt: skip
+    rare = re.search(r'"order_id": (\d+)', text[0] if text else "")
+    reader = SqliteReader(db)
+    horizon = reader.max_seq()
+    out: dict = {"spans": conn.execute("SELECT count(*) FROM span_text").fetchone()[0], "queries": {}}
+    try:
+        for kind, query in SEARCH_QUERIES:
+            if query == "RARE":
+                query = rare[1] if rare else "zyzzyva"
+            flt = parse(f'text:"{query}"' if '"' not in query else f"text:'{query}'")
+            search_ms, filter_ms, hits = [], [], 0
+            for _ in range(runs):
+                t = time.perf_counter()
+                hits = len(text_index.search(conn, query, 50))
+                t1 = time.perf_counter()
+                reader.traces(0, 100, horizon, flt)
+                search_ms.append((t1 - t) * 1000)
+                filter_ms.append((time.perf_counter() - t1) * 1000)
+            out["queries"][kind] = {"query": query, "hits": hits, "search_p50_ms": pct(search_ms, 0.5),
+                                    "search_p95_ms": pct(search_ms, 0.95), "filter_p50_ms": pct(filter_ms, 0.5),
+                                    "filter_p95_ms": pct(filter_ms, 0.95)}  # fmt: skip
+    finally:
+        reader.close()
+        conn.close()
+    return out
+
+
+def search_report(sizes: list[int]) -> list[dict]:
+    """The search step on the small database (the baseline) and on each size, side by side."""
+    small, _ = ensure_db(SMALL_SPANS, big_trace=False)
+    dbs = [small] + [ensure_db(n, big_trace=True)[0] for n in sizes]
+    results = []
+    for db in dbs:
+        indexed, took = ensure_text_indexed(db)
+        res = search_times(indexed)
+        res["db"], res["index_build_s"] = str(indexed), took
+        res["index_bytes"] = _index_bytes(indexed)
+        results.append(res)
+    names = [f"{r['spans']:,} spans" + (" (baseline)" if i == 0 else "") for i, r in enumerate(results)]
+    header = f"{'query':36s} " + " ".join(f"{n:>30s}" for n in names)
+    print("\nfull-text search: the newest 50 matches (tracetui search) / the list's text:\"…\" filter, p95 of "
+          f"{SEARCH_RUNS}; budget <= 200 ms at 1,000,000 spans\n{header}\n" + "-" * len(header))  # fmt: skip
+    for kind, _ in SEARCH_QUERIES:
+        cells = []
+        for r in results:
+            q = r["queries"][kind]
+            cells.append(f"{q['search_p95_ms']:,.1f} / {q['filter_p95_ms']:,.1f} ms ({q['hits']} hits)")
+        label = f"{kind}: {results[-1]['queries'][kind]['query']}"
+        print(f"{label[:36]:36s} " + " ".join(f"{c:>30s}" for c in cells))
+    print(f"{'index bytes per span':36s} " + " ".join(
+        f"{r['index_bytes'] / max(r['spans'], 1):>28,.0f} B" for r in results))  # fmt: skip
+    return results
+
+
+def _index_bytes(db: Path) -> int:
+    """Bytes of span_text and its FTS5 tables (dbstat)."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT sum(pgsize) FROM dbstat WHERE name LIKE 'span_text%'").fetchone()[0] or 0
+    finally:
+        conn.close()
+
+
 # --- orchestration --------------------------------------------------------------------------
 
 
@@ -665,6 +778,9 @@ def main() -> int:
         "(FILE.txt: collapsed stacks, else speedscope JSON)",
     )
     ap.add_argument("--json", help="write all results to this file")
+    ap.add_argument("--search", action="store_true",
+                    help="only the full-text search step (issue 21): the query mix over each size, indexed by the "
+                         "real indexer (the index is built once and cached), with the small database as baseline")  # fmt: skip
     # child mode
     ap.add_argument("--child", choices=("empty", "measure"), help=argparse.SUPPRESS)
     ap.add_argument("--db", help=argparse.SUPPRESS)
@@ -686,6 +802,12 @@ def main() -> int:
         for n in (*sizes, SMALL_SPANS):
             for p in CACHE.glob(f"db-{n}-*"):
                 p.unlink()
+    if args.search:
+        results = search_report(sizes)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"machine": info, "search": results}, indent=1, default=str))
+        print(f"load average at the end: {tuple(round(x, 2) for x in os.getloadavg())} (start: {info.get('loadavg')})")
+        return 0
     small, small_meta = ensure_db(SMALL_SPANS, big_trace=False)
     workdir = CACHE / f"run-{os.getpid()}"
     workdir.mkdir(parents=True, exist_ok=True)

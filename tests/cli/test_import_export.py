@@ -38,6 +38,7 @@ from tracetui.cli.main import main
 from tracetui.model.fmt import fmt_duration
 from tracetui.otlp.otlp_json import message_to_dict
 from tracetui.query.export import ExportError, span_attributes_json, trace_summary
+from tracetui.store.blobs import Blobs
 from tracetui.store.reader import SqliteReader
 
 AGENT = FIXTURES / "handmade_agent.otlp"
@@ -93,8 +94,11 @@ def test_import_of_every_fixture_stores_every_span_and_log_record(tmp_path):
     assert stored_span_keys(db) == keys
     assert stored_counts(db) == (len(keys), len(expected_traces(requests)))
     raw = {(t, s): r for t, s, r in stored(db, "SELECT trace_id, span_id, raw FROM spans")}
+    conn = sqlite3.connect(db)
+    expand = Blobs(conn).expand  # long strings are stored once (tracetui.store.blobs)
     for _service, span in iter_spans(requests):
-        assert raw[(span.trace_id, span.span_id)] == span.SerializeToString()
+        assert expand(raw[(span.trace_id, span.span_id)]) == span.SerializeToString()
+    conn.close()
     n_logs = log_record_count(FIXTURES.glob("*.logs.otlp"))
     assert stored(db, "SELECT count(*) FROM logs") == [(n_logs,)]
     assert (

@@ -65,6 +65,7 @@ from opentelemetry.trace import (
 )
 
 from tracetui.otlp.otlp_json import message_to_dict
+from tracetui.store.blobs import Blobs
 from tracetui.store.reader import SqliteReader
 
 #: The ready line exactly as the issue specifies it.
@@ -104,7 +105,8 @@ def as_json(request) -> bytes:
 def stored_raw(db_path: Path) -> dict[tuple[bytes, bytes], bytes]:
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
-        return {(t, s): raw for t, s, raw in conn.execute("SELECT trace_id, span_id, raw FROM spans")}
+        expand = Blobs(conn).expand  # long strings are stored once (tracetui.store.blobs)
+        return {(t, s): expand(raw) for t, s, raw in conn.execute("SELECT trace_id, span_id, raw FROM spans")}
     finally:
         conn.close()
 

@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from tracetui.query import metric_stats
+from tracetui.store.blobs import provenance_sql
 from tracetui.store.reader import SqliteReader
 
 MODEL = {"gen_ai.request.model": "sdk-model", "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai"}
@@ -87,7 +88,9 @@ def test_cumulative_histogram_over_several_intervals_counts_each_measurement_onc
 
 
 def span_ttft(db: Path, span_id: bytes) -> tuple:
-    rows = query_ro(db, "SELECT ttft_ns, streaming, provenance FROM spans WHERE span_id = ?", (span_id,))
+    rows = query_ro(
+        db, f"SELECT ttft_ns, streaming, {provenance_sql('provenance')} FROM spans WHERE span_id = ?", (span_id,)
+    )
     return rows[0] if rows else (None, None, None)
 
 

@@ -24,6 +24,7 @@ from helpers import channel_to, read_records, start_receiver, trace_fixture_file
 from tracetui.jobs.indexer import Indexer
 from tracetui.llm.chat import extract_messages
 from tracetui.model.filter import FilterError, parse
+from tracetui.store import text_index
 from tracetui.store.reader import SqliteReader
 from tracetui.store.retention import delete_traces
 from tracetui.store.schema import connect_writer
@@ -130,6 +131,34 @@ def test_text_term_combines_with_other_terms(db: Path) -> None:
         reader.close()
 
 
+def test_a_dense_search_lists_the_same_runs_checked_newest_first(db: Path, monkeypatch) -> None:
+    """A word in many spans is checked run by run among the newest runs (fast for the first page); the
+    pages and the capped count must be exactly those of collecting every match, whatever the window."""
+    import tracetui.store.reader as reader_module
+
+    reader = SqliteReader(db)
+    try:
+        newest_first = [t.trace_id for t in reader.traces(limit=10_000)]
+        conn = sqlite3.connect(db)
+        text = " ".join(row[0] for row in conn.execute("SELECT content FROM span_text"))
+        conn.close()
+        words = sorted(set(re.findall(r"\b[a-z]{4,12}\b", text)))[:300]
+        expected = {w: [t.trace_id for t in reader.traces(flt=parse(f"text:{w}"), limit=10_000)] for w in words}
+        # a word in a few runs, none of them the newest: a window can hold fewer matches than a page
+        # needs while older runs match
+        word = next(w for w in words if len(expected[w]) >= 3 and newest_first[0] not in expected[w])
+        monkeypatch.setattr(text_index, "DENSE_MATCHES", 1)  # every search checks runs one by one first
+        for window in range(2, len(newest_first) + 4):
+            monkeypatch.setattr(reader_module, "TEXT_WINDOW_RUNS", window)
+            for offset, limit in ((0, 1), (0, 2), (1, 1), (0, 3)):
+                page = [t.trace_id for t in reader.traces(offset, limit, flt=parse(f"text:{word}"))]
+                assert page == expected[word][offset : offset + limit], (window, offset, limit)
+            for cap in (1, 2, 3):
+                assert reader.count_traces(flt=parse(f"text:{word}"), cap=cap) == min(cap, len(expected[word]))
+    finally:
+        reader.close()
+
+
 def test_bad_search_syntax_is_a_clear_error(db: Path) -> None:
     with pytest.raises(FilterError, match="text:"):
         parse('text:"refund OR"')
@@ -190,3 +219,25 @@ def test_resume_after_kill_9_and_eviction(db: Path, tmp_path: Path) -> None:
     indexer.close()
     assert conn.execute("SELECT count(*) FROM span_text WHERE trace_id = ?", (victim,)).fetchone()[0] == 0
     conn.close()
+
+
+def test_search_skips_a_match_whose_span_was_evicted(db: Path, tmp_path: Path) -> None:
+    """Between an eviction and the indexer's clean-up the index still holds the run's text: search skips it."""
+    copy = tmp_path / "e.db"
+    src = sqlite3.connect(db)
+    src.execute(f"VACUUM INTO '{copy}'")
+    src.close()
+    library, (span_id, prompt, _) = next(iter(_conversations(copy).items()))
+    before = json.loads(_search(copy, f'"{prompt}"', "--json", "--limit", "10000").stdout)
+    victim = next(bytes.fromhex(row["trace_id"]) for row in before if row["span_id"] == span_id.hex())
+    conn = connect_writer(copy)
+    conn.execute("BEGIN IMMEDIATE")
+    delete_traces(conn, [victim])  # as retention does; no indexer runs on the copy
+    conn.execute("COMMIT")
+    assert conn.execute("SELECT count(*) FROM span_text WHERE trace_id = ?", (victim,)).fetchone()[0] > 0
+    conn.close()
+    result = _search(copy, f'"{prompt}"', "--json", "--limit", "10000")
+    assert result.returncode == 0, result.stderr
+    after = json.loads(result.stdout)
+    assert not any(row["trace_id"] == victim.hex() for row in after), library
+    assert len(after) == len([row for row in before if row["trace_id"] != victim.hex()])

@@ -24,16 +24,17 @@ def _messages(text: str) -> str:
     return json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": text}]}])
 
 
-def run_request(n: int, answer: str, with_docs: bool = True):
+def run_request(n: int, answer: str, with_docs: bool = True, docs: str = DOCS, only: tuple[int, ...] = (1, 2, 3)):
     chat = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o", "gen_ai.system": "openai",
             "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 5,
             "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": "Refund?"}]}]),
             "gen_ai.output.messages": _messages(answer)}  # fmt: skip
-    spans = [make_span(tid(n), sid(1), None, name="invoke_agent support", start=0, duration=100)]
-    if with_docs:
+    spans = [make_span(tid(n), sid(1), None, name="invoke_agent support", start=0, duration=100)] if 1 in only else []
+    if with_docs and 2 in only:
         spans.append(make_span(tid(n), sid(2), sid(1), name="retrieval kb", start=1, duration=5, attributes={
-            "gen_ai.operation.name": "retrieval", "gen_ai.retrieval.documents": DOCS}))  # fmt: skip
-    spans.append(make_span(tid(n), sid(3), sid(1), name="chat gpt-4o", start=10, duration=50, attributes=chat))
+            "gen_ai.operation.name": "retrieval", "gen_ai.retrieval.documents": docs}))  # fmt: skip
+    if 3 in only:
+        spans.append(make_span(tid(n), sid(3), sid(1), name="chat gpt-4o", start=10, duration=50, attributes=chat))
     return make_request(spans).SerializeToString()
 
 
@@ -75,9 +76,13 @@ class FakeJudge(BaseHTTPRequestHandler):
     in_flight = 0
     most_in_flight = 0
     counting = threading.Lock()
+    #: Every request body received, as text.
+    received: list[str] = []
 
     def do_POST(self) -> None:  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        raw = self.rfile.read(int(self.headers["content-length"]))
+        FakeJudge.received.append(raw.decode())
+        body = json.loads(raw)
         answer = body["messages"][-1]["content"].rsplit("ANSWER:\n", 1)[-1]
         if "patient" in answer:
             self._count(+1)
@@ -161,6 +166,8 @@ def test_the_estimate_is_labelled_on_the_list_badge_and_a_judged_score_wins(rece
         (row,) = reader.traces()
         assert row.groundedness == 0.5 and not row.groundedness_estimated  # the model's verdict, not the estimate
         assert "≈" not in cell_text(grounded, row)
+        # Stats and compare average the model's score alone, not the model's and the estimate's (0.75).
+        assert reader.groundedness_scores() == {(tid(1), sid(3)): [0.5]}
     finally:
         reader.close()
 
@@ -265,3 +272,116 @@ def test_concurrency_is_the_number_of_calls_in_flight(receiver, fake_judge, conc
     assert done.returncode == 0, done.stderr
     assert FakeJudge.most_in_flight == concurrency
     assert len(results(receiver.db_path)) == 6 and "6 calls judged" in done.stderr
+
+
+SECRET_EMAIL, SECRET_KEY = "alice.smith@example.com", "sk-live0123456789abcdefXYZ"
+
+
+def test_with_redact_the_judge_model_never_receives_a_redacted_pattern(start_rcv, fake_judge):
+    receiver = start_rcv("--judge", fake_judge, "--judge-model", "fake-7b", "--judge-rate", "0",
+                         "--redact", "emails", "--redact", "keys")  # fmt: skip
+    docs = json.dumps([{"id": "kb-1", "content": f"Refunds within 30 days. Contact {SECRET_EMAIL}, key {SECRET_KEY}."}])
+    FakeJudge.received.clear()
+    send(receiver, run_request(1, f"Write to {SECRET_EMAIL} for refunds within 30 days.", docs=docs))
+    assert wait_until(lambda: tid(1) in results(receiver.db_path), timeout=30), receiver.stderr
+    assert FakeJudge.received and all(SECRET_EMAIL not in b and SECRET_KEY not in b for b in FakeJudge.received)
+    assert "[redacted]" in FakeJudge.received[0] and "30 days" in FakeJudge.received[0]
+    assert SECRET_EMAIL not in results(receiver.db_path)[tid(1)][2]  # nor in the stored explanation
+
+
+def test_no_content_refuses_a_model_judge_before_anything_starts(tmp_path, fake_judge):
+    done = subprocess.run([sys.executable, "-m", "tracetui", "serve", "--headless", "--db", str(tmp_path / "x.db"),
+                           "--no-content", "--judge", fake_judge, "--judge-model", "fake-7b"],
+                          capture_output=True, text=True, env=receiver_env(), timeout=60)  # fmt: skip
+    assert done.returncode != 0 and "content is kept out (--no-content)" in done.stderr
+    assert "--judge lexical" in done.stderr and "listening" not in done.stderr
+
+
+def test_no_content_the_estimate_quotes_nothing_and_the_recorded_policy_holds(start_rcv, fake_judge):
+    receiver = start_rcv("--judge", "lexical", "--no-content")
+    send(receiver, run_request(1, "Refunds are possible within 45 days."))
+    assert wait_until(lambda: tid(1) in results(receiver.db_path), timeout=30), receiver.stderr
+    score, label, explanation, _ = results(receiver.db_path)[tid(1)]
+    assert score is not None and score < 0.7 and label == "estimate"
+    assert "45" not in explanation and "Refunds" not in explanation and "not quoted" in explanation
+    # `tracetui judge` over this database follows the policy its receiver recorded: no model reads it.
+    assert wait_until(lambda: query_ro(receiver.db_path, "SELECT 1 FROM meta WHERE key = 'content_policy'"))
+    done = judge_cli(receiver.db_path, "--judge", fake_judge, "--judge-model", "fake-7b")
+    assert done.returncode != 0 and "--no-content" in done.stderr
+
+
+def test_a_budget_is_not_passed_by_the_calls_in_flight(receiver, fake_judge):
+    send(receiver, *(run_request(n, "A patient answer: refunds within 30 days.") for n in range(1, 7)))
+    FakeJudge.most_in_flight = 0
+    # 70 tokens a call, a budget of 100, 3 calls allowed in flight: each call reserves its estimate first,
+    # so the second starts only once the first has settled, and nothing starts after the budget is spent.
+    done = judge_cli(receiver.db_path, "--judge", fake_judge, "--judge-model", "fake-7b", "--judge-rate", "0",
+                     "--judge-budget", "100", "--judge-concurrency", "3")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert len(results(receiver.db_path)) == 2 and FakeJudge.most_in_flight == 1
+    assert "paused for budget (100 tokens/h)" in done.stderr
+
+
+def test_a_call_waits_for_context_that_arrives_after_it(start_rcv):
+    receiver = start_rcv("--judge", "lexical")
+    send(receiver, run_request(1, "Refunds are possible within 30 days of purchase.", only=(1, 3)))
+    assert _passes_after_now(receiver.db_path), receiver.stderr
+    assert tid(1) not in results(receiver.db_path) and _judge_state(receiver.db_path)["waiting"] == 1
+    send(receiver, run_request(1, "", only=(2,)))  # the run's retrieval, in a later export
+    assert wait_until(lambda: tid(1) in results(receiver.db_path), timeout=30), receiver.stderr
+    assert results(receiver.db_path)[tid(1)][0] == 1.0  # judged against it, not "not judged: no context"
+
+
+def _job(db: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tracetui", "job", "judge", "--db", str(db), *args],
+                            env=receiver_env(), stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    proc.kill()
+    proc.wait(10)
+
+
+def test_the_budget_spent_survives_a_killed_judge(receiver, fake_judge):
+    args = ("--judge", fake_judge, "--judge-model", "fake-7b", "--judge-budget", "100", "--judge-rate", "0")
+    send(receiver, *(run_request(n, "Refunds are possible within 30 days.") for n in (1, 2, 3)))
+    job = _job(receiver.db_path, *args)
+    try:
+        paused = lambda: _judge_state(receiver.db_path).get("state") == "paused for budget"  # noqa: E731
+        assert wait_until(paused, timeout=30)
+        assert len(results(receiver.db_path)) == 2
+    finally:
+        _kill(job)
+    job = _job(receiver.db_path, *args)  # a new process, the same hour
+    try:
+        assert _passes_after_now(receiver.db_path)
+        assert _judge_state(receiver.db_path)["state"] == "paused for budget"
+        assert len(results(receiver.db_path)) == 2  # it did not start a new hour of spending
+    finally:
+        _kill(job)
+
+
+def _failures(db: Path) -> int:
+    rows = query_ro(db, "SELECT value FROM meta WHERE key = 'judge_progress'")
+    retries = json.loads(rows[0][0])["retries"] if rows else []
+    return retries[0][1] if retries else 0
+
+
+def test_the_retries_and_their_backoff_survive_a_killed_judge(receiver, fake_judge):
+    args = ("--judge", fake_judge, "--judge-model", "fake-7b", "--judge-timeout", "0.3", "--judge-rate", "0")
+    send(receiver, run_request(1, "a slow answer"))
+    job = _job(receiver.db_path, *args)
+    try:
+        assert wait_until(lambda: _failures(receiver.db_path) >= 2, timeout=30)
+    finally:
+        _kill(job)
+    before = _failures(receiver.db_path)
+    job = _job(receiver.db_path, *args)
+    try:
+        assert _passes_after_now(receiver.db_path, n=1)
+        assert _judge_state(receiver.db_path)["retrying"] == 1
+        assert wait_until(lambda: _failures(receiver.db_path) > before, timeout=60)
+        assert _failures(receiver.db_path) == before + 1  # the backoff goes on where it was, not from 2 s
+        assert tid(1) not in results(receiver.db_path)
+    finally:
+        _kill(job)

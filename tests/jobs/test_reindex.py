@@ -95,7 +95,7 @@ def snapshot(db: Path) -> dict[str, object]:
         evaluations = sorted(conn.execute(f"SELECT {', '.join(cols)} FROM evaluations").fetchall(), key=repr)
         # the full-text indexer's own progress (index_*, content_policy) is not derived from the spans
         meta = dict(conn.execute("SELECT key, value FROM meta WHERE key != 'receiver' "
-                                 "AND key NOT IN ('index_cursor', 'index_cleaned', 'content_policy')"))  # fmt: skip
+                                 "AND key NOT LIKE 'index\\_%' ESCAPE '\\' AND key != 'content_policy'"))  # fmt: skip
     finally:
         conn.close()
     return {"spans": spans, "traces": traces, "evaluations": evaluations, "meta": meta}

@@ -1,6 +1,6 @@
 """An upgraded database: opened at once, its Stats rollup filled by `tracetui job rollup` in the background.
 
-The database is written by tracetui's real writer, then taken back to schema 11 as a
+The database is written by tracetui's real writer, then taken back to schema 12 as a
 tracetui from before the rollup left it (no rollup tables, no triggers). Opening it
 migrates in an instant; until the real job process has filled the rollup, Stats scans
 (exact) and the header's counters say how far the fill has come; after, the rollup
@@ -41,7 +41,7 @@ def test_an_old_database_opens_at_once_and_the_job_fills_its_rollup(tmp_path: Pa
     fill_db(db, traffic(7, range(1, 150)))
     as_before_the_rollup(db)
 
-    scan, rolled = readers(db)  # opening migrates (schema 12): nothing summed yet
+    scan, rolled = readers(db)  # opening migrates (schema 13): nothing summed yet
     assert rolled.counters().stats_backfill == 0.0
     assert [g.percentiles for g in compute(rolled, "model")] == [None] * len(compute(scan, "model"))
     scan.close()

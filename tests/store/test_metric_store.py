@@ -14,10 +14,14 @@ from tracetui.ingest.ack import Outcome, ingest
 from tracetui.jobs.reindex import reindex
 from tracetui.query import metric_stats
 from tracetui.query.metric_stats import pieces, quantile
+from tracetui.store.blobs import provenance_sql
 from tracetui.store.reader import SqliteReader
 from tracetui.store.retention import Retention, enforce, purge, used_bytes
 from tracetui.store.schema import connect_writer
 from tracetui.store.writer import Writer
+
+#: A span's provenance JSON, stored inline or interned (tracetui.store.blobs).
+PROVENANCE = provenance_sql("provenance")
 
 S = 10**9
 CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
@@ -221,7 +225,7 @@ def test_an_exemplar_gives_no_first_token_to_a_call_its_library_says_was_not_str
     for record in read_records(FIXTURES / "openlit_openai.metrics.otlp"):
         send(writer, record)
     writer.stop()
-    sql = ("SELECT streaming, ttft_ns, tokens_per_s, json_extract(provenance, '$.ttft') "
+    sql = (f"SELECT streaming, ttft_ns, tokens_per_s, json_extract({PROVENANCE}, '$.ttft') "
            "FROM spans WHERE llm_kind = 'llm' AND status_code != 2 ORDER BY start_ns")  # fmt: skip
     rows = query_ro(writer.path, sql)
     assert [r[0] for r in rows] == [0, 1, 1, 1]  # plan is not streamed; research, summarize, answer are
@@ -237,7 +241,9 @@ def test_exemplar_ttft_survives_reindex_and_reaches_only_llm_spans(writer):
     send(writer, ttft_exemplar_request(tid(7), sid(2), 0.3, FIRST_CHUNK))
     send(writer, ttft_exemplar_request(tid(7), sid(3), 0.3, FIRST_CHUNK))  # a tool has no first token
     writer.stop()
-    sql = "SELECT span_id, ttft_ns, json_extract(provenance, '$.ttft') FROM spans WHERE trace_id = ? ORDER BY span_id"
+    sql = (
+        f"SELECT span_id, ttft_ns, json_extract({PROVENANCE}, '$.ttft') FROM spans WHERE trace_id = ? ORDER BY span_id"
+    )
     expected = [
         (sid(2), 300_000_000, "metric exemplar (gen_ai.client.operation.time_to_first_chunk)"),
         (sid(3), None, None),

@@ -128,3 +128,26 @@ async def test_the_users_line_is_bounded_and_says_so(agent_db: Path, monkeypatch
         await settle(pilot)
         text = " ".join(screen_text(app).split())
         assert "thumbs down by TTFT not counted over 3 calls (more than 2)" in text
+
+
+async def test_x_under_no_content_writes_no_message_and_says_so(agent_db: Path, tmp_path: Path, monkeypatch) -> None:
+    """The database records --no-content (as its receiver does): the set has ids and figures, no messages."""
+    from tracetui.model.config import CONTENT_OMITTED, ContentPolicy
+    from tracetui.store.text_index import record_policy_at
+
+    record_policy_at(agent_db, ContentPolicy(keep_content=False))
+    monkeypatch.chdir(tmp_path)
+    app = make_app(agent_db)
+    seen = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("slash")
+        await pilot.press(*"groundedness<0.5", "enter")
+        await settle(pilot)
+        await pilot.press("X")
+        await settle(pilot)
+    [written] = list(tmp_path.glob("tracetui-cohort-*.jsonl"))
+    [record] = [json.loads(line) for line in written.read_text().splitlines()]
+    assert record["input"] and all(m["content"] == CONTENT_OMITTED for m in record["input"])
+    assert record["output"] == CONTENT_OMITTED and record["model"]
+    assert any("Wrote 1 call" in s and "Message content not kept" in s for s in seen)

@@ -97,3 +97,39 @@ async def test_the_header_drops_whole_sections_when_narrow(empty_db, width):
         assert "LLM calls" in text
     if width >= 160:
         assert "since start: $0  0 tok  0 LLM calls" in text and "db " in text
+
+
+async def test_the_header_says_the_index_lags_and_stops_saying_it_once_caught_up(tmp_path):
+    """1,500 spans stored and not indexed yet: "indexing 1.5k behind"; the real indexer catches up while the
+    UI runs, and the words go (a batch or so behind, under 1,000, is never shown)."""
+    import asyncio
+
+    from tests.helpers import fill_db, make_request, make_span, tid
+    from tracetui.jobs.indexer import Indexer
+    from tracetui.ui.app import TraceTuiApp
+
+    db = tmp_path / "lag.db"
+    fill_db(db, [make_request([make_span(tid(t), (s + 1).to_bytes(8, "big"), name=f"step {s}", start=s * 1000)
+                               for s in range(100)]) for t in range(1, 16)])  # fmt: skip
+    indexer = Indexer(db)  # records its cursor at 0: 1,500 spans behind
+    write_status(db, state="listening", heartbeat_ns=time.time_ns())
+    app = TraceTuiApp(
+        SqliteReader(db), open_reader=lambda: SqliteReader(db), listen="127.0.0.1:4317", poll_interval=0.05,
+        clock=lambda: FIXED_NOW_NS, freeze_gc=False, receiver_alive=lambda: True,
+    )  # fmt: skip
+    try:
+        async with app.run_test(size=(160, 30)) as pilot:
+            await settle(pilot)
+            header = app.screen.query_one(StatusHeader)
+            deadline = time.monotonic() + 5
+            while "indexing" not in str(header.render()) and time.monotonic() < deadline:
+                await pilot.pause(0.05)
+            assert "indexing 1.5k behind" in str(header.render())
+            await asyncio.to_thread(indexer.catch_up)
+            deadline = time.monotonic() + 5
+            while "indexing" in str(header.render()) and time.monotonic() < deadline:
+                await pilot.pause(0.05)
+            assert "indexing" not in str(header.render())
+            assert "1.5k" in str(header.render()) or "1,500" in str(header.render())  # the spans are still counted
+    finally:
+        indexer.close()

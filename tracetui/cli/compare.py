@@ -209,9 +209,13 @@ def cohort_command(
         since = parse_time(window, time.time_ns()) if window else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--window'") from None
+    from tracetui.query.scrub import policy_note
+
     reader = open_reader(db, source=source)
     written = 0
+    note = ""
     try:
+        note = policy_note(reader.content_policy())
         if output == "-":
             for line in cohort_lines(cohort_records(reader, flt, since_ns=since, limit=limit), shape):
                 sys.stdout.write(line + "\n")
@@ -226,3 +230,5 @@ def cohort_command(
         reader.close()
     where = "standard output" if output == "-" else output
     click.echo(f"wrote {written:,} call{'s' if written != 1 else ''} ({shape}) to {where}", err=True)
+    if note:
+        click.echo(f"tracetui: {note}", err=True)

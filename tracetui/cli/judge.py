@@ -12,6 +12,8 @@ from urllib.parse import urlparse
 import click
 
 from tracetui.cli.common import db_option, open_writer, resolve_db
+from tracetui.cli.search import content_policy
+from tracetui.model.config import ContentPolicy
 
 #: The judge endpoint's API key, when it needs one (hosted APIs).
 KEY_ENV = "TRACETUI_JUDGE_API_KEY"
@@ -64,6 +66,13 @@ def _budget(text: str | None, model: str | None):
     return Budget(limit, usd)
 
 
+NO_CONTENT_OPTION = click.option("--no-content", is_flag=True,
+                                 help="Content is kept out: no model judge; the estimate's explanations quote nothing.")  # fmt: skip
+REDACT_OPTION = click.option("--redact", multiple=True, metavar="PATTERN",
+                             help="Replace matches with [redacted] in what the judge model is sent: 'keys', 'emails' "
+                                  "or a regex. Repeatable.")  # fmt: skip
+
+
 @click.command("judge")
 @db_option
 @click.option("--judge", "endpoint", default="lexical", show_default=True, metavar="URL|lexical",
@@ -80,26 +89,35 @@ def _budget(text: str | None, model: str | None):
 @CONCURRENCY_OPTION
 @click.option("--since", default=None, metavar="AGE", help="Only calls that started within this age (e.g. 1h, 7d).")
 @click.option("--filter", "expr", default=None, metavar="EXPR", help="Only the calls matching this filter.")
+@NO_CONTENT_OPTION
+@REDACT_OPTION
 def judge_command(
     db: Path | None, endpoint: str, judge_model: str | None, judge_allow_remote: bool, judge_rate: float,
     judge_sample: float, judge_timeout: float, judge_budget: str | None, judge_concurrency: int, since: str | None,
-    expr: str | None,
+    expr: str | None, no_content: bool, redact: tuple[str, ...],
 ) -> None:  # fmt: skip
     """Judge the groundedness of stored LLM calls that this judge has not judged yet."""
-    from tracetui.jobs.judge import judge_stored
+    from tracetui.jobs.judging import judge_stored
     from tracetui.model.filter import FilterError, parse
     from tracetui.store.retention import parse_age
 
-    judge = replace(_judge(endpoint, judge_model, judge_allow_remote), rate_per_min=judge_rate, sample=judge_sample,
-                    timeout_s=judge_timeout, budget=_budget(judge_budget, judge_model),
+    given = content_policy(no_content, redact)
+    judge = replace(_judge(endpoint, judge_model, judge_allow_remote, given), rate_per_min=judge_rate,
+                    sample=judge_sample, timeout_s=judge_timeout, budget=_budget(judge_budget, judge_model),
                     concurrency=judge_concurrency)  # fmt: skip
     try:
         flt = parse(expr) if expr else None
         since_ns = time.time_ns() - int(parse_age(since) * 1e9) if since else None
     except (FilterError, ValueError) as exc:
         raise click.BadParameter(str(exc)) from None
+    from tracetui.store.text_index import policy_of
+
     path = resolve_db(db)
     open_writer(path).close()
+    try:  # the database's own policy (its receiver's --no-content / --redact) holds too
+        judge = replace(judge, policy=_strictest(given, policy_of(path) or ContentPolicy()))
+    except ValueError as exc:
+        raise click.UsageError(f"--judge {endpoint}: {exc} (the database records --no-content)") from None
     tally = judge_stored(
         path, judge, since_ns=since_ns, flt=flt, progress=lambda line: click.echo(f"judge: {line}", err=True)
     )
@@ -114,11 +132,13 @@ def judge_command(
     )
 
 
-def _judge(endpoint: str, model: str | None, allow_remote: bool):
-    from tracetui.jobs.judge import Judge
+def _judge(endpoint: str, model: str | None, allow_remote: bool, policy: ContentPolicy):
+    from tracetui.jobs.judge import NO_CONTENT_REFUSAL, Judge
 
     if endpoint == "lexical":
-        return Judge()
+        return Judge(policy=policy)
+    if not policy.keep_content:
+        raise click.UsageError(f"--judge {endpoint}: {NO_CONTENT_REFUSAL}")
     if urlparse(endpoint).scheme not in ("http", "https"):
         raise click.BadParameter(f"{endpoint!r}: an http(s) URL or `lexical`", param_hint="--judge")
     if not model:
@@ -129,7 +149,18 @@ def _judge(endpoint: str, model: str | None, allow_remote: bool):
                 f"{endpoint} is not on this machine: pass --judge-allow-remote to send prompts there"
             )
         click.echo(f"tracetui: warning: the judge sends your prompts and answers to {endpoint}", err=True)
-    return Judge(endpoint, model, os.environ.get(KEY_ENV))
+    return Judge(endpoint, model, os.environ.get(KEY_ENV), policy=policy)
+
+
+def _strictest(given: ContentPolicy, recorded: ContentPolicy) -> ContentPolicy:
+    """Both policies at once: no content if either keeps it out, every redaction of both."""
+    return ContentPolicy(
+        given.keep_content and recorded.keep_content, tuple(dict.fromkeys(given.redact + recorded.redact))
+    )
+
+
+def _policy_args(policy: ContentPolicy) -> list[str]:
+    return (["--no-content"] if not policy.keep_content else []) + [a for p in policy.redact for a in ("--redact", p)]
 
 
 # --- beside `serve`: the judge as its own process -------------------------------------------
@@ -152,16 +183,16 @@ def serve_judge_options(command):
     return command
 
 
-def start_judge(db_path: Path, endpoint: str | None, model: str | None, allow_remote: bool, flt: str | None,
-                rate: float, sample: float, timeout: float, budget: str | None, concurrency: int, *,
-                quiet: bool):  # fmt: skip
-    """Start `python -m tracetui job judge` for ``serve`` (None without --judge); it exits with its parent."""
-    import subprocess
+def judge_job_args(db_path: Path, policy: ContentPolicy, endpoint: str | None, model: str | None, allow_remote: bool,
+                   flt: str | None, rate: float, sample: float, timeout: float, budget: str | None,
+                   concurrency: int) -> list[str] | None:  # fmt: skip
+    """The command line of ``serve``'s judge (None without --judge); a bad URL, a missing model or budget, or a
+    model judge with ``--no-content`` is said here, before anything starts."""
     import sys
 
     if endpoint is None:
         return None
-    _judge(endpoint, model, allow_remote)  # a bad URL, a missing model or budget is said before anything starts
+    _judge(endpoint, model, allow_remote, policy)
     _budget(budget, model)
     args = [sys.executable, "-m", "tracetui", "job", "judge", "--db", str(db_path), "--judge", endpoint]
     args += ["--judge-model", model] if model else []
@@ -169,7 +200,16 @@ def start_judge(db_path: Path, endpoint: str | None, model: str | None, allow_re
     args += ["--filter", flt] if flt else []
     args += ["--judge-rate", f"{rate:g}", "--judge-sample", f"{sample:g}", "--judge-timeout", f"{timeout:g}"]
     args += ["--judge-budget", budget] if budget else []
-    args += ["--judge-concurrency", str(concurrency)]
+    args += ["--judge-concurrency", str(concurrency), *_policy_args(policy)]
+    return args
+
+
+def start_judge(args: list[str] | None, *, quiet: bool):
+    """Start `python -m tracetui job judge` for ``serve`` (None without --judge); it exits with its parent."""
+    import subprocess
+
+    if args is None:
+        return None
     return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL if quiet else None)  # fmt: skip
 
@@ -199,36 +239,35 @@ def job_group() -> None:
 @TIMEOUT_OPTION
 @BUDGET_OPTION
 @CONCURRENCY_OPTION
+@NO_CONTENT_OPTION
+@REDACT_OPTION
 def job_judge(
     db: Path | None, endpoint: str, judge_model: str | None, judge_allow_remote: bool, expr: str | None,
     judge_rate: float, judge_sample: float, judge_timeout: float, judge_budget: str | None,
-    judge_concurrency: int,
+    judge_concurrency: int, no_content: bool, redact: tuple[str, ...],
 ) -> None:  # fmt: skip
     """Judge new LLM calls every few seconds until the parent (`serve`) is gone or SIGTERM."""
     import signal
 
-    from tracetui.jobs.judge import Retries, Tally, judge_stored, publish_state
+    from tracetui.jobs.judging import Follower
     from tracetui.model.filter import parse
 
-    judge = replace(_judge(endpoint, judge_model, judge_allow_remote), rate_per_min=judge_rate, sample=judge_sample,
-                    timeout_s=judge_timeout, budget=_budget(judge_budget, judge_model),
-                    concurrency=judge_concurrency)  # fmt: skip
+    judge = replace(_judge(endpoint, judge_model, judge_allow_remote, content_policy(no_content, redact)),
+                    rate_per_min=judge_rate, sample=judge_sample, timeout_s=judge_timeout,
+                    budget=_budget(judge_budget, judge_model), concurrency=judge_concurrency)  # fmt: skip
     flt = parse(expr) if expr else None
     path = resolve_db(db)
     if hasattr(os, "nice"):
         os.nice(10)  # background work: the receiver's processes go first on a busy machine
     parent = os.getppid()
     signal.signal(signal.SIGTERM, lambda *_: sys_exit())
-    totals, retries = Tally(), Retries()
-    while os.getppid() == parent:
-        if path.exists():
-            tally = judge_stored(path, judge, flt=flt, progress=lambda line: click.echo(f"judge: {line}", err=True),
-                                 retries=retries)  # fmt: skip
-            totals.judged, totals.not_judged = totals.judged + tally.judged, totals.not_judged + tally.not_judged
-            totals.failed += tally.failed
-            publish_state(path, judge, tally, totals)
-            if tally.stopped:
-                time.sleep(10 * FOLLOW_INTERVAL_S)  # the endpoint is down: try again later
+    while not path.exists():
+        time.sleep(FOLLOW_INTERVAL_S)
+    follower = Follower(path, judge, flt, log=lambda line: click.echo(f"judge: {line}", err=True))
+    orphaned = lambda: os.getppid() != parent  # noqa: E731
+    while not orphaned():
+        if follower.run(should_stop=orphaned).stopped:
+            time.sleep(10 * FOLLOW_INTERVAL_S)  # the endpoint is down: try again later
         time.sleep(FOLLOW_INTERVAL_S)
 
 

@@ -24,7 +24,7 @@ from tracetui.cli.common import (
     run_ui,
     source_options,
 )
-from tracetui.cli.judge import serve_judge_options, start_judge, stop_judge
+from tracetui.cli.judge import judge_job_args, serve_judge_options, start_judge, stop_judge
 from tracetui.model.config import (
     DEFAULT_GRPC_PORT,
     DEFAULT_HOST,
@@ -99,8 +99,10 @@ prices_option = click.option(
               help="OTLP/HTTP: answer 408 and close when a request's body takes longer to arrive.")  # fmt: skip
 @click.option("--grpc-body-timeout", type=click.FloatRange(0.1), default=10.0, show_default=True, metavar="SECONDS",
               help="OTLP/gRPC: cancel an export whose message takes longer to arrive once it was let in.")  # fmt: skip
-@click.option("--no-content", is_flag=True,
-              help="Keep message content out of the search index, the JSON attributes, exports and the judge.")  # fmt: skip
+@click.option("--no-content/--content", "no_content", default=None,
+              help="--no-content: keep message content out of the search index, the JSON attributes, exports and "
+                   "the judge. The database records it (and --redact): a later serve without either keeps it; "
+                   "--content copies content again.")  # fmt: skip
 @click.option("--redact", multiple=True, metavar="PATTERN",
               help="Replace matches with [redacted] wherever content is copied: 'keys', 'emails' or a regex. Repeatable.")  # fmt: skip
 @click.option("--no-index", is_flag=True, help="Do not build the full-text index (no text: searches).")
@@ -125,7 +127,7 @@ def serve(
     http_header_timeout: float,
     http_body_timeout: float,
     grpc_body_timeout: float,
-    no_content: bool,
+    no_content: bool | None,
     redact: tuple[str, ...],
     no_index: bool,
     exit_with_parent: bool,
@@ -151,11 +153,11 @@ def serve(
         judge_budget,
         judge_concurrency,
     )
-    from tracetui.cli.search import content_policy, start_indexer, stop_indexer
+    from tracetui.cli.search import serve_policy, start_indexer, stop_indexer
 
     settings = ReceiverSettings(
         index=not no_index,
-        content=content_policy(no_content, redact),
+        content=serve_policy(resolve_db(db), no_content, redact, quiet=exit_with_parent),
         db_path=resolve_db(db),
         host=host,
         grpc_port=grpc_port,
@@ -173,6 +175,7 @@ def serve(
         grpc_body_timeout_s=grpc_body_timeout,
         exit_with_parent=exit_with_parent,
     )
+    judge_job = judge_job_args(settings.db_path, settings.content, *judge)  # said before anything starts
     if headless:  # the receiver process (alone, or the UI's child): it starts the indexer beside itself
         from tracetui.cli.stats import start_rollup
         from tracetui.ingest.receiver import run_receiver
@@ -180,7 +183,7 @@ def serve(
         indexer = start_indexer(settings.db_path, settings.content) if settings.index else None
         filling = start_rollup(settings.db_path)  # an upgraded database's Stats rollup, in the background
 
-        judging = start_judge(settings.db_path, *judge, quiet=False)
+        judging = start_judge(judge_job, quiet=False)
         try:
             exit_code = run_receiver(settings)
         finally:
@@ -196,7 +199,7 @@ def serve(
         ready = receiver.start()
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
-    judging = start_judge(settings.db_path, *judge, quiet=True)
+    judging = start_judge(judge_job, quiet=True)
     try:
         run_ui(settings.db_path, receiver=receiver, listen=ready.grpc, http=ready.http, threshold=threshold,
                route_attribute=route_attribute, command=command_name())  # fmt: skip
@@ -336,6 +339,10 @@ def spans(db: Path | None, source: SourceChoice | None, trace_id: str, as_json: 
         raise click.ClickException(str(exc)) from None
     rows = iter_span_json(reader, full)
     if as_json:
+        from tracetui.query.scrub import policy_note
+
+        if note := policy_note(reader.content_policy()):
+            click.echo(f"tracetui: {note}", err=True)
         _echo_json_array(rows)
         return
     for span in rows:

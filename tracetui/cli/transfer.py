@@ -106,9 +106,11 @@ def export_command(
 ) -> None:
     """Write one trace (full hex id or a unique prefix) as OTLP JSON or as a text summary."""
     from tracetui.query.export import DEFAULT_MAX_CHARS, ExportError, resolve_trace_id, trace_otlp_json, trace_summary
+    from tracetui.query.scrub import policy_note
 
     reader = open_reader(db, source=source)
     try:
+        note = policy_note(reader.content_policy())
         full = resolve_trace_id(reader, trace_id)
         if fmt == "otlp-json":
             text = trace_otlp_json(reader, full) + "\n"
@@ -118,6 +120,8 @@ def export_command(
         raise click.ClickException(str(exc)) from None
     finally:
         reader.close()
+    if note:
+        click.echo(f"tracetui: {note}", err=True)
     if output is None:
         click.echo(text, nl=False)
     else:

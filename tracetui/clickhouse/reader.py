@@ -45,6 +45,7 @@ from tracetui.llm import pricing
 from tracetui.llm.evals import EVENT_NAME as EVALUATION_EVENT
 from tracetui.llm.evals import FEEDBACK_EVENTS, FEEDBACK_SCORE_KEYS, SOURCE_SPAN_EVENT
 from tracetui.llm.semconv import attribute_sources
+from tracetui.model.config import ContentPolicy
 from tracetui.model.filter import Filter
 from tracetui.model.reader import (
     FIRST_PAGE,
@@ -222,6 +223,10 @@ class ClickHouseReader:
         with self._lock:
             self._version = (now, version)
         return version
+
+    def content_policy(self) -> ContentPolicy:
+        """The Collector records no policy: the data is kept and copied as it was sent."""
+        return ContentPolicy()
 
     def counters(self) -> Counters:
         """Spans and runs in the table (both answered from a count over one column or the parts' metadata), its

@@ -27,6 +27,7 @@ from tracetui.ingest.hints import COMMAND_ENV, command_name, port_in_use_message
 from tracetui.ingest.workers import Decoder, InlineDecoder, WorkerPool, configure_pricing
 from tracetui.llm import pricing
 from tracetui.model.config import TOKEN_ENV, ReceiverSettings
+from tracetui.store import text_index
 from tracetui.store.retention import Retention, parse_age
 from tracetui.store.writer import Writer, receiver_status_defaults
 
@@ -64,6 +65,8 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
     writer = _open_writer(settings, retention, err)
     if writer is None:
         return 1
+    # every copy of the data (index, JSON column, exports, judge) follows the policy the database records
+    text_index.record_policy_at(settings.db_path, settings.content)
     writer.start()
     decoder: Decoder = InlineDecoder()
     try:
@@ -304,8 +307,7 @@ class ReceiverProcess:
         # The child starts the full-text indexer beside itself, with the user's content policy.
         if not s.index:
             cmd.append("--no-index")
-        if not s.content.keep_content:
-            cmd.append("--no-content")
+        cmd.append("--content" if s.content.keep_content else "--no-content")  # exactly, not the recorded one
         for pattern in s.content.redact:
             cmd += ["--redact", pattern]
         return cmd

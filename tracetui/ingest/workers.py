@@ -52,6 +52,7 @@ from tracetui.otlp.decode import (
 )
 from tracetui.otlp.signals import Signal, decode_request
 from tracetui.store.batch import prepare
+from tracetui.store.blobs import compact_rows
 from tracetui.store.checkpoint import WAL_BYTES
 from tracetui.store.retention import Retention
 from tracetui.store.writer import Committer, Overloaded, StoreUnavailable, Writer
@@ -307,6 +308,7 @@ def _worker_store_slice(signal: Signal, payload: bytes | bytearray | memoryview 
     decoded = decode_request(signal, payload)
     if decoded.spans:
         prepare(decoded)  # before the write lock: the workers prepare in parallel
+        compact_rows(decoded)  # then cut the long strings out (prepare reads the original bytes)
     written = 0
     if decoded.count:
         w = _worker

@@ -90,6 +90,18 @@ class Estimate:
             lines.append(f"- {_short(check.claim)} ({check.coverage:.0%}; {why})")
         return "\n".join(lines)
 
+    @property
+    def counts(self) -> str:
+        """The explanation without a word of the answer or context (content kept out: ``--no-content``)."""
+        if not self.claims:
+            return "no claim with content words in the answer"
+        supported = sum(c.supported for c in self.claims)
+        negated = sum(c.negation_mismatch for c in self.claims)
+        return (
+            f"lexical estimate: {supported} of {len(self.claims)} claims mostly covered by the context, "
+            f"{negated} with a negation that differs; claims not quoted (content kept out: --no-content)"
+        )
+
 
 def split_claims(answer: str) -> list[str]:
     """The answer's sentences (and ";"-joined clauses, list items), each a claim; empty ones dropped."""

@@ -31,6 +31,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from tracetui.llm import evals, pricing
 from tracetui.model.rows import NORMALIZED_COLUMNS, Decoded
 from tracetui.otlp.decode import add_evaluations, normalized_fields
+from tracetui.store.blobs import Blobs, provenance_id, store_provenances
 from tracetui.store.lock import WriteLock
 from tracetui.store.metrics import apply_exemplars, pending_exemplars
 from tracetui.store.schema import add_meta, connect_writer
@@ -46,6 +47,7 @@ from tracetui.store.writer import (
 BATCH_SPANS = 2_000
 _UPDATE = "UPDATE spans SET {} WHERE id = ?".format(", ".join(f"{c} = ?" for c in NORMALIZED_COLUMNS))
 _I_RESPONSE = NORMALIZED_COLUMNS.index("response_id")
+_I_PROVENANCE = NORMALIZED_COLUMNS.index("provenance")
 
 
 def reindex(
@@ -115,15 +117,22 @@ def _reindex_traces(conn, trace_ids: list[bytes]) -> int:
     found = Decoded()
     updates = []
     response_ids: set[str] = set()
-    for span_id, raw in conn.execute(f"SELECT id, raw FROM spans WHERE trace_id IN ({marks})", trace_ids).fetchall():
+    rows = conn.execute(f"SELECT id, raw FROM spans WHERE trace_id IN ({marks})", trace_ids).fetchall()
+    raws = Blobs(conn).expand_all([raw for _, raw in rows])
+    for (span_id, _), raw in zip(rows, raws, strict=True):
         span = Span.FromString(raw)
         values, scan = normalized_fields(span)  # clamped and priced exactly as at ingest
+        provenance = values[_I_PROVENANCE]
+        if provenance is not None:  # stored once, as ingest stores it (tracetui.store.blobs)
+            pid = provenance_id(provenance)
+            found.provenances[pid] = provenance
+            values = (*values[:_I_PROVENANCE], pid, *values[_I_PROVENANCE + 1 :])
         updates.append((*values, span_id))
         if values[_I_RESPONSE] is not None:
             response_ids.add(values[_I_RESPONSE])
         if scan != evals.SCAN_NOTHING:
             add_evaluations(found, evals.from_span(span, scan))
-    conn.executemany(_UPDATE, updates)
+    conn.executemany(_UPDATE, store_provenances(conn, [found], updates, set(), _I_PROVENANCE))
     # TTFT given by metric exemplars is not in the raw spans: given again (tracetui.store.metrics).
     conn.execute(f"UPDATE metric_exemplars SET applied = 0 WHERE trace_id IN ({marks})", trace_ids)
     waiting = pending_exemplars(conn, trace_ids)

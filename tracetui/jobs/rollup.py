@@ -22,15 +22,21 @@ from pathlib import Path
 
 from tracetui.store import rollup
 from tracetui.store.lock import WriteLock
-from tracetui.store.schema import connect_writer
+from tracetui.store.schema import SchemaTooNew, connect_writer
 
 #: Pause between batches: the receiver gets the lock (and the cores) in between.
 PAUSE_S = 0.01
 
 
 def pending(path: Path) -> bool:
-    """Whether this database has a fill to do (cheap: two meta rows; migrates the file)."""
-    conn = connect_writer(Path(path))
+    """Whether this database has a fill to do (cheap: two meta rows; migrates the file). False when it cannot
+    be opened (the receiver, which opens it next, says why) or does not exist (a new one has none)."""
+    if not Path(path).exists():
+        return False
+    try:
+        conn = connect_writer(Path(path))
+    except (SchemaTooNew, sqlite3.Error, OSError):
+        return False
     try:
         return rollup.progress(conn) is not None
     finally:
@@ -70,6 +76,8 @@ def main(argv: list[str]) -> int:
         try:
             fill(args.db, lambda: os.getppid() != parent)
             return 0
+        except SchemaTooNew:  # the receiver beside it says so, once
+            return 1
         except sqlite3.OperationalError as exc:  # e.g. the disk is full: try again later
             print(f"tracetui rollup: {exc}", flush=True)
             time.sleep(1.0)

@@ -30,10 +30,14 @@ _CONTENT_KEYS = re.compile(
     r"^(?:gen_ai\.(?:input\.messages|output\.messages|system_instructions|prompt|completion"
     r"|tool\.call\.arguments|tool\.call\.result|retrieval\.documents|retrieval\.query)"
     r"|llm\.(?:input_messages|output_messages|prompts|choices|prompt_template\.variables)"
+    r"|llm\.[a-z_]+\.(?:messages|choices)"  # LiteLLM: llm.openai.messages, llm.openai.choices
+    r"|embedding\.embeddings"  # OpenInference: the texts embedded
     r"|(?:input|output)\.value|traceloop\.entity\.(?:input|output)|request_data|response_data"
     r"|ai\.(?:prompt|response\.(?:text|toolCalls|object)|toolCall\.(?:args|result))"
     r"|retrieval\.documents|reranker\.(?:input_documents|output_documents|query)"
-    r"|tool_arguments|tool_response|all_messages_events|pydantic_ai\.all_messages|final_result)(?:$|[.\[])"
+    r"|tool_arguments|tool_response|all_messages_events|pydantic_ai\.all_messages|final_result"
+    # an evaluator's explanation often quotes the answer it judged
+    r"|gen_ai\.evaluation\.explanation)(?:$|[.\[])"
 )
 #: Documents a retriever or reranker returned, as text: OpenInference / traceAI flattened keys.
 _DOCUMENT_KEY = re.compile(r"^(?:retrieval|reranker\.(?:input|output))_?documents\.\d+\.document\.content$")
@@ -103,31 +107,37 @@ def span_text(
     return policy.redacted(text[:MAX_INDEXED_CHARS])
 
 
-def _cleaned(value: object, policy: ContentPolicy) -> object:
+def cleaned(value: object, policy: ContentPolicy) -> object:
+    """``value`` (a string, or lists and dicts of them) with every redaction of ``policy`` applied."""
     if isinstance(value, str):
         return policy.redacted(value)
     if isinstance(value, list):
-        return [_cleaned(item, policy) for item in value]
+        return [cleaned(item, policy) for item in value]
     if isinstance(value, dict):
-        return {key: _cleaned(item, policy) for key, item in value.items()}
+        return {key: cleaned(item, policy) for key, item in value.items()}
     return value
 
 
-def attributes_json(attributes: dict[str, Any], policy: ContentPolicy) -> str:
-    """The attributes as a JSON object for SQL tools (``json_extract``), content per ``policy``.
+def attributes_copy(attributes: dict[str, Any], policy: ContentPolicy) -> dict[str, Any]:
+    """The attributes as they may be copied under ``policy`` (the JSON column, ``spans --json``, exports).
 
     Without content, content-bearing attributes keep their key with "[content not kept]";
     redactions apply to every string value.
     """
-    out: dict[str, object] = {}
-    pattern = policy.pattern()
+    if policy.keep_content and not policy.redact:
+        return attributes
+    out: dict[str, Any] = {}
     for key, value in attributes.items():
         if not policy.keep_content and is_content_key(key):
             out[key] = CONTENT_OMITTED
-        elif pattern is not None:
-            out[key] = _cleaned(value, policy)
         else:
-            out[key] = value
+            out[key] = cleaned(value, policy)
+    return out
+
+
+def attributes_json(attributes: dict[str, Any], policy: ContentPolicy) -> str:
+    """The attributes as a JSON object for SQL tools (``json_extract``), content per ``policy`` (attributes_copy)."""
+    out = attributes_copy(attributes, policy)
     try:
         return json.dumps(out, ensure_ascii=False, default=str, allow_nan=False)
     except ValueError:  # NaN or infinity, which SQLite's JSON functions refuse: null, as json_text writes them

@@ -209,17 +209,23 @@ def is_groundedness(name: str) -> bool:
 ESTIMATE_LABEL = "estimate"
 
 
+def preferred_scores(results: list[tuple[float, str | None]]) -> list[float]:
+    """The scores of one call's (score, label) groundedness results that count: the judged ones (a model's or
+    the app's) when there are any, else the estimates. Stats and compare average these, so an estimate never
+    dilutes a judged score of the same call."""
+    judged = [score for score, label in results if label != ESTIMATE_LABEL]
+    return judged or [score for score, _ in results]
+
+
 def worst_groundedness(results: list[tuple[float, str | None]]) -> tuple[float | None, bool]:
     """(the lowest score, whether it is an estimate) of (score, label) groundedness results.
 
     A judged score wins over an estimate: the estimate is used only when nothing else scored the call or run.
     """
-    judged = [score for score, label in results if label != ESTIMATE_LABEL]
-    if judged:
-        return min(judged), False
-    if results:
-        return min(score for score, _ in results), True
-    return None, False
+    scores = preferred_scores(results)
+    if not scores:
+        return None, False
+    return min(scores), all(label == ESTIMATE_LABEL for _, label in results)
 
 
 def passed(score: float | None, label: str | None, threshold: float = 0.5) -> bool | None:

@@ -111,8 +111,9 @@ class ContentPolicy:
     The stored spans always keep what the app sent (raw OTLP). Every *copy* honours
     this policy: the full-text index and the JSON attributes the indexer writes
     (tracetui.jobs.indexer), exports, and the judge (which sends content to a model).
-    ``serve --no-content`` / ``--redact`` set it; the indexer records it in the
-    database (meta ``content_policy``) so that later readers of the file follow it.
+    ``serve --no-content`` / ``--redact`` set it; the receiver records it in the
+    database (meta ``content_policy``) so that later readers of the file follow it
+    (``Reader.content_policy``; tracetui.query.scrub makes the exports' copies).
     """
 
     #: False: no message content is copied at all (``--no-content``).
@@ -161,5 +162,13 @@ def _compile_redactions(redact: tuple[str, ...]) -> re.Pattern[str]:
             raise RedactionError(
                 f"--redact {item!r}: not a preset ({', '.join(REDACTION_PRESETS)}) nor a regular expression: {exc}"
             ) from None
-        parts.append(f"(?:{expression})")
-    return re.compile("|".join(parts))
+        flags = _LEADING_FLAGS.match(expression)  # "(?i)word" alone is fine, not inside an alternation: scope it
+        parts.append(f"(?{flags[1]}:{expression[flags.end() :]})" if flags else f"(?:{expression})")
+    try:
+        return re.compile("|".join(parts))
+    except re.error as exc:
+        raise RedactionError(f"--redact {' '.join(redact)!r}: these expressions do not combine: {exc}") from None
+
+
+#: Global inline flags at the start of a regular expression, e.g. "(?i)".
+_LEADING_FLAGS = re.compile(r"^\(\?([imsx]+)\)")

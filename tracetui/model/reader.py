@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, NamedTuple, Protocol
 
+from tracetui.model.config import ContentPolicy
 from tracetui.model.filter import Filter
 from tracetui.model.views import Counters, SessionRow, SpanDetail, SpanRow, TraceRow
 
@@ -169,6 +170,11 @@ class Reader(Protocol):
 
     def counters(self) -> Counters:
         """Totals for the header, the receiver's published status, and the store's size and health."""
+        ...
+
+    def content_policy(self) -> ContentPolicy:
+        """Where message content may be copied: the policy the data was received under (``serve --no-content`` /
+        ``--redact``, recorded with the data). Every export and copy of the data follows it (tracetui.query.scrub)."""
         ...
 
     # --- the trace list -----------------------------------------------------------------------

@@ -99,6 +99,10 @@ class Decoded:
     unit: str = "span(s)"
     #: GenAI metric series, points and exemplars (tracetui.otlp.metrics.DecodedMetrics), for metric exports.
     metrics: Any = None
+    #: Long strings cut out of the spans' raw bytes, by digest (tracetui.store.blobs.compact_rows).
+    blobs: dict[bytes, bytes] = field(default_factory=dict)
+    #: Provenance JSON of the span rows, by the id that replaced it in them (tracetui.store.blobs.compact_rows).
+    provenances: dict[bytes, str] = field(default_factory=dict)
 
     @property
     def count(self) -> int:

@@ -14,6 +14,11 @@ Two shapes (``docs/cohort.md`` documents both, field by field):
   call's recorded answer as ``output_text``, so graders can score the recorded outputs
   without generating again.
 
+A set is a copy of the data: it follows the content policy the database records
+(:meth:`Reader.content_policy`, ``serve --no-content`` / ``--redact``). Without content
+every message, document, explanation and note is "[content not kept]" (ids, model,
+parameters and figures stay); redactions apply to every string.
+
 Calls are read through the Reader protocol: the cohort's calls from
 :meth:`Reader.cohort_calls`, each run's spans once from :meth:`Reader.span_details`.
 """
@@ -28,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from tracetui.llm.chat import extract_messages, retrieval_documents
+from tracetui.llm.content import cleaned
 from tracetui.llm.feedback import is_feedback, thumb
+from tracetui.model.config import CONTENT_OMITTED, ContentPolicy
 from tracetui.model.filter import Filter
 from tracetui.model.reader import CohortCall, Reader
 from tracetui.model.views import SpanDetail
@@ -83,6 +90,7 @@ def cohort_records(
         calls = [call for call in calls if keep(call)]
     if limit is not None:
         calls = calls[-limit:]  # the newest
+    policy = reader.content_policy()
     by_trace: dict[bytes, list[bytes]] = {}
     for call in calls:
         by_trace.setdefault(call.trace_id, []).append(call.span_id)
@@ -95,7 +103,7 @@ def cohort_records(
         for span_id in span_ids:
             detail = by_id.get(span_id)
             if detail is not None:
-                yield _record(trace_id, span_id, detail, details, run_name, run_feedback)
+                yield _policed(_record(trace_id, span_id, detail, details, run_name, run_feedback), policy)
 
 
 def _run_name(details: list[SpanDetail]) -> str | None:
@@ -146,6 +154,26 @@ def _record(
             "status_message": row.get("status_message") or None,
         },
     }
+
+
+def _policed(record: dict[str, Any], policy: ContentPolicy) -> dict[str, Any]:
+    """``record`` as the content policy lets it be copied (see the module's docstring)."""
+    if not policy.keep_content:
+
+        def omit(value: Any) -> Any:
+            return CONTENT_OMITTED if value else value
+
+        for message in record["input"] + record["output_messages"]:
+            message["content"] = omit(message["content"])
+            for call in message.get("tool_calls", ()):
+                call["arguments"] = omit(call["arguments"])
+        record["system"], record["output"] = omit(record["system"]), omit(record["output"])
+        record["context"] = [CONTENT_OMITTED for _ in record["context"]]
+        for evaluation in record["evaluations"]:
+            evaluation["explanation"] = omit(evaluation["explanation"])
+        for feedback in record["feedback"]:
+            feedback["note"] = omit(feedback["note"])
+    return cleaned(record, policy) if policy.redact else record  # type: ignore[return-value]
 
 
 def _message(m: Any) -> dict[str, Any]:

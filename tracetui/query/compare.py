@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tracetui.llm.evals import is_groundedness
+from tracetui.llm.evals import is_groundedness, preferred_scores
 from tracetui.llm.feedback import abandoned, is_feedback, thumb
 from tracetui.model.filter import Filter, parse
 from tracetui.model.fmt import fmt_clock, fmt_cost, fmt_duration, safe_text
@@ -299,7 +299,7 @@ def _read(reader: Reader, cohort: Cohort, read: list[CohortCall] | None = None) 
             first_ttft[call.trace_id] = call.ttft_ns
         keys.add((call.trace_id, call.span_id))
     scores: dict[str, list[float]] = {}
-    grounded: list[float] = []
+    grounded_by_call: dict[tuple[bytes, bytes | None], list[tuple[float, str | None]]] = {}
     latest: dict[bytes, tuple[int, int]] = {}
     gone: set[bytes] = set()
     for result in _results(reader, set(runs)):
@@ -318,7 +318,8 @@ def _read(reader: Reader, cohort: Cohort, read: list[CohortCall] | None = None) 
             continue
         scores.setdefault(result.name, []).append(float(result.score))
         if is_groundedness(result.name):
-            grounded.append(float(result.score))
+            grounded_by_call.setdefault((result.trace_id, result.span_id), []).append((result.score, result.label))
+    grounded = [score for results in grounded_by_call.values() for score in preferred_scores(results)]
     return _Side(calls, runs, scores, grounded, {t: v for t, (_, v) in latest.items()}, gone, first_ttft)
 
 

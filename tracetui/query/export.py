@@ -8,6 +8,10 @@
   tokens, cost, groundedness, and the prompts and answers cut to ``max_chars``.
 * :func:`span_attributes_json` is one span's raw attributes as JSON.
 
+Each of them is a copy of the data: it follows the content policy the database
+records (``serve --no-content`` / ``--redact``, :meth:`Reader.content_policy`), through
+tracetui.query.scrub; nothing here can turn that off.
+
 Everything reads through the :class:`~tracetui.model.reader.Reader` protocol; no Textual.
 Missing traces or spans raise :class:`ExportError`.
 """
@@ -29,12 +33,15 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracetui.llm.chat import ChatMessage, extract_messages
+from tracetui.llm.content import attributes_copy
 from tracetui.llm.timing import attempts_spanned, first_token_note, retry_note, tokens_estimated_note
 from tracetui.model.anyvalue import any_value_to_python, attributes_to_dict
+from tracetui.model.config import CONTENT_OMITTED, ContentPolicy
 from tracetui.model.fmt import fmt_cost, fmt_counted, fmt_duration, json_text, safe_text
 from tracetui.model.reader import Reader
 from tracetui.model.views import NO_ROOT, SPAN_KIND_NAMES, STATUS_NAMES, SpanDetail, SpanRow, TraceRow
 from tracetui.otlp.otlp_json import message_to_json
+from tracetui.query import scrub
 from tracetui.query.tree import build_tree, flatten
 
 #: Default length of each prompt / answer in a summary.
@@ -67,8 +74,12 @@ def resolve_trace_id(reader: Reader, text: str) -> bytes:
 # --- OTLP ------------------------------------------------------------------------------------
 
 
-def _grouped(request, rows: list[tuple], resource_items: str, scope_items: str, item_field: str) -> None:
-    """Add (raw item, resource, scope, schema_url) rows to a request, grouped by resource and scope."""
+def _grouped(request, rows: list[tuple], resource_items: str, scope_items: str, item_field: str,
+             policy: ContentPolicy) -> None:  # fmt: skip
+    """Add (raw item, resource, scope, schema_url) rows to a request, grouped by resource and scope.
+
+    Raw items are already copies under ``policy``; resources are copied under it here.
+    """
     resources: dict[bytes, Any] = {}
     scopes: dict[tuple[bytes, bytes, str], Any] = {}
     for raw, resource, scope, schema_url in rows:
@@ -77,7 +88,7 @@ def _grouped(request, rows: list[tuple], resource_items: str, scope_items: str, 
         group = resources.get(resource)
         if group is None:
             group = resources[resource] = getattr(request, resource_items).add()
-            group.resource.CopyFrom(Resource.FromString(resource))
+            group.resource.CopyFrom(Resource.FromString(scrub.resource_bytes(resource, policy)))
         key = (resource, scope, schema_url or "")
         scoped = scopes.get(key)
         if scoped is None:
@@ -92,20 +103,21 @@ def trace_request(reader: Reader, trace_id: bytes) -> ExportTraceServiceRequest:
     rows = reader.stored_spans(trace_id)
     if not rows:
         raise ExportError(f"no trace {trace_id.hex()}")
+    policy = reader.content_policy()
     request = ExportTraceServiceRequest()
-    _grouped(
-        request, [(r.raw, r.resource, r.scope, r.schema_url) for r in rows], "resource_spans", "scope_spans", "spans"
-    )
+    copies = [(scrub.span_bytes(r.raw, policy), r.resource, r.scope, r.schema_url) for r in rows]
+    _grouped(request, copies, "resource_spans", "scope_spans", "spans", policy)
     return request
 
 
 def logs_request(reader: Reader, trace_id: bytes) -> ExportLogsServiceRequest | None:
     """The log records stored with one trace (evaluation results, message content), or None."""
-    rows = [(r.raw, r.resource, r.scope, r.schema_url) for r in reader.stored_logs(trace_id)]
+    policy = reader.content_policy()
+    rows = [(scrub.log_bytes(r.raw, policy), r.resource, r.scope, r.schema_url) for r in reader.stored_logs(trace_id)]
     if not rows:
         return None
     request = ExportLogsServiceRequest()
-    _grouped(request, rows, "resource_logs", "scope_logs", "log_records")
+    _grouped(request, rows, "resource_logs", "scope_logs", "log_records", policy)
     return request
 
 
@@ -128,7 +140,7 @@ def span_attributes_json(reader: Reader, trace_id: bytes, span_id: bytes) -> str
     detail = reader.span_detail(trace_id, span_id)
     if detail is None:
         raise ExportError(f"no span {span_id.hex()} in trace {trace_id.hex()}")
-    return json_text(detail.attributes, ensure_ascii=False)
+    return json_text(attributes_copy(detail.attributes, reader.content_policy()), ensure_ascii=False)
 
 
 # --- text helpers -------------------------------------------------------------------------------
@@ -309,11 +321,12 @@ def _span_logs(reader: Reader, trace_id: bytes) -> dict[bytes, list[dict[str, An
     return out
 
 
-def _message_line(message: ChatMessage, max_chars: int) -> str:
-    """One message of a conversation: ``prompt (user): text``, tool calls appended."""
+def _message_line(message: ChatMessage, max_chars: int, policy: ContentPolicy) -> str:
+    """One message of a conversation: ``prompt (user): text``, tool calls appended (redacted before it is cut)."""
     text = message.content
     for call in message.tool_calls:
         text += f"\n[tool call] {call.name or '?'}({call.arguments or ''})"
+    text = policy.redacted(text)
     label = _TOOL_LABELS.get(message.role)
     if label is None:
         label = "prompt" if message.direction == "input" else "answer"
@@ -323,7 +336,12 @@ def _message_line(message: ChatMessage, max_chars: int) -> str:
 
 
 def trace_summary(reader: Reader, trace_id: bytes, max_chars: int = DEFAULT_MAX_CHARS) -> str:
-    """A compact plain-text account of one trace, for an LLM prompt or an issue."""
+    """A compact plain-text account of one trace, for an LLM prompt or an issue, under the content policy.
+
+    Without content the messages are left out; redactions apply to every line (and to each
+    message, error and explanation before it is cut to ``max_chars``).
+    """
+    policy = reader.content_policy()
     row = reader.trace(trace_id)
     spans = reader.spans(trace_id)
     if row is None or not spans:
@@ -353,7 +371,8 @@ def trace_summary(reader: Reader, trace_id: bytes, max_chars: int = DEFAULT_MAX_
         totals.append(cost)
     if row.tokenless_calls:
         totals.append(fmt_counted(row.tokenless_calls, "call") + " without token counts (tokens and cost incomplete)")
-    evaluations = _evaluations(reader, trace_id, [(s, raw[s.span_id]) for s in spans if s.span_id in raw])
+    evaluations = [scrub.evaluation_copy(e, policy)
+                   for e in _evaluations(reader, trace_id, [(s, raw[s.span_id]) for s in spans if s.span_id in raw])]  # fmt: skip
     grounded = _hook_groundedness(row, evaluations)
     if grounded is not None:
         totals.append(f"groundedness {grounded:.2f} (worst)")
@@ -397,7 +416,7 @@ def trace_summary(reader: Reader, trace_id: bytes, max_chars: int = DEFAULT_MAX_
                 attrs = attributes_to_dict(raw[span.span_id].attributes)
                 error_type = attrs.get("error.type")
             suffix = f" [{safe_text(error_type, 80)}]" if error_type else ""
-            out.append(f"- {safe_text(span.name, 80)}: {safe_text(clip(message, max_chars))}{suffix}")
+            out.append(f"- {safe_text(span.name, 80)}: {safe_text(clip(policy.redacted(message), max_chars))}{suffix}")
         if len(errors) > MAX_ERRORS:
             out.append(f"- … {len(errors) - MAX_ERRORS} more")
 
@@ -421,23 +440,27 @@ def trace_summary(reader: Reader, trace_id: bytes, max_chars: int = DEFAULT_MAX_
             continue
         quoted += 1
         message_lines += ["", f"## {safe_text(line.span.name, 80)}"]
-        message_lines += [_message_line(m, max_chars) for m in messages]
-    if message_lines:
+        message_lines += [_message_line(m, max_chars, policy) for m in messages]
+    if message_lines and not policy.keep_content:
+        out += ["", f"Messages: {CONTENT_OMITTED} (this database was written with --no-content)"]
+    elif message_lines:
         out += ["", f"Messages (each cut to {max_chars} characters):", *message_lines[1:]]
-    return "\n".join(out) + "\n"
+    return policy.redacted("\n".join(out) + "\n")
 
 
 # --- tracetui spans --json ----------------------------------------------------------------------------
 
 
 def span_json(reader: Reader, trace_id: bytes) -> list[dict[str, Any]]:
-    """The spans of one trace for ``tracetui spans --json``, in start order."""
-    return [_span_json(detail) for detail in reader.span_details(trace_id)]
+    """The spans of one trace for ``tracetui spans --json``, in start order, under the content policy."""
+    policy = reader.content_policy()
+    return [_span_json(scrub.detail_copy(detail, policy)) for detail in reader.span_details(trace_id)]
 
 
 def iter_span_json(reader: Reader, trace_id: bytes) -> Iterator[dict[str, Any]]:
     """:func:`span_json` one span at a time (``tracetui spans`` streams a 100,000-span trace)."""
-    return (_span_json(detail) for detail in reader.iter_span_details(trace_id))
+    policy = reader.content_policy()
+    return (_span_json(scrub.detail_copy(detail, policy)) for detail in reader.iter_span_details(trace_id))
 
 
 def _ms(ns: int | None) -> float | None:

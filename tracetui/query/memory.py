@@ -23,8 +23,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tracetui.llm.evals import is_groundedness, passed
+from tracetui.llm.evals import is_groundedness, passed, preferred_scores
 from tracetui.model.anyvalue import span_attribute_text
+from tracetui.model.config import ContentPolicy
 from tracetui.model.filter import Filter
 from tracetui.model.reader import (
     FIRST_PAGE,
@@ -117,6 +118,10 @@ class MemoryReader:
 
     def data_version(self) -> int:
         return self._version
+
+    def content_policy(self) -> ContentPolicy:
+        """Nothing records a policy here: the data is kept and copied as it was sent."""
+        return ContentPolicy()
 
     def counters(self) -> Counters:
         held = self._held
@@ -349,11 +354,11 @@ class MemoryReader:
         return None  # every term is decided over every trace
 
     def groundedness_scores(self) -> dict[tuple[bytes, bytes], list[float]]:
-        found: dict[tuple[bytes, bytes], list[float]] = {}
+        found: dict[tuple[bytes, bytes], list[tuple[float, str | None]]] = {}
         for e in _deduplicated([e for results in self._held.evaluations.values() for e in results]):
             if e.span_id is not None and e.score is not None and math.isfinite(e.score) and is_groundedness(e.name):
-                found.setdefault((e.trace_id, e.span_id), []).append(float(e.score))
-        return found
+                found.setdefault((e.trace_id, e.span_id), []).append((float(e.score), e.label))
+        return {key: preferred_scores(results) for key, results in found.items()}
 
     def histogram_points(self, names: list[str], since_ns: int | None = None) -> list[HistogramPoint]:
         return []  # metrics are not held in memory

@@ -36,6 +36,7 @@ from tracetui.model.filter import (
     text_has,
     text_of,
 )
+from tracetui.store.blobs import Blobs
 from tracetui.store.text_index import match_sql, trace_match_sql
 
 #: Operators as they appear in SQL (the parser only produces these keys).
@@ -44,18 +45,19 @@ _SQL_OPS = {"=": "=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
 _SPANS_OF_TRACE = "SELECT 1 FROM spans tt_s WHERE tt_s.trace_id = traces.trace_id"
 
 
-def trace_where(flt: Filter) -> tuple[str, list[Any]]:
+def trace_where(flt: Filter, text_per_run: bool = False) -> tuple[str, list[Any]]:
     """SQL boolean expression over the `traces` table (alias `traces`) + its parameters. "1" when empty.
 
     Trace-level terms compare the trace row; the other comparisons must hold for one
     and the same span (one EXISTS); a span-level != becomes NOT EXISTS of its =; each
-    free-text word is an EXISTS of its own.
+    free-text word is an EXISTS of its own. ``text_per_run``: ``text:`` terms look each
+    run up in the index (tracetui.store.text_index.trace_match_sql), same result.
     """
     parts: list[tuple[str, list[Any]]] = []
     together: list[tuple[str, list[Any]]] = []
     for term in flt.terms:
         if term.field == TEXT_FIELD:  # a full-text search: any span of the trace
-            parts.append((trace_match_sql(), [term.value]))
+            parts.append((trace_match_sql(text_per_run), [term.value]))
         elif term.field is None:
             sql, params = _positive_sql(term, "tt_s")
             parts.append((f"EXISTS ({_SPANS_OF_TRACE} AND {sql})", params))
@@ -152,8 +154,11 @@ _SQL_FUNCTIONS: tuple[tuple[str, int, Any], ...] = (
 )
 
 
-def register_sql_functions(conn: sqlite3.Connection) -> None:
+def register_sql_functions(conn: sqlite3.Connection, blobs: Blobs | None = None) -> None:
     """Define the SQL functions the compiled filters use, on ``conn``.
+
+    ``blobs`` rebuilds the raw spans stored compact (tracetui.store.blobs) before they are read
+    (one made on ``conn`` when not given).
 
     * ``tt_attr(raw, key)``: the attribute ``key`` of a serialized Span (bools as
       'true'/'false', lists and maps as JSON, NaN as NULL);
@@ -166,8 +171,22 @@ def register_sql_functions(conn: sqlite3.Connection) -> None:
 
     All are deterministic and return NULL instead of raising on garbage.
     """
+    expand = (blobs or Blobs(conn)).expand
     for name, nargs, fn in _SQL_FUNCTIONS:
+        if name in _RAW_FIRST:
+            fn = _expanding(fn, expand)
         conn.create_function(name, nargs, _safe(fn), deterministic=True)
+
+
+#: The functions whose first argument is a span's ``raw`` column.
+_RAW_FIRST = ("tt_attr", "tt_text")
+
+
+def _expanding(fn: Callable[..., Any], expand: Callable[[bytes], bytes]) -> Callable[..., Any]:
+    def call(raw: Any, *args: Any) -> Any:
+        return fn(expand(raw) if isinstance(raw, bytes) else raw, *args)
+
+    return call
 
 
 # --- compiling ----------------------------------------------------------------------------

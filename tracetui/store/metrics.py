@@ -44,6 +44,7 @@ import sqlite3
 from collections.abc import Callable, Iterable
 
 from tracetui.model.metrics import CUMULATIVE, DecodedMetrics, MetricPoint
+from tracetui.store.blobs import provenance_sql
 from tracetui.store.schema import add_meta
 
 _INSERT_SERIES = (
@@ -82,16 +83,16 @@ UPDATE spans SET
                         THEN spans.output_tokens * 1e9
                              / (spans.end_ns - spans.start_ns - coalesce(spans.attempt_offset_ns, 0) - e.value_ns)
                    END,
-    provenance = json_set(CASE WHEN json_valid(spans.provenance) THEN spans.provenance ELSE '{}' END,
+    provenance = json_set(CASE WHEN json_valid({provenance}) THEN {provenance} ELSE '{{}}' END,
                           '$.ttft', 'metric exemplar (' || e.metric || ')',
-                          '$.streaming', coalesce(json_extract(CASE WHEN json_valid(spans.provenance)
-                                                                   THEN spans.provenance END, '$.streaming'),
+                          '$.streaming', coalesce(json_extract(CASE WHEN json_valid({provenance})
+                                                                   THEN {provenance} END, '$.streaming'),
                                                   'metric exemplar (' || e.metric || ')'))
 FROM metric_exemplars AS e
 WHERE e.applied = 0 AND e.trace_id = ? AND spans.trace_id = e.trace_id AND spans.span_id = e.span_id
   AND spans.ttft_ns IS NULL AND spans.llm_kind = 'llm' AND coalesce(spans.streaming, 1) != 0
 RETURNING spans.trace_id, spans.span_id
-"""
+""".format(provenance=provenance_sql("spans.provenance"))
 
 
 def write_metrics(conn: sqlite3.Connection, parts: Iterable[DecodedMetrics], remap: dict[int, int]) -> set[bytes]:

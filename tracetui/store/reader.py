@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from tracetui.llm.evals import is_groundedness, passed, worst_groundedness
-from tracetui.model.filter import Filter
+from tracetui.model.config import ContentPolicy
+from tracetui.model.filter import TEXT_FIELD, Filter
 from tracetui.model.reader import (
     FIRST_PAGE,
     PAGE,
@@ -30,6 +31,7 @@ from tracetui.model.reader import (
 from tracetui.model.rows import SPLIT_KEYS
 from tracetui.model.views import Counters, SessionRow, SpanDetail, SpanRow, TraceRow, log_entry
 from tracetui.store import rollup, stats_sql, text_index
+from tracetui.store.blobs import Blobs, provenance_sql
 from tracetui.store.filter_sql import register_sql_functions, span_where, trace_where
 from tracetui.store.health import read_problem
 from tracetui.store.schema import connect_reader
@@ -49,18 +51,27 @@ def library_sql(provenance: str, scope_name: str) -> str:
             f"{scope_name}) AS library")  # fmt: skip
 
 
+_PROVENANCE = provenance_sql("s.provenance")
+
 _SPAN_COLS = (
     "span_id, parent_span_id, name, kind, service, start_ns, end_ns, status_code, status_message, "
     "llm_kind, provider, request_model, response_model, input_tokens, output_tokens, streaming, ttft_ns, "
     "cost_usd, dropped_attributes + dropped_events + dropped_links, decode_ns, tokens_per_s, attempt_offset_ns, "
     "is_retry, is_fallback, retry_ns, retry_offset_ns, retry_source, http_status, "
-    + library_sql("spans.provenance", "(SELECT scope_name FROM sources WHERE sources.id = spans.source_id)")
-    + ", provenance"
+    + library_sql(
+        provenance_sql("spans.provenance"), "(SELECT scope_name FROM sources WHERE sources.id = spans.source_id)"
+    )
+    + ", "
+    + provenance_sql("spans.provenance")
 )
 
 
 #: Positions of SpanRow's text fields: a trace's rows repeat the same names, services, models and provenance,
 #: and one string object for each distinct value halves what an open 100,000-span trace holds (123 -> 68 MB).
+#: The newest runs a dense ``text:`` search checks one by one before it collects every match's run
+#: (SqliteReader._newest_window): at ~10 spans a run and ~25 µs a span, at most ~0.5 s.
+TEXT_WINDOW_RUNS = 2_000
+
 _TEXT_FIELDS = tuple(i for i, f in enumerate(fields(SpanRow)) if f.type in ("str", "str | None"))
 
 
@@ -113,6 +124,8 @@ class SqliteReader:
         self.exact_below_spans = rollup.EXACT_BELOW_SPANS
         self._conn = connect_reader(self.path)
         self._lock = threading.Lock()
+        #: Rebuilds the spans' raw bytes (tracetui.store.blobs); used under ``_lock``.
+        self._blobs = Blobs(self._conn)
         self._functions = False
         self._ensure_functions()
 
@@ -131,8 +144,13 @@ class SqliteReader:
     def _ensure_functions(self) -> None:
         """The SQL functions compiled filters call (attribute lookups on the raw spans)."""
         if not self._functions:
-            register_sql_functions(self._conn)
+            register_sql_functions(self._conn, self._blobs)
             self._functions = True
+
+    def _expand(self, raws: list[bytes]) -> list[bytes]:
+        """The spans' original bytes (tracetui.store.blobs)."""
+        with self._lock:
+            return self._blobs.expand_all(raws)
 
     def _dicts(self, sql: str, params: tuple | dict = ()) -> list[dict[str, Any]]:
         with self._lock:
@@ -146,6 +164,10 @@ class SqliteReader:
         """Changes whenever another connection commits (cheap; poll it)."""
         row = self._one("PRAGMA data_version")
         return int(row[0]) if row else 0
+
+    def content_policy(self) -> ContentPolicy:
+        row = self._one("SELECT value FROM meta WHERE key = ?", (text_index.POLICY_KEY,))
+        return ContentPolicy.from_json(row[0] if row else None)
 
     def counters(self) -> Counters:
         meta = dict(self._all("SELECT key, value FROM meta"))
@@ -191,19 +213,51 @@ class SqliteReader:
         row = self._one("SELECT max(id) FROM traces")
         return int(row[0] or 0) if row else 0
 
-    def _where(self, horizon: int | None, flt: Filter | None, newer: bool = False) -> tuple[str, list]:
+    def _where(
+        self, horizon: int | None, flt: Filter | None, newer: bool = False, text_per_run: bool = False
+    ) -> tuple[str, list]:
         """WHERE clause for the list: the arrival horizon and the filter compiled to SQL (parameters only)."""
         clauses, params = [], []
         if horizon is not None:
             clauses.append("traces.id > ?" if newer else "traces.id <= ?")
             params.append(horizon)
         if flt is not None and not flt.is_empty():
-            sql, values = trace_where(flt)
+            sql, values = trace_where(flt, text_per_run)
             clauses.append(f"({sql})")
             params += values
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
+    def _newest_window(self, horizon: int | None, flt: Filter | None, wanted: int) -> tuple[str, list] | None:
+        """For a filter with dense ``text:`` searches: a WHERE clause that checks runs one by one, newest
+        first, among the newest TEXT_WINDOW_RUNS only (``None``: collect every match's run instead, see
+        text_index.per_run_pays).
+
+        The answer is exact when the window holds ``wanted`` matching runs, since any run outside it is
+        older than all of them; otherwise the caller asks again without the window.
+        """
+        queries = [str(t.value) for t in (flt.terms if flt else ()) if t.field == TEXT_FIELD]
+        if not queries or wanted > TEXT_WINDOW_RUNS // 2:
+            return None
+        if not all(text_index.per_run_pays(self._conn, q) for q in queries):
+            return None
+        clause, params = self._where(horizon, flt, text_per_run=True)
+        oldest = self._one(
+            f"SELECT start_ns FROM traces{' WHERE id <= ?' if horizon is not None else ''} "
+            "ORDER BY start_ns DESC, id DESC LIMIT 1 OFFSET ?",
+            (*([horizon] if horizon is not None else []), TEXT_WINDOW_RUNS - 1),
+        )
+        if oldest is None:  # fewer runs than the window: all of them, one by one
+            return clause, params
+        return f"{clause} AND traces.start_ns >= ?", [*params, oldest[0]]
+
     def count_traces(self, horizon: int | None = None, flt: Filter | None = None, cap: int | None = None) -> int:
+        window = self._newest_window(horizon, flt, cap) if cap is not None else None
+        if window is not None and cap is not None:
+            clause, params = window
+            row = self._one(f"SELECT count(*) FROM (SELECT 1 FROM traces{clause} ORDER BY start_ns DESC, id DESC "
+                            "LIMIT ?)", (*params, cap))  # fmt: skip
+            if row and row[0] >= cap:
+                return int(row[0])
         clause, params = self._where(horizon, flt)
         if cap is None:
             row = self._one(f"SELECT count(*) FROM traces{clause}", params)
@@ -221,11 +275,15 @@ class SqliteReader:
         self, offset: int = 0, limit: int = 100, horizon: int | None = None, flt: Filter | None = None
     ) -> list[TraceRow]:
         """Traces newest first (by start time): only those with seq <= horizon, matching ``flt``."""
+        order = "ORDER BY start_ns DESC, id DESC LIMIT ? OFFSET ?"
+        window = self._newest_window(horizon, flt, offset + limit)
+        if window is not None:
+            clause, params = window
+            rows = self._all(f"SELECT {_TRACE_COLS} FROM traces{clause} {order}", (*params, limit, offset))
+            if len(rows) == limit:
+                return self._with_evaluations([TraceRow(*r) for r in rows])
         clause, params = self._where(horizon, flt)
-        rows = self._all(
-            f"SELECT {_TRACE_COLS} FROM traces{clause} ORDER BY start_ns DESC, id DESC LIMIT ? OFFSET ?",
-            (*params, limit, offset),
-        )
+        rows = self._all(f"SELECT {_TRACE_COLS} FROM traces{clause} {order}", (*params, limit, offset))
         return self._with_evaluations([TraceRow(*r) for r in rows])
 
     def matching_span_ids(self, trace_id: bytes, flt: Filter) -> set[bytes]:
@@ -449,12 +507,17 @@ class SqliteReader:
         return [self._decoded(record, logs, evaluations) for record in records]
 
     def _span_records(self, where: str, params: Sequence) -> list[dict[str, Any]]:
-        """Stored spans as rows (``raw`` still encoded) with their resource and scope, ``where`` on ``spans s``."""
-        return self._dicts(
-            f"SELECT s.*, src.resource, src.scope, src.scope_version, {library_sql('s.provenance', 'src.scope_name')} "
+        """Stored spans as rows (``raw`` the span's original bytes) with their resource and scope, ``where`` on ``spans s``."""
+        records = self._dicts(
+            # (the second "provenance" column, the JSON of an interned one, replaces the first in each record)
+            f"SELECT s.*, src.resource, src.scope, src.scope_version, {library_sql(_PROVENANCE, 'src.scope_name')}, "
+            f"{_PROVENANCE} AS provenance "
             f"FROM spans s JOIN sources src ON src.id = s.source_id WHERE {where}",
             tuple(params),
         )
+        for record, raw in zip(records, self._expand([r["raw"] for r in records]), strict=True):
+            record["raw"] = raw
+        return records
 
     @staticmethod
     def _decoded(record: dict[str, Any], logs: dict, evaluations: dict) -> SpanDetail:
@@ -531,9 +594,10 @@ class SqliteReader:
             "WHERE s.trace_id = ? ORDER BY s.start_ns, s.id",
             (trace_id,),
         )
+        raws = self._expand([row[1] for row in rows])
         return [
             StoredSpan(span_id, raw, resource or b"", scope or b"", url or "")
-            for span_id, raw, resource, scope, url in rows
+            for (span_id, _, resource, scope, url), raw in zip(rows, raws, strict=True)
         ]
 
     def stored_logs(self, trace_id: bytes) -> list[StoredLog]:

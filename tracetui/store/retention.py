@@ -25,6 +25,9 @@ Traces pinned by a running UI (the `pins` table, refreshed by the UI's
 watcher) are skipped. Evicted traces and spans are counted in ``meta``
 (``evicted_traces``, ``evicted_spans``) for the header and ``tracetui status``.
 
+Long strings stored once (tracetui.store.blobs) that no stored span uses any
+more are deleted in the transaction that deletes the spans (``blobs.collect``).
+
 ``purge`` empties everything (``tracetui purge``).
 """
 
@@ -35,7 +38,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from tracetui.store import rollup
+from tracetui.store import blobs, rollup
 from tracetui.store.metrics import METRIC_TABLES, enforce_metric_retention
 from tracetui.store.schema import add_meta
 
@@ -148,6 +151,7 @@ def delete_traces(conn: sqlite3.Connection, trace_ids: list[bytes]) -> int:
             [(spans, "span_count"), (len(trace_ids), "trace_count")],
         )
         add_meta(conn, evicted_traces=len(trace_ids), evicted_spans=spans)
+        blobs.collect(conn)  # the long strings only those spans used
     return spans
 
 
@@ -237,7 +241,17 @@ def purge(conn: sqlite3.Connection) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
         spans = conn.execute("SELECT count(*) FROM spans").fetchone()[0]
-        for table in ("spans", "logs", "evaluations", "traces", "pins", *METRIC_TABLES, "sources"):
+        for table in (
+            "spans",
+            "blobs",
+            "provenances",
+            "logs",
+            "evaluations",
+            "traces",
+            "pins",
+            *METRIC_TABLES,
+            "sources",
+        ):
             conn.execute(f"DELETE FROM {table}")  # table names are constants, not input
         rollup.clear(conn)
         conn.execute(

@@ -30,7 +30,7 @@ its groundedness when an evaluation does). ``stats_contrib`` keeps what each
 trace added (its 10 s entries; the coarser bins are derived from them), and
 :func:`refresh` takes it out and puts the trace's current contribution back.
 The writer refreshes the traces of every commit after retention has run
-(tracetui.store.writer.Committer.commit); triggers (tracetui.store.schema, v12)
+(tracetui.store.writer.Committer.commit); triggers (tracetui.store.schema, v13)
 queue in ``stats_dirty`` the traces that anyone else changed (the judge's and
 the UI's evaluations, reindex, span updates, deleted traces), and the next
 commit drains the queue. Until then a reader corrects for the queued traces

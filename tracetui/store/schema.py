@@ -15,6 +15,13 @@ Storage choices worth knowing before changing anything here:
   (``tracetui reindex`` can recompute those from ``raw``).
 * Resource and instrumentation scope repeat for every span of a request, so
   they are stored once in ``sources`` and referenced by id.
+* Long JSON strings inside a span (system prompts, tool definitions, earlier
+  turns of a conversation: agents re-send them with every call) are stored
+  once, in ``blobs``, keyed by digest; the span's ``raw`` then holds its bytes
+  with those strings replaced by their digests (a *compact raw*, see
+  tracetui.store.blobs), from which the exact original bytes are rebuilt by
+  concatenation. Read ``raw`` only through ``blobs.Blobs.expand``. Retention
+  deletes the blobs no span uses any more.
 * ``traces`` holds one row per trace, maintained by the writer in the same
   transaction as the spans it summarizes.
 """
@@ -28,7 +35,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
+#: Page size of a new database file (tracetui.store.blobs keeps span rows small; see connect_writer).
+PAGE_SIZE = 8192
 
 _V1 = """
 CREATE TABLE sources (
@@ -311,8 +320,30 @@ SELECT s.id, hex(s.trace_id) AS trace_id, hex(s.span_id) AS span_id, hex(s.paren
 FROM spans s JOIN span_text t ON t.id = s.id AND t.span_id = s.span_id
 """
 
+# v12: long repeated strings stored once (tracetui.store.blobs). A span's raw may now be a
+# compact raw (it starts with blobs.MARK) naming blobs by digest; rows stored before keep
+# their plain serialized Span and read as they are. A rowid table, not WITHOUT ROWID: blobs
+# of 1-4 KB fit a rowid table's leaf pages, where an index-ordered table would spill them
+# to overflow pages of their own.
+# The normalizer's provenance JSON (~250 bytes, the same for every call one library records) is
+# stored once in `provenances`: spans.provenance then holds its id (an 8-byte blob) (blobs.provenance_sql
+# reads either); rows stored before keep their text.
+_V12 = """
+CREATE TABLE blobs (
+    id         INTEGER PRIMARY KEY,
+    digest     BLOB NOT NULL UNIQUE,   -- blake2b-128 of bytes
+    bytes      BLOB NOT NULL,
+    last_span  INTEGER NOT NULL        -- spans.id at least as high as its users' (less blobs.SLACK)
+);
+CREATE INDEX blobs_by_last_span ON blobs(last_span);
+CREATE TABLE provenances (
+    id         BLOB PRIMARY KEY,       -- its 8-byte digest (blobs.provenance_id)
+    json       TEXT NOT NULL           -- the normalizer's provenance JSON
+) WITHOUT ROWID
+"""
 
-# v12: the Stats rollup (issue 19; tracetui.store.rollup). `stats_bins`: LLM-call figures per grouping
+
+# v13: the Stats rollup (issue 19; tracetui.store.rollup). `stats_bins`: LLM-call figures per grouping
 # (model, prompt_version, route), key and time bin at three sizes (10 s, 10 min, 6 h), percentile
 # sketches included; `stats_contrib`: what each trace added there, so a trace that changes (late spans,
 # evaluations, reindex, eviction) is taken out and put back exactly. The triggers queue the traces
@@ -321,7 +352,7 @@ FROM spans s JOIN span_text t ON t.id = s.id AND t.span_id = s.span_id
 # (The triggers test for the row rather than INSERT OR IGNORE: the conflict clause of the statement that
 # fired them would override theirs.) A database that already holds traces is filled in the background
 # (`tracetui job rollup`): meta `rollup_to` is the last trace row to fill, `rollup_at` how far it got.
-_V12 = (
+_V13 = (
     """
 CREATE TABLE stats_bins (
     grouping   TEXT NOT NULL,
@@ -392,8 +423,8 @@ INSERT OR REPLACE INTO meta(key, value) VALUES ('rollup_at', 0)
 
 
 def add_stats_rollup(conn: sqlite3.Connection) -> None:
-    """Migration 11 -> 12 (issue 19, the Stats rollup): statement by statement (trigger bodies hold ';')."""
-    for statement in _V12:
+    """Migration 12 -> 13 (issue 19, the Stats rollup): statement by statement (trigger bodies hold ';')."""
+    for statement in _V13:
         conn.execute(statement)
 
 
@@ -426,7 +457,8 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     8: lambda conn: _run_script(conn, _V9),
     9: lambda conn: _run_script(conn, _V10),
     10: lambda conn: _run_script(conn, _V11),
-    11: add_stats_rollup,
+    11: lambda conn: _run_script(conn, _V12),
+    12: add_stats_rollup,
 }
 
 
@@ -478,6 +510,9 @@ def connect_writer(path: Path) -> sqlite3.Connection:
     # First, so that everything below waits for a process starting at the same
     # moment (switching a fresh file to WAL takes an exclusive lock) instead of failing.
     conn.execute("PRAGMA busy_timeout=5000")
+    # A new file gets 8 KB pages: with span rows of 0.3-2 KB, a 4 KB leaf page left a fifth of itself
+    # unused (the row that did not fit starts the next page). An existing file keeps its own size.
+    conn.execute(f"PRAGMA page_size={PAGE_SIZE:d}")
     _use_wal(conn)
     # NORMAL in WAL mode: a commit survives the process being killed (the WAL is
     # written before COMMIT returns); only a power cut can lose the last commits.

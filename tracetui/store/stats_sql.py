@@ -13,7 +13,7 @@ import math
 import sqlite3
 from typing import Any
 
-from tracetui.llm.evals import is_groundedness
+from tracetui.llm.evals import is_groundedness, preferred_scores
 from tracetui.model.anyvalue import span_attribute_text
 from tracetui.model.filter import Filter
 from tracetui.model.reader import (
@@ -25,6 +25,7 @@ from tracetui.model.reader import (
     EvaluationResult,
     HistogramPoint,
 )
+from tracetui.store.blobs import Blobs
 from tracetui.store.filter_sql import span_where
 
 _INT64 = (1 << 63) - 1
@@ -125,11 +126,12 @@ def llm_calls(
 
 def _group_by_attribute(conn: sqlite3.Connection, cursor: sqlite3.Cursor, attribute: str) -> dict[str, list[Any]]:
     groups: dict[str, list[Any]] = {}
-    needle = attribute.encode("utf-8")
+    needle = attribute.encode("utf-8")  # attribute keys are never cut out of a raw (tracetui.store.blobs)
+    expand = Blobs(conn).expand
     root_values: dict[int, str | None] = {}  # root span's row id -> its value, decoded once per run
     for row in cursor:
         raw = row[_KEY]
-        key = span_attribute_text(raw, attribute) if needle in raw else None
+        key = span_attribute_text(expand(raw), attribute) if needle in raw else None
         root_id = row[_KEY + 1]
         if key is None and root_id is not None:
             if root_id in root_values:
@@ -137,7 +139,7 @@ def _group_by_attribute(conn: sqlite3.Connection, cursor: sqlite3.Cursor, attrib
             else:
                 found = conn.execute("SELECT raw FROM spans WHERE id = ?", (root_id,)).fetchone()
                 root_raw = found[0] if found else None
-                key = span_attribute_text(root_raw, attribute) if root_raw and needle in root_raw else None
+                key = span_attribute_text(expand(root_raw), attribute) if root_raw and needle in root_raw else None
                 root_values[root_id] = key
         # the row keeps its figures only: dropping the raw span frees memory as the rows stream by
         groups.setdefault(NONE_KEY if key is None else key, []).append(row[:_KEY])
@@ -181,19 +183,20 @@ def evaluation_results(conn: sqlite3.Connection, trace_ids: set[bytes]) -> list[
 
 
 def groundedness_scores(conn: sqlite3.Connection) -> dict[tuple[bytes, bytes], list[float]]:
-    """(trace id, span id) -> groundedness scores of that span's evaluations."""
+    """(trace id, span id) -> groundedness scores of that span's evaluations (estimates only where nothing else
+    scored the span: ``preferred_scores``)."""
     names = [name for (name,) in conn.execute("SELECT DISTINCT name FROM evaluations") if is_groundedness(name)]
-    found: dict[tuple[bytes, bytes], list[float]] = {}
+    found: dict[tuple[bytes, bytes], list[tuple[float, str | None]]] = {}
     for i in range(0, len(names), 500):
         chunk = names[i : i + 500]
-        for trace_id, span_id, score in conn.execute(
-            "SELECT trace_id, span_id, score FROM evaluations WHERE span_id IS NOT NULL AND score IS NOT NULL "
+        for trace_id, span_id, score, label in conn.execute(
+            "SELECT trace_id, span_id, score, label FROM evaluations WHERE span_id IS NOT NULL AND score IS NOT NULL "
             f"AND name IN ({','.join('?' * len(chunk))})",
             chunk,
         ):
             if isinstance(score, (int, float)) and math.isfinite(score):
-                found.setdefault((trace_id, span_id), []).append(float(score))
-    return found
+                found.setdefault((trace_id, span_id), []).append((float(score), label))
+    return {key: preferred_scores(results) for key, results in found.items()}
 
 
 _HISTOGRAMS = """

@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from tracetui.model.config import ContentPolicy
 from tracetui.model.filter import FilterError
+from tracetui.store.lock import WriteLock
+from tracetui.store.schema import connect_reader, connect_writer
 
 TABLE = "span_text"
 FTS = "span_text_fts"
@@ -32,6 +36,9 @@ FTS = "span_text_fts"
 CURSOR_KEY = "index_cursor"
 CLEANED_KEY = "index_cleaned"
 POLICY_KEY = "content_policy"
+#: meta keys: the last logs.id looked at for late log records, and the policy `span_text` was built under.
+LOG_CURSOR_KEY = "index_log_cursor"
+INDEX_POLICY_KEY = "index_policy"
 #: Snippet markers: the match is highlighted between these (the CLI draws them bold, --json keeps them).
 MARK_OPEN, MARK_CLOSE = "\x02", "\x03"
 #: "indexing N behind" counts at most this far (a count is a scan of the rows behind).
@@ -64,7 +71,9 @@ def rebuild(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(f"DELETE FROM {TABLE}")
-        conn.execute("DELETE FROM meta WHERE key IN (?, ?)", (CURSOR_KEY, CLEANED_KEY))
+        conn.execute(
+            "DELETE FROM meta WHERE key IN (?, ?, ?, ?)", (CURSOR_KEY, CLEANED_KEY, LOG_CURSOR_KEY, INDEX_POLICY_KEY)
+        )
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -75,6 +84,49 @@ def rebuild(conn: sqlite3.Connection) -> None:
 def meta_value(conn: sqlite3.Connection, key: str) -> Any:
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return row[0] if row else None
+
+
+def set_meta(conn: sqlite3.Connection, key: str, value: object) -> None:
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value)
+    )
+
+
+def recorded_policy(conn: sqlite3.Connection) -> ContentPolicy | None:
+    """The content policy the database records (its receiver's ``--no-content`` / ``--redact``), None if none."""
+    text = meta_value(conn, POLICY_KEY)
+    return ContentPolicy.from_json(text) if text else None
+
+
+def record_policy(conn: sqlite3.Connection, policy: ContentPolicy) -> None:
+    """Record the policy every copy of this database's data follows (the caller holds the write lock)."""
+    set_meta(conn, POLICY_KEY, policy.to_json())
+
+
+def record_policy_at(path: Path, policy: ContentPolicy) -> None:
+    """Record ``policy`` in the database at ``path`` (the receiver, as it starts), under the write lock."""
+    conn = connect_writer(path)
+    try:
+        with WriteLock(path):
+            record_policy(conn, policy)
+    finally:
+        conn.close()
+
+
+def policy_of(path: Path) -> ContentPolicy | None:
+    """The policy the database at ``path`` records; None when it records none or cannot be read (yet)."""
+    if not path.exists():
+        return None
+    try:
+        conn = connect_reader(path)
+    except (sqlite3.Error, OSError, RuntimeError):  # a bad or newer file: the receiver says so when it opens it
+        return None
+    try:
+        return recorded_policy(conn)
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
 
 
 _FTS_ERROR = re.compile(r"^(?:fts5: )?(.*)$")
@@ -97,12 +149,46 @@ def match_sql(span_alias: str) -> str:
     )
 
 
-def trace_match_sql() -> str:
-    """SQL true when a span of the `traces` row has indexed text matching the one ``?`` parameter."""
+def trace_match_sql(per_run: bool = False) -> str:
+    """SQL true when a span of the `traces` row has indexed text matching the one ``?`` parameter.
+
+    By default every match's run is collected once (cost grows with the matches: 1.3 s for a word in
+    489k of 1.1M spans); ``per_run`` looks each run's spans up in the index instead (cost grows with
+    the runs checked, ~25 µs a span), for a search that matches densely (see ``per_run_pays``).
+    """
+    if per_run:
+        return (
+            f"EXISTS (SELECT 1 FROM spans tt_s JOIN {FTS} tt_f ON tt_f.rowid = tt_s.id "
+            f"WHERE tt_s.trace_id = traces.trace_id AND {FTS} MATCH ? "
+            f"AND EXISTS (SELECT 1 FROM {TABLE} tt_x WHERE tt_x.id = tt_s.id AND tt_x.span_id = tt_s.span_id))"
+        )
     return (
         f"traces.trace_id IN (SELECT tt_t.trace_id FROM {FTS} tt_f JOIN {TABLE} tt_t ON tt_t.id = tt_f.rowid "
         f"JOIN spans tt_s ON tt_s.id = tt_t.id AND tt_s.span_id = tt_t.span_id WHERE {FTS} MATCH ?)"
     )
+
+
+#: A search matching at least this many spans is dense: the newest runs are likely to match, so the
+#: list checks runs newest first (``trace_match_sql(per_run=True)``) within a bounded window.
+DENSE_MATCHES = 20_000
+
+
+def per_run_pays(conn: sqlite3.Connection, query: str) -> bool:
+    """Whether checking runs one by one is the cheaper way to list the runs matching ``query``.
+
+    True for a query matching at least DENSE_MATCHES spans (counted up to that, from the index
+    alone: ~1 ms), unless it has a prefix (``word*``): FTS5 merges a prefix's whole doclist on every
+    lookup, 38 ms each on 1.1M spans, so those are always collected once. False when there is no
+    index or the query is malformed (the query itself then says why).
+    """
+    if "*" in query:
+        return False
+    try:
+        row = conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM {FTS} WHERE {FTS} MATCH ? LIMIT ?)",
+                           (query, DENSE_MATCHES)).fetchone()  # fmt: skip
+    except sqlite3.OperationalError:
+        return False
+    return bool(row) and row[0] >= DENSE_MATCHES
 
 
 def search(conn: sqlite3.Connection, query: str, limit: int = 50) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from tracetui.llm.timing import Call, analyze
 from tracetui.model.rows import COL, LOG_COLUMNS, SPAN_COLUMNS, SPLIT_KEYS, Decoded, Source
-from tracetui.store import rollup
+from tracetui.store import blobs, rollup
 from tracetui.store.batch import (
     ANALYSIS_COLUMNS,
     MAX_ANALYZED_SPANS,
@@ -79,9 +79,9 @@ _I_TRACE = COL["trace_id"]
 _CALLS_OF_TRACE = """
 SELECT span_id, parent_span_id, llm_kind, request_model, response_model, status_code, start_ns, end_ns,
        ttft_ns, attempt_offset_ns, resend_count, link_span_id, input_tokens, output_tokens, cost_usd, cost_source,
-       http_status, provenance, {analysis}, name
+       http_status, {provenance}, {analysis}, name
 FROM spans WHERE trace_id = ? AND (llm_kind IS NOT NULL OR http_status IS NOT NULL)
-""".format(analysis=", ".join(ANALYSIS_COLUMNS))
+""".format(provenance=blobs.provenance_sql("provenance"), analysis=", ".join(ANALYSIS_COLUMNS))
 _N_CALL_FIELDS = 18
 _N_ANALYSIS = len(ANALYSIS_COLUMNS)
 # One result can arrive by two routes (a span event and a log record): stored
@@ -248,7 +248,7 @@ def _stored_inputs(conn: sqlite3.Connection, trace_id: bytes):
     def input_of(call: Call) -> CallInput | None:
         found = conn.execute("SELECT raw FROM spans WHERE trace_id = ? AND span_id = ?", (trace_id, call.span_id))
         row = found.fetchone()
-        return input_of_raw(row[0]) if row else None
+        return input_of_raw(blobs.Blobs(conn).expand(row[0])) if row else None
 
     return input_of
 
@@ -380,6 +380,8 @@ class Committer:
         #: PRAGMA data_version says another connection committed (another
         #: ingest worker, `tracetui purge`, an import) and when a transaction rolls back.
         self._source_ids: dict[bytes, int] = {}
+        #: provenances.id this connection stored or found (cleared with ``_source_ids``).
+        self._provenance_ids: set[bytes] = set()
         self._data_version: int | None = None
 
     def commit(self, parts: list[Decoded], status: dict | None = None) -> int:
@@ -405,6 +407,7 @@ class Committer:
                 conn.execute("COMMIT")
             except BaseException as exc:
                 self._source_ids.clear()
+                self._provenance_ids.clear()
                 self._rollback()
                 if isinstance(exc, sqlite3.Error):
                     raise self._failed(exc) from exc
@@ -470,6 +473,9 @@ class Committer:
             add_meta(conn, log_count=conn.total_changes - before)
         inserted = 0
         if rows:
+            # first: writing spans may read some back (timing analysis)
+            blobs.store(conn, parts, len(rows))
+            rows = blobs.store_provenances(conn, parts, rows, self._provenance_ids)
             inserted = self._write_spans(conn, rows, [d for d in parts if d.spans])
         self._write_metrics(conn, parts, rows, remap)
         if evaluations:
@@ -507,6 +513,7 @@ class Committer:
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         if version != self._data_version:  # another connection wrote (purge, import): forget what we knew
             self._source_ids.clear()
+            self._provenance_ids.clear()
             self._data_version = version
         known = self._source_ids
         missing = [s for digest, s in sources.items() if digest not in known]
@@ -674,6 +681,7 @@ class Writer:
         """
         if decoded.spans and not decoded.traces:  # prepared already: submitted again after Overloaded
             prepare(decoded)
+            blobs.compact_rows(decoded)  # after prepare, which reads the spans' original bytes
         ticket = Ticket(decoded)
         n = decoded.count
         with self._cond:

@@ -25,6 +25,7 @@ from textual.widgets import Input, Static
 from tracetui.model.filter import FilterError, parse
 from tracetui.query import compare as cmp
 from tracetui.query.cohort import default_path, write_cohort
+from tracetui.query.scrub import policy_note
 from tracetui.ui.context import tui
 from tracetui.ui.lifecycle import forget_worker_when_done, unwatch_app
 from tracetui.ui.widgets.key_footer import KeyFooter
@@ -45,6 +46,8 @@ class CohortWritten(Message):
     path: str | None
     count: int
     error: str | None = None
+    #: What the content policy left out (tracetui.query.scrub.policy_note), "" when nothing.
+    note: str = ""
 
 
 def figures_table(c: cmp.Comparison) -> Table:
@@ -198,10 +201,11 @@ class CompareScreen(Screen):
                 tui(self).reader, path, parse(failing), since_ns=cohort.since_ns, until_ns=cohort.until_ns,
                 keep=cohort.takes,
             )  # fmt: skip
+            note = policy_note(tui(self).reader.content_policy())
         except Exception as exc:
             self.post_message(CohortWritten(None, 0, str(exc) or type(exc).__name__))
             return
-        self.post_message(CohortWritten(path, count))
+        self.post_message(CohortWritten(path, count, note=note))
 
     @on(CohortWritten)
     def _written(self, message: CohortWritten) -> None:
@@ -210,7 +214,7 @@ class CompareScreen(Screen):
         else:
             self.notify(
                 f"Wrote {message.count} failing call{'s' if message.count != 1 else ''} of B to {message.path} "
-                "(readable by you only).",
+                f"(readable by you only). {message.note}".rstrip(),
                 markup=False,
                 timeout=8,
             )

@@ -441,15 +441,18 @@ class TraceListScreen(Screen):
     @forget_worker_when_done
     def _export_cohort(self, flt: Filter, path: str) -> None:
         from tracetui.query.cohort import write_cohort
+        from tracetui.query.scrub import policy_note
 
         try:
             count = write_cohort(tui(self).reader, path, flt)
+            note = policy_note(tui(self).reader.content_policy())
         except Exception as exc:
             self.app.call_from_thread(self.notify, f"Could not export: {exc}", severity="error", markup=False)
             return
         self.app.call_from_thread(
             self.notify,
-            f"Wrote {count} call{'s' if count != 1 else ''} matching {flt.text} to {path} (readable by you only).",
+            f"Wrote {count} call{'s' if count != 1 else ''} matching {flt.text} to {path} (readable by you only). "
+            f"{note}".rstrip(),
             markup=False,
             timeout=8,
         )

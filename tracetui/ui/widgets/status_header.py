@@ -123,6 +123,7 @@ class StatusHeader(Widget):
                             style="yellow")  # fmt: skip
             sections = (
                 judge_section(c.judge),
+                judge_waiting(c.judge),
                 behind,
                 backfill,
                 self._since_start(c),
@@ -170,3 +171,12 @@ def judge_section(judge: dict | None) -> Text:
     if judge.get("retrying"):
         text.append(f", {fmt_count(int(judge['retrying']))} retrying", style="yellow")
     return text
+
+
+def judge_waiting(judge: dict | None) -> Text:
+    """The section ", 3 waiting for context": calls whose run may still bring their context (a section of its own, left out
+    before the judge's state when the header is narrow)."""
+    waiting = (judge or {}).get("waiting")
+    if not waiting or not judge_section(judge).plain.startswith("   judge:"):
+        return Text("")
+    return Text(f", {fmt_count(int(waiting))} waiting for context", style="dim")
