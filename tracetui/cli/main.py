@@ -177,9 +177,11 @@ def serve(
     )
     judge_job = judge_job_args(settings.db_path, settings.content, *judge)  # said before anything starts
     if headless:  # the receiver process (alone, or the UI's child): it starts the indexer beside itself
+        from tracetui.cli.stats import start_rollup
         from tracetui.ingest.receiver import run_receiver
 
         indexer = start_indexer(settings.db_path, settings.content) if settings.index else None
+        filling = start_rollup(settings.db_path)  # an upgraded database's Stats rollup, in the background
 
         judging = start_judge(judge_job, quiet=False)
         try:
@@ -187,6 +189,7 @@ def serve(
         finally:
             stop_judge(judging)
             stop_indexer(indexer)
+            stop_indexer(filling)  # (stops any job process)
         sys.exit(exit_code)
 
     from tracetui.ingest.receiver import ReceiverProcess
@@ -435,7 +438,7 @@ from tracetui.cli.transfer import export_command, import_command  # noqa: E402  
 
 main.add_command(import_command)
 main.add_command(export_command)
-from tracetui.cli.stats import stats_command  # noqa: E402
+from tracetui.cli.stats import rollup_job, stats_command  # noqa: E402
 
 main.add_command(stats_command)
 from tracetui.cli.compare import cohort_command, compare_command  # noqa: E402
@@ -449,6 +452,7 @@ from tracetui.cli.judge import job_group, judge_command  # noqa: E402
 
 main.add_command(judge_command)
 job_group.add_command(indexer_job)  # `tracetui job indexer` beside `tracetui job judge`
+job_group.add_command(rollup_job)  # `tracetui job rollup`: the Stats rollup of an upgraded database
 main.add_command(job_group)
 
 if __name__ == "__main__":  # pragma: no cover

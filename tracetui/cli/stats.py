@@ -80,7 +80,7 @@ def _json_groups(groups: list[GroupStats], metrics: dict[str, metric_stats.Model
         found = metrics.get(g.key)
         out.append({**g.to_json(), "from_metrics": found.to_json() if found else None})
     seen = {g.key for g in groups}
-    empty = {name: None for name in GroupStats.__dataclass_fields__ if name != "durations_ms"}
+    empty = {name: None for name in GroupStats.__dataclass_fields__ if name not in ("durations_ms", "percentiles")}
     for model in sorted(set(metrics) - seen):
         out.append({**empty, "key": model, "count": 0, "runs": 0, "from_metrics": metrics[model].to_json()})
     return out
@@ -151,6 +151,9 @@ def _print_table(groups: list[GroupStats], by: str) -> None:
     _echo_table(
         by.upper().replace("_", " "), _HEADERS, [safe_text(g.key, 48) for g in groups], [_cells(g) for g in groups]
     )
+    method = next((g.percentiles for g in groups if g.percentiles), None)
+    if method:  # from the rollup (tracetui.store.rollup): said, never passed off as exact
+        click.echo(f"percentiles: {method}")
 
 
 def _echo_table(title: str, headers: tuple[str, ...], keys: list[str], rows: list[tuple[str, ...]]) -> None:
@@ -186,3 +189,27 @@ def _print_metrics_table(metrics: dict[str, metric_stats.ModelMetrics]) -> None:
     click.echo("")
     click.echo(f"from metrics ({metric_stats.METHOD}, ±MAX)")
     _echo_table("MODEL", _METRIC_HEADERS, [safe_text(k, 48) for k in keys], [_metric_cells(metrics[k]) for k in keys])
+
+
+@click.command(name="rollup", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def rollup_job(args: tuple[str, ...]) -> None:
+    """The Stats rollup's background fill (`tracetui job rollup`, started by `tracetui serve`)."""
+    import sys
+
+    from tracetui.jobs import rollup
+
+    sys.exit(rollup.main(list(args)))
+
+
+def start_rollup(db_path: Path):
+    """``serve``'s fill of an upgraded database's Stats rollup (a process; it exits when done); None: nothing to fill."""
+    import subprocess
+    import sys
+
+    from tracetui.jobs.rollup import pending
+
+    if not pending(db_path):
+        return None
+    return subprocess.Popen([sys.executable, "-m", "tracetui", "job", "rollup", "--db", str(db_path)],
+                            stdin=subprocess.DEVNULL)  # fmt: skip

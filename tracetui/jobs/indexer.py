@@ -39,7 +39,7 @@ from tracetui.model.views import SpanDetail
 from tracetui.store import text_index
 from tracetui.store.lock import WriteLock
 from tracetui.store.reader import SqliteReader
-from tracetui.store.schema import connect_writer
+from tracetui.store.schema import SchemaTooNew, connect_writer
 
 #: Spans per transaction: the receiver waits at most one such batch for the lock.
 BATCH = 500
@@ -245,6 +245,8 @@ def main(argv: list[str]) -> int:
     parent = os.getppid()
     try:
         run(args.db, policy, lambda: os.getppid() != parent)
+    except SchemaTooNew:  # the receiver beside it says so, once
+        return 1
     except KeyboardInterrupt:
         pass
     return 0

@@ -147,7 +147,11 @@ class GroupFigures(NamedTuple):
     fallbacks: int | None
     cost_usd: float | None  # the priced calls' total
     groundedness: float | None  # mean of the calls' groundedness scores
-    recent_ns: tuple[int, ...]  # durations of the most recent calls, oldest first
+    #: Durations of the most recent calls, oldest first; with ``method`` set, values spread evenly over the
+    #: sketch's ranks instead (a picture of the whole distribution, for the histogram).
+    recent_ns: tuple[float, ...]
+    #: How the percentiles were obtained when not exactly (tracetui.model.sketch.METHOD); None: exact.
+    method: str | None = None
 
 
 class Reader(Protocol):

@@ -84,6 +84,24 @@ def percentile(counts: Mapping[int, int], q: float) -> float | None:
     return low + (h - lo) * (_value_at(ordered, lo + 1) - low)
 
 
+def sample(counts: Mapping[int, int], size: int) -> list[float]:
+    """At most ``size`` values at evenly spaced ranks, ascending: the distribution's shape (for a histogram)."""
+    ordered = sorted((index, count) for index, count in counts.items() if count > 0)
+    n = sum(count for _, count in ordered)
+    if n == 0 or size <= 0:
+        return []
+    m = min(n, size)
+    out: list[float] = []
+    seen, position = 0, 0
+    for index, count in ordered:
+        seen += count
+        value = representative(index)
+        while position < m and (position * n + n // 2) // m < seen:  # rank of the position-th value
+            out.append(value)
+            position += 1
+    return out
+
+
 def _value_at(ordered: list[tuple[int, int]], rank: int) -> float:
     """The representative value of the call at 0-based ``rank`` in ascending order."""
     seen = 0

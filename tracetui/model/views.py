@@ -340,6 +340,8 @@ class Counters:
     totals_since_ns: int | None = None
     #: The groundedness judge's last state (tracetui.jobs.judge.publish_state), when one runs beside the receiver.
     judge: dict[str, Any] | None = None
+    #: How far the Stats rollup's background fill of an upgraded database has come (0..1); None: complete.
+    stats_backfill: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """For ``tracetui status --json``."""
@@ -355,4 +357,5 @@ class Counters:
             "receiver": self.receiver,
             "store_problem": self.store_problem,
             "judge": self.judge,
+            "stats_backfill": self.stats_backfill,
         } | ({} if self.totals_since_ns is None else {"llm_calls_and_tokens_since_ns": self.totals_since_ns})

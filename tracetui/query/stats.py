@@ -33,6 +33,10 @@ Decisions (kept in one place so the screen and the command agree):
   own start, in a run that otherwise ended before the window, is missed.
 * **percentiles**: linear interpolation between closest ranks (numpy's default
   ``linear`` method; Excel's PERCENTILE.INC): rank ``h = (n - 1) * q / 100``.
+  Where a backend computes the figures from aggregates instead (the SQLite
+  store's rollup on a large database: tracetui.store.rollup), ``GroupStats.percentiles``
+  says how (a sketch, within 1 % of these values; a window start rounded down
+  to 10 s); None: exact, as above.
 * **tokens per second** is the mean of the per-call decode rates
   (``spans.tokens_per_s``: output tokens over the time after the first token),
   over the calls that have one. It is never output tokens over whole duration.
@@ -128,12 +132,17 @@ class GroupStats:
     fallback_rate: float | None
     cost_per_run: float | None
     groundedness: float | None
-    #: Durations (ms) of the most recent calls, oldest first, at most MAX_DURATIONS.
+    #: Durations (ms) of the most recent calls, oldest first, at most MAX_DURATIONS; with ``percentiles``
+    #: set, values spread evenly over the ranks of the whole window's sketch instead.
     durations_ms: tuple[float, ...] = ()
+    #: How the figures were obtained when they are not exact (tracetui.store.rollup.method); None: exact.
+    percentiles: str | None = None
 
     def to_json(self, durations: bool = False) -> dict[str, Any]:
         """Every figure as plain JSON; ``durations_ms`` only when asked for (it is long)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "durations_ms"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("durations_ms", "percentiles")}
+        if self.percentiles is not None:  # said only where the figures are not exact
+            out["percentiles"] = self.percentiles
         if durations:
             out["durations_ms"] = list(self.durations_ms)
         return out
@@ -259,6 +268,7 @@ def _from_figures(f: GroupFigures) -> GroupStats:
         cost_per_run=None if f.cost_usd is None or not f.runs else f.cost_usd / f.runs,
         groundedness=f.groundedness,
         durations_ms=tuple(d / 1e6 for d in f.recent_ns),
+        percentiles=f.method,
     )
 
 

@@ -30,7 +30,7 @@ from tracetui.model.reader import (
 )
 from tracetui.model.rows import SPLIT_KEYS
 from tracetui.model.views import Counters, SessionRow, SpanDetail, SpanRow, TraceRow, log_entry
-from tracetui.store import stats_sql, text_index
+from tracetui.store import rollup, stats_sql, text_index
 from tracetui.store.blobs import Blobs, provenance_sql
 from tracetui.store.filter_sql import register_sql_functions, span_where, trace_where
 from tracetui.store.health import read_problem
@@ -120,6 +120,8 @@ class SqliteReader:
         self.path = Path(path)
         #: Score at or above which an evaluation passes (groundedness badges, "x/y passed").
         self.threshold = threshold
+        #: Stats come from the rollup (tracetui.store.rollup) once this many spans are stored; below, from a scan.
+        self.exact_below_spans = rollup.EXACT_BELOW_SPANS
         self._conn = connect_reader(self.path)
         self._lock = threading.Lock()
         #: Rebuilds the spans' raw bytes (tracetui.store.blobs); used under ``_lock``.
@@ -191,7 +193,12 @@ class SqliteReader:
             store_problem=read_problem(self.path),
             judge=_json_object(meta.get("judge")),
             index_behind=self._index_behind(meta.get(text_index.CURSOR_KEY)),
+            stats_backfill=self._stats_backfill(),
         )
+
+    def _stats_backfill(self) -> float | None:
+        with self._lock:
+            return rollup.progress(self._conn)
 
     def _index_behind(self, cursor: object) -> int | None:
         if cursor is None:  # no indexer ever ran on this file
@@ -622,7 +629,13 @@ class SqliteReader:
     def call_figures(
         self, by: str, *, since_ns: int | None = None, flt: Filter | None = None, route_attribute: str | None = None
     ) -> list[GroupFigures] | None:
-        return None  # tracetui.query.stats computes them from llm_calls
+        if (flt is not None and not flt.is_empty()) or (by == "route" and route_attribute):
+            return None  # the rollup keeps no span attributes: tracetui.query.stats scans the calls
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'span_count'").fetchone()
+            if int(row[0] if row and row[0] else 0) < self.exact_below_spans:
+                return None  # a scan is cheap here, and its percentiles exact
+            return rollup.figures(self._conn, by, since_ns)
 
     def cohort_calls(
         self, *, since_ns: int | None = None, until_ns: int | None = None, flt: Filter | None = None

@@ -38,7 +38,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from tracetui.store import blobs
+from tracetui.store import blobs, rollup
 from tracetui.store.metrics import METRIC_TABLES, enforce_metric_retention
 from tracetui.store.schema import add_meta
 
@@ -253,6 +253,7 @@ def purge(conn: sqlite3.Connection) -> int:
             "sources",
         ):
             conn.execute(f"DELETE FROM {table}")  # table names are constants, not input
+        rollup.clear(conn)
         conn.execute(
             "DELETE FROM meta WHERE key IN ('span_count', 'trace_count', 'log_count', 'evicted_traces', "
             "'evicted_spans', 'metric_points', 'metric_attributes_dropped')"

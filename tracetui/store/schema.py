@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 #: Page size of a new database file (tracetui.store.blobs keeps span rows small; see connect_writer).
 PAGE_SIZE = 8192
 
@@ -343,6 +343,91 @@ CREATE TABLE provenances (
 """
 
 
+# v13: the Stats rollup (issue 19; tracetui.store.rollup). `stats_bins`: LLM-call figures per grouping
+# (model, prompt_version, route), key and time bin at three sizes (10 s, 10 min, 6 h), percentile
+# sketches included; `stats_contrib`: what each trace added there, so a trace that changes (late spans,
+# evaluations, reindex, eviction) is taken out and put back exactly. The triggers queue the traces
+# whose figures changed outside the writer's own hook (evaluations from the judge or the UI, span
+# updates, deletions) in `stats_dirty`; readers correct for that queue until a writer drains it.
+# (The triggers test for the row rather than INSERT OR IGNORE: the conflict clause of the statement that
+# fired them would override theirs.) A database that already holds traces is filled in the background
+# (`tracetui job rollup`): meta `rollup_to` is the last trace row to fill, `rollup_at` how far it got.
+_V13 = (
+    """
+CREATE TABLE stats_bins (
+    grouping   TEXT NOT NULL,
+    level      INTEGER NOT NULL,
+    bin        INTEGER NOT NULL,
+    key        TEXT NOT NULL,
+    calls      INTEGER NOT NULL,
+    runs       INTEGER NOT NULL,
+    errors     INTEGER NOT NULL,
+    retries    INTEGER NOT NULL,
+    fallbacks  INTEGER NOT NULL,
+    cost_sum   REAL NOT NULL,
+    cost_n     INTEGER NOT NULL,
+    rate_sum   REAL NOT NULL,
+    rate_n     INTEGER NOT NULL,
+    score_sum  REAL NOT NULL,
+    score_n    INTEGER NOT NULL,
+    durations  TEXT NOT NULL,
+    ttfts      TEXT NOT NULL,
+    PRIMARY KEY (grouping, level, bin, key)
+) WITHOUT ROWID
+""",
+    """
+CREATE TABLE stats_contrib (  -- a rowid table: rows of ~1 KB pack badly WITHOUT ROWID (SQLite's advice)
+    trace_id  BLOB PRIMARY KEY,
+    contrib   TEXT NOT NULL
+)
+""",
+    """
+CREATE TABLE stats_dirty (
+    trace_id  BLOB PRIMARY KEY
+) WITHOUT ROWID
+""",
+    """
+CREATE TRIGGER stats_dirty_eval_insert AFTER INSERT ON evaluations WHEN new.span_id IS NOT NULL
+BEGIN INSERT INTO stats_dirty(trace_id) SELECT new.trace_id WHERE NOT EXISTS (SELECT 1 FROM stats_dirty WHERE trace_id = new.trace_id); END
+""",
+    """
+CREATE TRIGGER stats_dirty_eval_update AFTER UPDATE ON evaluations WHEN new.span_id IS NOT NULL
+BEGIN INSERT INTO stats_dirty(trace_id) SELECT new.trace_id WHERE NOT EXISTS (SELECT 1 FROM stats_dirty WHERE trace_id = new.trace_id); END
+""",
+    """
+CREATE TRIGGER stats_dirty_eval_delete AFTER DELETE ON evaluations WHEN old.span_id IS NOT NULL
+BEGIN INSERT INTO stats_dirty(trace_id) SELECT old.trace_id WHERE NOT EXISTS (SELECT 1 FROM stats_dirty WHERE trace_id = old.trace_id); END
+""",
+    """
+CREATE TRIGGER stats_dirty_span_update AFTER UPDATE ON spans WHEN new.llm_kind = 'llm' OR old.llm_kind = 'llm'
+BEGIN INSERT INTO stats_dirty(trace_id) SELECT new.trace_id WHERE NOT EXISTS (SELECT 1 FROM stats_dirty WHERE trace_id = new.trace_id); END
+""",
+    """
+CREATE TRIGGER stats_dirty_run_update AFTER UPDATE OF root_name, first_name, service ON traces
+WHEN new.llm_calls > 0 AND (old.root_name IS NOT new.root_name OR old.first_name IS NOT new.first_name
+                            OR old.service IS NOT new.service)
+BEGIN INSERT INTO stats_dirty(trace_id) SELECT new.trace_id WHERE NOT EXISTS (SELECT 1 FROM stats_dirty WHERE trace_id = new.trace_id); END
+""",
+    """
+CREATE TRIGGER stats_dirty_run_delete AFTER DELETE ON traces
+WHEN EXISTS (SELECT 1 FROM stats_contrib WHERE trace_id = old.trace_id)
+BEGIN INSERT INTO stats_dirty(trace_id) SELECT old.trace_id WHERE NOT EXISTS (SELECT 1 FROM stats_dirty WHERE trace_id = old.trace_id); END
+""",
+    """
+INSERT OR REPLACE INTO meta(key, value) VALUES ('rollup_to', (SELECT ifnull(max(id), 0) FROM traces))
+""",
+    """
+INSERT OR REPLACE INTO meta(key, value) VALUES ('rollup_at', 0)
+""",
+)
+
+
+def add_stats_rollup(conn: sqlite3.Connection) -> None:
+    """Migration 12 -> 13 (issue 19, the Stats rollup): statement by statement (trigger bodies hold ';')."""
+    for statement in _V13:
+        conn.execute(statement)
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     """Run DDL statements inside the caller's transaction.
 
@@ -373,6 +458,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     9: lambda conn: _run_script(conn, _V10),
     10: lambda conn: _run_script(conn, _V11),
     11: lambda conn: _run_script(conn, _V12),
+    12: add_stats_rollup,
 }
 
 

@@ -37,20 +37,20 @@ _COLS = (
     "spans.ttft_ns, spans.tokens_per_s, spans.is_retry != 0, spans.is_fallback != 0, spans.cost_usd"
 )
 _KEY = CALL_SPAN + 1
-_MODEL_KEY = "coalesce(nullif(spans.request_model, ''), nullif(spans.response_model, ''))"
-_PROMPT_KEY = (
+MODEL_KEY = "coalesce(nullif(spans.request_model, ''), nullif(spans.response_model, ''))"
+PROMPT_KEY = (
     "CASE WHEN nullif(spans.prompt_name, '') IS NOT NULL "
     f"THEN spans.prompt_name || '@' || coalesce(nullif(spans.prompt_version, ''), '{NONE_KEY}') "
     "ELSE nullif(spans.prompt_version, '') END"
 )
 # The run: the trace's service and its root span's name (the earliest span's while rootless).
-_RUN_JOIN = " LEFT JOIN traces AS stats_run ON stats_run.trace_id = spans.trace_id"
-_ROUTE_KEY = "stats_run.service || ' / ' || coalesce(stats_run.root_name, stats_run.first_name)"
+RUN_JOIN = " LEFT JOIN traces AS stats_run ON stats_run.trace_id = spans.trace_id"
+ROUTE_KEY = "stats_run.service || ' / ' || coalesce(stats_run.root_name, stats_run.first_name)"
 # With a route attribute: the call's raw span, and its root span's row id (that one is read
 # once per run, and only for calls without the attribute). Python's bytes search for the key
 # skips decoding the spans that cannot hold it (cheaper than SQLite's instr(), measured).
 _ROOT_JOIN = (
-    _RUN_JOIN + " LEFT JOIN spans AS stats_root"
+    RUN_JOIN + " LEFT JOIN spans AS stats_root"
     " ON stats_root.trace_id = spans.trace_id AND stats_root.span_id = stats_run.root_span_id"
 )
 _ATTR_KEY = "spans.raw, stats_root.id"
@@ -97,13 +97,13 @@ def llm_calls(
     by_attribute = by == "route" and bool(route_attribute)
     join = ""
     if by == "model":
-        key_cols = _MODEL_KEY
+        key_cols = MODEL_KEY
     elif by == "prompt_version":
-        key_cols = _PROMPT_KEY
+        key_cols = PROMPT_KEY
     elif by_attribute:
         key_cols, join = _ATTR_KEY, _ROOT_JOIN
     else:
-        key_cols, join = _ROUTE_KEY, _RUN_JOIN
+        key_cols, join = ROUTE_KEY, RUN_JOIN
 
     conditions, params = _counted_calls(since_ns, None, flt)
     # Without span ids the column is NULL: 8 fewer bytes per row to copy out (about 7% of the query).
@@ -150,7 +150,7 @@ _COHORT = (
     "SELECT spans.trace_id, spans.span_id, spans.start_ns, max(spans.end_ns - spans.start_ns, 0), "
     "spans.status_code = 2, spans.ttft_ns, spans.tokens_per_s, spans.output_tokens, spans.max_tokens, "
     "spans.is_retry != 0, spans.is_fallback != 0, spans.cost_usd, max(run.end_ns - run.start_ns, 0), "
-    f"{_MODEL_KEY}, {_PROMPT_KEY}, run.service || ' / ' || coalesce(run.root_name, run.first_name) "
+    f"{MODEL_KEY}, {PROMPT_KEY}, run.service || ' / ' || coalesce(run.root_name, run.first_name) "
     "FROM spans AS spans JOIN traces AS run ON run.trace_id = spans.trace_id WHERE {where} "
     "ORDER BY spans.start_ns"
 )

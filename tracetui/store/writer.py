@@ -30,7 +30,7 @@ from pathlib import Path
 
 from tracetui.llm.timing import Call, analyze
 from tracetui.model.rows import COL, LOG_COLUMNS, SPAN_COLUMNS, SPLIT_KEYS, Decoded, Source
-from tracetui.store import blobs
+from tracetui.store import blobs, rollup
 from tracetui.store.batch import (
     ANALYSIS_COLUMNS,
     MAX_ANALYZED_SPANS,
@@ -396,6 +396,8 @@ class Committer:
                 conn.execute("BEGIN IMMEDIATE")
                 written = self._write(conn, parts) if parts else 0
                 self._evict(conn, parts, written)
+                # the Stats rollup (tracetui.store.rollup): after eviction, so that evicted traces leave it too
+                rollup.refresh(conn, [trace_id for part in parts for trace_id in part.traces])
                 if status is not None:
                     conn.execute(
                         "INSERT INTO meta(key, value) VALUES ('receiver', ?) "

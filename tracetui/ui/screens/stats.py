@@ -392,13 +392,12 @@ class StatsScreen(Screen):
             return
         sparkline.data = histogram(group.durations_ms)
         low, high = min(group.durations_ms), max(group.durations_ms)
-        title.update(
-            Text(
-                f" latency of {safe_text(group.key, 40)}: {len(group.durations_ms)} calls from "
-                f"{fmt_duration(int(low * 1e6))} to {fmt_duration(int(high * 1e6))}",
-                style="dim",
-            )
-        )
+        span = f"from {fmt_duration(int(low * 1e6))} to {fmt_duration(int(high * 1e6))}"
+        if group.percentiles:  # the figures come from the rollup's sketches: said, with their error
+            line = f" latency of {safe_text(group.key, 40)}: {group.count:,} calls {span}; percentiles: {group.percentiles}"
+        else:
+            line = f" latency of {safe_text(group.key, 40)}: {len(group.durations_ms)} calls {span}"
+        title.update(Text(line, style="dim"))
 
     def _title(self, width: int) -> Text:
         """What the table shows: grouping, then the filter in force (cut, never dropped), window and sort if room."""

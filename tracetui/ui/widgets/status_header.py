@@ -118,10 +118,14 @@ class StatusHeader(Widget):
             lag = c.index_behind or 0
             behind = Text(f"  indexing {fmt_count(lag)}{'+' if lag >= 100_000 else ''} behind" if lag >= 1_000 else "",
                           style="yellow")  # fmt: skip
+            # An upgraded database's Stats rollup being filled (tracetui.jobs.rollup); Stats scans meanwhile.
+            backfill = Text("" if c.stats_backfill is None else f"  stats: backfilling {c.stats_backfill:.0%}",
+                            style="yellow")  # fmt: skip
             sections = (
                 judge_section(c.judge),
                 judge_waiting(c.judge),
                 behind,
+                backfill,
                 self._since_start(c),
                 Text(f"   db {fmt_bytes(c.db_bytes)}", style="dim"),
                 evicted,

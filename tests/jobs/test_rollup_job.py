@@ -1,0 +1,86 @@
+"""An upgraded database: opened at once, its Stats rollup filled by `tracetui job rollup` in the background.
+
+The database is written by tracetui's real writer, then taken back to schema 12 as a
+tracetui from before the rollup left it (no rollup tables, no triggers). Opening it
+migrates in an instant; until the real job process has filled the rollup, Stats scans
+(exact) and the header's counters say how far the fill has come; after, the rollup
+answers and agrees with the scan.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import BASE_NS, fill_db
+
+from tests.store.test_rollup import assert_same, readers, traffic
+from tracetui.query.stats import compute
+from tracetui.store.reader import SqliteReader
+from tracetui.store.schema import SCHEMA_VERSION
+
+
+def as_before_the_rollup(db: Path) -> None:
+    conn = sqlite3.connect(db)
+    for (name,) in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'stats_%'"
+    ).fetchall():
+        conn.execute(f"DROP TRIGGER {name}")
+    for table in ("stats_bins", "stats_contrib", "stats_dirty"):
+        conn.execute(f"DROP TABLE {table}")
+    conn.execute("DELETE FROM meta WHERE key IN ('rollup_to', 'rollup_at')")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    conn.commit()
+    conn.close()
+
+
+def test_an_old_database_opens_at_once_and_the_job_fills_its_rollup(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    fill_db(db, traffic(7, range(1, 150)))
+    as_before_the_rollup(db)
+
+    scan, rolled = readers(db)  # opening migrates (schema 13): nothing summed yet
+    assert rolled.counters().stats_backfill == 0.0
+    assert [g.percentiles for g in compute(rolled, "model")] == [None] * len(compute(scan, "model"))
+    scan.close()
+    rolled.close()
+
+    done = subprocess.run([sys.executable, "-m", "tracetui", "job", "rollup", "--db", str(db)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+    reader = SqliteReader(db)
+    assert reader.counters().stats_backfill is None
+    reader.close()
+    assert_same(db, (None, BASE_NS + 7200 * 10**9))
+
+
+async def test_serve_fills_it_and_the_header_says_so_meanwhile(tmp_path: Path) -> None:
+    import signal
+
+    from helpers import start_receiver, wait_until
+
+    from tests.ui.test_status_header import header_text
+
+    db = tmp_path / "old.db"
+    fill_db(db, traffic(8, range(1, 60)))
+    as_before_the_rollup(db)
+    # `view` (no receiver) is up at once; the header says the rollup is still to fill
+    assert "stats: backfilling 0%" in await header_text(db, lambda: False, width=250)
+
+    def progress():
+        reader = SqliteReader(db)
+        try:
+            return reader.counters().stats_backfill
+        finally:
+            reader.close()
+
+    receiver = start_receiver(db, cwd=tmp_path)  # serve starts `tracetui job rollup` beside itself
+    try:
+        assert wait_until(lambda: progress() is None, timeout=60), receiver.stderr
+        assert "stats: backfilling" not in await header_text(db, lambda: True, width=250)
+    finally:
+        assert receiver.stop(signal.SIGTERM) == 0, receiver.stderr
+    assert_same(db)
