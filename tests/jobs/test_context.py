@@ -50,3 +50,22 @@ def test_a_call_without_answer_text_is_not_judged():
     retrieval = detail("retrieve", "retriever", 0, 5, **{"gen_ai.retrieval.documents": '[{"content": "x y z"}]'})
     call = detail("chat", "llm", 10, 20)
     assert call_context(call, [retrieval, call]).not_judged == NO_ANSWER
+
+
+def test_in_a_long_run_each_call_gets_the_latest_texts_that_ended_before_it_oldest_first():
+    """A run of 300 tool spans (every seventh output blank): two calls of the same run, read
+    through one RunContext, get the latest MAX_TEXTS non-blank outputs before their start."""
+    from tracetui.jobs.context import MAX_TEXTS, RunContext
+
+    def output(i: int) -> str:
+        return "   " if i % 7 == 0 else f"order {i} shipped"
+
+    tools = [detail(f"tool {i}", "tool", 10 * i, 10 * i + 5, **{"gen_ai.tool.call.result": output(i)})
+             for i in range(300)]  # fmt: skip
+    early, late = chat(10 * 40 + 5), chat(10 * 250 + 7)  # the first starts just as tool 40 ends
+    run = RunContext([*reversed(tools), early, late])
+    for call, last in ((early, 40), (late, 250)):
+        expected = [output(i) for i in range(last + 1) if output(i).strip()][-MAX_TEXTS:]
+        assert run.context(call).documents == expected
+        assert call_context(call, tools + [early, late]).documents == expected
+    assert run.span(b"nope") is None

@@ -43,10 +43,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tracetui.jobs.context import NO_CONTEXT, call_context
+from tracetui.jobs.context import NO_CONTEXT, RunContext
 from tracetui.jobs.judge import NAME, Calls, Judge, Key, Retries, Tally, publish_state
 from tracetui.model.filter import Filter
-from tracetui.model.views import SpanDetail
 from tracetui.store.filter_sql import span_where
 from tracetui.store.lock import WriteLock
 from tracetui.store.reader import SqliteReader
@@ -202,7 +201,7 @@ class _Pass:
         self.last = self._one("SELECT max(id) FROM spans") or 0
         if progress.cursor > self.last:
             progress.cursor = 0  # the spans were purged: their ids start again
-        self.runs: dict[bytes, list[SpanDetail]] = {}
+        self.runs: dict[bytes, RunContext] = {}
 
     # --- the calls kept apart from the watermark ------------------------------------------------
 
@@ -262,11 +261,11 @@ class _Pass:
         """Judge ``key`` or store why not (or, its run still arriving, let it wait for context); False: it is gone."""
         run = self.runs.get(key[0])
         if run is None:
-            run = self.runs[key[0]] = self.reader.span_details(key[0])
-        detail = next((d for d in run if d.row["span_id"] == key[1]), None)
+            run = self.runs[key[0]] = RunContext(self.reader.span_details(key[0]))
+        detail = run.span(key[1])
         if detail is None:
             return False
-        context = call_context(detail, run)
+        context = run.context(detail)
         updated = self._one("SELECT updated_ns FROM traces WHERE trace_id = ?", (key[0],))
         settled = updated is None or time.time_ns() - updated >= self.settle_s * 1e9
         if context.not_judged == NO_CONTEXT and not final and self.keep and not settled:
