@@ -4,7 +4,7 @@ Same run, interleaved rounds (off, on, off, on ...): each round starts `tracetui
 fresh database, sends RAG-shaped runs (a retrieval span with documents, then a chat call with its
 messages) from CLIENTS threads over gRPC for ROUND_S seconds, one export at a time per client, and
 records spans acknowledged per second and each export's ack latency. With the judge on, `serve`
-starts `job judge` (2 calls in flight, no rate limit: its busiest) against a fake OpenAI-compatible judge
+starts `job judge` (2 calls in flight, no rate limit unless `--judge-rate N`: its busiest) against a fake OpenAI-compatible judge
 (a thread here answering a fixed verdict),
 so no model shares the CPU: what is measured is the judge process itself (reading spans, writing
 results under the write lock) beside the receiver. The load average is printed with the figures.
@@ -94,10 +94,10 @@ def _request(client: int, seq: int) -> bytes:
     return request.SerializeToString()
 
 
-def _round(judge_url: str | None, seconds: float, workdir: Path) -> dict:
+def _round(judge_url: str | None, seconds: float, workdir: Path, rate: float) -> dict:
     db = workdir / f"r{time.monotonic_ns()}.db"
     cmd = [sys.executable, "-m", "tracetui", "serve", "--headless", "--db", str(db), "--grpc-port", "0",
-           "--http-port", "0"] + (["--judge", judge_url, "--judge-model", "fake", "--judge-concurrency", "2", "--judge-rate", "0"]
+           "--http-port", "0"] + (["--judge", judge_url, "--judge-model", "fake", "--judge-concurrency", "2", "--judge-rate", f"{rate:g}"]
                  if judge_url else [])  # fmt: skip
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, stdout=subprocess.DEVNULL)
     assert proc.stderr is not None
@@ -197,6 +197,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--pass-cost", type=Path, default=None, metavar="COPY.sqlite")
+    parser.add_argument("--judge-rate", type=float, default=0.0,
+                        help="calls/min (0: no limit, the judge at its busiest; serve's default is 30)")  # fmt: skip
     args = parser.parse_args()
     if args.pass_cost:
         pass_cost(args.pass_cost)
@@ -205,11 +207,12 @@ def main() -> int:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     results: dict[str, list[dict]] = {"off": [], "on": []}
-    print(f"load average before: {Path('/proc/loadavg').read_text().strip()}  (cores: {os.cpu_count()})")
+    print(f"load average before: {Path('/proc/loadavg').read_text().strip()}  (cores: {os.cpu_count()})  "
+          f"--judge-rate {args.judge_rate:g}")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="tracetui-judge-bench-") as tmp:
         for _ in range(args.rounds):
             for mode in ("off", "on"):
-                r = _round(url if mode == "on" else None, args.seconds, Path(tmp))
+                r = _round(url if mode == "on" else None, args.seconds, Path(tmp), args.judge_rate)
                 results[mode].append(r)
                 print(f"judge {mode:3}: {r['spans_per_s']:8.0f} spans/s  ack p50 {r['p50_ms']:6.1f} ms  "
                       f"p99 {r['p99_ms']:6.1f} ms  results written by the judge: {r['judged']}", flush=True)  # fmt: skip
