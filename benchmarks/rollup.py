@@ -71,10 +71,10 @@ def ingest(rounds: int, batches: int, scratch: Path) -> dict:
                 t = time.process_time()
                 for part in parts:
                     spans += committer.commit([part])
+                committer.close()  # counted: it sums what is still queued for the rollup (rollup.REFRESH_S)
                 cpu = time.process_time() - t
             finally:
                 writer_module.rollup.refresh = refresh  # type: ignore[assignment]
-                committer.close()
             out[mode].append(cpu / spans * 1e6)
             print(f"  round {r} {mode}: {cpu / spans * 1e6:.1f} µs/span ({spans} spans)  load {loadavg()}", flush=True)
     on, off = sorted(out["on"])[len(out["on"]) // 2], sorted(out["off"])[len(out["off"]) // 2]

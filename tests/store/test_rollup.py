@@ -173,6 +173,26 @@ def test_evaluations_written_by_another_process_count_before_and_after_the_next_
     assert_same(db)
 
 
+def test_a_live_writer_sums_its_traces_once_a_second_and_stats_are_right_meanwhile(tmp_path: Path) -> None:
+    """The writer queues a commit's traces (rollup.REFRESH_S) instead of rewriting the bins at every commit:
+    between two refreshes the reader corrects for the queue, and closing the writer sums what it queued."""
+    db = tmp_path / "live.db"
+    committer = Committer(db)
+    try:
+        for n, request in enumerate(traffic(6, range(1, 200))):
+            decoded = decode_spans(request)
+            prepare(decoded)
+            committer.commit([decoded])
+            if n == 0:
+                committer._rollup_due = float("inf")  # noqa: SLF001  (no refresh until closed, however slow the machine)
+        assert sqlite3.connect(db).execute("SELECT count(*) FROM stats_dirty").fetchone()[0] > 100
+        assert assert_same(db, (None, BASE_NS + 600 * S)) > 0
+    finally:
+        committer.close()
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM stats_dirty").fetchone()[0] == 0
+    assert_same(db, (None, BASE_NS + 600 * S))
+
+
 def test_retention_evictions_and_purge(tmp_path: Path) -> None:
     db = tmp_path / "evict.db"
     committer = Committer(db, retention=Retention(max_spans=600))

@@ -64,6 +64,10 @@ _RATIOS = tuple(size // LEVELS_S[0] for size in LEVELS_S)
 EXACT_BELOW_SPANS = 50_000
 #: How many queued traces a reader corrects for before it prefers the scan (a reindex of everything).
 MAX_DIRTY = 2_000
+#: Seconds the writer lets a commit's traces wait in ``stats_dirty`` before it sums them into the bins
+#: (tracetui.store.writer): a trace whose spans come over several commits is summed once, and the
+#: bins are rewritten about once a second rather than at every commit. Readers correct for the wait.
+REFRESH_S = 1.0
 #: Trace rows per background transaction (the receiver waits at most one for the write lock).
 BACKFILL_BATCH = 200
 #: Most values the histogram gets from a sketch (the scan's cap on recent durations, too).
@@ -141,13 +145,14 @@ def _contribution(calls: list[tuple], scores: dict[tuple[bytes, bytes], list[flo
         trace_id, span_id, start, duration, error, ttft, rate, retry, fallback, cost = call[:10]
         fine = start // STEP_NS
         grounded = scores.get((trace_id, span_id)) if scores else None
+        at = sketch.bucket(duration), None if ttft is None else sketch.bucket(ttft)  # once, not per grouping
         for grouping, column in _KEY_COLUMN.items():
             key = call[column]
             key = NONE_KEY if key is None else str(key)
             entry = out.get((grouping, fine, key))
             if entry is None:
                 entry = out[(grouping, fine, key)] = _empty()
-            _add_call(entry, duration, error, ttft, rate, retry, fallback, cost, grounded)
+            _add_call(entry, at, error, rate, retry, fallback, cost, grounded)
             seen = last.get((grouping, key))
             if seen is None or start > seen[0]:
                 last[(grouping, key)] = (start, fine)
@@ -156,7 +161,8 @@ def _contribution(calls: list[tuple], scores: dict[tuple[bytes, bytes], list[flo
     return out
 
 
-def _add_call(entry: Entry, duration, error, ttft, rate, retry, fallback, cost, grounded) -> None:
+def _add_call(entry: Entry, at: tuple[int, int | None], error, rate, retry, fallback, cost, grounded) -> None:
+    """Count one call into ``entry``; ``at``: its duration's and time to first token's sketch buckets."""
     entry[CALLS] += 1
     entry[ERRORS] += error or 0
     entry[RETRIES] += retry or 0
@@ -170,13 +176,11 @@ def _add_call(entry: Entry, duration, error, ttft, rate, retry, fallback, cost, 
     if grounded:
         entry[SCORE] += math.fsum(grounded)
         entry[SCORE_N] += len(grounded)
-    index = sketch.bucket(duration)
     durations = entry[DURATIONS]
-    durations[index] = durations.get(index, 0) + 1
-    if ttft is not None:
-        index = sketch.bucket(ttft)
+    durations[at[0]] = durations.get(at[0], 0) + 1
+    if at[1] is not None:
         ttfts = entry[TTFTS]
-        ttfts[index] = ttfts.get(index, 0) + 1
+        ttfts[at[1]] = ttfts.get(at[1], 0) + 1
 
 
 def encode(contribution: Contribution) -> str:
@@ -243,6 +247,11 @@ def refresh(conn: sqlite3.Connection, trace_ids: Iterable[bytes]) -> None:
         delta: dict[tuple[str, int, int, str], Entry] = {}
         _spread(delta, fine, 1)
         _apply(conn, delta)
+
+
+def queue(conn: sqlite3.Connection, trace_ids: Iterable[bytes]) -> None:
+    """Leave these traces for a later :func:`refresh` (in the caller's transaction); readers correct for them."""
+    conn.executemany("INSERT OR IGNORE INTO stats_dirty(trace_id) VALUES (?)", [(t,) for t in trace_ids])
 
 
 def _stored(conn: sqlite3.Connection, ids: list[bytes]) -> dict[bytes, str]:

@@ -383,6 +383,10 @@ class Committer:
         #: provenances.id this connection stored or found (cleared with ``_source_ids``).
         self._provenance_ids: set[bytes] = set()
         self._data_version: int | None = None
+        #: When the Stats rollup is next brought up to date (time.monotonic()), and how many traces this
+        #: writer queued for it meanwhile (see rollup.REFRESH_S).
+        self._rollup_due = 0.0
+        self._rollup_queued = 0
 
     def commit(self, parts: list[Decoded], status: dict | None = None) -> int:
         """Write ``parts`` (and the receiver's status) in one transaction; returns the new spans.
@@ -397,7 +401,7 @@ class Committer:
                 written = self._write(conn, parts) if parts else 0
                 self._evict(conn, parts, written)
                 # the Stats rollup (tracetui.store.rollup): after eviction, so that evicted traces leave it too
-                rollup.refresh(conn, [trace_id for part in parts for trace_id in part.traces])
+                self._roll_up(conn, [trace_id for part in parts for trace_id in part.traces])
                 if status is not None:
                     conn.execute(
                         "INSERT INTO meta(key, value) VALUES ('receiver', ?) "
@@ -416,6 +420,17 @@ class Committer:
         if parts:  # (a status heartbeat is too small to say the disk has room again)
             self.health.clear(started_ns)
         return written
+
+    def _roll_up(self, conn: sqlite3.Connection, trace_ids: list[bytes]) -> None:
+        """Sum these traces (and every queued one) into the Stats rollup, or queue them until it is due:
+        every rollup.REFRESH_S, or sooner when the queue would make readers correct for too many."""
+        now = time.monotonic()
+        if now >= self._rollup_due or self._rollup_queued + len(trace_ids) > rollup.MAX_DIRTY // 2:
+            rollup.refresh(conn, trace_ids)
+            self._rollup_due, self._rollup_queued = now + rollup.REFRESH_S, 0
+        elif trace_ids:
+            rollup.queue(conn, trace_ids)
+            self._rollup_queued += len(trace_ids)
 
     def _rollback(self) -> None:
         """Undo the failed transaction, if SQLite has not already (it does itself on a full disk).
@@ -443,6 +458,12 @@ class Committer:
             evict_over_limits(conn, self.retention, protect=protect, added_spans=written)
 
     def close(self, optimize: bool = False) -> None:
+        if self._rollup_queued:
+            self._rollup_due = 0.0
+            try:  # what this writer queued for the Stats rollup is summed before it goes
+                self.commit([])
+            except StoreUnavailable as exc:
+                log.warning("closing database: %s", exc)
         try:
             if optimize:
                 self.conn.execute("PRAGMA optimize")
