@@ -84,3 +84,29 @@ async def test_serve_fills_it_and_the_header_says_so_meanwhile(tmp_path: Path) -
     finally:
         assert receiver.stop(signal.SIGTERM) == 0, receiver.stderr
     assert_same(db)
+
+
+def test_beside_a_live_receiver_the_job_sums_what_arrives(tmp_path: Path) -> None:
+    """The receiver's writer only queues the traces of each commit; `serve`'s rollup job sums them
+    while it runs (the queue empties without another commit), and Stats agree with the scan."""
+    import signal
+
+    from helpers import channel_to, exporter_stub, query_ro, start_receiver, wait_until
+
+    db = tmp_path / "live.db"
+    receiver = start_receiver(db, cwd=tmp_path)
+    try:
+        with channel_to(receiver.port) as channel:
+            export = exporter_stub(channel)
+            for request in traffic(9, range(1, 120)):
+                export(request.SerializeToString(), timeout=30)
+
+        def summed() -> bool:
+            (queued,) = query_ro(db, "SELECT count(*) FROM stats_dirty")[0]
+            (contributions,) = query_ro(db, "SELECT count(*) FROM stats_contrib")[0]
+            return queued == 0 and contributions == 119
+
+        assert wait_until(summed, timeout=60), receiver.stderr
+        assert_same(db, (None, BASE_NS + 600 * 10**9))
+    finally:
+        assert receiver.stop(signal.SIGTERM) == 0, receiver.stderr

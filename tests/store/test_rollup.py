@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -153,7 +155,7 @@ def test_fixtures_of_every_suite_library(tmp_path: Path) -> None:
     assert assert_same(db) > 0
 
 
-def test_evaluations_written_by_another_process_count_before_and_after_the_next_commit(tmp_path: Path) -> None:
+def test_evaluations_written_by_another_process_count_before_and_after_the_job_sums_them(tmp_path: Path) -> None:
     db = tmp_path / "evals.db"
     fill_db(db, traffic(2, range(1, 80)))
     calls = sqlite3.connect(db).execute(
@@ -166,27 +168,38 @@ def test_evaluations_written_by_another_process_count_before_and_after_the_next_
     judge.close()
     assert sqlite3.connect(db).execute("SELECT count(*) FROM stats_dirty").fetchone()[0] > 0
     assert_same(db)  # the reader corrects for the traces queued
-    committer = Committer(db)
-    committer.commit([], {"state": "listening"})  # a heartbeat drains the queue
-    committer.close()
+    run_rollup_job(db)
     assert sqlite3.connect(db).execute("SELECT count(*) FROM stats_dirty").fetchone()[0] == 0
     assert_same(db)
 
 
-def test_a_live_writer_sums_its_traces_once_a_second_and_stats_are_right_meanwhile(tmp_path: Path) -> None:
-    """The writer queues a commit's traces (rollup.REFRESH_S) instead of rewriting the bins at every commit:
-    between two refreshes the reader corrects for the queue, and closing the writer sums what it queued."""
+def run_rollup_job(db: Path) -> None:
+    """The real `tracetui job rollup` (without --follow: it sums what is queued, then exits)."""
+    done = subprocess.run([sys.executable, "-m", "tracetui", "job", "rollup", "--db", str(db)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_live_writer_only_queues_and_stats_are_right_before_and_after_the_job_sums(tmp_path: Path) -> None:
+    """The writer queues a commit's traces for the rollup job instead of summing them on the ack path:
+    while they wait the reader corrects for the queue; the job sums them; a closing writer sums what is left."""
     db = tmp_path / "live.db"
     committer = Committer(db)
     try:
-        for n, request in enumerate(traffic(6, range(1, 200))):
+        for request in traffic(6, range(1, 200)):
             decoded = decode_spans(request)
             prepare(decoded)
             committer.commit([decoded])
-            if n == 0:
-                committer._rollup_due = float("inf")  # noqa: SLF001  (no refresh until closed, however slow the machine)
-        assert sqlite3.connect(db).execute("SELECT count(*) FROM stats_dirty").fetchone()[0] > 100
+        assert sqlite3.connect(db).execute("SELECT count(*) FROM stats_dirty").fetchone()[0] == 199
+        assert sqlite3.connect(db).execute("SELECT count(*) FROM stats_bins").fetchone()[0] == 0
         assert assert_same(db, (None, BASE_NS + 600 * S)) > 0
+        run_rollup_job(db)
+        assert sqlite3.connect(db).execute("SELECT count(*) FROM stats_dirty").fetchone()[0] == 0
+        assert_same(db, (None, BASE_NS + 600 * S))
+        for request in traffic(7, range(200, 260)):
+            decoded = decode_spans(request)
+            prepare(decoded)
+            committer.commit([decoded])
     finally:
         committer.close()
     assert sqlite3.connect(db).execute("SELECT count(*) FROM stats_dirty").fetchone()[0] == 0

@@ -181,7 +181,7 @@ def serve(
         from tracetui.ingest.receiver import run_receiver
 
         indexer = start_indexer(settings.db_path, settings.content) if settings.index else None
-        filling = start_rollup(settings.db_path)  # an upgraded database's Stats rollup, in the background
+        filling = start_rollup(settings.db_path)  # the Stats rollup, summed beside the receiver
 
         judging = start_judge(judge_job, quiet=False)
         try:
@@ -452,7 +452,7 @@ from tracetui.cli.judge import job_group, judge_command  # noqa: E402
 
 main.add_command(judge_command)
 job_group.add_command(indexer_job)  # `tracetui job indexer` beside `tracetui job judge`
-job_group.add_command(rollup_job)  # `tracetui job rollup`: the Stats rollup of an upgraded database
+job_group.add_command(rollup_job)  # `tracetui job rollup`: the Stats rollup, beside the receiver
 main.add_command(job_group)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -194,22 +194,23 @@ def _print_metrics_table(metrics: dict[str, metric_stats.ModelMetrics]) -> None:
 @click.command(name="rollup", context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def rollup_job(args: tuple[str, ...]) -> None:
-    """The Stats rollup's background fill (`tracetui job rollup`, started by `tracetui serve`)."""
+    """The Stats rollup's job (`tracetui job rollup`; `serve` starts it with --follow)."""
+    import os
     import sys
 
     from tracetui.jobs import rollup
 
+    # Like the indexer and the judge: the receiver's workers come first on a busy machine.
+    if hasattr(os, "nice"):
+        os.nice(10)
     sys.exit(rollup.main(list(args)))
 
 
 def start_rollup(db_path: Path):
-    """``serve``'s fill of an upgraded database's Stats rollup (a process; it exits when done); None: nothing to fill."""
+    """``serve``'s Stats rollup job: it sums what the writer queues, and fills an upgraded database (a process
+    that exits with this one)."""
     import subprocess
     import sys
 
-    from tracetui.jobs.rollup import pending
-
-    if not pending(db_path):
-        return None
-    return subprocess.Popen([sys.executable, "-m", "tracetui", "job", "rollup", "--db", str(db_path)],
+    return subprocess.Popen([sys.executable, "-m", "tracetui", "job", "rollup", "--follow", "--db", str(db_path)],
                             stdin=subprocess.DEVNULL)  # fmt: skip

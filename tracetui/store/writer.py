@@ -383,10 +383,8 @@ class Committer:
         #: provenances.id this connection stored or found (cleared with ``_source_ids``).
         self._provenance_ids: set[bytes] = set()
         self._data_version: int | None = None
-        #: When the Stats rollup is next brought up to date (time.monotonic()), and how many traces this
-        #: writer queued for it meanwhile (see rollup.REFRESH_S).
-        self._rollup_due = 0.0
-        self._rollup_queued = 0
+        #: Whether this writer queued traces for the Stats rollup (summed at close when no job did).
+        self._rollup_queued = False
 
     def commit(self, parts: list[Decoded], status: dict | None = None) -> int:
         """Write ``parts`` (and the receiver's status) in one transaction; returns the new spans.
@@ -422,15 +420,23 @@ class Committer:
         return written
 
     def _roll_up(self, conn: sqlite3.Connection, trace_ids: list[bytes]) -> None:
-        """Sum these traces (and every queued one) into the Stats rollup, or queue them until it is due:
-        every rollup.REFRESH_S, or sooner when the queue would make readers correct for too many."""
-        now = time.monotonic()
-        if now >= self._rollup_due or self._rollup_queued + len(trace_ids) > rollup.MAX_DIRTY // 2:
-            rollup.refresh(conn, trace_ids)
-            self._rollup_due, self._rollup_queued = now + rollup.REFRESH_S, 0
-        elif trace_ids:
+        """Queue these traces for the Stats rollup (the rollup job sums them; tracetui.store.rollup)."""
+        if trace_ids:
             rollup.queue(conn, trace_ids)
-            self._rollup_queued += len(trace_ids)
+            self._rollup_queued = True
+
+    def _sum_queued(self) -> None:
+        try:
+            with self.lock:
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    rollup.refresh(self.conn, [])
+                    self.conn.execute("COMMIT")
+                except BaseException:
+                    self.conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            log.warning("closing database: Stats rollup: %s", exc)
 
     def _rollback(self) -> None:
         """Undo the failed transaction, if SQLite has not already (it does itself on a full disk).
@@ -458,12 +464,8 @@ class Committer:
             evict_over_limits(conn, self.retention, protect=protect, added_spans=written)
 
     def close(self, optimize: bool = False) -> None:
-        if self._rollup_queued:
-            self._rollup_due = 0.0
-            try:  # what this writer queued for the Stats rollup is summed before it goes
-                self.commit([])
-            except StoreUnavailable as exc:
-                log.warning("closing database: %s", exc)
+        if self._rollup_queued:  # what is still queued is summed before it goes (an import, a test, `demo`)
+            self._sum_queued()
         try:
             if optimize:
                 self.conn.execute("PRAGMA optimize")
