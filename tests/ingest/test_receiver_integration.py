@@ -321,6 +321,7 @@ def test_decode_workers_and_decoding_in_place_store_the_same(start_rcv):
 
     in_workers = start_rcv(db="workers.db")
     in_place = start_rcv("--decode-workers", "0", db="in-place.db")
+
     def decoders(rcv) -> list:
         """serve's children but its jobs (tracetui job indexer / rollup), which decode nothing it receives."""
         return [c for c in psutil.Process(rcv.proc.pid).children() if "job" not in c.cmdline()]
