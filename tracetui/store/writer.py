@@ -426,15 +426,19 @@ class Committer:
             self._rollup_queued = True
 
     def _sum_queued(self) -> None:
+        """Sum what is queued for the Stats rollup, rollup.DRAIN_BATCH traces a transaction (what is done
+        stays done if the process is stopped meanwhile; the rollup job sums the rest)."""
         try:
-            with self.lock:
-                self.conn.execute("BEGIN IMMEDIATE")
-                try:
-                    rollup.refresh(self.conn, [])
-                    self.conn.execute("COMMIT")
-                except BaseException:
-                    self.conn.execute("ROLLBACK")
-                    raise
+            taken = rollup.DRAIN_BATCH
+            while taken == rollup.DRAIN_BATCH:
+                with self.lock:
+                    self.conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        taken = rollup.refresh(self.conn, [], queued_limit=rollup.DRAIN_BATCH)
+                        self.conn.execute("COMMIT")
+                    except BaseException:
+                        self.conn.execute("ROLLBACK")
+                        raise
         except sqlite3.Error as exc:
             log.warning("closing database: Stats rollup: %s", exc)
 
