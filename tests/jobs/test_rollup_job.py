@@ -10,13 +10,11 @@ answers and agrees with the scan.
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 from helpers import BASE_NS, fill_db
 
-from tests.store.test_rollup import assert_same, readers, traffic
+from tests.store.test_rollup import assert_same, readers, run_rollup_job, traffic
 from tracetui.query.stats import compute
 from tracetui.store.reader import SqliteReader
 from tracetui.store.schema import SCHEMA_VERSION
@@ -47,9 +45,7 @@ def test_an_old_database_opens_at_once_and_the_job_fills_its_rollup(tmp_path: Pa
     scan.close()
     rolled.close()
 
-    done = subprocess.run([sys.executable, "-m", "tracetui", "job", "rollup", "--db", str(db)],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    run_rollup_job(db)
 
     reader = SqliteReader(db)
     assert reader.counters().stats_backfill is None

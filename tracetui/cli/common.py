@@ -163,3 +163,29 @@ def open_writer(path: Path):
         return connect_writer(path)
     except (sqlite3.Error, OSError, SchemaTooNew) as exc:
         raise click.ClickException(f"cannot open {path}: {exc}") from None
+
+
+def lower_priority() -> None:
+    """For background work (`tracetui job indexer`, `job rollup`, `job judge`): on a saturated machine the
+    receiver's processes go first (without it, indexing cost 55 % of ingest throughput at load 2-4: 7,676
+    vs 17,116 spans/s, same run)."""
+    import os
+
+    if hasattr(os, "nice"):
+        os.nice(10)
+
+
+def job_command(name: str, module: str, doc: str) -> click.Command:
+    """The hidden `tracetui job NAME ARGS...`: ``module``'s ``main(argv)`` at lowered priority, its exit status."""
+
+    @click.command(name=name, help=doc, context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def command(args: tuple[str, ...]) -> None:
+        import importlib
+        import sys
+
+        job = importlib.import_module(module)  # first: the job notes its parent sooner at full priority
+        lower_priority()
+        sys.exit(job.main(list(args)))
+
+    return command

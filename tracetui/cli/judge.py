@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 import click
 
-from tracetui.cli.common import db_option, open_writer, resolve_db
+from tracetui.cli.common import db_option, lower_priority, open_writer, resolve_db
 from tracetui.cli.search import content_policy
 from tracetui.model.config import ContentPolicy
 
@@ -257,8 +257,7 @@ def job_judge(
                     budget=_budget(judge_budget, judge_model), concurrency=judge_concurrency)  # fmt: skip
     flt = parse(expr) if expr else None
     path = resolve_db(db)
-    if hasattr(os, "nice"):
-        os.nice(10)  # background work: the receiver's processes go first on a busy machine
+    lower_priority()
     parent = os.getppid()
     signal.signal(signal.SIGTERM, lambda *_: sys_exit())
     while not path.exists():

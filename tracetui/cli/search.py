@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -10,22 +9,13 @@ from pathlib import Path
 
 import click
 
-from tracetui.cli.common import db_option, open_writer, resolve_db
+from tracetui.cli.common import db_option, job_command, open_writer, resolve_db
 from tracetui.model.config import ContentPolicy, RedactionError
 from tracetui.model.fmt import fmt_clock, json_text, safe_text
 
-
-@click.command(name="indexer", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def indexer_job(args: tuple[str, ...]) -> None:
-    """The full-text indexer (`tracetui job indexer`, started by `tracetui serve`)."""
-    from tracetui.jobs import indexer
-
-    # Background work, like the judge: on a saturated machine the receiver's processes go first (without
-    # it, indexing cost 55 % of ingest throughput at load 2-4: 7,676 vs 17,116 spans/s, same run).
-    if hasattr(os, "nice"):
-        os.nice(10)
-    sys.exit(indexer.main(list(args)))
+indexer_job = job_command(
+    "indexer", "tracetui.jobs.indexer", "The full-text indexer (`tracetui job indexer`, started by `tracetui serve`)."
+)
 
 
 def content_policy(no_content: bool, redact: tuple[str, ...]) -> ContentPolicy:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from tracetui.cli.common import SourceChoice, db_option, source_options
+from tracetui.cli.common import SourceChoice, db_option, job_command, source_options
 from tracetui.model.fmt import json_text
 from tracetui.query import metric_stats
 from tracetui.query.stats import GROUPINGS, WINDOWS, GroupStats
@@ -191,19 +191,9 @@ def _print_metrics_table(metrics: dict[str, metric_stats.ModelMetrics]) -> None:
     _echo_table("MODEL", _METRIC_HEADERS, [safe_text(k, 48) for k in keys], [_metric_cells(metrics[k]) for k in keys])
 
 
-@click.command(name="rollup", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def rollup_job(args: tuple[str, ...]) -> None:
-    """The Stats rollup's job (`tracetui job rollup`; `serve` starts it with --follow)."""
-    import os
-    import sys
-
-    from tracetui.jobs import rollup
-
-    # Like the indexer and the judge: the receiver's workers come first on a busy machine.
-    if hasattr(os, "nice"):
-        os.nice(10)
-    sys.exit(rollup.main(list(args)))
+rollup_job = job_command(
+    "rollup", "tracetui.jobs.rollup", "The Stats rollup's job (`tracetui job rollup`; `serve` starts it with --follow)."
+)
 
 
 def start_rollup(db_path: Path):

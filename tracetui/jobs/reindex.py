@@ -66,25 +66,13 @@ def reindex(
         total = conn.execute("SELECT count(*) FROM traces").fetchone()[0]
         spans = traces = 0
         for batch in _trace_batches(conn):
-            with lock:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    spans += _reindex_traces(conn, batch)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
+            with lock.transaction(conn):
+                spans += _reindex_traces(conn, batch)
             traces += len(batch)
             if progress:
                 progress(f"{traces:,} of {total:,} traces ({spans:,} spans)")
-        with lock:  # evaluations of log records that name no trace
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                _reindex_log_evaluations(conn, None)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with lock.transaction(conn):  # evaluations of log records that name no trace
+            _reindex_log_evaluations(conn, None)
         return spans, traces
     finally:
         lock.close()

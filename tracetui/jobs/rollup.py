@@ -36,48 +36,35 @@ IDLE_S = 0.5
 
 def fill(path: Path, should_stop: Callable[[], bool] = lambda: False, batch: int = rollup.BACKFILL_BATCH) -> bool:
     """Fill until done (True) or ``should_stop()`` (False)."""
+    return _in_batches(path, lambda conn: rollup.backfill_step(conn, batch), should_stop, follow=False)
+
+
+def drain(path: Path, should_stop: Callable[[], bool] = lambda: False, *, follow: bool = True) -> None:
+    """Fill an upgraded database, then sum the queued traces: until ``should_stop()`` when ``follow``
+    (waiting for the receiver to create the file), else until the queue is empty."""
+    if follow:
+        while not Path(path).exists():  # the receiver creates it (and says so if it cannot)
+            if should_stop():
+                return
+            time.sleep(IDLE_S)
+    if fill(path, should_stop):
+        _in_batches(path, lambda conn: rollup.drain_step(conn) == rollup.DRAIN_BATCH, should_stop, follow=follow)
+
+
+def _in_batches(path: Path, step: Callable[[sqlite3.Connection], bool], should_stop: Callable[[], bool], *,
+                follow: bool) -> bool:  # fmt: skip
+    """Run ``step`` (True: there is more) a transaction at a time under the receiver's write lock, until
+    ``should_stop()`` (False) or, unless ``follow``, until there is no more (True)."""
     conn = connect_writer(Path(path))
     lock = WriteLock(Path(path))
     try:
         while not should_stop():
-            with lock:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    more = rollup.backfill_step(conn, batch)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-            if not more:
+            with lock.transaction(conn):
+                more = step(conn)
+            if not more and not follow:
                 return True
-            time.sleep(PAUSE_S)
+            time.sleep(PAUSE_S if more else IDLE_S)
         return False
-    finally:
-        lock.close()
-        conn.close()
-
-
-def drain(path: Path, should_stop: Callable[[], bool] = lambda: False, idle_s: float = IDLE_S) -> None:
-    """Sum the queued traces (and fill an upgraded database first) until ``should_stop()``."""
-    while not Path(path).exists():  # the receiver creates it (and says so if it cannot)
-        if should_stop():
-            return
-        time.sleep(idle_s)
-    if not fill(path, should_stop):
-        return
-    conn = connect_writer(Path(path))
-    lock = WriteLock(Path(path))
-    try:
-        while not should_stop():
-            with lock:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    taken = rollup.refresh(conn, [], queued_limit=rollup.DRAIN_BATCH)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-            time.sleep(PAUSE_S if taken == rollup.DRAIN_BATCH else idle_s)
     finally:
         lock.close()
         conn.close()
@@ -93,11 +80,7 @@ def main(argv: list[str]) -> int:
     parent = os.getppid()
     while True:
         try:
-            if args.follow:
-                drain(args.db, lambda: os.getppid() != parent)
-            else:
-                fill(args.db)
-                drain(args.db, lambda: rollup_queue_empty(args.db), idle_s=0.0)
+            drain(args.db, lambda: os.getppid() != parent, follow=args.follow)
             return 0
         except SchemaTooNew:  # the receiver beside it says so, once
             return 1
@@ -106,11 +89,3 @@ def main(argv: list[str]) -> int:
             time.sleep(1.0)
         except KeyboardInterrupt:
             return 0
-
-
-def rollup_queue_empty(path: Path) -> bool:
-    conn = connect_writer(Path(path))
-    try:
-        return rollup.queued(conn, 1) == 0
-    finally:
-        conn.close()

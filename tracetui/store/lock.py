@@ -19,7 +19,10 @@ and the same holds for the worker processes.
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 try:
@@ -59,6 +62,19 @@ class WriteLock:
         if fcntl is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         self._threads.release()
+
+    @contextmanager
+    def transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """Hold the lock around one write transaction on ``conn``: committed when the block ends, rolled
+        back (and the error raised again) when it raises."""
+        with self:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -357,9 +357,9 @@ def progress(conn: sqlite3.Connection) -> float | None:
     return max(0.0, min(1.0, (at - first + 1) / span)) if at >= first else 0.0
 
 
-def queued(conn: sqlite3.Connection, limit: int = MAX_DIRTY + 1) -> int:
-    """How many traces wait for the rollup job (counted up to ``limit``)."""
-    return conn.execute("SELECT count(*) FROM (SELECT 1 FROM stats_dirty LIMIT ?)", (limit,)).fetchone()[0]
+def drain_step(conn: sqlite3.Connection) -> int:
+    """Sum the next DRAIN_BATCH queued traces in the caller's transaction; returns how many it took."""
+    return refresh(conn, [], queued_limit=DRAIN_BATCH)
 
 
 def backfill_step(conn: sqlite3.Connection, batch: int = BACKFILL_BATCH) -> bool:

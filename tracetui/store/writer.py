@@ -431,14 +431,8 @@ class Committer:
         try:
             taken = rollup.DRAIN_BATCH
             while taken == rollup.DRAIN_BATCH:
-                with self.lock:
-                    self.conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        taken = rollup.refresh(self.conn, [], queued_limit=rollup.DRAIN_BATCH)
-                        self.conn.execute("COMMIT")
-                    except BaseException:
-                        self.conn.execute("ROLLBACK")
-                        raise
+                with self.lock.transaction(self.conn):
+                    taken = rollup.drain_step(self.conn)
         except sqlite3.Error as exc:
             log.warning("closing database: Stats rollup: %s", exc)
 
