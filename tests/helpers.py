@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -546,6 +547,7 @@ def span_with_deep_attribute(trace: bytes, span_id: bytes, name: str, levels: in
 
 
 _databases = iter(range(1, 1_000_000))
+_session_locks: weakref.WeakKeyDictionary[object, threading.Lock] = weakref.WeakKeyDictionary()
 
 
 def clickhouse_reader(conn, traces: Iterable[bytes] = (), logs: Iterable[bytes] = (), threshold: float = 0.5):
@@ -558,14 +560,18 @@ def clickhouse_reader(conn, traces: Iterable[bytes] = (), logs: Iterable[bytes] 
     from tracetui.clickhouse.schema import check_shape, ensure_schema
 
     shared = conn.borrowed(f"t{os.getpid()}_{next(_databases)}")  # the session's server outlives this reader
-    ensure_schema(shared.client, shared.spec.database)
-    insert_requests(
-        shared,
-        [ExportTraceServiceRequest.FromString(data) for data in traces],
-        [ExportLogsServiceRequest.FromString(data) for data in logs],
-    )
-    shape = check_shape(shared.client, shared.spec.database, "otel_traces", "otel_logs")
-    return ClickHouseReader(shared, shape, threshold=threshold)  # type: ignore[arg-type]
+    # One HTTP session answers one query at a time: every reader of the session's client, and this set-up,
+    # share one lock (an earlier test's app may still be polling from a worker thread).
+    lock = _session_locks.setdefault(conn, threading.Lock())
+    with lock:
+        ensure_schema(shared.client, shared.spec.database)
+        insert_requests(
+            shared,
+            [ExportTraceServiceRequest.FromString(data) for data in traces],
+            [ExportLogsServiceRequest.FromString(data) for data in logs],
+        )
+        shape = check_shape(shared.client, shared.spec.database, "otel_traces", "otel_logs")
+    return ClickHouseReader(shared, shape, threshold=threshold, lock=lock)  # type: ignore[arg-type]
 
 
 def both_backends(request, db_path: Path):

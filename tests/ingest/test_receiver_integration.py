@@ -529,9 +529,14 @@ def test_a_second_interrupt_stops_waiting_for_exports_in_flight(start_rcv):
     try:
         sender = threading.Thread(target=send)
         sender.start()
-        assert wait_until(lambda: rcv.proc.poll() is None and not answers, timeout=5)
+        # The export reaches the receiver and waits there for the disk (up to the 5 s busy timeout);
+        # a second is time enough to get there on a loaded machine (the line below says if it did).
+        time.sleep(1.0)
+        assert not answers
         rcv.proc.send_signal(signal.SIGINT)  # first: finish what is in flight...
-        time.sleep(0.3)
+        assert wait_until(lambda: any("waiting for 1 export in flight" in line for line in rcv.lines), timeout=3), (
+            rcv.lines
+        )
         assert rcv.proc.poll() is None, "the first interrupt should wait for the export in flight"
         rcv.proc.send_signal(signal.SIGINT)  # ...second: do not
         code = rcv.proc.wait(30)

@@ -26,6 +26,8 @@ SPANS_PER_REQUEST = 200
 CLIENTS = 4
 #: Marks the trace ids of the template request; each send swaps in a fresh nonce.
 MARKER = b"\xa5\x5a\xc3\x3c\x96\x69\x0f\xf0"
+#: A flood that has not reached its span count by then stops, and its test says how far it got.
+FLOOD_DEADLINE_S = 120.0
 
 
 def _template(spans_per_trace: int) -> bytes:
@@ -95,7 +97,10 @@ def _observe(db: Path, stop: threading.Event, seen: list[Observation]) -> None:
         conn.close()
 
 
-def flood(start_rcv, spans_per_trace: int, seconds: float, *args: str) -> tuple[Flood, list[Observation], Path]:
+def flood(
+    start_rcv, spans_per_trace: int, at_least: int, *args: str, seconds: float = 0.0
+) -> tuple[Flood, list[Observation], Path]:
+    """Flood until ``at_least`` spans are acknowledged (and ``seconds`` have passed): a slow machine floods longer."""
     rcv = start_rcv(*args)
     run = Flood(rcv.port, _template(spans_per_trace))
     seen: list[Observation] = []
@@ -105,7 +110,10 @@ def flood(start_rcv, spans_per_trace: int, seconds: float, *args: str) -> tuple[
     observer.start()
     for t in clients:
         t.start()
-    time.sleep(seconds)
+    started = time.monotonic()
+    deadline = started + max(seconds, FLOOD_DEADLINE_S)
+    while (run.acked < at_least or time.monotonic() - started < seconds) and time.monotonic() < deadline:
+        time.sleep(0.05)
     run.stop.set()
     for t in clients:
         t.join(60)
@@ -139,7 +147,7 @@ def _check_bound(run: Flood, seen: list[Observation], db: Path) -> None:
 
 @pytest.mark.parametrize("spans_per_trace", [10, 1], ids=["10-span traces", "1-span traces"])
 def test_max_spans_holds_at_every_observation_of_a_flood(start_rcv, spans_per_trace: int) -> None:
-    run, seen, db = flood(start_rcv, spans_per_trace, 3.0, "--max-spans", str(MAX_SPANS))
+    run, seen, db = flood(start_rcv, spans_per_trace, 5 * MAX_SPANS, "--max-spans", str(MAX_SPANS))
     _check_bound(run, seen, db)
     # The database file is bounded too: freed pages are reused, so it stays near what the limit holds.
     data_bytes = max(o.db_bytes for o in seen)
@@ -158,7 +166,7 @@ def _check_wal(seen: list[Observation]) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("spans_per_trace", [10, 1], ids=["10-span traces", "1-span traces"])
 def test_max_spans_holds_through_a_long_flood(start_rcv, spans_per_trace: int) -> None:
-    run, seen, db = flood(start_rcv, spans_per_trace, 30.0, "--max-spans", str(MAX_SPANS))
+    run, seen, db = flood(start_rcv, spans_per_trace, 5 * MAX_SPANS, "--max-spans", str(MAX_SPANS), seconds=30.0)
     _check_bound(run, seen, db)
     assert max(o.db_bytes for o in seen) < 8 * 1024 * 1024
     _check_wal(seen)
@@ -198,7 +206,7 @@ def test_status_reports_what_retention_evicted(start_rcv) -> None:
 
     from helpers import receiver_env
 
-    run, _seen, db = flood(start_rcv, 10, 1.0, "--max-spans", str(MAX_SPANS))
+    run, _seen, db = flood(start_rcv, 10, 2 * MAX_SPANS, "--max-spans", str(MAX_SPANS))
     out = subprocess.run([sys.executable, "-m", "tracetui", "status", "--json", "--db", str(db)],
                          capture_output=True, text=True, env=receiver_env(), check=True, cwd=db.parent).stdout  # fmt: skip
     status = json.loads(out)
@@ -211,7 +219,7 @@ def test_status_reports_what_retention_evicted(start_rcv) -> None:
 def test_max_db_mb_holds_at_every_observation_of_a_flood(start_rcv) -> None:
     """The data (pages in use) stays under --max-db-mb, so the file does too: freed pages are reused."""
     limit_mb = 3
-    run, seen, db = flood(start_rcv, 10, 3.0, "--max-db-mb", str(limit_mb))
+    run, seen, db = flood(start_rcv, 10, 20_000, "--max-db-mb", str(limit_mb))
     assert run.acked >= 20_000, f"only {run.acked} spans acknowledged"
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     assert dict(conn.execute("SELECT key, value FROM meta"))["evicted_spans"] > 0
@@ -223,7 +231,7 @@ def test_max_db_mb_holds_at_every_observation_of_a_flood(start_rcv) -> None:
 
 def test_max_age_holds_at_every_observation_of_a_flood(start_rcv) -> None:
     """Spans older than --max-age are gone by the next commit: at most one export's worth is ever stored."""
-    run, seen, _db = flood(start_rcv, 10, 2.0, "--max-age", "1h")  # the template's spans are from 2023
+    run, seen, _db = flood(start_rcv, 10, 10_000, "--max-age", "1h")  # the template's spans are from 2023
     assert run.acked >= 10_000
     worst = max(o.spans for o in seen)
     assert worst <= SPANS_PER_REQUEST, f"{worst} expired spans stored at one observation"

@@ -138,6 +138,8 @@ class Admission:
         self._drained = (0.0, time.monotonic())
         #: Passes out whose body's size is not known yet.
         self.sizing = 0
+        #: Passes out: exports admitted and not answered yet (what a graceful stop waits for).
+        self.in_flight = 0
 
     # --- asking -----------------------------------------------------------------
 
@@ -181,6 +183,7 @@ class Admission:
             if self.used == 0 or self.used + waiter.cost <= self.limit:
                 self.sizing += waiter.unknown_size
                 self.used += waiter.cost
+                self.in_flight += 1
                 self._add_usage(waiter.peer, waiter.cost, now)
                 waiter.granted = True
                 self._line.remove(waiter)
@@ -218,6 +221,7 @@ class Admission:
             p.released = True
             self._sized(p)
             self.used -= p.held
+            self.in_flight -= 1
             now = time.monotonic()
             self._drained = (self._decayed(*self._drained, now) + p.held, now)
             p.held = 0

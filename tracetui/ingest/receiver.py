@@ -93,6 +93,10 @@ def run_receiver(settings: ReceiverSettings, *, err: TextIO = sys.stderr, stop: 
         flush=True,
     )
     _wait_for_stop(settings, stop)
+    if servers.admission.in_flight:
+        n = servers.admission.in_flight
+        print(f"tracetui: stopping: waiting for {n} export{'s' if n != 1 else ''} in flight to be written "
+              "(interrupt again to exit now)", file=err, flush=True)  # fmt: skip
     _shut_down(servers, decoder, writer, err)
     return 0
 
@@ -108,6 +112,7 @@ class _Servers(NamedTuple):
     grpc_port: int
     http: HttpReceiver
     http_port: int
+    admission: Admission
 
 
 def _warn_if_reachable_from_other_machines(settings: ReceiverSettings, err: TextIO) -> None:
@@ -210,7 +215,7 @@ def _start_servers(settings: ReceiverSettings, writer: Writer, decoder: Decoder)
     except OSError as exc:
         server.stop(grace=None).wait()
         raise _StartupFailed(str(exc)) from exc
-    return _Servers(server, port, http, http_port)
+    return _Servers(server, port, http, http_port, admission)
 
 
 def _stop_on_signals(stop: threading.Event, err: TextIO) -> None:
