@@ -88,7 +88,8 @@ PROBE = textwrap.dedent(
     tracetui.cli.main.main(["traces", "--db", sys.argv[1], "--json"], standalone_mode=False)
 
     loaded = sorted(m for m in sys.modules if m == "textual" or m.startswith("textual."))
-    print(json.dumps({"code": code, "textual": loaded}), file=sys.stderr)
+    heavy = sorted(m for m in ("pandas", "numpy", "pyarrow") if sys.modules.get(m) is not None)
+    print(json.dumps({"code": code, "textual": loaded, "heavy": heavy}), file=sys.stderr)
     """
 )
 
@@ -106,6 +107,8 @@ def test_receiver_and_scripting_paths_never_load_textual(tmp_path):
     result = json.loads(proc.stderr.strip().splitlines()[-1])
     assert result["code"] == 0
     assert result["textual"] == []
+    # sqlite-utils (the FTS index of a new database) imports these when installed: ~75 MB a process
+    assert result["heavy"] == []
     assert proc.stdout.strip().splitlines()[-1] == "[]"  # the traces command really ran
 
 
