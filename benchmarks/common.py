@@ -721,14 +721,28 @@ def is_job_process(cmdline: list[str]) -> bool:
     return " job " in f" {' '.join(cmdline)} "
 
 
+def _pss(pid: int) -> int:
+    """A process's proportional set size in bytes (0 when it is gone or the kernel has no smaps_rollup)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 class ProcSampler(threading.Thread):
     """Samples a process tree's memory (peak) and CPU time.
 
     The tree is the process and all its descendants (tracetui's decode workers
     and their fork server), re-listed at every sample. Memory is the sum of the
     processes' RSS: an upper bound, since pages a worker shares with the fork
-    server it came from are counted in both. CPU of a process that exits keeps
-    its last sampled value.
+    server it came from are counted in both. ``peak_pss`` is the sum of their
+    PSS (``/proc/PID/smaps_rollup``: each shared page divided among the
+    processes that map it), the tree's real share of memory. CPU of a process
+    that exits keeps its last sampled value.
     """
 
     def __init__(self, pid: int, interval: float = 0.05) -> None:
@@ -738,6 +752,7 @@ class ProcSampler(threading.Thread):
         self.p = psutil.Process(pid)
         self.interval = interval
         self.peak_rss = 0
+        self.peak_pss = 0
         #: Peak RSS of each process of the tree on its own: {pid: (role, bytes)}, role "main" or "child".
         self.peak_by_pid: dict[int, tuple[str, int]] = {}
         self.stop_ev = threading.Event()
@@ -774,6 +789,7 @@ class ProcSampler(threading.Thread):
         self._cpu0_by_pid = dict(self._cpu_by_pid)
         self.t0 = time.monotonic()
         self.peak_rss = 0
+        self.peak_pss = 0
         self.peak_by_pid = {}
 
     def run(self) -> None:
@@ -781,16 +797,18 @@ class ProcSampler(threading.Thread):
             if not self.p.is_running():
                 return
             tree = self._tree()
-            rss = 0
+            rss = pss = 0
             for proc in tree:
                 try:
                     one = proc.memory_info().rss
                 except Exception:
                     continue
                 rss += one
+                pss += _pss(proc.pid)
                 role = "main" if proc.pid == self.p.pid else "child"
                 self.peak_by_pid[proc.pid] = (role, max(one, self.peak_by_pid.get(proc.pid, (role, 0))[1]))
             self.peak_rss = max(self.peak_rss, rss)
+            self.peak_pss = max(self.peak_pss, pss)
             self.cpu1 = self._cpu(tree)
             self.t1 = time.monotonic()
 

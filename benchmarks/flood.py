@@ -2,8 +2,9 @@
 
 Each scenario starts its own ``tracetui serve --headless`` (port 0, fresh
 database), samples the RSS of the receiver's process tree every 50 ms
-(common.ProcSampler: the sum over the receiver and its ingest workers, an
-upper bound) and prints the peak:
+(common.ProcSampler: the sum over the receiver, its ingest workers and its
+background jobs, an upper bound; and the sum of their PSS, which divides each
+shared page among the processes mapping it) and prints the peaks:
 
 * ``json16`` / ``json64``: 16 / 64 concurrent OTLP/HTTP JSON bodies of 16 MB of small spans;
 * ``proto60``: 60 concurrent 63 MB OTLP/gRPC protobuf requests (with the right token);
@@ -203,8 +204,8 @@ def memory_flood(name: str, source: str | None, tmp: Path) -> dict:
     token_args = ("--token", TOKEN) if name in ("proto60", "tokenless60") else ()
     server = Server(tmp / f"{name}.db", source, *token_args)
     time.sleep(1.0)
-    idle = server.sampler.peak_rss
-    server.sampler.peak_rss, server.sampler.peak_by_pid = 0, {}
+    idle, idle_pss = server.sampler.peak_rss, server.sampler.peak_pss
+    server.sampler.peak_rss, server.sampler.peak_pss, server.sampler.peak_by_pid = 0, 0, {}
     t0 = time.monotonic()
     if name.startswith("json"):
         n = int(name[4:])
@@ -213,8 +214,10 @@ def memory_flood(name: str, source: str | None, tmp: Path) -> dict:
         answers = export_all(server.grpc, proto_body(63 * MB), 60, TOKEN if name == "proto60" else None)
     time.sleep(1.0)
     peak, per_process = server.sampler.peak_rss, server.sampler.process_peaks_mb()
+    peak_pss = server.sampler.peak_pss
     server.stop()
     return {"flood": name, "idle_mb": round(idle / 1e6, 1), "peak_mb": round(peak / 1e6, 1),
+            "idle_pss_mb": round(idle_pss / 1e6, 1), "peak_pss_mb": round(peak_pss / 1e6, 1),
             "process_peaks_mb": per_process,
             "answers": answers, "seconds": round(time.monotonic() - t0, 1), "stderr_bytes": server.stderr_bytes}  # fmt: skip
 

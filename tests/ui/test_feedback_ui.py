@@ -13,7 +13,7 @@ from pathlib import Path
 
 from textual.widgets import Input
 
-from tests.ui.conftest import make_app, settle
+from tests.ui.conftest import FIXED_NOW_NS, make_app, settle
 from tests.ui.test_hostile_ui import record_notifications, screen_text
 from tests.ui.test_snapshots import open_fallback_call
 from tracetui.llm.feedback import thumb
@@ -151,3 +151,64 @@ async def test_x_under_no_content_writes_no_message_and_says_so(agent_db: Path, 
     assert record["input"] and all(m["content"] == CONTENT_OMITTED for m in record["input"])
     assert record["output"] == CONTENT_OMITTED and record["model"]
     assert any("Wrote 1 call" in s and "Message content not kept" in s for s in seen)
+
+
+class _HeldReader(SqliteReader):
+    """The app's second reader (the "users:" line's), its call listing held until ``go`` is set."""
+
+    def __init__(self, db: Path, go) -> None:
+        super().__init__(db)
+        self.go = go
+
+    def cohort_calls(self, **kwargs):
+        assert self.go.wait(30)
+        return super().cohort_calls(**kwargs)
+
+
+async def test_the_users_line_follows_the_figures_and_only_for_the_window_on_screen(agent_db: Path) -> None:
+    """The figures do not wait for the "users:" line (it reads every call again); a line counted for a
+    window the user has left is dropped."""
+    import threading
+
+    from tracetui.ui.app import TraceTuiApp
+    from tracetui.ui.screens.stats import StatsScreen
+
+    app = make_app(agent_db)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("minus")
+        await settle(pilot)
+        await pilot.press("enter")  # a thumbs down on the newest run
+        await settle(pilot)
+    go = threading.Event()
+    app = make_app(agent_db)
+    assert isinstance(app, TraceTuiApp)
+    app._open_reader = lambda: _HeldReader(agent_db, go)
+    app.clock = lambda: FIXED_NOW_NS + 10 * 60 * 10**9  # ten minutes on: "5m" holds no run, "1h" both
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("S")
+        for _ in range(20):
+            await pilot.pause(0.05)
+            if isinstance(app.screen, StatsScreen) and app.screen.groups:
+                break
+        screen = app.screen
+        assert isinstance(screen, StatsScreen) and screen.window == "all"
+        assert "claude-sonnet-4" in screen_text(app)  # the figures are on screen...
+        assert "users:" not in screen_text(app)  # ...while the users' line is still being counted
+        await pilot.press("w")  # to "5m", whose figures come while the line of "all" is still held
+        for _ in range(20):
+            await pilot.pause(0.05)
+            if screen.window == "5m" and not screen._computing:
+                break
+        assert screen.window == "5m" and "claude-sonnet-4" not in screen_text(app)
+        go.set()
+        await pilot.pause(0.5)
+        await settle(pilot)
+        assert "users:" not in screen_text(app)  # the line of "all" came, for a window left: dropped
+        await pilot.press("w")  # "1h": both runs, one rated
+        for _ in range(40):
+            await settle(pilot)
+            if "users:" in screen_text(app):
+                break
+        assert "users: thumbs down 100% of 1 rated runs · abandoned 0% of 2 runs" in screen_text(app)

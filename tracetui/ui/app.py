@@ -9,6 +9,7 @@ watch ``data_version`` and ``counters`` and re-query only what they show.
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -131,6 +132,8 @@ class TraceTuiApp(App[None]):
         self.baseline_counters: Counters | None = None
         self._freeze_gc = freeze_gc
         self._started = False
+        self._slow_reader: Reader | None = None
+        self._slow_reader_lock = threading.Lock()
 
     def on_mount(self) -> None:
         self.push_screen(TraceListScreen())
@@ -143,6 +146,19 @@ class TraceTuiApp(App[None]):
     def on_unmount(self) -> None:
         if self._watcher is not None:
             self._watcher.stop()
+        if self._slow_reader is not None:
+            self._slow_reader.close()
+
+    def slow_reader(self) -> Reader:
+        """A reader of its own (opened on first use) for secondary figures that take long, so that they never
+        hold the screens' reader; the shared one when no other can be opened."""
+        if self._open_reader is None:
+            return self.reader
+        with self._slow_reader_lock:
+            if self._slow_reader is None:
+                self._slow_reader = self._open_reader()
+                self._slow_reader.threshold = self.threshold
+            return self._slow_reader
 
     def on_data_changed(self, message: DataChanged) -> None:
         self.data_version = message.version
