@@ -888,6 +888,7 @@ def measure_size(args, workdir: Path, big: Path, big_meta: dict) -> dict:
         load = Load(addr, clients=4, spans_per_request=512, rate=args.rate, duration=600, seed=3)
         load.wait_ready()
         started["t"] = load.start()
+        started["mono"] = time.monotonic()
 
     print(f"main: app over {big_meta['spans']:,} spans"
           + (f", {args.rate:,.0f} spans/s arriving during the key presses" if args.rate else ""), flush=True)  # fmt: skip
@@ -897,6 +898,7 @@ def measure_size(args, workdir: Path, big: Path, big_meta: dict) -> dict:
     finally:
         if load is not None:
             load.kill()
+        traffic_s = time.monotonic() - started.get("mono", time.monotonic())
         if receiver is not None:
             receiver.stop(timeout=30)
     arrived = None
@@ -906,6 +908,7 @@ def measure_size(args, workdir: Path, big: Path, big_meta: dict) -> dict:
         conn = sqlite3.connect(work)
         arrived = conn.execute("SELECT value FROM meta WHERE key = 'span_count'").fetchone()[0] - big_meta["spans"]
         conn.close()
+        arrived = arrived / max(traffic_s, 1e-9)  # spans/s over the whole time the traffic ran
     print("tracetui spans --json on the big trace", flush=True)
     spans_json = spans_json_times(work, big_meta["big_trace_id"])
     return {"res": res, "meta": big_meta, "arrived": arrived, "db_bytes": db_bytes, "spans_json": spans_json}
@@ -964,7 +967,7 @@ def side_by_side(runs: list[dict], base: dict, base_json: dict) -> None:
 def report(args, info, empty, base, big, big_meta, small_meta, arrived) -> list[Figure]:
     n = big_meta["spans"]
     keys_s = big.get("keys_s") or 0
-    traffic = f", {arrived / max(keys_s, 1e-9):,.0f} spans/s arrived" if arrived is not None else ""
+    traffic = f", {arrived:,.0f} spans/s arrived while the traffic ran" if arrived is not None else ""
     print(f"\nbig run: {big['trace_rows']:,} traces listed, {len(big['repaint_ms'])} key presses in {keys_s:.1f}s, "
           f"{big['data_changes']} data changes seen{traffic}; {big['placeholders']} presses drew a loading row first; "
           f"cursor ended on row {big['cursor_row']}")  # fmt: skip

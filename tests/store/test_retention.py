@@ -52,6 +52,10 @@ def test_max_spans_evicts_whole_oldest_traces(tmp_path: Path) -> None:
     assert reader.counters().span_count == sum(t.span_count for t in reader.traces(0, -1)) <= 50
     assert all(t.span_count == 5 for t in reader.traces(0, -1))  # never half a trace
     assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == reader.counters().span_count
+    # the list's count (the writer's, in meta) is the table's, at the front and at an arrival horizon
+    assert reader.count_traces() == conn.execute("SELECT count(*) FROM traces").fetchone()[0] == len(kept)
+    horizon = sorted(t.seq for t in reader.traces(0, -1))[2]
+    assert reader.count_traces(horizon) == 3
 
 
 def test_a_pinned_trace_is_never_evicted(tmp_path: Path) -> None:
@@ -108,7 +112,7 @@ def test_purge_empties_everything(tmp_path: Path) -> None:
     conn = connect_writer(db)
     assert purge(conn) == 50
     reader = SqliteReader(db)
-    assert reader.traces(0, -1) == [] and reader.counters().span_count == 0
+    assert reader.traces(0, -1) == [] and reader.counters().span_count == 0 and reader.count_traces() == 0
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 

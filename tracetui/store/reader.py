@@ -258,6 +258,12 @@ class SqliteReader:
                             "LIMIT ?)", (*params, cap))  # fmt: skip
             if row and row[0] >= cap:
                 return int(row[0])
+        if flt is None or flt.is_empty():
+            # The writer keeps the count in meta, in the transactions that add and evict traces: counting
+            # the table instead took ~50 ms per refresh at 1M traces (10M spans), several times a second.
+            kept = self._one("SELECT value FROM meta WHERE key = 'trace_count'")
+            if kept is not None and kept[0] is not None:
+                return max(0, int(kept[0]) - (self.count_newer(horizon) if horizon is not None else 0))
         clause, params = self._where(horizon, flt)
         if cap is None:
             row = self._one(f"SELECT count(*) FROM traces{clause}", params)
