@@ -19,6 +19,8 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tracetui.cli.main import main
+from tracetui.model.filter import parse
+from tracetui.model.reader import first_calls_of
 from tracetui.query import compare as cmp
 from tracetui.store.reader import SqliteReader
 
@@ -303,6 +305,10 @@ def test_feelings_and_compare_read_feedback_the_same_on_every_backend(felt) -> N
     assert line.text() == (
         "thumbs down 43% of 23 rated runs · TTFT < 1 s 25% (12) · > 3 s 64% (11) · abandoned 5% of 40 runs"
     )
+    # the line reads a row per run (first_calls): the runs of the calls, with their first call's TTFT
+    for flt in (None, parse("model=m-slow"), parse("ttft>1s")):
+        firsts = felt.first_calls(flt=flt)
+        assert firsts == first_calls_of(felt.cohort_calls(flt=flt)) and firsts
     notes = {r.explanation for r in felt.evaluation_results({tid(15), tid(16)})}
     assert notes == {"too slow", "wrong invoice"}
     c = cmp.compare(felt, cmp.Cohort("A", "model=m-fast"), cmp.Cohort("B", "model=m-slow"))

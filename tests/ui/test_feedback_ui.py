@@ -160,9 +160,9 @@ class _HeldReader(SqliteReader):
         super().__init__(db)
         self.go = go
 
-    def cohort_calls(self, **kwargs):
+    def first_calls(self, **kwargs):
         assert self.go.wait(30)
-        return super().cohort_calls(**kwargs)
+        return super().first_calls(**kwargs)
 
 
 async def test_the_users_line_follows_the_figures_and_only_for_the_window_on_screen(agent_db: Path) -> None:

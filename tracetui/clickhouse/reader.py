@@ -58,6 +58,7 @@ from tracetui.model.reader import (
     HistogramPoint,
     StoredLog,
     StoredSpan,
+    first_calls_of,
     pages_of,
 )
 from tracetui.model.rows import COL
@@ -731,6 +732,11 @@ class ClickHouseReader:
                 recent_ns=tuple(int(d) for d in recent),
             ))  # fmt: skip
         return out
+
+    def first_calls(
+        self, *, since_ns: int | None = None, until_ns: int | None = None, flt: Filter | None = None
+    ) -> dict[bytes, int | None] | None:
+        return first_calls_of(self.cohort_calls(since_ns=since_ns, until_ns=until_ns, flt=flt))
 
     def cohort_calls(
         self, *, since_ns: int | None = None, until_ns: int | None = None, flt: Filter | None = None

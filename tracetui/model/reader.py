@@ -25,7 +25,7 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple, Protocol
 
 from tracetui.model.config import ContentPolicy
@@ -152,6 +152,17 @@ class GroupFigures(NamedTuple):
     recent_ns: tuple[float, ...]
     #: How the percentiles were obtained when not exactly (tracetui.model.sketch.METHOD); None: exact.
     method: str | None = None
+
+
+def first_calls_of(calls: Iterable[CohortCall] | None) -> dict[bytes, int | None] | None:
+    """:meth:`Reader.first_calls` from the calls of :meth:`Reader.cohort_calls` (oldest first)."""
+    if calls is None:
+        return None
+    firsts: dict[bytes, int | None] = {}
+    for call in calls:
+        if call.trace_id not in firsts:
+            firsts[call.trace_id] = call.ttft_ns
+    return firsts
 
 
 class Reader(Protocol):
@@ -299,6 +310,14 @@ class Reader(Protocol):
     ) -> list[CohortCall] | None:
         """Counted LLM calls started in [since_ns, until_ns) that match ``flt`` (span-level, as in
         :meth:`llm_calls`), oldest first; None when this backend cannot list them (compare says so)."""
+        ...
+
+    def first_calls(
+        self, *, since_ns: int | None = None, until_ns: int | None = None, flt: Filter | None = None
+    ) -> dict[bytes, int | None] | None:
+        """The runs of :meth:`cohort_calls` (the traces with a call), each with the TTFT of its first call
+        there: one entry per run, not per call (the Stats "users:" line); None when this backend cannot
+        list calls."""
         ...
 
     def evaluation_results(self, trace_ids: set[bytes]) -> list[EvaluationResult]:

@@ -39,6 +39,7 @@ from tracetui.model.reader import (
     HistogramPoint,
     StoredLog,
     StoredSpan,
+    first_calls_of,
     pages_of,
 )
 from tracetui.model.rows import LOG_COLUMNS, SPAN_COLUMNS, Decoded, Source
@@ -326,6 +327,11 @@ class MemoryReader:
         self, by: str, *, since_ns: int | None = None, flt: Filter | None = None, route_attribute: str | None = None
     ) -> list[GroupFigures] | None:
         return None  # tracetui.query.stats computes them from llm_calls
+
+    def first_calls(
+        self, *, since_ns: int | None = None, until_ns: int | None = None, flt: Filter | None = None
+    ) -> dict[bytes, int | None] | None:
+        return first_calls_of(self.cohort_calls(since_ns=since_ns, until_ns=until_ns, flt=flt))
 
     def cohort_calls(
         self, *, since_ns: int | None = None, until_ns: int | None = None, flt: Filter | None = None

@@ -649,6 +649,12 @@ class SqliteReader:
         with self._lock:
             return stats_sql.cohort_calls(self._conn, since_ns=since_ns, until_ns=until_ns, flt=flt)
 
+    def first_calls(
+        self, *, since_ns: int | None = None, until_ns: int | None = None, flt: Filter | None = None
+    ) -> dict[bytes, int | None]:
+        with self._lock:
+            return stats_sql.first_calls(self._conn, since_ns=since_ns, until_ns=until_ns, flt=flt)
+
     def evaluation_results(self, trace_ids: set[bytes]) -> list[EvaluationResult]:
         with self._lock:
             return stats_sql.evaluation_results(self._conn, trace_ids)

@@ -165,6 +165,24 @@ def cohort_calls(
     return list(map(CohortCall._make, conn.execute(sql, params)))  # the columns are the fields, in order
 
 
+# SQLite's documented bare-column rule: with one min() aggregate, the other columns come from the row holding the
+# minimum, so each run's first call brings its own TTFT.
+_FIRST_CALLS = (
+    "SELECT spans.trace_id, spans.ttft_ns, min(spans.start_ns) FROM spans AS spans WHERE {where} "
+    "GROUP BY spans.trace_id"
+)
+
+
+def first_calls(
+    conn: sqlite3.Connection, *, since_ns: int | None, until_ns: int | None, flt: Filter | None
+) -> dict[bytes, int | None]:
+    """Each run with a counted LLM call in [since_ns, until_ns) matching ``flt``, and its first call's TTFT
+    (Reader.first_calls): grouped by SQLite, a row per run instead of a CohortCall per call."""
+    conditions, params = _counted_calls(since_ns, until_ns, flt)
+    return {trace_id: ttft for trace_id, ttft, _ in conn.execute(_FIRST_CALLS.format(where=" AND ".join(conditions)),
+                                                                  params)}  # fmt: skip
+
+
 def evaluation_results(conn: sqlite3.Connection, trace_ids: set[bytes]) -> list[EvaluationResult]:
     """Every evaluation and feedback result of these traces (Reader.evaluation_results)."""
     ids = list(trace_ids)
