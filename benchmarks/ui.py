@@ -362,6 +362,16 @@ class RenderStats:
         return out
 
 
+def _span_count(db: Path) -> int:
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT value FROM meta WHERE key = 'span_count'").fetchone()[0])
+    finally:
+        conn.close()
+
+
 def _data_end(db: Path) -> int:
     """The start of the newest trace in ``db`` (ns; now when it is empty)."""
     import sqlite3
@@ -881,6 +891,9 @@ def measure_size(args, workdir: Path, big: Path, big_meta: dict) -> dict:
     receiver = load = None
     started = {}
 
+    # without a copy, the cached database also holds the traffic of earlier runs
+    spans_before = _span_count(work)
+
     def start_traffic() -> None:
         nonlocal receiver, load
         receiver = ServerProc(tracetui_serve_cmd(work))
@@ -906,7 +919,7 @@ def measure_size(args, workdir: Path, big: Path, big_meta: dict) -> dict:
         import sqlite3
 
         conn = sqlite3.connect(work)
-        arrived = conn.execute("SELECT value FROM meta WHERE key = 'span_count'").fetchone()[0] - big_meta["spans"]
+        arrived = conn.execute("SELECT value FROM meta WHERE key = 'span_count'").fetchone()[0] - spans_before
         conn.close()
         arrived = arrived / max(traffic_s, 1e-9)  # spans/s over the whole time the traffic ran
     print("tracetui spans --json on the big trace", flush=True)

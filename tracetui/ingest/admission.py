@@ -61,8 +61,8 @@ MIN_RETRY_S = 1.0
 MAX_RETRY_S = 5.0
 
 
-#: Estimated memory that exports in flight may hold together (beyond the receiver's own ~175 MB,
-#: under the receiver's 300 MB budget, docs/budgets.md).
+#: Estimated memory that exports in flight may hold together (beyond the receiver's own ~65 MB and its
+#: workers' and jobs', under the process tree's 300 MB budget, docs/budgets.md).
 DEFAULT_BUDGET = 64 * 1024 * 1024
 
 
