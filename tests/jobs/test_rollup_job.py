@@ -17,7 +17,10 @@ from helpers import BASE_NS, fill_db
 from tests.store.test_rollup import assert_same, readers, run_rollup_job, traffic
 from tracetui.query.stats import compute
 from tracetui.store.reader import SqliteReader
-from tracetui.store.schema import SCHEMA_VERSION
+from tracetui.store.schema import MIGRATIONS, add_stats_rollup
+
+#: The schema a tracetui from before the rollup wrote (the migration that adds it starts there).
+BEFORE_THE_ROLLUP = next(version for version, step in MIGRATIONS.items() if step is add_stats_rollup)
 
 
 def as_before_the_rollup(db: Path) -> None:
@@ -29,7 +32,7 @@ def as_before_the_rollup(db: Path) -> None:
     for table in ("stats_bins", "stats_contrib", "stats_dirty"):
         conn.execute(f"DROP TABLE {table}")
     conn.execute("DELETE FROM meta WHERE key IN ('rollup_to', 'rollup_at')")
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    conn.execute(f"PRAGMA user_version = {BEFORE_THE_ROLLUP}")
     conn.commit()
     conn.close()
 
@@ -39,7 +42,7 @@ def test_an_old_database_opens_at_once_and_the_job_fills_its_rollup(tmp_path: Pa
     fill_db(db, traffic(7, range(1, 150)))
     as_before_the_rollup(db)
 
-    scan, rolled = readers(db)  # opening migrates (schema 13): nothing summed yet
+    scan, rolled = readers(db)  # opening migrates: nothing summed yet
     assert rolled.counters().stats_backfill == 0.0
     assert [g.percentiles for g in compute(rolled, "model")] == [None] * len(compute(scan, "model"))
     scan.close()

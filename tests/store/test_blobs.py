@@ -290,3 +290,45 @@ def test_re_sent_messages_are_cut_and_attribute_keys_stay_in_the_span(separators
     assert len(found) == 2  # the two messages another follows; the newest stays in the span
     for key in attributes:
         assert key.encode() in compact  # readers look for attribute keys in the stored bytes
+
+
+# --- compressed raws (schema 14) ----------------------------------------------------------------------
+
+#: The shipped dictionary is part of the file format: stored spans need these very bytes to inflate.
+DICTIONARY_1_DIGEST = "8aa54abb6e6f82075df96bdea9826021"
+
+
+def test_stored_spans_are_compressed_and_read_back_exactly(tmp_path: Path) -> None:
+    db = tmp_path / "fixtures.db"
+    requests = [record for path in trace_fixture_files() for record in read_records(path)]
+    sent = _write(db, requests)
+    conn = sqlite3.connect(db)
+    stored = [raw for (raw,) in conn.execute("SELECT raw FROM spans")]
+    conn.close()
+    compressed = [raw for raw in stored if raw.startswith(blobs.ZMARK)]
+    assert len(compressed) > len(stored) // 2  # most spans are worth it
+    assert sum(map(len, stored)) < sum(len(raw) for raw in sent.values()) * 0.7
+    assert _read_back(db, {key[0] for key in sent}) == sent  # and decompress to the very bytes sent
+
+
+def test_a_damaged_or_unknown_compressed_raw_says_so() -> None:
+    span = make_span(tid(1), sid(1), name="x" * 300).SerializeToString()
+    packed = blobs.compressed(span)
+    assert packed.startswith(blobs.ZMARK) and len(packed) < len(span) and blobs.decompressed(packed) == span
+    with pytest.raises(blobs.DamagedRaw, match="does not decompress"):
+        blobs.decompressed(packed[:-3])
+    with pytest.raises(blobs.DamagedRaw, match="does not decompress"):
+        blobs.decompressed(packed[:3] + b"\xff" * 20)
+    with pytest.raises(blobs.DamagedRaw, match="cut short"):
+        blobs.decompressed(blobs.ZMARK)
+    with pytest.raises(blobs.DamagedRaw, match="dictionary 9, which this tracetui does not have"):
+        blobs.decompressed(blobs.ZMARK + b"\x09" + packed[3:])
+    assert blobs.compressed(b"\x0a\x01x") == b"\x0a\x01x"  # too short to gain anything: kept as it is
+
+
+def test_the_shipped_dictionary_never_changes() -> None:
+    import hashlib
+    from importlib import resources
+
+    data = resources.files("tracetui.store").joinpath(f"raw-dict-{blobs.DICTIONARY}.bin").read_bytes()
+    assert hashlib.blake2b(data, digest_size=16).hexdigest() == DICTIONARY_1_DIGEST

@@ -18,6 +18,13 @@ from tracetui.store.writer import Writer
 NOW = time.time_ns()
 
 
+def _noise(seed: int, size: int) -> str:
+    """Text that does not compress (stored spans are deflated): its size is what it takes on disk."""
+    import random
+
+    return random.Random(seed).randbytes(size // 2).hex()
+
+
 def fill(db: Path, traces: int, spans_per_trace: int = 5, *, age_s: float = 0, big: int = 0) -> None:
     writer = Writer(db)
     writer.start()
@@ -27,7 +34,7 @@ def fill(db: Path, traces: int, spans_per_trace: int = 5, *, age_s: float = 0, b
             start = NOW - int(age_s * 1e9) - (traces - n) * 10**9 - 1_700_000_000_000_000_000
             spans = [
                 make_span(tid(n), sid(k + 1), sid(1) if k else None, name=f"t{n}s{k}", start=start + k * 1000,
-                          attributes={"payload": "x" * big} if big else None)
+                          attributes={"payload": _noise(n * 100 + k, big)} if big else None)
                 for k in range(spans_per_trace)
             ]  # fmt: skip
             ticket = writer.submit(decode_spans(make_request(spans)))

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 #: Page size of a new database file (tracetui.store.blobs keeps span rows small; see connect_writer).
 PAGE_SIZE = 8192
 
@@ -459,6 +459,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     10: lambda conn: _run_script(conn, _V11),
     11: lambda conn: _run_script(conn, _V12),
     12: add_stats_rollup,
+    13: lambda conn: None,  # v14: raws may be deflated (blobs.ZMARK); only older versions must refuse the file
 }
 
 

@@ -25,7 +25,7 @@ from tracetui.model.reader import (
     EvaluationResult,
     HistogramPoint,
 )
-from tracetui.store.blobs import Blobs
+from tracetui.store.blobs import Blobs, decompressed
 from tracetui.store.filter_sql import span_where
 
 _INT64 = (1 << 63) - 1
@@ -126,11 +126,12 @@ def llm_calls(
 
 def _group_by_attribute(conn: sqlite3.Connection, cursor: sqlite3.Cursor, attribute: str) -> dict[str, list[Any]]:
     groups: dict[str, list[Any]] = {}
-    needle = attribute.encode("utf-8")  # attribute keys are never cut out of a raw (tracetui.store.blobs)
+    # attribute keys are never cut out of a raw (tracetui.store.blobs), but a raw may be compressed
+    needle = attribute.encode("utf-8")
     expand = Blobs(conn).expand
     root_values: dict[int, str | None] = {}  # root span's row id -> its value, decoded once per run
     for row in cursor:
-        raw = row[_KEY]
+        raw = decompressed(row[_KEY])
         key = span_attribute_text(expand(raw), attribute) if needle in raw else None
         root_id = row[_KEY + 1]
         if key is None and root_id is not None:
@@ -138,7 +139,7 @@ def _group_by_attribute(conn: sqlite3.Connection, cursor: sqlite3.Cursor, attrib
                 key = root_values[root_id]
             else:
                 found = conn.execute("SELECT raw FROM spans WHERE id = ?", (root_id,)).fetchone()
-                root_raw = found[0] if found else None
+                root_raw = decompressed(found[0]) if found else None
                 key = span_attribute_text(expand(root_raw), attribute) if root_raw and needle in root_raw else None
                 root_values[root_id] = key
         # the row keeps its figures only: dropping the raw span frees memory as the rows stream by
