@@ -31,9 +31,10 @@ send (``raw-dict-1.bin``, built by scripts/make_raw_dictionary.py from the captu
 tests/fixtures): ``ZMARK``, the dictionary's number, a zstd frame. A span of a few hundred
 bytes is mostly such keys, which a compressor cannot find in so little text on its own:
 742 -> ~400 bytes on the benchmark traffic. Decompressing gives back the same bytes; a raw
-that does not shrink is stored as it was. (zlib with the same dictionary made 346 bytes but
-cost ~40 us a span on the acknowledgement path against zstd's ~9; zstd takes ~20 us to
-decompress, zlib 4: reads are rarer than writes.)
+that does not shrink is stored as it was. Measured on the benchmark's spans: zstd level 3
+takes ~10 us to compress and ~3 us to decompress with a reused context; zlib with the same
+dictionary made 346 bytes but cost ~40 us to compress; the standard library's zstd (Python
+3.14) creates a context for every frame, ~18 us.
 
 Every reader of ``spans.raw`` goes through :class:`Blobs` (``expand``).
 
@@ -60,6 +61,8 @@ import threading
 from collections.abc import Iterable, Iterator
 from importlib import resources
 
+import zstandard
+
 from tracetui.model.rows import COL, Decoded
 
 #: A compact raw starts with these bytes (a serialized Span cannot start with a zero byte).
@@ -72,7 +75,7 @@ ZMARK = b"\x00\x02"
 DICTIONARY = 1
 #: Raws shorter than this are stored as they are.
 MIN_COMPRESS = 128
-#: zstd's level: 3 (its default) took the benchmark's spans to 399 B in ~9 us; 6 to 367 B in ~14 us.
+#: zstd's level: 3 (its default) took the benchmark's spans to 399 B in ~10 us; 1 to 410 B in ~8.5 us.
 LEVEL = 3
 #: JSON string literals at least this long (in bytes, quotes excluded) are stored as blobs.
 #: A reference costs ~18 bytes in the span, a new blob ~70 bytes of table and indexes:
@@ -123,16 +126,12 @@ class DamagedRaw(ValueError):
 
 # --- compression with a preset dictionary -----------------------------------------------------
 
-try:  # Python 3.14's compression.zstd; its backport before (the same module)
-    from compression import zstd  # type: ignore[import-not-found]
-except ImportError:
-    from backports import zstd
-
-_dictionaries: dict[int, zstd.ZstdDict] = {}
-_compressors = threading.local()  # a compressor is not shared between threads; one per thread is reused
+_dictionaries: dict[int, zstandard.ZstdCompressionDict] = {}
+#: zstd contexts are not thread-safe and cost ~18 us to create: each thread keeps its own, reused.
+_contexts = threading.local()
 
 
-def _dictionary(number: int) -> zstd.ZstdDict:
+def _dictionary(number: int) -> zstandard.ZstdCompressionDict:
     found = _dictionaries.get(number)
     if found is None:
         try:
@@ -140,22 +139,31 @@ def _dictionary(number: int) -> zstd.ZstdDict:
         except FileNotFoundError:
             raise DamagedRaw(f"a stored span was compressed with dictionary {number}, which this tracetui does not "
                              "have (written by a newer version?)") from None  # fmt: skip
-        found = _dictionaries[number] = zstd.ZstdDict(data, is_raw=True)
+        found = _dictionaries[number] = zstandard.ZstdCompressionDict(data, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
     return found
 
 
-def _compressor() -> zstd.ZstdCompressor:
-    found = getattr(_compressors, "current", None)
+def _compressor() -> zstandard.ZstdCompressor:
+    found = getattr(_contexts, "compressor", None)
     if found is None:
-        options = {
-            zstd.CompressionParameter.compression_level: LEVEL,
-            zstd.CompressionParameter.checksum_flag: 0,  # SQLite's pages are the place for integrity checks
-            zstd.CompressionParameter.dict_id_flag: 0,  # the dictionary's number is in the raw's header
-        }
-        found = _compressors.current = zstd.ZstdCompressor(
-            options=options, zstd_dict=_dictionary(DICTIONARY).as_digested_dict
+        found = _contexts.compressor = zstandard.ZstdCompressor(
+            level=LEVEL,
+            dict_data=_dictionary(DICTIONARY),
+            write_checksum=False,  # SQLite's pages are the place for integrity checks
+            write_dict_id=False,  # the dictionary's number is in the raw's header
+            write_content_size=True,
         )
     return found
+
+
+def _decompressor(number: int) -> zstandard.ZstdDecompressor:
+    found: dict[int, zstandard.ZstdDecompressor] | None = getattr(_contexts, "decompressors", None)
+    if found is None:
+        found = _contexts.decompressors = {}
+    decompressor = found.get(number)
+    if decompressor is None:
+        decompressor = found[number] = zstandard.ZstdDecompressor(dict_data=_dictionary(number))
+    return decompressor
 
 
 def compressed(raw: bytes) -> bytes:
@@ -163,8 +171,7 @@ def compressed(raw: bytes) -> bytes:
     make it smaller, or it is short."""
     if len(raw) < MIN_COMPRESS or raw.startswith(ZMARK):
         return raw
-    frame = _compressor().compress(raw, mode=zstd.ZstdCompressor.FLUSH_FRAME)
-    out = b"".join((ZMARK, bytes((DICTIONARY,)), frame))
+    out = b"".join((ZMARK, bytes((DICTIONARY,)), _compressor().compress(raw)))
     return out if len(out) < len(raw) else raw
 
 
@@ -174,10 +181,10 @@ def decompressed(raw: bytes) -> bytes:
         return raw
     if len(raw) < len(ZMARK) + 1:
         raise DamagedRaw("a stored span is cut short")
-    zstd_dict = _dictionary(raw[len(ZMARK)]).as_digested_dict
+    decompressor = _decompressor(raw[len(ZMARK)])
     try:
-        return zstd.decompress(raw[len(ZMARK) + 1 :], zstd_dict=zstd_dict)
-    except zstd.ZstdError as exc:
+        return decompressor.decompress(raw[len(ZMARK) + 1 :])
+    except zstandard.ZstdError as exc:
         raise DamagedRaw(f"a stored span does not decompress (a damaged file?): {exc}") from None
 
 
