@@ -36,15 +36,14 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from tracetui.ingest.ack import RETRY_DELAY_S, Outcome, Signal, ingest
 from tracetui.ingest.admission import (
     PROTOBUF_COST_FACTOR,
-    TRIM_AFTER_BYTES,
     UNKNOWN_SIZE_COST,
     Admission,
     OverBudget,
     Pass,
-    trim_freed_memory,
 )
 from tracetui.ingest.auth import bearer_ok
 from tracetui.ingest.workers import Decoder, InlineDecoder
+from tracetui.model.freed_memory import TRIM_AFTER_BYTES, trim_freed_memory
 from tracetui.store.writer import Writer
 
 #: Bytes grpc core reads ahead on a stream whose handler has not asked for its message yet.

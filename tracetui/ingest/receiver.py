@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TextIO
 
-from tracetui.ingest.admission import Admission, default_budget, return_freed_memory_promptly
+from tracetui.ingest.admission import Admission, default_budget
 from tracetui.ingest.grpc_server import start_grpc_server
 from tracetui.ingest.hints import COMMAND_ENV, command_name, port_in_use_message, port_is_free
 from tracetui.ingest.workers import Decoder, InlineDecoder, WorkerPool, configure_pricing
 from tracetui.llm import pricing
 from tracetui.model.config import TOKEN_ENV, ReceiverSettings
+from tracetui.model.freed_memory import return_freed_memory_promptly
 from tracetui.store import text_index
 from tracetui.store.retention import Retention, parse_age
 from tracetui.store.writer import Writer, receiver_status_defaults

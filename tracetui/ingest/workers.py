@@ -41,9 +41,9 @@ from typing import Any, Protocol, cast
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tracetui.ingest.admission import return_freed_memory_promptly
 from tracetui.llm import pricing
 from tracetui.model.fmt import fmt_counted
+from tracetui.model.freed_memory import return_freed_memory_promptly
 from tracetui.otlp.decode import (
     DecodeError,
     _embedded,

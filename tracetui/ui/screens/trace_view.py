@@ -24,6 +24,7 @@ from textual.widgets import Static
 from tracetui.llm.timing import first_token_note
 from tracetui.model.filter import Filter, parse
 from tracetui.model.fmt import fit, fmt_cost, fmt_counted, fmt_duration, fmt_elapsed, join_to_fit, safe_text, short_name
+from tracetui.model.freed_memory import trim_freed_memory
 from tracetui.model.views import SpanDetail, SpanRow, TraceRow
 from tracetui.query.drill import (
     critical_path,
@@ -56,6 +57,8 @@ LEGEND_ITEMS = (
     ("waterfall--bar", "$foreground 45%", "other", "other"),
 )
 LEGEND_MARKS = "↻ retried  ⤷ fallback"
+#: Closing a trace this big gives its memory back to the system (~0.8 KB of rows, tree and lines a span).
+TRIM_AFTER_SPANS = 10_000
 
 
 def response_label(spans: list) -> str:
@@ -331,6 +334,10 @@ class TraceScreen(Screen):
     def on_unmount(self) -> None:
         tui(self).pin(None)
         unwatch_app(self)  # else the app's watcher lists keep this screen (and its spans) alive
+        if self.trace is not None and self.trace.span_count >= TRIM_AFTER_SPANS:
+            # its rows, tree and lines are freed once the screen goes: give their pages back to the system
+            # then, so that the next screen does not add its peak to this one's (benchmarks/ui.py, 10M)
+            self.app.set_timer(0.5, trim_freed_memory)
 
     def on_mount(self) -> None:
         tui(self).pin(self.trace_id)
