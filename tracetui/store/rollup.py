@@ -206,23 +206,15 @@ def _counts(pairs: list[int]) -> dict[int, int]:
 # --- the writer's side ------------------------------------------------------------------------
 
 
-def refresh(conn: sqlite3.Connection, trace_ids: Iterable[bytes], queued_limit: int | None = None) -> int:
-    """Bring the rollup up to date for these traces and every queued one (the first ``queued_limit``
-    of them), in the caller's transaction; returns how many queued traces it took.
+def refresh(conn: sqlite3.Connection, trace_ids: Iterable[bytes]) -> None:
+    """Bring the rollup up to date for these traces, in the caller's transaction.
 
     Each trace's stored contribution is taken out and its current one put in;
     a trace whose contribution did not change costs one read of its calls.
     """
-    if queued_limit is None:
-        queued = [row[0] for row in conn.execute("SELECT trace_id FROM stats_dirty")]
-        if queued:
-            conn.execute("DELETE FROM stats_dirty")
-    else:
-        queued = [row[0] for row in conn.execute("SELECT trace_id FROM stats_dirty LIMIT ?", (queued_limit,))]
-        conn.executemany("DELETE FROM stats_dirty WHERE trace_id = ?", [(t,) for t in queued])
-    ids = list(dict.fromkeys([*trace_ids, *queued]))
+    ids = list(dict.fromkeys(trace_ids))
     if not ids:
-        return 0
+        return
     new = calls_of(conn, ids)
     old = _stored(conn, ids)
     fine: Contribution = {}  # the commit's change in 10 s entries, summed over its traces first
@@ -248,11 +240,10 @@ def refresh(conn: sqlite3.Connection, trace_ids: Iterable[bytes], queued_limit: 
         delta: dict[tuple[str, int, int, str], Entry] = {}
         _spread(delta, fine, 1)
         _apply(conn, delta)
-    return len(queued)
 
 
 def queue(conn: sqlite3.Connection, trace_ids: Iterable[bytes]) -> None:
-    """Leave these traces for the rollup job's :func:`refresh` (in the caller's transaction); readers correct
+    """Leave these traces for the rollup job's :func:`drain_step` (in the caller's transaction); readers correct
     for them meanwhile. (About 2 us a trace: summing one here cost the receiver 12 us a span.)"""
     conn.executemany("INSERT OR IGNORE INTO stats_dirty(trace_id) VALUES (?)", [(t,) for t in trace_ids])
 
@@ -359,7 +350,10 @@ def progress(conn: sqlite3.Connection) -> float | None:
 
 def drain_step(conn: sqlite3.Connection) -> int:
     """Sum the next DRAIN_BATCH queued traces in the caller's transaction; returns how many it took."""
-    return refresh(conn, [], queued_limit=DRAIN_BATCH)
+    queued = [row[0] for row in conn.execute("SELECT trace_id FROM stats_dirty LIMIT ?", (DRAIN_BATCH,))]
+    conn.executemany("DELETE FROM stats_dirty WHERE trace_id = ?", [(t,) for t in queued])
+    refresh(conn, queued)
+    return len(queued)
 
 
 def backfill_step(conn: sqlite3.Connection, batch: int = BACKFILL_BATCH) -> bool:

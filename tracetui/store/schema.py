@@ -459,7 +459,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     10: lambda conn: _run_script(conn, _V11),
     11: lambda conn: _run_script(conn, _V12),
     12: add_stats_rollup,
-    13: lambda conn: None,  # v14: raws may be deflated (blobs.ZMARK); only older versions must refuse the file
+    13: lambda conn: None,  # v14: raws may be compressed (blobs.ZMARK); only older versions must refuse the file
 }
 
 
