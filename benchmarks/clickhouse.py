@@ -71,7 +71,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PYTHON, TraceFactory, build_request, build_templates, machine_info, pct  # noqa: E402
+from common import PYTHON, TraceFactory, build_request, build_templates, machine_info, pct, proc_status  # noqa: E402
 
 BUILDER_VERSION = 1
 CACHE = Path("/tmp/bench-ch")
@@ -438,17 +438,6 @@ def check_readers(ch_dir: Path, sqlite_db: Path | None, plan: dict) -> dict:
 # --- the measuring child ----------------------------------------------------------------------
 
 
-def _proc_status(pid: int | str = "self") -> tuple[float, float]:
-    """(VmRSS, VmHWM) of a process in MB."""
-    rss = peak = float("nan")
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) / 1024
-        elif line.startswith("VmHWM:"):
-            peak = int(line.split()[1]) / 1024
-    return rss, peak
-
-
 class Cpu:
     """CPU seconds (user + system) of this process and of the chdb server, since the last mark."""
 
@@ -476,7 +465,7 @@ async def child_measure(args) -> dict:
 
     from tracetui.ui.app import TraceTuiApp
 
-    out: dict = {"backend": args.backend, "rss_start_mb": _proc_status()[0]}
+    out: dict = {"backend": args.backend, "rss_start_mb": proc_status()[0]}
     plan_now = args.now_ns
     wall0 = time.time_ns()
 
@@ -518,10 +507,10 @@ async def child_measure(args) -> dict:
         out["first_paint_cpu"] = cpu.lap()
         table = _traces_table(app)
         out["trace_rows"] = table.row_count
-        peaks["first paint"] = _proc_status()[1]
+        peaks["first paint"] = proc_status()[1]
         if args.no_watcher:
             await pilot.pause(0.5)
-            out["rss_mb"], out["peak_rss_mb"] = _proc_status()
+            out["rss_mb"], out["peak_rss_mb"] = proc_status()
             reader.close()
             if conn is not None:
                 conn.close()
@@ -558,7 +547,7 @@ async def child_measure(args) -> dict:
 
         out["open_small"] = await open_row(0, args.small_trace, 10)
         out["open_big"] = await open_row(1, args.big_trace, BIG_TRACE_SPANS)
-        peaks["open traces"] = _proc_status()[1]
+        peaks["open traces"] = proc_status()[1]
 
         table = _traces_table(app)
         table.focus()
@@ -587,7 +576,7 @@ async def child_measure(args) -> dict:
         out["keys"] = {"s": time.perf_counter() - t_keys, **cpu.lap(), "placeholders": placeholders,
                        "cursor_row": table.cursor_row}  # fmt: skip
         out["repaint_ms"], out["content_ms"] = repaint, content
-        peaks["key presses"] = _proc_status()[1]
+        peaks["key presses"] = proc_status()[1]
         _key(app, "g", "g")  # back to the top (follows the newest again)
         await pilot.pause(1.0)
 
@@ -605,12 +594,12 @@ async def child_measure(args) -> dict:
         out["stats"] = {"ms": (hit - t) * 1000 if hit else None, **cpu.lap()}
         found = app.screen.query("#stats-table")
         out["stats"]["groups"] = found.first().row_count if found else 0
-        peaks["stats"] = _proc_status()[1]
+        peaks["stats"] = proc_status()[1]
         _key(app, "escape", "\x1b")
         await pilot.pause(0.5)
-        out["rss_mb"], out["peak_rss_mb"] = _proc_status()
+        out["rss_mb"], out["peak_rss_mb"] = proc_status()
         if conn is not None:
-            out["server_rss_mb"], out["server_peak_rss_mb"] = _proc_status(conn.server_pid)
+            out["server_rss_mb"], out["server_peak_rss_mb"] = proc_status(conn.server_pid)
     reader.close()
 
     # The reader's calls alone, on a fresh reader (its caches empty; the server's and the OS's warm).
@@ -636,9 +625,9 @@ async def child_measure(args) -> dict:
         print(f"  {args.backend}: {name}: {calls[name]}", file=sys.stderr, flush=True)
     out["reader_calls"] = calls
     fresh.close()
-    out["rss_end_mb"], out["peak_rss_end_mb"] = _proc_status()
+    out["rss_end_mb"], out["peak_rss_end_mb"] = proc_status()
     if conn is not None:
-        out["server_rss_end_mb"], out["server_peak_rss_end_mb"] = _proc_status(conn.server_pid)
+        out["server_rss_end_mb"], out["server_peak_rss_end_mb"] = proc_status(conn.server_pid)
         conn.close()
     return out
 

@@ -721,6 +721,22 @@ def is_job_process(cmdline: list[str]) -> bool:
     return " job " in f" {' '.join(cmdline)} "
 
 
+def proc_status(pid: int | str = "self") -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MB; NaN once it is gone. VmHWM starts afresh at exec, unlike the
+    ru_maxrss of getrusage and wait4, which carries the parent's RSS at fork time across exec."""
+    rss = peak = float("nan")
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return rss, peak
+    for line in lines:
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
+        elif line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) / 1024
+    return rss, peak
+
+
 def _pss(pid: int) -> int:
     """A process's proportional set size in bytes (0 when it is gone or the kernel has no smaps_rollup)."""
     try:

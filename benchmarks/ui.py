@@ -64,6 +64,7 @@ from common import (  # noqa: E402
     nonce,
     pct,
     print_table,
+    proc_status,
     tracetui_serve_cmd,
 )
 
@@ -256,21 +257,6 @@ class Watch:
         return self.hit_at
 
 
-def _rss_mb() -> tuple[float, float]:
-    """(current RSS, peak RSS) of this process in MB.
-
-    The peak is VmHWM, which starts afresh at exec (ru_maxrss would include
-    the parent's size at fork time).
-    """
-    rss = peak = float("nan")
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) / 1024
-        elif line.startswith("VmHWM:"):
-            peak = int(line.split()[1]) / 1024
-    return rss, peak
-
-
 def _key(app, key: str, char: str | None) -> None:
     from textual import events
 
@@ -389,7 +375,7 @@ async def child_measure(args) -> dict:
     from tracetui.ui.app import TraceTuiApp
 
     stats = RenderStats() if args.breakdown else None
-    out: dict = {"rss_start_mb": _rss_mb()[0]}
+    out: dict = {"rss_start_mb": proc_status()[0]}
     t0 = time.perf_counter()
     reader = SqliteReader(Path(args.db))
     # The cached database's spans cover the 24 h before it was built, maybe days ago: the app's clock
@@ -419,7 +405,7 @@ async def child_measure(args) -> dict:
             out["first_paint_from_exec_ms"] = (wall_hit - psutil.Process().create_time()) * 1000
         if args.mode == "empty":
             await pilot.pause(0.5)
-            out["rss_mb"], out["peak_rss_mb"] = _rss_mb()
+            out["rss_mb"], out["peak_rss_mb"] = proc_status()
             return out
         import gc
 
@@ -478,10 +464,10 @@ async def child_measure(args) -> dict:
         if args.big_trace:
             out["open_big_first_ms"] = await open_row(1, args.big_trace, BIG_TRACE_SPANS)
             out["open_big_ms"] = out["opened"][-1]["ms"]
-        out["rss_after_open_mb"] = _rss_mb()[0]
+        out["rss_after_open_mb"] = proc_status()[0]
         out["filter"] = filter_times(Path(args.db))
         out["stats"] = await stats_times(app, pilot, watch)
-        out["rss_after_stats_mb"] = _rss_mb()[0]
+        out["rss_after_stats_mb"] = proc_status()[0]
         gc.collect()
         out["gc_objects_after_open"] = len(gc.get_objects())
 
@@ -534,7 +520,7 @@ async def child_measure(args) -> dict:
         out["trace_rows_growth"] = table.row_count - rows0
         out["cursor_row"] = table.cursor_row
         out["displays"] = watch.displays
-        out["rss_mb"], out["peak_rss_mb"] = _rss_mb()
+        out["rss_mb"], out["peak_rss_mb"] = proc_status()
         out["gc_objects_end"] = len(gc.get_objects())
     return out
 
@@ -632,30 +618,20 @@ def spans_json_times(db: Path, trace_hex: str) -> dict:
     assert proc.stdout is not None
     first = None
     size = 0
-    peak_kb = 0
+    peak_mb = 0.0
     while chunk := proc.stdout.read1(1 << 16):
         if first is None:
             first = time.perf_counter()
         size += len(chunk)
         # VmHWM of the command itself, read while it streams: the ru_maxrss that wait4 reports also counts
         # this process's RSS when it forked the command (Linux carries it across exec): 827 MB after a build.
-        peak_kb = max(peak_kb, _vm_hwm_kb(proc.pid))
-    _pid, status, _usage = os.wait4(proc.pid, 0)
+        hwm = proc_status(proc.pid)[1]
+        if hwm == hwm:  # not NaN: the command is still there
+            peak_mb = max(peak_mb, hwm)
+    code = proc.wait()
     end = time.perf_counter()
     return {"first_bytes_ms": (first - t) * 1000 if first else None, "total_s": end - t, "bytes": size,
-            "peak_rss_mb": peak_kb / 1024, "ok": os.waitstatus_to_exitcode(status) == 0}  # fmt: skip
-
-
-def _vm_hwm_kb(pid: int) -> int:
-    """A live process's peak RSS (kB), 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+            "peak_rss_mb": peak_mb, "ok": code == 0}  # fmt: skip
 
 
 def run_child(mode: str, db: Path, meta: dict | None, args, *, traffic: bool, on_ready=None) -> dict:
@@ -939,7 +915,8 @@ def measure_size(args, workdir: Path, big: Path, big_meta: dict) -> dict:
         conn.close()
         arrived = arrived / max(traffic_s, 1e-9)  # spans/s over the whole time the traffic ran
     print("tracetui spans --json on the big trace", flush=True)
-    spans_json = spans_json_times(work, big_meta["big_trace_id"])
+    # a database too small for the 100,000-span trace (--spans 10000) has only its small one
+    spans_json = spans_json_times(work, big_meta.get("big_trace_id") or big_meta["small_trace_id"])
     return {"res": res, "meta": big_meta, "arrived": arrived, "db_bytes": db_bytes, "spans_json": spans_json}
 
 
