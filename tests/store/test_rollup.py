@@ -11,6 +11,7 @@ retention evicting traces, purge, and an upgraded database filled in the backgro
 
 from __future__ import annotations
 
+import itertools
 import random
 import sqlite3
 import subprocess
@@ -22,6 +23,7 @@ from helpers import BASE_NS, fill_db, kv_list, make_request, make_span, requests
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tracetui.model import sketch
+from tracetui.model.filter import parse
 from tracetui.otlp.decode import decode_spans
 from tracetui.query.stats import GROUPINGS, GroupStats, compute
 from tracetui.store import rollup
@@ -46,21 +48,36 @@ def readers(db: Path) -> tuple[SqliteReader, SqliteReader]:
     return scan, rolled
 
 
-def assert_same(db: Path, windows: tuple[int | None, ...] = (None,)) -> int:
-    """Stats by every grouping over each window start (ns, on the 10 s grid; None: all) agree; returns the calls."""
+#: Filters on the grouping dimensions, which the rollup's filter cube answers (rollup.CUBE_FIELDS).
+CUBE_FILTERS = (
+    "model=gpt-4o",  # with response models gpt-4o-2025-01-01: = matches the dated release too
+    "model~claude prompt=triage",
+    "model!=llama-3",
+    "prompt.version=v2",
+    "prompt.version>5",  # numeric: only "7"
+    "prompt!=answer service=shop",
+    "service~sup kind=llm",
+    "kind=tool",  # no call is
+)
+
+
+def assert_same(db: Path, windows: tuple[int | None, ...] = (None,), filters: tuple[str, ...] = ("",)) -> int:
+    """Stats by every grouping over each window start (ns, on the 10 s grid; None: all) and filter agree;
+    returns the calls."""
     scan, rolled = readers(db)
     calls = 0
     try:
-        for since in windows:
+        for since, text, by in itertools.product(windows, filters, GROUPINGS):
             window_s = None if since is None else 3600.0
             now = None if since is None else since + 3600 * S
-            for by in GROUPINGS:
-                exact = compute(scan, by, window_s=window_s, now_ns=now)
-                got = compute(rolled, by, window_s=window_s, now_ns=now)
-                assert [(g.key, g.count, g.runs) for g in got] == [(g.key, g.count, g.runs) for g in exact], by
-                for a, b in zip(got, exact, strict=True):
-                    same_group(a, b)
-                calls += sum(g.count for g in exact) if by == "model" else 0
+            flt = parse(text) if text else None
+            exact = compute(scan, by, window_s=window_s, now_ns=now, flt=flt)
+            got = compute(rolled, by, window_s=window_s, now_ns=now, flt=flt)
+            where = f"by {by}, filter {text!r}, since {since}"
+            assert [(g.key, g.count, g.runs) for g in got] == [(g.key, g.count, g.runs) for g in exact], where
+            for a, b in zip(got, exact, strict=True):
+                same_group(a, b)
+            calls += sum(g.count for g in exact) if by == "model" else 0
     finally:
         scan.close()
         rolled.close()
@@ -149,6 +166,33 @@ def test_generated_traffic_with_late_roots_and_calls(tmp_path: Path) -> None:
     assert assert_same(db, (None, *starts)) > 500
 
 
+def test_stats_filtered_on_the_grouping_dimensions_count_each_run_once(tmp_path: Path) -> None:
+    """Each run here makes calls with several models and prompts, some late: a filter on one dimension,
+    grouped by another, must count a run whose calls fall in two cells of one group once, and in a window
+    only when one of its matching calls is in it."""
+    db = tmp_path / "cube.db"
+    fill_db(db, traffic(11, range(1, 300)))
+    conn = sqlite3.connect(db)
+    shared = conn.execute(
+        "SELECT count(*) FROM (SELECT trace_id FROM spans WHERE llm_kind = 'llm' GROUP BY trace_id, request_model "
+        "HAVING count(DISTINCT coalesce(prompt_name, '') || coalesce(prompt_version, '')) > 1)").fetchone()[0]  # fmt: skip
+    assert shared > 50  # runs that one model's filter reaches through two prompts
+    starts = [BASE_NS + h * 3600 * S + 10 * S * k for h, k in ((0, 7), (1, 95), (3, 200))]
+    assert assert_same(db, (None, *starts), CUBE_FILTERS) > 0
+
+
+def test_a_filter_on_other_fields_is_scanned_exactly(tmp_path: Path) -> None:
+    db = tmp_path / "other.db"
+    fill_db(db, traffic(12, range(1, 60)))
+    _, rolled = readers(db)
+    try:
+        for text in ("ttft>500ms", "model=gpt-4o status=error", "attr.gen_ai.operation.name=chat", "triage"):
+            groups = compute(rolled, "prompt_version", flt=parse(text))
+            assert groups and all(g.percentiles is None for g in groups), text  # exact: no sketch label
+    finally:
+        rolled.close()
+
+
 def test_fixtures_of_every_suite_library(tmp_path: Path) -> None:
     db = tmp_path / "fixtures.db"
     fill_db(db, [r for path in suite_fixture_files() for r in requests_of(path)])
@@ -173,6 +217,16 @@ def test_evaluations_written_by_another_process_count_before_and_after_the_job_s
     assert_same(db)
 
 
+def straddled(db: Path) -> list[int]:
+    """Window starts (10 s boundaries) that fall between two LLM calls of one run."""
+    conn = sqlite3.connect(db)
+    rows = conn.execute("SELECT min(start_ns), max(start_ns) FROM spans WHERE llm_kind = 'llm' GROUP BY trace_id "
+                        "ORDER BY trace_id").fetchall()  # fmt: skip
+    conn.close()
+    step = 10 * S
+    return [hi - hi % step for lo, hi in rows if lo // step != hi // step]
+
+
 def run_rollup_job(db: Path) -> None:
     """The real `tracetui job rollup` (without --follow: it sums what is queued, then exits)."""
     done = subprocess.run([sys.executable, "-m", "tracetui", "job", "rollup", "--db", str(db)],
@@ -192,7 +246,9 @@ def test_a_live_writer_only_queues_and_stats_are_right_before_and_after_the_job_
             committer.commit([decoded])
         assert sqlite3.connect(db).execute("SELECT count(*) FROM stats_dirty").fetchone()[0] == 199
         assert sqlite3.connect(db).execute("SELECT count(*) FROM stats_bins").fetchone()[0] == 0
-        assert assert_same(db, (None, BASE_NS + 600 * S)) > 0
+        cuts = straddled(db)[:3]  # windows that start amid runs: only their later calls count
+        assert len(cuts) == 3
+        assert assert_same(db, (None, *cuts), ("", *CUBE_FILTERS)) > 0  # queued cells and runs too
         run_rollup_job(db)
         assert sqlite3.connect(db).execute("SELECT count(*) FROM stats_dirty").fetchone()[0] == 0
         assert_same(db, (None, BASE_NS + 600 * S))
@@ -233,8 +289,8 @@ def test_an_upgraded_database_is_filled_in_the_background(tmp_path: Path) -> Non
     fill_db(db, traffic(5, range(1, 120)))
     before = sqlite3.connect(db)
     # as a tracetui from before the rollup left it: no rollup, the fill still to do
-    before.execute("DELETE FROM stats_bins")
-    before.execute("DELETE FROM stats_contrib")
+    for table in ("stats_bins", "stats_contrib", "stats_cells", "stats_runs"):
+        before.execute(f"DELETE FROM {table}")
     top = before.execute("SELECT max(id) FROM traces").fetchone()[0]
     before.execute("UPDATE meta SET value = ? WHERE key = 'rollup_to'", (top,))
     before.execute("UPDATE meta SET value = 0 WHERE key = 'rollup_at'")

@@ -635,13 +635,14 @@ class SqliteReader:
     def call_figures(
         self, by: str, *, since_ns: int | None = None, flt: Filter | None = None, route_attribute: str | None = None
     ) -> list[GroupFigures] | None:
-        if (flt is not None and not flt.is_empty()) or (by == "route" and route_attribute):
+        if by == "route" and route_attribute:
             return None  # the rollup keeps no span attributes: tracetui.query.stats scans the calls
         with self._lock:
             row = self._conn.execute("SELECT value FROM meta WHERE key = 'span_count'").fetchone()
             if int(row[0] if row and row[0] else 0) < self.exact_below_spans:
                 return None  # a scan is cheap here, and its percentiles exact
-            return rollup.figures(self._conn, by, since_ns)
+            # None for a filter on more than the grouping dimensions (rollup.CUBE_FIELDS): a scan, too
+            return rollup.figures(self._conn, by, since_ns, flt)
 
     def cohort_calls(
         self, *, since_ns: int | None = None, until_ns: int | None = None, flt: Filter | None = None

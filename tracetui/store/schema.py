@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
 #: Page size of a new database file (tracetui.store.blobs keeps span rows small; see connect_writer).
 PAGE_SIZE = 8192
 
@@ -422,10 +422,49 @@ INSERT OR REPLACE INTO meta(key, value) VALUES ('rollup_at', 0)
 )
 
 
+# v15: the Stats rollup's filter cube (tracetui.store.rollup, "Filtered Stats"). `stats_cells`: each
+# combination of the call columns a grouping-dimension filter reads (model, provider, service, prompt) with the
+# three group keys, once; its columns are named as in `spans`, so a filter compiled for spans
+# (tracetui.store.filter_sql.span_where) selects the cells it matches, with the same semantics.
+# `stats_bins` holds the calls' figures per cell (grouping 'cell', key: the cell's id); `stats_runs` counts
+# runs by the set of cells their calls fell in, so a filtered window counts each run once. The rollup
+# job refills the existing traces in the background: meta `cube_to` / `cube_at`, like `rollup_to` / `rollup_at`.
+_V15 = """
+CREATE TABLE stats_cells (
+    id              INTEGER PRIMARY KEY,
+    cell            TEXT NOT NULL UNIQUE,   -- JSON of the columns below: the cell's identity
+    model_key       TEXT,
+    prompt_key      TEXT,
+    route           TEXT,
+    request_model   TEXT,
+    response_model  TEXT,
+    provider        TEXT,
+    prompt_name     TEXT,
+    prompt_version  TEXT,
+    service         TEXT,
+    llm_kind        TEXT NOT NULL DEFAULT 'llm'
+);
+CREATE TABLE stats_runs (
+    level      INTEGER NOT NULL,
+    bin        INTEGER NOT NULL,
+    sig        TEXT NOT NULL,
+    runs       INTEGER NOT NULL,
+    PRIMARY KEY (level, bin, sig)
+) WITHOUT ROWID;
+INSERT OR REPLACE INTO meta(key, value) VALUES ('cube_to', (SELECT ifnull(max(id), 0) FROM traces));
+INSERT OR REPLACE INTO meta(key, value) VALUES ('cube_at', 0)
+"""
+
+
 def add_stats_rollup(conn: sqlite3.Connection) -> None:
     """Migration 12 -> 13 (issue 19, the Stats rollup): statement by statement (trigger bodies hold ';')."""
     for statement in _V13:
         conn.execute(statement)
+
+
+def add_filter_cube(conn: sqlite3.Connection) -> None:
+    """Migration 14 -> 15 (issue 19, Stats filtered on the grouping dimensions from the rollup)."""
+    _run_script(conn, _V15)
 
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
@@ -460,6 +499,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     11: lambda conn: _run_script(conn, _V12),
     12: add_stats_rollup,
     13: lambda conn: None,  # v14: raws may be compressed (blobs.ZMARK); only older versions must refuse the file
+    14: add_filter_cube,
 }
 
 
