@@ -24,6 +24,23 @@ that group, at every size: a trace has a call in a window ``[since, now]`` if an
 only if its last one is in it, and exactly one of the bins covering the window
 holds that last call. So the sum over the window's bins is exact.
 
+**Filtered Stats.** A filter whose terms all compare the grouping dimensions
+(:data:`CUBE_FIELDS`: ``model=gpt-4o``, ``prompt=triage``, ``prompt.version>5``,
+``service!=shop``, ...) is answered from a cube. Each distinct combination of a
+call's request and response model, provider, prompt name and version, service,
+and its three group keys is a *cell* (``stats_cells``, stored once; its columns
+are named as in ``spans``, so the filter compiled for spans by
+tracetui.store.filter_sql selects the cells it matches, with the scan's own
+semantics). The calls' figures are kept per cell like any grouping (grouping
+``cell``); a filtered window sums its matching cells by group key.
+Runs cannot be summed over cells: a run whose calls fall in two matching cells
+of one group would count twice. So runs are counted by *signature*
+(``stats_runs``, :func:`_signatures`): per bin, how many traces had their calls
+in which set of cells, written so that summing a window's bins gives, for each
+trace, exactly the cells it has calls in within the window. A group then counts
+a trace once if any of those cells matches. Signatures repeat (the same agent
+makes the same calls), so the table stays a few rows per bin.
+
 **Exact under change.** A trace's contribution is a function of the whole trace
 (its calls' flags change when siblings arrive, its route when the root arrives,
 its groundedness when an evaluation does). ``stats_contrib`` keeps the calls
@@ -40,10 +57,11 @@ drains the queue in small transactions. Until then a reader corrects for the
 queued traces (:func:`figures`), so an answer is never stale; past MAX_DIRTY
 queued (a flood the job cannot keep up with) Stats scans the calls instead.
 
-**Upgrades.** A database that held traces before this table existed is filled
+**Upgrades.** A database that held traces before these tables existed is filled
 by :func:`backfill_step` (``tracetui job rollup``, started by ``serve``) in small
-transactions, oldest trace row first. Until it is done :func:`figures` answers
-None and Stats scans as before; the header shows the progress (:func:`progress`).
+transactions, oldest trace row first: the rollup (schema 13), then the filter
+cube (schema 15). Until a fill is done :func:`figures` answers None for what
+needs it and Stats scans as before; the header shows the progress (:func:`progress`).
 """
 
 from __future__ import annotations
