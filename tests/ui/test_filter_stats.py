@@ -176,6 +176,28 @@ async def test_stats_follow_the_list_filter(fixtures_db: Path) -> None:
         assert {g.key for g in app.screen.groups} == {"gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano"}
 
 
+async def test_stats_filtered_on_a_grouping_dimension_come_from_the_rollup_and_say_so(fixtures_db: Path,
+                                                                                       monkeypatch) -> None:  # fmt: skip
+    """On a big database (here: the rollup's threshold lowered) a filter on models is read from the rollup's
+    cube: the same groups and counts as the exact scan, and the histogram's line names the sketch."""
+    from tracetui.model.filter import parse
+    from tracetui.query.stats import compute
+    from tracetui.store import rollup
+
+    exact = {(g.key, g.count, g.runs) for g in compute(SqliteReader(fixtures_db), "model", flt=parse("model~4.1"))}
+    monkeypatch.setattr(rollup, "EXACT_BELOW_SPANS", 0)
+    app = make_app(fixtures_db)
+    async with app.run_test(size=(150, 40)) as pilot:
+        await settle(pilot)
+        await type_filter(pilot, "model~4.1")
+        await pilot.press("enter")
+        await pilot.press("S")
+        await settle(pilot)
+        assert {(g.key, g.count, g.runs) for g in app.screen.groups} == exact
+        line = str(app.screen.query_one("#stats-histogram-title").render())
+        assert "percentiles: log-bucket sketch, within 1%" in line, line
+
+
 async def test_stats_routes_by_the_configured_attribute(agent_db: Path) -> None:
     """With a route attribute (here the agent's conversation id on the run's root span), routes are its values."""
     app = make_app(agent_db)
